@@ -1,0 +1,87 @@
+/**
+ * What the SIP gateway needs from the mesh, and nothing more. `node/` plugs the DHT registry
+ * (`dht/`) and the libp2p peer channel in; tests plug the in-memory registry
+ * (`dht/memory-registry.ts`) and an in-memory channel. The gateway never imports libp2p.
+ */
+
+export interface AbortOptions {
+  signal?: AbortSignal
+}
+
+/** A normalized address-of-record: `sip:user@domain`, scheme and domain lower-cased, no params. */
+export type Aor = string
+
+/** Where an AoR is served, as the claim registry resolves it. */
+export interface Route {
+  aor: Aor
+  /** libp2p peer id (base58 string) of the owner node */
+  node: string
+  /** the owner node's SIP address, `host:port` (UDP and TCP) */
+  sip: string
+  /** claim version: higher wins */
+  version: bigint
+  /** ms since the epoch after which the claim is void */
+  expiresAt: number
+}
+
+/** What the registrar asks the registry to claim for a local registration. */
+export interface LocalBinding {
+  /** ms since the epoch: the latest expiry among this node's bindings for the AoR */
+  expiresAt: number
+}
+
+export interface ClaimResult {
+  /** true when this node owns the AoR once the DHT has settled */
+  won: boolean
+  /** the route every node resolves now: ours when won, the winner's otherwise */
+  route: Route
+  /** the claim this one superseded, when there was one (another node's or our own older one) */
+  previous?: Route
+  /** how many DHT peers stored the claim */
+  replicas: number
+}
+
+export type Unwatch = () => void
+
+export interface Registry {
+  /** this node's id as it appears in `Route.node` */
+  readonly nodeId: string
+
+  /**
+   * Claim (or renew) an AoR for this node. Resolves once the claim is stored in the DHT and read
+   * back; `won: false` means a concurrent newer claim of another node won the race.
+   */
+  claim (aor: Aor, binding: LocalBinding, options?: AbortOptions): Promise<ClaimResult>
+
+  /** Give up an AoR this node owns (the last binding ended); afterwards it resolves to nothing. */
+  release (aor: Aor, options?: AbortOptions): Promise<void>
+
+  /**
+   * The current owner of an AoR, or undefined when nobody holds a live claim. Served from a cache
+   * when possible (never older than a claim this node has seen); `fresh: true` forces a DHT lookup.
+   */
+  resolve (aor: Aor, options?: AbortOptions & { fresh?: boolean }): Promise<Route | undefined>
+
+  /**
+   * Be told whenever the route of an AoR changes (claimed, moved, released, expired), including
+   * when it is unclaimed now: the registry registers interest in the mesh so that the node that
+   * claims it later tells us directly.
+   */
+  watch (aor: Aor, onChange: (route: Route | undefined) => void): Unwatch
+
+  /**
+   * Be told when another node's valid newer claim displaced this node as owner of an AoR
+   * (a move notice, verified against the signed claim before it is reported).
+   */
+  onDisplaced (handler: (aor: Aor, by: Route) => void): Unwatch
+}
+
+/**
+ * SIP between nodes: a reliable, ordered, message-framed channel to a peer node, addressed by
+ * node id. Messages that arrive through it come from an authenticated mesh peer, so
+ * P-Asserted-Identity on them is trusted.
+ */
+export interface PeerChannel {
+  send (node: string, data: Uint8Array, options?: AbortOptions): Promise<void>
+  onMessage (handler: (node: string, data: Uint8Array) => void): Unwatch
+}
