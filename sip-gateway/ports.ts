@@ -85,3 +85,24 @@ export interface PeerChannel {
   send (node: string, data: Uint8Array, options?: AbortOptions): Promise<void>
   onMessage (handler: (node: string, data: Uint8Array) => void): Unwatch
 }
+
+/**
+ * Durable key-value storage in the node's data directory (LevelDB in `node/`, a Map in tests):
+ * registrations that must survive a restart, stored offline messages, authorization rules.
+ */
+export interface DurableStore {
+  get (key: string): Promise<Uint8Array | undefined>
+  put (key: string, value: Uint8Array): Promise<void>
+  delete (key: string): Promise<void>
+  /** every entry whose key starts with `prefix`, in key order */
+  list (prefix: string): AsyncIterable<[key: string, value: Uint8Array]>
+}
+
+/** Structured logging: one JSON object per line in `node/`; `child` adds fields to every line. */
+export interface Logger {
+  debug (msg: string, fields?: Record<string, unknown>): void
+  info (msg: string, fields?: Record<string, unknown>): void
+  warn (msg: string, fields?: Record<string, unknown>): void
+  error (msg: string, fields?: Record<string, unknown>): void
+  child (fields: Record<string, unknown>): Logger
+}
