@@ -1,0 +1,88 @@
+import type { TxFlow, TxRequest, TxResponse } from './message.ts'
+import type { TimerSettings } from './timers.ts'
+import { Timer } from './timers.ts'
+import { Transaction, TransactionState, table } from './transaction.ts'
+import type { ClientTransactionUser } from './transaction.ts'
+
+const S = TransactionState
+
+/** RFC 3261 17.1.2, figure 6 */
+const transitions = table({
+  [S.Trying]: [S.Proceeding, S.Completed],
+  [S.Proceeding]: [S.Completed]
+})
+
+/**
+ * Non-INVITE client transaction (RFC 3261 17.1.2). Timer E retransmits the request over
+ * unreliable flows (T1 doubling up to T2, then T2 once a provisional arrived), timer F (64*T1)
+ * times the transaction out, timer K (T4, zero when reliable) absorbs response retransmissions.
+ */
+export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res extends TxResponse = TxResponse> extends Transaction<Req> {
+  readonly request: Req
+  readonly #user: ClientTransactionUser<Res>
+  readonly #timerE = new Timer()
+  readonly #timerF = new Timer()
+  readonly #timerK = new Timer()
+  #interval: number
+
+  constructor (key: string, request: Req, flow: TxFlow<Req>, user: ClientTransactionUser<Res>, timers: TimerSettings) {
+    super(key, flow, timers, S.Trying, transitions)
+    this.request = request
+    this.#user = user
+    this.#interval = timers.t1
+  }
+
+  /** send the request and arm the timers (17.1.2.2) */
+  start (): void {
+    this.#timerF.set(64 * this.timers.t1, () => this.#onTimerF())
+    if (!this.reliable) this.#timerE.set(this.#interval, () => this.#onTimerE())
+    this.transmit(this.request)
+  }
+
+  #onTimerE (): void {
+    if (this.state !== S.Trying && this.state !== S.Proceeding) return
+    this.transmit(this.request)
+    this.#interval = this.state === S.Trying ? Math.min(2 * this.#interval, this.timers.t2) : this.timers.t2
+    if (this.state === S.Trying || this.state === S.Proceeding) this.#timerE.set(this.#interval, () => this.#onTimerE())
+  }
+
+  #onTimerF (): void {
+    if (this.state !== S.Trying && this.state !== S.Proceeding) return
+    this.transition(S.Terminated)
+    this.#user.onRequestTimeout()
+  }
+
+  receiveResponse (response: Res): void {
+    const status = response.status
+    switch (this.state) {
+      case S.Trying:
+      case S.Proceeding:
+        if (status < 200) {
+          this.transition(S.Proceeding)
+          this.#user.receiveResponse(response)
+          return
+        }
+        this.#timerE.clear()
+        this.#timerF.clear()
+        this.transition(S.Completed)
+        this.#user.receiveResponse(response)
+        if (this.reliable) this.transition(S.Terminated)
+        else this.#timerK.set(this.timers.t4, () => this.transition(S.Terminated))
+        return
+      default:
+        // Completed: retransmissions of the final response are absorbed (17.1.2.2)
+    }
+  }
+
+  protected override transportFailed (error: unknown): void {
+    if (this.state === S.Terminated || this.state === S.Completed) return
+    this.transition(S.Terminated)
+    this.#user.onTransportError(error)
+  }
+
+  protected override clearTimers (): void {
+    this.#timerE.clear(); this.#timerF.clear(); this.#timerK.clear()
+  }
+
+  protected override terminatedHook (): void { this.#user.onTerminated?.() }
+}

@@ -1,0 +1,66 @@
+import type { TxFlow, TxRequest, TxResponse } from './message.ts'
+import type { TimerSettings } from './timers.ts'
+import { Timer } from './timers.ts'
+import { Transaction, TransactionState, table } from './transaction.ts'
+import type { ServerTransactionUser } from './transaction.ts'
+
+const S = TransactionState
+
+/** RFC 3261 17.2.2, figure 8 */
+const transitions = table({
+  [S.Trying]: [S.Proceeding, S.Completed],
+  [S.Proceeding]: [S.Completed]
+})
+
+/**
+ * Non-INVITE server transaction (RFC 3261 17.2.2). Request retransmissions are absorbed in
+ * "trying" and answered with the last response otherwise; timer J (64*T1 unreliable, zero
+ * reliable) keeps the final response around for them.
+ */
+export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res extends TxResponse = TxResponse> extends Transaction<Res> {
+  readonly request: Req
+  #user: ServerTransactionUser<Req>
+  readonly #timerJ = new Timer()
+  #last: Res | undefined
+
+  constructor (key: string, request: Req, flow: TxFlow<Res>, timers: TimerSettings, user: ServerTransactionUser<Req> = {}) {
+    super(key, flow, timers, S.Trying, transitions)
+    this.request = request
+    this.#user = user
+  }
+
+  setUser (user: ServerTransactionUser<Req>): void { this.#user = user }
+
+  /** the final response, once sent */
+  get finalResponse (): Res | undefined { return this.#last !== undefined && this.#last.status >= 200 ? this.#last : undefined }
+
+  /** a retransmission of the request matched this transaction */
+  receiveRequest (_request: Req): void {
+    if ((this.state === S.Proceeding || this.state === S.Completed) && this.#last !== undefined) this.transmit(this.#last)
+  }
+
+  /** the TU responds; responses after the final one are ignored (17.2.2) */
+  respond (response: Res): void {
+    if (this.state === S.Completed || this.state === S.Terminated) return
+    this.#last = response
+    if (response.status < 200) {
+      this.transition(S.Proceeding)
+      this.transmit(response)
+      return
+    }
+    this.transition(S.Completed)
+    this.transmit(response)
+    if (this.state !== S.Completed) return
+    if (this.reliable) this.transition(S.Terminated)
+    else this.#timerJ.set(64 * this.timers.t1, () => this.transition(S.Terminated))
+  }
+
+  protected override transportFailed (error: unknown): void {
+    if (this.state === S.Terminated) return
+    this.transition(S.Terminated)
+    this.#user.onTransportError?.(error)
+  }
+
+  protected override clearTimers (): void { this.#timerJ.clear() }
+  protected override terminatedHook (): void { this.#user.onTerminated?.() }
+}
