@@ -78,7 +78,7 @@ export class InviteClientTransaction<Req extends TxRequest = TxRequest, Res exte
           this.#ack = this.#buildAck(response)
           this.transmit(this.#ack)
           this.#user.receiveResponse(response)
-          if (this.state !== S.Completed) return
+          if (!this.is(S.Completed)) return
           if (this.reliable) this.transition(S.Terminated)
           else this.#timerD.set(Math.max(32000, 64 * this.timers.t1), () => this.transition(S.Terminated))
         }

@@ -50,7 +50,7 @@ export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res e
     }
     this.transition(S.Completed)
     this.transmit(response)
-    if (this.state !== S.Completed) return
+    if (!this.is(S.Completed)) return
     if (this.reliable) this.transition(S.Terminated)
     else this.#timerJ.set(64 * this.timers.t1, () => this.transition(S.Terminated))
   }

@@ -68,6 +68,9 @@ export abstract class Transaction<M> {
   get state (): TransactionState { return this.#state }
   get reliable (): boolean { return this.flow.reliable }
 
+  /** state check that TypeScript does not narrow (callbacks may have moved the state) */
+  protected is (state: TransactionState): boolean { return this.#state === state }
+
   /** called once when the transaction reaches "terminated" (the layer removes it from its table) */
   onTerminated (listener: (tx: Transaction<M>) => void): void {
     this.#listeners.push(listener)
