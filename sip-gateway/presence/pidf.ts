@@ -1,0 +1,580 @@
+/**
+ * PIDF, the Presence Information Data Format (RFC 3863): parse a body into a small model and build a
+ * document from one. Parsing and building go through fast-xml-parser with `preserveOrder`, then a
+ * namespace-resolution pass of our own (fast-xml-parser keeps prefixes as written and does not
+ * resolve them). Elements the model does not understand (RPID, data model, capabilities, …) are kept
+ * as namespace-resolved trees and written back, so a presence server passes them through
+ * (draft-ietf-simple-intradomain-federation 7.1.3: retain what you do not understand).
+ *
+ * Hostile input: the body size is capped before anything else; any DOCTYPE is refused, so no
+ * entity is ever defined and none can expand (billion laughs, external entities); fast-xml-parser's
+ * own entity processing is off and we decode only the five predefined XML entities and character
+ * references; nesting depth, element count and attributes per element are capped. Every failure is
+ * a `PidfError` (the gateway answers 400).
+ */
+
+import { XMLBuilder, XMLParser, XMLValidator } from 'fast-xml-parser'
+
+export const PIDF_NS = 'urn:ietf:params:xml:ns:pidf'
+export const XML_NS = 'http://www.w3.org/XML/1998/namespace'
+
+/** Malformed or unacceptable PIDF. `reason` is a short human-readable explanation (400 reason text). */
+export class PidfError extends Error {
+  static override name = 'PidfError'
+  override name = 'PidfError'
+  readonly reason: string
+  constructor (reason: string, options?: { cause?: unknown }) {
+    super(`invalid PIDF: ${reason}`, options)
+    this.reason = reason
+  }
+}
+
+/** An attribute, namespace-resolved; `ns` is '' for unqualified attributes. */
+export interface XmlAttribute {
+  ns: string
+  name: string
+  /** the prefix it was written with, a hint for building */
+  prefix?: string
+  value: string
+}
+
+/** An element kept as-is: namespace-resolved, order of children preserved. */
+export interface XmlElement {
+  /** namespace URI, '' when none */
+  ns: string
+  /** local name */
+  name: string
+  /** the prefix it was written with, a hint for building */
+  prefix?: string
+  attrs: XmlAttribute[]
+  children: XmlNode[]
+}
+
+/** Text (already unescaped) or an element. */
+export type XmlNode = XmlElement | string
+
+export interface PidfNote {
+  text: string
+  lang?: string
+}
+
+export type BasicStatus = 'open' | 'closed'
+
+export interface PidfStatus {
+  basic?: BasicStatus
+  /** status extension elements (RPID etc.), in document order */
+  extra: XmlElement[]
+}
+
+export interface PidfContact {
+  uri: string
+  /** decimal in [0, 1], as written */
+  priority?: string
+}
+
+export interface PidfTuple {
+  id: string
+  status: PidfStatus
+  /** tuple extension elements (outside the PIDF namespace), in document order */
+  extra: XmlElement[]
+  contact?: PidfContact
+  notes: PidfNote[]
+  /** xs:dateTime as written */
+  timestamp?: string
+}
+
+export interface PidfDocument {
+  /** the presentity URI (`pres:` or `sip:`) */
+  entity: string
+  tuples: PidfTuple[]
+  notes: PidfNote[]
+  /** presence-level extension elements (RPID person/device, …), in document order */
+  extra: XmlElement[]
+}
+
+export interface PidfLimits {
+  /**
+   * Largest body accepted, in bytes (UTF-8)
+   * @default 65536
+   */
+  maxBytes?: number
+  /**
+   * Deepest element nesting accepted
+   * @default 32
+   */
+  maxDepth?: number
+  /**
+   * Most elements in one document
+   * @default 2048
+   */
+  maxElements?: number
+  /**
+   * Most attributes (namespace declarations included) on one element
+   * @default 64
+   */
+  maxAttributes?: number
+}
+
+const DEFAULT_LIMITS: Required<PidfLimits> = { maxBytes: 65536, maxDepth: 32, maxElements: 2048, maxAttributes: 64 }
+
+// ---------------------------------------------------------------------------------------------
+// parsing
+
+const parser = new XMLParser({
+  preserveOrder: true,
+  ignoreAttributes: false,
+  attributeNamePrefix: '',
+  parseTagValue: false,
+  parseAttributeValue: false,
+  trimValues: false,
+  // entity handling is ours: no DTD is accepted, and only predefined entities are decoded below
+  processEntities: false,
+  htmlEntities: false,
+  cdataPropName: '#cdata',
+  ignoreDeclaration: true,
+  ignorePiTags: true,
+  // the real depth cap is checked before parsing; this is a backstop
+  maxNestedTags: 256
+})
+
+type OrderedNode = Record<string, unknown>
+
+const NAME_RE = /^[A-Za-z_][\w.-]*$/u
+const URI_RE = /^[A-Za-z][A-Za-z0-9+.-]*:[^\s<>"]+$/u
+const DATETIME_RE = /^-?\d{4,}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$/u
+const PRIORITY_RE = /^(0(\.\d{0,3})?|1(\.0{0,3})?|\.\d{1,3})$/u
+
+/** Parse and validate a PIDF body. Throws `PidfError` on anything malformed, oversized or hostile. */
+export function parsePidf (body: string | Uint8Array, limits: PidfLimits = {}): PidfDocument {
+  const lim = { ...DEFAULT_LIMITS, ...limits }
+  let text: string
+  if (typeof body === 'string') {
+    if (Buffer.byteLength(body, 'utf8') > lim.maxBytes) throw new PidfError(`body larger than ${lim.maxBytes} bytes`)
+    text = body
+  } else {
+    if (body.byteLength > lim.maxBytes) throw new PidfError(`body larger than ${lim.maxBytes} bytes`)
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(body)
+    } catch (err) {
+      throw new PidfError('body is not valid UTF-8', { cause: err })
+    }
+  }
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
+  if (text.trim() === '') throw new PidfError('empty body')
+  if (new RegExp(NON_XML_CHARS.source, 'u').test(text)) throw new PidfError('character not allowed in XML')
+  if (text.includes('<!DOCTYPE') || text.includes('<!ENTITY')) throw new PidfError('DOCTYPE and entity declarations are not allowed')
+  checkDepth(text, lim.maxDepth)
+
+  let ordered: OrderedNode[]
+  try {
+    const valid = XMLValidator.validate(text)
+    if (valid !== true) throw new PidfError(`not well-formed XML: ${valid.err.msg} (line ${valid.err.line})`)
+    ordered = parser.parse(text) as OrderedNode[]
+  } catch (err) {
+    if (err instanceof PidfError) throw err
+    throw new PidfError(`not well-formed XML: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+  }
+
+  const counter = { elements: 0 }
+  const roots: XmlElement[] = []
+  for (const node of ordered) {
+    const converted = convert(node, new Map([['xml', XML_NS]]), lim, counter, 1)
+    if (typeof converted === 'string') {
+      if (converted.trim() !== '') throw new PidfError('text outside the root element')
+    } else if (converted !== undefined) {
+      roots.push(converted)
+    }
+  }
+  if (roots.length !== 1) throw new PidfError(roots.length === 0 ? 'no root element' : 'more than one root element')
+  return toDocument(roots[0])
+}
+
+/**
+ * Refuse deep nesting before the XML library sees the text. Counts start tags minus end tags,
+ * skipping comments, CDATA, processing instructions and self-closing tags; a cheap, linear scan.
+ */
+function checkDepth (text: string, maxDepth: number): void {
+  let depth = 0
+  let i = 0
+  while (true) {
+    i = text.indexOf('<', i)
+    if (i < 0) return
+    const next = text[i + 1]
+    if (next === '!') {
+      const end = text.startsWith('<!--', i) ? text.indexOf('-->', i + 4) : text.startsWith('<![CDATA[', i) ? text.indexOf(']]>', i + 9) : text.indexOf('>', i)
+      if (end < 0) return // unterminated: the validator reports it
+      i = end + 1
+    } else if (next === '?') {
+      const end = text.indexOf('?>', i + 2)
+      if (end < 0) return
+      i = end + 2
+    } else if (next === '/') {
+      depth--
+      i += 2
+    } else {
+      const end = findTagEnd(text, i + 1)
+      if (end < 0) return
+      if (text[end - 1] !== '/') {
+        depth++
+        if (depth > maxDepth) throw new PidfError(`elements nested deeper than ${maxDepth}`)
+      }
+      i = end + 1
+    }
+  }
+}
+
+/** Index of the `>` closing a start tag, skipping quoted attribute values. */
+function findTagEnd (text: string, from: number): number {
+  let quote: string | undefined
+  for (let i = from; i < text.length; i++) {
+    const c = text[i]
+    if (quote !== undefined) {
+      if (c === quote) quote = undefined
+    } else if (c === '"' || c === "'") {
+      quote = c
+    } else if (c === '>') {
+      return i
+    }
+  }
+  return -1
+}
+
+const PREDEFINED: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" }
+
+/** Decode the five predefined entities and character references; anything else is an error. */
+export function decodeXmlText (raw: string): string {
+  if (!raw.includes('&')) return raw
+  return raw.replace(/&([^;&\s<]{0,16});?/gu, (match, ref: string) => {
+    if (!match.endsWith(';')) throw new PidfError("bare '&' in text or attribute value")
+    if (ref.startsWith('#')) {
+      const code = ref[1] === 'x' ? (/^#x[0-9A-Fa-f]{1,6}$/u.test(ref) ? parseInt(ref.slice(2), 16) : NaN) : (/^#\d{1,7}$/u.test(ref) ? parseInt(ref.slice(1), 10) : NaN)
+      if (!isXmlChar(code)) throw new PidfError(`invalid character reference &${ref};`)
+      return String.fromCodePoint(code)
+    }
+    const value = Object.hasOwn(PREDEFINED, ref) ? PREDEFINED[ref] : undefined
+    if (value === undefined) throw new PidfError(`undefined entity &${ref};`)
+    return value
+  })
+}
+
+function isXmlChar (code: number): boolean {
+  if (!Number.isInteger(code)) return false
+  return code === 0x9 || code === 0xa || code === 0xd || (code >= 0x20 && code <= 0xd7ff) ||
+    (code >= 0xe000 && code <= 0xfffd) || (code >= 0x10000 && code <= 0x10ffff)
+}
+
+function splitQName (qname: string): { prefix?: string, local: string } {
+  const colon = qname.indexOf(':')
+  if (colon < 0) return { local: qname }
+  const prefix = qname.slice(0, colon)
+  const local = qname.slice(colon + 1)
+  if (prefix === '' || local === '' || local.includes(':')) throw new PidfError(`invalid qualified name '${qname}'`)
+  return { prefix, local }
+}
+
+function convert (node: OrderedNode, parentScope: Map<string, string>, lim: Required<PidfLimits>, counter: { elements: number }, depth: number): XmlNode | undefined {
+  const keys = Object.keys(node).filter(k => k !== ':@')
+  if (keys.length !== 1) throw new PidfError('unexpected parser output')
+  const key = keys[0]
+  if (key === '#text') return decodeXmlText(String(node[key]))
+  if (key === '#cdata') {
+    const parts = node[key] as OrderedNode[]
+    return parts.map(p => String(p['#text'] ?? '')).join('')
+  }
+  if (depth > lim.maxDepth) throw new PidfError(`elements nested deeper than ${lim.maxDepth}`)
+  if (++counter.elements > lim.maxElements) throw new PidfError(`more than ${lim.maxElements} elements`)
+
+  const rawAttrs = (node[':@'] ?? {}) as Record<string, unknown>
+  const attrNames = Object.keys(rawAttrs)
+  if (attrNames.length > lim.maxAttributes) throw new PidfError(`more than ${lim.maxAttributes} attributes on <${key}>`)
+
+  let scope = parentScope
+  const plain: Array<[string, string]> = []
+  for (const name of attrNames) {
+    const value = decodeXmlText(String(rawAttrs[name]))
+    if (name === 'xmlns' || name.startsWith('xmlns:')) {
+      if (scope === parentScope) scope = new Map(parentScope)
+      const prefix = name === 'xmlns' ? '' : name.slice(6)
+      if (prefix === 'xmlns' || (prefix === 'xml' && value !== XML_NS)) throw new PidfError(`reserved prefix '${prefix}' redeclared`)
+      if (prefix !== '' && value === '') throw new PidfError(`prefix '${prefix}' undeclared with an empty namespace`)
+      if (prefix !== '' && !NAME_RE.test(prefix)) throw new PidfError(`invalid prefix '${prefix}'`)
+      scope.set(prefix, value)
+    } else {
+      plain.push([name, value])
+    }
+  }
+
+  const { prefix, local } = splitQName(key)
+  if (!NAME_RE.test(local)) throw new PidfError(`invalid element name '${key}'`)
+  const ns = scope.get(prefix ?? '')
+  if (prefix !== undefined && ns === undefined) throw new PidfError(`unbound prefix '${prefix}' on <${key}>`)
+
+  const attrs: XmlAttribute[] = []
+  const seen = new Set<string>()
+  for (const [name, value] of plain) {
+    const q = splitQName(name)
+    if (!NAME_RE.test(q.local)) throw new PidfError(`invalid attribute name '${name}'`)
+    const attrNs = q.prefix === undefined ? '' : scope.get(q.prefix)
+    if (attrNs === undefined) throw new PidfError(`unbound prefix '${q.prefix}' on attribute '${name}'`)
+    const expanded = `${attrNs} ${q.local}`
+    if (seen.has(expanded)) throw new PidfError(`attribute '${name}' repeated`)
+    seen.add(expanded)
+    attrs.push(q.prefix === undefined ? { ns: attrNs, name: q.local, value } : { ns: attrNs, name: q.local, prefix: q.prefix, value })
+  }
+
+  const children: XmlNode[] = []
+  for (const child of node[key] as OrderedNode[]) {
+    const converted = convert(child, scope, lim, counter, depth + 1)
+    if (converted === undefined) continue
+    const last = children[children.length - 1]
+    if (typeof converted === 'string' && typeof last === 'string') children[children.length - 1] = last + converted
+    else children.push(converted)
+  }
+  const element: XmlElement = { ns: ns ?? '', name: local, attrs, children }
+  if (prefix !== undefined) element.prefix = prefix
+  return element
+}
+
+function textOf (el: XmlElement, what: string): string {
+  let out = ''
+  for (const c of el.children) {
+    if (typeof c !== 'string') throw new PidfError(`<${what}> must contain only text`)
+    out += c
+  }
+  return out.trim()
+}
+
+function attr (el: XmlElement, name: string, ns = ''): string | undefined {
+  return el.attrs.find(a => a.name === name && a.ns === ns)?.value
+}
+
+function isPidf (el: XmlElement, name: string): boolean {
+  return el.ns === PIDF_NS && el.name === name
+}
+
+function toNote (el: XmlElement): PidfNote {
+  const note: PidfNote = { text: textOf(el, 'note') }
+  const lang = attr(el, 'lang', XML_NS)
+  if (lang !== undefined) note.lang = lang
+  return note
+}
+
+/** Drop whitespace-only text between elements of an extension tree (pretty-printing noise). */
+function tidy (el: XmlElement): XmlElement {
+  const hasElements = el.children.some(c => typeof c !== 'string')
+  const children = el.children
+    .filter(c => !(hasElements && typeof c === 'string' && c.trim() === ''))
+    .map(c => typeof c === 'string' ? c : tidy(c))
+  return { ...el, children }
+}
+
+function toDocument (root: XmlElement): PidfDocument {
+  if (root.name !== 'presence' || root.ns !== PIDF_NS) {
+    throw new PidfError(`root element must be <presence> in namespace ${PIDF_NS}, got <${root.name}>${root.ns === '' ? ' without namespace' : ` in ${root.ns}`}`)
+  }
+  const entity = attr(root, 'entity')?.trim()
+  if (entity === undefined || entity === '') throw new PidfError('<presence> has no entity attribute')
+  if (!URI_RE.test(entity)) throw new PidfError(`entity '${entity}' is not a URI`)
+
+  const doc: PidfDocument = { entity, tuples: [], notes: [], extra: [] }
+  const ids = new Set<string>()
+  for (const child of root.children) {
+    if (typeof child === 'string') {
+      if (child.trim() !== '') throw new PidfError('text directly inside <presence>')
+      continue
+    }
+    if (isPidf(child, 'tuple')) {
+      const tuple = toTuple(child)
+      if (ids.has(tuple.id)) throw new PidfError(`tuple id '${tuple.id}' is not unique`)
+      ids.add(tuple.id)
+      doc.tuples.push(tuple)
+    } else if (isPidf(child, 'note')) {
+      doc.notes.push(toNote(child))
+    } else {
+      doc.extra.push(tidy(child))
+    }
+  }
+  return doc
+}
+
+function toTuple (el: XmlElement): PidfTuple {
+  const id = attr(el, 'id')
+  if (id === undefined || id === '') throw new PidfError('<tuple> has no id attribute')
+  if (!NAME_RE.test(id) || id.includes(':')) throw new PidfError(`tuple id '${id}' is not a valid xs:ID`)
+  let status: PidfStatus | undefined
+  const tuple: PidfTuple = { id, status: { extra: [] }, extra: [], notes: [] }
+  for (const child of el.children) {
+    if (typeof child === 'string') {
+      if (child.trim() !== '') throw new PidfError(`text directly inside <tuple id="${id}">`)
+      continue
+    }
+    if (isPidf(child, 'status')) {
+      if (status !== undefined) throw new PidfError(`tuple '${id}' has more than one <status>`)
+      status = toStatus(child, id)
+    } else if (isPidf(child, 'contact')) {
+      if (tuple.contact !== undefined) throw new PidfError(`tuple '${id}' has more than one <contact>`)
+      const uri = textOf(child, 'contact')
+      if (uri === '') throw new PidfError(`tuple '${id}' has an empty <contact>`)
+      const contact: PidfContact = { uri }
+      const priority = attr(child, 'priority')
+      if (priority !== undefined) {
+        if (!PRIORITY_RE.test(priority.trim())) throw new PidfError(`contact priority '${priority}' is not a decimal between 0 and 1`)
+        contact.priority = priority.trim()
+      }
+      tuple.contact = contact
+    } else if (isPidf(child, 'note')) {
+      tuple.notes.push(toNote(child))
+    } else if (isPidf(child, 'timestamp')) {
+      if (tuple.timestamp !== undefined) throw new PidfError(`tuple '${id}' has more than one <timestamp>`)
+      const ts = textOf(child, 'timestamp')
+      if (!DATETIME_RE.test(ts)) throw new PidfError(`timestamp '${ts}' is not an xs:dateTime`)
+      tuple.timestamp = ts
+    } else {
+      tuple.extra.push(tidy(child))
+    }
+  }
+  if (status === undefined) throw new PidfError(`tuple '${id}' has no <status>`)
+  tuple.status = status
+  return tuple
+}
+
+function toStatus (el: XmlElement, tupleId: string): PidfStatus {
+  const status: PidfStatus = { extra: [] }
+  for (const child of el.children) {
+    if (typeof child === 'string') {
+      if (child.trim() !== '') throw new PidfError(`text directly inside <status> of tuple '${tupleId}'`)
+      continue
+    }
+    if (isPidf(child, 'basic')) {
+      if (status.basic !== undefined) throw new PidfError(`tuple '${tupleId}' has more than one <basic>`)
+      const basic = textOf(child, 'basic')
+      if (basic !== 'open' && basic !== 'closed') throw new PidfError(`<basic> must be open or closed, got '${basic.slice(0, 32)}'`)
+      status.basic = basic
+    } else {
+      status.extra.push(tidy(child))
+    }
+  }
+  return status
+}
+
+// ---------------------------------------------------------------------------------------------
+// building
+
+const builder = new XMLBuilder({
+  preserveOrder: true,
+  ignoreAttributes: false,
+  attributeNamePrefix: '',
+  // values are escaped by us (escapeText / escapeAttr) so the output is exact
+  processEntities: false,
+  suppressEmptyNode: true
+})
+
+// Characters XML 1.0 cannot carry at all (controls, lone surrogates, U+FFFE/U+FFFF): written as U+FFFD.
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const NON_XML_CHARS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff\ud800-\udfff]/gu
+
+/** Escape character data; characters XML cannot carry become U+FFFD. */
+export function escapeText (s: string): string {
+  return s.replace(NON_XML_CHARS, '\ufffd').replace(/[&<>\r]/gu, c => c === '&' ? '&amp;' : c === '<' ? '&lt;' : c === '>' ? '&gt;' : '&#13;')
+}
+
+/** Escape an attribute value (double-quoted); whitespace characters are kept as references. */
+export function escapeAttr (s: string): string {
+  return s.replace(NON_XML_CHARS, '\ufffd').replace(/[&<>"\t\n\r]/gu, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', '\t': '&#9;', '\n': '&#10;', '\r': '&#13;' })[c] as string)
+}
+
+/** Namespace → prefix, chosen once per document and declared on the root. */
+class Prefixes {
+  readonly byNs = new Map<string, string>([[XML_NS, 'xml']])
+  private readonly used = new Set<string>(['xml', 'xmlns'])
+
+  add (ns: string, hint: string | undefined): void {
+    if (ns === '' || ns === PIDF_NS || this.byNs.has(ns)) return
+    let base = hint !== undefined && NAME_RE.test(hint) && !hint.toLowerCase().startsWith('xml') ? hint : 'ns'
+    if (base === '') base = 'ns'
+    let prefix = base
+    for (let n = 1; this.used.has(prefix); n++) prefix = `${base}${n}`
+    this.used.add(prefix)
+    this.byNs.set(ns, prefix)
+  }
+
+  collect (el: XmlElement): void {
+    this.add(el.ns, el.prefix)
+    for (const a of el.attrs) if (a.ns !== '') this.add(a.ns, a.prefix)
+    for (const c of el.children) if (typeof c !== 'string') this.collect(c)
+  }
+}
+
+type Ordered = Record<string, unknown>
+
+function pidfElement (name: string, children: Ordered[], attrs?: Record<string, string>): Ordered {
+  const out: Ordered = { [name]: children }
+  if (attrs !== undefined && Object.keys(attrs).length > 0) out[':@'] = attrs
+  return out
+}
+
+function textNode (s: string): Ordered {
+  return { '#text': escapeText(s) }
+}
+
+function noteElement (note: PidfNote): Ordered {
+  return pidfElement('note', [textNode(note.text)], note.lang === undefined ? undefined : { 'xml:lang': escapeAttr(note.lang) })
+}
+
+/** Serialize an extension element. `defaultNs` is the default namespace in scope at this point. */
+function extraElement (el: XmlElement, prefixes: Prefixes, defaultNs: string): Ordered {
+  const attrs: Record<string, string> = {}
+  let name: string
+  let inner = defaultNs
+  if (el.ns === defaultNs) {
+    name = el.name
+  } else if (el.ns === '') {
+    // an element in no namespace below a default namespace: undeclare it
+    attrs.xmlns = ''
+    inner = ''
+    name = el.name
+  } else {
+    name = `${prefixes.byNs.get(el.ns) as string}:${el.name}`
+  }
+  for (const a of el.attrs) {
+    const key = a.ns === '' ? a.name : `${prefixes.byNs.get(a.ns) as string}:${a.name}`
+    attrs[key] = escapeAttr(a.value)
+  }
+  const children = el.children.map(c => typeof c === 'string' ? textNode(c) : extraElement(c, prefixes, inner))
+  return pidfElement(name, children, attrs)
+}
+
+/**
+ * Build a PIDF document (UTF-8, with an XML declaration). Extension elements are written with
+ * their original prefixes where these do not clash, declared once on `<presence>`.
+ */
+export function buildPidf (doc: PidfDocument): string {
+  const prefixes = new Prefixes()
+  const all = [...doc.extra, ...doc.tuples.flatMap(t => [...t.extra, ...t.status.extra])]
+  for (const el of all) prefixes.collect(el)
+
+  const rootAttrs: Record<string, string> = { xmlns: PIDF_NS }
+  for (const [ns, prefix] of prefixes.byNs) if (ns !== XML_NS) rootAttrs[`xmlns:${prefix}`] = escapeAttr(ns)
+  rootAttrs.entity = escapeAttr(doc.entity)
+
+  const children: Ordered[] = []
+  for (const t of doc.tuples) {
+    const status: Ordered[] = []
+    if (t.status.basic !== undefined) status.push(pidfElement('basic', [textNode(t.status.basic)]))
+    for (const e of t.status.extra) status.push(extraElement(e, prefixes, PIDF_NS))
+    const tuple: Ordered[] = [pidfElement('status', status)]
+    for (const e of t.extra) tuple.push(extraElement(e, prefixes, PIDF_NS))
+    if (t.contact !== undefined) {
+      tuple.push(pidfElement('contact', [textNode(t.contact.uri)], t.contact.priority === undefined ? undefined : { priority: escapeAttr(t.contact.priority) }))
+    }
+    for (const n of t.notes) tuple.push(noteElement(n))
+    if (t.timestamp !== undefined) tuple.push(pidfElement('timestamp', [textNode(t.timestamp)]))
+    children.push(pidfElement('tuple', tuple, { id: escapeAttr(t.id) }))
+  }
+  for (const n of doc.notes) children.push(noteElement(n))
+  for (const e of doc.extra) children.push(extraElement(e, prefixes, PIDF_NS))
+
+  return '<?xml version="1.0" encoding="UTF-8"?>\n' + (builder.build([pidfElement('presence', children, rootAttrs)]) as string)
+}
+
+export const PIDF_CONTENT_TYPE = 'application/pidf+xml'
