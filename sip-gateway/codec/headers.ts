@@ -1,0 +1,377 @@
+/**
+ * SIP header fields (RFC 3261 section 7.3 and 20): an ordered list of (name, raw value).
+ *
+ * Values stay raw strings; structured parsing (Via, name-addr, URI, CSeq) happens only on demand
+ * through the helpers of this folder. Names are case-insensitive and compact forms are mapped to
+ * the full name on the way in, so `get('v')`, `get('VIA')` and `get('Via')` are the same.
+ */
+
+/** Compact forms (RFC 3261 7.3.3 and later RFCs) → lower-case full name. */
+const COMPACT: Record<string, string> = {
+  a: 'accept-contact', // RFC 3841
+  b: 'referred-by', // RFC 3892
+  c: 'content-type',
+  d: 'request-disposition', // RFC 3841
+  e: 'content-encoding',
+  f: 'from',
+  i: 'call-id',
+  j: 'reject-contact', // RFC 3841
+  k: 'supported',
+  l: 'content-length',
+  m: 'contact',
+  n: 'identity-info', // RFC 4474
+  o: 'event', // RFC 6665
+  r: 'refer-to', // RFC 3515
+  s: 'subject',
+  t: 'to',
+  u: 'allow-events', // RFC 6665
+  v: 'via',
+  x: 'session-expires', // RFC 4028
+  y: 'identity' // RFC 4474
+}
+
+/** How we write the names we know (lower-case key → canonical spelling). */
+const CANONICAL: Record<string, string> = {}
+for (const name of [
+  'Accept', 'Accept-Contact', 'Accept-Encoding', 'Accept-Language', 'Alert-Info', 'Allow',
+  'Allow-Events', 'Authentication-Info', 'Authorization', 'Call-ID', 'Call-Info', 'Contact',
+  'Content-Disposition', 'Content-Encoding', 'Content-Language', 'Content-Length',
+  'Content-Type', 'CSeq', 'Date', 'Error-Info', 'Event', 'Expires', 'From', 'History-Info',
+  'Identity', 'Identity-Info', 'In-Reply-To', 'Max-Forwards', 'MIME-Version', 'Min-Expires',
+  'Min-SE', 'Organization', 'P-Asserted-Identity', 'P-Preferred-Identity', 'Path', 'Priority',
+  'Privacy', 'Proxy-Authenticate', 'Proxy-Authorization', 'Proxy-Require', 'RAck', 'Reason',
+  'Record-Route', 'Refer-To', 'Referred-By', 'Reject-Contact', 'Reply-To',
+  'Request-Disposition', 'Require', 'Retry-After', 'Route', 'RSeq', 'Server', 'Service-Route',
+  'Session-Expires', 'SIP-ETag', 'SIP-If-Match', 'Subject', 'Subscription-State', 'Supported',
+  'Timestamp', 'To', 'Unsupported', 'User-Agent', 'Via', 'Warning', 'WWW-Authenticate'
+]) {
+  CANONICAL[name.toLowerCase()] = name
+}
+
+/**
+ * Headers whose values are comma-separated lists (`#element` in the grammar), so that several
+ * header lines and one line with commas mean the same. Everything else is never split: From,
+ * To, Call-ID, CSeq, Date, WWW-Authenticate, Authorization (commas between auth params),
+ * Subject, User-Agent, unknown extension headers...
+ */
+const LIST_HEADERS = new Set([
+  'accept', 'accept-contact', 'accept-encoding', 'accept-language', 'alert-info', 'allow',
+  'allow-events', 'call-info', 'contact', 'content-encoding', 'content-language', 'error-info',
+  'history-info', 'in-reply-to', 'p-asserted-identity', 'p-preferred-identity', 'path',
+  'proxy-require', 'reason', 'record-route', 'reject-contact', 'request-disposition', 'require',
+  'route', 'security-client', 'security-server', 'security-verify', 'service-route', 'supported',
+  'unsupported', 'via', 'warning'
+])
+
+const keyCache = new Map<string, string>()
+
+const LINE_BREAKS = /[\r\n\0]+/g
+const HAS_LINE_BREAK = /[\r\n\0]/
+
+/** A value safe to write on one header line: CR, LF and NUL runs become one space. */
+function clean (value: string): string {
+  const v = String(value)
+  return HAS_LINE_BREAK.test(v) ? v.replace(LINE_BREAKS, ' ') : v
+}
+
+/** A name safe to write: a header name must be a token. */
+function cleanName (name: string): string {
+  if (!/^[A-Za-z0-9\-.!%*_+`'~]+$/.test(name)) throw new TypeError(`Invalid header name: ${JSON.stringify(name)}`)
+  return name
+}
+
+/** Lower-case full name of a header name (compact forms expanded). */
+export function headerKey (name: string): string {
+  let key = keyCache.get(name)
+  if (key === undefined) {
+    const lower = name.toLowerCase()
+    key = COMPACT[lower] ?? lower
+    if (keyCache.size < 1024) keyCache.set(name, key)
+  }
+  return key
+}
+
+/** The spelling we write for a header name: canonical for known names, as given otherwise. */
+export function headerDisplayName (name: string, key = headerKey(name)): string {
+  return CANONICAL[key] ?? name
+}
+
+/** Whether a header is a comma-separated list header. */
+export function isListHeader (name: string): boolean {
+  return LIST_HEADERS.has(headerKey(name))
+}
+
+/**
+ * Split a comma-separated header value into its elements, ignoring commas inside quoted strings
+ * (with backslash escapes) and inside `<...>`. Elements are trimmed; empty ones are dropped.
+ */
+export function splitList (value: string): string[] {
+  // fast path: no comma at all
+  if (value.indexOf(',') === -1) {
+    const v = value.trim()
+    return v === '' ? [] : [v]
+  }
+  const out: string[] = []
+  let start = 0
+  let quoted = false
+  let angle = false
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i)
+    if (quoted) {
+      if (c === 92 /* \ */) i++
+      else if (c === 34 /* " */) quoted = false
+    } else if (c === 34) {
+      quoted = true
+    } else if (c === 60 /* < */) {
+      angle = true
+    } else if (c === 62 /* > */) {
+      angle = false
+    } else if (c === 44 /* , */ && !angle) {
+      const v = value.slice(start, i).trim()
+      if (v !== '') out.push(v)
+      start = i + 1
+    }
+  }
+  const v = value.slice(start).trim()
+  if (v !== '') out.push(v)
+  return out
+}
+
+/** First element of a list value (what `splitList(value)[0]` gives, without splitting it all). */
+function firstElement (value: string): string | undefined {
+  if (value.indexOf(',') === -1) {
+    const v = value.trim()
+    return v === '' ? undefined : v
+  }
+  return splitList(value)[0]
+}
+
+/** Ordered header fields of one SIP message. */
+export class Headers {
+  /** names as written (canonical spelling for known headers) */
+  private _names: string[]
+  /** lower-case full names, for lookups */
+  private _keys: string[]
+  /** raw values (folding undone, surrounding whitespace trimmed) */
+  private _values: string[]
+
+  constructor (init?: Iterable<readonly [string, string]> | Record<string, string>) {
+    this._names = []
+    this._keys = []
+    this._values = []
+    if (init !== undefined) {
+      const entries = Symbol.iterator in init
+        ? init as Iterable<readonly [string, string]>
+        : Object.entries(init)
+      for (const [name, value] of entries) this.append(name, value)
+    }
+  }
+
+  /** Number of header lines. */
+  get size (): number {
+    return this._keys.length
+  }
+
+  /**
+   * Append without normalizing the name further: `key` is already `headerKey(name)`. Used by the
+   * parser on the hot path.
+   */
+  _push (name: string, key: string, value: string): void {
+    this._names.push(name)
+    this._keys.push(key)
+    this._values.push(value)
+  }
+
+  /** Replace the raw value of the i-th header line. */
+  _setValueAt (i: number, value: string): void {
+    this._values[i] = value
+  }
+
+  /** Lower-case key of the i-th header line. */
+  _keyAt (i: number): string {
+    return this._keys[i]
+  }
+
+  /** Name as written of the i-th header line. */
+  _nameAt (i: number): string {
+    return this._names[i]
+  }
+
+  /** Raw value of the i-th header line. */
+  _valueAt (i: number): string {
+    return this._values[i]
+  }
+
+  /**
+   * First value of a header: for list headers the first element of the first line, otherwise
+   * the whole first line. Undefined when absent.
+   */
+  get (name: string): string | undefined {
+    const key = headerKey(name)
+    const keys = this._keys
+    const list = LIST_HEADERS.has(key)
+    for (let i = 0; i < keys.length; i++) {
+      if (keys[i] === key) {
+        if (!list) return this._values[i]
+        const first = firstElement(this._values[i])
+        if (first !== undefined) return first
+      }
+    }
+    return undefined
+  }
+
+  /**
+   * Every value of a header in order: list headers are split on commas (respecting quotes and
+   * `<...>`), other headers give one value per line.
+   */
+  getAll (name: string): string[] {
+    const key = headerKey(name)
+    const keys = this._keys
+    const list = LIST_HEADERS.has(key)
+    const out: string[] = []
+    for (let i = 0; i < keys.length; i++) {
+      if (keys[i] === key) {
+        if (list) {
+          for (const v of splitList(this._values[i])) out.push(v)
+        } else {
+          out.push(this._values[i])
+        }
+      }
+    }
+    return out
+  }
+
+  /** Raw values of every line of a header, unsplit. */
+  getLines (name: string): string[] {
+    const key = headerKey(name)
+    const out: string[] = []
+    for (let i = 0; i < this._keys.length; i++) {
+      if (this._keys[i] === key) out.push(this._values[i])
+    }
+    return out
+  }
+
+  has (name: string): boolean {
+    return this._keys.indexOf(headerKey(name)) !== -1
+  }
+
+  /** Replace every line of a header with one line (at the place of the first), or append it. */
+  set (name: string, value: string): this {
+    const key = headerKey(cleanName(name))
+    value = clean(value)
+    const i = this._keys.indexOf(key)
+    if (i === -1) {
+      this._push(headerDisplayName(name, key), key, String(value))
+      return this
+    }
+    this._values[i] = String(value)
+    this._removeFrom(key, i + 1)
+    return this
+  }
+
+  /** Add a line at the end. */
+  append (name: string, value: string): this {
+    const key = headerKey(cleanName(name))
+    this._push(headerDisplayName(name, key), key, clean(value))
+    return this
+  }
+
+  /** Add a line before every other line of the same header (at the very top when none). */
+  prepend (name: string, value: string): this {
+    const key = headerKey(cleanName(name))
+    value = clean(value)
+    let i = this._keys.indexOf(key)
+    if (i === -1) i = 0
+    this._names.splice(i, 0, headerDisplayName(name, key))
+    this._keys.splice(i, 0, key)
+    this._values.splice(i, 0, String(value))
+    return this
+  }
+
+  /** Remove every line of a header. Returns whether one was there. */
+  delete (name: string): boolean {
+    const key = headerKey(name)
+    const i = this._keys.indexOf(key)
+    if (i === -1) return false
+    this._removeFrom(key, i)
+    return true
+  }
+
+  /**
+   * Replace the first element of a list header (for example the top Via, to add `received`),
+   * keeping the other elements of that line. Returns false when the header is absent.
+   */
+  replaceFirst (name: string, value: string): boolean {
+    const key = headerKey(name)
+    value = clean(value)
+    for (let i = 0; i < this._keys.length; i++) {
+      if (this._keys[i] !== key) continue
+      const raw = this._values[i]
+      if (!LIST_HEADERS.has(key) || raw.indexOf(',') === -1) {
+        this._values[i] = value
+        return true
+      }
+      const parts = splitList(raw)
+      if (parts.length === 0) continue
+      parts[0] = value
+      this._values[i] = parts.join(', ')
+      return true
+    }
+    return false
+  }
+
+  /**
+   * Remove and return the first element of a list header (for example the top Via of a
+   * response a proxy forwards). Undefined when absent.
+   */
+  shift (name: string): string | undefined {
+    const key = headerKey(name)
+    for (let i = 0; i < this._keys.length; i++) {
+      if (this._keys[i] !== key) continue
+      const raw = this._values[i]
+      const parts = LIST_HEADERS.has(key) ? splitList(raw) : [raw]
+      if (parts.length <= 1) {
+        this._names.splice(i, 1)
+        this._keys.splice(i, 1)
+        this._values.splice(i, 1)
+        if (parts.length === 1) return parts[0]
+        i--
+        continue
+      }
+      this._values[i] = parts.slice(1).join(', ')
+      return parts[0]
+    }
+    return undefined
+  }
+
+  /** `[name, raw value]` per line, in order. */
+  * entries (): IterableIterator<[string, string]> {
+    for (let i = 0; i < this._keys.length; i++) yield [this._names[i], this._values[i]]
+  }
+
+  [Symbol.iterator] (): IterableIterator<[string, string]> {
+    return this.entries()
+  }
+
+  clone (): Headers {
+    const h = new Headers()
+    h._names = this._names.slice()
+    h._keys = this._keys.slice()
+    h._values = this._values.slice()
+    return h
+  }
+
+  private _removeFrom (key: string, from: number): void {
+    let w = from
+    for (let r = from; r < this._keys.length; r++) {
+      if (this._keys[r] === key) continue
+      this._names[w] = this._names[r]
+      this._keys[w] = this._keys[r]
+      this._values[w] = this._values[r]
+      w++
+    }
+    this._names.length = w
+    this._keys.length = w
+    this._values.length = w
+  }
+}

@@ -1,0 +1,48 @@
+/** SIP messages (RFC 3261 section 7): requests and responses with raw headers and a byte body. */
+import { Headers } from './headers.ts'
+
+const EMPTY = new Uint8Array(0)
+
+export class SipRequest {
+  method: string
+  uri: string
+  version: string
+  headers: Headers
+  /** the body bytes; after `parseMessage` a view into the input, not a copy */
+  body: Uint8Array
+
+  constructor (method: string, uri: string, headers: Headers = new Headers(), body: Uint8Array = EMPTY, version = 'SIP/2.0') {
+    this.method = method
+    this.uri = uri
+    this.version = version
+    this.headers = headers
+    this.body = body
+  }
+}
+
+export class SipResponse {
+  status: number
+  reason: string
+  version: string
+  headers: Headers
+  /** the body bytes; after `parseMessage` a view into the input, not a copy */
+  body: Uint8Array
+
+  constructor (status: number, reason: string, headers: Headers = new Headers(), body: Uint8Array = EMPTY, version = 'SIP/2.0') {
+    this.status = status
+    this.reason = reason
+    this.version = version
+    this.headers = headers
+    this.body = body
+  }
+}
+
+export type SipMessage = SipRequest | SipResponse
+
+export function isRequest (m: SipMessage): m is SipRequest {
+  return m instanceof SipRequest
+}
+
+export function isResponse (m: SipMessage): m is SipResponse {
+  return m instanceof SipResponse
+}

@@ -1,0 +1,74 @@
+/**
+ * name-addr / addr-spec with header parameters (RFC 3261 20.10, 20.20, 20.39): the values of
+ * From, To, Contact, Route, Record-Route, P-Asserted-Identity...
+ */
+import { SipParseError } from '../errors.ts'
+import { endOfQuoted, parseParams, quote, skipWhitespace, unquote, type Params } from './params.ts'
+
+export interface NameAddr {
+  /** display name, unquoted */
+  display?: string
+  /** the URI, as written */
+  uri: string
+  /** header parameters (`tag`, `expires`, `q`...): names lower-cased, values raw */
+  params: Params
+}
+
+export function parseNameAddr (value: string): NameAddr {
+  const s = value
+  const n = s.length
+  const i = skipWhitespace(s, 0)
+  if (i >= n) throw new SipParseError('Empty address')
+  let display: string | undefined
+  const c = s.charCodeAt(i)
+  let lt: number
+  if (c === 34 /* " */) {
+    const end = endOfQuoted(s, i)
+    display = unquote(s.slice(i, end))
+    lt = skipWhitespace(s, end)
+    if (s.charCodeAt(lt) !== 60) throw new SipParseError('Malformed address: < expected after display name')
+  } else {
+    lt = s.indexOf('<', i)
+    if (lt !== -1) {
+      const d = s.slice(i, lt).trim()
+      if (d !== '') {
+        if (/["<>]/.test(d)) throw new SipParseError('Malformed display name')
+        display = d
+      }
+    }
+  }
+  let uri: string
+  let rest: number
+  if (lt !== -1) {
+    const gt = s.indexOf('>', lt + 1)
+    if (gt === -1) throw new SipParseError('Malformed address: missing >')
+    uri = s.slice(lt + 1, gt).trim()
+    rest = gt + 1
+  } else {
+    // addr-spec: the URI ends at the first ';' (parameters then belong to the header)
+    let end = i
+    while (end < n) {
+      const ch = s.charCodeAt(end)
+      if (ch === 59 || ch === 32 || ch === 9) break
+      end++
+    }
+    uri = s.slice(i, end)
+    rest = end
+  }
+  const colon = uri.indexOf(':')
+  if (colon <= 0 || /[\s<>"]/.test(uri)) throw new SipParseError('Malformed address URI')
+  const params: Params = {}
+  parseParams(s, rest, params, 'address')
+  const out: NameAddr = { uri, params }
+  if (display !== undefined) out.display = display
+  return out
+}
+
+export function formatNameAddr (addr: NameAddr): string {
+  let out = addr.display === undefined || addr.display === '' ? `<${addr.uri}>` : `${quote(addr.display)} <${addr.uri}>`
+  for (const name in addr.params) {
+    const v = addr.params[name]
+    out += v === null || v === undefined ? `;${name}` : `;${name}=${v}`
+  }
+  return out
+}

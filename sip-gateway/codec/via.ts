@@ -1,0 +1,111 @@
+/** One Via header element (RFC 3261 20.42, with `received` and `rport` of RFC 3581). */
+import { SipParseError } from '../errors.ts'
+import { isTokenChar, parseParams, setParam, skipWhitespace, type Params } from './params.ts'
+import { parsePort } from './uri.ts'
+
+export interface Via {
+  /** `SIP/2.0` (upper-cased) */
+  protocol: string
+  /** upper-cased: `UDP`, `TCP`, `TLS`, `WS`, `WSS`, `SCTP`... */
+  transport: string
+  /** the sent-by host as written; IPv6 references keep their brackets */
+  host: string
+  port?: number
+  /** every parameter, names lower-cased, values raw, `null` without value */
+  params: Params
+  branch?: string
+  received?: string
+  /** RFC 3581: a number when filled in, `null` when present without value (a request for it) */
+  rport?: number | null
+}
+
+const HOST = /^(?:[A-Za-z0-9\-._]+|\[[0-9A-Fa-f:.]+\])$/
+
+function readToken (s: string, i: number): number {
+  while (i < s.length && isTokenChar(s.charCodeAt(i))) i++
+  return i
+}
+
+export function parseVia (value: string): Via {
+  const s = value
+  const n = s.length
+  // sent-protocol = protocol-name SLASH protocol-version SLASH transport (SLASH = SWS "/" SWS)
+  let i = skipWhitespace(s, 0)
+  let e = readToken(s, i)
+  const name = s.slice(i, e)
+  i = skipWhitespace(s, e)
+  if (name === '' || s.charCodeAt(i) !== 47) throw new SipParseError('Malformed Via')
+  i = skipWhitespace(s, i + 1)
+  e = readToken(s, i)
+  const version = s.slice(i, e)
+  i = skipWhitespace(s, e)
+  if (version === '' || s.charCodeAt(i) !== 47) throw new SipParseError('Malformed Via')
+  i = skipWhitespace(s, i + 1)
+  e = readToken(s, i)
+  const transport = s.slice(i, e)
+  if (transport === '') throw new SipParseError('Malformed Via')
+  // LWS then sent-by = host [ COLON port ]
+  i = skipWhitespace(s, e)
+  if (i === e) throw new SipParseError('Malformed Via')
+  let hostEnd: number
+  if (s.charCodeAt(i) === 91 /* [ */) {
+    hostEnd = s.indexOf(']', i)
+    if (hostEnd === -1) throw new SipParseError('Malformed Via host')
+    hostEnd++
+  } else {
+    hostEnd = i
+    while (hostEnd < n) {
+      const c = s.charCodeAt(hostEnd)
+      if (c === 58 || c === 59 || c === 32 || c === 9 || c === 13 || c === 10) break
+      hostEnd++
+    }
+  }
+  const host = s.slice(i, hostEnd)
+  if (!HOST.test(host)) throw new SipParseError('Malformed Via host')
+  const via: Via = {
+    protocol: `${name}/${version}`.toUpperCase(),
+    transport: transport.toUpperCase(),
+    host,
+    params: {}
+  }
+  i = skipWhitespace(s, hostEnd)
+  if (i < n && s.charCodeAt(i) === 58 /* : */) {
+    i = skipWhitespace(s, i + 1)
+    let pe = i
+    while (pe < n && s.charCodeAt(pe) >= 48 && s.charCodeAt(pe) <= 57) pe++
+    via.port = parsePort(s.slice(i, pe), 'Via')
+    i = pe
+  }
+  parseParams(s, i, via.params, 'Via')
+  const p = via.params
+  if (p.branch !== undefined) {
+    if (p.branch === null || p.branch === '') throw new SipParseError('Malformed Via branch')
+    via.branch = p.branch
+  }
+  if (p.received !== undefined) {
+    if (p.received === null) throw new SipParseError('Malformed Via received')
+    via.received = p.received
+  }
+  if (p.rport !== undefined) {
+    via.rport = p.rport === null ? null : parsePort(p.rport, 'Via rport')
+  }
+  return via
+}
+
+/**
+ * Write a Via element. `branch`, `received` and `rport` override the same names in `params`;
+ * the other parameters are written in their order.
+ */
+export function formatVia (via: Via): string {
+  let out = `${via.protocol}/${via.transport} ${via.host}`
+  if (via.port !== undefined) out += ':' + via.port
+  const params: Params = { ...via.params }
+  if (via.branch !== undefined) setParam(params, 'branch', via.branch)
+  if (via.received !== undefined) setParam(params, 'received', via.received)
+  if (via.rport !== undefined) setParam(params, 'rport', via.rport === null ? null : String(via.rport))
+  for (const name in params) {
+    const v = params[name]
+    out += v === null || v === undefined ? `;${name}` : `;${name}=${v}`
+  }
+  return out
+}
