@@ -1,0 +1,216 @@
+// Registrar edge cases (RFC 3261 10.3) against the in-memory registry and store.
+import { test, describe } from 'node:test'
+import assert from 'node:assert/strict'
+import { Registrar, STORE_PREFIX } from '../../../sip-gateway/registrar/registrar.ts'
+import type { Reply } from '../../../sip-gateway/registrar/registrar.ts'
+import { MemoryStore } from '../../../sip-gateway/memory-store.ts'
+import { SipRequest, Headers } from '../../../sip-gateway/codec/index.ts'
+import { SipStatusError } from '../../../sip-gateway/errors.ts'
+import { MemoryMesh, MemoryRegistry } from '../../../dht/memory-registry.ts'
+import { testLogger } from '../gateway/fixtures/log.ts'
+
+const AOR = 'sip:alice@example.com'
+
+function register (o: { contact?: string | string[], expires?: number, callId?: string, cseq?: number, to?: string, uri?: string, extra?: Array<[string, string]> } = {}): SipRequest {
+  const h = new Headers()
+  h.append('Via', 'SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK' + Math.random().toString(36).slice(2))
+  h.append('From', `<${AOR}>;tag=1`)
+  h.append('To', o.to ?? `<${AOR}>`)
+  h.append('Call-ID', o.callId ?? 'call-1')
+  h.append('CSeq', `${o.cseq ?? 1} REGISTER`)
+  const contacts = o.contact === undefined ? ['<sip:alice@127.0.0.1:5070>'] : Array.isArray(o.contact) ? o.contact : [o.contact]
+  for (const c of contacts) h.append('Contact', c)
+  if (o.expires !== undefined) h.append('Expires', String(o.expires))
+  for (const [n, v] of o.extra ?? []) h.append(n, v)
+  return new SipRequest('REGISTER', o.uri ?? 'sip:example.com', h)
+}
+
+function setup (init: Partial<ConstructorParameters<typeof Registrar>[1]> = {}, mesh = new MemoryMesh(), nodeId = 'node-a', store = new MemoryStore()) {
+  const registry = new MemoryRegistry(mesh, { nodeId, sip: `${nodeId}.test:5060` })
+  const registrar = new Registrar({ registry, store, logger: testLogger() }, { domains: ['example.com'], minExpires: 60, maxExpires: 3600, ...init })
+  return { registry, registrar, store, mesh }
+}
+
+const contactsOf = (r: Reply) => (r.headers ?? []).filter(([n]) => n === 'Contact').map(([, v]) => v)
+
+async function rejects (p: Promise<unknown>, status: number): Promise<void> {
+  await assert.rejects(p, (err: unknown) => err instanceof SipStatusError && err.status === status)
+}
+
+describe('registrar', () => {
+  test('binds, claims before answering, lists contacts with expires', async () => {
+    const { registrar, registry } = setup()
+    await registrar.start()
+    const r = await registrar.handle(register({ expires: 600 }))
+    assert.equal(r.status, 200)
+    assert.deepEqual(contactsOf(r), ['<sip:alice@127.0.0.1:5070>;expires=600'])
+    const route = await registry.resolve(AOR)
+    assert.equal(route?.node, 'node-a', 'the claim is stored once 200 is returned')
+    assert.equal(registrar.registrations, 1)
+    registrar.stop()
+  })
+
+  test('several contacts, per-contact expires, max expiry shortens, query without Contact', async () => {
+    const { registrar } = setup()
+    await registrar.start()
+    await registrar.handle(register({ contact: ['<sip:a@10.0.0.1>;expires=120', '<sip:a@10.0.0.2>'], expires: 99999 }))
+    const r = await registrar.handle(register({ contact: [], cseq: 2 }))
+    assert.deepEqual(contactsOf(r).sort(), ['<sip:a@10.0.0.1>;expires=120', '<sip:a@10.0.0.2>;expires=3600'])
+    assert.equal(registrar.lookup(AOR).length, 2)
+    registrar.stop()
+  })
+
+  test('refresh updates one binding; Expires: 0 removes it; the last removal releases the claim', async () => {
+    const { registrar, registry } = setup()
+    await registrar.start()
+    await registrar.handle(register({ contact: ['<sip:a@10.0.0.1>', '<sip:a@10.0.0.2>'], expires: 300 }))
+    let r = await registrar.handle(register({ contact: '<sip:a@10.0.0.1>', expires: 900, cseq: 2 }))
+    assert.deepEqual(contactsOf(r).sort(), ['<sip:a@10.0.0.1>;expires=900', '<sip:a@10.0.0.2>;expires=300'])
+    r = await registrar.handle(register({ contact: '<sip:a@10.0.0.2>;expires=0', cseq: 3 }))
+    assert.deepEqual(contactsOf(r), ['<sip:a@10.0.0.1>;expires=900'])
+    r = await registrar.handle(register({ contact: '<sip:a@10.0.0.1>', expires: 0, cseq: 4 }))
+    assert.deepEqual(contactsOf(r), [])
+    assert.equal(registrar.registrations, 0)
+    assert.equal(await registry.resolve(AOR, { fresh: true }), undefined, 'released')
+    registrar.stop()
+  })
+
+  test('Contact: * with Expires: 0 removes everything; without Expires: 0 or with other contacts: 400', async () => {
+    const { registrar, store } = setup()
+    await registrar.start()
+    await registrar.handle(register({ contact: ['<sip:a@10.0.0.1>', '<sip:a@10.0.0.2>'] }))
+    await rejects(registrar.handle(register({ contact: '*', cseq: 2 })), 400)
+    await rejects(registrar.handle(register({ contact: '*', expires: 30, cseq: 2 })), 400)
+    await rejects(registrar.handle(register({ contact: ['*', '<sip:a@10.0.0.3>'], expires: 0, cseq: 2 })), 400)
+    const r = await registrar.handle(register({ contact: '*', expires: 0, cseq: 2 }))
+    assert.equal(r.status, 200)
+    assert.equal(registrar.lookup(AOR).length, 0)
+    assert.equal(store.map.size, 0, 'nothing left in the store')
+    registrar.stop()
+  })
+
+  test('same Call-ID with an older or equal CSeq is refused (500) and changes nothing', async () => {
+    const { registrar } = setup()
+    await registrar.start()
+    await registrar.handle(register({ cseq: 5, expires: 600 }))
+    await rejects(registrar.handle(register({ cseq: 5, expires: 0 })), 500)
+    await rejects(registrar.handle(register({ cseq: 4, expires: 0 })), 500)
+    await rejects(registrar.handle(register({ contact: '*', expires: 0, cseq: 3 })), 500)
+    assert.equal(registrar.lookup(AOR).length, 1)
+    // another Call-ID (a rebooted device) may update regardless of CSeq
+    const r = await registrar.handle(register({ cseq: 1, callId: 'call-2', expires: 0 }))
+    assert.equal(r.status, 200)
+    assert.equal(registrar.lookup(AOR).length, 0)
+    registrar.stop()
+  })
+
+  test('too brief: 423 with Min-Expires, all or nothing', async () => {
+    const { registrar } = setup()
+    await registrar.start()
+    const r = await registrar.handle(register({ contact: ['<sip:a@10.0.0.1>', '<sip:a@10.0.0.2>;expires=10'], expires: 600 }))
+    assert.equal(r.status, 423)
+    assert.deepEqual(r.headers, [['Min-Expires', '60']])
+    assert.equal(registrar.lookup(AOR).length, 0)
+    registrar.stop()
+  })
+
+  test('foreign domain, foreign To, bad Expires, malformed Contact, Require, missing headers', async () => {
+    const { registrar } = setup()
+    await registrar.start()
+    await rejects(registrar.handle(register({ uri: 'sip:other.org' })), 403)
+    await rejects(registrar.handle(register({ to: '<sip:bob@other.org>' })), 404)
+    await rejects(registrar.handle(register({ extra: [['Expires', 'soon']] })), 400)
+    await rejects(registrar.handle(register({ extra: [['Expires', '-1']] })), 400)
+    await rejects(registrar.handle(register({ contact: '<sip:a@10.0.0.1>;expires=99999999999999' })), 400)
+    await rejects(registrar.handle(register({ contact: '<sip:a@bad host>' })), 400)
+    await rejects(registrar.handle(register({ extra: [['Require', 'gruu']] })), 420)
+    const noCallId = register()
+    noCallId.headers.delete('Call-ID')
+    await rejects(registrar.handle(noCallId), 400)
+    await rejects(registrar.handle(register({ to: 'garbage<<' })), 400)
+    assert.equal(registrar.registrations, 0)
+    registrar.stop()
+  })
+
+  test('too many contacts: 403', async () => {
+    const { registrar } = setup({ maxContactsPerAor: 2 })
+    await registrar.start()
+    await rejects(registrar.handle(register({ contact: ['<sip:a@10.0.0.1>', '<sip:a@10.0.0.2>', '<sip:a@10.0.0.3>'] })), 403)
+    registrar.stop()
+  })
+
+  test('bindings expire on their own and the claim is released', async () => {
+    let now = Date.now()
+    const { registrar, registry } = setup({ minExpires: 1, now: () => now })
+    await registrar.start()
+    await registrar.handle(register({ expires: 1 }))
+    assert.equal(registrar.registrations, 1)
+    now += 1100
+    await new Promise(resolve => setTimeout(resolve, 1100))
+    for (let i = 0; i < 50 && registrar.registrations > 0; i++) await new Promise(resolve => setTimeout(resolve, 10))
+    assert.equal(registrar.registrations, 0)
+    assert.equal(await registry.resolve(AOR, { fresh: true }), undefined)
+    registrar.stop()
+  })
+
+  test('displacement: latest registration takes over, the displaced device gets 302 instead of re-claiming', async () => {
+    const mesh = new MemoryMesh()
+    const a = setup({}, mesh, 'node-a')
+    const b = setup({}, mesh, 'node-b')
+    await a.registrar.start(); await b.registrar.start()
+    await a.registrar.handle(register({ callId: 'dev-1', contact: '<sip:alice@10.0.0.1>' }))
+    const rb = await b.registrar.handle(register({ callId: 'dev-2', contact: '<sip:alice@10.0.0.2>' }))
+    assert.equal(rb.status, 200)
+    for (let i = 0; i < 100 && a.registrar.registrations > 0; i++) await new Promise(resolve => setTimeout(resolve, 5))
+    assert.equal(a.registrar.registrations, 0, 'A dropped its bindings')
+    // device 1 refreshes on A: redirected to B, no claim
+    const refresh = await a.registrar.handle(register({ callId: 'dev-1', cseq: 2, contact: '<sip:alice@10.0.0.1>' }))
+    assert.equal(refresh.status, 302)
+    assert.deepEqual(refresh.headers, [['Contact', '<sip:alice@node-b.test:5060>']])
+    assert.equal((await a.registry.resolve(AOR))?.node, 'node-b', 'no ping-pong')
+    assert.equal(b.registrar.lookup(AOR).length, 1)
+    a.registrar.stop(); b.registrar.stop()
+  })
+
+  test('first-keeps policy: a registration for an AoR held live elsewhere is redirected', async () => {
+    const mesh = new MemoryMesh()
+    const a = setup({}, mesh, 'node-a')
+    const b = setup({ conflictPolicy: 'first-keeps' }, mesh, 'node-b')
+    await a.registrar.start(); await b.registrar.start()
+    await a.registrar.handle(register({ callId: 'dev-1' }))
+    const r = await b.registrar.handle(register({ callId: 'dev-2', contact: '<sip:alice@10.0.0.2>' }))
+    assert.equal(r.status, 302)
+    assert.equal((await b.registry.resolve(AOR))?.node, 'node-a')
+    assert.throws(() => setup({ conflictPolicy: 'nope' as 'first-keeps' }), RangeError)
+    a.registrar.stop(); b.registrar.stop()
+  })
+
+  test('restart: still-valid stored registrations are re-claimed, expired and corrupt ones dropped', async () => {
+    const mesh = new MemoryMesh()
+    const store = new MemoryStore()
+    const first = setup({}, mesh, 'node-a', store)
+    await first.registrar.start()
+    await first.registrar.handle(register({ expires: 600 }))
+    first.registrar.stop()
+    await first.registry.release(AOR) // as if the claim had lapsed while down
+    store.map.set(STORE_PREFIX + 'sip:junk@example.com', new TextEncoder().encode('{not json'))
+    store.map.set(STORE_PREFIX + 'sip:old@example.com', new TextEncoder().encode(JSON.stringify({ aor: 'sip:old@example.com', bindings: [{ uri: 'sip:x@1.2.3.4', params: {}, expiresAt: Date.now() - 1, callId: 'c', cseq: 1 }] })))
+    const second = setup({}, mesh, 'node-a', store)
+    await second.registrar.start()
+    assert.equal(second.registrar.registrations, 1)
+    assert.equal((await second.registry.resolve(AOR, { fresh: true }))?.node, 'node-a')
+    assert.deepEqual([...store.map.keys()], [STORE_PREFIX + AOR])
+    second.registrar.stop()
+  })
+
+  test('concurrent REGISTERs for one AoR are serialized', async () => {
+    const { registrar } = setup()
+    await registrar.start()
+    const rs = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => registrar.handle(register({ cseq: i + 1, contact: `<sip:a@10.0.1.${i}>` }))))
+    // in order: the first 10 bind (the default cap), the next 10 are refused with 403
+    assert.deepEqual(rs.map(r => r.status === 'fulfilled' ? r.value.status : (r.reason as SipStatusError).status),
+      [...Array(10).fill(200), ...Array(10).fill(403)])
+    assert.equal(registrar.lookup(AOR).length, 10)
+    registrar.stop()
+  })
+})
