@@ -1,0 +1,330 @@
+/**
+ * The event state compositor's store of publications (RFC 3903, section 6): per presentity and
+ * event package, the live publications, each with its entity tag and expiry.
+ *
+ * - initial PUBLISH (no SIP-If-Match, a body): a new publication and a new entity tag;
+ * - refresh (SIP-If-Match, no body): a new entity tag and expiry, same state;
+ * - modify (SIP-If-Match and a body): new state, new entity tag and expiry;
+ * - remove (SIP-If-Match and Expires: 0);
+ * - an entity tag that is unknown, expired, or belongs to another presentity or event package:
+ *   `ConditionalRequestFailedError` (412);
+ * - an expiry below the minimum: `IntervalTooBriefError` (423 with Min-Expires); above the maximum:
+ *   lowered to the maximum (section 6, step 5).
+ *
+ * The store is generic in the body type: the gateway parses and validates the body (PIDF → 400)
+ * before calling `publish`. Entity tags are 128 random bits (base64url, a SIP token), so they
+ * cannot be guessed. A timer per publication removes it when it expires and emits a change.
+ * Time goes through a small clock seam; by default it uses the global `Date.now` and `setTimeout`
+ * at call time, so `mock.timers` from node:test drives it in tests.
+ */
+
+import { randomBytes } from 'node:crypto'
+import type { Aor, Logger } from '../ports.ts'
+
+/** SIP-If-Match names no live publication of this presentity and event package: answer 412. */
+export class ConditionalRequestFailedError extends Error {
+  static override name = 'ConditionalRequestFailedError'
+  override name = 'ConditionalRequestFailedError'
+  readonly status = 412
+  readonly etag: string
+  constructor (etag: string) {
+    super(`no live publication with entity tag ${etag.slice(0, 64)}`)
+    this.etag = etag
+  }
+}
+
+/** Expires below the minimum: answer 423 with a Min-Expires header. */
+export class IntervalTooBriefError extends Error {
+  static override name = 'IntervalTooBriefError'
+  override name = 'IntervalTooBriefError'
+  readonly status = 423
+  readonly minExpires: number
+  constructor (minExpires: number) {
+    super(`expiry shorter than ${minExpires} s`)
+    this.minExpires = minExpires
+  }
+}
+
+/** A malformed publication request (initial PUBLISH without a body, bad Expires): answer 400. */
+export class BadPublicationError extends Error {
+  static override name = 'BadPublicationError'
+  override name = 'BadPublicationError'
+  readonly status = 400
+  readonly reason: string
+  constructor (reason: string) {
+    super(reason)
+    this.reason = reason
+  }
+}
+
+/** A presentity already has the most publications allowed: answer 403. */
+export class TooManyPublicationsError extends Error {
+  static override name = 'TooManyPublicationsError'
+  override name = 'TooManyPublicationsError'
+  readonly status = 403
+  constructor (max: number) {
+    super(`more than ${max} publications for one presentity`)
+  }
+}
+
+/** The time seam. */
+export interface Clock {
+  now(): number
+  setTimeout(fn: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => {
+    const handle = setTimeout(fn, ms) as { unref?: () => void }
+    handle.unref?.()
+    return handle
+  },
+  clearTimeout: handle => { clearTimeout(handle as ReturnType<typeof setTimeout>) }
+}
+
+export interface PublicationStoreInit {
+  /**
+   * Expiry in seconds when the request has no Expires header
+   * @default 3600
+   */
+  defaultExpires?: number
+  /**
+   * Shortest expiry accepted in seconds (shorter, but not 0: 423)
+   * @default 60
+   */
+  minExpires?: number
+  /**
+   * Longest expiry granted in seconds (longer is lowered to this)
+   * @default 86400
+   */
+  maxExpires?: number
+  /**
+   * Most live publications per presentity and event package
+   * @default 16
+   */
+  maxPerPresentity?: number
+  /** @default systemClock */
+  clock?: Clock
+  /** where a failing change listener is reported */
+  logger?: Logger
+}
+
+export interface PublishRequest<D> {
+  presentity: Aor
+  /** the Event header's package name, e.g. `presence` */
+  event: string
+  /** SIP-If-Match, when present */
+  ifMatch?: string
+  /** Expires in seconds, when present */
+  expires?: number
+  /** the parsed body, when the request has one */
+  body?: D
+}
+
+export type PublishOutcome = 'created' | 'refreshed' | 'modified' | 'removed'
+
+export interface PublishResult {
+  outcome: PublishOutcome
+  /** SIP-ETag for the response (for `removed`, the tag that was removed) */
+  etag: string
+  /** Expires for the response, in seconds */
+  expires: number
+}
+
+export interface Publication<D> {
+  presentity: Aor
+  event: string
+  etag: string
+  body: D
+  /** ms since the epoch */
+  expiresAt: number
+  /** creation order, kept across refreshes and modifications */
+  seq: number
+  /** a string that sorts in creation order (for composition) */
+  key: string
+}
+
+export type ChangeReason = 'created' | 'modified' | 'removed' | 'expired'
+
+export interface PublicationChange {
+  presentity: Aor
+  event: string
+  reason: ChangeReason
+  etag: string
+}
+
+interface Entry<D> extends Publication<D> {
+  timer: unknown
+}
+
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+export function newEntityTag (): string {
+  return randomBytes(16).toString('base64url')
+}
+
+export class PublicationStore<D> {
+  private readonly defaultExpires: number
+  private readonly minExpires: number
+  private readonly maxExpires: number
+  private readonly maxPerPresentity: number
+  private readonly clock: Clock
+  private readonly logger?: Logger
+  /** `${event} ${presentity}` → etag → entry */
+  private readonly state = new Map<string, Map<string, Entry<D>>>()
+  private readonly listeners = new Set<(change: PublicationChange) => void>()
+  private seq = 0
+
+  constructor (init: PublicationStoreInit = {}) {
+    this.defaultExpires = init.defaultExpires ?? 3600
+    this.minExpires = init.minExpires ?? 60
+    this.maxExpires = init.maxExpires ?? 86400
+    this.maxPerPresentity = init.maxPerPresentity ?? 16
+    this.clock = init.clock ?? systemClock
+    this.logger = init.logger
+    if (!(this.minExpires >= 0 && this.minExpires <= this.defaultExpires && this.defaultExpires <= this.maxExpires)) {
+      throw new RangeError('publication expiries must satisfy 0 <= minExpires <= defaultExpires <= maxExpires')
+    }
+  }
+
+  /** Be told of every change of state (not of refreshes): created, modified, removed, expired. */
+  onChange (handler: (change: PublicationChange) => void): () => void {
+    this.listeners.add(handler)
+    return () => { this.listeners.delete(handler) }
+  }
+
+  /** Apply a PUBLISH request (RFC 3903 section 6, steps 3 to 7). Throws the typed errors above. */
+  publish (req: PublishRequest<D>): PublishResult {
+    const expires = this.grantedExpires(req.expires)
+    const key = `${req.event} ${req.presentity}`
+
+    if (req.ifMatch === undefined) {
+      if (req.body === undefined) throw new BadPublicationError('initial PUBLISH without a body')
+      if (expires === 0) {
+        // Nothing to keep: accept and forget (the tag refers to nothing).
+        return { outcome: 'removed', etag: newEntityTag(), expires: 0 }
+      }
+      let entries = this.state.get(key)
+      if (entries !== undefined && entries.size >= this.maxPerPresentity) throw new TooManyPublicationsError(this.maxPerPresentity)
+      if (entries === undefined) {
+        entries = new Map()
+        this.state.set(key, entries)
+      }
+      const seq = ++this.seq
+      const entry: Entry<D> = {
+        presentity: req.presentity,
+        event: req.event,
+        etag: newEntityTag(),
+        body: req.body,
+        expiresAt: 0,
+        seq,
+        key: seq.toString(36).padStart(12, '0'),
+        timer: undefined
+      }
+      entries.set(entry.etag, entry)
+      this.arm(entry, expires)
+      this.emit({ presentity: entry.presentity, event: entry.event, reason: 'created', etag: entry.etag })
+      return { outcome: 'created', etag: entry.etag, expires }
+    }
+
+    const etag = req.ifMatch.trim()
+    const entries = this.state.get(key)
+    const entry = entries?.get(etag)
+    if (entries === undefined || entry === undefined) throw new ConditionalRequestFailedError(etag)
+    if (entry.expiresAt <= this.clock.now()) {
+      // the timer has not run yet, but the publication is over
+      this.drop(entry, 'expired')
+      throw new ConditionalRequestFailedError(etag)
+    }
+
+    if (expires === 0) {
+      this.drop(entry, 'removed')
+      return { outcome: 'removed', etag, expires: 0 }
+    }
+
+    this.clock.clearTimeout(entry.timer)
+    entries.delete(etag)
+    entry.etag = newEntityTag()
+    entries.set(entry.etag, entry)
+    this.arm(entry, expires)
+    if (req.body === undefined) return { outcome: 'refreshed', etag: entry.etag, expires }
+    entry.body = req.body
+    this.emit({ presentity: entry.presentity, event: entry.event, reason: 'modified', etag: entry.etag })
+    return { outcome: 'modified', etag: entry.etag, expires }
+  }
+
+  /** The live publications of a presentity for an event package, in creation order. */
+  get (presentity: Aor, event: string): Array<Publication<D>> {
+    const entries = this.state.get(`${event} ${presentity}`)
+    if (entries === undefined) return []
+    const now = this.clock.now()
+    return [...entries.values()]
+      .filter(e => e.expiresAt > now)
+      .sort((a, b) => a.seq - b.seq)
+      .map(({ timer: _timer, ...pub }) => pub)
+  }
+
+  /** How many publications are live, over all presentities. */
+  get size (): number {
+    let n = 0
+    for (const entries of this.state.values()) n += entries.size
+    return n
+  }
+
+  /** Cancel every expiry timer and forget everything (no change events). */
+  stop (): void {
+    for (const entries of this.state.values()) {
+      for (const entry of entries.values()) this.clock.clearTimeout(entry.timer)
+    }
+    this.state.clear()
+  }
+
+  private grantedExpires (expires: number | undefined): number {
+    if (expires === undefined) return this.defaultExpires
+    if (!Number.isSafeInteger(expires) || expires < 0) throw new BadPublicationError('Expires must be a non-negative integer')
+    if (expires === 0) return 0
+    if (expires < this.minExpires) throw new IntervalTooBriefError(this.minExpires)
+    return Math.min(expires, this.maxExpires)
+  }
+
+  private arm (entry: Entry<D>, expires: number): void {
+    const ms = expires * 1000
+    entry.expiresAt = this.clock.now() + ms
+    entry.timer = this.clock.setTimeout(() => this.expire(entry), Math.min(ms, MAX_TIMER_MS))
+  }
+
+  private expire (entry: Entry<D>): void {
+    const entries = this.state.get(`${entry.event} ${entry.presentity}`)
+    if (entries?.get(entry.etag) !== entry) return
+    const left = entry.expiresAt - this.clock.now()
+    if (left > 0) {
+      // a clamped timer (very long expiry) or an early wake-up: wait for the rest
+      entry.timer = this.clock.setTimeout(() => this.expire(entry), Math.min(left, MAX_TIMER_MS))
+      return
+    }
+    this.drop(entry, 'expired')
+  }
+
+  private drop (entry: Entry<D>, reason: 'removed' | 'expired'): void {
+    const key = `${entry.event} ${entry.presentity}`
+    const entries = this.state.get(key)
+    if (entries === undefined) return
+    this.clock.clearTimeout(entry.timer)
+    entries.delete(entry.etag)
+    if (entries.size === 0) this.state.delete(key)
+    this.emit({ presentity: entry.presentity, event: entry.event, reason, etag: entry.etag })
+  }
+
+  private emit (change: PublicationChange): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(change)
+      } catch (err) {
+        // a listener's failure is its own; the store stays consistent
+        this.logger?.error('publication change listener failed', { err: String(err), presentity: change.presentity })
+      }
+    }
+  }
+}
