@@ -1,0 +1,175 @@
+/**
+ * A datastore wrapper that makes kad-dht keep the newest claim.
+ *
+ * kad-dht 16 stores a record received by PUT_VALUE (and its own `put`, and `get`'s corrections)
+ * with `datastore.put(key, Libp2pRecord.serialize())` where `key` is
+ * `<datastorePrefix>/record/<base32 of the DHT key bytes>` (datastorePrefix defaults to `/dht`),
+ * without consulting the selector: a stale put replaces a newer record (js-libp2p#3377). This
+ * guard reads the stored record first and refuses (throws StaleClaimError, so the putter sees a
+ * failed PUT_VALUE) a claim that is older by `compareClaims` than a stored, still-valid claim.
+ * An identical claim is accepted (it refreshes kad-dht's time-received, which is what republishing
+ * relies on). Everything else passes through untouched.
+ */
+import { Libp2pRecord } from '@libp2p/record'
+import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
+import { CLAIM_KEY_PREFIX, compareClaims, decodeClaim } from './record/claim.ts'
+import { StaleClaimError, errorMessage, errorName } from './errors.ts'
+import type { SignedClaim } from './record/claim.ts'
+import type { AbortOptions, Logger } from '@libp2p/interface'
+import type { Batch, Datastore, Key, KeyQuery, Pair, Query } from 'interface-datastore'
+
+export interface DatastoreGuardInit {
+  /**
+   * kad-dht's `datastorePrefix`
+   *
+   * @default '/dht'
+   */
+  datastorePrefix?: string
+  /** logger for refused writes */
+  log?: Logger
+  /**
+   * Called after a stored live claim of one owner was replaced by a newer claim (of any kind) —
+   * the registry uses it to tell the displaced owner (a replica witnessed the move).
+   */
+  onReplace?(previous: SignedClaim, next: SignedClaim): void
+}
+
+function claimOfRecord (value: Uint8Array): SignedClaim | undefined {
+  let rec: Libp2pRecord
+  try {
+    rec = Libp2pRecord.deserialize(value)
+  } catch {
+    return undefined
+  }
+  if (uint8ArrayToString(rec.key.subarray(0, CLAIM_KEY_PREFIX.length)) !== CLAIM_KEY_PREFIX) return undefined
+  try {
+    return decodeClaim(rec.value)
+  } catch {
+    return undefined
+  }
+}
+
+export class ClaimGuardDatastore implements Datastore {
+  readonly inner: Datastore
+  private readonly recordPrefix: string
+  private readonly log?: Logger
+  private readonly locks = new Map<string, Promise<unknown>>()
+  onReplace?: (previous: SignedClaim, next: SignedClaim) => void
+  /** how many writes were refused (for tests and metrics) */
+  refused = 0
+
+  constructor (inner: Datastore, init: DatastoreGuardInit = {}) {
+    this.inner = inner
+    this.recordPrefix = `${init.datastorePrefix ?? '/dht'}/record/`
+    this.log = init.log
+    this.onReplace = init.onReplace
+  }
+
+  /** Whether this write may go ahead; throws StaleClaimError otherwise. */
+  private async check (key: Key, value: Uint8Array, options?: AbortOptions): Promise<void> {
+    if (!key.toString().startsWith(this.recordPrefix)) return
+    const next = claimOfRecord(value)
+    if (next == null) return
+    let stored: Uint8Array
+    try {
+      stored = await this.inner.get(key, options)
+    } catch (err) {
+      if (errorName(err) === 'NotFoundError') return
+      throw err
+    }
+    const prev = claimOfRecord(stored)
+    if (prev == null) return
+    // an expired stored claim blocks nothing
+    if (prev.expiresAt <= Date.now()) return
+    const order = compareClaims(next, prev)
+    if (order < 0) {
+      this.refused++
+      this.log?.('refused stale claim for %s: version %s over stored %s', next.aor, next.version, prev.version)
+      throw new StaleClaimError(`stale claim for ${next.aor}: version ${next.version} is older than stored ${prev.version}`)
+    }
+    if (order > 0 && prev.kind === 'claim' && !prev.owner.equals(next.owner)) {
+      try {
+        this.onReplace?.(prev, next)
+      } catch (err) {
+        this.log?.('onReplace handler failed: %s', errorMessage(err))
+      }
+    }
+  }
+
+  private async serialize<T> (key: Key, fn: () => Promise<T>): Promise<T> {
+    const k = key.toString()
+    const before = this.locks.get(k) ?? Promise.resolve()
+    const run = before.then(fn, fn)
+    const tail = run.catch(() => {})
+    this.locks.set(k, tail)
+    try {
+      return await run
+    } finally {
+      if (this.locks.get(k) === tail) this.locks.delete(k)
+    }
+  }
+
+  async put (key: Key, val: Uint8Array, options?: AbortOptions): Promise<Key> {
+    if (!key.toString().startsWith(this.recordPrefix)) return this.inner.put(key, val, options)
+    return this.serialize(key, async () => {
+      await this.check(key, val, options)
+      return this.inner.put(key, val, options)
+    })
+  }
+
+  async * putMany (source: Iterable<Pair> | AsyncIterable<Pair>, options?: AbortOptions): AsyncGenerator<Key> {
+    for await (const { key, value } of source) {
+      yield await this.put(key, value, options)
+    }
+  }
+
+  get (key: Key, options?: AbortOptions): Uint8Array | Promise<Uint8Array> {
+    return this.inner.get(key, options)
+  }
+
+  getMany (source: Iterable<Key> | AsyncIterable<Key>, options?: AbortOptions): Generator<Pair> | AsyncGenerator<Pair> {
+    return this.inner.getMany(source, options)
+  }
+
+  has (key: Key, options?: AbortOptions): boolean | Promise<boolean> {
+    return this.inner.has(key, options)
+  }
+
+  delete (key: Key, options?: AbortOptions): void | Promise<void> {
+    return this.inner.delete(key, options)
+  }
+
+  deleteMany (source: Iterable<Key> | AsyncIterable<Key>, options?: AbortOptions): Generator<Key> | AsyncGenerator<Key> {
+    return this.inner.deleteMany(source, options)
+  }
+
+  batch (): Batch {
+    const ops: Array<{ put: true, key: Key, value: Uint8Array } | { put: false, key: Key }> = []
+    return {
+      put: (key, value) => { ops.push({ put: true, key, value }) },
+      delete: (key) => { ops.push({ put: false, key }) },
+      commit: async (options?: AbortOptions) => {
+        // guarded record writes go one by one; everything else in one inner batch
+        const b = this.inner.batch()
+        for (const op of ops) {
+          if (op.put && op.key.toString().startsWith(this.recordPrefix)) {
+            await this.put(op.key, op.value, options)
+          } else if (op.put) {
+            b.put(op.key, op.value)
+          } else {
+            b.delete(op.key)
+          }
+        }
+        await b.commit(options)
+      }
+    }
+  }
+
+  query (query: Query, options?: AbortOptions): Generator<Pair> | AsyncGenerator<Pair> {
+    return this.inner.query(query, options)
+  }
+
+  queryKeys (query: KeyQuery, options?: AbortOptions): Generator<Key> | AsyncGenerator<Key> {
+    return this.inner.queryKeys(query, options)
+  }
+}

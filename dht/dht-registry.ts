@@ -1,0 +1,497 @@
+/**
+ * The claim registry over kad-dht (see `index.ts` for the design).
+ */
+import { Key } from 'interface-datastore'
+import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
+import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
+import { claimKey, compareClaims, interestCid, isLive, normalizeAor, signClaim, verifyClaim } from './record/claim.ts'
+import { CLAIM_NOTICE_PROTOCOL, noticeHandler, sendNotice } from './notice.ts'
+import { NotStartedError, errorMessage, errorName } from './errors.ts'
+import type { SignedClaim } from './record/claim.ts'
+import type { ClaimRegistry, DhtRegistryComponents, DhtRegistryInit } from './index.ts'
+import type { Aor, ClaimResult, LocalBinding, Route, Unwatch } from '../sip-gateway/ports.ts'
+import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
+
+const OWN_PREFIX = '/sipmesh/own'
+
+interface CacheEntry {
+  /** the newest claim this node has seen for the AoR (P2) */
+  claim: SignedClaim
+  /** when the DHT or a notice last confirmed it */
+  fetchedAt: number
+}
+
+interface WatchEntry {
+  fns: Set<(route: Route | undefined) => void>
+  last: Route | undefined
+  poll?: ReturnType<typeof setInterval>
+  expiry?: ReturnType<typeof setTimeout>
+}
+
+function routeOf (c: SignedClaim | undefined, now = Date.now()): Route | undefined {
+  if (c == null || !isLive(c, now)) return undefined
+  return { aor: c.aor, node: c.owner.toString(), sip: c.sip, version: c.version, expiresAt: c.expiresAt }
+}
+
+/** Watchers are told when the owner or its address changes, not on every renewal. */
+function sameRoute (a: Route | undefined, b: Route | undefined): boolean {
+  if (a == null || b == null) return a === b
+  return a.node === b.node && a.sip === b.sip
+}
+
+function ownKey (aor: Aor): Key {
+  return new Key(`${OWN_PREFIX}/${uint8ArrayToString(claimKey(aor).subarray('/sipmesh/'.length))}`)
+}
+
+export class DhtRegistry implements ClaimRegistry {
+  readonly nodeId: string
+  sip: string
+  /** counters, for tests and metrics */
+  readonly stats = { claims: 0, lookups: 0, noticesSent: 0, noticesReceived: 0, noticesRejected: 0 }
+
+  private readonly components: DhtRegistryComponents
+  private readonly log: Logger
+  private readonly peerId: PeerId
+  private readonly grace: number
+  private readonly cacheTtl: number
+  private readonly negativeTtl: number
+  private readonly republishInterval: number
+  private readonly watchInterval: number
+  private readonly queryTimeout: number
+  private readonly claimReadCache: number
+  private readonly protocol: string
+
+  private readonly cache = new Map<Aor, CacheEntry>()
+  private readonly negative = new Map<Aor, number>()
+  private readonly lastVersion = new Map<Aor, bigint>()
+  private readonly own = new Map<Aor, SignedClaim>()
+  private readonly watchers = new Map<Aor, WatchEntry>()
+  private readonly displacedHandlers = new Set<(aor: Aor, by: Route) => void>()
+  private readonly sentNotices = new Set<string>()
+  private shutdown?: AbortController
+  private republishTimer?: ReturnType<typeof setInterval>
+  private reassertTimer?: ReturnType<typeof setTimeout>
+
+  constructor (components: DhtRegistryComponents, init: DhtRegistryInit = {}) {
+    this.components = components
+    this.peerId = components.peerId
+    this.nodeId = components.peerId.toString()
+    this.log = components.logger.forComponent('sipmesh:dht:registry')
+    this.sip = init.sip ?? '127.0.0.1:5060'
+    this.grace = init.expiryGraceMs ?? 30_000
+    this.cacheTtl = init.cacheTtlMs ?? 10_000
+    this.negativeTtl = init.negativeCacheTtlMs ?? 0
+    this.republishInterval = init.republishIntervalMs ?? 600_000
+    this.watchInterval = init.watchIntervalMs ?? 30_000
+    this.queryTimeout = init.queryTimeoutMs ?? 10_000
+    this.claimReadCache = init.claimReadCacheMs ?? 0
+    this.protocol = init.noticeProtocol ?? CLAIM_NOTICE_PROTOCOL
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  async start (options?: AbortOptions): Promise<void> {
+    if (this.shutdown != null) return
+    this.shutdown = new AbortController()
+    this.components.datastore.onReplace = (prev, next) => { this.witnessReplace(prev, next) }
+    await this.components.libp2p.handle(this.protocol, noticeHandler(this.log, async (from, bytes) => { await this.receiveNotice(from, bytes) }), {
+      maxInboundStreams: 256,
+      maxOutboundStreams: 256
+    })
+    await this.loadOwn(options)
+    this.republishTimer = setInterval(() => { void this.republish() }, this.republishInterval)
+    this.republishTimer.unref?.()
+    // re-assert persisted claims now and once more shortly after (the node may have joined since)
+    void this.republish()
+    this.reassertTimer = setTimeout(() => { void this.republish() }, 3_000)
+    this.reassertTimer.unref?.()
+  }
+
+  async stop (): Promise<void> {
+    if (this.shutdown == null) return
+    this.shutdown.abort()
+    this.shutdown = undefined
+    clearInterval(this.republishTimer)
+    clearTimeout(this.reassertTimer)
+    for (const w of this.watchers.values()) {
+      clearInterval(w.poll)
+      clearTimeout(w.expiry)
+    }
+    this.watchers.clear()
+    if (this.components.datastore.onReplace != null) this.components.datastore.onReplace = undefined
+    await this.components.libp2p.unhandle(this.protocol).catch(() => {})
+  }
+
+  private signal (options?: AbortOptions, timeout = this.queryTimeout): AbortSignal {
+    if (this.shutdown == null) throw new NotStartedError()
+    const signals = [this.shutdown.signal, AbortSignal.timeout(timeout)]
+    if (options?.signal != null) signals.push(options.signal)
+    return AbortSignal.any(signals)
+  }
+
+  // ---------------------------------------------------------------- DHT primitives
+
+  /** The newest valid claim the DHT holds for an AoR (records from every response, see SPEC). */
+  async lookup (aor: Aor, options?: AbortOptions): Promise<SignedClaim | undefined> {
+    const key = claimKey(aor)
+    const signal = this.signal(options)
+    const raw = new Map<string, Uint8Array>()
+    this.stats.lookups++
+    try {
+      for await (const ev of this.components.dht.get(key, { signal })) {
+        if (ev.name === 'VALUE') raw.set(uint8ArrayToString(ev.value, 'base64'), ev.value)
+        else if (ev.name === 'PEER_RESPONSE' && ev.record != null) raw.set(uint8ArrayToString(ev.record.value, 'base64'), ev.record.value)
+      }
+    } catch (err) {
+      // kad-dht throws QueryError when a correction fails, after it found the values
+      if (raw.size === 0 && errorName(err) !== 'NotFoundError') this.log('lookup of %s failed: %s', aor, errorMessage(err))
+      options?.signal?.throwIfAborted()
+    }
+    let best: SignedClaim | undefined
+    for (const bytes of raw.values()) {
+      try {
+        const c = await verifyClaim(bytes, { key })
+        if (best == null || compareClaims(c, best) > 0) best = c
+      } catch (err) {
+        this.log('lookup of %s: ignored a record: %s', aor, errorMessage(err))
+      }
+    }
+    return best
+  }
+
+  /** Put a signed claim; returns how many peers acknowledged storing it (put never throws). */
+  async put (claim: SignedClaim, options?: AbortOptions): Promise<number> {
+    const signal = this.signal(options)
+    let replicas = 0
+    try {
+      for await (const ev of this.components.dht.put(claimKey(claim.aor), claim.bytes, { signal })) {
+        if (ev.name === 'PEER_RESPONSE' && ev.messageName === 'PUT_VALUE' && ev.record != null && uint8ArrayEquals(ev.record.value, claim.bytes)) {
+          replicas++
+        }
+      }
+    } catch (err) {
+      // StaleClaimError from our own datastore: we already hold a newer claim
+      this.log('put of %s v%s: %s', claim.aor, claim.version, errorMessage(err))
+      options?.signal?.throwIfAborted()
+    }
+    return replicas
+  }
+
+  // ---------------------------------------------------------------- local knowledge
+
+  /**
+   * Merge a claim into what this node knows (P2: never go back), then tell watchers and, when
+   * another owner's newer claim replaced ours, the displaced handlers. Returns the newest claim.
+   */
+  private apply (aor: Aor, c: SignedClaim | undefined, confirmed: boolean): SignedClaim | undefined {
+    const now = Date.now()
+    const cur = this.cache.get(aor)
+    let best = cur != null && cur.claim.expiresAt > now ? cur.claim : undefined
+    if (c != null && c.expiresAt > now && (best == null || compareClaims(c, best) > 0)) best = c
+    if (best == null) {
+      this.cache.delete(aor)
+      this.negative.set(aor, now)
+    } else {
+      this.negative.delete(aor)
+      this.cache.set(aor, { claim: best, fetchedAt: confirmed || cur == null ? now : cur.fetchedAt })
+      const lv = this.lastVersion.get(aor)
+      if (lv == null || best.version > lv) this.lastVersion.set(aor, best.version)
+    }
+    const mine = this.own.get(aor)
+    if (mine != null && best != null && best.kind === 'claim' && !best.owner.equals(this.peerId) && compareClaims(best, mine) > 0) {
+      this.own.delete(aor)
+      void this.forgetOwn(aor)
+      const by = routeOf(best)
+      this.log('displaced from %s by %s', aor, best.owner)
+      if (by != null) {
+        for (const h of [...this.displacedHandlers]) {
+          try { h(aor, by) } catch (err) { this.log.error('onDisplaced handler threw: %s', errorMessage(err)) }
+        }
+      }
+    }
+    this.fireWatchers(aor)
+    return best
+  }
+
+  private fireWatchers (aor: Aor): void {
+    const w = this.watchers.get(aor)
+    if (w == null) return
+    const route = routeOf(this.cache.get(aor)?.claim)
+    clearTimeout(w.expiry)
+    if (route != null) {
+      w.expiry = setTimeout(() => { this.apply(aor, undefined, false) }, Math.max(0, route.expiresAt - Date.now()) + 5)
+      w.expiry.unref?.()
+    }
+    if (sameRoute(route, w.last)) return
+    w.last = route
+    for (const fn of [...w.fns]) {
+      try { fn(route) } catch (err) { this.log.error('watch callback threw: %s', errorMessage(err)) }
+    }
+  }
+
+  private async persistOwn (c: SignedClaim): Promise<void> {
+    try {
+      await this.components.datastore.put(ownKey(c.aor), c.bytes)
+    } catch (err) {
+      this.log.error('could not persist own claim of %s: %s', c.aor, errorMessage(err))
+    }
+  }
+
+  private async forgetOwn (aor: Aor): Promise<void> {
+    try {
+      await this.components.datastore.delete(ownKey(aor))
+    } catch {
+      // not persisted: nothing to forget
+    }
+  }
+
+  private async loadOwn (options?: AbortOptions): Promise<void> {
+    try {
+      for await (const { key, value } of this.components.datastore.query({ prefix: OWN_PREFIX }, options)) {
+        try {
+          const c = await verifyClaim(value)
+          if (!c.owner.equals(this.peerId) || c.kind !== 'claim') throw new Error('not an own live claim')
+          this.own.set(c.aor, c)
+          this.apply(c.aor, c, false)
+        } catch (err) {
+          this.log('dropping persisted claim %s: %s', key, errorMessage(err))
+          await this.components.datastore.delete(key)
+        }
+      }
+    } catch (err) {
+      this.log.error('could not load own claims: %s', errorMessage(err))
+    }
+  }
+
+  /** Re-put every own live claim (same record, same version); notices tell us if one was lost. */
+  async republish (options?: AbortOptions): Promise<void> {
+    if (this.shutdown == null) return
+    const now = Date.now()
+    for (const [aor, c] of [...this.own]) {
+      if (c.expiresAt <= now) {
+        this.own.delete(aor)
+        await this.forgetOwn(aor)
+        continue
+      }
+      try {
+        const n = await this.put(c, options)
+        if (n === 0) this.apply(aor, await this.lookup(aor, options), true)
+      } catch (err) {
+        this.log('republish of %s failed: %s', aor, errorMessage(err))
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- notices
+
+  /** A stored live claim of `prev.owner` was replaced here by `next`: tell the displaced owner. */
+  private witnessReplace (prev: SignedClaim, next: SignedClaim): void {
+    if (prev.owner.equals(this.peerId)) {
+      queueMicrotask(() => { this.apply(next.aor, next, true) })
+      return
+    }
+    void this.notify(prev.owner, next)
+  }
+
+  private async notify (peer: PeerId, c: SignedClaim): Promise<void> {
+    if (peer.equals(this.peerId) || this.shutdown == null) return
+    const id = `${c.aor}|${c.version}|${uint8ArrayToString(c.signature, 'base64')}|${peer.toString()}`
+    if (this.sentNotices.has(id)) return
+    this.sentNotices.add(id)
+    if (this.sentNotices.size > 10_000) this.sentNotices.delete(this.sentNotices.values().next().value!)
+    try {
+      this.stats.noticesSent++
+      await sendNotice(this.components.libp2p, this.protocol, peer, c.bytes, { signal: this.shutdown.signal })
+    } catch (err) {
+      this.log('could not notify %p of %s: %s', peer, c.aor, errorMessage(err))
+    }
+  }
+
+  /** Tell every node that registered interest in the AoR (provider records) about a claim. */
+  private async notifyInterested (c: SignedClaim): Promise<void> {
+    if (this.shutdown == null) return
+    const seen = new Set<string>()
+    const sends: Array<Promise<void>> = []
+    try {
+      for await (const ev of this.components.dht.findProviders(interestCid(c.aor), { signal: this.signal() })) {
+        if (ev.name !== 'PROVIDER') continue
+        for (const p of ev.providers) {
+          const id = p.id.toString()
+          if (seen.has(id)) continue
+          seen.add(id)
+          sends.push(this.notify(p.id, c))
+        }
+      }
+    } catch (err) {
+      this.log('finding interested nodes for %s: %s', c.aor, errorMessage(err))
+    }
+    await Promise.all(sends)
+  }
+
+  private async receiveNotice (from: PeerId, bytes: Uint8Array): Promise<void> {
+    let c: SignedClaim
+    try {
+      c = await verifyClaim(bytes)
+    } catch (err) {
+      this.stats.noticesRejected++
+      this.log('ignored notice from %p: %s', from, errorMessage(err))
+      return
+    }
+    const cur = this.cache.get(c.aor)
+    if (cur != null && cur.claim.expiresAt > Date.now() && compareClaims(c, cur.claim) <= 0) {
+      this.log('notice from %p for %s is not newer than what we have', from, c.aor)
+      return
+    }
+    this.stats.noticesReceived++
+    this.apply(c.aor, c, true)
+  }
+
+  // ---------------------------------------------------------------- the Registry port
+
+  async claim (aorIn: Aor, binding: LocalBinding, options?: AbortOptions): Promise<ClaimResult> {
+    const aor = normalizeAor(aorIn)
+    this.stats.claims++
+    const cached = this.cache.get(aor)
+    let prev: SignedClaim | undefined
+    if (this.claimReadCache > 0 && cached != null && Date.now() - cached.fetchedAt < this.claimReadCache) {
+      prev = cached.claim
+    } else {
+      prev = this.apply(aor, await this.lookup(aor, options), true)
+    }
+    let version = BigInt(Date.now())
+    const floor = this.lastVersion.get(aor)
+    if (floor != null && floor >= version) version = floor + 1n
+    if (prev != null && prev.version >= version) version = prev.version + 1n
+    const issuedAt = Date.now()
+    const mine = await signClaim({
+      kind: 'claim',
+      aor,
+      owner: this.peerId,
+      sip: this.sip,
+      version,
+      issuedAt,
+      expiresAt: Math.max(binding.expiresAt + this.grace, issuedAt + 1)
+    }, this.components.privateKey)
+    this.lastVersion.set(aor, version)
+    const replicas = await this.put(mine, options)
+    const back = await this.lookup(aor, options)
+    const best = back != null && compareClaims(back, mine) > 0 ? back : mine
+    const won = best === mine
+    if (won) {
+      this.own.set(aor, mine)
+      await this.persistOwn(mine)
+    } else {
+      this.own.delete(aor)
+      await this.forgetOwn(aor)
+    }
+    this.apply(aor, best, true)
+    const previous = routeOf(prev)
+    if (won) {
+      if (prev != null && isLive(prev) && !prev.owner.equals(this.peerId)) void this.notify(prev.owner, mine)
+      if (prev == null || !isLive(prev) || !prev.owner.equals(this.peerId) || prev.sip !== mine.sip) void this.notifyInterested(mine)
+    }
+    return { won, route: routeOf(best) ?? routeOf(mine)!, previous, replicas }
+  }
+
+  async release (aorIn: Aor, options?: AbortOptions): Promise<void> {
+    const aor = normalizeAor(aorIn)
+    const mine = this.own.get(aor)
+    this.own.delete(aor)
+    await this.forgetOwn(aor)
+    const cur = this.cache.get(aor)?.claim ?? mine
+    if (cur == null || !cur.owner.equals(this.peerId) || cur.kind !== 'claim') return
+    let version = BigInt(Date.now())
+    const floor = this.lastVersion.get(aor) ?? cur.version
+    if (floor >= version) version = floor + 1n
+    const issuedAt = Date.now()
+    const tomb = await signClaim({
+      kind: 'release',
+      aor,
+      owner: this.peerId,
+      sip: '',
+      version,
+      issuedAt,
+      // a tombstone must outlive the claim it covers, or the older claim would resurface
+      expiresAt: Math.max(cur.expiresAt, issuedAt + 1_000)
+    }, this.components.privateKey)
+    this.lastVersion.set(aor, version)
+    this.apply(aor, tomb, true)
+    await this.put(tomb, options)
+    void this.notifyInterested(tomb)
+  }
+
+  async resolve (aorIn: Aor, options?: AbortOptions & { fresh?: boolean }): Promise<Route | undefined> {
+    const aor = normalizeAor(aorIn)
+    const now = Date.now()
+    if (options?.fresh !== true) {
+      const e = this.cache.get(aor)
+      if (e != null && e.claim.expiresAt > now && now - e.fetchedAt < this.cacheTtl) return routeOf(e.claim, now)
+      const neg = this.negative.get(aor)
+      if (e == null && neg != null && now - neg < this.negativeTtl) return undefined
+    }
+    const found = await this.lookup(aor, options)
+    const best = this.apply(aor, found, true)
+    // we know a newer claim than the DHT served: put it back (heals a stale put, P2)
+    if (best != null && (found == null || compareClaims(best, found) > 0)) void this.put(best).catch(() => {})
+    return routeOf(best)
+  }
+
+  watch (aorIn: Aor, onChange: (route: Route | undefined) => void): Unwatch {
+    const aor = normalizeAor(aorIn)
+    let w = this.watchers.get(aor)
+    if (w == null) {
+      const entry: WatchEntry = { fns: new Set(), last: undefined }
+      w = entry
+      this.watchers.set(aor, entry)
+      entry.poll = setInterval(() => {
+        if (this.shutdown == null) return
+        this.resolve(aor, { fresh: true }).catch(() => {})
+      }, this.watchInterval)
+      entry.poll.unref?.()
+      void this.registerInterest(aor)
+    }
+    const entry = w
+    entry.fns.add(onChange)
+    // report the current route, if any, like any other change
+    queueMicrotask(() => {
+      if (this.shutdown == null) return
+      this.resolve(aor).then(() => { this.fireWatchers(aor) }, () => {})
+    })
+    return () => {
+      entry.fns.delete(onChange)
+      if (entry.fns.size === 0 && this.watchers.get(aor) === entry) {
+        clearInterval(entry.poll)
+        clearTimeout(entry.expiry)
+        this.watchers.delete(aor)
+        this.components.dht.cancelReprovide(interestCid(aor)).catch(() => {})
+      }
+    }
+  }
+
+  /** Announce this node as interested in an AoR (a DHT provider record on its interest CID). */
+  private async registerInterest (aor: Aor): Promise<void> {
+    if (this.shutdown == null) return
+    try {
+      for await (const _ev of this.components.dht.provide(interestCid(aor), { signal: this.signal() })) {
+        // drain
+      }
+    } catch (err) {
+      this.log('could not register interest in %s: %s', aor, errorMessage(err))
+    }
+  }
+
+  onDisplaced (handler: (aor: Aor, by: Route) => void): Unwatch {
+    this.displacedHandlers.add(handler)
+    return () => { this.displacedHandlers.delete(handler) }
+  }
+
+  /** The newest signed claim this node knows for an AoR (for the admin API and tests). */
+  known (aorIn: Aor): SignedClaim | undefined {
+    return this.cache.get(normalizeAor(aorIn))?.claim
+  }
+
+  /** AoRs this node currently owns. */
+  owned (): Aor[] {
+    return [...this.own.keys()]
+  }
+}

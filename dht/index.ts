@@ -1,0 +1,137 @@
+/**
+ * @packageDocumentation
+ *
+ * The claim registry: who serves which SIP address-of-record (AoR) in the mesh.
+ *
+ * A *claim* says "AoR X is served by node N (peer id, SIP address host:port) as of version V,
+ * until T". It is a small CBOR record signed by N's libp2p Ed25519 key (see `record/claim.ts`),
+ * stored in kad-dht under `/sipmesh/<base32 sha256(aor)>`, checked by our validator and ranked by
+ * our selector on every node (highest version, then later issue time, then larger owner id bytes,
+ * then larger signature bytes). Every node wraps its datastore with `ClaimGuardDatastore`, which
+ * refuses to overwrite a stored claim with an older one (kad-dht itself would, js-libp2p#3377).
+ *
+ * Operations (the `Registry` port of `sip-gateway/ports.ts`):
+ *
+ * - `claim`: read the current claim, pick version = max(now, seen + 1) (a hybrid logical clock:
+ *   a later registration wins a race without an extra round trip), sign, put, count the replicas
+ *   that stored it, read back, report won/lost with the winner. A won claim that displaced another
+ *   owner sends that owner a *move notice* and notifies every node that registered interest.
+ * - `resolve`: cached (never older than any claim this node has seen), invalidated by notices,
+ *   `fresh: true` forces a lookup.
+ * - `release`: a signed tombstone (kind `release`, higher version) so everyone resolves nothing.
+ * - renewal: own live claims are re-put every `republishIntervalMs` and persisted in the
+ *   datastore, so a restarted node re-asserts the still-valid ones in `start()`.
+ * - `watch`: registers interest (a DHT provider record on a CID derived from the AoR, plus a
+ *   periodic re-resolve); `onDisplaced`: this node's claim was superseded (verified notice).
+ *
+ * Notices travel over `/sipmesh/claim-notice/1.0.0`: one length-prefixed message carrying the
+ * winning signed claim; the receiver verifies it (signature, newer than what it has) before acting.
+ */
+import { DhtRegistry } from './dht-registry.ts'
+import type { ClaimGuardDatastore } from './datastore-guard.ts'
+import type { Registry } from '../sip-gateway/ports.ts'
+import type { AbortOptions, ComponentLogger, Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
+import type { KadDHT } from '@libp2p/kad-dht'
+
+export type { Registry, Route, ClaimResult, LocalBinding, Unwatch, Aor } from '../sip-gateway/ports.ts'
+export { normalizeAor, claimKey, interestCid, signClaim, verifyClaim, decodeClaim, compareClaims, CLAIM_NAMESPACE, MAX_CLAIM_BYTES } from './record/claim.ts'
+export type { SignedClaim, ClaimFields, ClaimKind } from './record/claim.ts'
+export { claimValidator, claimSelector, claimRecordHandlers } from './record/validator.ts'
+export { ClaimGuardDatastore } from './datastore-guard.ts'
+export { InvalidClaimError, StaleClaimError, InvalidAorError, NotStartedError } from './errors.ts'
+export { MemoryMesh, MemoryRegistry } from './memory-registry.ts'
+export { DhtRegistry }
+
+export { CLAIM_NOTICE_PROTOCOL } from './notice.ts'
+
+/** A registry that runs: `start()` re-asserts persisted claims, `stop()` ends timers and handlers. */
+export interface ClaimRegistry extends Registry {
+  /** the SIP address (`host:port`) put into this node's claims */
+  sip: string
+  start (options?: AbortOptions): Promise<void>
+  stop (): Promise<void>
+}
+
+export interface DhtRegistryInit {
+  /**
+   * This node's SIP address (`host:port`) written into its claims; may be set later via `sip`.
+   *
+   * @default '127.0.0.1:5060'
+   */
+  sip?: string
+  /**
+   * Added to a registration's expiry to get the claim's expiry (P5).
+   *
+   * @default 30_000
+   */
+  expiryGraceMs?: number
+  /**
+   * How long a resolved route is served from the cache before a lookup (moves and releases
+   * invalidate it earlier through notices).
+   *
+   * @default 10_000
+   */
+  cacheTtlMs?: number
+  /**
+   * How long "nobody holds it" is cached; 0 disables negative caching.
+   *
+   * @default 0
+   */
+  negativeCacheTtlMs?: number
+  /**
+   * How often this node re-puts its own live claims (kad-dht drops records 48 h after receipt and
+   * never republishes; re-putting also follows churn).
+   *
+   * @default 600_000
+   */
+  republishIntervalMs?: number
+  /**
+   * How often a watched AoR is re-resolved as a safety net behind notices.
+   *
+   * @default 30_000
+   */
+  watchIntervalMs?: number
+  /**
+   * How long one DHT query (get, put, provide, findProviders) may run.
+   *
+   * @default 10_000
+   */
+  queryTimeoutMs?: number
+  /**
+   * kad-dht's datastorePrefix (where claims persist as `<prefix>/record/...`); our own claims
+   * are persisted under `/sipmesh/own/...` in the same datastore.
+   *
+   * @default '/dht'
+   */
+  datastorePrefix?: string
+  /**
+   * Skip the DHT read before a claim when this node saw the AoR's claim this recently (the HLC
+   * version makes the read unnecessary for correctness; it only finds the previous owner).
+   *
+   * @default 0
+   */
+  claimReadCacheMs?: number
+  /**
+   * Protocol name of notices.
+   *
+   * @default '/sipmesh/claim-notice/1.0.0'
+   */
+  noticeProtocol?: string
+}
+
+/** What the DHT registry needs from the libp2p node. */
+export interface DhtRegistryComponents {
+  peerId: PeerId
+  privateKey: PrivateKey
+  logger: ComponentLogger
+  dht: KadDHT
+  /** the guarded datastore given to libp2p */
+  datastore: ClaimGuardDatastore
+  /** stream handling and dialling */
+  libp2p: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerStore'>
+}
+
+/** One-line factory, in the libp2p style. */
+export function dhtRegistry (init: DhtRegistryInit = {}): (components: DhtRegistryComponents) => DhtRegistry {
+  return (components) => new DhtRegistry(components, init)
+}

@@ -1,0 +1,45 @@
+/**
+ * Claim notices over `/sipmesh/claim-notice/1.0.0`: the opener writes ONE length-prefixed message,
+ * the envelope of a signed claim (at most MAX_CLAIM_BYTES), and closes. The receiver reads that one
+ * message with a size cap and a timeout, then closes; it verifies the claim before acting on it
+ * (that is the caller's job: `onNotice` gets raw bytes).
+ */
+import { lpStream } from '@libp2p/utils'
+import { MAX_CLAIM_BYTES } from './record/claim.ts'
+import type { AbortOptions, Connection, Libp2p, Logger, PeerId, Stream } from '@libp2p/interface'
+import { errorMessage } from './errors.ts'
+
+export const CLAIM_NOTICE_PROTOCOL = '/sipmesh/claim-notice/1.0.0'
+
+/** How long a notice exchange may take, either side. */
+export const NOTICE_TIMEOUT_MS = 5_000
+
+/** Send one notice (a signed claim envelope) to a peer. Throws on failure. */
+export async function sendNotice (libp2p: Pick<Libp2p, 'dialProtocol'>, protocol: string, peer: PeerId, claim: Uint8Array, options: AbortOptions = {}): Promise<void> {
+  const signal = options.signal != null ? AbortSignal.any([options.signal, AbortSignal.timeout(NOTICE_TIMEOUT_MS)]) : AbortSignal.timeout(NOTICE_TIMEOUT_MS)
+  const stream = await libp2p.dialProtocol(peer, protocol, { signal })
+  try {
+    const lp = lpStream(stream, { maxDataLength: MAX_CLAIM_BYTES })
+    await lp.write(claim, { signal })
+    await stream.close({ signal })
+  } catch (err) {
+    stream.abort(err instanceof Error ? err : new Error(String(err)))
+    throw err
+  }
+}
+
+/** A stream handler that reads one notice and passes its bytes on. Never throws. */
+export function noticeHandler (log: Logger, onNotice: (from: PeerId, claim: Uint8Array) => void | Promise<void>): (stream: Stream, connection: Connection) => Promise<void> {
+  return async (stream, connection) => {
+    const signal = AbortSignal.timeout(NOTICE_TIMEOUT_MS)
+    try {
+      const lp = lpStream(stream, { maxDataLength: MAX_CLAIM_BYTES })
+      const msg = await lp.read({ signal })
+      await stream.close({ signal }).catch(() => {})
+      await onNotice(connection.remotePeer, msg.subarray())
+    } catch (err) {
+      log('bad notice from %p: %s', connection.remotePeer, errorMessage(err))
+      stream.abort(err instanceof Error ? err : new Error(String(err)))
+    }
+  }
+}

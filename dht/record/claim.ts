@@ -1,0 +1,252 @@
+/**
+ * The claim record: format, deterministic encoding, signing, verification, DHT key and order.
+ *
+ * Wire format (CBOR, cborg's deterministic encoding, both levels are arrays):
+ *
+ *     envelope = [ payload: bytes, signature: bytes ]
+ *     payload  = [ 1 (format), kind ("claim" | "release"), aor, owner (peer id multihash bytes),
+ *                  sip ("host:port", "" for a release), version (uint), issuedAt (ms), expiresAt (ms) ]
+ *
+ * The signature is the owner's Ed25519 signature over `CLAIM_SIGNING_DOMAIN || payload`, so a
+ * claim signature can never be replayed as some other libp2p signature. The owner's public key is
+ * inside its (identity-hashed) peer id, so verification needs nothing but the record.
+ */
+import { decode, encode } from 'cborg'
+import { peerIdFromMultihash, peerIdFromPrivateKey } from '@libp2p/peer-id'
+import * as Digest from 'multiformats/hashes/digest'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
+import { fromString as uint8ArrayFromString } from 'uint8arrays/from-string'
+import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
+import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
+import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
+import { InvalidAorError, InvalidClaimError, errorMessage } from '../errors.ts'
+import type { PeerId, PrivateKey } from '@libp2p/interface'
+
+/** First segment of every claim key: kad-dht picks our validator and selector by it. */
+export const CLAIM_NAMESPACE = 'sipmesh'
+export const CLAIM_KEY_PREFIX = `/${CLAIM_NAMESPACE}/`
+/** Domain separation of the signed bytes. */
+export const CLAIM_SIGNING_DOMAIN = uint8ArrayFromString('sipmesh-claim-v1\n')
+export const CLAIM_FORMAT = 1
+/** Largest encoded claim accepted anywhere (envelope bytes). */
+export const MAX_CLAIM_BYTES = 1024
+/** Longest AoR accepted. */
+export const MAX_AOR_LENGTH = 256
+/** Longest claim lifetime accepted (expiresAt - issuedAt). */
+export const MAX_CLAIM_LIFETIME_MS = 31 * 24 * 3600 * 1000
+/** How far in the future issuedAt may be (clock skew between nodes). */
+export const MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
+
+export const ClaimKind = {
+  claim: 'claim',
+  release: 'release'
+} as const
+export type ClaimKind = typeof ClaimKind[keyof typeof ClaimKind]
+
+export interface ClaimFields {
+  kind: ClaimKind
+  /** normalized AoR */
+  aor: string
+  /** owner peer id */
+  owner: PeerId
+  /** owner's SIP address `host:port`; empty for a release */
+  sip: string
+  version: bigint
+  issuedAt: number
+  expiresAt: number
+}
+
+export interface SignedClaim extends ClaimFields {
+  /** the signed payload bytes */
+  payload: Uint8Array
+  signature: Uint8Array
+  /** the whole envelope, as stored in the DHT */
+  bytes: Uint8Array
+}
+
+const AOR_RE = /^sips?:([^@;?>\s]+)@([^;?>\s]+)$/i
+const USER_RE = /^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+$/
+const HOST_RE = /^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)$/
+const SIP_ADDR_RE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/
+
+/**
+ * Normalize an AoR to `sip:user@domain`: scheme and domain lower-cased, user kept as is, URI
+ * parameters, headers, port and angle brackets dropped. Throws InvalidAorError otherwise.
+ */
+export function normalizeAor (input: string): string {
+  if (typeof input !== 'string') throw new InvalidAorError('AoR must be a string')
+  let s = input.trim()
+  if (s.length > MAX_AOR_LENGTH * 2) throw new InvalidAorError('AoR too long')
+  if (s.startsWith('<') && s.endsWith('>')) s = s.slice(1, -1)
+  const cut = s.search(/[;?]/)
+  if (cut >= 0) s = s.slice(0, cut)
+  const m = AOR_RE.exec(s)
+  if (m == null) throw new InvalidAorError(`not a sip:user@domain AoR: ${JSON.stringify(input.slice(0, 80))}`)
+  const user = m[1]
+  let host = m[2].toLowerCase()
+  if (!host.startsWith('[')) host = host.replace(/:\d+$/, '')
+  if (!USER_RE.test(user) || !HOST_RE.test(host)) throw new InvalidAorError(`not a sip:user@domain AoR: ${JSON.stringify(input.slice(0, 80))}`)
+  const aor = `sip:${user}@${host}`
+  if (aor.length > MAX_AOR_LENGTH) throw new InvalidAorError('AoR too long')
+  return aor
+}
+
+/** The DHT key of an AoR: `/sipmesh/<base32 sha256(aor)>`, as bytes. */
+export function claimKey (aor: string): Uint8Array {
+  const digest = sha256.digest(uint8ArrayFromString(aor)) as Awaited<ReturnType<typeof sha256.digest>>
+  return uint8ArrayFromString(CLAIM_KEY_PREFIX + uint8ArrayToString(digest.digest, 'base32'))
+}
+
+/** The CID under which nodes interested in an AoR announce themselves as providers. */
+export function interestCid (aor: string): CID {
+  const digest = sha256.digest(uint8ArrayFromString('sipmesh-interest-v1\n' + aor)) as Awaited<ReturnType<typeof sha256.digest>>
+  return CID.createV1(raw.code, digest)
+}
+
+function payloadOf (f: ClaimFields): Uint8Array {
+  return encode([CLAIM_FORMAT, f.kind, f.aor, f.owner.toMultihash().bytes, f.sip, f.version, f.issuedAt, f.expiresAt])
+}
+
+/** Sign a claim with the owner's private key (which must match `fields.owner`). */
+export async function signClaim (fields: ClaimFields, privateKey: PrivateKey): Promise<SignedClaim> {
+  if (!fields.owner.equals(peerIdFromPrivateKey(privateKey))) {
+    throw new InvalidClaimError('the signing key is not the owner\'s')
+  }
+  checkFields(fields, Date.now(), { skipExpiry: true })
+  const payload = payloadOf(fields)
+  const signature = await privateKey.sign(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload]))
+  const bytes = encode([payload, signature])
+  if (bytes.byteLength > MAX_CLAIM_BYTES) throw new InvalidClaimError(`claim too large (${bytes.byteLength} > ${MAX_CLAIM_BYTES} bytes)`)
+  return { ...fields, payload, signature, bytes }
+}
+
+const DECODE_OPTS = { strict: true, allowIndefinite: false, allowUndefined: false, rejectDuplicateMapKeys: true, useMaps: false } as const
+
+function toInt (v: unknown, what: string): bigint {
+  if (typeof v === 'bigint') return v
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return BigInt(v)
+  throw new InvalidClaimError(`${what} is not an integer`)
+}
+
+function toMs (v: unknown, what: string): number {
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return v
+  throw new InvalidClaimError(`${what} is not a timestamp`)
+}
+
+/**
+ * Decode a claim envelope and check its form (but NOT its signature or expiry: see verifyClaim).
+ * Throws InvalidClaimError with the reason.
+ */
+export function decodeClaim (bytes: Uint8Array): SignedClaim {
+  if (!(bytes instanceof Uint8Array)) throw new InvalidClaimError('claim is not bytes')
+  if (bytes.byteLength > MAX_CLAIM_BYTES) throw new InvalidClaimError(`claim too large (${bytes.byteLength} > ${MAX_CLAIM_BYTES} bytes)`)
+  let env: unknown
+  try {
+    env = decode(bytes, DECODE_OPTS)
+  } catch (err) {
+    throw new InvalidClaimError(`claim is not valid CBOR: ${errorMessage(err)}`)
+  }
+  if (!Array.isArray(env) || env.length !== 2 || !(env[0] instanceof Uint8Array) || !(env[1] instanceof Uint8Array)) {
+    throw new InvalidClaimError('claim envelope is not [payload, signature]')
+  }
+  const [payload, signature] = env as [Uint8Array, Uint8Array]
+  if (signature.byteLength === 0) throw new InvalidClaimError('claim is unsigned')
+  if (signature.byteLength > 128) throw new InvalidClaimError('claim signature too long')
+  let p: unknown
+  try {
+    p = decode(payload, DECODE_OPTS)
+  } catch (err) {
+    throw new InvalidClaimError(`claim payload is not valid CBOR: ${errorMessage(err)}`)
+  }
+  if (!Array.isArray(p) || p.length !== 8) throw new InvalidClaimError('claim payload is not an 8-field array')
+  const [format, kind, aor, ownerBytes, sip, version, issuedAt, expiresAt] = p as unknown[]
+  if (format !== CLAIM_FORMAT) throw new InvalidClaimError(`unknown claim format ${String(format)}`)
+  if (kind !== ClaimKind.claim && kind !== ClaimKind.release) throw new InvalidClaimError('unknown claim kind')
+  if (typeof aor !== 'string') throw new InvalidClaimError('claim aor is not a string')
+  if (typeof sip !== 'string') throw new InvalidClaimError('claim sip is not a string')
+  if (!(ownerBytes instanceof Uint8Array)) throw new InvalidClaimError('claim owner is not bytes')
+  let owner: PeerId
+  try {
+    owner = peerIdFromMultihash(Digest.decode(ownerBytes))
+  } catch (err) {
+    throw new InvalidClaimError(`claim owner is not a peer id: ${errorMessage(err)}`)
+  }
+  const fields: ClaimFields = {
+    kind,
+    aor,
+    owner,
+    sip,
+    version: toInt(version, 'version'),
+    issuedAt: toMs(issuedAt, 'issuedAt'),
+    expiresAt: toMs(expiresAt, 'expiresAt')
+  }
+  // deterministic encoding: the payload must be exactly what we would have produced
+  if (!uint8ArrayEquals(payloadOf(fields), payload)) throw new InvalidClaimError('claim payload is not canonically encoded')
+  if (!uint8ArrayEquals(encode([payload, signature]), bytes)) throw new InvalidClaimError('claim envelope is not canonically encoded')
+  return { ...fields, payload, signature, bytes }
+}
+
+function checkFields (f: ClaimFields, now: number, opts: { skipExpiry?: boolean } = {}): void {
+  let norm: string
+  try {
+    norm = normalizeAor(f.aor)
+  } catch (err) {
+    throw new InvalidClaimError(`claim aor invalid: ${errorMessage(err)}`)
+  }
+  if (norm !== f.aor) throw new InvalidClaimError('claim aor is not normalized')
+  if (f.kind === ClaimKind.claim && !SIP_ADDR_RE.test(f.sip)) throw new InvalidClaimError('claim sip is not host:port')
+  if (f.kind === ClaimKind.release && f.sip !== '') throw new InvalidClaimError('release carries a sip address')
+  if (f.sip.length > 300) throw new InvalidClaimError('claim sip too long')
+  if (f.version < 0n || f.version >= 2n ** 63n) throw new InvalidClaimError('claim version out of range')
+  if (f.expiresAt < f.issuedAt) throw new InvalidClaimError('claim expires before it was issued')
+  if (f.expiresAt - f.issuedAt > MAX_CLAIM_LIFETIME_MS) throw new InvalidClaimError('claim lifetime too long')
+  if (f.issuedAt > now + MAX_CLOCK_SKEW_MS) throw new InvalidClaimError('claim issued in the future')
+  if (opts.skipExpiry !== true && f.expiresAt <= now) throw new InvalidClaimError('claim expired')
+  if (f.owner.type !== 'Ed25519' || f.owner.publicKey == null) throw new InvalidClaimError('claim owner is not an Ed25519 peer id')
+}
+
+export interface VerifyOptions {
+  /** ms since the epoch to check expiry against; @default Date.now() */
+  now?: number
+  /** accept an expired claim (used to compare stored records) @default false */
+  allowExpired?: boolean
+  /** the DHT key the record was stored under; checked against the AoR when given */
+  key?: Uint8Array
+}
+
+/** Decode and fully verify a claim: form, fields, key, expiry, signature. Throws InvalidClaimError. */
+export async function verifyClaim (bytes: Uint8Array, opts: VerifyOptions = {}): Promise<SignedClaim> {
+  const c = decodeClaim(bytes)
+  checkFields(c, opts.now ?? Date.now(), { skipExpiry: opts.allowExpired === true })
+  if (opts.key != null && !uint8ArrayEquals(opts.key, claimKey(c.aor))) {
+    throw new InvalidClaimError('DHT key does not match the claim\'s AoR')
+  }
+  let ok: boolean
+  try {
+    ok = await c.owner.publicKey!.verify(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, c.payload]), c.signature)
+  } catch {
+    ok = false
+  }
+  if (!ok) throw new InvalidClaimError('claim signature does not verify with the owner\'s key')
+  return c
+}
+
+/**
+ * The selector's total order, computed identically on every node: higher version, then later
+ * issuedAt, then larger owner id bytes, then larger signature bytes. Returns >0 when a is newer.
+ */
+export function compareClaims (a: Pick<SignedClaim, 'version' | 'issuedAt' | 'owner' | 'signature'>, b: Pick<SignedClaim, 'version' | 'issuedAt' | 'owner' | 'signature'>): number {
+  if (a.version !== b.version) return a.version > b.version ? 1 : -1
+  if (a.issuedAt !== b.issuedAt) return a.issuedAt > b.issuedAt ? 1 : -1
+  const o = uint8ArrayCompare(a.owner.toMultihash().bytes, b.owner.toMultihash().bytes)
+  if (o !== 0) return o
+  return uint8ArrayCompare(a.signature, b.signature)
+}
+
+/** Whether a claim is a live ownership (not a release, not expired). */
+export function isLive (c: Pick<ClaimFields, 'kind' | 'expiresAt'>, now = Date.now()): boolean {
+  return c.kind === ClaimKind.claim && c.expiresAt > now
+}
