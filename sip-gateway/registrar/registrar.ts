@@ -90,6 +90,8 @@ export class Registrar<Flow = unknown> {
   readonly #displaced = new Map<string, Displaced>()
   readonly #locks = new Map<string, Promise<unknown>>()
   readonly #known = new Set<string>()
+  /** contact key → AoR, to find the binding of a contact (mid-dialog requests) */
+  readonly #byContact = new Map<string, string>()
   readonly #listeners: Array<(aor: string, bindings: Binding<Flow>[]) => void> = []
   #unDisplaced: Unwatch | undefined
 
@@ -131,7 +133,7 @@ export class Registrar<Flow = unknown> {
         }
         const map = new Map<string, Binding<Flow>>()
         for (const b of live) map.set(contactKey(b.uri), { ...b, aor })
-        this.#bindings.set(aor, map)
+        this.#setBindings(aor, map)
         this.#known.add(aor)
         this.#schedule(aor)
         this.#log.info('re-claimed stored registration', { aor, contacts: map.size })
@@ -153,6 +155,26 @@ export class Registrar<Flow = unknown> {
     if (map === undefined) return []
     const now = this.#now()
     return [...map.values()].filter(b => b.expiresAt > now)
+  }
+
+  /** the live binding whose Contact URI is `uri`, on any AoR */
+  findByContact (uri: string): Binding<Flow> | undefined {
+    let key
+    try { key = contactKey(uri) } catch { return undefined }
+    const aor = this.#byContact.get(key)
+    const b = aor === undefined ? undefined : this.#bindings.get(aor)?.get(key)
+    return b !== undefined && b.expiresAt > this.#now() ? b : undefined
+  }
+
+  #setBindings (aor: string, map: Map<string, Binding<Flow>> | undefined): void {
+    const old = this.#bindings.get(aor)
+    for (const k of old?.keys() ?? []) if (this.#byContact.get(k) === aor) this.#byContact.delete(k)
+    if (map === undefined || map.size === 0) {
+      this.#bindings.delete(aor)
+      return
+    }
+    this.#bindings.set(aor, map)
+    for (const k of map.keys()) this.#byContact.set(k, aor)
   }
 
   /** AoRs registered here since start (seam for 480 vs 404 and for issue 5's offline store) */
@@ -311,14 +333,14 @@ export class Registrar<Flow = unknown> {
         return this.#redirect(aor, result.route)
       }
       this.#displaced.delete(aor)
-      this.#bindings.set(aor, next)
+      this.#setBindings(aor, next)
       this.#known.add(aor)
       this.#schedule(aor)
       await this.#persist(aor, next)
       this.#log.debug('registered', { aor, contacts: next.size })
     } else {
       const had = this.#bindings.has(aor)
-      this.#bindings.delete(aor)
+      this.#setBindings(aor, undefined)
       this.#unschedule(aor)
       await this.#persist(aor, next)
       if (had) await this.#release(aor)
@@ -363,8 +385,8 @@ export class Registrar<Flow = unknown> {
       const now = this.#now()
       for (const [k, b] of map) if (b.expiresAt <= now) map.delete(k)
       await this.#persist(aor, map)
+      this.#setBindings(aor, map.size === 0 ? undefined : map)
       if (map.size === 0) {
-        this.#bindings.delete(aor)
         this.#log.debug('last binding expired', { aor })
         await this.#release(aor)
       } else {
@@ -393,7 +415,7 @@ export class Registrar<Flow = unknown> {
 
   #dropLocal (aor: string): Map<string, Binding<Flow>> | undefined {
     const map = this.#bindings.get(aor)
-    this.#bindings.delete(aor)
+    this.#setBindings(aor, undefined)
     this.#unschedule(aor)
     void this.#persist(aor, new Map())
     return map

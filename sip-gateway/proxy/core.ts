@@ -1,0 +1,561 @@
+/**
+ * The proxy core (RFC 3261 section 16) of a sipmesh node: it decides, for every request that is
+ * not a retransmission, whether this node answers it (REGISTER, OPTIONS to the node), delivers it
+ * to the registered contacts of an AoR it owns (forking), or forwards it over the mesh to the
+ * node that owns the AoR, and relays the responses back the same way.
+ *
+ * How a mesh hop appears in Via: `Via: SIP/2.0/MESH <our SIP host:port>;branch=z9hG4bK…;node=<peer id>`.
+ * The transport token `MESH` says the hop went over the PeerChannel; `node` names the node that
+ * added it. The owner node answers over the same PeerChannel (its server transaction remembers
+ * the flow), so responses retrace the path; a stray response (no transaction left) is sent to the
+ * node named in the next Via. Record-Route entries of ours carry the same `node` parameter so
+ * mid-dialog requests find the mesh hop again.
+ *
+ * Loop detection (16.3 item 4, 16.6 item 8): our branches end in `.<hash>` of the fields that
+ * identify the request as received (Request-URI, From tag, To tag, Call-ID, CSeq number, Route,
+ * Proxy-Require); a request that carries one of our Vias with the hash it would get again is a
+ * loop (482). A spiral (the Request-URI changed) hashes differently and passes.
+ *
+ * Identity (RFC 3325): P-Asserted-Identity is removed from requests that come from user agents
+ * and set to the From AoR (when it is of a served domain) on what this node forwards; requests
+ * from the mesh keep theirs (a mesh peer is trusted). Gap: without digest authentication the From
+ * AoR is taken on the UA's word; with it, the authenticated identity should be asserted instead.
+ *
+ * Stale routes: a node that receives a request from the mesh for an AoR it does not own answers
+ * `404 Not Owner` with `Sipmesh-Not-Owner: <its id>`; the sending node then re-resolves with
+ * `fresh: true` and retries once (locally when the AoR is now ours).
+ */
+import { SipRequest, type SipResponse } from '../codec/message.ts'
+import { createResponse, generateBranch } from '../codec/response.ts'
+import { parseVia, formatVia } from '../codec/via.ts'
+import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
+import { parseNameAddr } from '../codec/name-addr.ts'
+import { parseCSeq } from '../codec/cseq.ts'
+import { SipStatusError } from '../errors.ts'
+import type { Logger, Registry, Route } from '../ports.ts'
+import type { Registrar, Binding, Reply } from '../registrar/registrar.ts'
+import type { TransactionCore, TransactionLayer, ServerTransaction } from '../transaction/layer.ts'
+import type { InviteServerTransaction } from '../transaction/invite-server-transaction.ts'
+import { responseForError } from './error-response.ts'
+import { ResponseContext, type Branch } from './response-context.ts'
+import { MESH_TRANSPORT, type Connector, type Flow } from './flow.ts'
+
+/** Methods this node knows (anything else: 501). */
+export const KNOWN_METHODS: ReadonlySet<string> = new Set([
+  'INVITE', 'ACK', 'BYE', 'CANCEL', 'OPTIONS', 'REGISTER', 'MESSAGE', 'SUBSCRIBE', 'NOTIFY',
+  'PUBLISH', 'INFO', 'UPDATE', 'PRACK', 'REFER'
+])
+/** Methods the node itself answers (Allow of OPTIONS and 405). */
+export const NODE_METHODS = ['OPTIONS', 'REGISTER']
+/** Methods relayed to the user agents of an AoR. */
+const AOR_METHODS: ReadonlySet<string> = new Set(['INVITE', 'BYE', 'OPTIONS', 'MESSAGE', 'SUBSCRIBE', 'NOTIFY', 'PUBLISH', 'INFO', 'UPDATE', 'PRACK', 'REFER'])
+/** Methods that may create a dialog: we Record-Route them. */
+const DIALOG_METHODS: ReadonlySet<string> = new Set(['INVITE', 'SUBSCRIBE', 'REFER'])
+
+export const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
+
+/**
+ * Seam for issue 5 (offline store): asked when an AoR of a served domain has no live binding.
+ * Returning a reply (for example 202 after storing a MESSAGE) answers the request; undefined
+ * falls back to 480 (user known here) or 404.
+ */
+export type UnavailableHandler = (request: SipRequest, aor: string) => Promise<Reply | undefined>
+
+export interface ProxyCoreComponents {
+  registry: Registry
+  registrar: Registrar<Flow>
+  logger: Logger
+  /** a flow to a mesh node over the PeerChannel */
+  mesh: (node: string) => Flow
+  /** flows to user agents by address */
+  connector: Connector
+}
+
+export interface ProxyCoreInit {
+  domains: Iterable<string>
+  /** our SIP address as it appears in Via and Record-Route */
+  host: string
+  port: number
+  /** other names the node answers to as itself (its listening addresses) */
+  aliases?: Iterable<string>
+  onUnavailable?: UnavailableHandler
+}
+
+export interface ProxyStats {
+  requests: number
+  forwardedMesh: number
+  deliveredLocal: number
+  answeredLocally: number
+  loops: number
+  notOwnerRetries: number
+  responses: Record<string, number>
+}
+
+export class ProxyCore implements TransactionCore<Flow> {
+  readonly #registry: Registry
+  readonly #registrar: Registrar<Flow>
+  readonly #log: Logger
+  readonly #mesh: (node: string) => Flow
+  readonly #connector: Connector
+  readonly #domains: Set<string>
+  readonly #host: string
+  readonly #port: number
+  readonly #self: Set<string>
+  readonly #sentBy: string
+  readonly #onUnavailable: UnavailableHandler | undefined
+  readonly #contexts = new Map<ServerTransaction, ResponseContext>()
+  #layer: TransactionLayer<Flow> | undefined
+  readonly stats: ProxyStats = { requests: 0, forwardedMesh: 0, deliveredLocal: 0, answeredLocally: 0, loops: 0, notOwnerRetries: 0, responses: {} }
+
+  constructor (components: ProxyCoreComponents, init: ProxyCoreInit) {
+    this.#registry = components.registry
+    this.#registrar = components.registrar
+    this.#log = components.logger
+    this.#mesh = components.mesh
+    this.#connector = components.connector
+    this.#domains = new Set([...init.domains].map(d => d.toLowerCase()))
+    this.#host = init.host
+    this.#port = init.port
+    this.#sentBy = `${init.host.toLowerCase()}:${init.port}`
+    this.#self = new Set([this.#sentBy, ...[...init.aliases ?? []].map(a => a.toLowerCase())])
+    this.#onUnavailable = init.onUnavailable
+  }
+
+  attach (layer: TransactionLayer<Flow>): void { this.#layer = layer }
+
+  get #tl (): TransactionLayer<Flow> {
+    if (this.#layer === undefined) throw new Error('proxy core not attached to a transaction layer')
+    return this.#layer
+  }
+
+  // ---- TransactionCore -------------------------------------------------------------------
+
+  onRequest (request: SipRequest, tx: ServerTransaction, flow: Flow): void {
+    this.stats.requests++
+    this.#handle(request, tx, flow).catch((err: unknown) => { this.#respond(tx, responseForError(request, err, this.#log)) })
+  }
+
+  onAck (ack: SipRequest, flow: Flow): void {
+    // the ACK of a 2xx is end-to-end: forward it statelessly along the route (16.11)
+    this.#forwardStateless(ack, flow).catch((err: unknown) => { this.#log.debug('ACK dropped', { err: String(err) }) })
+  }
+
+  onCancel (cancel: SipRequest, tx: ServerTransaction, invite: InviteServerTransaction<SipRequest, SipResponse> | undefined, _flow: Flow): void {
+    // 16.10: answer the CANCEL, then cancel the pending branches of the INVITE
+    if (invite === undefined) {
+      this.#respond(tx, createResponse(cancel, 481, undefined, undefined, { toTag: true }))
+      return
+    }
+    this.#respond(tx, createResponse(cancel, 200, undefined, undefined, { toTag: true }))
+    invite.markCancelled()
+    const ctx = this.#contexts.get(invite)
+    if (ctx !== undefined) ctx.cancel()
+    else if (invite.finalResponse === undefined) this.#respond(invite, createResponse(invite.request, 487, undefined, undefined, { toTag: true }))
+  }
+
+  onStrayResponse (response: SipResponse, _flow: Flow): void {
+    // 16.7 / 16.11: a response with no transaction (a retransmitted 2xx) goes on statelessly
+    const top = response.headers.get('Via')
+    if (top === undefined) return
+    try {
+      const via = parseVia(top)
+      if (!this.#isOurVia(via)) return
+      const copy = cloneMessage(response) as SipResponse
+      copy.headers.shift('Via')
+      const next = copy.headers.get('Via')
+      if (next === undefined) return
+      const nv = parseVia(next)
+      const flow = nv.transport === MESH_TRANSPORT && typeof nv.params.node === 'string'
+        ? this.#mesh(nv.params.node)
+        : undefined
+      if (flow !== undefined) { void flow.send(copy); return }
+      if (nv.transport === 'UDP' || nv.transport === 'TCP') {
+        const port = typeof nv.rport === 'number' ? nv.rport : nv.port ?? 5060
+        Promise.resolve(this.#connector.connect({ transport: nv.transport, host: nv.received ?? nv.host, port }))
+          .then(async f => { await f.send(copy) }).catch(() => {})
+      }
+    } catch (err) {
+      this.#log.debug('stray response dropped', { err: String(err) })
+    }
+  }
+
+  // ---- request handling ------------------------------------------------------------------
+
+  async #handle (request: SipRequest, tx: ServerTransaction, flow: Flow): Promise<void> {
+    const fromMesh = flow.transport === MESH_TRANSPORT
+    // RFC 3325: identity from user agents is never trusted
+    if (!fromMesh) request.headers.delete('P-Asserted-Identity')
+    if (request.method === 'INVITE') this.#respond(tx, createResponse(request, 100))
+
+    // 16.3 request validation
+    if (!KNOWN_METHODS.has(request.method)) throw new SipStatusError(501, 'Not Implemented')
+    const maxForwards = readMaxForwards(request)
+    this.#checkLoop(request)
+    const proxyRequire = request.headers.getAll('Proxy-Require')
+    if (proxyRequire.length > 0) {
+      this.#respond(tx, createResponse(request, 420, 'Bad Extension', [['Unsupported', proxyRequire.join(', ')]], { toTag: true }))
+      return
+    }
+
+    // 16.4 route information preprocessing: our own Route entry is removed
+    const topRoute = request.headers.get('Route')
+    if (topRoute !== undefined && this.#isOurUri(safeUri(parseNameAddr(topRoute).uri))) request.headers.shift('Route')
+
+    let uri: SipUri
+    try {
+      uri = parseUri(request.uri)
+    } catch {
+      throw new SipStatusError(400, 'Malformed Request-URI')
+    }
+    if (uri.scheme !== 'sip' && uri.scheme !== 'sips') throw new SipStatusError(416, 'Unsupported URI Scheme')
+    const host = uri.host.toLowerCase()
+    const toNode = this.#isOurUri(uri) || (this.#domains.has(host) && uri.user === undefined)
+
+    // requests to the node itself (and REGISTER, whatever its Request-URI user part)
+    if (request.method === 'REGISTER' && (toNode || this.#domains.has(host))) {
+      if (fromMesh) throw new SipStatusError(403, 'REGISTER Is Not Relayed')
+      const reply = await this.#registrar.handle(request, flow)
+      this.#reply(tx, request, reply)
+      return
+    }
+    if (toNode && request.headers.get('Route') === undefined) {
+      this.stats.answeredLocally++
+      if (request.method === 'OPTIONS') {
+        this.#respond(tx, createResponse(request, 200, undefined, [['Allow', [...KNOWN_METHODS].join(', ')], ['Accept', 'application/sdp, text/plain, application/pidf+xml']], { toTag: true }))
+        return
+      }
+      this.#respond(tx, createResponse(request, 405, undefined, [['Allow', NODE_METHODS.join(', ')]], { toTag: true }))
+      return
+    }
+
+    if (maxForwards === 0) throw new SipStatusError(483, 'Too Many Hops')
+
+    // a Route left: a mid-dialog request following the recorded route
+    const nextRoute = request.headers.get('Route')
+    if (nextRoute !== undefined) {
+      const target = await this.#routeFlow(safeUri(parseNameAddr(nextRoute).uri))
+      await this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
+      return
+    }
+
+    if (!this.#domains.has(host)) {
+      // from the mesh, a Request-URI outside our domains is the contact of one of our user agents (mid-dialog)
+      if (fromMesh) {
+        const binding = this.#registrar.findByContact(request.uri)
+        if (binding !== undefined) {
+          await this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#bindingFlow(binding) }])
+          return
+        }
+      }
+      throw new SipStatusError(403, 'Domain Not Served')
+    }
+    if (!AOR_METHODS.has(request.method)) {
+      this.#respond(tx, createResponse(request, 405, undefined, [['Allow', [...AOR_METHODS].join(', ')]], { toTag: true }))
+      return
+    }
+
+    const aor = aorOf(uri)
+    const route = await this.#registry.resolve(aor)
+    if (fromMesh) {
+      if (route?.node !== this.#registry.nodeId && this.#registrar.lookup(aor).length === 0) {
+        this.#respond(tx, createResponse(request, 404, 'Not Owner', [[NOT_OWNER_HEADER, this.#registry.nodeId]], { toTag: true }))
+        return
+      }
+      await this.#deliverLocal(request, tx, flow, aor)
+      return
+    }
+    this.#assertIdentity(request)
+    await this.#toRoute(request, tx, flow, aor, route)
+  }
+
+  /** forward to wherever the route says: local contacts, another node, or nobody */
+  async #toRoute (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, route: Route | undefined, retried = false): Promise<void> {
+    if (route === undefined) {
+      await this.#unavailable(request, tx, aor)
+      return
+    }
+    if (route.node === this.#registry.nodeId) {
+      await this.#deliverLocal(request, tx, flow, aor)
+      return
+    }
+    this.stats.forwardedMesh++
+    await this.#forward(request, tx, flow, [{ uri: request.uri, flow: this.#mesh(route.node), aor, retried }])
+  }
+
+  async #deliverLocal (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): Promise<void> {
+    const bindings = this.#registrar.lookup(aor)
+    if (bindings.length === 0) {
+      await this.#unavailable(request, tx, aor)
+      return
+    }
+    this.stats.deliveredLocal++
+    const targets: Target[] = []
+    for (const b of bindings) {
+      try {
+        targets.push({ uri: b.uri, flow: await this.#bindingFlow(b) })
+      } catch (err) {
+        this.#log.debug('contact unreachable', { contact: b.uri, err: String(err) })
+      }
+    }
+    if (targets.length === 0) throw new SipStatusError(480, 'Temporarily Unavailable')
+    await this.#forward(request, tx, flow, targets)
+  }
+
+  async #unavailable (request: SipRequest, tx: ServerTransaction, aor: string): Promise<void> {
+    const reply = await this.#onUnavailable?.(request, aor)
+    if (reply !== undefined) { this.#reply(tx, request, reply); return }
+    if (this.#registrar.isKnown(aor)) throw new SipStatusError(480, 'Temporarily Unavailable')
+    throw new SipStatusError(404, 'Not Found')
+  }
+
+  async #bindingFlow (b: Binding<Flow>): Promise<Flow> {
+    if (b.flow !== undefined && b.flow.open) return b.flow
+    const u = parseUri(b.uri)
+    const t = typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP'
+    if (t !== 'UDP' && t !== 'TCP') throw new SipStatusError(480, 'Temporarily Unavailable')
+    return await this.#connector.connect({ transport: t, host: u.host, port: u.port ?? 5060 })
+  }
+
+  async #routeFlow (u: SipUri): Promise<Flow> {
+    if (typeof u.params.node === 'string') return this.#mesh(u.params.node)
+    const t = typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP'
+    if (t !== 'UDP' && t !== 'TCP') throw new SipStatusError(480, 'Temporarily Unavailable')
+    return await this.#connector.connect({ transport: t, host: u.host, port: u.port ?? 5060 })
+  }
+
+  /** RFC 3325: assert the sender (the From AoR, when it is one of ours) on what we forward */
+  #assertIdentity (request: SipRequest): void {
+    const from = request.headers.get('From')
+    if (from === undefined) return
+    try {
+      const u = parseUri(parseNameAddr(from).uri)
+      if (this.#domains.has(u.host.toLowerCase()) && u.user !== undefined) request.headers.set('P-Asserted-Identity', `<${aorOf(u)}>`)
+    } catch {}
+  }
+
+  // ---- forwarding (16.6) and responses (16.7) ---------------------------------------------
+
+  async #forward (request: SipRequest, tx: ServerTransaction, inbound: Flow, targets: Target[]): Promise<void> {
+    if ((tx as InviteServerTransaction<SipRequest, SipResponse>).cancelled === true) {
+      this.#respond(tx, createResponse(request, 487, undefined, undefined, { toTag: true }))
+      return
+    }
+    let ctx = this.#contexts.get(tx)
+    if (ctx === undefined) {
+      ctx = new ResponseContext(request, tx, {
+        cancel: (b) => { this.#sendCancel(b) },
+        onFinal: (r) => { this.#count(r.status) }
+      })
+      this.#contexts.set(tx, ctx)
+      tx.onTerminated(() => { this.#contexts.delete(tx) })
+    }
+    const loopHash = loopHashOf(request)
+    for (const target of targets) this.#startBranch(ctx, request, inbound, target, loopHash)
+  }
+
+  #startBranch (ctx: ResponseContext, request: SipRequest, inbound: Flow, target: Target, loopHash: string): void {
+    const copy = cloneMessage(request) as SipRequest
+    copy.uri = target.uri
+    // 16.6 step 3: Max-Forwards
+    const mf = readMaxForwards(request)
+    copy.headers.set('Max-Forwards', String(mf === undefined ? 70 : mf - 1))
+    // 16.6 step 4: Record-Route for requests that may set up a dialog
+    if (DIALOG_METHODS.has(request.method)) {
+      copy.headers.prepend('Record-Route', `<sip:${this.#host}:${this.#port};lr;node=${this.#registry.nodeId}>`)
+    }
+    // 16.6 step 8: our Via, with a branch that carries the loop hash
+    const branch = `${generateBranch()}.${loopHash}`
+    const params: Record<string, string | null> = {}
+    if (target.flow.transport === MESH_TRANSPORT) params.node = this.#registry.nodeId
+    else if (target.flow.transport === 'UDP') params.rport = null
+    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#port, params, branch }))
+    const b = ctx.addBranch(branch, copy)
+    const core = this
+    b.tx = this.#tl.sendRequest(copy, target.flow, {
+      receiveResponse (response: SipResponse) { core.#onBranchResponse(ctx, b, response, inbound, target) },
+      onRequestTimeout () { ctx.receive(b, createResponse(copy, 408, undefined, undefined, { toTag: true })) },
+      onTransportError (err: unknown) {
+        core.#log.debug('branch transport error', { target: target.uri, err: String(err) })
+        ctx.receive(b, createResponse(copy, 503, undefined, undefined, { toTag: true }))
+      }
+    })
+  }
+
+  #onBranchResponse (ctx: ResponseContext, b: Branch, response: SipResponse, inbound: Flow, target: Target): void {
+    // 16.7 step 3: remove our Via
+    const copy = cloneMessage(response) as SipResponse
+    copy.headers.shift('Via')
+    if (copy.headers.get('Via') === undefined) return
+    if (response.status >= 200 && response.headers.has(NOT_OWNER_HEADER)) {
+      copy.headers.delete(NOT_OWNER_HEADER)
+      if (target.aor !== undefined && target.retried !== true && !ctx.finalSent) {
+        // the owner moved: re-resolve from the DHT and retry once
+        this.stats.notOwnerRetries++
+        ctx.supersede(b)
+        const release = ctx.hold()
+        const aor = target.aor
+        this.#registry.resolve(aor, { fresh: true })
+          .then(async route => {
+            await this.#toRoute(ctx.request, ctx.server, inbound, aor, route, true)
+          })
+          .catch((err: unknown) => {
+            if (!ctx.finalSent) this.#respond(ctx.server, responseForError(ctx.request, err, this.#log))
+          })
+          .finally(release)
+        return
+      }
+      copy.status = 480
+      copy.reason = 'Temporarily Unavailable'
+    }
+    ctx.receive(b, copy)
+  }
+
+  #sendCancel (b: Branch): void {
+    // 9.1: same Request-URI, Call-ID, From, To, CSeq number and the branch's Via
+    const r = b.request
+    const h = r.headers.clone()
+    const keep = new Set(['via', 'route', 'max-forwards', 'from', 'to', 'call-id'])
+    for (const [name] of [...h.entries()]) if (!keep.has(name.toLowerCase())) h.delete(name)
+    const via = r.headers.get('Via')
+    h.delete('Via')
+    if (via !== undefined) h.prepend('Via', via)
+    const cseq = r.headers.get('CSeq')
+    h.set('CSeq', `${cseq === undefined ? 1 : parseCSeq(cseq).seq} CANCEL`)
+    h.set('Content-Length', '0')
+    const cancel = new SipRequest('CANCEL', r.uri, h)
+    const flow = b.tx === undefined ? undefined : (b.tx as unknown as { flow: Flow }).flow
+    if (flow === undefined) return
+    try {
+      this.#tl.sendRequest(cancel, flow, { receiveResponse () {}, onRequestTimeout () {}, onTransportError () {} })
+    } catch (err) {
+      this.#log.debug('CANCEL not sent', { err: String(err) })
+    }
+  }
+
+  async #forwardStateless (request: SipRequest, flow: Flow): Promise<void> {
+    if (readMaxForwards(request) === 0) return
+    const top = request.headers.get('Route')
+    if (top !== undefined && this.#isOurUri(safeUri(parseNameAddr(top).uri))) request.headers.shift('Route')
+    const next = request.headers.get('Route')
+    let target: Flow | undefined
+    if (next !== undefined) {
+      target = await this.#routeFlow(safeUri(parseNameAddr(next).uri))
+    } else {
+      const uri = safeUri(request.uri)
+      if (this.#domains.has(uri.host.toLowerCase()) && uri.user !== undefined) {
+        const route = await this.#registry.resolve(aorOf(uri))
+        if (route === undefined) return
+        if (route.node !== this.#registry.nodeId) target = this.#mesh(route.node)
+        else {
+          const b = this.#registrar.lookup(aorOf(uri))[0]
+          if (b !== undefined) target = await this.#bindingFlow(b)
+        }
+      } else {
+        const b = this.#registrar.findByContact(request.uri)
+        if (b !== undefined) target = await this.#bindingFlow(b)
+        else if (flow.transport !== MESH_TRANSPORT) return // never relay for strangers
+      }
+    }
+    if (target === undefined) return
+    const copy = cloneMessage(request) as SipRequest
+    const mf = readMaxForwards(request)
+    copy.headers.set('Max-Forwards', String(mf === undefined ? 70 : mf - 1))
+    const params: Record<string, string | null> = target.transport === MESH_TRANSPORT ? { node: this.#registry.nodeId } : {}
+    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.transport, host: this.#host, port: this.#port, params, branch: `${generateBranch()}.${loopHashOf(request)}` }))
+    await target.send(copy)
+  }
+
+  // ---- helpers ---------------------------------------------------------------------------
+
+  #reply (tx: ServerTransaction, request: SipRequest, reply: Reply): void {
+    this.#respond(tx, createResponse(request, reply.status, reply.reason, reply.headers, { toTag: true }))
+  }
+
+  #respond (tx: ServerTransaction, response: SipResponse): void {
+    if (response.status >= 200 && !this.#contexts.has(tx)) this.#count(response.status)
+    tx.respond(response)
+  }
+
+  #count (status: number): void {
+    const k = `${Math.floor(status / 100)}xx`
+    this.stats.responses[k] = (this.stats.responses[k] ?? 0) + 1
+  }
+
+  #isOurVia (via: { host: string, port?: number }): boolean {
+    return this.#self.has(`${via.host.toLowerCase()}:${via.port ?? 5060}`)
+  }
+
+  #isOurUri (u: SipUri | undefined): boolean {
+    if (u === undefined) return false
+    if (typeof u.params.node === 'string') return u.params.node === this.#registry.nodeId
+    if (u.user !== undefined) return false
+    return this.#self.has(`${u.host.toLowerCase()}:${u.port ?? 5060}`)
+  }
+
+  /** 16.3 item 4: a Via of ours carrying the hash this request would get again is a loop */
+  #checkLoop (request: SipRequest): void {
+    const vias = request.headers.getAll('Via')
+    let hash: string | undefined
+    for (const v of vias) {
+      let via
+      try { via = parseVia(v) } catch { throw new SipStatusError(400, 'Malformed Via') }
+      const ours = typeof via.params.node === 'string' ? via.params.node === this.#registry.nodeId : this.#isOurVia(via)
+      if (!ours || via.branch === undefined) continue
+      hash ??= loopHashOf(request)
+      if (via.branch.endsWith('.' + hash)) {
+        this.stats.loops++
+        throw new SipStatusError(482, 'Loop Detected')
+      }
+    }
+  }
+}
+
+interface Target {
+  uri: string
+  flow: Flow
+  /** for mesh branches: the AoR, to re-resolve on "not owner" */
+  aor?: string
+  retried?: boolean
+}
+
+function safeUri (s: string): SipUri {
+  try {
+    return parseUri(s)
+  } catch {
+    throw new SipStatusError(400, 'Malformed URI')
+  }
+}
+
+/** Max-Forwards as a number (undefined when absent); malformed: 400 */
+export function readMaxForwards (request: SipRequest): number | undefined {
+  const v = request.headers.get('Max-Forwards')
+  if (v === undefined) return undefined
+  const t = v.trim()
+  if (!/^\d{1,3}$/.test(t) || Number(t) > 255) throw new SipStatusError(400, 'Malformed Max-Forwards')
+  return Number(t)
+}
+
+/** the loop-detection hash of a request as received (RFC 3261 16.6 item 8): FNV-1a, base36 */
+export function loopHashOf (request: SipRequest): string {
+  const h = request.headers
+  let tagFrom = ''
+  let tagTo = ''
+  try { tagFrom = String(parseNameAddr(h.get('From') ?? '').params.tag ?? '') } catch {}
+  try { tagTo = String(parseNameAddr(h.get('To') ?? '').params.tag ?? '') } catch {}
+  const cseq = h.get('CSeq') ?? ''
+  const s = [request.uri, tagFrom, tagTo, h.get('Call-ID') ?? '', cseq.trim().split(/\s+/)[0],
+    h.getAll('Route').join(','), h.getAll('Proxy-Require').join(','), h.get('Proxy-Authorization') ?? ''].join('\n')
+  let x = 0x811c9dc5
+  for (let i = 0; i < s.length; i++) {
+    x ^= s.charCodeAt(i)
+    x = Math.imul(x, 0x01000193) >>> 0
+  }
+  return x.toString(36)
+}
+
+function cloneMessage (m: SipRequest | SipResponse): SipRequest | SipResponse {
+  const c = Object.create(Object.getPrototypeOf(m) as object) as SipRequest | SipResponse
+  Object.assign(c, m)
+  c.headers = m.headers.clone()
+  return c
+}
