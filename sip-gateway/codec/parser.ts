@@ -205,7 +205,7 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
   }
   if (maxForwards !== -1) {
     const mf = headers._valueAt(maxForwards)
-    if (!DIGITS.test(mf) || mf.length > 3 || Number(mf) > 255) fail('Malformed Max-Forwards header')
+    if (!DIGITS.test(mf) || mf.length > 10 || Number(mf) > 255) fail('Malformed Max-Forwards header')
   }
 
   // body (RFC 3261 18.3: a longer Content-Length than the datagram is an error, a shorter one
