@@ -197,7 +197,7 @@ export function neutralPresence (entity: string): PidfDocument {
 }
 
 /** The state of the back-end subscription a watcher's node holds to the owner node. */
-export type BackEndOutcome = 'none' | 'pending' | 'accepted' | 'denied' | 'loop'
+export type BackEndOutcome = 'none' | 'pending' | 'accepted' | 'denied' | 'loop' | 'failed'
 
 /** What the watcher's node does with the watcher's subscription. */
 export type FrontEndDecision = 'allow' | 'block' | 'polite-block' | 'pending'
@@ -206,7 +206,8 @@ export type FrontEndDecision = 'allow' | 'block' | 'polite-block' | 'pending'
  * Combine this node's decision with the back-end subscription's outcome (draft 7.1.2.2 and 7.2.1):
  * - this node blocks: block; polite-blocks: polite-block (the watcher sees the neutral document);
  * - the back-end subscription was denied: block, whatever this node's rules say (privacy safety);
- * - the back-end subscription is not confirmed yet: pending (no notification with real state yet);
+ * - the back-end subscription is not confirmed yet, or failed (timeout, 5xx: to be retried): pending
+ *   (no notification with real state yet);
  * - the back-end subscription was refused as a loop, or there is none (local presentity): proceed
  *   on this node's own data.
  */
@@ -214,7 +215,7 @@ export function frontEndDecision (local: Decision, backEnd: BackEndOutcome): Fro
   if (local === 'block') return 'block'
   if (backEnd === 'denied') return 'block'
   if (local === 'polite-block') return 'polite-block'
-  if (backEnd === 'pending') return 'pending'
+  if (backEnd === 'pending' || backEnd === 'failed') return 'pending'
   return 'allow'
 }
 

@@ -217,6 +217,7 @@ describe('polite-block and the privacy rule', () => {
       ['allow', 'pending', 'pending'],
       ['allow', 'denied', 'block'],
       ['allow', 'loop', 'allow'],
+      ['allow', 'failed', 'pending'],
       ['polite-block', 'accepted', 'polite-block'],
       ['polite-block', 'pending', 'polite-block'],
       ['polite-block', 'denied', 'block'],
