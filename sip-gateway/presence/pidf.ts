@@ -163,7 +163,10 @@ export function parsePidf (body: string | Uint8Array, limits: PidfLimits = {}): 
   if (text.trim() === '') throw new PidfError('empty body')
   if (new RegExp(NON_XML_CHARS.source, 'u').test(text)) throw new PidfError('character not allowed in XML')
   if (text.includes('<!DOCTYPE') || text.includes('<!ENTITY')) throw new PidfError('DOCTYPE and entity declarations are not allowed')
-  checkDepth(text, lim.maxDepth)
+  if (!text.trimStart().startsWith('<') || !text.trimEnd().endsWith('>')) throw new PidfError('text outside the root element')
+  const declared = /^\s*<\?xml\s[^>]*?encoding\s*=\s*["']([^"']*)["']/u.exec(text)
+  if (declared !== null && !/^utf-?8$/iu.test(declared[1])) throw new PidfError(`encoding '${declared[1].slice(0, 20)}' is not UTF-8`)
+  scanMarkup(text, lim.maxDepth)
 
   let ordered: OrderedNode[]
   try {
@@ -190,10 +193,11 @@ export function parsePidf (body: string | Uint8Array, limits: PidfLimits = {}): 
 }
 
 /**
- * Refuse deep nesting before the XML library sees the text. Counts start tags minus end tags,
- * skipping comments, CDATA, processing instructions and self-closing tags; a cheap, linear scan.
+ * A cheap, linear scan before the XML library sees the text: refuses deep nesting (start tags minus
+ * end tags, skipping comments, CDATA, processing instructions and self-closing tags) and any markup
+ * declaration (`<!` that opens neither a comment nor a CDATA section, whatever its case or spacing).
  */
-function checkDepth (text: string, maxDepth: number): void {
+function scanMarkup (text: string, maxDepth: number): void {
   let depth = 0
   let i = 0
   while (true) {
@@ -201,9 +205,11 @@ function checkDepth (text: string, maxDepth: number): void {
     if (i < 0) return
     const next = text[i + 1]
     if (next === '!') {
-      const end = text.startsWith('<!--', i) ? text.indexOf('-->', i + 4) : text.startsWith('<![CDATA[', i) ? text.indexOf(']]>', i + 9) : text.indexOf('>', i)
+      const comment = text.startsWith('<!--', i)
+      if (!comment && !text.startsWith('<![CDATA[', i)) throw new PidfError('DOCTYPE and markup declarations are not allowed')
+      const end = comment ? text.indexOf('-->', i + 4) : text.indexOf(']]>', i + 9)
       if (end < 0) return // unterminated: the validator reports it
-      i = end + 1
+      i = end + 3
     } else if (next === '?') {
       const end = text.indexOf('?>', i + 2)
       if (end < 0) return
@@ -291,7 +297,9 @@ function convert (node: OrderedNode, parentScope: Map<string, string>, lim: Requ
   let scope = parentScope
   const plain: Array<[string, string]> = []
   for (const name of attrNames) {
-    const value = decodeXmlText(String(rawAttrs[name]))
+    const raw = String(rawAttrs[name])
+    if (raw.includes('<')) throw new PidfError(`'<' in the value of attribute '${name}'`)
+    const value = decodeXmlText(raw)
     if (name === 'xmlns' || name.startsWith('xmlns:')) {
       if (scope === parentScope) scope = new Map(parentScope)
       const prefix = name === 'xmlns' ? '' : name.slice(6)

@@ -86,6 +86,12 @@ describe('parsePidf', () => {
     sameModel(parsePidf(xml), d)
   })
 
+  test('accepts an XML declaration with UTF-8 in any spelling, comments and processing instructions', () => {
+    for (const decl of ['<?xml version="1.0" encoding="utf-8"?>', "<?xml version='1.0' encoding='UTF8'?>", '<?xml version="1.0"?>']) {
+      assert.equal(parsePidf(`${decl}\n<!-- hi --><?pi x?>${doc('<!-- in -->')}\n<!-- bye -->\n`).entity, 'pres:a@example.com')
+    }
+  })
+
   test('accepts bytes, a BOM and a default namespace', () => {
     const body = new TextEncoder().encode('\ufeff' + doc('<tuple id="a"><status><basic>closed</basic></status></tuple>'))
     const d = parsePidf(body)
@@ -109,7 +115,7 @@ describe('parsePidf', () => {
 
   const bad: Array<[string, string, RegExp]> = [
     ['empty', '', /empty/],
-    ['not XML', 'hello', /well-formed|no root/],
+    ['not XML', 'hello', /well-formed|no root|outside the root/],
     ['unclosed', doc('<tuple id="a"><status>'), /well-formed|nested/],
     ['mismatched', '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="pres:a@b"></tuple>', /well-formed/],
     ['two roots', doc('') + doc(''), /well-formed|more than one root/],
@@ -140,6 +146,14 @@ describe('parsePidf', () => {
     ['repeated attribute', doc('<tuple id="a" id="b"><status/></tuple>'), /well-formed|repeated/],
     ['same expanded attribute twice', doc('<e xmlns:p="urn:z" xmlns:q="urn:z" p:a="1" q:a="2"/>'), /repeated/],
     ['xmlns prefix redeclared', doc('<e xmlns:xmlns="urn:z"/>'), /reserved prefix|well-formed/],
+    ['lower-case doctype', `<!doctype presence>${doc('')}`, /DOCTYPE/],
+    ['spaced doctype', `<! DOCTYPE presence>${doc('')}`, /DOCTYPE/],
+    ['doctype after a comment', `<?xml version="1.0"?><!-- c --><!DOCTYPE presence>${doc('')}`, /DOCTYPE/],
+    ['element declaration', doc('<!ELEMENT note ANY>'), /markup declarations/],
+    ['< in an attribute value', doc('<note xml:lang="<">x</note>'), /'<' in the value/],
+    ['text after the root', doc('') + 'trailing', /text outside the root/],
+    ['text before the root', 'leading' + doc(''), /text outside the root/],
+    ['non-UTF-8 encoding declared', `<?xml version="1.0" encoding="ISO-8859-1"?>${doc('')}`, /not UTF-8/],
     ['prototype pollution names', doc('<__proto__ constructor="x"/>'), /.+/]
   ]
   for (const [name, body, reason] of bad) {
