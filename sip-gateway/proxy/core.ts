@@ -330,7 +330,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     try {
       const u = parseUri(parseNameAddr(from).uri)
       if (this.#domains.has(u.host.toLowerCase()) && u.user !== undefined) request.headers.set('P-Asserted-Identity', `<${aorOf(u)}>`)
-    } catch {}
+    } catch { /* not ours to assert */ }
   }
 
   // ---- forwarding (16.6) and responses (16.7) ---------------------------------------------
@@ -370,12 +370,11 @@ export class ProxyCore implements TransactionCore<Flow> {
     else if (target.flow.transport === 'UDP') params.rport = null
     copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#port, params, branch }))
     const b = ctx.addBranch(branch, copy)
-    const core = this
     b.tx = this.#tl.sendRequest(copy, target.flow, {
-      receiveResponse (response: SipResponse) { core.#onBranchResponse(ctx, b, response, inbound, target) },
-      onRequestTimeout () { ctx.receive(b, createResponse(copy, 408, undefined, undefined, { toTag: true })) },
-      onTransportError (err: unknown) {
-        core.#log.debug('branch transport error', { target: target.uri, err: String(err) })
+      receiveResponse: (response: SipResponse) => { this.#onBranchResponse(ctx, b, response, inbound, target) },
+      onRequestTimeout: () => { ctx.receive(b, createResponse(copy, 408, undefined, undefined, { toTag: true })) },
+      onTransportError: (err: unknown) => {
+        this.#log.debug('branch transport error', { target: target.uri, err: String(err) })
         ctx.receive(b, createResponse(copy, 503, undefined, undefined, { toTag: true }))
       }
     })
@@ -540,8 +539,8 @@ export function loopHashOf (request: SipRequest): string {
   const h = request.headers
   let tagFrom = ''
   let tagTo = ''
-  try { tagFrom = String(parseNameAddr(h.get('From') ?? '').params.tag ?? '') } catch {}
-  try { tagTo = String(parseNameAddr(h.get('To') ?? '').params.tag ?? '') } catch {}
+  try { tagFrom = String(parseNameAddr(h.get('From') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
+  try { tagTo = String(parseNameAddr(h.get('To') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
   const cseq = h.get('CSeq') ?? ''
   const s = [request.uri, tagFrom, tagTo, h.get('Call-ID') ?? '', cseq.trim().split(/\s+/)[0],
     h.getAll('Route').join(','), h.getAll('Proxy-Require').join(','), h.get('Proxy-Authorization') ?? ''].join('\n')

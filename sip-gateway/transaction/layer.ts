@@ -57,7 +57,7 @@ export function serverKey (request: SipRequest): string {
   // RFC 2543 fallback (17.2.3): Request-URI, From tag, Call-ID, CSeq number, top Via (To tag left out: the ACK's differs)
   const from = request.headers.get('From') ?? ''
   let fromTag = ''
-  try { fromTag = String(parseNameAddr(from).params.tag ?? '') } catch {}
+  try { fromTag = String(parseNameAddr(from).params.tag ?? '') } catch { /* keyed without it */ }
   const cseq = request.headers.get('CSeq')
   const seq = cseq === undefined ? '' : String(parseCSeq(cseq).seq)
   return `2543|${request.uri}|${fromTag}|${request.headers.get('Call-ID') ?? ''}|${seq}|${top}|${method}`

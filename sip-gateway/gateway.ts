@@ -1,0 +1,255 @@
+/**
+ * The SIP gateway of a sipmesh node: transports, transactions, registrar and proxy core in one
+ * `Startable`. `node/` constructs it with the mesh ports (registry, peer channel, durable store,
+ * logger) and its config slice; tests do the same with the in-memory registry and channel.
+ *
+ * ```ts
+ * const gateway = new Gateway({ registry, peerChannel, store, logger }, {
+ *   domains: ['example.com'], sip: { host: '127.0.0.1', port: 5060 }, ws: { host: '127.0.0.1', port: 5066 }
+ * })
+ * await gateway.start()   // listens, re-claims stored registrations
+ * gateway.addresses       // { udp, tcp, ws? } as bound (port 0 gives a free port)
+ * gateway.stats           // counters for metrics
+ * await gateway.stop()
+ * ```
+ */
+import { parseMessage } from './codec/parser.ts'
+import { serializeMessage } from './codec/serializer.ts'
+import { SipRequest, type SipResponse } from './codec/message.ts'
+import { createResponse } from './codec/response.ts'
+import { SipParseError, SipStatusError } from './errors.ts'
+import type { DurableStore, Logger, PeerChannel, Registry, Unwatch } from './ports.ts'
+import { Registrar, type ConflictPolicy } from './registrar/registrar.ts'
+import { TransactionLayer } from './transaction/layer.ts'
+import type { TimerSettings } from './transaction/timers.ts'
+import { ProxyCore, type ProxyStats, type UnavailableHandler } from './proxy/core.ts'
+import { MESH_TRANSPORT, type Connector, type Flow } from './proxy/flow.ts'
+import { responseForError } from './proxy/error-response.ts'
+import { startTransports, type TransportSet } from './proxy/transports.ts'
+
+export interface GatewayComponents {
+  registry: Registry
+  peerChannel: PeerChannel
+  store: DurableStore
+  logger: Logger
+}
+
+export interface GatewayConfig {
+  /** domains this node serves (registrar and routing); requests for others are refused */
+  domains: string[]
+  /** SIP over UDP and TCP on this address (port 0: a free port) */
+  sip: { host: string, port: number }
+  /** SIP over WebSocket (RFC 7118, subprotocol `sip`); off when absent */
+  ws?: { host: string, port: number }
+  /** the host written in Via and Record-Route. @default sip.host */
+  advertise?: string
+  limits?: {
+    /** largest SIP message, bytes (513 above). @default 65536 */
+    maxMessageSize?: number
+    /** most live server transactions (503 above). @default 100000 */
+    maxServerTransactions?: number
+    /** most TCP/WebSocket connections. @default 10000 */
+    maxConnections?: number
+    /** close TCP/WebSocket connections idle this long, ms. @default 300000 */
+    idleTimeoutMs?: number
+  }
+  /** RFC 3261 T1/T2/T4 */
+  timers?: Partial<TimerSettings>
+  registrar?: {
+    minExpires?: number
+    maxExpires?: number
+    defaultExpires?: number
+    maxContactsPerAor?: number
+    /** SPEC conflict policy. @default 'latest-takes-over' */
+    conflictPolicy?: ConflictPolicy
+  }
+}
+
+export interface GatewayStats extends ProxyStats {
+  registrations: number
+  bindings: number
+  serverTransactions: number
+  clientTransactions: number
+  retransmissionsAbsorbed: number
+  parseErrors: number
+  meshIn: number
+  meshOut: number
+}
+
+export class Gateway {
+  readonly #components: GatewayComponents
+  readonly #config: Readonly<GatewayConfig>
+  readonly #log: Logger
+  readonly #registrar: Registrar<Flow>
+  readonly #meshFlows = new Map<string, Flow>()
+  #layer: TransactionLayer<Flow> | undefined
+  #core: ProxyCore | undefined
+  #transports: TransportSet | undefined
+  #unMesh: Unwatch | undefined
+  #unavailable: UnavailableHandler | undefined
+  #running = false
+  readonly #counters = { parseErrors: 0, meshIn: 0, meshOut: 0 }
+
+  constructor (components: GatewayComponents, config: GatewayConfig) {
+    if (config.domains.length === 0) throw new RangeError('a gateway serves at least one domain')
+    this.#components = components
+    this.#config = Object.freeze({ ...config, domains: config.domains.map(d => d.toLowerCase()) })
+    this.#log = components.logger.child({ component: 'sip-gateway' })
+    this.#registrar = new Registrar<Flow>({ registry: components.registry, store: components.store, logger: this.#log.child({ sub: 'registrar' }) }, {
+      domains: this.#config.domains, ...config.registrar
+    })
+  }
+
+  /** issue 5's seam: what to do with a request for a served AoR that has no live binding */
+  setUnavailableHandler (handler: UnavailableHandler): void {
+    if (this.#running) throw new Error('set the unavailable handler before start()')
+    this.#unavailable = handler
+  }
+
+  get registrar (): Registrar<Flow> { return this.#registrar }
+
+  /** number of AoRs registered on this node */
+  get registrations (): number { return this.#registrar.registrations }
+
+  /** where the transports listen, once started */
+  get addresses (): { udp: { host: string, port: number }, tcp: { host: string, port: number }, ws?: { host: string, port: number } } {
+    if (this.#transports === undefined) throw new Error('gateway not started')
+    return this.#transports.addresses
+  }
+
+  get stats (): GatewayStats {
+    const core = this.#core?.stats ?? { requests: 0, forwardedMesh: 0, deliveredLocal: 0, answeredLocally: 0, loops: 0, notOwnerRetries: 0, responses: {} }
+    return {
+      ...core,
+      responses: { ...core.responses },
+      registrations: this.#registrar.registrations,
+      bindings: this.#registrar.bindingCount,
+      serverTransactions: this.#layer?.serverCount ?? 0,
+      clientTransactions: this.#layer?.clientCount ?? 0,
+      retransmissionsAbsorbed: this.#layer?.stats.retransmissionsAbsorbed ?? 0,
+      ...this.#counters
+    }
+  }
+
+  async start (): Promise<void> {
+    if (this.#running) return
+    const config = this.#config
+    this.#transports = await startTransports({
+      sip: config.sip,
+      ws: config.ws,
+      maxMessageSize: config.limits?.maxMessageSize,
+      maxConnections: config.limits?.maxConnections,
+      idleTimeoutMs: config.limits?.idleTimeoutMs,
+      logger: this.#log.child({ sub: 'transport' }),
+      onMessage: (data, flow) => { this.#receive(data, flow) }
+    })
+    const { udp, tcp } = this.#transports.addresses
+    const host = config.advertise ?? config.sip.host
+    const connector: Connector = { connect: async (target) => await this.#transports!.connect(target) }
+    this.#core = new ProxyCore({
+      registry: this.#components.registry,
+      registrar: this.#registrar,
+      logger: this.#log.child({ sub: 'proxy' }),
+      mesh: (node) => this.#meshFlow(node),
+      connector
+    }, {
+      domains: config.domains,
+      host,
+      port: udp.port,
+      aliases: [`${udp.host}:${udp.port}`, `${tcp.host}:${tcp.port}`, `localhost:${udp.port}`],
+      onUnavailable: this.#unavailable
+    })
+    this.#layer = new TransactionLayer<Flow>(this.#core, { timers: config.timers, maxServerTransactions: config.limits?.maxServerTransactions })
+    this.#core.attach(this.#layer)
+    this.#unMesh = this.#components.peerChannel.onMessage((node, data) => {
+      this.#counters.meshIn++
+      this.#receive(data, this.#meshFlow(node))
+    })
+    await this.#registrar.start()
+    this.#running = true
+    this.#log.info('sip gateway started', { udp, tcp, ws: this.#transports.addresses.ws, domains: config.domains })
+  }
+
+  async stop (): Promise<void> {
+    if (!this.#running) return
+    this.#running = false
+    this.#unMesh?.()
+    this.#registrar.stop()
+    this.#layer?.close()
+    await this.#transports?.close()
+    this.#meshFlows.clear()
+    this.#log.info('sip gateway stopped')
+  }
+
+  #meshFlow (node: string): Flow {
+    let f = this.#meshFlows.get(node)
+    if (f === undefined) {
+      const channel = this.#components.peerChannel
+      const counters = this.#counters
+      f = {
+        transport: MESH_TRANSPORT,
+        reliable: true,
+        remote: { host: node, port: 0 },
+        node,
+        open: true,
+        async send (m) { counters.meshOut++; await channel.send(node, serializeMessage(m)) }
+      }
+      if (this.#meshFlows.size < 10_000) this.#meshFlows.set(node, f)
+    }
+    return f
+  }
+
+  /** one message from a transport or the mesh: parse, hand to the transaction layer */
+  #receive (data: Uint8Array, flow: Flow): void {
+    if (!this.#running || this.#layer === undefined) return
+    let message
+    try {
+      message = parseMessage(data, { maxSize: this.#config.limits?.maxMessageSize })
+    } catch (err) {
+      this.#counters.parseErrors++
+      if (err instanceof SipParseError && err.answerable && err.request !== undefined && err.request.method !== 'ACK') {
+        this.#log.info('malformed request answered', { status: err.status, reason: err.reason, from: flow.remote })
+        void Promise.resolve(flow.send(createResponse(err.request, err.status, err.reason, undefined, { toTag: true }))).catch(() => {})
+      } else {
+        this.#log.debug('malformed message dropped', { err: String(err), from: flow.remote })
+      }
+      return
+    }
+    this.dispatch(message, flow)
+  }
+
+  /** hand a parsed message to the transaction layer (exposed for tests and in-process UAs) */
+  dispatch (message: SipRequest | SipResponse, flow: Flow): void {
+    const layer = this.#layer
+    if (layer === undefined) return
+    if (message instanceof SipRequest) {
+      if (flow.transport !== MESH_TRANSPORT) addReceived(message, flow)
+      try {
+        layer.receiveRequest(message, flow)
+      } catch (err) {
+        if (message.method === 'ACK') return
+        const status = err instanceof SipStatusError ? err.status : 500
+        if (status === 500) this.#log.error('transaction layer failed', { err: String(err) })
+        void Promise.resolve(flow.send(responseForError(message, err, this.#log))).catch(() => {})
+      }
+    } else {
+      try {
+        layer.receiveResponse(message, flow)
+      } catch (err) {
+        this.#log.debug('response dropped', { err: String(err) })
+      }
+    }
+  }
+}
+
+/** RFC 3261 18.2.1 / RFC 3581: note where the request really came from in its top Via */
+function addReceived (request: SipRequest, flow: Flow): void {
+  const top = request.headers.get('Via')
+  if (top === undefined) return
+  const lower = top.toLowerCase()
+  if (lower.includes(';rport') || !top.includes(flow.remote.host)) {
+    let v = top.replace(/;\s*rport(?=;|$|\s)/i, `;rport=${flow.remote.port}`)
+    if (!/;\s*received=/i.test(v)) v += `;received=${flow.remote.host}`
+    request.headers.replaceFirst('Via', v)
+  }
+}

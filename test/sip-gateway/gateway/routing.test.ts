@@ -1,0 +1,98 @@
+// Routing across three in-process gateways (memory registry + memory channel) on real UDP/TCP
+// sockets: REGISTER on one node, MESSAGE from another reaches every device, responses come back.
+import { test, describe, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { TestMesh } from './fixtures/mesh.ts'
+import { TestUa } from './fixtures/ua.ts'
+import { parseNameAddr } from '../../../sip-gateway/codec/index.ts'
+
+describe('routing across gateways', () => {
+  let mesh: TestMesh
+  const uas: TestUa[] = []
+  const ua = async (user: string, node: number, transport: 'UDP' | 'TCP' = 'UDP'): Promise<TestUa> => {
+    const u = await TestUa.open(user, mesh.nodes[node].sip, transport)
+    uas.push(u)
+    return u
+  }
+
+  before(async () => { mesh = await TestMesh.spawn(3) })
+  after(async () => {
+    for (const u of uas) await u.close()
+    await mesh.stop()
+  })
+
+  test('REGISTER: 200 lists the contact; the AoR resolves to that node on every node', async () => {
+    const alice = await ua('alice', 0)
+    const r = await alice.register(600)
+    assert.equal(r?.status, 200)
+    assert.match(r?.headers.get('Contact') ?? '', /expires=600/)
+    for (const n of mesh.nodes) assert.equal((await n.registry.resolve('sip:alice@example.com'))?.node, 'node-a')
+    assert.equal(mesh.nodes[0].gateway.registrations, 1)
+  })
+
+  test('MESSAGE from node C reaches both of bob\'s devices on node B (UDP and TCP); the sender gets 200', async () => {
+    const bob1 = await ua('bob', 1, 'UDP')
+    const bob2 = await ua('bob', 1, 'TCP')
+    assert.equal((await bob1.register(600))?.status, 200)
+    assert.equal((await bob2.register(600, { callId: 'bob-tcp' }))?.status, 200)
+    bob2.answer = () => 202 // the TCP device answers later / differently: first 2xx wins
+    const carol = await ua('carol', 2)
+    const r = await carol.request({ method: 'MESSAGE', uri: 'sip:bob@example.com', body: 'hello bob', headers: [['P-Asserted-Identity', '<sip:mallory@example.com>']] })
+    assert.ok(r !== undefined && r.status >= 200 && r.status < 300, `got ${r?.status}`)
+    await bob1.waitFor(() => bob1.received.find(m => m.method === 'MESSAGE'))
+    await bob2.waitFor(() => bob2.received.find(m => m.method === 'MESSAGE'))
+    const m1 = bob1.received.find(m => m.method === 'MESSAGE')
+    const m2 = bob2.received.find(m => m.method === 'MESSAGE')
+    assert.ok(m1 !== undefined && m2 !== undefined, 'both devices got the MESSAGE')
+    assert.equal(Buffer.from(m1.body).toString(), 'hello bob')
+    // the forged identity was stripped at node C and replaced by the sender's AoR
+    assert.deepEqual(m1.headers.getAll('P-Asserted-Identity'), ['<sip:carol@example.com>'])
+    // path: carol's Via, C's mesh hop, B's hop to the device
+    const vias = m1.headers.getAll('Via')
+    assert.equal(vias.length, 3)
+    assert.match(vias[1], /^SIP\/2\.0\/MESH .*;node=node-c/)
+    assert.match(vias[0], /^SIP\/2\.0\/UDP /)
+    assert.equal(m1.uri, parseNameAddr(bob1.contact).uri, 'Request-URI rewritten to the contact')
+    assert.equal(m1.headers.get('Max-Forwards'), '68')
+  })
+
+  test('MESSAGE to a user on the same node is delivered locally', async () => {
+    const dave = await ua('dave', 1)
+    assert.equal((await dave.register(600))?.status, 200)
+    const erin = await ua('erin', 1)
+    const r = await erin.request({ uri: 'sip:dave@example.com', body: 'hi' })
+    assert.equal(r?.status, 200)
+    assert.equal(dave.received.filter(m => m.method === 'MESSAGE').length, 1)
+  })
+
+  test('the device\'s final error response comes back through the mesh', async () => {
+    const frank = await ua('frank', 0)
+    assert.equal((await frank.register(600))?.status, 200)
+    frank.answer = () => 486
+    const carol = await ua('carol2', 2)
+    const r = await carol.request({ uri: 'sip:frank@example.com', body: 'busy?' })
+    assert.equal(r?.status, 486)
+  })
+
+  test('unknown user: 404; known user with no live binding: 480', async () => {
+    const carol = await ua('carol3', 2)
+    assert.equal((await carol.request({ uri: 'sip:nobody@example.com' }))?.status, 404)
+    const gina = await ua('gina', 2)
+    assert.equal((await gina.register(600))?.status, 200)
+    assert.equal((await gina.register(0, { cseq: 50 }))?.status, 200)
+    assert.equal((await carol.request({ uri: 'sip:gina@example.com' }))?.status, 480)
+  })
+
+  test('a stale route: the old owner answers "not owner", the sender re-resolves and retries once', async () => {
+    const hank = await ua('hank', 1)
+    assert.equal((await hank.register(600))?.status, 200)
+    // node A caches B as owner; then hank moves to node C behind A's back
+    assert.equal((await mesh.nodes[0].registry.resolve('sip:hank@example.com'))?.node, 'node-b')
+    const hank2 = await ua('hank', 2)
+    assert.equal((await hank2.register(600, { callId: 'hank-2' }))?.status, 200)
+    const sender = await ua('ivan', 0)
+    const r = await sender.request({ uri: 'sip:hank@example.com', body: 'where are you' })
+    assert.equal(r?.status, 200)
+    assert.ok(hank2.received.some(m => m.method === 'MESSAGE'))
+  })
+})
