@@ -2,6 +2,9 @@
  * The claim registry over kad-dht (see `index.ts` for the design).
  */
 import { Key } from 'interface-datastore'
+import { Libp2pRecord } from '@libp2p/record'
+import { MessageType } from '@libp2p/kad-dht'
+import { sha256 } from 'multiformats/hashes/sha2'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { claimKey, compareClaims, interestCid, isLive, normalizeAor, signClaim, verifyClaim } from './record/claim.ts'
@@ -11,6 +14,36 @@ import type { SignedClaim } from './record/claim.ts'
 import type { ClaimRegistry, DhtRegistryComponents, DhtRegistryInit } from './index.ts'
 import type { Aor, ClaimResult, LocalBinding, Route, Unwatch } from '../sip-gateway/ports.ts'
 import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
+import type { QueryEvent } from '@libp2p/kad-dht'
+
+/**
+ * The parts of kad-dht 16's KadDHT class the fast path uses (public fields of the class, not of the
+ * KadDHT interface). When they are missing the registry falls back to `put`/`get` walks.
+ */
+interface KadInternals {
+  k: number
+  routingTable: { size: number, closestPeers (kadId: Uint8Array, options?: { count?: number }): PeerId[] }
+  network: { sendRequest (to: PeerId, msg: { type: MessageType, key: Uint8Array, record?: Uint8Array }, options: { signal: AbortSignal, path: { index: number, queued: number, running: number, total: number } }): AsyncGenerator<QueryEvent> }
+}
+
+const NO_PATH = { index: -1, queued: 0, running: 0, total: 0 }
+
+function kadInternals (dht: unknown): KadInternals | undefined {
+  const d = dht as Partial<KadInternals> | undefined
+  if (d == null || typeof d.k !== 'number' || typeof d.routingTable?.closestPeers !== 'function' || typeof d.network?.sendRequest !== 'function') return undefined
+  return d as KadInternals
+}
+
+function kadId (key: Uint8Array): Uint8Array {
+  return (sha256.digest(key) as Awaited<ReturnType<typeof sha256.digest>>).digest
+}
+
+export interface PutOutcome {
+  /** peers that acknowledged storing the claim */
+  replicas: number
+  /** peers (or this node's own store) that refused it or failed */
+  failures: number
+}
 
 const OWN_PREFIX = '/sipmesh/own'
 
@@ -60,6 +93,8 @@ export class DhtRegistry implements ClaimRegistry {
   private readonly queryTimeout: number
   private readonly claimReadCache: number
   private readonly protocol: string
+  private readonly datastorePrefix: string
+  private readonly directQueries: boolean | 'auto'
 
   private readonly cache = new Map<Aor, CacheEntry>()
   private readonly negative = new Map<Aor, number>()
@@ -86,6 +121,8 @@ export class DhtRegistry implements ClaimRegistry {
     this.queryTimeout = init.queryTimeoutMs ?? 10_000
     this.claimReadCache = init.claimReadCacheMs ?? 0
     this.protocol = init.noticeProtocol ?? CLAIM_NOTICE_PROTOCOL
+    this.datastorePrefix = init.datastorePrefix ?? '/dht'
+    this.directQueries = init.directQueries ?? 'auto'
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -131,40 +168,118 @@ export class DhtRegistry implements ClaimRegistry {
 
   // ---------------------------------------------------------------- DHT primitives
 
-  /** The newest valid claim the DHT holds for an AoR (records from every response, see SPEC). */
-  async lookup (aor: Aor, options?: AbortOptions): Promise<SignedClaim | undefined> {
-    const key = claimKey(aor)
-    const signal = this.signal(options)
-    const raw = new Map<string, Uint8Array>()
-    this.stats.lookups++
-    try {
-      for await (const ev of this.components.dht.get(key, { signal })) {
-        if (ev.name === 'VALUE') raw.set(uint8ArrayToString(ev.value, 'base64'), ev.value)
-        else if (ev.name === 'PEER_RESPONSE' && ev.record != null) raw.set(uint8ArrayToString(ev.record.value, 'base64'), ev.record.value)
-      }
-    } catch (err) {
-      // kad-dht throws QueryError when a correction fails, after it found the values
-      if (raw.size === 0 && errorName(err) !== 'NotFoundError') this.log('lookup of %s failed: %s', aor, errorMessage(err))
-      options?.signal?.throwIfAborted()
-    }
-    let best: SignedClaim | undefined
-    for (const bytes of raw.values()) {
+  /**
+   * Direct mode: this node's routing table is smaller than k, so it holds the whole set of peers a
+   * walk would end at; queries then go straight to them (one round, no GET_CLOSEST_PEERS walk).
+   */
+  private directKad (): KadInternals | undefined {
+    if (this.directQueries === false) return undefined
+    const kad = kadInternals(this.components.dht)
+    if (kad == null) return undefined
+    if (this.directQueries !== true && kad.routingTable.size >= kad.k) return undefined
+    return kad
+  }
+
+  private recordKey (key: Uint8Array): Key {
+    return new Key(`${this.datastorePrefix}/record/${uint8ArrayToString(key, 'base32')}`, false)
+  }
+
+  /** Verify raw records and return every valid claim, newest first. */
+  private async verifyAll (aor: Aor, key: Uint8Array, values: Iterable<Uint8Array>): Promise<SignedClaim[]> {
+    const seen = new Set<string>()
+    const out: SignedClaim[] = []
+    for (const bytes of values) {
+      const id = uint8ArrayToString(bytes, 'base64')
+      if (seen.has(id)) continue
+      seen.add(id)
       try {
-        const c = await verifyClaim(bytes, { key })
-        if (best == null || compareClaims(c, best) > 0) best = c
+        out.push(await verifyClaim(bytes, { key }))
       } catch (err) {
         this.log('lookup of %s: ignored a record: %s', aor, errorMessage(err))
       }
     }
-    return best
+    return out.sort((a, b) => compareClaims(b, a))
   }
 
-  /** Put a signed claim; returns how many peers acknowledged storing it (put never throws). */
-  async put (claim: SignedClaim, options?: AbortOptions): Promise<number> {
+  /** Every valid claim the DHT (and this node's store) holds for an AoR, newest first. */
+  async lookupAll (aor: Aor, options?: AbortOptions): Promise<SignedClaim[]> {
+    const key = claimKey(aor)
     const signal = this.signal(options)
+    const values: Uint8Array[] = []
+    this.stats.lookups++
+    const kad = this.directKad()
+    if (kad != null) {
+      try {
+        values.push(Libp2pRecord.deserialize(await this.components.datastore.get(this.recordKey(key))).value)
+      } catch {
+        // nothing stored here
+      }
+      const peers = kad.routingTable.closestPeers(kadId(key), { count: kad.k })
+      await Promise.all(peers.map(async peer => {
+        try {
+          for await (const ev of kad.network.sendRequest(peer, { type: MessageType.GET_VALUE, key }, { signal, path: NO_PATH })) {
+            if (ev.name === 'PEER_RESPONSE' && ev.record != null) values.push(ev.record.value)
+          }
+        } catch {
+          // an unreachable peer just does not answer
+        }
+      }))
+    } else {
+      try {
+        for await (const ev of this.components.dht.get(key, { signal })) {
+          if (ev.name === 'VALUE') values.push(ev.value)
+          else if (ev.name === 'PEER_RESPONSE' && ev.record != null) values.push(ev.record.value)
+        }
+      } catch (err) {
+        // kad-dht throws QueryError when a correction fails, after it found the values
+        if (values.length === 0 && errorName(err) !== 'NotFoundError') this.log('lookup of %s failed: %s', aor, errorMessage(err))
+      }
+    }
+    options?.signal?.throwIfAborted()
+    return this.verifyAll(aor, key, values)
+  }
+
+  /** The newest valid claim the DHT holds for an AoR. */
+  async lookup (aor: Aor, options?: AbortOptions): Promise<SignedClaim | undefined> {
+    return (await this.lookupAll(aor, options))[0]
+  }
+
+  /** Put a signed claim; counts the peers that acknowledged storing it and those that did not. */
+  async put (claim: SignedClaim, options?: AbortOptions): Promise<PutOutcome> {
+    const signal = this.signal(options)
+    const key = claimKey(claim.aor)
+    const kad = this.directKad()
+    if (kad != null) {
+      const record = new Libp2pRecord(key, claim.bytes, new Date()).serialize()
+      let failures = 0
+      try {
+        await this.components.datastore.put(this.recordKey(key), record, { signal })
+      } catch (err) {
+        // StaleClaimError: this node already stores a newer claim
+        this.log('local store of %s v%s: %s', claim.aor, claim.version, errorMessage(err))
+        failures++
+      }
+      const peers = kad.routingTable.closestPeers(kadId(key), { count: kad.k })
+      const acks = await Promise.all(peers.map(async peer => {
+        try {
+          for await (const ev of kad.network.sendRequest(peer, { type: MessageType.PUT_VALUE, key, record }, { signal, path: NO_PATH })) {
+            if (ev.name === 'PEER_RESPONSE') return ev.record != null && uint8ArrayEquals(ev.record.value, claim.bytes)
+            if (ev.name === 'QUERY_ERROR') return false
+          }
+        } catch {
+          // counted as a failure
+        }
+        return false
+      }))
+      const replicas = acks.filter(Boolean).length
+      return { replicas, failures: failures + acks.length - replicas }
+    }
     let replicas = 0
+    let targets = 0
+    let failures = 0
     try {
-      for await (const ev of this.components.dht.put(claimKey(claim.aor), claim.bytes, { signal })) {
+      for await (const ev of this.components.dht.put(key, claim.bytes, { signal })) {
+        if (ev.name === 'FINAL_PEER') targets++
         if (ev.name === 'PEER_RESPONSE' && ev.messageName === 'PUT_VALUE' && ev.record != null && uint8ArrayEquals(ev.record.value, claim.bytes)) {
           replicas++
         }
@@ -172,9 +287,10 @@ export class DhtRegistry implements ClaimRegistry {
     } catch (err) {
       // StaleClaimError from our own datastore: we already hold a newer claim
       this.log('put of %s v%s: %s', claim.aor, claim.version, errorMessage(err))
+      failures++
       options?.signal?.throwIfAborted()
     }
-    return replicas
+    return { replicas, failures: failures + Math.max(0, targets - replicas) }
   }
 
   // ---------------------------------------------------------------- local knowledge
@@ -274,8 +390,8 @@ export class DhtRegistry implements ClaimRegistry {
         continue
       }
       try {
-        const n = await this.put(c, options)
-        if (n === 0) this.apply(aor, await this.lookup(aor, options), true)
+        const out = await this.put(c, options)
+        if (out.failures > 0) this.apply(aor, await this.lookup(aor, options), true)
       } catch (err) {
         this.log('republish of %s failed: %s', aor, errorMessage(err))
       }
@@ -348,34 +464,59 @@ export class DhtRegistry implements ClaimRegistry {
 
   // ---------------------------------------------------------------- the Registry port
 
+  /** Sign a claim (or release) with a hybrid-logical-clock version: max(now, anything seen + 1). */
+  private async sign (aor: Aor, kind: 'claim' | 'release', expiresAt: number, floor?: bigint): Promise<SignedClaim> {
+    const issuedAt = Date.now()
+    let version = BigInt(issuedAt)
+    for (const v of [this.lastVersion.get(aor), this.cache.get(aor)?.claim.version, floor]) {
+      if (v != null && v >= version) version = v + 1n
+    }
+    const c = await signClaim({
+      kind,
+      aor,
+      owner: this.peerId,
+      sip: kind === 'claim' ? this.sip : '',
+      version,
+      issuedAt,
+      expiresAt: Math.max(expiresAt, issuedAt + 1)
+    }, this.components.privateKey)
+    this.lastVersion.set(aor, version)
+    return c
+  }
+
   async claim (aorIn: Aor, binding: LocalBinding, options?: AbortOptions): Promise<ClaimResult> {
     const aor = normalizeAor(aorIn)
     this.stats.claims++
     const cached = this.cache.get(aor)
-    let prev: SignedClaim | undefined
-    if (this.claimReadCache > 0 && cached != null && Date.now() - cached.fetchedAt < this.claimReadCache) {
-      prev = cached.claim
-    } else {
-      prev = this.apply(aor, await this.lookup(aor, options), true)
+    const known = this.claimReadCache > 0 && cached != null && Date.now() - cached.fetchedAt < this.claimReadCache
+    // the read only finds the previous owner (the HLC version needs no read), so it runs beside the put
+    const prevP: Promise<SignedClaim[]> = known ? Promise.resolve([cached.claim]) : this.lookupAll(aor, options).catch(() => [])
+    let mine = await this.sign(aor, 'claim', binding.expiresAt + this.grace)
+    let outcome = await this.put(mine, options)
+    const before = await prevP
+    const isMine = (c: SignedClaim): boolean => uint8ArrayEquals(c.signature, mine.signature)
+    let prev = before.find(c => !isMine(c))
+    const settle = async (): Promise<SignedClaim> => {
+      let best = mine
+      if (prev != null && compareClaims(prev, best) > 0) best = prev
+      // a refusal means some replica holds a newer claim: read back to find the winner
+      if (outcome.failures > 0) {
+        const back = await this.lookup(aor, options)
+        if (back != null && compareClaims(back, best) > 0) best = back
+      }
+      return best
     }
-    let version = BigInt(Date.now())
-    const floor = this.lastVersion.get(aor)
-    if (floor != null && floor >= version) version = floor + 1n
-    if (prev != null && prev.version >= version) version = prev.version + 1n
-    const issuedAt = Date.now()
-    const mine = await signClaim({
-      kind: 'claim',
-      aor,
-      owner: this.peerId,
-      sip: this.sip,
-      version,
-      issuedAt,
-      expiresAt: Math.max(binding.expiresAt + this.grace, issuedAt + 1)
-    }, this.components.privateKey)
-    this.lastVersion.set(aor, version)
-    const replicas = await this.put(mine, options)
-    const back = await this.lookup(aor, options)
-    const best = back != null && compareClaims(back, mine) > 0 ? back : mine
+    let best = await settle()
+    const winner = best
+    if (winner !== mine && winner.kind === 'claim' && !winner.owner.equals(this.peerId) && before.some(c => uint8ArrayEquals(c.signature, winner.signature))) {
+      // a claim that already stood when we began won only by its version (its owner's clock is
+      // ahead of ours): the latest registration takes over, so claim once more above it
+      this.log('claim of %s lost to an earlier claim v%s, claiming above it', aor, best.version)
+      prev = best
+      mine = await this.sign(aor, 'claim', binding.expiresAt + this.grace, best.version)
+      outcome = await this.put(mine, options)
+      best = await settle()
+    }
     const won = best === mine
     if (won) {
       this.own.set(aor, mine)
@@ -390,7 +531,7 @@ export class DhtRegistry implements ClaimRegistry {
       if (prev != null && isLive(prev) && !prev.owner.equals(this.peerId)) void this.notify(prev.owner, mine)
       if (prev == null || !isLive(prev) || !prev.owner.equals(this.peerId) || prev.sip !== mine.sip) void this.notifyInterested(mine)
     }
-    return { won, route: routeOf(best) ?? routeOf(mine)!, previous, replicas }
+    return { won, route: routeOf(best) ?? routeOf(mine)!, previous, replicas: outcome.replicas }
   }
 
   async release (aorIn: Aor, options?: AbortOptions): Promise<void> {
@@ -400,21 +541,8 @@ export class DhtRegistry implements ClaimRegistry {
     await this.forgetOwn(aor)
     const cur = this.cache.get(aor)?.claim ?? mine
     if (cur == null || !cur.owner.equals(this.peerId) || cur.kind !== 'claim') return
-    let version = BigInt(Date.now())
-    const floor = this.lastVersion.get(aor) ?? cur.version
-    if (floor >= version) version = floor + 1n
-    const issuedAt = Date.now()
-    const tomb = await signClaim({
-      kind: 'release',
-      aor,
-      owner: this.peerId,
-      sip: '',
-      version,
-      issuedAt,
-      // a tombstone must outlive the claim it covers, or the older claim would resurface
-      expiresAt: Math.max(cur.expiresAt, issuedAt + 1_000)
-    }, this.components.privateKey)
-    this.lastVersion.set(aor, version)
+    // a tombstone must outlive the claim it covers, or the older claim would resurface
+    const tomb = await this.sign(aor, 'release', Math.max(cur.expiresAt, Date.now() + 1_000), cur.version)
     this.apply(aor, tomb, true)
     await this.put(tomb, options)
     void this.notifyInterested(tomb)
@@ -432,7 +560,7 @@ export class DhtRegistry implements ClaimRegistry {
     const found = await this.lookup(aor, options)
     const best = this.apply(aor, found, true)
     // we know a newer claim than the DHT served: put it back (heals a stale put, P2)
-    if (best != null && (found == null || compareClaims(best, found) > 0)) void this.put(best).catch(() => {})
+    if (best != null && (found == null || compareClaims(best, found) > 0)) this.put(best).catch(() => {})
     return routeOf(best)
   }
 

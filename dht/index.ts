@@ -112,6 +112,14 @@ export interface DhtRegistryInit {
    */
   claimReadCacheMs?: number
   /**
+   * Send GET_VALUE/PUT_VALUE straight to the peers of this node's routing table instead of a
+   * kad-dht walk: `'auto'` does so while the routing table is smaller than k (a small mesh, where
+   * the table holds the whole closest set anyway), `true` always, `false` never.
+   *
+   * @default 'auto'
+   */
+  directQueries?: boolean | 'auto'
+  /**
    * Protocol name of notices.
    *
    * @default '/sipmesh/claim-notice/1.0.0'
