@@ -86,13 +86,19 @@ describe('routing across gateways', () => {
   test('a stale route: the old owner answers "not owner", the sender re-resolves and retries once', async () => {
     const hank = await ua('hank', 1)
     assert.equal((await hank.register(600))?.status, 200)
-    // node A caches B as owner; then hank moves to node C behind A's back
-    assert.equal((await mesh.nodes[0].registry.resolve('sip:hank@example.com'))?.node, 'node-b')
+    // node A caches B as owner; then hank moves to node C behind A's back (A's cache stays stale)
+    const a = mesh.nodes[0].registry
+    const stale = await a.resolve('sip:hank@example.com')
+    assert.equal(stale?.node, 'node-b')
+    const realResolve = a.resolve.bind(a)
+    a.resolve = async (aor, options) => aor === 'sip:hank@example.com' && options?.fresh !== true ? stale : await realResolve(aor, options)
     const hank2 = await ua('hank', 2)
     assert.equal((await hank2.register(600, { callId: 'hank-2' }))?.status, 200)
     const sender = await ua('ivan', 0)
     const r = await sender.request({ uri: 'sip:hank@example.com', body: 'where are you' })
     assert.equal(r?.status, 200)
     assert.ok(hank2.received.some(m => m.method === 'MESSAGE'))
+    assert.equal(mesh.nodes[0].gateway.stats.notOwnerRetries, 1)
+    a.resolve = realResolve
   })
 })
