@@ -330,8 +330,14 @@ export class PresenceAuthorization {
     }
   }
 
-  /** Apply a change in memory at once (validation errors throw before anything changes), then persist in order. */
+  /**
+   * Apply a change in memory at once (validation errors throw before anything changes), then
+   * persist; writes of one presentity are chained so they reach the store in order. When the store
+   * fails, the change is undone in memory unless a later change has replaced it, and the error is
+   * rethrown (the admin API answers 500 and the rules stay as the store has them).
+   */
   private async update (presentity: Aor, change: (rules: PresentityRules) => void, options?: AbortOptions): Promise<void> {
+    options?.signal?.throwIfAborted()
     const key = this.key(presentity, true)
     const current = this.rules.get(key)
     const next = current === undefined ? { watchers: {}, domains: {} } : cloneRules(current)
@@ -341,7 +347,6 @@ export class PresenceAuthorization {
     else this.rules.set(key, next)
     const store = this.store
     if (store === undefined) return
-    options?.signal?.throwIfAborted()
     const previous = this.writes.get(key) ?? Promise.resolve()
     const write = previous.catch(() => {}).then(async () => {
       if (empty) await store.delete(STORE_PREFIX + key)
@@ -350,6 +355,14 @@ export class PresenceAuthorization {
     this.writes.set(key, write)
     try {
       await write
+    } catch (err) {
+      const now = this.rules.get(key)
+      if (now === next || (empty && now === undefined && this.writes.get(key) === write)) {
+        if (current === undefined) this.rules.delete(key)
+        else this.rules.set(key, current)
+      }
+      this.logger?.error('could not persist presence authorization rules', { presentity: key, err: String(err) })
+      throw err
     } finally {
       if (this.writes.get(key) === write) this.writes.delete(key)
     }

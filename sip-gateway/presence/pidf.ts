@@ -120,7 +120,11 @@ const DEFAULT_LIMITS: Required<PidfLimits> = { maxBytes: 65536, maxDepth: 32, ma
 // ---------------------------------------------------------------------------------------------
 // parsing
 
-const parser = new XMLParser({
+/**
+ * fast-xml-parser's options. Exported for a test showing that, even were a DOCTYPE to get past the
+ * pre-scan, the library would not expand the entities it declares.
+ */
+export const PARSER_OPTIONS = Object.freeze({
   preserveOrder: true,
   ignoreAttributes: false,
   attributeNamePrefix: '',
@@ -135,7 +139,9 @@ const parser = new XMLParser({
   ignorePiTags: true,
   // the real depth cap is checked before parsing; this is a backstop
   maxNestedTags: 256
-})
+} as const)
+
+const parser = new XMLParser(PARSER_OPTIONS)
 
 type OrderedNode = Record<string, unknown>
 

@@ -185,6 +185,27 @@ describe('PresenceAuthorization', () => {
     assert.equal(stored.default, 'polite-block')
   })
 
+  test('a failing store leaves memory as the store has it, and the error surfaces', async () => {
+    const store = new MapStore()
+    const auth = new PresenceAuthorization({ store })
+    await auth.setDefault(ALICE, 'block')
+    const put = store.put.bind(store)
+    store.put = async () => { throw new Error('disk full') }
+    await assert.rejects(auth.setDefault(ALICE, 'allow'), /disk full/)
+    assert.equal(auth.decide(ALICE, 'sip:x@y.com'), 'block')
+    await assert.rejects(auth.setRule('sip:new@example.com', { watcher: 'sip:x@y.com' }, 'block'), /disk full/)
+    assert.deepEqual(auth.presentities(), [ALICE])
+    store.put = put
+    await auth.setDefault(ALICE, 'allow')
+    assert.equal(auth.decide(ALICE, 'sip:x@y.com'), 'allow')
+  })
+
+  test('an aborted signal stops a change before it happens', async () => {
+    const auth = new PresenceAuthorization({ store: new MapStore() })
+    await assert.rejects(auth.setDefault(ALICE, 'block', { signal: AbortSignal.abort() }), { name: 'AbortError' })
+    assert.deepEqual(auth.presentities(), [])
+  })
+
   test('corrupt persisted entries are skipped, not fatal', async () => {
     const store = new MapStore()
     const enc = (s: string): Uint8Array => new TextEncoder().encode(s)

@@ -1,7 +1,8 @@
 import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import fc from 'fast-check'
-import { buildPidf, parsePidf, PidfError, PIDF_NS, XML_NS } from '../../../sip-gateway/presence/pidf.ts'
+import { XMLParser } from 'fast-xml-parser'
+import { buildPidf, parsePidf, PARSER_OPTIONS, PidfError, PIDF_NS, XML_NS } from '../../../sip-gateway/presence/pidf.ts'
 import type { PidfDocument, XmlElement, XmlNode } from '../../../sip-gateway/presence/pidf.ts'
 
 const RPID = 'urn:ietf:params:xml:ns:pidf:rpid'
@@ -179,6 +180,15 @@ describe('parsePidf', () => {
     const start = performance.now()
     rejects(body, /DOCTYPE/)
     assert.ok(performance.now() - start < 50)
+  })
+
+  test('defence in depth: with our options fast-xml-parser itself does not expand declared entities', () => {
+    let dtd = '<!ENTITY lol0 "lol">'
+    for (let i = 1; i < 10; i++) dtd += `<!ENTITY lol${i} "${`&lol${i - 1};`.repeat(10)}">`
+    const body = `<!DOCTYPE presence [${dtd}]><presence><note>&lol9;</note></presence>`
+    const out = JSON.stringify(new XMLParser(PARSER_OPTIONS).parse(body))
+    assert.ok(out.includes('&lol9;'), 'the reference is left as written')
+    assert.ok(out.length < 500, 'nothing expanded')
   })
 
   test('external entities and bare entity declarations are refused', () => {
