@@ -1,0 +1,128 @@
+// Hostile and odd input at the gateway level: every request gets the right answer (or is
+// dropped when unanswerable), and other clients keep being served throughout.
+import { test, describe, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { TestMesh } from './fixtures/mesh.ts'
+import { TestUa } from './fixtures/ua.ts'
+
+describe('hostile input', () => {
+  let mesh: TestMesh
+  let bob: TestUa
+  let alice: TestUa
+  let mallory: TestUa
+
+  before(async () => {
+    mesh = await TestMesh.spawn(2)
+    bob = await TestUa.open('bob', mesh.nodes[1].sip)
+    alice = await TestUa.open('alice', mesh.nodes[0].sip)
+    mallory = await TestUa.open('mallory', mesh.nodes[0].sip)
+    assert.equal((await bob.register(600))?.status, 200)
+  })
+  after(async () => {
+    await bob.close(); await alice.close(); await mallory.close()
+    await mesh.stop()
+  })
+
+  const works = async (): Promise<void> => {
+    const r = await alice.request({ uri: 'sip:bob@example.com', body: 'still there?' })
+    assert.equal(r?.status, 200, 'a well-behaved client is still served')
+  }
+
+  test('OPTIONS to the node: 200 with Allow; to the domain too', async () => {
+    const r = await mallory.request({ method: 'OPTIONS', uri: `sip:${mesh.nodes[0].sip.host}:${mesh.nodes[0].sip.port}` })
+    assert.equal(r?.status, 200)
+    assert.match(r?.headers.getAll('Allow').join(', ') ?? '', /MESSAGE/)
+    assert.equal((await mallory.request({ method: 'OPTIONS', uri: 'sip:example.com' }))?.status, 200)
+    assert.equal((await mallory.request({ method: 'OPTIONS', uri: 'sip:example.com', maxForwards: 0 }))?.status, 200, 'Max-Forwards 0 for the node itself is fine')
+  })
+
+  test('unknown method: 501; method not allowed for the node: 405 with Allow', async () => {
+    assert.equal((await mallory.request({ method: 'FROBNICATE', uri: 'sip:bob@example.com' }))?.status, 501)
+    const r = await mallory.request({ method: 'MESSAGE', uri: 'sip:example.com' })
+    assert.equal(r?.status, 405)
+    assert.match(r?.headers.getAll('Allow').join(', ') ?? '', /REGISTER/)
+  })
+
+  test('Max-Forwards 0: 483; malformed Max-Forwards: 400', async () => {
+    assert.equal((await mallory.request({ uri: 'sip:bob@example.com', maxForwards: 0 }))?.status, 483)
+    assert.equal((await mallory.request({ uri: 'sip:bob@example.com', headers: [['Max-Forwards', 'lots']], maxForwards: null }))?.status, 400)
+    assert.equal(bob.received.filter(m => m.headers.get('Max-Forwards') === '-1').length, 0)
+  })
+
+  test('foreign domain: 403, never forwarded', async () => {
+    const before = bob.received.length
+    assert.equal((await mallory.request({ uri: 'sip:bob@evil.org' }))?.status, 403)
+    assert.equal((await mallory.request({ method: 'REGISTER', uri: 'sip:evil.org', headers: [['Contact', mallory.contact]] }))?.status, 403)
+    assert.equal(bob.received.length, before)
+  })
+
+  test('loop: a request carrying our own Via with the same loop hash gets 482', async () => {
+    // node B forwards to bob; bob's UA bounces the very request back to node A as if it were a new hop
+    let bounced: Promise<unknown> | undefined
+    bob.answer = (req) => {
+      if (req.method !== 'MESSAGE' || bounced !== undefined) return 200
+      // send the received request (all its Vias) back to node A, with an extra Via of ours
+      const copy = req.headers.clone()
+      copy.prepend('Via', `SIP/2.0/UDP 127.0.0.1:${bob.port};branch=z9hG4bK${randomBytes(4).toString('hex')};rport`)
+      const lines = [`MESSAGE sip:bob@example.com SIP/2.0`, ...[...copy.entries()].map(([n, v]) => `${n}: ${v}`), '', '']
+      bob.sendRaw(lines.join('\r\n').replace(/Content-Length: \d+/i, 'Content-Length: 0'), mesh.nodes[0].sip)
+      bounced = Promise.resolve()
+      return 200
+    }
+    const r = await mallory.request({ uri: 'sip:bob@example.com', body: 'loop me' })
+    assert.equal(r?.status, 200)
+    const loop = await bob.waitFor(() => mesh.nodes[0].gateway.stats.loops > 0 || mesh.nodes[1].gateway.stats.loops > 0 ? true : undefined, 2000)
+    assert.equal(loop, true, 'the loop was detected')
+    bob.answer = () => 200
+  })
+
+  test('missing headers and garbage: 400 when answerable, dropped otherwise, no crash', async () => {
+    const branch = 'z9hG4bK' + randomBytes(6).toString('hex')
+    // no Call-ID / CSeq
+    mallory.sendRaw(`MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${mallory.port};branch=${branch}\r\nFrom: <sip:m@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nContent-Length: 0\r\n\r\n`)
+    const r = await mallory.waitFinal(branch, 1000)
+    if (r !== undefined) assert.equal(r.status, 400)
+    // bad version, bad URI scheme, binary garbage, huge datagram
+    const b2 = 'z9hG4bK' + randomBytes(6).toString('hex')
+    mallory.sendRaw(mallory.build({ branch: b2 }).text.replace('SIP/2.0\r\n', 'SIP/3.0\r\n'))
+    const r2 = await mallory.waitFinal(b2, 1000)
+    if (r2 !== undefined) assert.equal(r2.status, 505)
+    const b3 = 'z9hG4bK' + randomBytes(6).toString('hex')
+    mallory.sendRaw(mallory.build({ branch: b3, uri: 'http://example.com/x', to: '<sip:bob@example.com>' }).text)
+    const r3 = await mallory.waitFinal(b3, 1000)
+    assert.ok(r3 === undefined || r3.status === 416 || r3.status === 400, `got ${r3?.status}`)
+    mallory.sendRaw(randomBytes(1200))
+    mallory.sendRaw('\r\n\r\n')
+    mallory.sendRaw('INVITE\r\n\r\n')
+    mallory.sendRaw(Buffer.alloc(60_000, 65))
+    const b4 = 'z9hG4bK' + randomBytes(6).toString('hex')
+    mallory.sendRaw(mallory.build({ branch: b4, uri: 'sip:bob@example.com', headers: [['Via', 'garbage garbage']] }).text)
+    await works()
+  })
+
+  test('a flood of requests with missing Max-Forwards and odd headers does not stop service', async () => {
+    const results = await Promise.all(Array.from({ length: 30 }, async (_, i) =>
+      await mallory.request({ uri: i % 2 === 0 ? 'sip:nobody@example.com' : 'sip:bob@elsewhere.net', maxForwards: null }, 2000)))
+    assert.deepEqual(new Set(results.map(r => r?.status)), new Set([404, 403]))
+    await works()
+  })
+
+  test('retransmissions are absorbed: the same request twice reaches bob once and both get the same answer', async () => {
+    const before = bob.received.filter(m => m.method === 'MESSAGE').length
+    const { text, branch } = alice.build({ uri: 'sip:bob@example.com', body: 'once' })
+    alice.sendRaw(text)
+    alice.sendRaw(text)
+    const r = await alice.waitFinal(branch)
+    assert.equal(r?.status, 200)
+    await new Promise(resolve => setTimeout(resolve, 200))
+    alice.sendRaw(text) // after the final: the stored final response is sent again
+    await alice.waitFor(() => alice.responses(branch).filter(x => x.status === 200).length >= 2 ? true : undefined, 1000)
+    assert.equal(bob.received.filter(m => m.method === 'MESSAGE').length - before, 1)
+    assert.ok(alice.responses(branch).filter(x => x.status === 200).length >= 2)
+  })
+
+  test('CANCEL of an unknown transaction: 481', async () => {
+    assert.equal((await mallory.request({ method: 'CANCEL', uri: 'sip:bob@example.com' }))?.status, 481)
+  })
+})
