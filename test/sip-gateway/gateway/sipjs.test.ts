@@ -1,0 +1,77 @@
+// Real clients nobody here wrote: a SIP.js UserAgent registers on gateway A over WebSocket and
+// receives a MESSAGE that another SIP.js UserAgent sends through gateway B.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { UserAgent, Registerer, RegistererState, Messager } from 'sip.js'
+import type { Message } from 'sip.js'
+import { TestMesh } from './fixtures/mesh.ts'
+
+let mesh: TestMesh | undefined
+const agents: UserAgent[] = []
+after(async () => {
+  for (const ua of agents) await ua.stop().catch(() => {})
+  await mesh?.stop()
+})
+
+function agent (user: string, port: number, onMessage?: (m: Message) => void): UserAgent {
+  const uri = UserAgent.makeURI(`sip:${user}@example.com`)
+  if (uri === undefined) throw new Error('bad uri')
+  const ua = new UserAgent({
+    uri,
+    transportOptions: { server: `ws://127.0.0.1:${port}` },
+    logLevel: 'error',
+    logBuiltinEnabled: false,
+    delegate: onMessage === undefined ? undefined : { onMessage }
+  })
+  agents.push(ua)
+  return ua
+}
+
+const within = async <T>(ms: number, p: Promise<T>, what: string): Promise<T> => await Promise.race([
+  p, new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms).unref())
+])
+
+test('SIP.js over WebSocket: REGISTER on A, MESSAGE from a UA on B arrives, sender gets 200', async () => {
+  if (typeof globalThis.WebSocket !== 'function') throw new Error('Node 22 global WebSocket expected')
+  mesh = await TestMesh.spawn(2, { ws: { host: '127.0.0.1', port: 0 } })
+  const wsA = mesh.nodes[0].gateway.addresses.ws!.port
+  const wsB = mesh.nodes[1].gateway.addresses.ws!.port
+
+  let received: { body: string, from: string, pai?: string } | undefined
+  const gotMessage = new Promise<void>(resolve => {
+    const bob = agent('bob', wsA, (m) => {
+      received = { body: m.request.body, from: m.request.from.uri.toString(), pai: m.request.getHeader('P-Asserted-Identity') }
+      void m.accept()
+      resolve()
+    })
+    void bob
+  })
+  const bob = agents[0]
+  await within(3000, bob.start(), 'bob connects')
+  const registerer = new Registerer(bob, { expires: 300 })
+  const registered = new Promise<void>(resolve => {
+    registerer.stateChange.addListener(s => { if (s === RegistererState.Registered) resolve() })
+  })
+  await registerer.register()
+  await within(3000, registered, 'bob registers')
+  assert.equal(mesh.nodes[0].gateway.registrations, 1)
+  assert.equal((await mesh.nodes[1].registry.resolve('sip:bob@example.com'))?.node, 'node-a')
+
+  const alice = agent('alice', wsB)
+  await within(3000, alice.start(), 'alice connects')
+  const target = UserAgent.makeURI('sip:bob@example.com')!
+  const accepted = new Promise<number>((resolve, reject) => {
+    void new Messager(alice, target, 'hello from SIP.js').message({
+      requestDelegate: {
+        onAccept: (r) => resolve(r.message.statusCode),
+        onReject: (r) => reject(new Error(`rejected ${r.message.statusCode}`))
+      }
+    })
+  })
+  assert.equal(await within(3000, accepted, 'alice gets the final response'), 200)
+  await within(3000, gotMessage, 'bob gets the MESSAGE')
+  assert.equal(received?.body, 'hello from SIP.js')
+  assert.equal(received?.from, 'sip:alice@example.com')
+  assert.equal(received?.pai, '<sip:alice@example.com>')
+  await within(3000, registerer.unregister(), 'unregister')
+})
