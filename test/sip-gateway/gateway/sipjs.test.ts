@@ -63,7 +63,7 @@ test('SIP.js over WebSocket: REGISTER on A, MESSAGE from a UA on B arrives, send
   const accepted = new Promise<number>((resolve, reject) => {
     void new Messager(alice, target, 'hello from SIP.js').message({
       requestDelegate: {
-        onAccept: (r) => resolve(r.message.statusCode),
+        onAccept: (r) => resolve(r.message.statusCode ?? 0),
         onReject: (r) => reject(new Error(`rejected ${r.message.statusCode}`))
       }
     })
