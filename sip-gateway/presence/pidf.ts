@@ -503,7 +503,7 @@ class Prefixes {
   private readonly used = new Set<string>(['xml', 'xmlns'])
 
   add (ns: string, hint: string | undefined): void {
-    if (ns === '' || ns === PIDF_NS || this.byNs.has(ns)) return
+    if (ns === '' || this.byNs.has(ns)) return
     let base = hint !== undefined && NAME_RE.test(hint) && !hint.toLowerCase().startsWith('xml') ? hint : 'ns'
     if (base === '') base = 'ns'
     let prefix = base
@@ -513,7 +513,8 @@ class Prefixes {
   }
 
   collect (el: XmlElement): void {
-    this.add(el.ns, el.prefix)
+    // PIDF elements use the default namespace; a prefix for PIDF is only needed by attributes
+    if (el.ns !== PIDF_NS) this.add(el.ns, el.prefix)
     for (const a of el.attrs) if (a.ns !== '') this.add(a.ns, a.prefix)
     for (const c of el.children) if (typeof c !== 'string') this.collect(c)
   }
@@ -547,8 +548,13 @@ function extraElement (el: XmlElement, prefixes: Prefixes, defaultNs: string): O
     attrs.xmlns = ''
     inner = ''
     name = el.name
-  } else {
+  } else if (prefixes.byNs.has(el.ns)) {
     name = `${prefixes.byNs.get(el.ns) as string}:${el.name}`
+  } else {
+    // a PIDF element below an element in no namespace: declare the default namespace again
+    attrs.xmlns = escapeAttr(el.ns)
+    inner = el.ns
+    name = el.name
   }
   for (const a of el.attrs) {
     const key = a.ns === '' ? a.name : `${prefixes.byNs.get(a.ns) as string}:${a.name}`

@@ -114,6 +114,14 @@ describe('parsePidf', () => {
     sameModel(parsePidf(buildPidf(d)), d)
   })
 
+  test('PIDF-namespace elements and attributes inside foreign extensions round-trip', () => {
+    const d = parsePidf(doc(`<x xmlns=""><y xmlns="${PIDF_NS}" xmlns:p="${PIDF_NS}" p:a="1"/></x>`))
+    const y = d.extra[0].children[0] as XmlElement
+    assert.equal(y.ns, PIDF_NS)
+    assert.deepEqual(y.attrs.map(a => [a.ns, a.name]), [[PIDF_NS, 'a']])
+    sameModel(parsePidf(buildPidf(d)), d)
+  })
+
   const bad: Array<[string, string, RegExp]> = [
     ['empty', '', /empty/],
     ['not XML', 'hello', /well-formed|no root|outside the root/],
@@ -250,7 +258,7 @@ describe('buildPidf', () => {
 // properties
 
 const ncname = fc.stringMatching(/^[a-z][a-z0-9-]{0,6}$/).filter(s => !s.startsWith('xml'))
-const nsUri = fc.constantFrom('', 'urn:ietf:params:xml:ns:pidf:rpid', 'urn:ietf:params:xml:ns:pidf:data-model', 'urn:x:one', 'urn:x:two', 'http://example.com/a?b=c&d')
+const nsUri = fc.constantFrom('', PIDF_NS, 'urn:ietf:params:xml:ns:pidf:rpid', 'urn:ietf:params:xml:ns:pidf:data-model', 'urn:x:one', 'urn:x:two', 'http://example.com/a?b=c&d')
 const prefixHint = fc.option(fc.constantFrom('a', 'rpid', 'dm', 'ns', 'p'), { nil: undefined })
 const textChars = fc.string({ unit: fc.constantFrom('a', 'Z', ' ', '&', '<', '>', '"', "'", ';', '\t', '\n', 'é', '\u263A', '#', ']]>'), maxLength: 12 })
 const someText = textChars.filter(s => s.trim() !== '')
@@ -260,14 +268,16 @@ const element: fc.Memo<XmlElement> = fc.memo(n => fc.record({
   ns: nsUri,
   name: ncname,
   prefix: prefixHint.filter(p => p !== undefined),
-  attrs: fc.uniqueArray(fc.record({ ns: fc.constantFrom('', 'urn:x:one', XML_NS), name: ncname, value: textChars }), { maxLength: 3, selector: a => `${a.ns} ${a.name}` }),
+  attrs: fc.uniqueArray(fc.record({ ns: fc.constantFrom('', 'urn:x:one', XML_NS, PIDF_NS), name: ncname, value: textChars }), { maxLength: 3, selector: a => `${a.ns} ${a.name}` }),
   children: n <= 1
     ? fc.oneof(fc.constant([] as XmlNode[]), someText.map(t => [t] as XmlNode[]))
     : fc.array(fc.tuple(element(n - 1), fc.option(someText, { nil: undefined })), { maxLength: 3 })
       .map(pairs => pairs.flatMap(([e, t]) => t === undefined ? [e] : [e, t]) as XmlNode[])
 }, { requiredKeys: ['ns', 'name', 'attrs', 'children'] }) as fc.Arbitrary<XmlElement>)
-// extension elements at tuple/status level live outside the PIDF namespace: element() never uses it
-const extras = fc.array(element(3), { maxLength: 2 })
+// at the top of an extension tree a PIDF-namespace element must not carry a name PIDF gives a
+// meaning to there (it would parse back as that element); nested ones may
+const PIDF_NAMES = new Set(['presence', 'tuple', 'status', 'basic', 'contact', 'note', 'timestamp'])
+const extras = fc.array(element(3).filter(e => !(e.ns === PIDF_NS && PIDF_NAMES.has(e.name))), { maxLength: 2 })
 const note = fc.record({ text: trimmedText, lang: fc.option(fc.constantFrom('en', 'fr-CA'), { nil: undefined }) })
   .map(n => n.lang === undefined ? { text: n.text } : n)
 
