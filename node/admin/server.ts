@@ -1,0 +1,232 @@
+/**
+ * The admin HTTP API (read-only, JSON):
+ *
+ *   GET /status       { peerId, multiaddrs, sip, domains, peers, registrations }
+ *                     peers: peer ids (strings) of the mesh nodes this node is connected to
+ *   GET /aor/<aor>    the claim of an AoR as this node resolves it (the AoR URL-encoded, e.g.
+ *                     /aor/sip%3Aalice%40example.com):
+ *                     { aor, owner, version, sip, expires }
+ *                     owner: peer id; version: decimal string (a 64-bit integer does not fit a
+ *                     JSON number); expires: ISO 8601 UTC time after which the claim is void.
+ *                     `?fresh=1` skips this node's cache and asks the DHT.
+ *   GET /metrics      Prometheus text format
+ *
+ * Errors are `{ error: { code, message } }` with stable codes: not_found (unknown path, 404),
+ * method_not_allowed (405, with Allow), bad_aor (400), aor_not_found (404: nobody holds a live
+ * claim), resolve_timeout (504), registry_unavailable (503), internal (500).
+ *
+ * It listens on loopback by default; anything else is logged as a loud warning because the API
+ * has no authentication.
+ */
+import { createServer } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Logger, Route } from '../../sip-gateway/ports.ts'
+import type { NodeMetrics } from '../metrics.ts'
+
+export interface AdminStatus {
+  peerId: string
+  multiaddrs: string[]
+  sip: string
+  domains: string[]
+  peers: string[]
+  registrations: number
+}
+
+export interface AdminBackend {
+  status (): AdminStatus
+  /** throws an error named InvalidAorError for something that is not an AoR */
+  normalizeAor (aor: string): string
+  resolve (aor: string, options: { signal: AbortSignal, fresh: boolean }): Promise<Route | undefined>
+  metrics (): Promise<{ contentType: string, body: string }>
+}
+
+export interface AdminServerInit {
+  host: string
+  port: number
+  /** how long GET /aor may take, ms @default 10000 */
+  resolveTimeout?: number
+}
+
+export const ErrorCode = {
+  notFound: 'not_found',
+  methodNotAllowed: 'method_not_allowed',
+  badAor: 'bad_aor',
+  aorNotFound: 'aor_not_found',
+  resolveTimeout: 'resolve_timeout',
+  registryUnavailable: 'registry_unavailable',
+  internal: 'internal'
+} as const
+
+const MAX_URL = 2048
+
+export function isLoopback (host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host)
+}
+
+export function routeToJson (route: Route): { aor: string, owner: string, version: string, sip: string, expires: string } {
+  return {
+    aor: route.aor,
+    owner: route.node,
+    version: route.version.toString(),
+    sip: route.sip,
+    expires: new Date(route.expiresAt).toISOString()
+  }
+}
+
+export class AdminServer {
+  private readonly backend: AdminBackend
+  private readonly log: Logger
+  private readonly metrics?: NodeMetrics
+  private readonly init: AdminServerInit
+  private server?: Server
+  private shutdown?: AbortController
+
+  constructor (components: { backend: AdminBackend, logger: Logger, metrics?: NodeMetrics }, init: AdminServerInit) {
+    this.backend = components.backend
+    this.log = components.logger.child({ component: 'admin' })
+    this.metrics = components.metrics
+    this.init = init
+  }
+
+  /** `host:port` actually bound (the port is known after start when 0 was asked for). */
+  get address (): string {
+    const a = this.server?.address() as AddressInfo | null | undefined
+    if (a == null) return `${this.init.host}:${this.init.port}`
+    return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`
+  }
+
+  async start (): Promise<void> {
+    this.shutdown = new AbortController()
+    const server = createServer({ maxHeaderSize: 8192 }, (req, res) => { void this.handle(req, res) })
+    server.headersTimeout = 10_000
+    server.requestTimeout = 15_000
+    server.keepAliveTimeout = 5_000
+    server.maxHeadersCount = 50
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(this.init.port, this.init.host, () => {
+        server.off('error', reject)
+        resolve()
+      })
+    })
+    server.on('error', (err) => { this.log.error('admin server error', { error: err.message }) })
+    this.server = server
+    if (!isLoopback(this.init.host)) {
+      this.log.warn('ADMIN API IS NOT ON LOOPBACK: it has no authentication and anyone who can reach this address can read node status and claims; bind it to 127.0.0.1 unless a firewall protects it', { admin: this.address })
+    }
+    this.log.info('admin API listening', { admin: this.address })
+  }
+
+  async stop (): Promise<void> {
+    this.shutdown?.abort()
+    const server = this.server
+    this.server = undefined
+    if (server == null) return
+    await new Promise<void>((resolve) => {
+      server.close(() => { resolve() })
+      server.closeAllConnections()
+    })
+  }
+
+  private send (res: ServerResponse, route: string, status: number, body: unknown, headers: Record<string, string> = {}): void {
+    this.metrics?.adminRequests.inc({ route, status: String(status) })
+    const text = JSON.stringify(body)
+    res.writeHead(status, {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(text),
+      'cache-control': 'no-store',
+      ...headers
+    })
+    res.end(text)
+  }
+
+  private error (res: ServerResponse, route: string, status: number, code: string, message: string, headers?: Record<string, string>): void {
+    this.send(res, route, status, { error: { code, message } }, headers)
+  }
+
+  private async handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      await this.route(req, res)
+    } catch (err) {
+      this.log.error('admin request failed', { url: req.url?.slice(0, 200), error: (err as Error).message })
+      if (!res.headersSent) this.error(res, 'error', 500, ErrorCode.internal, 'internal error')
+      else res.destroy()
+    }
+  }
+
+  private async route (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const raw = req.url ?? '/'
+    if (raw.length > MAX_URL) {
+      this.error(res, 'unknown', 404, ErrorCode.notFound, 'no such resource')
+      return
+    }
+    const q = raw.indexOf('?')
+    const path = q >= 0 ? raw.slice(0, q) : raw
+    const query = new URLSearchParams(q >= 0 ? raw.slice(q + 1) : '')
+
+    let route: 'status' | 'aor' | 'metrics'
+    if (path === '/status') route = 'status'
+    else if (path === '/metrics') route = 'metrics'
+    else if (path.startsWith('/aor/') && path.length > 5) route = 'aor'
+    else {
+      this.error(res, 'unknown', 404, ErrorCode.notFound, 'no such resource; try GET /status, /aor/<aor> or /metrics')
+      return
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      this.error(res, route, 405, ErrorCode.methodNotAllowed, `${String(req.method).slice(0, 20)} is not allowed; the admin API is read-only`, { allow: 'GET, HEAD' })
+      return
+    }
+
+    switch (route) {
+      case 'status':
+        this.send(res, route, 200, this.backend.status())
+        return
+      case 'metrics': {
+        const { contentType, body } = await this.backend.metrics()
+        this.metrics?.adminRequests.inc({ route, status: '200' })
+        res.writeHead(200, { 'content-type': contentType, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' })
+        res.end(body)
+        return
+      }
+      case 'aor':
+        await this.aor(res, path.slice(5), query.get('fresh') === '1' || query.get('fresh') === 'true')
+    }
+  }
+
+  private async aor (res: ServerResponse, encoded: string, fresh: boolean): Promise<void> {
+    let aor: string
+    try {
+      aor = this.backend.normalizeAor(decodeURIComponent(encoded))
+    } catch (err) {
+      const message = (err as Error).name === 'URIError' ? 'the AoR is not valid URL encoding' : (err as Error).message
+      this.error(res, 'aor', 400, ErrorCode.badAor, message)
+      return
+    }
+    const started = performance.now()
+    const signals = [AbortSignal.timeout(this.init.resolveTimeout ?? 10_000)]
+    if (this.shutdown != null) signals.push(this.shutdown.signal)
+    let route: Route | undefined
+    try {
+      route = await this.backend.resolve(aor, { signal: AbortSignal.any(signals), fresh })
+    } catch (err) {
+      const e = err as Error
+      this.metrics?.aorLookups.observe({ result: 'error' }, (performance.now() - started) / 1000)
+      if (e.name === 'TimeoutError' || e.name === 'AbortError') {
+        this.error(res, 'aor', 504, ErrorCode.resolveTimeout, `resolving ${aor} took too long`)
+      } else if (e.name === 'InvalidAorError') {
+        this.error(res, 'aor', 400, ErrorCode.badAor, e.message)
+      } else {
+        this.log.warn('resolve failed', { aor, error: e.message })
+        this.error(res, 'aor', 503, ErrorCode.registryUnavailable, `cannot resolve ${aor}: ${e.message}`)
+      }
+      return
+    }
+    this.metrics?.aorLookups.observe({ result: route == null ? 'not_found' : 'found' }, (performance.now() - started) / 1000)
+    if (route == null) {
+      this.error(res, 'aor', 404, ErrorCode.aorNotFound, `nobody holds a live claim of ${aor}`)
+      return
+    }
+    this.send(res, 'aor', 200, routeToJson(route))
+  }
+}

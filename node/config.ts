@@ -1,0 +1,378 @@
+/**
+ * One configuration for a sipmesh node, merged from three layers, later ones winning:
+ *
+ *   1. a JSON config file (`--config file.json`, or `SIPMESH_CONFIG`)
+ *   2. the environment (`SIPMESH_<FLAG>`: `SIPMESH_SIP`, `SIPMESH_DATA_DIR`, ...)
+ *   3. command-line flags (`--sip 127.0.0.1:5060`, ...)
+ *
+ * The config file uses the flag names as keys (`{ "domain": ["example.com"], "data-dir": "./d",
+ * "mdns": true }`). Repeatable settings (`domain`, `p2p`, `bootstrap`, `allow-peer`) take a list
+ * in the file, comma-separated values in the environment, and repeated and/or comma-separated
+ * flags on the command line; a later layer replaces the list of an earlier one, it does not add to
+ * it. Every layer is checked on its own (so an error names the flag, variable or file key that
+ * caused it), unknown keys are an error in every layer, and the result is deep-frozen.
+ *
+ * This is the only place (with the CLI) that reads `process.env`.
+ */
+import { readFile } from 'node:fs/promises'
+import { resolve as resolvePath } from 'node:path'
+import { parseArgs } from 'node:util'
+import { multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { z } from 'zod'
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
+export type LogLevel = typeof LOG_LEVELS[number]
+
+export interface HostPort {
+  host: string
+  port: number
+}
+
+/** What the SIP gateway gets. */
+export interface GatewayConfig {
+  /** the SIP domains this mesh serves, lower-cased */
+  domains: readonly string[]
+  /** SIP over UDP and TCP */
+  sip: HostPort
+  /** SIP over WebSocket (RFC 7118); absent when off */
+  ws?: HostPort
+  /** credentials file for SIP digest authentication; absent: no authentication */
+  credentials?: string
+}
+
+/** What libp2p and the DHT get. */
+export interface MeshConfig {
+  /** libp2p listen multiaddrs */
+  listen: readonly string[]
+  /** bootstrap multiaddrs, each ending in /p2p/<peer id> */
+  bootstrap: readonly string[]
+  /** discover peers on the LAN with mDNS */
+  mdns: boolean
+  /** absolute path of a pre-shared key file (libp2p private network); absent: open mesh */
+  psk?: string
+  /** when not empty, only these peer ids may connect */
+  allowPeers: readonly string[]
+}
+
+export type AdminConfig = HostPort
+
+export interface LogConfig {
+  level: LogLevel
+}
+
+export interface Config {
+  /** absolute path of the data directory (identity key, LevelDB) */
+  dataDir: string
+  gateway: GatewayConfig
+  mesh: MeshConfig
+  admin: AdminConfig
+  log: LogConfig
+}
+
+/** Where a bad setting came from, for error messages. */
+export type ConfigSource = 'file' | 'env' | 'flags'
+
+export class ConfigError extends Error {
+  static readonly NAME = 'ConfigError'
+  override readonly name = ConfigError.NAME
+}
+
+/**
+ * Every setting, by flag name. `multiple`: a list (repeatable flag, comma-separated env value,
+ * JSON array in the file). `boolean`: a switch.
+ */
+const SETTINGS = {
+  domain: { kind: 'list', help: 'SIP domain served by the mesh (repeatable or comma-separated)' },
+  sip: { kind: 'string', help: 'SIP over UDP and TCP, host:port' },
+  ws: { kind: 'string', help: 'SIP over WebSocket, host:port (off when absent)' },
+  p2p: { kind: 'list', help: 'libp2p listen multiaddr (repeatable)' },
+  bootstrap: { kind: 'list', help: 'bootstrap multiaddr ending in /p2p/<peer id> (repeatable)' },
+  mdns: { kind: 'boolean', help: 'discover peers on the LAN with mDNS' },
+  'data-dir': { kind: 'string', help: 'data directory (identity key, LevelDB)' },
+  psk: { kind: 'string', help: 'pre-shared key file: only nodes with the same key can connect' },
+  admin: { kind: 'string', help: 'admin HTTP API, host:port' },
+  'log-level': { kind: 'string', help: `log level: ${LOG_LEVELS.join(', ')}` },
+  'allow-peer': { kind: 'list', help: 'peer id allowed to connect (repeatable); default: any' },
+  credentials: { kind: 'string', help: 'credentials file for SIP digest authentication' }
+} as const
+
+type SettingName = keyof typeof SETTINGS
+
+export const DEFAULTS = {
+  domain: ['example.com', 'localhost'],
+  sip: '127.0.0.1:5060',
+  p2p: ['/ip4/127.0.0.1/tcp/4001'],
+  bootstrap: [],
+  mdns: false,
+  'data-dir': './.sipmesh',
+  admin: '127.0.0.1:8080',
+  'log-level': 'info',
+  'allow-peer': []
+} as const
+
+// ---- validation of single values ---------------------------------------------------------------
+
+const hostnameRe = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i
+const ipv4Re = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
+
+/** `host:port` with an IPv4 address, a hostname or a bracketed IPv6 address. */
+export function parseHostPort (value: string): HostPort {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+):(\d{1,5})$/.exec(value)
+  if (m == null) throw new Error('expected host:port, for example 127.0.0.1:5060')
+  const port = Number(m[2])
+  if (port > 65535) throw new Error(`port ${port} is out of range (0-65535)`)
+  let host = m[1]
+  if (host.startsWith('[')) {
+    host = host.slice(1, -1)
+    if (!host.includes(':')) throw new Error(`"${host}" is not an IPv6 address`)
+  } else if (!ipv4Re.test(host) && !hostnameRe.test(host)) {
+    throw new Error(`"${host}" is not an IPv4 address or hostname`)
+  }
+  return { host, port }
+}
+
+function refineWith (check: (v: string) => unknown) {
+  return (v: string, ctx: z.RefinementCtx): void => {
+    try {
+      check(v)
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message })
+    }
+  }
+}
+
+function checkMultiaddr (v: string): void {
+  const ma = multiaddr(v)
+  if (ma.toString() === '/') throw new Error('empty multiaddr')
+}
+
+function checkBootstrap (v: string): void {
+  const ma = multiaddr(v)
+  const peer = ma.getComponents().findLast(c => c.name === 'p2p')?.value
+  if (peer == null) throw new Error('a bootstrap address must end in /p2p/<peer id>')
+  peerIdFromString(peer)
+}
+
+function checkPeerId (v: string): void {
+  try {
+    peerIdFromString(v)
+  } catch {
+    throw new Error(`"${v}" is not a peer id`)
+  }
+}
+
+const MAX_STRING = 4096
+const MAX_LIST = 256
+const str = z.string().min(1, 'must not be empty').max(MAX_STRING)
+const domainStr = str.refine(v => hostnameRe.test(v), { message: 'not a domain name' })
+
+/** One layer of input: every key optional, no unknown keys. */
+const layerSchema = z.strictObject({
+  domain: z.array(domainStr).min(1, 'needs at least one domain').max(MAX_LIST),
+  sip: str.superRefine(refineWith(parseHostPort)),
+  ws: str.superRefine(refineWith(parseHostPort)),
+  p2p: z.array(str.superRefine(refineWith(checkMultiaddr))).max(MAX_LIST),
+  bootstrap: z.array(str.superRefine(refineWith(checkBootstrap))).max(MAX_LIST),
+  mdns: z.boolean(),
+  'data-dir': str,
+  psk: str,
+  admin: str.superRefine(refineWith(parseHostPort)),
+  'log-level': z.enum(LOG_LEVELS),
+  'allow-peer': z.array(str.superRefine(refineWith(checkPeerId))).max(MAX_LIST),
+  credentials: str
+}).partial()
+
+export type ConfigLayer = z.infer<typeof layerSchema>
+
+function describeKey (source: ConfigSource, key: string, origin?: string): string {
+  switch (source) {
+    case 'flags': return `--${key}`
+    case 'env': return envName(key)
+    case 'file': return `"${key}" in ${origin ?? 'the config file'}`
+  }
+}
+
+function formatIssues (error: z.ZodError, source: ConfigSource, origin?: string): string {
+  const lines: string[] = []
+  for (const issue of error.issues) {
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) {
+        lines.push(source === 'file'
+          ? `unknown key "${key}" in ${origin ?? 'the config file'} (known keys: ${Object.keys(SETTINGS).join(', ')})`
+          : `unknown setting ${describeKey(source, key, origin)}`)
+      }
+      continue
+    }
+    const key = String(issue.path[0] ?? '')
+    const where = key === '' ? (origin ?? source) : describeKey(source, key, origin)
+    const index = issue.path.length > 1 ? ` (item ${Number(issue.path[1]) + 1})` : ''
+    let message = issue.message
+    if (issue.code === 'invalid_type') message = `expected ${issue.expected}`
+    lines.push(`${where}${index}: ${message}`)
+  }
+  return lines.join('; ')
+}
+
+/** Check one layer; throws a ConfigError naming the flag, variable or file key at fault. */
+export function validateLayer (input: unknown, source: ConfigSource, origin?: string): ConfigLayer {
+  const result = layerSchema.safeParse(input)
+  if (!result.success) {
+    throw new ConfigError(`invalid configuration: ${formatIssues(result.error, source, origin)}`)
+  }
+  return result.data
+}
+
+// ---- the three layers --------------------------------------------------------------------------
+
+export function envName (setting: string): string {
+  return `SIPMESH_${setting.toUpperCase().replace(/-/g, '_')}`
+}
+
+function splitList (value: string): string[] {
+  return value.split(',').map(s => s.trim()).filter(s => s !== '')
+}
+
+function parseBool (value: string, name: string): boolean {
+  const v = value.trim().toLowerCase()
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true
+  if (['0', 'false', 'no', 'off', ''].includes(v)) return false
+  throw new ConfigError(`invalid configuration: ${name}: expected true or false, got "${value}"`)
+}
+
+/** The environment layer: `SIPMESH_*` variables. An unknown `SIPMESH_*` variable is an error. */
+export function layerFromEnv (env: Record<string, string | undefined>): { layer: ConfigLayer, configFile?: string } {
+  const raw: Record<string, unknown> = {}
+  let configFile: string | undefined
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith('SIPMESH_') || value == null) continue
+    if (name === 'SIPMESH_CONFIG') {
+      if (value !== '') configFile = value
+      continue
+    }
+    const setting = (Object.keys(SETTINGS) as SettingName[]).find(s => envName(s) === name)
+    if (setting == null) {
+      throw new ConfigError(`invalid configuration: unknown environment variable ${name} (known: ${[...Object.keys(SETTINGS).map(envName), 'SIPMESH_CONFIG'].join(', ')})`)
+    }
+    const kind = SETTINGS[setting].kind
+    raw[setting] = kind === 'list' ? splitList(value) : kind === 'boolean' ? parseBool(value, name) : value
+  }
+  return { layer: validateLayer(raw, 'env'), configFile }
+}
+
+/** The command-line layer, plus `--config` and `--help`. */
+export function layerFromArgs (args: string[]): { layer: ConfigLayer, configFile?: string, help: boolean } {
+  const options: Record<string, { type: 'string' | 'boolean', multiple?: boolean, short?: string }> = {
+    config: { type: 'string' },
+    help: { type: 'boolean', short: 'h' }
+  }
+  for (const [name, s] of Object.entries(SETTINGS)) {
+    options[name] = s.kind === 'boolean' ? { type: 'boolean' } : { type: 'string', multiple: s.kind === 'list' }
+  }
+  let values: Record<string, unknown>
+  try {
+    values = parseArgs({ args, options, strict: true, allowPositionals: false, allowNegative: true }).values
+  } catch (err) {
+    throw new ConfigError(`invalid command line: ${(err as Error).message.split('\n')[0]}`)
+  }
+  const raw: Record<string, unknown> = {}
+  for (const [name, value] of Object.entries(values)) {
+    if (name === 'config' || name === 'help') continue
+    raw[name] = Array.isArray(value) ? value.flatMap(v => splitList(String(v))) : value
+  }
+  return {
+    layer: validateLayer(raw, 'flags'),
+    configFile: values.config as string | undefined,
+    help: values.help === true
+  }
+}
+
+const MAX_CONFIG_FILE = 1024 * 1024
+
+/** The config-file layer. */
+export async function layerFromFile (path: string): Promise<ConfigLayer> {
+  let text: string
+  try {
+    const buf = await readFile(path)
+    if (buf.byteLength > MAX_CONFIG_FILE) throw new Error(`larger than ${MAX_CONFIG_FILE} bytes`)
+    text = buf.toString('utf8')
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`)
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`)
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+    throw new ConfigError(`config file ${path} must hold a JSON object`)
+  }
+  return validateLayer(json, 'file', path)
+}
+
+// ---- merge, normalize, freeze ------------------------------------------------------------------
+
+export function deepFreeze<T> (value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const v of Object.values(value)) deepFreeze(v)
+  }
+  return value
+}
+
+/** Merge layers (later wins) over the defaults and build the frozen config. */
+export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readonly<Config> {
+  const merged: ConfigLayer = Object.assign({}, DEFAULTS, ...layers)
+  const get = <K extends SettingName>(k: K): NonNullable<ConfigLayer[K]> => merged[k] as NonNullable<ConfigLayer[K]>
+  const domains = [...new Set(get('domain').map(d => d.toLowerCase()))]
+  const config: Config = {
+    dataDir: resolvePath(cwd, get('data-dir')),
+    gateway: {
+      domains,
+      sip: parseHostPort(get('sip')),
+      ...(merged.ws != null ? { ws: parseHostPort(merged.ws) } : {}),
+      ...(merged.credentials != null ? { credentials: resolvePath(cwd, merged.credentials) } : {})
+    },
+    mesh: {
+      listen: [...new Set(get('p2p'))],
+      bootstrap: [...new Set(get('bootstrap'))],
+      mdns: get('mdns'),
+      ...(merged.psk != null ? { psk: resolvePath(cwd, merged.psk) } : {}),
+      allowPeers: [...new Set(get('allow-peer'))]
+    },
+    admin: parseHostPort(get('admin')),
+    log: { level: get('log-level') }
+  }
+  return deepFreeze(config)
+}
+
+export interface LoadedConfig {
+  config: Readonly<Config>
+  help: boolean
+}
+
+/** file → environment → flags, validated and frozen. Throws ConfigError with a clear message. */
+export async function loadConfig (args: string[], env: Record<string, string | undefined> = process.env, cwd = process.cwd()): Promise<LoadedConfig> {
+  const fromArgs = layerFromArgs(args)
+  const fromEnv = layerFromEnv(env)
+  const configFile = fromArgs.configFile ?? fromEnv.configFile
+  const layers: ConfigLayer[] = []
+  if (configFile != null) layers.push(await layerFromFile(resolvePath(cwd, configFile)))
+  layers.push(fromEnv.layer, fromArgs.layer)
+  return { config: buildConfig(layers, cwd), help: fromArgs.help }
+}
+
+/** `sipmesh start --help` */
+export function startUsage (): string {
+  const lines = ['Usage: sipmesh start [options]', '', 'Options (each also SIPMESH_<OPTION> in the environment and a key of the --config file):']
+  for (const [name, s] of Object.entries(SETTINGS)) {
+    const flag = s.kind === 'boolean' ? `--${name}` : `--${name} <value>`
+    const def = (DEFAULTS as Record<string, unknown>)[name]
+    const defText = def == null || (Array.isArray(def) && def.length === 0) ? '' : ` (default: ${Array.isArray(def) ? def.join(',') : String(def)})`
+    lines.push(`  ${flag.padEnd(26)} ${s.help}${defText}`)
+  }
+  lines.push(`  ${'--config <file.json>'.padEnd(26)} JSON config file whose keys are the option names`)
+  lines.push(`  ${'-h, --help'.padEnd(26)} this help`)
+  return lines.join('\n')
+}

@@ -1,0 +1,78 @@
+/**
+ * Structured logs: one JSON object per line (pino), with a level. Three faces of one pino logger:
+ * the pino logger itself (node/), the gateway's `Logger` port, and a libp2p `ComponentLogger`
+ * whose lines are JSON too and which stays silent unless the level is `debug` or `trace`.
+ */
+import { format } from 'node:util'
+import { pino } from 'pino'
+import type { LogLevel } from './config.ts'
+import type { Logger } from '../sip-gateway/ports.ts'
+import type { ComponentLogger, Logger as Libp2pLogger } from '@libp2p/interface'
+
+export type PinoLogger = pino.Logger
+
+export interface CreateLoggerOptions {
+  level: LogLevel
+  /** fields on every line, e.g. `{ node: 'n1' }` */
+  base?: Record<string, unknown>
+  /** where lines go; default stdout */
+  destination?: pino.DestinationStream
+}
+
+export function createPinoLogger (options: CreateLoggerOptions): PinoLogger {
+  return pino({
+    level: options.level,
+    base: { pid: process.pid, ...options.base },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) }
+  }, options.destination ?? pino.destination({ dest: 1, sync: true }))
+}
+
+/** The gateway's `Logger` port over pino. */
+export function toPortLogger (log: PinoLogger): Logger {
+  return {
+    debug: (msg, fields) => { log.debug(fields ?? {}, msg) },
+    info: (msg, fields) => { log.info(fields ?? {}, msg) },
+    warn: (msg, fields) => { log.warn(fields ?? {}, msg) },
+    error: (msg, fields) => { log.error(fields ?? {}, msg) },
+    child: (fields) => toPortLogger(log.child(fields))
+  }
+}
+
+/** libp2p's debug formatters (%p peer id, %a multiaddr, %b base58, %t base64, %c cid, %e error) as %s. */
+function libp2pFormat (formatter: unknown, args: unknown[]): string {
+  if (typeof formatter !== 'string') return format(formatter, ...args)
+  return format(formatter.replace(/%[pabtce]/g, '%s'), ...args.map(a => a instanceof Error ? a.message : a))
+}
+
+function disabledLogger (): Libp2pLogger {
+  const noop = (() => {}) as unknown as Libp2pLogger
+  return Object.assign(noop, {
+    enabled: false,
+    error: () => {},
+    trace: () => {},
+    newScope: () => noop
+  })
+}
+
+/**
+ * A libp2p `ComponentLogger` writing JSON lines through pino: component messages at `debug`,
+ * errors at `warn` (libp2p logs many expected failures as errors: dials, resets), traces at
+ * `trace`. Silent (no formatting cost) unless pino's level is `debug` or lower.
+ */
+export function libp2pComponentLogger (log: PinoLogger): ComponentLogger {
+  const debugOn = log.isLevelEnabled('debug')
+  const traceOn = log.isLevelEnabled('trace')
+  const make = (component: string): Libp2pLogger => {
+    if (!debugOn) return disabledLogger()
+    const child = log.child({ component })
+    const fn = ((formatter: unknown, ...args: unknown[]) => { child.debug(libp2pFormat(formatter, args)) }) as unknown as Libp2pLogger
+    return Object.assign(fn, {
+      enabled: true,
+      error: (formatter: unknown, ...args: unknown[]) => { child.warn(libp2pFormat(formatter, args)) },
+      trace: traceOn ? (formatter: unknown, ...args: unknown[]) => { child.trace(libp2pFormat(formatter, args)) } : () => {},
+      newScope: (name: string) => make(`${component}:${name}`)
+    })
+  }
+  return { forComponent: make }
+}

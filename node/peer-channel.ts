@@ -1,0 +1,396 @@
+/**
+ * The gateway's `PeerChannel` over libp2p: SIP messages between nodes on a protocol of ours.
+ *
+ * Wire format: on a stream of `/sipmesh/sip/1.0.0`, frames of a 4-byte big-endian length followed
+ * by that many bytes (one SIP message per frame). Each node sends to a peer on one long-lived
+ * outbound stream it opens on demand (dialling the peer id: libp2p finds its addresses in the peer
+ * store or through the DHT) and reuses for every message; it reads frames from every stream a peer
+ * opens to it. A stream that closes or fails is dropped and the next send opens a new one; a send
+ * that hits a dead stream is retried once on a fresh stream. Delivery is at most once (a message
+ * written into a stream that then resets is lost): SIP transactions retransmit on their own.
+ *
+ * Backpressure: when the stream's write buffer is full (`send` returned false), later messages
+ * queue in order and `send()` resolves only once its message is handed to the stream, so callers
+ * that await `send` slow down with the network. The queue per peer is bounded.
+ *
+ * Hostile input: a frame longer than `maxFrameSize` aborts the stream that carried it (logged);
+ * libp2p's own read-buffer limit bounds what a slow reader can be made to hold.
+ */
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Connection, Libp2p, Startable, Stream } from '@libp2p/interface'
+import type { AbortOptions, Logger, PeerChannel, Unwatch } from '../sip-gateway/ports.ts'
+
+export const SIP_PROTOCOL = '/sipmesh/sip/1.0.0'
+
+export class FrameTooLargeError extends Error {
+  static readonly NAME = 'FrameTooLargeError'
+  override readonly name = FrameTooLargeError.NAME
+}
+
+export class PeerChannelClosedError extends Error {
+  static readonly NAME = 'PeerChannelClosedError'
+  override readonly name = PeerChannelClosedError.NAME
+}
+
+export class SendQueueFullError extends Error {
+  static readonly NAME = 'SendQueueFullError'
+  override readonly name = SendQueueFullError.NAME
+}
+
+export interface PeerChannelComponents {
+  libp2p: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId'>
+  logger: Logger
+}
+
+export interface PeerChannelInit {
+  /** @default '/sipmesh/sip/1.0.0' */
+  protocol?: string
+  /** largest frame sent or accepted, bytes @default 262144 */
+  maxFrameSize?: number
+  /** how long opening a stream to a peer (dial + protocol negotiation) may take, ms @default 5000 */
+  openTimeout?: number
+  /** messages that may wait for one peer's stream to drain before send() fails @default 10000 */
+  maxQueuedPerPeer?: number
+  /** inbound streams of our protocol per connection @default 8 */
+  maxInboundStreams?: number
+}
+
+/** Incremental decoder for 4-byte-length frames. */
+export class FrameDecoder {
+  private readonly maxFrameSize: number
+  private chunks: Uint8Array[] = []
+  private buffered = 0
+
+  constructor (maxFrameSize: number) {
+    this.maxFrameSize = maxFrameSize
+  }
+
+  /** Feed bytes; returns the complete frames. Throws FrameTooLargeError on an oversized length. */
+  push (data: Uint8Array): Uint8Array[] {
+    if (data.byteLength > 0) {
+      this.chunks.push(data)
+      this.buffered += data.byteLength
+    }
+    const frames: Uint8Array[] = []
+    while (this.buffered >= 4) {
+      const head = this.peek(4)
+      const length = ((head[0] << 24) >>> 0) + (head[1] << 16) + (head[2] << 8) + head[3]
+      if (length > this.maxFrameSize) {
+        throw new FrameTooLargeError(`frame of ${length} bytes exceeds the limit of ${this.maxFrameSize}`)
+      }
+      if (this.buffered < 4 + length) break
+      this.consume(4)
+      frames.push(this.consume(length))
+    }
+    return frames
+  }
+
+  get bufferedBytes (): number {
+    return this.buffered
+  }
+
+  private peek (n: number): Uint8Array {
+    const first = this.chunks[0]
+    if (first.byteLength >= n) return first.subarray(0, n)
+    const out = new Uint8Array(n)
+    let off = 0
+    for (const c of this.chunks) {
+      const take = Math.min(c.byteLength, n - off)
+      out.set(c.subarray(0, take), off)
+      off += take
+      if (off === n) break
+    }
+    return out
+  }
+
+  private consume (n: number): Uint8Array {
+    if (n === 0) return new Uint8Array(0)
+    this.buffered -= n
+    const first = this.chunks[0]
+    if (first.byteLength > n) {
+      this.chunks[0] = first.subarray(n)
+      return first.subarray(0, n)
+    }
+    if (first.byteLength === n) {
+      this.chunks.shift()
+      return first
+    }
+    const out = new Uint8Array(n)
+    let off = 0
+    while (off < n) {
+      const c = this.chunks[0]
+      const take = Math.min(c.byteLength, n - off)
+      out.set(c.subarray(0, take), off)
+      off += take
+      if (take === c.byteLength) this.chunks.shift()
+      else this.chunks[0] = c.subarray(take)
+    }
+    return out
+  }
+}
+
+export function encodeFrame (data: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(4 + data.byteLength)
+  const n = data.byteLength
+  frame[0] = (n >>> 24) & 0xff
+  frame[1] = (n >>> 16) & 0xff
+  frame[2] = (n >>> 8) & 0xff
+  frame[3] = n & 0xff
+  frame.set(data, 4)
+  return frame
+}
+
+function toBytes (data: Uint8Array | { subarray: () => Uint8Array }): Uint8Array {
+  return data instanceof Uint8Array ? data : data.subarray()
+}
+
+/**
+ * Wait for a stream's 'drain' event. Not `stream.onDrain()`: in @libp2p/utils 7.4 its promise is
+ * created once per stream and never reset, so after the first drain it resolves at once forever
+ * and a writer loop built on it spins without yielding.
+ */
+export function waitForDrain (stream: Stream, signal?: AbortSignal): Promise<void> {
+  if (!stream.writableNeedsDrain) return Promise.resolve()
+  return new Promise<void>((resolve, reject) => {
+    const cleanup = (): void => {
+      stream.removeEventListener('drain', onDrain)
+      stream.removeEventListener('close', onClose)
+      signal?.removeEventListener('abort', onAbort)
+    }
+    const onDrain = (): void => { cleanup(); resolve() }
+    const onClose = (evt: Event): void => { cleanup(); reject((evt as Event & { error?: Error }).error ?? new PeerChannelClosedError('stream closed while waiting to send')) }
+    const onAbort = (): void => { cleanup(); reject(signal?.reason as Error) }
+    if (signal?.aborted === true) { onAbort(); return }
+    stream.addEventListener('drain', onDrain)
+    stream.addEventListener('close', onClose)
+    signal?.addEventListener('abort', onAbort)
+  })
+}
+
+interface Pending {
+  frame: Uint8Array
+  resolve: () => void
+  reject: (err: Error) => void
+}
+
+/** One peer's outbound stream and the messages waiting for it to drain. */
+interface Link {
+  stream?: Stream
+  opening?: Promise<Stream>
+  queue: Pending[]
+  flushing: boolean
+}
+
+export interface PeerChannelStats {
+  framesSent: number
+  framesReceived: number
+  streamsOpened: number
+  streamErrors: number
+}
+
+export class Libp2pPeerChannel implements PeerChannel, Startable {
+  private readonly libp2p: PeerChannelComponents['libp2p']
+  private readonly log: Logger
+  private readonly protocol: string
+  private readonly maxFrameSize: number
+  private readonly openTimeout: number
+  private readonly maxQueuedPerPeer: number
+  private readonly maxInboundStreams: number
+  private readonly links = new Map<string, Link>()
+  private readonly inbound = new Set<Stream>()
+  private readonly handlers = new Set<(node: string, data: Uint8Array) => void>()
+  private shutdown?: AbortController
+  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, streamsOpened: 0, streamErrors: 0 }
+
+  constructor (components: PeerChannelComponents, init: PeerChannelInit = {}) {
+    this.libp2p = components.libp2p
+    this.log = components.logger.child({ component: 'peer-channel' })
+    this.protocol = init.protocol ?? SIP_PROTOCOL
+    this.maxFrameSize = init.maxFrameSize ?? 256 * 1024
+    this.openTimeout = init.openTimeout ?? 5000
+    this.maxQueuedPerPeer = init.maxQueuedPerPeer ?? 10_000
+    this.maxInboundStreams = init.maxInboundStreams ?? 8
+  }
+
+  async start (): Promise<void> {
+    this.shutdown = new AbortController()
+    await this.libp2p.handle(this.protocol, (stream, connection) => { this.accept(stream, connection) }, {
+      maxInboundStreams: this.maxInboundStreams
+    })
+  }
+
+  async stop (): Promise<void> {
+    this.shutdown?.abort()
+    await this.libp2p.unhandle(this.protocol).catch(() => {})
+    const err = new PeerChannelClosedError('peer channel stopped')
+    const closing: Array<Promise<void>> = []
+    for (const link of this.links.values()) {
+      for (const p of link.queue.splice(0)) p.reject(err)
+      if (link.stream != null) closing.push(link.stream.close({ signal: AbortSignal.timeout(1000) }).catch(() => {}))
+    }
+    this.links.clear()
+    for (const s of this.inbound) s.abort(err)
+    this.inbound.clear()
+    await Promise.all(closing)
+  }
+
+  onMessage (handler: (node: string, data: Uint8Array) => void): Unwatch {
+    this.handlers.add(handler)
+    return () => { this.handlers.delete(handler) }
+  }
+
+  async send (node: string, data: Uint8Array, options: AbortOptions = {}): Promise<void> {
+    if (this.shutdown == null || this.shutdown.signal.aborted) throw new PeerChannelClosedError('peer channel is not running')
+    if (data.byteLength > this.maxFrameSize) {
+      throw new FrameTooLargeError(`message of ${data.byteLength} bytes exceeds the limit of ${this.maxFrameSize}`)
+    }
+    if (node === this.libp2p.peerId.toString()) {
+      // a message to ourselves never touches the network
+      const copy = data.slice()
+      queueMicrotask(() => { this.deliver(node, copy) })
+      return
+    }
+    const frame = encodeFrame(data)
+    let link = this.links.get(node)
+    if (link == null) {
+      link = { queue: [], flushing: false }
+      this.links.set(node, link)
+    }
+    // fast path: an open stream with room and nobody queued before us
+    const stream = link.stream
+    if (stream != null && link.queue.length === 0 && !stream.writableNeedsDrain && stream.writeStatus === 'writable') {
+      try {
+        stream.send(frame)
+        this.stats.framesSent++
+        return
+      } catch (err) {
+        this.dropStream(node, link, stream, err as Error)
+      }
+    }
+    if (link.queue.length >= this.maxQueuedPerPeer) {
+      throw new SendQueueFullError(`${link.queue.length} messages already wait for peer ${node}`)
+    }
+    const done = new Promise<void>((resolve, reject) => { link.queue.push({ frame, resolve, reject }) })
+    void this.flush(node, link, options)
+    await done
+  }
+
+  /** Connected peers that have an open SIP stream in either direction (for status). */
+  streams (): { outbound: number, inbound: number } {
+    let outbound = 0
+    for (const l of this.links.values()) if (l.stream != null) outbound++
+    return { outbound, inbound: this.inbound.size }
+  }
+
+  private async flush (node: string, link: Link, options: AbortOptions): Promise<void> {
+    if (link.flushing) return
+    link.flushing = true
+    let attempts = 0
+    try {
+      while (link.queue.length > 0) {
+        let stream: Stream
+        try {
+          stream = await this.getStream(node, link, options)
+        } catch (err) {
+          // cannot reach the peer: fail everything queued for it
+          for (const p of link.queue.splice(0)) p.reject(err as Error)
+          break
+        }
+        if (stream.writableNeedsDrain) {
+          try {
+            await waitForDrain(stream, this.shutdown?.signal)
+          } catch (err) {
+            this.dropStream(node, link, stream, err as Error)
+            if (++attempts > 1) { for (const p of link.queue.splice(0)) p.reject(err as Error); break }
+            continue
+          }
+        }
+        while (link.queue.length > 0 && !stream.writableNeedsDrain) {
+          const p = link.queue[0]
+          try {
+            stream.send(p.frame)
+          } catch (err) {
+            this.dropStream(node, link, stream, err as Error)
+            if (++attempts > 1) { for (const q of link.queue.splice(0)) q.reject(err as Error) }
+            break
+          }
+          link.queue.shift()
+          this.stats.framesSent++
+          p.resolve()
+        }
+      }
+    } finally {
+      link.flushing = false
+    }
+  }
+
+  private async getStream (node: string, link: Link, options: AbortOptions): Promise<Stream> {
+    if (link.stream != null && link.stream.writeStatus === 'writable') return link.stream
+    if (link.opening == null) {
+      link.opening = this.open(node, link, options).finally(() => { link.opening = undefined })
+    }
+    return await link.opening
+  }
+
+  private async open (node: string, link: Link, options: AbortOptions): Promise<Stream> {
+    const signals = [AbortSignal.timeout(this.openTimeout)]
+    if (options.signal != null) signals.push(options.signal)
+    if (this.shutdown != null) signals.push(this.shutdown.signal)
+    const stream = await this.libp2p.dialProtocol(peerIdFromString(node), this.protocol, { signal: AbortSignal.any(signals) })
+    this.stats.streamsOpened++
+    link.stream = stream
+    this.read(node, stream)
+    stream.addEventListener('close', (evt) => {
+      if (link.stream === stream) link.stream = undefined
+      if (evt.error != null) {
+        this.stats.streamErrors++
+        this.log.debug('outbound SIP stream closed', { peer: node, error: evt.error.message })
+      }
+    }, { once: true })
+    this.log.debug('outbound SIP stream open', { peer: node })
+    return stream
+  }
+
+  private dropStream (node: string, link: Link, stream: Stream, err: Error): void {
+    if (link.stream === stream) link.stream = undefined
+    this.stats.streamErrors++
+    this.log.debug('SIP stream failed', { peer: node, error: err.message })
+    stream.abort(err)
+  }
+
+  private accept (stream: Stream, connection: Connection): void {
+    const node = connection.remotePeer.toString()
+    this.inbound.add(stream)
+    stream.addEventListener('close', () => { this.inbound.delete(stream) }, { once: true })
+    this.read(node, stream)
+  }
+
+  private read (node: string, stream: Stream): void {
+    const decoder = new FrameDecoder(this.maxFrameSize)
+    stream.addEventListener('message', (evt) => {
+      let frames: Uint8Array[]
+      try {
+        frames = decoder.push(toBytes(evt.data))
+      } catch (err) {
+        this.stats.streamErrors++
+        this.log.warn('bad frame from peer, stream aborted', { peer: node, error: (err as Error).message })
+        stream.abort(err as Error)
+        return
+      }
+      for (const frame of frames) {
+        this.stats.framesReceived++
+        this.deliver(node, frame)
+      }
+    })
+  }
+
+  private deliver (node: string, frame: Uint8Array): void {
+    for (const h of this.handlers) {
+      try {
+        h(node, frame)
+      } catch (err) {
+        this.log.error('peer message handler threw', { peer: node, error: (err as Error).message })
+      }
+    }
+  }
+}

@@ -1,0 +1,178 @@
+import { describe, test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { Libp2pPeerChannel, FrameDecoder, encodeFrame, FrameTooLargeError, SIP_PROTOCOL } from '../../node/peer-channel.ts'
+import { bareNode } from './fixtures/libp2p.ts'
+import { memoryLogger } from './fixtures/logger.ts'
+import type { Libp2p } from '@libp2p/interface'
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+
+function waitFor (check: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+  const until = Date.now() + ms
+  return new Promise((resolve, reject) => {
+    const tick = (): void => {
+      if (check()) { resolve(); return }
+      if (Date.now() > until) { reject(new Error(`timed out waiting for ${what}`)); return }
+      setTimeout(tick, 5)
+    }
+    tick()
+  })
+}
+
+describe('FrameDecoder', () => {
+  test('frames split at every byte boundary and packed together come out whole and in order', () => {
+    const msgs = ['INVITE sip:a@b SIP/2.0\r\n\r\n', '', 'x'.repeat(300), 'MESSAGE', 'é☃']
+    const wire = Buffer.concat(msgs.map(m => encodeFrame(enc.encode(m))))
+    for (const step of [1, 2, 3, 7, 64, wire.length]) {
+      const d = new FrameDecoder(1024)
+      const out: string[] = []
+      for (let i = 0; i < wire.length; i += step) {
+        for (const f of d.push(wire.subarray(i, i + step))) out.push(dec.decode(f))
+      }
+      assert.deepEqual(out, msgs, `step ${step}`)
+      assert.equal(d.bufferedBytes, 0)
+    }
+  })
+
+  test('an oversized length is refused before the body arrives', () => {
+    const d = new FrameDecoder(100)
+    assert.throws(() => d.push(Uint8Array.of(0, 0, 0, 101)), FrameTooLargeError)
+    const d2 = new FrameDecoder(100)
+    assert.throws(() => d2.push(Uint8Array.of(0xff, 0xff, 0xff, 0xff, 1, 2)), FrameTooLargeError)
+    const d3 = new FrameDecoder(100)
+    assert.deepEqual(d3.push(Uint8Array.of(0, 0, 0, 100)), [])
+    assert.equal(d3.push(new Uint8Array(100)).length, 1)
+  })
+
+  test('a partial header waits for more bytes', () => {
+    const d = new FrameDecoder(100)
+    assert.deepEqual(d.push(Uint8Array.of(0, 0)), [])
+    assert.deepEqual(d.push(Uint8Array.of(0, 2, 65)), [])
+    assert.deepEqual(d.push(Uint8Array.of(66)).map(f => dec.decode(f)), ['AB'])
+  })
+})
+
+describe('Libp2pPeerChannel between two nodes over TCP', () => {
+  let a: Libp2p
+  let b: Libp2p
+  let ca: Libp2pPeerChannel
+  let cb: Libp2pPeerChannel
+  const logs = memoryLogger()
+
+  before(async () => {
+    a = await bareNode()
+    b = await bareNode()
+    ca = new Libp2pPeerChannel({ libp2p: a, logger: logs.child({ node: 'a' }) }, { maxFrameSize: 64 * 1024 })
+    cb = new Libp2pPeerChannel({ libp2p: b, logger: logs.child({ node: 'b' }) }, { maxFrameSize: 64 * 1024 })
+    await ca.start()
+    await cb.start()
+    // a knows b's addresses (as it would from the peer store after discovery); b knows nothing of a
+    await a.peerStore.merge(b.peerId, { multiaddrs: b.getMultiaddrs() })
+  })
+
+  after(async () => {
+    await ca?.stop()
+    await cb?.stop()
+    await a?.stop()
+    await b?.stop()
+  })
+
+  test('messages arrive in order, from the right node, on one reused stream', async () => {
+    const got: string[] = []
+    const from = new Set<string>()
+    const off = cb.onMessage((node, data) => { from.add(node); got.push(dec.decode(data)) })
+    try {
+      const n = 2000
+      const sends: Array<Promise<void>> = []
+      for (let i = 0; i < n; i++) sends.push(ca.send(b.peerId.toString(), enc.encode(`MESSAGE ${i}`)))
+      await Promise.all(sends)
+      await waitFor(() => got.length >= n, 10_000, 'all messages')
+      assert.deepEqual(got, Array.from({ length: n }, (_, i) => `MESSAGE ${i}`))
+      assert.deepEqual([...from], [a.peerId.toString()])
+      assert.equal(ca.stats.streamsOpened, 1)
+    } finally { off() }
+  })
+
+  test('the answer flows back: b reaches a through the connection a opened', async () => {
+    const got: string[] = []
+    const off = ca.onMessage((node, data) => { if (node === b.peerId.toString()) got.push(dec.decode(data)) })
+    try {
+      await cb.send(a.peerId.toString(), enc.encode('SIP/2.0 200 OK'))
+      await waitFor(() => got.length === 1, 5000, 'reply')
+      assert.equal(got[0], 'SIP/2.0 200 OK')
+    } finally { off() }
+  })
+
+  test('throughput with backpressure: 20,000 x 1 KB messages, nothing lost', async () => {
+    let count = 0
+    let bytes = 0
+    const off = cb.onMessage((_node, data) => { count++; bytes += data.byteLength })
+    try {
+      const body = new Uint8Array(1024).fill(65)
+      const n = 20_000
+      const started = performance.now()
+      // bounded window of in-flight sends, as a gateway would have
+      let next = 0
+      const worker = async (): Promise<void> => {
+        while (next < n) { next++; await ca.send(b.peerId.toString(), body) }
+      }
+      await Promise.all(Array.from({ length: 64 }, worker))
+      await waitFor(() => count >= n, 20_000, 'all 1 KB messages')
+      const secs = (performance.now() - started) / 1000
+      assert.equal(count, n)
+      assert.equal(bytes, n * 1024)
+      console.log(`# peer channel: ${n} x 1 KB in ${secs.toFixed(2)} s = ${Math.round(n / secs)} msg/s`)
+    } finally { off() }
+  })
+
+  test('a closed connection is re-opened on the next send', async () => {
+    const got: string[] = []
+    const off = cb.onMessage((_node, data) => { got.push(dec.decode(data)) })
+    try {
+      const opened = ca.stats.streamsOpened
+      await a.hangUp(b.peerId)
+      await waitFor(() => ca.streams().outbound === 0, 5000, 'stream to drop')
+      await ca.send(b.peerId.toString(), enc.encode('after hang-up'))
+      await waitFor(() => got.includes('after hang-up'), 5000, 'message after reconnect')
+      assert.equal(ca.stats.streamsOpened, opened + 1)
+    } finally { off() }
+  })
+
+  test('an oversized message is refused by the sender', async () => {
+    await assert.rejects(ca.send(b.peerId.toString(), new Uint8Array(64 * 1024 + 1)), { name: 'FrameTooLargeError' })
+  })
+
+  test('a hostile peer announcing a huge frame gets its stream aborted; others are unaffected', async () => {
+    const got: string[] = []
+    const off = cb.onMessage((_node, data) => { got.push(dec.decode(data)) })
+    try {
+      const raw = await a.dialProtocol(b.peerId, SIP_PROTOCOL)
+      const closed = new Promise<void>((resolve) => { raw.addEventListener('close', () => { resolve() }, { once: true }) })
+      raw.send(Uint8Array.of(0x7f, 0xff, 0xff, 0xff, 1, 2, 3))
+      await Promise.race([closed, new Promise((_resolve, reject) => setTimeout(() => { reject(new Error('hostile stream not closed')) }, 5000))])
+      assert.ok(logs.lines.some(l => l.level === 'warn' && l.msg.includes('bad frame')))
+      await ca.send(b.peerId.toString(), enc.encode('still fine'))
+      await waitFor(() => got.includes('still fine'), 5000, 'message after hostile stream')
+    } finally { off() }
+  })
+
+  test('a peer that cannot be reached fails the send within the open timeout', async () => {
+    const stranger = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+    const started = Date.now()
+    await assert.rejects(ca.send(stranger, enc.encode('hello?')))
+    assert.ok(Date.now() - started < 6000)
+  })
+
+  test('a message to ourselves is delivered locally', async () => {
+    const got: string[] = []
+    const off = ca.onMessage((node, data) => { got.push(`${node}:${dec.decode(data)}`) })
+    try {
+      await ca.send(a.peerId.toString(), enc.encode('loop'))
+      await waitFor(() => got.length === 1, 1000, 'local delivery')
+      assert.equal(got[0], `${a.peerId.toString()}:loop`)
+    } finally { off() }
+  })
+})
