@@ -25,7 +25,8 @@
  */
 
 import type { AbortOptions, Aor, DurableStore, Logger } from '../ports.ts'
-import { registrationPresence } from './compose.ts'
+import { presentityDocument, registrationPresence } from './compose.ts'
+import type { ComposeInput } from './compose.ts'
 import type { PidfDocument } from './pidf.ts'
 
 export const DECISIONS = ['allow', 'block', 'polite-block'] as const
@@ -194,6 +195,17 @@ export function explain (rules: PresentityRules | undefined, watcher: string, no
 /** What a polite-blocked watcher sees: exactly what an offline user looks like. */
 export function neutralPresence (entity: string): PidfDocument {
   return registrationPresence(entity, 0)
+}
+
+/**
+ * The document a watcher is notified with, given the decision for that watcher: the composed
+ * document when allowed, the neutral one when polite-blocked or still pending (nothing real is
+ * sent before the back-end subscription is confirmed, draft 7.1.2.2), none when blocked.
+ */
+export function documentForWatcher (decision: FrontEndDecision | Decision, entity: string, publications: readonly ComposeInput[], liveBindings: number): PidfDocument | undefined {
+  if (decision === 'block') return undefined
+  if (decision === 'allow') return presentityDocument(entity, publications, liveBindings)
+  return neutralPresence(entity)
 }
 
 /** The state of the back-end subscription a watcher's node holds to the owner node. */

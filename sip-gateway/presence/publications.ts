@@ -57,13 +57,13 @@ export class BadPublicationError extends Error {
   }
 }
 
-/** A presentity already has the most publications allowed: answer 403. */
+/** A presentity (or the whole store) already has the most publications allowed: answer 403. */
 export class TooManyPublicationsError extends Error {
   static override name = 'TooManyPublicationsError'
   override name = 'TooManyPublicationsError'
   readonly status = 403
-  constructor (max: number) {
-    super(`more than ${max} publications for one presentity`)
+  constructor (max: number, scope: 'presentity' | 'store' = 'presentity') {
+    super(scope === 'presentity' ? `more than ${max} publications for one presentity` : `more than ${max} publications in all`)
   }
 }
 
@@ -105,6 +105,11 @@ export interface PublicationStoreInit {
    * @default 16
    */
   maxPerPresentity?: number
+  /**
+   * Most live publications in the whole store (a flood of PUBLISH for many AoRs stops here)
+   * @default 100000
+   */
+  maxTotal?: number
   /** @default systemClock */
   clock?: Clock
   /** where a failing change listener is reported */
@@ -170,6 +175,8 @@ export class PublicationStore<D> {
   private readonly minExpires: number
   private readonly maxExpires: number
   private readonly maxPerPresentity: number
+  private readonly maxTotal: number
+  private total = 0
   private readonly clock: Clock
   private readonly logger?: Logger
   /** `${event} ${presentity}` → etag → entry */
@@ -182,6 +189,7 @@ export class PublicationStore<D> {
     this.minExpires = init.minExpires ?? 60
     this.maxExpires = init.maxExpires ?? 86400
     this.maxPerPresentity = init.maxPerPresentity ?? 16
+    this.maxTotal = init.maxTotal ?? 100_000
     this.clock = init.clock ?? systemClock
     this.logger = init.logger
     if (!(this.minExpires >= 0 && this.minExpires <= this.defaultExpires && this.defaultExpires <= this.maxExpires)) {
@@ -208,6 +216,7 @@ export class PublicationStore<D> {
       }
       let entries = this.state.get(key)
       if (entries !== undefined && entries.size >= this.maxPerPresentity) throw new TooManyPublicationsError(this.maxPerPresentity)
+      if (this.total >= this.maxTotal) throw new TooManyPublicationsError(this.maxTotal, 'store')
       if (entries === undefined) {
         entries = new Map()
         this.state.set(key, entries)
@@ -224,6 +233,7 @@ export class PublicationStore<D> {
         timer: undefined
       }
       entries.set(entry.etag, entry)
+      this.total++
       this.arm(entry, expires)
       this.emit({ presentity: entry.presentity, event: entry.event, reason: 'created', etag: entry.etag })
       return { outcome: 'created', etag: entry.etag, expires }
@@ -266,11 +276,9 @@ export class PublicationStore<D> {
       .map(({ timer: _timer, ...pub }) => pub)
   }
 
-  /** How many publications are live, over all presentities. */
+  /** How many publications are held, over all presentities. */
   get size (): number {
-    let n = 0
-    for (const entries of this.state.values()) n += entries.size
-    return n
+    return this.total
   }
 
   /** Cancel every expiry timer and forget everything (no change events). */
@@ -279,6 +287,7 @@ export class PublicationStore<D> {
       for (const entry of entries.values()) this.clock.clearTimeout(entry.timer)
     }
     this.state.clear()
+    this.total = 0
   }
 
   private grantedExpires (expires: number | undefined): number {
@@ -313,6 +322,7 @@ export class PublicationStore<D> {
     if (entries === undefined) return
     this.clock.clearTimeout(entry.timer)
     entries.delete(entry.etag)
+    this.total--
     if (entries.size === 0) this.state.delete(key)
     this.emit({ presentity: entry.presentity, event: entry.event, reason, etag: entry.etag })
   }

@@ -2,7 +2,7 @@ import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import {
-  AuthorizationRuleError, explain, frontEndDecision, neutralPresence, normalizeAor, normalizeDomain, parseRules,
+  AuthorizationRuleError, documentForWatcher, explain, frontEndDecision, neutralPresence, normalizeAor, normalizeDomain, parseRules,
   PresenceAuthorization, serializeRules, STORE_PREFIX
 } from '../../../sip-gateway/presence/authorization.ts'
 import type { BackEndOutcome, Decision } from '../../../sip-gateway/presence/authorization.ts'
@@ -229,6 +229,16 @@ describe('polite-block and the privacy rule', () => {
     assert.equal(buildPidf(neutralPresence(entity)), buildPidf(registrationPresence(entity, 0)))
     assert.equal(neutralPresence(entity).tuples[0].status.basic, 'closed')
     assert.equal(neutralPresence(entity).notes.length + neutralPresence(entity).extra.length, 0)
+  })
+
+  test('documentForWatcher: real state only when allowed', () => {
+    const entity = 'pres:alice@example.com'
+    const pub = { key: '1', doc: { entity, tuples: [{ id: 'd', status: { basic: 'open' as const, extra: [] }, extra: [], notes: [{ text: 'in Tokyo' }] }], notes: [], extra: [] } }
+    assert.equal(documentForWatcher('allow', entity, [pub], 1)?.tuples[0].notes[0].text, 'in Tokyo')
+    assert.equal(documentForWatcher('allow', entity, [], 1)?.tuples[0].status.basic, 'open')
+    assert.deepEqual(documentForWatcher('polite-block', entity, [pub], 1), neutralPresence(entity))
+    assert.deepEqual(documentForWatcher('pending', entity, [pub], 1), neutralPresence(entity))
+    assert.equal(documentForWatcher('block', entity, [pub], 1), undefined)
   })
 
   test('frontEndDecision: a denied back-end subscription denies the watcher whatever the local rules', () => {

@@ -134,6 +134,21 @@ describe('PublicationStore (RFC 3903)', () => {
     assert.equal(store.publish({ presentity: BOB, event: 'presence', body: 'd' }).outcome, 'created')
   })
 
+  test('the whole store is bounded too; room comes back when publications go', () => {
+    const small = new PublicationStore<string>({ maxTotal: 3 })
+    try {
+      const tags = [1, 2, 3].map(i => small.publish({ presentity: `sip:u${i}@example.com`, event: 'presence', body: 'x' }).etag)
+      assert.throws(() => small.publish({ presentity: 'sip:u4@example.com', event: 'presence', body: 'x' }), (err: unknown) => err instanceof TooManyPublicationsError && /in all/.test(err.message))
+      small.publish({ presentity: 'sip:u1@example.com', event: 'presence', ifMatch: tags[0], expires: 0 })
+      assert.equal(small.size, 2)
+      assert.equal(small.publish({ presentity: 'sip:u4@example.com', event: 'presence', body: 'x' }).outcome, 'created')
+      small.publish({ presentity: 'sip:u2@example.com', event: 'presence', ifMatch: tags[1], body: 'y' }) // modify keeps the count
+      assert.equal(small.size, 3)
+    } finally {
+      small.stop()
+    }
+  })
+
   test('stop cancels every timer', () => {
     store.publish({ presentity: ALICE, event: 'presence', body: 'a', expires: 60 })
     store.stop()
@@ -190,6 +205,7 @@ describe('PublicationStore (RFC 3903)', () => {
             model.delete(target)
             model.set(r.etag, { who: o.who, body: newBody, expiresAt: now + expires * 1000 })
           }
+          assert.equal(s.size, model.size)
           for (const who of [0, 1]) {
             const got = s.get(who === 0 ? ALICE : BOB, 'presence').map(p => [p.etag, p.body]).sort()
             const want = [...model.entries()].filter(([, v]) => v.who === who).map(([k, v]) => [k, v.body]).sort()
