@@ -24,8 +24,10 @@ export class PidfError extends Error {
   override name = 'PidfError'
   readonly reason: string
   constructor (reason: string, options?: { cause?: unknown }) {
-    super(`invalid PIDF: ${reason}`, options)
-    this.reason = reason
+    // reasons quote the input: keep them short whatever the input
+    const short = reason.length > 200 ? `${reason.slice(0, 200)}…` : reason
+    super(`invalid PIDF: ${short}`, options)
+    this.reason = short
   }
 }
 
@@ -155,7 +157,8 @@ export function parsePidf (body: string | Uint8Array, limits: PidfLimits = {}): 
   const lim = { ...DEFAULT_LIMITS, ...limits }
   let text: string
   if (typeof body === 'string') {
-    if (Buffer.byteLength(body, 'utf8') > lim.maxBytes) throw new PidfError(`body larger than ${lim.maxBytes} bytes`)
+    // UTF-8 never takes fewer bytes than UTF-16 code units: a long string fails without counting
+    if (body.length > lim.maxBytes || Buffer.byteLength(body, 'utf8') > lim.maxBytes) throw new PidfError(`body larger than ${lim.maxBytes} bytes`)
     text = body
   } else {
     if (body.byteLength > lim.maxBytes) throw new PidfError(`body larger than ${lim.maxBytes} bytes`)

@@ -222,6 +222,11 @@ describe('parsePidf', () => {
     assert.equal(d.extra[0].name, 'e')
   })
 
+  test('reasons stay short whatever the input', () => {
+    assert.throws(() => parsePidf(doc(`<${':'.repeat(5000)}/>`)), (err: unknown) => err instanceof PidfError && err.reason.length <= 201)
+    assert.throws(() => parsePidf(doc('', `entity="${'x'.repeat(5000)}"`)), (err: unknown) => err instanceof PidfError && err.message.length < 250)
+  })
+
   test('huge attribute counts and element counts are refused', () => {
     const attrs = Array.from({ length: 5000 }, (_, i) => `a${i}="v"`).join(' ')
     rejects(doc(`<e xmlns="urn:x" ${attrs}/>`), /more than 64 attributes/)
