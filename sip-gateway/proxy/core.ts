@@ -308,9 +308,15 @@ export class ProxyCore implements TransactionCore<Flow> {
     throw new SipStatusError(404, 'Not Found')
   }
 
+  /**
+   * How to reach a contact: over the connection its REGISTER came on while that is open (TCP,
+   * WebSocket: the only way to reach a UA behind NAT or on a WebSocket), else at the Contact
+   * address. A UDP REGISTER's source is used only when the Contact cannot be reached by address.
+   */
   async #bindingFlow (b: Binding<Flow>): Promise<Flow> {
-    if (b.flow !== undefined && b.flow.open) return b.flow
+    if (b.flow !== undefined && b.flow.open && b.flow.reliable) return b.flow
     const u = parseUri(b.uri)
+    if (b.flow !== undefined && b.flow.open && u.host.toLowerCase().endsWith('.invalid')) return b.flow
     const t = typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP'
     if (t !== 'UDP' && t !== 'TCP') throw new SipStatusError(480, 'Temporarily Unavailable')
     return await this.#connector.connect({ transport: t, host: u.host, port: u.port ?? 5060 })

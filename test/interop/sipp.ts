@@ -1,0 +1,55 @@
+// Running SIPp from tests and benchmarks: find it, pick free ports, run a scenario to completion.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { createSocket } from 'node:dgram'
+import { createServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { dirname, join } from 'node:path'
+
+export const SCENARIOS = join(dirname(fileURLToPath(import.meta.url)), 'scenarios')
+
+export function sippAvailable (): boolean {
+  const r = spawnSync('sipp', ['-v'], { encoding: 'utf8' })
+  return r.error === undefined && /SIPp v/.test(`${r.stdout}${r.stderr}`)
+}
+
+/** a port free on 127.0.0.1 for both UDP and TCP (best effort) */
+export async function freePort (): Promise<number> {
+  for (let i = 0; i < 20; i++) {
+    const s = createServer()
+    const port = await new Promise<number>((resolve, reject) => {
+      s.once('error', reject)
+      s.listen(0, '127.0.0.1', () => { const a = s.address(); resolve(typeof a === 'object' && a !== null ? a.port : 0) })
+    })
+    await new Promise<void>(resolve => s.close(() => resolve()))
+    const u = createSocket('udp4')
+    const ok = await new Promise<boolean>(resolve => {
+      u.once('error', () => resolve(false))
+      u.bind(port, '127.0.0.1', () => resolve(true))
+    })
+    if (ok) { await new Promise<void>(resolve => u.close(() => resolve())); return port }
+  }
+  throw new Error('no free port')
+}
+
+export interface SippRun {
+  child: ChildProcess
+  done: Promise<{ code: number | null, stdout: string, stderr: string }>
+}
+
+/** start `sipp` with a scenario of ours against `target` (host:port); bounded by `timeoutS` */
+export function runSipp (scenario: string, target: string, args: string[], timeoutS = 20): SippRun {
+  const child = spawn('sipp', [
+    '-sf', join(SCENARIOS, scenario), target,
+    '-i', '127.0.0.1', '-nostdin', '-timeout', `${timeoutS}s`, '-timeout_error',
+    ...args
+  ], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout?.on('data', (d: Buffer) => { if (stdout.length < 200_000) stdout += d.toString() })
+  child.stderr?.on('data', (d: Buffer) => { if (stderr.length < 200_000) stderr += d.toString() })
+  const done = new Promise<{ code: number | null, stdout: string, stderr: string }>(resolve => {
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
+    child.on('error', (err) => resolve({ code: -1, stdout, stderr: stderr + String(err) }))
+  })
+  return { child, done }
+}
