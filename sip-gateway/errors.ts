@@ -51,3 +51,15 @@ export class SipParseError extends SipStatusError {
     return new SipParseError(this.reason, { status: this.status, request, cause: this.cause })
   }
 }
+
+/**
+ * A message could not be sent (no route to the peer, connection refused or closed, message too
+ * large for the transport). The transaction layer reports it as 503 (RFC 3261 17.1.4, 17.2.4).
+ */
+export class TransportError extends SipStatusError {
+  override name = 'TransportError'
+
+  constructor (reason: string, options?: ErrorOptions) {
+    super(503, reason, options)
+  }
+}

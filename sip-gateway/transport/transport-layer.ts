@@ -1,0 +1,516 @@
+/**
+ * The transport layer (RFC 3261 18): UDP, TCP and WebSocket listeners, parsed messages delivered
+ * upward with their source, messages sent back over the connection they came on or to an
+ * address, malformed input answered (or dropped), limits and timeouts enforced per connection.
+ */
+import type { Socket } from 'node:net'
+import type { RemoteInfo } from 'node:dgram'
+import type { Server as HttpServer } from 'node:http'
+import type { Server as NetServer } from 'node:net'
+import type { WebSocketServer } from 'ws'
+import { parseMessage } from '../codec/parser.ts'
+import { serializeMessage } from '../codec/serializer.ts'
+import { SipRequest, isRequest, type SipMessage } from '../codec/message.ts'
+import { createResponse } from '../codec/response.ts'
+import { parseVia, formatVia } from '../codec/via.ts'
+import { SipParseError, TransportError } from '../errors.ts'
+import type { AbortOptions, Logger } from '../ports.ts'
+import type { StreamConnection, StreamHost, StreamSettings } from './connection.ts'
+import type { FrameEvent } from './stream-framer.ts'
+import { TcpConnection, dialTcp, listenTcp } from './tcp.ts'
+import { bindUdp, MAX_UDP_PAYLOAD, type UdpEndpoint } from './udp.ts'
+import { WsConnection, listenWs } from './ws.ts'
+import type {
+  Address, ConnectionHandler, ConnectionInfo, MessageHandler, MessageSource, SendTarget, TransportCounters, TransportKind
+} from './types.ts'
+
+export interface ListenAddress {
+  host: string
+  /** 0 picks a free port */
+  port: number
+}
+
+export interface TransportLayerInit {
+  /** UDP and TCP on the same address (with port 0: one free port for both) */
+  sip?: ListenAddress
+  udp?: ListenAddress
+  tcp?: ListenAddress
+  ws?: ListenAddress
+  /**
+   * Largest message on TCP and WebSocket, in bytes.
+   * @default 65536
+   */
+  maxMessageSize?: number
+  /**
+   * Largest UDP datagram accepted, in bytes (at most 65,507).
+   * @default 65507
+   */
+  maxDatagramSize?: number
+  /**
+   * A TCP or WebSocket connection without traffic for this long is closed. User agents keep
+   * their flows alive with CRLF pings (RFC 5626) or re-registrations.
+   * @default 900000 (15 minutes)
+   */
+  idleTimeoutMs?: number
+  /**
+   * Slow-peer timeout: a message (or WebSocket handshake) that started arriving must be complete
+   * within this time, or the connection is closed.
+   * @default 10000
+   */
+  messageTimeoutMs?: number
+  /** @default 5000 */
+  connectTimeoutMs?: number
+  /**
+   * Open TCP + WebSocket connections at most; more are refused.
+   * @default 10000
+   */
+  maxConnections?: number
+  /**
+   * Bytes queued for a peer that does not read before its connection is closed.
+   * @default 1048576
+   */
+  maxWriteBuffer?: number
+  /**
+   * Refuse WebSocket handshakes that do not offer the `sip` subprotocol (RFC 7118).
+   * @default true
+   */
+  requireWsSubprotocol?: boolean
+}
+
+export interface TransportLayerComponents {
+  logger?: Logger
+}
+
+export interface TransportAddresses {
+  udp?: Address
+  tcp?: Address
+  ws?: Address
+}
+
+const NOOP_LOGGER: Logger = {
+  debug () {}, info () {}, warn () {}, error () {}, child () { return NOOP_LOGGER }
+}
+
+function unbracket (host: string): string {
+  return host.charCodeAt(0) === 91 ? host.slice(1, -1) : host
+}
+
+function zero (): Record<TransportKind, number> {
+  return { udp: 0, tcp: 0, ws: 0 }
+}
+
+/**
+ * RFC 3261 18.2.1 and RFC 3581: stamp the top Via of a request with the source address
+ * (`received` when it differs from sent-by, or always when `rport` asks) and port (`rport`).
+ */
+export function stampVia (request: SipRequest, remote: Address): void {
+  const top = request.headers.get('via')
+  if (top === undefined) return
+  let via
+  try {
+    via = parseVia(top)
+  } catch {
+    return
+  }
+  if (via.rport === null) {
+    via.rport = remote.port
+    via.received = remote.host
+  } else if (unbracket(via.host) !== remote.host) {
+    via.received = remote.host
+  } else {
+    return
+  }
+  request.headers.replaceFirst('via', formatVia(via))
+}
+
+export class TransportLayer implements StreamHost {
+  readonly settings: StreamSettings
+  readonly log: Logger
+  private readonly init: TransportLayerInit
+  private readonly maxDatagramSize: number
+  private readonly connectTimeoutMs: number
+  private readonly maxConnections: number
+  private readonly handlers = new Set<MessageHandler>()
+  private readonly closeHandlers = new Set<ConnectionHandler>()
+  private readonly connections = new Map<string, StreamConnection>()
+  /** `tcp|host|port` or `ws|host|port` → the open connection with that peer */
+  private readonly byRemote = new Map<string, StreamConnection>()
+  private readonly dialing = new Map<string, Promise<StreamConnection>>()
+  private readonly c: TransportCounters = {
+    messagesIn: zero(), messagesOut: zero(), parseErrors: zero(), slowPeers: 0, idleClosed: 0, oversize: 0, connections: 0
+  }
+
+  private udp: UdpEndpoint | undefined
+  private tcpServer: NetServer | undefined
+  private wsServer: HttpServer | undefined
+  private wss: WebSocketServer | undefined
+  private bound: TransportAddresses = {}
+  private nextId = 1
+  private running = false
+  private shutdown = new AbortController()
+
+  constructor (components: TransportLayerComponents = {}, init: TransportLayerInit = {}) {
+    this.log = components.logger ?? NOOP_LOGGER
+    this.init = init
+    this.settings = {
+      maxMessageSize: init.maxMessageSize ?? 65_536,
+      idleTimeoutMs: init.idleTimeoutMs ?? 900_000,
+      messageTimeoutMs: init.messageTimeoutMs ?? 10_000,
+      maxWriteBuffer: init.maxWriteBuffer ?? 1_048_576
+    }
+    this.maxDatagramSize = Math.min(init.maxDatagramSize ?? MAX_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
+    this.connectTimeoutMs = init.connectTimeoutMs ?? 5000
+    this.maxConnections = init.maxConnections ?? 10_000
+  }
+
+  // ---- lifecycle ---------------------------------------------------------------------------
+
+  async start (): Promise<void> {
+    if (this.running) return
+    this.shutdown = new AbortController()
+    this.running = true
+    try {
+      const { sip, udp, tcp, ws } = this.init
+      if (sip !== undefined) await this.listenSip(sip)
+      if (tcp !== undefined) await this.listenTcp(tcp)
+      if (udp !== undefined) await this.listenUdp(udp)
+      if (ws !== undefined) await this.listenWebSocket(ws)
+    } catch (err) {
+      await this.stop()
+      throw err
+    }
+    this.log.info('sip transports listening', { ...this.bound })
+  }
+
+  async stop (): Promise<void> {
+    if (!this.running) return
+    this.running = false
+    this.shutdown.abort()
+    for (const conn of [...this.connections.values()]) conn.destroy()
+    const waits: Array<Promise<unknown>> = []
+    if (this.udp !== undefined) waits.push(this.udp.close())
+    const tcpServer = this.tcpServer
+    if (tcpServer !== undefined) waits.push(new Promise(resolve => tcpServer.close(resolve)))
+    const wss = this.wss
+    if (wss !== undefined) waits.push(new Promise(resolve => wss.close(resolve)))
+    const wsServer = this.wsServer
+    if (wsServer !== undefined) {
+      wsServer.closeAllConnections()
+      waits.push(new Promise(resolve => wsServer.close(resolve)))
+    }
+    await Promise.all(waits)
+    this.udp = undefined
+    this.tcpServer = undefined
+    this.wss = undefined
+    this.wsServer = undefined
+    this.bound = {}
+    this.connections.clear()
+    this.byRemote.clear()
+    this.dialing.clear()
+  }
+
+  /** The addresses actually bound (ports filled in when 0 was asked). */
+  addresses (): TransportAddresses {
+    return { ...this.bound }
+  }
+
+  private async listenSip (address: ListenAddress): Promise<void> {
+    // one port for UDP and TCP; with port 0 take TCP's free port and retry if UDP has it taken
+    for (let attempt = 0; ; attempt++) {
+      await this.listenTcp(address)
+      const port = (this.bound.tcp as Address).port
+      try {
+        await this.listenUdp({ host: address.host, port })
+        return
+      } catch (err) {
+        if (address.port !== 0 || attempt >= 4 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err
+        const server = this.tcpServer as NetServer
+        await new Promise(resolve => server.close(resolve))
+        this.tcpServer = undefined
+      }
+    }
+  }
+
+  private async listenTcp (address: ListenAddress): Promise<void> {
+    const { server, address: bound } = await listenTcp(address, (socket) => this.accept(socket, 'tcp'))
+    server.maxConnections = this.maxConnections
+    this.tcpServer = server
+    this.bound.tcp = bound
+  }
+
+  private async listenUdp (address: ListenAddress): Promise<void> {
+    this.udp = await bindUdp(address, (data, rinfo) => this.onDatagram(data, rinfo), (err) => {
+      this.log.warn('udp socket error', { error: err.message })
+    })
+    this.bound.udp = this.udp.address
+  }
+
+  private async listenWebSocket (address: ListenAddress): Promise<void> {
+    const { server, wss, address: bound } = await listenWs(address, {
+      messageTimeoutMs: this.settings.messageTimeoutMs,
+      maxMessageSize: this.settings.maxMessageSize,
+      requireSubprotocol: this.init.requireWsSubprotocol ?? true,
+      admit: () => this.running && this.connections.size < this.maxConnections,
+      onRefused: (reason, request) => {
+        this.log.info('websocket handshake refused', { reason, remote: request.socket.remoteAddress })
+      },
+      onConnection: (ws, request, socket) => {
+        const info = this.connectionInfo('ws', request.socket as Socket, false)
+        const conn = new WsConnection(this, info, ws, socket)
+        this.register(conn)
+      }
+    })
+    this.wsServer = server
+    this.wss = wss
+    this.bound.ws = bound
+  }
+
+  // ---- subscriptions -----------------------------------------------------------------------
+
+  /** Every parsed message, with its source. Handlers must not throw (they are guarded). */
+  onMessage (handler: MessageHandler): () => void {
+    this.handlers.add(handler)
+    return () => { this.handlers.delete(handler) }
+  }
+
+  /** A TCP or WebSocket connection closed (flows bound to it are gone). */
+  onConnectionClose (handler: ConnectionHandler): () => void {
+    this.closeHandlers.add(handler)
+    return () => { this.closeHandlers.delete(handler) }
+  }
+
+  /** A snapshot of the counters, for metrics. */
+  counters (): TransportCounters {
+    return {
+      messagesIn: { ...this.c.messagesIn },
+      messagesOut: { ...this.c.messagesOut },
+      parseErrors: { ...this.c.parseErrors },
+      slowPeers: this.c.slowPeers,
+      idleClosed: this.c.idleClosed,
+      oversize: this.c.oversize,
+      connections: this.connections.size
+    }
+  }
+
+  isOpen (connectionId: string): boolean {
+    return this.connections.get(connectionId)?.open === true
+  }
+
+  connection (connectionId: string): ConnectionInfo | undefined {
+    return this.connections.get(connectionId)?.info
+  }
+
+  closeConnection (connectionId: string): void {
+    this.connections.get(connectionId)?.destroy()
+  }
+
+  /** Where answers to a message from `source` go: back over its connection, or to its address. */
+  targetOf (source: MessageSource): SendTarget {
+    return { transport: source.transport, host: source.remote.host, port: source.remote.port, connectionId: source.connectionId }
+  }
+
+  // ---- sending -----------------------------------------------------------------------------
+
+  /**
+   * Send a message (or bytes already serialized). Rejects with TransportError when it cannot be
+   * sent (closed connection, refused dial, no WebSocket connection to that peer, too large).
+   */
+  async send (message: SipMessage | Uint8Array, target: SendTarget, options: AbortOptions = {}): Promise<void> {
+    if (!this.running) throw new TransportError('transport layer stopped')
+    const data = message instanceof Uint8Array ? message : serializeMessage(message)
+    if (target.connectionId !== undefined) {
+      const conn = this.connections.get(target.connectionId)
+      if (conn?.open === true) {
+        conn.write(data)
+        this.c.messagesOut[conn.info.transport]++
+        return
+      }
+    }
+    switch (target.transport) {
+      case 'udp': {
+        if (this.udp === undefined) throw new TransportError('no UDP transport')
+        await this.udp.send(data, target)
+        this.c.messagesOut.udp++
+        return
+      }
+      case 'tcp': {
+        if (data.length > this.settings.maxMessageSize) throw new TransportError('message too large')
+        const conn = await this.tcpConnection(target, options.signal)
+        conn.write(data)
+        this.c.messagesOut.tcp++
+        return
+      }
+      case 'ws': {
+        const conn = this.byRemote.get(`ws|${unbracket(target.host)}|${target.port}`)
+        if (conn?.open !== true) throw new TransportError(`no WebSocket connection from ${target.host}:${target.port}`)
+        conn.write(data)
+        this.c.messagesOut.ws++
+        return
+      }
+      default:
+        throw new TransportError(`unknown transport ${String(target.transport)}`)
+    }
+  }
+
+  private async tcpConnection (target: Address, signal?: AbortSignal): Promise<StreamConnection> {
+    const key = `tcp|${unbracket(target.host)}|${target.port}`
+    const existing = this.byRemote.get(key)
+    if (existing?.open === true) return existing
+    let pending = this.dialing.get(key)
+    if (pending === undefined) {
+      pending = (async () => {
+        const signals = [this.shutdown.signal]
+        if (signal !== undefined) signals.push(signal)
+        const socket = await dialTcp({ host: unbracket(target.host), port: target.port }, this.connectTimeoutMs, AbortSignal.any(signals))
+        if (!this.running) {
+          socket.destroy()
+          throw new TransportError('transport layer stopped')
+        }
+        const info = this.connectionInfo('tcp', socket, true)
+        const conn = new TcpConnection(this, info, socket)
+        this.register(conn)
+        return conn
+      })()
+      this.dialing.set(key, pending)
+      pending.then(() => this.dialing.delete(key), () => this.dialing.delete(key))
+    }
+    return await pending
+  }
+
+  // ---- receiving ---------------------------------------------------------------------------
+
+  private accept (socket: Socket, transport: 'tcp'): void {
+    if (!this.running || this.connections.size >= this.maxConnections) {
+      this.log.warn('connection refused: too many connections', { transport, remote: socket.remoteAddress })
+      socket.destroy()
+      return
+    }
+    const info = this.connectionInfo(transport, socket, false)
+    this.register(new TcpConnection(this, info, socket))
+  }
+
+  private connectionInfo (transport: 'tcp' | 'ws', socket: Socket, outbound: boolean): ConnectionInfo {
+    return {
+      id: `${transport}-${this.nextId++}`,
+      transport,
+      remote: { host: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
+      local: { host: socket.localAddress ?? '', port: socket.localPort ?? 0 },
+      outbound
+    }
+  }
+
+  private register (conn: StreamConnection): void {
+    this.connections.set(conn.id, conn)
+    this.byRemote.set(`${conn.info.transport}|${conn.remote.host}|${conn.remote.port}`, conn)
+    this.log.debug('connection open', { connection: conn.id, remote: conn.remote, outbound: conn.info.outbound })
+  }
+
+  connectionClosed (conn: StreamConnection): void {
+    if (this.connections.get(conn.id) !== conn) return
+    this.connections.delete(conn.id)
+    const key = `${conn.info.transport}|${conn.remote.host}|${conn.remote.port}`
+    if (this.byRemote.get(key) === conn) this.byRemote.delete(key)
+    this.log.debug('connection closed', { connection: conn.id })
+    for (const handler of this.closeHandlers) {
+      try {
+        handler(conn.info)
+      } catch (err) {
+        this.log.error('connection close handler failed', { error: (err as Error).message })
+      }
+    }
+  }
+
+  slowPeer (conn: StreamConnection): void {
+    this.c.slowPeers++
+    this.log.info('slow peer: message incomplete in time, closing', { connection: conn.id, remote: conn.remote })
+  }
+
+  idle (conn: StreamConnection): void {
+    this.c.idleClosed++
+    this.log.debug('idle connection closed', { connection: conn.id, remote: conn.remote })
+  }
+
+  private sourceOf (conn: StreamConnection): MessageSource {
+    return { transport: conn.info.transport, remote: conn.remote, local: conn.info.local, connectionId: conn.id }
+  }
+
+  streamMessage (conn: StreamConnection, data: Uint8Array): void {
+    this.receive(data, this.sourceOf(conn), conn, this.settings.maxMessageSize)
+  }
+
+  framingError (conn: StreamConnection, event: Extract<FrameEvent, { kind: 'error' }>): void {
+    let request: SipRequest | undefined
+    if (event.head !== undefined) {
+      // the header section alone, to answer when it is readable
+      try {
+        const m = parseMessage(event.head, { maxSize: Number.MAX_SAFE_INTEGER })
+        if (isRequest(m) && m.method !== 'ACK') request = m
+      } catch (err) {
+        if (err instanceof SipParseError) request = err.request
+      }
+    }
+    this.reject(new SipParseError(event.reason, { status: event.status, request }), this.sourceOf(conn), conn, true)
+  }
+
+  private onDatagram (data: Buffer, rinfo: RemoteInfo): void {
+    // RFC 5626 keep-alives and stray line ends on UDP are ignored (RFC 3261 7.5)
+    let i = 0
+    while (i < data.length && (data[i] === 13 || data[i] === 10)) i++
+    if (i === data.length) return
+    const local = this.bound.udp as Address
+    const source: MessageSource = { transport: 'udp', remote: { host: rinfo.address, port: rinfo.port }, local }
+    this.receive(data, source, undefined, this.maxDatagramSize)
+  }
+
+  private receive (data: Uint8Array, source: MessageSource, conn: StreamConnection | undefined, maxSize: number): void {
+    let message: SipMessage
+    try {
+      message = parseMessage(data, { maxSize })
+    } catch (err) {
+      this.reject(err, source, conn, false)
+      return
+    }
+    this.c.messagesIn[source.transport]++
+    if (isRequest(message)) stampVia(message, source.remote)
+    for (const handler of this.handlers) {
+      try {
+        handler(message, source)
+      } catch (err) {
+        this.log.error('message handler failed', { error: (err as Error).message, transport: source.transport })
+      }
+    }
+  }
+
+  /** Malformed input: answer with the error's status when possible, else drop; log at info. */
+  private reject (err: unknown, source: MessageSource, conn: StreamConnection | undefined, close: boolean): void {
+    const error = err instanceof SipParseError
+      ? err
+      : new SipParseError('Bad Request', { cause: err })
+    if (!(err instanceof SipParseError)) this.log.error('codec failure', { error: String(err) })
+    this.c.parseErrors[source.transport]++
+    if (error.status === 513) this.c.oversize++
+    this.log.info('malformed SIP message', {
+      transport: source.transport,
+      remote: source.remote,
+      status: error.status,
+      reason: error.reason,
+      answered: error.answerable
+    })
+    if (error.request !== undefined) {
+      const response = createResponse(error.request, error.status, error.reason)
+      const data = serializeMessage(response)
+      if (conn !== undefined) {
+        try {
+          conn.write(data)
+          this.c.messagesOut[source.transport]++
+        } catch {
+          // closed meanwhile
+        }
+      } else if (this.udp !== undefined) {
+        this.udp.send(data, source.remote).then(() => { this.c.messagesOut.udp++ }, () => {})
+      }
+    }
+    // a stream that lost its framing (or carried an oversize message) cannot go on
+    if (conn !== undefined && (close || error.status === 513)) conn.closeAfterFlush()
+  }
+}

@@ -1,0 +1,59 @@
+/** Shapes shared by the transports and the transport layer. */
+import type { SipMessage } from '../codec/message.ts'
+
+export type TransportKind = 'udp' | 'tcp' | 'ws'
+
+export interface Address {
+  host: string
+  port: number
+}
+
+/** Where a message came from. */
+export interface MessageSource {
+  transport: TransportKind
+  /** the peer's address as the socket sees it (the source of the datagram or connection) */
+  remote: Address
+  /** our address the message arrived on */
+  local: Address
+  /** the connection it arrived on, for TCP and WebSocket; answers go back over it */
+  connectionId?: string
+}
+
+/**
+ * Where to send a message. With `connectionId`, over that connection while it is open; else
+ * UDP to host:port, TCP over a connection to host:port (reused, or opened), WebSocket over an
+ * open connection from host:port (we never dial WebSocket).
+ */
+export interface SendTarget {
+  transport: TransportKind
+  host: string
+  port: number
+  connectionId?: string
+}
+
+export type MessageHandler = (message: SipMessage, source: MessageSource) => void
+
+export interface ConnectionInfo {
+  id: string
+  transport: 'tcp' | 'ws'
+  remote: Address
+  local: Address
+  /** true when we dialled it */
+  outbound: boolean
+}
+
+export type ConnectionHandler = (connection: ConnectionInfo) => void
+
+export interface TransportCounters {
+  messagesIn: Record<TransportKind, number>
+  messagesOut: Record<TransportKind, number>
+  parseErrors: Record<TransportKind, number>
+  /** connections closed by the slow-peer timeout */
+  slowPeers: number
+  /** connections closed by the idle timeout */
+  idleClosed: number
+  /** messages refused for their size */
+  oversize: number
+  /** open TCP and WebSocket connections */
+  connections: number
+}
