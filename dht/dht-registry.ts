@@ -138,10 +138,25 @@ export class DhtRegistry implements ClaimRegistry {
     await this.loadOwn(options)
     this.republishTimer = setInterval(() => { void this.republish() }, this.republishInterval)
     this.republishTimer.unref?.()
-    // re-assert persisted claims now and once more shortly after (the node may have joined since)
-    void this.republish()
-    this.reassertTimer = setTimeout(() => { void this.republish() }, 3_000)
-    this.reassertTimer.unref?.()
+    // re-assert persisted claims as soon as the node has DHT peers
+    void this.reassert()
+  }
+
+  /**
+   * Re-put the persisted own claims once this node has DHT peers (waits up to `waitMs`). `start()`
+   * runs it in the background; a claim displaced meanwhile is dropped (and reported) on the way.
+   */
+  async reassert (waitMs = 30_000): Promise<void> {
+    if (this.own.size === 0) return
+    const kad = kadInternals(this.components.dht)
+    const deadline = Date.now() + waitMs
+    while (kad != null && kad.routingTable.size === 0 && Date.now() < deadline && this.shutdown != null) {
+      await new Promise<void>(resolve => {
+        this.reassertTimer = setTimeout(resolve, 100)
+        this.reassertTimer.unref?.()
+      })
+    }
+    await this.republish()
   }
 
   async stop (): Promise<void> {
@@ -209,8 +224,10 @@ export class DhtRegistry implements ClaimRegistry {
     this.stats.lookups++
     const kad = this.directKad()
     if (kad != null) {
+      // who answered what, to correct stale replicas afterwards (kad-dht's get does this itself)
+      const answers: Array<{ peer?: PeerId, value: Uint8Array }> = []
       try {
-        values.push(Libp2pRecord.deserialize(await this.components.datastore.get(this.recordKey(key))).value)
+        answers.push({ value: Libp2pRecord.deserialize(await this.components.datastore.get(this.recordKey(key))).value })
       } catch {
         // nothing stored here
       }
@@ -218,12 +235,20 @@ export class DhtRegistry implements ClaimRegistry {
       await Promise.all(peers.map(async peer => {
         try {
           for await (const ev of kad.network.sendRequest(peer, { type: MessageType.GET_VALUE, key }, { signal, path: NO_PATH })) {
-            if (ev.name === 'PEER_RESPONSE' && ev.record != null) values.push(ev.record.value)
+            if (ev.name === 'PEER_RESPONSE' && ev.record != null) answers.push({ peer, value: ev.record.value })
           }
         } catch {
           // an unreachable peer just does not answer
         }
       }))
+      options?.signal?.throwIfAborted()
+      const claims = await this.verifyAll(aor, key, answers.map(a => a.value))
+      const best = claims[0]
+      if (best != null) {
+        const stale = answers.filter(a => !uint8ArrayEquals(a.value, best.bytes))
+        if (stale.length > 0) void this.correct(kad, best, stale.map(a => a.peer))
+      }
+      return claims
     } else {
       try {
         for await (const ev of this.components.dht.get(key, { signal })) {
@@ -242,6 +267,27 @@ export class DhtRegistry implements ClaimRegistry {
   /** The newest valid claim the DHT holds for an AoR. */
   async lookup (aor: Aor, options?: AbortOptions): Promise<SignedClaim | undefined> {
     return (await this.lookupAll(aor, options))[0]
+  }
+
+  /** Send the newest claim to replicas (undefined: this node) that answered with something else. */
+  private async correct (kad: KadInternals, best: SignedClaim, targets: Array<PeerId | undefined>): Promise<void> {
+    if (this.shutdown == null) return
+    const key = claimKey(best.aor)
+    const record = new Libp2pRecord(key, best.bytes, new Date()).serialize()
+    const signal = this.signal()
+    await Promise.all(targets.map(async peer => {
+      try {
+        if (peer == null) {
+          await this.components.datastore.put(this.recordKey(key), record, { signal })
+          return
+        }
+        for await (const _ev of kad.network.sendRequest(peer, { type: MessageType.PUT_VALUE, key, record }, { signal, path: NO_PATH })) {
+          // drain
+        }
+      } catch (err) {
+        this.log('correcting %s at %s: %s', best.aor, peer?.toString() ?? 'self', errorMessage(err))
+      }
+    }))
   }
 
   /** Put a signed claim; counts the peers that acknowledged storing it and those that did not. */

@@ -9,7 +9,7 @@ import { fromString } from 'uint8arrays/from-string'
 import { CLAIM_SIGNING_DOMAIN, MAX_CLAIM_BYTES, claimKey, compareClaims, decodeClaim, normalizeAor, signClaim, verifyClaim } from '../../../dht/record/claim.ts'
 import { claimSelector, claimValidator } from '../../../dht/record/validator.ts'
 import type { ClaimFields } from '../../../dht/record/claim.ts'
-import type { PrivateKey } from '@libp2p/interface'
+import type { Logger, PrivateKey } from '@libp2p/interface'
 
 const key = await generateKeyPair('Ed25519')
 const other = await generateKeyPair('Ed25519')
@@ -83,7 +83,7 @@ describe('claim record', () => {
     test(`refused with a reason: ${what}`, async () => {
       const bytes = await make()
       const logged: string[] = []
-      const log = Object.assign((fmt: string, ...args: unknown[]) => { logged.push(`${fmt} ${args.join(' ')}`) }, { enabled: true, trace: () => {}, error: () => {}, newScope: () => log }) as any
+      const log = Object.assign((fmt: string, ...args: unknown[]) => { logged.push(`${fmt} ${args.join(' ')}`) }, { enabled: true, trace: () => {}, error: () => {}, newScope: () => log }) as unknown as Logger
       await assert.rejects(claimValidator(log)(k ?? claimKey('sip:alice@example.com'), bytes), (err: Error) => {
         assert.equal(err.name, 'InvalidClaimError')
         assert.match(err.message, reason)
