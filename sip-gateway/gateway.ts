@@ -32,6 +32,11 @@ export interface GatewayComponents {
   peerChannel: PeerChannel
   store: DurableStore
   logger: Logger
+  /**
+   * told the SIP address actually bound (`host:port`, after port 0 is resolved), before any
+   * claim is made, so claims carry it
+   */
+  announceSip?: (hostPort: string) => void
 }
 
 export interface GatewayConfig {
@@ -161,6 +166,7 @@ export class Gateway {
     })
     this.#layer = new TransactionLayer<Flow>(this.#core, { timers: config.timers, maxServerTransactions: config.limits?.maxServerTransactions })
     this.#core.attach(this.#layer)
+    this.#components.announceSip?.(`${host}:${udp.port}`)
     this.#unMesh = this.#components.peerChannel.onMessage((node, data) => {
       this.#counters.meshIn++
       this.#receive(data, this.#meshFlow(node))

@@ -1,0 +1,70 @@
+/**
+ * @packageDocumentation
+ *
+ * The SIP gateway of a sipmesh node: user agents talk SIP (UDP, TCP, WebSocket) to any node, and
+ * every request for a user of the domain reaches the node that holds the user's claim.
+ *
+ * Layers, lowest first: `codec/` (messages) ← `transport/` (sockets) ← `transaction/` (RFC 3261
+ * section 17) ← `registrar/` (section 10, tied to the claim registry) and `proxy/` (section 16:
+ * routing to the owner node over the mesh or to local contacts, forking, pager IM) ← `gateway.ts`
+ * (assembly). The mesh is reached only through `ports.ts`.
+ *
+ * `node/` plugs it in with {@link sipGateway}, a factory of the node's `GatewayFactory` shape:
+ *
+ * ```ts
+ * import { sipGateway } from '../sip-gateway/index.ts'
+ * export const defaultGateway: GatewayFactory = sipGateway
+ * ```
+ */
+import { Gateway } from './gateway.ts'
+import type { GatewayConfig } from './gateway.ts'
+import type { DurableStore, Logger, PeerChannel, Registry } from './ports.ts'
+
+export { Gateway } from './gateway.ts'
+export type { GatewayComponents, GatewayConfig, GatewayStats } from './gateway.ts'
+export { Registrar, ConflictPolicy, STORE_PREFIX } from './registrar/registrar.ts'
+export type { RegistrarInit, Binding, Reply } from './registrar/registrar.ts'
+export { ProxyCore, KNOWN_METHODS, NOT_OWNER_HEADER } from './proxy/core.ts'
+export type { UnavailableHandler } from './proxy/core.ts'
+export { TransactionLayer } from './transaction/layer.ts'
+export { TransactionState } from './transaction/transaction.ts'
+export { defaultTimers, type TimerSettings } from './transaction/timers.ts'
+export { MemoryStore } from './memory-store.ts'
+export { MemoryChannel, MemoryChannelHub } from './memory-channel.ts'
+export type * from './ports.ts'
+
+/** What `node/` hands the gateway (structurally the node's `GatewayContext`). */
+export interface SipGatewayContext {
+  registry: Registry
+  peerChannel: PeerChannel
+  store: DurableStore
+  logger: Logger
+  config: Readonly<{ domains: readonly string[], sip: { host: string, port: number }, ws?: { host: string, port: number } } & Partial<Omit<GatewayConfig, 'domains' | 'sip' | 'ws'>>>
+  announceSip? (hostPort: string): void
+}
+
+/** Build the gateway from the node's context (the node's `GatewayFactory`). */
+export function sipGateway (context: SipGatewayContext): { start (): Promise<void>, stop (): Promise<void>, registrations (): number, gateway: Gateway } {
+  const { config } = context
+  const gateway = new Gateway({
+    registry: context.registry,
+    peerChannel: context.peerChannel,
+    store: context.store,
+    logger: context.logger,
+    announceSip: context.announceSip === undefined ? undefined : (hp) => context.announceSip?.(hp)
+  }, {
+    domains: [...config.domains],
+    sip: { host: config.sip.host, port: config.sip.port },
+    ws: config.ws === undefined ? undefined : { host: config.ws.host, port: config.ws.port },
+    advertise: config.advertise,
+    limits: config.limits,
+    timers: config.timers,
+    registrar: config.registrar
+  })
+  return {
+    gateway,
+    start: async () => { await gateway.start() },
+    stop: async () => { await gateway.stop() },
+    registrations: () => gateway.registrations
+  }
+}
