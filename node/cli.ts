@@ -1,0 +1,100 @@
+/**
+ * The `sipmesh` command:
+ *
+ *   sipmesh start [options]                 run one node (options: `sipmesh start --help`)
+ *   sipmesh cluster --nodes N [...]         run N nodes on loopback, wired to each other
+ *   sipmesh --help | --version
+ *
+ * `main` returns the exit code (0 ok, 1 runtime failure, 2 bad usage or configuration); it calls
+ * `process.exit` only on SIGINT/SIGTERM, after a clean shutdown.
+ */
+import { readFileSync } from 'node:fs'
+import { ConfigError, loadConfig, startUsage } from './config.ts'
+import { SipmeshNode } from './sipmesh-node.ts'
+import { defaultGateway } from './gateway.ts'
+import { runCluster, clusterUsage } from './cluster.ts'
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
+
+export function version (): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+  return pkg.version
+}
+
+export function usage (): string {
+  return [
+    `sipmesh ${version()}: a presence and IM federation node over a libp2p mesh`,
+    '',
+    'Usage:',
+    '  sipmesh start [options]        run one node (sipmesh start --help lists the options)',
+    '  sipmesh cluster --nodes N      run N nodes on loopback wired to each other (sipmesh cluster --help)',
+    '  sipmesh --help                 this help',
+    '  sipmesh --version              the version'
+  ].join('\n')
+}
+
+async function start (args: string[]): Promise<number> {
+  let loaded
+  try {
+    loaded = await loadConfig(args, process.env)
+  } catch (err) {
+    if ((err as Error).name !== ConfigError.NAME) throw err
+    process.stderr.write(`sipmesh: ${(err as Error).message}\nRun 'sipmesh start --help' for the options.\n`)
+    return EXIT_USAGE
+  }
+  if (loaded.help) {
+    process.stdout.write(startUsage() + '\n')
+    return EXIT_OK
+  }
+  const node = new SipmeshNode({ config: loaded.config, gateway: defaultGateway })
+  const signal = nextSignal()
+  try {
+    await node.start()
+  } catch (err) {
+    node.log.error('cannot start the node', { error: (err as Error).message })
+    process.stderr.write(`sipmesh: cannot start: ${(err as Error).message}\n`)
+    await node.stop()
+    return EXIT_FAILURE
+  }
+  const sig = await signal
+  node.log.info('shutting down', { signal: sig })
+  // a second signal while stopping: give up waiting
+  const force = (): void => { process.exit(EXIT_FAILURE) }
+  process.once('SIGINT', force)
+  process.once('SIGTERM', force)
+  await node.stop()
+  exitAfterSignal(EXIT_OK)
+  return EXIT_OK
+}
+
+export async function main (argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  try {
+    switch (command) {
+      case 'start':
+        return await start(rest)
+      case 'cluster':
+        return await runCluster(rest)
+      case '--version':
+      case '-v':
+      case 'version':
+        process.stdout.write(version() + '\n')
+        return EXIT_OK
+      case '--help':
+      case '-h':
+      case 'help':
+        if (rest[0] === 'start') process.stdout.write(startUsage() + '\n')
+        else if (rest[0] === 'cluster') process.stdout.write(clusterUsage() + '\n')
+        else process.stdout.write(usage() + '\n')
+        return EXIT_OK
+      case undefined:
+        process.stderr.write(usage() + '\n')
+        return EXIT_USAGE
+      default:
+        process.stderr.write(`sipmesh: unknown command '${command.slice(0, 40)}'\n\n${usage()}\n`)
+        return EXIT_USAGE
+    }
+  } catch (err) {
+    process.stderr.write(`sipmesh: ${(err as Error).stack ?? String(err)}\n`)
+    return EXIT_FAILURE
+  }
+}

@@ -1,0 +1,317 @@
+/**
+ * A sipmesh node: the composition root. From a validated config it assembles, in order:
+ *
+ *   identity (data dir) → LevelDB datastore → libp2p + claim registry (`createMeshNode`)
+ *   → SIP peer channel → gateway (optional, see `GatewayFactory`) → admin HTTP API
+ *
+ * and stops them in the reverse order. Everything it starts it also stops when a later step fails.
+ *
+ * The SIP gateway plugs in through `GatewayFactory`: it gets the registry, the peer channel, the
+ * durable store, a logger and its config slice, and reports its registrations count (for
+ * `/status`) and the SIP address it bound (written into claims).
+ */
+import { readFile } from 'node:fs/promises'
+import { multiaddr } from '@multiformats/multiaddr'
+import { prometheusMetrics } from '@libp2p/prometheus-metrics'
+import { createMeshNode } from './libp2p.ts'
+import { loadOrCreateIdentity, openDatastore, DatastoreDurableStore } from './persistence.ts'
+import { Libp2pPeerChannel } from './peer-channel.ts'
+import { AdminServer } from './admin/server.ts'
+import { createNodeMetrics, addCollectedCounter, addCollectedGauge } from './metrics.ts'
+import { createPinoLogger, libp2pComponentLogger, toPortLogger } from './logger.ts'
+import { normalizeAor } from '../dht/record/claim.ts'
+import type { Config, GatewayConfig } from './config.ts'
+import type { MeshNode, MeshNodeInit } from './libp2p.ts'
+import type { PinoLogger } from './logger.ts'
+import type { NodeMetrics } from './metrics.ts'
+import type { AdminStatus } from './admin/server.ts'
+import type { DurableStore, Logger, PeerChannel, Registry } from '../sip-gateway/ports.ts'
+import type { LevelDatastore } from 'datastore-level'
+
+/** What the gateway gets from the node. */
+export interface GatewayContext {
+  registry: Registry
+  peerChannel: PeerChannel
+  store: DurableStore
+  logger: Logger
+  config: Readonly<GatewayConfig>
+  /** tell the mesh the SIP address actually bound (`host:port`), e.g. after binding port 0 */
+  announceSip (hostPort: string): void
+}
+
+/** The SIP gateway as the node runs it. */
+export interface Gateway {
+  start (): Promise<void>
+  stop (): Promise<void>
+  /** live registrations (AoRs with at least one binding), for `/status` */
+  registrations? (): number
+}
+
+export type GatewayFactory = (context: GatewayContext) => Gateway | Promise<Gateway>
+
+export interface SipmeshNodeInit {
+  config: Readonly<Config>
+  /** JSON logger; default: one on stdout at the config's level */
+  logger?: PinoLogger
+  /** the SIP gateway; none: the node runs the mesh and the admin API only */
+  gateway?: GatewayFactory
+  /**
+   * Collect libp2p's metrics with @libp2p/prometheus-metrics. Its metric objects are module-global,
+   * so keep it to one node per process.
+   *
+   * @default true
+   */
+  libp2pMetrics?: boolean
+  /** extra settings for the libp2p assembly (tests: registry timings) */
+  mesh?: Partial<MeshNodeInit>
+  /** retry dialling bootstrap peers this often until connected, ms @default 1000 */
+  bootstrapRetryMs?: number
+}
+
+export class NodeStartError extends Error {
+  static readonly NAME = 'NodeStartError'
+  override readonly name = NodeStartError.NAME
+}
+
+function formatHostPort (hp: { host: string, port: number }): string {
+  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`
+}
+
+export class SipmeshNode {
+  readonly config: Readonly<Config>
+  readonly pino: PinoLogger
+  readonly log: Logger
+  readonly metrics: NodeMetrics
+  private readonly init: SipmeshNodeInit
+  private datastore?: LevelDatastore
+  private meshNode?: MeshNode
+  private channel?: Libp2pPeerChannel
+  private gatewayInstance?: Gateway
+  private adminServer?: AdminServer
+  private sipAddress: string
+  private shutdown?: AbortController
+  private readonly stopSteps: Array<() => Promise<void>> = []
+  private started = false
+
+  constructor (init: SipmeshNodeInit) {
+    this.init = init
+    this.config = init.config
+    this.pino = init.logger ?? createPinoLogger({ level: init.config.log.level })
+    this.log = toPortLogger(this.pino)
+    this.metrics = createNodeMetrics()
+    this.sipAddress = formatHostPort(init.config.gateway.sip)
+  }
+
+  get mesh (): MeshNode {
+    if (this.meshNode == null) throw new NodeStartError('the node is not started')
+    return this.meshNode
+  }
+
+  get peerId (): string {
+    return this.mesh.peerId.toString()
+  }
+
+  get peerChannel (): Libp2pPeerChannel {
+    if (this.channel == null) throw new NodeStartError('the node is not started')
+    return this.channel
+  }
+
+  get gateway (): Gateway | undefined {
+    return this.gatewayInstance
+  }
+
+  /** `host:port` of the admin API as bound */
+  get adminAddress (): string {
+    return this.adminServer?.address ?? formatHostPort(this.config.admin)
+  }
+
+  get sip (): string {
+    return this.sipAddress
+  }
+
+  async start (): Promise<void> {
+    if (this.started) return
+    this.shutdown = new AbortController()
+    try {
+      await this.startSteps()
+      this.started = true
+    } catch (err) {
+      await this.runStopSteps()
+      throw err
+    }
+    this.log.info('sipmesh node started', {
+      peerId: this.peerId,
+      multiaddrs: this.mesh.libp2p.getMultiaddrs().map(String),
+      sip: this.sipAddress,
+      admin: this.adminAddress,
+      domains: this.config.gateway.domains,
+      dataDir: this.config.dataDir
+    })
+  }
+
+  async stop (): Promise<void> {
+    this.shutdown?.abort()
+    await this.runStopSteps()
+    if (this.started) this.log.info('sipmesh node stopped')
+    this.started = false
+  }
+
+  private async runStopSteps (): Promise<void> {
+    while (this.stopSteps.length > 0) {
+      const step = this.stopSteps.pop()
+      try {
+        await step?.()
+      } catch (err) {
+        this.log.warn('error while stopping', { error: (err as Error).message })
+      }
+    }
+  }
+
+  private async startSteps (): Promise<void> {
+    const { config } = this
+    const { privateKey, created } = await loadOrCreateIdentity(config.dataDir)
+    this.log.info(created ? 'created a new node identity' : 'loaded the node identity', { dataDir: config.dataDir })
+
+    const datastore = await openDatastore(config.dataDir)
+    this.datastore = datastore
+    this.stopSteps.push(async () => { await datastore.close() })
+
+    let psk: Uint8Array | undefined
+    if (config.mesh.psk != null) {
+      try {
+        psk = await readFile(config.mesh.psk)
+      } catch (err) {
+        throw new NodeStartError(`cannot read the pre-shared key file ${config.mesh.psk}: ${(err as Error).message}`)
+      }
+    }
+
+    const libp2pLog = this.pino.child({ component: 'libp2p' })
+    let meshNode: MeshNode
+    try {
+      meshNode = await createMeshNode({
+        listen: [...config.mesh.listen],
+        bootstrap: [...config.mesh.bootstrap],
+        mdns: config.mesh.mdns,
+        psk,
+        allowPeers: [...config.mesh.allowPeers],
+        privateKey,
+        datastore,
+        logger: libp2pComponentLogger(libp2pLog),
+        sip: this.sipAddress,
+        metrics: this.init.libp2pMetrics === false ? undefined : prometheusMetrics({ registry: this.metrics.registry, collectDefaultMetrics: true, preserveExistingMetrics: false }),
+        ...this.init.mesh
+      })
+    } catch (err) {
+      const e = err as Error
+      throw new NodeStartError(psk != null && /psk|key/i.test(e.message) ? `bad pre-shared key file ${config.mesh.psk}: ${e.message}` : `cannot assemble libp2p: ${e.message}`)
+    }
+    this.meshNode = meshNode
+    try {
+      await meshNode.start()
+    } catch (err) {
+      await meshNode.stop().catch(() => {})
+      throw new NodeStartError(`cannot start libp2p (is ${config.mesh.listen.join(', ')} free?): ${(err as Error).message}`)
+    }
+    this.stopSteps.push(async () => { await meshNode.stop() })
+    this.dialBootstrap(meshNode)
+
+    const channel = new Libp2pPeerChannel({ libp2p: meshNode.libp2p, logger: this.log })
+    await channel.start()
+    this.channel = channel
+    this.stopSteps.push(async () => { await channel.stop() })
+
+    this.registerMetrics(meshNode, channel)
+
+    if (this.init.gateway != null) {
+      const gateway = await this.init.gateway({
+        registry: meshNode.registry,
+        peerChannel: channel,
+        store: new DatastoreDurableStore(datastore),
+        logger: this.log.child({ component: 'gateway' }),
+        config: config.gateway,
+        announceSip: (hostPort) => {
+          this.sipAddress = hostPort
+          meshNode.registry.sip = hostPort
+        }
+      })
+      await gateway.start()
+      this.gatewayInstance = gateway
+      this.stopSteps.push(async () => { await gateway.stop() })
+    }
+
+    const admin = new AdminServer({
+      backend: {
+        status: () => this.status(),
+        normalizeAor,
+        resolve: async (aor, options) => await meshNode.registry.resolve(aor, options),
+        metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() })
+      },
+      logger: this.log,
+      metrics: this.metrics
+    }, { host: config.admin.host, port: config.admin.port })
+    try {
+      await admin.start()
+    } catch (err) {
+      throw new NodeStartError(`cannot start the admin API on ${formatHostPort(config.admin)}: ${(err as Error).message}`)
+    }
+    this.adminServer = admin
+    this.stopSteps.push(async () => { await admin.stop() })
+  }
+
+  /** `GET /status` */
+  status (): AdminStatus {
+    const libp2p = this.mesh.libp2p
+    return {
+      peerId: this.peerId,
+      multiaddrs: libp2p.getMultiaddrs().map(String),
+      sip: this.sipAddress,
+      domains: [...this.config.gateway.domains],
+      peers: [...new Set(libp2p.getPeers().map(String))].sort(),
+      registrations: this.gatewayInstance?.registrations?.() ?? 0
+    }
+  }
+
+  /**
+   * Keep dialling bootstrap peers that are not connected yet (a peer may start after us, or
+   * restart), with a growing delay, until each is connected once or the node stops.
+   */
+  private dialBootstrap (meshNode: MeshNode): void {
+    const self = meshNode.peerId.toString()
+    const pending = new Set(this.config.mesh.bootstrap.filter(a => !a.endsWith(`/p2p/${self}`)))
+    if (pending.size === 0) return
+    const signal = this.shutdown?.signal
+    let delay = this.init.bootstrapRetryMs ?? 1000
+    const round = async (): Promise<void> => {
+      await Promise.all([...pending].map(async (addr) => {
+        try {
+          await meshNode.libp2p.dial(multiaddr(addr), { signal: AbortSignal.any([AbortSignal.timeout(5000), ...(signal != null ? [signal] : [])]) })
+          pending.delete(addr)
+        } catch (err) {
+          if (signal?.aborted !== true) this.log.debug('bootstrap dial failed', { bootstrap: addr, error: (err as Error).message })
+        }
+      }))
+      if (pending.size > 0 && signal?.aborted !== true) {
+        const t = setTimeout(() => { void round() }, delay)
+        t.unref()
+        delay = Math.min(delay * 2, 30_000)
+      }
+    }
+    void round()
+  }
+
+  private registerMetrics (meshNode: MeshNode, channel: Libp2pPeerChannel): void {
+    const r = this.metrics.registry
+    addCollectedGauge(r, 'sipmesh_connected_peers', 'mesh peers this node is connected to', () => meshNode.libp2p.getPeers().length)
+    addCollectedGauge(r, 'sipmesh_registrations', 'live registrations served by this node', () => this.gatewayInstance?.registrations?.() ?? 0)
+    addCollectedCounter(r, 'sipmesh_peer_channel_frames_sent_total', 'SIP messages sent to other nodes', () => channel.stats.framesSent)
+    addCollectedCounter(r, 'sipmesh_peer_channel_frames_received_total', 'SIP messages received from other nodes', () => channel.stats.framesReceived)
+    addCollectedCounter(r, 'sipmesh_peer_channel_streams_opened_total', 'SIP streams opened to other nodes', () => channel.stats.streamsOpened)
+    addCollectedCounter(r, 'sipmesh_peer_channel_stream_errors_total', 'SIP streams that failed', () => channel.stats.streamErrors)
+    const stats = meshNode.registry.stats
+    addCollectedCounter(r, 'sipmesh_registry_claims_total', 'claims made by this node', () => stats.claims)
+    addCollectedCounter(r, 'sipmesh_registry_lookups_total', 'DHT lookups of claims', () => stats.lookups)
+    addCollectedCounter(r, 'sipmesh_registry_notices_sent_total', 'move/interest notices sent', () => stats.noticesSent)
+    addCollectedCounter(r, 'sipmesh_registry_notices_received_total', 'move/interest notices received', () => stats.noticesReceived)
+    addCollectedCounter(r, 'sipmesh_registry_notices_rejected_total', 'notices refused after verification', () => stats.noticesRejected)
+  }
+}
