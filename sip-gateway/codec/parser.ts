@@ -35,16 +35,19 @@ const VERSION = /^SIP\/[0-9]+\.[0-9]+$/i
 const SCHEME = /^[A-Za-z][A-Za-z0-9+\-.]*$/
 const DIGITS = /^[0-9]+$/
 
-/** Header names we have already checked (a bounded cache, hostile names never fill it). */
-const checkedNames = new Map<string, string>()
+interface NameInfo { key: string, display: string }
 
-function keyOfLine (name: string): string | undefined {
-  let key = checkedNames.get(name)
-  if (key !== undefined) return key
+/** Header names already checked, with key and spelling (bounded: hostile names cannot fill it). */
+const checkedNames = new Map<string, NameInfo>()
+
+function nameInfo (name: string): NameInfo | undefined {
+  let info = checkedNames.get(name)
+  if (info !== undefined) return info
   if (!isToken(name)) return undefined
-  key = headerKey(name)
-  if (checkedNames.size < 512) checkedNames.set(name, key)
-  return key
+  const key = headerKey(name)
+  info = { key, display: headerDisplayName(name, key) }
+  if (checkedNames.size < 512) checkedNames.set(name, info)
+  return info
 }
 
 /**
@@ -155,11 +158,12 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
     let nameEnd = colon
     while (nameEnd > 0 && (line.charCodeAt(nameEnd - 1) === 32 || line.charCodeAt(nameEnd - 1) === 9)) nameEnd--
     const name = nameEnd === colon ? line.slice(0, colon) : line.slice(0, nameEnd)
-    const key = keyOfLine(name)
-    if (key === undefined) { fail('Malformed header name'); continue }
+    const info = nameInfo(name)
+    if (info === undefined) { fail('Malformed header name'); continue }
+    const key = info.key
     const value = line.slice(colon + 1).trim()
     last = headers.size
-    headers._push(headerDisplayName(name, key), key, value)
+    headers._push(info.display, key, value)
     switch (key) {
       case 'via': if (via === -1) via = last; break
       case 'from': if (from === -1) from = last; else fail('Duplicate From header'); break

@@ -21,7 +21,8 @@ export type FrameEvent =
    */
   | { kind: 'error', status: number, reason: string, head?: Uint8Array }
 
-const CONTENT_LENGTH = /^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$/im
+// linear: no nested or adjacent quantifiers over the same characters (the head is hostile input)
+const CONTENT_LENGTH = /^(?:content-length|l)[ \t]*:([^\r\n]*)/im
 
 export class StreamFramer {
   private readonly maxMessageSize: number
@@ -112,7 +113,7 @@ export class StreamFramer {
           this.fail(events, 400, 'Missing Content-Length on a stream', head)
           return false
         }
-        const value = m[1]
+        const value = m[1].trim()
         if (!/^[0-9]{1,10}$/.test(value)) {
           this.fail(events, 400, 'Malformed Content-Length header', head)
           return false

@@ -309,6 +309,28 @@ export class TransportLayer implements StreamHost {
     return { transport: source.transport, host: source.remote.host, port: source.remote.port, connectionId: source.connectionId }
   }
 
+  /**
+   * Where a response to `request` (which came from `source`) goes, RFC 3261 18.2.2 with
+   * RFC 3581: over the connection it came on while that is open; else, for TCP, a new
+   * connection to the `received` address and the sent-by port (5060 by default); for UDP, the
+   * `received` address and the `rport` port (or the sent-by port). WebSocket answers need the
+   * connection: when it is gone the send fails.
+   */
+  responseTarget (request: SipRequest, source: MessageSource): SendTarget {
+    if (source.connectionId !== undefined && this.isOpen(source.connectionId)) return this.targetOf(source)
+    const top = request.headers.get('via')
+    if (top === undefined || source.transport === 'ws') return this.targetOf(source)
+    let via
+    try {
+      via = parseVia(top)
+    } catch {
+      return this.targetOf(source)
+    }
+    const host = unbracket(via.received ?? via.host)
+    if (source.transport === 'udp' && typeof via.rport === 'number') return { transport: 'udp', host, port: via.rport }
+    return { transport: source.transport, host, port: via.port ?? 5060 }
+  }
+
   // ---- sending -----------------------------------------------------------------------------
 
   /**

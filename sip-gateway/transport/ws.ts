@@ -30,8 +30,9 @@ export class WsConnection extends StreamConnection {
   constructor (host: StreamHost, info: ConnectionInfo, ws: WebSocket, socket: Duplex) {
     super(host, info)
     this.ws = ws
-    // the slow-peer clock runs while bytes arrived that do not yet make a whole message
-    socket.on('data', () => {
+    // the slow-peer clock runs while bytes arrived that do not yet make a whole message; this
+    // listener goes before ws's own, so a chunk that completes a message stops the clock again
+    socket.prependListener('data', () => {
       if (!this.open) return
       this.touch()
       this.startMessageClock(false)

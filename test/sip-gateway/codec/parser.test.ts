@@ -348,3 +348,32 @@ describe('serializeMessage', () => {
     assert.throws(() => r.headers.set('Bad\r\nName', 'x'), TypeError)
   })
 })
+
+describe('hostile input stays linear', () => {
+  test('pathological 64 KiB messages parse or fail quickly', () => {
+    const N = 65_000
+    const head = ['OPTIONS sip:a@b SIP/2.0', ...BASE, 'CSeq: 1 OPTIONS', ''].join('\r\n')
+    const cases = {
+      manyHeaders: head + 'a:b\r\n'.repeat(N / 5) + '\r\n',
+      folding: head + 'X: a\r\n' + ' b\r\n'.repeat(N / 4) + '\r\n',
+      manyViaParams: 'OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h' + ';p'.repeat(N / 2) + '\r\n\r\n',
+      manyVias: head + 'Via: ' + 'SIP/2.0/UDP h,'.repeat(N / 14) + '\r\n\r\n',
+      quotes: head + 'Contact: ' + '"\\'.repeat(N / 2) + '\r\n\r\n',
+      spaces: head + 'Content-Length:' + ' '.repeat(N) + 'x\r\n\r\n',
+      noColon: head + 'abc\r\n'.repeat(N / 5) + '\r\n',
+      lineEnds: head + '\n\r'.repeat(N / 2)
+    }
+    for (const [name, text] of Object.entries(cases)) {
+      const started = performance.now()
+      try {
+        const m = parseMessage(enc(text), { maxSize: 1 << 20 })
+        for (const h of ['via', 'contact', 'x']) m.headers.getAll(h)
+      } catch (err) {
+        assert.ok(err instanceof SipParseError, name)
+      }
+      const elapsed = performance.now() - started
+      // measured ~1-10 ms; a quadratic path would take seconds
+      assert.ok(elapsed < 500, `${name} took ${elapsed.toFixed(0)} ms`)
+    }
+  })
+})

@@ -3,7 +3,7 @@ import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { Buffer } from 'node:buffer'
 import { createServer, type Socket } from 'node:net'
-import { TransportLayer, TransportError, StreamFramer } from '../../../sip-gateway/transport/index.ts'
+import { TransportLayer, TransportError, StreamFramer, stampVia } from '../../../sip-gateway/transport/index.ts'
 import { parseMessage, parseVia, isRequest, SipRequest, Headers } from '../../../sip-gateway/codec/index.ts'
 import { echoLayer, request, until, UdpClient, TcpClient, WsClient, type Received } from './fixtures.ts'
 
@@ -299,6 +299,47 @@ describe('transport layer', () => {
         client.close()
       }
     })
+  })
+
+  test('connections stay open across pauses longer than the slow-peer timeout between messages', async () => {
+    const tcp = await TcpClient.open(sipPort)
+    const ws = await WsClient.open(wsPort)
+    try {
+      for (let round = 1; round <= 2; round++) {
+        await tcp.write(request('OPTIONS', { transport: 'TCP' }))
+        ws.ws.send(request('OPTIONS', { transport: 'WS' }))
+        await until(() => tcp.count(ok) === round && ws.messages.length === round)
+        await new Promise(resolve => setTimeout(resolve, 600)) // messageTimeoutMs is 400
+      }
+      assert.equal(tcp.closed, false)
+      assert.equal(ws.closed, false)
+    } finally {
+      tcp.close()
+      ws.close()
+    }
+  })
+
+  test('responseTarget: the connection while open, then received/sent-by port (TCP) or received/rport (UDP)', async () => {
+    const udpReq = parseMessage(Buffer.from(request('OPTIONS', { sentBy: 'ua.invalid:5070', viaParams: ';rport' }))) as SipRequest
+    const udpSource = { transport: 'udp' as const, remote: { host: '127.0.0.1', port: 40000 }, local: { host: '127.0.0.1', port: sipPort } }
+    stampVia(udpReq, udpSource.remote)
+    assert.deepEqual(layer.responseTarget(udpReq, udpSource), { transport: 'udp', host: '127.0.0.1', port: 40000 })
+    const plain = parseMessage(Buffer.from(request('OPTIONS', { sentBy: 'ua.invalid:5070' }))) as SipRequest
+    stampVia(plain, udpSource.remote)
+    assert.deepEqual(layer.responseTarget(plain, udpSource), { transport: 'udp', host: '127.0.0.1', port: 5070 })
+    const tcpReq = parseMessage(Buffer.from(request('OPTIONS', { transport: 'TCP', sentBy: '[::1]' }))) as SipRequest
+    const gone = { transport: 'tcp' as const, remote: { host: '127.0.0.1', port: 40001 }, local: { host: '127.0.0.1', port: sipPort }, connectionId: 'tcp-closed' }
+    stampVia(tcpReq, gone.remote)
+    assert.deepEqual(layer.responseTarget(tcpReq, gone), { transport: 'tcp', host: '127.0.0.1', port: 5060 })
+    const client = await TcpClient.open(sipPort)
+    try {
+      await client.write(request('OPTIONS', { transport: 'TCP' }))
+      await until(() => client.count(ok) === 1)
+      const last = received.at(-1) as Received
+      assert.equal(layer.responseTarget(last.message as SipRequest, last.source).connectionId, last.source.connectionId)
+    } finally {
+      client.close()
+    }
   })
 
   test('many concurrent TCP and WebSocket connections are all served', async () => {
