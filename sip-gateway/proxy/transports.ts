@@ -47,7 +47,7 @@ export async function startTransports (init: TransportInit): Promise<TransportSe
   let udp: UdpSocket | undefined
   let tcp: Server | undefined
   for (let attempt = 0; attempt < 10 && tcp === undefined; attempt++) {
-    const u = createSocket({ type: init.sip.host.includes(':') ? 'udp6' : 'udp4' })
+    const u = createSocket({ type: init.sip.host.includes(':') ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 })
     await new Promise<void>((resolve, reject) => { u.once('error', reject); u.bind(init.sip.port, init.sip.host, () => { u.off('error', reject); resolve() }) })
     const port = u.address().port
     const s = createServer()

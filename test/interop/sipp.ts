@@ -37,12 +37,12 @@ export interface SippRun {
 }
 
 /** start `sipp` with a scenario of ours against `target` (host:port); bounded by `timeoutS` */
-export function runSipp (scenario: string, target: string, args: string[], timeoutS = 20): SippRun {
+export function runSipp (scenario: string, target: string, args: string[], timeoutS = 20, cwd?: string): SippRun {
   const child = spawn('sipp', [
     '-sf', join(SCENARIOS, scenario), target,
     '-i', '127.0.0.1', '-nostdin', '-timeout', `${timeoutS}s`, '-timeout_error',
     ...args
-  ], { stdio: ['ignore', 'pipe', 'pipe'] })
+  ], { stdio: ['ignore', 'pipe', 'pipe'], cwd })
   let stdout = ''
   let stderr = ''
   child.stdout?.on('data', (d: Buffer) => { if (stdout.length < 200_000) stdout += d.toString() })
@@ -52,4 +52,12 @@ export function runSipp (scenario: string, target: string, args: string[], timeo
     child.on('error', (err) => resolve({ code: -1, stdout, stderr: stderr + String(err) }))
   })
   return { child, done }
+}
+
+/** the cumulative value of a row of SIPp's final statistics screen ("Successful call", "Failed call") */
+export function sippCounter (stdout: string, row: string): number {
+  const re = new RegExp(`${row}\\s*\\|\\s*\\d+\\s*\\|\\s*(\\d+)`, 'g')
+  let last: number | undefined
+  for (const m of stdout.matchAll(re)) last = Number(m[1])
+  return last ?? 0
 }
