@@ -26,6 +26,6 @@ export {
 export { StreamFramer, type FrameEvent } from './stream-framer.ts'
 export { MAX_UDP_PAYLOAD } from './udp.ts'
 export type {
-  TransportKind, Address, MessageSource, SendTarget, MessageHandler, ConnectionInfo, ConnectionHandler, TransportCounters
+  TransportKind, Address, MessageSource, TransportFlow, SendTarget, MessageHandler, ConnectionInfo, ConnectionHandler, TransportCounters
 } from './types.ts'
 export { TransportError } from '../errors.ts'

@@ -21,7 +21,8 @@ import { TcpConnection, dialTcp, listenTcp } from './tcp.ts'
 import { bindUdp, MAX_UDP_PAYLOAD, type UdpEndpoint } from './udp.ts'
 import { WsConnection, listenWs } from './ws.ts'
 import type {
-  Address, ConnectionHandler, ConnectionInfo, MessageHandler, MessageSource, SendTarget, TransportCounters, TransportKind
+  Address, ConnectionHandler, ConnectionInfo, MessageHandler, MessageSource, SendTarget, TransportCounters, TransportFlow,
+  TransportKind
 } from './types.ts'
 
 export interface ListenAddress {
@@ -70,6 +71,11 @@ export interface TransportLayerInit {
    * @default 1048576
    */
   maxWriteBuffer?: number
+  /**
+   * UDP socket send and receive buffer sizes, in bytes.
+   * @default 4194304
+   */
+  udpBufferSize?: number
   /**
    * Refuse WebSocket handshakes that do not offer the `sip` subprotocol (RFC 7118).
    * @default true
@@ -241,7 +247,7 @@ export class TransportLayer implements StreamHost {
   private async listenUdp (address: ListenAddress): Promise<void> {
     this.udp = await bindUdp(address, (data, rinfo) => this.onDatagram(data, rinfo), (err) => {
       this.log.warn('udp socket error', { error: err.message })
-    })
+    }, this.init.udpBufferSize ?? 4 << 20)
     this.bound.udp = this.udp.address
   }
 
@@ -329,6 +335,75 @@ export class TransportLayer implements StreamHost {
     const host = unbracket(via.received ?? via.host)
     if (source.transport === 'udp' && typeof via.rport === 'number') return { transport: 'udp', host, port: via.rport }
     return { transport: source.transport, host, port: via.port ?? 5060 }
+  }
+
+  /** The flow a message from `source` came on: answers and in-dialog requests go back over it. */
+  flowOf (source: MessageSource): TransportFlow {
+    if (source.transport === 'udp') return this.udpFlow(source.remote)
+    const conn = source.connectionId === undefined ? undefined : this.connections.get(source.connectionId)
+    if (conn === undefined) {
+      // the connection is already gone: a flow that is closed
+      return {
+        transport: source.transport === 'tcp' ? 'TCP' : 'WS',
+        reliable: true,
+        remote: source.remote,
+        connectionId: source.connectionId,
+        open: false,
+        send: async () => { throw new TransportError('connection closed') }
+      }
+    }
+    return this.streamFlow(conn)
+  }
+
+  /**
+   * A flow to a target taken from a URI or a Via (transport token `UDP`, `TCP`, `WS`...): UDP at
+   * once, TCP over an open connection to that address or a new one, WebSocket only over an open
+   * connection from that address. Rejects with TransportError otherwise.
+   */
+  async connect (target: { transport: string, host: string, port: number }, options: AbortOptions = {}): Promise<TransportFlow> {
+    if (!this.running) throw new TransportError('transport layer stopped')
+    const host = unbracket(target.host)
+    switch (target.transport.toUpperCase()) {
+      case 'UDP':
+        if (this.udp === undefined) throw new TransportError('no UDP transport')
+        return this.udpFlow({ host, port: target.port })
+      case 'TCP':
+        return this.streamFlow(await this.tcpConnection({ host, port: target.port }, options.signal))
+      case 'WS':
+      case 'WSS': {
+        const conn = this.byRemote.get(`ws|${host}|${target.port}`)
+        if (conn?.open !== true) throw new TransportError(`no WebSocket connection from ${host}:${target.port}`)
+        return this.streamFlow(conn)
+      }
+      default:
+        throw new TransportError(`unsupported transport ${target.transport}`)
+    }
+  }
+
+  private udpFlow (remote: Address): TransportFlow {
+    return {
+      transport: 'UDP',
+      reliable: false,
+      remote,
+      open: true,
+      send: async (message) => { await this.send(message, { transport: 'udp', host: remote.host, port: remote.port }) }
+    }
+  }
+
+  private streamFlow (conn: StreamConnection): TransportFlow {
+    const counters = this.c
+    return {
+      transport: conn.info.transport === 'tcp' ? 'TCP' : 'WS',
+      reliable: true,
+      remote: conn.remote,
+      connectionId: conn.id,
+      get open () { return conn.open },
+      send: async (message) => {
+        if (!conn.open) throw new TransportError('connection closed')
+        conn.write(serializeMessage(message))
+        counters.messagesOut[conn.info.transport]++
+      }
+    }
   }
 
   // ---- sending -----------------------------------------------------------------------------

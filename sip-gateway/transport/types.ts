@@ -57,3 +57,21 @@ export interface TransportCounters {
   /** open TCP and WebSocket connections */
   connections: number
 }
+
+/**
+ * A flow: the peer a message came from (or one we opened), as the transaction and proxy layers
+ * see it. Structurally what `proxy/flow.ts` asks of a transport flow.
+ */
+export interface TransportFlow {
+  /** the Via transport token: `UDP`, `TCP` or `WS` */
+  readonly transport: 'UDP' | 'TCP' | 'WS'
+  /** TCP and WebSocket: no retransmissions (RFC 3261 17.1.1.2, 17.1.2.2) */
+  readonly reliable: boolean
+  readonly remote: Address
+  /** the connection, for TCP and WebSocket flows */
+  readonly connectionId?: string
+  /** false once the connection of a TCP or WebSocket flow has closed (UDP flows stay open) */
+  readonly open: boolean
+  /** rejects with TransportError when it cannot be sent (a closed connection is never re-dialled) */
+  send (message: SipMessage): Promise<void>
+}

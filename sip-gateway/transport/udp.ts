@@ -14,8 +14,9 @@ export interface UdpEndpoint {
   close (): Promise<void>
 }
 
-export async function bindUdp (address: Address, onDatagram: (data: Buffer, rinfo: RemoteInfo) => void, onError: (err: Error) => void): Promise<UdpEndpoint> {
-  const socket = createSocket({ type: isIPv6(address.host) ? 'udp6' : 'udp4', reuseAddr: false })
+export async function bindUdp (address: Address, onDatagram: (data: Buffer, rinfo: RemoteInfo) => void, onError: (err: Error) => void, bufferSize?: number): Promise<UdpEndpoint> {
+  // large socket buffers absorb bursts under load (the kernel caps them at net.core.rmem_max)
+  const socket = createSocket({ type: isIPv6(address.host) ? 'udp6' : 'udp4', reuseAddr: false, recvBufferSize: bufferSize, sendBufferSize: bufferSize })
   await new Promise<void>((resolve, reject) => {
     socket.once('error', reject)
     socket.bind({ address: address.host, port: address.port, exclusive: true }, () => {

@@ -342,6 +342,59 @@ describe('transport layer', () => {
     }
   })
 
+  test('flows: flowOf a source answers over it; connect() opens or reuses; closed flows reject', async () => {
+    const udp = await UdpClient.open()
+    const tcp = await TcpClient.open(sipPort)
+    const ws = await WsClient.open(wsPort)
+    try {
+      await udp.send(request('OPTIONS'), sipPort)
+      await until(() => udp.messages.length === 1)
+      const udpFlow = layer.flowOf((received.at(-1) as Received).source)
+      assert.deepEqual([udpFlow.transport, udpFlow.reliable, udpFlow.open], ['UDP', false, true])
+      await udpFlow.send(new SipRequest('NOTIFY', 'sip:x@example.com'))
+      await until(() => udp.messages.length === 2)
+      assert.match(udp.messages[1], /^NOTIFY sip:x@example.com SIP\/2\.0\r\n/)
+
+      await tcp.write(request('OPTIONS', { transport: 'TCP' }))
+      await until(() => tcp.count(ok) === 1)
+      const tcpFlow = layer.flowOf((received.at(-1) as Received).source)
+      assert.deepEqual([tcpFlow.transport, tcpFlow.reliable, tcpFlow.open], ['TCP', true, true])
+      await tcpFlow.send(new SipRequest('NOTIFY', 'sip:y@example.com'))
+      await until(() => tcp.text.includes('NOTIFY sip:y@example.com'))
+
+      ws.ws.send(request('OPTIONS', { transport: 'WS' }))
+      await until(() => ws.messages.length === 1)
+      const wsSource = (received.at(-1) as Received).source
+      const wsFlow = await layer.connect({ transport: 'WS', host: wsSource.remote.host, port: wsSource.remote.port })
+      assert.equal(wsFlow.connectionId, wsSource.connectionId)
+      await wsFlow.send(new SipRequest('MESSAGE', 'sip:z@example.com'))
+      await until(() => ws.messages.length === 2)
+
+      const udpOut = await layer.connect({ transport: 'udp', host: '127.0.0.1', port: udp.port })
+      await udpOut.send(new SipRequest('OPTIONS', 'sip:w@example.com'))
+      await until(() => udp.messages.length === 3)
+
+      // a flow to our own TCP listener: dialled once, reused
+      const a = await layer.connect({ transport: 'TCP', host: '127.0.0.1', port: sipPort })
+      const b = await layer.connect({ transport: 'tcp', host: '127.0.0.1', port: sipPort })
+      assert.equal(a.connectionId, b.connectionId)
+
+      await assert.rejects(layer.connect({ transport: 'TLS', host: '127.0.0.1', port: 5061 }), TransportError)
+      await assert.rejects(layer.connect({ transport: 'WS', host: '127.0.0.1', port: 1 }), TransportError)
+
+      tcp.close()
+      ws.close()
+      await until(() => !tcpFlow.open && !wsFlow.open)
+      await assert.rejects(tcpFlow.send(new SipRequest('NOTIFY', 'sip:y@example.com')), TransportError)
+      await assert.rejects(wsFlow.send(new SipRequest('NOTIFY', 'sip:y@example.com')), TransportError)
+      assert.equal(layer.flowOf({ ...wsSource }).open, false)
+    } finally {
+      await udp.close()
+      tcp.close()
+      ws.close()
+    }
+  })
+
   test('many concurrent TCP and WebSocket connections are all served', async () => {
     const tcp = await Promise.all(Array.from({ length: 40 }, async () => await TcpClient.open(sipPort)))
     const ws = await Promise.all(Array.from({ length: 20 }, async () => await WsClient.open(wsPort)))
