@@ -26,7 +26,8 @@
  * `fresh: true` and retries once (locally when the AoR is now ours).
  */
 import { SipRequest, type SipResponse } from '../codec/message.ts'
-import { createResponse, generateBranch } from '../codec/response.ts'
+import { createResponse } from '../codec/response.ts'
+import { randomBytes } from 'node:crypto'
 import { parseVia, formatVia } from '../codec/via.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
 import { parseNameAddr } from '../codec/name-addr.ts'
@@ -521,6 +522,14 @@ interface Target {
   /** for mesh branches: the AoR, to re-resolve on "not owner" */
   aor?: string
   retried?: boolean
+}
+
+/** RFC 3261 branches, unique per process run: a random prefix and a counter (no entropy per message) */
+const BRANCH_PREFIX = 'z9hG4bK' + randomBytes(6).toString('base64url')
+let branchCounter = 0
+function generateBranch (): string {
+  branchCounter = (branchCounter + 1) % Number.MAX_SAFE_INTEGER
+  return BRANCH_PREFIX + branchCounter.toString(36)
 }
 
 function safeUri (s: string): SipUri {

@@ -1,0 +1,78 @@
+// INVITE dialogs across two gateways: Record-Route on both nodes, the 2xx ACK and BYE follow the
+// route set through the mesh; CANCEL of a pending INVITE ends it with 487 on both legs.
+import { test, describe, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { TestMesh } from './fixtures/mesh.ts'
+import { TestUa } from './fixtures/ua.ts'
+import { parseNameAddr } from '../../../sip-gateway/codec/index.ts'
+
+describe('dialogs across gateways', () => {
+  let mesh: TestMesh
+  let caller: TestUa
+  let bob: TestUa
+
+  before(async () => {
+    mesh = await TestMesh.spawn(2)
+    caller = await TestUa.open('carl', mesh.nodes[0].sip)
+    bob = await TestUa.open('bob', mesh.nodes[1].sip)
+    assert.equal((await bob.register(600))?.status, 200)
+  })
+  after(async () => {
+    await caller.close(); await bob.close()
+    await mesh.stop()
+  })
+
+  test('INVITE / 180 / 200 / ACK / BYE through A and B with Record-Route', async () => {
+    bob.answer = () => undefined
+    const callId = 'dialog-1'
+    const inv = caller.build({ method: 'INVITE', uri: 'sip:bob@example.com', callId, cseq: 1, fromTag: 'ft1', headers: [['Contact', caller.contact]] })
+    caller.sendRaw(inv.text)
+    const invite = await bob.waitFor(() => bob.received.find(m => m.method === 'INVITE' && m.headers.get('Call-ID') === callId))
+    assert.ok(invite !== undefined, 'bob got the INVITE')
+    const rr = invite.headers.getAll('Record-Route')
+    assert.equal(rr.length, 2)
+    assert.match(rr[0], /node=node-b/)
+    assert.match(rr[1], /node=node-a/)
+    bob.reply(invite, 180, rr.map(r => ['Record-Route', r]))
+    bob.reply(invite, 200, [...rr.map(r => ['Record-Route', r] as [string, string]), ['Contact', bob.contact]])
+    const ok = await caller.waitFinal(inv.branch)
+    assert.equal(ok?.status, 200)
+    assert.ok(caller.responses(inv.branch).some(r => r.status === 180), 'the 180 was relayed')
+    const routeSet = ok.headers.getAll('Record-Route').reverse()
+    const remote = parseNameAddr(ok.headers.get('Contact') ?? '').uri
+    const routes = routeSet.map(r => ['Route', r] as [string, string])
+
+    const ack = caller.build({ method: 'ACK', uri: remote, callId, cseq: 1, fromTag: 'ft1', to: '<sip:bob@example.com>;tag=uas', headers: routes })
+    caller.sendRaw(ack.text)
+    assert.ok(await bob.waitFor(() => bob.received.find(m => m.method === 'ACK' && m.headers.get('Call-ID') === callId)), 'the ACK reached bob')
+
+    bob.answer = (m) => m.method === 'BYE' ? 200 : undefined
+    const bye = await caller.request({ method: 'BYE', uri: remote, callId, cseq: 2, fromTag: 'ft1', to: '<sip:bob@example.com>;tag=uas', headers: routes })
+    assert.equal(bye?.status, 200)
+    const got = bob.received.find(m => m.method === 'BYE')
+    assert.ok(got !== undefined)
+    assert.equal(got.uri, remote)
+    assert.equal(got.headers.getAll('Route').length, 0, 'every Route entry was consumed')
+  })
+
+  test('CANCEL: 200 for the CANCEL, 487 for the INVITE, the callee sees the CANCEL', async () => {
+    bob.answer = (m) => {
+      if (m.method === 'CANCEL') {
+        const inv = bob.received.find(x => x.method === 'INVITE' && x.headers.get('Call-ID') === 'dialog-2')
+        if (inv !== undefined) bob.reply(inv, 487)
+        return 200
+      }
+      if (m.method === 'INVITE') { bob.reply(m, 180); return undefined }
+      return undefined
+    }
+    const inv = caller.build({ method: 'INVITE', uri: 'sip:bob@example.com', callId: 'dialog-2', cseq: 1, fromTag: 'ft2', headers: [['Contact', caller.contact]] })
+    caller.sendRaw(inv.text)
+    assert.ok(await caller.waitFor(() => caller.responses(inv.branch).find(r => r.status === 180)), 'ringing')
+    const cancel = caller.build({ method: 'CANCEL', uri: 'sip:bob@example.com', callId: 'dialog-2', cseq: 1, fromTag: 'ft2', branch: inv.branch })
+    caller.sendRaw(cancel.text)
+    const final = await caller.waitFor(() => caller.responses(inv.branch).find(r => r.status >= 200 && r.headers.get('CSeq')?.includes('INVITE') === true))
+    assert.equal(final?.status, 487)
+    assert.ok(caller.responses(inv.branch).some(r => r.status === 200 && r.headers.get('CSeq')?.includes('CANCEL')), 'CANCEL answered 200')
+    assert.ok(bob.received.some(m => m.method === 'CANCEL'))
+  })
+})
