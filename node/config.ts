@@ -126,7 +126,7 @@ export function parseHostPort (value: string): HostPort {
   if (host.startsWith('[')) {
     host = host.slice(1, -1)
     if (!host.includes(':')) throw new Error(`"${host}" is not an IPv6 address`)
-  } else if (!ipv4Re.test(host) && !hostnameRe.test(host)) {
+  } else if (/^[\d.]+$/.test(host) ? !ipv4Re.test(host) : !hostnameRe.test(host)) {
     throw new Error(`"${host}" is not an IPv4 address or hostname`)
   }
   return { host, port }

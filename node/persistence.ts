@@ -70,6 +70,11 @@ export async function openDatastore (dataDir: string): Promise<LevelDatastore> {
 
 const STORE_PREFIX = '/sipmesh/store/'
 
+/** LevelDB hands out Buffers; the store's users get plain Uint8Arrays (a view, no copy). */
+function plain (value: Uint8Array): Uint8Array {
+  return Object.getPrototypeOf(value) === Uint8Array.prototype ? value : new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
+}
+
 /**
  * The gateway's `DurableStore` over a libp2p datastore, under its own key prefix. Keys are stored
  * hex-encoded so any string is a valid key and the byte order of keys (LevelDB's order) is the
@@ -88,7 +93,7 @@ export class DatastoreDurableStore implements DurableStore {
 
   async get (key: string): Promise<Uint8Array | undefined> {
     try {
-      return await this.datastore.get(this.key(key))
+      return plain(await this.datastore.get(this.key(key)))
     } catch (err) {
       if ((err as Error).name === 'NotFoundError') return undefined
       throw err
@@ -109,7 +114,7 @@ export class DatastoreDurableStore implements DurableStore {
     for await (const { key, value } of this.datastore.query({ prefix: hexPrefix })) {
       const k = key.toString()
       if (!k.startsWith(hexPrefix)) continue
-      yield [decoder.decode(hexToBytes(k.slice(STORE_PREFIX.length), 'base16')), value]
+      yield [decoder.decode(hexToBytes(k.slice(STORE_PREFIX.length), 'base16')), plain(value)]
     }
   }
 }

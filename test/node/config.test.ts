@@ -1,0 +1,155 @@
+import { describe, test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import fc from 'fast-check'
+import { loadConfig, parseHostPort, ConfigError, DEFAULTS } from '../../node/config.ts'
+
+const PEER = '12D3KooWEtSQspbLiDuDZHudt5WMhTmsCgN1pN8iUyzfQMAvpXiV'
+const PEER2 = '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'
+
+async function configError (p: Promise<unknown>): Promise<string> {
+  try {
+    await p
+  } catch (err) {
+    assert.equal((err as Error).name, ConfigError.NAME, `expected a ConfigError, got ${(err as Error).name}: ${(err as Error).message}`)
+    return (err as Error).message
+  }
+  assert.fail('expected a ConfigError')
+}
+
+describe('config', () => {
+  let dir: string
+  before(async () => { dir = await mkdtemp(join(tmpdir(), 'sipmesh-config-')) })
+  after(async () => { await rm(dir, { recursive: true, force: true }) })
+
+  async function file (name: string, content: string): Promise<string> {
+    const path = join(dir, name)
+    await writeFile(path, content)
+    return path
+  }
+
+  test('defaults need nothing', async () => {
+    const { config } = await loadConfig([], {}, '/srv')
+    assert.deepEqual(config.gateway.domains, DEFAULTS.domain)
+    assert.deepEqual(config.gateway.sip, { host: '127.0.0.1', port: 5060 })
+    assert.equal(config.gateway.ws, undefined)
+    assert.deepEqual(config.mesh.listen, ['/ip4/127.0.0.1/tcp/4001'])
+    assert.deepEqual(config.mesh.bootstrap, [])
+    assert.equal(config.mesh.mdns, false)
+    assert.equal(config.dataDir, '/srv/.sipmesh')
+    assert.deepEqual(config.admin, { host: '127.0.0.1', port: 8080 })
+    assert.equal(config.log.level, 'info')
+  })
+
+  test('file, then environment, then flags: the later layer wins', async () => {
+    const path = await file('layers.json', JSON.stringify({
+      domain: ['file.example'], sip: '127.0.0.1:1111', admin: '127.0.0.1:2222', 'log-level': 'warn', mdns: true, 'data-dir': 'from-file'
+    }))
+    const { config } = await loadConfig(['--config', path, '--admin', '127.0.0.1:4444'], {
+      SIPMESH_SIP: '127.0.0.1:3333', SIPMESH_ADMIN: '127.0.0.1:3334', SIPMESH_MDNS: 'false'
+    }, '/srv')
+    assert.deepEqual(config.gateway.domains, ['file.example'])
+    assert.equal(config.gateway.sip.port, 3333)
+    assert.equal(config.admin.port, 4444)
+    assert.equal(config.log.level, 'warn')
+    assert.equal(config.mesh.mdns, false)
+    assert.equal(config.dataDir, '/srv/from-file')
+  })
+
+  test('SIPMESH_CONFIG names the file when --config is absent', async () => {
+    const path = await file('env.json', JSON.stringify({ sip: '127.0.0.1:7777' }))
+    const { config } = await loadConfig([], { SIPMESH_CONFIG: path })
+    assert.equal(config.gateway.sip.port, 7777)
+  })
+
+  test('lists: repeated and comma-separated flags, comma-separated env; a later layer replaces the list', async () => {
+    const { config } = await loadConfig(['--domain', 'a.example,B.example', '--domain', 'c.example', '--p2p', '/ip4/127.0.0.1/tcp/1', '--p2p', '/ip4/127.0.0.1/tcp/2'], {
+      SIPMESH_DOMAIN: 'env.example', SIPMESH_BOOTSTRAP: `/ip4/127.0.0.1/tcp/9/p2p/${PEER}, /ip4/127.0.0.1/tcp/10/p2p/${PEER2}`, SIPMESH_ALLOW_PEER: PEER
+    })
+    assert.deepEqual(config.gateway.domains, ['a.example', 'b.example', 'c.example'])
+    assert.deepEqual(config.mesh.listen, ['/ip4/127.0.0.1/tcp/1', '/ip4/127.0.0.1/tcp/2'])
+    assert.equal(config.mesh.bootstrap.length, 2)
+    assert.deepEqual(config.mesh.allowPeers, [PEER])
+  })
+
+  test('the result is deeply frozen', async () => {
+    const { config } = await loadConfig(['--ws', '127.0.0.1:5066'], {})
+    assert.ok(Object.isFrozen(config))
+    assert.ok(Object.isFrozen(config.gateway.domains))
+    assert.ok(Object.isFrozen(config.gateway.ws))
+    assert.throws(() => { (config.gateway.sip as { port: number }).port = 1 }, TypeError)
+    assert.throws(() => { (config.mesh.listen as string[]).push('x') }, TypeError)
+  })
+
+  test('unknown flag, unknown variable and unknown file key are errors naming them', async () => {
+    assert.match(await configError(loadConfig(['--bogus'], {})), /Unknown option '--bogus'/)
+    assert.match(await configError(loadConfig(['start'], {})), /positional/i)
+    assert.match(await configError(loadConfig([], { SIPMESH_SIPP: 'x' })), /unknown environment variable SIPMESH_SIPP/)
+    const path = await file('unknown.json', JSON.stringify({ sip: '127.0.0.1:5060', dataDir: 'x' }))
+    const msg = await configError(loadConfig(['--config', path], {}))
+    assert.match(msg, /unknown key "dataDir"/)
+    assert.ok(msg.includes(path))
+  })
+
+  test('a config file that is missing, not JSON, not an object, or too large fails with a clear message', async () => {
+    assert.match(await configError(loadConfig(['--config', join(dir, 'nope.json')], {})), /cannot read config file .*nope\.json/)
+    const bad = await file('bad.json', '{ "sip": "127.0.0.1:5060", }')
+    assert.match(await configError(loadConfig(['--config', bad], {})), /bad\.json is not valid JSON/)
+    const arr = await file('array.json', '["sip"]')
+    assert.match(await configError(loadConfig(['--config', arr], {})), /must hold a JSON object/)
+    const nul = await file('null.json', 'null')
+    assert.match(await configError(loadConfig(['--config', nul], {})), /must hold a JSON object/)
+    const big = await file('big.json', JSON.stringify({ domain: ['a.example'], pad: 'x'.repeat(1024 * 1024) }))
+    assert.match(await configError(loadConfig(['--config', big], {})), /larger than/)
+  })
+
+  test('wrong types and bad values name the setting where it came from', async () => {
+    const path = await file('types.json', JSON.stringify({ sip: 5060, mdns: 'yes', domain: 'a.example' }))
+    const msg = await configError(loadConfig(['--config', path], {}))
+    assert.match(msg, /"sip" in .*types\.json: expected string/)
+    assert.match(msg, /"mdns" in .*: expected boolean/)
+    assert.match(msg, /"domain" in .*: expected array/)
+
+    assert.match(await configError(loadConfig(['--sip', 'localhost'], {})), /--sip: expected host:port/)
+    assert.match(await configError(loadConfig(['--sip', '127.0.0.1:70000'], {})), /--sip: port 70000 is out of range/)
+    assert.match(await configError(loadConfig(['--admin', 'bad host:80'], {})), /--admin/)
+    assert.match(await configError(loadConfig([], { SIPMESH_ADMIN: ':80' })), /SIPMESH_ADMIN: expected host:port/)
+    assert.match(await configError(loadConfig(['--p2p', 'not-a-multiaddr'], {})), /--p2p \(item 1\)/)
+    assert.match(await configError(loadConfig(['--bootstrap', '/ip4/127.0.0.1/tcp/1'], {})), /--bootstrap \(item 1\): a bootstrap address must end in \/p2p\/<peer id>/)
+    assert.match(await configError(loadConfig(['--bootstrap', '/ip4/127.0.0.1/tcp/1/p2p/notapeer'], {})), /--bootstrap/)
+    assert.match(await configError(loadConfig(['--allow-peer', 'alice'], {})), /--allow-peer \(item 1\): "alice" is not a peer id/)
+    assert.match(await configError(loadConfig(['--log-level', 'loud'], {})), /--log-level/)
+    assert.match(await configError(loadConfig([], { SIPMESH_MDNS: 'maybe' })), /SIPMESH_MDNS: expected true or false/)
+    assert.match(await configError(loadConfig(['--domain', 'exa mple.com'], {})), /--domain \(item 1\): not a domain name/)
+    assert.match(await configError(loadConfig(['--data-dir', ''], {})), /--data-dir: must not be empty/)
+    assert.match(await configError(loadConfig(['--sip'], {})), /argument missing/)
+  })
+
+  test('--help is reported, not an error', async () => {
+    const { help } = await loadConfig(['--help'], {})
+    assert.equal(help, true)
+  })
+
+  test('host:port parsing', () => {
+    assert.deepEqual(parseHostPort('[::1]:5060'), { host: '::1', port: 5060 })
+    assert.deepEqual(parseHostPort('sip.example.com:0'), { host: 'sip.example.com', port: 0 })
+    for (const bad of ['', ':', '1.2.3.4', '1.2.3.4:', '256.1.1.1:5', '[zz]:5', 'a:b:5', '1.2.3.4:5:6', 'host:-1', 'h\u0000:5']) {
+      assert.throws(() => parseHostPort(bad), Error, bad)
+    }
+  })
+
+  test('hostile values: any string anywhere yields a config or a ConfigError, never anything else', async () => {
+    const keys = ['--domain', '--sip', '--ws', '--p2p', '--bootstrap', '--data-dir', '--admin', '--log-level', '--allow-peer', '--psk']
+    await fc.assert(fc.asyncProperty(fc.constantFrom(...keys), fc.string({ maxLength: 300 }), fc.string({ maxLength: 100 }), async (key, value, envValue) => {
+      for (const run of [() => loadConfig([key, value], {}), () => loadConfig([], { [`SIPMESH_${key.slice(2).toUpperCase().replace('-', '_')}`]: envValue })]) {
+        try {
+          await run()
+        } catch (err) {
+          assert.equal((err as Error).name, ConfigError.NAME, `${key} ${JSON.stringify(value)}: ${(err as Error).message}`)
+        }
+      }
+    }), { numRuns: 300 })
+  })
+})
