@@ -25,6 +25,7 @@ export {
 } from './transport-layer.ts'
 export { StreamFramer, type FrameEvent } from './stream-framer.ts'
 export { MAX_UDP_PAYLOAD } from './udp.ts'
+export { SourceRateLimiter, LogSampler, type RateLimitInit } from './limits.ts'
 export type {
   TransportKind, Address, MessageSource, TransportFlow, SendTarget, MessageHandler, ConnectionInfo, ConnectionHandler, TransportCounters
 } from './types.ts'

@@ -20,6 +20,7 @@ import type { FrameEvent } from './stream-framer.ts'
 import { TcpConnection, dialTcp, listenTcp } from './tcp.ts'
 import { bindUdp, MAX_UDP_PAYLOAD, type UdpEndpoint } from './udp.ts'
 import { WsConnection, listenWs } from './ws.ts'
+import { LogSampler, SourceRateLimiter, type RateLimitInit } from './limits.ts'
 import type {
   Address, ConnectionHandler, ConnectionInfo, MessageHandler, MessageSource, SendTarget, TransportCounters, TransportFlow,
   TransportKind
@@ -76,6 +77,17 @@ export interface TransportLayerInit {
    * @default 4194304
    */
   udpBufferSize?: number
+  /**
+   * Per-source-address rate limit on incoming messages (all transports together); messages over
+   * it are dropped and counted (`rateLimited`). Off when absent.
+   */
+  rateLimit?: RateLimitInit
+  /**
+   * Malformed-message, slow-peer and rate-limit log lines per second at most (the rest are
+   * counted and reported as `suppressed`).
+   * @default 20
+   */
+  logSamplePerSecond?: number
   /**
    * Refuse WebSocket handshakes that do not offer the `sip` subprotocol (RFC 7118).
    * @default true
@@ -143,8 +155,11 @@ export class TransportLayer implements StreamHost {
   private readonly byRemote = new Map<string, StreamConnection>()
   private readonly dialing = new Map<string, Promise<StreamConnection>>()
   private readonly c: TransportCounters = {
-    messagesIn: zero(), messagesOut: zero(), parseErrors: zero(), slowPeers: 0, idleClosed: 0, oversize: 0, connections: 0
+    messagesIn: zero(), messagesOut: zero(), parseErrors: zero(), slowPeers: 0, idleClosed: 0, oversize: 0, rateLimited: 0, connections: 0
   }
+
+  private readonly limiter: SourceRateLimiter | undefined
+  private readonly sampler: LogSampler
 
   private udp: UdpEndpoint | undefined
   private tcpServer: NetServer | undefined
@@ -167,6 +182,15 @@ export class TransportLayer implements StreamHost {
     this.maxDatagramSize = Math.min(init.maxDatagramSize ?? MAX_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
     this.connectTimeoutMs = init.connectTimeoutMs ?? 5000
     this.maxConnections = init.maxConnections ?? 10_000
+    this.limiter = init.rateLimit === undefined ? undefined : new SourceRateLimiter(init.rateLimit)
+    this.sampler = new LogSampler(init.logSamplePerSecond ?? 20)
+  }
+
+  /** Log a line about hostile or broken input, sampled so that a flood cannot flood the log. */
+  private sampledInfo (msg: string, fields: Record<string, unknown>): void {
+    const { log, suppressed } = this.sampler.allow()
+    if (!log) return
+    this.log.info(msg, suppressed > 0 ? { ...fields, suppressed } : fields)
   }
 
   // ---- lifecycle ---------------------------------------------------------------------------
@@ -294,6 +318,7 @@ export class TransportLayer implements StreamHost {
       slowPeers: this.c.slowPeers,
       idleClosed: this.c.idleClosed,
       oversize: this.c.oversize,
+      rateLimited: this.c.rateLimited,
       connections: this.connections.size
     }
   }
@@ -519,7 +544,7 @@ export class TransportLayer implements StreamHost {
 
   slowPeer (conn: StreamConnection): void {
     this.c.slowPeers++
-    this.log.info('slow peer: message incomplete in time, closing', { connection: conn.id, remote: conn.remote })
+    this.sampledInfo('slow peer: message incomplete in time, closing', { connection: conn.id, remote: conn.remote })
   }
 
   idle (conn: StreamConnection): void {
@@ -560,6 +585,11 @@ export class TransportLayer implements StreamHost {
   }
 
   private receive (data: Uint8Array, source: MessageSource, conn: StreamConnection | undefined, maxSize: number): void {
+    if (this.limiter !== undefined && !this.limiter.take(source.remote.host)) {
+      this.c.rateLimited++
+      this.sampledInfo('source over its rate limit, message dropped', { transport: source.transport, remote: source.remote })
+      return
+    }
     let message: SipMessage
     try {
       message = parseMessage(data, { maxSize })
@@ -586,7 +616,7 @@ export class TransportLayer implements StreamHost {
     if (!(err instanceof SipParseError)) this.log.error('codec failure', { error: String(err) })
     this.c.parseErrors[source.transport]++
     if (error.status === 513) this.c.oversize++
-    this.log.info('malformed SIP message', {
+    this.sampledInfo('malformed SIP message', {
       transport: source.transport,
       remote: source.remote,
       status: error.status,

@@ -54,6 +54,8 @@ export interface TransportCounters {
   idleClosed: number
   /** messages refused for their size */
   oversize: number
+  /** messages dropped by the per-source rate limit */
+  rateLimited: number
   /** open TCP and WebSocket connections */
   connections: number
 }
