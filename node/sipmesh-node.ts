@@ -227,7 +227,7 @@ export class SipmeshNode {
         registry: meshNode.registry,
         peerChannel: channel,
         store: new DatastoreDurableStore(datastore),
-        logger: this.log.child({ component: 'gateway' }),
+        logger: this.log,
         config: config.gateway,
         announceSip: (hostPort) => {
           this.sipAddress = hostPort
