@@ -624,7 +624,8 @@ export class TransportLayer implements StreamHost {
       answered: error.answerable
     })
     if (error.request !== undefined) {
-      const response = createResponse(error.request, error.status, error.reason)
+      // RFC 3261 8.2.6.2: a To tag on every final response we generate
+      const response = createResponse(error.request, error.status, error.reason, undefined, { toTag: true })
       const data = serializeMessage(response)
       if (conn !== undefined) {
         try {

@@ -75,6 +75,7 @@ describe('transport layer', () => {
         await client.send(request('OPTIONS').replace(/CSeq: (\d+) OPTIONS/, 'CSeq: $1 INVITE'), sipPort)
         await until(() => client.messages.length === 1)
         assert.match(client.messages[0], /^SIP\/2\.0 400 CSeq method does not match/)
+        assert.match(client.messages[0], /\r\nTo: <sip:node@example\.com>;tag=[0-9a-f]+\r\n/)
         await client.send(request('MESSAGE', { body: 'x'.repeat(5000) }), sipPort)
         await until(() => client.messages.length === 2)
         assert.match(client.messages[1], /^SIP\/2\.0 513 Message Too Large/)
