@@ -105,6 +105,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #sentBy: string
   readonly #onUnavailable: UnavailableHandler | undefined
   readonly #contexts = new Map<ServerTransaction, ResponseContext>()
+  readonly #resolving = new Map<string, Promise<Route | undefined>>()
+  readonly #lastRoutes = new Map<string, Route>()
   #layer: TransactionLayer<Flow> | undefined
   readonly stats: ProxyStats = { requests: 0, forwardedMesh: 0, deliveredLocal: 0, answeredLocally: 0, loops: 0, notOwnerRetries: 0, responses: {} }
 
@@ -256,9 +258,9 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
 
     const aor = aorOf(uri)
-    const route = await this.#registry.resolve(aor)
     if (fromMesh) {
-      if (route?.node !== this.#registry.nodeId && this.#registrar.lookup(aor).length === 0) {
+      // we own what we hold bindings for (the registrar drops them when displaced): no lookup then
+      if (this.#registrar.lookup(aor).length === 0 && (await this.#resolve(aor))?.node !== this.#registry.nodeId) {
         this.#respond(tx, createResponse(request, 404, 'Not Owner', [[NOT_OWNER_HEADER, this.#registry.nodeId]], { toTag: true }))
         return
       }
@@ -266,7 +268,35 @@ export class ProxyCore implements TransactionCore<Flow> {
       return
     }
     this.#assertIdentity(request)
-    await this.#toRoute(request, tx, flow, aor, route)
+    await this.#toRoute(request, tx, flow, aor, await this.#resolve(aor))
+  }
+
+  /**
+   * `registry.resolve`, with two guards for the hot path: concurrent calls for one AoR share one
+   * lookup, and while the registry has to go to the DHT (its cache entry lapsed) the route this
+   * node last resolved is used if it has not expired (stale-while-revalidate). The registry
+   * answers cache hits within microtasks, so a fresh answer always wins the race against
+   * `setImmediate`; a stale route that turns out wrong is caught by the not-owner retry.
+   */
+  async #resolve (aor: string): Promise<Route | undefined> {
+    let p = this.#resolving.get(aor)
+    if (p === undefined) {
+      const lookup = this.#registry.resolve(aor)
+      p = lookup
+      this.#resolving.set(aor, lookup)
+      lookup.then((route) => {
+        if (this.#resolving.get(aor) === lookup) this.#resolving.delete(aor)
+        if (route === undefined) this.#lastRoutes.delete(aor)
+        else {
+          if (this.#lastRoutes.size >= 100_000) this.#lastRoutes.clear()
+          this.#lastRoutes.set(aor, route)
+        }
+      }, () => { if (this.#resolving.get(aor) === lookup) this.#resolving.delete(aor) })
+    }
+    const last = this.#lastRoutes.get(aor)
+    if (last === undefined || last.expiresAt <= Date.now()) return await p
+    const r = await Promise.race([p, new Promise<typeof STALE>(resolve => setImmediate(() => resolve(STALE)))])
+    return r === STALE ? last : r
   }
 
   /** forward to wherever the route says: local contacts, another node, or nobody */
@@ -449,7 +479,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     } else {
       const uri = safeUri(request.uri)
       if (this.#domains.has(uri.host.toLowerCase()) && uri.user !== undefined) {
-        const route = await this.#registry.resolve(aorOf(uri))
+        const route = await this.#resolve(aorOf(uri))
         if (route === undefined) return
         if (route.node !== this.#registry.nodeId) target = this.#mesh(route.node)
         else {
@@ -515,6 +545,8 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
   }
 }
+
+const STALE = Symbol('stale')
 
 interface Target {
   uri: string
