@@ -277,6 +277,12 @@ describe('transport layer', () => {
         big.ws.send(request('MESSAGE', { transport: 'WS', body: 'z'.repeat(9000) }))
         await until(() => big.closed, 3000, 'oversize websocket closed')
         assert.match(big.messages[0] ?? '', /^SIP\/2\.0 513 /)
+        // far beyond the limit: ws itself refuses the frame (close 1009) before we buffer it all
+        const huge = await WsClient.open(wsPort)
+        const code = new Promise<number>(resolve => huge.ws.once('close', (c: number) => resolve(c)))
+        huge.ws.send(request('MESSAGE', { transport: 'WS', body: 'z'.repeat(40_000) }))
+        assert.equal(await code, 1009)
+        assert.equal(huge.messages.length, 0)
         junk.ws.send(Buffer.from([1, 2, 3, 0, 255]))
         junk.ws.send('INVITE sip:x SIP/2.0\r\n\r\n')
         junk.ws.send(request('OPTIONS', { transport: 'WS' }))
