@@ -25,7 +25,8 @@ import type { TimerSettings } from './transaction/timers.ts'
 import { ProxyCore, type ProxyStats, type UnavailableHandler } from './proxy/core.ts'
 import { MESH_TRANSPORT, type Connector, type Flow } from './proxy/flow.ts'
 import { responseForError } from './proxy/error-response.ts'
-import { startTransports, type TransportSet } from './proxy/transports.ts'
+import { TransportLayer, type TransportCounters } from './transport/index.ts'
+import type { RateLimitInit } from './transport/limits.ts'
 
 export interface GatewayComponents {
   registry: Registry
@@ -55,8 +56,12 @@ export interface GatewayConfig {
     maxServerTransactions?: number
     /** most TCP/WebSocket connections. @default 10000 */
     maxConnections?: number
-    /** close TCP/WebSocket connections idle this long, ms. @default 300000 */
+    /** close TCP/WebSocket connections idle this long, ms. @default 900000 */
     idleTimeoutMs?: number
+    /** a message that started arriving must complete within this, ms (slow peers). @default 10000 */
+    messageTimeoutMs?: number
+    /** per-source rate limit; off when absent */
+    rateLimit?: RateLimitInit
   }
   /** RFC 3261 T1/T2/T4 */
   timers?: Partial<TimerSettings>
@@ -79,6 +84,7 @@ export interface GatewayStats extends ProxyStats {
   parseErrors: number
   meshIn: number
   meshOut: number
+  transport?: TransportCounters
 }
 
 export class Gateway {
@@ -89,7 +95,7 @@ export class Gateway {
   readonly #meshFlows = new Map<string, Flow>()
   #layer: TransactionLayer<Flow> | undefined
   #core: ProxyCore | undefined
-  #transports: TransportSet | undefined
+  #transports: TransportLayer | undefined
   #unMesh: Unwatch | undefined
   #unavailable: UnavailableHandler | undefined
   #running = false
@@ -118,8 +124,9 @@ export class Gateway {
 
   /** where the transports listen, once started */
   get addresses (): { udp: { host: string, port: number }, tcp: { host: string, port: number }, ws?: { host: string, port: number } } {
-    if (this.#transports === undefined) throw new Error('gateway not started')
-    return this.#transports.addresses
+    const a = this.#transports?.addresses()
+    if (a?.udp === undefined || a.tcp === undefined) throw new Error('gateway not started')
+    return { udp: a.udp, tcp: a.tcp, ws: a.ws }
   }
 
   get stats (): GatewayStats {
@@ -132,25 +139,30 @@ export class Gateway {
       serverTransactions: this.#layer?.serverCount ?? 0,
       clientTransactions: this.#layer?.clientCount ?? 0,
       retransmissionsAbsorbed: this.#layer?.stats.retransmissionsAbsorbed ?? 0,
-      ...this.#counters
+      ...this.#counters,
+      transport: this.#transports?.counters()
     }
   }
 
   async start (): Promise<void> {
     if (this.#running) return
     const config = this.#config
-    this.#transports = await startTransports({
+    const transports = new TransportLayer({ logger: this.#log.child({ sub: 'transport' }) }, {
       sip: config.sip,
       ws: config.ws,
       maxMessageSize: config.limits?.maxMessageSize,
       maxConnections: config.limits?.maxConnections,
       idleTimeoutMs: config.limits?.idleTimeoutMs,
-      logger: this.#log.child({ sub: 'transport' }),
-      onMessage: (data, flow) => { this.#receive(data, flow) }
+      messageTimeoutMs: config.limits?.messageTimeoutMs,
+      rateLimit: config.limits?.rateLimit
     })
-    const { udp, tcp } = this.#transports.addresses
+    // the transport layer parses, answers malformed requests and stamps received/rport
+    transports.onMessage((message, source) => { this.dispatch(message, transports.flowOf(source)) })
+    await transports.start()
+    this.#transports = transports
+    const { udp, tcp } = this.addresses
     const host = config.advertise ?? config.sip.host
-    const connector: Connector = { connect: async (target) => await this.#transports!.connect(target) }
+    const connector: Connector = { connect: async (target) => await transports.connect(target) }
     this.#core = new ProxyCore({
       registry: this.#components.registry,
       registrar: this.#registrar,
@@ -173,7 +185,7 @@ export class Gateway {
     })
     await this.#registrar.start()
     this.#running = true
-    this.#log.info('sip gateway started', { udp, tcp, ws: this.#transports.addresses.ws, domains: config.domains })
+    this.#log.info('sip gateway started', { udp, tcp, ws: this.addresses.ws, domains: config.domains })
   }
 
   async stop (): Promise<void> {
@@ -182,7 +194,7 @@ export class Gateway {
     this.#unMesh?.()
     this.#registrar.stop()
     this.#layer?.close()
-    await this.#transports?.close()
+    await this.#transports?.stop()
     this.#meshFlows.clear()
     this.#log.info('sip gateway stopped')
   }
@@ -229,7 +241,6 @@ export class Gateway {
     const layer = this.#layer
     if (layer === undefined) return
     if (message instanceof SipRequest) {
-      if (flow.transport !== MESH_TRANSPORT) addReceived(message, flow)
       try {
         layer.receiveRequest(message, flow)
       } catch (err) {
@@ -245,17 +256,5 @@ export class Gateway {
         this.#log.debug('response dropped', { err: String(err) })
       }
     }
-  }
-}
-
-/** RFC 3261 18.2.1 / RFC 3581: note where the request really came from in its top Via */
-function addReceived (request: SipRequest, flow: Flow): void {
-  const top = request.headers.get('Via')
-  if (top === undefined) return
-  const lower = top.toLowerCase()
-  if (lower.includes(';rport') || !top.includes(flow.remote.host)) {
-    let v = top.replace(/;\s*rport(?=;|$|\s)/i, `;rport=${flow.remote.port}`)
-    if (!/;\s*received=/i.test(v)) v += `;received=${flow.remote.host}`
-    request.headers.replaceFirst('Via', v)
   }
 }
