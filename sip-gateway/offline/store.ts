@@ -67,7 +67,13 @@ export interface OfflineStoreInit {
    * @default 64 KiB
    */
   maxBodyBytes?: number
-  /** most tombstones (ids of delivered or handed-over messages) kept per user; the oldest go first. @default 1000 */
+  /**
+   * Most tombstones (ids of delivered or handed-over messages) kept per user; the oldest go first.
+   * A tombstone otherwise lives as long as a message (`retentionMs`): a record older than that is
+   * refused as expired anyway. At least the per-user quota, so that a whole backlog handed over
+   * stays recognised if the transfer is retried.
+   * @default max(1000, 2 * maxMessagesPerUser)
+   */
   maxTombstonesPerUser?: number
   /** Retry-After hint carried by OfflineQuotaError, seconds. @default 3600 */
   retryAfter?: number
@@ -192,7 +198,7 @@ export class OfflineStore {
     this.#maxMessages = positive('maxMessages', init.maxMessages ?? 100_000)
     this.#maxBytes = positive('maxBytes', init.maxBytes ?? 256 * 1024 * 1024)
     this.#maxBodyBytes = positive('maxBodyBytes', init.maxBodyBytes ?? 64 * 1024)
-    this.#maxTombs = positive('maxTombstonesPerUser', init.maxTombstonesPerUser ?? 1000)
+    this.#maxTombs = positive('maxTombstonesPerUser', init.maxTombstonesPerUser ?? Math.max(1000, 2 * this.#maxPerUser))
     this.#retryAfter = positive('retryAfter', init.retryAfter ?? 3600)
     this.#now = init.now ?? (() => Date.now())
     this.#timers = init.timers ?? {
@@ -305,24 +311,39 @@ export class OfflineStore {
   }
 
   /**
-   * Hand the user's whole backlog to another node: `handOver` must resolve only once the other
-   * node stored the records (its `import()` resolved); then they are removed here, with
-   * tombstones. When `handOver` throws, nothing is removed and the error is rethrown. Excludes
+   * Hand the user's backlog to another node, in order, `batchSize` records per `handOver` call:
+   * `handOver` must resolve only once the other node stored the batch (its `import()` resolved);
+   * then the batch is removed here, with tombstones. When `handOver` throws, the batches before
+   * it stay handed over, that batch and the rest stay here, and the error is rethrown. Excludes
    * deliveries for the same user while it runs. Returns how many records were handed over.
    */
-  async take (aor: string, handOver: HandOverFn, options: AbortOptions = {}): Promise<number> {
+  async take (aor: string, handOver: HandOverFn, options: AbortOptions & { batchSize?: number } = {}): Promise<number> {
     this.#ensureStarted()
     checkAor(aor)
+    const batchSize = positive('batchSize', options.batchSize ?? 500)
     return await this.#deliver.run(aor, async () => {
-      this.#ensureStarted()
-      const records = await this.export(aor)
-      if (records.length === 0) return 0
-      await handOver(aor, records, { signal: anySignal(this.#shutdown.signal, options.signal) })
-      await this.#mutate.run(aor, async () => {
-        for (const r of records) await this.#remove(aor, r.id, true)
-      })
-      this.#log.info('offline backlog handed over', { aor, count: records.length })
-      return records.length
+      const signal = anySignal(this.#shutdown.signal, options.signal)
+      let total = 0
+      const done = new Set<string>()
+      while (true) {
+        this.#ensureStarted()
+        signal.throwIfAborted()
+        const batch: OfflineRecord[] = []
+        for await (const rec of this.pending(aor)) {
+          if (done.has(rec.id)) continue // a removal that failed after its hand-over
+          batch.push(rec)
+          if (batch.length >= batchSize) break
+        }
+        if (batch.length === 0) break
+        await handOver(aor, batch, { signal })
+        for (const r of batch) done.add(r.id)
+        total += batch.length
+        await this.#mutate.run(aor, async () => {
+          for (const r of batch) await this.#remove(aor, r.id, true)
+        })
+      }
+      if (total > 0) this.#log.info('offline backlog handed over', { aor, count: total })
+      return total
     })
   }
 
@@ -330,7 +351,7 @@ export class OfflineStore {
    * `take()` for every user with a backlog (a node leaving the mesh). A failed hand-over is
    * logged and leaves that user's backlog here; the others continue.
    */
-  async drain (handOver: HandOverFn, options: AbortOptions = {}): Promise<{ users: number, messages: number, failed: number }> {
+  async drain (handOver: HandOverFn, options: AbortOptions & { batchSize?: number } = {}): Promise<{ users: number, messages: number, failed: number }> {
     let users = 0
     let messages = 0
     let failed = 0

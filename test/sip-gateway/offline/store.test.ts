@@ -481,6 +481,38 @@ describe('OfflineStore: hand-over between nodes', () => {
     await store.stop()
   })
 
+  test('take hands over in batches; a failure keeps that batch and the rest', async () => {
+    const a = await open()
+    const b = await open()
+    for (let i = 0; i < 7; i++) await a.store.store(ALICE, message(i))
+    const calls: string[][] = []
+    await assert.rejects(a.store.take(ALICE, async (aor, recs) => {
+      calls.push(recs.map(r => r.id))
+      if (calls.length === 3) throw new Error('link lost')
+      await b.store.import(aor, recs)
+    }, { batchSize: 2 }), /link lost/)
+    assert.deepEqual(calls, [['m-0', 'm-1'], ['m-2', 'm-3'], ['m-4', 'm-5']])
+    assert.deepEqual(await ids(a.store), ['m-4', 'm-5', 'm-6'])
+    assert.deepEqual(await ids(b.store), ['m-0', 'm-1', 'm-2', 'm-3'])
+    // retried: the rest follows, nothing twice on b
+    assert.equal(await a.store.take(ALICE, async (aor, recs) => { await b.store.import(aor, recs) }, { batchSize: 2 }), 3)
+    assert.deepEqual(await ids(b.store), ['m-0', 'm-1', 'm-2', 'm-3', 'm-4', 'm-5', 'm-6'])
+    await a.store.stop()
+    await b.store.stop()
+  })
+
+  test('a full backlog handed over stays recognised (tombstones cover the quota by default)', async () => {
+    const { store, db } = await open({ maxMessagesPerUser: 1500 })
+    for (let i = 0; i < 1500; i++) await store.store(ALICE, message(i))
+    let handed: OfflineRecord[] = []
+    await store.take(ALICE, async (_aor, recs) => { handed = handed.concat(recs) })
+    assert.equal(handed.length, 1500)
+    assert.equal(db.keys(TOMB_PREFIX).length, 1500)
+    const r = await store.import(ALICE, handed) // e.g. the other node handed them back by mistake
+    assert.equal(r.duplicates, 1500)
+    await store.stop()
+  })
+
   test('import merges by time of receipt, validates, and respects the node-wide cap', async () => {
     const t0 = 1_700_000_000_000
     let now = t0
