@@ -28,10 +28,11 @@ export interface DatastoreGuardInit {
   /** logger for refused writes */
   log?: Logger
   /**
-   * Called after a stored live claim of one owner was replaced by a newer claim (of any kind) —
-   * the registry uses it to tell the displaced owner (a replica witnessed the move).
+   * Called after every accepted claim write with the claim it replaced (undefined when there was
+   * none, or it was expired or undecodable). The registry uses it to tell a displaced owner and
+   * the nodes interested in the AoR (this replica witnessed the change).
    */
-  onReplace?(previous: SignedClaim, next: SignedClaim): void
+  onStore?(previous: SignedClaim | undefined, next: SignedClaim): void
 }
 
 function claimOfRecord (value: Uint8Array): SignedClaim | undefined {
@@ -54,7 +55,7 @@ export class ClaimGuardDatastore implements Datastore {
   private readonly recordPrefix: string
   private readonly log?: Logger
   private readonly locks = new Map<string, Promise<unknown>>()
-  onReplace?: (previous: SignedClaim, next: SignedClaim) => void
+  onStore?: (previous: SignedClaim | undefined, next: SignedClaim) => void
   /** how many writes were refused (for tests and metrics) */
   refused = 0
 
@@ -62,38 +63,32 @@ export class ClaimGuardDatastore implements Datastore {
     this.inner = inner
     this.recordPrefix = `${init.datastorePrefix ?? '/dht'}/record/`
     this.log = init.log
-    this.onReplace = init.onReplace
+    this.onStore = init.onStore
   }
 
-  /** Whether this write may go ahead; throws StaleClaimError otherwise. */
-  private async check (key: Key, value: Uint8Array, options?: AbortOptions): Promise<void> {
-    if (!key.toString().startsWith(this.recordPrefix)) return
+  /**
+   * Whether this write may go ahead; throws StaleClaimError otherwise. Returns the claims involved
+   * (undefined when the value is not a claim record).
+   */
+  private async check (key: Key, value: Uint8Array, options?: AbortOptions): Promise<{ prev?: SignedClaim, next: SignedClaim } | undefined> {
     const next = claimOfRecord(value)
-    if (next == null) return
+    if (next == null) return undefined
     let stored: Uint8Array
     try {
       stored = await this.inner.get(key, options)
     } catch (err) {
-      if (errorName(err) === 'NotFoundError') return
+      if (errorName(err) === 'NotFoundError') return { next }
       throw err
     }
     const prev = claimOfRecord(stored)
-    if (prev == null) return
     // an expired stored claim blocks nothing
-    if (prev.expiresAt <= Date.now()) return
-    const order = compareClaims(next, prev)
-    if (order < 0) {
+    if (prev == null || prev.expiresAt <= Date.now()) return { next }
+    if (compareClaims(next, prev) < 0) {
       this.refused++
       this.log?.('refused stale claim for %s: version %s over stored %s', next.aor, next.version, prev.version)
       throw new StaleClaimError(`stale claim for ${next.aor}: version ${next.version} is older than stored ${prev.version}`)
     }
-    if (order > 0 && prev.kind === 'claim' && !prev.owner.equals(next.owner)) {
-      try {
-        this.onReplace?.(prev, next)
-      } catch (err) {
-        this.log?.('onReplace handler failed: %s', errorMessage(err))
-      }
-    }
+    return { prev, next }
   }
 
   private async serialize<T> (key: Key, fn: () => Promise<T>): Promise<T> {
@@ -112,8 +107,16 @@ export class ClaimGuardDatastore implements Datastore {
   async put (key: Key, val: Uint8Array, options?: AbortOptions): Promise<Key> {
     if (!key.toString().startsWith(this.recordPrefix)) return this.inner.put(key, val, options)
     return this.serialize(key, async () => {
-      await this.check(key, val, options)
-      return this.inner.put(key, val, options)
+      const claims = await this.check(key, val, options)
+      const k = await this.inner.put(key, val, options)
+      if (claims != null && this.onStore != null) {
+        try {
+          this.onStore(claims.prev, claims.next)
+        } catch (err) {
+          this.log?.('onStore handler failed: %s', errorMessage(err))
+        }
+      }
+      return k
     })
   }
 

@@ -7,8 +7,11 @@ import { MessageType } from '@libp2p/kad-dht'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
-import { claimKey, compareClaims, interestCid, isLive, normalizeAor, signClaim, verifyClaim } from './record/claim.ts'
-import { CLAIM_NOTICE_PROTOCOL, noticeHandler, sendNotice } from './notice.ts'
+import { claimKey, compareClaims, isLive, normalizeAor, signClaim, verifyClaim } from './record/claim.ts'
+import { CLAIM_INTEREST_PROTOCOL, CLAIM_NOTICE_PROTOCOL, MAX_INTEREST_BYTES, noticeHandler, sendNotice } from './notice.ts'
+import { decode, encode } from 'cborg'
+import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
+import { xor } from 'uint8arrays/xor'
 import { NotStartedError, errorMessage, errorName } from './errors.ts'
 import type { SignedClaim } from './record/claim.ts'
 import type { ClaimRegistry, DhtRegistryComponents, DhtRegistryInit } from './index.ts'
@@ -25,6 +28,10 @@ interface KadInternals {
   routingTable: { size: number, closestPeers (kadId: Uint8Array, options?: { count?: number }): PeerId[] }
   network: { sendRequest (to: PeerId, msg: { type: MessageType, key: Uint8Array, record?: Uint8Array }, options: { signal: AbortSignal, path: { index: number, queued: number, running: number, total: number } }): AsyncGenerator<QueryEvent> }
 }
+
+const MAX_INTEREST_TTL_MS = 3_600_000
+const MAX_INTEREST_AORS = 100_000
+const MAX_INTEREST_PER_AOR = 1_000
 
 const NO_PATH = { index: -1, queued: 0, running: 0, total: 0 }
 
@@ -103,6 +110,11 @@ export class DhtRegistry implements ClaimRegistry {
   private readonly watchers = new Map<Aor, WatchEntry>()
   private readonly displacedHandlers = new Set<(aor: Aor, by: Route) => void>()
   private readonly sentNotices = new Set<string>()
+  /** as a replica: who wants to hear about which AoR, until when */
+  private readonly interests = new Map<Aor, Map<string, { peer: PeerId, until: number }>>()
+  private readonly interestProtocol: string
+  private readonly noticeReplicas: number
+  private readonly resolveQuorum: number
   private shutdown?: AbortController
   private republishTimer?: ReturnType<typeof setInterval>
   private reassertTimer?: ReturnType<typeof setTimeout>
@@ -119,10 +131,13 @@ export class DhtRegistry implements ClaimRegistry {
     this.republishInterval = init.republishIntervalMs ?? 600_000
     this.watchInterval = init.watchIntervalMs ?? 30_000
     this.queryTimeout = init.queryTimeoutMs ?? 10_000
-    this.claimReadCache = init.claimReadCacheMs ?? 0
+    this.claimReadCache = init.claimReadCacheMs ?? 30_000
     this.protocol = init.noticeProtocol ?? CLAIM_NOTICE_PROTOCOL
     this.datastorePrefix = init.datastorePrefix ?? '/dht'
     this.directQueries = init.directQueries ?? 'auto'
+    this.interestProtocol = init.interestProtocol ?? CLAIM_INTEREST_PROTOCOL
+    this.noticeReplicas = init.noticeReplicas ?? 3
+    this.resolveQuorum = init.resolveQuorum ?? 3
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -130,8 +145,12 @@ export class DhtRegistry implements ClaimRegistry {
   async start (options?: AbortOptions): Promise<void> {
     if (this.shutdown != null) return
     this.shutdown = new AbortController()
-    this.components.datastore.onReplace = (prev, next) => { this.witnessReplace(prev, next) }
+    this.components.datastore.onStore = (prev, next) => { this.stored(prev, next) }
     await this.components.libp2p.handle(this.protocol, noticeHandler(this.log, async (from, bytes) => { await this.receiveNotice(from, bytes) }), {
+      maxInboundStreams: 256,
+      maxOutboundStreams: 256
+    })
+    await this.components.libp2p.handle(this.interestProtocol, noticeHandler(this.log, (from, bytes) => { this.receiveInterest(from, bytes) }, MAX_INTEREST_BYTES), {
       maxInboundStreams: 256,
       maxOutboundStreams: 256
     })
@@ -157,6 +176,12 @@ export class DhtRegistry implements ClaimRegistry {
       })
     }
     await this.republish()
+    // the routing table was still filling: once more when the node has settled in
+    await new Promise<void>(resolve => {
+      this.reassertTimer = setTimeout(resolve, 2_000)
+      this.reassertTimer.unref?.()
+    })
+    await this.republish()
   }
 
   async stop (): Promise<void> {
@@ -170,8 +195,10 @@ export class DhtRegistry implements ClaimRegistry {
       clearTimeout(w.expiry)
     }
     this.watchers.clear()
-    if (this.components.datastore.onReplace != null) this.components.datastore.onReplace = undefined
+    this.components.datastore.onStore = undefined
+    this.interests.clear()
     await this.components.libp2p.unhandle(this.protocol).catch(() => {})
+    await this.components.libp2p.unhandle(this.interestProtocol).catch(() => {})
   }
 
   private signal (options?: AbortOptions, timeout = this.queryTimeout): AbortSignal {
@@ -216,8 +243,12 @@ export class DhtRegistry implements ClaimRegistry {
     return out.sort((a, b) => compareClaims(b, a))
   }
 
-  /** Every valid claim the DHT (and this node's store) holds for an AoR, newest first. */
-  async lookupAll (aor: Aor, options?: AbortOptions): Promise<SignedClaim[]> {
+  /**
+   * Every valid claim the DHT (and this node's store) holds for an AoR, newest first. With
+   * `quorum`, a direct lookup answers once that many peers responded; the later answers still
+   * update the cache (and stale replicas are corrected) when they arrive.
+   */
+  async lookupAll (aor: Aor, options?: AbortOptions & { quorum?: number }): Promise<SignedClaim[]> {
     const key = claimKey(aor)
     const signal = this.signal(options)
     const values: Uint8Array[] = []
@@ -232,23 +263,43 @@ export class DhtRegistry implements ClaimRegistry {
         // nothing stored here
       }
       const peers = kad.routingTable.closestPeers(kadId(key), { count: kad.k })
-      await Promise.all(peers.map(async peer => {
+      const quorum = Math.min(options?.quorum ?? peers.length, peers.length)
+      let responded = 0
+      let reached: () => void = () => {}
+      const quorumReached = new Promise<void>(resolve => { reached = resolve })
+      if (responded >= quorum) reached()
+      const all = Promise.all(peers.map(async peer => {
         try {
           for await (const ev of kad.network.sendRequest(peer, { type: MessageType.GET_VALUE, key }, { signal, path: NO_PATH })) {
-            if (ev.name === 'PEER_RESPONSE' && ev.record != null) answers.push({ peer, value: ev.record.value })
+            if (ev.name === 'PEER_RESPONSE') {
+              if (ev.record != null) answers.push({ peer, value: ev.record.value })
+              if (++responded >= quorum) reached()
+            }
           }
         } catch {
           // an unreachable peer just does not answer
         }
       }))
-      options?.signal?.throwIfAborted()
-      const claims = await this.verifyAll(aor, key, answers.map(a => a.value))
-      const best = claims[0]
-      if (best != null) {
-        const stale = answers.filter(a => !uint8ArrayEquals(a.value, best.bytes))
-        if (stale.length > 0) void this.correct(kad, best, stale.map(a => a.peer))
+      const finish = async (): Promise<SignedClaim[]> => {
+        const claims = await this.verifyAll(aor, key, answers.map(a => a.value))
+        const best = claims[0]
+        if (best != null) {
+          const stale = answers.filter(a => !uint8ArrayEquals(a.value, best.bytes))
+          if (stale.length > 0) void this.correct(kad, best, stale.map(a => a.peer))
+        }
+        return claims
       }
-      return claims
+      await Promise.race([all, quorumReached])
+      options?.signal?.throwIfAborted()
+      if (responded < peers.length) {
+        // the rest arrive in the background
+        void all.then(async () => {
+          const claims = await finish()
+          if (claims[0] != null) this.apply(aor, claims[0], false)
+        }).catch(() => {})
+        return this.verifyAll(aor, key, answers.map(a => a.value))
+      }
+      return finish()
     } else {
       try {
         for await (const ev of this.components.dht.get(key, { signal })) {
@@ -265,7 +316,7 @@ export class DhtRegistry implements ClaimRegistry {
   }
 
   /** The newest valid claim the DHT holds for an AoR. */
-  async lookup (aor: Aor, options?: AbortOptions): Promise<SignedClaim | undefined> {
+  async lookup (aor: Aor, options?: AbortOptions & { quorum?: number }): Promise<SignedClaim | undefined> {
     return (await this.lookupAll(aor, options))[0]
   }
 
@@ -446,13 +497,103 @@ export class DhtRegistry implements ClaimRegistry {
 
   // ---------------------------------------------------------------- notices
 
-  /** A stored live claim of `prev.owner` was replaced here by `next`: tell the displaced owner. */
-  private witnessReplace (prev: SignedClaim, next: SignedClaim): void {
-    if (prev.owner.equals(this.peerId)) {
+  /**
+   * Whether this node is among the `noticeReplicas` closest to a key by its own routing table: only
+   * those replicas send witness notices, so a change is told a few times, not k times.
+   */
+  private isNotifyingReplica (key: Uint8Array): boolean {
+    const kad = kadInternals(this.components.dht)
+    if (kad == null) return true
+    const target = kadId(key)
+    const closest = kad.routingTable.closestPeers(target, { count: this.noticeReplicas })
+    if (closest.length < this.noticeReplicas) return true
+    const last = closest[closest.length - 1]
+    return uint8ArrayCompare(xor(kadId(this.peerId.toMultihash().bytes), target), xor(kadId(last.toMultihash().bytes), target)) < 0
+  }
+
+  /**
+   * The guard accepted a claim into this node's store (as a replica, or our own put): tell the
+   * owner it displaced, and the nodes interested in the AoR when its route changed.
+   */
+  private stored (prev: SignedClaim | undefined, next: SignedClaim): void {
+    if (this.shutdown == null) return
+    const moved = prev != null && prev.kind === 'claim' && !prev.owner.equals(next.owner)
+    const changed = prev == null || prev.kind !== next.kind || !prev.owner.equals(next.owner) || prev.sip !== next.sip
+    if (moved && prev.owner.equals(this.peerId)) {
       queueMicrotask(() => { this.apply(next.aor, next, true) })
+    }
+    if (changed && this.watchers.has(next.aor)) {
+      queueMicrotask(() => { this.apply(next.aor, next, true) })
+    }
+    if (!moved && !changed) return
+    const interested = this.interests.get(next.aor)
+    if (!moved && interested == null) return
+    if (!this.isNotifyingReplica(claimKey(next.aor))) return
+    if (moved) void this.notify(prev.owner, next)
+    if (changed && interested != null) {
+      const now = Date.now()
+      for (const [id, { peer, until }] of interested) {
+        if (until <= now) {
+          interested.delete(id)
+          continue
+        }
+        if (!peer.equals(next.owner)) void this.notify(peer, next)
+      }
+      if (interested.size === 0) this.interests.delete(next.aor)
+    }
+  }
+
+  /** A watcher registered interest in an AoR with us (a replica of its claim key). */
+  private receiveInterest (from: PeerId, bytes: Uint8Array): void {
+    let aor: string
+    let ttl: number
+    try {
+      const msg = decode(bytes, { strict: true, allowUndefined: false })
+      if (!Array.isArray(msg) || msg.length !== 3 || msg[0] !== 1 || typeof msg[1] !== 'string' || typeof msg[2] !== 'number') throw new Error('not [1, aor, ttl]')
+      aor = normalizeAor(msg[1])
+      ttl = Math.min(Math.max(0, msg[2]), MAX_INTEREST_TTL_MS)
+    } catch (err) {
+      this.log('ignored interest from %p: %s', from, errorMessage(err))
       return
     }
-    void this.notify(prev.owner, next)
+    let m = this.interests.get(aor)
+    if (m == null) {
+      if (this.interests.size >= MAX_INTEREST_AORS) {
+        this.log('interest table full, ignored %s from %p', aor, from)
+        return
+      }
+      m = new Map()
+      this.interests.set(aor, m)
+    }
+    if (m.size >= MAX_INTEREST_PER_AOR && !m.has(from.toString())) return
+    m.set(from.toString(), { peer: from, until: Date.now() + ttl })
+  }
+
+  /** Tell the replicas of an AoR's claim key that this node wants to hear about changes. */
+  private async registerInterest (aor: Aor): Promise<void> {
+    if (this.shutdown == null) return
+    const key = claimKey(aor)
+    const msg = encode([1, aor, this.watchInterval * 3])
+    let peers: PeerId[] = []
+    const kad = this.directKad()
+    if (kad != null) {
+      peers = kad.routingTable.closestPeers(kadId(key), { count: kad.k })
+    } else {
+      try {
+        for await (const ev of this.components.dht.getClosestPeers(key, { signal: this.signal() })) {
+          if (ev.name === 'FINAL_PEER') peers.push(ev.peer.id)
+        }
+      } catch (err) {
+        this.log('could not find the replicas of %s: %s', aor, errorMessage(err))
+      }
+    }
+    await Promise.all(peers.map(async peer => {
+      try {
+        await sendNotice(this.components.libp2p, this.interestProtocol, peer, msg, { signal: this.shutdown?.signal, maxBytes: MAX_INTEREST_BYTES })
+      } catch (err) {
+        this.log('could not register interest in %s with %p: %s', aor, peer, errorMessage(err))
+      }
+    }))
   }
 
   private async notify (peer: PeerId, c: SignedClaim): Promise<void> {
@@ -467,27 +608,6 @@ export class DhtRegistry implements ClaimRegistry {
     } catch (err) {
       this.log('could not notify %p of %s: %s', peer, c.aor, errorMessage(err))
     }
-  }
-
-  /** Tell every node that registered interest in the AoR (provider records) about a claim. */
-  private async notifyInterested (c: SignedClaim): Promise<void> {
-    if (this.shutdown == null) return
-    const seen = new Set<string>()
-    const sends: Array<Promise<void>> = []
-    try {
-      for await (const ev of this.components.dht.findProviders(interestCid(c.aor), { signal: this.signal() })) {
-        if (ev.name !== 'PROVIDER') continue
-        for (const p of ev.providers) {
-          const id = p.id.toString()
-          if (seen.has(id)) continue
-          seen.add(id)
-          sends.push(this.notify(p.id, c))
-        }
-      }
-    } catch (err) {
-      this.log('finding interested nodes for %s: %s', c.aor, errorMessage(err))
-    }
-    await Promise.all(sends)
   }
 
   private async receiveNotice (from: PeerId, bytes: Uint8Array): Promise<void> {
@@ -575,7 +695,6 @@ export class DhtRegistry implements ClaimRegistry {
     const previous = routeOf(prev)
     if (won) {
       if (prev != null && isLive(prev) && !prev.owner.equals(this.peerId)) void this.notify(prev.owner, mine)
-      if (prev == null || !isLive(prev) || !prev.owner.equals(this.peerId) || prev.sip !== mine.sip) void this.notifyInterested(mine)
     }
     return { won, route: routeOf(best) ?? routeOf(mine)!, previous, replicas: outcome.replicas }
   }
@@ -591,7 +710,6 @@ export class DhtRegistry implements ClaimRegistry {
     const tomb = await this.sign(aor, 'release', Math.max(cur.expiresAt, Date.now() + 1_000), cur.version)
     this.apply(aor, tomb, true)
     await this.put(tomb, options)
-    void this.notifyInterested(tomb)
   }
 
   async resolve (aorIn: Aor, options?: AbortOptions & { fresh?: boolean }): Promise<Route | undefined> {
@@ -603,7 +721,7 @@ export class DhtRegistry implements ClaimRegistry {
       const neg = this.negative.get(aor)
       if (e == null && neg != null && now - neg < this.negativeTtl) return undefined
     }
-    const found = await this.lookup(aor, options)
+    const found = await this.lookup(aor, { ...options, quorum: this.resolveQuorum })
     const best = this.apply(aor, found, true)
     // we know a newer claim than the DHT served: put it back (heals a stale put, P2)
     if (best != null && (found == null || compareClaims(best, found) > 0)) this.put(best).catch(() => {})
@@ -620,6 +738,7 @@ export class DhtRegistry implements ClaimRegistry {
       entry.poll = setInterval(() => {
         if (this.shutdown == null) return
         this.resolve(aor, { fresh: true }).catch(() => {})
+        void this.registerInterest(aor)
       }, this.watchInterval)
       entry.poll.unref?.()
       void this.registerInterest(aor)
@@ -637,20 +756,7 @@ export class DhtRegistry implements ClaimRegistry {
         clearInterval(entry.poll)
         clearTimeout(entry.expiry)
         this.watchers.delete(aor)
-        this.components.dht.cancelReprovide(interestCid(aor)).catch(() => {})
       }
-    }
-  }
-
-  /** Announce this node as interested in an AoR (a DHT provider record on its interest CID). */
-  private async registerInterest (aor: Aor): Promise<void> {
-    if (this.shutdown == null) return
-    try {
-      for await (const _ev of this.components.dht.provide(interestCid(aor), { signal: this.signal() })) {
-        // drain
-      }
-    } catch (err) {
-      this.log('could not register interest in %s: %s', aor, errorMessage(err))
     }
   }
 

@@ -21,11 +21,16 @@
  * - `release`: a signed tombstone (kind `release`, higher version) so everyone resolves nothing.
  * - renewal: own live claims are re-put every `republishIntervalMs` and persisted in the
  *   datastore, so a restarted node re-asserts the still-valid ones in `start()`.
- * - `watch`: registers interest (a DHT provider record on a CID derived from the AoR, plus a
- *   periodic re-resolve); `onDisplaced`: this node's claim was superseded (verified notice).
+ * - `watch`: registers interest with the replicas of the AoR's claim key
+ *   (`/sipmesh/claim-interest/1.0.0`, refreshed with a periodic re-resolve as a safety net); a
+ *   replica that stores a claim changing the AoR's route tells the interested nodes, so the claimer
+ *   pays nothing extra. `onDisplaced`: this node's claim was superseded (verified notice).
  *
  * Notices travel over `/sipmesh/claim-notice/1.0.0`: one length-prefixed message carrying the
  * winning signed claim; the receiver verifies it (signature, newer than what it has) before acting.
+ * The new owner sends one to the previous owner it knows of; besides, the few replicas closest to
+ * the key (`noticeReplicas`) send one when they store a claim that displaces another owner, which
+ * covers owners the claimer did not know of (races).
  */
 import { DhtRegistry } from './dht-registry.ts'
 import type { ClaimGuardDatastore } from './datastore-guard.ts'
@@ -42,7 +47,7 @@ export { InvalidClaimError, StaleClaimError, InvalidAorError, NotStartedError } 
 export { MemoryMesh, MemoryRegistry } from './memory-registry.ts'
 export { DhtRegistry }
 
-export { CLAIM_NOTICE_PROTOCOL } from './notice.ts'
+export { CLAIM_NOTICE_PROTOCOL, CLAIM_INTEREST_PROTOCOL } from './notice.ts'
 
 /** A registry that runs: `start()` re-asserts persisted claims, `stop()` ends timers and handlers. */
 export interface ClaimRegistry extends Registry {
@@ -105,10 +110,12 @@ export interface DhtRegistryInit {
    */
   datastorePrefix?: string
   /**
-   * Skip the DHT read before a claim when this node saw the AoR's claim this recently (the HLC
-   * version makes the read unnecessary for correctness; it only finds the previous owner).
+   * Skip the DHT read before a claim when this node confirmed the AoR's claim this recently (its
+   * own renewals, notices, resolves). The HLC version needs no read for correctness; the read
+   * finds the previous owner (for `previous` and the direct move notice) and lets a claim win over
+   * an owner whose clock runs ahead. 0 always reads.
    *
-   * @default 0
+   * @default 30_000
    */
   claimReadCacheMs?: number
   /**
@@ -119,6 +126,26 @@ export interface DhtRegistryInit {
    * @default 'auto'
    */
   directQueries?: boolean | 'auto'
+  /**
+   * A resolve that goes to the DHT answers once this many replicas responded (direct mode); the
+   * other answers still update the cache when they arrive. Claims always wait for every replica.
+   *
+   * @default 3
+   */
+  resolveQuorum?: number
+  /**
+   * Protocol name of interest registrations.
+   *
+   * @default '/sipmesh/claim-interest/1.0.0'
+   */
+  interestProtocol?: string
+  /**
+   * How many of the replicas closest to an AoR's key (each by its own routing table) send the
+   * witness notices (move, interest) when they store a claim that changes the route.
+   *
+   * @default 3
+   */
+  noticeReplicas?: number
   /**
    * Protocol name of notices.
    *

@@ -11,15 +11,22 @@ import { errorMessage } from './errors.ts'
 
 export const CLAIM_NOTICE_PROTOCOL = '/sipmesh/claim-notice/1.0.0'
 
+/**
+ * Interest registrations: a watcher sends ONE message, CBOR `[1, aor, ttlMs]`, to the replicas of
+ * the AoR's claim key; a replica that later stores a claim changing the AoR's route tells it.
+ */
+export const CLAIM_INTEREST_PROTOCOL = '/sipmesh/claim-interest/1.0.0'
+export const MAX_INTEREST_BYTES = 512
+
 /** How long a notice exchange may take, either side. */
 export const NOTICE_TIMEOUT_MS = 5_000
 
 /** Send one notice (a signed claim envelope) to a peer. Throws on failure. */
-export async function sendNotice (libp2p: Pick<Libp2p, 'dialProtocol'>, protocol: string, peer: PeerId, claim: Uint8Array, options: AbortOptions = {}): Promise<void> {
+export async function sendNotice (libp2p: Pick<Libp2p, 'dialProtocol'>, protocol: string, peer: PeerId, claim: Uint8Array, options: AbortOptions & { maxBytes?: number } = {}): Promise<void> {
   const signal = options.signal != null ? AbortSignal.any([options.signal, AbortSignal.timeout(NOTICE_TIMEOUT_MS)]) : AbortSignal.timeout(NOTICE_TIMEOUT_MS)
   const stream = await libp2p.dialProtocol(peer, protocol, { signal })
   try {
-    const lp = lpStream(stream, { maxDataLength: MAX_CLAIM_BYTES })
+    const lp = lpStream(stream, { maxDataLength: options.maxBytes ?? MAX_CLAIM_BYTES })
     await lp.write(claim, { signal })
     await stream.close({ signal })
   } catch (err) {
@@ -29,11 +36,11 @@ export async function sendNotice (libp2p: Pick<Libp2p, 'dialProtocol'>, protocol
 }
 
 /** A stream handler that reads one notice and passes its bytes on. Never throws. */
-export function noticeHandler (log: Logger, onNotice: (from: PeerId, claim: Uint8Array) => void | Promise<void>): (stream: Stream, connection: Connection) => Promise<void> {
+export function noticeHandler (log: Logger, onNotice: (from: PeerId, claim: Uint8Array) => void | Promise<void>, maxBytes = MAX_CLAIM_BYTES): (stream: Stream, connection: Connection) => Promise<void> {
   return async (stream, connection) => {
     const signal = AbortSignal.timeout(NOTICE_TIMEOUT_MS)
     try {
-      const lp = lpStream(stream, { maxDataLength: MAX_CLAIM_BYTES })
+      const lp = lpStream(stream, { maxDataLength: maxBytes })
       const msg = await lp.read({ signal })
       await stream.close({ signal }).catch(() => {})
       await onNotice(connection.remotePeer, msg.subarray())

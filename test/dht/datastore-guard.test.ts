@@ -42,13 +42,15 @@ describe('ClaimGuardDatastore', () => {
     assert.equal(await stored(ds), 2n)
   })
 
-  test('tells who was displaced when another owner\'s claim replaces a live one', async () => {
+  test('reports every accepted claim write with the claim it replaced', async () => {
     const seen: Array<[string, string]> = []
-    const ds = new ClaimGuardDatastore(new MemoryDatastore(), { onReplace: (p, n) => { seen.push([p.owner.toString(), n.owner.toString()]) } })
+    const ds = new ClaimGuardDatastore(new MemoryDatastore(), { onStore: (p, n) => { seen.push([p?.owner.toString() ?? '-', n.owner.toString()]) } })
+    const [ia, ib] = [peerIdFromPrivateKey(a).toString(), peerIdFromPrivateKey(b).toString()]
     await ds.put(dsKey, rec(await claim(a, 1n)))
-    await ds.put(dsKey, rec(await claim(a, 2n))) // same owner: not a move
+    await ds.put(dsKey, rec(await claim(a, 2n)))
     await ds.put(dsKey, rec(await claim(b, 3n)))
-    assert.deepEqual(seen, [[peerIdFromPrivateKey(a).toString(), peerIdFromPrivateKey(b).toString()]])
+    await assert.rejects(ds.put(dsKey, rec(await claim(a, 1n))))
+    assert.deepEqual(seen, [['-', ia], [ia, ia], [ia, ib]])
   })
 
   test('an expired stored claim blocks nothing', async () => {
