@@ -10,8 +10,6 @@
  */
 import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfig, startUsage } from './config.ts'
-import { SipmeshNode } from './sipmesh-node.ts'
-import { defaultGateway } from './gateway.ts'
 import { runCluster, clusterUsage } from './cluster.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
 
@@ -45,6 +43,9 @@ async function start (args: string[]): Promise<number> {
     process.stdout.write(startUsage() + '\n')
     return EXIT_OK
   }
+  // loaded only now, so that --help, --version and usage errors answer at once
+  const { SipmeshNode } = await import('./sipmesh-node.ts')
+  const { defaultGateway } = await import('./gateway.ts')
   const node = new SipmeshNode({ config: loaded.config, gateway: defaultGateway })
   const signal = nextSignal()
   try {

@@ -21,7 +21,6 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { loadOrCreateIdentity } from './persistence.ts'
 import { LOG_LEVELS } from './config.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
 
@@ -159,6 +158,7 @@ export async function runCluster (args: string[]): Promise<number> {
     return EXIT_OK
   }
 
+  const { loadOrCreateIdentity } = await import('./persistence.ts')
   const nodes: ClusterNode[] = []
   for (let i = 1; i <= opts.nodes; i++) {
     const dataDir = join(opts.dataDir, `node-${i}`)
@@ -234,7 +234,7 @@ export async function runCluster (args: string[]): Promise<number> {
   }
 
   // give the mesh a few seconds to connect everyone to everyone
-  const meshDeadline = Date.now() + 10_000
+  const meshDeadline = Date.now() + 15_000
   while (true) {
     await Promise.all(nodes.map(async (n) => {
       const status = await getStatus(n.admin)

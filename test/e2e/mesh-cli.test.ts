@@ -1,0 +1,190 @@
+// The operator interface end to end: `sipmesh start` and `sipmesh cluster` as separate processes on
+// 127.0.0.1, checked through the admin API (and one SIP REGISTER to make a claim).
+import { describe, test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { run, stop, httpGet, waitFor, freePorts, freeSipPort, freePortBlock, sipUdpRequest, register, tcpPortFree } from './fixtures/processes.ts'
+import type { Proc } from './fixtures/processes.ts'
+
+interface MeshProc {
+  name: string
+  proc?: Proc
+  dataDir: string
+  sip: number
+  p2p: number
+  admin: string
+  peerId?: string
+}
+
+interface Status { peerId: string, multiaddrs: string[], sip: string, domains: string[], peers: string[], registrations: number }
+
+async function status (n: MeshProc): Promise<Status> {
+  const res = await httpGet(n.admin, '/status')
+  assert.equal(res.status, 200)
+  return JSON.parse(res.body) as Status
+}
+
+function startArgs (n: MeshProc, bootstrap: string[]): string[] {
+  const args = ['start', '--domain', 'example.com', '--sip', `127.0.0.1:${n.sip}`, '--p2p', `/ip4/127.0.0.1/tcp/${n.p2p}`,
+    '--admin', n.admin, '--data-dir', n.dataDir, '--log-level', 'info']
+  for (const b of bootstrap) args.push('--bootstrap', b)
+  return args
+}
+
+async function startNode (n: MeshProc, bootstrap: string[]): Promise<string> {
+  n.proc = run(startArgs(n, bootstrap))
+  const line = await n.proc.waitForLine(l => l.includes('"sipmesh node started"'), 20_000)
+  const peerId = (JSON.parse(line) as { peerId: string }).peerId
+  assert.match(peerId, /^12D3KooW/)
+  return peerId
+}
+
+function bootAddr (n: MeshProc): string {
+  return `/ip4/127.0.0.1/tcp/${n.p2p}/p2p/${n.peerId}`
+}
+
+describe('sipmesh start: a 3-node mesh in separate processes', () => {
+  let dir: string
+  const nodes: MeshProc[] = []
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'sipmesh-e2e-'))
+    const tcp = await freePorts(6)
+    for (let i = 0; i < 3; i++) {
+      nodes.push({ name: `n${i + 1}`, dataDir: join(dir, `n${i + 1}`), sip: await freeSipPort(), p2p: tcp[2 * i], admin: `127.0.0.1:${tcp[2 * i + 1]}` })
+    }
+  })
+
+  after(async () => {
+    await Promise.all(nodes.map(async n => await stop(n.proc, 'SIGKILL')))
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  test('the nodes join through one bootstrap address and every /status lists the others', async () => {
+    nodes[0].peerId = await startNode(nodes[0], [])
+    const ids = await Promise.all([startNode(nodes[1], [bootAddr(nodes[0])]), startNode(nodes[2], [bootAddr(nodes[0])])])
+    nodes[1].peerId = ids[0]
+    nodes[2].peerId = ids[1]
+    assert.equal(new Set(nodes.map(n => n.peerId)).size, 3)
+    await waitFor(async () => {
+      for (const n of nodes) {
+        const s = await status(n)
+        if (!nodes.filter(o => o !== n).every(o => s.peers.includes(o.peerId!))) return false
+      }
+      return true
+    }, 20_000, 'every node to list the two others as peers')
+    for (const n of nodes) {
+      const s = await status(n)
+      assert.equal(s.peerId, n.peerId)
+      assert.equal(s.sip, `127.0.0.1:${n.sip}`)
+      assert.deepEqual(s.domains, ['example.com'])
+      assert.equal(s.registrations, 0)
+      assert.ok(s.multiaddrs.some(m => m.includes(`/tcp/${n.p2p}/`)))
+    }
+  })
+
+  test('/aor: 404 while unclaimed; after a REGISTER at node 2 every node resolves node 2', async () => {
+    const aor = 'sip:alice@example.com'
+    const path = `/aor/${encodeURIComponent(aor)}`
+    for (const n of nodes) {
+      const res = await httpGet(n.admin, path)
+      assert.equal(res.status, 404, res.body)
+      assert.equal(JSON.parse(res.body).error.code, 'aor_not_found')
+    }
+    const answer = await sipUdpRequest({ host: '127.0.0.1', port: nodes[1].sip }, port => register(aor, port))
+    assert.match(answer, /^SIP\/2\.0 200 /)
+    for (const n of nodes) {
+      let body: { aor: string, owner: string, version: string, sip: string, expires: string } | undefined
+      await waitFor(async () => {
+        const res = await httpGet(n.admin, path)
+        if (res.status === 200) body = JSON.parse(res.body)
+        return res.status === 200
+      }, 5000, `${n.name} to resolve ${aor}`)
+      assert.equal(body?.aor, aor)
+      assert.equal(body?.owner, nodes[1].peerId)
+      assert.equal(body?.sip, `127.0.0.1:${nodes[1].sip}`)
+      assert.match(body?.version ?? '', /^\d+$/)
+      assert.ok(Date.parse(body?.expires ?? '') > Date.now())
+    }
+    assert.equal((await status(nodes[1])).registrations, 1)
+  })
+
+  test('a node killed with SIGKILL: the others keep serving; restarted, it has the same peer id and rejoins', async () => {
+    const victim = nodes[1]
+    const before = victim.peerId
+    const ended = await stop(victim.proc, 'SIGKILL')
+    assert.equal(ended?.signal, 'SIGKILL')
+    for (const n of [nodes[0], nodes[2]]) {
+      const s = await status(n)
+      assert.equal(s.peerId, n.peerId)
+    }
+    await waitFor(async () => !(await status(nodes[0])).peers.includes(before!), 10_000, 'node 1 to notice the dead peer')
+    // the claim of the dead node is still served by the others until it expires
+    assert.equal((await httpGet(nodes[0].admin, `/aor/${encodeURIComponent('sip:alice@example.com')}`)).status, 200)
+
+    victim.peerId = await startNode(victim, [bootAddr(nodes[0])])
+    assert.equal(victim.peerId, before)
+    await waitFor(async () => (await status(nodes[0])).peers.includes(before!) && (await status(victim)).peers.includes(nodes[0].peerId!), 10_000, 'the restarted node to rejoin')
+    // its still-valid registration came back from the data dir
+    assert.equal((await status(victim)).registrations, 1)
+  })
+
+  test('SIGTERM stops a node cleanly (exit 0) and frees its ports', async () => {
+    const results = await Promise.all(nodes.map(async n => await stop(n.proc, 'SIGTERM')))
+    for (const r of results) assert.deepEqual(r, { code: 0, signal: null })
+    for (const n of nodes) {
+      assert.ok(n.proc?.lines.some(l => l.includes('"sipmesh node stopped"')), `${n.name} logged its stop`)
+      assert.equal(await tcpPortFree(Number(n.admin.split(':')[1])), true)
+    }
+  })
+})
+
+describe('sipmesh cluster', () => {
+  let dir: string
+  let proc: Proc | undefined
+
+  before(async () => { dir = await mkdtemp(join(tmpdir(), 'sipmesh-cluster-')) })
+  after(async () => {
+    await stop(proc, 'SIGKILL')
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  test('--nodes 5 comes up wired together, prints the table, and stops cleanly on SIGINT', async () => {
+    const base = await freePortBlock(5)
+    proc = run(['cluster', '--nodes', '5', '--domain', 'example.com', '--base-port', String(base), '--data-dir', dir])
+    await proc.waitForLine(l => l.includes('5 nodes up'), 45_000)
+    const header = proc.lines.findIndex(l => l.startsWith('node'))
+    assert.ok(header >= 0, proc.lines.join('\n'))
+    assert.match(proc.lines[header], /^node\s+peer id\s+SIP\s+admin/)
+    const rows = proc.lines.slice(header + 1, header + 6).map(l => l.split(/\s+/))
+    assert.equal(rows.length, 5)
+    for (const [i, row] of rows.entries()) {
+      const [index, peerId, sip, admin, peers] = row
+      assert.equal(index, String(i + 1))
+      assert.match(peerId, /^12D3KooW/)
+      assert.equal(sip, `127.0.0.1:${base + 10 * i}`)
+      assert.equal(admin, `http://127.0.0.1:${base + 10 * i + 2}`)
+      assert.match(peers, /^[0-4]$/)
+      const s = JSON.parse((await httpGet(admin.replace('http://', ''), '/status')).body) as Status
+      assert.equal(s.peerId, peerId)
+    }
+    // wired to each other: every node connects to the four others (the table shows it when it
+    // happened within the cluster's wait; on a loaded machine it may come a little later)
+    await waitFor(async () => {
+      for (const row of rows) {
+        const s = JSON.parse((await httpGet(row[3].replace('http://', ''), '/status')).body) as Status
+        if (!rows.filter(r => r !== row).every(r => s.peers.includes(r[1]))) return false
+      }
+      return true
+    }, 15_000, 'every cluster node to list the four others')
+    proc.child.kill('SIGINT')
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const ended = await Promise.race([proc.exited, new Promise<'timeout'>(resolve => { timer = setTimeout(() => { resolve('timeout') }, 15_000) })])
+    clearTimeout(timer)
+    assert.deepEqual(ended, { code: 0, signal: null })
+    assert.ok(proc.lines.some(l => l.includes('sipmesh cluster: stopped')))
+    for (let i = 0; i < 5; i++) assert.equal(await tcpPortFree(base + 10 * i + 2), true, `admin port of node ${i + 1} is free`)
+  })
+})

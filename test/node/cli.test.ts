@@ -1,0 +1,91 @@
+// The `sipmesh` command's answers to bad usage: fast, non-zero, and a message that says what is wrong.
+import { describe, test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const BIN = fileURLToPath(new URL('../../node/bin/sipmesh.js', import.meta.url))
+
+function sipmesh (args: string[], env: Record<string, string> = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const base: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SIPMESH_')) base[k] = v
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
+    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`sipmesh ${args.join(' ')} did not exit`)) }, 15_000)
+    child.on('exit', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
+  })
+}
+
+describe('sipmesh CLI usage', () => {
+  let dir: string
+  before(async () => { dir = await mkdtemp(join(tmpdir(), 'sipmesh-cli-')) })
+  after(async () => { await rm(dir, { recursive: true, force: true }) })
+
+  test('--version and --help', async () => {
+    const v = await sipmesh(['--version'])
+    assert.equal(v.code, 0)
+    assert.match(v.stdout, /^\d+\.\d+\.\d+\n$/)
+    const h = await sipmesh(['--help'])
+    assert.equal(h.code, 0)
+    assert.match(h.stdout, /sipmesh start/)
+    assert.match(h.stdout, /sipmesh cluster --nodes N/)
+    const sh = await sipmesh(['start', '--help'])
+    assert.equal(sh.code, 0)
+    for (const flag of ['--domain', '--sip', '--ws', '--p2p', '--bootstrap', '--mdns', '--data-dir', '--psk', '--admin', '--config', '--log-level']) {
+      assert.ok(sh.stdout.includes(flag), flag)
+    }
+    const ch = await sipmesh(['cluster', '--help'])
+    assert.equal(ch.code, 0)
+    assert.match(ch.stdout, /--base-port/)
+  })
+
+  test('bad usage exits 2 with a clear message and starts nothing', async () => {
+    const badFile = join(dir, 'bad.json')
+    await writeFile(badFile, '{ "sip": ')
+    const unknownKey = join(dir, 'unknown.json')
+    await writeFile(unknownKey, '{ "sip": "127.0.0.1:5060", "colour": "blue" }')
+    const cases: Array<[string[], Record<string, string>, RegExp]> = [
+      [[], {}, /Usage:/],
+      [['frobnicate'], {}, /unknown command 'frobnicate'/],
+      [['start', '--bogus'], {}, /Unknown option '--bogus'/],
+      [['start', '--sip', 'nonsense'], {}, /--sip: expected host:port/],
+      [['start', '--config', badFile], {}, /bad\.json is not valid JSON/],
+      [['start', '--config', unknownKey], {}, /unknown key "colour"/],
+      [['start', '--config', join(dir, 'missing.json')], {}, /cannot read config file/],
+      [['start'], { SIPMESH_ADMIN: 'everywhere' }, /SIPMESH_ADMIN: expected host:port/],
+      [['start'], { SIPMESH_TYPO: '1' }, /unknown environment variable SIPMESH_TYPO/],
+      [['cluster'], {}, /--nodes <N> is required/],
+      [['cluster', '--nodes', '0'], {}, /--nodes: expected a whole number/],
+      [['cluster', '--nodes', 'many'], {}, /--nodes: expected a whole number/],
+      [['cluster', '--nodes', '3', '--base-port', '65530'], {}, /leaves no room/],
+      [['cluster', '--nodes', '3', '--colour'], {}, /Unknown option '--colour'/]
+    ]
+    await Promise.all(cases.map(async ([args, env, message]) => {
+      const r = await sipmesh(args, env)
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`)
+      assert.match(r.stderr, message, args.join(' '))
+      assert.doesNotMatch(r.stdout, /node started/)
+    }))
+  })
+
+  test('a node that cannot start (admin port taken) exits 1 and says why', async () => {
+    const { createServer } = await import('node:net')
+    const server = createServer()
+    await new Promise<void>(resolve => { server.listen(0, '127.0.0.1', resolve) })
+    const port = (server.address() as import('node:net').AddressInfo).port
+    try {
+      const r = await sipmesh(['start', '--data-dir', join(dir, 'busy'), '--p2p', '/ip4/127.0.0.1/tcp/0', '--sip', '127.0.0.1:0', '--admin', `127.0.0.1:${port}`])
+      assert.equal(r.code, 1)
+      assert.match(r.stderr, /cannot start the admin API on 127\.0\.0\.1:\d+: .*EADDRINUSE/)
+    } finally {
+      server.close()
+    }
+  })
+})
