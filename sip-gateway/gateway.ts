@@ -65,6 +65,10 @@ export interface GatewayConfig {
   }
   /** RFC 3261 T1/T2/T4 */
   timers?: Partial<TimerSettings>
+  proxy?: {
+    /** timer C of forwarded INVITEs, ms (RFC 3261 16.6 step 11). @default 180000 */
+    timerCMs?: number
+  }
   registrar?: {
     minExpires?: number
     maxExpires?: number
@@ -174,7 +178,8 @@ export class Gateway {
       host,
       port: udp.port,
       aliases: [`${udp.host}:${udp.port}`, `${tcp.host}:${tcp.port}`, `localhost:${udp.port}`],
-      onUnavailable: this.#unavailable
+      onUnavailable: this.#unavailable,
+      timerCMs: config.proxy?.timerCMs
     })
     this.#layer = new TransactionLayer<Flow>(this.#core, { timers: config.timers, maxServerTransactions: config.limits?.maxServerTransactions })
     this.#core.attach(this.#layer)

@@ -59,6 +59,7 @@ export function sipGateway (context: SipGatewayContext): { start (): Promise<voi
     advertise: config.advertise,
     limits: config.limits,
     timers: config.timers,
+    proxy: config.proxy,
     registrar: config.registrar
   })
   return {

@@ -38,6 +38,7 @@ import type { Registrar, Binding, Reply } from '../registrar/registrar.ts'
 import type { TransactionCore, TransactionLayer, ServerTransaction } from '../transaction/layer.ts'
 import type { InviteServerTransaction } from '../transaction/invite-server-transaction.ts'
 import { responseForError } from './error-response.ts'
+import { Timer } from '../transaction/timers.ts'
 import { ResponseContext, type Branch } from './response-context.ts'
 import { MESH_TRANSPORT, type Connector, type Flow } from './flow.ts'
 
@@ -80,6 +81,8 @@ export interface ProxyCoreInit {
   /** other names the node answers to as itself (its listening addresses) */
   aliases?: Iterable<string>
   onUnavailable?: UnavailableHandler
+  /** timer C of a forwarded INVITE (RFC 3261 16.6 step 11), ms. @default 180000 */
+  timerCMs?: number
 }
 
 export interface ProxyStats {
@@ -104,6 +107,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #self: Set<string>
   readonly #sentBy: string
   readonly #onUnavailable: UnavailableHandler | undefined
+  readonly #timerC: number
   readonly #contexts = new Map<ServerTransaction, ResponseContext>()
   readonly #resolving = new Map<string, Promise<Route | undefined>>()
   readonly #lastRoutes = new Map<string, Route>()
@@ -122,6 +126,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#sentBy = `${init.host.toLowerCase()}:${init.port}`
     this.#self = new Set([this.#sentBy, ...[...init.aliases ?? []].map(a => a.toLowerCase())])
     this.#onUnavailable = init.onUnavailable
+    this.#timerC = init.timerCMs ?? 180_000
   }
 
   attach (layer: TransactionLayer<Flow>): void { this.#layer = layer }
@@ -379,12 +384,18 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
     let ctx = this.#contexts.get(tx)
     if (ctx === undefined) {
+      // 16.6 step 11: timer C bounds a forwarded INVITE; each provisional restarts it; when it
+      // fires the pending branches are cancelled (those without a provisional time out by timer B)
+      const timerC = request.method === 'INVITE' ? new Timer() : undefined
+      const c = (): void => { timerC?.set(this.#timerC, () => { this.#contexts.get(tx)?.cancel() }) }
       ctx = new ResponseContext(request, tx, {
         cancel: (b) => { this.#sendCancel(b) },
-        onFinal: (r) => { this.#count(r.status) }
+        onFinal: (r) => { this.#count(r.status); timerC?.clear() },
+        onProvisional: c
       })
+      c()
       this.#contexts.set(tx, ctx)
-      tx.onTerminated(() => { this.#contexts.delete(tx) })
+      tx.onTerminated(() => { this.#contexts.delete(tx); timerC?.clear() })
     }
     const loopHash = loopHashOf(request)
     for (const target of targets) this.#startBranch(ctx, request, inbound, target, loopHash)
@@ -411,7 +422,9 @@ export class ProxyCore implements TransactionCore<Flow> {
       receiveResponse: (response: SipResponse) => { this.#onBranchResponse(ctx, b, response, inbound, target) },
       onRequestTimeout: () => { ctx.receive(b, createResponse(copy, 408, undefined, undefined, { toTag: true })) },
       onTransportError: (err: unknown) => {
-        this.#log.debug('branch transport error', { target: target.uri, err: String(err) })
+        this.#log.debug('branch transport error', { target: target.uri, node: target.flow.node, err: String(err) })
+        // a mesh node we cannot reach may have died: its AoRs may live elsewhere now (P5)
+        if (target.flow.node !== undefined && this.#retryElsewhere(ctx, b, inbound, target)) return
         ctx.receive(b, createResponse(copy, 503, undefined, undefined, { toTag: true }))
       }
     })
@@ -424,26 +437,40 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (copy.headers.get('Via') === undefined) return
     if (response.status >= 200 && response.headers.has(NOT_OWNER_HEADER)) {
       copy.headers.delete(NOT_OWNER_HEADER)
-      if (target.aor !== undefined && target.retried !== true && !ctx.finalSent) {
-        // the owner moved: re-resolve from the DHT and retry once
-        this.stats.notOwnerRetries++
-        ctx.supersede(b)
-        const release = ctx.hold()
-        const aor = target.aor
-        this.#registry.resolve(aor, { fresh: true })
-          .then(async route => {
-            await this.#toRoute(ctx.request, ctx.server, inbound, aor, route, true)
-          })
-          .catch((err: unknown) => {
-            if (!ctx.finalSent) this.#respond(ctx.server, responseForError(ctx.request, err, this.#log))
-          })
-          .finally(release)
-        return
-      }
+      if (this.#retryElsewhere(ctx, b, inbound, target)) return
       copy.status = 480
       copy.reason = 'Temporarily Unavailable'
     }
     ctx.receive(b, copy)
+  }
+
+  /**
+   * A mesh branch failed because the node is not (or no longer) the owner, or cannot be reached:
+   * re-resolve from the DHT (`fresh`) and retry once, wherever the AoR lives now. False when no
+   * retry applies (not a mesh branch, already retried, or the request is answered).
+   */
+  #retryElsewhere (ctx: ResponseContext, b: Branch, inbound: Flow, target: Target): boolean {
+    if (target.aor === undefined || target.retried === true || ctx.finalSent) return false
+    this.stats.notOwnerRetries++
+    ctx.supersede(b)
+    const release = ctx.hold()
+    const aor = target.aor
+    this.#lastRoutes.delete(aor)
+    this.#registry.resolve(aor, { fresh: true })
+      .then(async route => {
+        if (route !== undefined) this.#lastRoutes.set(aor, route)
+        if (route !== undefined && route.node === target.flow.node) {
+          // the DHT still names the node that failed: nobody else to try
+          if (!ctx.finalSent) this.#respond(ctx.server, createResponse(ctx.request, 480, undefined, undefined, { toTag: true }))
+          return
+        }
+        await this.#toRoute(ctx.request, ctx.server, inbound, aor, route, true)
+      })
+      .catch((err: unknown) => {
+        if (!ctx.finalSent) this.#respond(ctx.server, responseForError(ctx.request, err, this.#log))
+      })
+      .finally(release)
+    return true
   }
 
   #sendCancel (b: Branch): void {

@@ -28,6 +28,8 @@ export interface ResponseContextHooks {
   cancel (branch: Branch): void
   /** a final response is going upstream (for counters) */
   onFinal? (response: SipResponse): void
+  /** a provisional response arrived on a branch (restarts timer C) */
+  onProvisional? (): void
 }
 
 /** Pick the best final response among failed branches (16.7 step 6). */
@@ -77,6 +79,7 @@ export class ResponseContext {
     if (status < 200) {
       if (branch.final !== undefined) return
       branch.provisional = true
+      this.#hooks.onProvisional?.()
       if (branch.cancelPending) { branch.cancelPending = false; this.#hooks.cancel(branch) }
       if (status > 100 && !this.#finalSent) this.server.respond(response)
       return

@@ -12,7 +12,7 @@ describe('dialogs across gateways', () => {
   let bob: TestUa
 
   before(async () => {
-    mesh = await TestMesh.spawn(2)
+    mesh = await TestMesh.spawn(2, { proxy: { timerCMs: 400 } })
     caller = await TestUa.open('carl', mesh.nodes[0].sip)
     bob = await TestUa.open('bob', mesh.nodes[1].sip)
     assert.equal((await bob.register(600))?.status, 200)
@@ -74,5 +74,24 @@ describe('dialogs across gateways', () => {
     assert.equal(final?.status, 487)
     assert.ok(caller.responses(inv.branch).some(r => r.status === 200 && r.headers.get('CSeq')?.includes('CANCEL')), 'CANCEL answered 200')
     assert.ok(bob.received.some(m => m.method === 'CANCEL'))
+  })
+
+  test('timer C: an INVITE that only rings is cancelled by the proxy, the caller gets 487', async () => {
+    bob.answer = (m) => {
+      if (m.method === 'INVITE') { bob.reply(m, 180); return undefined }
+      if (m.method === 'CANCEL') {
+        const inv = bob.received.find(x => x.method === 'INVITE' && x.headers.get('Call-ID') === 'dialog-3')
+        if (inv !== undefined) bob.reply(inv, 487)
+        return 200
+      }
+      return undefined
+    }
+    const inv = caller.build({ method: 'INVITE', uri: 'sip:bob@example.com', callId: 'dialog-3', cseq: 1, fromTag: 'ft3', headers: [['Contact', caller.contact]] })
+    const started = Date.now()
+    caller.sendRaw(inv.text)
+    const final = await caller.waitFor(() => caller.responses(inv.branch).find(r => r.status >= 200), 4000)
+    assert.equal(final?.status, 487)
+    assert.ok(Date.now() - started >= 350, 'not before timer C')
+    assert.ok(bob.received.some(m => m.method === 'CANCEL' && m.headers.get('Call-ID') === 'dialog-3'), 'the proxy sent the CANCEL')
   })
 })

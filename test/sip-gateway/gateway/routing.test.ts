@@ -101,4 +101,26 @@ describe('routing across gateways', () => {
     assert.equal(mesh.nodes[0].gateway.stats.notOwnerRetries, 1)
     a.resolve = realResolve
   })
+
+  test('an owner node that cannot be reached: re-resolved once, then 480 (not 500)', async () => {
+    const jack = await ua('jack', 2)
+    assert.equal((await jack.register(600))?.status, 200)
+    // node C cannot be reached any more (as if its process died); its claim is still live in the DHT
+    const c = mesh.nodes[2]
+    const a = mesh.nodes[0].registry
+    const before = mesh.nodes[0].gateway.stats.notOwnerRetries
+    // make node A's channel refuse to reach node C
+    const hubAny = mesh.hub as unknown as { _deliver: (from: string, to: string, d: Uint8Array) => void }
+    const deliver = hubAny._deliver.bind(mesh.hub)
+    hubAny._deliver = (from, to, d) => { if (to === c.id) throw new Error('unreachable'); deliver(from, to, d) }
+    try {
+      const sender = await ua('kate', 0)
+      const r = await sender.request({ uri: 'sip:jack@example.com', body: 'anyone?' })
+      assert.equal(r?.status, 480)
+      assert.equal(mesh.nodes[0].gateway.stats.notOwnerRetries, before + 1)
+      assert.equal((await a.resolve('sip:jack@example.com'))?.node, 'node-c')
+    } finally {
+      hubAny._deliver = deliver
+    }
+  })
 })
