@@ -420,12 +420,13 @@ export class ProxyCore implements TransactionCore<Flow> {
     const b = ctx.addBranch(branch, copy)
     b.tx = this.#tl.sendRequest(copy, target.flow, {
       receiveResponse: (response: SipResponse) => { this.#onBranchResponse(ctx, b, response, inbound, target) },
-      onRequestTimeout: () => { ctx.receive(b, createResponse(copy, 408, undefined, undefined, { toTag: true })) },
+      onRequestTimeout: () => { ctx.receive(b, createResponse(copy, 408, undefined, undefined, { toTag: true })); this.#settle(ctx) },
       onTransportError: (err: unknown) => {
         this.#log.debug('branch transport error', { target: target.uri, node: target.flow.node, err: String(err) })
         // a mesh node we cannot reach may have died: its AoRs may live elsewhere now (P5)
         if (target.flow.node !== undefined && this.#retryElsewhere(ctx, b, inbound, target)) return
         ctx.receive(b, createResponse(copy, 503, undefined, undefined, { toTag: true }))
+        this.#settle(ctx)
       }
     })
   }
@@ -442,6 +443,16 @@ export class ProxyCore implements TransactionCore<Flow> {
       copy.reason = 'Temporarily Unavailable'
     }
     ctx.receive(b, copy)
+    this.#settle(ctx)
+  }
+
+  /**
+   * Forget the response context of a non-INVITE request once it is answered and every branch
+   * is final: the server transaction lingers for timer J (32 s over UDP) and must not keep the
+   * branches alive with it. INVITE contexts stay (later 2xx of forks, CANCEL).
+   */
+  #settle (ctx: ResponseContext): void {
+    if (ctx.request.method !== 'INVITE' && ctx.done && this.#contexts.get(ctx.server) === ctx) this.#contexts.delete(ctx.server)
   }
 
   /**
