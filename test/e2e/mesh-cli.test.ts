@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { run, stop, httpGet, waitFor, freePorts, freeSipPort, freePortBlock, sipUdpRequest, register, tcpPortFree } from './fixtures/processes.ts'
+import { run, stop, httpGet, waitFor, freePorts, freeSipPort, freePortBlock, sipUdpRequest, register, message, tcpPortFree, UdpUa } from './fixtures/processes.ts'
 import type { Proc } from './fixtures/processes.ts'
 
 interface MeshProc {
@@ -109,6 +109,27 @@ describe('sipmesh start: a 3-node mesh in separate processes', () => {
       assert.ok(Date.parse(body?.expires ?? '') > Date.now())
     }
     assert.equal((await status(nodes[1])).registrations, 1)
+  })
+
+  test('a MESSAGE sent at node 1 reaches a user registered at node 3, across the SIP peer channel', async () => {
+    const bob = new UdpUa()
+    const carol = new UdpUa()
+    await bob.open()
+    await carol.open()
+    try {
+      const reg = await carol.request({ host: '127.0.0.1', port: nodes[2].sip }, register('sip:carol@example.com', carol.port))
+      assert.match(reg, /^SIP\/2\.0 200 /)
+      const answer = await bob.request({ host: '127.0.0.1', port: nodes[0].sip }, message('sip:bob@example.com', 'sip:carol@example.com', bob.port, 'hello across the mesh'))
+      assert.match(answer, /^SIP\/2\.0 200 /)
+      assert.equal(carol.received.length, 1)
+      assert.match(carol.received[0], /^MESSAGE sip:carol@127\.0\.0\.1:\d+ SIP\/2\.0/)
+      assert.ok(carol.received[0].endsWith('hello across the mesh'))
+      const metrics = await httpGet(nodes[0].admin, '/metrics')
+      assert.match(metrics.body, /^sipmesh_peer_channel_frames_sent_total [1-9]/m)
+    } finally {
+      bob.close()
+      carol.close()
+    }
   })
 
   test('a node killed with SIGKILL: the others keep serving; restarted, it has the same peer id and rejoins', async () => {
