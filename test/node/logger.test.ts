@@ -1,0 +1,54 @@
+import { describe, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { createPinoLogger, toPortLogger, libp2pComponentLogger } from '../../node/logger.ts'
+import type { LogLevel } from '../../node/config.ts'
+
+function capture (level: LogLevel): { lines: () => Array<Record<string, unknown>>, raw: string[], log: ReturnType<typeof createPinoLogger> } {
+  const raw: string[] = []
+  const log = createPinoLogger({ level, base: { node: 'n1' }, destination: { write: (s: string) => { raw.push(s) } } })
+  return { raw, log, lines: () => raw.join('').split('\n').filter(l => l !== '').map(l => JSON.parse(l) as Record<string, unknown>) }
+}
+
+describe('logging', () => {
+  test('one JSON object per line with level, ISO time, message and fields; the level filters', () => {
+    const { log, raw, lines } = capture('info')
+    const port = toPortLogger(log)
+    port.debug('hidden')
+    port.info('registered', { aor: 'sip:alice@example.com' })
+    port.child({ component: 'registrar' }).warn('refused "quoted"\nnewline', { status: 423 })
+    assert.equal(raw.length, 2)
+    const [a, b] = lines()
+    assert.equal(a.level, 'info')
+    assert.equal(a.msg, 'registered')
+    assert.equal(a.aor, 'sip:alice@example.com')
+    assert.equal(a.node, 'n1')
+    assert.match(String(a.time), /^\d{4}-\d\d-\d\dT/)
+    assert.equal(b.level, 'warn')
+    assert.equal(b.component, 'registrar')
+    assert.equal(b.status, 423)
+    assert.equal(b.msg, 'refused "quoted"\nnewline')
+  })
+
+  test('libp2p component logs: off (and free) above debug, JSON lines at debug', () => {
+    const quiet = capture('info')
+    const l = libp2pComponentLogger(quiet.log).forComponent('libp2p:dht')
+    assert.equal(l.enabled, false)
+    l('hello %s', 'world')
+    l.error('bad')
+    l.newScope('x')('scoped')
+    assert.equal(quiet.raw.length, 0)
+
+    const loud = capture('debug')
+    const d = libp2pComponentLogger(loud.log).forComponent('libp2p:dht')
+    assert.equal(d.enabled, true)
+    d('dial %p at %a (%d tries)', 'QmPeer', '/ip4/127.0.0.1/tcp/1', 3)
+    d.error('query failed %e', new Error('boom'))
+    d.trace('not at debug')
+    d.newScope('net')('scoped %o', { a: 1 })
+    const [a, b, c] = loud.lines()
+    assert.equal(loud.lines().length, 3)
+    assert.deepEqual([a.level, a.component, a.msg], ['debug', 'libp2p:dht', 'dial QmPeer at /ip4/127.0.0.1/tcp/1 (3 tries)'])
+    assert.deepEqual([b.level, b.msg], ['warn', 'query failed boom'])
+    assert.equal(c.component, 'libp2p:dht:net')
+  })
+})
