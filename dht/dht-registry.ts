@@ -7,8 +7,8 @@ import { MessageType } from '@libp2p/kad-dht'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
-import { claimKey, compareClaims, isLive, normalizeAor, signClaim, verifyClaim } from './record/claim.ts'
-import { CLAIM_INTEREST_PROTOCOL, CLAIM_NOTICE_PROTOCOL, MAX_INTEREST_BYTES, noticeHandler, sendNotice } from './notice.ts'
+import { CLAIM_KEY_PREFIX, claimKey, compareClaims, isLive, normalizeAor, signClaim, verifyClaim } from './record/claim.ts'
+import { CLAIM_GET_PROTOCOL, CLAIM_INTEREST_PROTOCOL, CLAIM_NOTICE_PROTOCOL, MAX_INTEREST_BYTES, claimGetHandler, noticeHandler, requestClaim, sendNotice } from './notice.ts'
 import { decode, encode } from 'cborg'
 import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
 import { xor } from 'uint8arrays/xor'
@@ -150,6 +150,10 @@ export class DhtRegistry implements ClaimRegistry {
       maxInboundStreams: 256,
       maxOutboundStreams: 256
     })
+    await this.components.libp2p.handle(CLAIM_GET_PROTOCOL, claimGetHandler(this.log, async (key) => await this.storedValue(key)), {
+      maxInboundStreams: 256,
+      maxOutboundStreams: 256
+    })
     await this.components.libp2p.handle(this.interestProtocol, noticeHandler(this.log, (from, bytes) => { this.receiveInterest(from, bytes) }, MAX_INTEREST_BYTES), {
       maxInboundStreams: 256,
       maxOutboundStreams: 256
@@ -199,6 +203,7 @@ export class DhtRegistry implements ClaimRegistry {
     this.interests.clear()
     await this.components.libp2p.unhandle(this.protocol).catch(() => {})
     await this.components.libp2p.unhandle(this.interestProtocol).catch(() => {})
+    await this.components.libp2p.unhandle(CLAIM_GET_PROTOCOL).catch(() => {})
   }
 
   private signal (options?: AbortOptions, timeout = this.queryTimeout): AbortSignal {
@@ -226,6 +231,18 @@ export class DhtRegistry implements ClaimRegistry {
     return new Key(`${this.datastorePrefix}/record/${uint8ArrayToString(key, 'base32')}`, false)
   }
 
+  /** The claim envelope this node stores under a DHT key of our namespace, if any. */
+  private async storedValue (key: Uint8Array): Promise<Uint8Array | undefined> {
+    if (uint8ArrayToString(key.subarray(0, CLAIM_KEY_PREFIX.length)) !== CLAIM_KEY_PREFIX) throw new Error('not a claim key')
+    try {
+      const rec = Libp2pRecord.deserialize(await this.components.datastore.get(this.recordKey(key)))
+      return rec.value
+    } catch (err) {
+      if (errorName(err) === 'NotFoundError') return undefined
+      throw err
+    }
+  }
+
   /** Verify raw records and return every valid claim, newest first. */
   private async verifyAll (aor: Aor, key: Uint8Array, values: Iterable<Uint8Array>): Promise<SignedClaim[]> {
     const seen = new Set<string>()
@@ -245,8 +262,8 @@ export class DhtRegistry implements ClaimRegistry {
 
   /**
    * Every valid claim the DHT (and this node's store) holds for an AoR, newest first. With
-   * `quorum`, a direct lookup answers once that many peers responded; the later answers still
-   * update the cache (and stale replicas are corrected) when they arrive.
+   * `quorum`, a direct lookup asks the `quorum` closest peers first and the others only when one
+   * of those had no record (or did not answer).
    */
   async lookupAll (aor: Aor, options?: AbortOptions & { quorum?: number }): Promise<SignedClaim[]> {
     const key = claimKey(aor)
@@ -263,43 +280,32 @@ export class DhtRegistry implements ClaimRegistry {
         // nothing stored here
       }
       const peers = kad.routingTable.closestPeers(kadId(key), { count: kad.k })
-      const quorum = Math.min(options?.quorum ?? peers.length, peers.length)
-      let responded = 0
-      let reached: () => void = () => {}
-      const quorumReached = new Promise<void>(resolve => { reached = resolve })
-      if (responded >= quorum) reached()
-      const all = Promise.all(peers.map(async peer => {
-        try {
-          for await (const ev of kad.network.sendRequest(peer, { type: MessageType.GET_VALUE, key }, { signal, path: NO_PATH })) {
-            if (ev.name === 'PEER_RESPONSE') {
-              if (ev.record != null) answers.push({ peer, value: ev.record.value })
-              if (++responded >= quorum) reached()
-            }
+      const ask = async (batch: PeerId[]): Promise<number> => {
+        let answered = 0
+        await Promise.all(batch.map(async peer => {
+          try {
+            const value = await requestClaim(this.components.libp2p, CLAIM_GET_PROTOCOL, peer, key, { signal })
+            answered++
+            if (value != null) answers.push({ peer, value })
+          } catch {
+            // an unreachable peer just does not answer
           }
-        } catch {
-          // an unreachable peer just does not answer
-        }
-      }))
-      const finish = async (): Promise<SignedClaim[]> => {
-        const claims = await this.verifyAll(aor, key, answers.map(a => a.value))
-        const best = claims[0]
-        if (best != null) {
-          const stale = answers.filter(a => !uint8ArrayEquals(a.value, best.bytes))
-          if (stale.length > 0) void this.correct(kad, best, stale.map(a => a.peer))
-        }
-        return claims
+        }))
+        return answered
       }
-      await Promise.race([all, quorumReached])
+      // the closest `quorum` peers first (the likeliest replicas); the others only when one of
+      // those did not answer
+      const quorum = Math.min(options?.quorum ?? peers.length, peers.length)
+      const first = peers.slice(0, quorum)
+      if (await ask(first) < first.length) await ask(peers.slice(quorum))
       options?.signal?.throwIfAborted()
-      if (responded < peers.length) {
-        // the rest arrive in the background
-        void all.then(async () => {
-          const claims = await finish()
-          if (claims[0] != null) this.apply(aor, claims[0], false)
-        }).catch(() => {})
-        return this.verifyAll(aor, key, answers.map(a => a.value))
+      const claims = await this.verifyAll(aor, key, answers.map(a => a.value))
+      const best = claims[0]
+      if (best != null) {
+        const stale = answers.filter(a => !uint8ArrayEquals(a.value, best.bytes))
+        if (stale.length > 0) void this.correct(kad, best, stale.map(a => a.peer))
       }
-      return finish()
+      return claims
     } else {
       try {
         for await (const ev of this.components.dht.get(key, { signal })) {
@@ -656,7 +662,7 @@ export class DhtRegistry implements ClaimRegistry {
     const cached = this.cache.get(aor)
     const known = this.claimReadCache > 0 && cached != null && Date.now() - cached.fetchedAt < this.claimReadCache
     // the read only finds the previous owner (the HLC version needs no read), so it runs beside the put
-    const prevP: Promise<SignedClaim[]> = known ? Promise.resolve([cached.claim]) : this.lookupAll(aor, options).catch(() => [])
+    const prevP: Promise<SignedClaim[]> = known ? Promise.resolve([cached.claim]) : this.lookupAll(aor, { ...options, quorum: this.resolveQuorum }).catch(() => [])
     let mine = await this.sign(aor, 'claim', binding.expiresAt + this.grace)
     let outcome = await this.put(mine, options)
     const before = await prevP

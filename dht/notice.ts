@@ -50,3 +50,45 @@ export function noticeHandler (log: Logger, onNotice: (from: PeerId, claim: Uint
     }
   }
 }
+
+/**
+ * Direct claim reads (`/sipmesh/claim-get/1.0.0`), used instead of kad-dht's GET_VALUE when this
+ * node's routing table holds the whole replica set: the request is one length-prefixed message,
+ * the DHT key; the answer one length-prefixed message, the stored claim envelope (empty: none).
+ * Unlike GET_VALUE it computes no closer peers, which is most of GET_VALUE's cost.
+ */
+export const CLAIM_GET_PROTOCOL = '/sipmesh/claim-get/1.0.0'
+export const MAX_KEY_BYTES = 128
+
+/** Ask a peer for the claim it stores under a key; undefined when it has none. Throws on failure. */
+export async function requestClaim (libp2p: Pick<Libp2p, 'dialProtocol'>, protocol: string, peer: PeerId, key: Uint8Array, options: AbortOptions = {}): Promise<Uint8Array | undefined> {
+  const signal = options.signal != null ? AbortSignal.any([options.signal, AbortSignal.timeout(NOTICE_TIMEOUT_MS)]) : AbortSignal.timeout(NOTICE_TIMEOUT_MS)
+  const stream = await libp2p.dialProtocol(peer, protocol, { signal })
+  try {
+    const lp = lpStream(stream, { maxDataLength: MAX_CLAIM_BYTES })
+    await lp.write(key, { signal })
+    const answer = await lp.read({ signal })
+    await stream.close({ signal }).catch(() => {})
+    return answer.byteLength === 0 ? undefined : answer.subarray()
+  } catch (err) {
+    stream.abort(err instanceof Error ? err : new Error(String(err)))
+    throw err
+  }
+}
+
+/** The responder side of claim reads. Never throws. */
+export function claimGetHandler (log: Logger, lookup: (key: Uint8Array) => Promise<Uint8Array | undefined>): (stream: Stream, connection: Connection) => Promise<void> {
+  return async (stream, connection) => {
+    const signal = AbortSignal.timeout(NOTICE_TIMEOUT_MS)
+    try {
+      const lp = lpStream(stream, { maxDataLength: MAX_KEY_BYTES })
+      const key = (await lp.read({ signal })).subarray()
+      const value = await lookup(key)
+      await lp.write(value ?? new Uint8Array(0), { signal })
+      await stream.close({ signal }).catch(() => {})
+    } catch (err) {
+      log('bad claim read from %p: %s', connection.remotePeer, errorMessage(err))
+      stream.abort(err instanceof Error ? err : new Error(String(err)))
+    }
+  }
+}
