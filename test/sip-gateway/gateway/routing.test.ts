@@ -123,4 +123,22 @@ describe('routing across gateways', () => {
       hubAny._deliver = deliver
     }
   })
+
+  test('a registration on another node takes over; the displaced device is redirected (302), no ping-pong', async () => {
+    const first = await ua('lena', 0)
+    assert.equal((await first.register(600))?.status, 200)
+    const second = await ua('lena', 1)
+    assert.equal((await second.register(600, { callId: 'lena-2' }))?.status, 200)
+    await first.waitFor(() => mesh.nodes[0].gateway.registrar.lookup('sip:lena@example.com').length === 0 ? true : undefined, 2000)
+    assert.equal(mesh.nodes[0].gateway.registrar.lookup('sip:lena@example.com').length, 0, 'node A dropped its binding')
+    const refresh = await first.register(600, { cseq: 7 })
+    assert.equal(refresh?.status, 302)
+    assert.equal(refresh?.headers.get('Contact'), `<sip:lena@${mesh.nodes[1].sip.host}:${mesh.nodes[1].sip.port}>`)
+    for (const n of mesh.nodes) assert.equal((await n.registry.resolve('sip:lena@example.com'))?.node, 'node-b')
+    // a MESSAGE now reaches the device on node B only
+    const sender = await ua('mona', 2)
+    assert.equal((await sender.request({ uri: 'sip:lena@example.com', body: 'which one?' }))?.status, 200)
+    assert.ok(second.received.some(m => m.method === 'MESSAGE'))
+    assert.ok(!first.received.some(m => m.method === 'MESSAGE'))
+  })
 })
