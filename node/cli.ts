@@ -56,6 +56,10 @@ async function start (args: string[]): Promise<number> {
     await node.stop()
     return EXIT_FAILURE
   }
+  // a library that loses track of a promise must not take the node down
+  process.on('unhandledRejection', (reason) => {
+    node.log.error('unhandled promise rejection', { error: reason instanceof Error ? reason.stack ?? reason.message : String(reason) })
+  })
   const sig = await signal
   node.log.info('shutting down', { signal: sig })
   // a second signal while stopping: give up waiting

@@ -186,10 +186,12 @@ export async function runCluster (args: string[]): Promise<number> {
     const flags = ['start', '--sip', n.sip, '--p2p', n.p2p, '--admin', n.admin, '--data-dir', n.dataDir, '--log-level', opts.logLevel]
     for (const d of opts.domains) flags.push('--domain', d)
     for (const other of nodes) if (other !== n) flags.push('--bootstrap', `${other.p2p}/p2p/${other.peerId}`)
-    const child = spawn(process.execPath, [BIN, ...flags], { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() })
+    const child = spawn(process.execPath, [BIN, ...flags], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: childEnv() })
+    // the IPC channel is only a lifeline: a node whose cluster dies stops by itself
+    child.channel?.unref()
     n.child = child
     n.log = createWriteStream(join(n.dataDir, 'node.log'), { flags: 'a' })
-    const lines = createInterface({ input: child.stdout })
+    const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
     lines.on('line', (line) => {
       n.log?.write(line + '\n')
       if (!n.started && line.includes('sipmesh node started')) {
@@ -202,7 +204,7 @@ export async function runCluster (args: string[]): Promise<number> {
         onChange()
       }
     })
-    createInterface({ input: child.stderr }).on('line', (line) => { process.stderr.write(`[node ${n.index}] ${line}\n`) })
+    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => { process.stderr.write(`[node ${n.index}] ${line}\n`) })
     child.once('exit', (code, sig) => {
       n.exited = true
       if (!n.started) failure ??= `node ${n.index} exited before it was up (code ${code ?? sig}); see ${join(n.dataDir, 'node.log')}`

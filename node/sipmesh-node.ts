@@ -68,6 +68,8 @@ export interface SipmeshNodeInit {
   bootstrapRetryMs?: number
 }
 
+const STOP_STEP_TIMEOUT = 10_000
+
 export class NodeStartError extends Error {
   static readonly NAME = 'NodeStartError'
   override readonly name = NodeStartError.NAME
@@ -159,10 +161,17 @@ export class SipmeshNode {
   private async runStopSteps (): Promise<void> {
     while (this.stopSteps.length > 0) {
       const step = this.stopSteps.pop()
+      let timer: ReturnType<typeof setTimeout> | undefined
       try {
-        await step?.()
+        // one part that hangs must not keep the others from stopping
+        await Promise.race([
+          step?.(),
+          new Promise<void>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`a part took more than ${STOP_STEP_TIMEOUT} ms to stop`)) }, STOP_STEP_TIMEOUT) })
+        ])
       } catch (err) {
         this.log.warn('error while stopping', { error: (err as Error).message })
+      } finally {
+        clearTimeout(timer)
       }
     }
   }

@@ -208,4 +208,18 @@ describe('sipmesh cluster', () => {
     assert.ok(proc.lines.some(l => l.includes('sipmesh cluster: stopped')))
     for (let i = 0; i < 5; i++) assert.equal(await tcpPortFree(base + 10 * i + 2), true, `admin port of node ${i + 1} is free`)
   })
+
+  test('nodes do not outlive a cluster that is killed with SIGKILL', async () => {
+    const base = await freePortBlock(2)
+    const killed = run(['cluster', '--nodes', '2', '--base-port', String(base), '--data-dir', join(dir, 'killed')])
+    try {
+      await killed.waitForLine(l => l.includes('2 nodes up'), 45_000)
+      assert.equal((await httpGet(`127.0.0.1:${base + 2}`, '/status')).status, 200)
+      killed.child.kill('SIGKILL')
+      await killed.exited
+      await waitFor(async () => await tcpPortFree(base + 2) && await tcpPortFree(base + 12), 15_000, 'the orphaned nodes to stop')
+    } finally {
+      await stop(killed, 'SIGKILL')
+    }
+  })
 })
