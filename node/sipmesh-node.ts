@@ -194,7 +194,6 @@ export class SipmeshNode {
       }
     }
 
-    const libp2pLog = this.pino.child({ component: 'libp2p' })
     let meshNode: MeshNode
     try {
       meshNode = await createMeshNode({
@@ -205,7 +204,7 @@ export class SipmeshNode {
         allowPeers: [...config.mesh.allowPeers],
         privateKey,
         datastore,
-        logger: libp2pComponentLogger(libp2pLog),
+        logger: libp2pComponentLogger(this.pino),
         sip: this.sipAddress,
         metrics: this.init.libp2pMetrics === false ? undefined : prometheusMetrics({ registry: this.metrics.registry, collectDefaultMetrics: true, preserveExistingMetrics: false }),
         ...this.init.mesh
