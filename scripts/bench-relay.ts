@@ -164,7 +164,8 @@ async function scenario (name: string, owner: number, entry: number, user: strin
       steps.push(s)
       const failRatio = s.failed / Math.max(s.sent, 1)
       const pass = failRatio < 0.001 && s.achieved >= rate * 0.9
-      console.log(`  rate ${String(rate).padStart(6)}/s: ok ${s.ok}/${s.sent}, failed ${s.failed} (${(failRatio * 100).toFixed(3)}%), achieved ${s.achieved.toFixed(0)}/s ${pass ? 'PASS' : 'FAIL'}`)
+      const heap = REAL ? '' : `, heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MB`
+      console.log(`  rate ${String(rate).padStart(6)}/s: ok ${s.ok}/${s.sent}, failed ${s.failed} (${(failRatio * 100).toFixed(3)}%), achieved ${s.achieved.toFixed(0)}/s${heap} ${pass ? 'PASS' : 'FAIL'}`)
       if (!pass) break
       best = s
     }

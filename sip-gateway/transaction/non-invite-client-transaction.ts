@@ -18,8 +18,8 @@ const transitions = table({
  * times the transaction out, timer K (T4, zero when reliable) absorbs response retransmissions.
  */
 export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res extends TxResponse = TxResponse> extends Transaction<Req> {
-  readonly request: Req
-  readonly #user: ClientTransactionUser<Res>
+  #request: Req | undefined
+  #user: ClientTransactionUser<Res>
   readonly #timerE = new Timer()
   readonly #timerF = new Timer()
   readonly #timerK = new Timer()
@@ -27,21 +27,24 @@ export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res e
 
   constructor (key: string, request: Req, flow: TxFlow<Req>, user: ClientTransactionUser<Res>, timers: TimerSettings) {
     super(key, flow, timers, S.Trying, transitions)
-    this.request = request
+    this.#request = request
     this.#user = user
     this.#interval = timers.t1
   }
+
+  /** the request, until the final response: "completed" only absorbs response retransmissions */
+  get request (): Req | undefined { return this.#request }
 
   /** send the request and arm the timers (17.1.2.2) */
   start (): void {
     this.#timerF.set(64 * this.timers.t1, () => this.#onTimerF())
     if (!this.reliable) this.#timerE.set(this.#interval, () => this.#onTimerE())
-    this.transmit(this.request)
+    if (this.#request !== undefined) this.transmit(this.#request)
   }
 
   #onTimerE (): void {
-    if (this.state !== S.Trying && this.state !== S.Proceeding) return
-    this.transmit(this.request)
+    if ((this.state !== S.Trying && this.state !== S.Proceeding) || this.#request === undefined) return
+    this.transmit(this.#request)
     this.#interval = this.state === S.Trying ? Math.min(2 * this.#interval, this.timers.t2) : this.timers.t2
     if (this.state === S.Trying || this.state === S.Proceeding) this.#timerE.set(this.#interval, () => this.#onTimerE())
   }
@@ -66,12 +69,23 @@ export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res e
         this.#timerF.clear()
         this.transition(S.Completed)
         this.#user.receiveResponse(response)
+        this.#release()
         if (this.reliable) this.transition(S.Terminated)
         else this.#timerK.set(this.timers.t4, () => this.transition(S.Terminated))
         return
       default:
         // Completed: retransmissions of the final response are absorbed (17.1.2.2)
     }
+  }
+
+  /**
+   * Lingering in "completed" (timer K) needs neither the request nor the TU: let them go, so
+   * that what the TU holds (a proxy's response context) is not kept for T4 after the answer.
+   */
+  #release (): void {
+    this.#request = undefined
+    const onTerminated = this.#user.onTerminated?.bind(this.#user)
+    this.#user = { receiveResponse () {}, onRequestTimeout () {}, onTransportError () {}, onTerminated }
   }
 
   protected override transportFailed (error: unknown): void {

@@ -18,16 +18,23 @@ const transitions = table({
  * reliable) keeps the final response around for them.
  */
 export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res extends TxResponse = TxResponse> extends Transaction<Res> {
-  readonly request: Req
+  #request: Req | undefined
   #user: ServerTransactionUser<Req>
   readonly #timerJ = new Timer()
   #last: Res | undefined
 
   constructor (key: string, request: Req, flow: TxFlow<Res>, timers: TimerSettings, user: ServerTransactionUser<Req> = {}) {
     super(key, flow, timers, S.Trying, transitions)
-    this.request = request
+    this.#request = request
     this.#user = user
   }
+
+  /**
+   * The request, until the final response is sent: a completed transaction only lingers (timer
+   * J, 32 s over UDP) to answer retransmissions with the stored response, so it lets the request
+   * (and the datagram under its body) go.
+   */
+  get request (): Req | undefined { return this.#request }
 
   setUser (user: ServerTransactionUser<Req>): void { this.#user = user }
 
@@ -49,6 +56,7 @@ export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res e
       return
     }
     this.transition(S.Completed)
+    this.#request = undefined
     this.transmit(response)
     if (!this.is(S.Completed)) return
     if (this.reliable) this.transition(S.Terminated)
