@@ -33,6 +33,8 @@ const MAX_INTEREST_TTL_MS = 3_600_000
 const MAX_INTEREST_AORS = 100_000
 const MAX_INTEREST_PER_AOR = 1_000
 
+const SMALL_MESH_RECHECK_MS = 30_000
+
 const NO_PATH = { index: -1, queued: 0, running: 0, total: 0 }
 
 function kadInternals (dht: unknown): KadInternals | undefined {
@@ -116,6 +118,8 @@ export class DhtRegistry implements ClaimRegistry {
   private readonly noticeReplicas: number
   private readonly resolveQuorum: number
   private shutdown?: AbortController
+  private smallMesh?: { size: number, at: number, verified: boolean }
+  private smallMeshCheck?: Promise<void>
   private republishTimer?: ReturnType<typeof setInterval>
   private reassertTimer?: ReturnType<typeof setTimeout>
 
@@ -216,15 +220,45 @@ export class DhtRegistry implements ClaimRegistry {
   // ---------------------------------------------------------------- DHT primitives
 
   /**
-   * Direct mode: this node's routing table is smaller than k, so it holds the whole set of peers a
-   * walk would end at; queries then go straight to them (one round, no GET_CLOSEST_PEERS walk).
+   * Direct mode: the whole mesh is smaller than k and this node's routing table holds all of it,
+   * so the walk would end at exactly those peers; queries then go straight to them (one round).
+   * "Holds all of it" is checked by a walk (`verifySmallMesh`) at most every 30 s: a node that
+   * just joined a large mesh also has a small routing table, and must not take it for the mesh.
    */
   private directKad (): KadInternals | undefined {
     if (this.directQueries === false) return undefined
     const kad = kadInternals(this.components.dht)
     if (kad == null) return undefined
-    if (this.directQueries !== true && kad.routingTable.size >= kad.k) return undefined
-    return kad
+    if (this.directQueries === true) return kad
+    const size = kad.routingTable.size
+    if (size === 0 || size >= kad.k) return undefined
+    const now = Date.now()
+    if (this.smallMesh != null && this.smallMesh.size === size && now - this.smallMesh.at < SMALL_MESH_RECHECK_MS) {
+      return this.smallMesh.verified ? kad : undefined
+    }
+    if (this.smallMeshCheck == null) {
+      this.smallMeshCheck = this.verifySmallMesh(kad).finally(() => { this.smallMeshCheck = undefined })
+    }
+    return undefined
+  }
+
+  /** Walk towards our own id and see whether any DHT peer turns up that our routing table lacks. */
+  private async verifySmallMesh (kad: KadInternals): Promise<void> {
+    if (this.shutdown == null) return
+    const size = kad.routingTable.size
+    const known = new Set(kad.routingTable.closestPeers(kadId(this.peerId.toMultihash().bytes), { count: kad.k }).map(p => p.toString()))
+    known.add(this.nodeId)
+    let verified = true
+    try {
+      for await (const ev of this.components.dht.getClosestPeers(this.peerId.toMultihash().bytes, { signal: this.signal() })) {
+        const ids = ev.name === 'PEER_RESPONSE' ? ev.closer.map(p => p.id.toString()) : ev.name === 'FINAL_PEER' ? [ev.peer.id.toString()] : []
+        if (ids.some(id => !known.has(id))) verified = false
+      }
+    } catch (err) {
+      this.log('small-mesh check failed: %s', errorMessage(err))
+      verified = false
+    }
+    this.smallMesh = { size, at: Date.now(), verified }
   }
 
   private recordKey (key: Uint8Array): Key {

@@ -119,9 +119,10 @@ export interface DhtRegistryInit {
    */
   claimReadCacheMs?: number
   /**
-   * Send GET_VALUE/PUT_VALUE straight to the peers of this node's routing table instead of a
-   * kad-dht walk: `'auto'` does so while the routing table is smaller than k (a small mesh, where
-   * the table holds the whole closest set anyway), `true` always, `false` never.
+   * Send reads (`/sipmesh/claim-get/1.0.0`) and PUT_VALUE straight to the peers of this node's
+   * routing table instead of kad-dht walks: `'auto'` does so while the routing table is smaller
+   * than k and a walk (re-checked every 30 s) found no DHT peer outside it, i.e. the whole mesh is
+   * smaller than k and every walk would end at those peers anyway; `true` always, `false` never.
    *
    * @default 'auto'
    */
