@@ -186,7 +186,13 @@ export async function runCluster (args: string[]): Promise<number> {
     const flags = ['start', '--sip', n.sip, '--p2p', n.p2p, '--admin', n.admin, '--data-dir', n.dataDir, '--log-level', opts.logLevel]
     for (const d of opts.domains) flags.push('--domain', d)
     for (const other of nodes) if (other !== n) flags.push('--bootstrap', `${other.p2p}/p2p/${other.peerId}`)
-    const child = spawn(process.execPath, [BIN, ...flags], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: childEnv() })
+    const child = spawn(process.execPath, [BIN, ...flags], {
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      env: childEnv(),
+      // a process group of its own: Ctrl-C reaches the cluster only, which then stops each node
+      // once (a node treats a second signal as "exit now")
+      detached: true
+    })
     // the IPC channel is only a lifeline: a node whose cluster dies stops by itself
     child.channel?.unref()
     n.child = child
@@ -248,13 +254,15 @@ export async function runCluster (args: string[]): Promise<number> {
 
   process.stdout.write(`${table(nodes)}\n\nsipmesh cluster: ${nodes.length} node${nodes.length === 1 ? '' : 's'} up (logs in ${opts.dataDir}/node-<i>/node.log); Ctrl-C stops them all\n`)
 
+  let stopping = false
   for (const n of nodes) {
     n.child?.once('exit', (code, sig) => {
-      process.stderr.write(`sipmesh cluster: node ${n.index} exited (${code ?? sig}); the others keep running\n`)
+      if (!stopping) process.stderr.write(`sipmesh cluster: node ${n.index} exited (${code ?? sig}); the others keep running\n`)
     })
   }
 
   const sig = await signal
+  stopping = true
   process.stdout.write(`sipmesh cluster: ${sig}, stopping ${nodes.length} nodes\n`)
   await stopAll(nodes)
   process.stdout.write('sipmesh cluster: stopped\n')
