@@ -141,6 +141,22 @@ describe('Libp2pPeerChannel between two nodes over TCP', () => {
     } finally { off() }
   })
 
+  test('frames coalesced in one tick survive their stream failing before the write', async () => {
+    const got: string[] = []
+    const off = cb.onMessage((_node, data) => { got.push(dec.decode(data)) })
+    try {
+      await ca.send(b.peerId.toString(), enc.encode('warm-up'))
+      await waitFor(() => got.includes('warm-up'), 5000, 'warm-up')
+      const link = (ca as unknown as { links: Map<string, { stream?: { abort: (err: Error) => void } }> }).links.get(b.peerId.toString())
+      assert.ok(link?.stream != null)
+      const sends = ['one', 'two', 'three'].map(async m => { await ca.send(b.peerId.toString(), enc.encode(m)) })
+      link.stream.abort(new Error('test: stream dies before the batch is written'))
+      await Promise.all(sends)
+      await waitFor(() => got.length >= 4, 5000, 'the re-queued frames')
+      assert.deepEqual(got, ['warm-up', 'one', 'two', 'three'])
+    } finally { off() }
+  })
+
   test('an oversized message is refused by the sender', async () => {
     await assert.rejects(ca.send(b.peerId.toString(), new Uint8Array(64 * 1024 + 1)), { name: 'FrameTooLargeError' })
   })
