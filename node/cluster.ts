@@ -10,7 +10,7 @@
  * cluster started again has the same peer ids. Each node's JSON log goes to `node-<i>/node.log`.
  *
  * Once every node is up (and connected to the others, or after a few seconds) it prints a table:
- * node, peer id, SIP, admin. Ctrl-C (SIGINT) or SIGTERM stops them all.
+ * node, peer id, SIP, admin (one row per node, columns separated by spaces), then one status line. Ctrl-C (SIGINT) or SIGTERM stops them all.
  */
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
@@ -125,8 +125,8 @@ async function getStatus (admin: string): Promise<{ peers: string[] } | undefine
 }
 
 function table (nodes: ClusterNode[]): string {
-  const rows = [['node', 'peer id', 'SIP', 'admin', 'peers']]
-  for (const n of nodes) rows.push([String(n.index), n.peerId, n.sip, `http://${n.admin}`, String(n.peers)])
+  const rows = [['node', 'peer id', 'SIP', 'admin']]
+  for (const n of nodes) rows.push([String(n.index), n.peerId, n.sip, `http://${n.admin}`])
   const widths = rows[0].map((_, c) => Math.max(...rows.map(r => r[c].length)))
   return rows.map(r => r.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd()).join('\n')
 }
@@ -252,7 +252,10 @@ export async function runCluster (args: string[]): Promise<number> {
     await new Promise(resolve => setTimeout(resolve, 200))
   }
 
-  process.stdout.write(`${table(nodes)}\n\nsipmesh cluster: ${nodes.length} node${nodes.length === 1 ? '' : 's'} up (logs in ${opts.dataDir}/node-<i>/node.log); Ctrl-C stops them all\n`)
+  const wired = nodes.every(n => n.peers >= nodes.length - 1)
+    ? 'every node is connected to all the others'
+    : `still connecting: ${nodes.map(n => `node ${n.index} sees ${n.peers}`).join(', ')} of ${nodes.length - 1}`
+  process.stdout.write(`${table(nodes)}\n\nsipmesh cluster: ${nodes.length} node${nodes.length === 1 ? '' : 's'} up; ${wired}; logs in ${opts.dataDir}/node-<i>/node.log; Ctrl-C stops them all\n`)
 
   let stopping = false
   for (const n of nodes) {
