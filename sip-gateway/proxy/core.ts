@@ -111,6 +111,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #contexts = new Map<ServerTransaction, ResponseContext>()
   readonly #resolving = new Map<string, Promise<Route | undefined>>()
   readonly #lastRoutes = new Map<string, Route>()
+  readonly #loopHashes = new WeakMap<SipRequest, string>()
   #layer: TransactionLayer<Flow> | undefined
   readonly stats: ProxyStats = { requests: 0, forwardedMesh: 0, deliveredLocal: 0, answeredLocally: 0, loops: 0, notOwnerRetries: 0, responses: {} }
 
@@ -176,7 +177,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       const flow = nv.transport === MESH_TRANSPORT && typeof nv.params.node === 'string'
         ? this.#mesh(nv.params.node)
         : undefined
-      if (flow !== undefined) { void flow.send(copy); return }
+      if (flow !== undefined) { Promise.resolve(flow.send(copy)).catch(() => {}); return }
       if (nv.transport === 'UDP' || nv.transport === 'TCP') {
         const port = typeof nv.rport === 'number' ? nv.rport : nv.port ?? 5060
         Promise.resolve(this.#connector.connect({ transport: nv.transport, host: nv.received ?? nv.host, port }))
@@ -190,6 +191,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   // ---- request handling ------------------------------------------------------------------
 
   async #handle (request: SipRequest, tx: ServerTransaction, flow: Flow): Promise<void> {
+    // the loop hash covers the request as received (16.6 step 8), before we change anything
+    this.#loopHashes.set(request, loopHashOf(request))
     const fromMesh = flow.transport === MESH_TRANSPORT
     // RFC 3325: identity from user agents is never trusted
     if (!fromMesh) request.headers.delete('P-Asserted-Identity')
@@ -397,7 +400,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       this.#contexts.set(tx, ctx)
       tx.onTerminated(() => { this.#contexts.delete(tx); timerC?.clear() })
     }
-    const loopHash = loopHashOf(request)
+    const loopHash = this.#loopHashes.get(request) ?? loopHashOf(request)
     for (const target of targets) this.#startBranch(ctx, request, inbound, target, loopHash)
   }
 
@@ -575,7 +578,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       try { via = parseVia(v) } catch { throw new SipStatusError(400, 'Malformed Via') }
       const ours = typeof via.params.node === 'string' ? via.params.node === this.#registry.nodeId : this.#isOurVia(via)
       if (!ours || via.branch === undefined) continue
-      hash ??= loopHashOf(request)
+      hash ??= this.#loopHashes.get(request) ?? loopHashOf(request)
       if (via.branch.endsWith('.' + hash)) {
         this.stats.loops++
         throw new SipStatusError(482, 'Loop Detected')
