@@ -83,7 +83,8 @@ export class SipmeshNode {
   readonly config: Readonly<Config>
   readonly pino: PinoLogger
   readonly log: Logger
-  readonly metrics: NodeMetrics
+  /** this run's metrics (a fresh registry at every start, so a node object can be restarted) */
+  metrics: NodeMetrics
   private readonly init: SipmeshNodeInit
   private datastore?: LevelDatastore
   private meshNode?: MeshNode
@@ -134,6 +135,7 @@ export class SipmeshNode {
   async start (): Promise<void> {
     if (this.started) return
     this.shutdown = new AbortController()
+    this.metrics = createNodeMetrics()
     try {
       await this.startSteps()
       this.started = true

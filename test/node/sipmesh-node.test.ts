@@ -108,6 +108,13 @@ describe('persistence', () => {
     } finally {
       await again.stop()
     }
+    // the same object can be started again too
+    await a.start()
+    try {
+      assert.equal(a.peerId, id)
+    } finally {
+      await a.stop()
+    }
   })
 })
 
