@@ -13,6 +13,7 @@ import { decode, encode } from 'cborg'
 import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
 import { xor } from 'uint8arrays/xor'
 import { NotStartedError, errorMessage, errorName } from './errors.ts'
+import { withSignal } from './signal.ts'
 import type { SignedClaim } from './record/claim.ts'
 import type { ClaimRegistry, DhtRegistryComponents, DhtRegistryInit } from './index.ts'
 import type { Aor, ClaimResult, LocalBinding, Route, Unwatch } from '../sip-gateway/ports.ts'
@@ -45,6 +46,16 @@ function kadInternals (dht: unknown): KadInternals | undefined {
 
 function kadId (key: Uint8Array): Uint8Array {
   return (sha256.digest(key) as Awaited<ReturnType<typeof sha256.digest>>).digest
+}
+
+export interface LookupOptions extends AbortOptions {
+  /**
+   * Ask the `quorum` closest known peers first: in direct mode the rest only when one of them did
+   * not answer; in a large mesh the kad-dht walk only when none had a record.
+   */
+  quorum?: number
+  /** with `quorum` in a large mesh: never walk (a claim's pre-read) */
+  noWalk?: boolean
 }
 
 export interface PutOutcome {
@@ -210,12 +221,12 @@ export class DhtRegistry implements ClaimRegistry {
     await this.components.libp2p.unhandle(CLAIM_GET_PROTOCOL).catch(() => {})
   }
 
-  private signal (options?: AbortOptions, timeout = this.queryTimeout): AbortSignal {
+  /** Run one bounded operation: aborted by stop(), the caller's signal or the query timeout. */
+  private async op<T> (options: AbortOptions | undefined, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
     if (this.shutdown == null) throw new NotStartedError()
-    const signals = [this.shutdown.signal, AbortSignal.timeout(timeout)]
-    if (options?.signal != null) signals.push(options.signal)
-    return AbortSignal.any(signals)
+    return withSignal(this.queryTimeout, [this.shutdown.signal, options?.signal], fn)
   }
+
 
   // ---------------------------------------------------------------- DHT primitives
 
@@ -250,10 +261,12 @@ export class DhtRegistry implements ClaimRegistry {
     known.add(this.nodeId)
     let verified = true
     try {
-      for await (const ev of this.components.dht.getClosestPeers(this.peerId.toMultihash().bytes, { signal: this.signal() })) {
-        const ids = ev.name === 'PEER_RESPONSE' ? ev.closer.map(p => p.id.toString()) : ev.name === 'FINAL_PEER' ? [ev.peer.id.toString()] : []
-        if (ids.some(id => !known.has(id))) verified = false
-      }
+      await this.op(undefined, async (signal) => {
+        for await (const ev of this.components.dht.getClosestPeers(this.peerId.toMultihash().bytes, { signal })) {
+          const ids = ev.name === 'PEER_RESPONSE' ? ev.closer.map(p => p.id.toString()) : ev.name === 'FINAL_PEER' ? [ev.peer.id.toString()] : []
+          if (ids.some(id => !known.has(id))) verified = false
+        }
+      })
     } catch (err) {
       this.log('small-mesh check failed: %s', errorMessage(err))
       verified = false
@@ -299,9 +312,12 @@ export class DhtRegistry implements ClaimRegistry {
    * `quorum`, a direct lookup asks the `quorum` closest peers first and the others only when one
    * of those had no record (or did not answer).
    */
-  async lookupAll (aor: Aor, options?: AbortOptions & { quorum?: number }): Promise<SignedClaim[]> {
+  async lookupAll (aor: Aor, options?: LookupOptions): Promise<SignedClaim[]> {
+    return this.op(options, async (signal) => this.lookupAllWith(aor, signal, options))
+  }
+
+  private async lookupAllWith (aor: Aor, signal: AbortSignal, options?: LookupOptions): Promise<SignedClaim[]> {
     const key = claimKey(aor)
-    const signal = this.signal(options)
     const values: Uint8Array[] = []
     this.stats.lookups++
     const kad = this.directKad()
@@ -340,23 +356,45 @@ export class DhtRegistry implements ClaimRegistry {
         if (stale.length > 0) void this.correct(kad, best, stale.map(a => a.peer))
       }
       return claims
-    } else {
+    }
+    // a large mesh: first the few closest peers this node knows of (no walk; in a populated
+    // routing table they are usually replicas), the kad-dht walk only when none of them has a
+    // record (a claim's pre-read never walks: it only looks for a previous owner)
+    const known = kadInternals(this.components.dht)
+    if (known != null && this.directQueries !== false && known.routingTable.size > 0 && options?.quorum != null) {
+      const offline: Uint8Array[] = []
       try {
-        for await (const ev of this.components.dht.get(key, { signal })) {
-          if (ev.name === 'VALUE') values.push(ev.value)
-          else if (ev.name === 'PEER_RESPONSE' && ev.record != null) values.push(ev.record.value)
-        }
-      } catch (err) {
-        // kad-dht throws QueryError when a correction fails, after it found the values
-        if (values.length === 0 && errorName(err) !== 'NotFoundError') this.log('lookup of %s failed: %s', aor, errorMessage(err))
+        offline.push(Libp2pRecord.deserialize(await this.components.datastore.get(this.recordKey(key))).value)
+      } catch {
+        // nothing stored here
       }
+      const peers = known.routingTable.closestPeers(kadId(key), { count: options.quorum })
+      await Promise.all(peers.map(async peer => {
+        try {
+          const value = await requestClaim(this.components.libp2p, CLAIM_GET_PROTOCOL, peer, key, { signal })
+          if (value != null) offline.push(value)
+        } catch {
+          // no answer
+        }
+      }))
+      const claims = await this.verifyAll(aor, key, offline)
+      if (claims.length > 0 || options.noWalk === true) return claims
+    }
+    try {
+      for await (const ev of this.components.dht.get(key, { signal })) {
+        if (ev.name === 'VALUE') values.push(ev.value)
+        else if (ev.name === 'PEER_RESPONSE' && ev.record != null) values.push(ev.record.value)
+      }
+    } catch (err) {
+      // kad-dht throws QueryError when a correction fails, after it found the values
+      if (values.length === 0 && errorName(err) !== 'NotFoundError') this.log('lookup of %s failed: %s', aor, errorMessage(err))
     }
     options?.signal?.throwIfAborted()
     return this.verifyAll(aor, key, values)
   }
 
   /** The newest valid claim the DHT holds for an AoR. */
-  async lookup (aor: Aor, options?: AbortOptions & { quorum?: number }): Promise<SignedClaim | undefined> {
+  async lookup (aor: Aor, options?: LookupOptions): Promise<SignedClaim | undefined> {
     return (await this.lookupAll(aor, options))[0]
   }
 
@@ -365,8 +403,7 @@ export class DhtRegistry implements ClaimRegistry {
     if (this.shutdown == null) return
     const key = claimKey(best.aor)
     const record = new Libp2pRecord(key, best.bytes, new Date()).serialize()
-    const signal = this.signal()
-    await Promise.all(targets.map(async peer => {
+    await this.op(undefined, async (signal) => Promise.all(targets.map(async peer => {
       try {
         if (peer == null) {
           await this.components.datastore.put(this.recordKey(key), record, { signal })
@@ -378,12 +415,15 @@ export class DhtRegistry implements ClaimRegistry {
       } catch (err) {
         this.log('correcting %s at %s: %s', best.aor, peer?.toString() ?? 'self', errorMessage(err))
       }
-    }))
+    })))
   }
 
   /** Put a signed claim; counts the peers that acknowledged storing it and those that did not. */
   async put (claim: SignedClaim, options?: AbortOptions): Promise<PutOutcome> {
-    const signal = this.signal(options)
+    return this.op(options, async (signal) => this.putWith(claim, signal, options))
+  }
+
+  private async putWith (claim: SignedClaim, signal: AbortSignal, options?: AbortOptions): Promise<PutOutcome> {
     const key = claimKey(claim.aor)
     const kad = this.directKad()
     if (kad != null) {
@@ -620,9 +660,11 @@ export class DhtRegistry implements ClaimRegistry {
       peers = kad.routingTable.closestPeers(kadId(key), { count: kad.k })
     } else {
       try {
-        for await (const ev of this.components.dht.getClosestPeers(key, { signal: this.signal() })) {
-          if (ev.name === 'FINAL_PEER') peers.push(ev.peer.id)
-        }
+        await this.op(undefined, async (signal) => {
+          for await (const ev of this.components.dht.getClosestPeers(key, { signal })) {
+            if (ev.name === 'FINAL_PEER') peers.push(ev.peer.id)
+          }
+        })
       } catch (err) {
         this.log('could not find the replicas of %s: %s', aor, errorMessage(err))
       }
@@ -696,7 +738,7 @@ export class DhtRegistry implements ClaimRegistry {
     const cached = this.cache.get(aor)
     const known = this.claimReadCache > 0 && cached != null && Date.now() - cached.fetchedAt < this.claimReadCache
     // the read only finds the previous owner (the HLC version needs no read), so it runs beside the put
-    const prevP: Promise<SignedClaim[]> = known ? Promise.resolve([cached.claim]) : this.lookupAll(aor, { ...options, quorum: this.resolveQuorum }).catch(() => [])
+    const prevP: Promise<SignedClaim[]> = known ? Promise.resolve([cached.claim]) : this.lookupAll(aor, { ...options, quorum: this.resolveQuorum, noWalk: true }).catch(() => [])
     let mine = await this.sign(aor, 'claim', binding.expiresAt + this.grace)
     let outcome = await this.put(mine, options)
     const before = await prevP

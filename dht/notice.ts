@@ -6,6 +6,7 @@
  */
 import { lpStream } from '@libp2p/utils'
 import { MAX_CLAIM_BYTES } from './record/claim.ts'
+import { withSignal } from './signal.ts'
 import type { AbortOptions, Connection, Libp2p, Logger, PeerId, Stream } from '@libp2p/interface'
 import { errorMessage } from './errors.ts'
 
@@ -23,10 +24,13 @@ export const NOTICE_TIMEOUT_MS = 5_000
 
 /** Send one notice (a signed claim envelope) to a peer. Throws on failure. */
 export async function sendNotice (libp2p: Pick<Libp2p, 'dialProtocol'>, protocol: string, peer: PeerId, claim: Uint8Array, options: AbortOptions & { maxBytes?: number } = {}): Promise<void> {
-  const signal = options.signal != null ? AbortSignal.any([options.signal, AbortSignal.timeout(NOTICE_TIMEOUT_MS)]) : AbortSignal.timeout(NOTICE_TIMEOUT_MS)
+  await withSignal(NOTICE_TIMEOUT_MS, [options.signal], async (signal) => { await sendNoticeWith(libp2p, protocol, peer, claim, signal, options.maxBytes) })
+}
+
+async function sendNoticeWith (libp2p: Pick<Libp2p, 'dialProtocol'>, protocol: string, peer: PeerId, claim: Uint8Array, signal: AbortSignal, maxBytes?: number): Promise<void> {
   const stream = await libp2p.dialProtocol(peer, protocol, { signal })
   try {
-    const lp = lpStream(stream, { maxDataLength: options.maxBytes ?? MAX_CLAIM_BYTES })
+    const lp = lpStream(stream, { maxDataLength: maxBytes ?? MAX_CLAIM_BYTES })
     await lp.write(claim, { signal })
     await stream.close({ signal })
   } catch (err) {
@@ -37,8 +41,7 @@ export async function sendNotice (libp2p: Pick<Libp2p, 'dialProtocol'>, protocol
 
 /** A stream handler that reads one notice and passes its bytes on. Never throws. */
 export function noticeHandler (log: Logger, onNotice: (from: PeerId, claim: Uint8Array) => void | Promise<void>, maxBytes = MAX_CLAIM_BYTES): (stream: Stream, connection: Connection) => Promise<void> {
-  return async (stream, connection) => {
-    const signal = AbortSignal.timeout(NOTICE_TIMEOUT_MS)
+  return async (stream, connection) => withSignal(NOTICE_TIMEOUT_MS, [], async (signal) => {
     try {
       const lp = lpStream(stream, { maxDataLength: maxBytes })
       const msg = await lp.read({ signal })
@@ -48,7 +51,7 @@ export function noticeHandler (log: Logger, onNotice: (from: PeerId, claim: Uint
       log('bad notice from %p: %s', connection.remotePeer, errorMessage(err))
       stream.abort(err instanceof Error ? err : new Error(String(err)))
     }
-  }
+  })
 }
 
 /**
@@ -62,7 +65,10 @@ export const MAX_KEY_BYTES = 128
 
 /** Ask a peer for the claim it stores under a key; undefined when it has none. Throws on failure. */
 export async function requestClaim (libp2p: Pick<Libp2p, 'dialProtocol'>, protocol: string, peer: PeerId, key: Uint8Array, options: AbortOptions = {}): Promise<Uint8Array | undefined> {
-  const signal = options.signal != null ? AbortSignal.any([options.signal, AbortSignal.timeout(NOTICE_TIMEOUT_MS)]) : AbortSignal.timeout(NOTICE_TIMEOUT_MS)
+  return withSignal(NOTICE_TIMEOUT_MS, [options.signal], async (signal) => requestClaimWith(libp2p, protocol, peer, key, signal))
+}
+
+async function requestClaimWith (libp2p: Pick<Libp2p, 'dialProtocol'>, protocol: string, peer: PeerId, key: Uint8Array, signal: AbortSignal): Promise<Uint8Array | undefined> {
   const stream = await libp2p.dialProtocol(peer, protocol, { signal })
   try {
     const lp = lpStream(stream, { maxDataLength: MAX_CLAIM_BYTES })
@@ -78,8 +84,7 @@ export async function requestClaim (libp2p: Pick<Libp2p, 'dialProtocol'>, protoc
 
 /** The responder side of claim reads. Never throws. */
 export function claimGetHandler (log: Logger, lookup: (key: Uint8Array) => Promise<Uint8Array | undefined>): (stream: Stream, connection: Connection) => Promise<void> {
-  return async (stream, connection) => {
-    const signal = AbortSignal.timeout(NOTICE_TIMEOUT_MS)
+  return async (stream, connection) => withSignal(NOTICE_TIMEOUT_MS, [], async (signal) => {
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_KEY_BYTES })
       const key = (await lp.read({ signal })).subarray()
@@ -90,5 +95,5 @@ export function claimGetHandler (log: Logger, lookup: (key: Uint8Array) => Promi
       log('bad claim read from %p: %s', connection.remotePeer, errorMessage(err))
       stream.abort(err instanceof Error ? err : new Error(String(err)))
     }
-  }
+  })
 }
