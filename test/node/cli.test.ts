@@ -75,6 +75,27 @@ describe('sipmesh CLI usage', () => {
     }))
   })
 
+  test('start reads the config file, then the environment, then the flags', async () => {
+    const { run, stop, httpGet, waitFor, freePorts, freeSipPort } = await import('../e2e/fixtures/processes.ts')
+    const [admin, p2p, otherAdmin] = await freePorts(3)
+    const sip = await freeSipPort()
+    const file = join(dir, 'node.json')
+    await writeFile(file, JSON.stringify({ domain: ['cfg.example'], admin: `127.0.0.1:${otherAdmin}`, p2p: [`/ip4/127.0.0.1/tcp/${p2p}`], 'data-dir': join(dir, 'cfg-node'), sip: '127.0.0.1:1' }))
+    const proc = run(['start', '--config', file, '--admin', `127.0.0.1:${admin}`, '--log-level', 'warn'], { SIPMESH_SIP: `127.0.0.1:${sip}` })
+    try {
+      await waitFor(async () => (await httpGet(`127.0.0.1:${admin}`, '/status')).status === 200, 15_000, 'the node to answer')
+      const status = JSON.parse((await httpGet(`127.0.0.1:${admin}`, '/status')).body)
+      assert.deepEqual(status.domains, ['cfg.example'])
+      assert.equal(status.sip, `127.0.0.1:${sip}`)
+      assert.ok(status.multiaddrs[0].startsWith(`/ip4/127.0.0.1/tcp/${p2p}/`))
+      // --log-level warn: the info lines are not written
+      assert.ok(!proc.lines.some(l => l.includes('"level":"info"')), proc.lines.join('\n'))
+      assert.deepEqual(await stop(proc, 'SIGTERM'), { code: 0, signal: null })
+    } finally {
+      await stop(proc, 'SIGKILL')
+    }
+  })
+
   test('a node that cannot start (admin port taken) exits 1 and says why', async () => {
     const { createServer } = await import('node:net')
     const server = createServer()
