@@ -42,7 +42,7 @@ export interface TransactionCore<F extends MessageFlow> {
 
 export interface TransactionLayerInit {
   timers?: Partial<TimerSettings>
-  /** most live server transactions before new requests get 503. @default 100_000 */
+  /** most live server transactions before new requests get 503 (UDP ones linger 32 s, timer J). @default 300_000 */
   maxServerTransactions?: number
 }
 
@@ -101,7 +101,7 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
   constructor (core: TransactionCore<F>, init: TransactionLayerInit = {}) {
     this.#core = core
     this.timers = timerSettings(init.timers)
-    this.#maxServers = init.maxServerTransactions ?? 100_000
+    this.#maxServers = init.maxServerTransactions ?? 300_000
   }
 
   get serverCount (): number { return this.#servers.size }
