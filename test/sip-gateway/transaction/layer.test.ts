@@ -1,0 +1,61 @@
+// Transaction matching (RFC 3261 17.1.3, 17.2.3): retransmissions, ACK, CANCEL, sent-by, method;
+// the cap on live server transactions.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { TransactionLayer, serverKey, clientKey, type MessageFlow } from '../../../sip-gateway/transaction/layer.ts'
+import { SipRequest, SipResponse, Headers, createResponse } from '../../../sip-gateway/codec/index.ts'
+import { SipStatusError } from '../../../sip-gateway/errors.ts'
+
+function req (method: string, branch: string, sentBy = '10.0.0.1:5060', cseqMethod = method): SipRequest {
+  const h = new Headers()
+  h.append('Via', `SIP/2.0/UDP ${sentBy};branch=${branch}`)
+  h.append('From', '<sip:a@example.com>;tag=1')
+  h.append('To', '<sip:b@example.com>')
+  h.append('Call-ID', 'c1')
+  h.append('CSeq', `1 ${cseqMethod}`)
+  return new SipRequest(method, 'sip:b@example.com', h)
+}
+
+const flow: MessageFlow = { reliable: true, send () {} }
+
+test('server keys: branch + sent-by + method; ACK maps to INVITE; CANCEL has its own', () => {
+  const k = serverKey(req('INVITE', 'z9hG4bKa'))
+  assert.equal(serverKey(req('ACK', 'z9hG4bKa', '10.0.0.1:5060', 'ACK')), k)
+  assert.notEqual(serverKey(req('CANCEL', 'z9hG4bKa', '10.0.0.1:5060', 'CANCEL')), k)
+  assert.notEqual(serverKey(req('INVITE', 'z9hG4bKa', '10.0.0.2:5060')), k, 'another sent-by is another transaction')
+  assert.notEqual(serverKey(req('INVITE', 'z9hG4bKb')), k)
+  // RFC 2543 branches fall back to the dialog fields
+  assert.match(serverKey(req('MESSAGE', 'old-branch')), /^2543\|/)
+  assert.throws(() => serverKey(new SipRequest('MESSAGE', 'sip:x@y', new Headers())), SipStatusError)
+})
+
+test('client keys: branch + CSeq method', () => {
+  const r = new SipResponse(200, 'OK', new Headers([['Via', 'SIP/2.0/UDP h;branch=z9hG4bKx'], ['CSeq', '5 CANCEL']]))
+  assert.equal(clientKey(r), 'z9hG4bKx|CANCEL')
+  assert.equal(clientKey(new SipResponse(200, 'OK', new Headers())), undefined)
+})
+
+test('layer: retransmission absorbed, ACK of a non-2xx absorbed, 2xx ACK and CANCEL handed up, stray responses, cap', () => {
+  const seen: string[] = []
+  const layer = new TransactionLayer({
+    onRequest (r, tx) { seen.push(`request ${r.method}`); if (r.method === 'INVITE') tx.respond(createResponse(r, 486, undefined, undefined, { toTag: 't' })) },
+    onAck () { seen.push('ack') },
+    onCancel (_c, _tx, invite) { seen.push(`cancel ${invite === undefined ? 'unmatched' : 'matched'}`) },
+    onStrayResponse () { seen.push('stray') }
+  }, { maxServerTransactions: 3 })
+  layer.receiveRequest(req('MESSAGE', 'z9hG4bK1'), flow)
+  layer.receiveRequest(req('MESSAGE', 'z9hG4bK1'), flow)
+  assert.equal(layer.stats.retransmissionsAbsorbed, 1)
+  layer.receiveRequest(req('INVITE', 'z9hG4bK2'), flow) // answered 486 (reliable: the tx waits for the ACK)
+  layer.receiveRequest(req('ACK', 'z9hG4bK2', '10.0.0.1:5060', 'ACK'), flow) // absorbed by the INVITE transaction
+  layer.receiveRequest(req('ACK', 'z9hG4bK9', '10.0.0.1:5060', 'ACK'), flow) // no transaction: a 2xx ACK
+  layer.receiveRequest(req('CANCEL', 'z9hG4bK7', '10.0.0.1:5060', 'CANCEL'), flow)
+  layer.receiveResponse(new SipResponse(200, 'OK', new Headers([['Via', 'SIP/2.0/UDP h;branch=z9hG4bKq'], ['CSeq', '1 MESSAGE']])), flow)
+  assert.deepEqual(seen, ['request MESSAGE', 'request INVITE', 'ack', 'cancel unmatched', 'stray'])
+  // the MESSAGE and CANCEL transactions are live (never answered), the INVITE ended with its ACK: 2 of 3
+  layer.receiveRequest(req('OPTIONS', 'z9hG4bK3'), flow)
+  assert.throws(() => layer.receiveRequest(req('OPTIONS', 'z9hG4bK4'), flow), (e: unknown) => e instanceof SipStatusError && e.status === 503)
+  assert.equal(layer.stats.overload, 1)
+  layer.close()
+  assert.equal(layer.serverCount, 0)
+})
