@@ -127,6 +127,17 @@ export class Gateway {
 
   get registrar (): Registrar<Flow> { return this.#registrar }
 
+  /**
+   * Send a request this node originates (a stored MESSAGE being delivered, issue 5) to every
+   * live contact of a locally registered AoR. The request carries From, To, Call-ID, CSeq and
+   * body; the gateway adds its Via and sets the Request-URI per contact. Resolves with the first
+   * 2xx (or the best final response), or undefined when the AoR has no reachable contact here.
+   */
+  async deliver (aor: string, request: SipRequest): Promise<SipResponse | undefined> {
+    if (this.#core === undefined) throw new Error('gateway not started')
+    return await this.#core.deliver(aor, request)
+  }
+
   /** number of AoRs registered on this node */
   get registrations (): number { return this.#registrar.registrations }
 

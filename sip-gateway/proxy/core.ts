@@ -39,7 +39,7 @@ import type { TransactionCore, TransactionLayer, ServerTransaction } from '../tr
 import type { InviteServerTransaction } from '../transaction/invite-server-transaction.ts'
 import { responseForError } from './error-response.ts'
 import { Timer } from '../transaction/timers.ts'
-import { ResponseContext, type Branch } from './response-context.ts'
+import { ResponseContext, bestResponse, type Branch } from './response-context.ts'
 import { MESH_TRANSPORT, type Connector, type Flow } from './flow.ts'
 
 /** Methods this node knows (anything else: 501). */
@@ -376,6 +376,47 @@ export class ProxyCore implements TransactionCore<Flow> {
       const u = parseUri(parseNameAddr(from).uri)
       if (this.#domains.has(u.host.toLowerCase()) && u.user !== undefined) request.headers.set('P-Asserted-Identity', `<${aorOf(u)}>`)
     } catch { /* not ours to assert */ }
+  }
+
+  /**
+   * Send a request this node originates (for example a stored MESSAGE, issue 5) to every live
+   * contact of an AoR registered here, as a stateful UAC/proxy hybrid: our Via on top, the
+   * Request-URI set to each contact. Resolves with the first 2xx, or the best final response
+   * when none succeeds, or undefined when the AoR has no reachable contact here.
+   */
+  async deliver (aor: string, request: SipRequest): Promise<SipResponse | undefined> {
+    const bindings = this.#registrar.lookup(aor)
+    const targets: Target[] = []
+    for (const b of bindings) {
+      try { targets.push({ uri: b.uri, flow: await this.#bindingFlow(b) }) } catch { /* unreachable contact */ }
+    }
+    if (targets.length === 0) return undefined
+    return await new Promise<SipResponse>(resolve => {
+      const finals: SipResponse[] = []
+      let settled = false
+      const done = (r: SipResponse): void => {
+        if (settled) return
+        if (r.status >= 200 && r.status < 300) { settled = true; resolve(r); return }
+        finals.push(r)
+        if (finals.length === targets.length) { settled = true; resolve(bestResponse(finals) ?? r) }
+      }
+      for (const target of targets) {
+        const copy = cloneMessage(request) as SipRequest
+        copy.uri = target.uri
+        if (!copy.headers.has('Max-Forwards')) copy.headers.set('Max-Forwards', '70')
+        const params: Record<string, string | null> = target.flow.transport === 'UDP' ? { rport: null } : {}
+        copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#port, params, branch: generateBranch() }))
+        try {
+          this.#tl.sendRequest(copy, target.flow, {
+            receiveResponse: (r) => { if (r.status >= 200) done(r) },
+            onRequestTimeout: () => { done(createResponse(copy, 408)) },
+            onTransportError: () => { done(createResponse(copy, 503)) }
+          })
+        } catch (err) {
+          done(responseForError(copy, err, this.#log))
+        }
+      }
+    })
   }
 
   // ---- forwarding (16.6) and responses (16.7) ---------------------------------------------
