@@ -8,7 +8,9 @@
  * plus every stream of ours (claim reads, notices, interest). The background rate of an idle mesh
  * (kad-dht self-queries, routing-table refresh) is measured first and subtracted. Memory: heap
  * growth after GC while the mesh stores `stored` more claims, per claim for the whole mesh and per
- * node. Bounded: fixed counts, sizes capped at 150 nodes.
+ * node, measured 8 s after the last claim (libp2p's per-request timeout signals hold their
+ * listeners for at least 5 s), and the bytes the datastores hold for them. Bounded: fixed counts,
+ * sizes capped at 150 nodes.
  */
 import { parseArgs } from 'node:util'
 import { setFlagsFromString } from 'node:v8'
@@ -122,7 +124,8 @@ for (const n of SIZES) {
       await Promise.all(Array.from({ length: Math.min(par, STORED - i) }, async (_, j) =>
         mesh.nodes[(i + j) % n].registry.claim(`sip:m${n}x${i + j}@example.com`, { expiresAt: hour() })))
     }
-    await sleep(500)
+    // libp2p keeps per-request timeout signals (and what their listeners hold) alive for >= 5 s
+    await sleep(8_000)
     const heapPerClaim = (await settledHeap() - heap0) / STORED
     const storedPerClaim = (await storedBytes() - bytes0) / STORED
     const row = {
