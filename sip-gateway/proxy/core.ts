@@ -276,6 +276,11 @@ export class ProxyCore implements TransactionCore<Flow> {
       return
     }
     this.#assertIdentity(request)
+    // live local bindings mean we own the AoR (the registrar drops them when displaced)
+    if (this.#registrar.lookup(aor).length > 0) {
+      await this.#deliverLocal(request, tx, flow, aor)
+      return
+    }
     await this.#toRoute(request, tx, flow, aor, await this.#resolve(aor))
   }
 
