@@ -64,6 +64,8 @@ export interface SipmeshNodeInit {
   libp2pMetrics?: boolean
   /** extra settings for the libp2p assembly (tests: registry timings) */
   mesh?: Partial<MeshNodeInit>
+  /** when to look up our own key after start, to meet nodes that joined at the same time, ms @default [1500, 4000, 10000] */
+  joinLookupDelays?: number[]
   /** retry dialling bootstrap peers this often until connected, ms @default 1000 */
   bootstrapRetryMs?: number
 }
@@ -224,6 +226,7 @@ export class SipmeshNode {
     }
     this.stopSteps.push(async () => { await meshNode.stop() })
     this.dialBootstrap(meshNode)
+    this.joinLookups(meshNode)
 
     const channel = new Libp2pPeerChannel({ libp2p: meshNode.libp2p, logger: this.log })
     await channel.start()
@@ -307,6 +310,33 @@ export class SipmeshNode {
       }
     }
     void round()
+  }
+
+  /**
+   * Look up our own key a few times in the first seconds: kad-dht runs its self-query once, 1 s
+   * after start, and then every 5 minutes, so nodes that join at the same moment through the same
+   * bootstrap node may not learn of each other until then. Each lookup connects us to the nodes
+   * closest to us that joined meanwhile.
+   */
+  private joinLookups (meshNode: MeshNode): void {
+    if (this.config.mesh.bootstrap.length === 0 && !this.config.mesh.mdns) return
+    const signal = this.shutdown?.signal
+    const key = meshNode.peerId.toMultihash().bytes
+    for (const delay of this.init.joinLookupDelays ?? [1500, 4000, 10_000]) {
+      const timer = setTimeout(() => {
+        if (signal?.aborted === true) return
+        void (async () => {
+          try {
+            const opSignal = AbortSignal.any([AbortSignal.timeout(5000), ...(signal != null ? [signal] : [])])
+            for await (const _ of meshNode.libp2p.services.dht.getClosestPeers(key, { signal: opSignal })) { /* drain */ }
+          } catch (err) {
+            if (signal?.aborted !== true) this.log.debug('join lookup failed', { error: (err as Error).message })
+          }
+        })()
+      }, delay)
+      timer.unref()
+      signal?.addEventListener('abort', () => { clearTimeout(timer) }, { once: true })
+    }
   }
 
   private registerMetrics (meshNode: MeshNode, channel: Libp2pPeerChannel): void {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { run, stop, httpGet, waitFor, freePorts, freeSipPort, freePortBlock, sipUdpRequest, register, message, tcpPortFree, UdpUa } from './fixtures/processes.ts'
+import { run, stop, httpGet, waitFor, freePortBlock, sipUdpRequest, register, message, tcpPortFree, UdpUa } from './fixtures/processes.ts'
 import type { Proc } from './fixtures/processes.ts'
 
 interface MeshProc {
@@ -26,19 +26,25 @@ async function status (n: MeshProc): Promise<Status> {
   return JSON.parse(res.body) as Status
 }
 
+// Every node binds port 0 (SIP, libp2p, admin) and the test reads the ports from its start log
+// line: no window between choosing a free port and binding it.
 function startArgs (n: MeshProc, bootstrap: string[]): string[] {
-  const args = ['start', '--domain', 'example.com', '--sip', `127.0.0.1:${n.sip}`, '--p2p', `/ip4/127.0.0.1/tcp/${n.p2p}`,
-    '--admin', n.admin, '--data-dir', n.dataDir, '--log-level', 'info']
+  const args = ['start', '--domain', 'example.com', '--sip', '127.0.0.1:0', '--p2p', '/ip4/127.0.0.1/tcp/0',
+    '--admin', '127.0.0.1:0', '--data-dir', n.dataDir, '--log-level', 'info']
   for (const b of bootstrap) args.push('--bootstrap', b)
   return args
 }
 
 async function startNode (n: MeshProc, bootstrap: string[]): Promise<string> {
   n.proc = run(startArgs(n, bootstrap))
-  const line = await n.proc.waitForLine(l => l.includes('"sipmesh node started"'), 20_000)
-  const peerId = (JSON.parse(line) as { peerId: string }).peerId
-  assert.match(peerId, /^12D3KooW/)
-  return peerId
+  const line = await n.proc.waitForLine(l => l.includes('"sipmesh node started"'), 30_000)
+  const started = JSON.parse(line) as { peerId: string, multiaddrs: string[], sip: string, admin: string }
+  assert.match(started.peerId, /^12D3KooW/)
+  n.admin = started.admin
+  n.sip = Number(started.sip.split(':')[1])
+  n.p2p = Number(/\/tcp\/(\d+)\//.exec(started.multiaddrs[0])?.[1])
+  assert.ok(n.sip > 0 && n.p2p > 0 && /^127\.0\.0\.1:\d+$/.test(n.admin), line)
+  return started.peerId
 }
 
 function bootAddr (n: MeshProc): string {
@@ -51,9 +57,8 @@ describe('sipmesh start: a 3-node mesh in separate processes', () => {
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'sipmesh-e2e-'))
-    const tcp = await freePorts(6)
     for (let i = 0; i < 3; i++) {
-      nodes.push({ name: `n${i + 1}`, dataDir: join(dir, `n${i + 1}`), sip: await freeSipPort(), p2p: tcp[2 * i], admin: `127.0.0.1:${tcp[2 * i + 1]}` })
+      nodes.push({ name: `n${i + 1}`, dataDir: join(dir, `n${i + 1}`), sip: 0, p2p: 0, admin: '' })
     }
   })
 
