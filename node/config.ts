@@ -79,8 +79,9 @@ export class ConfigError extends Error {
 }
 
 /**
- * Every setting, by flag name. `multiple`: a list (repeatable flag, comma-separated env value,
- * JSON array in the file). `boolean`: a switch.
+ * Every setting, by flag name. kind `list`: repeatable flag and/or comma-separated values, a
+ * comma-separated env value, a JSON array in the file; `boolean`: a switch (`--mdns`,
+ * `--no-mdns`, SIPMESH_MDNS=true|false|1|0, `"mdns": true`); `string`: one value.
  */
 const SETTINGS = {
   domain: { kind: 'list', help: 'SIP domain served by the mesh (repeatable or comma-separated)' },
