@@ -86,7 +86,7 @@ async function startNodes (): Promise<void> {
     const a = await serveNode(0)
     const b = await serveNode(1, a.multiaddrs.find(m => m.includes('127.0.0.1')) ?? a.multiaddrs[0])
     sipAddrs.push(a.sip, b.sip)
-    await new Promise(resolve => setTimeout(resolve, 1500)) // let the two DHTs see each other
+    await new Promise(resolve => setTimeout(resolve, 4000)) // let the two DHTs find each other and settle (start-up work: routing table, identify)
     return
   }
   const mesh = new MemoryMesh()
@@ -158,7 +158,7 @@ async function scenario (name: string, owner: number, entry: number, user: strin
   const steps: Step[] = []
   let stopDevice = await device(owner, user)
   try {
-    await runUac(user, addr(entry), 500, 1, false) // warm-up
+    await runUac(user, addr(entry), 1000, 3, false) // warm-up (JIT, caches)
     for (let rate = 1000; rate <= MAX_RATE && Date.now() < DEADLINE - 30_000; rate += rate < 10000 ? 1000 : 2000) {
       const s = await runUac(user, addr(entry), rate, STEP_S, false)
       steps.push(s)
@@ -178,7 +178,7 @@ async function scenario (name: string, owner: number, entry: number, user: strin
   stopDevice = await device(owner, user)
   try {
     const half = Math.max(250, Math.round((best?.rate ?? 1000) / 2))
-    await runUac(user, addr(entry), 500, 1, false) // warm-up
+    await runUac(user, addr(entry), half, 3, false) // warm-up at the measured rate
     const lat = await runUac(user, addr(entry), half, STEP_S, true)
     const p50 = pct(lat.latencies, 0.5)
     const p99 = pct(lat.latencies, 0.99)
