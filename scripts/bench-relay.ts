@@ -8,6 +8,7 @@
 // lasts `--step` seconds (default 3), at most ~3.5 minutes in all.
 //
 //   node scripts/bench-relay.ts [--nodes real|memory] [--step 3] [--max 14000] [--only cross|local]
+//   (BENCH_TRACE_GC=1 prints the real nodes' mark-compact pauses)
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
@@ -60,7 +61,7 @@ async function serveNode (i: number, bootstrap?: string): Promise<{ peerId: stri
   const port = await freePort()
   const args = ['--serve', '--', '--domain', 'example.com', '--sip', `127.0.0.1:${port}`, '--p2p', '/ip4/127.0.0.1/tcp/0',
     '--data-dir', join(work, `node-${generation}-${i}`), '--admin', '127.0.0.1:0', '--log-level', 'error', ...(bootstrap === undefined ? [] : ['--bootstrap', bootstrap])]
-  const child: ChildProcess = spawn(process.execPath, [fileURLToPath(import.meta.url), ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const child: ChildProcess = spawn(process.execPath, [...(process.env.BENCH_TRACE_GC === '1' ? ['--trace-gc'] : []), fileURLToPath(import.meta.url), ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
   stops.push(async () => {
     child.stdin?.end()
     const t = setTimeout(() => child.kill('SIGKILL'), 5000)
@@ -71,6 +72,7 @@ async function serveNode (i: number, bootstrap?: string): Promise<{ peerId: stri
   return await new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('node did not start in 20 s')), 20_000)
     lines.on('line', (line) => {
+      if (line.includes('Mark-Compact') && process.env.BENCH_TRACE_GC === '1') console.log(`  [node ${i}] ${line.slice(0, 160)}`)
       if (line.startsWith('BENCH-READY ')) { clearTimeout(t); resolve(JSON.parse(line.slice(12))) }
     })
     child.once('exit', (code) => reject(new Error(`node exited with ${code}`)))
