@@ -114,11 +114,11 @@ function childEnv (): NodeJS.ProcessEnv {
   return env
 }
 
-async function getStatus (admin: string): Promise<{ peers: string[] } | undefined> {
+async function getStatus (admin: string): Promise<{ peerId: string, peers: string[] } | undefined> {
   try {
     const res = await fetch(`http://${admin}/status`, { signal: AbortSignal.timeout(1000) })
     if (!res.ok) return undefined
-    return await res.json() as { peers: string[] }
+    return await res.json() as { peerId: string, peers: string[] }
   } catch {
     return undefined
   }
@@ -197,19 +197,9 @@ export async function runCluster (args: string[]): Promise<number> {
     child.channel?.unref()
     n.child = child
     n.log = createWriteStream(join(n.dataDir, 'node.log'), { flags: 'a' })
-    const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
-    lines.on('line', (line) => {
-      n.log?.write(line + '\n')
-      if (!n.started && line.includes('sipmesh node started')) {
-        try {
-          const entry = JSON.parse(line) as { peerId?: string }
-          if (entry.peerId != null && entry.peerId !== n.peerId) failure = `node ${n.index} came up as ${entry.peerId}, expected ${n.peerId}`
-        } catch { // not JSON: the table keeps the peer id it derived
-        }
-        n.started = true
-        onChange()
-      }
-    })
+    // the node's log goes to its file; whether it is up is asked of its admin API below, so that
+    // readiness does not depend on the log level
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => { n.log?.write(line + '\n') })
     createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => { process.stderr.write(`[node ${n.index}] ${line}\n`) })
     child.once('exit', (code, sig) => {
       n.exited = true
@@ -217,6 +207,19 @@ export async function runCluster (args: string[]): Promise<number> {
       onChange()
     })
   }
+
+  // a node is up once its admin API answers /status (it starts last) with the expected peer id
+  const poll = setInterval(() => {
+    for (const n of nodes) {
+      if (n.started || n.exited) continue
+      void getStatus(n.admin).then((status) => {
+        if (status == null || n.started) return
+        if (status.peerId !== n.peerId) failure ??= `node ${n.index} came up as ${status.peerId}, expected ${n.peerId}`
+        n.started = true
+        onChange()
+      })
+    }
+  }, 200)
 
   // wait for every node to be up, a failure, a signal or the timeout
   const upTimeout = 60_000
@@ -231,6 +234,7 @@ export async function runCluster (args: string[]): Promise<number> {
     signal.then(() => 'signal' as const),
     new Promise<'timeout'>((resolve) => { setTimeout(() => { resolve('timeout') }, upTimeout).unref() })
   ])
+  clearInterval(poll)
   onChange = () => {}
 
   if (outcome !== 'up') {

@@ -216,7 +216,7 @@ describe('sipmesh cluster', () => {
 
   test('nodes do not outlive a cluster that is killed with SIGKILL', async () => {
     const base = await freePortBlock(2)
-    const killed = run(['cluster', '--nodes', '2', '--base-port', String(base), '--data-dir', join(dir, 'killed')])
+    const killed = run(['cluster', '--nodes', '2', '--base-port', String(base), '--data-dir', join(dir, 'killed'), '--log-level', 'warn'])
     try {
       await killed.waitForLine(l => l.includes('2 nodes up'), 45_000)
       assert.equal((await httpGet(`127.0.0.1:${base + 2}`, '/status')).status, 200)
