@@ -27,6 +27,7 @@ import { MESH_TRANSPORT, type Connector, type Flow } from './proxy/flow.ts'
 import { responseForError } from './proxy/error-response.ts'
 import { TransportLayer, type TransportCounters } from './transport/index.ts'
 import type { RateLimitInit } from './transport/limits.ts'
+import { PresenceAgent, type PresenceAgentInit } from './presence/agent.ts'
 
 export interface GatewayComponents {
   registry: Registry
@@ -81,6 +82,8 @@ export interface GatewayConfig {
     /** SPEC conflict policy. @default 'latest-takes-over' */
     conflictPolicy?: ConflictPolicy
   }
+  /** presence agent (issue 4): subscription and publication expiries, limits, default policy */
+  presence?: Omit<PresenceAgentInit, 'domains'>
 }
 
 export interface GatewayStats extends ProxyStats {
@@ -100,6 +103,7 @@ export class Gateway {
   readonly #config: Readonly<GatewayConfig>
   readonly #log: Logger
   readonly #registrar: Registrar<Flow>
+  readonly #presence: PresenceAgent
   readonly #meshFlows = new Map<string, Flow>()
   #layer: TransactionLayer<Flow> | undefined
   #core: ProxyCore | undefined
@@ -117,6 +121,9 @@ export class Gateway {
     this.#registrar = new Registrar<Flow>({ registry: components.registry, store: components.store, logger: this.#log.child({ sub: 'registrar' }) }, {
       domains: this.#config.domains, ...config.registrar
     })
+    this.#presence = new PresenceAgent({ registry: components.registry, registrar: this.#registrar, store: components.store, logger: this.#log.child({ sub: 'presence' }) }, {
+      domains: this.#config.domains, ...config.presence
+    })
   }
 
   /** issue 5's seam: what to do with a request for a served AoR that has no live binding */
@@ -126,6 +133,9 @@ export class Gateway {
   }
 
   get registrar (): Registrar<Flow> { return this.#registrar }
+
+  /** the presence agent: rules (`getRules`, `setRules`) for the admin API, stats */
+  get presence (): PresenceAgent { return this.#presence }
 
   /**
    * Send a request this node originates (a stored MESSAGE being delivered, issue 5) to every
@@ -194,6 +204,7 @@ export class Gateway {
       port: udp.port,
       aliases: [`${udp.host}:${udp.port}`, `${tcp.host}:${tcp.port}`, `localhost:${udp.port}`],
       onUnavailable: this.#unavailable,
+      intercept: (request, tx, flow, fromMesh) => this.#presence.intercept(request, tx, flow, fromMesh),
       timerCMs: config.proxy?.timerCMs
     })
     this.#layer = new TransactionLayer<Flow>(this.#core, { timers: config.timers, maxServerTransactions: config.limits?.maxServerTransactions })
@@ -204,6 +215,8 @@ export class Gateway {
       this.#receive(data, this.#meshFlow(node))
     })
     await this.#registrar.start()
+    await this.#presence.load()
+    this.#presence.start({ layer: this.#layer, mesh: (node) => this.#meshFlow(node), connector, host, ports: { udp: udp.port, tcp: tcp.port, ws: this.addresses.ws?.port } })
     this.#running = true
     this.#log.info('sip gateway started', { udp, tcp, ws: this.addresses.ws, domains: config.domains })
   }
@@ -212,6 +225,7 @@ export class Gateway {
     if (!this.#running) return
     this.#running = false
     this.#unMesh?.()
+    this.#presence.stop()
     this.#registrar.stop()
     this.#layer?.close()
     await this.#transports?.stop()

@@ -63,6 +63,12 @@ export const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
  */
 export type UnavailableHandler = (request: SipRequest, aor: string) => Promise<Reply | undefined>
 
+/**
+ * Seam for the presence agent (issue 4): offered every new request after validation and Route
+ * preprocessing, before routing. Returning true means it took the request (and answers `tx`).
+ */
+export type RequestInterceptor = (request: SipRequest, tx: ServerTransaction, flow: Flow, fromMesh: boolean) => boolean
+
 export interface ProxyCoreComponents {
   registry: Registry
   registrar: Registrar<Flow>
@@ -81,6 +87,8 @@ export interface ProxyCoreInit {
   /** other names the node answers to as itself (its listening addresses) */
   aliases?: Iterable<string>
   onUnavailable?: UnavailableHandler
+  /** the presence agent's interceptor (SUBSCRIBE, NOTIFY, PUBLISH it serves) */
+  intercept?: RequestInterceptor
   /** timer C of a forwarded INVITE (RFC 3261 16.6 step 11), ms. @default 180000 */
   timerCMs?: number
 }
@@ -107,6 +115,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #self: Set<string>
   readonly #sentBy: string
   readonly #onUnavailable: UnavailableHandler | undefined
+  readonly #intercept: RequestInterceptor | undefined
   readonly #timerC: number
   readonly #contexts = new Map<ServerTransaction, ResponseContext>()
   readonly #resolving = new Map<string, Promise<Route | undefined>>()
@@ -127,6 +136,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#sentBy = `${init.host.toLowerCase()}:${init.port}`
     this.#self = new Set([this.#sentBy, ...[...init.aliases ?? []].map(a => a.toLowerCase())])
     this.#onUnavailable = init.onUnavailable
+    this.#intercept = init.intercept
     this.#timerC = init.timerCMs ?? 180_000
   }
 
@@ -221,6 +231,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (uri.scheme !== 'sip' && uri.scheme !== 'sips') throw new SipStatusError(416, 'Unsupported URI Scheme')
     const host = uri.host.toLowerCase()
     const toNode = this.#isOurUri(uri) || (this.#domains.has(host) && uri.user === undefined)
+    if (this.#intercept?.(request, tx, flow, fromMesh) === true) return
 
     // requests to the node itself (and REGISTER, whatever its Request-URI user part)
     if (request.method === 'REGISTER' && (toNode || this.#domains.has(host))) {
