@@ -1,0 +1,228 @@
+// The presence agent in in-process gateways on real UDP sockets (memory registry + memory channel):
+// local and cross-node subscriptions, PUBLISH, held subscriptions, moves, authorization, bad input.
+import { test, describe, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { TestMesh } from '../gateway/fixtures/mesh.ts'
+import { TestUa } from '../gateway/fixtures/ua.ts'
+import { subscribe, refresh, publish, pidf, notifies, waitNotify, bodyOf, isOpen, isClosed, stateOf } from './fixtures.ts'
+
+const config = { presence: { minExpires: 1, decisionWaitMs: 1000, retryMs: 300, publications: { minExpires: 1, defaultExpires: 60 } } }
+
+describe('presence agent', () => {
+  let mesh: TestMesh
+  const uas: TestUa[] = []
+  const ua = async (user: string, node: number): Promise<TestUa> => {
+    const u = await TestUa.open(user, mesh.nodes[node].sip)
+    uas.push(u)
+    return u
+  }
+
+  before(async () => { mesh = await TestMesh.spawn(3, config) })
+  after(async () => {
+    for (const u of uas) await u.close()
+    await mesh.stop()
+  })
+
+  test('local presentity: registration gives open, PUBLISH is notified, unsubscribe ends with a final NOTIFY', async () => {
+    const bob = await ua('bob1', 0)
+    assert.equal((await bob.register(600))?.status, 200)
+    const alice = await ua('alice1', 0)
+    const { response, dialog } = await subscribe(alice, { to: bob.aor, expires: 120 })
+    assert.equal(response?.status, 200)
+    assert.ok(dialog !== undefined)
+    assert.equal(response?.headers.get('Expires'), '120')
+    const first = await waitNotify(alice, dialog.callId, () => true)
+    assert.ok(first !== undefined, 'immediate NOTIFY')
+    assert.match(stateOf(first), /^active;expires=\d+/)
+    assert.ok(isOpen(first), bodyOf(first))
+
+    const pub = await publish(bob, { body: pidf(bob.aor, 'open', 'in a meeting'), expires: 60 })
+    assert.equal(pub?.status, 200)
+    const etag = pub?.headers.get('SIP-ETag')
+    assert.ok(etag !== undefined && etag.length > 0)
+    assert.ok(await waitNotify(alice, dialog.callId, r => bodyOf(r).includes('in a meeting')))
+
+    // refresh without a body (SIP-If-Match) keeps the state; a modification is notified
+    const refreshed = await publish(bob, { etag, expires: 60 })
+    assert.equal(refreshed?.status, 200)
+    const etag2 = refreshed?.headers.get('SIP-ETag')
+    assert.notEqual(etag2, etag, 'a new entity tag on every refresh (RFC 3903)')
+    assert.equal((await publish(bob, { etag, expires: 60 }))?.status, 412, 'the old tag is spent')
+    assert.equal((await publish(bob, { etag: etag2, body: pidf(bob.aor, 'closed', 'gone home') }))?.status, 200)
+    assert.ok(await waitNotify(alice, dialog.callId, r => bodyOf(r).includes('gone home') && isClosed(r)))
+
+    // a refresh gets an immediate NOTIFY
+    const before = notifies(alice, dialog.callId).length
+    assert.equal((await refresh(alice, dialog, 100))?.status, 200)
+    assert.ok(await waitNotify(alice, dialog.callId, () => true, 3000, before))
+
+    // unsubscribe
+    const n = notifies(alice, dialog.callId).length
+    assert.equal((await refresh(alice, dialog, 0))?.status, 200)
+    const final = await waitNotify(alice, dialog.callId, r => stateOf(r).startsWith('terminated'), 3000, n)
+    assert.ok(final !== undefined)
+    // the dialog is gone: a refresh now is 481
+    assert.equal((await refresh(alice, dialog, 100))?.status, 481)
+  })
+
+  test('bad input: unknown event 489, short expiry 423, malformed PIDF 400, wrong ETag 412, wrong publisher 403, wrong type 415', async () => {
+    const bob = await ua('bob2', 0)
+    assert.equal((await bob.register(600))?.status, 200)
+    const alice = await ua('alice2', 1)
+    const r489 = await subscribe(alice, { to: bob.aor, event: 'dialog' })
+    assert.equal(r489.response?.status, 489)
+    assert.match(r489.response?.headers.get('Allow-Events') ?? '', /presence/)
+    assert.equal((await subscribe(alice, { to: bob.aor, event: '' })).response?.status, 489)
+    assert.equal((await subscribe(alice, { to: bob.aor, event: 'presence;;;=' })).response?.status, 200)
+    const mesh2 = await TestMesh.spawn(1, { presence: { minExpires: 30 } })
+    try {
+      const u = await TestUa.open('x', mesh2.nodes[0].sip)
+      const r = (await subscribe(u, { to: 'sip:y@example.com', expires: 5 })).response
+      assert.equal(r?.status, 423)
+      assert.equal(r?.headers.get('Min-Expires'), '30')
+      assert.equal((await subscribe(u, { to: 'sip:y@example.com', expires: 'x' as unknown as number })).response?.status, 400)
+      await u.close()
+    } finally { await mesh2.stop() }
+    assert.equal((await subscribe(alice, { to: bob.aor, accept: 'text/html' })).response?.status, 406)
+
+    assert.equal((await publish(bob, { body: '<presence><unclosed>' }))?.status, 400)
+    assert.equal((await publish(bob, { body: '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="pres:x@example.com"/>' }))?.status, 400)
+    assert.equal((await publish(bob, { body: 'x'.repeat(70_000) }, 300))?.status ?? 513, 513)
+    assert.equal((await publish(bob, { etag: 'no-such-etag', expires: 60 }))?.status, 412)
+    assert.equal((await publish(bob, { body: pidf(bob.aor, 'open'), contentType: 'text/plain' }))?.status, 415)
+    assert.equal((await publish(bob, {}))?.status, 400)
+    assert.equal((await publish(bob, { body: pidf(bob.aor, 'open'), event: 'dialog' }))?.status, 489)
+    assert.equal((await publish(bob, { body: pidf(bob.aor, 'open'), from: '<sip:mallory@example.com>' }))?.status, 403)
+    // a NOTIFY / SUBSCRIBE for a dialog nobody has
+    const stray = await alice.request({ method: 'NOTIFY', uri: `sip:127.0.0.1:${mesh.nodes[1].sip.port}`, to: '<sip:alice2@example.com>;tag=nope', headers: [['Event', 'presence'], ['Subscription-State', 'active']] })
+    assert.equal(stray?.status, 481)
+  })
+
+  test('across nodes: one shared back-end subscription, NOTIFYs flow to every watcher', async () => {
+    const bob = await ua('bob3', 0)
+    assert.equal((await bob.register(600))?.status, 200)
+    const alice = await ua('alice3', 1)
+    const carol = await ua('carol3', 1)
+    const a = await subscribe(alice, { to: bob.aor, expires: 120 })
+    const c = await subscribe(carol, { to: bob.aor, expires: 120 })
+    assert.equal(a.response?.status, 200)
+    assert.equal(c.response?.status, 200)
+    assert.ok(await waitNotify(alice, a.dialog!.callId, isOpen))
+    assert.ok(await waitNotify(carol, c.dialog!.callId, isOpen))
+    const b = mesh.nodes[1].gateway.presence.stats
+    assert.equal(b.backendSubscriptions >= 1, true)
+    // node a serves exactly one back-end subscription from node b for this presentity
+    const ownerSubs = mesh.nodes[0].gateway.presence.stats.subscriptions
+    assert.ok(ownerSubs >= 1)
+    assert.equal((await publish(bob, { body: pidf(bob.aor, 'open', 'across') }))?.status, 200)
+    assert.ok(await waitNotify(alice, a.dialog!.callId, r => bodyOf(r).includes('across')))
+    assert.ok(await waitNotify(carol, c.dialog!.callId, r => bodyOf(r).includes('across')))
+    // a PUBLISH from a UA on another node is routed to the owner
+    const bob2 = await TestUa.open('bob3', mesh.nodes[2].sip)
+    uas.push(bob2)
+    assert.equal((await publish(bob2, { body: pidf(bob.aor, 'open', 'via c', 't2') }))?.status, 200)
+    assert.ok(await waitNotify(alice, a.dialog!.callId, r => bodyOf(r).includes('via c') && bodyOf(r).includes('across')))
+  })
+
+  test('held subscription: accepted offline, extended within 1 s of the user registering', async () => {
+    const alice = await ua('alice4', 1)
+    const { response, dialog } = await subscribe(alice, { to: 'sip:dave4@example.com', expires: 120 })
+    assert.equal(response?.status, 200)
+    const first = await waitNotify(alice, dialog!.callId, () => true)
+    assert.ok(first !== undefined && isClosed(first))
+    const dave = await ua('dave4', 2)
+    const t0 = Date.now()
+    assert.equal((await dave.register(600))?.status, 200)
+    const open = await waitNotify(alice, dialog!.callId, isOpen, 2000)
+    assert.ok(open !== undefined, 'the watcher sees the user online')
+    assert.ok(Date.now() - t0 < 1000, `took ${Date.now() - t0} ms`)
+  })
+
+  test('move: the old owner deactivates, the watcher node re-subscribes at the new owner, the watcher keeps its dialog', async () => {
+    const erin = await ua('erin5', 0)
+    assert.equal((await erin.register(600))?.status, 200)
+    assert.equal((await publish(erin, { body: pidf(erin.aor, 'open', 'on node a') }))?.status, 200)
+    const alice = await ua('alice5', 1)
+    const { dialog } = await subscribe(alice, { to: erin.aor, expires: 120 })
+    assert.ok(await waitNotify(alice, dialog!.callId, r => bodyOf(r).includes('on node a')))
+    // erin moves to node c
+    const erinC = await TestUa.open('erin5', mesh.nodes[2].sip)
+    uas.push(erinC)
+    assert.equal((await erinC.register(600))?.status, 200)
+    assert.equal((await publish(erinC, { body: pidf(erin.aor, 'open', 'on node c') }))?.status, 200)
+    const moved = await waitNotify(alice, dialog!.callId, r => bodyOf(r).includes('on node c'), 3000)
+    assert.ok(moved !== undefined, 'the watcher sees the state at the new owner')
+    assert.ok(notifies(alice, dialog!.callId).every(r => !stateOf(r).startsWith('terminated')), 'the watcher dialog never ended')
+    // node a no longer serves erin's back-end subscription
+    assert.equal(mesh.nodes[0].gateway.presence.publications.get(erin.aor, 'presence').length, 0)
+  })
+
+  test('authorization: polite-block gets the neutral document, block is refused (also at the watcher node)', async () => {
+    const fred = await ua('fred6', 0)
+    assert.equal((await fred.register(600))?.status, 200)
+    assert.equal((await publish(fred, { body: pidf(fred.aor, 'open', 'secret note') }))?.status, 200)
+    await mesh.nodes[0].gateway.presence.setRules(fred.aor, { watchers: { 'sip:alice6@example.com': 'polite-block', 'sip:mallory6@example.com': 'block' } })
+    assert.deepEqual(mesh.nodes[0].gateway.presence.getRules(fred.aor).watchers['sip:alice6@example.com'], 'polite-block')
+    const alice = await ua('alice6', 1)
+    const a = await subscribe(alice, { to: fred.aor, expires: 120 })
+    assert.equal(a.response?.status, 200)
+    const n = await waitNotify(alice, a.dialog!.callId, () => true)
+    assert.ok(n !== undefined && isClosed(n) && !bodyOf(n).includes('secret'), n === undefined ? 'none' : bodyOf(n))
+    const mallory = await ua('mallory6', 1)
+    assert.equal((await subscribe(mallory, { to: fred.aor, expires: 120 })).response?.status, 403)
+    // an allowed watcher on the same node sees the real state
+    const gina = await ua('gina6', 1)
+    const g = await subscribe(gina, { to: fred.aor, expires: 120 })
+    assert.ok(await waitNotify(gina, g.dialog!.callId, r => bodyOf(r).includes('secret note')))
+    // the rule changes to block for gina: her subscription ends (rejected)
+    await mesh.nodes[0].gateway.presence.setRules(fred.aor, { watchers: { 'sip:gina6@example.com': 'block' } })
+    assert.ok(await waitNotify(gina, g.dialog!.callId, r => /terminated;reason=rejected/.test(stateOf(r))))
+    // a local block at the watcher's node refuses too
+    await mesh.nodes[1].gateway.presence.setRules(fred.aor, { default: 'block' })
+    const hank = await ua('hank6', 1)
+    assert.equal((await subscribe(hank, { to: fred.aor, expires: 120 })).response?.status, 403)
+    // rules persisted in the node's store
+    const keys: string[] = []
+    for await (const [k] of mesh.nodes[0].store.list('presence-auth/')) keys.push(k)
+    assert.ok(keys.length >= 1)
+  })
+
+  test('publication expiry and subscription timeout are notified', async () => {
+    const ivy = await ua('ivy7', 0)
+    assert.equal((await ivy.register(600))?.status, 200)
+    const alice = await ua('alice7', 1)
+    const { dialog } = await subscribe(alice, { to: ivy.aor, expires: 2 })
+    assert.equal((await publish(ivy, { body: pidf(ivy.aor, 'closed', 'short lived'), expires: 1 }))?.status, 200)
+    assert.ok(await waitNotify(alice, dialog!.callId, r => bodyOf(r).includes('short lived')))
+    // after expiry the registration-derived state is back
+    assert.ok(await waitNotify(alice, dialog!.callId, r => isOpen(r) && !bodyOf(r).includes('short lived'), 3000))
+    // the subscription times out after 2 s
+    assert.ok(await waitNotify(alice, dialog!.callId, r => /terminated;reason=timeout/.test(stateOf(r)), 3000))
+  })
+
+  test('a flood of SUBSCRIBEs from one source is limited and the node keeps serving', async () => {
+    const m = await TestMesh.spawn(1, { presence: { rateLimit: { burst: 20, perSecond: 10 } } })
+    const flooder = await TestUa.open('flood', m.nodes[0].sip)
+    const other = await TestUa.open('calm', m.nodes[0].sip)
+    try {
+      const branches: string[] = []
+      for (let i = 0; i < 300; i++) {
+        const { text, branch } = flooder.build({ method: 'SUBSCRIBE', uri: `sip:target${i}@example.com`, headers: [['Event', 'presence'], ['Contact', flooder.contact], ['Expires', '60']] })
+        flooder.sendRaw(text)
+        branches.push(branch)
+      }
+      await flooder.waitFor(() => branches.every(b => flooder.responses(b).some(r => r.status >= 200)) ? true : undefined, 5000)
+      const statuses = branches.map(b => flooder.responses(b).find(r => r.status >= 200)?.status)
+      const ok = statuses.filter(s => s === 200).length
+      const limited = statuses.filter(s => s === 503).length
+      assert.ok(ok >= 15 && ok <= 40, `accepted ${ok}`)
+      assert.ok(limited >= 250, `limited ${limited}`)
+      const r = await subscribe(other, { to: 'sip:target0@example.com', expires: 60 })
+      assert.equal(r.response?.status, 200)
+    } finally {
+      await flooder.close()
+      await other.close()
+      await m.stop()
+    }
+  })
+})
