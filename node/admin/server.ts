@@ -10,10 +10,15 @@
  *                     JSON number); expires: ISO 8601 UTC time after which the claim is void.
  *                     `?fresh=1` skips this node's cache and asks the DHT.
  *   GET /metrics      Prometheus text format
+ *   GET /presence/<aor>/rules   this node's presence authorization rules of a presentity:
+ *                     { default?, watchers: { <aor>: decision }, domains: { <domain>: decision } }
+ *                     with decision one of allow, block, polite-block
+ *   PUT /presence/<aor>/rules   replace them (same JSON; persisted; applied to live subscriptions)
  *
  * Errors are `{ error: { code, message } }` with stable codes: not_found (unknown path, 404),
  * method_not_allowed (405, with Allow), bad_aor (400), aor_not_found (404: nobody holds a live
- * claim), resolve_timeout (504), registry_unavailable (503), internal (500).
+ * claim), resolve_timeout (504), registry_unavailable (503), bad_rules (400), bad_json (400),
+ * too_large (413), presence_unavailable (404: no presence agent), internal (500).
  *
  * It listens on loopback by default; anything else is logged as a loud warning because the API
  * has no authentication.
@@ -39,6 +44,12 @@ export interface AdminBackend {
   normalizeAor (aor: string): string
   resolve (aor: string, options: { signal: AbortSignal, fresh: boolean }): Promise<Route | undefined>
   metrics (): Promise<{ contentType: string, body: string }>
+  /** presence authorization rules (issue 4); absent when the node runs no gateway */
+  presenceRules?: {
+    get (aor: string): unknown
+    /** throws an error with `status: 400` (and a `code`) for bad rules */
+    set (aor: string, rules: unknown): Promise<unknown>
+  }
 }
 
 export interface AdminServerInit {
@@ -55,6 +66,10 @@ export const ErrorCode = {
   aorNotFound: 'aor_not_found',
   resolveTimeout: 'resolve_timeout',
   registryUnavailable: 'registry_unavailable',
+  badRules: 'bad_rules',
+  badJson: 'bad_json',
+  tooLarge: 'too_large',
+  presenceUnavailable: 'presence_unavailable',
   internal: 'internal'
 } as const
 
@@ -166,6 +181,11 @@ export class AdminServer {
     const query = new URLSearchParams(q >= 0 ? raw.slice(q + 1) : '')
 
     let route: 'status' | 'aor' | 'metrics'
+    const rules = /^\/presence\/([^/]{1,512})\/rules$/u.exec(path)
+    if (rules !== null) {
+      await this.presenceRules(req, res, rules[1])
+      return
+    }
     if (path === '/status') route = 'status'
     else if (path === '/metrics') route = 'metrics'
     else if (path.startsWith('/aor/') && path.length > 5) route = 'aor'
@@ -228,5 +248,45 @@ export class AdminServer {
       return
     }
     this.send(res, 'aor', 200, routeToJson(route))
+  }
+
+  private async presenceRules (req: IncomingMessage, res: ServerResponse, encoded: string): Promise<void> {
+    const route = 'presence_rules'
+    const api = this.backend.presenceRules
+    if (api === undefined) { this.error(res, route, 404, ErrorCode.presenceUnavailable, 'this node runs no presence agent'); return }
+    if (req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'PUT') {
+      this.error(res, route, 405, ErrorCode.methodNotAllowed, `${String(req.method).slice(0, 20)} is not allowed`, { allow: 'GET, HEAD, PUT' })
+      return
+    }
+    let aor: string
+    try {
+      aor = decodeURIComponent(encoded)
+    } catch {
+      this.error(res, route, 400, ErrorCode.badAor, 'the AoR is not URL-encoded properly')
+      return
+    }
+    try {
+      if (req.method !== 'PUT') { this.send(res, route, 200, api.get(aor)); return }
+      const chunks: Buffer[] = []
+      let size = 0
+      for await (const chunk of req as AsyncIterable<Buffer>) {
+        size += chunk.length
+        if (size > 256 * 1024) { this.error(res, route, 413, ErrorCode.tooLarge, 'rules larger than 256 KiB'); req.destroy(); return }
+        chunks.push(chunk)
+      }
+      let body: unknown
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString('utf8'))
+      } catch {
+        this.error(res, route, 400, ErrorCode.badJson, 'the body is not JSON')
+        return
+      }
+      this.send(res, route, 200, await api.set(aor, body))
+    } catch (err) {
+      const e = err as { status?: number, message?: string, code?: string }
+      if (e.status === 400 && e.code === 'bad-aor') { this.error(res, route, 400, ErrorCode.badAor, String(e.message).slice(0, 200)); return }
+      if (e.status === 400) { this.error(res, route, 400, ErrorCode.badRules, String(e.message).slice(0, 200)); return }
+      throw err
+    }
   }
 }
