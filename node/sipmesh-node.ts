@@ -45,6 +45,8 @@ export interface Gateway {
   stop (): Promise<void>
   /** live registrations (AoRs with at least one binding), for `/status` */
   registrations? (): number
+  /** presence authorization rules, for the admin API's `/presence/<aor>/rules` */
+  presenceRules?: { get (aor: string): unknown, set (aor: string, rules: unknown): Promise<unknown> }
 }
 
 export type GatewayFactory = (context: GatewayContext) => Gateway | Promise<Gateway>
@@ -257,7 +259,8 @@ export class SipmeshNode {
         status: () => this.status(),
         normalizeAor,
         resolve: async (aor, options) => await meshNode.registry.resolve(aor, options),
-        metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() })
+        metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
+        presenceRules: this.gatewayInstance?.presenceRules
       },
       logger: this.log,
       metrics: this.metrics

@@ -44,7 +44,13 @@ export interface SipGatewayContext {
 }
 
 /** Build the gateway from the node's context (the node's `GatewayFactory`). */
-export function sipGateway (context: SipGatewayContext): { start (): Promise<void>, stop (): Promise<void>, registrations (): number, gateway: Gateway } {
+export function sipGateway (context: SipGatewayContext): {
+  start (): Promise<void>
+  stop (): Promise<void>
+  registrations (): number
+  gateway: Gateway
+  presenceRules: { get (aor: string): unknown, set (aor: string, rules: unknown): Promise<unknown> }
+} {
   const { config } = context
   const gateway = new Gateway({
     registry: context.registry,
@@ -60,12 +66,17 @@ export function sipGateway (context: SipGatewayContext): { start (): Promise<voi
     limits: config.limits,
     timers: config.timers,
     proxy: config.proxy,
-    registrar: config.registrar
+    registrar: config.registrar,
+    presence: config.presence
   })
   return {
     gateway,
     start: async () => { await gateway.start() },
     stop: async () => { await gateway.stop() },
-    registrations: () => gateway.registrations
+    registrations: () => gateway.registrations,
+    presenceRules: {
+      get: (aor) => gateway.presence.getRules(aor),
+      set: async (aor, rules) => await gateway.presence.setRules(aor, rules)
+    }
   }
 }
