@@ -92,7 +92,7 @@ export interface PresenceAgentInit {
   defaultExpires?: number
   /** expiry of back-end subscriptions between nodes, s. @default 600 */
   backendExpires?: number
-  /** PUBLISH store limits and expiries (RFC 3903) */
+  /** PUBLISH store limits and expiries (RFC 3903); here `minExpires` defaults to 5 s */
   publications?: Omit<PublicationStoreInit, 'logger'>
   /** node-wide default policy. @default 'allow' */
   nodeDefault?: Decision
@@ -232,7 +232,7 @@ export class PresenceAgent {
     this.#decisionWait = init.decisionWaitMs ?? 1500
     this.#retryMs = init.retryMs ?? 2000
     this.authorization = new PresenceAuthorization({ store: components.store, nodeDefault: init.nodeDefault, logger: this.#log })
-    this.publications = new PublicationStore<PidfDocument>({ ...init.publications, logger: this.#log })
+    this.publications = new PublicationStore<PidfDocument>({ minExpires: 5, ...init.publications, logger: this.#log })
   }
 
   get stats (): PresenceStats {
