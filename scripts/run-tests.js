@@ -27,6 +27,7 @@ const roots = process.argv.slice(2)
 const files = (roots.length > 0 ? roots : ['test']).flatMap(r => collect(r, []))
 const result = spawnSync(process.execPath, [
   '--test',
+  '--test-reporter=spec',
   '--test-concurrency=2',
   '--test-timeout=180000',
   ...files
