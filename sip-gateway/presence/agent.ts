@@ -64,6 +64,8 @@ import { sipStatusFor } from './index.ts'
 
 /** The header a node answers a request for an AoR it does not own with (same as the proxy's). */
 const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
+/** On a back-end NOTIFY: `full` when the body is the presentity's real document (not the neutral one). */
+const VIEW_HEADER = 'Sipmesh-View'
 
 export interface PresenceAgentComponents {
   registry: Registry
@@ -143,8 +145,10 @@ interface Sub {
   done: boolean
   /** decisions to carry on the next NOTIFY (backend, after a rule change) */
   pushDecisions?: Map<string, Decision>
-  /** the last state a user agent was told ('pending', 'active'), to notice changes */
-  told?: string
+  /** what was sent last (state and body), so that an unchanged state is not sent again */
+  told?: { state: string, body: Uint8Array }
+  /** the next NOTIFY must be sent even when nothing changed (after a SUBSCRIBE) */
+  force?: boolean
 }
 
 /** This node's back-end subscription to the owner of a remote presentity. */
@@ -176,6 +180,9 @@ interface Presentity {
   waiters: Map<string, Array<() => void>>
   ready: Promise<void>
   doc?: Uint8Array
+  neutral?: Uint8Array
+  /** identities of SUBSCRIBEs being processed (not yet subscriptions): the back-end asks for them too */
+  wanted: Map<string, number>
   closedTimer?: ReturnType<typeof setTimeout>
   retryTimer?: ReturnType<typeof setTimeout>
   /** when the last back-end subscription was started (ms) */
@@ -433,9 +440,24 @@ export class PresenceAgent {
     if (this.#subs.size >= this.#maxSubs) throw new SipStatusError(503, 'Too Many Subscriptions')
 
     const p = this.#presentity(aor)
+    p.wanted.set(watcher, (p.wanted.get(watcher) ?? 0) + 1)
+    try {
+      await this.#admitWatcher(request, tx, flow, p, watcher, { from, to, callId, cseq, remoteTag, remoteTarget, expires })
+    } finally {
+      const n = (p.wanted.get(watcher) ?? 1) - 1
+      if (n <= 0) p.wanted.delete(watcher)
+      else p.wanted.set(watcher, n)
+      this.#forget(p)
+    }
+  }
+
+  async #admitWatcher (request: SipRequest, tx: ServerTransaction, flow: Flow, p: Presentity, watcher: string,
+    d: { from: string, to: string, callId: string, cseq: string, remoteTag: string, remoteTarget: string, expires: number }): Promise<void> {
+    const { from, to, callId, cseq, remoteTag, remoteTarget, expires } = d
+    const aor = p.aor
+    const h = request.headers
     await p.ready
     if (this.authorization.decide(aor, watcher) === 'block') {
-      this.#forget(p)
       this.#respond(tx, createResponse(request, 403))
       return
     }
@@ -461,13 +483,12 @@ export class PresenceAgent {
       done: false
     }
     if (p.mode === 'remote') {
-      // draft 7.1.2.2: wait (briefly) for the owner's decision for this watcher
-      if (!p.ownerDecisions.has(watcher)) {
+      // draft 7.1.2.2: wait (briefly) for the owner's decision for this watcher (and its document)
+      if (!this.#decided(p, watcher)) {
         this.#queueIdentity(p, watcher)
         await this.#waitDecision(p, watcher)
       }
       if (p.ownerDecisions.get(watcher) === 'block') {
-        this.#forget(p)
         this.#respond(tx, createResponse(request, 403))
         return
       }
@@ -481,7 +502,7 @@ export class PresenceAgent {
       return
     }
     this.#arm(sub)
-    this.#notify(sub)
+    this.#notify(sub, true)
   }
 
   async #refresh (request: SipRequest, tx: ServerTransaction, sub: Sub): Promise<void> {
@@ -515,7 +536,7 @@ export class PresenceAgent {
     }
     sub.expiresAt = Date.now() + expires * 1000
     this.#arm(sub)
-    this.#notify(sub)
+    this.#notify(sub, true)
   }
 
   // ---- back-end SUBSCRIBE from another node (this node owns the presentity) -----------------
@@ -584,7 +605,7 @@ export class PresenceAgent {
     ], { toTag: localTag }))
     if (expires === 0) { this.#end(sub, { state: 'terminated', reason: 'timeout' }); return }
     this.#arm(sub)
-    this.#notify(sub)
+    this.#notify(sub, true)
   }
 
   #admitIdentities (sub: Sub, watchers: string[]): Map<string, Decision> {
@@ -643,6 +664,7 @@ export class PresenceAgent {
       backendState: 'none',
       ownerDecisions: new Map(),
       waiters: new Map(),
+      wanted: new Map(),
       ready: Promise.resolve(),
       lastStart: 0
     }
@@ -660,7 +682,7 @@ export class PresenceAgent {
 
   /** drop a presentity nobody subscribes to any more */
   #forget (p: Presentity): void {
-    if (p.subs.size > 0 || this.#presentities.get(p.aor) !== p) return
+    if (p.subs.size > 0 || p.wanted.size > 0 || this.#presentities.get(p.aor) !== p) return
     this.#presentities.delete(p.aor)
     p.unwatch?.()
     clearTimeout(p.closedTimer)
@@ -683,8 +705,18 @@ export class PresenceAgent {
     const wasLocal = p.mode === 'local'
     this.#log.debug('presentity rerouted', { aor: p.aor, from: p.mode, to: next.mode, owner: next.owner })
     if (p.backend !== undefined) this.#endBackend(p, p.backend)
-    p.ownerDecisions.clear()
-    p.remoteDoc = undefined
+    if (next.mode === 'remote' && p.mode === 'remote') {
+      // owner to owner (a move): watchers keep what they were shown until the new owner answers
+    } else if (next.mode === 'remote' && wasLocal) {
+      // we served it: what our watchers saw stands until the new owner answers
+      const doc = this.#localDoc(p)
+      p.ownerDecisions.clear()
+      for (const s of p.subs) if (s.kind === 'ua') p.ownerDecisions.set(s.watcher, this.authorization.decide(p.aor, s.watcher))
+      p.remoteDoc = doc
+    } else {
+      p.ownerDecisions.clear()
+      p.remoteDoc = undefined
+    }
     p.mode = next.mode
     p.owner = next.owner
     p.doc = undefined
@@ -765,17 +797,19 @@ export class PresenceAgent {
   }
 
   #neutral (p: Presentity): Uint8Array {
-    return Buffer.from(buildPidf(neutralPresence(presUriFor(p.aor))))
+    p.neutral ??= Buffer.from(buildPidf(neutralPresence(presUriFor(p.aor))))
+    return p.neutral
   }
 
   /** what a subscription is told now: a state and a body, or 'block' (end it, rejected) */
-  #view (s: Sub): { state: 'active' | 'pending', body: Uint8Array } | 'block' {
+  #view (s: Sub): { state: 'active' | 'pending', body: Uint8Array, full?: boolean } | 'block' {
     const p = s.p
     if (s.kind === 'backend') {
       const ids = s.identities ?? new Map<string, Decision>()
       let anyAllowed = false
       for (const d of ids.values()) if (d === 'allow') { anyAllowed = true; break }
-      return { state: 'active', body: anyAllowed && p.mode === 'local' ? this.#localDoc(p) : this.#neutral(p) }
+      const full = anyAllowed && p.mode === 'local'
+      return { state: 'active', body: full ? this.#localDoc(p) : this.#neutral(p), full }
     }
     const local = this.authorization.decide(p.aor, s.watcher)
     if (local === 'block') return 'block'
@@ -784,7 +818,7 @@ export class PresenceAgent {
     const owner = p.ownerDecisions.get(s.watcher)
     if (owner === 'block') return 'block'
     if (p.backendState === 'loop') return { state: 'active', body: this.#neutral(p) }
-    if (owner === undefined) return { state: 'pending', body: this.#neutral(p) }
+    if (owner === undefined || (owner === 'allow' && p.remoteDoc === undefined)) return { state: 'pending', body: this.#neutral(p) }
     if (local === 'polite-block' || owner === 'polite-block') return { state: 'active', body: this.#neutral(p) }
     return { state: 'active', body: p.remoteDoc ?? this.#neutral(p) }
   }
@@ -801,15 +835,23 @@ export class PresenceAgent {
     s.timer.unref?.()
   }
 
-  /** send the current state (coalesced: one NOTIFY in flight per dialog, the latest state next) */
-  #notify (s: Sub): void {
+  /**
+   * Send the current state (coalesced: one NOTIFY in flight per dialog, the latest state next).
+   * `force`: a SUBSCRIBE asked for it (RFC 6665: a NOTIFY after every SUBSCRIBE); otherwise an
+   * unchanged state is not sent again.
+   */
+  #notify (s: Sub, force = false): void {
     if (s.done || s.ending !== undefined) return
+    if (force) s.force = true
     if (s.sending) { s.dirty = true; return }
     const v = this.#view(s)
     if (v === 'block') { this.#end(s, { state: 'terminated', reason: 'rejected' }); return }
     const extra: Array<[string, string]> = []
+    if (s.kind === 'backend' && v.full === true) extra.push([VIEW_HEADER, 'full'])
     if (s.pushDecisions !== undefined) { extra.push([AUTHORIZATION_HEADER, formatDecisions(s.pushDecisions)]); s.pushDecisions = undefined }
-    s.told = v.state
+    else if (s.force !== true && s.told !== undefined && s.told.state === v.state && Buffer.compare(s.told.body, v.body) === 0) return
+    s.force = false
+    s.told = { state: v.state, body: v.body }
     this.#sendNotify(s, { state: v.state, expires: (s.expiresAt - Date.now()) / 1000 }, v.body, extra)
   }
 
@@ -945,8 +987,14 @@ export class PresenceAgent {
     this.#pump(p, b)
   }
 
+  /** the owner has decided for this watcher, and when it allows, its document has arrived */
+  #decided (p: Presentity, watcher: string): boolean {
+    const d = p.ownerDecisions.get(watcher)
+    return d !== undefined && (d !== 'allow' || p.remoteDoc !== undefined)
+  }
+
   async #waitDecision (p: Presentity, watcher: string): Promise<void> {
-    if (p.mode !== 'remote' || p.ownerDecisions.has(watcher) || p.backendState === 'loop' || p.backendState === 'failed') return
+    if (p.mode !== 'remote' || this.#decided(p, watcher) || p.backendState === 'loop' || p.backendState === 'failed') return
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, this.#decisionWait)
       function done (): void { clearTimeout(timer); resolve() }
@@ -956,11 +1004,10 @@ export class PresenceAgent {
     })
   }
 
-  #wake (p: Presentity, watchers?: Iterable<string>): void {
-    const keys = watchers === undefined ? [...p.waiters.keys()] : watchers
-    for (const w of keys) {
-      const list = p.waiters.get(w)
-      if (list === undefined) continue
+  /** wake the SUBSCRIBEs waiting for the owner: those now decided, or all of them (`all`: it failed) */
+  #wake (p: Presentity, all = false): void {
+    for (const [w, list] of [...p.waiters]) {
+      if (!all && !this.#decided(p, w)) continue
       p.waiters.delete(w)
       for (const f of list) f()
     }
@@ -979,7 +1026,7 @@ export class PresenceAgent {
       queued: new Set()
     }
     for (const s of p.subs) if (s.kind === 'ua') b.queued.add(s.watcher)
-    for (const w of p.waiters.keys()) b.queued.add(w)
+    for (const w of p.wanted.keys()) b.queued.add(w)
     p.backend = b
     p.backendState = 'pending'
     p.lastStart = Date.now()
@@ -1059,7 +1106,7 @@ export class PresenceAgent {
       clearTimeout(b.refreshTimer)
       b.refreshTimer = setTimeout(() => { this.#pump(p, b, true) }, Math.max(1000, expires * 1000 * 0.8))
       b.refreshTimer.unref?.()
-      this.#wake(p, batch)
+      this.#wake(p)
       if (decisions.size > 0) this.#notifyWatchers(p, new Set(decisions.keys()))
       this.#pump(p, b)
       return
@@ -1067,14 +1114,14 @@ export class PresenceAgent {
     if (r.status === 482) {
       p.backendState = 'loop'
       this.#clearBackend(b)
-      this.#wake(p)
+      this.#wake(p, true)
       this.#notifyAll(p)
       return
     }
     if (r.status === 403 || r.status === 603) {
       // the owner denied: every watcher of the batch is denied here too (draft 7.1.2.2)
       for (const w of batch) p.ownerDecisions.set(w, 'block')
-      this.#wake(p, batch)
+      this.#wake(p)
       this.#notifyWatchers(p, new Set(batch))
       if (!b.established) { this.#clearBackend(b); this.#backends.delete(b.callId); p.backend = undefined }
       return
@@ -1090,7 +1137,7 @@ export class PresenceAgent {
 
   #backendFailed (p: Presentity, b: Backend): void {
     p.backendState = 'failed'
-    this.#wake(p)
+    this.#wake(p, true)
     clearTimeout(b.retryTimer)
     b.retryTimer = setTimeout(() => { this.#reresolve(p, b) }, this.#retryMs)
     b.retryTimer.unref?.()
@@ -1147,10 +1194,11 @@ export class PresenceAgent {
     }
     if (request.body.length > 0) {
       const ct = (request.headers.get('Content-Type') ?? '').split(';')[0].trim().toLowerCase()
-      if (ct === PIDF_CONTENT_TYPE) p.remoteDoc = Buffer.from(request.body)
+      // only the real document counts (the owner sends the neutral one while it allows nobody here)
+      if (ct === PIDF_CONTENT_TYPE && request.headers.get(VIEW_HEADER) === 'full') p.remoteDoc = Buffer.from(request.body)
     }
     p.backendState = 'accepted'
-    this.#wake(p, decisions.keys())
+    this.#wake(p)
     this.#notifyAll(p)
   }
 

@@ -90,7 +90,7 @@ describe('presence across a 3-node mesh of separate processes (SIP.js over WebSo
         const check = (): void => { if (bodies.some(match)) { waiters.delete(check); resolve() } }
         waiters.add(check)
         check()
-      }), `NOTIFY matching on ${target}`)
+      }), `NOTIFY matching on ${target} (bodies so far: ${bodies.map(b => /<note>([^<]*)</.exec(b)?.[1] ?? /<basic>(\w+)/.exec(b)?.[1] ?? '-').join(', ')})`)
       return Date.now() - t0
     }
     return { sub, bodies, states, wait }
@@ -177,6 +177,8 @@ describe('presence across a 3-node mesh of separate processes (SIP.js over WebSo
 
     // expiry: bob3's publication (5 s) is not refreshed; alice then sees the registration-derived state
     await pub3.dispose()
-    await onBob.wait(b => !b.includes('moved to n3') && b.includes('<basic>open</basic>') && onBob.bodies.indexOf(b) > onBob.bodies.findIndex(x => x.includes('moved to n3')), 10_000)
+    const movedAt = onBob.bodies.findIndex(x => x.includes('moved to n3'))
+    const expiredIn = await onBob.wait(() => onBob.bodies.slice(movedAt + 1).some(b => !b.includes('moved to n3') && b.includes('<basic>open</basic>')), 10_000)
+    t.diagnostic(`the expired publication was notified ${expiredIn} ms after the publisher stopped refreshing`)
   })
 })
