@@ -1,0 +1,141 @@
+// Back-end subscriptions as another node sends them (raw SIP over the memory PeerChannel): loop
+// detection (draft 7.2.1), not-owner answers, per-watcher decisions in Sipmesh-Authorization,
+// hostile headers; rules persisted across a gateway restart; fetch (Expires: 0) and 423 on refresh.
+import { test, describe, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { TestMesh } from '../gateway/fixtures/mesh.ts'
+import { TestUa } from '../gateway/fixtures/ua.ts'
+import { Gateway } from '../../../sip-gateway/gateway.ts'
+import { MemoryStore } from '../../../sip-gateway/memory-store.ts'
+import { MemoryRegistry } from '../../../dht/memory-registry.ts'
+import { parseMessage, SipResponse, SipRequest, serializeMessage, createResponse } from '../../../sip-gateway/codec/index.ts'
+import type { MemoryChannel } from '../../../sip-gateway/memory-channel.ts'
+import { testLogger } from '../gateway/fixtures/log.ts'
+import { subscribe, refresh, waitNotify, stateOf } from './fixtures.ts'
+
+describe('back-end subscriptions from a (fake) mesh node', () => {
+  let mesh: TestMesh
+  let peer: MemoryChannel
+  const got: Array<SipResponse | SipRequest> = []
+  let bob: TestUa
+
+  before(async () => {
+    mesh = await TestMesh.spawn(2, { presence: { minExpires: 10 } })
+    peer = mesh.hub.channel('node-z')
+    peer.onMessage((from, data) => {
+      const m = parseMessage(data)
+      got.push(m)
+      // answer NOTIFYs like a node would
+      if (m instanceof SipRequest && m.method === 'NOTIFY') void peer.send(from, serializeMessage(createResponse(m, 200)))
+    })
+    bob = await TestUa.open('bobbe', mesh.nodes[0].sip)
+    assert.equal((await bob.register(600))?.status, 200)
+  })
+  after(async () => {
+    await bob.close()
+    peer.close()
+    await mesh.stop()
+  })
+
+  async function backend (to: string, node: string, headers: Array<[string, string]>, callId = randomBytes(6).toString('hex')): Promise<SipResponse | undefined> {
+    const branch = 'z9hG4bK' + randomBytes(6).toString('hex')
+    const text = [
+      `SUBSCRIBE ${to} SIP/2.0`,
+      `Via: SIP/2.0/MESH 127.0.0.1:1;branch=${branch};node=node-z`,
+      'Max-Forwards: 70',
+      `From: <sip:example.com>;tag=${randomBytes(4).toString('hex')}`,
+      `To: <${to}>`,
+      `Call-ID: ${callId}`,
+      'CSeq: 1 SUBSCRIBE',
+      'Contact: <sip:127.0.0.1:1;node=node-z>',
+      'Event: presence',
+      'Expires: 600',
+      ...headers.map(([n, v]) => `${n}: ${v}`),
+      'Content-Length: 0', '', ''
+    ].join('\r\n')
+    await peer.send(node, Buffer.from(text))
+    const deadline = Date.now() + 2000
+    while (Date.now() < deadline) {
+      const r = got.find((m): m is SipResponse => m instanceof SipResponse && m.status >= 200 && (m.headers.get('Via') ?? '').includes(branch))
+      if (r !== undefined) return r
+      await new Promise(resolve => setTimeout(resolve, 10))
+    }
+    return undefined
+  }
+
+  test('a path naming the receiver is a loop (482); a malformed path is 400; too many watchers 400', async () => {
+    assert.equal((await backend(bob.aor, 'node-a', [['Sipmesh-Path', 'node-z, node-a']]))?.status, 482)
+    assert.equal((await backend(bob.aor, 'node-a', [['Sipmesh-Path', 'node-z, node-y, node-x, node-w, node-v']]))?.status, 482)
+    assert.equal((await backend(bob.aor, 'node-a', [['Sipmesh-Path', 'not a node id!']]))?.status, 400)
+    const many = Array.from({ length: 201 }, (_, i) => encodeURIComponent(`sip:w${i}@example.com`)).join(' ')
+    assert.equal((await backend(bob.aor, 'node-a', [['Sipmesh-Path', 'node-z'], ['Sipmesh-Watchers', many]]))?.status, 400)
+    assert.equal((await backend(bob.aor, 'node-a', [['Sipmesh-Path', 'node-z'], ['Sipmesh-Watchers', '%%% \u0000 sip:x']]))?.status, 200, 'malformed identities are dropped, not fatal')
+  })
+
+  test('a node that does not own the presentity answers 404 Not Owner', async () => {
+    const r = await backend(bob.aor, 'node-b', [['Sipmesh-Path', 'node-z']])
+    assert.equal(r?.status, 404)
+    assert.equal(r?.headers.get('Sipmesh-Not-Owner'), 'node-b')
+  })
+
+  test('the owner decides per watcher identity and NOTIFYs the real document only when someone is allowed', async () => {
+    await mesh.nodes[0].gateway.presence.setRules(bob.aor, { watchers: { 'sip:eve@example.com': 'block', 'sip:pat@example.com': 'polite-block' } })
+    const callId = 'be-decisions'
+    const ids = ['sip:eve@example.com', 'sip:pat@example.com', 'sip:ann@example.com'].map(encodeURIComponent).join(' ')
+    const r = await backend(bob.aor, 'node-a', [['Sipmesh-Path', 'node-z'], ['Sipmesh-Watchers', ids]], callId)
+    assert.equal(r?.status, 200)
+    const auth = r?.headers.get('Sipmesh-Authorization') ?? ''
+    assert.match(auth, /block=sip%3Aeve%40example\.com/)
+    assert.match(auth, /polite-block=sip%3Apat%40example\.com/)
+    assert.match(auth, /allow=sip%3Aann%40example\.com/)
+    const deadline = Date.now() + 2000
+    let notify: SipRequest | undefined
+    while (notify === undefined && Date.now() < deadline) {
+      notify = got.find((m): m is SipRequest => m instanceof SipRequest && m.method === 'NOTIFY' && m.headers.get('Call-ID') === callId)
+      await new Promise(resolve => setTimeout(resolve, 10))
+    }
+    assert.ok(notify !== undefined)
+    assert.equal(notify.headers.get('Sipmesh-View'), 'full')
+    // a second back-end dialog of the same node for the same presentity supersedes the first
+    const r2 = await backend(bob.aor, 'node-a', [['Sipmesh-Path', 'node-z']], 'be-decisions-2')
+    assert.equal(r2?.status, 200)
+  })
+
+  test('rules persist in the store across a gateway restart', async () => {
+    const store = new MemoryStore()
+    const make = (): Gateway => new Gateway({ registry: new MemoryRegistry(mesh.mesh, { nodeId: 'node-p' }), peerChannel: mesh.hub.channel('node-p'), store, logger: testLogger() }, { domains: ['example.com'], sip: { host: '127.0.0.1', port: 0 } })
+    const g1 = make()
+    await g1.start()
+    await g1.presence.setRules('sip:carl@example.com', { default: 'polite-block', domains: { 'evil.example.org': 'block' } })
+    await assert.rejects(g1.presence.setRules('sip:carl@example.com', { watchers: { 'sip:x@example.com': 'maybe' } }), { name: 'AuthorizationRuleError' })
+    await assert.rejects(g1.presence.setRules('sip:carl@example.com', { unknown: 1 }), { name: 'AuthorizationRuleError' })
+    await g1.stop()
+    const g2 = make()
+    await g2.start()
+    try {
+      const rules = g2.presence.getRules('sip:carl@example.com')
+      assert.equal(rules.default, 'polite-block')
+      assert.equal(rules.domains['evil.example.org'], 'block')
+    } finally { await g2.stop() }
+  })
+
+  test('fetch (Expires: 0 on the initial SUBSCRIBE) gets one terminated NOTIFY; a too-brief refresh is 423', async () => {
+    const w = await TestUa.open('fetcher', mesh.nodes[1].sip)
+    try {
+      const f = await subscribe(w, { to: bob.aor, expires: 0 })
+      assert.equal(f.response?.status, 200)
+      assert.ok(await waitNotify(w, f.dialog!.callId, r => stateOf(r).startsWith('terminated')))
+      const s = await subscribe(w, { to: bob.aor, expires: 60 })
+      assert.equal(s.response?.status, 200)
+      const r = await refresh(w, s.dialog!, 3)
+      assert.equal(r?.status, 423)
+      assert.equal(r?.headers.get('Min-Expires'), '10')
+      // the dialog survives a refused refresh
+      assert.equal((await refresh(w, s.dialog!, 60))?.status, 200)
+      // an out-of-order CSeq is refused
+      s.dialog!.cseq = 1
+      assert.equal((await refresh(w, s.dialog!, 60))?.status, 500)
+    } finally { await w.close() }
+  })
+})
