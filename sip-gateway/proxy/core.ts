@@ -27,6 +27,7 @@
  */
 import { SipRequest, type SipResponse } from '../codec/message.ts'
 import { createResponse } from '../codec/response.ts'
+import { serializeMessage } from '../codec/serializer.ts'
 import { randomBytes } from 'node:crypto'
 import { parseVia, formatVia } from '../codec/via.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
@@ -87,6 +88,11 @@ export interface ProxyCoreInit {
   /** other names the node answers to as itself (its listening addresses) */
   aliases?: Iterable<string>
   onUnavailable?: UnavailableHandler
+  /**
+   * issue 5: a MESSAGE timed out (408) at a local device's contact; a reply (202 after storing it)
+   * takes the place of that branch's 408
+   */
+  onTimeout?: UnavailableHandler
   /** the presence agent's interceptor (SUBSCRIBE, NOTIFY, PUBLISH it serves) */
   intercept?: RequestInterceptor
   /** timer C of a forwarded INVITE (RFC 3261 16.6 step 11), ms. @default 180000 */
@@ -115,6 +121,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #self: Set<string>
   readonly #sentBy: string
   readonly #onUnavailable: UnavailableHandler | undefined
+  readonly #onTimeout: UnavailableHandler | undefined
   readonly #intercept: RequestInterceptor | undefined
   readonly #timerC: number
   readonly #contexts = new Map<ServerTransaction, ResponseContext>()
@@ -136,6 +143,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#sentBy = `${init.host.toLowerCase()}:${init.port}`
     this.#self = new Set([this.#sentBy, ...[...init.aliases ?? []].map(a => a.toLowerCase())])
     this.#onUnavailable = init.onUnavailable
+    this.#onTimeout = init.onTimeout
     this.#intercept = init.intercept
     this.#timerC = init.timerCMs ?? 180_000
   }
@@ -206,11 +214,17 @@ export class ProxyCore implements TransactionCore<Flow> {
     const fromMesh = flow.transport === MESH_TRANSPORT
     // RFC 3325: identity from user agents is never trusted
     if (!fromMesh) request.headers.delete('P-Asserted-Identity')
+    // the id of a stored message (issue 5) is trusted from mesh peers only
+    if (!fromMesh) request.headers.delete('Sipmesh-Message-Id')
     if (request.method === 'INVITE') this.#respond(tx, createResponse(request, 100))
 
     // 16.3 request validation
     if (!KNOWN_METHODS.has(request.method)) throw new SipStatusError(501, 'Not Implemented')
     const maxForwards = readMaxForwards(request)
+    // RFC 3261 7.4.1 (a body needs its Content-Type), RFC 3428 section 7 (MESSAGE carries one)
+    if (request.method === 'MESSAGE' && request.body.byteLength > 0 && !request.headers.has('Content-Type')) {
+      throw new SipStatusError(400, 'Missing Content-Type')
+    }
     this.#checkLoop(request)
     const proxyRequire = request.headers.getAll('Proxy-Require')
     if (proxyRequire.length > 0) {
@@ -347,7 +361,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     const targets: Target[] = []
     for (const b of bindings) {
       try {
-        targets.push({ uri: b.uri, flow: await this.#bindingFlow(b) })
+        targets.push({ uri: b.uri, flow: await this.#bindingFlow(b), aorOffline: aor })
       } catch (err) {
         this.#log.debug('contact unreachable', { contact: b.uri, err: String(err) })
       }
@@ -420,6 +434,7 @@ export class ProxyCore implements TransactionCore<Flow> {
         const copy = cloneMessage(request) as SipRequest
         copy.uri = target.uri
         if (!copy.headers.has('Max-Forwards')) copy.headers.set('Max-Forwards', '70')
+        if (this.#tooLargeForUdp(copy, target.flow)) { done(createResponse(copy, 513, 'Message Too Large')); continue }
         const params: Record<string, string | null> = target.flow.transport === 'UDP' ? { rport: null } : {}
         copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#port, params, branch: generateBranch() }))
         try {
@@ -433,6 +448,38 @@ export class ProxyCore implements TransactionCore<Flow> {
         }
       }
     })
+  }
+
+  /**
+   * Send a request this node originates (a stored MESSAGE, issue 5) to another node over the
+   * mesh, which relays it to the AoR's contacts there. Resolves with the final response (408 on
+   * timeout, 503 when the node cannot be reached).
+   */
+  async deliverToNode (node: string, request: SipRequest): Promise<SipResponse> {
+    const copy = cloneMessage(request) as SipRequest
+    if (!copy.headers.has('Max-Forwards')) copy.headers.set('Max-Forwards', '70')
+    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: MESH_TRANSPORT, host: this.#host, port: this.#port, params: { node: this.#registry.nodeId }, branch: generateBranch() }))
+    return await new Promise<SipResponse>(resolve => {
+      try {
+        this.#tl.sendRequest(copy, this.#mesh(node), {
+          receiveResponse: (r) => { if (r.status >= 200) resolve(r) },
+          onRequestTimeout: () => { resolve(createResponse(copy, 408)) },
+          onTransportError: () => { resolve(createResponse(copy, 503)) }
+        })
+      } catch (err) {
+        resolve(responseForError(copy, err, this.#log))
+      }
+    })
+  }
+
+  /**
+   * RFC 3428 section 9 / RFC 3261 18.1.1: a MESSAGE that would exceed 1300 bytes must not go to
+   * a UDP next hop (no congestion control): 513. TCP, WebSocket and the mesh are congestion-controlled.
+   */
+  #tooLargeForUdp (request: SipRequest, flow: Flow): boolean {
+    if (request.method !== 'MESSAGE' || flow.transport !== 'UDP') return false
+    // the request as it will leave: our Via (~80 bytes) on top of what it carries now
+    return serializeMessage(request).byteLength + 80 > UDP_MESSAGE_LIMIT
   }
 
   // ---- forwarding (16.6) and responses (16.7) ---------------------------------------------
@@ -478,9 +525,23 @@ export class ProxyCore implements TransactionCore<Flow> {
     else if (target.flow.transport === 'UDP') params.rport = null
     copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#port, params, branch }))
     const b = ctx.addBranch(branch, copy)
+    if (this.#tooLargeForUdp(copy, target.flow)) {
+      ctx.receive(b, createResponse(request, 513, 'Message Too Large', undefined, { toTag: true }))
+      this.#settle(ctx)
+      return
+    }
     b.tx = this.#tl.sendRequest(copy, target.flow, {
       receiveResponse: (response: SipResponse) => { this.#onBranchResponse(ctx, b, response, inbound, target) },
-      onRequestTimeout: () => { ctx.receive(b, createResponse(copy, 408, undefined, undefined, { toTag: true })); this.#settle(ctx) },
+      onRequestTimeout: () => {
+        // synthesized from the request as received: it goes upstream without our Via
+        const timeout = createResponse(request, 408, undefined, undefined, { toTag: true })
+        const aor = target.aorOffline
+        if (aor === undefined || this.#onTimeout === undefined || request.method !== 'MESSAGE') { ctx.receive(b, timeout); this.#settle(ctx); return }
+        // issue 5: a MESSAGE that timed out at the device is kept (202) instead of lost
+        this.#onTimeout(request, aor).then(reply => {
+          ctx.receive(b, reply === undefined ? timeout : createResponse(request, reply.status, reply.reason, reply.headers, { toTag: true }))
+        }, () => { ctx.receive(b, timeout) }).finally(() => { this.#settle(ctx) })
+      },
       onTransportError: (err: unknown) => {
         this.#log.debug('branch transport error', { target: target.uri, node: target.flow.node, err: String(err) })
         // a mesh node we cannot reach may have died: its AoRs may live elsewhere now (P5)
@@ -652,7 +713,12 @@ interface Target {
   /** for mesh branches: the AoR, to re-resolve on "not owner" */
   aor?: string
   retried?: boolean
+  /** for local contacts of an AoR: a MESSAGE timing out there is offered to `onTimeout` */
+  aorOffline?: string
 }
+
+/** RFC 3428 section 9: pager-mode requests over 1300 bytes need a congestion-controlled path */
+export const UDP_MESSAGE_LIMIT = 1300
 
 /** RFC 3261 branches, unique per process run: a random prefix and a counter (no entropy per message) */
 const BRANCH_PREFIX = 'z9hG4bK' + randomBytes(6).toString('base64url')
