@@ -28,6 +28,7 @@ import { responseForError } from './proxy/error-response.ts'
 import { TransportLayer, type TransportCounters } from './transport/index.ts'
 import type { RateLimitInit } from './transport/limits.ts'
 import { PresenceAgent, type PresenceAgentInit } from './presence/agent.ts'
+import { OfflineIm, type OfflineImInit } from './im/offline-im.ts'
 
 export interface GatewayComponents {
   registry: Registry
@@ -84,6 +85,11 @@ export interface GatewayConfig {
   }
   /** presence agent (issue 4): subscription and publication expiries, limits, default policy */
   presence?: Omit<PresenceAgentInit, 'domains'>
+  /**
+   * offline IM (issue 5): store limits and retention, known-user window; `known.credentials`
+   * lists the AoRs of the credentials file (always known)
+   */
+  offline?: OfflineImInit
 }
 
 export interface GatewayStats extends ProxyStats {
@@ -104,6 +110,7 @@ export class Gateway {
   readonly #log: Logger
   readonly #registrar: Registrar<Flow>
   readonly #presence: PresenceAgent
+  readonly #im: OfflineIm
   readonly #meshFlows = new Map<string, Flow>()
   #layer: TransactionLayer<Flow> | undefined
   #core: ProxyCore | undefined
@@ -124,7 +131,22 @@ export class Gateway {
     this.#presence = new PresenceAgent({ registry: components.registry, registrar: this.#registrar, store: components.store, logger: this.#log.child({ sub: 'presence' }) }, {
       domains: this.#config.domains, ...config.presence
     })
+    this.#im = new OfflineIm({
+      registry: components.registry,
+      store: components.store,
+      logger: this.#log.child({ sub: 'im' }),
+      deliverLocal: async (aor, request) => await this.deliver(aor, request),
+      deliverToNode: async (node, request) => {
+        if (this.#core === undefined) throw new Error('gateway not started')
+        return await this.#core.deliverToNode(node, request)
+      },
+      hasLocalBindings: (aor) => this.#registrar.lookup(aor).length > 0
+    }, config.offline)
+    this.#registrar.onChange((aor, bindings) => { this.#im.onBindings(aor, bindings.length) })
   }
+
+  /** offline IM (issue 5): the store of messages for users who are away, and who is known */
+  get im (): OfflineIm { return this.#im }
 
   /** issue 5's seam: what to do with a request for a served AoR that has no live binding */
   setUnavailableHandler (handler: UnavailableHandler): void {
@@ -203,7 +225,8 @@ export class Gateway {
       host,
       port: udp.port,
       aliases: [`${udp.host}:${udp.port}`, `${tcp.host}:${tcp.port}`, `localhost:${udp.port}`],
-      onUnavailable: this.#unavailable,
+      onUnavailable: async (request, aor) => await this.#unavailable?.(request, aor) ?? await this.#im.onUnavailable(request, aor),
+      onTimeout: async (request, aor) => await this.#im.onTimeout(request, aor),
       intercept: (request, tx, flow, fromMesh) => this.#presence.intercept(request, tx, flow, fromMesh),
       timerCMs: config.proxy?.timerCMs
     })
@@ -214,6 +237,7 @@ export class Gateway {
       this.#counters.meshIn++
       this.#receive(data, this.#meshFlow(node))
     })
+    await this.#im.start()
     await this.#registrar.start()
     await this.#presence.load()
     this.#presence.start({ layer: this.#layer, mesh: (node) => this.#meshFlow(node), connector, host, ports: { udp: udp.port, tcp: tcp.port, ws: this.addresses.ws?.port } })
@@ -227,6 +251,7 @@ export class Gateway {
     this.#unMesh?.()
     this.#presence.stop()
     this.#registrar.stop()
+    await this.#im.stop()
     this.#layer?.close()
     await this.#transports?.stop()
     this.#meshFlows.clear()

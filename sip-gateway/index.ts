@@ -67,7 +67,8 @@ export function sipGateway (context: SipGatewayContext): {
     timers: config.timers,
     proxy: config.proxy,
     registrar: config.registrar,
-    presence: config.presence
+    presence: config.presence,
+    offline: config.offline
   })
   return {
     gateway,

@@ -74,13 +74,14 @@ describe('routing across gateways', () => {
     assert.equal(r?.status, 486)
   })
 
-  test('unknown user: 404; known user with no live binding: 480', async () => {
+  test('unknown user: 404; known user with no live binding: 480 (a MESSAGE is stored: 202, issue 5)', async () => {
     const carol = await ua('carol3', 2)
     assert.equal((await carol.request({ uri: 'sip:nobody@example.com' }))?.status, 404)
     const gina = await ua('gina', 2)
     assert.equal((await gina.register(600))?.status, 200)
     assert.equal((await gina.register(0, { cseq: 50 }))?.status, 200)
-    assert.equal((await carol.request({ uri: 'sip:gina@example.com' }))?.status, 480)
+    assert.equal((await carol.request({ method: 'OPTIONS', uri: 'sip:gina@example.com' }))?.status, 480)
+    assert.equal((await carol.request({ uri: 'sip:gina@example.com' }))?.status, 202)
   })
 
   test('a stale route: the old owner answers "not owner", the sender re-resolves and retries once', async () => {

@@ -1,0 +1,266 @@
+/**
+ * Pager IM that loses nothing (SPEC: MESSAGE row, "Nothing lost"; issue 5 item 1): the offline
+ * store wired into the gateway.
+ *
+ * - A MESSAGE for an AoR of a served domain with no live registration anywhere reaches
+ *   `onUnavailable` (the proxy core's seam). A user known to the mesh gets the MESSAGE stored
+ *   durably (the OfflineStore resolves once the DurableStore `put` did) and then 202 Accepted;
+ *   anybody else 404.
+ * - A MESSAGE that timed out (408) at a device's contact reaches `onTimeout` and is stored the
+ *   same way (202 instead of a lost 408).
+ * - Delivery: the node that stores a user's backlog watches the user's claim
+ *   (`registry.watch`: the registry registers interest in the mesh, so the node that claims the
+ *   AoR later tells this one directly). When the user registers here the backlog goes to the
+ *   local contacts (`deliverLocal`); when she registers on another node each stored MESSAGE is
+ *   sent as SIP over the PeerChannel to that node (`deliverToNode`), which relays it to her
+ *   devices like any MESSAGE from the mesh. Either way in order, one at a time, each removed
+ *   only after a 2xx came back from a device (the other node answers 2xx only when its device
+ *   did, or when it stored the message itself after a device timeout), stopping at the first
+ *   failure. The original From, To, Date and P-Asserted-Identity travel with it; the message id
+ *   travels in `Sipmesh-Message-Id` (trusted from the mesh only), so a copy stored again on the
+ *   way keeps its id and is never stored or delivered twice.
+ *
+ * "Known to the mesh" across nodes: why a marker claim. The node where a user registers keeps
+ * her as known (KnownUsers, durable), but a MESSAGE may arrive at any node after her claim has
+ * been released or has expired, and every node must answer alike. Routing an unclaimed AoR to a
+ * deterministic "home" node would need the DHT's peer set, which the gateway does not see
+ * (ports.ts), and would move the backlog whenever the home changes. Instead the node where she
+ * registers also claims a marker AoR (`markerOf`: `sip:alice@example.com.sipmesh-known`, a host
+ * no domain uses) with the Registry port the gateway already has, expiring at the end of the
+ * known-user window (registration time + 30 days). Claims are last-writer-wins and replicated,
+ * so every node resolves the marker to the same answer: known while it is live, unknown once it
+ * expired. The marker is claimed at most once per `writeGranularityMs` per user (hourly by
+ * default), and the node that owns it republishes it like any claim. Users of the credentials
+ * file are known on every node from configuration alone.
+ */
+import { SipRequest, type SipResponse } from '../codec/message.ts'
+import { Headers } from '../codec/headers.ts'
+import { parseNameAddr } from '../codec/name-addr.ts'
+import { parseCSeq } from '../codec/cseq.ts'
+import { SipStatusError } from '../errors.ts'
+import type { DurableStore, Logger, Registry, Route, Unwatch } from '../ports.ts'
+import { OfflineStore, type OfflineStoreInit } from '../offline/store.ts'
+import { KnownUsers, type KnownUsersInit } from '../offline/known-users.ts'
+import { messageIdOf, isAor } from '../offline/record.ts'
+import type { OfflineMessage, OfflineRecord } from '../offline/record.ts'
+import type { Reply } from '../registrar/registrar.ts'
+
+/** the header that carries a stored message's id between nodes */
+export const MESSAGE_ID_HEADER = 'Sipmesh-Message-Id'
+/** the host suffix of marker AoRs ("this user is known"): not a domain anybody serves */
+export const MARKER_SUFFIX = '.sipmesh-known'
+
+/** Headers kept with a stored message and sent again on delivery. */
+const KEPT_HEADERS = ['P-Asserted-Identity', 'Subject', 'Priority', 'In-Reply-To', 'Content-Language', 'Content-Encoding']
+
+/** The marker AoR of a user: the same user at `<domain>.sipmesh-known`. */
+export function markerOf (aor: string): string {
+  return `${aor}${MARKER_SUFFIX}`
+}
+
+export interface OfflineImComponents {
+  registry: Registry
+  store: DurableStore
+  logger: Logger
+  /** relay a request to the live local contacts of an AoR (the gateway's `deliver`) */
+  deliverLocal: (aor: string, request: SipRequest) => Promise<SipResponse | undefined>
+  /** send a request this node originates to another node over the mesh; resolves with its final response */
+  deliverToNode: (node: string, request: SipRequest) => Promise<SipResponse>
+  /** the AoRs with live bindings here */
+  hasLocalBindings: (aor: string) => boolean
+}
+
+export interface OfflineImInit {
+  store?: OfflineStoreInit
+  known?: KnownUsersInit
+}
+
+export class OfflineIm {
+  readonly #registry: Registry
+  readonly #log: Logger
+  readonly #deliverLocal: OfflineImComponents['deliverLocal']
+  readonly #deliverToNode: OfflineImComponents['deliverToNode']
+  readonly #hasLocal: OfflineImComponents['hasLocalBindings']
+  readonly offline: OfflineStore
+  readonly known: KnownUsers
+  readonly #watches = new Map<string, Unwatch>()
+  /** users whose delivery run is in progress or asked for again */
+  readonly #kicks = new Map<string, { again: boolean }>()
+  /** markers claimed by this run (AoR → ms), so a refresh within the granularity is not re-claimed */
+  readonly #marked = new Map<string, number>()
+  readonly #granularity: number
+  #running = false
+
+  constructor (components: OfflineImComponents, init: OfflineImInit = {}) {
+    this.#registry = components.registry
+    this.#log = components.logger.child({ component: 'offline-im' })
+    this.#deliverLocal = components.deliverLocal
+    this.#deliverToNode = components.deliverToNode
+    this.#hasLocal = components.hasLocalBindings
+    this.offline = new OfflineStore({ store: components.store, logger: components.logger }, init.store)
+    this.known = new KnownUsers({ store: components.store, logger: components.logger }, init.known)
+    this.#granularity = init.known?.writeGranularityMs ?? 60 * 60 * 1000
+    this.#knownRetention = init.known?.retentionMs ?? 30 * 24 * 60 * 60 * 1000
+  }
+
+  readonly #knownRetention: number
+
+  async start (): Promise<void> {
+    if (this.#running) return
+    await this.known.start()
+    await this.offline.start()
+    this.#running = true
+    // restart safety: every backlog kept here is watched again and tried at once
+    for (const aor of this.offline.users()) this.#watch(aor)
+  }
+
+  async stop (): Promise<void> {
+    if (!this.#running) return
+    this.#running = false
+    for (const u of this.#watches.values()) u()
+    this.#watches.clear()
+    await this.offline.stop()
+    await this.known.stop()
+  }
+
+  /** the registrar's change listener: a user registered here (or her bindings changed) */
+  onBindings (aor: string, count: number): void {
+    if (!this.#running || count === 0 || aor.endsWith(MARKER_SUFFIX)) return
+    void this.#markKnown(aor)
+    if (this.offline.count(aor) > 0) this.kick(aor)
+  }
+
+  /** The proxy's seam: a request for a served AoR with no live binding anywhere. */
+  async onUnavailable (request: SipRequest, aor: string): Promise<Reply | undefined> {
+    if (request.method !== 'MESSAGE') return undefined
+    if (!(await this.isKnown(aor))) return { status: 404, reason: 'Not Found' }
+    return await this.#store(request, aor)
+  }
+
+  /** The proxy's seam: a MESSAGE timed out at a device's contact (408): keep it instead. */
+  async onTimeout (request: SipRequest, aor: string): Promise<Reply | undefined> {
+    if (request.method !== 'MESSAGE' || !this.#running) return undefined
+    try {
+      return await this.#store(request, aor)
+    } catch (err) {
+      this.#log.warn('timed-out MESSAGE not stored', { aor, err: String(err) })
+      return undefined
+    }
+  }
+
+  /** known here (registered within the window, credentials) or, mesh-wide, by its live marker claim */
+  async isKnown (aor: string): Promise<boolean> {
+    if (this.known.isKnown(aor)) return true
+    if (!isAor(aor)) return false
+    try {
+      return (await this.#registry.resolve(markerOf(aor))) !== undefined
+    } catch (err) {
+      this.#log.warn('marker lookup failed', { aor, err: String(err) })
+      return false
+    }
+  }
+
+  async #markKnown (aor: string): Promise<void> {
+    const now = Date.now()
+    const last = this.#marked.get(aor)
+    if (last !== undefined && now - last < this.#granularity) return
+    this.#marked.set(aor, now)
+    try {
+      await this.known.markRegistered(aor, now)
+      await this.#registry.claim(markerOf(aor), { expiresAt: now + this.#knownRetention })
+    } catch (err) {
+      this.#marked.delete(aor)
+      this.#log.warn('known-user marker not claimed', { aor, err: String(err) })
+    }
+  }
+
+  async #store (request: SipRequest, aor: string): Promise<Reply> {
+    const message = offlineMessageOf(request)
+    const result = await this.offline.store(aor, message)
+    this.#log.info('MESSAGE stored for an offline user', { aor, id: result.id, stored: result.stored })
+    this.#watch(aor)
+    return { status: 202, reason: 'Accepted' }
+  }
+
+  #watch (aor: string): void {
+    if (!this.#watches.has(aor)) {
+      this.#watches.set(aor, this.#registry.watch(aor, (route) => { if (route !== undefined) this.kick(aor) }))
+    }
+    // the user may have registered between the lookup that found nobody and this watch
+    this.#registry.resolve(aor).then(route => { if (route !== undefined) this.kick(aor) }, () => {})
+  }
+
+  /** try to deliver the user's backlog now (wherever she is registered); coalesces concurrent asks */
+  kick (aor: string): void {
+    if (!this.#running) return
+    const k = this.#kicks.get(aor)
+    if (k !== undefined) { k.again = true; return }
+    const state = { again: false }
+    this.#kicks.set(aor, state)
+    const run = async (): Promise<void> => {
+      do {
+        state.again = false
+        await this.#deliver(aor)
+      } while (state.again && this.#running && this.offline.count(aor) > 0)
+    }
+    run().catch(err => { this.#log.warn('offline delivery failed', { aor, err: String(err) }) })
+      .finally(() => {
+        this.#kicks.delete(aor)
+        if (this.offline.count(aor) === 0) { this.#watches.get(aor)?.(); this.#watches.delete(aor) }
+      })
+  }
+
+  async #deliver (aor: string): Promise<void> {
+    if (this.offline.count(aor) === 0) return
+    let route: Route | undefined
+    if (!this.#hasLocal(aor)) {
+      route = await this.#registry.resolve(aor)
+      if (route === undefined) return
+    }
+    const remote = route !== undefined && route.node !== this.#registry.nodeId ? route.node : undefined
+    const result = await this.offline.deliverBacklog(aor, async (rec) => {
+      const request = requestOf(rec)
+      const response = remote === undefined ? await this.#deliverLocal(aor, request) : await this.#deliverToNode(remote, request)
+      return response !== undefined && response.status >= 200 && response.status < 300
+    })
+    this.#log.info('offline backlog run', { aor, to: remote ?? 'local', ...result })
+  }
+}
+
+/** What the store keeps of a MESSAGE: original sender, recipient, Date, type, body, kept headers. */
+export function offlineMessageOf (request: SipRequest, fromMesh = true): OfflineMessage {
+  const h = request.headers
+  const from = h.get('From')
+  const to = h.get('To')
+  const callId = h.get('Call-ID')
+  const cseq = h.get('CSeq')
+  if (from === undefined || to === undefined || callId === undefined || cseq === undefined) throw new SipStatusError(400, 'Missing Mandatory Header')
+  // RFC 3261 7.4.1: a body needs its type (the proxy core refuses such a MESSAGE first); an
+  // empty MESSAGE is kept as an empty text/plain one
+  const contentType = h.get('Content-Type') ?? (request.body.byteLength === 0 ? 'text/plain' : undefined)
+  if (contentType === undefined) throw new SipStatusError(400, 'Missing Content-Type')
+  let tag: string
+  try { tag = String(parseNameAddr(from).params.tag ?? '') } catch { throw new SipStatusError(400, 'Malformed From') }
+  const given = fromMesh ? h.get(MESSAGE_ID_HEADER) : undefined
+  const id = given !== undefined && /^[0-9a-f]{32}$/.test(given.trim()) ? given.trim() : messageIdOf(callId, parseCSeq(cseq).seq, tag)
+  const headers: Array<[string, string]> = []
+  for (const name of KEPT_HEADERS) for (const v of h.getAll(name)) headers.push([name, v])
+  return { id, from, to, date: h.get('Date'), contentType, body: request.body, headers }
+}
+
+/** The MESSAGE sent for a stored record: a new transaction, the original sender and Date. */
+export function requestOf (rec: OfflineRecord): SipRequest {
+  const h = new Headers()
+  h.set('From', rec.from)
+  h.set('To', rec.to)
+  // one Call-ID per message id: a re-delivery after a crash is recognisably the same request
+  h.set('Call-ID', `${rec.id}@offline.sipmesh`)
+  h.set('CSeq', '1 MESSAGE')
+  h.set('Max-Forwards', '70')
+  h.set('Date', rec.date)
+  h.set(MESSAGE_ID_HEADER, rec.id)
+  for (const [name, value] of rec.headers) h.append(name, value)
+  h.set('Content-Type', rec.contentType)
+  h.set('Content-Length', String(rec.body.byteLength))
+  return new SipRequest('MESSAGE', rec.aor, h, rec.body)
+}

@@ -1,0 +1,118 @@
+// Offline IM wired into the gateway (issue 5): in-process gateways over the memory registry and
+// channel, real UDP/TCP sockets. Stored on one node, delivered when the user registers on another.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { TestMesh } from '../gateway/fixtures/mesh.ts'
+import { TestUa } from '../gateway/fixtures/ua.ts'
+import { markerOf } from '../../../sip-gateway/im/offline-im.ts'
+
+const meshes: TestMesh[] = []
+const uas: TestUa[] = []
+after(async () => {
+  for (const u of uas) await u.close()
+  for (const m of meshes) await m.stop()
+})
+
+async function ua (user: string, target: { host: string, port: number }, transport: 'UDP' | 'TCP' = 'UDP'): Promise<TestUa> {
+  const u = await TestUa.open(user, target, transport)
+  uas.push(u)
+  return u
+}
+
+test('stored for a user known on another node (202), delivered in order with sender and Date where she registers next; unknown: 404', async () => {
+  const mesh = await TestMesh.spawn(3)
+  meshes.push(mesh)
+  const [a, b, c] = mesh.nodes
+  // alice registers on c and leaves: c claims her marker, so every node knows her
+  const alice1 = await ua('alice', c.sip)
+  assert.equal((await alice1.register(600))?.status, 200)
+  await alice1.waitFor(() => undefined, 50)
+  assert.ok(await a.registry.resolve(markerOf('sip:alice@example.com')) !== undefined)
+  assert.equal((await alice1.register(0))?.status, 200)
+  assert.equal(await a.registry.resolve('sip:alice@example.com'), undefined)
+
+  const bob = await ua('bob', a.sip)
+  const dates = ['Sun, 22 Nov 2026 01:00:00 GMT', 'Sun, 22 Nov 2026 01:00:01 GMT', 'Sun, 22 Nov 2026 01:00:02 GMT']
+  for (let i = 0; i < 3; i++) {
+    const r = await bob.request({ uri: 'sip:alice@example.com', body: `hello ${i}`, headers: [['Date', dates[i]]] })
+    assert.equal(r?.status, 202, `message ${i}`)
+  }
+  assert.equal(a.gateway.im.offline.count('sip:alice@example.com'), 3)
+  // a retransmission-like copy (same Call-ID, CSeq, From tag) is not stored twice
+  const dup = { uri: 'sip:alice@example.com', body: 'dup', callId: 'dup-call', cseq: 7, fromTag: 'dupt' }
+  assert.equal((await bob.request(dup))?.status, 202)
+  assert.equal((await bob.request({ ...dup, branch: undefined }))?.status, 202)
+  assert.equal(a.gateway.im.offline.count('sip:alice@example.com'), 4)
+
+  // nobody knows carol: 404 on every node
+  assert.equal((await bob.request({ uri: 'sip:carol@example.com', body: 'x' }))?.status, 404)
+  const bobB = await ua('bob', b.sip)
+  assert.equal((await bobB.request({ uri: 'sip:carol@example.com', body: 'x' }))?.status, 404)
+
+  // alice comes back on b: a's backlog crosses the mesh to her, in order, once each
+  const alice2 = await ua('alice', b.sip)
+  assert.equal((await alice2.register(600, { callId: 'alice-2' }))?.status, 200)
+  const got = await alice2.waitFor(() => { const m = alice2.received.filter(x => x.method === 'MESSAGE'); return m.length >= 4 ? m : undefined }, 5000)
+  assert.ok(got !== undefined, 'backlog delivered')
+  assert.deepEqual(got.map(m => Buffer.from(m.body).toString()), ['hello 0', 'hello 1', 'hello 2', 'dup'])
+  for (let i = 0; i < 3; i++) {
+    assert.equal(got[i].headers.get('Date'), dates[i])
+    assert.match(got[i].headers.get('From') ?? '', /sip:bob@example\.com/)
+    assert.equal(got[i].headers.get('P-Asserted-Identity'), '<sip:bob@example.com>')
+  }
+  await alice2.waitFor(() => a.gateway.im.offline.count('sip:alice@example.com') === 0 ? true : undefined, 2000)
+  assert.equal(a.gateway.im.offline.count('sip:alice@example.com'), 0)
+  await alice2.waitFor(() => undefined, 300)
+  assert.equal(alice2.received.filter(x => x.method === 'MESSAGE').length, 4, 'nothing delivered twice')
+})
+
+test('size rules: over 1300 bytes to a UDP contact is 513, to a TCP contact it passes; body without Content-Type: 400', async () => {
+  const mesh = await TestMesh.spawn(2)
+  meshes.push(mesh)
+  const [a, b] = mesh.nodes
+  const dan = await ua('dan', b.sip)
+  const erin = await ua('erin', b.sip, 'TCP')
+  assert.equal((await dan.register(600))?.status, 200)
+  assert.equal((await erin.register(600))?.status, 200)
+  const sender = await ua('frank', a.sip, 'TCP')
+  const big = 'x'.repeat(1400)
+  assert.equal((await sender.request({ uri: 'sip:dan@example.com', body: big }))?.status, 513)
+  assert.equal((await sender.request({ uri: 'sip:dan@example.com', body: 'small' }))?.status, 200)
+  assert.equal((await sender.request({ uri: 'sip:erin@example.com', body: big }))?.status, 200)
+  // Content-Length with a body but no Content-Type (RFC 3261 7.4.1): 400
+  const { text } = sender.build({ uri: 'sip:dan@example.com', body: '' })
+  const raw = text.replace('Content-Length: 0\r\n\r\n', 'Content-Length: 5\r\n\r\nhello')
+  const branch = /branch=([^;\r\n]+)/.exec(raw)?.[1] ?? ''
+  sender.sendRaw(raw)
+  assert.equal((await sender.waitFinal(branch))?.status, 400)
+})
+
+test('flood for one user: the quota answers 480 Mailbox Full, others are unaffected', async () => {
+  const mesh = await TestMesh.spawn(1, { offline: { store: { maxMessagesPerUser: 5 }, known: { credentials: ['sip:gina@example.com', 'sip:hank@example.com'] } } })
+  meshes.push(mesh)
+  const [a] = mesh.nodes
+  const s = await ua('ivan', a.sip)
+  for (let i = 0; i < 5; i++) assert.equal((await s.request({ uri: 'sip:gina@example.com', body: `m${i}` }))?.status, 202)
+  const over = await s.request({ uri: 'sip:gina@example.com', body: 'one too many' })
+  assert.equal(over?.status, 480)
+  assert.equal(over?.reason, 'Mailbox Full')
+  assert.equal((await s.request({ uri: 'sip:hank@example.com', body: 'fine' }))?.status, 202)
+  assert.equal(a.gateway.im.offline.count('sip:gina@example.com'), 5)
+})
+
+test('a MESSAGE that times out at the device is stored (202) and delivered at the next registration', async () => {
+  const mesh = await TestMesh.spawn(1, { timers: { t1: 20, t2: 80, t4: 100 } })
+  meshes.push(mesh)
+  const [a] = mesh.nodes
+  const jo = await ua('jo', a.sip)
+  assert.equal((await jo.register(600))?.status, 200)
+  jo.answer = () => undefined
+  const s = await ua('kim', a.sip, 'TCP')
+  const r = await s.request({ uri: 'sip:jo@example.com', body: 'are you there' }, 5000)
+  assert.equal(r?.status, 202)
+  assert.equal(a.gateway.im.offline.count('sip:jo@example.com'), 1)
+  jo.answer = () => 200
+  assert.equal((await jo.register(600))?.status, 200)
+  await jo.waitFor(() => a.gateway.im.offline.count('sip:jo@example.com') === 0 ? true : undefined, 3000)
+  assert.equal(a.gateway.im.offline.count('sip:jo@example.com'), 0)
+})
