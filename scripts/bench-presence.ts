@@ -11,9 +11,12 @@
 //    on C; time from sending the REGISTER (and from its 200 OK) to the watcher's first NOTIFY with
 //    the real state, over `--held` users.
 //
-// Bounded: every wait has a timeout; ~15-30 s in all with the defaults.
+// 4. The same held-subscription figure over the real DHT: three `sipmesh start` processes (libp2p,
+//    kad-dht, interest notices), raw UDP user agents, `--held-real` users (0: skip).
 //
-//   node --expose-gc scripts/bench-presence.ts [--watchers 1000] [--rounds 10] [--mem-subs 5000] [--held 20]
+// Bounded: every wait has a timeout; ~30-40 s in all with the defaults.
+//
+//   node --expose-gc scripts/bench-presence.ts [--watchers 1000] [--rounds 10] [--mem-subs 5000] [--held 20] [--held-real 10]
 import { createSocket, type Socket } from 'node:dgram'
 import { randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
@@ -23,19 +26,25 @@ import { MemoryChannelHub } from '../sip-gateway/memory-channel.ts'
 import { MemoryMesh, MemoryRegistry } from '../dht/memory-registry.ts'
 import { parseMessage, serializeMessage, createResponse, SipResponse } from '../sip-gateway/codec/index.ts'
 import type { Logger } from '../sip-gateway/ports.ts'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { run, stop, type Proc } from '../test/e2e/fixtures/processes.ts'
 
 const { values } = parseArgs({
   options: {
     watchers: { type: 'string', default: '1000' },
     rounds: { type: 'string', default: '10' },
     'mem-subs': { type: 'string', default: '5000' },
-    held: { type: 'string', default: '20' }
+    held: { type: 'string', default: '20' },
+    'held-real': { type: 'string', default: '10' }
   }
 })
 const WATCHERS = Math.min(20_000, Number(values.watchers))
 const ROUNDS = Math.min(100, Number(values.rounds))
 const MEM_SUBS = Math.min(50_000, Number(values['mem-subs']))
 const HELD = Math.min(200, Number(values.held))
+const HELD_REAL = Math.min(100, Number(values['held-real']))
 
 const silent: Logger = { debug () {}, info () {}, warn () {}, error () {}, child () { return silent } }
 const gc = (globalThis as { gc?: () => void }).gc
@@ -266,7 +275,65 @@ async function main (): Promise<void> {
     for (const gw of gateways) await gw.stop()
     for (const r of registries) await r.stop()
   }
+  if (HELD_REAL > 0) await heldReal(summary)
   console.log(JSON.stringify({ bench: 'presence', ...summary }))
+}
+
+/** held subscriptions over three real nodes (separate processes, kad-dht) */
+async function heldReal (summary: Record<string, number>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'sipmesh-bench-presence-'))
+  const procs: Proc[] = []
+  const sips: number[] = []
+  const eps: Endpoint[] = []
+  try {
+    let boot: string | undefined
+    for (let i = 0; i < 3; i++) {
+      const args = ['start', '--domain', 'example.com', '--sip', '127.0.0.1:0', '--p2p', '/ip4/127.0.0.1/tcp/0', '--admin', '127.0.0.1:0', '--data-dir', join(dir, `n${i}`), '--log-level', 'info']
+      if (boot !== undefined) args.push('--bootstrap', boot)
+      const p = run(args)
+      procs.push(p)
+      const started = JSON.parse(await p.waitForLine(l => l.includes('"sipmesh node started"'), 30_000)) as { peerId: string, multiaddrs: string[], sip: string }
+      sips.push(Number(started.sip.split(':')[1]))
+      boot ??= started.multiaddrs[0]
+    }
+    await new Promise(resolve => setTimeout(resolve, 3000)) // let the mesh settle (first seconds run cold)
+    const watcher = new Endpoint()
+    await watcher.open()
+    eps.push(watcher)
+    const firstReal = new Map<string, (at: number) => void>()
+    watcher.onNotify = (callId, body, at) => { if (body.includes('<basic>open</basic>')) firstReal.get(callId)?.(at) }
+    const fromRegister: number[] = []
+    const fromOk: number[] = []
+    for (let i = 0; i < HELD_REAL; i++) {
+      const user = `sip:realheld${i}@example.com`
+      const callId = `real-held-${i}`
+      const r = await watcher.request({ port: sips[1] }, 'SUBSCRIBE', user, `sip:rw${i}@example.com`, user, callId, [['Event', 'presence'], ['Expires', '600'], ['Contact', `<sip:rw${i}@127.0.0.1:${watcher.port}>`]])
+      if (r?.status !== 200) { console.log(`  real held ${i}: SUBSCRIBE ${r?.status}`); continue }
+      await new Promise(resolve => setTimeout(resolve, 300)) // interest registered in the DHT
+      const got = new Promise<number | undefined>(resolve => {
+        const t = setTimeout(() => resolve(undefined), 5000)
+        firstReal.set(callId, (at) => { clearTimeout(t); resolve(at) })
+      })
+      const ua = new Endpoint()
+      await ua.open()
+      eps.push(ua)
+      const sent = performance.now()
+      const ok = await ua.request({ port: sips[2] }, 'REGISTER', 'sip:example.com', user, user, `rhreg-${i}`, [['Contact', `<sip:realheld${i}@127.0.0.1:${ua.port}>`], ['Expires', '600']])
+      const okAt = performance.now()
+      const at = await got
+      if (ok?.status !== 200 || at === undefined) { console.log(`  real held ${i}: not extended within 5 s (REGISTER ${ok?.status})`); continue }
+      fromRegister.push(at - sent)
+      fromOk.push(at - okAt)
+    }
+    summary.held_real_register_to_notify_p50_ms = pct(fromRegister, 50)
+    summary.held_real_register_to_notify_p99_ms = pct(fromRegister, 99)
+    summary.held_real_ok_to_notify_p50_ms = pct(fromOk, 50)
+    console.log(`held over the real DHT (3 processes): ${fromRegister.length}/${HELD_REAL} extended; REGISTER sent → first real NOTIFY p50 ${ms(summary.held_real_register_to_notify_p50_ms)}, p99 ${ms(summary.held_real_register_to_notify_p99_ms)}; after the 200 OK p50 ${ms(summary.held_real_ok_to_notify_p50_ms)}`)
+  } finally {
+    for (const e of eps) await e.close()
+    await Promise.all(procs.map(async p => await stop(p)))
+    rmSync(dir, { recursive: true, force: true })
+  }
 }
 
 await main()

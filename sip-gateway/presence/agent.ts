@@ -572,7 +572,8 @@ export class PresenceAgent {
     if (remoteTag === undefined) throw new SipStatusError(400, 'Missing From Tag')
     if (this.#subs.size >= this.#maxSubs) throw new SipStatusError(503, 'Too Many Subscriptions')
     const p = this.#presentity(aor)
-    if (p.mode !== 'local') p.mode = 'local'
+    // we own it (checked above): local watchers stop any back-end subscription of their own
+    if (p.mode !== 'local') this.#reroute(p, { aor, node: self, sip: '', version: 0n, expiresAt: Date.now() + 1000 })
     const localTag = generateTag()
     const key = dialogKey(callId, localTag, remoteTag)
     const admitted = this.#pairs.admit(aor, node, key)
