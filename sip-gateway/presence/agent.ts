@@ -51,6 +51,7 @@ import type { Aor, DurableStore, Logger, Registry, Route, Unwatch } from '../por
 import type { Registrar } from '../registrar/registrar.ts'
 import type { ServerTransaction, TransactionLayer } from '../transaction/layer.ts'
 import { MESH_TRANSPORT, type Connector, type Flow } from '../proxy/flow.ts'
+import { SourceRateLimiter } from '../transport/limits.ts'
 import { PIDF_CONTENT_TYPE, buildPidf, parsePidf, type PidfDocument } from './pidf.ts'
 import { presUriFor, presentityDocument } from './compose.ts'
 import { PublicationStore, type PublicationStoreInit } from './publications.ts'
@@ -210,7 +211,7 @@ export class PresenceAgent {
   readonly #default: number
   readonly #backendExpires: number
   readonly #maxSubs: number
-  readonly #rate: { burst: number, perSecond: number }
+  readonly #rate: SourceRateLimiter
   readonly #decisionWait: number
   readonly #retryMs: number
   readonly authorization: PresenceAuthorization
@@ -219,7 +220,6 @@ export class PresenceAgent {
   readonly #subs = new Map<string, Sub>()
   readonly #backends = new Map<string, Presentity>()
   readonly #pairs = new SubscriptionPairs()
-  readonly #buckets = new Map<string, { tokens: number, at: number }>()
   readonly #unsub: Array<() => void> = []
   #t: PresenceAgentTransport | undefined
   #running = false
@@ -235,7 +235,8 @@ export class PresenceAgent {
     this.#default = Math.min(init.defaultExpires ?? 3600, this.#max)
     this.#backendExpires = init.backendExpires ?? 600
     this.#maxSubs = init.maxSubscriptions ?? 100_000
-    this.#rate = init.rateLimit ?? { burst: 200, perSecond: 50 }
+    // the transport layer's per-source token bucket, applied here to SUBSCRIBE and PUBLISH only
+    this.#rate = new SourceRateLimiter({ maxSources: 10_000, ...(init.rateLimit ?? { burst: 200, perSecond: 50 }) })
     this.#decisionWait = init.decisionWaitMs ?? 1500
     this.#retryMs = init.retryMs ?? 2000
     this.authorization = new PresenceAuthorization({ store: components.store, nodeDefault: init.nodeDefault, logger: this.#log })
@@ -377,24 +378,9 @@ export class PresenceAgent {
 
   #limit (flow: Flow): void {
     if (flow.transport === MESH_TRANSPORT) return
-    const key = `${flow.transport}:${flow.remote.host}:${flow.remote.port}`
-    const now = Date.now()
-    let b = this.#buckets.get(key)
-    if (b === undefined) {
-      if (this.#buckets.size >= 10_000) {
-        for (const [k, v] of this.#buckets) if (v.tokens >= this.#rate.burst - 1 || now - v.at > 60_000) this.#buckets.delete(k)
-        if (this.#buckets.size >= 10_000) this.#buckets.clear()
-      }
-      b = { tokens: this.#rate.burst, at: now }
-      this.#buckets.set(key, b)
-    }
-    b.tokens = Math.min(this.#rate.burst, b.tokens + (now - b.at) / 1000 * this.#rate.perSecond)
-    b.at = now
-    if (b.tokens < 1) {
-      this.#stats.rateLimited++
-      throw new RateLimitedError()
-    }
-    b.tokens -= 1
+    if (this.#rate.take(`${flow.transport}:${flow.remote.host}:${flow.remote.port}`)) return
+    this.#stats.rateLimited++
+    throw new RateLimitedError()
   }
 
   async #uaSubscribe (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: Aor): Promise<void> {

@@ -1,6 +1,11 @@
 /**
- * Presence building blocks: pure modules the presence agent (issue 4) is built from. None of them
- * touches the network, the transaction layer or the mesh.
+ * Presence. `agent.ts` is the presence agent (issue 4) the gateway runs: RFC 6665 notifier and
+ * subscriber, RFC 3856 presence, RFC 3903 PUBLISH, held subscriptions, moves, one back-end
+ * subscription per presentity between nodes (see its header); `event.ts` has its header helpers.
+ * The gateway imports the agent directly (it imports `sipStatusFor` from here).
+ *
+ * The building blocks below are pure modules the agent is built from. None of them touches the
+ * network, the transaction layer or the mesh.
  *
  * - `pidf.ts`: PIDF (RFC 3863) parsing and building; unknown elements kept; hostile input refused
  *   with `PidfError` (400).
