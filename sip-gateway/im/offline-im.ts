@@ -90,6 +90,7 @@ export class OfflineIm {
   readonly #marked = new Map<string, number>()
   readonly #granularity: number
   #running = false
+  readonly #timers = new Set<ReturnType<typeof setTimeout>>()
 
   constructor (components: OfflineImComponents, init: OfflineImInit = {}) {
     this.#registry = components.registry
@@ -112,11 +113,29 @@ export class OfflineIm {
     this.#running = true
     // restart safety: every backlog kept here is watched again and tried at once
     for (const aor of this.offline.users()) this.#watch(aor)
+    // a node that just (re)started may register its interest before it has found any peer:
+    // once it settled in, register again (a watch polls every 30 s besides)
+    for (const ms of [3_000, 10_000]) {
+      const t = setTimeout(() => { this.#timers.delete(t); this.#rewatch() }, ms)
+      t.unref?.()
+      this.#timers.add(t)
+    }
+  }
+
+  #rewatch (): void {
+    if (!this.#running) return
+    for (const aor of this.offline.users()) {
+      this.#watches.get(aor)?.()
+      this.#watches.delete(aor)
+      this.#watch(aor)
+    }
   }
 
   async stop (): Promise<void> {
     if (!this.#running) return
     this.#running = false
+    for (const t of this.#timers) clearTimeout(t)
+    this.#timers.clear()
     for (const u of this.#watches.values()) u()
     this.#watches.clear()
     await this.offline.stop()
