@@ -1130,10 +1130,9 @@ export class PresenceAgent {
     b.retryTimer.unref?.()
   }
 
+  /** the back-end subscription ended or failed: find the owner again (watchers keep their state meanwhile) */
   #reresolve (p: Presentity, b: Backend): void {
     this.#endBackend(p, b)
-    p.mode = 'held'
-    p.owner = undefined
     this.#registry.resolve(p.aor, { fresh: true }).then((route) => {
       if (this.#presentities.get(p.aor) !== p || !this.#running) return
       // the registry's watch may have re-routed it meanwhile
@@ -1143,7 +1142,6 @@ export class PresenceAgent {
         clearTimeout(p.retryTimer)
         p.retryTimer = setTimeout(() => {
           if (this.#presentities.get(p.aor) !== p || (p.backend !== undefined && !p.backend.ended)) return
-          p.mode = 'held'
           this.#reroute(p, route)
         }, this.#retryMs)
         p.retryTimer.unref?.()

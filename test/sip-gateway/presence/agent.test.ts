@@ -153,6 +153,7 @@ describe('presence agent', () => {
     const moved = await waitNotify(alice, dialog!.callId, r => bodyOf(r).includes('on node c'), 3000)
     assert.ok(moved !== undefined, 'the watcher sees the state at the new owner')
     assert.ok(notifies(alice, dialog!.callId).every(r => !stateOf(r).startsWith('terminated')), 'the watcher dialog never ended')
+    assert.ok(notifies(alice, dialog!.callId).every(r => !stateOf(r).startsWith('pending') && !isClosed(r)), 'no transient offline or pending state during the move')
     // node a no longer serves erin's back-end subscription
     assert.equal(mesh.nodes[0].gateway.presence.publications.get(erin.aor, 'presence').length, 0)
   })
