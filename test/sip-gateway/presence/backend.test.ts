@@ -12,7 +12,7 @@ import { MemoryRegistry } from '../../../dht/memory-registry.ts'
 import { parseMessage, SipResponse, SipRequest, serializeMessage, createResponse } from '../../../sip-gateway/codec/index.ts'
 import type { MemoryChannel } from '../../../sip-gateway/memory-channel.ts'
 import { testLogger } from '../gateway/fixtures/log.ts'
-import { subscribe, refresh, waitNotify, stateOf } from './fixtures.ts'
+import { subscribe, refresh, waitNotify, stateOf, notifies } from './fixtures.ts'
 
 describe('back-end subscriptions from a (fake) mesh node', () => {
   let mesh: TestMesh
@@ -100,6 +100,47 @@ describe('back-end subscriptions from a (fake) mesh node', () => {
     // a second back-end dialog of the same node for the same presentity supersedes the first
     const r2 = await backend(bob.aor, 'node-a', [['Sipmesh-Path', 'node-z']], 'be-decisions-2')
     assert.equal(r2?.status, 200)
+  })
+
+  test('a move: the old owner ends the back-end subscriptions it serves with terminated;reason=deactivated', async () => {
+    const dora = await TestUa.open('dorabe', mesh.nodes[0].sip)
+    const dora2 = await TestUa.open('dorabe', mesh.nodes[1].sip)
+    try {
+      assert.equal((await dora.register(600))?.status, 200)
+      const callId = 'be-move'
+      assert.equal((await backend(dora.aor, 'node-a', [['Sipmesh-Path', 'node-z'], ['Sipmesh-Watchers', encodeURIComponent('sip:ann@example.com')]], callId))?.status, 200)
+      assert.equal((await dora2.register(600))?.status, 200)
+      const deadline = Date.now() + 2000
+      let final: SipRequest | undefined
+      while (final === undefined && Date.now() < deadline) {
+        final = got.find((m): m is SipRequest => m instanceof SipRequest && m.method === 'NOTIFY' && m.headers.get('Call-ID') === callId && /^terminated/.test(m.headers.get('Subscription-State') ?? ''))
+        await new Promise(resolve => setTimeout(resolve, 10))
+      }
+      assert.ok(final !== undefined, 'a final NOTIFY')
+      assert.equal(final.headers.get('Subscription-State'), 'terminated;reason=deactivated')
+      // and the new owner serves a back-end subscription now
+      assert.equal((await backend(dora.aor, 'node-b', [['Sipmesh-Path', 'node-z']]))?.status, 200)
+      assert.equal((await backend(dora.aor, 'node-a', [['Sipmesh-Path', 'node-z']]))?.status, 404)
+    } finally {
+      await dora.close()
+      await dora2.close()
+    }
+  })
+
+  test('the user unregisters: watchers are told it is offline', async () => {
+    const ed = await TestUa.open('edbe', mesh.nodes[0].sip)
+    const w = await TestUa.open('edwatcher', mesh.nodes[1].sip)
+    try {
+      assert.equal((await ed.register(600))?.status, 200)
+      const s = await subscribe(w, { to: ed.aor, expires: 60 })
+      assert.ok(await waitNotify(w, s.dialog!.callId, r => /<basic>open</.test(Buffer.from(r.body).toString())))
+      assert.equal((await ed.register(0))?.status, 200)
+      assert.ok(await waitNotify(w, s.dialog!.callId, r => /<basic>closed</.test(Buffer.from(r.body).toString())))
+      assert.ok(!stateOf(notifies(w, s.dialog!.callId).at(-1)!).startsWith('terminated'), 'the subscription stays (held)')
+    } finally {
+      await ed.close()
+      await w.close()
+    }
   })
 
   test('rules persist in the store across a gateway restart', async () => {
