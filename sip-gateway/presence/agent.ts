@@ -102,6 +102,12 @@ export interface PresenceAgentInit {
   /** most subscriptions (notifier dialogs) held by this node (503 above). @default 100000 */
   maxSubscriptions?: number
   /**
+   * most presentities with subscriptions here; each is watched in the registry (with the DHT: an
+   * interest record and a periodic re-resolve), so a flood of SUBSCRIBEs to made-up users stops
+   * here (503). @default 50000
+   */
+  maxPresentities?: number
+  /**
    * Per-source limit of SUBSCRIBE and PUBLISH requests (a token bucket per source address and
    * port): `burst` requests at once, refilled at `perSecond`. Above it: 503 with Retry-After.
    * @default { burst: 200, perSecond: 50 }
@@ -211,6 +217,7 @@ export class PresenceAgent {
   readonly #default: number
   readonly #backendExpires: number
   readonly #maxSubs: number
+  readonly #maxPresentities: number
   readonly #rate: SourceRateLimiter
   readonly #decisionWait: number
   readonly #retryMs: number
@@ -235,6 +242,7 @@ export class PresenceAgent {
     this.#default = Math.min(init.defaultExpires ?? 3600, this.#max)
     this.#backendExpires = init.backendExpires ?? 600
     this.#maxSubs = init.maxSubscriptions ?? 100_000
+    this.#maxPresentities = init.maxPresentities ?? 50_000
     // the transport layer's per-source token bucket, applied here to SUBSCRIBE and PUBLISH only
     this.#rate = new SourceRateLimiter({ maxSources: 10_000, ...(init.rateLimit ?? { burst: 200, perSecond: 50 }) })
     this.#decisionWait = init.decisionWaitMs ?? 1500
@@ -424,6 +432,7 @@ export class PresenceAgent {
     }
     if (remoteTag === undefined) throw new SipStatusError(400, 'Missing From Tag')
     if (this.#subs.size >= this.#maxSubs) throw new SipStatusError(503, 'Too Many Subscriptions')
+    if (this.#presentities.size >= this.#maxPresentities && !this.#presentities.has(aor)) throw new SipStatusError(503, 'Too Many Presentities')
 
     const p = this.#presentity(aor)
     p.wanted.set(watcher, (p.wanted.get(watcher) ?? 0) + 1)

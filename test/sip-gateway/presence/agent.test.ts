@@ -201,6 +201,21 @@ describe('presence agent', () => {
     assert.ok(await waitNotify(alice, dialog!.callId, r => /terminated;reason=timeout/.test(stateOf(r)), 3000))
   })
 
+  test('presentities and subscriptions are capped (503)', async () => {
+    const m = await TestMesh.spawn(1, { presence: { maxPresentities: 3, maxSubscriptions: 5 } })
+    const u = await TestUa.open('capper', m.nodes[0].sip)
+    try {
+      const statuses: Array<number | undefined> = []
+      for (let i = 0; i < 4; i++) statuses.push((await subscribe(u, { to: `sip:cap${i}@example.com`, expires: 60 })).response?.status)
+      assert.deepEqual(statuses, [200, 200, 200, 503])
+      for (let i = 0; i < 3; i++) statuses.push((await subscribe(u, { to: 'sip:cap0@example.com', expires: 60 })).response?.status)
+      assert.deepEqual(statuses.slice(4), [200, 200, 503])
+    } finally {
+      await u.close()
+      await m.stop()
+    }
+  })
+
   test('a flood of SUBSCRIBEs from one source is limited and the node keeps serving', async () => {
     const m = await TestMesh.spawn(1, { presence: { rateLimit: { burst: 20, perSecond: 10 } } })
     const flooder = await TestUa.open('flood', m.nodes[0].sip)
@@ -220,6 +235,7 @@ describe('presence agent', () => {
       assert.ok(limited >= 250, `limited ${limited}`)
       const r = await subscribe(other, { to: 'sip:target0@example.com', expires: 60 })
       assert.equal(r.response?.status, 200)
+      assert.ok(m.nodes[0].gateway.presence.stats.presentities <= 40, 'refused SUBSCRIBEs leave no presentity behind')
     } finally {
       await flooder.close()
       await other.close()
