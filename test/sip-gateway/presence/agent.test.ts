@@ -208,8 +208,9 @@ describe('presence agent', () => {
       const statuses: Array<number | undefined> = []
       for (let i = 0; i < 4; i++) statuses.push((await subscribe(u, { to: `sip:cap${i}@example.com`, expires: 60 })).response?.status)
       assert.deepEqual(statuses, [200, 200, 200, 503])
-      for (let i = 0; i < 3; i++) statuses.push((await subscribe(u, { to: 'sip:cap0@example.com', expires: 60 })).response?.status)
-      assert.deepEqual(statuses.slice(4), [200, 200, 503])
+      const more: Array<number | undefined> = []
+      for (let i = 0; i < 3; i++) more.push((await subscribe(u, { to: 'sip:cap0@example.com', expires: 60 })).response?.status)
+      assert.deepEqual(more, [200, 200, 503])
     } finally {
       await u.close()
       await m.stop()
