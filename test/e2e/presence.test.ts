@@ -163,7 +163,7 @@ describe('presence across a 3-node mesh of separate processes (SIP.js over WebSo
 
     // polite-block at the owner (n3), set through the admin API
     const path = `/presence/${encodeURIComponent('sip:bob@example.com')}/rules`
-    const put = await httpPut(nodes[2].admin, path, JSON.stringify({ watchers: { 'sip:carol@example.com': 'polite-block' } }))
+    const put = await httpPut(nodes[2].admin, path, JSON.stringify({ watchers: { 'sip:carol@example.com': 'polite-block', 'sip:dan@example.com': 'block' } }))
     assert.equal(put.status, 200, put.body)
     const got = JSON.parse((await httpGet(nodes[2].admin, path)).body) as { watchers: Record<string, string> }
     assert.equal(got.watchers['sip:carol@example.com'], 'polite-block')
@@ -174,6 +174,15 @@ describe('presence across a 3-node mesh of separate processes (SIP.js over WebSo
     await onBobForCarol.wait(b => b.includes('<basic>closed</basic>'), 5000)
     assert.ok(onBobForCarol.bodies.every(b => !b.includes('moved to n3')), 'a polite-blocked watcher never sees the real state')
     assert.equal(onBobForCarol.sub.state, SubscriptionState.Subscribed)
+    // block at the owner: the watcher's node (n2) refuses dan too (draft 7.1.2.2)
+    const dan = await agent('dan', nodes[1])
+    const danSub = new Subscriber(dan, UserAgent.makeURI('sip:bob@example.com')!, 'presence', { expires: 300 })
+    const danBodies: string[] = []
+    danSub.delegate = { onNotify: (n) => { void n.accept(); danBodies.push(n.request.body) } }
+    const ended = new Promise<void>(resolve => { danSub.stateChange.addListener(st => { if (st === SubscriptionState.Terminated) resolve() }) })
+    await danSub.subscribe()
+    await within(5000, ended, 'the blocked subscription ends')
+    assert.ok(danBodies.every(b => !b.includes('moved to n3')), 'a blocked watcher never sees the state')
 
     // expiry: bob3's publication (5 s) is not refreshed; alice then sees the registration-derived state
     await pub3.dispose()
