@@ -458,17 +458,17 @@ export class PresenceAgent {
     }
     const localTag = generateTag()
     const sub: Sub = {
-      key: dialogKey(callId, localTag, remoteTag),
+      key: own(dialogKey(callId, localTag, remoteTag)),
       kind: 'ua',
       p,
-      watcher,
-      callId,
+      watcher: own(watcher),
+      callId: own(callId),
       localTag,
-      remoteTag,
-      localUri: stripTag(to),
-      remote: from,
-      remoteTarget,
-      routeSet: h.getAll('Record-Route'),
+      remoteTag: own(remoteTag),
+      localUri: own(stripTag(to)),
+      remote: own(from),
+      remoteTarget: own(remoteTarget),
+      routeSet: h.getAll('Record-Route').map(own),
       flow,
       cseq: 0,
       remoteCseq: parseCSeq(cseq).seq,
@@ -1215,6 +1215,14 @@ class TooBriefError extends Error {
 
 class RateLimitedError extends SipStatusError {
   constructor () { super(503, 'Service Unavailable (rate limited)') }
+}
+
+/**
+ * A copy of a string that does not keep its source alive: header values are slices of the whole
+ * received message, which a long-lived subscription would otherwise retain (~0.5-1 KB each).
+ */
+function own (s: string): string {
+  return s.length < 13 ? s : (' ' + s).slice(1)
 }
 
 function dialogKey (callId: string, localTag: string, remoteTag: string): string {
