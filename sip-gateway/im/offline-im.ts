@@ -73,6 +73,11 @@ export interface OfflineImComponents {
 export interface OfflineImInit {
   store?: OfflineStoreInit
   known?: KnownUsersInit
+  /**
+   * how often backlogs whose user is registered somewhere are tried again (a delivery stops at the
+   * first failure, e.g. a device that refused, and nothing else may wake it), ms. @default 60000
+   */
+  retryIntervalMs?: number
 }
 
 export class OfflineIm {
@@ -91,6 +96,8 @@ export class OfflineIm {
   readonly #granularity: number
   #running = false
   readonly #timers = new Set<ReturnType<typeof setTimeout>>()
+  readonly #retryIntervalMs: number
+  #retry: ReturnType<typeof setInterval> | undefined
 
   constructor (components: OfflineImComponents, init: OfflineImInit = {}) {
     this.#registry = components.registry
@@ -102,6 +109,8 @@ export class OfflineIm {
     this.known = new KnownUsers({ store: components.store, logger: components.logger }, init.known)
     this.#granularity = init.known?.writeGranularityMs ?? 60 * 60 * 1000
     this.#knownRetention = init.known?.retentionMs ?? 30 * 24 * 60 * 60 * 1000
+    this.#retryIntervalMs = init.retryIntervalMs ?? 60_000
+    if (!(this.#retryIntervalMs > 0)) throw new RangeError('retryIntervalMs must be positive')
   }
 
   readonly #knownRetention: number
@@ -120,6 +129,18 @@ export class OfflineIm {
       t.unref?.()
       this.#timers.add(t)
     }
+    this.#retry = setInterval(() => { this.#retryAll() }, this.#retryIntervalMs)
+    this.#retry.unref?.()
+  }
+
+  /** kick every backlog whose user has a live route (a resolve served from cache mostly) */
+  #retryAll (): void {
+    if (!this.#running) return
+    for (const aor of this.offline.users()) {
+      if (this.#kicks.has(aor)) continue
+      if (this.#hasLocal(aor)) { this.kick(aor); continue }
+      this.#registry.resolve(aor).then(route => { if (route !== undefined) this.kick(aor) }, () => {})
+    }
   }
 
   #rewatch (): void {
@@ -134,6 +155,8 @@ export class OfflineIm {
   async stop (): Promise<void> {
     if (!this.#running) return
     this.#running = false
+    clearInterval(this.#retry)
+    this.#retry = undefined
     for (const t of this.#timers) clearTimeout(t)
     this.#timers.clear()
     for (const u of this.#watches.values()) u()

@@ -116,3 +116,25 @@ test('a MESSAGE that times out at the device is stored (202) and delivered at th
   await jo.waitFor(() => a.gateway.im.offline.count('sip:jo@example.com') === 0 ? true : undefined, 3000)
   assert.equal(a.gateway.im.offline.count('sip:jo@example.com'), 0)
 })
+
+test('a backlog delivery stopped by a refusing device is tried again later, in order, nothing lost', async () => {
+  const mesh = await TestMesh.spawn(1, { offline: { retryIntervalMs: 200, known: { credentials: ['sip:lou@example.com'] } } })
+  meshes.push(mesh)
+  const [a] = mesh.nodes
+  const s = await ua('max', a.sip, 'TCP')
+  for (const body of ['one', 'two']) assert.equal((await s.request({ uri: 'sip:lou@example.com', body }))?.status, 202)
+  const lou = await ua('lou', a.sip)
+  lou.answer = (m) => m.method === 'MESSAGE' ? 486 : 200
+  assert.equal((await lou.register(600))?.status, 200)
+  // the runs the registration started are over (each stopped at the refusal); nothing else happens
+  await lou.waitFor(() => undefined, 400)
+  assert.ok(lou.received.some(m => m.method === 'MESSAGE'), 'tried once at least')
+  assert.equal(a.gateway.im.offline.count('sip:lou@example.com'), 2)
+  lou.received.length = 0
+  lou.answer = () => 200
+  // well before the node's own re-watch 3 s after start: only the retry interval can do it
+  await lou.waitFor(() => a.gateway.im.offline.count('sip:lou@example.com') === 0 ? true : undefined, 1500)
+  assert.equal(a.gateway.im.offline.count('sip:lou@example.com'), 0)
+  const bodies = lou.received.filter(m => m.method === 'MESSAGE').map(m => Buffer.from(m.body).toString())
+  assert.deepEqual(bodies, ['one', 'two'], 'in order, once each')
+})
