@@ -1,19 +1,25 @@
 // Cross-node MESSAGE relay under SIPp load on loopback: SIPp UAC → gateway A → mesh → gateway B
-// → SIPp UAS, and the same through one gateway relaying locally. Finds the highest rate with
+// → SIPp UAS, and the same through one gateway relaying locally, and (when `kamailio` is
+// installed) Kamailio relaying the same scenario (scripts/kamailio/relay.cfg), reported as ratios. Finds the highest rate with
 // < 0.1% failures (stepping up), then measures p50/p99 round-trip latency at half that rate.
 //
 // `--nodes real` (default): two real sipmesh nodes (node/'s SipmeshNode with this gateway, the
 // libp2p PeerChannel, the DHT registry), each in its own process. `--nodes memory`: both
 // gateways in this one process over the in-memory registry and PeerChannel. Bounded: each step
-// lasts `--step` seconds (default 3), at most ~3.5 minutes in all.
+// lasts `--step` seconds (default 3), at most ~5 minutes in all.
 //
-//   node scripts/bench-relay.ts [--nodes real|memory] [--step 3] [--max 14000] [--only cross|local]
-//   (BENCH_TRACE_GC=1 prints the real nodes' mark-compact pauses)
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
-import { spawn, type ChildProcess } from 'node:child_process'
+//   node scripts/bench-relay.ts [--nodes real|memory] [--step 3] [--max 14000] [--only cross|local|kamailio]
+//                               [--latency-rate R]   (skip the step-up; latency at R/s only)
+//                               [--no-kamailio]      (Kamailio runs the same scenario when installed;
+//                                BENCH_KAMAILIO_WORKERS=n UDP workers, default 2 = the cores here)
+//   (BENCH_TRACE_GC=1 prints the real nodes' mark-compact pauses; BENCH_CPU_PROF=<dir> writes a
+//   V8 CPU profile of each real node process into <dir>, for `node --cpu-prof` analysis)
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { createSocket } from 'node:dgram'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { tmpdir } from 'node:os'
+import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { Gateway } from '../sip-gateway/gateway.ts'
@@ -25,7 +31,8 @@ import { freePort, runSipp, sippAvailable, sippCounter } from '../test/interop/s
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { step: { type: 'string', default: '3' }, max: { type: 'string', default: '14000' }, only: { type: 'string' }, nodes: { type: 'string', default: 'real' }, serve: { type: 'boolean', default: false } }
+  allowNegative: true,
+  options: { step: { type: 'string', default: '3' }, max: { type: 'string', default: '14000' }, only: { type: 'string' }, 'latency-rate': { type: 'string' }, kamailio: { type: 'boolean', default: true }, nodes: { type: 'string', default: 'real' }, serve: { type: 'boolean', default: false } }
 })
 
 if (values.serve) {
@@ -43,7 +50,7 @@ if (values.serve) {
 }
 const STEP_S = Math.min(Math.max(Number(values.step), 1), 10)
 const MAX_RATE = Math.min(Math.max(Number(values.max), 500), 50_000)
-const DEADLINE = Date.now() + 200_000
+const DEADLINE = Date.now() + 300_000
 
 if (!sippAvailable()) {
   console.error('sipp is not installed (apt-get install sip-tester)')
@@ -61,7 +68,7 @@ async function serveNode (i: number, bootstrap?: string): Promise<{ peerId: stri
   const port = await freePort()
   const args = ['--serve', '--', '--domain', 'example.com', '--sip', `127.0.0.1:${port}`, '--p2p', '/ip4/127.0.0.1/tcp/0',
     '--data-dir', join(work, `node-${generation}-${i}`), '--admin', '127.0.0.1:0', '--log-level', 'error', ...(bootstrap === undefined ? [] : ['--bootstrap', bootstrap])]
-  const child: ChildProcess = spawn(process.execPath, [...(process.env.BENCH_TRACE_GC === '1' ? ['--trace-gc'] : []), fileURLToPath(import.meta.url), ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const child: ChildProcess = spawn(process.execPath, [...(process.env.BENCH_TRACE_GC === '1' ? ['--trace-gc'] : []), ...(process.env.BENCH_CPU_PROF !== undefined ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []), fileURLToPath(import.meta.url), ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
   stops.push(async () => {
     child.stdin?.end()
     const t = setTimeout(() => child.kill('SIGKILL'), 5000)
@@ -129,6 +136,7 @@ async function runUac (user: string, entry: string, rate: number, seconds: numbe
       for (const line of readFileSync(join(dir, f), 'utf8').split('\n').slice(1)) {
         const v = Number(line.split(';')[1])
         if (Number.isFinite(v) && line.length > 0) latencies.push(v)
+        if (process.env.BENCH_RTT_DUMP !== undefined && line.length > 0) appendFileSync(process.env.BENCH_RTT_DUMP, line + "\n")
       }
     }
   }
@@ -152,55 +160,134 @@ async function device (owner: number, user: string): Promise<() => Promise<void>
   return stop
 }
 
-async function scenario (name: string, owner: number, entry: number, user: string): Promise<Record<string, unknown>> {
-  console.log(`\n== ${name}: SIPp UAC → ${entry === owner ? 'A (local delivery)' : 'A → mesh → B'} → SIPp UAS, ${STEP_S} s per step`)
-  // phase 1: the highest rate with < 0.1% failures, stepping up
-  await startNodes()
+const KAMAILIO_CFG = fileURLToPath(new URL('./kamailio/relay.cfg', import.meta.url))
+const KAMAILIO_WORKERS = Math.min(Math.max(Number(process.env.BENCH_KAMAILIO_WORKERS ?? '2'), 1), 16)
+
+function kamailioAvailable (): boolean {
+  const r = spawnSync('kamailio', ['-v'], { encoding: 'utf8' })
+  return r.error === undefined && /kamailio \d/.test(`${r.stdout}${r.stderr}`)
+}
+
+/** one Kamailio (registrar + stateful relay, scripts/kamailio/relay.cfg) on a free UDP port */
+async function startKamailio (): Promise<void> {
+  generation++
+  sipAddrs = []
+  stops = []
+  const port = await freePort()
+  const rundir = mkdtempSync(join(work, 'kamailio-'))
+  const child = spawn('kamailio', ['-f', KAMAILIO_CFG, '-DD', '-E', '-l', `udp:127.0.0.1:${port}`, '-n', String(KAMAILIO_WORKERS), '-Y', rundir, '-m', '1024'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr?.on('data', (d: Buffer) => { if (stderr.length < 20_000) stderr += d.toString() })
+  stops.push(async () => {
+    const errors = stderr.split('\n').filter(l => /ERROR|CRITICAL/.test(l))
+    if (errors.length > 0) console.log(`  kamailio logged ${errors.length} error line(s), the last: ${errors.slice(-3).join(' | ').slice(0, 600)}`)
+    child.kill('SIGTERM')
+    const t = setTimeout(() => child.kill('SIGKILL'), 5000)
+    if (child.exitCode === null && child.signalCode === null) await new Promise(resolve => child.once('exit', resolve))
+    clearTimeout(t)
+  })
+  // ready when it answers OPTIONS
+  for (let i = 0; i < 50; i++) {
+    if (child.exitCode !== null) throw new Error(`kamailio exited: ${stderr.slice(-1500)}`)
+    if (await optionsAnswered(port)) { sipAddrs.push(`127.0.0.1:${port}`); return }
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  throw new Error(`kamailio did not answer OPTIONS in 5 s: ${stderr.slice(-1500)}`)
+}
+
+function optionsAnswered (port: number): Promise<boolean> {
+  return new Promise(resolve => {
+    const sock = createSocket('udp4')
+    const t = setTimeout(() => { sock.close(); resolve(false) }, 200)
+    sock.on('message', (m) => { if (m.toString().startsWith('SIP/2.0 200')) { clearTimeout(t); sock.close(); resolve(true) } })
+    sock.bind(0, '127.0.0.1', () => {
+      const lp = sock.address().port
+      sock.send([`OPTIONS sip:127.0.0.1:${port} SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:${lp};branch=z9hG4bK${Math.random().toString(36).slice(2)};rport`,
+        'Max-Forwards: 70', `From: <sip:bench@example.com>;tag=${lp}`, `To: <sip:127.0.0.1:${port}>`, `Call-ID: ${Math.random().toString(36).slice(2)}`,
+        'CSeq: 1 OPTIONS', 'Content-Length: 0', '', ''].join('\r\n'), port, '127.0.0.1')
+    })
+  })
+}
+
+type Relay = 'sipmesh' | 'kamailio'
+
+async function start (relay: Relay): Promise<void> {
+  if (relay === 'kamailio') await startKamailio()
+  else await startNodes()
+}
+
+async function scenario (name: string, owner: number, entry: number, user: string, relay: Relay = 'sipmesh'): Promise<Record<string, unknown>> {
+  const path = relay === 'kamailio' ? 'Kamailio (registrar + t_relay)' : entry === owner ? 'A (local delivery)' : 'A → mesh → B'
+  console.log(`\n== ${name}: SIPp UAC → ${path} → SIPp UAS, ${STEP_S} s per step; load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
   let best: Step | undefined
   const steps: Step[] = []
-  let stopDevice = await device(owner, user)
-  try {
-    await runUac(user, addr(entry), 1000, 3, false) // warm-up (JIT, caches)
-    for (let rate = 1000; rate <= MAX_RATE && Date.now() < DEADLINE - 30_000; rate += rate < 10000 ? 1000 : 2000) {
-      const s = await runUac(user, addr(entry), rate, STEP_S, false)
-      steps.push(s)
-      const failRatio = s.failed / Math.max(s.sent, 1)
-      const pass = failRatio < 0.001 && s.achieved >= rate * 0.9
-      const heap = REAL ? '' : `, heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MB`
-      console.log(`  rate ${String(rate).padStart(6)}/s: ok ${s.ok}/${s.sent}, failed ${s.failed} (${(failRatio * 100).toFixed(3)}%), achieved ${s.achieved.toFixed(0)}/s${heap} ${pass ? 'PASS' : 'FAIL'}`)
-      if (!pass) break
-      best = s
+  const fixed = values['latency-rate'] !== undefined ? Math.max(100, Number(values['latency-rate'])) : undefined
+  let stopDevice: (() => Promise<void>) | undefined
+  if (fixed !== undefined) {
+    best = { rate: fixed * 2, sent: 0, ok: 0, failed: 0, seconds: 0, achieved: 0 }
+  } else {
+    // phase 1: the highest rate with < 0.1% failures, stepping up
+    await start(relay)
+    try {
+      stopDevice = await device(owner, user)
+      await runUac(user, addr(entry), 1000, 3, false) // warm-up (JIT, caches)
+      for (let rate = 1000; rate <= MAX_RATE && Date.now() < DEADLINE - 30_000; rate += rate < 10000 ? 1000 : 2000) {
+        const s = await runUac(user, addr(entry), rate, STEP_S, false)
+        steps.push(s)
+        const failRatio = s.failed / Math.max(s.sent, 1)
+        const pass = failRatio < 0.001 && s.achieved >= rate * 0.9
+        const heap = REAL && relay === 'sipmesh' ? '' : `, heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MB`
+        console.log(`  rate ${String(rate).padStart(6)}/s: ok ${s.ok}/${s.sent}, failed ${s.failed} (${(failRatio * 100).toFixed(3)}%), achieved ${s.achieved.toFixed(0)}/s${relay === 'sipmesh' ? heap : ''}, load ${loadavg()[0].toFixed(2)} ${pass ? 'PASS' : 'FAIL'}`)
+        if (!pass) break
+        best = s
+      }
+    } finally {
+      await stopDevice?.()
+      await stopNodes()
     }
-  } finally {
-    await stopDevice()
-    await stopNodes()
   }
   // phase 2: latency at half that rate, on fresh nodes
-  await startNodes()
-  stopDevice = await device(owner, user)
+  await start(relay)
   try {
+    stopDevice = await device(owner, user)
     const half = Math.max(250, Math.round((best?.rate ?? 1000) / 2))
     await runUac(user, addr(entry), half, 3, false) // warm-up at the measured rate
     const lat = await runUac(user, addr(entry), half, STEP_S, true)
     const p50 = pct(lat.latencies, 0.5)
     const p99 = pct(lat.latencies, 0.99)
-    console.log(`  highest rate with < 0.1% failures: ${best?.rate ?? 'none'}/s (target >= 5000/s)`)
-    console.log(`  latency at ${half}/s: p50 ${p50.toFixed(0)} ms, p99 ${p99.toFixed(0)} ms (SIPp resolution 1 ms) over ${lat.latencies.length} samples (target p99 < 10 ms), failed ${lat.failed}`)
-    return { scenario: name, maxRate: best?.rate ?? 0, halfRate: half, p50Ms: p50, p99Ms: p99, samples: lat.latencies.length, steps: steps.map(s => ({ rate: s.rate, ok: s.ok, failed: s.failed, achieved: Math.round(s.achieved) })) }
+    const load = loadavg()[0]
+    if (fixed === undefined) console.log(`  highest rate with < 0.1% failures: ${best?.rate ?? 'none'}/s${relay === 'sipmesh' ? ' (target >= 5000/s)' : ''}`)
+    console.log(`  latency at ${half}/s: p50 ${p50.toFixed(0)} ms, p99 ${p99.toFixed(0)} ms (SIPp resolution 1 ms) over ${lat.latencies.length} samples${relay === 'sipmesh' ? ' (target p99 < 10 ms)' : ''}, failed ${lat.failed}, load ${load.toFixed(2)}`)
+    return { scenario: name, relay, maxRate: fixed === undefined ? best?.rate ?? 0 : undefined, halfRate: half, p50Ms: p50, p99Ms: p99, samples: lat.latencies.length, failedAtHalf: lat.failed, load1: Number(load.toFixed(2)), steps: steps.map(s => ({ rate: s.rate, ok: s.ok, failed: s.failed, achieved: Math.round(s.achieved) })) }
   } finally {
-    await stopDevice()
+    await stopDevice?.()
     await stopNodes()
   }
 }
 
 const results: Array<Record<string, unknown>> = []
+const withKamailio = values.kamailio && kamailioAvailable()
 try {
-  if (values.only !== 'local') results.push(await scenario('cross-node', 1, 0, 'bob'))
-  if (values.only !== 'cross') results.push(await scenario('local', 0, 0, 'carol'))
+  if (values.only !== 'local' && values.only !== 'kamailio') results.push(await scenario('cross-node', 1, 0, 'bob'))
+  if (values.only !== 'cross' && values.only !== 'kamailio') results.push(await scenario('local', 0, 0, 'carol'))
+  if (withKamailio && values.only !== 'cross' && values.only !== 'local') results.push(await scenario('kamailio', 0, 0, 'dave', 'kamailio'))
 } finally {
   await stopNodes()
   rmSync(work, { recursive: true, force: true })
 }
 const channel = REAL ? 'libp2p (two sipmesh node processes, DHT registry)' : 'in-memory PeerChannel and registry, both gateways in one process'
-console.log(`\nnodes: ${channel}; Kamailio: not compared (not installed here)`)
-console.log(JSON.stringify({ bench: 'relay', nodes: REAL ? 'real' : 'memory', results }))
+const kam = results.find(r => r.relay === 'kamailio')
+let comparison: Record<string, number> | undefined
+if (kam !== undefined) {
+  comparison = {}
+  console.log(`\nnodes: ${channel}; Kamailio ${KAMAILIO_WORKERS} UDP worker(s), scripts/kamailio/relay.cfg, same SIPp scenario, same run:`)
+  for (const r of results.filter(r => r.relay !== 'kamailio')) {
+    if (typeof r.maxRate === 'number' && typeof kam.maxRate === 'number' && kam.maxRate > 0) {
+      comparison[`${String(r.scenario)}MaxRateRatio`] = Number((r.maxRate / kam.maxRate).toFixed(2))
+      console.log(`  ${String(r.scenario)}: highest rate ${r.maxRate}/s vs Kamailio ${kam.maxRate}/s = ${(r.maxRate / kam.maxRate).toFixed(2)}x; p99 at half rate ${String(r.p99Ms)} ms vs ${String(kam.p99Ms)} ms`)
+    }
+  }
+} else {
+  console.log(`\nnodes: ${channel}; Kamailio: ${!values.kamailio ? 'not compared (--no-kamailio)' : 'not compared (kamailio is not installed; apt-get install kamailio)'}`)
+}
+console.log(JSON.stringify({ bench: 'relay', nodes: REAL ? 'real' : 'memory', kamailioWorkers: withKamailio ? KAMAILIO_WORKERS : undefined, results, comparison }))
