@@ -138,3 +138,16 @@ test('a backlog delivery stopped by a refusing device is tried again later, in o
   const bodies = lou.received.filter(m => m.method === 'MESSAGE').map(m => Buffer.from(m.body).toString())
   assert.deepEqual(bodies, ['one', 'two'], 'in order, once each')
 })
+
+test('hostile: a UA cannot choose the stored id (Sipmesh-Message-Id is trusted from the mesh only); oversized offline body: 513', async () => {
+  const mesh = await TestMesh.spawn(1, { offline: { store: { maxBodyBytes: 2000 }, known: { credentials: ['sip:nell@example.com'] } } })
+  meshes.push(mesh)
+  const [a] = mesh.nodes
+  const s = await ua('oz', a.sip, 'TCP')
+  const forged: Array<[string, string]> = [['Sipmesh-Message-Id', '0123456789abcdef0123456789abcdef']]
+  assert.equal((await s.request({ uri: 'sip:nell@example.com', body: 'first', headers: forged }))?.status, 202)
+  assert.equal((await s.request({ uri: 'sip:nell@example.com', body: 'second', headers: forged }))?.status, 202)
+  assert.equal(a.gateway.im.offline.count('sip:nell@example.com'), 2, 'the forged id deduped nothing')
+  assert.equal((await s.request({ uri: 'sip:nell@example.com', body: 'z'.repeat(3000) }))?.status, 513)
+  assert.equal(a.gateway.im.offline.count('sip:nell@example.com'), 2)
+})
