@@ -78,6 +78,8 @@ export interface OfflineImInit {
    * first failure, e.g. a device that refused, and nothing else may wake it), ms. @default 60000
    */
   retryIntervalMs?: number
+  /** how long after start the markers of users who registered here are claimed again, ms. @default 10000 */
+  reclaimDelayMs?: number
 }
 
 export class OfflineIm {
@@ -97,6 +99,7 @@ export class OfflineIm {
   #running = false
   readonly #timers = new Set<ReturnType<typeof setTimeout>>()
   readonly #retryIntervalMs: number
+  readonly #reclaimDelayMs: number
   #retry: ReturnType<typeof setInterval> | undefined
 
   constructor (components: OfflineImComponents, init: OfflineImInit = {}) {
@@ -110,6 +113,7 @@ export class OfflineIm {
     this.#granularity = init.known?.writeGranularityMs ?? 60 * 60 * 1000
     this.#knownRetention = init.known?.retentionMs ?? 30 * 24 * 60 * 60 * 1000
     this.#retryIntervalMs = init.retryIntervalMs ?? 60_000
+    this.#reclaimDelayMs = init.reclaimDelayMs ?? 10_000
     if (!(this.#retryIntervalMs > 0)) throw new RangeError('retryIntervalMs must be positive')
   }
 
@@ -131,6 +135,32 @@ export class OfflineIm {
     }
     this.#retry = setInterval(() => { this.#retryAll() }, this.#retryIntervalMs)
     this.#retry.unref?.()
+    const t = setTimeout(() => {
+      this.#timers.delete(t)
+      this.#reclaimMarkers().catch(err => { this.#log.warn('marker re-claim failed', { err: String(err) }) })
+    }, this.#reclaimDelayMs)
+    t.unref?.()
+    this.#timers.add(t)
+  }
+
+  /**
+   * After a restart this node no longer republishes the marker claims it made before: claim
+   * again, in the background, the markers of users who last registered here (the marker still
+   * ours, or gone), with the expiry their registration time gives. A marker another node holds
+   * now (she registered there since) is left alone.
+   */
+  async #reclaimMarkers (): Promise<void> {
+    let n = 0
+    for (const [aor, at] of this.known.registered()) {
+      if (!this.#running) return
+      const marker = markerOf(aor)
+      const route = await this.#registry.resolve(marker).catch(() => undefined)
+      if (route !== undefined && route.node !== this.#registry.nodeId) continue
+      await this.#registry.claim(marker, { expiresAt: at + this.#knownRetention }).catch(() => {})
+      this.#marked.set(aor, at)
+      n++
+    }
+    if (n > 0) this.#log.info('known-user markers claimed again', { count: n })
   }
 
   /** kick every backlog whose user has a live route (a resolve served from cache mostly) */

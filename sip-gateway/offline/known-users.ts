@@ -132,6 +132,12 @@ export class KnownUsers {
     return at !== undefined && at >= this.#now() - this.#retentionMs ? at : undefined
   }
 
+  /** every user who registered here within the window, with the time of the last registration */
+  * registered (): Generator<[aor: string, at: number]> {
+    const cutoff = this.#now() - this.#retentionMs
+    for (const [aor, at] of [...this.#seen]) if (at >= cutoff) yield [aor, at]
+  }
+
   /** Forget (and delete) the users whose last registration is older than the window. */
   async sweep (): Promise<number> {
     const cutoff = this.#now() - this.#retentionMs

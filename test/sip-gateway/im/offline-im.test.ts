@@ -151,3 +151,26 @@ test('hostile: a UA cannot choose the stored id (Sipmesh-Message-Id is trusted f
   assert.equal((await s.request({ uri: 'sip:nell@example.com', body: 'z'.repeat(3000) }))?.status, 513)
   assert.equal(a.gateway.im.offline.count('sip:nell@example.com'), 2)
 })
+
+test('restart: the node claims again the markers of users who last registered there (nobody else holds them)', async () => {
+  const mesh = await TestMesh.spawn(2, { offline: { reclaimDelayMs: 100 } })
+  meshes.push(mesh)
+  const [a, b] = mesh.nodes
+  const pia = await ua('pia', a.sip)
+  assert.equal((await pia.register(600))?.status, 200)
+  assert.equal((await pia.register(0))?.status, 200)
+  await pia.waitFor(() => undefined, 50)
+  const marker = markerOf('sip:pia@example.com')
+  assert.equal((await b.registry.resolve(marker))?.node, 'node-a')
+  // node a goes away and its marker with it (as if its claims had aged out of the DHT)
+  await a.gateway.stop()
+  await a.registry.release(marker)
+  assert.equal(await b.registry.resolve(marker), undefined)
+  const s = await ua('quin', b.sip)
+  assert.equal((await s.request({ uri: 'sip:pia@example.com', body: 'x' }))?.status, 404)
+  // back on the same store: it remembers pia registered there and claims her marker again
+  await a.gateway.start()
+  await s.waitFor(() => undefined, 400)
+  assert.equal((await b.registry.resolve(marker))?.node, 'node-a')
+  assert.equal((await s.request({ uri: 'sip:pia@example.com', body: 'y' }))?.status, 202)
+})
