@@ -2,7 +2,7 @@
  * Offline messages (issue 5 item 1): the durable per-user store of MESSAGE requests for users who
  * are known but not registered, and the registry of who is known.
  *
- * How the gateway is meant to use it (wired later):
+ * How the gateway uses it (wired in by `sip-gateway/im/offline-im.ts`):
  * - MESSAGE for an AoR with no live registration: `knownUsers.isKnown(aor)` false → 404; true →
  *   `await offline.store(aor, { id: messageIdOf(callId, cseq, fromTag), from, to, date, ... })`
  *   then 202 Accepted (also when `stored` is false: a retransmission already kept). A thrown

@@ -3,10 +3,9 @@
  * the retention window (default 30 days) or who is listed in the credentials file. A MESSAGE for a
  * known user without a live registration is stored (202); for anybody else it is 404.
  *
- * This registry only knows what happened on THIS node: `markRegistered()` is called by the
- * registrar when an AoR registers here, and the time is persisted. Mesh-wide knowledge (a user
- * who last registered on another node) comes from the claim registry and is wired in later
- * (issue 5); until then `isKnown` answers for local registrations and the credentials file.
+ * This registry only knows what happened on THIS node: `markRegistered()` is called when an AoR
+ * registers here, and the time is persisted. Mesh-wide knowledge (a user who last registered on
+ * another node) comes from the marker claim that node made: see `sip-gateway/im/offline-im.ts`.
  *
  * Key: `sip-gateway/offline/known/<encodeURIComponent(aor)>` → ms since the epoch, decimal text.
  */
