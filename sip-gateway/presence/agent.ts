@@ -1086,6 +1086,7 @@ export class PresenceAgent {
   }
 
   #backendResponse (p: Presentity, b: Backend, batch: string[], r: SipResponse): void {
+    if (r.status >= 300) this.#log.debug('back-end SUBSCRIBE refused', { aor: p.aor, node: b.node, status: r.status })
     if (r.status >= 200 && r.status < 300) {
       const to = r.headers.get('To')
       if (!b.established) {

@@ -180,3 +180,36 @@ describe('back-end subscriptions from a (fake) mesh node', () => {
     } finally { await w.close() }
   })
 })
+
+describe('an owner that restarts (loses its presence state)', () => {
+  test('the watcher node re-subscribes on 481 and its watcher sees later changes', async () => {
+    const m = await TestMesh.spawn(2, { presence: { backendExpires: 2, retryMs: 300, publications: { minExpires: 1 } } })
+    const bob = await TestUa.open('bobrs', m.nodes[0].sip)
+    const alice = await TestUa.open('alicers', m.nodes[1].sip)
+    try {
+      assert.equal((await bob.register(600))?.status, 200)
+      const s = await subscribe(alice, { to: bob.aor, expires: 120 })
+      assert.ok(await waitNotify(alice, s.dialog!.callId, r => /<basic>open</.test(Buffer.from(r.body).toString())))
+      // (let the back-end exchange that delivered it finish: a request lost in the restart would
+      // only be retried after its transaction times out)
+      await new Promise(resolve => setTimeout(resolve, 200))
+      // node a's gateway restarts; its registrations come back from the store
+      const a = m.nodes[0]
+      await a.gateway.stop()
+      await a.gateway.start()
+      assert.equal(a.gateway.presence.stats.subscriptions, 0)
+      // node b's refresh (at 80% of 2 s) gets 481 and it subscribes again
+      await bob.waitFor(() => a.gateway.presence.stats.subscriptions > 0 ? true : undefined, 4000)
+      assert.equal(a.gateway.presence.stats.subscriptions, 1)
+      const body = '<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="pres:bobrs@example.com"><tuple id="x"><status><basic>open</basic></status><note>after restart</note></tuple></presence>'
+      const { text, branch } = bob.build({ method: 'PUBLISH', uri: bob.aor, to: `<${bob.aor}>`, headers: [['Event', 'presence']] })
+      bob.sendRaw(text.replace('Content-Length: 0\r\n\r\n', `Content-Type: application/pidf+xml\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`), a.gateway.addresses.udp)
+      assert.equal((await bob.waitFinal(branch))?.status, 200)
+      assert.ok(await waitNotify(alice, s.dialog!.callId, r => Buffer.from(r.body).toString().includes('after restart')))
+    } finally {
+      await bob.close()
+      await alice.close()
+      await m.stop()
+    }
+  })
+})
