@@ -478,6 +478,11 @@ export class ProxyCore implements TransactionCore<Flow> {
    */
   #tooLargeForUdp (request: SipRequest, flow: Flow): boolean {
     if (request.method !== 'MESSAGE' || flow.transport !== 'UDP') return false
+    // a cheap estimate first (characters, not bytes): only a request near the limit is serialized
+    const h = request.headers
+    let estimate = request.uri.length + 32 + request.body.byteLength
+    for (let i = 0, n = h.size; i < n; i++) estimate += h._nameAt(i).length + h._valueAt(i).length + 4
+    if (estimate < UDP_MESSAGE_LIMIT - 400) return false
     // the request as it will leave: our Via (~80 bytes) on top of what it carries now
     return serializeMessage(request).byteLength + 80 > UDP_MESSAGE_LIMIT
   }
