@@ -39,6 +39,8 @@ export interface GatewayConfig {
   ws?: HostPort
   /** credentials file for SIP digest authentication; absent: no authentication */
   credentials?: string
+  /** offline messages (issue 5): most kept per user, and for how many days */
+  offlineLimits: { maxMessagesPerUser: number, retentionDays: number }
 }
 
 /** What libp2p and the DHT get. */
@@ -95,7 +97,9 @@ const SETTINGS = {
   admin: { kind: 'string', help: 'admin HTTP API, host:port' },
   'log-level': { kind: 'string', help: `log level: ${LOG_LEVELS.join(', ')}` },
   'allow-peer': { kind: 'list', help: 'peer id allowed to connect (repeatable); default: any' },
-  credentials: { kind: 'string', help: 'credentials file for SIP digest authentication' }
+  credentials: { kind: 'string', help: 'credentials file for SIP digest authentication' },
+  'offline-max-per-user': { kind: 'string', help: 'most offline messages kept for one user (more: 480 Mailbox Full)' },
+  'offline-retention-days': { kind: 'string', help: 'days an offline message is kept for a user who does not come back' }
 } as const
 
 type SettingName = keyof typeof SETTINGS
@@ -109,7 +113,9 @@ export const DEFAULTS = {
   'data-dir': './.sipmesh',
   admin: '127.0.0.1:8080',
   'log-level': 'info',
-  'allow-peer': []
+  'allow-peer': [],
+  'offline-max-per-user': '1000',
+  'offline-retention-days': '7'
 } as const
 
 // ---- validation of single values ---------------------------------------------------------------
@@ -140,6 +146,12 @@ function refineWith (check: (v: string) => unknown) {
     } catch (err) {
       ctx.addIssue({ code: 'custom', message: (err as Error).message })
     }
+  }
+}
+
+function positiveInteger (max: number) {
+  return (v: string): void => {
+    if (!/^\d{1,9}$/.test(v) || Number(v) < 1 || Number(v) > max) throw new Error(`expected a whole number from 1 to ${max}`)
   }
 }
 
@@ -181,7 +193,9 @@ const layerSchema = z.strictObject({
   admin: str.superRefine(refineWith(parseHostPort)),
   'log-level': z.enum(LOG_LEVELS),
   'allow-peer': z.array(str.superRefine(refineWith(checkPeerId))).max(MAX_LIST),
-  credentials: str
+  credentials: str,
+  'offline-max-per-user': str.superRefine(refineWith(positiveInteger(1_000_000))),
+  'offline-retention-days': str.superRefine(refineWith(positiveInteger(3650)))
 }).partial()
 
 export type ConfigLayer = z.infer<typeof layerSchema>
@@ -333,7 +347,8 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
       domains,
       sip: parseHostPort(get('sip')),
       ...(merged.ws != null ? { ws: parseHostPort(merged.ws) } : {}),
-      ...(merged.credentials != null ? { credentials: resolvePath(cwd, merged.credentials) } : {})
+      ...(merged.credentials != null ? { credentials: resolvePath(cwd, merged.credentials) } : {}),
+      offlineLimits: { maxMessagesPerUser: Number(get('offline-max-per-user')), retentionDays: Number(get('offline-retention-days')) }
     },
     mesh: {
       listen: [...new Set(get('p2p'))],

@@ -45,5 +45,11 @@ export const defaultGateway: GatewayFactory | undefined = async (context) => {
     credentials = readCredentialUsers(data.toString('utf8'), config.domains)
     context.logger.info('credentials file read', { users: credentials.length })
   }
-  return sipGateway({ ...context, config: { ...config, offline: { known: { credentials } } } })
+  const offline = {
+    known: { credentials },
+    store: config.offlineLimits === undefined
+      ? undefined
+      : { maxMessagesPerUser: config.offlineLimits.maxMessagesPerUser, retentionMs: config.offlineLimits.retentionDays * 24 * 60 * 60 * 1000 }
+  }
+  return sipGateway({ ...context, config: { ...config, offline } })
 }
