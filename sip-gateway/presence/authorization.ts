@@ -25,6 +25,7 @@
  */
 
 import type { AbortOptions, Aor, DurableStore, Logger } from '../ports.ts'
+import { aorOf } from '../codec/uri.ts'
 import { presentityDocument, registrationPresence } from './compose.ts'
 import type { ComposeInput } from './compose.ts'
 import type { PidfDocument } from './pidf.ts'
@@ -125,7 +126,13 @@ export function normalizeAor (input: unknown): Aor {
   } catch {
     throw new AuthorizationRuleError('bad-aor', `'${text.slice(0, 64)}' has a bad domain (no port or parameters allowed)`)
   }
-  return `${scheme.toLowerCase()}:${user}@${domain}`
+  // the very AoR the gateway derives from request URIs (codec's aorOf: sips: maps to sip:, one
+  // user one claim; unreserved escapes decoded), so that rules match whatever scheme a watcher used
+  try {
+    return aorOf(`sip:${user}@${domain}`)
+  } catch {
+    throw new AuthorizationRuleError('bad-aor', `'${text.slice(0, 64)}' is not a sip:user@domain AoR`)
+  }
 }
 
 /** The domain part of an AoR, lower-cased, or undefined when it has none. */

@@ -38,7 +38,8 @@ function ruleError (code: string): (err: unknown) => boolean {
 describe('rule input validation', () => {
   test('AoRs are normalised: scheme and domain lower-cased, user kept', () => {
     assert.equal(normalizeAor(' SIP:Bob@Example.COM '), 'sip:Bob@example.com')
-    assert.equal(normalizeAor('sips:bob.smith%20x@sub.example.com'), 'sips:bob.smith%20x@sub.example.com')
+    assert.equal(normalizeAor('sips:bob.smith%20x@sub.example.com'), 'sip:bob.smith%20x@sub.example.com')
+    assert.equal(normalizeAor('sip:%61lice@Example.COM'), 'sip:alice@example.com')
     assert.equal(normalizeAor('sip:bob@192.0.2.1'), 'sip:bob@192.0.2.1')
   })
 
@@ -103,7 +104,7 @@ describe('decide: precedence', () => {
     ['sip:hal@notexample.org', 'polite-block', 'presentity-default'], // no suffix confusion
     ['sip:ian@other.com', 'polite-block', 'presentity-default'],
     ['SIP:Bob@EXAMPLE.ORG', 'block', 'domain'], // the user part is case-sensitive, the domain is not
-    ['sips:bob@example.org', 'block', 'domain'],
+    ['sips:bob@example.org', 'allow', 'watcher'], // sips: is the same AoR as sip: (codec's aorOf), so bob's own rule applies
     ['garbage', 'polite-block', 'presentity-default'],
     ['sip:x@sales.example.org:5060;transport=tcp', 'allow', 'domain'] // not an AoR, but its domain still matches
   ]
