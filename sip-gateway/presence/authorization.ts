@@ -118,7 +118,7 @@ export function normalizeAor (input: unknown): Aor {
   if (text.length > MAX_AOR_LENGTH) throw new AuthorizationRuleError('bad-aor', `AoR longer than ${MAX_AOR_LENGTH} characters`)
   const m = /^(sips?):([^@]+)@(.+)$/iu.exec(text)
   if (m === null) throw new AuthorizationRuleError('bad-aor', `'${text.slice(0, 64)}' is not a sip:user@domain AoR`)
-  const [, scheme, user, host] = m
+  const [, , user, host] = m
   if (!USER_RE.test(user)) throw new AuthorizationRuleError('bad-aor', `'${text.slice(0, 64)}' has a bad user part`)
   let domain: string
   try {
