@@ -69,6 +69,7 @@ async function serveNode (i: number, bootstrap?: string): Promise<{ peerId: stri
   const args = ['--serve', '--', '--domain', 'example.com', '--sip', `127.0.0.1:${port}`, '--p2p', '/ip4/127.0.0.1/tcp/0',
     '--data-dir', join(work, `node-${generation}-${i}`), '--admin', '127.0.0.1:0', '--log-level', 'error', ...(bootstrap === undefined ? [] : ['--bootstrap', bootstrap])]
   const child: ChildProcess = spawn(process.execPath, [...(process.env.BENCH_TRACE_GC === '1' ? ['--trace-gc'] : []), ...(process.env.BENCH_CPU_PROF !== undefined ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []), fileURLToPath(import.meta.url), ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
+  if (child.pid !== undefined) relayPids.push(child.pid)
   stops.push(async () => {
     child.stdin?.end()
     const t = setTimeout(() => child.kill('SIGKILL'), 5000)
@@ -114,20 +115,50 @@ async function startNodes (): Promise<void> {
 async function stopNodes (): Promise<void> {
   for (const stop of stops.reverse()) await stop()
   stops = []
+  relayPids = []
+}
+
+/** pids of the relay processes (sipmesh nodes, Kamailio's main process) */
+let relayPids: number[] = []
+
+/**
+ * CPU time (user + system, ms) of the relay processes and their children (Kamailio's workers),
+ * from /proc: a per-message cost that, unlike the rate, does not depend on how busy the machine is.
+ */
+function relayCpuMs (): number | undefined {
+  if (relayPids.length === 0) return undefined
+  const roots = new Set(relayPids)
+  let ticks = 0
+  try {
+    for (const d of readdirSync('/proc')) {
+      if (!/^\d+$/.test(d)) continue
+      let stat: string
+      try { stat = readFileSync(`/proc/${d}/stat`, 'utf8') } catch { continue }
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // fields from 3 (state) on
+      const pid = Number(d)
+      const ppid = Number(f[1])
+      if (roots.has(pid) || roots.has(ppid)) ticks += Number(f[11]) + Number(f[12])
+    }
+  } catch {
+    return undefined
+  }
+  return ticks * 10 // USER_HZ is 100 on Linux
 }
 
 const addr = (i: number): string => sipAddrs[i]
 
-interface Step { rate: number, sent: number, ok: number, failed: number, seconds: number, achieved: number }
+interface Step { rate: number, sent: number, ok: number, failed: number, seconds: number, achieved: number, cpuUsPerMsg?: number }
 
 async function runUac (user: string, entry: string, rate: number, seconds: number, rtt: boolean): Promise<Step & { latencies: number[] }> {
   const calls = Math.round(rate * seconds)
   const args = ['-t', 'u1', '-s', user, '-r', String(rate), '-m', String(calls), '-l', '30000', '-recv_timeout', '4000', '-max_recv_loops', '5000', '-max_sched_loops', '5000']
   if (rtt) args.push('-trace_rtt', '-rtt_freq', '200')
   const dir = mkdtempSync(join(work, 'uac-'))
+  const cpu0 = relayCpuMs()
   const started = performance.now()
   const r = await runSipp('uac-message.xml', entry, args, seconds + 15, dir).done
   const elapsed = (performance.now() - started) / 1000
+  const cpu1 = relayCpuMs()
   const ok = sippCounter(r.stdout, 'Successful call')
   const failed = sippCounter(r.stdout, 'Failed call')
   const latencies: number[] = []
@@ -140,7 +171,8 @@ async function runUac (user: string, entry: string, rate: number, seconds: numbe
       }
     }
   }
-  return { rate, sent: calls, ok, failed: failed + Math.max(0, calls - ok - failed), seconds: elapsed, achieved: ok / Math.max(elapsed - 0.2, 0.1), latencies }
+  const cpuUsPerMsg = cpu0 === undefined || cpu1 === undefined || ok === 0 ? undefined : (cpu1 - cpu0) * 1000 / ok
+  return { rate, sent: calls, ok, failed: failed + Math.max(0, calls - ok - failed), seconds: elapsed, achieved: ok / Math.max(elapsed - 0.2, 0.1), cpuUsPerMsg, latencies }
 }
 
 const pct = (xs: number[], p: number): number => {
@@ -176,6 +208,7 @@ async function startKamailio (): Promise<void> {
   const port = await freePort()
   const rundir = mkdtempSync(join(work, 'kamailio-'))
   const child = spawn('kamailio', ['-f', KAMAILIO_CFG, '-DD', '-E', '-l', `udp:127.0.0.1:${port}`, '-n', String(KAMAILIO_WORKERS), '-Y', rundir, '-m', '1024'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  if (child.pid !== undefined) relayPids.push(child.pid)
   let stderr = ''
   child.stderr?.on('data', (d: Buffer) => { if (stderr.length < 20_000) stderr += d.toString() })
   stops.push(async () => {
@@ -211,6 +244,12 @@ function optionsAnswered (port: number): Promise<boolean> {
 
 type Relay = 'sipmesh' | 'kamailio'
 
+/** the relay's CPU per message: the median over the passing steps of 3,000/s and more (steadier than one step) */
+function cpuAt (steps: Step[]): number | undefined {
+  const xs = steps.filter(s => s.rate >= 3000 && s.cpuUsPerMsg !== undefined && s.failed === 0).map(s => s.cpuUsPerMsg!)
+  return xs.length === 0 ? undefined : Math.round(pct(xs, 0.5))
+}
+
 async function start (relay: Relay): Promise<void> {
   if (relay === 'kamailio') await startKamailio()
   else await startNodes()
@@ -237,7 +276,7 @@ async function scenario (name: string, owner: number, entry: number, user: strin
         const failRatio = s.failed / Math.max(s.sent, 1)
         const pass = failRatio < 0.001 && s.achieved >= rate * 0.9
         const heap = REAL && relay === 'sipmesh' ? '' : `, heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MB`
-        console.log(`  rate ${String(rate).padStart(6)}/s: ok ${s.ok}/${s.sent}, failed ${s.failed} (${(failRatio * 100).toFixed(3)}%), achieved ${s.achieved.toFixed(0)}/s${relay === 'sipmesh' ? heap : ''}, load ${loadavg()[0].toFixed(2)} ${pass ? 'PASS' : 'FAIL'}`)
+        console.log(`  rate ${String(rate).padStart(6)}/s: ok ${s.ok}/${s.sent}, failed ${s.failed} (${(failRatio * 100).toFixed(3)}%), achieved ${s.achieved.toFixed(0)}/s${relay === 'sipmesh' ? heap : ''}${s.cpuUsPerMsg === undefined ? '' : `, relay CPU ${s.cpuUsPerMsg.toFixed(0)} µs/msg`}, load ${loadavg()[0].toFixed(2)} ${pass ? 'PASS' : 'FAIL'}`)
         if (!pass) break
         best = s
       }
@@ -258,7 +297,7 @@ async function scenario (name: string, owner: number, entry: number, user: strin
     const load = loadavg()[0]
     if (fixed === undefined) console.log(`  highest rate with < 0.1% failures: ${best?.rate ?? 'none'}/s${relay === 'sipmesh' ? ' (target >= 5000/s)' : ''}`)
     console.log(`  latency at ${half}/s: p50 ${p50.toFixed(0)} ms, p99 ${p99.toFixed(0)} ms (SIPp resolution 1 ms) over ${lat.latencies.length} samples${relay === 'sipmesh' ? ' (target p99 < 10 ms)' : ''}, failed ${lat.failed}, load ${load.toFixed(2)}`)
-    return { scenario: name, relay, maxRate: fixed === undefined ? best?.rate ?? 0 : undefined, halfRate: half, p50Ms: p50, p99Ms: p99, samples: lat.latencies.length, failedAtHalf: lat.failed, load1: Number(load.toFixed(2)), steps: steps.map(s => ({ rate: s.rate, ok: s.ok, failed: s.failed, achieved: Math.round(s.achieved) })) }
+    return { scenario: name, relay, maxRate: fixed === undefined ? best?.rate ?? 0 : undefined, halfRate: half, p50Ms: p50, p99Ms: p99, samples: lat.latencies.length, failedAtHalf: lat.failed, load1: Number(load.toFixed(2)), cpuUsPerMsg: cpuAt(steps), steps: steps.map(s => ({ rate: s.rate, ok: s.ok, failed: s.failed, achieved: Math.round(s.achieved), cpuUsPerMsg: s.cpuUsPerMsg === undefined ? undefined : Math.round(s.cpuUsPerMsg) })) }
   } finally {
     await stopDevice?.()
     await stopNodes()
@@ -284,7 +323,9 @@ if (kam !== undefined) {
   for (const r of results.filter(r => r.relay !== 'kamailio')) {
     if (typeof r.maxRate === 'number' && typeof kam.maxRate === 'number' && kam.maxRate > 0) {
       comparison[`${String(r.scenario)}MaxRateRatio`] = Number((r.maxRate / kam.maxRate).toFixed(2))
-      console.log(`  ${String(r.scenario)}: highest rate ${r.maxRate}/s vs Kamailio ${kam.maxRate}/s = ${(r.maxRate / kam.maxRate).toFixed(2)}x; p99 at half rate ${String(r.p99Ms)} ms vs ${String(kam.p99Ms)} ms`)
+      const cpu = typeof r.cpuUsPerMsg === 'number' && typeof kam.cpuUsPerMsg === 'number' ? r.cpuUsPerMsg / kam.cpuUsPerMsg : undefined
+      if (cpu !== undefined) comparison[`${String(r.scenario)}CpuPerMsgRatio`] = Number(cpu.toFixed(2))
+      console.log(`  ${String(r.scenario)}: highest rate ${r.maxRate}/s vs Kamailio ${kam.maxRate}/s = ${(r.maxRate / kam.maxRate).toFixed(2)}x; relay CPU per message ${String(r.cpuUsPerMsg)} µs vs ${String(kam.cpuUsPerMsg)} µs${cpu === undefined ? '' : ` = ${cpu.toFixed(1)}x`}; p99 at half rate ${String(r.p99Ms)} ms vs ${String(kam.p99Ms)} ms`)
     }
   }
 } else {
