@@ -1,36 +1,24 @@
 /** Fixtures for the offline store tests: a Map-backed DurableStore with fault hooks, a recording logger. */
-import type { DurableStore, Logger } from '../../../sip-gateway/ports.ts'
+import type { Logger } from '../../../sip-gateway/ports.ts'
+import { MemoryStore } from '../../../sip-gateway/memory-store.ts'
 import type { OfflineMessage } from '../../../sip-gateway/offline/index.ts'
 
-export class MapStore implements DurableStore {
-  readonly map = new Map<string, Uint8Array>()
+/** The gateway's MemoryStore with fault hooks: a put or delete can be made to throw or wait. */
+export class MapStore extends MemoryStore {
   /** called before every put / delete; may throw or delay */
   beforePut: ((key: string) => Promise<void> | void) | undefined
   beforeDelete: ((key: string) => Promise<void> | void) | undefined
   puts = 0
 
-  async get (key: string): Promise<Uint8Array | undefined> {
-    const v = this.map.get(key)
-    return v === undefined ? undefined : v.slice()
-  }
-
-  async put (key: string, value: Uint8Array): Promise<void> {
+  override async put (key: string, value: Uint8Array): Promise<void> {
     await this.beforePut?.(key)
     this.puts++
-    this.map.set(key, value.slice())
+    await super.put(key, value)
   }
 
-  async delete (key: string): Promise<void> {
+  override async delete (key: string): Promise<void> {
     await this.beforeDelete?.(key)
-    this.map.delete(key)
-  }
-
-  async * list (prefix: string): AsyncIterable<[key: string, value: Uint8Array]> {
-    const keys = [...this.map.keys()].filter(k => k.startsWith(prefix)).sort()
-    for (const k of keys) {
-      const v = this.map.get(k)
-      if (v !== undefined) yield [k, v.slice()]
-    }
+    await super.delete(key)
   }
 
   keys (prefix: string): string[] {
