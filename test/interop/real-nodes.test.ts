@@ -9,10 +9,8 @@ import { join } from 'node:path'
 import { loadConfig } from '../../node/config.ts'
 import { SipmeshNode } from '../../node/sipmesh-node.ts'
 import { sipGateway } from '../../sip-gateway/index.ts'
-import { freePort, runSipp, sippAvailable } from './sipp.ts'
+import { freePort, runSipp, requireSipp, sippSkip } from './sipp.ts'
 
-const have = sippAvailable()
-const skip = !have && process.env.SIPMESH_REQUIRE_SIPP !== '1' ? 'sipp is not installed (apt-get install sip-tester)' : false
 const dir = mkdtempSync(join(tmpdir(), 'sipmesh-interop-'))
 const nodes: SipmeshNode[] = []
 after(async () => {
@@ -30,8 +28,8 @@ async function start (i: number, bootstrap?: string): Promise<SipmeshNode> {
   return node
 }
 
-test('SIPp MESSAGE relay between two real sipmesh nodes over libp2p (UDP)', { skip }, async () => {
-  assert.ok(have, 'sipp is required (SIPMESH_REQUIRE_SIPP=1) but not installed')
+test('SIPp MESSAGE relay between two real sipmesh nodes over libp2p (UDP)', { skip: sippSkip }, async () => {
+  requireSipp()
   const a = await start(0)
   const b = await start(1, a.mesh.libp2p.getMultiaddrs().map(String).find(m => m.includes('127.0.0.1')))
   const uasPort = await freePort()

@@ -6,18 +6,15 @@ import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { TestMesh } from '../sip-gateway/gateway/fixtures/mesh.ts'
 import { TestUa } from '../sip-gateway/gateway/fixtures/ua.ts'
-import { runSipp, sippAvailable } from './sipp.ts'
+import { runSipp, requireSipp, sippSkip } from './sipp.ts'
 
-const have = sippAvailable()
-const required = process.env.SIPMESH_REQUIRE_SIPP === '1'
-const skip = !have && !required ? 'sipp is not installed (apt-get install sip-tester); set SIPMESH_REQUIRE_SIPP=1 to make this fail' : false
 
-describe('SIPp interop: SUBSCRIBE/NOTIFY', { skip }, () => {
+describe('SIPp interop: SUBSCRIBE/NOTIFY', { skip: sippSkip }, () => {
   let mesh: TestMesh
   let bob: TestUa
 
   before(async () => {
-    assert.ok(have, 'sipp is required (SIPMESH_REQUIRE_SIPP=1) but not installed')
+    requireSipp()
     mesh = await TestMesh.spawn(2, { timers: { t1: 500, t2: 4000, t4: 5000 } })
     bob = await TestUa.open('bobpres', mesh.nodes[0].sip)
     assert.equal((await bob.register(600))?.status, 200)

@@ -4,17 +4,14 @@
 import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { TestMesh } from '../sip-gateway/gateway/fixtures/mesh.ts'
-import { freePort, runSipp, sippAvailable } from './sipp.ts'
+import { freePort, runSipp, requireSipp, sippSkip } from './sipp.ts'
 
-const have = sippAvailable()
-const required = process.env.SIPMESH_REQUIRE_SIPP === '1'
-const skip = !have && !required ? 'sipp is not installed (apt-get install sip-tester); set SIPMESH_REQUIRE_SIPP=1 to make this fail' : false
 
-describe('SIPp interop', { skip }, () => {
+describe('SIPp interop', { skip: sippSkip }, () => {
   let mesh: TestMesh
 
   before(async () => {
-    assert.ok(have, 'sipp is required (SIPMESH_REQUIRE_SIPP=1) but not installed')
+    requireSipp()
     mesh = await TestMesh.spawn(2, { timers: { t1: 500, t2: 4000, t4: 5000 } })
   })
   after(async () => { await mesh?.stop() })

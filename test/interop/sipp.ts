@@ -12,6 +12,20 @@ export function sippAvailable (): boolean {
   return r.error === undefined && /SIPp v/.test(`${r.stdout}${r.stderr}`)
 }
 
+/**
+ * Whether the interop suites run: `describe(name, { skip: sippSkip }, ...)` skips them with a
+ * reason when sipp is missing, except where SIPMESH_REQUIRE_SIPP=1 (CI): there they run and
+ * `requireSipp()` in their `before` fails them.
+ */
+const sippRequired = process.env.SIPMESH_REQUIRE_SIPP === '1'
+export const sippSkip: string | false = !sippAvailable() && !sippRequired
+  ? 'sipp is not installed (apt-get install sip-tester); set SIPMESH_REQUIRE_SIPP=1 to make this fail'
+  : false
+
+export function requireSipp (): void {
+  if (!sippAvailable()) throw new Error('sipp is required (SIPMESH_REQUIRE_SIPP=1) but not installed')
+}
+
 /** a port free on 127.0.0.1 for both UDP and TCP (best effort) */
 export async function freePort (): Promise<number> {
   for (let i = 0; i < 20; i++) {
