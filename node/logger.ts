@@ -28,14 +28,25 @@ export function createPinoLogger (options: CreateLoggerOptions): PinoLogger {
   }, options.destination ?? pino.destination({ dest: 1, sync: true }))
 }
 
-/** The gateway's `Logger` port over pino. */
-export function toPortLogger (log: PinoLogger): Logger {
+/**
+ * The gateway's `Logger` port over pino. A child is made from the root with the merged fields,
+ * so that a field set again by a nested child replaces the outer one instead of appearing twice
+ * in the JSON line (pino appends child bindings); nested `component`s join with ':'.
+ */
+export function toPortLogger (root: PinoLogger, bindings: Record<string, unknown> = {}): Logger {
+  const log = Object.keys(bindings).length === 0 ? root : root.child(bindings)
   return {
     debug: (msg, fields) => { log.debug(fields ?? {}, msg) },
     info: (msg, fields) => { log.info(fields ?? {}, msg) },
     warn: (msg, fields) => { log.warn(fields ?? {}, msg) },
     error: (msg, fields) => { log.error(fields ?? {}, msg) },
-    child: (fields) => toPortLogger(log.child(fields))
+    child: (fields) => {
+      const merged = { ...bindings, ...fields }
+      if (typeof bindings.component === 'string' && typeof fields.component === 'string') {
+        merged.component = `${bindings.component}:${fields.component}`
+      }
+      return toPortLogger(root, merged)
+    }
   }
 }
 

@@ -29,6 +29,16 @@ describe('logging', () => {
     assert.equal(b.msg, 'refused "quoted"\nnewline')
   })
 
+  test('nested children: a field set again replaces the outer one (no duplicate JSON keys), components join', () => {
+    const { log, raw, lines } = capture('info')
+    toPortLogger(log).child({ component: 'sip-gateway' }).child({ sub: 'im' }).child({ component: 'offline-store', sub: 'store' }).info('ready')
+    assert.equal((raw[0].match(/"component"/g) ?? []).length, 1)
+    assert.equal((raw[0].match(/"sub"/g) ?? []).length, 1)
+    const [line] = lines()
+    assert.equal(line.component, 'sip-gateway:offline-store')
+    assert.equal(line.sub, 'store')
+  })
+
   test('libp2p component logs: off (and free) above debug, JSON lines at debug', () => {
     const quiet = capture('info')
     const l = libp2pComponentLogger(quiet.log).forComponent('libp2p:dht')
