@@ -188,18 +188,23 @@ function figure (name: string, xs: Array<number | undefined>): { p50: number | n
   const max = ok.length > 0 && failures === 0 ? Math.max(...ok) : null
   const withinTarget = ok.filter(x => x <= TARGET_MS).length
   const meets = failures === 0 && max != null && max <= TARGET_MS
-  console.log(`${name.padEnd(44)} p50 ${p50 == null ? '   -' : p50.toFixed(0).padStart(5)} ms  max ${max == null ? `> ${TIMEOUT_MS}` : max.toFixed(0).padStart(5)} ms  ` +
+  console.log(`${name.padEnd(54)} p50 ${p50 == null ? '   -' : p50.toFixed(0).padStart(5)} ms  max ${max == null ? `> ${TIMEOUT_MS}` : max.toFixed(0).padStart(5)} ms  ` +
     `within ${TARGET_MS} ms: ${withinTarget}/${xs.length}${failures > 0 ? ` (${failures} timed out)` : ''}  target ${meets ? 'MET' : 'MISSED'}`)
   return { p50: p50 == null ? null : Math.round(p50), max: max == null ? null : Math.round(max), failures, withinTarget, meets }
 }
 
 console.log(`against the ${TARGET_MS} ms target (times from the new node's start):`)
-const resolveFig = figure('(a) new node resolves an existing AoR', rounds.filter(r => r.phase !== 'b').map(r => r.resolveMs))
+const resolveFig = figure('(a) new node resolves an existing AoR', rounds.filter(r => r.phase === 'a' || r.phase === 'ab').map(r => r.resolveMs))
 const resolvedFig = figure('(b) new node\'s claim resolves on every node', rounds.filter(r => r.phase === 'b' || r.phase === 'ab').map(r => r.resolvedMs))
 const readyFig = READY ? figure('(b\') same, claimed once the routing table has a peer', rounds.filter(r => r.phase === 'b2').map(r => r.resolvedMs)) : undefined
 const startFig = pct(rounds.map(r => r.startMs), 50)
-const claimFig = rounds.map(r => r.claimMs).filter((x): x is number => x != null)
-console.log(`start() p50 ${startFig.toFixed(0)} ms; claim returned p50 ${claimFig.length > 0 ? pct(claimFig, 50).toFixed(0) : '-'} ms after start, replicas median ${pct(rounds.map(r => r.claimReplicas ?? 0), 50)}`)
+const rightAway = rounds.filter(r => r.phase !== 'b2')
+const claimFig = rightAway.map(r => r.claimMs).filter((x): x is number => x != null)
+const replicasNow = pct(rightAway.map(r => r.claimReplicas ?? 0), 50)
+console.log(`start() p50 ${startFig.toFixed(0)} ms; a claim made right after start returned p50 ${claimFig.length > 0 ? pct(claimFig, 50).toFixed(0) : '-'} ms after start with median ${replicasNow} replicas`)
+const routed = rounds.filter(r => r.phase === 'b2')
+const routedClaim = routed.map(r => r.claimMs).filter((x): x is number => x != null)
+if (routedClaim.length > 0) console.log(`a claim made once the routing table had a peer returned p50 ${pct(routedClaim, 50).toFixed(0)} ms after start with median ${pct(routed.map(r => r.claimReplicas ?? 0), 50)} replicas`)
 console.log(JSON.stringify({
   bench: 'join',
   nodes: NODES,
@@ -210,5 +215,7 @@ console.log(JSON.stringify({
   resolved: resolvedFig,
   resolvedClaimWhenRouted: readyFig ?? null,
   startP50Ms: Math.round(startFig),
-  claimP50Ms: claimFig.length > 0 ? Math.round(pct(claimFig, 50)) : null
+  claimP50Ms: claimFig.length > 0 ? Math.round(pct(claimFig, 50)) : null,
+  claimReplicasMedian: replicasNow,
+  claimWhenRoutedP50Ms: routedClaim.length > 0 ? Math.round(pct(routedClaim, 50)) : null
 }))
