@@ -3,7 +3,7 @@
  * N = 10, 25, 50, 100 in-process nodes over the memory transport (one process, one event loop).
  *
  *   node --expose-gc scripts/bench-scale.ts [--sizes 10,25,50,100] [--claims 30] [--resolves 30]
- *        [--stored 2000] [--bulk-seconds 40] [--concurrency 4] [--warmup-seconds 40]
+ *        [--stored 2000] [--bulk-seconds 30] [--concurrency 4] [--warmup-seconds 75]
  *
  * 1. Spawn the mesh (full mesh up to 20 nodes, else each node dials 6 random earlier nodes), then
  *    let kad-dht form it: rounds of walks from every node (a self-query, then random keys; at most
@@ -39,9 +39,9 @@ const { values: args } = parseArgs({
     claims: { type: 'string', default: '30' },
     resolves: { type: 'string', default: '30' },
     stored: { type: 'string', default: '2000' },
-    'bulk-seconds': { type: 'string', default: '40' },
+    'bulk-seconds': { type: 'string', default: '30' },
     concurrency: { type: 'string', default: '4' },
-    'warmup-seconds': { type: 'string', default: '40' }
+    'warmup-seconds': { type: 'string', default: '75' }
   }
 })
 const SIZES = args.sizes.split(',').map(Number).filter(n => n >= 2 && n <= 150)
