@@ -132,7 +132,11 @@ export class DhtRegistry implements ClaimRegistry {
   private smallMesh?: { size: number, at: number, verified: boolean }
   private smallMeshCheck?: Promise<void>
   private republishTimer?: ReturnType<typeof setInterval>
-  private reassertTimer?: ReturnType<typeof setTimeout>
+  private readonly joinWait: number
+  /** when the first claim may stop waiting for a DHT peer (set at start, cleared once routed) */
+  private joinDeadline?: number
+  /** own claims put while no DHT peer was known: re-put as soon as one is */
+  private unreplicated = false
 
   constructor (components: DhtRegistryComponents, init: DhtRegistryInit = {}) {
     this.components = components
@@ -153,6 +157,7 @@ export class DhtRegistry implements ClaimRegistry {
     this.interestProtocol = init.interestProtocol ?? CLAIM_INTEREST_PROTOCOL
     this.noticeReplicas = init.noticeReplicas ?? 3
     this.resolveQuorum = init.resolveQuorum ?? 3
+    this.joinWait = init.joinWaitMs ?? 0
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -173,6 +178,7 @@ export class DhtRegistry implements ClaimRegistry {
       maxInboundStreams: 256,
       maxOutboundStreams: 256
     })
+    this.joinDeadline = this.joinWait > 0 ? Date.now() + this.joinWait : undefined
     await this.loadOwn(options)
     this.republishTimer = setInterval(() => { void this.republish() }, this.republishInterval)
     this.republishTimer.unref?.()
@@ -186,21 +192,70 @@ export class DhtRegistry implements ClaimRegistry {
    */
   async reassert (waitMs = 30_000): Promise<void> {
     if (this.own.size === 0) return
-    const kad = kadInternals(this.components.dht)
-    const deadline = Date.now() + waitMs
-    while (kad != null && kad.routingTable.size === 0 && Date.now() < deadline && this.shutdown != null) {
-      await new Promise<void>(resolve => {
-        this.reassertTimer = setTimeout(resolve, 100)
-        this.reassertTimer.unref?.()
-      })
-    }
+    if (!await this.whenRouted(waitMs)) return
     await this.republish()
     // the routing table was still filling: once more when the node has settled in
-    await new Promise<void>(resolve => {
-      this.reassertTimer = setTimeout(resolve, 2_000)
-      this.reassertTimer.unref?.()
-    })
+    await this.pause(2_000)
     await this.republish()
+  }
+
+  /**
+   * Wait (up to `waitMs`, polling) until the routing table holds a DHT peer; false when stopped or
+   * still alone at the deadline. Without kad-dht internals there is nothing to wait for.
+   */
+  private async whenRouted (waitMs: number): Promise<boolean> {
+    const kad = kadInternals(this.components.dht)
+    const deadline = Date.now() + waitMs
+    while (kad != null && kad.routingTable.size === 0) {
+      if (this.shutdown == null || Date.now() >= deadline) return false
+      await this.pause(50)
+    }
+    return this.shutdown != null
+  }
+
+  /** Sleep for `ms`, or less when the registry stops. */
+  private async pause (ms: number): Promise<void> {
+    const signal = this.shutdown?.signal
+    if (signal == null || signal.aborted) return
+    await new Promise<void>(resolve => {
+      const done = (): void => { clearTimeout(timer); signal.removeEventListener('abort', done); resolve() }
+      const timer = setTimeout(done, ms)
+      timer.unref?.()
+      signal.addEventListener('abort', done, { once: true })
+    })
+  }
+
+  /**
+   * A node that was just started with bootstrap peers or mDNS has an empty routing table for a
+   * few hundred ms: a claim put then reaches no replica and nobody else can resolve it. The first
+   * claims wait for a peer (until `joinWaitMs` after start); a claim that still went out to nobody
+   * is re-put once a peer turns up.
+   */
+  private async joined (options?: AbortOptions): Promise<void> {
+    if (this.joinDeadline == null) return
+    const kad = kadInternals(this.components.dht)
+    if (kad == null || kad.routingTable.size > 0) {
+      this.joinDeadline = undefined
+      return
+    }
+    const left = this.joinDeadline - Date.now()
+    if (left <= 0) {
+      this.joinDeadline = undefined
+      return
+    }
+    const routed = await this.whenRouted(left)
+    options?.signal?.throwIfAborted()
+    if (routed) this.joinDeadline = undefined
+  }
+
+  /** After a put that no peer stored because none was known: re-put own claims once one is. */
+  private replicateLater (): void {
+    if (this.unreplicated) return
+    this.unreplicated = true
+    void this.whenRouted(MAX_INTEREST_TTL_MS).then(async (routed) => {
+      this.unreplicated = false
+      if (routed) await this.republish()
+    }).catch((err: unknown) => { this.log('re-put after join failed: %s', errorMessage(err)) })
   }
 
   async stop (): Promise<void> {
@@ -208,7 +263,6 @@ export class DhtRegistry implements ClaimRegistry {
     this.shutdown.abort()
     this.shutdown = undefined
     clearInterval(this.republishTimer)
-    clearTimeout(this.reassertTimer)
     for (const w of this.watchers.values()) {
       clearInterval(w.poll)
       clearTimeout(w.expiry)
@@ -739,6 +793,7 @@ export class DhtRegistry implements ClaimRegistry {
     const known = this.claimReadCache > 0 && cached != null && Date.now() - cached.fetchedAt < this.claimReadCache
     // the read only finds the previous owner (the HLC version needs no read), so it runs beside the put
     const prevP: Promise<SignedClaim[]> = known ? Promise.resolve([cached.claim]) : this.lookupAll(aor, { ...options, quorum: this.resolveQuorum, noWalk: true }).catch(() => [])
+    await this.joined(options)
     let mine = await this.sign(aor, 'claim', binding.expiresAt + this.grace)
     let outcome = await this.put(mine, options)
     const before = await prevP
@@ -769,6 +824,7 @@ export class DhtRegistry implements ClaimRegistry {
     if (won) {
       this.own.set(aor, mine)
       await this.persistOwn(mine)
+      if (outcome.replicas === 0 && kadInternals(this.components.dht)?.routingTable.size === 0) this.replicateLater()
     } else {
       this.own.delete(aor)
       await this.forgetOwn(aor)

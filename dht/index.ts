@@ -128,6 +128,16 @@ export interface DhtRegistryInit {
    */
   directQueries?: boolean | 'auto'
   /**
+   * How long after `start()` a claim made while the routing table is still empty waits for the
+   * first DHT peer, so that a registration answered right after a node joined is stored in the
+   * mesh and not only on this node (a claim that still reached nobody is re-put once a peer is
+   * known). `createMeshNode` sets it when bootstrap peers or mDNS are configured; a node started
+   * alone should not wait.
+   *
+   * @default 0
+   */
+  joinWaitMs?: number
+  /**
    * A resolve that goes to the DHT answers once this many replicas responded (direct mode); the
    * other answers still update the cache when they arrive. Claims always wait for every replica.
    *

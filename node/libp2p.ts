@@ -159,6 +159,9 @@ export interface MeshNodeInit {
   maxConnections?: number
 }
 
+/** How long the first claims of a node that was given bootstrap peers or mDNS wait for a DHT peer. */
+export const DEFAULT_JOIN_WAIT_MS = 3_000
+
 /** A started-or-not sipmesh libp2p node with its claim registry. */
 export interface MeshNode {
   readonly libp2p: MeshLibp2p
@@ -252,7 +255,12 @@ export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode
     dht: libp2p.services.dht,
     datastore,
     libp2p
-  }, { ...init.registry, sip: init.sip })
+  }, {
+    // a node that expects peers makes its first claims once it has one (see joinWaitMs)
+    joinWaitMs: (init.bootstrap?.length ?? 0) > 0 || init.mdns === true ? DEFAULT_JOIN_WAIT_MS : 0,
+    ...init.registry,
+    sip: init.sip
+  })
 
   return {
     libp2p,

@@ -208,6 +208,38 @@ describe('DHT registry on a 5-node loopback mesh', () => {
     }
   })
 
+  test('join: a node started with one bootstrap address claims at once; every node resolves it as soon as the claim returns', async () => {
+    const boot = `${n[2].libp2p.getMultiaddrs()[0].toString()}`
+    for (let round = 0; round < 3; round++) {
+      const joiner = await mesh.add({ bootstrap: [boot], registry: { expiryGraceMs: 200 } })
+      try {
+        const aor = uniqueAor()
+        // right after start(): the routing table is still empty, so the claim waits for a peer
+        const result = await joiner.registry.claim(aor, { expiresAt: hour() })
+        assert.equal(result.won, true)
+        assert.ok(result.replicas > 0, `round ${round}: the claim reached ${result.replicas} replicas`)
+        for (const node of n) {
+          assert.equal((await node.registry.resolve(aor, { fresh: true }))?.node, joiner.peerId.toString(), `round ${round}: resolved on an existing node`)
+        }
+      } finally {
+        await joiner.stop()
+      }
+    }
+  })
+
+  test('a node started alone (no bootstrap, no mDNS) claims without waiting for peers', async () => {
+    const alone = await mesh.add({ registry: { expiryGraceMs: 200 } })
+    try {
+      const start = Date.now()
+      const result = await alone.registry.claim(uniqueAor(), { expiresAt: hour() })
+      assert.equal(result.won, true)
+      assert.equal(result.replicas, 0)
+      assert.ok(Date.now() - start < 1_000, `took ${Date.now() - start} ms`)
+    } finally {
+      await alone.stop()
+    }
+  })
+
   test('release by the owner is a signed tombstone every node resolves as nothing', async () => {
     const aor = uniqueAor()
     await n[1].registry.claim(aor, { expiresAt: hour() })
