@@ -128,6 +128,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #resolving = new Map<string, Promise<Route | undefined>>()
   readonly #lastRoutes = new Map<string, Route>()
   readonly #loopHashes = new WeakMap<SipRequest, string>()
+  /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
+  readonly #rescueAor = new WeakMap<SipRequest, string>()
   #layer: TransactionLayer<Flow> | undefined
   readonly stats: ProxyStats = { requests: 0, forwardedMesh: 0, deliveredLocal: 0, answeredLocally: 0, loops: 0, notOwnerRetries: 0, responses: {} }
 
@@ -503,7 +505,13 @@ export class ProxyCore implements TransactionCore<Flow> {
       ctx = new ResponseContext(request, tx, {
         cancel: (b) => { this.#sendCancel(b) },
         onFinal: (r) => { this.#count(r.status); timerC?.clear() },
-        onProvisional: c
+        onProvisional: c,
+        rescue: async () => {
+          const aor = this.#rescueAor.get(request)
+          if (aor === undefined || this.#onTimeout === undefined) return undefined
+          const reply = await this.#onTimeout(request, aor)
+          return reply === undefined ? undefined : createResponse(request, reply.status, reply.reason, reply.headers, { toTag: true })
+        }
       })
       c()
       this.#contexts.set(tx, ctx)
@@ -540,12 +548,15 @@ export class ProxyCore implements TransactionCore<Flow> {
       onRequestTimeout: () => {
         // synthesized from the request as received: it goes upstream without our Via
         const timeout = createResponse(request, 408, undefined, undefined, { toTag: true })
-        const aor = target.aorOffline
-        if (aor === undefined || this.#onTimeout === undefined || request.method !== 'MESSAGE') { ctx.receive(b, timeout); this.#settle(ctx); return }
-        // issue 5: a MESSAGE that timed out at the device is kept (202) instead of lost
-        this.#onTimeout(request, aor).then(reply => {
-          ctx.receive(b, reply === undefined ? timeout : createResponse(request, reply.status, reply.reason, reply.headers, { toTag: true }))
-        }, () => { ctx.receive(b, timeout) }).finally(() => { this.#settle(ctx) })
+        // issue 5: a MESSAGE that timed out at a device is kept (202) instead of lost, but only
+        // once every branch failed (the response context's rescue): a user's other device may
+        // still take it, and then it must not be stored and delivered a second time
+        if (target.aorOffline !== undefined && this.#onTimeout !== undefined && request.method === 'MESSAGE') {
+          b.rescuable = true
+          this.#rescueAor.set(request, target.aorOffline)
+        }
+        ctx.receive(b, timeout)
+        this.#settle(ctx)
       },
       onTransportError: (err: unknown) => {
         this.#log.debug('branch transport error', { target: target.uri, node: target.flow.node, err: String(err) })

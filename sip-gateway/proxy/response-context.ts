@@ -21,6 +21,8 @@ export interface Branch {
   cancelPending: boolean
   /** a mesh branch answered "not owner": excluded from the choice, retried elsewhere */
   superseded: boolean
+  /** the branch timed out at a device: when no branch succeeds, `rescue` may answer instead */
+  rescuable?: boolean
 }
 
 export interface ResponseContextHooks {
@@ -30,6 +32,12 @@ export interface ResponseContextHooks {
   onFinal? (response: SipResponse): void
   /** a provisional response arrived on a branch (restarts timer C) */
   onProvisional? (): void
+  /**
+   * Every branch failed and one of them was marked `rescuable`: answer instead of the best
+   * failure (a MESSAGE kept by the offline store: 202). Runs only then, so a request that another
+   * branch delivered is never kept as well; undefined or a rejection sends the best failure.
+   */
+  rescue? (best: SipResponse): Promise<SipResponse | undefined>
 }
 
 /** Pick the best final response among failed branches (16.7 step 6). */
@@ -141,6 +149,12 @@ export class ResponseContext {
     } else if (best.status === 503) {
       // 16.7 step 6: a 503 is not relayed as such (it would mean *this* proxy is unavailable)
       best = createResponse(this.request, 500, 'Server Internal Error', undefined, { toTag: true })
+    }
+    const rescue = this.#hooks.rescue
+    if (rescue !== undefined && !this.#cancelled && [...this.branches.values()].some(b => b.rescuable === true && !b.superseded)) {
+      const failure = best
+      rescue(failure).then(r => r ?? failure, () => failure).then(r => { this.#hooks.onFinal?.(r); this.server.respond(r) }, () => {})
+      return
     }
     this.#hooks.onFinal?.(best)
     this.server.respond(best)

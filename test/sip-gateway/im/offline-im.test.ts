@@ -117,6 +117,27 @@ test('a MESSAGE that times out at the device is stored (202) and delivered at th
   assert.equal(a.gateway.im.offline.count('sip:jo@example.com'), 0)
 })
 
+test('two devices, one silent: the other device takes the MESSAGE, nothing is stored, it is delivered once; both silent: stored once', async () => {
+  const mesh = await TestMesh.spawn(1, { timers: { t1: 20, t2: 80, t4: 100 } })
+  meshes.push(mesh)
+  const [a] = mesh.nodes
+  const live = await ua('ria', a.sip)
+  const stale = await ua('ria', a.sip)
+  assert.equal((await live.register(600))?.status, 200)
+  assert.equal((await stale.register(600, { callId: 'ria-stale' }))?.status, 200)
+  stale.answer = () => undefined
+  const s = await ua('ned', a.sip, 'TCP')
+  assert.equal((await s.request({ uri: 'sip:ria@example.com', body: 'only once' }, 5000))?.status, 200)
+  // the stale branch times out (timer F: 64 T1 = 1.3 s here) after the live device's 200
+  await live.waitFor(() => undefined, 2_000)
+  assert.equal(a.gateway.im.offline.count('sip:ria@example.com'), 0, 'delivered, so not kept')
+  assert.equal(live.received.filter(m => m.method === 'MESSAGE').length, 1, 'delivered once')
+
+  live.answer = () => undefined
+  assert.equal((await s.request({ uri: 'sip:ria@example.com', body: 'nobody answers' }, 5000))?.status, 202)
+  assert.equal(a.gateway.im.offline.count('sip:ria@example.com'), 1, 'kept once, not once per device')
+})
+
 test('a backlog delivery stopped by a refusing device is tried again later, in order, nothing lost', async () => {
   const mesh = await TestMesh.spawn(1, { offline: { retryIntervalMs: 200, known: { credentials: ['sip:lou@example.com'] } } })
   meshes.push(mesh)
