@@ -2,7 +2,7 @@
  * Claim and resolve latency on loopback TCP meshes of in-process nodes (all nodes share this one
  * process and its event loop, so every figure includes the other nodes' work).
  *
- *   npm run bench -- claim      or      node scripts/bench-claim.ts [--claims 200] [--resolves 200]
+ *   npm exec -- node scripts/bench-claim.ts [--claims 200] [--resolves 200]
  *
  * - claim latency p50/p99 on a 10-node mesh: new AoRs claimed from random nodes one after another,
  *   and renewals of an owned AoR (target p50 <= 25 ms, p99 <= 100 ms)
