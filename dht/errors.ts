@@ -11,6 +11,16 @@ export class InvalidClaimError extends Error {
   }
 }
 
+/**
+ * A claim that was valid but has expired: routine (a node that went away without releasing), so
+ * logged quietly, unlike the other refusals. Still an InvalidClaimError by name.
+ */
+export class ExpiredClaimError extends InvalidClaimError {
+  constructor (message = 'claim expired') {
+    super(message)
+  }
+}
+
 /** The datastore guard refused to overwrite a stored claim with an older one. */
 export class StaleClaimError extends Error {
   constructor (message = 'refusing to replace a newer stored claim with an older one') {

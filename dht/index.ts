@@ -43,7 +43,7 @@ export { normalizeAor, claimKey, interestCid, signClaim, verifyClaim, decodeClai
 export type { SignedClaim, ClaimFields, ClaimKind } from './record/claim.ts'
 export { claimValidator, claimSelector, claimRecordHandlers } from './record/validator.ts'
 export { ClaimGuardDatastore } from './datastore-guard.ts'
-export { InvalidClaimError, StaleClaimError, InvalidAorError, NotStartedError } from './errors.ts'
+export { InvalidClaimError, ExpiredClaimError, StaleClaimError, InvalidAorError, NotStartedError } from './errors.ts'
 export { MemoryMesh, MemoryRegistry } from './memory-registry.ts'
 export { DhtRegistry }
 

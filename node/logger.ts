@@ -69,12 +69,24 @@ function disabledLogger (): Libp2pLogger {
 /**
  * A libp2p `ComponentLogger` writing JSON lines through pino: component messages at `debug`,
  * errors at `warn` (libp2p logs many expected failures as errors: dials, resets), traces at
- * `trace`. Silent (no formatting cost) unless pino's level is `debug` or lower.
+ * `trace`. Silent (no formatting cost) unless pino's level is `debug` or lower, except the errors
+ * of our own components (`sipmesh:*`: refused forged records, failed persistence), which are
+ * written at `warn` whenever that level is on.
  */
 export function libp2pComponentLogger (log: PinoLogger): ComponentLogger {
   const debugOn = log.isLevelEnabled('debug')
   const traceOn = log.isLevelEnabled('trace')
+  const warnOn = log.isLevelEnabled('warn')
   const make = (component: string): Libp2pLogger => {
+    if (!debugOn && warnOn && component.startsWith('sipmesh:')) {
+      const child = log.child({ component })
+      return Object.assign((() => {}) as unknown as Libp2pLogger, {
+        enabled: false,
+        error: (formatter: unknown, ...args: unknown[]) => { child.warn(libp2pFormat(formatter, args)) },
+        trace: () => {},
+        newScope: (name: string) => make(`${component}:${name}`)
+      })
+    }
     if (!debugOn) return disabledLogger()
     const child = log.child({ component })
     const fn = ((formatter: unknown, ...args: unknown[]) => { child.debug(libp2pFormat(formatter, args)) }) as unknown as Libp2pLogger

@@ -22,7 +22,7 @@ import { fromString as uint8ArrayFromString } from 'uint8arrays/from-string'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
-import { InvalidAorError, InvalidClaimError, errorMessage } from '../errors.ts'
+import { ExpiredClaimError, InvalidAorError, InvalidClaimError, errorMessage } from '../errors.ts'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 
 /** First segment of every claim key: kad-dht picks our validator and selector by it. */
@@ -204,7 +204,7 @@ function checkFields (f: ClaimFields, now: number, opts: { skipExpiry?: boolean 
   if (f.expiresAt < f.issuedAt) throw new InvalidClaimError('claim expires before it was issued')
   if (f.expiresAt - f.issuedAt > MAX_CLAIM_LIFETIME_MS) throw new InvalidClaimError('claim lifetime too long')
   if (f.issuedAt > now + MAX_CLOCK_SKEW_MS) throw new InvalidClaimError('claim issued in the future')
-  if (opts.skipExpiry !== true && f.expiresAt <= now) throw new InvalidClaimError('claim expired')
+  if (opts.skipExpiry !== true && f.expiresAt <= now) throw new ExpiredClaimError()
   if (f.owner.type !== 'Ed25519' || f.owner.publicKey == null) throw new InvalidClaimError('claim owner is not an Ed25519 peer id')
 }
 

@@ -4,21 +4,24 @@
 import { compareClaims, decodeClaim, verifyClaim, CLAIM_NAMESPACE } from './claim.ts'
 import type { SignedClaim } from './claim.ts'
 import type { Logger } from '@libp2p/interface'
-import { errorMessage } from '../errors.ts'
+import { ExpiredClaimError, errorMessage } from '../errors.ts'
 
 export type ClaimValidateFn = (key: Uint8Array, value: Uint8Array) => Promise<void>
 export type ClaimSelectFn = (key: Uint8Array, records: Uint8Array[]) => number
 
 /**
  * A kad-dht validator: full verification (form, size, normalized AoR matching the key, expiry,
- * owner's signature). Throws InvalidClaimError with the reason, which is logged.
+ * owner's signature). Throws InvalidClaimError with the reason, which is logged: through
+ * `log.error` (a warning node/ writes at every level) for a record that is forged, malformed or
+ * misplaced, through `log` (debug) for one that merely expired, which is routine.
  */
 export function claimValidator (log?: Logger): ClaimValidateFn {
   return async (key, value) => {
     try {
       await verifyClaim(value, { key })
     } catch (err) {
-      log?.('refused claim record: %s', errorMessage(err))
+      if (err instanceof ExpiredClaimError) log?.('refused claim record: %s', errorMessage(err))
+      else log?.error('refused claim record: %s', errorMessage(err))
       throw err
     }
   }
