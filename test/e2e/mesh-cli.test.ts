@@ -153,8 +153,14 @@ describe('sipmesh start: a 3-node mesh in separate processes', () => {
     victim.peerId = await startNode(victim, [bootAddr(nodes[0])])
     assert.equal(victim.peerId, before)
     await waitFor(async () => (await status(nodes[0])).peers.includes(before!) && (await status(victim)).peers.includes(nodes[0].peerId!), 10_000, 'the restarted node to rejoin')
-    // its still-valid registration came back from the data dir
+    // its still-valid registration came back from the data dir, and the claim still names it
+    // everywhere, the restarted node included (a fresh DHT lookup, not a cache)
     assert.equal((await status(victim)).registrations, 1)
+    for (const n of nodes) {
+      const res = await httpGet(n.admin, `/aor/${encodeURIComponent('sip:alice@example.com')}?fresh=1`)
+      assert.equal(res.status, 200, `${n.name}: ${res.body}`)
+      assert.equal(JSON.parse(res.body).owner, before, `${n.name} resolves the restarted node`)
+    }
   })
 
   test('SIGTERM stops a node cleanly (exit 0) and frees its ports', async () => {
