@@ -16,6 +16,12 @@
  * Proxy-Require); a request that carries one of our Vias with the hash it would get again is a
  * loop (482). A spiral (the Request-URI changed) hashes differently and passes.
  *
+ * Routes (16.4, 16.12): a top Route naming this node is consumed. What is left is followed only
+ * for a mesh peer, or for an in-dialog request from a user agent whose route set we are in and
+ * whose other entries are all mesh Record-Route entries (`#mayFollowRoute`); anything else is
+ * refused 403 (an ACK: dropped), so a user agent can never make the node send to a socket of
+ * its choosing.
+ *
  * Identity (RFC 3325): P-Asserted-Identity is removed from requests that come from user agents
  * and set to the From AoR (when it is of a served domain) on what this node forwards; requests
  * from the mesh keep theirs (a mesh peer is trusted). Gap: without digest authentication the From
@@ -235,8 +241,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
 
     // 16.4 route information preprocessing: our own Route entry is removed
-    const topRoute = request.headers.get('Route')
-    if (topRoute !== undefined && this.#isOurUri(safeUri(parseNameAddr(topRoute).uri))) request.headers.shift('Route')
+    const consumedRoute = this.#consumeOurRoute(request)
 
     let uri: SipUri
     try {
@@ -268,10 +273,12 @@ export class ProxyCore implements TransactionCore<Flow> {
 
     if (maxForwards === 0) throw new SipStatusError(483, 'Too Many Hops')
 
-    // a Route left: a mid-dialog request following the recorded route
+    // a Route left: a mid-dialog request following the recorded route, when it may (16.4, 16.12)
     const nextRoute = request.headers.get('Route')
     if (nextRoute !== undefined) {
+      if (!this.#mayFollowRoute(request, fromMesh, consumedRoute)) throw new SipStatusError(403, 'Route Not Allowed')
       const target = await this.#routeFlow(safeUri(parseNameAddr(nextRoute).uri))
+      if (!fromMesh) this.#assertIdentity(request)
       await this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
       return
     }
@@ -398,6 +405,42 @@ export class ProxyCore implements TransactionCore<Flow> {
     const t = typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP'
     if (t !== 'UDP' && t !== 'TCP') throw new SipStatusError(480, 'Temporarily Unavailable')
     return await this.#connector.connect({ transport: t, host: u.host, port: u.port ?? 5060 })
+  }
+
+  /** 16.4: a top Route entry naming this node is removed; true when one was */
+  #consumeOurRoute (request: SipRequest): boolean {
+    const top = request.headers.get('Route')
+    if (top === undefined || !this.#isOurUri(safeUri(parseNameAddr(top).uri))) return false
+    request.headers.shift('Route')
+    return true
+  }
+
+  /**
+   * RFC 3261 16.4 / 16.12, and the SPEC's "a request for a domain the node does not serve is
+   * never forwarded": may this request follow the Route entries left once ours was consumed?
+   *
+   * - From a mesh peer: yes. The node that took the request from its user agent checked it.
+   * - From a user agent: only an in-dialog request (To tag) that named this node in its top
+   *   Route (so we Record-Routed its dialog), and whose remaining entries are all mesh
+   *   Record-Route entries (`node=`), the only ones this mesh inserts. Those are followed over
+   *   the PeerChannel, never to an address, and the last node delivers by the Request-URI only
+   *   to a contact registered there. Anything else (an out-of-dialog request with a Route left,
+   *   a foreign proxy in the route set) would make the node a relay to any socket: refused.
+   *   Gap: a foreign Record-Routing proxy between a user agent and the mesh is not supported.
+   */
+  #mayFollowRoute (request: SipRequest, fromMesh: boolean, consumedOurs: boolean): boolean {
+    if (fromMesh) return true
+    if (!consumedOurs) return false
+    let toTag: unknown
+    try { toTag = parseNameAddr(request.headers.get('To') ?? '').params.tag } catch { return false }
+    if (typeof toTag !== 'string' || toTag === '') return false
+    // every entry, whether on its own line or comma-separated (getAll splits list headers)
+    for (const entry of request.headers.getAll('Route')) {
+      let u: SipUri
+      try { u = parseUri(parseNameAddr(entry).uri) } catch { return false }
+      if (typeof u.params.node !== 'string' || u.params.node === '') return false
+    }
+    return true
   }
 
   /** RFC 3325: assert the sender (the From AoR, when it is one of ours) on what we forward */
@@ -645,11 +688,21 @@ export class ProxyCore implements TransactionCore<Flow> {
 
   async #forwardStateless (request: SipRequest, flow: Flow): Promise<void> {
     if (readMaxForwards(request) === 0) return
-    const top = request.headers.get('Route')
-    if (top !== undefined && this.#isOurUri(safeUri(parseNameAddr(top).uri))) request.headers.shift('Route')
+    const fromMesh = flow.transport === MESH_TRANSPORT
+    // RFC 3325 as in #handle: identity (and a stored message's id) only from mesh peers
+    if (!fromMesh) {
+      request.headers.delete('P-Asserted-Identity')
+      request.headers.delete('Sipmesh-Message-Id')
+    }
+    const consumed = this.#consumeOurRoute(request)
     const next = request.headers.get('Route')
     let target: Flow | undefined
     if (next !== undefined) {
+      // an ACK cannot be refused: one that may not follow its Route is dropped
+      if (!this.#mayFollowRoute(request, fromMesh, consumed)) {
+        this.#log.info('ACK with a Route not allowed dropped', { route: next })
+        return
+      }
       target = await this.#routeFlow(safeUri(parseNameAddr(next).uri))
     } else {
       const uri = safeUri(request.uri)
@@ -669,6 +722,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
     if (target === undefined) return
     const copy = cloneMessage(request) as SipRequest
+    if (!fromMesh) this.#assertIdentity(copy)
     const mf = readMaxForwards(request)
     copy.headers.set('Max-Forwards', String(mf === undefined ? 70 : mf - 1))
     const params: Record<string, string | null> = target.transport === MESH_TRANSPORT ? { node: this.#registry.nodeId } : {}
