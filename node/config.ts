@@ -37,7 +37,11 @@ export interface GatewayConfig {
   sip: HostPort
   /** SIP over WebSocket (RFC 7118); absent when off */
   ws?: HostPort
-  /** credentials file for SIP digest authentication; absent: no authentication */
+  /**
+   * absolute path of the credentials file (format in credentials.ts): its users are known to the
+   * mesh (offline IM); when any has a secret (password or HA1), user agents must authenticate by
+   * SIP digest (SHA-256, MD5). Absent: no authentication
+   */
   credentials?: string
   /** offline messages (issue 5): most kept per user, and for how many days */
   offlineLimits: { maxMessagesPerUser: number, retentionDays: number }
@@ -97,7 +101,7 @@ const SETTINGS = {
   admin: { kind: 'string', help: 'admin HTTP API, host:port' },
   'log-level': { kind: 'string', help: `log level: ${LOG_LEVELS.join(', ')}` },
   'allow-peer': { kind: 'list', help: 'peer id allowed to connect (repeatable); default: any' },
-  credentials: { kind: 'string', help: 'credentials file for SIP digest authentication' },
+  credentials: { kind: 'string', help: 'users file, one "user@domain [password | md5:<HA1> sha-256:<HA1>]" a line: users known to the mesh; with secrets, SIP digest authentication of user agents (401/407)' },
   'offline-max-per-user': { kind: 'string', help: 'most offline messages kept for one user (more: 480 Mailbox Full)' },
   'offline-retention-days': { kind: 'string', help: 'days an offline message is kept for a user who does not come back' }
 } as const

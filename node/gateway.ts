@@ -5,45 +5,38 @@
  * `{ start, stop, registrations }`. Leave it undefined to run the mesh and the admin API only.
  *
  * The credentials file (`--credentials`) is read here (only `node/` touches files and the
- * environment): its users are known to the mesh for the offline store (issue 5), whether or not
- * they ever registered. See `readCredentialUsers` for the format.
+ * environment; format and rules in credentials.ts): its users are known to the mesh for the
+ * offline store (issue 5), whether or not they ever registered, and when any of them has a secret
+ * the gateway authenticates user agents by SIP digest (sip-gateway/auth/).
  */
-import { readFile } from 'node:fs/promises'
-import { sipGateway } from '../sip-gateway/index.ts'
+import { sipGateway, type DigestAuthInit } from '../sip-gateway/index.ts'
 import type { GatewayFactory } from './sipmesh-node.ts'
+import { parseCredentialsFile, readCredentialsFile } from './credentials.ts'
 
-/** Largest credentials file read, bytes. */
-const MAX_CREDENTIALS_BYTES = 16 * 1024 * 1024
+export { MAX_CREDENTIALS_BYTES, CredentialsFileError, parseCredentialsFile, readCredentialsFile } from './credentials.ts'
+
+/** Skipped lines of the credentials file logged one by one at most (then a count). */
+const MAX_LOGGED_LINES = 20
 
 /**
- * The AoRs of a credentials file: one user per line, the first whitespace- or colon-free field
- * being `sip:user@domain` or `user@domain` (what follows on the line, such as a digest secret, is
- * left to authentication). Blank lines and lines starting with `#` are skipped; so are lines whose
- * first field is not a user of one of `domains`.
+ * The AoRs of a credentials file that are users of `domains` (with or without a secret), in
+ * file order; malformed lines are skipped. See credentials.ts for the format.
  */
 export function readCredentialUsers (text: string, domains: readonly string[]): string[] {
-  const served = new Set(domains.map(d => d.toLowerCase()))
-  const out = new Set<string>()
-  for (const raw of text.split(/\r?\n/)) {
-    const line = raw.trim()
-    if (line === '' || line.startsWith('#')) continue
-    const first = /^(?:sips?:)?([^@\s:;]+)@([A-Za-z0-9.-]+)/.exec(line)
-    if (first === null) continue
-    const domain = first[2].toLowerCase()
-    if (!served.has(domain)) continue
-    out.add(`sip:${first[1]}@${domain}`)
-  }
-  return [...out]
+  return parseCredentialsFile(text, domains).users
 }
 
 export const defaultGateway: GatewayFactory | undefined = async (context) => {
   const { config } = context
   let credentials: string[] = []
+  let auth: DigestAuthInit | undefined
   if (config.credentials !== undefined) {
-    const data = await readFile(config.credentials)
-    if (data.byteLength > MAX_CREDENTIALS_BYTES) throw new RangeError(`credentials file over ${MAX_CREDENTIALS_BYTES} bytes`)
-    credentials = readCredentialUsers(data.toString('utf8'), config.domains)
-    context.logger.info('credentials file read', { users: credentials.length })
+    const file = await readCredentialsFile(config.credentials, config.domains)
+    credentials = file.users
+    for (const s of file.skipped.slice(0, MAX_LOGGED_LINES)) context.logger.warn('credentials file: line skipped', { file: config.credentials, line: s.line, reason: s.reason })
+    if (file.skipped.length > MAX_LOGGED_LINES) context.logger.warn('credentials file: more lines skipped', { file: config.credentials, count: file.skipped.length - MAX_LOGGED_LINES })
+    if (file.secrets.size > 0) auth = { credentials: file.secrets }
+    context.logger.info('credentials file read', { users: credentials.length, withSecrets: file.secrets.size, skipped: file.skipped.length, digestAuthentication: auth !== undefined })
   }
   const offline = {
     known: { credentials },
@@ -51,5 +44,5 @@ export const defaultGateway: GatewayFactory | undefined = async (context) => {
       ? undefined
       : { maxMessagesPerUser: config.offlineLimits.maxMessagesPerUser, retentionMs: config.offlineLimits.retentionDays * 24 * 60 * 60 * 1000 }
   }
-  return sipGateway({ ...context, config: { ...config, offline } })
+  return sipGateway({ ...context, config: { ...config, offline, auth } })
 }

@@ -135,7 +135,7 @@ export class Gateway {
       registry: components.registry,
       store: components.store,
       logger: this.#log.child({ sub: 'im' }),
-      deliverLocal: async (aor, request) => await this.deliver(aor, request),
+      deliverLocal: async (aor, request, pick) => await this.deliver(aor, request, pick),
       deliverToNode: async (node, request) => {
         if (this.#core === undefined) throw new Error('gateway not started')
         return await this.#core.deliverToNode(node, request)
@@ -163,11 +163,12 @@ export class Gateway {
    * Send a request this node originates (a stored MESSAGE being delivered, issue 5) to every
    * live contact of a locally registered AoR. The request carries From, To, Call-ID, CSeq and
    * body; the gateway adds its Via and sets the Request-URI per contact. Resolves with the first
-   * 2xx (or the best final response), or undefined when the AoR has no reachable contact here.
+   * 2xx (or the final response `pick` chooses, by default the best one), or undefined when the
+   * AoR has no reachable contact here.
    */
-  async deliver (aor: string, request: SipRequest): Promise<SipResponse | undefined> {
+  async deliver (aor: string, request: SipRequest, pick?: (finals: SipResponse[]) => SipResponse | undefined): Promise<SipResponse | undefined> {
     if (this.#core === undefined) throw new Error('gateway not started')
-    return await this.#core.deliver(aor, request)
+    return await this.#core.deliver(aor, request, pick)
   }
 
   /** number of AoRs registered on this node */

@@ -25,7 +25,9 @@ export type { GatewayComponents, GatewayConfig, GatewayStats } from './gateway.t
 export { Registrar, ConflictPolicy, STORE_PREFIX } from './registrar/registrar.ts'
 export type { RegistrarInit, Binding, Reply } from './registrar/registrar.ts'
 export { ProxyCore, KNOWN_METHODS, NOT_OWNER_HEADER } from './proxy/core.ts'
-export type { UnavailableHandler } from './proxy/core.ts'
+export type { UnavailableHandler, RequestAuthenticator } from './proxy/core.ts'
+export { UserAgentAuthenticator, DigestAlgorithm, computeHa1 } from './auth/index.ts'
+export type { DigestAuthInit, UserSecret } from './auth/index.ts'
 export { TransactionLayer } from './transaction/layer.ts'
 export { TransactionState } from './transaction/transaction.ts'
 export { defaultTimers, type TimerSettings } from './transaction/timers.ts'
@@ -68,7 +70,8 @@ export function sipGateway (context: SipGatewayContext): {
     proxy: config.proxy,
     registrar: config.registrar,
     presence: config.presence,
-    offline: config.offline
+    offline: config.offline,
+    auth: config.auth
   })
   return {
     gateway,

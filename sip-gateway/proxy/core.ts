@@ -370,7 +370,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     const targets: Target[] = []
     for (const b of bindings) {
       try {
-        targets.push({ uri: b.uri, flow: await this.#bindingFlow(b), aorOffline: aor })
+        targets.push({ uri: b.uri, flow: await this.#sizedFlow(request, b.uri, await this.#bindingFlow(b)), aorOffline: aor })
       } catch (err) {
         this.#log.debug('contact unreachable', { contact: b.uri, err: String(err) })
       }
@@ -456,14 +456,15 @@ export class ProxyCore implements TransactionCore<Flow> {
   /**
    * Send a request this node originates (for example a stored MESSAGE, issue 5) to every live
    * contact of an AoR registered here, as a stateful UAC/proxy hybrid: our Via on top, the
-   * Request-URI set to each contact. Resolves with the first 2xx, or the best final response
-   * when none succeeds, or undefined when the AoR has no reachable contact here.
+   * Request-URI set to each contact. Resolves with the first 2xx, or the final response `pick`
+   * chooses when none succeeds (the best one of 16.7 by default), or undefined when the AoR has
+   * no reachable contact here.
    */
-  async deliver (aor: string, request: SipRequest): Promise<SipResponse | undefined> {
+  async deliver (aor: string, request: SipRequest, pick: (finals: SipResponse[]) => SipResponse | undefined = bestResponse): Promise<SipResponse | undefined> {
     const bindings = this.#registrar.lookup(aor)
     const targets: Target[] = []
     for (const b of bindings) {
-      try { targets.push({ uri: b.uri, flow: await this.#bindingFlow(b) }) } catch { /* unreachable contact */ }
+      try { targets.push({ uri: b.uri, flow: await this.#sizedFlow(request, b.uri, await this.#bindingFlow(b)) }) } catch { /* unreachable contact */ }
     }
     if (targets.length === 0) return undefined
     return await new Promise<SipResponse>(resolve => {
@@ -473,7 +474,7 @@ export class ProxyCore implements TransactionCore<Flow> {
         if (settled) return
         if (r.status >= 200 && r.status < 300) { settled = true; resolve(r); return }
         finals.push(r)
-        if (finals.length === targets.length) { settled = true; resolve(bestResponse(finals) ?? r) }
+        if (finals.length === targets.length) { settled = true; resolve(pick(finals) ?? r) }
       }
       for (const target of targets) {
         const copy = cloneMessage(request) as SipRequest
@@ -515,6 +516,29 @@ export class ProxyCore implements TransactionCore<Flow> {
         resolve(responseForError(copy, err, this.#log))
       }
     })
+  }
+
+  /**
+   * RFC 3261 18.1.1: a request too large for UDP goes over a congestion-controlled transport.
+   * For a MESSAGE over 1300 bytes (RFC 3428 section 9) to a UDP contact, TCP to the same address
+   * is tried (every RFC 3261 element implements TCP; Kamailio's `udp_mtu_try_proto` does the
+   * same); when that connection cannot be made the UDP flow is kept and the size rule answers
+   * 513. `uri` is the contact the copy will carry as its Request-URI.
+   */
+  async #sizedFlow (request: SipRequest, uri: string, flow: Flow): Promise<Flow> {
+    if (request.method !== 'MESSAGE' || flow.transport !== 'UDP') return flow
+    // measured as it will leave (Request-URI set to the contact); swapped back synchronously
+    const received = request.uri
+    request.uri = uri
+    let tooLarge: boolean
+    try { tooLarge = this.#tooLargeForUdp(request, flow) } finally { request.uri = received }
+    if (!tooLarge) return flow
+    try {
+      return await this.#connector.connect({ transport: 'TCP', host: flow.remote.host, port: flow.remote.port })
+    } catch (err) {
+      this.#log.debug('no TCP path for a MESSAGE too large for UDP', { contact: uri, err: String(err) })
+      return flow
+    }
   }
 
   /**

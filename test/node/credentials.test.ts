@@ -25,3 +25,77 @@ test('offline limits: flags and defaults; zero, negative, non-numeric and huge v
   }
   await assert.rejects(loadConfig(['--offline-retention-days', '4000'], {}), (err: Error) => err.name === ConfigError.NAME)
 })
+
+test('credentials file: passwords become HA1 of both algorithms, HA1 values are taken as given, bare AoRs have no secret', async () => {
+  const { parseCredentialsFile } = await import('../../node/credentials.ts')
+  const { computeHa1 } = await import('../../sip-gateway/auth/digest.ts')
+  const md5 = computeHa1('MD5', 'bob', 'example.com', 'pw')
+  const sha = computeHa1('SHA-256', 'bob', 'example.com', 'pw')
+  const f = parseCredentialsFile([
+    'alice@example.com   correct-horse',
+    `sip:bob@example.com md5:${md5.toUpperCase()}\tsha-256:${sha}`,
+    `old@example.com md5:${md5}`,
+    'carol@example.com',
+    'dave@example.com:s3cret',
+    'eve@example.com password:md5:notahash',
+    'frank@other.org pw'
+  ].join('\r\n'), ['example.com'])
+  assert.deepEqual(f.users, ['sip:alice@example.com', 'sip:bob@example.com', 'sip:old@example.com', 'sip:carol@example.com', 'sip:dave@example.com', 'sip:eve@example.com'])
+  assert.deepEqual(f.secrets.get('sip:alice@example.com'), { 'SHA-256': computeHa1('SHA-256', 'alice', 'example.com', 'correct-horse'), MD5: computeHa1('MD5', 'alice', 'example.com', 'correct-horse') })
+  assert.deepEqual(f.secrets.get('sip:bob@example.com'), { MD5: md5, 'SHA-256': sha })
+  assert.deepEqual(f.secrets.get('sip:old@example.com'), { MD5: md5 }, 'MD5 only')
+  assert.equal(f.secrets.has('sip:carol@example.com'), false)
+  assert.equal(f.secrets.get('sip:dave@example.com')?.MD5, computeHa1('MD5', 'dave', 'example.com', 's3cret'))
+  assert.equal(f.secrets.get('sip:eve@example.com')?.MD5, computeHa1('MD5', 'eve', 'example.com', 'md5:notahash'))
+  assert.deepEqual(f.skipped, [])
+})
+
+test('credentials file: hostile lines are skipped by line number (never echoed), the rest still loads', async () => {
+  const { parseCredentialsFile } = await import('../../node/credentials.ts')
+  const lines = [
+    'ok@example.com pw',
+    'twopw@example.com S3CRa S3CRb',
+    'both@example.com pw md5:' + '0'.repeat(32),
+    'shorthash@example.com md5:abc',
+    'twohash@example.com md5:' + '1'.repeat(32) + ' md5:' + '2'.repeat(32),
+    'ctl@example.com S3\u0000CR',
+    'quote"@example.com pw',
+    'ok@example.com S3CRc',
+    'long@example.com ' + 'x'.repeat(5000),
+    '__proto__@example.com pw',
+    'sip:@example.com pw',
+    'bad@exa_mple.com pw',
+    'empty@example.com password:'
+  ]
+  const f = parseCredentialsFile(lines.join('\n'), ['example.com'])
+  assert.deepEqual(f.users, ['sip:ok@example.com', 'sip:__proto__@example.com'])
+  assert.equal(f.secrets.get('sip:ok@example.com')?.MD5 !== undefined, true, 'the first line for a user counts')
+  assert.deepEqual(f.skipped.map(s => s.line), [2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13])
+  for (const s of f.skipped) assert.doesNotMatch(s.reason, /S3|xxxx/, 'no secret in the reason')
+  assert.equal(Object.getPrototypeOf({}), Object.prototype)
+  assert.deepEqual(parseCredentialsFile('\u0000\r\n\r\n\ufeff', ['example.com']).users, [])
+})
+
+test('credentials file: an oversized file, a missing file and a non-file are refused (CredentialsFileError)', async () => {
+  const { readCredentialsFile, CredentialsFileError, MAX_CREDENTIALS_BYTES } = await import('../../node/credentials.ts')
+  const { mkdtemp, writeFile, truncate, rm } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const dir = await mkdtemp(join(tmpdir(), 'sipmesh-cred-'))
+  try {
+    const big = join(dir, 'big')
+    await writeFile(big, 'alice@example.com pw\n')
+    await truncate(big, MAX_CREDENTIALS_BYTES + 1)
+    const refused = (err: Error): boolean => err.name === CredentialsFileError.NAME
+    await assert.rejects(readCredentialsFile(big, ['example.com']), refused)
+    await assert.rejects(readCredentialsFile(join(dir, 'missing'), ['example.com']), refused)
+    await assert.rejects(readCredentialsFile(dir, ['example.com']), refused)
+    const ok = join(dir, 'ok')
+    await writeFile(ok, 'alice@example.com pw\ncarol@example.com\n')
+    const f = await readCredentialsFile(ok, ['example.com'])
+    assert.deepEqual(f.users, ['sip:alice@example.com', 'sip:carol@example.com'])
+    assert.equal(f.secrets.size, 1)
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
