@@ -29,6 +29,7 @@ import { TransportLayer, type TransportCounters } from './transport/index.ts'
 import type { RateLimitInit } from './transport/limits.ts'
 import { PresenceAgent, type PresenceAgentInit } from './presence/agent.ts'
 import { OfflineIm, type OfflineImInit } from './im/offline-im.ts'
+import { UserAgentAuthenticator, type DigestAuthInit } from './auth/index.ts'
 
 export interface GatewayComponents {
   registry: Registry
@@ -90,6 +91,12 @@ export interface GatewayConfig {
    * lists the AoRs of the credentials file (always known)
    */
   offline?: OfflineImInit
+  /**
+   * SIP digest authentication of user agents (auth/, RFC 8760): on when `credentials` holds at
+   * least one user with a secret; absent or without secrets, nobody is challenged and the From
+   * AoR is asserted as today
+   */
+  auth?: DigestAuthInit
 }
 
 export interface GatewayStats extends ProxyStats {
@@ -111,6 +118,7 @@ export class Gateway {
   readonly #registrar: Registrar<Flow>
   readonly #presence: PresenceAgent
   readonly #im: OfflineIm
+  readonly #auth: UserAgentAuthenticator | undefined
   readonly #meshFlows = new Map<string, Flow>()
   #layer: TransactionLayer<Flow> | undefined
   #core: ProxyCore | undefined
@@ -143,7 +151,14 @@ export class Gateway {
       hasLocalBindings: (aor) => this.#registrar.lookup(aor).length > 0
     }, config.offline)
     this.#registrar.onChange((aor, bindings) => { this.#im.onBindings(aor, bindings.length) })
+    const auth = config.auth
+    if (auth !== undefined && [...auth.credentials.values()].some(s => Object.keys(s).length > 0)) {
+      this.#auth = new UserAgentAuthenticator({ logger: this.#log.child({ sub: 'auth' }) }, { ...auth, domains: this.#config.domains })
+    }
   }
+
+  /** digest authentication of user agents (challenges, failures), when it is on */
+  get auth (): UserAgentAuthenticator | undefined { return this.#auth }
 
   /** offline IM (issue 5): the store of messages for users who are away, and who is known */
   get im (): OfflineIm { return this.#im }
@@ -229,6 +244,7 @@ export class Gateway {
       onUnavailable: async (request, aor) => await this.#unavailable?.(request, aor) ?? await this.#im.onUnavailable(request, aor),
       onTimeout: async (request, aor) => await this.#im.onTimeout(request, aor),
       intercept: (request, tx, flow, fromMesh) => this.#presence.intercept(request, tx, flow, fromMesh),
+      authenticate: this.#auth?.authenticate.bind(this.#auth),
       timerCMs: config.proxy?.timerCMs
     })
     this.#layer = new TransactionLayer<Flow>(this.#core, { timers: config.timers, maxServerTransactions: config.limits?.maxServerTransactions })

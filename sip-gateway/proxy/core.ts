@@ -24,8 +24,9 @@
  *
  * Identity (RFC 3325): P-Asserted-Identity is removed from requests that come from user agents
  * and set to the From AoR (when it is of a served domain) on what this node forwards; requests
- * from the mesh keep theirs (a mesh peer is trusted). Gap: without digest authentication the From
- * AoR is taken on the UA's word; with it, the authenticated identity should be asserted instead.
+ * from the mesh keep theirs (a mesh peer is trusted). Without digest authentication the From AoR
+ * is taken on the UA's word; with it (`authenticate`, auth/), only the authenticated identity is
+ * asserted, and requests nobody authenticated (a foreign From, mid-dialog) get none.
  *
  * Stale routes: a node that receives a request from the mesh for an AoR it does not own answers
  * `404 Not Owner` with `Sipmesh-Not-Owner: <its id>`; the sending node then re-resolves with
@@ -76,6 +77,14 @@ export type UnavailableHandler = (request: SipRequest, aor: string) => Promise<R
  */
 export type RequestInterceptor = (request: SipRequest, tx: ServerTransaction, flow: Flow, fromMesh: boolean) => boolean
 
+/**
+ * Seam for digest authentication (auth/, RFC 3261 22): offered every new request from a user
+ * agent (never from the mesh) after validation, before the interceptor. `response` answers it
+ * through its server transaction (401/407 challenge, 403, 400); otherwise `identity` is the
+ * authenticated AoR, the only one asserted on what is forwarded (undefined: none).
+ */
+export type RequestAuthenticator = (request: SipRequest, toNode: boolean) => { response: SipResponse } | { identity: string | undefined }
+
 export interface ProxyCoreComponents {
   registry: Registry
   registrar: Registrar<Flow>
@@ -101,6 +110,8 @@ export interface ProxyCoreInit {
   onTimeout?: UnavailableHandler
   /** the presence agent's interceptor (SUBSCRIBE, NOTIFY, PUBLISH it serves) */
   intercept?: RequestInterceptor
+  /** digest authentication of user agents; absent: none (the From AoR is asserted) */
+  authenticate?: RequestAuthenticator
   /** timer C of a forwarded INVITE (RFC 3261 16.6 step 11), ms. @default 180000 */
   timerCMs?: number
 }
@@ -129,6 +140,9 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #onUnavailable: UnavailableHandler | undefined
   readonly #onTimeout: UnavailableHandler | undefined
   readonly #intercept: RequestInterceptor | undefined
+  readonly #authenticate: RequestAuthenticator | undefined
+  /** the identity `authenticate` established for a request */
+  readonly #identities = new WeakMap<SipRequest, string>()
   readonly #timerC: number
   readonly #contexts = new Map<ServerTransaction, ResponseContext>()
   readonly #resolving = new Map<string, Promise<Route | undefined>>()
@@ -153,6 +167,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#onUnavailable = init.onUnavailable
     this.#onTimeout = init.onTimeout
     this.#intercept = init.intercept
+    this.#authenticate = init.authenticate
     this.#timerC = init.timerCMs ?? 180_000
   }
 
@@ -252,6 +267,11 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (uri.scheme !== 'sip' && uri.scheme !== 'sips') throw new SipStatusError(416, 'Unsupported URI Scheme')
     const host = uri.host.toLowerCase()
     const toNode = this.#isOurUri(uri) || (this.#domains.has(host) && uri.user === undefined)
+    if (!fromMesh && this.#authenticate !== undefined) {
+      const verdict = this.#authenticate(request, toNode)
+      if ('response' in verdict) { this.#respond(tx, verdict.response); return }
+      if (verdict.identity !== undefined) this.#identities.set(request, verdict.identity)
+    }
     if (this.#intercept?.(request, tx, flow, fromMesh) === true) return
 
     // requests to the node itself (and REGISTER, whatever its Request-URI user part)
@@ -443,8 +463,16 @@ export class ProxyCore implements TransactionCore<Flow> {
     return true
   }
 
-  /** RFC 3325: assert the sender (the From AoR, when it is one of ours) on what we forward */
+  /**
+   * RFC 3325: assert the sender on what we forward: the authenticated identity when digest
+   * authentication is on, else the From AoR when it is one of ours
+   */
   #assertIdentity (request: SipRequest): void {
+    if (this.#authenticate !== undefined) {
+      const identity = this.#identities.get(request)
+      if (identity !== undefined) request.headers.set('P-Asserted-Identity', `<${identity}>`)
+      return
+    }
     const from = request.headers.get('From')
     if (from === undefined) return
     try {
