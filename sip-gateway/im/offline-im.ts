@@ -15,8 +15,14 @@
  *   sent as SIP over the PeerChannel to that node (`deliverToNode`), which relays it to her
  *   devices like any MESSAGE from the mesh. Either way in order, one at a time, each removed
  *   only after a 2xx came back from a device (the other node answers 2xx only when its device
- *   did, or when it stored the message itself after a device timeout), stopping at the first
- *   failure. The original From, To, Date and P-Asserted-Identity travel with it; the message id
+ *   did, or when it stored the message itself after a device timeout). A transient failure
+ *   (timeout, 408, 480, 486, 5xx, 600, no contact) stops the run and keeps the rest, in order,
+ *   for the next try; a refusal of that one message for good (400, 403, 413, 415, 488, 513, 603:
+ *   `offline/delivery.ts`) drops it, logged at warn, and the run goes on. With several devices
+ *   and no 2xx, a transient failure of one outweighs a refusal by another (`decidingResponse`).
+ *   A MESSAGE over 1300 bytes for a device registered over UDP goes to it over TCP when the
+ *   device accepts a connection at its contact address (the proxy core), else it is refused
+ *   513. The original From, To, Date and P-Asserted-Identity travel with it; the message id
  *   travels in `Sipmesh-Message-Id` (trusted from the mesh only), so a copy stored again on the
  *   way keeps its id and is never stored or delivered twice.
  *
@@ -42,6 +48,7 @@ import type { DurableStore, Logger, Registry, Route, Unwatch } from '../ports.ts
 import { OfflineStore, type OfflineStoreInit } from '../offline/store.ts'
 import { KnownUsers, type KnownUsersInit } from '../offline/known-users.ts'
 import { messageIdOf, isAor } from '../offline/record.ts'
+import { decidingResponse } from '../offline/delivery.ts'
 import type { OfflineMessage, OfflineRecord } from '../offline/record.ts'
 import type { Reply } from '../registrar/registrar.ts'
 
@@ -62,8 +69,11 @@ export interface OfflineImComponents {
   registry: Registry
   store: DurableStore
   logger: Logger
-  /** relay a request to the live local contacts of an AoR (the gateway's `deliver`) */
-  deliverLocal: (aor: string, request: SipRequest) => Promise<SipResponse | undefined>
+  /**
+   * relay a request to the live local contacts of an AoR (the gateway's `deliver`); `pick`
+   * chooses the response when no device answered 2xx
+   */
+  deliverLocal: (aor: string, request: SipRequest, pick?: (finals: SipResponse[]) => SipResponse | undefined) => Promise<SipResponse | undefined>
   /** send a request this node originates to another node over the mesh; resolves with its final response */
   deliverToNode: (node: string, request: SipRequest) => Promise<SipResponse>
   /** the AoRs with live bindings here */
@@ -75,7 +85,8 @@ export interface OfflineImInit {
   known?: KnownUsersInit
   /**
    * how often backlogs whose user is registered somewhere are tried again (a delivery stops at the
-   * first failure, e.g. a device that refused, and nothing else may wake it), ms. @default 60000
+   * first transient failure, e.g. a busy or unreachable device, and nothing else may wake it),
+   * ms. @default 60000
    */
   retryIntervalMs?: number
   /** how long after start the markers of users who registered here are claimed again, ms. @default 10000 */
@@ -292,8 +303,8 @@ export class OfflineIm {
     const remote = route !== undefined && route.node !== this.#registry.nodeId ? route.node : undefined
     const result = await this.offline.deliverBacklog(aor, async (rec) => {
       const request = requestOf(rec)
-      const response = remote === undefined ? await this.#deliverLocal(aor, request) : await this.#deliverToNode(remote, request)
-      return response !== undefined && response.status >= 200 && response.status < 300
+      // the store decides by the status what a failure means (offline/delivery.ts)
+      return remote === undefined ? await this.#deliverLocal(aor, request, decidingResponse) : await this.#deliverToNode(remote, request)
     })
     this.#log.info('offline backlog run', { aor, to: remote ?? 'local', ...result })
   }

@@ -10,15 +10,17 @@
  * - A MESSAGE that timed out (408) at the device's contact: store it the same way.
  * - REGISTER accepted: `knownUsers.markRegistered(aor)`, then `offline.deliverBacklog(aor, send)`
  *   where `send` relays one MESSAGE (original From, To, Date, body, kept headers) and resolves
- *   true on a 2xx.
+ *   with the final response: a 2xx removes it, a transient failure keeps it and the rest for a
+ *   later run, a permanent refusal of that message (delivery.ts) drops it and goes on.
  * - The user registered on another node: `offline.take(aor, handOver)` where `handOver` ships
  *   `encodeRecords(batch)` over the mesh and resolves once the peer's `import()` resolved.
  */
 export { OfflineStore, DAY_MS } from './store.ts'
 export type {
   OfflineStoreInit, OfflineStoreComponents, StoreResult, ImportResult, DeliverResult, SweepResult,
-  OfflineStats, SendFn, HandOverFn, Timers
+  OfflineStats, SendFn, SendAnswer, HandOverFn, Timers
 } from './store.ts'
+export { Delivery, deliveryOf, decidingResponse } from './delivery.ts'
 export { KnownUsers, KNOWN_PREFIX } from './known-users.ts'
 export type { KnownUsersInit, KnownUsersComponents } from './known-users.ts'
 export { messageIdOf, encodeRecords, decodeRecords, isAor } from './record.ts'

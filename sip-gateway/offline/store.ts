@@ -13,8 +13,12 @@
  * - Retention: a periodic sweep deletes messages older than `retentionMs` (counted from the first
  *   receipt, kept across transfers) and tombstones as old.
  * - `deliverBacklog()` sends a user's backlog in order, removing each message only after the
- *   sender reported a 2xx, stopping at the first failure. One delivery (or hand-over) per user
- *   at a time, so no message is sent twice by concurrent calls.
+ *   sender reported a 2xx. A transient failure (timeout, busy, offline, 5xx: see delivery.ts)
+ *   stops the run and keeps that message and the rest for a later run, in order; a permanent
+ *   refusal of one message (415, 488, 513, 603...) removes that message, logged at warn and
+ *   counted (`stats().refused`), and the run goes on with the next, so one message a device
+ *   will never take cannot hold up the others. One delivery (or hand-over) per user at a time,
+ *   so no message is sent twice by concurrent calls.
  * - `take()` / `drain()` / `import()`: a user's backlog handed to another node as serialisable
  *   records; the receiving side dedupes by id (pending or tombstoned), so a retried transfer
  *   delivers nothing twice.
@@ -28,6 +32,7 @@
 import type { AbortOptions, DurableStore, Logger } from '../ports.ts'
 import { InvalidOfflineMessageError, OfflineMessageTooLargeError, OfflineQuotaError, OfflineStoreStoppedError, QuotaScope } from './errors.ts'
 import { KeyedLock } from './keyed-lock.ts'
+import { Delivery, deliveryOf } from './delivery.ts'
 import {
   LIMITS, MSG_PREFIX, TOMB_PREFIX, checkAor, decodeRecord, encodeRecord, messageKey, parseMessageKey,
   parseTombstoneKey, toRecord, tombstoneKey, userPrefix
@@ -106,9 +111,11 @@ export interface ImportResult {
 
 export interface DeliverResult {
   delivered: number
+  /** messages refused for good by the device in this run, and removed */
+  refused: number
   /** messages still pending for the user after this run */
   remaining: number
-  /** true when a send failed (non-2xx, threw, or the run was aborted) and delivery stopped there */
+  /** true when a send failed transiently (or threw, or the run was aborted) and delivery stopped there */
   stopped: boolean
 }
 
@@ -124,10 +131,19 @@ export interface OfflineStats {
   bytes: number
   /** corrupt entries found and not yet swept */
   corrupt: number
+  /** messages a device refused for good and that were removed undelivered, since start (a counter) */
+  refused: number
 }
 
-/** Sends one stored message to the user's device(s); true when a device answered 2xx. */
-export type SendFn = (record: OfflineRecord, options: AbortOptions) => Promise<boolean>
+/** The final response a delivery attempt ended with (a device's, or one the sender synthesized: 408, 503). */
+export interface SendAnswer { status: number, reason?: string }
+
+/**
+ * Sends one stored message to the user's device(s). Resolves with the final response (its
+ * status decides, see delivery.ts), or `true` for delivered and `false` / undefined for "keep it,
+ * try again later" (no reachable contact). A throw counts as a transient failure.
+ */
+export type SendFn = (record: OfflineRecord, options: AbortOptions) => Promise<SendAnswer | boolean | undefined>
 
 /** Hands a user's records to another node; resolves once they are stored durably there. */
 export type HandOverFn = (aor: string, records: OfflineRecord[], options: AbortOptions) => Promise<void>
@@ -183,6 +199,7 @@ export class OfflineStore {
   #corrupt: Array<{ key: string, time: number }> = []
   #count = 0
   #bytes = 0
+  #refused = 0
   #state: State = State.Idle
   #timer: unknown
   #sweeping: Promise<SweepResult> | undefined
@@ -290,7 +307,7 @@ export class OfflineStore {
   }
 
   stats (): OfflineStats {
-    return { users: this.users().length, messages: this.#count, bytes: this.#bytes, corrupt: this.#corrupt.length }
+    return { users: this.users().length, messages: this.#count, bytes: this.#bytes, corrupt: this.#corrupt.length, refused: this.#refused }
   }
 
   /**
@@ -429,7 +446,11 @@ export class OfflineStore {
 
   /**
    * Send the user's backlog in order through `send`, removing each message after `send`
-   * resolved true (a 2xx), stopping at the first false, throw or abort and keeping the rest.
+   * reported a 2xx. A transient failure (see delivery.ts: false, undefined, a throw, 408, 480,
+   * 486, 5xx, 600...) or an abort stops the run there and keeps that message and the rest. A
+   * permanent refusal (400, 403, 413, 415, 488, 513, 603...) removes that message (with a
+   * tombstone, so a copy arriving again is not stored again), logs it at warn with its id and
+   * sender, counts it in `stats().refused`, and the run goes on with the next message.
    * Messages stored while it runs are delivered too. Concurrent calls for one user run one after
    * the other, so nothing is sent twice. `max` bounds how many are delivered in this run.
    */
@@ -441,6 +462,7 @@ export class OfflineStore {
       const max = options.max ?? Number.POSITIVE_INFINITY
       const skipped = new Set<Entry>()
       let delivered = 0
+      let refused = 0
       let stopped = false
       while (delivered < max) {
         if (signal.aborted || this.#state !== State.Started) { stopped = true; break }
@@ -453,18 +475,30 @@ export class OfflineStore {
         }
         const rec = await this.#read(aor, e)
         if (rec === undefined) { skipped.add(e); continue }
-        let ok = false
+        let answer: SendAnswer | boolean | undefined
         try {
-          ok = await send(rec, { signal })
+          answer = await send(rec, { signal })
         } catch (err) {
           this.#log.info('offline delivery failed', { aor, id: rec.id, err: String(err) })
         }
-        if (!ok) { stopped = true; break }
+        const outcome = typeof answer === 'object' ? deliveryOf(answer.status) : answer === true ? Delivery.Delivered : Delivery.Retry
+        if (outcome === Delivery.Retry) {
+          if (typeof answer === 'object') this.#log.info('offline delivery deferred', { aor, id: rec.id, status: answer.status })
+          stopped = true
+          break
+        }
         await this.#mutate.run(aor, async () => await this.#remove(aor, rec.id, true))
-        delivered++
+        if (outcome === Delivery.Delivered) {
+          delivered++
+          continue
+        }
+        refused++
+        this.#refused++
+        const status = (answer as SendAnswer).status
+        this.#log.warn('offline message refused by the device, dropped', { aor, id: rec.id, from: rec.from, status, reason: (answer as SendAnswer).reason })
       }
-      if (delivered > 0) this.#log.info('offline backlog delivered', { aor, delivered, remaining: this.count(aor) })
-      return { delivered, remaining: this.count(aor), stopped }
+      if (delivered + refused > 0) this.#log.info('offline backlog delivered', { aor, delivered, refused, remaining: this.count(aor) })
+      return { delivered, refused, remaining: this.count(aor), stopped }
     })
   }
 

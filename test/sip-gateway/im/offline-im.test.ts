@@ -2,14 +2,18 @@
 // channel, real UDP/TCP sockets. Stored on one node, delivered when the user registers on another.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
+import { createServer, type Server, type Socket } from 'node:net'
 import { TestMesh } from '../gateway/fixtures/mesh.ts'
 import { TestUa } from '../gateway/fixtures/ua.ts'
 import { markerOf } from '../../../sip-gateway/im/offline-im.ts'
+import { parseMessage, serializeMessage, createResponse, SipRequest } from '../../../sip-gateway/codec/index.ts'
 
 const meshes: TestMesh[] = []
 const uas: TestUa[] = []
+const servers: Array<() => Promise<void>> = []
 after(async () => {
   for (const u of uas) await u.close()
+  for (const close of servers) await close()
   for (const m of meshes) await m.stop()
 })
 
@@ -18,6 +22,43 @@ async function ua (user: string, target: { host: string, port: number }, transpo
   uas.push(u)
   return u
 }
+
+/**
+ * The TCP side of a device registered over UDP: a listener on 127.0.0.1 at the UDP UA's port
+ * that records each request it gets in `into` and answers 200 over the same connection.
+ */
+async function tcpSide (port: number, into: string[]): Promise<Server> {
+  const sockets = new Set<Socket>()
+  const server = createServer((sock) => {
+    sockets.add(sock)
+    sock.on('close', () => { sockets.delete(sock) })
+    let buf = Buffer.alloc(0)
+    sock.on('error', () => {})
+    sock.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk])
+      for (;;) {
+        while (buf.length > 0 && (buf[0] === 13 || buf[0] === 10)) buf = buf.subarray(1)
+        const end = buf.indexOf('\r\n\r\n')
+        if (end === -1) return
+        const total = end + 4 + Number(/content-length\s*:\s*(\d+)/i.exec(buf.subarray(0, end).toString())?.[1] ?? 0)
+        if (buf.length < total) return
+        const m = parseMessage(buf.subarray(0, total))
+        buf = buf.subarray(total)
+        if (!(m instanceof SipRequest)) continue
+        into.push(`tcp:${Buffer.from(m.body).toString().slice(0, 8)}`)
+        sock.write(serializeMessage(createResponse(m, 200, undefined, undefined, { toTag: true })))
+      }
+    })
+  })
+  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(port, '127.0.0.1', () => { resolve() }) })
+  servers.push(async () => {
+    for (const sock of sockets) sock.destroy()
+    await new Promise<void>(resolve => server.close(() => { resolve() }))
+  })
+  return server
+}
+
+const bodiesOf = (u: TestUa): string[] => u.received.filter(m => m.method === 'MESSAGE').map(m => Buffer.from(m.body).toString())
 
 test('stored for a user known on another node (202), delivered in order with sender and Date where she registers next; unknown: 404', async () => {
   const mesh = await TestMesh.spawn(3)
@@ -138,26 +179,120 @@ test('two devices, one silent: the other device takes the MESSAGE, nothing is st
   assert.equal(a.gateway.im.offline.count('sip:ria@example.com'), 1, 'kept once, not once per device')
 })
 
-test('a backlog delivery stopped by a refusing device is tried again later, in order, nothing lost', async () => {
-  const mesh = await TestMesh.spawn(1, { offline: { retryIntervalMs: 200, known: { credentials: ['sip:lou@example.com'] } } })
+for (const status of [486, 480]) {
+  test(`a backlog delivery stopped by a device answering ${status} (transient) keeps everything and is tried again later, in order, nothing lost`, async () => {
+    const user = `lou${status}`
+    const aor = `sip:${user}@example.com`
+    const mesh = await TestMesh.spawn(1, { offline: { retryIntervalMs: 200, known: { credentials: [aor] } } })
+    meshes.push(mesh)
+    const [a] = mesh.nodes
+    const s = await ua('max', a.sip, 'TCP')
+    for (const body of ['one', 'two', 'three']) assert.equal((await s.request({ uri: aor, body }))?.status, 202)
+    const lou = await ua(user, a.sip)
+    lou.answer = (m) => m.method === 'MESSAGE' ? status : 200
+    assert.equal((await lou.register(600))?.status, 200)
+    // the runs the registration started are over (each stopped at the first message); nothing else happens
+    await lou.waitFor(() => undefined, 400)
+    assert.ok(bodiesOf(lou).length > 0, 'tried once at least')
+    assert.ok(bodiesOf(lou).every(b => b === 'one'), 'nothing after the first was tried')
+    assert.equal(a.gateway.im.offline.count(aor), 3, 'all kept')
+    assert.equal(a.gateway.im.offline.stats().refused, 0)
+    lou.received.length = 0
+    lou.answer = () => 200
+    // well before the node's own re-watch 3 s after start: only the retry interval can do it
+    await lou.waitFor(() => a.gateway.im.offline.count(aor) === 0 ? true : undefined, 1500)
+    assert.equal(a.gateway.im.offline.count(aor), 0)
+    assert.deepEqual(bodiesOf(lou), ['one', 'two', 'three'], 'in order, once each')
+  })
+}
+
+test('a device that refuses one message for good (415) gets the others, in order; the refused one is dropped, logged and counted', async () => {
+  const mesh = await TestMesh.spawn(1, { offline: { known: { credentials: ['sip:liv@example.com'] } } })
   meshes.push(mesh)
   const [a] = mesh.nodes
-  const s = await ua('max', a.sip, 'TCP')
-  for (const body of ['one', 'two']) assert.equal((await s.request({ uri: 'sip:lou@example.com', body }))?.status, 202)
-  const lou = await ua('lou', a.sip)
-  lou.answer = (m) => m.method === 'MESSAGE' ? 486 : 200
-  assert.equal((await lou.register(600))?.status, 200)
-  // the runs the registration started are over (each stopped at the refusal); nothing else happens
-  await lou.waitFor(() => undefined, 400)
-  assert.ok(lou.received.some(m => m.method === 'MESSAGE'), 'tried once at least')
-  assert.equal(a.gateway.im.offline.count('sip:lou@example.com'), 2)
-  lou.received.length = 0
-  lou.answer = () => 200
-  // well before the node's own re-watch 3 s after start: only the retry interval can do it
-  await lou.waitFor(() => a.gateway.im.offline.count('sip:lou@example.com') === 0 ? true : undefined, 1500)
-  assert.equal(a.gateway.im.offline.count('sip:lou@example.com'), 0)
-  const bodies = lou.received.filter(m => m.method === 'MESSAGE').map(m => Buffer.from(m.body).toString())
-  assert.deepEqual(bodies, ['one', 'two'], 'in order, once each')
+  const s = await ua('mo', a.sip, 'TCP')
+  for (const body of ['one', '<b>html</b>', 'two', 'three']) assert.equal((await s.request({ uri: 'sip:liv@example.com', body }))?.status, 202)
+  const liv = await ua('liv', a.sip)
+  liv.answer = (m) => m.method === 'MESSAGE' && Buffer.from(m.body).toString().startsWith('<b>') ? 415 : 200
+  assert.equal((await liv.register(600))?.status, 200)
+  await liv.waitFor(() => a.gateway.im.offline.count('sip:liv@example.com') === 0 ? true : undefined, 2000)
+  assert.equal(a.gateway.im.offline.count('sip:liv@example.com'), 0)
+  assert.deepEqual(bodiesOf(liv), ['one', '<b>html</b>', 'two', 'three'], 'each tried once, in order')
+  assert.equal(a.gateway.im.offline.stats().refused, 1)
+  const warn = mesh.lines.find(l => l.level === 'warn' && /refused/.test(l.msg))
+  assert.equal(warn?.fields?.status, 415)
+  assert.match(String(warn?.fields?.from), /sip:mo@example\.com/)
+  assert.match(String(warn?.fields?.id), /^[0-9a-f]{32}$/)
+  // nothing more arrives later (no retry of the refused one, nothing twice)
+  await liv.waitFor(() => undefined, 300)
+  assert.equal(bodiesOf(liv).length, 4)
+})
+
+test('two devices, one refusing (415), one busy (480): the message is kept for the busy one, delivered once it accepts', async () => {
+  const mesh = await TestMesh.spawn(1, { offline: { retryIntervalMs: 200, known: { credentials: ['sip:uma@example.com'] } } })
+  meshes.push(mesh)
+  const [a] = mesh.nodes
+  const s = await ua('mo', a.sip, 'TCP')
+  assert.equal((await s.request({ uri: 'sip:uma@example.com', body: 'for whoever can' }))?.status, 202)
+  const picky = await ua('uma', a.sip)
+  const busy = await ua('uma', a.sip)
+  picky.answer = (m) => m.method === 'MESSAGE' ? 415 : 200
+  busy.answer = (m) => m.method === 'MESSAGE' ? 480 : 200
+  // busy first (so the first run, to her alone, keeps it), then the picky one: every run after
+  // that asks both
+  assert.equal((await busy.register(600, { callId: 'uma-busy' }))?.status, 200)
+  assert.equal((await picky.register(600))?.status, 200)
+  await picky.waitFor(() => bodiesOf(picky).length >= 2 ? true : undefined, 2000)
+  assert.ok(bodiesOf(picky).length >= 2, 'the picky device was asked, more than once')
+  assert.equal(a.gateway.im.offline.count('sip:uma@example.com'), 1, 'kept: the busy device may take it')
+  assert.equal(a.gateway.im.offline.stats().refused, 0)
+  busy.answer = () => 200
+  await busy.waitFor(() => a.gateway.im.offline.count('sip:uma@example.com') === 0 ? true : undefined, 2000)
+  assert.equal(a.gateway.im.offline.count('sip:uma@example.com'), 0)
+})
+
+for (const where of ['the same node', 'another node']) {
+  test(`a 1400-byte MESSAGE stored from TCP for a user back over UDP with no TCP path (${where}): 513 drops it, the small ones behind it arrive in order`, async () => {
+    const mesh = await TestMesh.spawn(2, { offline: { known: { credentials: ['sip:sue@example.com'] } } })
+    meshes.push(mesh)
+    const [a, b] = mesh.nodes
+    const s = await ua('ray', a.sip, 'TCP')
+    const big = 'x'.repeat(1400)
+    for (const body of ['one', big, 'two', 'three']) assert.equal((await s.request({ uri: 'sip:sue@example.com', body }))?.status, 202)
+    assert.equal(a.gateway.im.offline.count('sip:sue@example.com'), 4)
+    const sue = await ua('sue', where === 'the same node' ? a.sip : b.sip)
+    assert.equal((await sue.register(600))?.status, 200)
+    await sue.waitFor(() => a.gateway.im.offline.count('sip:sue@example.com') === 0 ? true : undefined, 3000)
+    assert.equal(a.gateway.im.offline.count('sip:sue@example.com'), 0, 'nothing stuck')
+    assert.deepEqual(bodiesOf(sue), ['one', 'two', 'three'], 'the later small messages, in order, once each')
+    assert.equal(a.gateway.im.offline.stats().refused, 1)
+    const warn = mesh.lines.find(l => l.level === 'warn' && /refused/.test(l.msg))
+    assert.equal(warn?.fields?.status, 513)
+    assert.match(String(warn?.fields?.from), /sip:ray@example\.com/)
+    // and new small messages reach her directly
+    assert.equal((await s.request({ uri: 'sip:sue@example.com', body: 'four' }))?.status, 200)
+  })
+}
+
+test('a 1400-byte MESSAGE for a device registered over UDP that also listens on TCP goes over TCP (RFC 3261 18.1.1), in order with the rest', async () => {
+  const mesh = await TestMesh.spawn(2, { offline: { known: { credentials: ['sip:tia@example.com'] } } })
+  meshes.push(mesh)
+  const [a, b] = mesh.nodes
+  const s = await ua('ray', a.sip, 'TCP')
+  const big = 'y'.repeat(1400)
+  for (const body of ['one', big, 'two']) assert.equal((await s.request({ uri: 'sip:tia@example.com', body }))?.status, 202)
+  const tia = await ua('tia', b.sip)
+  const order: string[] = []
+  tia.answer = (m) => { if (m.method === 'MESSAGE') order.push(`udp:${Buffer.from(m.body).toString()}`); return 200 }
+  await tcpSide(tia.port, order)
+  assert.equal((await tia.register(600))?.status, 200)
+  await tia.waitFor(() => a.gateway.im.offline.count('sip:tia@example.com') === 0 ? true : undefined, 3000)
+  assert.equal(a.gateway.im.offline.count('sip:tia@example.com'), 0)
+  assert.deepEqual(order, ['udp:one', 'tcp:yyyyyyyy', 'udp:two'])
+  assert.equal(a.gateway.im.offline.stats().refused, 0)
+  // a live one over 1300 bytes takes the same path
+  assert.equal((await s.request({ uri: 'sip:tia@example.com', body: big }))?.status, 200)
+  assert.deepEqual(order.slice(3), ['tcp:yyyyyyyy'])
 })
 
 test('hostile: a UA cannot choose the stored id (Sipmesh-Message-Id is trusted from the mesh only); oversized offline body: 513', async () => {

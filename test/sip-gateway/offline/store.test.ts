@@ -359,19 +359,58 @@ describe('OfflineStore: deliverBacklog', () => {
     const sent: string[] = []
     const r = await store.deliverBacklog(ALICE, async (m) => { sent.push(m.id); return m.id !== 'm-3' })
     assert.deepEqual(sent, ['m-0', 'm-1', 'm-2', 'm-3'])
-    assert.deepEqual(r, { delivered: 3, remaining: 3, stopped: true })
+    assert.deepEqual(r, { delivered: 3, refused: 0, remaining: 3, stopped: true })
     assert.deepEqual(await ids(store), ['m-3', 'm-4', 'm-5'])
     const r2 = await store.deliverBacklog(ALICE, async (m) => { sent.push(m.id); return true })
-    assert.deepEqual(r2, { delivered: 3, remaining: 0, stopped: false })
+    assert.deepEqual(r2, { delivered: 3, refused: 0, remaining: 0, stopped: false })
     assert.deepEqual(sent, ['m-0', 'm-1', 'm-2', 'm-3', 'm-3', 'm-4', 'm-5'])
     await store.stop()
+  })
+
+  test('a permanent refusal (415, 513, 603...) drops that message, logged and counted, and the rest go on in order', async () => {
+    const { store, logger } = await open()
+    for (let i = 0; i < 6; i++) await store.store(ALICE, message(i))
+    const refuse: Record<string, number> = { 'm-1': 415, 'm-3': 513, 'm-4': 603 }
+    const sent: string[] = []
+    const r = await store.deliverBacklog(ALICE, async (m) => {
+      sent.push(m.id)
+      const status = refuse[m.id] ?? 200
+      return { status, reason: status === 415 ? 'Unsupported Media Type' : undefined }
+    })
+    assert.deepEqual(sent, ['m-0', 'm-1', 'm-2', 'm-3', 'm-4', 'm-5'])
+    assert.deepEqual(r, { delivered: 3, refused: 3, remaining: 0, stopped: false })
+    assert.equal(store.count(ALICE), 0)
+    assert.equal(store.stats().refused, 3)
+    const warned = logger.at('warn').filter(l => l.msg.includes('refused'))
+    assert.deepEqual(warned.map(l => [l.fields.id, l.fields.status]), [['m-1', 415], ['m-3', 513], ['m-4', 603]])
+    assert.equal(warned[0].fields.from, '"Bob" <sip:bob@example.com>;tag=t1')
+    assert.equal(warned[0].fields.aor, ALICE)
+    // tombstoned: the same message arriving again is not stored (nor sent) a second time
+    assert.deepEqual(await store.store(ALICE, message(1)), { id: 'm-1', stored: false })
+    await store.stop()
+  })
+
+  test('a transient failure (408, 480, 486, 500, 503, 600, no answer) keeps that message and all after it, in order', async () => {
+    for (const failure of [{ status: 408 }, { status: 480 }, { status: 486 }, { status: 500 }, { status: 503 }, { status: 600 }, { status: 404 }, false, undefined]) {
+      const { store, logger } = await open()
+      for (let i = 0; i < 4; i++) await store.store(ALICE, message(i))
+      const sent: string[] = []
+      const r = await store.deliverBacklog(ALICE, async (m) => { sent.push(m.id); return m.id === 'm-1' ? failure : { status: 200 } })
+      const label = JSON.stringify(failure)
+      assert.deepEqual(sent, ['m-0', 'm-1'], label)
+      assert.deepEqual(r, { delivered: 1, refused: 0, remaining: 3, stopped: true }, label)
+      assert.deepEqual(await ids(store), ['m-1', 'm-2', 'm-3'], label)
+      assert.equal(store.stats().refused, 0, label)
+      assert.equal(logger.at('warn').length, 0, label)
+      await store.stop()
+    }
   })
 
   test('a sender that throws is a failure', async () => {
     const { store } = await open()
     await store.store(ALICE, message(1))
     const r = await store.deliverBacklog(ALICE, async () => { throw new Error('408') })
-    assert.deepEqual(r, { delivered: 0, remaining: 1, stopped: true })
+    assert.deepEqual(r, { delivered: 0, refused: 0, remaining: 1, stopped: true })
     await store.stop()
   })
 
@@ -411,9 +450,9 @@ describe('OfflineStore: deliverBacklog', () => {
     for (let i = 0; i < 5; i++) { await store.store(ALICE, message(i)); await store.store(BOB, message(i)) }
     const ac = new AbortController()
     const r = await store.deliverBacklog(ALICE, async (m) => { if (m.id === 'm-1') ac.abort(); return true }, { signal: ac.signal })
-    assert.deepEqual(r, { delivered: 2, remaining: 3, stopped: true })
+    assert.deepEqual(r, { delivered: 2, refused: 0, remaining: 3, stopped: true })
     const r2 = await store.deliverBacklog(BOB, async () => true, { max: 2 })
-    assert.deepEqual(r2, { delivered: 2, remaining: 3, stopped: false })
+    assert.deepEqual(r2, { delivered: 2, refused: 0, remaining: 3, stopped: false })
     await store.stop()
   })
 
