@@ -1,6 +1,11 @@
-// Retransmission over real UDP sockets that drop datagrams: the non-INVITE and INVITE client
-// transactions recover, the server transactions absorb the duplicates and re-send their last
-// response. T1 is shortened to 20 ms so the test takes well under a second.
+// Retransmission over real UDP sockets that drop chosen datagrams, one socket pair and one pair of
+// transaction layers per case so that every loss lands where the case says:
+// - timer E: lost MESSAGEs are retransmitted (T1, then 2*T1); the server absorbs the duplicates
+//   and re-sends its lost 200 on the next retransmission;
+// - timer A: a lost INVITE is retransmitted;
+// - timer G: a lost INVITE final response is retransmitted by the server on its own (every
+//   INVITE retransmission is dropped, so only timer G can bring it), until the ACK stops it.
+// T1 is shortened to 20 ms so each case takes well under a second.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createSocket, type Socket } from 'node:dgram'
@@ -9,6 +14,7 @@ import { parseMessage, serializeMessage, createResponse, SipRequest, Headers, ty
 
 const sockets: Socket[] = []
 after(() => { for (const s of sockets) s.close() })
+const timers = { t1: 20, t2: 80, t4: 100 }
 
 async function udp (): Promise<Socket> {
   const s = createSocket('udp4')
@@ -17,17 +23,20 @@ async function udp (): Promise<Socket> {
   return s
 }
 
-/** a flow that drops the datagrams whose index is in `drop` (0-based, per flow) */
-function lossyFlow (socket: Socket, port: number, drop: Set<number>, log: string[]): MessageFlow {
-  let n = 0
+interface Sent { what: string, dropped: boolean, at: number }
+
+/** a flow that drops a datagram when `drop(what, n)` says so (`n`: how many of that kind went before) */
+function lossyFlow (socket: Socket, port: number, drop: (what: string, n: number) => boolean, log: Sent[]): MessageFlow {
+  const counts = new Map<string, number>()
   return {
     reliable: false,
     send (m) {
-      const i = n++
       const what = m instanceof SipRequest ? m.method : String(m.status)
-      if (drop.has(i)) { log.push(`drop ${what}`); return }
-      log.push(`send ${what}`)
-      socket.send(serializeMessage(m), port, '127.0.0.1')
+      const n = counts.get(what) ?? 0
+      counts.set(what, n + 1)
+      const dropped = drop(what, n)
+      log.push({ what, dropped, at: performance.now() })
+      if (!dropped) socket.send(serializeMessage(m), port, '127.0.0.1')
     }
   }
 }
@@ -38,60 +47,111 @@ function request (method: string, port: number): SipRequest {
   h.append('Max-Forwards', '70')
   h.append('From', '<sip:a@example.com>;tag=1')
   h.append('To', '<sip:b@example.com>')
-  h.append('Call-ID', `lossy-${method}`)
+  h.append('Call-ID', `lossy-${method}-${Math.random().toString(36).slice(2)}`)
   h.append('CSeq', `1 ${method}`)
   h.append('Content-Length', '0')
   return new SipRequest(method, 'sip:b@127.0.0.1', h)
 }
 
-test('lossy UDP: MESSAGE and INVITE transactions recover by retransmission', async () => {
+/**
+ * A client and a server transaction layer on two real UDP sockets; the server's TU answers
+ * MESSAGE 200 and INVITE 486. Sends one request and resolves with its final response.
+ */
+async function exchange (method: string, dropClient: (what: string, n: number) => boolean, dropServer: (what: string, n: number) => boolean): Promise<{
+  final: SipResponse | string, clientSent: Sent[], serverSent: Sent[], serverGot: string[], tuSaw: number, server: TransactionLayer<MessageFlow>, close: () => void
+  /** taken just before the request was sent / the final response given (before their timers are armed) */
+  sentAt: number, respondedAt: number
+}> {
   const cs = await udp()
   const ss = await udp()
-  const clientLog: string[] = []
-  const serverLog: string[] = []
-  let requestsSeen = 0
-  // the server answers MESSAGE 200 and INVITE 486; its first two responses are lost
-  const serverFlow = lossyFlow(ss, cs.address().port, new Set([0, 1]), serverLog)
+  const clientSent: Sent[] = []
+  const serverSent: Sent[] = []
+  const serverGot: string[] = []
+  let tuSaw = 0
+  let respondedAt = 0
+  const serverFlow = lossyFlow(ss, cs.address().port, dropServer, serverSent)
+  const clientFlow = lossyFlow(cs, ss.address().port, dropClient, clientSent)
   const serverCore: TransactionCore<MessageFlow> = {
     onRequest (req: SipRequest, tx: ServerTransaction) {
-      requestsSeen++
+      tuSaw++
+      respondedAt = performance.now()
       tx.respond(createResponse(req, req.method === 'INVITE' ? 486 : 200, undefined, undefined, { toTag: 'srv' }))
     },
     onAck () {},
     onCancel () {},
     onStrayResponse () {}
   }
-  const timers = { t1: 20, t2: 80, t4: 100 }
   const server = new TransactionLayer(serverCore, { timers })
   const client = new TransactionLayer<MessageFlow>({ onRequest () {}, onAck () {}, onCancel () {}, onStrayResponse () {} }, { timers })
   ss.on('message', (data) => {
     const m = parseMessage(data)
-    if (m instanceof SipRequest) server.receiveRequest(m, serverFlow)
+    if (m instanceof SipRequest) { serverGot.push(m.method); server.receiveRequest(m, serverFlow) }
   })
   cs.on('message', (data) => {
     const m = parseMessage(data)
-    if (!(m instanceof SipRequest)) client.receiveResponse(m, serverFlow)
+    if (!(m instanceof SipRequest)) client.receiveResponse(m, clientFlow)
   })
-  // the client's first two sends of each request are lost
-  const got = async (method: string): Promise<SipResponse | string> => await new Promise(resolve => {
-    const flow = lossyFlow(cs, ss.address().port, new Set([0, 1]), clientLog)
-    client.sendRequest(request(method, cs.address().port), flow, {
+  const sentAt = performance.now()
+  const final = await new Promise<SipResponse | string>(resolve => {
+    client.sendRequest(request(method, cs.address().port), clientFlow, {
       receiveResponse (r) { if (r.status >= 200) resolve(r) },
       onRequestTimeout () { resolve('timeout') },
       onTransportError () { resolve('transport error') }
     })
   })
-  const message = await got('MESSAGE')
-  assert.equal(typeof message === 'string' ? message : message.status, 200)
-  assert.equal(requestsSeen, 1, 'the server TU saw the request once')
-  assert.ok(server.stats.retransmissionsAbsorbed >= 1, 'retransmissions were absorbed by the server transaction')
-  assert.ok(clientLog.filter(l => l === 'drop MESSAGE').length === 2 && clientLog.filter(l => l === 'send MESSAGE').length >= 1)
+  return { final, clientSent, serverSent, serverGot, tuSaw, server, sentAt, respondedAt, close: () => { client.close(); server.close() } }
+}
 
-  const invite = await got('INVITE')
-  assert.equal(typeof invite === 'string' ? invite : invite.status, 486)
-  // the lost 486 was re-sent by timer G or on the INVITE retransmission, and the ACK arrived
-  await new Promise(resolve => setTimeout(resolve, 100))
-  assert.ok(clientLog.includes('send ACK'), `ACK sent: ${clientLog.join(', ')}`)
-  assert.equal(requestsSeen, 2)
-  client.close(); server.close()
+const statusOf = (r: SipResponse | string): number | string => typeof r === 'string' ? r : r.status
+const settle = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+test('timer E: lost MESSAGEs are retransmitted at T1 then 2*T1; the server re-sends its lost 200 on a retransmission', async () => {
+  const x = await exchange('MESSAGE', (what, n) => what === 'MESSAGE' && n < 2, (what, n) => what === '200' && n === 0)
+  try {
+    assert.equal(statusOf(x.final), 200)
+    const sends = x.clientSent.filter(s => s.what === 'MESSAGE')
+    assert.deepEqual(sends.slice(0, 3).map(s => s.dropped), [true, true, false], 'two MESSAGEs lost, the third arrived')
+    // timers never fire early: at least T1 after the request was handed over (timer E is armed
+    // then, before the first send), then 2*T1 (armed after the send); a little slack for rounding
+    assert.ok(sends[1].at - x.sentAt >= timers.t1 - 2, `first retransmission after ${sends[1].at - x.sentAt} ms`)
+    assert.ok(sends[2].at - sends[1].at >= 2 * timers.t1 - 2, `second retransmission after ${sends[2].at - sends[1].at} ms`)
+    assert.equal(x.tuSaw, 1, 'the server TU saw the request once')
+    const oks = x.serverSent.filter(s => s.what === '200')
+    assert.ok(oks.length >= 2 && oks[0].dropped && !oks[1].dropped, `the lost 200 was sent again: ${JSON.stringify(oks)}`)
+    assert.ok(x.server.stats.retransmissionsAbsorbed >= 1, 'the retransmission was absorbed by the server transaction')
+  } finally { x.close() }
+})
+
+test('timer A: a lost INVITE is retransmitted; the 486 is ACKed', async () => {
+  const x = await exchange('INVITE', (what, n) => what === 'INVITE' && n === 0, () => false)
+  try {
+    assert.equal(statusOf(x.final), 486)
+    const sends = x.clientSent.filter(s => s.what === 'INVITE')
+    assert.deepEqual(sends.slice(0, 2).map(s => s.dropped), [true, false])
+    assert.ok(sends[1].at - x.sentAt >= timers.t1 - 2, `retransmitted after ${sends[1].at - x.sentAt} ms`)
+    assert.equal(x.tuSaw, 1)
+    await settle(50)
+    assert.ok(x.serverGot.includes('ACK'), `the server got the ACK: ${x.serverGot.join(', ')}`)
+  } finally { x.close() }
+})
+
+test('timer G: a lost INVITE final response is retransmitted by the server (T1, 2*T1) until the ACK', async () => {
+  // the first INVITE arrives, every retransmission of it is lost: only timer G can recover the 486
+  const x = await exchange('INVITE', (what, n) => what === 'INVITE' && n > 0, (what, n) => what === '486' && n < 2)
+  try {
+    assert.equal(statusOf(x.final), 486)
+    assert.deepEqual(x.serverGot.filter(m => m === 'INVITE'), ['INVITE'], 'no INVITE retransmission reached the server')
+    assert.equal(x.server.stats.retransmissionsAbsorbed, 0)
+    assert.ok(x.clientSent.some(s => s.what === 'INVITE' && s.dropped), 'the client did retransmit (lost)')
+    const finals = x.serverSent.filter(s => s.what === '486')
+    assert.deepEqual(finals.slice(0, 3).map(s => s.dropped), [true, true, false], 'two 486s lost, the third arrived')
+    assert.ok(finals[1].at - x.respondedAt >= timers.t1 - 2, `first timer G after ${finals[1].at - x.respondedAt} ms`)
+    assert.ok(finals[2].at - finals[1].at >= 2 * timers.t1 - 2, `second timer G after ${finals[2].at - finals[1].at} ms`)
+    await settle(50)
+    assert.ok(x.serverGot.includes('ACK'), 'the ACK reached the server')
+    // the ACK stopped timer G: no 486 goes out any more (T2 is 80 ms, so one would within 200 ms)
+    const sent = x.serverSent.filter(s => s.what === '486').length
+    await settle(4 * timers.t2)
+    assert.equal(x.serverSent.filter(s => s.what === '486').length, sent, 'timer G stopped after the ACK')
+  } finally { x.close() }
 })
