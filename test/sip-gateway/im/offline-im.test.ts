@@ -128,8 +128,8 @@ test('size rules: over 1300 bytes to a UDP contact is 513, to a TCP contact it p
   assert.equal((await sender.waitFinal(branch))?.status, 400)
 })
 
-test('flood for one user: the quota answers 480 Mailbox Full, others are unaffected', async () => {
-  const mesh = await TestMesh.spawn(1, { offline: { store: { maxMessagesPerUser: 5 }, known: { credentials: ['sip:gina@example.com', 'sip:hank@example.com'] } } })
+test('flood for one user: the quota answers 480 Mailbox Full with Retry-After (RFC 3261 20.33), others are unaffected', async () => {
+  const mesh = await TestMesh.spawn(1, { offline: { store: { maxMessagesPerUser: 5, retryAfter: 120 }, known: { credentials: ['sip:gina@example.com', 'sip:hank@example.com'] } } })
   meshes.push(mesh)
   const [a] = mesh.nodes
   const s = await ua('ivan', a.sip)
@@ -137,6 +137,7 @@ test('flood for one user: the quota answers 480 Mailbox Full, others are unaffec
   const over = await s.request({ uri: 'sip:gina@example.com', body: 'one too many' })
   assert.equal(over?.status, 480)
   assert.equal(over?.reason, 'Mailbox Full')
+  assert.equal(over?.headers.get('Retry-After'), '120', 'the configured hint, in seconds')
   assert.equal((await s.request({ uri: 'sip:hank@example.com', body: 'fine' }))?.status, 202)
   assert.equal(a.gateway.im.offline.count('sip:gina@example.com'), 5)
 })
