@@ -59,3 +59,40 @@ test('layer: retransmission absorbed, ACK of a non-2xx absorbed, 2xx ACK and CAN
   layer.close()
   assert.equal(layer.serverCount, 0)
 })
+
+test('CANCEL matching (RFC 3261 9.2, 17.2.3): same branch, sent-by and the INVITE method match; another sent-by or branch does not (481)', () => {
+  const sent: SipResponse[] = []
+  // unreliable, so the answered CANCEL transaction lingers (timer J) to absorb its retransmission
+  const recording: MessageFlow = { reliable: false, send (m) { if (m instanceof SipResponse) sent.push(m) } }
+  const invites = new Map<string, unknown>()
+  const matched: unknown[] = []
+  // answers CANCEL as the proxy core does: 481 when it matches no INVITE, 200 otherwise
+  const layer = new TransactionLayer({
+    onRequest (r, tx) { if (r.method === 'INVITE') invites.set(r.headers.get('Via') ?? '', tx) },
+    onAck () {},
+    onCancel (c, tx, invite) {
+      matched.push(invite)
+      tx.respond(createResponse(c, invite === undefined ? 481 : 200, undefined, undefined, { toTag: 't' }))
+    },
+    onStrayResponse () {}
+  })
+  const invite = req('INVITE', 'z9hG4bKinv', '10.0.0.1:5060')
+  layer.receiveRequest(invite, recording) // pending: never answered
+  const inviteTx = invites.get(invite.headers.get('Via') ?? '')
+  assert.ok(inviteTx !== undefined)
+  const cancel = (branch: string, sentBy: string): number | undefined => {
+    const before = sent.length
+    layer.receiveRequest(req('CANCEL', branch, sentBy, 'CANCEL'), recording)
+    return sent.length === before + 1 ? sent[sent.length - 1].status : undefined
+  }
+  assert.equal(cancel('z9hG4bKinv', '10.0.0.1:5061'), 481, 'another port: another sent-by')
+  assert.equal(cancel('z9hG4bKinv', '10.0.0.2:5060'), 481, 'another host: another sent-by')
+  assert.equal(cancel('z9hG4bKother', '10.0.0.1:5060'), 481, 'another branch')
+  assert.deepEqual(matched, [undefined, undefined, undefined])
+  assert.equal(cancel('z9hG4bKinv', '10.0.0.1:5060'), 200, 'the INVITE\'s own branch and sent-by')
+  assert.equal(matched[3], inviteTx, 'handed up with the INVITE server transaction it cancels')
+  // a retransmitted CANCEL is absorbed by its own transaction, which re-sends the 200
+  assert.equal(cancel('z9hG4bKinv', '10.0.0.1:5060'), 200)
+  assert.equal(matched.length, 4)
+  layer.close()
+})
