@@ -153,7 +153,15 @@ export class Gateway {
     this.#registrar.onChange((aor, bindings) => { this.#im.onBindings(aor, bindings.length) })
     const auth = config.auth
     if (auth !== undefined && [...auth.credentials.values()].some(s => Object.keys(s).length > 0)) {
-      this.#auth = new UserAgentAuthenticator({ logger: this.#log.child({ sub: 'auth' }) }, { ...auth, domains: this.#config.domains })
+      this.#auth = new UserAgentAuthenticator({ logger: this.#log.child({ sub: 'auth' }) }, {
+        ...auth,
+        domains: this.#config.domains,
+        nodeAddresses: () => {
+          const host = (this.#config.advertise ?? this.#config.sip.host).toLowerCase()
+          const bound = Object.values(this.#transports?.addresses() ?? {}).filter(a => a !== undefined)
+          return bound.flatMap(a => [`${a.host.toLowerCase()}:${a.port}`, `${host}:${a.port}`, `localhost:${a.port}`])
+        }
+      })
     }
   }
 

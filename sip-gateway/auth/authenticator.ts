@@ -48,6 +48,12 @@ export interface UserAgentAuthenticatorComponents {
 export interface UserAgentAuthenticatorInit extends DigestAuthInit {
   /** the domains this node serves (lower-case): the realms it authenticates */
   domains: Iterable<string>
+  /**
+   * the `host:port` addresses of this node (lower-case), read when a digest-uri is checked: a
+   * client that authenticates to its outbound proxy puts the proxy's address in `uri` rather
+   * than the Request-URI (SIPp does). @default none (the Request-URI only)
+   */
+  nodeAddresses?: () => Iterable<string>
 }
 
 export class UserAgentAuthenticator {
@@ -57,6 +63,7 @@ export class UserAgentAuthenticator {
   readonly #nonces: NonceFactory
   readonly #counts: NonceCounts
   readonly #opaque: string | undefined
+  readonly #nodeAddresses: () => Iterable<string>
   readonly stats: AuthStats = { challenged: 0, authenticated: 0, failed: 0, forbidden: 0, malformed: 0 }
 
   constructor (components: UserAgentAuthenticatorComponents, init: UserAgentAuthenticatorInit) {
@@ -66,6 +73,7 @@ export class UserAgentAuthenticator {
     this.#nonces = new NonceFactory({ key: init.nonceKey, lifetimeMs: init.nonceLifetimeMs, now: init.now })
     this.#counts = new NonceCounts({ maxNonces: init.maxNonces })
     this.#opaque = init.opaque
+    this.#nodeAddresses = init.nodeAddresses ?? (() => [])
   }
 
   /**
@@ -144,8 +152,9 @@ export class UserAgentAuthenticator {
       this.stats.malformed++
       return this.#answer(request, 400, 'Malformed Credentials')
     }
-    // RFC 7616 3.4.6: the digest-uri must be the Request-URI (no reuse for another target)
-    if (!sameUri(creds.uri, request.uri)) {
+    // RFC 7616 3.4.6 / RFC 2617 3.2.2.5: the digest-uri must name the Request-URI (no reuse for
+    // another target); the address of this node itself is accepted too (see nodeAddresses)
+    if (!sameUri(creds.uri, request.uri) && !this.#namesNode(creds.uri)) {
       this.stats.malformed++
       this.#log.info('credentials for another Request-URI', { method: request.method, aor, uri: creds.uri })
       return this.#answer(request, 400, 'Credentials Do Not Match Request-URI')
@@ -176,6 +185,16 @@ export class UserAgentAuthenticator {
     // RFC 3261 22.3: the credentials for our realm are consumed here, not forwarded
     if (role === PROXY) stripCredentials(request, realm)
     return { identity: aor }
+  }
+
+  /** a SIP URI without user part whose host:port is one of this node's addresses */
+  #namesNode (uri: string): boolean {
+    let u
+    try { u = parseUri(uri) } catch { return false }
+    if (u.scheme === 'tel' || u.user !== undefined) return false
+    const hostPort = `${u.host.toLowerCase()}:${u.port ?? (u.scheme === 'sips' ? 5061 : 5060)}`
+    for (const a of this.#nodeAddresses()) if (a === hostPort) return true
+    return false
   }
 
   /** the first Digest credentials of the role's header for `realm` (22.3: others are for someone else) */

@@ -19,7 +19,7 @@ const credentials = new Map<string, UserSecret>([
   ['sip:carol@example.com', {}]
 ])
 
-function make (init: { now?: () => number, nonceLifetimeMs?: number, opaque?: string } = {}): UserAgentAuthenticator {
+function make (init: { now?: () => number, nonceLifetimeMs?: number, opaque?: string, nodeAddresses?: () => string[] } = {}): UserAgentAuthenticator {
   return new UserAgentAuthenticator({ logger: testLogger() }, { credentials, domains: ['example.com', 'example.net'], ...init })
 }
 
@@ -177,4 +177,18 @@ test('an algorithm or qop we did not offer, or opaque not echoed: challenged aga
 test('Basic credentials are ignored (challenged), never accepted', () => {
   const r = make().authenticate(request({ ...REG, headers: [['Authorization', 'Basic YWxpY2U6d29uZGVybGFuZA==']] }), false)
   assert.equal(responseOf(r)?.status, 401)
+})
+
+test('the digest-uri may name this node itself (an outbound proxy, as SIPp does), not any other server', () => {
+  const a = make({ nodeAddresses: () => ['127.0.0.1:5070'] })
+  assert.equal(identityOf(roundTrip(a, REG, { override: {} }).verdict), 'sip:alice@example.com')
+  const viaNode = (uri: string): AuthVerdict => {
+    const first = responseOf(a.authenticate(request(REG), false))!
+    const value = answer(first.headers.getLines('WWW-Authenticate')[0], { username: 'alice', password: 'wonderland', method: 'REGISTER', uri })
+    return a.authenticate(request({ ...REG, headers: [['Authorization', value]] }), false)
+  }
+  assert.equal(identityOf(viaNode('sip:127.0.0.1:5070')), 'sip:alice@example.com')
+  assert.equal(responseOf(viaNode('sip:127.0.0.1:5071'))?.status, 400, 'another port')
+  assert.equal(responseOf(viaNode('sip:alice@127.0.0.1:5070'))?.status, 400, 'a user at our address is not the node')
+  assert.equal(responseOf(viaNode('sip:10.0.0.1:5070'))?.status, 400)
 })
