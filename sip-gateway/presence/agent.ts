@@ -257,6 +257,24 @@ export class PresenceAgent {
     return { presentities: this.#presentities.size, subscriptions: this.#subs.size, backendSubscriptions: backend, publications: this.publications.size, ...this.#stats }
   }
 
+  /**
+   * One presentity's back-end subscriptions as this node sees them (diagnostics, tests): how many
+   * this node holds as a watcher node (`holding`, with `to`: the owner node of the live one), and
+   * those it serves as the owner, counted per origin node (`serving`). A watcher node holds at
+   * most one per presentity, however many of its user agents watch it.
+   */
+  backendsOf (aor: string): { holding: number, to: string | undefined, serving: Record<string, number> } {
+    const p = this.#presentities.get(aor)
+    const serving: Record<string, number> = {}
+    let holding = 0
+    if (p !== undefined) {
+      for (const s of p.subs) if (s.kind === 'backend' && !s.done) serving[s.watcher] = (serving[s.watcher] ?? 0) + 1
+      for (const q of this.#backends.values()) if (q === p) holding++
+    }
+    const b = p?.backend
+    return { holding, to: b !== undefined && !b.ended ? b.node : undefined, serving }
+  }
+
   /** Load persisted rules (before start). */
   async load (): Promise<void> {
     const r = await this.authorization.load()

@@ -12,7 +12,7 @@ import { MemoryRegistry } from '../../../dht/memory-registry.ts'
 import { parseMessage, SipResponse, SipRequest, serializeMessage, createResponse } from '../../../sip-gateway/codec/index.ts'
 import type { MemoryChannel } from '../../../sip-gateway/memory-channel.ts'
 import { testLogger } from '../gateway/fixtures/log.ts'
-import { subscribe, refresh, waitNotify, stateOf, notifies } from './fixtures.ts'
+import { subscribe, refresh, waitNotify, stateOf, notifies, bodyOf, isOpen } from './fixtures.ts'
 
 describe('back-end subscriptions from a (fake) mesh node', () => {
   let mesh: TestMesh
@@ -166,7 +166,14 @@ describe('back-end subscriptions from a (fake) mesh node', () => {
     try {
       const f = await subscribe(w, { to: bob.aor, expires: 0 })
       assert.equal(f.response?.status, 200)
-      assert.ok(await waitNotify(w, f.dialog!.callId, r => stateOf(r).startsWith('terminated')))
+      const fetched = await waitNotify(w, f.dialog!.callId, r => stateOf(r).startsWith('terminated'))
+      assert.ok(fetched !== undefined)
+      // RFC 6665 4.4.3: the NOTIFY of a fetch carries the current state: bob is registered (open)
+      assert.equal(fetched.headers.get('Content-Type'), 'application/pidf+xml')
+      assert.match(bodyOf(fetched), /entity="pres:bobbe@example\.com"/)
+      assert.ok(isOpen(fetched), bodyOf(fetched))
+      await w.waitFor(() => undefined, 300)
+      assert.equal(notifies(w, f.dialog!.callId).length, 1, 'one NOTIFY, and no other')
       const s = await subscribe(w, { to: bob.aor, expires: 60 })
       assert.equal(s.response?.status, 200)
       const r = await refresh(w, s.dialog!, 3)
