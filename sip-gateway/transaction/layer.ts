@@ -52,7 +52,8 @@ export function serverKey (request: SipRequest): string {
   if (top === undefined) throw new SipStatusError(400, 'Missing Via')
   const via = parseVia(top)
   const method = request.method === 'ACK' ? 'INVITE' : request.method
-  const sentBy = `${via.host.toLowerCase()}:${via.port ?? ''}`
+  // 17.2.3: sent-by compared with the default port filled in (18.2.1: 5061 for TLS, else 5060)
+  const sentBy = `${via.host.toLowerCase()}:${via.port ?? (via.transport === 'TLS' ? 5061 : 5060)}`
   if (via.branch !== undefined && via.branch.startsWith(MAGIC)) return `${via.branch}|${sentBy}|${method}`
   // RFC 2543 fallback (17.2.3): Request-URI, From tag, Call-ID, CSeq number, top Via (To tag left out: the ACK's differs)
   const from = request.headers.get('From') ?? ''

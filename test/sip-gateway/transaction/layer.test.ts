@@ -23,6 +23,13 @@ test('server keys: branch + sent-by + method; ACK maps to INVITE; CANCEL has its
   assert.equal(serverKey(req('ACK', 'z9hG4bKa', '10.0.0.1:5060', 'ACK')), k)
   assert.notEqual(serverKey(req('CANCEL', 'z9hG4bKa', '10.0.0.1:5060', 'CANCEL')), k)
   assert.notEqual(serverKey(req('INVITE', 'z9hG4bKa', '10.0.0.2:5060')), k, 'another sent-by is another transaction')
+  // 17.2.3 / 18.2.1: a sent-by without a port is the default port (5060; 5061 over TLS), and hosts are case-insensitive
+  assert.equal(serverKey(req('INVITE', 'z9hG4bKa', '10.0.0.1')), k, 'host and host:5060 are one sent-by')
+  assert.equal(serverKey(req('CANCEL', 'z9hG4bKa', 'Proxy.Example.COM', 'CANCEL')), serverKey(req('CANCEL', 'z9hG4bKa', 'proxy.example.com:5060', 'CANCEL')))
+  assert.notEqual(serverKey(req('INVITE', 'z9hG4bKa', '10.0.0.1:5061')), k)
+  const tls = (sentBy: string): SipRequest => { const r = req('INVITE', 'z9hG4bKa', sentBy); r.headers.set('Via', `SIP/2.0/TLS ${sentBy};branch=z9hG4bKa`); return r }
+  assert.equal(serverKey(tls('10.0.0.1')), serverKey(tls('10.0.0.1:5061')), 'over TLS the default is 5061')
+  assert.notEqual(serverKey(tls('10.0.0.1')), serverKey(tls('10.0.0.1:5060')))
   assert.notEqual(serverKey(req('INVITE', 'z9hG4bKb')), k)
   // RFC 2543 branches fall back to the dialog fields
   assert.match(serverKey(req('MESSAGE', 'old-branch')), /^2543\|/)
