@@ -55,8 +55,12 @@ export const KNOWN_METHODS: ReadonlySet<string> = new Set([
   'INVITE', 'ACK', 'BYE', 'CANCEL', 'OPTIONS', 'REGISTER', 'MESSAGE', 'SUBSCRIBE', 'NOTIFY',
   'PUBLISH', 'INFO', 'UPDATE', 'PRACK', 'REFER'
 ])
-/** Methods the node itself answers (Allow of OPTIONS and 405). */
-export const NODE_METHODS = ['OPTIONS', 'REGISTER']
+/**
+ * Allow of the OPTIONS answer and of every 405: RFC 3261 20.5 (when present, Allow lists every
+ * method the element understands, ACK and CANCEL included), so a 405 never contradicts OPTIONS.
+ * At its own address the node answers OPTIONS and REGISTER; the rest it relays for AoRs.
+ */
+const ALLOW = [...KNOWN_METHODS].join(', ')
 /** Methods relayed to the user agents of an AoR. */
 const AOR_METHODS: ReadonlySet<string> = new Set(['INVITE', 'BYE', 'OPTIONS', 'MESSAGE', 'SUBSCRIBE', 'NOTIFY', 'PUBLISH', 'INFO', 'UPDATE', 'PRACK', 'REFER'])
 /** Methods that may create a dialog: we Record-Route them. */
@@ -284,10 +288,10 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (toNode && request.headers.get('Route') === undefined) {
       this.stats.answeredLocally++
       if (request.method === 'OPTIONS') {
-        this.#respond(tx, createResponse(request, 200, undefined, [['Allow', [...KNOWN_METHODS].join(', ')], ['Accept', 'application/sdp, text/plain, application/pidf+xml']], { toTag: true }))
+        this.#respond(tx, createResponse(request, 200, undefined, [['Allow', ALLOW], ['Accept', 'application/sdp, text/plain, application/pidf+xml']], { toTag: true }))
         return
       }
-      this.#respond(tx, createResponse(request, 405, undefined, [['Allow', NODE_METHODS.join(', ')]], { toTag: true }))
+      this.#respond(tx, createResponse(request, 405, undefined, [['Allow', ALLOW]], { toTag: true }))
       return
     }
 
@@ -315,7 +319,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       throw new SipStatusError(403, 'Domain Not Served')
     }
     if (!AOR_METHODS.has(request.method)) {
-      this.#respond(tx, createResponse(request, 405, undefined, [['Allow', [...AOR_METHODS].join(', ')]], { toTag: true }))
+      this.#respond(tx, createResponse(request, 405, undefined, [['Allow', ALLOW]], { toTag: true }))
       return
     }
 

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto'
 import { createSocket } from 'node:dgram'
 import { TestMesh } from './fixtures/mesh.ts'
 import { TestUa } from './fixtures/ua.ts'
+import type { SipResponse } from '../../../sip-gateway/codec/index.ts'
 
 describe('hostile input', () => {
   let mesh: TestMesh
@@ -43,6 +44,11 @@ describe('hostile input', () => {
     const r = await mallory.request({ method: 'MESSAGE', uri: 'sip:example.com' })
     assert.equal(r?.status, 405)
     assert.match(r?.headers.getAll('Allow').join(', ') ?? '', /REGISTER/)
+    // RFC 3261 20.5: the 405's Allow is the list OPTIONS advertises (ACK and CANCEL included)
+    const o = await mallory.request({ method: 'OPTIONS', uri: 'sip:example.com' })
+    const allow = (m: SipResponse | undefined): string[] => (m?.headers.getAll('Allow') ?? []).map(x => x.trim().toUpperCase()).sort()
+    assert.deepEqual(allow(r), allow(o))
+    assert.ok(allow(r).includes('ACK') && allow(r).includes('CANCEL'))
   })
 
   test('Max-Forwards 0: 483; malformed Max-Forwards: 400', async () => {
