@@ -99,3 +99,44 @@ test('credentials file: an oversized file, a missing file and a non-file are ref
     await rm(dir, { recursive: true, force: true })
   }
 })
+
+test('the node\'s gateway: a credentials file with secrets turns digest authentication on (REGISTER 401); bare AoRs leave it off (200)', async () => {
+  const { defaultGateway } = await import('../../node/gateway.ts')
+  const { MemoryStore, MemoryChannelHub } = await import('../../sip-gateway/index.ts')
+  const { MemoryMesh, MemoryRegistry } = await import('../../dht/memory-registry.ts')
+  const { testLogger } = await import('../sip-gateway/gateway/fixtures/log.ts')
+  const { TestUa } = await import('../sip-gateway/gateway/fixtures/ua.ts')
+  const { mkdtemp, writeFile, rm } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const dir = await mkdtemp(join(tmpdir(), 'sipmesh-cred-'))
+  try {
+    for (const [text, expected] of [['alice@example.com wonderland\n', 401], ['alice@example.com\nbob@example.com\n', 200]] as const) {
+      const path = join(dir, `c${expected}`)
+      await writeFile(path, text)
+      const lines: Array<{ level: string, msg: string, fields?: Record<string, unknown> }> = []
+      const registry = new MemoryRegistry(new MemoryMesh(), { nodeId: 'node-a', sip: 'unset:0' })
+      const g = await defaultGateway!({
+        registry,
+        peerChannel: new MemoryChannelHub().channel('node-a'),
+        store: new MemoryStore(),
+        logger: testLogger(lines),
+        config: { domains: ['example.com'], sip: { host: '127.0.0.1', port: 0 }, credentials: path, offlineLimits: { maxMessagesPerUser: 10, retentionDays: 1 } },
+        announceSip: (hp) => { registry.sip = hp }
+      })
+      await g.start()
+      try {
+        const gw = (g as unknown as { gateway: import('../../sip-gateway/gateway.ts').Gateway }).gateway
+        const ua = await TestUa.open('alice', gw.addresses.udp)
+        assert.equal((await ua.register(600))?.status, expected)
+        await ua.close()
+        assert.equal(lines.find(l => l.msg === 'credentials file read')?.fields?.digestAuthentication, expected === 401)
+      } finally {
+        await g.stop()
+        await registry.stop()
+      }
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
