@@ -108,8 +108,10 @@ export interface PresenceAgentInit {
    */
   maxPresentities?: number
   /**
-   * Per-source limit of SUBSCRIBE and PUBLISH requests (a token bucket per source address and
-   * port): `burst` requests at once, refilled at `perSecond`. Above it: 503 with Retry-After.
+   * Per-source limit of SUBSCRIBE and PUBLISH requests from user agents: a token bucket per
+   * source host (IP address; every port, UDP and TCP/WebSocket connection of one host shares it,
+   * as the transport layer's limit does), `burst` requests at once, refilled at `perSecond`.
+   * Above it: 503 with Retry-After. User agents behind one NAT address share the bucket.
    * @default { burst: 200, perSecond: 50 }
    */
   rateLimit?: { burst: number, perSecond: number }
@@ -402,9 +404,14 @@ export class PresenceAgent {
     return Math.min(e, this.#max)
   }
 
+  /**
+   * The per-source limit, keyed by host alone (as the transport layer's SourceRateLimiter is):
+   * a key with the port or transport would give a flooder a fresh bucket per source port or TCP
+   * connection. An IPv4-mapped IPv6 address counts as its IPv4 address.
+   */
   #limit (flow: Flow): void {
     if (flow.transport === MESH_TRANSPORT) return
-    if (this.#rate.take(`${flow.transport}:${flow.remote.host}:${flow.remote.port}`)) return
+    if (this.#rate.take(sourceHost(flow.remote.host))) return
     this.#stats.rateLimited++
     throw new RateLimitedError()
   }
@@ -1230,6 +1237,12 @@ class TooBriefError extends Error {
   override name = 'TooBriefError'
   readonly min: number
   constructor (min: number) { super('interval too brief'); this.min = min }
+}
+
+/** the rate-limit key of a source address: lower case, `::ffff:a.b.c.d` as `a.b.c.d` */
+function sourceHost (host: string): string {
+  const h = host.toLowerCase()
+  return h.startsWith('::ffff:') && h.includes('.') ? h.slice(7) : h
 }
 
 class RateLimitedError extends SipStatusError {

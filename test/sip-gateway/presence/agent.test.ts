@@ -5,6 +5,9 @@ import assert from 'node:assert/strict'
 import { TestMesh } from '../gateway/fixtures/mesh.ts'
 import { TestUa } from '../gateway/fixtures/ua.ts'
 import { subscribe, refresh, publish, pidf, notifies, waitNotify, bodyOf, isOpen, isClosed, stateOf } from './fixtures.ts'
+import { parseMessage, type SipRequest, type SipResponse } from '../../../sip-gateway/codec/index.ts'
+import type { Flow } from '../../../sip-gateway/proxy/flow.ts'
+import type { ServerTransaction } from '../../../sip-gateway/transaction/layer.ts'
 
 const config = { presence: { minExpires: 1, decisionWaitMs: 1000, retryMs: 300, publications: { minExpires: 1, defaultExpires: 60 } } }
 
@@ -226,29 +229,57 @@ describe('presence agent', () => {
     }
   })
 
-  test('a flood of SUBSCRIBEs from one source is limited and the node keeps serving', async () => {
+  test('a flood of SUBSCRIBEs from one host is limited across all its ports and connections; another host is unaffected', async () => {
     const m = await TestMesh.spawn(1, { presence: { rateLimit: { burst: 20, perSecond: 10 } } })
-    const flooder = await TestUa.open('flood', m.nodes[0].sip)
-    const other = await TestUa.open('calm', m.nodes[0].sip)
+    // one host (127.0.0.1), 30 UDP ports and 5 TCP connections, 10 SUBSCRIBEs each: every source
+    // port alone would stay under the burst, so a limit keyed by port would let all 350 in
+    const flooders: TestUa[] = []
+    for (let i = 0; i < 35; i++) flooders.push(await TestUa.open(`flood${i}`, m.nodes[0].sip, i < 30 ? 'UDP' : 'TCP'))
     try {
-      const branches: string[] = []
-      for (let i = 0; i < 300; i++) {
-        const { text, branch } = flooder.build({ method: 'SUBSCRIBE', uri: `sip:target${i}@example.com`, headers: [['Event', 'presence'], ['Contact', flooder.contact], ['Expires', '60']] })
-        flooder.sendRaw(text)
-        branches.push(branch)
+      const sent: Array<{ ua: TestUa, branch: string }> = []
+      for (let round = 0; round < 10; round++) {
+        for (const [i, ua] of flooders.entries()) {
+          const { text, branch } = ua.build({ method: 'SUBSCRIBE', uri: `sip:target${i}x${round}@example.com`, headers: [['Event', 'presence'], ['Contact', ua.contact], ['Expires', '60']] })
+          ua.sendRaw(text)
+          sent.push({ ua, branch })
+        }
       }
-      await flooder.waitFor(() => branches.every(b => flooder.responses(b).some(r => r.status >= 200)) ? true : undefined, 5000)
-      const statuses = branches.map(b => flooder.responses(b).find(r => r.status >= 200)?.status)
+      const final = (x: { ua: TestUa, branch: string }): number | undefined => x.ua.responses(x.branch).find(r => r.status >= 200)?.status
+      await flooders[0].waitFor(() => sent.every(x => final(x) !== undefined) ? true : undefined, 8000)
+      const statuses = sent.map(final)
       const ok = statuses.filter(s => s === 200).length
       const limited = statuses.filter(s => s === 503).length
-      assert.ok(ok >= 15 && ok <= 40, `accepted ${ok}`)
-      assert.ok(limited >= 250, `limited ${limited}`)
-      const r = await subscribe(other, { to: 'sip:target0@example.com', expires: 60 })
-      assert.equal(r.response?.status, 200)
-      assert.ok(m.nodes[0].gateway.presence.stats.presentities <= 40, 'refused SUBSCRIBEs leave no presentity behind')
+      assert.ok(ok >= 15 && ok <= 60, `accepted ${ok}`)
+      assert.ok(limited >= 280, `limited ${limited}`)
+      assert.equal(ok + limited, 350, 'every one answered')
+      assert.ok(flooders.slice(30).some(ua => sent.some(x => x.ua === ua && final(x) === 503)), 'the TCP connections share the bucket')
+      assert.ok(m.nodes[0].gateway.presence.stats.presentities <= 60, 'refused SUBSCRIBEs leave no presentity behind')
+
+      // another host (an in-process flow from 192.0.2.7: tests bind to 127.0.0.1 only), right
+      // after the flood: its own 10 SUBSCRIBEs all pass (the flooder's bucket is still empty)
+      const answers = new Map<string, SipResponse>()
+      const elsewhere = { transport: 'TCP', remote: { host: '192.0.2.7', port: 5060 }, open: true, reliable: true, send: () => {} } as unknown as Flow
+      for (let i = 0; i < 10; i++) {
+        const tx = { respond: (r: SipResponse) => { if (r.status >= 200) answers.set(`e${i}`, r) } } as unknown as ServerTransaction
+        const request = parseMessage(Buffer.from([
+          `SUBSCRIBE sip:target${i}x0@example.com SIP/2.0`,
+          `Via: SIP/2.0/TCP 192.0.2.7:5060;branch=z9hG4bKelsewhere${i}`,
+          'Max-Forwards: 70',
+          `From: <sip:calm@example.com>;tag=c${i}`,
+          `To: <sip:target${i}x0@example.com>`,
+          `Call-ID: elsewhere-${i}`,
+          'CSeq: 1 SUBSCRIBE',
+          'Contact: <sip:calm@192.0.2.7:5060;transport=tcp>',
+          'Event: presence',
+          'Expires: 60',
+          'Content-Length: 0', '', ''
+        ].join('\r\n'))) as SipRequest
+        assert.equal(m.nodes[0].gateway.presence.intercept(request, tx, elsewhere, false), true)
+      }
+      await flooders[0].waitFor(() => answers.size === 10 ? true : undefined, 2000)
+      assert.deepEqual([...answers.values()].map(r => r.status), Array(10).fill(200))
     } finally {
-      await flooder.close()
-      await other.close()
+      for (const ua of flooders) await ua.close()
       await m.stop()
     }
   })
