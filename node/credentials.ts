@@ -9,10 +9,9 @@
  *     alice@example.com     correct-horse
  *     sip:bob@example.com   md5:<32 hex> sha-256:<64 hex>
  *     carol@example.com
- *     dave@example.com:s3cret
  *
  * alice has a password, bob precomputed HA1 values, carol is known but has no secret (she cannot
- * authenticate), dave uses the older form (a password after a colon).
+ * authenticate once authentication is on).
  *
  * - The AoR is `user@domain` or `sip:user@domain` (`sips:` is the same AoR); lines of domains the
  *   node does not serve are skipped. The user part may use letters, digits and `-_.!~*'()&=+$,%`.
@@ -23,6 +22,10 @@
  *   gives both. A password that itself starts with `md5:`, `sha-256:` or `password:` is written
  *   `password:<it>`. A password cannot contain spaces; there are no comments after the AoR (a
  *   `#` there is part of the secret).
+ * - Files of the older format load as before: one AoR a line, and whatever follows a colon right
+ *   after the domain (`dave@example.com:x`) is ignored, as it always was: dave is known, without a
+ *   secret, and a warning says so (a secret goes after whitespace). That text never turns
+ *   authentication on, so an old file cannot lock out every user it does not list.
  * - A malformed line (bad AoR, bad HA1, two passwords, a password and HA1s, control characters,
  *   over 4096 characters, a user listed twice) is skipped and logged by line number, never by
  *   content (it may hold a password). A file over 16 MiB, or not a regular file, is refused.
@@ -53,6 +56,8 @@ export interface CredentialsFile {
   secrets: Map<string, UserSecret>
   /** the lines skipped and why (line numbers from 1); no line content */
   skipped: Array<{ line: number, reason: string }>
+  /** lines loaded with something ignored (the older `user@domain:text` form), and what */
+  warnings: Array<{ line: number, reason: string }>
 }
 
 const AOR_RE = /^(?:sips?:)?([A-Za-z0-9\-_.!~*'()&=+$,%]+)@([A-Za-z0-9.-]+)(?::(.*))?$/i
@@ -71,6 +76,7 @@ export function parseCredentialsFile (text: string, domains: readonly string[]):
   const seen = new Set<string>()
   const secrets = new Map<string, UserSecret>()
   const skipped: Array<{ line: number, reason: string }> = []
+  const warnings: Array<{ line: number, reason: string }> = []
   const lines = text.split('\n')
   for (let n = 0; n < lines.length; n++) {
     const line = lines[n].replace(/\r$/, '').trim()
@@ -87,8 +93,8 @@ export function parseCredentialsFile (text: string, domains: readonly string[]):
       let aor: string
       try { aor = aorOf(parseUri(`sip:${m[1]}@${domain}`)) } catch { throw new LineError('not user@domain') }
       if (seen.has(aor)) throw new LineError('user listed twice (the first line counts)')
-      const fields = m[3] === undefined ? rest : [m[3], ...rest]
-      const secret = secretOf(fields.filter(f => f !== ''), aor.slice(4, aor.lastIndexOf('@')), domain)
+      if (m[3] !== undefined) warnings.push({ line: n + 1, reason: 'text after "user@domain:" ignored (older format); a secret goes after whitespace' })
+      const secret = secretOf(rest.filter(f => f !== ''), aor.slice(4, aor.lastIndexOf('@')), domain)
       seen.add(aor)
       users.push(aor)
       if (secret !== undefined) secrets.set(aor, secret)
@@ -97,7 +103,7 @@ export function parseCredentialsFile (text: string, domains: readonly string[]):
       skipped.push({ line: n + 1, reason: err.message })
     }
   }
-  return { users, secrets, skipped }
+  return { users, secrets, skipped, warnings }
 }
 
 /** the HA1 values of a line's secret fields (undefined: no secret) */

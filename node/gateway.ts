@@ -34,6 +34,7 @@ export const defaultGateway: GatewayFactory | undefined = async (context) => {
     const file = await readCredentialsFile(config.credentials, config.domains)
     credentials = file.users
     for (const s of file.skipped.slice(0, MAX_LOGGED_LINES)) context.logger.warn('credentials file: line skipped', { file: config.credentials, line: s.line, reason: s.reason })
+    for (const w of file.warnings.slice(0, MAX_LOGGED_LINES)) context.logger.warn('credentials file: part of a line ignored', { file: config.credentials, line: w.line, reason: w.reason })
     if (file.skipped.length > MAX_LOGGED_LINES) context.logger.warn('credentials file: more lines skipped', { file: config.credentials, count: file.skipped.length - MAX_LOGGED_LINES })
     if (file.secrets.size > 0) auth = { credentials: file.secrets }
     context.logger.info('credentials file read', { users: credentials.length, withSecrets: file.secrets.size, skipped: file.skipped.length, digestAuthentication: auth !== undefined })

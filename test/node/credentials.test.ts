@@ -37,15 +37,18 @@ test('credentials file: passwords become HA1 of both algorithms, HA1 values are 
     `old@example.com md5:${md5}`,
     'carol@example.com',
     'dave@example.com:s3cret',
+    'erin@example.com:old-style pw2',
     'eve@example.com password:md5:notahash',
     'frank@other.org pw'
   ].join('\r\n'), ['example.com'])
-  assert.deepEqual(f.users, ['sip:alice@example.com', 'sip:bob@example.com', 'sip:old@example.com', 'sip:carol@example.com', 'sip:dave@example.com', 'sip:eve@example.com'])
+  assert.deepEqual(f.users, ['sip:alice@example.com', 'sip:bob@example.com', 'sip:old@example.com', 'sip:carol@example.com', 'sip:dave@example.com', 'sip:erin@example.com', 'sip:eve@example.com'])
   assert.deepEqual(f.secrets.get('sip:alice@example.com'), { 'SHA-256': computeHa1('SHA-256', 'alice', 'example.com', 'correct-horse'), MD5: computeHa1('MD5', 'alice', 'example.com', 'correct-horse') })
   assert.deepEqual(f.secrets.get('sip:bob@example.com'), { MD5: md5, 'SHA-256': sha })
   assert.deepEqual(f.secrets.get('sip:old@example.com'), { MD5: md5 }, 'MD5 only')
   assert.equal(f.secrets.has('sip:carol@example.com'), false)
-  assert.equal(f.secrets.get('sip:dave@example.com')?.MD5, computeHa1('MD5', 'dave', 'example.com', 's3cret'))
+  assert.equal(f.secrets.has('sip:dave@example.com'), false, 'the older user@domain:text form: known, the text ignored as before')
+  assert.equal(f.secrets.get('sip:erin@example.com')?.MD5, computeHa1('MD5', 'erin', 'example.com', 'pw2'), 'a secret after whitespace counts')
+  assert.deepEqual(f.warnings.map(w => w.line), [5, 6])
   assert.equal(f.secrets.get('sip:eve@example.com')?.MD5, computeHa1('MD5', 'eve', 'example.com', 'md5:notahash'))
   assert.deepEqual(f.skipped, [])
 })
