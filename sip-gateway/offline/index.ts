@@ -12,8 +12,16 @@
  *   where `send` relays one MESSAGE (original From, To, Date, body, kept headers) and resolves
  *   with the final response: a 2xx removes it, a transient failure keeps it and the rest for a
  *   later run, a permanent refusal of that message (delivery.ts) drops it and goes on.
- * - The user registered on another node: `offline.take(aor, handOver)` where `handOver` ships
- *   `encodeRecords(batch)` over the mesh and resolves once the peer's `import()` resolved.
+ * - The user registered on another node: the same `deliverBacklog(aor, send)`, where `send`
+ *   relays each stored MESSAGE as SIP over the PeerChannel to that node (`Sipmesh-Message-Id`
+ *   carries its id), which delivers it to her devices like any MESSAGE from the mesh, or stores
+ *   it there in turn (202) when a device times out. The backlog stays on the node that stored it
+ *   until each message is answered; nothing is handed over in bulk.
+ *
+ * `take()` / `drain()` / `import()` with `encodeRecords` / `decodeRecords` (a whole backlog
+ * handed to another node as records, deduped by id on the receiving side) are the store's API
+ * for moving backlogs between nodes, e.g. a node that leaves the mesh for good; the gateway does
+ * not call them today.
  */
 export { OfflineStore, DAY_MS } from './store.ts'
 export type {

@@ -1,6 +1,6 @@
 // SIPp interop for presence: a SIPp watcher on gateway B subscribes to a user registered on gateway A
-// (back-end subscription over the mesh), checks the immediate NOTIFY (active, basic open), and
-// unsubscribes (200, final NOTIFY terminated), over UDP and TCP. Skips when `sipp` is missing,
+// (back-end subscription over the mesh), checks the immediate NOTIFY (active, basic open), refreshes
+// in the dialog (200, NOTIFY active) and unsubscribes (200, final NOTIFY terminated), over UDP and TCP. Skips when `sipp` is missing,
 // unless SIPMESH_REQUIRE_SIPP=1 (CI), where that is a failure.
 import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -25,7 +25,7 @@ describe('SIPp interop: SUBSCRIBE/NOTIFY', { skip: sippSkip }, () => {
   })
 
   for (const transport of ['UDP', 'TCP'] as const) {
-    test(`watcher over ${transport}: SUBSCRIBE → 200 + NOTIFY (open) → unsubscribe → final NOTIFY`, async () => {
+    test(`watcher over ${transport}: SUBSCRIBE → 200 + NOTIFY (open) → refresh → 200 + NOTIFY → unsubscribe → final NOTIFY`, async () => {
       const b = mesh.nodes[1].sip
       const calls = 5
       const r = await runSipp('uac-subscribe.xml', `${b.host}:${b.port}`, ['-t', transport === 'UDP' ? 'u1' : 't1', '-s', 'bobpres', '-m', String(calls), '-r', '10', '-l', '5'], 15).done
