@@ -308,10 +308,12 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
 
     if (!this.#domains.has(host)) {
-      // from the mesh, a Request-URI outside our domains is the contact of one of our user agents (mid-dialog)
-      if (fromMesh) {
+      // a Request-URI outside our domains may be the contact of one of our user agents (mid-dialog):
+      // from the mesh, or from a user agent whose dialog we Record-Routed (our Route consumed, To tag)
+      if (fromMesh || (consumedRoute && hasToTag(request))) {
         const binding = this.#registrar.findByContact(request.uri)
         if (binding !== undefined) {
+          if (!fromMesh) this.#assertIdentity(request)
           await this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#bindingFlow(binding) }])
           return
         }
@@ -454,10 +456,7 @@ export class ProxyCore implements TransactionCore<Flow> {
    */
   #mayFollowRoute (request: SipRequest, fromMesh: boolean, consumedOurs: boolean): boolean {
     if (fromMesh) return true
-    if (!consumedOurs) return false
-    let toTag: unknown
-    try { toTag = parseNameAddr(request.headers.get('To') ?? '').params.tag } catch { return false }
-    if (typeof toTag !== 'string' || toTag === '') return false
+    if (!consumedOurs || !hasToTag(request)) return false
     // every entry, whether on its own line or comma-separated (getAll splits list headers)
     for (const entry of request.headers.getAll('Route')) {
       let u: SipUri
@@ -852,6 +851,16 @@ let branchCounter = 0
 function generateBranch (): string {
   branchCounter = (branchCounter + 1) % Number.MAX_SAFE_INTEGER
   return BRANCH_PREFIX + branchCounter.toString(36)
+}
+
+/** an in-dialog request (RFC 3261 12.2): its To carries a tag */
+function hasToTag (request: SipRequest): boolean {
+  try {
+    const tag = parseNameAddr(request.headers.get('To') ?? '').params.tag
+    return typeof tag === 'string' && tag !== ''
+  } catch {
+    return false
+  }
 }
 
 function safeUri (s: string): SipUri {

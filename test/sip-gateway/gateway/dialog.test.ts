@@ -55,6 +55,35 @@ describe('dialogs across gateways', () => {
     assert.equal(got.headers.getAll('Route').length, 0, 'every Route entry was consumed')
   })
 
+  test('a dialog on one node: the ACK and BYE after our Record-Route reach the callee registered there', async () => {
+    const dora = await TestUa.open('dora', mesh.nodes[0].sip)
+    try {
+      assert.equal((await dora.register(600))?.status, 200)
+      dora.answer = () => undefined
+      const callId = 'dialog-local'
+      const inv = caller.build({ method: 'INVITE', uri: 'sip:dora@example.com', callId, cseq: 1, fromTag: 'ftl', headers: [['Contact', caller.contact]] })
+      caller.sendRaw(inv.text)
+      const invite = await dora.waitFor(() => dora.received.find(m => m.method === 'INVITE' && m.headers.get('Call-ID') === callId))
+      assert.ok(invite !== undefined)
+      const rr = invite.headers.getAll('Record-Route')
+      assert.equal(rr.length, 1)
+      dora.reply(invite, 200, [['Record-Route', rr[0]], ['Contact', dora.contact]], 'dl')
+      const ok = await caller.waitFinal(inv.branch)
+      assert.equal(ok?.status, 200)
+      const remote = parseNameAddr(ok.headers.get('Contact') ?? '').uri
+      const routes = ok.headers.getAll('Record-Route').reverse().map(r => ['Route', r] as [string, string])
+      const dialog = { callId, fromTag: 'ftl', to: '<sip:dora@example.com>;tag=dl', uri: remote, headers: routes }
+      caller.sendRaw(caller.build({ ...dialog, method: 'ACK', cseq: 1 }).text)
+      assert.ok(await dora.waitFor(() => dora.received.find(m => m.method === 'ACK' && m.headers.get('Call-ID') === callId)), 'the ACK reached dora')
+      dora.answer = (m) => m.method === 'BYE' ? 200 : undefined
+      assert.equal((await caller.request({ ...dialog, method: 'BYE', cseq: 2 }))?.status, 200)
+      const bye = dora.received.find(m => m.method === 'BYE' && m.headers.get('Call-ID') === callId)
+      assert.equal(bye?.headers.get('P-Asserted-Identity'), '<sip:carl@example.com>')
+      // without our Route (not a dialog we Record-Routed) the same BYE is not delivered
+      assert.equal((await caller.request({ ...dialog, method: 'BYE', cseq: 3, headers: [] }))?.status, 403)
+    } finally { await dora.close() }
+  })
+
   test('CANCEL: 200 for the CANCEL, 487 for the INVITE, the callee sees the CANCEL', async () => {
     bob.answer = (m) => {
       if (m.method === 'CANCEL') {
