@@ -78,9 +78,10 @@ export class UserAgentAuthenticator {
 
   /**
    * The verdict on a new request from a user agent (never from a mesh peer). `toNode`: the
-   * Request-URI names this node itself (or a served domain without a user).
+   * Request-URI names this node itself (or a served domain without a user); `routed`: its top
+   * Route named this node (a dialog this node Record-Routed).
    */
-  authenticate (request: SipRequest, toNode: boolean): AuthVerdict {
+  authenticate (request: SipRequest, toNode: boolean, routed = false): AuthVerdict {
     const method = request.method
     // RFC 3261 22.1: ACK and CANCEL cannot be challenged (they cannot be resubmitted)
     if (method === 'ACK' || method === 'CANCEL') return PASS
@@ -94,9 +95,10 @@ export class UserAgentAuthenticator {
     }
     // requests for the node itself (OPTIONS keep-alives) are answered without identity
     if (toNode && !h.has('Route')) return PASS
-    // mid-dialog requests pass (the dialog was authenticated when it was set up); a PUBLISH
-    // never belongs to a dialog (RFC 3903 4), so a To tag on one exempts nothing
-    if (method !== 'PUBLISH' && hasTag(h.get('To'))) return PASS
+    // mid-dialog requests pass (the dialog was authenticated when it was set up): a To tag and
+    // our Route on top, since this node Record-Routes every dialog it is in. A To tag alone would
+    // let any request skip the challenge. A PUBLISH never belongs to a dialog (RFC 3903 4).
+    if (method !== 'PUBLISH' && routed && hasTag(h.get('To'))) return PASS
     const from = this.#servedAor(h.get('From'))
     if (from === 'malformed') return this.#answer(request, 400, 'Malformed From')
     // a user of another domain: not ours to authenticate, and nothing is asserted for it

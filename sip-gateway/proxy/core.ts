@@ -87,7 +87,7 @@ export type RequestInterceptor = (request: SipRequest, tx: ServerTransaction, fl
  * through its server transaction (401/407 challenge, 403, 400); otherwise `identity` is the
  * authenticated AoR, the only one asserted on what is forwarded (undefined: none).
  */
-export type RequestAuthenticator = (request: SipRequest, toNode: boolean) => { response: SipResponse } | { identity: string | undefined }
+export type RequestAuthenticator = (request: SipRequest, toNode: boolean, routed: boolean) => { response: SipResponse } | { identity: string | undefined }
 
 export interface ProxyCoreComponents {
   registry: Registry
@@ -272,7 +272,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     const host = uri.host.toLowerCase()
     const toNode = this.#isOurUri(uri) || (this.#domains.has(host) && uri.user === undefined)
     if (!fromMesh && this.#authenticate !== undefined) {
-      const verdict = this.#authenticate(request, toNode)
+      const verdict = this.#authenticate(request, toNode, consumedRoute)
       if ('response' in verdict) { this.#respond(tx, verdict.response); return }
       if (verdict.identity !== undefined) this.#identities.set(request, verdict.identity)
     }

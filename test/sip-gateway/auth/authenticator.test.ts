@@ -83,8 +83,11 @@ test('the methods: SUBSCRIBE, PUBLISH, INVITE, OPTIONS to a user are challenged;
     assert.equal(responseOf(a.authenticate(request({ method }), false))?.status, 407, method)
   }
   for (const method of ['ACK', 'CANCEL']) assert.deepEqual(a.authenticate(request({ method }), false), { identity: undefined }, method)
-  assert.deepEqual(a.authenticate(request({ to: '<sip:bob@example.com>;tag=dlg' }), false), { identity: undefined }, 'in-dialog MESSAGE')
-  assert.deepEqual(a.authenticate(request({ method: 'BYE', to: '<sip:bob@example.com>;tag=dlg' }), false), { identity: undefined })
+  assert.deepEqual(a.authenticate(request({ to: '<sip:bob@example.com>;tag=dlg' }), false, true), { identity: undefined }, 'in-dialog MESSAGE')
+  assert.deepEqual(a.authenticate(request({ method: 'BYE', to: '<sip:bob@example.com>;tag=dlg' }), false, true), { identity: undefined })
+  // a To tag without our Route on top is no dialog of ours: a made-up tag skips nothing
+  assert.equal(responseOf(a.authenticate(request({ to: '<sip:bob@example.com>;tag=made-up' }), false))?.status, 407, 'a To tag alone')
+  assert.equal(responseOf(a.authenticate(request({ method: 'INVITE', to: '<sip:bob@example.com>;tag=made-up' }), false, false))?.status, 407)
   assert.equal(responseOf(a.authenticate(request({ method: 'PUBLISH', to: '<sip:alice@example.com>;tag=x' }), false))?.status, 407, 'a To tag does not exempt a PUBLISH')
   assert.deepEqual(a.authenticate(request({ method: 'OPTIONS', uri: 'sip:127.0.0.1:5060' }), true), { identity: undefined }, 'OPTIONS to the node')
   assert.equal(responseOf(a.authenticate(request({ method: 'OPTIONS', uri: 'sip:127.0.0.1:5060', headers: [['Route', '<sip:elsewhere.org;lr>']] }), true))?.status, 407, 'to the node with a Route left: not for the node')

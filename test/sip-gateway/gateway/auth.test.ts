@@ -136,7 +136,10 @@ describe('digest authentication at the gateway', () => {
     const n = mesh.nodes[0].sip
     assert.equal((await carol.request({ method: 'OPTIONS', uri: `sip:${n.host}:${n.port}` }))?.status, 200)
     const bob = uas.find(u => u.user === 'bob')!
-    const r = await carol.request({ uri: 'sip:bob@example.com', to: '<sip:bob@example.com>;tag=dlg1', body: 'in dialog' })
+    // a made-up To tag is no dialog: still refused
+    assert.equal((await carol.request({ uri: 'sip:bob@example.com', to: '<sip:bob@example.com>;tag=made-up', body: 'x' }))?.status, 403)
+    // in a dialog this node Record-Routed (its Route on top, a To tag): no challenge
+    const r = await carol.request({ uri: 'sip:bob@example.com', to: '<sip:bob@example.com>;tag=dlg1', headers: [['Route', `<sip:${n.host}:${n.port};lr>`]], body: 'in dialog' })
     assert.equal(r?.status, 200)
     const m = await bob.waitFor(() => bob.received.find(x => Buffer.from(x.body).toString() === 'in dialog'))
     assert.deepEqual(m?.headers.getAll('P-Asserted-Identity'), [], 'nobody authenticated it: nothing asserted')
