@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util'
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { z } from 'zod'
+import { ConflictPolicy } from '../sip-gateway/registrar/registrar.ts'
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
 export type LogLevel = typeof LOG_LEVELS[number]
@@ -45,6 +46,10 @@ export interface GatewayConfig {
   credentials?: string
   /** offline messages (issue 5): most kept per user, and for how many days */
   offlineLimits: { maxMessagesPerUser: number, retentionDays: number }
+  /** registrar (RFC 3261 10.3): expiry bounds in seconds (423 below the minimum), conflict policy */
+  registrar: { minExpires: number, maxExpires: number, conflictPolicy: ConflictPolicy }
+  /** per-source-address limit of SIP messages on every transport; absent: off */
+  limits?: { rateLimit: { perSecond: number, burst: number } }
 }
 
 /** What libp2p and the DHT get. */
@@ -103,7 +108,11 @@ const SETTINGS = {
   'allow-peer': { kind: 'list', help: 'peer id allowed to connect (repeatable); default: any' },
   credentials: { kind: 'string', help: 'users file, one "user@domain [password | md5:<HA1> sha-256:<HA1>]" a line: users known to the mesh; with secrets, SIP digest authentication of user agents (401/407)' },
   'offline-max-per-user': { kind: 'string', help: 'most offline messages kept for one user (more: 480 Mailbox Full)' },
-  'offline-retention-days': { kind: 'string', help: 'days an offline message is kept for a user who does not come back' }
+  'offline-retention-days': { kind: 'string', help: 'days an offline message is kept for a user who does not come back' },
+  'min-expires': { kind: 'string', help: 'shortest registration accepted, seconds (shorter: 423 Interval Too Brief)' },
+  'max-expires': { kind: 'string', help: 'longest registration granted, seconds (longer requests are shortened)' },
+  'conflict-policy': { kind: 'string', help: `a user registered on two nodes at once: ${Object.values(ConflictPolicy).join(' or ')}` },
+  'rate-limit': { kind: 'string', help: 'SIP messages per second accepted from one source address, bursts of twice that (default: off)' }
 } as const
 
 type SettingName = keyof typeof SETTINGS
@@ -119,7 +128,10 @@ export const DEFAULTS = {
   'log-level': 'info',
   'allow-peer': [],
   'offline-max-per-user': '1000',
-  'offline-retention-days': '7'
+  'offline-retention-days': '7',
+  'min-expires': '60',
+  'max-expires': '3600',
+  'conflict-policy': ConflictPolicy.LatestTakesOver
 } as const
 
 // ---- validation of single values ---------------------------------------------------------------
@@ -199,7 +211,11 @@ const layerSchema = z.strictObject({
   'allow-peer': z.array(str.superRefine(refineWith(checkPeerId))).max(MAX_LIST),
   credentials: str,
   'offline-max-per-user': str.superRefine(refineWith(positiveInteger(1_000_000))),
-  'offline-retention-days': str.superRefine(refineWith(positiveInteger(3650)))
+  'offline-retention-days': str.superRefine(refineWith(positiveInteger(3650))),
+  'min-expires': str.superRefine(refineWith(positiveInteger(86_400))),
+  'max-expires': str.superRefine(refineWith(positiveInteger(7 * 86_400))),
+  'conflict-policy': z.enum(Object.values(ConflictPolicy) as [ConflictPolicy, ...ConflictPolicy[]]),
+  'rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000)))
 }).partial()
 
 export type ConfigLayer = z.infer<typeof layerSchema>
@@ -345,6 +361,9 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
   const merged: ConfigLayer = Object.assign({}, DEFAULTS, ...layers)
   const get = <K extends SettingName>(k: K): NonNullable<ConfigLayer[K]> => merged[k] as NonNullable<ConfigLayer[K]>
   const domains = [...new Set(get('domain').map(d => d.toLowerCase()))]
+  if (Number(get('min-expires')) > Number(get('max-expires'))) {
+    throw new ConfigError(`invalid configuration: min-expires (${get('min-expires')}) is above max-expires (${get('max-expires')})`)
+  }
   const config: Config = {
     dataDir: resolvePath(cwd, get('data-dir')),
     gateway: {
@@ -352,7 +371,9 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
       sip: parseHostPort(get('sip')),
       ...(merged.ws != null ? { ws: parseHostPort(merged.ws) } : {}),
       ...(merged.credentials != null ? { credentials: resolvePath(cwd, merged.credentials) } : {}),
-      offlineLimits: { maxMessagesPerUser: Number(get('offline-max-per-user')), retentionDays: Number(get('offline-retention-days')) }
+      offlineLimits: { maxMessagesPerUser: Number(get('offline-max-per-user')), retentionDays: Number(get('offline-retention-days')) },
+      registrar: { minExpires: Number(get('min-expires')), maxExpires: Number(get('max-expires')), conflictPolicy: get('conflict-policy') },
+      ...(merged['rate-limit'] != null ? { limits: { rateLimit: { perSecond: Number(merged['rate-limit']), burst: 2 * Number(merged['rate-limit']) } } } : {})
     },
     mesh: {
       listen: [...new Set(get('p2p'))],

@@ -1,0 +1,70 @@
+// The registrar and rate-limit settings of `sipmesh start` reach the gateway the node builds:
+// flags parsed by loadConfig, then the node's gateway factory, then SIP over real UDP sockets.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { loadConfig } from '../../node/config.ts'
+import { defaultGateway } from '../../node/gateway.ts'
+import { MemoryStore, MemoryChannelHub } from '../../sip-gateway/index.ts'
+import type { Gateway } from '../../sip-gateway/gateway.ts'
+import { MemoryMesh, MemoryRegistry } from '../../dht/memory-registry.ts'
+import { testLogger } from '../sip-gateway/gateway/fixtures/log.ts'
+import { TestUa } from '../sip-gateway/gateway/fixtures/ua.ts'
+
+async function withGateway (args: string[], fn: (gw: Gateway) => Promise<void>): Promise<void> {
+  const { config } = await loadConfig([...args, '--domain', 'example.com', '--sip', '127.0.0.1:0'], {})
+  const registry = new MemoryRegistry(new MemoryMesh(), { nodeId: 'node-a', sip: 'unset:0' })
+  const g = await defaultGateway!({
+    registry,
+    peerChannel: new MemoryChannelHub().channel('node-a'),
+    store: new MemoryStore(),
+    logger: testLogger(),
+    config: config.gateway,
+    announceSip: (hp) => { registry.sip = hp }
+  })
+  await g.start()
+  try {
+    await fn((g as unknown as { gateway: Gateway }).gateway)
+  } finally {
+    await g.stop()
+    await registry.stop()
+  }
+}
+
+test('--min-expires and --max-expires bound registrations: 423 with Min-Expires below, shortened above', async () => {
+  await withGateway(['--min-expires', '120', '--max-expires', '900'], async (gw) => {
+    const ua = await TestUa.open('alice', gw.addresses.udp)
+    try {
+      const brief = await ua.register(60)
+      assert.equal(brief?.status, 423)
+      assert.equal(brief?.headers.get('Min-Expires'), '120')
+      const long = await ua.register(86_400)
+      assert.equal(long?.status, 200)
+      assert.match(long?.headers.get('Contact') ?? '', /expires=900\b/)
+    } finally { await ua.close() }
+  })
+})
+
+test('--rate-limit: a source over its rate is dropped (no answer), and served again once under it', async () => {
+  await withGateway(['--rate-limit', '5'], async (gw) => {
+    const ua = await TestUa.open('bob', gw.addresses.udp)
+    try {
+      const n = gw.addresses.udp
+      const answers = await Promise.all(Array.from({ length: 30 }, async () => await ua.request({ method: 'OPTIONS', uri: `sip:${n.host}:${n.port}` }, 1_000)))
+      const answered = answers.filter(r => r?.status === 200).length
+      // a burst of twice the rate passes, then about 5 a second
+      assert.ok(answered >= 10 && answered <= 16, `answered ${answered} of 30`)
+      assert.ok((gw.stats.transport?.rateLimited ?? 0) >= 14)
+      await new Promise(resolve => setTimeout(resolve, 1_000))
+      assert.equal((await ua.request({ method: 'OPTIONS', uri: `sip:${n.host}:${n.port}` }))?.status, 200)
+    } finally { await ua.close() }
+  })
+  // without the flag nothing is limited
+  await withGateway([], async (gw) => {
+    const ua = await TestUa.open('carol', gw.addresses.udp)
+    try {
+      const n = gw.addresses.udp
+      const answers = await Promise.all(Array.from({ length: 30 }, async () => await ua.request({ method: 'OPTIONS', uri: `sip:${n.host}:${n.port}` }, 2_000)))
+      assert.equal(answers.filter(r => r?.status === 200).length, 30)
+    } finally { await ua.close() }
+  })
+})
