@@ -49,6 +49,7 @@ import { responseForError } from './error-response.ts'
 import { Timer } from '../transaction/timers.ts'
 import { ResponseContext, bestResponse, type Branch } from './response-context.ts'
 import { MESH_TRANSPORT, type Connector, type Flow } from './flow.ts'
+import { DialogContacts } from './dialog-contacts.ts'
 
 /** Methods this node knows (anything else: 501). */
 export const KNOWN_METHODS: ReadonlySet<string> = new Set([
@@ -154,6 +155,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #loopHashes = new WeakMap<SipRequest, string>()
   /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
   readonly #rescueAor = new WeakMap<SipRequest, string>()
+  /** callers' Contacts of the dialogs we Record-Routed, for requests coming back to them */
+  readonly #dialogContacts = new DialogContacts()
   #layer: TransactionLayer<Flow> | undefined
   readonly stats: ProxyStats = { requests: 0, forwardedMesh: 0, deliveredLocal: 0, answeredLocally: 0, loops: 0, notOwnerRetries: 0, responses: {} }
 
@@ -317,6 +320,14 @@ export class ProxyCore implements TransactionCore<Flow> {
           await this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#bindingFlow(binding) }])
           return
         }
+        // or of a user agent that set the dialog up through us without registering (a caller)
+        const caller = this.#dialogContacts.find(request.uri)
+        if (caller !== undefined) {
+          if (!fromMesh) this.#assertIdentity(request)
+          const target = caller.flow.open ? caller.flow : await this.#routeFlow(safeUri(caller.uri))
+          await this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
+          return
+        }
       }
       throw new SipStatusError(403, 'Domain Not Served')
     }
@@ -336,6 +347,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       return
     }
     this.#assertIdentity(request)
+    if (DIALOG_METHODS.has(request.method) && !hasToTag(request)) this.#rememberCaller(request, flow)
     // live local bindings mean we own the AoR (the registrar drops them when displaced)
     if (this.#registrar.lookup(aor).length > 0) {
       await this.#deliverLocal(request, tx, flow, aor)
@@ -431,6 +443,17 @@ export class ProxyCore implements TransactionCore<Flow> {
     const t = typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP'
     if (t !== 'UDP' && t !== 'TCP') throw new SipStatusError(480, 'Temporarily Unavailable')
     return await this.#connector.connect({ transport: t, host: u.host, port: u.port ?? 5060 })
+  }
+
+  /** a user agent's dialog-creating request: requests inside the dialog may come back to its Contact */
+  #rememberCaller (request: SipRequest, flow: Flow): void {
+    const contact = request.headers.get('Contact')
+    if (contact === undefined) return
+    try {
+      this.#dialogContacts.remember(parseNameAddr(contact).uri, flow)
+    } catch {
+      // a malformed Contact: nothing to come back to
+    }
   }
 
   /** 16.4: a top Route entry naming this node is removed; true when one was */

@@ -55,6 +55,30 @@ describe('dialogs across gateways', () => {
     assert.equal(got.headers.getAll('Route').length, 0, 'every Route entry was consumed')
   })
 
+  test('the callee hangs up: its BYE follows the route set back to a caller who never registered', async () => {
+    bob.answer = () => undefined
+    const callId = 'dialog-callee-bye'
+    const inv = caller.build({ method: 'INVITE', uri: 'sip:bob@example.com', callId, cseq: 1, fromTag: 'cb1', headers: [['Contact', caller.contact]] })
+    caller.sendRaw(inv.text)
+    const invite = await bob.waitFor(() => bob.received.find(m => m.method === 'INVITE' && m.headers.get('Call-ID') === callId))
+    assert.ok(invite !== undefined)
+    const rr = invite.headers.getAll('Record-Route')
+    bob.reply(invite, 200, [...rr.map(r => ['Record-Route', r] as [string, string]), ['Contact', bob.contact]])
+    assert.equal((await caller.waitFinal(inv.branch))?.status, 200)
+    // the UAS's route set is the Record-Route list in order (RFC 3261 12.1.1); its remote target
+    // is the caller's Contact, a UDP socket the registrar knows nothing of
+    const callerContact = parseNameAddr(caller.contact).uri
+    caller.answer = (m) => m.method === 'BYE' ? 200 : undefined
+    const bye = await bob.request({ method: 'BYE', uri: callerContact, callId, cseq: 1, fromTag: 'uas-tag', from: '<sip:bob@example.com>', to: '<sip:carl@example.com>;tag=cb1', headers: rr.map(r => ['Route', r] as [string, string]) })
+    assert.equal(bye?.status, 200)
+    const got = caller.received.find(m => m.method === 'BYE' && m.headers.get('Call-ID') === callId)
+    assert.ok(got !== undefined, 'the caller got the BYE')
+    assert.equal(got.headers.getAll('Route').length, 0)
+    // a Request-URI nobody set up a dialog from is still refused
+    const stray = await bob.request({ method: 'BYE', uri: 'sip:nobody@127.0.0.1:1', callId: 'stray', fromTag: 'x', from: '<sip:bob@example.com>', to: '<sip:carl@example.com>;tag=zz', headers: rr.map(r => ['Route', r] as [string, string]) })
+    assert.equal(stray?.status, 403)
+  })
+
   test('a dialog on one node: the ACK and BYE after our Record-Route reach the callee registered there', async () => {
     const dora = await TestUa.open('dora', mesh.nodes[0].sip)
     try {

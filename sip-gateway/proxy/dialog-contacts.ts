@@ -1,0 +1,62 @@
+/**
+ * The Contact of each user agent whose dialog-creating request (INVITE, SUBSCRIBE, REFER) this
+ * node took from the user agent itself and Record-Routed. A request inside such a dialog that
+ * comes back along the route set (from the mesh, or from a user agent on this node) has that
+ * Contact as its Request-URI (RFC 3261 12.2.1.1) and no Route left once ours is consumed: it may
+ * be delivered there even when the user agent never registered (a caller that only calls). Only
+ * contacts that reached us from their own user agent are kept, so a Request-URI made up by anyone
+ * else still goes nowhere (no open relay, see ProxyCore).
+ *
+ * Bounded: at most `max` contacts, each forgotten `ttlMs` after its dialog was last used.
+ */
+import { contactKey } from '../registrar/bindings.ts'
+import type { Flow } from './flow.ts'
+
+export interface DialogContact {
+  uri: string
+  /** the flow the dialog-creating request arrived on */
+  flow: Flow
+}
+
+export class DialogContacts {
+  readonly #entries = new Map<string, DialogContact & { until: number }>()
+  readonly #max: number
+  readonly #ttlMs: number
+  readonly #now: () => number
+
+  constructor (init: { max?: number, ttlMs?: number, now?: () => number } = {}) {
+    this.#max = init.max ?? 100_000
+    this.#ttlMs = init.ttlMs ?? 12 * 3_600_000
+    this.#now = init.now ?? Date.now
+  }
+
+  get size (): number { return this.#entries.size }
+
+  remember (uri: string, flow: Flow): void {
+    let key: string
+    try { key = contactKey(uri) } catch { return }
+    this.#entries.delete(key)
+    if (this.#entries.size >= this.#max) {
+      const oldest = this.#entries.keys().next().value
+      if (oldest !== undefined) this.#entries.delete(oldest)
+    }
+    this.#entries.set(key, { uri, flow, until: this.#now() + this.#ttlMs })
+  }
+
+  /** the contact a Request-URI names, refreshed (the dialog is in use), or undefined */
+  find (uri: string): DialogContact | undefined {
+    let key: string
+    try { key = contactKey(uri) } catch { return undefined }
+    const e = this.#entries.get(key)
+    if (e === undefined) return undefined
+    const now = this.#now()
+    if (e.until <= now) {
+      this.#entries.delete(key)
+      return undefined
+    }
+    this.#entries.delete(key)
+    e.until = now + this.#ttlMs
+    this.#entries.set(key, e)
+    return e
+  }
+}

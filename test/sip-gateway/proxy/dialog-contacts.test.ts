@@ -1,0 +1,37 @@
+// The callers' Contacts the proxy keeps for requests coming back inside a dialog: matching as the
+// registrar matches contacts, bounded in number and in time, malformed URIs ignored.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { DialogContacts } from '../../../sip-gateway/proxy/dialog-contacts.ts'
+import type { Flow } from '../../../sip-gateway/proxy/flow.ts'
+
+const flow = (port: number): Flow => ({ transport: 'UDP', reliable: false, remote: { host: '127.0.0.1', port }, open: true, send: async () => {} })
+
+test('found by the same contact (host case, parameters other than transport ignored), refreshed on use, gone after the TTL', () => {
+  let now = 0
+  const d = new DialogContacts({ ttlMs: 1_000, now: () => now })
+  d.remember('sip:carl@127.0.0.1:5999;ob', flow(5999))
+  assert.equal(d.find('sip:carl@127.0.0.1:5999')?.flow.remote.port, 5999)
+  assert.equal(d.find('sip:carl@127.0.0.1:5999;transport=tcp'), undefined, 'another transport is another contact')
+  assert.equal(d.find('sip:carl@127.0.0.1:6000'), undefined)
+  now = 900
+  assert.ok(d.find('sip:carl@127.0.0.1:5999') !== undefined, 'in use: kept')
+  now = 1_800
+  assert.ok(d.find('sip:carl@127.0.0.1:5999') !== undefined, 'the last use refreshed it')
+  now = 2_900
+  assert.equal(d.find('sip:carl@127.0.0.1:5999'), undefined, 'idle past the TTL: forgotten')
+  assert.equal(d.size, 0)
+})
+
+test('bounded: the oldest contact goes first; malformed URIs are neither kept nor found', () => {
+  const d = new DialogContacts({ max: 3 })
+  for (let i = 0; i < 5; i++) d.remember(`sip:u${i}@127.0.0.1:${6000 + i}`, flow(6000 + i))
+  assert.equal(d.size, 3)
+  assert.equal(d.find('sip:u0@127.0.0.1:6000'), undefined)
+  assert.ok(d.find('sip:u4@127.0.0.1:6004') !== undefined)
+  for (const bad of ['', 'not a uri', 'sip:', '<sip:x@y>', 'sip:a@b:99999999', '\u0000']) {
+    d.remember(bad, flow(1))
+    assert.equal(d.find(bad), undefined, JSON.stringify(bad))
+  }
+  assert.equal(d.size, 3)
+})
