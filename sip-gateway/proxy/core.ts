@@ -320,12 +320,14 @@ export class ProxyCore implements TransactionCore<Flow> {
           await this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#bindingFlow(binding) }])
           return
         }
-        // or of a user agent that set the dialog up through us without registering (a caller)
+        // or of a user agent that set the dialog up through us without registering (a caller):
+        // sent only back where that user agent sent from (its UDP source, its connection), never
+        // to the address its Contact names, so a made-up Contact cannot aim the node anywhere
         const caller = this.#dialogContacts.find(request.uri)
         if (caller !== undefined) {
+          if (!caller.flow.open) throw new SipStatusError(480, 'Temporarily Unavailable')
           if (!fromMesh) this.#assertIdentity(request)
-          const target = caller.flow.open ? caller.flow : await this.#routeFlow(safeUri(caller.uri))
-          await this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
+          await this.#forward(request, tx, flow, [{ uri: request.uri, flow: caller.flow }])
           return
         }
       }

@@ -4,8 +4,10 @@
  * comes back along the route set (from the mesh, or from a user agent on this node) has that
  * Contact as its Request-URI (RFC 3261 12.2.1.1) and no Route left once ours is consumed: it may
  * be delivered there even when the user agent never registered (a caller that only calls). Only
- * contacts that reached us from their own user agent are kept, so a Request-URI made up by anyone
- * else still goes nowhere (no open relay, see ProxyCore).
+ * contacts that reached us from their own user agent are kept, and such a request is sent back
+ * over the flow the user agent used (its UDP source address, its connection), not to the address
+ * the Contact names: whatever a user agent writes in its Contact, the node only ever answers it
+ * (no open relay, see ProxyCore).
  *
  * Bounded: at most `max` contacts, each forgotten `ttlMs` after its dialog was last used.
  */

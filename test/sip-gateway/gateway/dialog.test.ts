@@ -74,6 +74,17 @@ describe('dialogs across gateways', () => {
     const got = caller.received.find(m => m.method === 'BYE' && m.headers.get('Call-ID') === callId)
     assert.ok(got !== undefined, 'the caller got the BYE')
     assert.equal(got.headers.getAll('Route').length, 0)
+    // a Contact naming another address: requests coming back go to where the INVITE came from
+    const decoy = 'sip:carl@127.0.0.1:1'
+    const inv2 = caller.build({ method: 'INVITE', uri: 'sip:bob@example.com', callId: 'decoy', cseq: 1, fromTag: 'cb2', headers: [['Contact', `<${decoy}>`]] })
+    caller.sendRaw(inv2.text)
+    const invite2 = await bob.waitFor(() => bob.received.find(m => m.method === 'INVITE' && m.headers.get('Call-ID') === 'decoy'))
+    assert.ok(invite2 !== undefined)
+    bob.reply(invite2, 200, [...rr.map(r => ['Record-Route', r] as [string, string]), ['Contact', bob.contact]])
+    assert.equal((await caller.waitFinal(inv2.branch))?.status, 200)
+    const bye2 = await bob.request({ method: 'BYE', uri: decoy, callId: 'decoy', cseq: 1, fromTag: 'uas-2', from: '<sip:bob@example.com>', to: '<sip:carl@example.com>;tag=cb2', headers: rr.map(r => ['Route', r] as [string, string]) })
+    assert.equal(bye2?.status, 200)
+    assert.ok(caller.received.some(m => m.method === 'BYE' && m.headers.get('Call-ID') === 'decoy'), 'delivered to the INVITE\'s source, not to port 1')
     // a Request-URI nobody set up a dialog from is still refused
     const stray = await bob.request({ method: 'BYE', uri: 'sip:nobody@127.0.0.1:1', callId: 'stray', fromTag: 'x', from: '<sip:bob@example.com>', to: '<sip:carl@example.com>;tag=zz', headers: rr.map(r => ['Route', r] as [string, string]) })
     assert.equal(stray?.status, 403)
