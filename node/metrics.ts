@@ -50,3 +50,43 @@ export function addCollectedCounter (registry: Registry, name: string, help: str
     }
   })
 }
+
+/**
+ * A counter with one label whose values are a fixed list (bounded cardinality), each running
+ * total read when scraped. Every listed value is exported, at 0 until it counts; keys `read`
+ * returns outside the list are ignored.
+ */
+export function addCollectedLabeledCounter (registry: Registry, name: string, help: string, label: string, values: readonly string[], read: () => Readonly<Partial<Record<string, number>>> | undefined): void {
+  const last = new Map<string, number>(values.map(v => [v, 0]))
+  new Counter({
+    name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect () {
+      const now = read()
+      for (const v of values) {
+        const n = now?.[v] ?? 0
+        const before = last.get(v) ?? 0
+        this.inc({ [label]: v }, n > before ? n - before : 0)
+        if (n > before) last.set(v, n)
+      }
+    }
+  })
+}
+
+/**
+ * `read()` at most once per scrape: prom-client runs every collect callback synchronously at the
+ * start of `registry.metrics()`, so the value is kept until the current job's microtasks run.
+ * Many metrics read from one snapshot that costs something to build (a walk of a map).
+ */
+export function oncePerScrape<T> (read: () => T): () => T {
+  let cached: { value: T } | undefined
+  return () => {
+    if (cached === undefined) {
+      cached = { value: read() }
+      queueMicrotask(() => { cached = undefined })
+    }
+    return cached.value
+  }
+}

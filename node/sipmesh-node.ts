@@ -17,7 +17,7 @@ import { createMeshNode } from './libp2p.ts'
 import { loadOrCreateIdentity, openDatastore, DatastoreDurableStore } from './persistence.ts'
 import { Libp2pPeerChannel } from './peer-channel.ts'
 import { AdminServer } from './admin/server.ts'
-import { createNodeMetrics, addCollectedCounter, addCollectedGauge } from './metrics.ts'
+import { createNodeMetrics, addCollectedCounter, addCollectedGauge, addCollectedLabeledCounter, oncePerScrape } from './metrics.ts'
 import { createPinoLogger, libp2pComponentLogger, toPortLogger } from './logger.ts'
 import { normalizeAor } from '../dht/record/claim.ts'
 import type { Config, GatewayConfig } from './config.ts'
@@ -39,12 +39,60 @@ export interface GatewayContext {
   announceSip (hostPort: string): void
 }
 
+/** Counts by transport (`udp`, `tcp`, `ws`). */
+export type TransportCounts = Readonly<Partial<Record<string, number>>>
+
+/**
+ * What the gateway counts, as `/metrics` reads it at scrape time. Totals are running counts since
+ * the gateway started (counters); the rest are current values (gauges).
+ */
+export interface GatewayStatsSnapshot {
+  /** requests the proxy core received (one per server transaction: retransmissions excluded) */
+  requests: number
+  /** final responses sent to requests the node handled (its own and relayed), by class: `2xx` ... `6xx` */
+  responses: Readonly<Partial<Record<string, number>>>
+  forwardedMesh: number
+  deliveredLocal: number
+  answeredLocally: number
+  loops: number
+  notOwnerRetries: number
+  /** live server and client transactions */
+  serverTransactions: number
+  clientTransactions: number
+  retransmissionsAbsorbed: number
+  /** requests refused with 503 at the server transaction limit */
+  overloaded: number
+  /** messages from the mesh that did not parse */
+  parseErrors: number
+  /** SIP messages received from and sent to other nodes */
+  meshIn: number
+  meshOut: number
+  /** contacts registered on this node */
+  bindings: number
+  transport?: {
+    messagesIn: TransportCounts
+    messagesOut: TransportCounts
+    parseErrors: TransportCounts
+    slowPeers: number
+    idleClosed: number
+    oversize: number
+    rateLimited: number
+    connections: number
+  }
+  presence?: { presentities: number, subscriptions: number, backendSubscriptions: number, publications: number, notifiesSent: number, rateLimited: number }
+  offline?: { users: number, messages: number, stored: number, delivered: number, refused: number }
+  /** absent when digest authentication is off */
+  auth?: { challenged: number, authenticated: number, failed: number, forbidden: number, malformed: number }
+}
+
 /** The SIP gateway as the node runs it. */
 export interface Gateway {
   start (): Promise<void>
   stop (): Promise<void>
   /** live registrations (AoRs with at least one binding), for `/status` */
   registrations? (): number
+  /** a snapshot of the gateway's counters for `/metrics`, taken when scraped */
+  stats? (): GatewayStatsSnapshot
   /** presence authorization rules, for the admin API's `/presence/<aor>/rules` */
   presenceRules?: { get (aor: string): unknown, set (aor: string, rules: unknown): Promise<unknown> }
 }
@@ -252,6 +300,7 @@ export class SipmeshNode {
       await gateway.start()
       this.gatewayInstance = gateway
       this.stopSteps.push(async () => { await gateway.stop() })
+      if (gateway.stats !== undefined) this.registerGatewayMetrics(gateway.stats.bind(gateway))
     }
 
     const admin = new AdminServer({
@@ -356,5 +405,63 @@ export class SipmeshNode {
     addCollectedCounter(r, 'sipmesh_registry_notices_sent_total', 'move/interest notices sent', () => stats.noticesSent)
     addCollectedCounter(r, 'sipmesh_registry_notices_received_total', 'move/interest notices received', () => stats.noticesReceived)
     addCollectedCounter(r, 'sipmesh_registry_notices_rejected_total', 'notices refused after verification', () => stats.noticesRejected)
+  }
+
+  /**
+   * The gateway's figures (`sipmesh_sip_*`), read from one snapshot per scrape: nothing is
+   * counted on the SIP path for them beyond what the gateway counts anyway. Label values are
+   * fixed lists, so the number of series is bounded.
+   */
+  private registerGatewayMetrics (stats: () => GatewayStatsSnapshot): void {
+    const r = this.metrics.registry
+    const s = oncePerScrape(stats)
+    const counter = (name: string, help: string, read: (s: GatewayStatsSnapshot) => number | undefined): void => {
+      addCollectedCounter(r, name, help, () => read(s()) ?? 0)
+    }
+    const gauge = (name: string, help: string, read: (s: GatewayStatsSnapshot) => number | undefined): void => {
+      addCollectedGauge(r, name, help, () => read(s()) ?? 0)
+    }
+    const transports = ['udp', 'tcp', 'ws'] as const
+    counter('sipmesh_sip_requests_total', 'SIP requests received from user agents and the mesh (one per server transaction; retransmissions not counted)', s => s.requests)
+    addCollectedLabeledCounter(r, 'sipmesh_sip_responses_total', 'final SIP responses sent to requests this node handled (its own and relayed; not the 400s of unparsable messages, see parse_errors), by status class', 'class', ['2xx', '3xx', '4xx', '5xx', '6xx'], () => s().responses)
+    counter('sipmesh_sip_requests_forwarded_mesh_total', 'SIP requests forwarded over the mesh to the node owning the AoR', s => s.forwardedMesh)
+    counter('sipmesh_sip_requests_delivered_local_total', 'SIP requests delivered to contacts registered on this node', s => s.deliveredLocal)
+    counter('sipmesh_sip_requests_answered_local_total', 'SIP requests addressed to this node itself and answered here (OPTIONS keep-alives, 405)', s => s.answeredLocally)
+    counter('sipmesh_sip_loops_detected_total', 'SIP requests refused with 482 Loop Detected', s => s.loops)
+    counter('sipmesh_sip_not_owner_retries_total', 'requests re-routed after the node they were sent to said it no longer owns the AoR', s => s.notOwnerRetries)
+    addCollectedLabeledCounter(r, 'sipmesh_sip_parse_errors_total', 'SIP messages that did not parse (answered 400/513 when possible, else dropped), by transport (mesh: from other nodes)', 'transport', [...transports, 'mesh'], () => {
+      const x = s()
+      return { ...x.transport?.parseErrors, mesh: x.parseErrors }
+    })
+    counter('sipmesh_sip_retransmissions_absorbed_total', 'retransmitted SIP requests answered by their server transaction (not seen again by the proxy core)', s => s.retransmissionsAbsorbed)
+    counter('sipmesh_sip_server_transactions_refused_total', 'SIP requests refused with 503 because the server transaction limit was reached', s => s.overloaded)
+    gauge('sipmesh_sip_server_transactions', 'live SIP server transactions (including those lingering for retransmissions)', s => s.serverTransactions)
+    gauge('sipmesh_sip_client_transactions', 'live SIP client transactions', s => s.clientTransactions)
+    addCollectedLabeledCounter(r, 'sipmesh_sip_messages_received_total', 'SIP messages received from user agents (parsed), by transport', 'transport', transports, () => s().transport?.messagesIn)
+    addCollectedLabeledCounter(r, 'sipmesh_sip_messages_sent_total', 'SIP messages sent to user agents, by transport', 'transport', transports, () => s().transport?.messagesOut)
+    counter('sipmesh_sip_rate_limited_total', 'SIP messages dropped by the per-source rate limit', s => s.transport?.rateLimited)
+    counter('sipmesh_sip_oversize_total', 'SIP messages refused for their size', s => s.transport?.oversize)
+    counter('sipmesh_sip_slow_peers_total', 'TCP/WebSocket connections closed because a message did not complete in time', s => s.transport?.slowPeers)
+    counter('sipmesh_sip_idle_closed_total', 'TCP/WebSocket connections closed after the idle timeout', s => s.transport?.idleClosed)
+    gauge('sipmesh_sip_connections', 'open SIP TCP and WebSocket connections', s => s.transport?.connections)
+    counter('sipmesh_sip_mesh_messages_received_total', 'SIP messages the gateway received from other nodes over the mesh', s => s.meshIn)
+    counter('sipmesh_sip_mesh_messages_sent_total', 'SIP messages the gateway sent to other nodes over the mesh', s => s.meshOut)
+    gauge('sipmesh_sip_bindings', 'contacts registered on this node (all AoRs)', s => s.bindings)
+    gauge('sipmesh_sip_presence_presentities', 'presentities the presence agent tracks', s => s.presence?.presentities)
+    gauge('sipmesh_sip_presence_subscriptions', 'presence subscriptions of watchers served by this node', s => s.presence?.subscriptions)
+    gauge('sipmesh_sip_presence_backend_subscriptions', 'back-end presence subscriptions this node holds to owner nodes', s => s.presence?.backendSubscriptions)
+    gauge('sipmesh_sip_presence_publications', 'live presence publications (PUBLISH) held by this node', s => s.presence?.publications)
+    counter('sipmesh_sip_presence_notifies_sent_total', 'presence NOTIFYs sent', s => s.presence?.notifiesSent)
+    counter('sipmesh_sip_presence_rate_limited_total', 'SUBSCRIBE/PUBLISH requests refused by the presence rate limit', s => s.presence?.rateLimited)
+    gauge('sipmesh_sip_offline_messages', 'offline IMs stored here and not delivered yet', s => s.offline?.messages)
+    gauge('sipmesh_sip_offline_users', 'users with offline IMs waiting here', s => s.offline?.users)
+    counter('sipmesh_sip_offline_stored_total', 'MESSAGEs stored for users who were away (answered 202)', s => s.offline?.stored)
+    counter('sipmesh_sip_offline_delivered_total', 'stored MESSAGEs delivered to a device (2xx) and removed', s => s.offline?.delivered)
+    counter('sipmesh_sip_offline_refused_total', 'stored MESSAGEs a device refused for good, removed undelivered', s => s.offline?.refused)
+    counter('sipmesh_sip_auth_challenges_total', 'digest challenges sent (401/407)', s => s.auth?.challenged)
+    counter('sipmesh_sip_auth_successes_total', 'requests whose digest credentials were accepted', s => s.auth?.authenticated)
+    counter('sipmesh_sip_auth_failures_total', 'digest credentials refused (wrong password, stale or replayed nonce) and challenged again', s => s.auth?.failed)
+    counter('sipmesh_sip_auth_forbidden_total', 'requests refused with 403 (a user without a secret, or another user\'s credentials)', s => s.auth?.forbidden)
+    counter('sipmesh_sip_auth_malformed_total', 'requests refused with 400 for malformed credentials', s => s.auth?.malformed)
   }
 }

@@ -105,6 +105,9 @@ export interface GatewayStats extends ProxyStats {
   serverTransactions: number
   clientTransactions: number
   retransmissionsAbsorbed: number
+  /** requests refused with 503 because `limits.maxServerTransactions` were live */
+  overloaded: number
+  /** messages from the mesh that did not parse (user agents' are in `transport.parseErrors`) */
   parseErrors: number
   meshIn: number
   meshOut: number
@@ -206,14 +209,18 @@ export class Gateway {
 
   get stats (): GatewayStats {
     const core = this.#core?.stats ?? { requests: 0, forwardedMesh: 0, deliveredLocal: 0, answeredLocally: 0, loops: 0, notOwnerRetries: 0, responses: {} }
+    // the presence agent answers the requests it intercepts itself: its finals count here too
+    const responses = { ...core.responses }
+    for (const [k, n] of Object.entries(this.#presence.responseCounts)) responses[k] = (responses[k] ?? 0) + n
     return {
       ...core,
-      responses: { ...core.responses },
+      responses,
       registrations: this.#registrar.registrations,
       bindings: this.#registrar.bindingCount,
       serverTransactions: this.#layer?.serverCount ?? 0,
       clientTransactions: this.#layer?.clientCount ?? 0,
       retransmissionsAbsorbed: this.#layer?.stats.retransmissionsAbsorbed ?? 0,
+      overloaded: this.#layer?.stats.overload ?? 0,
       ...this.#counters,
       transport: this.#transports?.counters()
     }

@@ -17,8 +17,11 @@
  * ```
  */
 import { Gateway } from './gateway.ts'
-import type { GatewayConfig } from './gateway.ts'
+import type { GatewayConfig, GatewayStats } from './gateway.ts'
 import type { DurableStore, Logger, PeerChannel, Registry } from './ports.ts'
+import type { PresenceStats } from './presence/agent.ts'
+import type { OfflineStats } from './offline/store.ts'
+import type { AuthStats } from './auth/index.ts'
 
 export { Gateway } from './gateway.ts'
 export type { GatewayComponents, GatewayConfig, GatewayStats } from './gateway.ts'
@@ -45,11 +48,24 @@ export interface SipGatewayContext {
   announceSip? (hostPort: string): void
 }
 
+/**
+ * Everything the gateway counts, in one snapshot for metrics (structurally the node's
+ * `GatewayStatsSnapshot`): the proxy, transaction and transport counters of `Gateway.stats`,
+ * plus presence, offline IM and digest authentication (`auth` absent when authentication is off).
+ * Built when asked (a scrape), from counters the gateway keeps anyway.
+ */
+export interface SipGatewayStats extends GatewayStats {
+  presence: PresenceStats
+  offline: OfflineStats
+  auth?: AuthStats
+}
+
 /** Build the gateway from the node's context (the node's `GatewayFactory`). */
 export function sipGateway (context: SipGatewayContext): {
   start (): Promise<void>
   stop (): Promise<void>
   registrations (): number
+  stats (): SipGatewayStats
   gateway: Gateway
   presenceRules: { get (aor: string): unknown, set (aor: string, rules: unknown): Promise<unknown> }
 } {
@@ -78,6 +94,10 @@ export function sipGateway (context: SipGatewayContext): {
     start: async () => { await gateway.start() },
     stop: async () => { await gateway.stop() },
     registrations: () => gateway.registrations,
+    stats: () => {
+      const auth = gateway.auth?.stats
+      return { ...gateway.stats, presence: gateway.presence.stats, offline: gateway.im.offline.stats(), auth: auth === undefined ? undefined : { ...auth } }
+    },
     presenceRules: {
       get: (aor) => gateway.presence.getRules(aor),
       set: async (aor, rules) => await gateway.presence.setRules(aor, rules)

@@ -133,6 +133,10 @@ export interface OfflineStats {
   corrupt: number
   /** messages a device refused for good and that were removed undelivered, since start (a counter) */
   refused: number
+  /** messages written by `store()` (not `import()`), since start (a counter) */
+  stored: number
+  /** messages `deliverBacklog()` delivered (a device answered 2xx) and removed, since start (a counter) */
+  delivered: number
 }
 
 /** The final response a delivery attempt ended with (a device's, or one the sender synthesized: 408, 503). */
@@ -200,6 +204,8 @@ export class OfflineStore {
   #count = 0
   #bytes = 0
   #refused = 0
+  #stored = 0
+  #delivered = 0
   #state: State = State.Idle
   #timer: unknown
   #sweeping: Promise<SweepResult> | undefined
@@ -276,6 +282,7 @@ export class OfflineStore {
         this.#checkQuota(aor, u, 1, value.byteLength, true)
         const time = Math.max(rec.receivedAt, u.lastTime)
         await this.#insert(aor, u, rec, value, time)
+        this.#stored++
         return { id: rec.id, stored: true }
       } finally {
         this.#forgetIfEmpty(aor, u)
@@ -307,7 +314,7 @@ export class OfflineStore {
   }
 
   stats (): OfflineStats {
-    return { users: this.users().length, messages: this.#count, bytes: this.#bytes, corrupt: this.#corrupt.length, refused: this.#refused }
+    return { users: this.users().length, messages: this.#count, bytes: this.#bytes, corrupt: this.#corrupt.length, refused: this.#refused, stored: this.#stored, delivered: this.#delivered }
   }
 
   /**
@@ -490,6 +497,7 @@ export class OfflineStore {
         await this.#mutate.run(aor, async () => await this.#remove(aor, rec.id, true))
         if (outcome === Delivery.Delivered) {
           delivered++
+          this.#delivered++
           continue
         }
         refused++

@@ -205,6 +205,8 @@ export interface PresenceStats {
   publications: number
   notifiesSent: number
   rateLimited: number
+  /** final responses the agent sent to the requests it served (SUBSCRIBE, PUBLISH, NOTIFY), by class (`2xx`...) */
+  responses: Record<string, number>
 }
 
 const NO_BODY = new Uint8Array(0)
@@ -233,6 +235,7 @@ export class PresenceAgent {
   #t: PresenceAgentTransport | undefined
   #running = false
   readonly #stats = { notifiesSent: 0, rateLimited: 0 }
+  readonly #responses: Record<string, number> = {}
 
   constructor (components: PresenceAgentComponents, init: PresenceAgentInit) {
     this.#registry = components.registry
@@ -253,10 +256,13 @@ export class PresenceAgent {
     this.publications = new PublicationStore<PidfDocument>({ minExpires: 5, ...init.publications, logger: this.#log })
   }
 
+  /** `stats.responses` without the walk `stats` makes (the gateway adds it to the proxy's) */
+  get responseCounts (): Readonly<Record<string, number>> { return this.#responses }
+
   get stats (): PresenceStats {
     let backend = 0
     for (const p of this.#presentities.values()) if (p.backend !== undefined && !p.backend.ended) backend++
-    return { presentities: this.#presentities.size, subscriptions: this.#subs.size, backendSubscriptions: backend, publications: this.publications.size, ...this.#stats }
+    return { presentities: this.#presentities.size, subscriptions: this.#subs.size, backendSubscriptions: backend, publications: this.publications.size, ...this.#stats, responses: { ...this.#responses } }
   }
 
   /**
@@ -384,6 +390,10 @@ export class PresenceAgent {
     // every final response of ours carries a To tag (8.2.6.2); dialog-creating ones set theirs before
     const to = response.headers.get('To')
     if (response.status >= 200 && to !== undefined && tagOf(to) === undefined) response.headers.set('To', `${to};tag=${generateTag()}`)
+    if (response.status >= 200) {
+      const k = `${Math.floor(response.status / 100)}xx`
+      this.#responses[k] = (this.#responses[k] ?? 0) + 1
+    }
     tx.respond(response)
   }
 
