@@ -5,8 +5,8 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { UserAgent, Registerer, RegistererState, Messager } from 'sip.js'
-import type { Message } from 'sip.js'
 import { TestMesh } from './fixtures/mesh.ts'
+import { agent, agents, stopAgents, within } from './fixtures/sipjs.ts'
 import { computeHa1, DigestAlgorithm } from '../../../sip-gateway/auth/digest.ts'
 import type { UserSecret } from '../../../sip-gateway/auth/index.ts'
 
@@ -17,31 +17,12 @@ const credentials = new Map<string, UserSecret>(Object.entries(PASSWORDS).map(([
 }]))
 
 let mesh: TestMesh | undefined
-const agents: UserAgent[] = []
 after(async () => {
-  for (const ua of agents) await ua.stop().catch(() => {})
+  await stopAgents()
   await mesh?.stop()
 })
 
-function agent (user: string, password: string, port: number, onMessage?: (m: Message) => void): UserAgent {
-  const uri = UserAgent.makeURI(`sip:${user}@example.com`)
-  if (uri === undefined) throw new Error('bad uri')
-  const ua = new UserAgent({
-    uri,
-    authorizationUsername: user,
-    authorizationPassword: password,
-    transportOptions: { server: `ws://127.0.0.1:${port}` },
-    logLevel: 'error',
-    logBuiltinEnabled: false,
-    delegate: onMessage === undefined ? undefined : { onMessage }
-  })
-  agents.push(ua)
-  return ua
-}
 
-const within = async <T>(ms: number, p: Promise<T>, what: string): Promise<T> => await Promise.race([
-  p, new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms).unref())
-])
 
 /** REGISTER; resolves with the final status SIP.js saw (200 once registered) */
 async function register (ua: UserAgent): Promise<number> {
@@ -59,11 +40,11 @@ test('SIP.js with digest credentials: REGISTER (401 answered) on A, authenticate
 
   let received: { body: string, pai?: string, proxyAuth?: string } | undefined
   const gotMessage = new Promise<void>(resolve => {
-    agent('bob', 'builder', wsA, (m) => {
+    agent('bob', wsA, { password: 'builder', onMessage: (m) => {
       received = { body: m.request.body, pai: m.request.getHeader('P-Asserted-Identity'), proxyAuth: m.request.getHeader('Proxy-Authorization') }
       void m.accept()
       resolve()
-    })
+    } })
   })
   const bob = agents[0]
   await within(3000, bob.start(), 'bob connects')
@@ -74,7 +55,7 @@ test('SIP.js with digest credentials: REGISTER (401 answered) on A, authenticate
   assert.equal(authA.challenged, 1, 'bob was challenged once')
   assert.equal(authA.authenticated, 1)
 
-  const alice = agent('alice', 'wonderland', wsB)
+  const alice = agent('alice', wsB, { password: 'wonderland' })
   await within(3000, alice.start(), 'alice connects')
   const accepted = new Promise<number>((resolve, reject) => {
     void new Messager(alice, UserAgent.makeURI('sip:bob@example.com')!, 'hello, authenticated').message({
@@ -92,7 +73,7 @@ test('SIP.js with digest credentials: REGISTER (401 answered) on A, authenticate
   assert.equal(mesh.nodes[1].gateway.auth!.stats.authenticated, 1)
 
   // a wrong password: SIP.js answers the challenge once, gets 401 again and gives up
-  const eve = agent('alice', 'not-her-password', wsB)
+  const eve = agent('alice', wsB, { password: 'not-her-password' })
   await within(3000, eve.start(), 'eve connects')
   assert.equal(await within(3000, register(eve), 'eve is refused'), 401)
   assert.equal(mesh.nodes[1].gateway.registrations, 0)

@@ -3,33 +3,16 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { UserAgent, Registerer, RegistererState, Messager } from 'sip.js'
-import type { Message } from 'sip.js'
 import { TestMesh } from './fixtures/mesh.ts'
+import { agent, agents, stopAgents, within } from './fixtures/sipjs.ts'
 
 let mesh: TestMesh | undefined
-const agents: UserAgent[] = []
 after(async () => {
-  for (const ua of agents) await ua.stop().catch(() => {})
+  await stopAgents()
   await mesh?.stop()
 })
 
-function agent (user: string, port: number, onMessage?: (m: Message) => void): UserAgent {
-  const uri = UserAgent.makeURI(`sip:${user}@example.com`)
-  if (uri === undefined) throw new Error('bad uri')
-  const ua = new UserAgent({
-    uri,
-    transportOptions: { server: `ws://127.0.0.1:${port}` },
-    logLevel: 'error',
-    logBuiltinEnabled: false,
-    delegate: onMessage === undefined ? undefined : { onMessage }
-  })
-  agents.push(ua)
-  return ua
-}
 
-const within = async <T>(ms: number, p: Promise<T>, what: string): Promise<T> => await Promise.race([
-  p, new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms).unref())
-])
 
 test('SIP.js over WebSocket: REGISTER on A, MESSAGE from a UA on B arrives, sender gets 200', async () => {
   if (typeof globalThis.WebSocket !== 'function') throw new Error('Node 22 global WebSocket expected')
@@ -39,11 +22,11 @@ test('SIP.js over WebSocket: REGISTER on A, MESSAGE from a UA on B arrives, send
 
   let received: { body: string, from: string, pai?: string } | undefined
   const gotMessage = new Promise<void>(resolve => {
-    const bob = agent('bob', wsA, (m) => {
+    const bob = agent('bob', wsA, { onMessage: (m) => {
       received = { body: m.request.body, from: m.request.from.uri.toString(), pai: m.request.getHeader('P-Asserted-Identity') }
       void m.accept()
       resolve()
-    })
+    } })
     void bob
   })
   const bob = agents[0]
