@@ -22,6 +22,15 @@
  * Rules persist through the gateway's `DurableStore`, one JSON value per presentity under
  * `presence-auth/<presentity>`; writes of one presentity are serialised so the stored value is
  * always the latest.
+ *
+ * Every rule set is one versioned document (`RulesDocument`): a change made here gets the version
+ * of a hybrid logical clock, `max(now in ms, highest version seen + 1)`, so a later change wins
+ * even when clocks of nodes differ a little, and a document received from another node (`accept`)
+ * replaces ours only when it is newer: last writer wins by version, on every node, whatever order
+ * the copies arrive in. Equal versions with different contents (two nodes writing in the same
+ * millisecond) are ordered by their serialised text, which every node computes the same way. An
+ * emptied rule set is kept as an empty document with its version (a tombstone), so an older copy
+ * cannot bring the old rules back.
  */
 
 import type { AbortOptions, Aor, DurableStore, Logger } from '../ports.ts'
@@ -45,7 +54,7 @@ export class AuthorizationRuleError extends Error {
   }
 }
 
-/** The rules of one presentity; the JSON persisted is exactly this plus a version field. */
+/** The rules of one presentity; the JSON persisted is exactly this plus the `v` and `version` fields. */
 export interface PresentityRules {
   /** the presentity's own default, when set */
   default?: Decision
@@ -53,6 +62,12 @@ export interface PresentityRules {
   watchers: Record<Aor, Decision>
   /** domain (covers its subdomains) → decision */
   domains: Record<string, Decision>
+}
+
+/** A presentity's rules with their version (0 for rules stored before versions existed). */
+export interface RulesDocument {
+  rules: PresentityRules
+  version: bigint
 }
 
 export type RuleTarget = { watcher: string } | { domain: string }
@@ -78,6 +93,8 @@ export interface PresenceAuthorizationInit {
    */
   maxRulesPerPresentity?: number
   logger?: Logger
+  /** the clock versions are made from (tests). @default Date.now */
+  now?: () => number
 }
 
 export const STORE_PREFIX = 'presence-auth/'
@@ -147,9 +164,10 @@ export function parseRules (input: unknown, maxRules = 1000): PresentityRules {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new AuthorizationRuleError('bad-rules', 'rules must be an object')
   const obj = input as Record<string, unknown>
   for (const key of Object.keys(obj)) {
-    if (!['v', 'default', 'watchers', 'domains'].includes(key)) throw new AuthorizationRuleError('bad-rules', `unknown field '${key.slice(0, 40)}'`)
+    if (!['v', 'version', 'default', 'watchers', 'domains'].includes(key)) throw new AuthorizationRuleError('bad-rules', `unknown field '${key.slice(0, 40)}'`)
   }
   if (obj.v !== undefined && obj.v !== 1) throw new AuthorizationRuleError('bad-rules', 'unsupported rules version')
+  parseVersion(input)
   const rules: PresentityRules = { watchers: {}, domains: {} }
   if (obj.default !== undefined) rules.default = checkDecision(obj.default)
   const section = (name: 'watchers' | 'domains'): Array<[string, unknown]> => {
@@ -166,10 +184,30 @@ export function parseRules (input: unknown, maxRules = 1000): PresentityRules {
   return rules
 }
 
-/** The JSON form of rules (stable key order). */
-export function serializeRules (rules: PresentityRules): string {
+const VERSION_RE = /^(0|[1-9][0-9]{0,19})$/u
+
+/**
+ * The `version` field of a rules document (a decimal string, as the admin API shows it; at most
+ * 20 digits), 0 when absent. `parseRules` accepts and ignores it; an admin PUT gets a new version.
+ */
+export function parseVersion (input: unknown): bigint {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new AuthorizationRuleError('bad-rules', 'rules must be an object')
+  const v = (input as Record<string, unknown>).version
+  if (v === undefined) return 0n
+  if (typeof v !== 'string' || !VERSION_RE.test(v)) throw new AuthorizationRuleError('bad-rules', 'version must be a decimal string')
+  return BigInt(v)
+}
+
+/** A rules document from its JSON form (persisted or received from another node), validated. */
+export function parseDocument (input: unknown, maxRules = 1000): RulesDocument {
+  return { rules: parseRules(input, maxRules), version: parseVersion(input) }
+}
+
+/** The JSON form of rules (stable key order), with their version when given. */
+export function serializeRules (rules: PresentityRules, version?: bigint): string {
   const sorted = (r: Record<string, Decision>): Record<string, Decision> => Object.fromEntries(Object.entries(r).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0))
   const out: Record<string, unknown> = { v: 1 }
+  if (version !== undefined) out.version = version.toString()
   if (rules.default !== undefined) out.default = rules.default
   out.watchers = sorted(rules.watchers)
   out.domains = sorted(rules.domains)
@@ -243,14 +281,18 @@ export class PresenceAuthorization {
   private readonly store?: DurableStore
   private readonly maxRules: number
   private readonly logger?: Logger
-  private readonly rules = new Map<Aor, PresentityRules>()
+  private readonly now: () => number
+  private readonly docs = new Map<Aor, RulesDocument>()
   private readonly writes = new Map<Aor, Promise<void>>()
+  /** the highest version seen (made here, loaded or received): the hybrid logical clock */
+  private clock = 0n
 
   constructor (init: PresenceAuthorizationInit = {}) {
     this.nodeDefault = checkDecision(init.nodeDefault ?? 'allow')
     this.store = init.store
     this.maxRules = init.maxRulesPerPresentity ?? 1000
     this.logger = init.logger
+    this.now = init.now ?? Date.now
   }
 
   /** Read every persisted rule set. Corrupt entries are skipped and logged, not fatal. */
@@ -261,8 +303,9 @@ export class PresenceAuthorization {
     for await (const [key, value] of this.store.list(STORE_PREFIX)) {
       try {
         const presentity = normalizeAor(key.slice(STORE_PREFIX.length))
-        const rules = parseRules(JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(value)), this.maxRules)
-        this.rules.set(presentity, rules)
+        const doc = parseDocument(JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(value)), this.maxRules)
+        this.docs.set(presentity, doc)
+        if (doc.version > this.clock) this.clock = doc.version
         loaded++
       } catch (err) {
         skipped++
@@ -278,18 +321,24 @@ export class PresenceAuthorization {
   }
 
   explain (presentity: Aor, watcher: string): Explanation {
-    return explain(this.rules.get(this.key(presentity, false)), watcher, this.nodeDefault)
+    return explain(this.docs.get(this.key(presentity, false))?.rules, watcher, this.nodeDefault)
   }
 
   /** A copy of a presentity's rules (empty when it has none). */
   get (presentity: Aor): PresentityRules {
-    const rules = this.rules.get(normalizeAor(presentity))
-    return rules === undefined ? { watchers: {}, domains: {} } : cloneRules(rules)
+    const doc = this.docs.get(normalizeAor(presentity))
+    return doc === undefined ? { watchers: {}, domains: {} } : cloneRules(doc.rules)
   }
 
-  /** Every presentity that has rules. */
+  /** A copy of a presentity's versioned document, undefined when this node never had one. */
+  document (presentity: Aor): RulesDocument | undefined {
+    const doc = this.docs.get(this.key(presentity, false))
+    return doc === undefined ? undefined : { rules: cloneRules(doc.rules), version: doc.version }
+  }
+
+  /** Every presentity that has rules (not counting emptied ones). */
   presentities (): Aor[] {
-    return [...this.rules.keys()].sort()
+    return [...this.docs].filter(([, d]) => !isEmpty(d.rules)).map(([k]) => k).sort()
   }
 
   async setRule (presentity: Aor, target: RuleTarget, decision: Decision, options?: AbortOptions): Promise<void> {
@@ -323,15 +372,35 @@ export class PresenceAuthorization {
     }, options)
   }
 
-  /** Replace a presentity's rules wholesale from their JSON form (admin API), validated first. */
-  async replace (presentity: Aor, input: unknown, options?: AbortOptions): Promise<void> {
+  /**
+   * Replace a presentity's rules wholesale from their JSON form (admin API), validated first; a
+   * `version` field in the input is ignored (the change gets a new one). Resolves with the document
+   * as stored.
+   */
+  async replace (presentity: Aor, input: unknown, options?: AbortOptions): Promise<RulesDocument> {
     const parsed = parseRules(input, this.maxRules)
-    await this.update(presentity, rules => {
+    return await this.update(presentity, rules => {
       delete rules.default
       if (parsed.default !== undefined) rules.default = parsed.default
       rules.watchers = parsed.watchers
       rules.domains = parsed.domains
     }, options)
+  }
+
+  /**
+   * Take a document another node sent (already validated, e.g. by `parseDocument`): stored when it
+   * is newer than ours (`applied`), ignored when it is the one we hold (`same`) or older (`stale`).
+   */
+  async accept (presentity: Aor, doc: RulesDocument, options?: AbortOptions): Promise<'applied' | 'same' | 'stale'> {
+    options?.signal?.throwIfAborted()
+    const key = this.key(presentity, true)
+    if (doc.version > this.clock) this.clock = doc.version
+    const current = this.docs.get(key)
+    const order = current === undefined ? 1 : compareDocuments(doc, current)
+    if (order === 0) return 'same'
+    if (order < 0) return 'stale'
+    await this.commit(key, current, { rules: cloneRules(doc.rules), version: doc.version })
+    return 'applied'
   }
 
   private checkRoom (rules: PresentityRules): void {
@@ -349,36 +418,46 @@ export class PresenceAuthorization {
     }
   }
 
-  /**
-   * Apply a change in memory at once (validation errors throw before anything changes), then
-   * persist; writes of one presentity are chained so they reach the store in order. When the store
-   * fails, the change is undone in memory unless a later change has replaced it, and the error is
-   * rethrown (the admin API answers 500 and the rules stay as the store has them).
-   */
-  private async update (presentity: Aor, change: (rules: PresentityRules) => void, options?: AbortOptions): Promise<void> {
+  /** the next version of the hybrid logical clock: max(now, highest seen + 1) */
+  private tick (): bigint {
+    const now = BigInt(Math.floor(this.now()))
+    this.clock = now > this.clock ? now : this.clock + 1n
+    return this.clock
+  }
+
+  /** Apply a local change (validation errors throw before anything changes) with a new version. */
+  private async update (presentity: Aor, change: (rules: PresentityRules) => void, options?: AbortOptions): Promise<RulesDocument> {
     options?.signal?.throwIfAborted()
     const key = this.key(presentity, true)
-    const current = this.rules.get(key)
-    const next = current === undefined ? { watchers: {}, domains: {} } : cloneRules(current)
-    change(next)
-    const empty = next.default === undefined && Object.keys(next.watchers).length === 0 && Object.keys(next.domains).length === 0
-    if (empty) this.rules.delete(key)
-    else this.rules.set(key, next)
+    const current = this.docs.get(key)
+    const rules = current === undefined ? { watchers: {}, domains: {} } : cloneRules(current.rules)
+    change(rules)
+    const next = { rules, version: this.tick() }
+    await this.commit(key, current, next)
+    return { rules: cloneRules(rules), version: next.version }
+  }
+
+  /**
+   * Set a document in memory at once, then persist; writes of one presentity are chained so they
+   * reach the store in order. When the store fails, the change is undone in memory unless a later
+   * change has replaced it, and the error is rethrown (the admin API answers 500 and the rules stay
+   * as the store has them).
+   */
+  private async commit (key: Aor, current: RulesDocument | undefined, next: RulesDocument): Promise<void> {
+    this.docs.set(key, next)
     const store = this.store
     if (store === undefined) return
     const previous = this.writes.get(key) ?? Promise.resolve()
     const write = previous.catch(() => {}).then(async () => {
-      if (empty) await store.delete(STORE_PREFIX + key)
-      else await store.put(STORE_PREFIX + key, new TextEncoder().encode(serializeRules(next)))
+      await store.put(STORE_PREFIX + key, new TextEncoder().encode(serializeRules(next.rules, next.version)))
     })
     this.writes.set(key, write)
     try {
       await write
     } catch (err) {
-      const now = this.rules.get(key)
-      if (now === next || (empty && now === undefined && this.writes.get(key) === write)) {
-        if (current === undefined) this.rules.delete(key)
-        else this.rules.set(key, current)
+      if (this.docs.get(key) === next) {
+        if (current === undefined) this.docs.delete(key)
+        else this.docs.set(key, current)
       }
       this.logger?.error('could not persist presence authorization rules', { presentity: key, err: String(err) })
       throw err
@@ -386,6 +465,18 @@ export class PresenceAuthorization {
       if (this.writes.get(key) === write) this.writes.delete(key)
     }
   }
+}
+
+function isEmpty (rules: PresentityRules): boolean {
+  return rules.default === undefined && Object.keys(rules.watchers).length === 0 && Object.keys(rules.domains).length === 0
+}
+
+/** last writer wins: the higher version, then (equal versions) the greater serialised text */
+export function compareDocuments (a: RulesDocument, b: RulesDocument): number {
+  if (a.version !== b.version) return a.version > b.version ? 1 : -1
+  const x = serializeRules(a.rules)
+  const y = serializeRules(b.rules)
+  return x === y ? 0 : x > y ? 1 : -1
 }
 
 function cloneRules (rules: PresentityRules): PresentityRules {

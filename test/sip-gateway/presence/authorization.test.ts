@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import {
   AuthorizationRuleError, documentForWatcher, explain, frontEndDecision, neutralPresence, normalizeAor, normalizeDomain, parseRules,
-  PresenceAuthorization, serializeRules, STORE_PREFIX
+  parseDocument, parseVersion, PresenceAuthorization, serializeRules, STORE_PREFIX
 } from '../../../sip-gateway/presence/authorization.ts'
 import type { BackEndOutcome, Decision } from '../../../sip-gateway/presence/authorization.ts'
 import { registrationPresence } from '../../../sip-gateway/presence/compose.ts'
@@ -145,8 +145,12 @@ describe('PresenceAuthorization', () => {
     await again.removeRule(ALICE, { watcher: 'sip:bob@example.org' })
     await again.removeRule(ALICE, { domain: 'spam.example' })
     await again.setDefault(ALICE, undefined)
-    assert.equal(store.data.size, 0, 'an empty rule set is deleted')
+    // an emptied rule set stays as an empty versioned document (a tombstone): an older copy from
+    // another node cannot bring the old rules back
+    assert.equal(store.data.size, 1, 'an empty rule set is kept with its version')
     assert.deepEqual(again.presentities(), [])
+    assert.equal(await again.accept(ALICE, { rules: { default: 'block', watchers: {}, domains: {} }, version: 1n }), 'stale')
+    assert.equal(again.decide(ALICE, 'sip:x@elsewhere.example'), 'allow')
   })
 
   test('bad input is refused before anything changes', async () => {
@@ -221,6 +225,58 @@ describe('PresenceAuthorization', () => {
     assert.deepEqual(await auth.load(), { loaded: 1, skipped: 4 })
     assert.equal(warnings.length, 4)
     assert.equal(auth.decide(ALICE, 'sip:x@y.com'), 'block')
+  })
+})
+
+describe('versioned documents (last writer wins)', () => {
+  const doc = (version: bigint, d: Decision): { rules: { watchers: Record<string, Decision>, domains: Record<string, Decision> }, version: bigint } =>
+    ({ rules: { watchers: { 'sip:bob@example.org': d }, domains: {} }, version })
+
+  test('a change gets max(now, highest seen + 1); a received version moves the clock on', async () => {
+    let now = 1000
+    const auth = new PresenceAuthorization({ now: () => now })
+    assert.equal((await auth.replace(ALICE, { default: 'block' })).version, 1000n)
+    assert.equal((await auth.replace(ALICE, { default: 'allow' })).version, 1001n, 'same millisecond: +1')
+    now = 500 // the clock stepped back
+    assert.equal((await auth.replace(ALICE, { default: 'block' })).version, 1002n)
+    assert.equal(await auth.accept('sip:carol@example.com', doc(5000n, 'block')), 'applied')
+    assert.equal((await auth.replace(ALICE, { default: 'allow' })).version, 5001n, 'after a newer version from elsewhere')
+    now = 9000
+    assert.equal((await auth.replace(ALICE, {})).version, 9000n)
+  })
+
+  test('an older document arriving later does not replace a newer one; equal versions order by content', async () => {
+    const store = new MapStore()
+    const auth = new PresenceAuthorization({ store })
+    assert.equal(await auth.accept(ALICE, doc(20n, 'block')), 'applied')
+    assert.equal(await auth.accept(ALICE, doc(10n, 'allow')), 'stale')
+    assert.equal(auth.decide(ALICE, 'sip:bob@example.org'), 'block')
+    assert.equal(await auth.accept(ALICE, doc(20n, 'block')), 'same')
+    // equal version, different rules: both nodes end with the same one whatever the order
+    const other = new PresenceAuthorization()
+    await other.accept(ALICE, doc(20n, 'polite-block'))
+    await other.accept(ALICE, doc(20n, 'block'))
+    await auth.accept(ALICE, doc(20n, 'polite-block'))
+    assert.deepEqual(auth.document(ALICE), other.document(ALICE))
+    assert.equal(await auth.accept(ALICE, doc(30n, 'allow')), 'applied')
+    assert.equal(auth.decide(ALICE, 'sip:bob@example.org'), 'allow')
+    // persisted with the version, loaded back as it was
+    const again = new PresenceAuthorization({ store })
+    await again.load()
+    assert.deepEqual(again.document(ALICE), { rules: { watchers: { 'sip:bob@example.org': 'allow' }, domains: {} }, version: 30n })
+    assert.equal(await again.accept(ALICE, doc(29n, 'block')), 'stale')
+  })
+
+  test('documents from JSON: the version is a decimal string; rules stored before versions load as version 0', async () => {
+    assert.deepEqual(parseDocument(JSON.parse(serializeRules({ default: 'block', watchers: {}, domains: {} }, 123n))), { rules: { default: 'block', watchers: {}, domains: {} }, version: 123n })
+    assert.equal(parseVersion({}), 0n)
+    for (const bad of [12, '-1', '01', '1e3', 'x', '1'.repeat(21)]) assert.throws(() => parseDocument({ version: bad }), ruleError('bad-rules'), String(bad))
+    const store = new MapStore()
+    store.data.set(`${STORE_PREFIX}${ALICE}`, new TextEncoder().encode('{"v":1,"default":"block","watchers":{},"domains":{}}'))
+    const auth = new PresenceAuthorization({ store })
+    await auth.load()
+    assert.equal(auth.document(ALICE)?.version, 0n)
+    assert.equal(await auth.accept(ALICE, doc(1n, 'allow')), 'applied')
   })
 })
 
