@@ -99,7 +99,7 @@ export function sipGateway (context: SipGatewayContext): {
       return { ...gateway.stats, presence: gateway.presence.stats, offline: gateway.im.offline.stats(), auth: auth === undefined ? undefined : { ...auth } }
     },
     presenceRules: {
-      get: (aor) => gateway.presence.getRules(aor),
+      get: (aor) => gateway.presence.getRulesDocument(aor),
       set: async (aor, rules) => await gateway.presence.setRules(aor, rules)
     }
   }

@@ -33,9 +33,27 @@
  * for the same presentity supersedes the first (the origin node re-subscribed after losing track,
  * which is no loop in a one-hop topology).
  *
- * Authorization rules are per node (the draft's distributed provisioning, 7.1.2.2): an operator sets
- * them on the node(s) where they should apply; the owner's rules and the watcher node's rules both
- * apply, the stricter wins. They persist in the node's `DurableStore`.
+ * Authorization rules: the owner's rules decide, and the watcher node's own copy can only make it
+ * stricter (draft 7.1.2.2). A presentity's rules are one versioned document (authorization.ts:
+ * hybrid logical clock, last writer wins) that follows the presentity across the mesh, over the
+ * same mesh SIP path as back-end subscriptions: a `PUBLISH` to the presentity's AoR with
+ * `Event: sipmesh-rules` (`RULES_EVENT`), accepted only from mesh peers (a user agent sending one
+ * gets 403, whatever AoR it names, at the first node it reaches):
+ * - with a body (`application/vnd.sipmesh.rules+json`, the document with its `version`, at most
+ *   `MAX_RULES_BODY` bytes): a push. Validated with the admin API's parser (malformed, oversized or
+ *   unversioned: 400, nothing stored); newer than ours: stored, persisted and applied to live
+ *   subscriptions (200); the one we hold: 200; older: 412 with our version in
+ *   `Sipmesh-Rules-Version`, nothing changed.
+ * - without a body: a fetch. `Sipmesh-Rules-Version` says what the asker holds; the 200 carries our
+ *   document when it is newer, no body otherwise.
+ * Who sends what: an admin PUT is stored where it was made and pushed to the current owner when
+ * that is another node; the old owner, told of a move by `onDisplaced`, pushes its document to the
+ * new owner; the new owner, when a REGISTER's claim took the AoR from another node
+ * (`ClaimResult.previous`), fetches from it, and holds decisions for that presentity (new
+ * subscriptions, back-end ones included) until that answer comes or `decisionWaitMs` passes, so a
+ * watcher blocked at the old owner is not let through in between. Rules that live only on a node
+ * that is dead when the presentity moves are lost to the new owner (they come back when that node
+ * returns and the presentity moves again, or an operator PUTs them again).
  */
 import { randomBytes } from 'node:crypto'
 import { Buffer } from 'node:buffer'
@@ -55,7 +73,7 @@ import { SourceRateLimiter } from '../transport/limits.ts'
 import { PIDF_CONTENT_TYPE, buildPidf, parsePidf, type PidfDocument } from './pidf.ts'
 import { presUriFor, presentityDocument } from './compose.ts'
 import { PublicationStore, type PublicationStoreInit } from './publications.ts'
-import { PresenceAuthorization, neutralPresence, type Decision, type PresentityRules } from './authorization.ts'
+import { PresenceAuthorization, neutralPresence, parseDocument, serializeRules, type Decision, type PresentityRules, type RulesDocument } from './authorization.ts'
 import { PATH_HEADER, SubscriptionPairs, checkIncoming, formatPath, parsePath } from './loop.ts'
 import {
   AUTHORIZATION_HEADER, EVENT_PACKAGES, MAX_WATCHERS_PER_REQUEST, WATCHERS_HEADER, formatDecisions, formatSubscriptionState,
@@ -67,6 +85,12 @@ import { sipStatusFor } from './index.ts'
 const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
 /** On a back-end NOTIFY: `full` when the body is the presentity's real document (not the neutral one). */
 const VIEW_HEADER = 'Sipmesh-View'
+/** the event package of rules documents between nodes (mesh only, see the header) */
+export const RULES_EVENT = 'sipmesh-rules'
+export const RULES_CONTENT_TYPE = 'application/vnd.sipmesh.rules+json'
+export const RULES_VERSION_HEADER = 'Sipmesh-Rules-Version'
+/** largest rules document sent or accepted over the mesh, bytes (a SIP message is at most 64 KiB) */
+export const MAX_RULES_BODY = 48 * 1024
 
 export interface PresenceAgentComponents {
   registry: Registry
@@ -236,6 +260,8 @@ export class PresenceAgent {
   #running = false
   readonly #stats = { notifiesSent: 0, rateLimited: 0 }
   readonly #responses: Record<string, number> = {}
+  /** presentities whose rules are being fetched from their previous owner: decisions wait for it */
+  readonly #rulesGate = new Map<Aor, Promise<void>>()
 
   constructor (components: PresenceAgentComponents, init: PresenceAgentInit) {
     this.#registry = components.registry
@@ -295,6 +321,10 @@ export class PresenceAgent {
     this.#unsub.push(this.publications.onChange((c) => { if (c.event === 'presence') this.#changed(c.presentity) }))
     this.#registrar.onChange((aor, bindings) => { if (this.#running) this.#onBindings(aor, bindings.length) })
     this.#unsub.push(this.#registry.onDisplaced((aor, by) => { if (this.#running) this.#onDisplaced(aor, by) }))
+    this.#registrar.onClaim((aor, result) => {
+      const prev = result.previous
+      if (this.#running && prev !== undefined && prev.node !== this.#registry.nodeId) this.#fetchRules(aor, prev.node)
+    })
   }
 
   stop (): void {
@@ -319,13 +349,151 @@ export class PresenceAgent {
     return this.authorization.get(aor)
   }
 
-  /** Replace the rules of a presentity (JSON as in `parseRules`) and apply them to live subscriptions. */
-  async setRules (aor: string, rules: unknown): Promise<PresentityRules> {
-    await this.authorization.replace(aor, rules)
+  /** The document this node holds for a presentity (admin GET): its rules and version (`'0'`: none). */
+  getRulesDocument (aor: string): PresentityRules & { version: string } {
+    const rules = this.authorization.get(aor)
+    return { ...rules, version: (this.authorization.document(aor)?.version ?? 0n).toString() }
+  }
+
+  /**
+   * Replace the rules of a presentity (JSON as in `parseRules`), apply them to live subscriptions,
+   * and, when another node owns the presentity now, send them there (waiting at most `waitMs` for
+   * its answer). `owner` is the owner as resolved (undefined: registered nowhere, the document
+   * stays here); `delivered` whether the owner holds this document now.
+   */
+  async setRules (aor: string, rules: unknown, waitMs = 3000): Promise<PresentityRules & { version: string, owner?: string, delivered: boolean }> {
+    const doc = await this.authorization.replace(aor, rules)
+    const key = this.#normalize(aor)
     const stored = this.authorization.get(aor)
-    const p = this.#presentities.get(this.#normalize(aor))
+    const p = this.#presentities.get(key)
     if (p !== undefined) this.#rulesChanged(p)
-    return stored
+    const self = this.#registry.nodeId
+    let owner: string | undefined
+    let delivered = false
+    try {
+      const route = await this.#registry.resolve(key)
+      owner = route?.node
+      if (this.#registrar.lookup(key).length > 0) owner = self
+    } catch (err) {
+      this.#log.warn('rules stored here; the owner could not be resolved', { aor: key, err: String(err) })
+    }
+    if (owner === self) delivered = true
+    else if (owner !== undefined && this.#t !== undefined) {
+      const sent = this.#pushRules(owner, key, doc).then(r => r.status >= 200 && r.status < 300, () => false)
+      let timer: ReturnType<typeof setTimeout> | undefined
+      delivered = await Promise.race([sent, new Promise<boolean>(resolve => { timer = setTimeout(() => { resolve(false) }, waitMs) })])
+      clearTimeout(timer)
+    }
+    return { ...stored, version: doc.version.toString(), owner, delivered }
+  }
+
+  // ---- rules between nodes (see the header) ------------------------------------------------
+
+  /** send our document of a presentity to a node (a push); resolves with its final response */
+  async #pushRules (node: string, aor: Aor, doc: RulesDocument): Promise<SipResponse> {
+    const body = Buffer.from(serializeRules(doc.rules, doc.version))
+    return await this.#sendRulesRequest(node, aor, body, [['Content-Type', RULES_CONTENT_TYPE]])
+  }
+
+  async #sendRulesRequest (node: string, aor: Aor, body: Uint8Array, extra: Array<[string, string]>): Promise<SipResponse> {
+    const t = this.#t
+    if (t === undefined) throw new Error('presence agent not started')
+    const domain = aor.slice(aor.lastIndexOf('@') + 1)
+    const h = new Headers()
+    h.append('Max-Forwards', '70')
+    h.append('From', `<sip:${domain}>;tag=${generateTag()}`)
+    h.append('To', `<${aor}>`)
+    h.append('Call-ID', randomBytes(12).toString('base64url') + '@sipmesh')
+    h.append('CSeq', '1 PUBLISH')
+    h.append('Event', RULES_EVENT)
+    for (const [n, v] of extra) h.append(n, v)
+    return await this.#send(new SipRequest('PUBLISH', aor, h, body), t.mesh(node))
+  }
+
+  /** the old owner after a move: push the document to the new owner (a few tries while it is unreachable) */
+  #handOverRules (aor: Aor, node: string, attempt = 0): void {
+    const doc = this.authorization.document(aor)
+    if (doc === undefined || !this.#running) return
+    this.#pushRules(node, aor, doc).then((r) => {
+      if ((r.status === 408 || r.status === 503) && attempt < 2 && this.#running) {
+        setTimeout(() => { this.#handOverRules(aor, node, attempt + 1) }, this.#retryMs).unref?.()
+        return
+      }
+      this.#log.debug('rules handed over to the new owner', { aor, node, status: r.status })
+    }, (err: unknown) => { this.#log.debug('rules not handed over', { aor, node, err: String(err) }) })
+  }
+
+  /** the new owner after a move: ask the previous owner for a newer document; decisions wait meanwhile */
+  #fetchRules (aor: Aor, node: string): void {
+    if (this.#rulesGate.has(aor) || this.#t === undefined) return
+    const have = this.authorization.document(aor)?.version ?? 0n
+    const fetched = this.#sendRulesRequest(node, aor, NO_BODY, [[RULES_VERSION_HEADER, have.toString()]]).then(async (r) => {
+      if (r.status !== 200 || r.body.length === 0) return
+      const outcome = await this.#takeRules(aor, r.headers.get('Content-Type'), r.body)
+      this.#log.debug('rules fetched from the previous owner', { aor, node, outcome })
+    }).catch((err: unknown) => { this.#log.debug('rules not fetched from the previous owner', { aor, node, err: String(err) }) })
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const gate = Promise.race([fetched, new Promise<void>(resolve => { timer = setTimeout(resolve, this.#decisionWait) })]).then(() => {
+      clearTimeout(timer)
+      if (this.#rulesGate.get(aor) === gate) this.#rulesGate.delete(aor)
+    })
+    this.#rulesGate.set(aor, gate)
+  }
+
+  /** validate a received document (the admin API's parser) and store it when newer; throws 400/415 */
+  async #takeRules (aor: Aor, contentType: string | undefined, body: Uint8Array): Promise<'applied' | 'same' | 'stale'> {
+    const ct = (contentType ?? '').split(';')[0].trim().toLowerCase()
+    if (ct !== RULES_CONTENT_TYPE) throw new SipStatusError(415, 'Unsupported Media Type')
+    if (body.length > MAX_RULES_BODY) throw new SipStatusError(400, 'Bad Request (rules too large)')
+    let json: unknown
+    try {
+      json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body))
+    } catch {
+      throw new SipStatusError(400, 'Bad Request (rules are not JSON)')
+    }
+    const doc = parseDocument(json)
+    if (doc.version === 0n) throw new SipStatusError(400, 'Bad Request (rules without a version)')
+    const outcome = await this.authorization.accept(aor, doc)
+    if (outcome === 'applied') {
+      const p = this.#presentities.get(aor)
+      if (p !== undefined) this.#rulesChanged(p)
+    }
+    return outcome
+  }
+
+  /** a PUBLISH of the rules event: mesh peers only (a push with a body, a fetch without) */
+  async #rulesRequest (request: SipRequest, tx: ServerTransaction, fromMesh: boolean): Promise<void> {
+    if (!fromMesh) { this.#respond(tx, createResponse(request, 403, 'Forbidden (rules are exchanged between mesh nodes only)')); return }
+    let aor: Aor
+    try {
+      const u = parseUri(request.uri)
+      if (u.user === undefined || !this.#domains.has(u.host.toLowerCase())) throw new Error('not ours')
+      aor = aorOf(u)
+    } catch {
+      this.#respond(tx, createResponse(request, 404, 'Not Found (no presentity of our domains)'))
+      return
+    }
+    if (request.body.length === 0) {
+      let have = 0n
+      try { have = BigInt(request.headers.get(RULES_VERSION_HEADER) ?? '0') } catch { /* treat as none */ }
+      const doc = this.authorization.document(aor)
+      if (doc === undefined || doc.version <= have) { this.#respond(tx, createResponse(request, 200)); return }
+      const r = createResponse(request, 200, undefined, [['Content-Type', RULES_CONTENT_TYPE]])
+      r.body = Buffer.from(serializeRules(doc.rules, doc.version))
+      this.#respond(tx, r)
+      return
+    }
+    const outcome = await this.#takeRules(aor, request.headers.get('Content-Type'), request.body)
+    if (outcome === 'stale') {
+      this.#respond(tx, createResponse(request, 412, 'Conditional Request Failed (older rules)', [[RULES_VERSION_HEADER, String(this.authorization.document(aor)?.version ?? 0n)]]))
+      return
+    }
+    this.#respond(tx, createResponse(request, 200))
+  }
+
+  /** wait (bounded) until the rules of a presentity just taken over from another node are here */
+  async #rulesReady (aor: Aor): Promise<void> {
+    await this.#rulesGate.get(aor)
   }
 
   // ---- the proxy's interceptor -------------------------------------------------------------
@@ -355,6 +523,10 @@ export class PresenceAgent {
       return false
     }
     if (m === 'NOTIFY') return false
+    if (m === 'PUBLISH' && parseEvent(h.get('Event'))?.pkg === RULES_EVENT) {
+      this.#run(request, tx, async () => { await this.#rulesRequest(request, tx, fromMesh) })
+      return true
+    }
     let aor: string
     try {
       const u = parseUri(request.uri)
@@ -487,6 +659,7 @@ export class PresenceAgent {
     const aor = p.aor
     const h = request.headers
     await p.ready
+    await this.#rulesReady(aor)
     if (this.authorization.decide(aor, watcher) === 'block') {
       this.#respond(tx, createResponse(request, 403))
       return
@@ -601,6 +774,7 @@ export class PresenceAgent {
     const remoteTag = tagOf(from)
     if (remoteTag === undefined) throw new SipStatusError(400, 'Missing From Tag')
     if (this.#subs.size >= this.#maxSubs) throw new SipStatusError(503, 'Too Many Subscriptions')
+    await this.#rulesReady(aor)
     const p = this.#presentity(aor)
     // we own it (checked above): local watchers stop any back-end subscription of their own
     if (p.mode !== 'local') this.#reroute(p, { aor, node: self, sip: '', version: 0n, expiresAt: Date.now() + 1000 })
@@ -780,6 +954,7 @@ export class PresenceAgent {
   }
 
   #onDisplaced (aor: Aor, by: Route): void {
+    if (by.node !== this.#registry.nodeId) this.#handOverRules(aor, by.node)
     const p = this.#presentities.get(aor)
     if (p !== undefined) {
       clearTimeout(p.closedTimer)

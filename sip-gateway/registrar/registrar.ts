@@ -15,7 +15,7 @@ import { parseNameAddr } from '../codec/name-addr.ts'
 import { parseUri, aorOf } from '../codec/uri.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
-import type { DurableStore, Logger, Registry, Route, Unwatch } from '../ports.ts'
+import type { ClaimResult, DurableStore, Logger, Registry, Route, Unwatch } from '../ports.ts'
 import { contactKey, decodeRegistration, encodeRegistration } from './bindings.ts'
 import type { Binding } from './bindings.ts'
 
@@ -93,6 +93,7 @@ export class Registrar<Flow = unknown> {
   /** contact key → AoR, to find the binding of a contact (mid-dialog requests) */
   readonly #byContact = new Map<string, string>()
   readonly #listeners: Array<(aor: string, bindings: Binding<Flow>[]) => void> = []
+  readonly #claimListeners: Array<(aor: string, result: ClaimResult) => void> = []
   #unDisplaced: Unwatch | undefined
 
   constructor (components: RegistrarComponents, init: RegistrarInit) {
@@ -193,6 +194,14 @@ export class Registrar<Flow = unknown> {
   /** told after every committed change of an AoR's bindings (presence, offline delivery) */
   onChange (listener: (aor: string, bindings: Binding<Flow>[]) => void): void {
     this.#listeners.push(listener)
+  }
+
+  /**
+   * told of every claim this node won for a REGISTER, at once (before the 200 OK): `previous` names
+   * the owner it took the AoR from, if any (presence rules follow the user from there)
+   */
+  onClaim (listener: (aor: string, result: ClaimResult) => void): void {
+    this.#claimListeners.push(listener)
   }
 
   /**
@@ -333,6 +342,9 @@ export class Registrar<Flow = unknown> {
         return this.#redirect(aor, result.route)
       }
       this.#displaced.delete(aor)
+      for (const l of this.#claimListeners) {
+        try { l(aor, result) } catch (err) { this.#log.error('registrar claim listener threw', { err: String(err) }) }
+      }
       this.#setBindings(aor, next)
       this.#known.add(aor)
       this.#schedule(aor)
