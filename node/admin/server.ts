@@ -10,10 +10,11 @@
  *                     JSON number); expires: ISO 8601 UTC time after which the claim is void.
  *                     `?fresh=1` skips this node's cache and asks the DHT.
  *   GET /metrics      Prometheus text format
- *   GET /presence/<aor>/rules   this node's presence authorization rules of a presentity:
- *                     { default?, watchers: { <aor>: decision }, domains: { <domain>: decision } }
- *                     with decision one of allow, block, polite-block
- *   PUT /presence/<aor>/rules   replace them (same JSON; persisted; applied to live subscriptions)
+ *   GET /presence/<aor>/rules   the presence authorization rules document this node holds for a
+ *                     presentity: { default?, watchers: { <aor>: decision }, domains: { <domain>:
+ *                     decision }, version } with decision one of allow, block, polite-block
+ *   PUT /presence/<aor>/rules   replace them (same JSON; a new version; persisted; applied to live
+ *                     subscriptions; sent to the presentity's owner node: see sip-gateway/presence/agent.ts)
  *
  * Errors are `{ error: { code, message } }` with stable codes: not_found (unknown path, 404),
  * method_not_allowed (405, with Allow), bad_aor (400), aor_not_found (404: nobody holds a live

@@ -435,7 +435,11 @@ export class PresenceAgent {
     let timer: ReturnType<typeof setTimeout> | undefined
     const gate = Promise.race([fetched, new Promise<void>(resolve => { timer = setTimeout(resolve, this.#decisionWait) })]).then(() => {
       clearTimeout(timer)
-      if (this.#rulesGate.get(aor) === gate) this.#rulesGate.delete(aor)
+      if (this.#rulesGate.get(aor) !== gate) return
+      this.#rulesGate.delete(aor)
+      // watchers held at what they saw (see #view) get the state the rules give them now
+      const p = this.#presentities.get(aor)
+      if (p !== undefined && this.#running) this.#notifyAll(p)
     })
     this.#rulesGate.set(aor, gate)
   }
@@ -1020,7 +1024,11 @@ export class PresenceAgent {
     const local = this.authorization.decide(p.aor, s.watcher)
     if (local === 'block') return 'block'
     if (p.mode === 'held') return { state: 'active', body: this.#neutral(p) }
-    if (p.mode === 'local') return { state: 'active', body: local === 'allow' ? this.#localDoc(p) : this.#neutral(p) }
+    if (p.mode === 'local') {
+      // just taken over from another node whose rules are still on their way: what the watcher saw stands
+      if (this.#rulesGate.has(p.aor)) return s.told === undefined ? { state: 'pending', body: this.#neutral(p) } : { state: s.told.state === 'pending' ? 'pending' : 'active', body: s.told.body }
+      return { state: 'active', body: local === 'allow' ? this.#localDoc(p) : this.#neutral(p) }
+    }
     const owner = p.ownerDecisions.get(s.watcher)
     if (owner === 'block') return 'block'
     if (p.backendState === 'loop') return { state: 'active', body: this.#neutral(p) }

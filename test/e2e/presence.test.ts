@@ -189,5 +189,24 @@ describe('presence across a 3-node mesh of separate processes (SIP.js over WebSo
     const movedAt = onBob.bodies.findIndex(x => x.includes('moved to n3'))
     const expiredIn = await onBob.wait(() => onBob.bodies.slice(movedAt + 1).some(b => !b.includes('moved to n3') && b.includes('<basic>open</basic>')), 10_000)
     t.diagnostic(`the expired publication was notified ${expiredIn} ms after the publisher stopped refreshing`)
+
+    // the rules follow bob: he moves back to n1, which never had them; dan (blocked at n3) is still
+    // refused, carol (polite-blocked, watching from n1 itself) still sees him offline only
+    const putVersion = (JSON.parse(put.body) as { version: string }).version
+    const bob1 = await agent('bob', nodes[0])
+    await registerOn(bob1)
+    await publisher(bob1, 'sip:bob@example.com', 'back on n1')
+    await onBob.wait(b => b.includes('back on n1'), 10_000)
+    const onN1 = JSON.parse((await httpGet(nodes[0].admin, path)).body) as { version: string, watchers: Record<string, string> }
+    assert.equal(onN1.version, putVersion, 'the new owner holds the document set at the old owner')
+    assert.equal(onN1.watchers['sip:dan@example.com'], 'block')
+    const danSub2 = new Subscriber(dan, UserAgent.makeURI('sip:bob@example.com')!, 'presence', { expires: 300 })
+    const danBodies2: string[] = []
+    danSub2.delegate = { onNotify: (n) => { void n.accept(); danBodies2.push(n.request.body) } }
+    const ended2 = new Promise<void>(resolve => { danSub2.stateChange.addListener(st => { if (st === SubscriptionState.Terminated) resolve() }) })
+    await danSub2.subscribe()
+    await within(5000, ended2, 'the blocked subscription ends after the move')
+    assert.ok(danBodies2.every(b => !b.includes('back on n1')), 'a blocked watcher does not see him after the move')
+    assert.ok(onBobForCarol.bodies.every(b => !b.includes('back on n1') && !b.includes('moved to n3')), 'a polite-blocked watcher never sees the real state after the move')
   })
 })

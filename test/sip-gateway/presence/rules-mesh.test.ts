@@ -194,6 +194,10 @@ describe('presence rules across the mesh', () => {
         }
         reply(createResponse(m, 200))
       }
+      // ned already watches max at node a (which subscribes at the fake owner meanwhile)
+      const nedA = await ua('ned6', 0)
+      const sa = await subscribe(nedA, { to: aor, expires: 120 })
+      assert.equal(sa.response?.status, 200)
       const max = await ua('max6', 0)
       assert.equal((await max.register(600))?.status, 200)
       assert.equal((await publish(max, { body: pidf(aor, 'open', 'secret max') }))?.status, 200)
@@ -206,6 +210,9 @@ describe('presence rules across the mesh', () => {
       await new Promise(resolve => setTimeout(resolve, 300))
       assert.equal(presence(0).getRulesDocument(aor).version, '10')
       assert.ok(notifies(ned, s.dialog!.callId).every(r => !bodyOf(r).includes('secret')), notifies(ned, s.dialog!.callId).map(bodyOf).join('\n'))
+      // the watcher at the new owner itself was shown nothing real either, before or after the rules came
+      assert.ok(await waitNotify(nedA, sa.dialog!.callId, r => stateOf(r).startsWith('active') && isClosed(r)))
+      assert.ok(notifies(nedA, sa.dialog!.callId).every(r => !bodyOf(r).includes('secret') && !bodyOf(r).includes('<basic>open</basic>')), notifies(nedA, sa.dialog!.callId).map(bodyOf).join('\n'))
     } finally {
       answer = (m, reply) => { reply(createResponse(m, 200)) }
       await z.stop()
