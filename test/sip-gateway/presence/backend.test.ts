@@ -12,7 +12,7 @@ import { MemoryRegistry } from '../../../dht/memory-registry.ts'
 import { parseMessage, SipResponse, SipRequest, serializeMessage, createResponse } from '../../../sip-gateway/codec/index.ts'
 import type { MemoryChannel } from '../../../sip-gateway/memory-channel.ts'
 import { testLogger } from '../gateway/fixtures/log.ts'
-import { subscribe, refresh, waitNotify, stateOf, notifies, bodyOf, isOpen } from './fixtures.ts'
+import { subscribe, refresh, waitNotify, stateOf, notifies, bodyOf, isOpen, finalFor } from './fixtures.ts'
 
 describe('back-end subscriptions from a (fake) mesh node', () => {
   let mesh: TestMesh
@@ -55,13 +55,7 @@ describe('back-end subscriptions from a (fake) mesh node', () => {
       'Content-Length: 0', '', ''
     ].join('\r\n')
     await peer.send(node, Buffer.from(text))
-    const deadline = Date.now() + 2000
-    while (Date.now() < deadline) {
-      const r = got.find((m): m is SipResponse => m instanceof SipResponse && m.status >= 200 && (m.headers.get('Via') ?? '').includes(branch))
-      if (r !== undefined) return r
-      await new Promise(resolve => setTimeout(resolve, 10))
-    }
-    return undefined
+    return await finalFor(got, branch)
   }
 
   test('a path naming the receiver is a loop (482); a malformed path is 400; too many watchers 400', async () => {

@@ -1,6 +1,6 @@
 // Presence helpers over the gateway tests' raw UA: SUBSCRIBE, PUBLISH, and waiting for NOTIFYs.
 import { randomBytes } from 'node:crypto'
-import type { SipRequest, SipResponse } from '../../../sip-gateway/codec/index.ts'
+import { SipResponse, type SipRequest } from '../../../sip-gateway/codec/index.ts'
 import { parseNameAddr } from '../../../sip-gateway/codec/index.ts'
 import type { TestUa, RequestOptions } from '../gateway/fixtures/ua.ts'
 
@@ -90,3 +90,14 @@ export async function waitNotify (ua: TestUa, callId: string, match: (r: SipRequ
 export const isOpen = (r: SipRequest): boolean => bodyOf(r).includes('<basic>open</basic>')
 export const isClosed = (r: SipRequest): boolean => bodyOf(r).includes('<basic>closed</basic>')
 export const stateOf = (r: SipRequest): string => r.headers.get('Subscription-State') ?? ''
+
+/** The final response to `branch` among the messages a raw mesh peer received, polled for `timeoutMs`. */
+export async function finalFor (got: ReadonlyArray<SipResponse | SipRequest>, branch: string, timeoutMs = 2000): Promise<SipResponse | undefined> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    const r = got.find((m): m is SipResponse => m instanceof SipResponse && m.status >= 200 && (m.headers.get('Via') ?? '').includes(branch))
+    if (r !== undefined) return r
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+  return undefined
+}

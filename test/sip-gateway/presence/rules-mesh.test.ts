@@ -12,7 +12,7 @@ import type { MemoryChannel } from '../../../sip-gateway/memory-channel.ts'
 import { MemoryRegistry } from '../../../dht/memory-registry.ts'
 import { RULES_CONTENT_TYPE, RULES_EVENT, MAX_RULES_BODY } from '../../../sip-gateway/presence/agent.ts'
 import { serializeRules } from '../../../sip-gateway/presence/authorization.ts'
-import { subscribe, publish, pidf, notifies, waitNotify, bodyOf, isClosed, stateOf } from './fixtures.ts'
+import { subscribe, publish, pidf, notifies, waitNotify, bodyOf, isClosed, stateOf, finalFor } from './fixtures.ts'
 
 const config = { presence: { minExpires: 1, decisionWaitMs: 1000, retryMs: 300, publications: { minExpires: 1, defaultExpires: 60 } } }
 
@@ -64,13 +64,7 @@ describe('presence rules across the mesh', () => {
       `Content-Length: ${payload.length}`, '', ''
     ].join('\r\n')
     await peer.send(node, Buffer.concat([Buffer.from(head), payload]))
-    const deadline = Date.now() + 2000
-    while (Date.now() < deadline) {
-      const r = got.find((m): m is SipResponse => m instanceof SipResponse && m.status >= 200 && (m.headers.get('Via') ?? '').includes(branch))
-      if (r !== undefined) return r
-      await new Promise(resolve => setTimeout(resolve, 10))
-    }
-    return undefined
+    return await finalFor(got, branch)
   }
 
   const doc = (version: bigint, watchers: Record<string, 'allow' | 'block' | 'polite-block'>): string => serializeRules({ watchers, domains: {} }, version)
