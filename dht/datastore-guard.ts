@@ -15,8 +15,25 @@ import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { CLAIM_KEY_PREFIX, compareClaims, decodeClaim } from './record/claim.ts'
 import { StaleClaimError, errorMessage, errorName } from './errors.ts'
 import type { SignedClaim } from './record/claim.ts'
+import { Key as KeyClass } from 'interface-datastore'
 import type { AbortOptions, Logger } from '@libp2p/interface'
 import type { Batch, Datastore, Key, KeyQuery, Pair, Query } from 'interface-datastore'
+
+/** One claim record to store (`record`: the serialized Libp2pRecord kad-dht keeps under `key`). */
+export interface ClaimWrite {
+  key: Key
+  record: Uint8Array
+  claim: SignedClaim
+}
+
+export interface ClaimWriteResult {
+  stored: boolean
+  /** stored: the retained claim it replaced (if any); refused: the newer claim kept */
+  other?: SignedClaim
+}
+
+/** The LevelDB handle under datastore-level, when there is one: its `getMany` is one native call. */
+interface LevelLike { db?: { getMany?: (keys: string[]) => Promise<Array<Uint8Array | undefined>> } }
 
 export interface DatastoreGuardInit {
   /**
@@ -81,8 +98,8 @@ export class ClaimGuardDatastore implements Datastore {
       throw err
     }
     const prev = claimOfRecord(stored)
-    // an expired stored claim blocks nothing
-    if (prev == null || prev.expiresAt <= Date.now()) return { next }
+    // a claim past its retention blocks nothing
+    if (prev == null || prev.knownUntil <= Date.now()) return { next }
     if (compareClaims(next, prev) < 0) {
       this.refused++
       this.log?.('refused stale claim for %s: version %s over stored %s', next.aor, next.version, prev.version)
@@ -118,6 +135,79 @@ export class ClaimGuardDatastore implements Datastore {
       }
       return k
     })
+  }
+
+  /**
+   * Store a batch of claim records with the same rule as `put` (older than the stored claim:
+   * refused), in one write of the inner store together with `extra` (other keys to put or delete,
+   * e.g. the owner's own copies). Writes of one key are serialized with `put`'s.
+   */
+  async putClaims (writes: ClaimWrite[], extra: { put?: Array<[Key, Uint8Array]>, del?: Key[] } = {}, options?: AbortOptions): Promise<ClaimWriteResult[]> {
+    const keys = [...new Set(writes.map(w => w.key.toString()))]
+    let release!: () => void
+    const done = new Promise<void>(resolve => { release = resolve })
+    const before: Array<Promise<unknown>> = []
+    for (const k of keys) {
+      const prev = this.locks.get(k)
+      if (prev != null) before.push(prev)
+      this.locks.set(k, done)
+    }
+    try {
+      if (before.length > 0) await Promise.all(before)
+      const stored = await this.getRecords(keys, options)
+      const now = Date.now()
+      const current = new Map<string, SignedClaim | undefined>()
+      keys.forEach((k, i) => {
+        const c = stored[i] == null ? undefined : claimOfRecord(stored[i]!)
+        current.set(k, c != null && c.knownUntil > now ? c : undefined)
+      })
+      const results: ClaimWriteResult[] = []
+      const accepted: Array<{ prev?: SignedClaim, next: SignedClaim }> = []
+      const b = this.inner.batch()
+      for (const w of writes) {
+        const k = w.key.toString()
+        const prev = current.get(k)
+        if (prev != null && compareClaims(w.claim, prev) < 0) {
+          this.refused++
+          results.push({ stored: false, other: prev })
+          continue
+        }
+        b.put(w.key, w.record)
+        current.set(k, w.claim)
+        accepted.push({ prev, next: w.claim })
+        results.push({ stored: true, other: prev })
+      }
+      for (const [k, v] of extra.put ?? []) b.put(k, v)
+      for (const k of extra.del ?? []) b.delete(k)
+      await b.commit(options)
+      if (this.onStore != null) {
+        for (const { prev, next } of accepted) {
+          try {
+            this.onStore(prev, next)
+          } catch (err) {
+            this.log?.('onStore handler failed: %s', errorMessage(err))
+          }
+        }
+      }
+      return results
+    } finally {
+      release()
+      for (const k of keys) if (this.locks.get(k) === done) this.locks.delete(k)
+    }
+  }
+
+  /** The stored values of some keys (undefined: none), in one call when the store is LevelDB. */
+  private async getRecords (keys: string[], options?: AbortOptions): Promise<Array<Uint8Array | undefined>> {
+    const db = (this.inner as LevelLike).db
+    if (typeof db?.getMany === 'function') return await db.getMany(keys)
+    return await Promise.all(keys.map(async k => {
+      try {
+        return await this.inner.get(new KeyClass(k), options)
+      } catch (err) {
+        if (errorName(err) === 'NotFoundError') return undefined
+        throw err
+      }
+    }))
   }
 
   async * putMany (source: Iterable<Pair> | AsyncIterable<Pair>, options?: AbortOptions): AsyncGenerator<Key> {

@@ -4,8 +4,14 @@
  * Wire format (CBOR, cborg's deterministic encoding, both levels are arrays):
  *
  *     envelope = [ payload: bytes, signature: bytes ]
- *     payload  = [ 1 (format), kind ("claim" | "release"), aor, owner (peer id multihash bytes),
- *                  sip ("host:port", "" for a release), version (uint), issuedAt (ms), expiresAt (ms) ]
+ *     payload  = [ 2 (format), kind ("claim" | "release"), aor, owner (peer id multihash bytes),
+ *                  sip ("host:port", "" for a release), version (uint), issuedAt (ms),
+ *                  expiresAt (ms), knownUntil (ms) ]
+ *
+ * `expiresAt` ends the *lease*: the route is valid until then (a claim's lease is renewed by its
+ * owner while the user has bindings). `knownUntil` (>= expiresAt) ends the record's *retention*:
+ * until then every node keeps the record, so the mesh knows the user registered recently (offline
+ * IM stores messages for such a user) even after a release, with no second record per user.
  *
  * The signature is the owner's Ed25519 signature over `CLAIM_SIGNING_DOMAIN || payload`, so a
  * claim signature can never be replayed as some other libp2p signature. The owner's public key is
@@ -23,6 +29,7 @@ import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
 import { ExpiredClaimError, InvalidAorError, InvalidClaimError, errorMessage } from '../errors.ts'
+import { Ed25519Signer, verifyEd25519 } from './keys.ts'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 
 /** First segment of every claim key: kad-dht picks our validator and selector by it. */
@@ -30,7 +37,7 @@ export const CLAIM_NAMESPACE = 'sipmesh'
 export const CLAIM_KEY_PREFIX = `/${CLAIM_NAMESPACE}/`
 /** Domain separation of the signed bytes. */
 export const CLAIM_SIGNING_DOMAIN = uint8ArrayFromString('sipmesh-claim-v1\n')
-export const CLAIM_FORMAT = 1
+export const CLAIM_FORMAT = 2
 /** Largest encoded claim accepted anywhere (envelope bytes). */
 export const MAX_CLAIM_BYTES = 1024
 /** Longest AoR accepted. */
@@ -56,8 +63,14 @@ export interface ClaimFields {
   sip: string
   version: bigint
   issuedAt: number
+  /** end of the lease: the route is void afterwards */
   expiresAt: number
+  /** end of the record's retention (>= expiresAt): the user counts as known to the mesh until then */
+  knownUntil: number
 }
+
+/** What signing takes: `knownUntil` defaults to `expiresAt`. */
+export type ClaimInput = Omit<ClaimFields, 'knownUntil'> & { knownUntil?: number }
 
 export interface SignedClaim extends ClaimFields {
   /** the signed payload bytes */
@@ -106,21 +119,44 @@ export function interestCid (aor: string): CID {
   return CID.createV1(raw.code, digest)
 }
 
-function payloadOf (f: ClaimFields): Uint8Array {
-  return encode([CLAIM_FORMAT, f.kind, f.aor, f.owner.toMultihash().bytes, f.sip, f.version, f.issuedAt, f.expiresAt])
+function payloadOf (f: ClaimFields, ownerBytes: Uint8Array = f.owner.toMultihash().bytes): Uint8Array {
+  return encode([CLAIM_FORMAT, f.kind, f.aor, ownerBytes, f.sip, f.version, f.issuedAt, f.expiresAt, f.knownUntil])
+}
+
+/**
+ * Signs this node's claims. Built once per node: it keeps the owner id and the Ed25519 key as a
+ * Node KeyObject (see `keys.ts` for why not `privateKey.sign`). Signing is synchronous.
+ */
+export class ClaimSigner {
+  readonly owner: PeerId
+  readonly #ownerBytes: Uint8Array
+  readonly #key: Ed25519Signer
+
+  constructor (privateKey: PrivateKey) {
+    this.owner = peerIdFromPrivateKey(privateKey)
+    this.#ownerBytes = this.owner.toMultihash().bytes
+    this.#key = new Ed25519Signer(privateKey)
+  }
+
+  sign (input: Omit<ClaimInput, 'owner'>): SignedClaim {
+    const fields: ClaimFields = { ...input, owner: this.owner, knownUntil: Math.max(input.knownUntil ?? input.expiresAt, input.expiresAt) }
+    checkFields(fields, Date.now(), { skipExpiry: true })
+    const payload = payloadOf(fields, this.#ownerBytes)
+    const signature = this.#key.sign(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload]))
+    const bytes = encode([payload, signature])
+    if (bytes.byteLength > MAX_CLAIM_BYTES) throw new InvalidClaimError(`claim too large (${bytes.byteLength} > ${MAX_CLAIM_BYTES} bytes)`)
+    // payload and signature as views of the envelope: one buffer per claim kept in memory
+    const sigAt = bytes.byteLength - signature.byteLength
+    return { ...fields, payload: bytes.subarray(sigAt - 2 - payload.byteLength, sigAt - 2), signature: bytes.subarray(sigAt), bytes }
+  }
 }
 
 /** Sign a claim with the owner's private key (which must match `fields.owner`). */
-export async function signClaim (fields: ClaimFields, privateKey: PrivateKey): Promise<SignedClaim> {
+export async function signClaim (fields: ClaimInput, privateKey: PrivateKey): Promise<SignedClaim> {
   if (!fields.owner.equals(peerIdFromPrivateKey(privateKey))) {
     throw new InvalidClaimError('the signing key is not the owner\'s')
   }
-  checkFields(fields, Date.now(), { skipExpiry: true })
-  const payload = payloadOf(fields)
-  const signature = await privateKey.sign(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload]))
-  const bytes = encode([payload, signature])
-  if (bytes.byteLength > MAX_CLAIM_BYTES) throw new InvalidClaimError(`claim too large (${bytes.byteLength} > ${MAX_CLAIM_BYTES} bytes)`)
-  return { ...fields, payload, signature, bytes }
+  return new ClaimSigner(privateKey).sign(fields)
 }
 
 const DECODE_OPTS = { strict: true, allowIndefinite: false, allowUndefined: false, rejectDuplicateMapKeys: true, useMaps: false } as const
@@ -161,8 +197,8 @@ export function decodeClaim (bytes: Uint8Array): SignedClaim {
   } catch (err) {
     throw new InvalidClaimError(`claim payload is not valid CBOR: ${errorMessage(err)}`)
   }
-  if (!Array.isArray(p) || p.length !== 8) throw new InvalidClaimError('claim payload is not an 8-field array')
-  const [format, kind, aor, ownerBytes, sip, version, issuedAt, expiresAt] = p as unknown[]
+  if (!Array.isArray(p) || p.length !== 9) throw new InvalidClaimError('claim payload is not a 9-field array')
+  const [format, kind, aor, ownerBytes, sip, version, issuedAt, expiresAt, knownUntil] = p as unknown[]
   if (format !== CLAIM_FORMAT) throw new InvalidClaimError(`unknown claim format ${String(format)}`)
   if (kind !== ClaimKind.claim && kind !== ClaimKind.release) throw new InvalidClaimError('unknown claim kind')
   if (typeof aor !== 'string') throw new InvalidClaimError('claim aor is not a string')
@@ -181,10 +217,11 @@ export function decodeClaim (bytes: Uint8Array): SignedClaim {
     sip,
     version: toInt(version, 'version'),
     issuedAt: toMs(issuedAt, 'issuedAt'),
-    expiresAt: toMs(expiresAt, 'expiresAt')
+    expiresAt: toMs(expiresAt, 'expiresAt'),
+    knownUntil: toMs(knownUntil, 'knownUntil')
   }
   // deterministic encoding: the payload must be exactly what we would have produced
-  if (!uint8ArrayEquals(payloadOf(fields), payload)) throw new InvalidClaimError('claim payload is not canonically encoded')
+  if (!uint8ArrayEquals(payloadOf(fields, ownerBytes), payload)) throw new InvalidClaimError('claim payload is not canonically encoded')
   if (!uint8ArrayEquals(encode([payload, signature]), bytes)) throw new InvalidClaimError('claim envelope is not canonically encoded')
   return { ...fields, payload, signature, bytes }
 }
@@ -202,9 +239,10 @@ function checkFields (f: ClaimFields, now: number, opts: { skipExpiry?: boolean 
   if (f.sip.length > 300) throw new InvalidClaimError('claim sip too long')
   if (f.version < 0n || f.version >= 2n ** 63n) throw new InvalidClaimError('claim version out of range')
   if (f.expiresAt < f.issuedAt) throw new InvalidClaimError('claim expires before it was issued')
-  if (f.expiresAt - f.issuedAt > MAX_CLAIM_LIFETIME_MS) throw new InvalidClaimError('claim lifetime too long')
+  if (f.knownUntil < f.expiresAt) throw new InvalidClaimError('claim retention ends before its lease')
+  if (f.knownUntil - f.issuedAt > MAX_CLAIM_LIFETIME_MS) throw new InvalidClaimError('claim lifetime too long')
   if (f.issuedAt > now + MAX_CLOCK_SKEW_MS) throw new InvalidClaimError('claim issued in the future')
-  if (opts.skipExpiry !== true && f.expiresAt <= now) throw new ExpiredClaimError()
+  if (opts.skipExpiry !== true && f.knownUntil <= now) throw new ExpiredClaimError()
   if (f.owner.type !== 'Ed25519' || f.owner.publicKey == null) throw new InvalidClaimError('claim owner is not an Ed25519 peer id')
 }
 
@@ -217,20 +255,19 @@ export interface VerifyOptions {
   key?: Uint8Array
 }
 
-/** Decode and fully verify a claim: form, fields, key, expiry, signature. Throws InvalidClaimError. */
+/** Decode and fully verify a claim: form, fields, key, retention, signature. Throws InvalidClaimError. */
 export async function verifyClaim (bytes: Uint8Array, opts: VerifyOptions = {}): Promise<SignedClaim> {
+  return verifyClaimSync(bytes, opts)
+}
+
+/** `verifyClaim` without the promise, for batches. */
+export function verifyClaimSync (bytes: Uint8Array, opts: VerifyOptions = {}): SignedClaim {
   const c = decodeClaim(bytes)
   checkFields(c, opts.now ?? Date.now(), { skipExpiry: opts.allowExpired === true })
   if (opts.key != null && !uint8ArrayEquals(opts.key, claimKey(c.aor))) {
     throw new InvalidClaimError('DHT key does not match the claim\'s AoR')
   }
-  let ok: boolean
-  try {
-    ok = await c.owner.publicKey!.verify(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, c.payload]), c.signature)
-  } catch {
-    ok = false
-  }
-  if (!ok) throw new InvalidClaimError('claim signature does not verify with the owner\'s key')
+  if (!verifyEd25519(c.owner.publicKey!.raw, uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, c.payload]), c.signature)) throw new InvalidClaimError('claim signature does not verify with the owner\'s key')
   return c
 }
 
@@ -246,7 +283,12 @@ export function compareClaims (a: Pick<SignedClaim, 'version' | 'issuedAt' | 'ow
   return uint8ArrayCompare(a.signature, b.signature)
 }
 
-/** Whether a claim is a live ownership (not a release, not expired). */
+/** Whether the record is still retained (its lease may have ended: see `isLive`). */
+export function isRetained (c: Pick<ClaimFields, 'knownUntil'>, now = Date.now()): boolean {
+  return c.knownUntil > now
+}
+
+/** Whether a claim is a live ownership (not a release, lease not ended). */
 export function isLive (c: Pick<ClaimFields, 'kind' | 'expiresAt'>, now = Date.now()): boolean {
   return c.kind === ClaimKind.claim && c.expiresAt > now
 }

@@ -147,8 +147,10 @@ describe('sipmesh start: a 3-node mesh in separate processes', () => {
       assert.equal(s.peerId, n.peerId)
     }
     await waitFor(async () => !(await status(nodes[0])).peers.includes(before!), 10_000, 'node 1 to notice the dead peer')
-    // the claim of the dead node is still served by the others until it expires
-    assert.equal((await httpGet(nodes[0].admin, `/aor/${encodeURIComponent('sip:alice@example.com')}`)).status, 200)
+    // P5: its claim's lease runs on, but no node routes to a dead node: the AoR resolves to nothing
+    for (const n of [nodes[0], nodes[2]]) {
+      await waitFor(async () => (await httpGet(n.admin, `/aor/${encodeURIComponent('sip:alice@example.com')}?fresh=1`)).status === 404, 10_000, `${n.name} to stop routing to the dead node`)
+    }
 
     victim.peerId = await startNode(victim, [bootAddr(nodes[0])])
     assert.equal(victim.peerId, before)
