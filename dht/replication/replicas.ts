@@ -141,6 +141,8 @@ export class ReplicaFinder {
   /** The peers (not this node) that should store a key. */
   async replicasOf (key: Uint8Array, options?: AbortOptions): Promise<PeerId[]> {
     const kad = this.kad()
+    // alone (nobody in the routing table yet): nobody to walk to
+    if (kad != null && kad.routingTable.size === 0) return []
     const direct = this.direct(options?.signal)
     if (direct != null) return direct.routingTable.closestPeers(kadId(key), { count: direct.k }).filter(p => !this.#isDown(p))
     const id = kadId(key)
