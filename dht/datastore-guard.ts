@@ -30,6 +30,8 @@ export interface ClaimWriteResult {
   stored: boolean
   /** stored: the retained claim it replaced (if any); refused: the newer claim kept */
   other?: SignedClaim
+  /** refused: how long ago (ms, this store's clock) the newer claim was stored */
+  otherAge?: number
 }
 
 /** The LevelDB handle under datastore-level, when there is one: its `getMany` is one native call. */
@@ -53,6 +55,11 @@ export interface DatastoreGuardInit {
 }
 
 function claimOfRecord (value: Uint8Array): SignedClaim | undefined {
+  return storedClaimOf(value)?.claim
+}
+
+/** The claim of a stored record with the time it was received, or undefined. */
+function storedClaimOf (value: Uint8Array): { claim: SignedClaim, receivedAt: number } | undefined {
   let rec: Libp2pRecord
   try {
     rec = Libp2pRecord.deserialize(value)
@@ -61,7 +68,7 @@ function claimOfRecord (value: Uint8Array): SignedClaim | undefined {
   }
   if (uint8ArrayToString(rec.key.subarray(0, CLAIM_KEY_PREFIX.length)) !== CLAIM_KEY_PREFIX) return undefined
   try {
-    return decodeClaim(rec.value)
+    return { claim: decodeClaim(rec.value), receivedAt: rec.timeReceived.getTime() }
   } catch {
     return undefined
   }
@@ -156,24 +163,25 @@ export class ClaimGuardDatastore implements Datastore {
       if (before.length > 0) await Promise.all(before)
       const stored = await this.getRecords(keys, options)
       const now = Date.now()
-      const current = new Map<string, SignedClaim | undefined>()
+      const current = new Map<string, { claim: SignedClaim, receivedAt: number } | undefined>()
       keys.forEach((k, i) => {
-        const c = stored[i] == null ? undefined : claimOfRecord(stored[i]!)
-        current.set(k, c != null && c.knownUntil > now ? c : undefined)
+        const c = stored[i] == null ? undefined : storedClaimOf(stored[i]!)
+        current.set(k, c != null && c.claim.knownUntil > now ? c : undefined)
       })
       const results: ClaimWriteResult[] = []
       const accepted: Array<{ prev?: SignedClaim, next: SignedClaim }> = []
       const b = this.inner.batch()
       for (const w of writes) {
         const k = w.key.toString()
-        const prev = current.get(k)
+        const cur = current.get(k)
+        const prev = cur?.claim
         if (prev != null && compareClaims(w.claim, prev) < 0) {
           this.refused++
-          results.push({ stored: false, other: prev })
+          results.push({ stored: false, other: prev, otherAge: Math.max(0, now - cur!.receivedAt) })
           continue
         }
         b.put(w.key, w.record)
-        current.set(k, w.claim)
+        current.set(k, { claim: w.claim, receivedAt: now })
         accepted.push({ prev, next: w.claim })
         results.push({ stored: true, other: prev })
       }

@@ -385,7 +385,7 @@ export class DhtRegistry implements ClaimRegistry {
     results.forEach((r, j) => {
       const c = writes[j].claim
       const other = r.other != null && !r.other.owner.equals(c.owner) ? r.other.bytes : undefined
-      answers[at[j]] = r.stored ? { status: PutStatus.stored, other } : { status: PutStatus.stale, other: r.other?.bytes }
+      answers[at[j]] = r.stored ? { status: PutStatus.stored, other } : { status: PutStatus.stale, other: r.other?.bytes, age: r.otherAge }
     })
     return answers
   }
@@ -562,11 +562,13 @@ export class DhtRegistry implements ClaimRegistry {
     await this.joined(options)
     const before = this.cache.get(aor)?.claim
     let mine = this.signNew(aor, 'claim', Math.min(now + this.lease, until))
-    let out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' } })
+    let out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' }, since: now })
     let newest = this.newestOf(mine, out, before)
-    if (newest !== mine && newest.issuedAt <= mine.issuedAt && (before == null || compareClaims(newest, before) >= 0)) {
-      // a record that already stood when we began won only by its version (its owner's clock is
-      // ahead of ours): the latest registration takes over, so claim once more above it
+    if (newest !== mine && (newest === before || out.stood.includes(newest))) {
+      // a record that already stood when we began (we knew it, or a replica had stored it before
+      // our write reached it) won only by its version: its owner's clock is ahead of ours. The
+      // latest registration takes over, so claim once more above it. A claim that raced ours
+      // and won stays the winner.
       this.log('claim of %s lost to an earlier record v%s, claiming above it', aor, newest.version)
       const stood = newest
       mine = this.signNew(aor, 'claim', Math.min(Date.now() + this.lease, until), stood.version)

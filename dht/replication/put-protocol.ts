@@ -7,10 +7,11 @@
  * length-prefixed CBOR:
  *
  *     request  = [ 1, id (uint), [ claim envelope, ... ] ]            (at most MAX_PUT_BATCH claims)
- *     response = [ 1, id, [ [ status, bytes | null ], ... ] ]         (same order)
+ *     response = [ 1, id, [ [ status, bytes | null, age | null ], ... ] ]   (same order)
  *
  * with status `stored` (bytes: the other owner's claim it replaced, if any), `stale` (bytes: the
- * newer claim the replica keeps) or `invalid`. Each claim stays a signed record that verifies on
+ * newer claim the replica keeps, age: how many ms ago it stored it, by its own clock, so the
+ * claimer can tell a claim that stood before it began from a concurrent one) or `invalid`. Each claim stays a signed record that verifies on
  * its own; the replica verifies every one before storing the batch. Requests on one stream are
  * answered in order, and several may be in flight.
  */
@@ -36,6 +37,8 @@ export interface PutAnswer {
   status: PutStatus
   /** stored: the claim of another owner it replaced; stale: the newer claim kept */
   other?: Uint8Array
+  /** stale: how long ago (ms) the replica stored the newer claim */
+  age?: number
 }
 
 const DECODE = { strict: true, allowUndefined: false, allowIndefinite: false } as const
@@ -62,8 +65,9 @@ function decodeResponse (bytes: Uint8Array): { id: number, answers: PutAnswer[] 
   if (!Array.isArray(msg) || msg.length !== 3 || msg[0] !== 1 || !Number.isSafeInteger(msg[1]) || !Array.isArray(msg[2])) throw new Error('not [1, id, answers]')
   const answers: PutAnswer[] = []
   for (const a of msg[2] as unknown[]) {
-    if (!Array.isArray(a) || a.length !== 2 || !(a[0] === 0 || a[0] === 1 || a[0] === 2) || !(a[1] === null || a[1] instanceof Uint8Array)) throw new Error('bad answer')
-    answers.push({ status: a[0] as PutStatus, other: a[1] ?? undefined })
+    if (!Array.isArray(a) || a.length !== 3 || !(a[0] === 0 || a[0] === 1 || a[0] === 2) || !(a[1] === null || a[1] instanceof Uint8Array) ||
+      !(a[2] === null || (typeof a[2] === 'number' && Number.isSafeInteger(a[2]) && a[2] >= 0))) throw new Error('bad answer')
+    answers.push({ status: a[0] as PutStatus, other: a[1] ?? undefined, age: a[2] ?? undefined })
   }
   return { id: msg[1] as number, answers }
 }
@@ -208,7 +212,7 @@ export function putHandler (log: Logger, store: (from: PeerId, claims: Uint8Arra
           }
           if (stream.writeStatus !== 'writable') return
           try {
-            stream.send(frame([1, req.id, answers.map(a => [a.status, a.other ?? null])]))
+            stream.send(frame([1, req.id, answers.map(a => [a.status, a.other ?? null, a.age ?? null])]))
           } catch (err) {
             log('claim-put answer to %p failed: %s', from, errorMessage(err))
           }

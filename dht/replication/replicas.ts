@@ -143,7 +143,12 @@ export class ReplicaFinder {
     const kad = this.kad()
     // alone (nobody in the routing table yet): nobody to walk to
     if (kad != null && kad.routingTable.size === 0) return []
-    const direct = this.direct(options?.signal)
+    let direct = this.direct(options?.signal)
+    if (direct == null && this.#smallMeshCheck != null) {
+      // the mesh may be small: one walk to find out, instead of a walk per key meanwhile
+      await this.#smallMeshCheck
+      direct = this.direct(options?.signal)
+    }
     if (direct != null) return direct.routingTable.closestPeers(kadId(key), { count: direct.k }).filter(p => !this.#isDown(p))
     const id = kadId(key)
     const walked = await this.#walked(key, options)

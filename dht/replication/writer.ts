@@ -28,6 +28,11 @@ export interface WriteOutcome {
   failures: number
   /** verified claims of other owners reported by the replicas (replaced, or newer and kept) */
   others: SignedClaim[]
+  /**
+   * of those, the newer ones a store already held before the write began (`since`): they stood
+   * before the claim; a claim racing this one is not among them
+   */
+  stood: SignedClaim[]
 }
 
 export interface WriteOptions {
@@ -35,6 +40,11 @@ export interface WriteOptions {
   own?: { key: Key, op: 'put' | 'delete' }
   /** store locally only (no peers) */
   localOnly?: boolean
+  /**
+   * when the operation began (ms): a newer claim a store kept from before then "stood" before it
+   * (see `WriteOutcome.stood`). @default when the write is sent
+   */
+  since?: number
 }
 
 interface Entry {
@@ -80,7 +90,7 @@ export class ClaimWriter {
   /** Write one claim with the others of its batch. Never rejects. */
   async write (claim: SignedClaim, options: WriteOptions = {}): Promise<WriteOutcome> {
     return await new Promise<WriteOutcome>(resolve => {
-      this.#queue.push({ claim, options, resolve, outcome: { replicas: 0, failures: 0, others: [] } })
+      this.#queue.push({ claim, options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [] } })
       if (!this.#busy) {
         this.#busy = true
         // let the rest of this turn's claims join
@@ -119,11 +129,16 @@ export class ClaimWriter {
       if (e.options.own?.op === 'delete') del.push(e.options.own.key)
     }
     try {
+      const sentAt = Date.now()
       const results = await this.#c.datastore.putClaims(writes, { put, del })
+      const now = Date.now()
       results.forEach((r, i) => {
         const e = batch[i]
         if (!r.stored) e.outcome.failures++
-        if (r.other != null && !r.other.owner.equals(e.claim.owner)) e.outcome.others.push(r.other)
+        if (r.other != null && !r.other.owner.equals(e.claim.owner)) {
+          e.outcome.others.push(r.other)
+          if (!r.stored && (r.otherAge ?? 0) > now - (e.options.since ?? sentAt)) e.outcome.stood.push(r.other)
+        }
       })
     } catch (err) {
       this.#c.log.error('could not store %d claims: %s', batch.length, errorMessage(err))
@@ -156,6 +171,7 @@ export class ClaimWriter {
       for (let i = 0; i < entries.length; i += MAX_PUT_BATCH) {
         const chunk = entries.slice(i, i + MAX_PUT_BATCH)
         let answers: PutAnswer[]
+        const sentAt = Date.now()
         try {
           answers = await this.#c.client.put(peer, chunk.map(e => e.claim.bytes))
         } catch (err) {
@@ -170,7 +186,10 @@ export class ClaimWriter {
           if (a.other != null) {
             try {
               const other = verifyClaimSync(a.other, { key: claimKey(e.claim.aor), allowExpired: true })
-              if (!other.owner.equals(e.claim.owner)) e.outcome.others.push(other)
+              if (!other.owner.equals(e.claim.owner)) {
+                e.outcome.others.push(other)
+                if (a.status === PutStatus.stale && (a.age ?? 0) > Date.now() - (e.options.since ?? sentAt)) e.outcome.stood.push(other)
+              }
             } catch (err) {
               this.#c.log('%p reported a bad claim for %s: %s', peer, e.claim.aor, errorMessage(err))
             }
