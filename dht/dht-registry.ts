@@ -36,6 +36,8 @@ import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
 export type { LookupOptions }
 
 const OWN_PREFIX = '/sipmesh/own'
+/** most routes kept in the cache (the oldest go first) */
+const MAX_CACHED = 500_000
 const MAX_INTEREST_WAIT_MS = 3_600_000
 
 interface CacheEntry {
@@ -101,6 +103,7 @@ export class DhtRegistry implements ClaimRegistry {
   private shutdown?: AbortController
   private sweepTimer?: ReturnType<typeof setInterval>
   private sweeping = false
+  private passes = 0
   /** when the first claim may stop waiting for a DHT peer (set at start, cleared once routed) */
   private joinDeadline?: number
   /** own claims put while no DHT peer was known: re-put as soon as one is */
@@ -115,13 +118,14 @@ export class DhtRegistry implements ClaimRegistry {
     this.signer = new ClaimSigner(components.privateKey)
     this.sip = init.sip ?? '127.0.0.1:5060'
     this.grace = init.expiryGraceMs ?? 30_000
-    this.lease = init.leaseMs ?? 600_000
-    this.renewAhead = Math.min(this.lease / 2, init.renewAheadMs ?? Math.max(this.grace, 10_000))
+    this.lease = init.leaseMs ?? 1_800_000
+    this.sweepInterval = init.sweepIntervalMs ?? 10_000
+    // at least three passes ahead, so that the jitter (up to half of it) leaves one and a half
+    this.renewAhead = Math.min(this.lease / 2, init.renewAheadMs ?? Math.max(this.grace, 3 * this.sweepInterval))
     this.knownRetention = Math.max(init.knownRetentionMs ?? 30 * 24 * 3_600_000, 0)
     this.cacheTtl = init.cacheTtlMs ?? 10_000
     this.negativeTtl = init.negativeCacheTtlMs ?? 0
     this.republishInterval = init.republishIntervalMs ?? 6 * 3_600_000
-    this.sweepInterval = init.sweepIntervalMs ?? 5_000
     this.watchInterval = init.watchIntervalMs ?? 30_000
     this.queryTimeout = init.queryTimeoutMs ?? 10_000
     this.resolveQuorum = init.resolveQuorum ?? 3
@@ -304,6 +308,12 @@ export class DhtRegistry implements ClaimRegistry {
         this.own.delete(aor)
         void this.forgetOwn(aor)
       }
+      // the cache holds the own claims too: look through it every sixth pass only
+      if (++this.passes % 6 === 0) {
+        for (const [aor, e] of this.cache) {
+          if (!this.worthKeeping(aor, e.claim, now)) this.cache.delete(aor)
+        }
+      }
       this.stats.sweepMs += performance.now() - t0
       await Promise.all([
         ...plan.renew.map(async aor => { await this.renew(aor) }),
@@ -408,12 +418,15 @@ export class DhtRegistry implements ClaimRegistry {
     const cur = this.cache.get(aor)
     let best = cur != null && cur.claim.knownUntil > now ? cur.claim : undefined
     if (c != null && c.knownUntil > now && (best == null || compareClaims(c, best) > 0)) best = c
-    if (best == null) {
+    if (best == null || !this.worthKeeping(aor, best, now)) {
       this.cache.delete(aor)
-      if (this.negativeTtl > 0) this.negative.set(aor, now)
+      if (best == null && this.negativeTtl > 0) this.negative.set(aor, now)
     } else {
       this.negative.delete(aor)
-      if (cur == null || cur.claim !== best || confirmed) this.cache.set(aor, { claim: best, fetchedAt: confirmed || cur == null ? now : cur.fetchedAt })
+      if (cur == null || cur.claim !== best || confirmed) {
+        if (cur == null && this.cache.size >= MAX_CACHED) this.cache.delete(this.cache.keys().next().value!)
+        this.cache.set(aor, { claim: best, fetchedAt: confirmed || cur == null ? now : cur.fetchedAt })
+      }
     }
     const mine = this.own.get(aor)?.claim
     if (mine != null && best != null && !best.owner.equals(this.peerId) && compareClaims(best, mine) > 0) {
@@ -431,6 +444,15 @@ export class DhtRegistry implements ClaimRegistry {
     }
     this.fireWatchers(aor)
     return best
+  }
+
+  /**
+   * What the cache keeps: this node's own records, and other owners' claims while their lease
+   * runs (P2 holds for as long as a claim can route; a record kept only to say "known" is asked
+   * for again when needed, so the cache does not grow with every AoR resolved in 30 days).
+   */
+  private worthKeeping (aor: Aor, c: SignedClaim, now: number): boolean {
+    return c.expiresAt > now || this.own.has(aor) || this.watchers.has(aor)
   }
 
   private fireWatchers (aor: Aor): void {
@@ -713,7 +735,8 @@ export class DhtRegistry implements ClaimRegistry {
   /** AoRs this node currently holds a live claim on. */
   owned (): Aor[] {
     const out: Aor[] = []
-    for (const [aor, e] of this.own) if (e.claim.kind === 'claim') out.push(aor)
+    const now = Date.now()
+    for (const [aor, e] of this.own) if (e.claim.kind === 'claim' && e.claim.expiresAt > now) out.push(aor)
     return out
   }
 

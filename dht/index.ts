@@ -78,14 +78,14 @@ export interface DhtRegistryInit {
    * renews leases (same version, new lease) before they end, while the registration lasts.
    * Routing to a node that died stops through peer liveness long before a lease ends (P5).
    *
-   * @default 600_000
+   * @default 1_800_000 (30 min)
    */
   leaseMs?: number
   /**
    * How long before a lease ends the sweep renews it (a per-claim jitter takes up to half of it
    * off, so claims made together are not renewed together); at most half the lease.
    *
-   * @default max(expiryGraceMs, 10_000)
+   * @default max(expiryGraceMs, 3 * sweepIntervalMs)
    */
   renewAheadMs?: number
   /**
@@ -96,9 +96,10 @@ export interface DhtRegistryInit {
    */
   knownRetentionMs?: number
   /**
-   * How often the lease sweep passes over this node's own records.
+   * How often the lease sweep passes over this node's own records (must be well under
+   * `renewAheadMs / 2`).
    *
-   * @default 5_000
+   * @default 10_000
    */
   sweepIntervalMs?: number
   /**

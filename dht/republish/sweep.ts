@@ -48,8 +48,8 @@ export function planSweep (own: Iterable<[string, OwnRecord]>, now: number, init
         continue
       }
       if (e.until <= c.expiresAt) continue
-      // jitter: up to half the lead, from the signature's first byte (random enough, costs nothing)
-      const lead = init.renewAheadMs - Math.floor(init.renewAheadMs / 2 * c.signature[0] / 255)
+      // jitter: up to half the lead, from the signature's last byte (random enough, costs nothing)
+      const lead = init.renewAheadMs - Math.floor(init.renewAheadMs / 2 * c.bytes[c.bytes.byteLength - 1] / 255)
       if (c.expiresAt - now < lead && plan.renew.length < init.maxPerPass) plan.renew.push(aor)
     } else {
       if (c.knownUntil <= now) {
