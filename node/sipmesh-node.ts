@@ -405,6 +405,14 @@ export class SipmeshNode {
     addCollectedCounter(r, 'sipmesh_registry_notices_sent_total', 'move/interest notices sent', () => stats.noticesSent)
     addCollectedCounter(r, 'sipmesh_registry_notices_received_total', 'move/interest notices received', () => stats.noticesReceived)
     addCollectedCounter(r, 'sipmesh_registry_notices_rejected_total', 'notices refused after verification', () => stats.noticesRejected)
+    addCollectedCounter(r, 'sipmesh_registry_refreshes_total', 'claims of an AoR this node holds, answered without a write', () => stats.refreshes)
+    addCollectedCounter(r, 'sipmesh_registry_renewals_total', 'lease renewals by the sweep (same version, new lease)', () => stats.renewals)
+    addCollectedCounter(r, 'sipmesh_registry_republished_total', 'own records re-put as they are (restart, releases)', () => stats.republished)
+    addCollectedCounter(r, 'sipmesh_registry_claims_received_total', 'claims other nodes sent this node to store', () => stats.putsReceived)
+    addCollectedCounter(r, 'sipmesh_registry_write_batches_total', 'batched writes of claims to this node\'s store', () => meshNode.registry.writeStats().batches)
+    addCollectedCounter(r, 'sipmesh_registry_peer_requests_total', 'batched claim-put requests sent to replicas', () => meshNode.registry.writeStats().peerBatches)
+    addCollectedGauge(r, 'sipmesh_registry_own_records', 'own claims and releases this node keeps and renews', () => meshNode.registry.ownRecords)
+    addCollectedCounter(r, 'sipmesh_registry_peers_down_total', 'peers found down by the liveness probe', () => meshNode.registry.liveness.stats.down)
   }
 
   /**
