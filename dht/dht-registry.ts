@@ -93,6 +93,7 @@ export class DhtRegistry implements ClaimRegistry {
   private readonly own = new Map<Aor, OwnRecord>()
   private readonly watchers = new Map<Aor, WatchEntry>()
   private readonly displacedHandlers = new Set<(aor: Aor, by: Route) => void>()
+  private readonly revalidating = new Set<Aor>()
 
   readonly replicas: ReplicaFinder
   readonly liveness: PeerLiveness
@@ -661,8 +662,11 @@ export class DhtRegistry implements ClaimRegistry {
     const now = Date.now()
     let best: SignedClaim | undefined
     const e = this.cache.get(aor)
-    if (options?.fresh !== true && e != null && e.claim.expiresAt > now && now - e.fetchedAt < this.cacheTtl) {
+    if (options?.fresh !== true && e != null && e.claim.expiresAt > now) {
+      // served from the cache, which notices keep current; past cacheTtl it is checked again in
+      // the background (stale-while-revalidate) so that no message waits for a DHT round trip
       best = e.claim
+      if (now - e.fetchedAt >= this.cacheTtl && !this.own.has(aor)) this.revalidate(aor)
     } else {
       const neg = this.negative.get(aor)
       if (options?.fresh !== true && e == null && neg != null && now - neg < this.negativeTtl) return undefined
@@ -675,6 +679,18 @@ export class DhtRegistry implements ClaimRegistry {
     // P5: a route to a node that is down is no route; a node we are not connected to is asked
     if (!best.owner.equals(this.peerId) && !await this.liveness.check(best.owner)) return undefined
     return this.routeOf(best)
+  }
+
+  /** Look an AoR up again in the background (one at a time per AoR). */
+  private revalidate (aor: Aor): void {
+    if (this.revalidating.has(aor) || this.shutdown == null) return
+    this.revalidating.add(aor)
+    this.lookup(aor, { quorum: this.resolveQuorum })
+      .then(found => {
+        const best = this.apply(aor, found, true)
+        if (best != null && (found == null || compareClaims(best, found) > 0)) void this.writer.write(best)
+      }, (err: unknown) => { this.log('revalidating %s failed: %s', aor, errorMessage(err)) })
+      .finally(() => { this.revalidating.delete(aor) })
   }
 
   /**

@@ -340,8 +340,11 @@ export class ProxyCore implements TransactionCore<Flow> {
 
     const aor = aorOf(uri)
     if (fromMesh) {
-      // we own what we hold bindings for (the registrar drops them when displaced): no lookup then
-      if (this.#registrar.lookup(aor).length === 0 && (await this.#resolve(aor))?.node !== this.#registry.nodeId) {
+      // we own what we hold bindings for (the registrar drops them when displaced): no lookup then.
+      // Without bindings we are an old owner the sender's route lagged behind, or the user just
+      // left: ask the DHT itself, so that a message for a user who moved on is sent after her
+      // (not-owner retry at the sender) and never stored here as if she were offline
+      if (this.#registrar.lookup(aor).length === 0 && (await this.#registry.resolve(aor, { fresh: true }))?.node !== this.#registry.nodeId) {
         this.#respond(tx, createResponse(request, 404, 'Not Owner', [[NOT_OWNER_HEADER, this.#registry.nodeId]], { toTag: true }))
         return
       }
@@ -359,11 +362,11 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   /**
-   * `registry.resolve`, with two guards for the hot path: concurrent calls for one AoR share one
-   * lookup, and while the registry has to go to the DHT (its cache entry lapsed) the route this
-   * node last resolved is used if it has not expired (stale-while-revalidate). The registry
-   * answers cache hits within microtasks, so a fresh answer always wins the race against
-   * `setImmediate`; a stale route that turns out wrong is caught by the not-owner retry.
+   * `registry.resolve`, with one guard for the hot path: concurrent calls for one AoR share one
+   * lookup. The registry itself serves a known route at once and checks it again in the
+   * background when its cache entry is old (stale-while-revalidate); its cache follows move
+   * notices, so no route kept here can outlive one. A route that turns out wrong is caught by the
+   * not-owner retry.
    */
   async #resolve (aor: string): Promise<Route | undefined> {
     let p = this.#resolving.get(aor)
@@ -380,10 +383,7 @@ export class ProxyCore implements TransactionCore<Flow> {
         }
       }, () => { if (this.#resolving.get(aor) === lookup) this.#resolving.delete(aor) })
     }
-    const last = this.#lastRoutes.get(aor)
-    if (last === undefined || last.expiresAt <= Date.now()) return await p
-    const r = await Promise.race([p, new Promise<typeof STALE>(resolve => setImmediate(() => resolve(STALE)))])
-    return r === STALE ? last : r
+    return await p
   }
 
   /** forward to wherever the route says: local contacts, another node, or nobody */
@@ -854,8 +854,6 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
   }
 }
-
-const STALE = Symbol('stale')
 
 interface Target {
   uri: string
