@@ -70,6 +70,7 @@ import type { Registrar } from '../registrar/registrar.ts'
 import type { ServerTransaction, TransactionLayer } from '../transaction/layer.ts'
 import { MESH_TRANSPORT, type Connector, type Flow } from '../proxy/flow.ts'
 import { SourceRateLimiter } from '../transport/limits.ts'
+import { responseForError } from '../proxy/error-response.ts'
 import { PIDF_CONTENT_TYPE, buildPidf, parsePidf, type PidfDocument } from './pidf.ts'
 import { presUriFor, presentityDocument } from './compose.ts'
 import { PublicationStore, type PublicationStoreInit } from './publications.ts'
@@ -552,13 +553,8 @@ export class PresenceAgent {
       const s = sipStatusFor(err)
       if (s !== undefined) { this.#respond(tx, createResponse(request, s.status, s.reason, s.headers)); return }
       if (err instanceof RateLimitedError) { this.#respond(tx, createResponse(request, 503, err.reason, [['Retry-After', '5']])); return }
-      if (err instanceof SipStatusError || (err as Error)?.name === 'SipStatusError' || (err as Error)?.name === 'SipParseError') {
-        const e = err as SipStatusError
-        this.#respond(tx, createResponse(request, e.status, e.reason))
-        return
-      }
-      this.#log.error('presence agent failed', { method: request.method, err: err instanceof Error ? (err.stack ?? err.message) : String(err) })
-      this.#respond(tx, createResponse(request, 500))
+      // everything else as the proxy answers it (the one error-to-status place)
+      this.#respond(tx, responseForError(request, err, this.#log))
     })
   }
 

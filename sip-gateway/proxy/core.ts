@@ -70,6 +70,12 @@ const DIALOG_METHODS: ReadonlySet<string> = new Set(['INVITE', 'SUBSCRIBE', 'REF
 export const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
 
 /**
+ * Longest Request-URI interpreted (414 above, RFC 3261 21.4.12): room for a GRUU or a contact
+ * with many parameters; an AoR the registry refuses below it (over 256 characters) gets 400.
+ */
+export const MAX_REQUEST_URI_LENGTH = 4096
+
+/**
  * Seam for issue 5 (offline store): asked when an AoR of a served domain has no live binding.
  * Returning a reply (for example 202 after storing a MESSAGE) answers the request; undefined
  * falls back to 480 (user known here) or 404.
@@ -250,6 +256,8 @@ export class ProxyCore implements TransactionCore<Flow> {
 
     // 16.3 request validation
     if (!KNOWN_METHODS.has(request.method)) throw new SipStatusError(501, 'Not Implemented')
+    // RFC 3261 21.4.12: a Request-URI longer than we interpret (no AoR of ours is near it)
+    if (request.uri.length > MAX_REQUEST_URI_LENGTH) throw new SipStatusError(414, 'Request-URI Too Long')
     const maxForwards = readMaxForwards(request)
     // RFC 3261 7.4.1 (a body needs its Content-Type), RFC 3428 section 7 (MESSAGE carries one)
     if (request.method === 'MESSAGE' && request.body.byteLength > 0 && !request.headers.has('Content-Type')) {
