@@ -89,6 +89,20 @@ export type UnavailableHandler = (request: SipRequest, aor: string) => Promise<R
 export type RequestInterceptor = (request: SipRequest, tx: ServerTransaction, flow: Flow, fromMesh: boolean) => boolean
 
 /**
+ * Seam for the presence agent's PUBLISH server (RFC 3903; issue 10 items 1 and 2): offered every
+ * request whose method the owner serves itself (`OWNER_METHODS`) once routing found that this node
+ * owns its AoR (`owned`) or that nobody does, where it would otherwise be delivered to the AoR's
+ * contacts or answered as unavailable. Resolves true when it took the request (and answers `tx`).
+ */
+export type OwnerHandler = (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, owned: boolean) => Promise<boolean>
+
+/**
+ * Methods served by the node that owns the AoR, never by the AoR's user agents: a PUBLISH goes to
+ * the event state compositor (the presence agent), whatever contacts the user has registered.
+ */
+const OWNER_METHODS: ReadonlySet<string> = new Set(['PUBLISH'])
+
+/**
  * Seam for digest authentication (auth/, RFC 3261 22): offered every new request from a user
  * agent (never from the mesh) after validation, before the interceptor. `response` answers it
  * through its server transaction (401/407 challenge, 403, 400); otherwise `identity` is the
@@ -121,6 +135,8 @@ export interface ProxyCoreInit {
   onTimeout?: UnavailableHandler
   /** the presence agent's interceptor (SUBSCRIBE, NOTIFY, PUBLISH it serves) */
   intercept?: RequestInterceptor
+  /** the presence agent's PUBLISH server where this node owns the AoR, or nobody does */
+  atOwner?: OwnerHandler
   /** digest authentication of user agents; absent: none (the From AoR is asserted) */
   authenticate?: RequestAuthenticator
   /** timer C of a forwarded INVITE (RFC 3261 16.6 step 11), ms. @default 180000 */
@@ -151,6 +167,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #onUnavailable: UnavailableHandler | undefined
   readonly #onTimeout: UnavailableHandler | undefined
   readonly #intercept: RequestInterceptor | undefined
+  readonly #atOwner: OwnerHandler | undefined
   readonly #authenticate: RequestAuthenticator | undefined
   /** the identity `authenticate` established for a request */
   readonly #identities = new WeakMap<SipRequest, string>()
@@ -180,6 +197,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#onUnavailable = init.onUnavailable
     this.#onTimeout = init.onTimeout
     this.#intercept = init.intercept
+    this.#atOwner = init.atOwner
     this.#authenticate = init.authenticate
     this.#timerC = init.timerCMs ?? 180_000
   }
@@ -397,7 +415,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   /** forward to wherever the route says: local contacts, another node, or nobody */
   async #toRoute (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, route: Route | undefined, retried = false): Promise<void> {
     if (route === undefined) {
-      await this.#unavailable(request, tx, aor)
+      await this.#unavailable(request, tx, flow, aor)
       return
     }
     if (route.node === this.#registry.nodeId) {
@@ -409,9 +427,14 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   async #deliverLocal (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): Promise<void> {
+    // the AoR is ours: what the owner serves itself never goes to the user's devices
+    if (OWNER_METHODS.has(request.method)) {
+      if (await this.#atOwner?.(request, tx, flow, aor, true) !== true) throw new SipStatusError(480, 'Temporarily Unavailable')
+      return
+    }
     const bindings = this.#registrar.lookup(aor)
     if (bindings.length === 0) {
-      await this.#unavailable(request, tx, aor)
+      await this.#unavailable(request, tx, flow, aor)
       return
     }
     this.stats.deliveredLocal++
@@ -427,7 +450,8 @@ export class ProxyCore implements TransactionCore<Flow> {
     await this.#forward(request, tx, flow, targets)
   }
 
-  async #unavailable (request: SipRequest, tx: ServerTransaction, aor: string): Promise<void> {
+  async #unavailable (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): Promise<void> {
+    if (OWNER_METHODS.has(request.method) && await this.#atOwner?.(request, tx, flow, aor, false) === true) return
     const reply = await this.#onUnavailable?.(request, aor)
     if (reply !== undefined) { this.#reply(tx, request, reply); return }
     if (this.#registrar.isKnown(aor)) throw new SipStatusError(480, 'Temporarily Unavailable')

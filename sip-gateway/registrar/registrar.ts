@@ -178,6 +178,14 @@ export class Registrar<Flow = unknown> {
     for (const k of map.keys()) this.#byContact.set(k, aor)
   }
 
+  /**
+   * Resolves once no REGISTER of `aor` is being handled here (its claim settled and its bindings,
+   * if any, are in place): a request that raced a registration can then see its outcome.
+   */
+  async settled (aor: string): Promise<void> {
+    await this.#locks.get(aor)
+  }
+
   /** AoRs registered here since start (seam for 480 vs 404 and for issue 5's offline store) */
   isKnown (aor: string): boolean { return this.#known.has(aor) }
 
