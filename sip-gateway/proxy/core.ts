@@ -50,6 +50,7 @@ import { Timer } from '../transaction/timers.ts'
 import { ResponseContext, bestResponse, type Branch } from './response-context.ts'
 import { MESH_TRANSPORT, type Connector, type Flow } from './flow.ts'
 import { DialogContacts } from './dialog-contacts.ts'
+import { KeyedLock } from '../offline/keyed-lock.ts'
 
 /** Methods this node knows (anything else: 501). */
 export const KNOWN_METHODS: ReadonlySet<string> = new Set([
@@ -174,6 +175,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #timerC: number
   readonly #contexts = new Map<ServerTransaction, ResponseContext>()
   readonly #resolving = new Map<string, Promise<Route | undefined>>()
+  /** MESSAGE routing per recipient AoR, in arrival order */
+  readonly #inOrder = new KeyedLock()
   readonly #lastRoutes = new Map<string, Route>()
   readonly #loopHashes = new WeakMap<SipRequest, string>()
   /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
@@ -365,6 +368,20 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
 
     const aor = aorOf(uri)
+    // pager IM keeps its order per recipient (issue 10 item 3): a MESSAGE is routed, up to being
+    // sent on or handed to the offline store, only after the one received before it for the same
+    // AoR, so a route lookup the first ones wait on cannot let later ones overtake them. Sends
+    // and stores are not awaited beyond that (the offline store writes one user's messages one
+    // after the other anyway), and other recipients are not held up.
+    if (request.method === 'MESSAGE') {
+      await this.#inOrder.run(aor, async () => { await this.#routeAor(request, tx, flow, aor, fromMesh) })
+      return
+    }
+    await this.#routeAor(request, tx, flow, aor, fromMesh)
+  }
+
+  /** route a request for an AoR of a served domain: the owner here, another node, or nobody */
+  async #routeAor (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, fromMesh: boolean): Promise<void> {
     if (fromMesh) {
       // we own what we hold bindings for (the registrar drops them when displaced): no lookup then
       if (this.#registrar.lookup(aor).length === 0 && (await this.#resolve(aor))?.node !== this.#registry.nodeId) {
