@@ -368,11 +368,11 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
 
     const aor = aorOf(uri)
-    // pager IM keeps its order per recipient (issue 10 item 3): a MESSAGE is routed, up to being
-    // sent on or handed to the offline store, only after the one received before it for the same
-    // AoR, so a route lookup the first ones wait on cannot let later ones overtake them. Sends
-    // and stores are not awaited beyond that (the offline store writes one user's messages one
-    // after the other anyway), and other recipients are not held up.
+    // pager IM keeps its order per recipient (issue 10 item 3): a MESSAGE is routed only after the
+    // one received before it for the same AoR was sent on (its response is not waited for) or
+    // answered here (stored: 202, or refused), so a route lookup the first ones wait on cannot let
+    // later ones overtake them. Waiting for the store costs nothing: the offline store writes one
+    // user's messages one after the other anyway. Other recipients are not held up.
     if (request.method === 'MESSAGE') {
       await this.#inOrder.run(aor, async () => { await this.#routeAor(request, tx, flow, aor, fromMesh) })
       return
