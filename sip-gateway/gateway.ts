@@ -264,6 +264,7 @@ export class Gateway {
       aliases: [`${udp.host}:${udp.port}`, `${tcp.host}:${tcp.port}`, `localhost:${udp.port}`],
       onUnavailable: async (request, aor) => await this.#unavailable?.(request, aor) ?? await this.#im.onUnavailable(request, aor),
       onTimeout: async (request, aor) => await this.#im.onTimeout(request, aor),
+      backlog: this.#im,
       intercept: (request, tx, flow, fromMesh) => this.#presence.intercept(request, tx, flow, fromMesh),
       atOwner: async (request, tx, flow, aor, owned) => await this.#presence.atOwner(request, tx, flow, aor, owned),
       authenticate: this.#auth?.authenticate.bind(this.#auth),

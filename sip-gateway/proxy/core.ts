@@ -84,6 +84,17 @@ export const MAX_REQUEST_URI_LENGTH = 4096
 export type UnavailableHandler = (request: SipRequest, aor: string) => Promise<Reply | undefined>
 
 /**
+ * Seam for the offline store (issue 10 item 3): asked for every MESSAGE to an AoR of ours, in
+ * arrival order, before it is routed. While this node still holds stored messages for the user
+ * (`holds`, synchronous), the MESSAGE is stored behind them (`append` resolves with the reply,
+ * 202) instead of routed, so a live MESSAGE cannot overtake the backlog being delivered.
+ */
+export interface Backlog {
+  holds (aor: string): boolean
+  append (request: SipRequest, aor: string): Promise<Reply>
+}
+
+/**
  * Seam for the presence agent (issue 4): offered every new request after validation and Route
  * preprocessing, before routing. Returning true means it took the request (and answers `tx`).
  */
@@ -134,6 +145,8 @@ export interface ProxyCoreInit {
    * takes the place of that branch's 408
    */
   onTimeout?: UnavailableHandler
+  /** issue 10 item 3: a MESSAGE for a user with stored messages here joins them */
+  backlog?: Backlog
   /** the presence agent's interceptor (SUBSCRIBE, NOTIFY, PUBLISH it serves) */
   intercept?: RequestInterceptor
   /** the presence agent's PUBLISH server where this node owns the AoR, or nobody does */
@@ -168,6 +181,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #onUnavailable: UnavailableHandler | undefined
   readonly #onTimeout: UnavailableHandler | undefined
   readonly #intercept: RequestInterceptor | undefined
+  readonly #backlog: Backlog | undefined
   readonly #atOwner: OwnerHandler | undefined
   readonly #authenticate: RequestAuthenticator | undefined
   /** the identity `authenticate` established for a request */
@@ -200,6 +214,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#onUnavailable = init.onUnavailable
     this.#onTimeout = init.onTimeout
     this.#intercept = init.intercept
+    this.#backlog = init.backlog
     this.#atOwner = init.atOwner
     this.#authenticate = init.authenticate
     this.#timerC = init.timerCMs ?? 180_000
@@ -372,9 +387,17 @@ export class ProxyCore implements TransactionCore<Flow> {
     // one received before it for the same AoR was sent on (its response is not waited for) or
     // answered here (stored: 202, or refused), so a route lookup the first ones wait on cannot let
     // later ones overtake them. Waiting for the store costs nothing: the offline store writes one
-    // user's messages one after the other anyway. Other recipients are not held up.
+    // user's messages one after the other anyway. Other recipients are not held up. While this
+    // node holds stored messages for the user, a new one is stored behind them, not sent past them.
     if (request.method === 'MESSAGE') {
-      await this.#inOrder.run(aor, async () => { await this.#routeAor(request, tx, flow, aor, fromMesh) })
+      await this.#inOrder.run(aor, async () => {
+        if (this.#backlog?.holds(aor) === true) {
+          if (!fromMesh) this.#assertIdentity(request)
+          this.#reply(tx, request, await this.#backlog.append(request, aor))
+          return
+        }
+        await this.#routeAor(request, tx, flow, aor, fromMesh)
+      })
       return
     }
     await this.#routeAor(request, tx, flow, aor, fromMesh)

@@ -13,6 +13,11 @@ after(async () => {
   for (const m of meshes) await m.stop()
 })
 
+/** the bodies of the MESSAGEs a user agent got (over TCP: nothing is retransmitted, so a duplicate is a second delivery) */
+function messages (ua: TestUa): string[] {
+  return ua.received.filter(m => m.method === 'MESSAGE').map(m => Buffer.from(m.body).toString())
+}
+
 /**
  * A registry whose lookups (routes and known users) behave like DHT walks on a cold cache: until
  * one lookup of a key has completed, each takes 10-60 ms (a walk of its own); afterwards answers
@@ -36,7 +41,7 @@ test('back-to-back MESSAGEs to a known offline user are stored and delivered in 
   meshes.push(mesh)
   const [a, b] = mesh.nodes
   // olga registered on node b once and left: known mesh-wide (her released claim), offline now
-  const olga = await TestUa.open('olga', b.sip)
+  const olga = await TestUa.open('olga', b.sip, 'TCP')
   uas.push(olga)
   assert.equal((await olga.register(600))?.status, 200)
   await olga.waitFor(() => undefined, 50)
@@ -63,8 +68,36 @@ test('back-to-back MESSAGEs to a known offline user are stored and delivered in 
   // she comes back on node b: node a delivers the backlog over the mesh, in the same order
   assert.equal((await olga.register(600))?.status, 200)
   const got = await olga.waitFor(() => {
-    const bodies = olga.received.filter(m => m.method === 'MESSAGE').map(m => Buffer.from(m.body).toString())
+    const bodies = messages(olga)
     return bodies.length >= n ? bodies : undefined
   }, 15_000)
   assert.deepEqual(got, expected, 'delivered once each, in arrival order')
+})
+
+test('MESSAGEs that arrive while the backlog is being delivered queue behind it instead of overtaking it', async () => {
+  const mesh = await TestMesh.spawn(2)
+  meshes.push(mesh)
+  const [a, b] = mesh.nodes
+  const paula = await TestUa.open('paula', b.sip, 'TCP')
+  uas.push(paula)
+  assert.equal((await paula.register(600))?.status, 200)
+  await paula.waitFor(() => undefined, 50)
+  assert.equal((await paula.register(0))?.status, 200)
+  const alice = await TestUa.open('alice', a.sip, 'TCP')
+  uas.push(alice)
+  const n = 100
+  for (let i = 0; i < n; i++) assert.equal((await alice.request({ uri: paula.aor, body: `m${i}` }))?.status, 202)
+  // she comes back on node b; node a starts handing its backlog over, one message at a time,
+  // while alice goes on sending through node a
+  assert.equal((await paula.register(600))?.status, 200)
+  const live: Array<Promise<unknown>> = []
+  for (let i = n; i < n + 20; i++) live.push(alice.request({ uri: paula.aor, body: `m${i}` }, 10_000))
+  const answers = await Promise.all(live) as Array<{ status: number } | undefined>
+  assert.ok(answers.every(r => r !== undefined && r.status >= 200 && r.status < 300), answers.map(r => r?.status).join(','))
+  const expected = Array.from({ length: n + 20 }, (_, i) => `m${i}`)
+  const got = await paula.waitFor(() => {
+    const bodies = messages(paula)
+    return bodies.length >= n + 20 ? bodies : undefined
+  }, 15_000)
+  assert.deepEqual(got, expected, 'the live messages came after the stored ones')
 })
