@@ -48,8 +48,11 @@ export interface GatewayConfig {
   offlineLimits: { maxMessagesPerUser: number, retentionDays: number }
   /** registrar (RFC 3261 10.3): expiry bounds in seconds (423 below the minimum), conflict policy */
   registrar: { minExpires: number, maxExpires: number, conflictPolicy: ConflictPolicy }
-  /** per-source-address limit of SIP messages on every transport; absent: off */
-  limits?: { rateLimit: { perSecond: number, burst: number } }
+  /**
+   * per source address: most inbound TCP + WebSocket connections, and (absent: off) a limit of SIP
+   * messages on every transport
+   */
+  limits?: { maxConnectionsPerHost?: number, rateLimit?: { perSecond: number, burst: number } }
 }
 
 /** What libp2p and the DHT get. */
@@ -112,7 +115,8 @@ const SETTINGS = {
   'min-expires': { kind: 'string', help: 'shortest registration accepted, seconds (shorter: 423 Interval Too Brief)' },
   'max-expires': { kind: 'string', help: 'longest registration granted, seconds (longer requests are shortened)' },
   'conflict-policy': { kind: 'string', help: `a user registered on two nodes at once: ${Object.values(ConflictPolicy).join(' or ')}` },
-  'rate-limit': { kind: 'string', help: 'SIP messages per second accepted from one source address, bursts of twice that (default: off)' }
+  'rate-limit': { kind: 'string', help: 'SIP messages per second accepted from one source address, bursts of twice that (default: off)' },
+  'max-connections-per-host': { kind: 'string', help: 'open SIP TCP + WebSocket connections accepted from one source address (more are refused)' }
 } as const
 
 type SettingName = keyof typeof SETTINGS
@@ -131,7 +135,8 @@ export const DEFAULTS = {
   'offline-retention-days': '7',
   'min-expires': '60',
   'max-expires': '3600',
-  'conflict-policy': ConflictPolicy.LatestTakesOver
+  'conflict-policy': ConflictPolicy.LatestTakesOver,
+  'max-connections-per-host': '256'
 } as const
 
 // ---- validation of single values ---------------------------------------------------------------
@@ -215,7 +220,8 @@ const layerSchema = z.strictObject({
   'min-expires': str.superRefine(refineWith(positiveInteger(86_400))),
   'max-expires': str.superRefine(refineWith(positiveInteger(7 * 86_400))),
   'conflict-policy': z.enum(Object.values(ConflictPolicy) as [ConflictPolicy, ...ConflictPolicy[]]),
-  'rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000)))
+  'rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000))),
+  'max-connections-per-host': str.superRefine(refineWith(positiveInteger(1_000_000)))
 }).partial()
 
 export type ConfigLayer = z.infer<typeof layerSchema>
@@ -373,7 +379,10 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
       ...(merged.credentials != null ? { credentials: resolvePath(cwd, merged.credentials) } : {}),
       offlineLimits: { maxMessagesPerUser: Number(get('offline-max-per-user')), retentionDays: Number(get('offline-retention-days')) },
       registrar: { minExpires: Number(get('min-expires')), maxExpires: Number(get('max-expires')), conflictPolicy: get('conflict-policy') },
-      ...(merged['rate-limit'] != null ? { limits: { rateLimit: { perSecond: Number(merged['rate-limit']), burst: 2 * Number(merged['rate-limit']) } } } : {})
+      limits: {
+        maxConnectionsPerHost: Number(get('max-connections-per-host')),
+        ...(merged['rate-limit'] != null ? { rateLimit: { perSecond: Number(merged['rate-limit']), burst: 2 * Number(merged['rate-limit']) } } : {})
+      }
     },
     mesh: {
       listen: [...new Set(get('p2p'))],

@@ -78,6 +78,8 @@ export interface GatewayStatsSnapshot {
     oversize: number
     rateLimited: number
     connections: number
+    connectionsRefused?: { host: number, total: number }
+    silentClosed?: number
   }
   presence?: { presentities: number, subscriptions: number, backendSubscriptions: number, publications: number, notifiesSent: number, rateLimited: number }
   offline?: { users: number, messages: number, stored: number, delivered: number, refused: number }
@@ -452,6 +454,8 @@ export class SipmeshNode {
     counter('sipmesh_sip_slow_peers_total', 'TCP/WebSocket connections closed because a message did not complete in time', s => s.transport?.slowPeers)
     counter('sipmesh_sip_idle_closed_total', 'TCP/WebSocket connections closed after the idle timeout', s => s.transport?.idleClosed)
     gauge('sipmesh_sip_connections', 'open SIP TCP and WebSocket connections', s => s.transport?.connections)
+    addCollectedLabeledCounter(r, 'sipmesh_sip_connections_refused_total', 'SIP TCP/WebSocket connections refused, by the cap they met: per source address (host) or on all connections (total)', 'cap', ['host', 'total'], () => s().transport?.connectionsRefused)
+    counter('sipmesh_sip_silent_connections_closed_total', 'inbound SIP TCP/WebSocket connections closed because no whole SIP message came within the first-message timeout', s => s.transport?.silentClosed)
     counter('sipmesh_sip_mesh_messages_received_total', 'SIP messages the gateway received from other nodes over the mesh', s => s.meshIn)
     counter('sipmesh_sip_mesh_messages_sent_total', 'SIP messages the gateway sent to other nodes over the mesh', s => s.meshOut)
     gauge('sipmesh_sip_bindings', 'contacts registered on this node (all AoRs)', s => s.bindings)

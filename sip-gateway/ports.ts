@@ -43,6 +43,18 @@ export interface ClaimResult {
 
 export type Unwatch = () => void
 
+/**
+ * The name of the error a Registry throws (or rejects with) for an AoR it cannot hold: not of the
+ * form `sip:user@domain`, characters it refuses, or longer than it allows (the DHT registry: 256
+ * characters). Hostile or odd input from a user agent, never a fault of the node: the gateway
+ * answers it 400 (`proxy/error-response.ts`), whichever request carried the AoR.
+ */
+export const INVALID_AOR_ERROR = 'InvalidAorError'
+
+/**
+ * Every method that takes an AoR throws or rejects with an error named `INVALID_AOR_ERROR` for
+ * one it cannot hold.
+ */
 export interface Registry {
   /** this node's id as it appears in `Route.node` */
   readonly nodeId: string

@@ -172,6 +172,21 @@ export class OfflineIm {
     return await this.#store(request, aor)
   }
 
+  /**
+   * The proxy's backlog seam (issue 10 item 3): while this node holds stored messages for a user,
+   * a new MESSAGE for her is stored behind them (`append`: 202) and her backlog is tried at once,
+   * so it is delivered after them and never overtakes them.
+   */
+  holds (aor: string): boolean {
+    return this.#running && this.offline.count(aor) > 0
+  }
+
+  async append (request: SipRequest, aor: string): Promise<Reply> {
+    const reply = await this.#store(request, aor)
+    this.kick(aor)
+    return reply
+  }
+
   /** The proxy's seam: a MESSAGE timed out at a device's contact (408): keep it instead. */
   async onTimeout (request: SipRequest, aor: string): Promise<Reply | undefined> {
     if (request.method !== 'MESSAGE' || !this.#running) return undefined

@@ -50,6 +50,7 @@ import { Timer } from '../transaction/timers.ts'
 import { ResponseContext, bestResponse, type Branch } from './response-context.ts'
 import { MESH_TRANSPORT, type Connector, type Flow } from './flow.ts'
 import { DialogContacts } from './dialog-contacts.ts'
+import { KeyedLock } from '../offline/keyed-lock.ts'
 
 /** Methods this node knows (anything else: 501). */
 export const KNOWN_METHODS: ReadonlySet<string> = new Set([
@@ -70,6 +71,12 @@ const DIALOG_METHODS: ReadonlySet<string> = new Set(['INVITE', 'SUBSCRIBE', 'REF
 export const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
 
 /**
+ * Longest Request-URI interpreted (414 above, RFC 3261 21.4.12): room for a GRUU or a contact
+ * with many parameters; an AoR the registry refuses below it (over 256 characters) gets 400.
+ */
+export const MAX_REQUEST_URI_LENGTH = 4096
+
+/**
  * Seam for issue 5 (offline store): asked when an AoR of a served domain has no live binding.
  * Returning a reply (for example 202 after storing a MESSAGE) answers the request; undefined
  * falls back to 480 (user known here) or 404.
@@ -77,10 +84,35 @@ export const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
 export type UnavailableHandler = (request: SipRequest, aor: string) => Promise<Reply | undefined>
 
 /**
+ * Seam for the offline store (issue 10 item 3): asked for every MESSAGE to an AoR of ours, in
+ * arrival order, before it is routed. While this node still holds stored messages for the user
+ * (`holds`, synchronous), the MESSAGE is stored behind them (`append` resolves with the reply,
+ * 202) instead of routed, so a live MESSAGE cannot overtake the backlog being delivered.
+ */
+export interface Backlog {
+  holds (aor: string): boolean
+  append (request: SipRequest, aor: string): Promise<Reply>
+}
+
+/**
  * Seam for the presence agent (issue 4): offered every new request after validation and Route
  * preprocessing, before routing. Returning true means it took the request (and answers `tx`).
  */
 export type RequestInterceptor = (request: SipRequest, tx: ServerTransaction, flow: Flow, fromMesh: boolean) => boolean
+
+/**
+ * Seam for the presence agent's PUBLISH server (RFC 3903; issue 10 items 1 and 2): offered every
+ * request whose method the owner serves itself (`OWNER_METHODS`) once routing found that this node
+ * owns its AoR (`owned`) or that nobody does, where it would otherwise be delivered to the AoR's
+ * contacts or answered as unavailable. Resolves true when it took the request (and answers `tx`).
+ */
+export type OwnerHandler = (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, owned: boolean) => Promise<boolean>
+
+/**
+ * Methods served by the node that owns the AoR, never by the AoR's user agents: a PUBLISH goes to
+ * the event state compositor (the presence agent), whatever contacts the user has registered.
+ */
+const OWNER_METHODS: ReadonlySet<string> = new Set(['PUBLISH'])
 
 /**
  * Seam for digest authentication (auth/, RFC 3261 22): offered every new request from a user
@@ -113,8 +145,12 @@ export interface ProxyCoreInit {
    * takes the place of that branch's 408
    */
   onTimeout?: UnavailableHandler
+  /** issue 10 item 3: a MESSAGE for a user with stored messages here joins them */
+  backlog?: Backlog
   /** the presence agent's interceptor (SUBSCRIBE, NOTIFY, PUBLISH it serves) */
   intercept?: RequestInterceptor
+  /** the presence agent's PUBLISH server where this node owns the AoR, or nobody does */
+  atOwner?: OwnerHandler
   /** digest authentication of user agents; absent: none (the From AoR is asserted) */
   authenticate?: RequestAuthenticator
   /** timer C of a forwarded INVITE (RFC 3261 16.6 step 11), ms. @default 180000 */
@@ -145,12 +181,16 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #onUnavailable: UnavailableHandler | undefined
   readonly #onTimeout: UnavailableHandler | undefined
   readonly #intercept: RequestInterceptor | undefined
+  readonly #backlog: Backlog | undefined
+  readonly #atOwner: OwnerHandler | undefined
   readonly #authenticate: RequestAuthenticator | undefined
   /** the identity `authenticate` established for a request */
   readonly #identities = new WeakMap<SipRequest, string>()
   readonly #timerC: number
   readonly #contexts = new Map<ServerTransaction, ResponseContext>()
   readonly #resolving = new Map<string, Promise<Route | undefined>>()
+  /** MESSAGE routing per recipient AoR, in arrival order */
+  readonly #inOrder = new KeyedLock()
   readonly #lastRoutes = new Map<string, Route>()
   readonly #loopHashes = new WeakMap<SipRequest, string>()
   /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
@@ -174,6 +214,8 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#onUnavailable = init.onUnavailable
     this.#onTimeout = init.onTimeout
     this.#intercept = init.intercept
+    this.#backlog = init.backlog
+    this.#atOwner = init.atOwner
     this.#authenticate = init.authenticate
     this.#timerC = init.timerCMs ?? 180_000
   }
@@ -250,6 +292,8 @@ export class ProxyCore implements TransactionCore<Flow> {
 
     // 16.3 request validation
     if (!KNOWN_METHODS.has(request.method)) throw new SipStatusError(501, 'Not Implemented')
+    // RFC 3261 21.4.12: a Request-URI longer than we interpret (no AoR of ours is near it)
+    if (request.uri.length > MAX_REQUEST_URI_LENGTH) throw new SipStatusError(414, 'Request-URI Too Long')
     const maxForwards = readMaxForwards(request)
     // RFC 3261 7.4.1 (a body needs its Content-Type), RFC 3428 section 7 (MESSAGE carries one)
     if (request.method === 'MESSAGE' && request.body.byteLength > 0 && !request.headers.has('Content-Type')) {
@@ -339,6 +383,28 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
 
     const aor = aorOf(uri)
+    // pager IM keeps its order per recipient (issue 10 item 3): a MESSAGE is routed only after the
+    // one received before it for the same AoR was sent on (its response is not waited for) or
+    // answered here (stored: 202, or refused), so a route lookup the first ones wait on cannot let
+    // later ones overtake them. Waiting for the store costs nothing: the offline store writes one
+    // user's messages one after the other anyway. Other recipients are not held up. While this
+    // node holds stored messages for the user, a new one is stored behind them, not sent past them.
+    if (request.method === 'MESSAGE') {
+      await this.#inOrder.run(aor, async () => {
+        if (this.#backlog?.holds(aor) === true) {
+          if (!fromMesh) this.#assertIdentity(request)
+          this.#reply(tx, request, await this.#backlog.append(request, aor))
+          return
+        }
+        await this.#routeAor(request, tx, flow, aor, fromMesh)
+      })
+      return
+    }
+    await this.#routeAor(request, tx, flow, aor, fromMesh)
+  }
+
+  /** route a request for an AoR of a served domain: the owner here, another node, or nobody */
+  async #routeAor (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, fromMesh: boolean): Promise<void> {
     if (fromMesh) {
       // we own what we hold bindings for (the registrar drops them when displaced): no lookup then.
       // Without bindings we are an old owner the sender's route lagged behind, or the user just
@@ -389,7 +455,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   /** forward to wherever the route says: local contacts, another node, or nobody */
   async #toRoute (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, route: Route | undefined, retried = false): Promise<void> {
     if (route === undefined) {
-      await this.#unavailable(request, tx, aor)
+      await this.#unavailable(request, tx, flow, aor)
       return
     }
     if (route.node === this.#registry.nodeId) {
@@ -401,9 +467,14 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   async #deliverLocal (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): Promise<void> {
+    // the AoR is ours: what the owner serves itself never goes to the user's devices
+    if (OWNER_METHODS.has(request.method)) {
+      if (await this.#atOwner?.(request, tx, flow, aor, true) !== true) throw new SipStatusError(480, 'Temporarily Unavailable')
+      return
+    }
     const bindings = this.#registrar.lookup(aor)
     if (bindings.length === 0) {
-      await this.#unavailable(request, tx, aor)
+      await this.#unavailable(request, tx, flow, aor)
       return
     }
     this.stats.deliveredLocal++
@@ -419,7 +490,8 @@ export class ProxyCore implements TransactionCore<Flow> {
     await this.#forward(request, tx, flow, targets)
   }
 
-  async #unavailable (request: SipRequest, tx: ServerTransaction, aor: string): Promise<void> {
+  async #unavailable (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): Promise<void> {
+    if (OWNER_METHODS.has(request.method) && await this.#atOwner?.(request, tx, flow, aor, false) === true) return
     const reply = await this.#onUnavailable?.(request, aor)
     if (reply !== undefined) { this.#reply(tx, request, reply); return }
     if (this.#registrar.isKnown(aor)) throw new SipStatusError(480, 'Temporarily Unavailable')

@@ -15,7 +15,7 @@ import { parseNameAddr } from '../codec/name-addr.ts'
 import { parseUri, aorOf } from '../codec/uri.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
-import type { ClaimResult, DurableStore, Logger, Registry, Route, Unwatch } from '../ports.ts'
+import { INVALID_AOR_ERROR, type ClaimResult, type DurableStore, type Logger, type Registry, type Route, type Unwatch } from '../ports.ts'
 import { contactKey, decodeRegistration, encodeRegistration } from './bindings.ts'
 import type { Binding } from './bindings.ts'
 
@@ -178,6 +178,14 @@ export class Registrar<Flow = unknown> {
     for (const k of map.keys()) this.#byContact.set(k, aor)
   }
 
+  /**
+   * Resolves once no REGISTER of `aor` is being handled here (its claim settled and its bindings,
+   * if any, are in place): a request that raced a registration can then see its outcome.
+   */
+  async settled (aor: string): Promise<void> {
+    await this.#locks.get(aor)
+  }
+
   /** AoRs registered here since start (seam for 480 vs 404 and for issue 5's offline store) */
   isKnown (aor: string): boolean { return this.#known.has(aor) }
 
@@ -333,6 +341,8 @@ export class Registrar<Flow = unknown> {
       try {
         result = await this.#registry.claim(aor, { expiresAt })
       } catch (err) {
+        // an AoR the registry cannot hold is the user agent's fault (400 at the error boundary)
+        if ((err as Error)?.name === INVALID_AOR_ERROR) throw err
         throw new SipStatusError(503, 'Registry Unavailable', { cause: err })
       }
       if (!result.won) {
