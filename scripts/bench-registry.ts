@@ -95,6 +95,26 @@ try {
   const sweepCpu = cpuUsage(cpu0)
   console.log(`a sweep pass with nothing due over ${registry.ownRecords.toLocaleString('en')} own records: ${((sweepCpu.user + sweepCpu.system) / 1000).toFixed(1)} ms CPU`)
   console.log(`(renewing ${AORS.toLocaleString('en')} claims once per half lease, ${leaseS / 2} s, is the renewal rate above spread over that time; see README)`)
+  // restart storm: node 0 stops and starts again on the same data directory and key; its own
+  // records are loaded and re-put (the registrar's re-claims of the same AoRs are refreshes)
+  if (NODES === 1) {
+    const { createMeshNode } = await import('../node/libp2p.ts')
+    await mesh.stop()
+    await stores[0].close()
+    stores[0] = await openDatastore(join(dir, 'node-0'))
+    const t0 = performance.now()
+    const again = await createMeshNode({ privateKey: node.privateKey, datastore: stores[0] })
+    await again.start()
+    const loaded = performance.now() - t0
+    const r2 = again.registry
+    await Promise.all(Array.from({ length: 200 }, async (_, w) => {
+      for (let i = w; i < AORS; i += 200) await r2.claim(aor(i), { expiresAt: hour })
+    }))
+    const reclaimed = performance.now() - t0
+    await r2.republishAll()
+    console.log(`restart: ${r2.ownRecords.toLocaleString('en')} own records loaded in ${(loaded / 1000).toFixed(1)} s, all ${AORS.toLocaleString('en')} re-claimed (refreshes) by ${(reclaimed / 1000).toFixed(1)} s, re-put by ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+    await again.stop()
+  }
 } finally {
   await mesh.stop()
   for (const s of stores) await s.close()
