@@ -157,7 +157,22 @@ export interface MeshNodeInit {
    * @default 300
    */
   maxConnections?: number
+  /**
+   * libp2p's connection monitor: how often every connection is pinged (a failed ping aborts it).
+   *
+   * @default 10000
+   */
+  pingIntervalMs?: number
 }
+
+/**
+ * Concurrent `/ipfs/ping/1.0.0` streams per connection, each way. libp2p's connection monitor
+ * pings every connection every 10 s on a stream of its own, and aborts the connection when it
+ * cannot open one; kad-dht pings contacts through the ping service at the same time. With the
+ * ping service's default limit (1 outbound) the two collide and the monitor aborts a healthy
+ * connection with every stream on it (the SIP stream too), and both nodes dial again.
+ */
+export const PING_STREAMS_PER_CONNECTION = 8
 
 /** How long the first claims of a node that was given bootstrap peers or mDNS wait for a DHT peer. */
 export const DEFAULT_JOIN_WAIT_MS = 3_000
@@ -223,10 +238,11 @@ export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode
       allow: init.allow ?? ['/ip4/127.0.0.0/ipcidr/8', '/ip6/::1/ipcidr/128']
     },
     peerDiscovery,
+    connectionMonitor: init.pingIntervalMs != null ? { pingInterval: init.pingIntervalMs } : undefined,
     metrics: init.metrics,
     services: {
       identify: identify(),
-      ping: ping(),
+      ping: ping({ maxOutboundStreams: PING_STREAMS_PER_CONNECTION, maxInboundStreams: PING_STREAMS_PER_CONNECTION }),
       dht: kadDHT({
         protocol: init.kadProtocol ?? SIPMESH_KAD_PROTOCOL,
         clientMode: false,
