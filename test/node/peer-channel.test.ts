@@ -3,6 +3,8 @@ import assert from 'node:assert/strict'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { Libp2pPeerChannel, FrameDecoder, encodeFrame, FrameTooLargeError, SIP_PROTOCOL } from '../../node/peer-channel.ts'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createMeshNode } from '../../node/libp2p.ts'
 import { bareNode } from './fixtures/libp2p.ts'
 import { memoryLogger } from './fixtures/logger.ts'
 import type { Libp2p } from '@libp2p/interface'
@@ -190,5 +192,44 @@ describe('Libp2pPeerChannel between two nodes over TCP', () => {
       await waitFor(() => got.length === 1, 1000, 'local delivery')
       assert.equal(got[0], `${a.peerId.toString()}:loop`)
     } finally { off() }
+  })
+})
+
+describe('Libp2pPeerChannel on the mesh assembly: the figures of the design', () => {
+  const stops: Array<() => Promise<void>> = []
+  after(async () => { for (const stop of stops.reverse()) await stop() })
+
+  test('two nodes exchanging requests and answers use one connection and one stream, with no stream error', async () => {
+    const logs = memoryLogger()
+    // the connection monitor pings every 100 ms, as it does every 10 s in production
+    const a = await createMeshNode({ pingIntervalMs: 100 })
+    const connections = { a: 0, b: 0 }
+    a.libp2p.addEventListener('connection:open', () => { connections.a++ })
+    await a.start()
+    stops.push(async () => { await a.stop() })
+    const b = await createMeshNode({ pingIntervalMs: 100, bootstrap: [a.libp2p.getMultiaddrs()[0].toString()] })
+    b.libp2p.addEventListener('connection:open', () => { connections.b++ })
+    await b.start()
+    stops.push(async () => { await b.stop() })
+    const ca = new Libp2pPeerChannel({ libp2p: a.libp2p, logger: logs.child({ node: 'a' }) })
+    const cb = new Libp2pPeerChannel({ libp2p: b.libp2p, logger: logs.child({ node: 'b' }) })
+    await ca.start()
+    await cb.start()
+    stops.push(async () => { await ca.stop(); await cb.stop() })
+    await waitFor(() => a.libp2p.getPeers().length === 1, 5000, 'b to join a')
+    const answers: string[] = []
+    cb.onMessage((node, data) => { void cb.send(node, enc.encode(`SIP/2.0 200 OK for ${dec.decode(data)}`)) })
+    ca.onMessage((_node, data) => { answers.push(dec.decode(data)) })
+    for (let i = 0; i < 8; i++) {
+      await ca.send(b.peerId.toString(), enc.encode(`MESSAGE ${i}`))
+      await waitFor(() => answers.length === i + 1, 5000, `answer ${i}`)
+      // spread over several connection-monitor pings
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+    assert.deepEqual(answers, Array.from({ length: 8 }, (_, i) => `SIP/2.0 200 OK for MESSAGE ${i}`))
+    assert.equal(ca.stats.streamsOpened + cb.stats.streamsOpened, 1, 'one stream between the two nodes, opened by the first sender')
+    assert.equal(ca.stats.streamErrors + cb.stats.streamErrors, 0)
+    assert.deepEqual(connections, { a: 1, b: 1 }, 'one connection: one Noise handshake on each side')
+    assert.equal(a.libp2p.getConnections().length, 1)
   })
 })
