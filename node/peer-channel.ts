@@ -11,6 +11,11 @@
  * dead stream is retried once on a fresh stream. Delivery is at most once (a message written into
  * a stream that then resets is lost).
  *
+ * Cold start: messages to a peer with no stream yet wait, in order, while it opens (bounded by
+ * `maxQueuedPerPeer`). A dial that fails (the peer not listening yet, a connection closing as it is
+ * dialled) is tried again with a growing pause until `openTimeout` has passed since the first
+ * attempt; only then do the waiting messages fail.
+ *
  * Frames sent in the same event-loop turn are coalesced into one stream write (one yamux frame,
  * one Noise encryption, one socket write, and one yamux window update back from the receiver),
  * flushed by `setImmediate`, i.e. right after the poll phase that read the requests: every UDP
@@ -57,7 +62,7 @@ export interface PeerChannelInit {
   protocol?: string
   /** largest frame sent or accepted, bytes @default 262144 */
   maxFrameSize?: number
-  /** how long opening a stream to a peer (dial + protocol negotiation) may take, ms @default 5000 */
+  /** how long opening a stream to a peer (dials, retried, and protocol negotiation) may take, ms @default 5000 */
   openTimeout?: number
   /** messages that may wait for one peer's stream to drain before send() fails @default 10000 */
   maxQueuedPerPeer?: number
@@ -205,6 +210,8 @@ export interface PeerChannelStats {
   /** streams this node opened (a stream the peer opened and this node also sends on is not counted) */
   streamsOpened: number
   streamErrors: number
+  /** dials of a stream that failed and were tried again within the open timeout */
+  openRetries: number
 }
 
 export class Libp2pPeerChannel implements PeerChannel, Startable {
@@ -219,7 +226,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   private readonly inbound = new Set<Stream>()
   private readonly handlers = new Set<(node: string, data: Uint8Array) => void>()
   private shutdown?: AbortController
-  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, streamsOpened: 0, streamErrors: 0 }
+  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, streamsOpened: 0, streamErrors: 0, openRetries: 0 }
 
   constructor (components: PeerChannelComponents, init: PeerChannelInit = {}) {
     this.libp2p = components.libp2p
@@ -399,7 +406,31 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     if (options.signal != null) signals.push(options.signal)
     if (this.shutdown != null) signals.push(this.shutdown.signal)
     const signal = AbortSignal.any(signals)
-    const stream = await this.libp2p.dialProtocol(peerIdFromString(node), this.protocol, { signal })
+    const peer = peerIdFromString(node)
+    let pause = 50
+    let stream: Stream
+    for (;;) {
+      try {
+        stream = await this.libp2p.dialProtocol(peer, this.protocol, { signal })
+        break
+      } catch (err) {
+        // out of time, stopped, or a peer that does not speak our protocol: give up
+        if (signal.aborted || (err as Error).name === 'UnsupportedProtocolError') throw err
+        // the peer not listening yet, a connection that closed as it was dialled, a crossing
+        // dial: try again while the messages wait
+        this.stats.openRetries++
+        this.log.debug('SIP stream dial failed, trying again', { peer: node, error: (err as Error).message })
+        const failed = err as Error
+        // the peer opened a stream to us meanwhile: that one will do
+        if (link.stream != null && link.stream.writeStatus === 'writable') return link.stream
+        await new Promise<void>((resolve, reject) => {
+          const onAbort = (): void => { clearTimeout(timer); reject(failed) }
+          const timer = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve() }, pause)
+          signal.addEventListener('abort', onAbort, { once: true })
+        })
+        pause = Math.min(pause * 2, 1000)
+      }
+    }
     this.stats.streamsOpened++
     // a stream the peer opened meanwhile may already be in use: keep it, read this one too
     if (link.stream == null || link.stream.writeStatus !== 'writable') this.adopt(node, link, stream)

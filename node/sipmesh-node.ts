@@ -399,6 +399,7 @@ export class SipmeshNode {
     addCollectedCounter(r, 'sipmesh_peer_channel_frames_received_total', 'SIP messages received from other nodes', () => channel.stats.framesReceived)
     addCollectedCounter(r, 'sipmesh_peer_channel_streams_opened_total', 'SIP streams opened to other nodes', () => channel.stats.streamsOpened)
     addCollectedCounter(r, 'sipmesh_peer_channel_stream_errors_total', 'SIP streams that failed', () => channel.stats.streamErrors)
+    addCollectedCounter(r, 'sipmesh_peer_channel_open_retries_total', 'dials of a SIP stream that failed and were tried again (messages waiting meanwhile)', () => channel.stats.openRetries)
     const stats = meshNode.registry.stats
     addCollectedCounter(r, 'sipmesh_registry_claims_total', 'claims made by this node', () => stats.claims)
     addCollectedCounter(r, 'sipmesh_registry_lookups_total', 'DHT lookups of claims', () => stats.lookups)

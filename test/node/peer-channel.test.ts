@@ -232,4 +232,44 @@ describe('Libp2pPeerChannel on the mesh assembly: the figures of the design', ()
     assert.deepEqual(connections, { a: 1, b: 1 }, 'one connection: one Noise handshake on each side')
     assert.equal(a.libp2p.getConnections().length, 1)
   })
+
+  test('cold start: messages sent before the peer listens wait for the stream and all arrive, in order', async () => {
+    const logs = memoryLogger()
+    const port = await freePort()
+    const b = await createMeshNode({ listen: [`/ip4/127.0.0.1/tcp/${port}`] })
+    const a = await createMeshNode()
+    await a.start()
+    stops.push(async () => { await a.stop() })
+    // a knows where b will listen (a bootstrap address); b is not up yet
+    await a.libp2p.peerStore.merge(b.peerId, { multiaddrs: [multiaddr(`/ip4/127.0.0.1/tcp/${port}`)] })
+    const ca = new Libp2pPeerChannel({ libp2p: a.libp2p, logger: logs.child({ node: 'a' }) })
+    const cb = new Libp2pPeerChannel({ libp2p: b.libp2p, logger: logs.child({ node: 'b' }) })
+    await ca.start()
+    stops.push(async () => { await ca.stop() })
+    const got: string[] = []
+    cb.onMessage((_node, data) => { got.push(dec.decode(data)) })
+    const n = 200
+    const sends = Array.from({ length: n }, async (_, i) => { await ca.send(b.peerId.toString(), enc.encode(`MESSAGE ${i}`)) })
+    await new Promise(resolve => setTimeout(resolve, 400))
+    await b.start()
+    await cb.start()
+    stops.push(async () => { await cb.stop(); await b.stop() })
+    const results = await Promise.allSettled(sends)
+    assert.deepEqual(results.filter(r => r.status === 'rejected').map(r => String((r as PromiseRejectedResult).reason)), [], 'no send failed')
+    await waitFor(() => got.length >= n, 5000, 'every message')
+    assert.deepEqual(got, Array.from({ length: n }, (_, i) => `MESSAGE ${i}`))
+    assert.ok(ca.stats.openRetries > 0, 'the first dials failed and were tried again')
+  })
 })
+
+async function freePort (): Promise<number> {
+  const { createServer } = await import('node:net')
+  return await new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => { resolve(port) })
+    })
+  })
+}
