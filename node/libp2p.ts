@@ -32,8 +32,9 @@ import { MemoryDatastore } from 'datastore-core'
 import { ClaimGuardDatastore } from '../dht/datastore-guard.ts'
 import { claimRecordHandlers } from '../dht/record/validator.ts'
 import { DhtRegistry } from '../dht/dht-registry.ts'
+import { watchTransport, type FailureReport } from './connection-failures.ts'
 import type { DhtRegistryInit } from '../dht/index.ts'
-import type { ComponentLogger, Libp2p, PeerId, PrivateKey, StreamHandler, StreamHandlerOptions, ConnectionGater } from '@libp2p/interface'
+import type { ComponentLogger, Libp2p, PeerId, PrivateKey, StreamHandler, StreamHandlerOptions, ConnectionGater, Transport } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
 import type { KadDHT } from '@libp2p/kad-dht'
 import type { Ping } from '@libp2p/ping'
@@ -163,6 +164,13 @@ export interface MeshNodeInit {
    * @default 10000
    */
   pingIntervalMs?: number
+  /**
+   * Told of every peer connection that failed or was refused, in either direction (see
+   * `connection-failures.ts`), with a reason an operator can act on.
+   *
+   * @default undefined
+   */
+  onConnectionFailure?: (failure: FailureReport) => void
 }
 
 /**
@@ -212,9 +220,21 @@ export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode
     }
   }
 
+  const report = init.onConnectionFailure
+  // likely causes of an upgrade that failed, from what this node is configured with
+  const hint = (direction: 'inbound' | 'outbound', err: unknown): string | undefined => {
+    const name = (err as Error).name
+    if (name === 'ConnectionInterceptedError' && allowPeers.size > 0) return 'the peer id is not on this node\'s allow-list (--allow-peer)'
+    if (direction === 'inbound') return init.psk != null ? 'the peer may use a different pre-shared key (--psk)' : 'the peer may use a pre-shared key (--psk) this node does not have'
+    return init.psk != null
+      ? 'the peer may use a different pre-shared key (--psk), or not allow this peer id (--allow-peer)'
+      : 'the peer may use a pre-shared key (--psk) this node does not have, or not allow this peer id (--allow-peer)'
+  }
+  const watched = (factory: (components: any) => Transport): (components: any) => Transport => // eslint-disable-line @typescript-eslint/no-explicit-any
+    report != null ? watchTransport(factory, report, hint) : factory
   const transports: NonNullable<Libp2pOptions['transports']> = []
-  if (init.tcp !== false) transports.push(tcp())
-  if (init.memory === true) transports.push(memory())
+  if (init.tcp !== false) transports.push(watched(tcp()))
+  if (init.memory === true) transports.push(watched(memory()))
 
   const peerDiscovery: NonNullable<Libp2pOptions['peerDiscovery']> = []
   if ((init.bootstrap ?? []).length > 0) peerDiscovery.push(bootstrap({ list: init.bootstrap ?? [], timeout: 0 }))
