@@ -290,7 +290,12 @@ export class SipmeshNode {
       await meshNode.start()
     } catch (err) {
       await meshNode.stop().catch(() => {})
-      throw new NodeStartError(`cannot start libp2p (is ${config.mesh.listen.join(', ')} free?): ${(err as Error).message}`)
+      // libp2p lists each address that failed with its error and stack: name the first one
+      const message = (err as Error).message
+      const failed = message.split('\n').map(l => l.trim()).find(l => /^\/\S+: /.test(l))
+      throw new NodeStartError(failed != null
+        ? `cannot listen on ${failed.replace(': Error: ', ': ')} (libp2p)`
+        : `cannot start libp2p (is ${config.mesh.listen.join(', ')} free?): ${message.split('\n')[0]}`)
     }
     this.stopSteps.push(async () => { await meshNode.stop() })
     this.dialBootstrap(meshNode)
