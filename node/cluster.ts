@@ -16,7 +16,12 @@
  *
  * Once every node is up (and connected to the others, or after a few seconds) it prints a table:
  * node, peer id, SIP, admin (one row per node, columns separated by spaces), then one status line.
- * Ctrl-C (SIGINT) or SIGTERM stops them all.
+ * Ctrl-C (SIGINT), SIGTERM or SIGHUP to the cluster process stops every node (each gets SIGTERM,
+ * SIGKILL after 10 s). So does the death of the process that started the cluster: `npx` runs it
+ * under `sh -c`, and a SIGTERM to `npx` kills that shell without passing the signal on, which
+ * would leave the cluster and its nodes running. A SIGINT sent to the `npx` process alone stops at
+ * that shell (it waits for the command): signal the cluster process itself (its pid is printed),
+ * or its process group, as Ctrl-C does.
  */
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
@@ -191,6 +196,26 @@ async function stopAll (nodes: ClusterNode[], timeoutMs = 10_000): Promise<void>
   for (const n of nodes) n.log?.end()
 }
 
+/**
+ * The first of SIGINT, SIGTERM, SIGHUP (a closed terminal), or the death of the parent process
+ * (polled: Node has no event for it), so that the nodes never outlive the cluster's reason to run.
+ */
+function clusterSignal (pollMs = 500): Promise<NodeJS.Signals | 'disconnect' | 'parent-exited'> {
+  const parent = process.ppid
+  let timer: ReturnType<typeof setInterval> | undefined
+  let onHup: (() => void) | undefined
+  const orphaned = new Promise<'parent-exited' | 'SIGHUP'>((resolve) => {
+    timer = setInterval(() => { if (process.ppid !== parent) resolve('parent-exited') }, pollMs)
+    timer.unref()
+    onHup = () => { resolve('SIGHUP') }
+    process.once('SIGHUP', onHup)
+  })
+  return Promise.race([nextSignal(), orphaned]).finally(() => {
+    clearInterval(timer)
+    if (onHup != null) process.off('SIGHUP', onHup)
+  })
+}
+
 export async function runCluster (args: string[]): Promise<number> {
   let opts: ClusterOptions | 'help'
   try {
@@ -235,7 +260,7 @@ export async function runCluster (args: string[]): Promise<number> {
     }
   }
 
-  const signal = nextSignal()
+  const signal = clusterSignal()
   let failure: string | undefined
   let onChange: () => void = () => {}
 
@@ -333,7 +358,7 @@ export async function runCluster (args: string[]): Promise<number> {
 
   const sig = await signal
   stopping = true
-  process.stdout.write(`sipmesh cluster: ${sig}, stopping ${nodes.length} nodes\n`)
+  process.stdout.write(`sipmesh cluster: ${sig === 'parent-exited' ? 'the process that started it exited' : sig}, stopping ${nodes.length} nodes\n`)
   await stopAll(nodes)
   process.stdout.write('sipmesh cluster: stopped\n')
   exitAfterSignal(EXIT_OK)

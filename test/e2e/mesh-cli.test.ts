@@ -5,8 +5,9 @@ import assert from 'node:assert/strict'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { spawn } from 'node:child_process'
 import { createServer as createHttpServer } from 'node:http'
-import { run, stop, httpGet, waitFor, freePortBlock, sipUdpRequest, register, message, tcpPortFree, UdpUa } from './fixtures/processes.ts'
+import { run, stop, httpGet, waitFor, freePortBlock, sipUdpRequest, register, message, tcpPortFree, UdpUa, BIN, cleanEnv } from './fixtures/processes.ts'
 import type { Proc } from './fixtures/processes.ts'
 
 interface MeshProc {
@@ -238,6 +239,25 @@ describe('sipmesh cluster', () => {
     } finally {
       await stop(busy, 'SIGKILL')
       await new Promise(resolve => squatter.close(resolve))
+    }
+  })
+
+  test('the process that started the cluster dies (npx on SIGTERM kills its shell only): the nodes stop', async () => {
+    const base = await freePortBlock(2)
+    // as `npx sipmesh cluster` runs it: under `sh -c`, which is not replaced by the command
+    const shell = spawn('/bin/sh', ['-c', `"$0" "$@"; true`, process.execPath, BIN, 'cluster', '--nodes', '2', '--base-port', String(base), '--data-dir', join(dir, 'orphan'), '--log-level', 'warn'],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(), detached: true })
+    let out = ''
+    shell.stdout?.on('data', (c: Buffer) => { out += c.toString() })
+    shell.stderr?.on('data', (c: Buffer) => { out += c.toString() })
+    try {
+      await waitFor(() => out.includes('2 nodes up'), 45_000, `the cluster to be up: ${out}`)
+      assert.equal((await httpGet(`127.0.0.1:${base + 2}`, '/status')).status, 200)
+      shell.kill('SIGTERM')
+      await waitFor(async () => await tcpPortFree(base + 2) && await tcpPortFree(base + 12), 15_000, 'the nodes to stop')
+      await waitFor(() => out.includes('sipmesh cluster: stopped'), 5000, `the cluster to say it stopped: ${out}`)
+    } finally {
+      try { process.kill(-(shell.pid ?? 0), 'SIGKILL') } catch { /* gone */ }
     }
   })
 
