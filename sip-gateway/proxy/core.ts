@@ -11,6 +11,14 @@
  * node named in the next Via. Record-Route entries of ours carry the same `node` parameter so
  * mid-dialog requests find the mesh hop again.
  *
+ * Record-Route and transports (RFC 3261 16.6 step 4, RFC 5658): an entry of ours names the
+ * transport the user agent on that side uses (`transport=tcp`, `transport=ws` with the WebSocket
+ * address; UDP, the default, is left implicit), so a caller whose INVITE came over TCP sends its
+ * ACK and BYE over TCP too. When the request arrived from a user agent on one transport and leaves
+ * to one on another (a call between two users of this node), two entries are inserted, the one for
+ * the outgoing side on top: each user agent reaches the node by the entry it sees first, and the
+ * node consumes both. A mesh side needs no entry of its own: nodes follow the `node` parameter.
+ *
  * Loop detection (16.3 item 4, 16.6 item 8): our branches end in `.<hash>` of the fields that
  * identify the request as received (Request-URI, From tag, To tag, Call-ID, CSeq number, Route,
  * Proxy-Require); a request that carries one of our Vias with the hash it would get again is a
@@ -107,6 +115,8 @@ export interface ProxyCoreInit {
   port: number
   /** other names the node answers to as itself (its listening addresses) */
   aliases?: Iterable<string>
+  /** the port of SIP over WebSocket, for Record-Route entries facing WebSocket user agents */
+  wsPort?: number
   onUnavailable?: UnavailableHandler
   /**
    * issue 5: a MESSAGE timed out (408) at a local device's contact; a reply (202 after storing it)
@@ -140,6 +150,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #domains: Set<string>
   readonly #host: string
   readonly #port: number
+  readonly #wsPort: number | undefined
   readonly #self: Set<string>
   readonly #sentBy: string
   readonly #onUnavailable: UnavailableHandler | undefined
@@ -169,6 +180,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#domains = new Set([...init.domains].map(d => d.toLowerCase()))
     this.#host = init.host
     this.#port = init.port
+    this.#wsPort = init.wsPort
     this.#sentBy = `${init.host.toLowerCase()}:${init.port}`
     this.#self = new Set([this.#sentBy, ...[...init.aliases ?? []].map(a => a.toLowerCase())])
     this.#onUnavailable = init.onUnavailable
@@ -458,12 +470,40 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
   }
 
-  /** 16.4: a top Route entry naming this node is removed; true when one was */
+  /**
+   * RFC 3261 16.6 step 4 and RFC 5658: our Record-Route entries for a branch from `inbound` to
+   * `outbound`, top first. Each user agent side gets an entry naming its transport; two sides on
+   * different transports get one each (the outgoing side's on top); a mesh side needs none.
+   */
+  #recordRoute (inbound: Flow, outbound: Flow): string[] {
+    const sides = [outbound.transport, inbound.transport].filter(t => t !== MESH_TRANSPORT)
+    if (sides.length === 2 && sides[0] === sides[1]) sides.pop()
+    if (sides.length === 0) sides.push('UDP')
+    return sides.map(t => this.#recordRouteEntry(t))
+  }
+
+  #recordRouteEntry (transport: string): string {
+    const node = this.#registry.nodeId
+    switch (transport) {
+      case 'UDP': return `<sip:${this.#host}:${this.#port};lr;node=${node}>`
+      case 'WS':
+      case 'WSS': return `<sip:${this.#host}:${this.#wsPort ?? this.#port};transport=${transport.toLowerCase()};lr;node=${node}>`
+      default: return `<sip:${this.#host}:${this.#port};transport=${transport.toLowerCase()};lr;node=${node}>`
+    }
+  }
+
+  /**
+   * 16.4: the top Route entries naming this node are removed (two when we Record-Routed both sides
+   * of a dialog, RFC 5658); true when one was
+   */
   #consumeOurRoute (request: SipRequest): boolean {
-    const top = request.headers.get('Route')
-    if (top === undefined || !this.#isOurUri(safeUri(parseNameAddr(top).uri))) return false
-    request.headers.shift('Route')
-    return true
+    let consumed = false
+    for (;;) {
+      const top = request.headers.get('Route')
+      if (top === undefined || !this.#isOurUri(safeUri(parseNameAddr(top).uri))) return consumed
+      request.headers.shift('Route')
+      consumed = true
+    }
   }
 
   /**
@@ -652,7 +692,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     copy.headers.set('Max-Forwards', String(mf === undefined ? 70 : mf - 1))
     // 16.6 step 4: Record-Route for requests that may set up a dialog
     if (DIALOG_METHODS.has(request.method)) {
-      copy.headers.prepend('Record-Route', `<sip:${this.#host}:${this.#port};lr;node=${this.#registry.nodeId}>`)
+      for (const entry of this.#recordRoute(inbound, target.flow).reverse()) copy.headers.prepend('Record-Route', entry)
     }
     // 16.6 step 8: our Via, with a branch that carries the loop hash
     const branch = `${generateBranch()}.${loopHash}`
