@@ -166,7 +166,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #loopHashes = new WeakMap<SipRequest, string>()
   /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
   readonly #rescueAor = new WeakMap<SipRequest, string>()
-  /** callers' Contacts of the dialogs we Record-Routed, for requests coming back to them */
+  /** the Contacts of the user agents of dialogs we Record-Routed (callers and callees), for requests inside them */
   readonly #dialogContacts = new DialogContacts()
   #layer: TransactionLayer<Flow> | undefined
   readonly stats: ProxyStats = { requests: 0, forwardedMesh: 0, deliveredLocal: 0, answeredLocally: 0, loops: 0, notOwnerRetries: 0, responses: {} }
@@ -332,14 +332,17 @@ export class ProxyCore implements TransactionCore<Flow> {
           await this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#bindingFlow(binding) }])
           return
         }
-        // or of a user agent that set the dialog up through us without registering (a caller):
-        // sent only back where that user agent sent from (its UDP source, its connection), never
-        // to the address its Contact names, so a made-up Contact cannot aim the node anywhere
-        const caller = this.#dialogContacts.find(request.uri)
-        if (caller !== undefined) {
-          if (!caller.flow.open) throw new SipStatusError(480, 'Temporarily Unavailable')
+        // or the remote target of a dialog we Record-Routed, whatever the registrar holds: a
+        // caller's Contact (it may never have registered) or the Contact a callee answered with
+        // (it may differ from the one it registered). Sent only over the flow that user agent
+        // used in the dialog's first transaction (the caller's UDP source or connection; the
+        // flow the INVITE reached the callee on), never to the address its Contact names, so a
+        // made-up Contact cannot aim the node anywhere
+        const party = this.#dialogContacts.find(request.uri)
+        if (party !== undefined) {
+          if (!party.flow.open) throw new SipStatusError(480, 'Temporarily Unavailable')
           if (!fromMesh) this.#assertIdentity(request)
-          await this.#forward(request, tx, flow, [{ uri: request.uri, flow: caller.flow }])
+          await this.#forward(request, tx, flow, [{ uri: request.uri, flow: party.flow }])
           return
         }
       }
@@ -462,6 +465,24 @@ export class ProxyCore implements TransactionCore<Flow> {
   /** a user agent's dialog-creating request: requests inside the dialog may come back to its Contact */
   #rememberCaller (request: SipRequest, flow: Flow): void {
     const contact = request.headers.get('Contact')
+    if (contact === undefined) return
+    try {
+      this.#dialogContacts.remember(parseNameAddr(contact).uri, flow)
+    } catch {
+      // a malformed Contact: nothing to come back to
+    }
+  }
+
+  /**
+   * A user agent of this node answered a dialog-creating request we Record-Routed (a 2xx, or a 1xx
+   * with a To tag: an early dialog): its Contact is the dialog's remote target (RFC 3261 12.1.2),
+   * which need not be the Contact it registered. Requests inside the dialog come back to it: they
+   * go over the flow this branch used, the one the callee answered on.
+   */
+  #rememberCallee (response: SipResponse, flow: Flow): void {
+    if (response.status < 101 || response.status >= 300) return
+    if (response.status < 200 && !hasToTag(response)) return
+    const contact = response.headers.get('Contact')
     if (contact === undefined) return
     try {
       this.#dialogContacts.remember(parseNameAddr(contact).uri, flow)
@@ -732,6 +753,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   #onBranchResponse (ctx: ResponseContext, b: Branch, response: SipResponse, inbound: Flow, target: Target): void {
+    if (target.flow.transport !== MESH_TRANSPORT && DIALOG_METHODS.has(ctx.request.method)) this.#rememberCallee(response, target.flow)
     // 16.7 step 3: remove our Via
     const copy = cloneMessage(response) as SipResponse
     copy.headers.shift('Via')
@@ -837,7 +859,12 @@ export class ProxyCore implements TransactionCore<Flow> {
       } else {
         const b = this.#registrar.findByContact(request.uri)
         if (b !== undefined) target = await this.#bindingFlow(b)
-        else if (flow.transport !== MESH_TRANSPORT) return // never relay for strangers
+        else if (fromMesh || (consumed && hasToTag(request))) {
+          // the remote target of a dialog we Record-Routed (as in #handle), over its own flow
+          const party = this.#dialogContacts.find(request.uri)
+          if (party !== undefined && party.flow.open) target = party.flow
+        }
+        if (target === undefined && !fromMesh) return // never relay for strangers
       }
     }
     if (target === undefined) return
@@ -918,10 +945,10 @@ function generateBranch (): string {
   return BRANCH_PREFIX + branchCounter.toString(36)
 }
 
-/** an in-dialog request (RFC 3261 12.2): its To carries a tag */
-function hasToTag (request: SipRequest): boolean {
+/** an in-dialog request (RFC 3261 12.2), or a response that creates a dialog: its To carries a tag */
+function hasToTag (message: SipRequest | SipResponse): boolean {
   try {
-    const tag = parseNameAddr(request.headers.get('To') ?? '').params.tag
+    const tag = parseNameAddr(message.headers.get('To') ?? '').params.tag
     return typeof tag === 'string' && tag !== ''
   } catch {
     return false
