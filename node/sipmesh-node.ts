@@ -284,6 +284,8 @@ export class SipmeshNode {
       const conn = evt.detail
       const lived = Date.now() - conn.timeline.open
       if (lived > 2000 || this.shutdown?.signal.aborted === true || conn.direction !== 'outbound') return
+      // a duplicate connection libp2p closed while another one to the peer stays is no refusal
+      if (meshNode.libp2p.getConnections(conn.remotePeer).some(c => c !== conn && c.status === 'open')) return
       this.connectionFailures.record({ direction: 'outbound', address: conn.remoteAddr.toString(), peer: conn.remotePeer.toString(), reason: `the peer closed the connection ${lived} ms after it opened; it may not allow this peer id (--allow-peer)` })
     })
     try {
