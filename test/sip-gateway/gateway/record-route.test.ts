@@ -56,6 +56,26 @@ describe('Record-Route and transports', () => {
     assert.equal(bye?.status, 200)
   })
 
+  test('a TCP callee across two nodes: the entry of its node facing it says transport=tcp, and its BYE over TCP reaches the caller', async () => {
+    const carol = await open('carol', 0)
+    const tina = await open('tina', 1, 'TCP')
+    assert.equal((await tina.register(600))?.status, 200)
+    tina.answer = () => undefined
+    const callId = 'rr-tcp-callee'
+    const inv = carol.build({ method: 'INVITE', uri: 'sip:tina@example.com', callId, cseq: 1, fromTag: 't1', headers: [['Contact', carol.contact]] })
+    carol.sendRaw(inv.text)
+    const invite = await tina.waitFor(() => tina.received.find(m => m.method === 'INVITE' && m.headers.get('Call-ID') === callId))
+    assert.ok(invite !== undefined, 'tina got the INVITE over her TCP connection')
+    const rr = invite.headers.getAll('Record-Route')
+    assert.deepEqual(rr, [`<sip:${b};transport=tcp;lr;node=node-b>`, `<sip:${a};lr;node=node-a>`])
+    tina.reply(invite, 200, [...rr.map(r => ['Record-Route', r] as [string, string]), ['Contact', tina.contact]], 'tt')
+    assert.equal((await carol.waitFinal(inv.branch))?.status, 200)
+    carol.answer = (m) => m.method === 'BYE' ? 200 : undefined
+    const bye = await tina.request({ method: 'BYE', uri: parseNameAddr(carol.contact).uri, callId, cseq: 1, fromTag: 'tt', from: '<sip:tina@example.com>', to: '<sip:carol@example.com>;tag=t1', headers: rr.map(r => ['Route', r]) })
+    assert.equal(bye?.status, 200)
+    assert.ok(carol.received.some(m => m.method === 'BYE' && m.headers.get('Call-ID') === callId))
+  })
+
   test('one node, TCP caller and UDP callee: two entries (RFC 5658); requests both ways consume both', async () => {
     const cleo = await open('cleo', 0, 'TCP')
     const dora = await open('dora', 0)
