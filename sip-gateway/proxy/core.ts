@@ -485,7 +485,8 @@ export class ProxyCore implements TransactionCore<Flow> {
     const contact = response.headers.get('Contact')
     if (contact === undefined) return
     try {
-      this.#dialogContacts.remember(parseNameAddr(contact).uri, flow)
+      // a Contact another user agent's dialog already uses stays that user agent's
+      this.#dialogContacts.remember(parseNameAddr(contact).uri, flow, { takeOver: false })
     } catch {
       // a malformed Contact: nothing to come back to
     }

@@ -37,9 +37,16 @@ export class DialogContacts {
 
   get size (): number { return this.#entries.size }
 
-  remember (uri: string, flow: Flow): void {
+  /**
+   * Keep `uri` as reached over `flow`. With `takeOver: false` a live entry of another flow is kept:
+   * a callee cannot claim a Contact another user agent's dialog uses (its caller's, say) and so
+   * draw that dialog's requests to itself.
+   */
+  remember (uri: string, flow: Flow, options: { takeOver?: boolean } = {}): void {
     let key: string
     try { key = contactKey(uri) } catch { return }
+    const existing = this.#entries.get(key)
+    if (options.takeOver === false && existing !== undefined && existing.flow !== flow && existing.until > this.#now()) return
     this.#entries.delete(key)
     if (this.#entries.size >= this.#max) {
       const oldest = this.#entries.keys().next().value
