@@ -38,15 +38,15 @@ export class DialogContacts {
   get size (): number { return this.#entries.size }
 
   /**
-   * Keep `uri` as reached over `flow`. With `takeOver: false` a live entry of another flow is kept:
-   * a callee cannot claim a Contact another user agent's dialog uses (its caller's, say) and so
-   * draw that dialog's requests to itself.
+   * Keep `uri` as reached over `flow`. With `takeOver: false` a live entry of another user agent
+   * (another flow that is still open) is kept: a callee cannot claim a Contact another user agent's
+   * dialog uses (its caller's, say) and so draw that dialog's requests to itself.
    */
   remember (uri: string, flow: Flow, options: { takeOver?: boolean } = {}): void {
     let key: string
     try { key = contactKey(uri) } catch { return }
     const existing = this.#entries.get(key)
-    if (options.takeOver === false && existing !== undefined && existing.flow !== flow && existing.until > this.#now()) return
+    if (options.takeOver === false && existing !== undefined && existing.until > this.#now() && existing.flow.open && !sameFlow(existing.flow, flow)) return
     this.#entries.delete(key)
     if (this.#entries.size >= this.#max) {
       const oldest = this.#entries.keys().next().value
@@ -71,4 +71,9 @@ export class DialogContacts {
     this.#entries.set(key, e)
     return e
   }
+}
+
+/** the same user agent's flow: the same object, or the same transport and remote address */
+function sameFlow (a: Flow, b: Flow): boolean {
+  return a === b || (a.transport === b.transport && a.remote.host === b.remote.host && a.remote.port === b.remote.port)
 }

@@ -47,6 +47,14 @@ test('takeOver: false keeps a live contact of another flow (a callee cannot clai
   d.remember('sip:bob@127.0.0.1:7000', callee, { takeOver: false })
   d.remember('sip:bob@127.0.0.1:7000', callee, { takeOver: false })
   assert.equal(d.find('sip:bob@127.0.0.1:7000')?.flow, callee)
+  // the same user agent on another flow object to the same address, or after its connection closed
+  const again = flow(7000)
+  d.remember('sip:bob@127.0.0.1:7000', again, { takeOver: false })
+  assert.equal(d.find('sip:bob@127.0.0.1:7000')?.flow, again)
+  const closed = { ...flow(7100), open: false }
+  d.remember('sip:dan@127.0.0.1:7100', closed)
+  d.remember('sip:dan@127.0.0.1:7100', callee, { takeOver: false })
+  assert.equal(d.find('sip:dan@127.0.0.1:7100')?.flow, callee, 'a closed flow is no one\'s')
   now = 5_000
   d.remember('sip:carl@127.0.0.1:5999', callee, { takeOver: false })
   assert.equal(d.find('sip:carl@127.0.0.1:5999')?.flow, callee, 'an expired entry is no one\'s')
