@@ -12,10 +12,12 @@
  */
 import { readFile } from 'node:fs/promises'
 import { multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { createMeshNode } from './libp2p.ts'
 import { loadOrCreateIdentity, openDatastore, DatastoreDurableStore } from './persistence.ts'
 import { Libp2pPeerChannel } from './peer-channel.ts'
+import { ConnectionFailures, wasReported } from './connection-failures.ts'
 import { AdminServer } from './admin/server.ts'
 import { createNodeMetrics, addCollectedCounter, addCollectedGauge, addCollectedLabeledCounter, oncePerScrape } from './metrics.ts'
 import { createPinoLogger, libp2pComponentLogger, toPortLogger } from './logger.ts'
@@ -149,6 +151,10 @@ export class SipmeshNode {
   private shutdown?: AbortController
   private readonly stopSteps: Array<() => Promise<void>> = []
   private started = false
+  /** peer connections that failed or were refused (for logs, `/status` and `/metrics`) */
+  private connectionFailures: ConnectionFailures
+  /** each bootstrap address: connected yet, and the last error */
+  private readonly bootstrapState = new Map<string, { connected: boolean, attempts: number, error?: string }>()
 
   constructor (init: SipmeshNodeInit) {
     this.init = init
@@ -157,6 +163,7 @@ export class SipmeshNode {
     this.log = toPortLogger(this.pino)
     this.metrics = createNodeMetrics()
     this.sipAddress = formatHostPort(init.config.gateway.sip)
+    this.connectionFailures = new ConnectionFailures({ logger: this.log.child({ component: 'mesh' }) })
   }
 
   get mesh (): MeshNode {
@@ -190,6 +197,8 @@ export class SipmeshNode {
     if (this.started) return
     this.shutdown = new AbortController()
     this.metrics = createNodeMetrics()
+    this.connectionFailures = new ConnectionFailures({ logger: this.log.child({ component: 'mesh' }) })
+    this.bootstrapState.clear()
     try {
       await this.startSteps()
       this.started = true
@@ -263,6 +272,7 @@ export class SipmeshNode {
         logger: libp2pComponentLogger(this.pino),
         sip: this.sipAddress,
         metrics: this.init.libp2pMetrics === false ? undefined : prometheusMetrics({ registry: this.metrics.registry, collectDefaultMetrics: true, preserveExistingMetrics: false }),
+        onConnectionFailure: (failure) => { this.connectionFailures.record(failure) },
         ...this.init.mesh
       })
     } catch (err) {
@@ -270,11 +280,26 @@ export class SipmeshNode {
       throw new NodeStartError(psk != null && /psk|key/i.test(e.message) ? `bad pre-shared key file ${config.mesh.psk}: ${e.message}` : `cannot assemble libp2p: ${e.message}`)
     }
     this.meshNode = meshNode
+    // a peer that closes a connection right after it opened refuses us (an allow-list that does
+    // not list this node: it checks the peer id once Noise is done, after our side is upgraded)
+    meshNode.libp2p.addEventListener('connection:close', (evt) => {
+      const conn = evt.detail
+      const lived = Date.now() - conn.timeline.open
+      if (lived > 2000 || this.shutdown?.signal.aborted === true || conn.direction !== 'outbound') return
+      // a duplicate connection libp2p closed while another one to the peer stays is no refusal
+      if (meshNode.libp2p.getConnections(conn.remotePeer).some(c => c !== conn && c.status === 'open')) return
+      this.connectionFailures.record({ direction: 'outbound', address: conn.remoteAddr.toString(), peer: conn.remotePeer.toString(), reason: `the peer closed the connection ${lived} ms after it opened; it may not allow this peer id (--allow-peer)` })
+    })
     try {
       await meshNode.start()
     } catch (err) {
       await meshNode.stop().catch(() => {})
-      throw new NodeStartError(`cannot start libp2p (is ${config.mesh.listen.join(', ')} free?): ${(err as Error).message}`)
+      // libp2p lists each address that failed with its error and stack: name the first one
+      const message = (err as Error).message
+      const failed = message.split('\n').map(l => l.trim()).find(l => /^\/\S+: /.test(l))
+      throw new NodeStartError(failed != null
+        ? `cannot listen on ${failed.replace(': Error: ', ': ')} (libp2p)`
+        : `cannot start libp2p (is ${config.mesh.listen.join(', ')} free?): ${message.split('\n')[0]}`)
     }
     this.stopSteps.push(async () => { await meshNode.stop() })
     this.dialBootstrap(meshNode)
@@ -328,13 +353,20 @@ export class SipmeshNode {
   /** `GET /status` */
   status (): AdminStatus {
     const libp2p = this.mesh.libp2p
+    const connectedTo = (address: string): boolean => {
+      const peer = address.slice(address.lastIndexOf('/p2p/') + 5)
+      try { return libp2p.getConnections(peerIdFromString(peer)).some(c => c.status === 'open') } catch { return false }
+    }
     return {
       peerId: this.peerId,
       multiaddrs: libp2p.getMultiaddrs().map(String),
       sip: this.sipAddress,
       domains: [...this.config.gateway.domains],
       peers: [...new Set(libp2p.getPeers().map(String))].sort(),
-      registrations: this.gatewayInstance?.registrations?.() ?? 0
+      registrations: this.gatewayInstance?.registrations?.() ?? 0,
+      bootstrap: [...this.bootstrapState].map(([address, b]) => ({ address, connected: connectedTo(address), attempts: b.attempts, ...(b.error != null ? { error: b.error } : {}) })),
+      // failures of peers this node is connected to now are over
+      joinErrors: this.connectionFailures.recent().filter(f => f.peer == null || !connectedTo(`/p2p/${f.peer}`))
     }
   }
 
@@ -345,16 +377,35 @@ export class SipmeshNode {
   private dialBootstrap (meshNode: MeshNode): void {
     const self = meshNode.peerId.toString()
     const pending = new Set(this.config.mesh.bootstrap.filter(a => !a.endsWith(`/p2p/${self}`)))
+    for (const addr of pending) this.bootstrapState.set(addr, { connected: false, attempts: 0 })
     if (pending.size === 0) return
     const signal = this.shutdown?.signal
     let delay = this.init.bootstrapRetryMs ?? 1000
     const round = async (): Promise<void> => {
       await Promise.all([...pending].map(async (addr) => {
+        const state = this.bootstrapState.get(addr) ?? { connected: false, attempts: 0 }
+        state.attempts++
         try {
           await meshNode.libp2p.dial(multiaddr(addr), { signal: AbortSignal.any([AbortSignal.timeout(5000), ...(signal != null ? [signal] : [])]) })
           pending.delete(addr)
+          state.connected = true
+          state.error = undefined
+          if (state.attempts > 1) this.log.info('connected to bootstrap peer', { bootstrap: addr, attempts: state.attempts })
         } catch (err) {
-          if (signal?.aborted !== true) this.log.debug('bootstrap dial failed', { bootstrap: addr, error: (err as Error).message })
+          if (signal?.aborted === true) return
+          const e = err as Error & { code?: string }
+          const psk = this.config.mesh.psk != null
+          state.error = e.name === 'AbortError' || e.name === 'TimeoutError'
+            ? `no answer within 5 s; the address may be unreachable, or the peer may use ${psk ? 'a different' : 'a'} pre-shared key (--psk)`
+            : e.name === 'ConnectionClosedError'
+              ? `${e.name}: ${e.message}; the peer may not allow this peer id (--allow-peer) or use ${psk ? 'a different' : 'a'} pre-shared key (--psk)`
+              : `${e.code ?? e.name}: ${e.message}`
+          // the transport reported (and logged) connect and upgrade failures already; the rest
+          // (timeouts, a peer id the allow-list refuses to dial, no address) are told here
+          if (!wasReported(err)) {
+            const peer = addr.slice(addr.lastIndexOf('/p2p/') + 5)
+            this.connectionFailures.record({ direction: 'outbound', address: addr, peer, reason: `bootstrap dial failed: ${state.error}` })
+          }
         }
       }))
       if (pending.size > 0 && signal?.aborted !== true) {
@@ -396,11 +447,14 @@ export class SipmeshNode {
   private registerMetrics (meshNode: MeshNode, channel: Libp2pPeerChannel): void {
     const r = this.metrics.registry
     addCollectedGauge(r, 'sipmesh_connected_peers', 'mesh peers this node is connected to', () => meshNode.libp2p.getPeers().length)
+    addCollectedLabeledCounter(r, 'sipmesh_peer_connection_failures_total', 'peer connections that failed or were refused (connect, pre-shared key, Noise, allow-list, bootstrap timeouts), by direction', 'direction', ['inbound', 'outbound'], () => this.connectionFailures.counts)
+    addCollectedGauge(r, 'sipmesh_bootstrap_peers_unreached', 'bootstrap addresses this node has not connected to yet', () => [...this.bootstrapState.values()].filter(b => !b.connected).length)
     addCollectedGauge(r, 'sipmesh_registrations', 'live registrations served by this node', () => this.gatewayInstance?.registrations?.() ?? 0)
     addCollectedCounter(r, 'sipmesh_peer_channel_frames_sent_total', 'SIP messages sent to other nodes', () => channel.stats.framesSent)
     addCollectedCounter(r, 'sipmesh_peer_channel_frames_received_total', 'SIP messages received from other nodes', () => channel.stats.framesReceived)
     addCollectedCounter(r, 'sipmesh_peer_channel_streams_opened_total', 'SIP streams opened to other nodes', () => channel.stats.streamsOpened)
     addCollectedCounter(r, 'sipmesh_peer_channel_stream_errors_total', 'SIP streams that failed', () => channel.stats.streamErrors)
+    addCollectedCounter(r, 'sipmesh_peer_channel_open_retries_total', 'dials of a SIP stream that failed and were tried again (messages waiting meanwhile)', () => channel.stats.openRetries)
     const stats = meshNode.registry.stats
     addCollectedCounter(r, 'sipmesh_registry_claims_total', 'claims made by this node', () => stats.claims)
     addCollectedCounter(r, 'sipmesh_registry_lookups_total', 'DHT lookups of claims', () => stats.lookups)

@@ -262,6 +262,7 @@ export class Gateway {
       host,
       port: udp.port,
       aliases: [`${udp.host}:${udp.port}`, `${tcp.host}:${tcp.port}`, `localhost:${udp.port}`],
+      wsPort: this.addresses.ws?.port,
       onUnavailable: async (request, aor) => await this.#unavailable?.(request, aor) ?? await this.#im.onUnavailable(request, aor),
       onTimeout: async (request, aor) => await this.#im.onTimeout(request, aor),
       backlog: this.#im,

@@ -11,6 +11,14 @@
  * node named in the next Via. Record-Route entries of ours carry the same `node` parameter so
  * mid-dialog requests find the mesh hop again.
  *
+ * Record-Route and transports (RFC 3261 16.6 step 4, RFC 5658): an entry of ours names the
+ * transport the user agent on that side uses (`transport=tcp`, `transport=ws` with the WebSocket
+ * address; UDP, the default, is left implicit), so a caller whose INVITE came over TCP sends its
+ * ACK and BYE over TCP too. When the request arrived from a user agent on one transport and leaves
+ * to one on another (a call between two users of this node), two entries are inserted, the one for
+ * the outgoing side on top: each user agent reaches the node by the entry it sees first, and the
+ * node consumes both. A mesh side needs no entry of its own: nodes follow the `node` parameter.
+ *
  * Loop detection (16.3 item 4, 16.6 item 8): our branches end in `.<hash>` of the fields that
  * identify the request as received (Request-URI, From tag, To tag, Call-ID, CSeq number, Route,
  * Proxy-Require); a request that carries one of our Vias with the hash it would get again is a
@@ -139,6 +147,8 @@ export interface ProxyCoreInit {
   port: number
   /** other names the node answers to as itself (its listening addresses) */
   aliases?: Iterable<string>
+  /** the port of SIP over WebSocket, for Record-Route entries facing WebSocket user agents */
+  wsPort?: number
   onUnavailable?: UnavailableHandler
   /**
    * issue 5: a MESSAGE timed out (408) at a local device's contact; a reply (202 after storing it)
@@ -176,6 +186,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #domains: Set<string>
   readonly #host: string
   readonly #port: number
+  readonly #wsPort: number | undefined
   readonly #self: Set<string>
   readonly #sentBy: string
   readonly #onUnavailable: UnavailableHandler | undefined
@@ -195,7 +206,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #loopHashes = new WeakMap<SipRequest, string>()
   /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
   readonly #rescueAor = new WeakMap<SipRequest, string>()
-  /** callers' Contacts of the dialogs we Record-Routed, for requests coming back to them */
+  /** the Contacts of the user agents of dialogs we Record-Routed (callers and callees), for requests inside them */
   readonly #dialogContacts = new DialogContacts()
   #layer: TransactionLayer<Flow> | undefined
   readonly stats: ProxyStats = { requests: 0, forwardedMesh: 0, deliveredLocal: 0, answeredLocally: 0, loops: 0, notOwnerRetries: 0, responses: {} }
@@ -209,6 +220,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#domains = new Set([...init.domains].map(d => d.toLowerCase()))
     this.#host = init.host
     this.#port = init.port
+    this.#wsPort = init.wsPort
     this.#sentBy = `${init.host.toLowerCase()}:${init.port}`
     this.#self = new Set([this.#sentBy, ...[...init.aliases ?? []].map(a => a.toLowerCase())])
     this.#onUnavailable = init.onUnavailable
@@ -364,14 +376,17 @@ export class ProxyCore implements TransactionCore<Flow> {
           await this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#bindingFlow(binding) }])
           return
         }
-        // or of a user agent that set the dialog up through us without registering (a caller):
-        // sent only back where that user agent sent from (its UDP source, its connection), never
-        // to the address its Contact names, so a made-up Contact cannot aim the node anywhere
-        const caller = this.#dialogContacts.find(request.uri)
-        if (caller !== undefined) {
-          if (!caller.flow.open) throw new SipStatusError(480, 'Temporarily Unavailable')
+        // or the remote target of a dialog we Record-Routed, whatever the registrar holds: a
+        // caller's Contact (it may never have registered) or the Contact a callee answered with
+        // (it may differ from the one it registered). Sent only over the flow that user agent
+        // used in the dialog's first transaction (the caller's UDP source or connection; the
+        // flow the INVITE reached the callee on), never to the address its Contact names, so a
+        // made-up Contact cannot aim the node anywhere
+        const party = this.#dialogContacts.find(request.uri)
+        if (party !== undefined) {
+          if (!party.flow.open) throw new SipStatusError(480, 'Temporarily Unavailable')
           if (!fromMesh) this.#assertIdentity(request)
-          await this.#forward(request, tx, flow, [{ uri: request.uri, flow: caller.flow }])
+          await this.#forward(request, tx, flow, [{ uri: request.uri, flow: party.flow }])
           return
         }
       }
@@ -530,12 +545,59 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
   }
 
-  /** 16.4: a top Route entry naming this node is removed; true when one was */
+  /**
+   * A user agent of this node answered a dialog-creating request we Record-Routed (a 2xx, or a 1xx
+   * with a To tag: an early dialog): its Contact is the dialog's remote target (RFC 3261 12.1.2),
+   * which need not be the Contact it registered. Requests inside the dialog come back to it: they
+   * go over the flow this branch used, the one the callee answered on.
+   */
+  #rememberCallee (response: SipResponse, flow: Flow): void {
+    if (response.status < 101 || response.status >= 300) return
+    if (response.status < 200 && !hasToTag(response)) return
+    const contact = response.headers.get('Contact')
+    if (contact === undefined) return
+    try {
+      // a Contact another user agent's dialog already uses stays that user agent's
+      this.#dialogContacts.remember(parseNameAddr(contact).uri, flow, { takeOver: false })
+    } catch {
+      // a malformed Contact: nothing to come back to
+    }
+  }
+
+  /**
+   * RFC 3261 16.6 step 4 and RFC 5658: our Record-Route entries for a branch from `inbound` to
+   * `outbound`, top first. Each user agent side gets an entry naming its transport; two sides on
+   * different transports get one each (the outgoing side's on top); a mesh side needs none.
+   */
+  #recordRoute (inbound: Flow, outbound: Flow): string[] {
+    const sides = [outbound.transport, inbound.transport].filter(t => t !== MESH_TRANSPORT)
+    if (sides.length === 2 && sides[0] === sides[1]) sides.pop()
+    if (sides.length === 0) sides.push('UDP')
+    return sides.map(t => this.#recordRouteEntry(t))
+  }
+
+  #recordRouteEntry (transport: string): string {
+    const node = this.#registry.nodeId
+    switch (transport) {
+      case 'UDP': return `<sip:${this.#host}:${this.#port};lr;node=${node}>`
+      case 'WS':
+      case 'WSS': return `<sip:${this.#host}:${this.#wsPort ?? this.#port};transport=${transport.toLowerCase()};lr;node=${node}>`
+      default: return `<sip:${this.#host}:${this.#port};transport=${transport.toLowerCase()};lr;node=${node}>`
+    }
+  }
+
+  /**
+   * 16.4: the top Route entries naming this node are removed (two when we Record-Routed both sides
+   * of a dialog, RFC 5658); true when one was
+   */
   #consumeOurRoute (request: SipRequest): boolean {
-    const top = request.headers.get('Route')
-    if (top === undefined || !this.#isOurUri(safeUri(parseNameAddr(top).uri))) return false
-    request.headers.shift('Route')
-    return true
+    let consumed = false
+    for (;;) {
+      const top = request.headers.get('Route')
+      if (top === undefined || !this.#isOurUri(safeUri(parseNameAddr(top).uri))) return consumed
+      request.headers.shift('Route')
+      consumed = true
+    }
   }
 
   /**
@@ -724,7 +786,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     copy.headers.set('Max-Forwards', String(mf === undefined ? 70 : mf - 1))
     // 16.6 step 4: Record-Route for requests that may set up a dialog
     if (DIALOG_METHODS.has(request.method)) {
-      copy.headers.prepend('Record-Route', `<sip:${this.#host}:${this.#port};lr;node=${this.#registry.nodeId}>`)
+      for (const entry of this.#recordRoute(inbound, target.flow).reverse()) copy.headers.prepend('Record-Route', entry)
     }
     // 16.6 step 8: our Via, with a branch that carries the loop hash
     const branch = `${generateBranch()}.${loopHash}`
@@ -764,6 +826,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   #onBranchResponse (ctx: ResponseContext, b: Branch, response: SipResponse, inbound: Flow, target: Target): void {
+    if (target.flow.transport !== MESH_TRANSPORT && DIALOG_METHODS.has(ctx.request.method)) this.#rememberCallee(response, target.flow)
     // 16.7 step 3: remove our Via
     const copy = cloneMessage(response) as SipResponse
     copy.headers.shift('Via')
@@ -869,7 +932,12 @@ export class ProxyCore implements TransactionCore<Flow> {
       } else {
         const b = this.#registrar.findByContact(request.uri)
         if (b !== undefined) target = await this.#bindingFlow(b)
-        else if (flow.transport !== MESH_TRANSPORT) return // never relay for strangers
+        else if (fromMesh || (consumed && hasToTag(request))) {
+          // the remote target of a dialog we Record-Routed (as in #handle), over its own flow
+          const party = this.#dialogContacts.find(request.uri)
+          if (party !== undefined && party.flow.open) target = party.flow
+        }
+        if (target === undefined && !fromMesh) return // never relay for strangers
       }
     }
     if (target === undefined) return
@@ -948,10 +1016,10 @@ function generateBranch (): string {
   return BRANCH_PREFIX + branchCounter.toString(36)
 }
 
-/** an in-dialog request (RFC 3261 12.2): its To carries a tag */
-function hasToTag (request: SipRequest): boolean {
+/** an in-dialog request (RFC 3261 12.2), or a response that creates a dialog: its To carries a tag */
+function hasToTag (message: SipRequest | SipResponse): boolean {
   try {
-    const tag = parseNameAddr(request.headers.get('To') ?? '').params.tag
+    const tag = parseNameAddr(message.headers.get('To') ?? '').params.tag
     return typeof tag === 'string' && tag !== ''
   } catch {
     return false

@@ -164,7 +164,7 @@ describe('SipmeshNode and its admin API (two real nodes over TCP)', () => {
     assert.equal(res.status, 200)
     assert.match(String(res.headers['content-type']), /application\/json/)
     const s = res.json()
-    assert.deepEqual(Object.keys(s).sort(), ['domains', 'multiaddrs', 'peerId', 'peers', 'registrations', 'sip'])
+    assert.deepEqual(Object.keys(s).sort(), ['bootstrap', 'domains', 'joinErrors', 'multiaddrs', 'peerId', 'peers', 'registrations', 'sip'])
     assert.equal(s.peerId, a.peerId)
     assert.equal(s.sip, '127.0.0.1:5998')
     assert.deepEqual(s.domains, ['example.com'])
