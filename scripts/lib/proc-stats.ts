@@ -50,3 +50,17 @@ export function rssBytes (pid: number): number | undefined {
     return undefined
   }
 }
+
+/**
+ * proportional set size of one process in bytes (/proc/<pid>/smaps_rollup: each shared page
+ * counted once over the processes sharing it), undefined once it is gone; summed over Kamailio's
+ * processes it counts its shared memory once, where a sum of RSS counts it in every process
+ */
+export function pssBytes (pid: number): number | undefined {
+  try {
+    const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))
+    return m === null ? undefined : Number(m[1]) * 1024
+  } catch {
+    return undefined
+  }
+}
