@@ -67,7 +67,7 @@ export async function idleCpu (pids: number[], ms = 3000): Promise<number | unde
  */
 export async function registerRun (l: RegisterLoad): Promise<Step> {
   const per = Math.max(1, Math.round(l.calls / l.entries.length))
-  const perRate = Math.max(1, l.rate / l.entries.length)
+  const perRate = Math.max(0.1, l.rate / l.entries.length)
   const cpu0 = cpuMs(l.pids)
   const started = performance.now()
   const runs = await Promise.all(l.entries.map(async (entry, i) => {
