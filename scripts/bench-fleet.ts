@@ -2,7 +2,8 @@
 // over all of them by SIPp (one SIPp per node, distinct users): for each N,
 //
 //   idle       background traffic per node with nothing to do, from the nodes' /metrics: libp2p
-//              packets sent (Noise-encrypted frames) and kad-dht requests sent, per second
+//              packets sent (Noise-encrypted frames) and kad-dht requests sent, per second; and
+//              the CPU it costs (left out of the CPU per registration of the claim steps)
 //   claims     a ladder of fleet rates of new AoRs (the same rate on every node); the highest clean
 //              one (no failed REGISTER, retransmissions < 1%, >= 90% of the offered rate achieved),
 //              with the kad-dht requests and libp2p packets the whole fleet sent per new AoR (a
@@ -13,11 +14,13 @@
 //              small holds a replica of every claim) and by the AoRs it is the registrar of
 //
 // Not measured here (yet): republish CPU and messages per minute, the restart storm.
-// Bounded: each step lasts `--step` seconds (default 3), each N at most ~4 minutes, the whole run
-// at most `--budget` seconds (default 720); every process it starts is stopped, on error too.
+// Bounded: each step lasts `--step` seconds (default 5: at a few REGISTERs per second per node, a
+// 3 s step's calls are so few that the last answers' latency alone puts the achieved rate under
+// 90%), each N at most 200 s once its nodes are up and connected, the whole run at most
+// `--budget` seconds (default 900); every process it starts is stopped, on error too.
 //
-//   node scripts/bench-fleet.ts [--sizes 5,10,20] [--users 100000] [--step 3] [--idle 10]
-//        [--bulk-seconds 45] [--budget 720]
+//   node scripts/bench-fleet.ts [--sizes 5,10,20] [--users 100000] [--step 5] [--idle 10]
+//        [--bulk-seconds 45] [--budget 900]
 import { mkdtempSync, rmSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -25,17 +28,17 @@ import { parseArgs } from 'node:util'
 import { sippAvailable } from '../test/interop/sipp.ts'
 import { httpGet, waitFor } from '../test/e2e/fixtures/processes.ts'
 import { rssBytes } from './lib/proc-stats.ts'
-import { highestClean, registerRun, stepLine, stepsJson, type Step } from './lib/register-load.ts'
+import { highestClean, idleCpu, registerRun, stepLine, stepsJson, type Step } from './lib/register-load.ts'
 import { nodeMetrics, startSipmesh, type SipmeshProcess } from './lib/sipmesh-process.ts'
 
 const { values } = parseArgs({
   options: {
     sizes: { type: 'string', default: '5,10,20' },
     users: { type: 'string', default: '100000' },
-    step: { type: 'string', default: '3' },
+    step: { type: 'string', default: '5' },
     idle: { type: 'string', default: '10' },
     'bulk-seconds': { type: 'string', default: '45' },
-    budget: { type: 'string', default: '720' }
+    budget: { type: 'string', default: '900' }
   }
 })
 const SIZES = values.sizes.split(',').map(Number).filter(n => Number.isInteger(n) && n >= 2 && n <= 40)
@@ -46,7 +49,7 @@ const BULK_S = Math.min(Math.max(Number(values['bulk-seconds']), 5), 300)
 const STARTED = Date.now()
 const DEADLINE = STARTED + Math.min(Math.max(Number(values.budget), 60), 1800) * 1000
 /** REGISTERs per second offered to each node */
-const PER_NODE = [0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 4000]
+const PER_NODE = [0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 4000]
 const timeLeft = (): number => DEADLINE - Date.now()
 const load = (): string => loadavg().map(l => l.toFixed(2)).join(' ')
 
@@ -82,6 +85,7 @@ interface SizeResult {
   startSeconds: number
   idlePacketsPerNode?: { mean: number, max: number }
   idleDhtPerNode?: { mean: number, max: number }
+  idleCpuMsPerSPerNode?: number
   claimRate?: number
   steps: Step[]
   dhtPerClaim?: number
@@ -96,7 +100,6 @@ interface SizeResult {
 }
 
 async function size (n: number): Promise<SizeResult> {
-  const budgetEnd = Math.min(DEADLINE, Date.now() + 240_000)
   console.log(`\n== ${n} nodes (separate \`sipmesh start\` processes on loopback); load average ${load()}`)
   const result: SizeResult = { n, startSeconds: 0, steps: [], load: load() }
   const t0 = Date.now()
@@ -115,12 +118,15 @@ async function size (n: number): Promise<SizeResult> {
     return true
   }, 60_000, 'the fleet to connect')
   result.startSeconds = (Date.now() - t0) / 1000
+  // after the start (206 s for 20 nodes under load average 20), at most 200 s for the rest
+  const budgetEnd = Math.min(DEADLINE, Date.now() + 200_000)
   console.log(`  started and connected in ${result.startSeconds.toFixed(1)} s; settling 10 s`)
   await new Promise(resolve => setTimeout(resolve, 10_000))
   // idle background traffic
+  const pids = nodes.map(x => x.pid)
   const i0 = await fleetCounters(COUNTERS)
   const it0 = performance.now()
-  await new Promise(resolve => setTimeout(resolve, IDLE_S * 1000))
+  const idleCpuMsPerS = await idleCpu(pids, IDLE_S * 1000)
   const i1 = await fleetCounters(COUNTERS)
   const idleS = (performance.now() - it0) / 1000
   const per = (k: string): { mean: number, max: number } => {
@@ -129,15 +135,15 @@ async function size (n: number): Promise<SizeResult> {
   }
   result.idlePacketsPerNode = per(PACKETS)
   result.idleDhtPerNode = per(DHT_OUT)
-  console.log(`  idle, per node: ${result.idlePacketsPerNode.mean} libp2p packets/s sent (max ${result.idlePacketsPerNode.max}), ${result.idleDhtPerNode.mean} kad-dht requests/s (max ${result.idleDhtPerNode.max}) over ${idleS.toFixed(0)} s`)
-  // claims: the same rate on every node
-  const pids = nodes.map(x => x.pid)
+  result.idleCpuMsPerSPerNode = idleCpuMsPerS === undefined ? undefined : Number((idleCpuMsPerS / n).toFixed(1))
+  console.log(`  idle, per node: ${result.idlePacketsPerNode.mean} libp2p packets/s sent (max ${result.idlePacketsPerNode.max}), ${result.idleDhtPerNode.mean} kad-dht requests/s (max ${result.idleDhtPerNode.max}), CPU ${result.idleCpuMsPerSPerNode ?? '—'} ms/s, over ${idleS.toFixed(0)} s`)
+  // claims: the same rate on every node; CPU per registration is the fleet's, less its idle CPU
   const entries = nodes.map(x => x.sip)
-  await registerRun({ entries, prefix: `w${n}-`, rate: n, calls: n * 2, cseq: 1, pids, dir: work, spawnedAt }) // warm-up
+  await registerRun({ entries, prefix: `w${n}-`, rate: n, calls: n * 2, cseq: 1, pids, dir: work, spawnedAt, idleCpuMsPerS }) // warm-up
   for (const perNode of PER_NODE) {
     if (Math.min(budgetEnd, DEADLINE) - Date.now() < STEP_S * 1000 + 90_000) { console.log('  (out of time: ladder stopped)'); break }
     const c0 = await fleetCounters(COUNTERS)
-    const s = await registerRun({ entries, prefix: `c${n}r${perNode}-`, rate: perNode * n, calls: Math.max(n, Math.round(perNode * n * STEP_S)), cseq: 1, pids, dir: work, spawnedAt })
+    const s = await registerRun({ entries, prefix: `c${n}r${perNode}-`, rate: perNode * n, calls: Math.max(n, Math.round(perNode * n * STEP_S)), cseq: 1, pids, dir: work, spawnedAt, idleCpuMsPerS })
     const c1 = await fleetCounters(COUNTERS)
     result.steps.push(s)
     const dht = s.ok > 0 ? (sum(c1, DHT_OUT) - sum(c0, DHT_OUT)) / s.ok : undefined
@@ -150,13 +156,14 @@ async function size (n: number): Promise<SizeResult> {
   }
   result.claimRate = highestClean(result.steps)?.rate
   // memory: the fleet's AoRs, then the settled RSS of every node
-  const rate = Math.max(n, Math.round((result.claimRate ?? (result.steps[0]?.achieved ?? n)) / 2))
+  // half the highest clean rate (or half what the first step achieved), at least 0.1/s per node
+  const rate = Number(Math.max(0.1 * n, (result.claimRate ?? (result.steps[0]?.achieved ?? n)) / 2).toFixed(1))
   const seconds = Math.max(5, Math.min(BULK_S, (Math.min(budgetEnd, DEADLINE) - Date.now() - 75_000) / 1000))
   const users = Math.max(n, Math.min(USERS, Math.round(rate * seconds)))
   await new Promise(resolve => setTimeout(resolve, 2000))
   const before = nodes.map(x => rssBytes(x.pid) ?? 0)
   console.log(`  registering ${users} AoRs at ${rate}/s over the ${n} nodes${users < USERS ? ` (fewer than --users ${USERS}: at most ${seconds.toFixed(0)} s of sending)` : ''}`)
-  const bulk = await registerRun({ entries, prefix: `b${n}-`, rate, calls: users, cseq: 1, pids, dir: work, spawnedAt })
+  const bulk = await registerRun({ entries, prefix: `b${n}-`, rate, calls: users, cseq: 1, pids, dir: work, spawnedAt, idleCpuMsPerS })
   console.log(stepLine('bulk   ', bulk))
   result.registrations = bulk.ok
   result.bulkRate = rate
@@ -203,10 +210,10 @@ try {
 }
 
 console.log(`\nsummary (${((Date.now() - STARTED) / 1000).toFixed(0)} s; load average at the end ${load()}):`)
-console.log('| N | log2 N | idle packets/s per node (max) | idle kad-dht requests/s per node | fleet new AoRs/s, clean | kad-dht requests per new AoR (fleet) | libp2p packets per new AoR (fleet) | RSS per AoR per node (per own AoR) |')
-console.log('|---|---|---|---|---|---|---|---|')
+console.log('| N | log2 N | idle packets/s per node (max) | idle kad-dht requests/s per node | idle CPU per node | fleet new AoRs/s, clean | kad-dht requests per new AoR (fleet) | libp2p packets per new AoR (fleet) | RSS per AoR per node (per own AoR) |')
+console.log('|---|---|---|---|---|---|---|---|---|')
 for (const r of results) {
-  console.log(`| ${r.n} | ${Math.log2(r.n).toFixed(1)} | ${r.idlePacketsPerNode?.mean ?? '—'} (${r.idlePacketsPerNode?.max ?? '—'}) | ${r.idleDhtPerNode?.mean ?? '—'} | ${r.claimRate ?? 'none'} | ${r.dhtPerClaim ?? '—'} | ${r.packetsPerClaim ?? '—'} | ${r.rssPerRegPerNode === undefined ? '—' : `${r.rssPerRegPerNode.mean.toLocaleString('en-US')} B (${r.rssPerOwnReg?.mean.toLocaleString('en-US')} B) at ${r.registrations?.toLocaleString('en-US')}${r.settled === true ? '' : ', unsettled'}`} |`)
+  console.log(`| ${r.n} | ${Math.log2(r.n).toFixed(1)} | ${r.idlePacketsPerNode?.mean ?? '—'} (${r.idlePacketsPerNode?.max ?? '—'}) | ${r.idleDhtPerNode?.mean ?? '—'} | ${r.idleCpuMsPerSPerNode ?? '—'} ms/s | ${r.claimRate ?? 'none'} | ${r.dhtPerClaim ?? '—'} | ${r.packetsPerClaim ?? '—'} | ${r.rssPerRegPerNode === undefined ? '—' : `${r.rssPerRegPerNode.mean.toLocaleString('en-US')} B (${r.rssPerOwnReg?.mean.toLocaleString('en-US')} B) at ${r.registrations?.toLocaleString('en-US')}${r.settled === true ? '' : ', unsettled'}`} |`)
 }
 console.log('targets: idle traffic per node grows at most like log N; ≤ 2 KB per registration per node')
 console.log(JSON.stringify({ bench: 'fleet', stepSeconds: STEP_S, results: results.map(r => ({ ...r, steps: stepsJson(r.steps) })) }))
