@@ -197,6 +197,10 @@ try {
     if (timeLeft() < 120_000) { console.log(`\n== ${n} nodes: skipped, out of time`); continue }
     try {
       results.push(await size(n))
+    } catch (err) {
+      // the next size still runs
+      console.error(`bench-fleet: ${n} nodes: ${(err as Error).stack ?? String(err)}`)
+      exitCode = 1
     } finally {
       await stopFleet()
     }
