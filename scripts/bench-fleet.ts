@@ -90,6 +90,8 @@ interface SizeResult {
   steps: Step[]
   dhtPerClaim?: number
   packetsPerClaim?: number
+  /** the step the per-AoR figures come from */
+  perClaimAt?: { rate: number, clean: boolean }
   registrations?: number
   bulkRate?: number
   bulkClean?: boolean
@@ -149,9 +151,13 @@ async function size (n: number): Promise<SizeResult> {
     const dht = s.ok > 0 ? (sum(c1, DHT_OUT) - sum(c0, DHT_OUT)) / s.ok : undefined
     const packets = s.ok > 0 ? (sum(c1, PACKETS) - sum(c0, PACKETS)) / s.ok : undefined
     console.log(`${stepLine('claims ', s)}; fleet per new AoR: ${dht?.toFixed(1) ?? '—'} kad-dht requests, ${packets?.toFixed(1) ?? '—'} libp2p packets`)
+    // per new AoR: from the highest clean step, else from the first step (marked not clean)
+    if (s.clean || result.steps.length === 1) {
+      result.dhtPerClaim = dht === undefined ? undefined : Number(dht.toFixed(1))
+      result.packetsPerClaim = packets === undefined ? undefined : Number(packets.toFixed(1))
+      result.perClaimAt = { rate: s.rate, clean: s.clean }
+    }
     if (!s.clean) break
-    result.dhtPerClaim = dht === undefined ? undefined : Number(dht.toFixed(1))
-    result.packetsPerClaim = packets === undefined ? undefined : Number(packets.toFixed(1))
     await new Promise(resolve => setTimeout(resolve, 500))
   }
   result.claimRate = highestClean(result.steps)?.rate
@@ -217,7 +223,10 @@ console.log(`\nsummary (${((Date.now() - STARTED) / 1000).toFixed(0)} s; load av
 console.log('| N | log2 N | idle packets/s per node (max) | idle kad-dht requests/s per node | idle CPU per node | fleet new AoRs/s, clean | kad-dht requests per new AoR (fleet) | libp2p packets per new AoR (fleet) | RSS per AoR per node (per own AoR) |')
 console.log('|---|---|---|---|---|---|---|---|---|')
 for (const r of results) {
-  console.log(`| ${r.n} | ${Math.log2(r.n).toFixed(1)} | ${r.idlePacketsPerNode?.mean ?? '—'} (${r.idlePacketsPerNode?.max ?? '—'}) | ${r.idleDhtPerNode?.mean ?? '—'} | ${r.idleCpuMsPerSPerNode ?? '—'} ms/s | ${r.claimRate ?? 'none'} | ${r.dhtPerClaim ?? '—'} | ${r.packetsPerClaim ?? '—'} | ${r.rssPerRegPerNode === undefined ? '—' : `${r.rssPerRegPerNode.mean.toLocaleString('en-US')} B (${r.rssPerOwnReg?.mean.toLocaleString('en-US')} B) at ${r.registrations?.toLocaleString('en-US')}${r.settled === true ? '' : ', unsettled'}`} |`)
+  const at = r.perClaimAt === undefined ? '' : ` (at ${r.perClaimAt.rate}/s${r.perClaimAt.clean ? '' : ', not clean'})`
+  // below 1,000 AoRs the growth drowns in the heap's own ups and downs
+  const rss = r.rssPerRegPerNode === undefined ? '—' : (r.registrations ?? 0) < 1000 ? `noise: only ${r.registrations ?? 0} AoRs` : `${r.rssPerRegPerNode.mean.toLocaleString('en-US')} B (${r.rssPerOwnReg?.mean.toLocaleString('en-US')} B) at ${r.registrations?.toLocaleString('en-US')}${r.settled === true ? '' : ', unsettled'}`
+  console.log(`| ${r.n} | ${Math.log2(r.n).toFixed(1)} | ${r.idlePacketsPerNode?.mean ?? '—'} (${r.idlePacketsPerNode?.max ?? '—'}) | ${r.idleDhtPerNode?.mean ?? '—'} | ${r.idleCpuMsPerSPerNode ?? '—'} ms/s | ${r.claimRate ?? `none ≥ ${r.steps[0]?.rate ?? '—'}`} | ${r.dhtPerClaim ?? '—'}${at} | ${r.packetsPerClaim ?? '—'}${at} | ${rss} |`)
 }
 console.log('targets: idle traffic per node grows at most like log N; ≤ 2 KB per registration per node')
 console.log(JSON.stringify({ bench: 'fleet', stepSeconds: STEP_S, results: results.map(r => ({ ...r, steps: stepsJson(r.steps) })) }))

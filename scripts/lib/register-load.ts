@@ -91,7 +91,7 @@ export async function registerRun (l: RegisterLoad): Promise<Step> {
 
 /** one line for a step: `kind rate/s: ok …, failed …, retransmissions …, achieved …, CPU …, load … CLEAN` */
 export function stepLine (kind: string, s: Step, profileWindow = false): string {
-  return `  ${kind} ${String(s.rate).padStart(6)}/s: ok ${s.ok}/${s.sent}, failed ${s.failed}, retransmissions ${s.retrans} (${(100 * s.retrans / Math.max(s.sent, 1)).toFixed(2)}%), achieved ${s.achieved.toFixed(0)}/s${s.cpuUsPerReg === undefined ? '' : `, CPU ${s.cpuUsPerReg.toFixed(0)} µs/reg`}, load ${loadavg()[0].toFixed(2)} ${s.clean ? 'CLEAN' : 'NOT CLEAN'}${profileWindow ? ` [profile: --from ${s.from.toFixed(1)} --to ${s.to.toFixed(1)}]` : ''}`
+  return `  ${kind} ${String(s.rate).padStart(6)}/s: ok ${s.ok}/${s.sent}, failed ${s.failed}, retransmissions ${s.retrans} (${(100 * s.retrans / Math.max(s.sent, 1)).toFixed(2)}%), achieved ${s.achieved.toFixed(s.rate < 10 ? 1 : 0)}/s${s.cpuUsPerReg === undefined ? '' : `, CPU ${s.cpuUsPerReg.toFixed(0)} µs/reg`}, load ${loadavg()[0].toFixed(2)} ${s.clean ? 'CLEAN' : 'NOT CLEAN'}${profileWindow ? ` [profile: --from ${s.from.toFixed(1)} --to ${s.to.toFixed(1)}]` : ''}`
 }
 
 export const highestClean = (steps: Step[]): Step | undefined => steps.filter(s => s.clean).sort((a, b) => b.rate - a.rate)[0]
