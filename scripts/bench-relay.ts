@@ -15,8 +15,7 @@
 //   (BENCH_TRACE_GC=1 prints the real nodes' mark-compact pauses; BENCH_CPU_PROF=<dir> writes a
 //   V8 CPU profile of each real node process into <dir>, for `node --cpu-prof` analysis)
 import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { createSocket } from 'node:dgram'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { loadavg, tmpdir } from 'node:os'
@@ -28,6 +27,8 @@ import { MemoryChannelHub } from '../sip-gateway/memory-channel.ts'
 import { MemoryMesh, MemoryRegistry } from '../dht/memory-registry.ts'
 import type { Logger } from '../sip-gateway/ports.ts'
 import { freePort, runSipp, sippAvailable, sippCounter } from '../test/interop/sipp.ts'
+import { kamailioAvailable, startKamailio as startKamailioProcess } from './lib/kamailio.ts'
+import { cpuMs } from './lib/proc-stats.ts'
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -121,28 +122,9 @@ async function stopNodes (): Promise<void> {
 /** pids of the relay processes (sipmesh nodes, Kamailio's main process) */
 let relayPids: number[] = []
 
-/**
- * CPU time (user + system, ms) of the relay processes and their children (Kamailio's workers),
- * from /proc: a per-message cost that, unlike the rate, does not depend on how busy the machine is.
- */
+/** CPU time (user + system, ms) of the relay processes and their children (Kamailio's workers) */
 function relayCpuMs (): number | undefined {
-  if (relayPids.length === 0) return undefined
-  const roots = new Set(relayPids)
-  let ticks = 0
-  try {
-    for (const d of readdirSync('/proc')) {
-      if (!/^\d+$/.test(d)) continue
-      let stat: string
-      try { stat = readFileSync(`/proc/${d}/stat`, 'utf8') } catch { continue }
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // fields from 3 (state) on
-      const pid = Number(d)
-      const ppid = Number(f[1])
-      if (roots.has(pid) || roots.has(ppid)) ticks += Number(f[11]) + Number(f[12])
-    }
-  } catch {
-    return undefined
-  }
-  return ticks * 10 // USER_HZ is 100 on Linux
+  return cpuMs(relayPids)
 }
 
 const addr = (i: number): string => sipAddrs[i]
@@ -195,51 +177,15 @@ async function device (owner: number, user: string): Promise<() => Promise<void>
 const KAMAILIO_CFG = fileURLToPath(new URL('./kamailio/relay.cfg', import.meta.url))
 const KAMAILIO_WORKERS = Math.min(Math.max(Number(process.env.BENCH_KAMAILIO_WORKERS ?? '2'), 1), 16)
 
-function kamailioAvailable (): boolean {
-  const r = spawnSync('kamailio', ['-v'], { encoding: 'utf8' })
-  return r.error === undefined && /kamailio \d/.test(`${r.stdout}${r.stderr}`)
-}
-
 /** one Kamailio (registrar + stateful relay, scripts/kamailio/relay.cfg) on a free UDP port */
 async function startKamailio (): Promise<void> {
   generation++
   sipAddrs = []
   stops = []
-  const port = await freePort()
-  const rundir = mkdtempSync(join(work, 'kamailio-'))
-  const child = spawn('kamailio', ['-f', KAMAILIO_CFG, '-DD', '-E', '-l', `udp:127.0.0.1:${port}`, '-n', String(KAMAILIO_WORKERS), '-Y', rundir, '-m', '1024'], { stdio: ['ignore', 'ignore', 'pipe'] })
-  if (child.pid !== undefined) relayPids.push(child.pid)
-  let stderr = ''
-  child.stderr?.on('data', (d: Buffer) => { if (stderr.length < 20_000) stderr += d.toString() })
-  stops.push(async () => {
-    const errors = stderr.split('\n').filter(l => /ERROR|CRITICAL/.test(l))
-    if (errors.length > 0) console.log(`  kamailio logged ${errors.length} error line(s), the last: ${errors.slice(-3).join(' | ').slice(0, 600)}`)
-    child.kill('SIGTERM')
-    const t = setTimeout(() => child.kill('SIGKILL'), 5000)
-    if (child.exitCode === null && child.signalCode === null) await new Promise(resolve => child.once('exit', resolve))
-    clearTimeout(t)
-  })
-  // ready when it answers OPTIONS
-  for (let i = 0; i < 50; i++) {
-    if (child.exitCode !== null) throw new Error(`kamailio exited: ${stderr.slice(-1500)}`)
-    if (await optionsAnswered(port)) { sipAddrs.push(`127.0.0.1:${port}`); return }
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  throw new Error(`kamailio did not answer OPTIONS in 5 s: ${stderr.slice(-1500)}`)
-}
-
-function optionsAnswered (port: number): Promise<boolean> {
-  return new Promise(resolve => {
-    const sock = createSocket('udp4')
-    const t = setTimeout(() => { sock.close(); resolve(false) }, 200)
-    sock.on('message', (m) => { if (m.toString().startsWith('SIP/2.0 200')) { clearTimeout(t); sock.close(); resolve(true) } })
-    sock.bind(0, '127.0.0.1', () => {
-      const lp = sock.address().port
-      sock.send([`OPTIONS sip:127.0.0.1:${port} SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:${lp};branch=z9hG4bK${Math.random().toString(36).slice(2)};rport`,
-        'Max-Forwards: 70', `From: <sip:bench@example.com>;tag=${lp}`, `To: <sip:127.0.0.1:${port}>`, `Call-ID: ${Math.random().toString(36).slice(2)}`,
-        'CSeq: 1 OPTIONS', 'Content-Length: 0', '', ''].join('\r\n'), port, '127.0.0.1')
-    })
-  })
+  const k = await startKamailioProcess({ cfg: KAMAILIO_CFG, workers: KAMAILIO_WORKERS, dir: work })
+  relayPids.push(k.pid)
+  stops.push(k.stop)
+  sipAddrs.push(k.sip)
 }
 
 type Relay = 'sipmesh' | 'kamailio'

@@ -75,3 +75,12 @@ export function sippCounter (stdout: string, row: string): number {
   for (const m of stdout.matchAll(re)) last = Number(m[1])
   return last ?? 0
 }
+
+/** retransmissions SIPp made: the sum of the Retrans column of the sent messages in its last scenario screen */
+export function sippRetransmissions (stdout: string): number {
+  const screens = stdout.split('Scenario Screen')
+  const last = screens[screens.length - 1]
+  let sum = 0
+  for (const m of last.matchAll(/^\s*\S+\s+-+>\s+\d+\s+(\d+)/gm)) sum += Number(m[1])
+  return sum
+}

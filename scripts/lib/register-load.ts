@@ -1,0 +1,102 @@
+/**
+ * REGISTER load from SIPp for the registration benchmarks (bench-register, bench-fleet): distinct
+ * users per run, refreshes of them, and what a step of load came to (successes, failures,
+ * retransmissions, the rate achieved, the CPU the registrar's processes spent per registration).
+ */
+import { mkdtempSync } from 'node:fs'
+import { loadavg } from 'node:os'
+import { join } from 'node:path'
+import { runSipp, sippCounter, sippRetransmissions } from '../../test/interop/sipp.ts'
+import { cpuMs } from './proc-stats.ts'
+
+/** the port every bound Contact names (nothing listens there: no request is sent to a contact) */
+export const CONTACT_PORT = 5999
+
+export interface Step {
+  /** the offered rate, REGISTERs per second in total */
+  rate: number
+  sent: number
+  ok: number
+  /** failed calls plus calls not finished when SIPp was stopped */
+  failed: number
+  retrans: number
+  seconds: number
+  achieved: number
+  /** CPU time of the registrar's processes per registration, µs (less their idle CPU when known) */
+  cpuUsPerReg?: number
+  /** no failure, retransmissions < 1% of the REGISTERs sent, at least 90% of the offered rate achieved */
+  clean: boolean
+  /** seconds since `spawnedAt`: where the step is in a CPU profile of the registrar */
+  from: number
+  to: number
+}
+
+export interface RegisterLoad {
+  /** SIP host:port of each registrar; one SIPp per entry, each with its own users */
+  entries: string[]
+  /** users are `<prefix>1` … (`<prefix>e<i>-1` … with several entries); Call-ID `<user's prefix><n>@bench` */
+  prefix: string
+  rate: number
+  calls: number
+  /** the CSeq: 1 for new users, higher for each refresh of the same users */
+  cseq: number
+  /** the registrar's processes, for CPU time (with their direct children) */
+  pids: number[]
+  /** a directory for SIPp's files */
+  dir: string
+  /** performance.now() when the registrar was spawned */
+  spawnedAt?: number
+  /** Expires of every REGISTER, seconds @default 3600 */
+  expires?: number
+  /** CPU the registrar spends idle, ms per second (see `idleCpu`): subtracted from the step's CPU */
+  idleCpuMsPerS?: number
+}
+
+/** the CPU (ms per second) the processes spend with nothing to do, over `ms` */
+export async function idleCpu (pids: number[], ms = 3000): Promise<number | undefined> {
+  const c0 = cpuMs(pids)
+  const t0 = performance.now()
+  await new Promise(resolve => setTimeout(resolve, ms))
+  const c1 = cpuMs(pids)
+  return c0 === undefined || c1 === undefined ? undefined : (c1 - c0) / ((performance.now() - t0) / 1000)
+}
+
+/**
+ * REGISTER `calls` users at `rate`/s in total, split over the entries; bounded by the sending
+ * time plus 20 s (calls not answered by then count as failed)
+ */
+export async function registerRun (l: RegisterLoad): Promise<Step> {
+  const per = Math.max(1, Math.round(l.calls / l.entries.length))
+  const perRate = Math.max(0.1, l.rate / l.entries.length)
+  const cpu0 = cpuMs(l.pids)
+  const started = performance.now()
+  const runs = await Promise.all(l.entries.map(async (entry, i) => {
+    const p = l.entries.length === 1 ? l.prefix : `${l.prefix}e${i}-`
+    return await runSipp('uac-register-bench.xml', entry, ['-t', 'u1', '-key', 'prefix', p, '-key', 'contact_port', String(CONTACT_PORT), '-key', 'expires', String(l.expires ?? 3600),
+      '-cid_str', `${p}%u@bench`, '-base_cseq', String(l.cseq), '-r', String(perRate), '-m', String(per), '-l', '100000',
+      '-max_recv_loops', '5000', '-max_sched_loops', '5000'], Math.ceil(per / perRate) + 20, mkdtempSync(join(l.dir, 'sipp-'))).done
+  }))
+  const elapsed = (performance.now() - started) / 1000
+  const cpu1 = cpuMs(l.pids)
+  const sent = per * l.entries.length
+  const ok = runs.reduce((s, r) => s + sippCounter(r.stdout, 'Successful call'), 0)
+  const failed = runs.reduce((s, r) => s + sippCounter(r.stdout, 'Failed call'), 0)
+  const retrans = runs.reduce((s, r) => s + sippRetransmissions(r.stdout), 0)
+  const achieved = ok / Math.max(elapsed - 0.2, 0.1)
+  const allFailed = failed + Math.max(0, sent - ok - failed)
+  const cpuUsPerReg = cpu0 === undefined || cpu1 === undefined || ok === 0 ? undefined : Math.max(0, cpu1 - cpu0 - (l.idleCpuMsPerS ?? 0) * elapsed) * 1000 / ok
+  const from = (started - (l.spawnedAt ?? started)) / 1000
+  return { rate: l.rate, sent, ok, failed: allFailed, retrans, seconds: elapsed, achieved, cpuUsPerReg, clean: allFailed === 0 && retrans < 0.01 * sent && achieved >= 0.9 * l.rate, from, to: from + elapsed }
+}
+
+/** one line for a step: `kind rate/s: ok …, failed …, retransmissions …, achieved …, CPU …, load … CLEAN` */
+export function stepLine (kind: string, s: Step, profileWindow = false): string {
+  return `  ${kind} ${String(s.rate).padStart(6)}/s: ok ${s.ok}/${s.sent}, failed ${s.failed}, retransmissions ${s.retrans} (${(100 * s.retrans / Math.max(s.sent, 1)).toFixed(2)}%), achieved ${s.achieved.toFixed(s.rate < 10 ? 1 : 0)}/s${s.cpuUsPerReg === undefined ? '' : `, CPU ${s.cpuUsPerReg.toFixed(0)} µs/reg`}, load ${loadavg()[0].toFixed(2)} ${s.clean ? 'CLEAN' : 'NOT CLEAN'}${profileWindow ? ` [profile: --from ${s.from.toFixed(1)} --to ${s.to.toFixed(1)}]` : ''}`
+}
+
+export const highestClean = (steps: Step[]): Step | undefined => steps.filter(s => s.clean).sort((a, b) => b.rate - a.rate)[0]
+
+/** the steps as plain JSON (rounded) */
+export function stepsJson (steps?: Step[]): unknown {
+  return steps?.map(s => ({ rate: s.rate, sent: s.sent, ok: s.ok, failed: s.failed, retrans: s.retrans, achieved: Math.round(s.achieved), cpuUsPerReg: s.cpuUsPerReg === undefined ? undefined : Math.round(s.cpuUsPerReg), clean: s.clean }))
+}

@@ -1,0 +1,64 @@
+/**
+ * Real `sipmesh start` processes for benchmarks (the operator's command, node/bin/sipmesh.js, run
+ * through test/e2e/fixtures/processes.ts), on 127.0.0.1 with ports chosen by the OS; optionally
+ * with a V8 CPU profile written when the process exits.
+ */
+import { httpGet, run, stop, type Proc } from '../../test/e2e/fixtures/processes.ts'
+
+export interface SipmeshProcess {
+  proc: Proc
+  pid: number
+  peerId: string
+  multiaddrs: string[]
+  /** host:port of SIP over UDP and TCP */
+  sip: string
+  /** host:port of the admin HTTP API */
+  admin: string
+  /** SIGTERM (a clean stop, which also writes the CPU profile), SIGKILL after 10 s */
+  stop: () => Promise<void>
+}
+
+export interface SipmeshProcessInit {
+  dataDir: string
+  /** multiaddrs to bootstrap from */
+  bootstrap?: string[]
+  /** more `sipmesh start` flags */
+  args?: string[]
+  /** write a V8 CPU profile (`--cpu-prof`) into this directory when the process exits */
+  cpuProfDir?: string
+  /** how long it may take to start, ms @default 30000 */
+  timeoutMs?: number
+}
+
+/** start `sipmesh start` for example.com and resolve once it logged that it started */
+export async function startSipmesh (init: SipmeshProcessInit): Promise<SipmeshProcess> {
+  const args = ['start', '--domain', 'example.com', '--sip', '127.0.0.1:0', '--p2p', '/ip4/127.0.0.1/tcp/0', '--admin', '127.0.0.1:0',
+    '--data-dir', init.dataDir, '--log-level', 'info', ...(init.bootstrap ?? []).flatMap(b => ['--bootstrap', b]), ...(init.args ?? [])]
+  const env: Record<string, string> = init.cpuProfDir === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${init.cpuProfDir}` }
+  const proc = run(args, env)
+  try {
+    const line = await proc.waitForLine(l => l.includes('"sipmesh node started"'), init.timeoutMs ?? 30_000)
+    const started = JSON.parse(line) as { peerId: string, multiaddrs: string[], sip: string, admin: string }
+    return { proc, pid: proc.child.pid ?? 0, peerId: started.peerId, multiaddrs: started.multiaddrs, sip: started.sip, admin: started.admin, stop: async () => { await stop(proc) } }
+  } catch (err) {
+    await stop(proc, 'SIGKILL')
+    throw err
+  }
+}
+
+/** the node's Prometheus metrics as name{labels} → value (the sum over label sets under the bare name) */
+export async function nodeMetrics (node: SipmeshProcess): Promise<Map<string, number>> {
+  const r = await httpGet(node.admin, '/metrics')
+  const out = new Map<string, number>()
+  for (const line of r.body.split('\n')) {
+    if (line.startsWith('#') || line.length === 0) continue
+    const sp = line.lastIndexOf(' ')
+    const key = line.slice(0, sp)
+    const value = Number(line.slice(sp + 1))
+    if (!Number.isFinite(value)) continue
+    out.set(key, value)
+    const bare = key.replace(/\{.*$/, '')
+    if (bare !== key) out.set(bare, (out.get(bare) ?? 0) + value)
+  }
+  return out
+}
