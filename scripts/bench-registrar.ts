@@ -42,7 +42,8 @@ const { values } = parseArgs({
     settle: { type: 'boolean', default: false },
     refresh: { type: 'boolean', default: true },
     'max-seconds': { type: 'string', default: '300' },
-    'cpu-prof': { type: 'boolean', default: false }
+    'cpu-prof': { type: 'boolean', default: false },
+    snapshot: { type: 'string' }
   },
   allowNegative: true
 })
@@ -56,6 +57,8 @@ interface Stats {
   serverTransactions: number
   claims: number
   overloaded?: number
+  /** user + system CPU time of the node, µs */
+  cpu: number
 }
 
 if (values.child) await child()
@@ -108,11 +111,16 @@ async function child (): Promise<void> {
     gc?.(); gc?.()
     const m = process.memoryUsage()
     const s = gateway.stats
-    return { rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, registrations: s.registrations, serverTransactions: s.serverTransactions, claims, overloaded: (s as { overloaded?: number }).overloaded }
+    const c = process.cpuUsage()
+    return { cpu: c.user + c.system, rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, registrations: s.registrations, serverTransactions: s.serverTransactions, claims, overloaded: (s as { overloaded?: number }).overloaded }
   }
   process.on('message', (msg: { type: string }) => {
     if (msg.type === 'stats') process.send?.({ type: 'stats', stats: stats() })
+    if (msg.type === 'snapshot') {
+      void import('node:v8').then(v8 => { process.send?.({ type: 'snapshot', file: v8.writeHeapSnapshot(String(values.snapshot)) }) })
+    }
     if (msg.type === 'quick') process.send?.({ type: 'quick', registrations: gateway.stats.registrations, claims })
+    if (msg.type === 'cpu') { const c = process.cpuUsage(); process.send?.({ type: 'cpu', cpu: c.user + c.system }) }
     if (msg.type === 'stop') {
       void (async () => { await gateway.stop(); await ds.close(); process.exit(0) })()
     }
@@ -131,7 +139,7 @@ async function parent (): Promise<void> {
   const mb = (b: number): string => (b / 1048576).toFixed(1) + ' MB'
 
   const spawnNode = async (): Promise<{ proc: ChildProcess, port: number, startMs: number, stats: Stats }> => {
-    const args = ['--child', '--dir', dir, '--claim-ms', String(values['claim-ms']), '--claim-concurrency', String(values['claim-concurrency'])]
+    const args = ['--child', '--dir', dir, ...(values.snapshot !== undefined ? ['--snapshot', values.snapshot] : []), '--claim-ms', String(values['claim-ms']), '--claim-concurrency', String(values['claim-concurrency'])]
     const execArgv = ['--expose-gc', ...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(process.cwd(), '.bench-prof')] : [])]
     const proc = fork(new URL(import.meta.url).pathname, args, { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     return await new Promise((resolve, reject) => {
@@ -197,8 +205,10 @@ async function parent (): Promise<void> {
     })
   }
 
-  const run = async (phase: string, cseq: number): Promise<{ rate: number, ok: number, failed: Record<string, number>, retrans: number }> => {
+  const cpuOf = async (): Promise<number> => (await ask<{ cpu: number }>(node.proc, 'cpu')).cpu
+  const run = async (phase: string, cseq: number): Promise<{ rate: number, ok: number, failed: Record<string, number>, retrans: number, cpuUs: number }> => {
     const r0 = retransmissions
+    const c0 = await cpuOf()
     let ok = 0
     const failed: Record<string, number> = {}
     const count = (s: number): void => { if (s === 200) ok++; else failed[s] = (failed[s] ?? 0) + 1 }
@@ -219,7 +229,8 @@ async function parent (): Promise<void> {
       await Promise.all(all)
     }
     const secs = (performance.now() - t0) / 1000
-    return { rate: Math.round((ok + Object.values(failed).reduce((a, b) => a + b, 0)) / secs), ok, failed, retrans: retransmissions - r0 }
+    const cpuUs = (await cpuOf() - c0) / users
+    return { cpuUs, rate: Math.round((ok + Object.values(failed).reduce((a, b) => a + b, 0)) / secs), ok, failed, retrans: retransmissions - r0 }
   }
 
   const settle = async (proc: ChildProcess): Promise<Stats> => {
@@ -237,13 +248,16 @@ async function parent (): Promise<void> {
     const base = node.stats
     console.log(`node up in ${node.startMs.toFixed(0)} ms; baseline rss ${mb(base.rss)} heap ${mb(base.heapUsed)}`)
     const fresh = await run('new', 1)
-    console.log(`new AoRs:  ${fresh.ok}/${users} ok at ${fresh.rate}/s, failed ${JSON.stringify(fresh.failed)}, retransmissions ${fresh.retrans}`)
+    console.log(`new AoRs:  ${fresh.ok}/${users} ok at ${fresh.rate}/s, failed ${JSON.stringify(fresh.failed)}, retransmissions ${fresh.retrans}, node CPU ${fresh.cpuUs.toFixed(0)} µs/REGISTER`)
     if (values.refresh) {
       const again = await run('refresh', 2)
-      console.log(`refresh:   ${again.ok}/${users} ok at ${again.rate}/s, failed ${JSON.stringify(again.failed)}, retransmissions ${again.retrans}`)
+      console.log(`refresh:   ${again.ok}/${users} ok at ${again.rate}/s, failed ${JSON.stringify(again.failed)}, retransmissions ${again.retrans}, node CPU ${again.cpuUs.toFixed(0)} µs/REGISTER`)
     }
+    const live = await statsOf(node.proc)
+    console.log(`memory at once: rss ${mb(live.rss)} heap ${mb(live.heapUsed)} with ${live.serverTransactions} live server transactions (+${((live.heapUsed - base.heapUsed) / Math.max(1, live.serverTransactions)).toFixed(0)} B heap per transaction+registration)`)
     const s = await settle(node.proc)
     console.log(`memory at ${s.registrations} registrations (${s.serverTransactions} live server transactions): rss ${mb(s.rss)} (+${((s.rss - base.rss) / s.registrations).toFixed(0)} B/registration), heap ${mb(s.heapUsed)} (+${((s.heapUsed - base.heapUsed) / s.registrations).toFixed(0)} B/registration), external ${mb(s.external)}`)
+    if (values.snapshot !== undefined) console.log(`heap snapshot: ${(await ask<{ file: string }>(node.proc, 'snapshot')).file}`)
     if (values.restart) {
       node.proc.kill('SIGKILL')
       await new Promise(resolve => node.proc.once('exit', resolve))
