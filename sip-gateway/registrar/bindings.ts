@@ -34,6 +34,18 @@ export interface StoredRegistration {
   bindings: Array<Omit<Binding, 'flow' | 'aor'>>
 }
 
+/** the params of a binding that has none: one shared frozen object, not one per binding */
+export const EMPTY_PARAMS: Record<string, string | null> = Object.freeze({}) as Record<string, string | null>
+
+/**
+ * A copy of `s` that holds nothing else alive. Header values are slices of the whole message's
+ * text, and a string built from them may point into it too: a binding that kept them would keep
+ * every REGISTER it ever saw (~350 bytes each). Short strings are copied by V8 anyway.
+ */
+export function ownString (s: string): string {
+  return s.length < 13 ? s : Buffer.from(s, 'utf8').toString('utf8')
+}
+
 const enc = new TextEncoder()
 const dec = new TextDecoder()
 
