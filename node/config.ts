@@ -46,8 +46,12 @@ export interface GatewayConfig {
   credentials?: string
   /** offline messages (issue 5): most kept per user, and for how many days */
   offlineLimits: { maxMessagesPerUser: number, retentionDays: number }
-  /** registrar (RFC 3261 10.3): expiry bounds in seconds (423 below the minimum), conflict policy */
-  registrar: { minExpires: number, maxExpires: number, conflictPolicy: ConflictPolicy }
+  /**
+   * registrar (RFC 3261 10.3): expiry bounds in seconds (423 below the minimum), conflict policy,
+   * and overload (RFC 3261 21.5.4): REGISTERs in progress (`maxPending`) and event-loop lag in ms
+   * (`maxLagMs`) beyond which a REGISTER is answered 503 with Retry-After
+   */
+  registrar: { minExpires: number, maxExpires: number, conflictPolicy: ConflictPolicy, overload: { maxPending: number, maxLagMs: number } }
   /** per-source-address limit of SIP messages on every transport; absent: off */
   limits?: { rateLimit: { perSecond: number, burst: number } }
 }
@@ -112,7 +116,9 @@ const SETTINGS = {
   'min-expires': { kind: 'string', help: 'shortest registration accepted, seconds (shorter: 423 Interval Too Brief)' },
   'max-expires': { kind: 'string', help: 'longest registration granted, seconds (longer requests are shortened)' },
   'conflict-policy': { kind: 'string', help: `a user registered on two nodes at once: ${Object.values(ConflictPolicy).join(' or ')}` },
-  'rate-limit': { kind: 'string', help: 'SIP messages per second accepted from one source address, bursts of twice that (default: off)' }
+  'rate-limit': { kind: 'string', help: 'SIP messages per second accepted from one source address, bursts of twice that (default: off)' },
+  'max-pending-registers': { kind: 'string', help: 'REGISTERs in progress (waiting for their claim) beyond which a new one is answered 503 with Retry-After' },
+  'overload-lag-ms': { kind: 'string', help: 'event-loop lag, ms, beyond which a REGISTER is answered 503 with Retry-After' }
 } as const
 
 type SettingName = keyof typeof SETTINGS
@@ -131,7 +137,9 @@ export const DEFAULTS = {
   'offline-retention-days': '7',
   'min-expires': '60',
   'max-expires': '3600',
-  'conflict-policy': ConflictPolicy.LatestTakesOver
+  'conflict-policy': ConflictPolicy.LatestTakesOver,
+  'max-pending-registers': '2000',
+  'overload-lag-ms': '500'
 } as const
 
 // ---- validation of single values ---------------------------------------------------------------
@@ -215,7 +223,9 @@ const layerSchema = z.strictObject({
   'min-expires': str.superRefine(refineWith(positiveInteger(86_400))),
   'max-expires': str.superRefine(refineWith(positiveInteger(7 * 86_400))),
   'conflict-policy': z.enum(Object.values(ConflictPolicy) as [ConflictPolicy, ...ConflictPolicy[]]),
-  'rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000)))
+  'rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000))),
+  'max-pending-registers': str.superRefine(refineWith(positiveInteger(1_000_000))),
+  'overload-lag-ms': str.superRefine(refineWith(positiveInteger(60_000)))
 }).partial()
 
 export type ConfigLayer = z.infer<typeof layerSchema>
@@ -372,7 +382,12 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
       ...(merged.ws != null ? { ws: parseHostPort(merged.ws) } : {}),
       ...(merged.credentials != null ? { credentials: resolvePath(cwd, merged.credentials) } : {}),
       offlineLimits: { maxMessagesPerUser: Number(get('offline-max-per-user')), retentionDays: Number(get('offline-retention-days')) },
-      registrar: { minExpires: Number(get('min-expires')), maxExpires: Number(get('max-expires')), conflictPolicy: get('conflict-policy') },
+      registrar: {
+        minExpires: Number(get('min-expires')),
+        maxExpires: Number(get('max-expires')),
+        conflictPolicy: get('conflict-policy'),
+        overload: { maxPending: Number(get('max-pending-registers')), maxLagMs: Number(get('overload-lag-ms')) }
+      },
       ...(merged['rate-limit'] != null ? { limits: { rateLimit: { perSecond: Number(merged['rate-limit']), burst: 2 * Number(merged['rate-limit']) } } } : {})
     },
     mesh: {
