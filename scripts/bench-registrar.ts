@@ -69,7 +69,7 @@ async function child (): Promise<void> {
   const { openDatastore, DatastoreDurableStore } = await import('../node/persistence.ts')
   const { Gateway } = await import('../sip-gateway/gateway.ts')
   const { MemoryChannelHub } = await import('../sip-gateway/memory-channel.ts')
-  const quiet = { debug () {}, info () {}, warn (m: string, f?: unknown) { process.stderr.write(`warn ${m} ${JSON.stringify(f)}\n`) }, error (m: string, f?: unknown) { process.stderr.write(`error ${m} ${JSON.stringify(f)}\n`) }, child () { return quiet } }
+  const quiet = { debug () {}, info (m: string, f?: unknown) { if (/stored registrations|gateway started/.test(m)) process.stderr.write(`info ${m} ${JSON.stringify(f)} at ${Math.round(performance.now())} ms\n`) }, warn (m: string, f?: unknown) { process.stderr.write(`warn ${m} ${JSON.stringify(f)}\n`) }, error (m: string, f?: unknown) { process.stderr.write(`error ${m} ${JSON.stringify(f)}\n`) }, child () { return quiet } }
   const claimMs = Number(values['claim-ms'])
   const claimConcurrency = Number(values['claim-concurrency'])
   let claims = 0

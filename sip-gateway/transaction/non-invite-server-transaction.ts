@@ -22,6 +22,8 @@ export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res e
   #user: ServerTransactionUser<Req>
   readonly #timerJ = new Timer()
   #last: Res | undefined
+  /** the final response as sent, over a flow that can resend bytes (UDP): `#last` is then dropped */
+  #packed: Uint8Array | undefined
 
   constructor (key: string, request: Req, flow: TxFlow<Res>, timers: TimerSettings, user: ServerTransactionUser<Req> = {}) {
     super(key, flow, timers, S.Trying, transitions)
@@ -38,12 +40,17 @@ export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res e
 
   setUser (user: ServerTransactionUser<Req>): void { this.#user = user }
 
-  /** the final response, once sent */
+  /**
+   * the final response, once sent (over a flow that resends bytes, such as UDP, only its bytes are
+   * kept: then undefined)
+   */
   get finalResponse (): Res | undefined { return this.#last !== undefined && this.#last.status >= 200 ? this.#last : undefined }
 
   /** a retransmission of the request matched this transaction */
   receiveRequest (_request: Req): void {
-    if ((this.state === S.Proceeding || this.state === S.Completed) && this.#last !== undefined) this.transmit(this.#last)
+    if (this.state !== S.Proceeding && this.state !== S.Completed) return
+    if (this.#packed !== undefined) this.transmitBytes(this.#packed)
+    else if (this.#last !== undefined) this.transmit(this.#last)
   }
 
   /** the TU responds; responses after the final one are ignored (17.2.2) */
@@ -57,7 +64,15 @@ export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res e
     }
     this.transition(S.Completed)
     this.#request = undefined
-    this.transmit(response)
+    const flow = this.flow
+    if (!this.reliable && flow.serialize !== undefined && flow.sendBytes !== undefined) {
+      // lingering for timer J: keep the bytes, let the response (and the request under it) go
+      this.#packed = flow.serialize(response)
+      this.#last = undefined
+      this.transmitBytes(this.#packed)
+    } else {
+      this.transmit(response)
+    }
     if (!this.is(S.Completed)) return
     if (this.reliable) this.transition(S.Terminated)
     else this.#timerJ.set(64 * this.timers.t1, () => this.transition(S.Terminated))
