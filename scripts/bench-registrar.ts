@@ -51,6 +51,7 @@ const { values } = parseArgs({
 interface Stats {
   rss: number
   heapUsed: number
+  heapTotal: number
   external: number
   arrayBuffers: number
   registrations: number
@@ -112,7 +113,7 @@ async function child (): Promise<void> {
     const m = process.memoryUsage()
     const s = gateway.stats
     const c = process.cpuUsage()
-    return { cpu: c.user + c.system, rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, registrations: s.registrations, serverTransactions: s.serverTransactions, claims, overloaded: (s as { overloaded?: number }).overloaded }
+    return { cpu: c.user + c.system, rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers, registrations: s.registrations, serverTransactions: s.serverTransactions, claims, overloaded: (s as { overloaded?: number }).overloaded }
   }
   process.on('message', (msg: { type: string }) => {
     if (msg.type === 'stats') process.send?.({ type: 'stats', stats: stats() })
@@ -256,7 +257,7 @@ async function parent (): Promise<void> {
     const live = await statsOf(node.proc)
     console.log(`memory at once: rss ${mb(live.rss)} heap ${mb(live.heapUsed)} with ${live.serverTransactions} live server transactions (+${((live.heapUsed - base.heapUsed) / Math.max(1, live.serverTransactions)).toFixed(0)} B heap per transaction+registration)`)
     const s = await settle(node.proc)
-    console.log(`memory at ${s.registrations} registrations (${s.serverTransactions} live server transactions): rss ${mb(s.rss)} (+${((s.rss - base.rss) / s.registrations).toFixed(0)} B/registration), heap ${mb(s.heapUsed)} (+${((s.heapUsed - base.heapUsed) / s.registrations).toFixed(0)} B/registration), external ${mb(s.external)}`)
+    console.log(`memory at ${s.registrations} registrations (${s.serverTransactions} live server transactions): rss ${mb(s.rss)} (+${((s.rss - base.rss) / s.registrations).toFixed(0)} B/registration), heap ${mb(s.heapUsed)} (+${((s.heapUsed - base.heapUsed) / s.registrations).toFixed(0)} B/registration), heap committed ${mb(s.heapTotal)}, external ${mb(s.external)}`)
     if (values.snapshot !== undefined) console.log(`heap snapshot: ${(await ask<{ file: string }>(node.proc, 'snapshot')).file}`)
     if (values.restart) {
       node.proc.kill('SIGKILL')

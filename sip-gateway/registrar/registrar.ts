@@ -558,7 +558,11 @@ export class Registrar<Flow = unknown> {
       }
       this.#install(aor, bindings)
       this.#known.add(aor)
-      await this.#persist(aor, bindings)
+      // answered 200 only once durable: a restart claims it again
+      if (!await this.#persist(aor, bindings)) {
+        this.#emit(aor)
+        return this.#unavailable('Storage Unavailable')
+      }
       this.#log.debug('registered', { aor, contacts: bindings.length })
     } else {
       const had = this.#regs.has(aor) || restoring
@@ -629,12 +633,15 @@ export class Registrar<Flow = unknown> {
     }
   }
 
-  async #persist (aor: string, bindings: Array<Binding<Flow>>): Promise<void> {
+  /** write the AoR's bindings (none: delete); false when the store failed (logged) */
+  async #persist (aor: string, bindings: Array<Binding<Flow>>): Promise<boolean> {
     try {
       if (bindings.length === 0) await this.#store.delete(STORE_PREFIX + aor)
       else await this.#store.put(STORE_PREFIX + aor, encodeRegistration(aor, bindings))
+      return true
     } catch (err) {
       this.#log.error('could not persist registration', { aor, err: String(err) })
+      return false
     }
   }
 

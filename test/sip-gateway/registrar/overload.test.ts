@@ -82,4 +82,15 @@ describe('registrar overload', () => {
     assert.equal((await registrar.handle(registerFor('bob', { cseq: 2 }))).status, 200)
     registrar.stop()
   })
+
+  test('a registration the store cannot write is answered 503, not 200', async () => {
+    const { registrar, store } = setup({ maxLagMs: 0 })
+    await registrar.start()
+    store.put = async () => { throw new Error('disk full') }
+    const r = await registrar.handle(registerFor('carol'))
+    assert.equal(r.status, 503)
+    assert.ok(retryAfter(r) >= 1)
+    assert.equal(store.map.size, 0)
+    registrar.stop()
+  })
 })
