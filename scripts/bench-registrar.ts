@@ -24,9 +24,11 @@ import type { ChildProcess } from 'node:child_process'
 import { createSocket } from 'node:dgram'
 import type { Socket } from 'node:dgram'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import v8 from 'node:v8'
 
 const { values } = parseArgs({
   options: {
@@ -60,6 +62,7 @@ interface Stats {
   overloaded?: number
   /** user + system CPU time of the node, µs */
   cpu: number
+  v8?: Record<string, number>
 }
 
 if (values.child) await child()
@@ -107,16 +110,38 @@ async function child (): Promise<void> {
   const t0 = performance.now()
   await gateway.start()
   const startMs = performance.now() - t0
+  // resident anonymous memory by mapping size (V8 pages are 256 KiB mappings), for --smaps
+  const anonMaps = (): Record<string, number> => {
+    const out: Record<string, number> = {}
+    let name = ''
+    let size = 0
+    for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+      const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line)
+      if (m !== null) { name = m[3] === '' ? 'anon' : m[3].startsWith('[') ? m[3] : 'file'; size = (parseInt(m[2], 16) - parseInt(m[1], 16)) / 1024; continue }
+      const r = /^Rss:\s+(\d+) kB/.exec(line)
+      if (r !== null && Number(r[1]) > 0) {
+        const k = name === 'anon' ? (size === 256 ? 'anon 256 KiB' : size < 256 ? 'anon < 256 KiB' : 'anon > 256 KiB') : name
+        out[k] = (out[k] ?? 0) + Number(r[1]) * 1024
+      }
+    }
+    return out
+  }
   const stats = (): Stats => {
     const gc = (globalThis as { gc?: () => void }).gc
     gc?.(); gc?.()
     const m = process.memoryUsage()
     const s = gateway.stats
     const c = process.cpuUsage()
-    return { cpu: c.user + c.system, rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers, registrations: s.registrations, serverTransactions: s.serverTransactions, claims, overloaded: (s as { overloaded?: number }).overloaded }
+    const h = v8.getHeapStatistics()
+    return { v8: { physical: h.total_physical_size, malloced: h.malloced_memory, peakMalloced: h.peak_malloced_memory, external: h.external_memory }, cpu: c.user + c.system, rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers, registrations: s.registrations, serverTransactions: s.serverTransactions, claims, overloaded: (s as { overloaded?: number }).overloaded }
   }
   process.on('message', (msg: { type: string }) => {
     if (msg.type === 'stats') process.send?.({ type: 'stats', stats: stats() })
+    // settled: collect, give V8 time to hand the freed pages back (its memory reducer), collect again
+    if (msg.type === 'settled') {
+      stats()
+      setTimeout(() => { stats(); setTimeout(() => { process.send?.({ type: 'settled', stats: stats(), maps: anonMaps() }) }, 5000) }, 5000)
+    }
     if (msg.type === 'snapshot') {
       void import('node:v8').then(v8 => { process.send?.({ type: 'snapshot', file: v8.writeHeapSnapshot(String(values.snapshot)) }) })
     }
@@ -236,11 +261,14 @@ async function parent (): Promise<void> {
 
   const settle = async (proc: ChildProcess): Promise<Stats> => {
     let s = await statsOf(proc)
-    while (values.settle && s.serverTransactions > 0 && Date.now() < deadline) {
+    if (!values.settle) return s
+    while (s.serverTransactions > 0 && Date.now() < deadline) {
       await new Promise(resolve => setTimeout(resolve, 2000))
       s = await statsOf(proc)
     }
-    return s
+    const r = await ask<{ stats: Stats, maps: Record<string, number> }>(proc, 'settled')
+    console.log(`resident memory by mapping: ${JSON.stringify(Object.fromEntries(Object.entries(r.maps).map(([k, v]) => [k, mb(v)])))}`)
+    return r.stats
   }
 
   let node = await spawnNode()
@@ -257,7 +285,7 @@ async function parent (): Promise<void> {
     const live = await statsOf(node.proc)
     console.log(`memory at once: rss ${mb(live.rss)} heap ${mb(live.heapUsed)} with ${live.serverTransactions} live server transactions (+${((live.heapUsed - base.heapUsed) / Math.max(1, live.serverTransactions)).toFixed(0)} B heap per transaction+registration)`)
     const s = await settle(node.proc)
-    console.log(`memory at ${s.registrations} registrations (${s.serverTransactions} live server transactions): rss ${mb(s.rss)} (+${((s.rss - base.rss) / s.registrations).toFixed(0)} B/registration), heap ${mb(s.heapUsed)} (+${((s.heapUsed - base.heapUsed) / s.registrations).toFixed(0)} B/registration), heap committed ${mb(s.heapTotal)}, external ${mb(s.external)}`)
+    console.log(`memory at ${s.registrations} registrations (${s.serverTransactions} live server transactions): rss ${mb(s.rss)} (+${((s.rss - base.rss) / s.registrations).toFixed(0)} B/registration), heap ${mb(s.heapUsed)} (+${((s.heapUsed - base.heapUsed) / s.registrations).toFixed(0)} B/registration), heap committed ${mb(s.heapTotal)}, external ${mb(s.external)}; v8 ${JSON.stringify(Object.fromEntries(Object.entries(s.v8 ?? {}).map(([k, v]) => [k, mb(v)])))}`)
     if (values.snapshot !== undefined) console.log(`heap snapshot: ${(await ask<{ file: string }>(node.proc, 'snapshot')).file}`)
     if (values.restart) {
       node.proc.kill('SIGKILL')
