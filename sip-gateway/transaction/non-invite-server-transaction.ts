@@ -6,6 +6,9 @@ import type { ServerTransactionUser } from './transaction.ts'
 
 const S = TransactionState
 
+/** takes over a completed transaction's final response (as bytes) for `ms` (timer J) */
+export type LingerHandoff = (key: string, bytes: Uint8Array, flow: TxFlow<never>, ms: number) => void
+
 /** RFC 3261 17.2.2, figure 8 */
 const transitions = table({
   [S.Trying]: [S.Proceeding, S.Completed],
@@ -25,10 +28,19 @@ export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res e
   /** the final response as sent, over a flow that can resend bytes (UDP): `#last` is then dropped */
   #packed: Uint8Array | undefined
 
-  constructor (key: string, request: Req, flow: TxFlow<Res>, timers: TimerSettings, user: ServerTransactionUser<Req> = {}) {
+  readonly #linger: LingerHandoff | undefined
+
+  /**
+   * `linger`: where a final response sent over a flow that resends bytes (UDP) is handed for
+   * timer J (the transaction layer's table of lingering responses); the transaction then ends at
+   * once instead of staying alive 64*T1 for retransmissions. Absent: the transaction lingers
+   * itself, as RFC 3261 17.2.2 draws it.
+   */
+  constructor (key: string, request: Req, flow: TxFlow<Res>, timers: TimerSettings, user: ServerTransactionUser<Req> = {}, linger?: LingerHandoff) {
     super(key, flow, timers, S.Trying, transitions)
     this.#request = request
     this.#user = user
+    this.#linger = linger
   }
 
   /**
@@ -70,6 +82,11 @@ export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res e
       this.#packed = flow.serialize(response)
       this.#last = undefined
       this.transmitBytes(this.#packed)
+      if (this.#linger !== undefined && this.is(S.Completed)) {
+        this.#linger(this.key, this.#packed, flow, 64 * this.timers.t1)
+        this.transition(S.Terminated)
+        return
+      }
     } else {
       this.transmit(response)
     }
