@@ -51,20 +51,30 @@ describe('registrar overload', () => {
   })
 
   test('event-loop lag over maxLagMs: 503 with Retry-After', async () => {
-    const { registrar } = setup({ maxLagMs: 50 })
+    // the lag is real (the loop is blocked here), so on a loaded machine a REGISTER may be refused
+    // before and after too: those are retried until admitted
+    const admitted = async (user: string): Promise<void> => {
+      for (let i = 0; i < 100; i++) {
+        if ((await registrar.handle(registerFor(user))).status === 200) return
+        await new Promise(resolve => setTimeout(resolve, 50))
+      }
+      assert.fail(`${user} never admitted`)
+    }
+    const { registrar } = setup({ maxLagMs: 200 })
     await registrar.start()
-    assert.equal((await registrar.handle(registerFor('before'))).status, 200)
-    const end = performance.now() + 300
+    await admitted('before')
+    const shedBefore = registrar.shed.lag
+    const end = performance.now() + 600
     while (performance.now() < end) { /* block the event loop */ }
     // let the sampler see it (it was due during the block)
     await new Promise(resolve => setTimeout(resolve, 1))
     const r = await registrar.handle(registerFor('during'))
     assert.equal(r.status, 503)
     assert.ok(retryAfter(r) >= 1)
-    assert.equal(registrar.shed.lag, 1)
+    assert.equal(registrar.shed.lag, shedBefore + 1)
+    assert.equal(registrar.shed.pending, 0)
     // the loop recovers: admitted again
-    await new Promise(resolve => setTimeout(resolve, 250))
-    assert.equal((await registrar.handle(registerFor('after'))).status, 200)
+    await admitted('after')
     registrar.stop()
   })
 
