@@ -145,7 +145,7 @@ async function child (): Promise<void> {
     if (msg.type === 'snapshot') {
       void import('node:v8').then(v8 => { process.send?.({ type: 'snapshot', file: v8.writeHeapSnapshot(String(values.snapshot)) }) })
     }
-    if (msg.type === 'quick') process.send?.({ type: 'quick', registrations: gateway.stats.registrations, claims })
+    if (msg.type === 'quick') process.send?.({ type: 'quick', registrations: gateway.stats.registrations, claims, reclaimed: gateway.stats.reclaim.done })
     if (msg.type === 'cpu') { const c = process.cpuUsage(); process.send?.({ type: 'cpu', cpu: c.user + c.system }) }
     if (msg.type === 'stop') {
       void (async () => { await gateway.stop(); await ds.close(); process.exit(0) })()
@@ -297,13 +297,13 @@ async function parent (): Promise<void> {
       const probeT = performance.now()
       const probe = await register('probe', 0, 1, 'OPTIONS')
       const probeMs = performance.now() - probeT
-      let q = await ask<{ registrations: number, claims: number }>(node.proc, 'quick')
-      while (q.claims < s.registrations && Date.now() < deadline) {
+      let q = await ask<{ registrations: number, claims: number, reclaimed: boolean }>(node.proc, 'quick')
+      while (!q.reclaimed && Date.now() < deadline) {
         await new Promise(resolve => setTimeout(resolve, 100))
-        q = await ask<{ registrations: number, claims: number }>(node.proc, 'quick')
+        q = await ask<{ registrations: number, claims: number, reclaimed: boolean }>(node.proc, 'quick')
       }
       const done = performance.now() - t0
-      console.log(`restart: node answering SIP ${up.toFixed(0)} ms after spawn (OPTIONS ${probe} in ${probeMs.toFixed(0)} ms); ${q.claims} registrations re-claimed ${(done / 1000).toFixed(1)} s after spawn`)
+      console.log(`restart: node answering SIP ${up.toFixed(0)} ms after spawn (OPTIONS ${probe} in ${probeMs.toFixed(0)} ms); ${q.registrations} registrations re-claimed ${(done / 1000).toFixed(1)} s after spawn`)
     }
   } finally {
     clearInterval(retransmitter)
