@@ -145,7 +145,7 @@ async function child (): Promise<void> {
     if (msg.type === 'snapshot') {
       void import('node:v8').then(v8 => { process.send?.({ type: 'snapshot', file: v8.writeHeapSnapshot(String(values.snapshot)) }) })
     }
-    if (msg.type === 'quick') process.send?.({ type: 'quick', registrations: gateway.stats.registrations, claims, reclaimed: gateway.stats.reclaim.done })
+    if (msg.type === 'quick') process.send?.({ type: 'quick', registrations: gateway.stats.registrations, claims, reclaimed: (gateway.stats as { reclaim?: { done: boolean } }).reclaim?.done ?? true })
     if (msg.type === 'cpu') { const c = process.cpuUsage(); process.send?.({ type: 'cpu', cpu: c.user + c.system }) }
     if (msg.type === 'stop') {
       void (async () => { await gateway.stop(); await ds.close(); process.exit(0) })()
