@@ -97,6 +97,7 @@ async function child (): Promise<void> {
     },
     async release () {},
     async resolve () { return undefined },
+    async known () { return false },
     watch () { return () => {} },
     onDisplaced () { return () => {} }
   }
