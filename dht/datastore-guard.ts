@@ -15,8 +15,27 @@ import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { CLAIM_KEY_PREFIX, compareClaims, decodeClaim } from './record/claim.ts'
 import { StaleClaimError, errorMessage, errorName } from './errors.ts'
 import type { SignedClaim } from './record/claim.ts'
+import { Key as KeyClass } from 'interface-datastore'
 import type { AbortOptions, Logger } from '@libp2p/interface'
 import type { Batch, Datastore, Key, KeyQuery, Pair, Query } from 'interface-datastore'
+
+/** One claim record to store (`record`: the serialized Libp2pRecord kad-dht keeps under `key`). */
+export interface ClaimWrite {
+  key: Key
+  record: Uint8Array
+  claim: SignedClaim
+}
+
+export interface ClaimWriteResult {
+  stored: boolean
+  /** stored: the retained claim it replaced (if any); refused: the newer claim kept */
+  other?: SignedClaim
+  /** refused: how long ago (ms, this store's clock) the newer claim was stored */
+  otherAge?: number
+}
+
+/** The LevelDB handle under datastore-level, when there is one: its `getMany` is one native call. */
+interface LevelLike { db?: { getMany?: (keys: string[]) => Promise<Array<Uint8Array | undefined>> } }
 
 export interface DatastoreGuardInit {
   /**
@@ -36,6 +55,11 @@ export interface DatastoreGuardInit {
 }
 
 function claimOfRecord (value: Uint8Array): SignedClaim | undefined {
+  return storedClaimOf(value)?.claim
+}
+
+/** The claim of a stored record with the time it was received, or undefined. */
+function storedClaimOf (value: Uint8Array): { claim: SignedClaim, receivedAt: number } | undefined {
   let rec: Libp2pRecord
   try {
     rec = Libp2pRecord.deserialize(value)
@@ -44,7 +68,7 @@ function claimOfRecord (value: Uint8Array): SignedClaim | undefined {
   }
   if (uint8ArrayToString(rec.key.subarray(0, CLAIM_KEY_PREFIX.length)) !== CLAIM_KEY_PREFIX) return undefined
   try {
-    return decodeClaim(rec.value)
+    return { claim: decodeClaim(rec.value), receivedAt: rec.timeReceived.getTime() }
   } catch {
     return undefined
   }
@@ -81,8 +105,8 @@ export class ClaimGuardDatastore implements Datastore {
       throw err
     }
     const prev = claimOfRecord(stored)
-    // an expired stored claim blocks nothing
-    if (prev == null || prev.expiresAt <= Date.now()) return { next }
+    // a claim past its retention blocks nothing
+    if (prev == null || prev.knownUntil <= Date.now()) return { next }
     if (compareClaims(next, prev) < 0) {
       this.refused++
       this.log?.('refused stale claim for %s: version %s over stored %s', next.aor, next.version, prev.version)
@@ -118,6 +142,80 @@ export class ClaimGuardDatastore implements Datastore {
       }
       return k
     })
+  }
+
+  /**
+   * Store a batch of claim records with the same rule as `put` (older than the stored claim:
+   * refused), in one write of the inner store together with `extra` (other keys to put or delete,
+   * e.g. the owner's own copies). Writes of one key are serialized with `put`'s.
+   */
+  async putClaims (writes: ClaimWrite[], extra: { put?: Array<[Key, Uint8Array]>, del?: Key[] } = {}, options?: AbortOptions): Promise<ClaimWriteResult[]> {
+    const keys = [...new Set(writes.map(w => w.key.toString()))]
+    let release!: () => void
+    const done = new Promise<void>(resolve => { release = resolve })
+    const before: Array<Promise<unknown>> = []
+    for (const k of keys) {
+      const prev = this.locks.get(k)
+      if (prev != null) before.push(prev)
+      this.locks.set(k, done)
+    }
+    try {
+      if (before.length > 0) await Promise.all(before)
+      const stored = await this.getRecords(keys, options)
+      const now = Date.now()
+      const current = new Map<string, { claim: SignedClaim, receivedAt: number } | undefined>()
+      keys.forEach((k, i) => {
+        const c = stored[i] == null ? undefined : storedClaimOf(stored[i]!)
+        current.set(k, c != null && c.claim.knownUntil > now ? c : undefined)
+      })
+      const results: ClaimWriteResult[] = []
+      const accepted: Array<{ prev?: SignedClaim, next: SignedClaim }> = []
+      const b = this.inner.batch()
+      for (const w of writes) {
+        const k = w.key.toString()
+        const cur = current.get(k)
+        const prev = cur?.claim
+        if (prev != null && compareClaims(w.claim, prev) < 0) {
+          this.refused++
+          results.push({ stored: false, other: prev, otherAge: Math.max(0, now - cur!.receivedAt) })
+          continue
+        }
+        b.put(w.key, w.record)
+        current.set(k, { claim: w.claim, receivedAt: now })
+        accepted.push({ prev, next: w.claim })
+        results.push({ stored: true, other: prev })
+      }
+      for (const [k, v] of extra.put ?? []) b.put(k, v)
+      for (const k of extra.del ?? []) b.delete(k)
+      await b.commit(options)
+      if (this.onStore != null) {
+        for (const { prev, next } of accepted) {
+          try {
+            this.onStore(prev, next)
+          } catch (err) {
+            this.log?.('onStore handler failed: %s', errorMessage(err))
+          }
+        }
+      }
+      return results
+    } finally {
+      release()
+      for (const k of keys) if (this.locks.get(k) === done) this.locks.delete(k)
+    }
+  }
+
+  /** The stored values of some keys (undefined: none), in one call when the store is LevelDB. */
+  private async getRecords (keys: string[], options?: AbortOptions): Promise<Array<Uint8Array | undefined>> {
+    const db = (this.inner as LevelLike).db
+    if (typeof db?.getMany === 'function') return await db.getMany(keys)
+    return await Promise.all(keys.map(async k => {
+      try {
+        return await this.inner.get(new KeyClass(k), options)
+      } catch (err) {
+        if (errorName(err) === 'NotFoundError') return undefined
+        throw err
+      }
+    }))
   }
 
   async * putMany (source: Iterable<Pair> | AsyncIterable<Pair>, options?: AbortOptions): AsyncGenerator<Key> {

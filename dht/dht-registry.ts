@@ -1,71 +1,44 @@
 /**
- * The claim registry over kad-dht (see `index.ts` for the design).
+ * The claim registry over kad-dht (see `index.ts` for the design). This class is the `Registry`
+ * port: it keeps what this node knows (the newest claim seen per AoR, its own records, watchers)
+ * and hands the work to its rooms:
+ *
+ * - `replication/`: who the replicas of a key are, batched writes to them and to this node's store
+ *   (`writer.ts`, over `put-protocol.ts`), and reads (`lookup.ts`);
+ * - `notices/`: move and interest notices (`witness.ts`, over `protocol.ts`);
+ * - `republish/sweep.ts`: lease renewal and the re-put of releases, one pass for all own records;
+ * - `liveness.ts`: whether the owner of a route is up (P5).
  */
 import { Key } from 'interface-datastore'
-import { Libp2pRecord } from '@libp2p/record'
-import { MessageType } from '@libp2p/kad-dht'
-import { sha256 } from 'multiformats/hashes/sha2'
-import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
-import { CLAIM_KEY_PREFIX, claimKey, compareClaims, isLive, normalizeAor, signClaim, verifyClaim } from './record/claim.ts'
-import { CLAIM_GET_PROTOCOL, CLAIM_INTEREST_PROTOCOL, CLAIM_NOTICE_PROTOCOL, MAX_INTEREST_BYTES, claimGetHandler, noticeHandler, requestClaim, sendNotice } from './notice.ts'
-import { decode, encode } from 'cborg'
-import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
-import { xor } from 'uint8arrays/xor'
-import { NotStartedError, errorMessage, errorName } from './errors.ts'
+import { ClaimSigner, claimKey, compareClaims, isLive, normalizeAor, verifyClaimSync } from './record/claim.ts'
+import { CLAIM_GET_PROTOCOL, CLAIM_INTEREST_PROTOCOL, CLAIM_NOTICE_PROTOCOL, claimGetHandler } from './notices/protocol.ts'
+import { Witness } from './notices/witness.ts'
+import { ReplicaFinder } from './replication/replicas.ts'
+import { CLAIM_PUT_PROTOCOL, PutClient, PutStatus, putHandler } from './replication/put-protocol.ts'
+import { ClaimWriter } from './replication/writer.ts'
+import { ClaimReader } from './replication/lookup.ts'
+import { planSweep } from './republish/sweep.ts'
+import { PeerLiveness } from './liveness.ts'
+import { NotStartedError, errorMessage } from './errors.ts'
 import { withSignal } from './signal.ts'
+import { Libp2pRecord } from '@libp2p/record'
+import type { PutAnswer } from './replication/put-protocol.ts'
+import type { LookupOptions } from './replication/lookup.ts'
+import type { WriteOutcome } from './replication/writer.ts'
+import type { OwnRecord } from './republish/sweep.ts'
+import type { ClaimWrite } from './datastore-guard.ts'
 import type { SignedClaim } from './record/claim.ts'
 import type { ClaimRegistry, DhtRegistryComponents, DhtRegistryInit } from './index.ts'
 import type { Aor, ClaimResult, LocalBinding, Route, Unwatch } from '../sip-gateway/ports.ts'
 import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
-import type { QueryEvent } from '@libp2p/kad-dht'
 
-/**
- * The parts of kad-dht 16's KadDHT class the fast path uses (public fields of the class, not of the
- * KadDHT interface). When they are missing the registry falls back to `put`/`get` walks.
- */
-interface KadInternals {
-  k: number
-  routingTable: { size: number, closestPeers (kadId: Uint8Array, options?: { count?: number }): PeerId[] }
-  network: { sendRequest (to: PeerId, msg: { type: MessageType, key: Uint8Array, record?: Uint8Array }, options: { signal: AbortSignal, path: { index: number, queued: number, running: number, total: number } }): AsyncGenerator<QueryEvent> }
-}
-
-const MAX_INTEREST_TTL_MS = 3_600_000
-const MAX_INTEREST_AORS = 100_000
-const MAX_INTEREST_PER_AOR = 1_000
-
-const SMALL_MESH_RECHECK_MS = 30_000
-
-const NO_PATH = { index: -1, queued: 0, running: 0, total: 0 }
-
-function kadInternals (dht: unknown): KadInternals | undefined {
-  const d = dht as Partial<KadInternals> | undefined
-  if (d == null || typeof d.k !== 'number' || typeof d.routingTable?.closestPeers !== 'function' || typeof d.network?.sendRequest !== 'function') return undefined
-  return d as KadInternals
-}
-
-function kadId (key: Uint8Array): Uint8Array {
-  return (sha256.digest(key) as Awaited<ReturnType<typeof sha256.digest>>).digest
-}
-
-export interface LookupOptions extends AbortOptions {
-  /**
-   * Ask the `quorum` closest known peers first: in direct mode the rest only when one of them did
-   * not answer; in a large mesh the kad-dht walk only when none had a record.
-   */
-  quorum?: number
-  /** with `quorum` in a large mesh: never walk (a claim's pre-read) */
-  noWalk?: boolean
-}
-
-export interface PutOutcome {
-  /** peers that acknowledged storing the claim */
-  replicas: number
-  /** peers (or this node's own store) that refused it or failed */
-  failures: number
-}
+export type { LookupOptions }
 
 const OWN_PREFIX = '/sipmesh/own'
+/** most routes kept in the cache (the oldest go first) */
+const MAX_CACHED = 500_000
+const MAX_INTEREST_WAIT_MS = 3_600_000
 
 interface CacheEntry {
   /** the newest claim this node has seen for the AoR (P2) */
@@ -81,11 +54,6 @@ interface WatchEntry {
   expiry?: ReturnType<typeof setTimeout>
 }
 
-function routeOf (c: SignedClaim | undefined, now = Date.now()): Route | undefined {
-  if (c == null || !isLive(c, now)) return undefined
-  return { aor: c.aor, node: c.owner.toString(), sip: c.sip, version: c.version, expiresAt: c.expiresAt }
-}
-
 /** Watchers are told when the owner or its address changes, not on every renewal. */
 function sameRoute (a: Route | undefined, b: Route | undefined): boolean {
   if (a == null || b == null) return a === b
@@ -99,65 +67,98 @@ function ownKey (aor: Aor): Key {
 export class DhtRegistry implements ClaimRegistry {
   readonly nodeId: string
   sip: string
-  /** counters, for tests and metrics */
-  readonly stats = { claims: 0, lookups: 0, noticesSent: 0, noticesReceived: 0, noticesRejected: 0 }
+  /** counters, for tests and metrics (a stable object: metrics read its fields at scrape time) */
+  readonly stats = { claims: 0, refreshes: 0, renewals: 0, republished: 0, lookups: 0, noticesSent: 0, noticesReceived: 0, noticesRejected: 0, putsReceived: 0, sweepMs: 0 }
 
   private readonly components: DhtRegistryComponents
   private readonly log: Logger
   private readonly peerId: PeerId
+  private readonly signer: ClaimSigner
   private readonly grace: number
+  private readonly lease: number
+  private readonly renewAhead: number
+  private readonly knownRetention: number
   private readonly cacheTtl: number
   private readonly negativeTtl: number
   private readonly republishInterval: number
+  private readonly sweepInterval: number
   private readonly watchInterval: number
   private readonly queryTimeout: number
-  private readonly claimReadCache: number
-  private readonly protocol: string
-  private readonly datastorePrefix: string
-  private readonly directQueries: boolean | 'auto'
+  private readonly resolveQuorum: number
+  private readonly joinWait: number
+  private readonly putProtocol: string
 
   private readonly cache = new Map<Aor, CacheEntry>()
   private readonly negative = new Map<Aor, number>()
-  private readonly lastVersion = new Map<Aor, bigint>()
-  private readonly own = new Map<Aor, SignedClaim>()
+  private readonly own = new Map<Aor, OwnRecord>()
   private readonly watchers = new Map<Aor, WatchEntry>()
   private readonly displacedHandlers = new Set<(aor: Aor, by: Route) => void>()
-  private readonly sentNotices = new Set<string>()
-  /** as a replica: who wants to hear about which AoR, until when */
-  private readonly interests = new Map<Aor, Map<string, { peer: PeerId, until: number }>>()
-  private readonly interestProtocol: string
-  private readonly noticeReplicas: number
-  private readonly resolveQuorum: number
+  private readonly revalidating = new Set<Aor>()
+
+  readonly replicas: ReplicaFinder
+  readonly liveness: PeerLiveness
+  private readonly client: PutClient
+  private readonly writer: ClaimWriter
+  private readonly reader: ClaimReader
+  private readonly witness: Witness
   private shutdown?: AbortController
-  private smallMesh?: { size: number, at: number, verified: boolean }
-  private smallMeshCheck?: Promise<void>
-  private republishTimer?: ReturnType<typeof setInterval>
-  private readonly joinWait: number
+  private sweepTimer?: ReturnType<typeof setInterval>
+  private sweeping = false
+  private passes = 0
   /** when the first claim may stop waiting for a DHT peer (set at start, cleared once routed) */
   private joinDeadline?: number
   /** own claims put while no DHT peer was known: re-put as soon as one is */
   private unreplicated = false
+  private unLiveness?: () => void
 
   constructor (components: DhtRegistryComponents, init: DhtRegistryInit = {}) {
     this.components = components
     this.peerId = components.peerId
     this.nodeId = components.peerId.toString()
     this.log = components.logger.forComponent('sipmesh:dht:registry')
+    this.signer = new ClaimSigner(components.privateKey)
     this.sip = init.sip ?? '127.0.0.1:5060'
     this.grace = init.expiryGraceMs ?? 30_000
+    this.lease = init.leaseMs ?? 1_800_000
+    this.sweepInterval = init.sweepIntervalMs ?? 10_000
+    // at least three passes ahead, so that the jitter (up to half of it) leaves one and a half
+    this.renewAhead = Math.min(this.lease / 2, init.renewAheadMs ?? Math.max(this.grace, 3 * this.sweepInterval))
+    this.knownRetention = Math.max(init.knownRetentionMs ?? 30 * 24 * 3_600_000, 0)
     this.cacheTtl = init.cacheTtlMs ?? 10_000
     this.negativeTtl = init.negativeCacheTtlMs ?? 0
-    this.republishInterval = init.republishIntervalMs ?? 600_000
+    this.republishInterval = init.republishIntervalMs ?? 6 * 3_600_000
     this.watchInterval = init.watchIntervalMs ?? 30_000
     this.queryTimeout = init.queryTimeoutMs ?? 10_000
-    this.claimReadCache = init.claimReadCacheMs ?? 30_000
-    this.protocol = init.noticeProtocol ?? CLAIM_NOTICE_PROTOCOL
-    this.datastorePrefix = init.datastorePrefix ?? '/dht'
-    this.directQueries = init.directQueries ?? 'auto'
-    this.interestProtocol = init.interestProtocol ?? CLAIM_INTEREST_PROTOCOL
-    this.noticeReplicas = init.noticeReplicas ?? 3
     this.resolveQuorum = init.resolveQuorum ?? 3
     this.joinWait = init.joinWaitMs ?? 0
+    this.putProtocol = init.putProtocol ?? CLAIM_PUT_PROTOCOL
+    const directQueries = init.directQueries ?? 'auto'
+    this.liveness = new PeerLiveness(components.libp2p, components.logger.forComponent('sipmesh:dht:liveness'), init.liveness, (peer) => this.holdsWatched(peer))
+    this.replicas = new ReplicaFinder({ peerId: this.peerId, dht: components.dht, log: this.log }, {
+      directQueries,
+      queryTimeoutMs: this.queryTimeout,
+      isDown: (peer) => this.liveness.isDown(peer)
+    })
+    this.client = new PutClient(components.libp2p, this.log, this.putProtocol)
+    this.writer = new ClaimWriter({ datastore: components.datastore, replicas: this.replicas, client: this.client, log: this.log }, {
+      datastorePrefix: init.datastorePrefix ?? '/dht'
+    })
+    this.reader = new ClaimReader({
+      datastore: components.datastore,
+      dht: components.dht,
+      libp2p: components.libp2p,
+      replicas: this.replicas,
+      writer: this.writer,
+      client: this.client,
+      log: this.log
+    }, { directQueries }, this.stats)
+    this.witness = new Witness({ peerId: this.peerId, libp2p: components.libp2p, replicas: this.replicas, log: this.log }, {
+      noticeProtocol: init.noticeProtocol ?? CLAIM_NOTICE_PROTOCOL,
+      interestProtocol: init.interestProtocol ?? CLAIM_INTEREST_PROTOCOL,
+      noticeReplicas: init.noticeReplicas ?? 3,
+      interestTtlMs: this.watchInterval * 3,
+      onNotice: (from, c) => { this.receiveNotice(from, c) }
+    }, this.stats)
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -165,48 +166,79 @@ export class DhtRegistry implements ClaimRegistry {
   async start (options?: AbortOptions): Promise<void> {
     if (this.shutdown != null) return
     this.shutdown = new AbortController()
+    const signal = this.shutdown.signal
+    this.client.start(signal)
     this.components.datastore.onStore = (prev, next) => { this.stored(prev, next) }
-    await this.components.libp2p.handle(this.protocol, noticeHandler(this.log, async (from, bytes) => { await this.receiveNotice(from, bytes) }), {
+    await this.witness.start(signal)
+    await this.components.libp2p.handle(CLAIM_GET_PROTOCOL, claimGetHandler(this.log, async (key) => await this.reader.storedValue(key)), {
       maxInboundStreams: 256,
       maxOutboundStreams: 256
     })
-    await this.components.libp2p.handle(CLAIM_GET_PROTOCOL, claimGetHandler(this.log, async (key) => await this.storedValue(key)), {
-      maxInboundStreams: 256,
-      maxOutboundStreams: 256
+    await this.components.libp2p.handle(this.putProtocol, putHandler(this.log, async (from, claims) => await this.acceptPuts(from, claims)), {
+      maxInboundStreams: 64,
+      maxOutboundStreams: 64
     })
-    await this.components.libp2p.handle(this.interestProtocol, noticeHandler(this.log, (from, bytes) => { this.receiveInterest(from, bytes) }, MAX_INTEREST_BYTES), {
-      maxInboundStreams: 256,
-      maxOutboundStreams: 256
-    })
+    this.liveness.start()
+    this.unLiveness = this.liveness.onChange((peer) => { this.peerChanged(peer) })
     this.joinDeadline = this.joinWait > 0 ? Date.now() + this.joinWait : undefined
     await this.loadOwn(options)
-    this.republishTimer = setInterval(() => { void this.republish() }, this.republishInterval)
-    this.republishTimer.unref?.()
+    this.sweepTimer = setInterval(() => { void this.sweep() }, this.sweepInterval)
+    this.sweepTimer.unref?.()
     // re-assert persisted claims as soon as the node has DHT peers
     void this.reassert()
   }
 
+  async stop (): Promise<void> {
+    if (this.shutdown == null) return
+    this.shutdown.abort()
+    this.shutdown = undefined
+    clearInterval(this.sweepTimer)
+    for (const w of this.watchers.values()) {
+      clearInterval(w.poll)
+      clearTimeout(w.expiry)
+    }
+    this.watchers.clear()
+    this.unLiveness?.()
+    this.liveness.stop()
+    this.client.close()
+    this.components.datastore.onStore = undefined
+    await this.witness.stop()
+    await this.components.libp2p.unhandle(CLAIM_GET_PROTOCOL).catch(() => {})
+    await this.components.libp2p.unhandle(this.putProtocol).catch(() => {})
+  }
+
   /**
-   * Re-put the persisted own claims once this node has DHT peers (waits up to `waitMs`). `start()`
-   * runs it in the background; a claim displaced meanwhile is dropped (and reported) on the way.
+   * Re-put the persisted own records once this node has DHT peers (waits up to `waitMs`), and
+   * once more when it has settled in (the routing table was still filling).
    */
   async reassert (waitMs = 30_000): Promise<void> {
     if (this.own.size === 0) return
     if (!await this.whenRouted(waitMs)) return
-    await this.republish()
-    // the routing table was still filling: once more when the node has settled in
+    await this.republishAll()
     await this.pause(2_000)
-    await this.republish()
+    await this.republishAll()
   }
 
-  /**
-   * Wait (up to `waitMs`, polling) until the routing table holds a DHT peer; false when stopped or
-   * still alone at the deadline. Without kad-dht internals there is nothing to wait for.
-   */
+  /** Re-put every own record as it is (same signature); notices and answers tell of a lost one. */
+  async republishAll (): Promise<void> {
+    if (this.shutdown == null) return
+    await Promise.all([...this.own.keys()].map(async aor => { await this.republishOne(aor) }))
+  }
+
+  private async republishOne (aor: Aor): Promise<void> {
+    const e = this.own.get(aor)
+    if (e == null) return
+    e.putAt = Date.now()
+    this.stats.republished++
+    const out = await this.writer.write(e.claim)
+    e.replicas = out.replicas
+    this.learn(aor, out)
+  }
+
+  /** Wait (up to `waitMs`, polling) until the routing table holds a DHT peer. */
   private async whenRouted (waitMs: number): Promise<boolean> {
-    const kad = kadInternals(this.components.dht)
     const deadline = Date.now() + waitMs
-    while (kad != null && kad.routingTable.size === 0) {
+    while (this.replicas.kad() != null && this.replicas.routingTableSize === 0) {
       if (this.shutdown == null || Date.now() >= deadline) return false
       await this.pause(50)
     }
@@ -233,8 +265,7 @@ export class DhtRegistry implements ClaimRegistry {
    */
   private async joined (options?: AbortOptions): Promise<void> {
     if (this.joinDeadline == null) return
-    const kad = kadInternals(this.components.dht)
-    if (kad == null || kad.routingTable.size > 0) {
+    if (this.replicas.kad() == null || this.replicas.routingTableSize > 0) {
       this.joinDeadline = undefined
       return
     }
@@ -248,31 +279,14 @@ export class DhtRegistry implements ClaimRegistry {
     if (routed) this.joinDeadline = undefined
   }
 
-  /** After a put that no peer stored because none was known: re-put own claims once one is. */
+  /** After a put that no peer stored because none was known: re-put own records once one is. */
   private replicateLater (): void {
     if (this.unreplicated) return
     this.unreplicated = true
-    void this.whenRouted(MAX_INTEREST_TTL_MS).then(async (routed) => {
+    void this.whenRouted(MAX_INTEREST_WAIT_MS).then(async (routed) => {
       this.unreplicated = false
-      if (routed) await this.republish()
+      if (routed) await this.republishAll()
     }).catch((err: unknown) => { this.log('re-put after join failed: %s', errorMessage(err)) })
-  }
-
-  async stop (): Promise<void> {
-    if (this.shutdown == null) return
-    this.shutdown.abort()
-    this.shutdown = undefined
-    clearInterval(this.republishTimer)
-    for (const w of this.watchers.values()) {
-      clearInterval(w.poll)
-      clearTimeout(w.expiry)
-    }
-    this.watchers.clear()
-    this.components.datastore.onStore = undefined
-    this.interests.clear()
-    await this.components.libp2p.unhandle(this.protocol).catch(() => {})
-    await this.components.libp2p.unhandle(this.interestProtocol).catch(() => {})
-    await this.components.libp2p.unhandle(CLAIM_GET_PROTOCOL).catch(() => {})
   }
 
   /** Run one bounded operation: aborted by stop(), the caller's signal or the query timeout. */
@@ -281,250 +295,120 @@ export class DhtRegistry implements ClaimRegistry {
     return withSignal(this.queryTimeout, [this.shutdown.signal, options?.signal], fn)
   }
 
+  // ---------------------------------------------------------------- the sweep
 
-  // ---------------------------------------------------------------- DHT primitives
+  /** One pass over the own records: renew leases coming due, re-put releases, drop what ended. */
+  async sweep (): Promise<void> {
+    if (this.shutdown == null || this.sweeping) return
+    this.sweeping = true
+    const t0 = performance.now()
+    try {
+      const now = Date.now()
+      const plan = planSweep(this.own, now, { renewAheadMs: this.renewAhead, republishIntervalMs: this.republishInterval, maxPerPass: 20_000 })
+      for (const aor of plan.drop) {
+        this.own.delete(aor)
+        void this.forgetOwn(aor)
+      }
+      // the cache holds the own claims too: look through it every sixth pass only
+      if (++this.passes % 6 === 0) {
+        for (const [aor, e] of this.cache) {
+          if (!this.worthKeeping(aor, e.claim, now)) this.cache.delete(aor)
+        }
+      }
+      this.stats.sweepMs += performance.now() - t0
+      await Promise.all([
+        ...plan.renew.map(async aor => { await this.renew(aor) }),
+        ...plan.republish.map(async aor => { await this.republishOne(aor) })
+      ])
+    } catch (err) {
+      this.log.error('lease sweep failed: %s', errorMessage(err))
+    } finally {
+      this.sweeping = false
+    }
+  }
 
-  /**
-   * Direct mode: the whole mesh is smaller than k and this node's routing table holds all of it,
-   * so the walk would end at exactly those peers; queries then go straight to them (one round).
-   * "Holds all of it" is checked by a walk (`verifySmallMesh`) at most every 30 s: a node that
-   * just joined a large mesh also has a small routing table, and must not take it for the mesh.
-   */
-  private directKad (): KadInternals | undefined {
-    if (this.directQueries === false) return undefined
-    const kad = kadInternals(this.components.dht)
-    if (kad == null) return undefined
-    if (this.directQueries === true) return kad
-    const size = kad.routingTable.size
-    if (size === 0 || size >= kad.k) return undefined
+  /** Renew an own claim's lease (same version, later issue time). False when it is no longer ours. */
+  private async renew (aor: Aor): Promise<boolean> {
+    const e = this.own.get(aor)
+    if (e == null || e.claim.kind !== 'claim') return false
     const now = Date.now()
-    if (this.smallMesh != null && this.smallMesh.size === size && now - this.smallMesh.at < SMALL_MESH_RECHECK_MS) {
-      return this.smallMesh.verified ? kad : undefined
-    }
-    if (this.smallMeshCheck == null) {
-      this.smallMeshCheck = this.verifySmallMesh(kad).finally(() => { this.smallMeshCheck = undefined })
-    }
-    return undefined
+    const c = e.claim
+    const issuedAt = Math.max(now, c.issuedAt + 1)
+    const next = this.signer.sign({
+      kind: 'claim',
+      aor,
+      sip: this.sip,
+      version: c.version,
+      issuedAt,
+      expiresAt: Math.max(Math.min(issuedAt + this.lease, e.until), issuedAt + 1),
+      knownUntil: Math.max(c.knownUntil, issuedAt + this.knownRetention)
+    })
+    this.stats.renewals++
+    e.claim = next
+    e.putAt = now
+    this.apply(aor, next, true)
+    const out = await this.writer.write(next, { own: { key: ownKey(aor), op: 'put' } })
+    e.replicas = out.replicas
+    this.learn(aor, out)
+    return this.own.get(aor)?.claim === next
   }
 
-  /** Walk towards our own id and see whether any DHT peer turns up that our routing table lacks. */
-  private async verifySmallMesh (kad: KadInternals): Promise<void> {
-    if (this.shutdown == null) return
-    const size = kad.routingTable.size
-    const known = new Set(kad.routingTable.closestPeers(kadId(this.peerId.toMultihash().bytes), { count: kad.k }).map(p => p.toString()))
-    known.add(this.nodeId)
-    let verified = true
-    try {
-      await this.op(undefined, async (signal) => {
-        for await (const ev of this.components.dht.getClosestPeers(this.peerId.toMultihash().bytes, { signal })) {
-          const ids = ev.name === 'PEER_RESPONSE' ? ev.closer.map(p => p.id.toString()) : ev.name === 'FINAL_PEER' ? [ev.peer.id.toString()] : []
-          if (ids.some(id => !known.has(id))) verified = false
-        }
-      })
-    } catch (err) {
-      this.log('small-mesh check failed: %s', errorMessage(err))
-      verified = false
-    }
-    this.smallMesh = { size, at: Date.now(), verified }
+  /** Take in what the replicas reported of other owners' claims (a newer one displaces us). */
+  private learn (aor: Aor, out: WriteOutcome): void {
+    for (const other of out.others) this.apply(aor, other, true)
   }
 
-  private recordKey (key: Uint8Array): Key {
-    return new Key(`${this.datastorePrefix}/record/${uint8ArrayToString(key, 'base32')}`, false)
-  }
-
-  /** The claim envelope this node stores under a DHT key of our namespace, if any. */
-  private async storedValue (key: Uint8Array): Promise<Uint8Array | undefined> {
-    if (uint8ArrayToString(key.subarray(0, CLAIM_KEY_PREFIX.length)) !== CLAIM_KEY_PREFIX) throw new Error('not a claim key')
-    try {
-      const rec = Libp2pRecord.deserialize(await this.components.datastore.get(this.recordKey(key)))
-      return rec.value
-    } catch (err) {
-      if (errorName(err) === 'NotFoundError') return undefined
-      throw err
-    }
-  }
-
-  /** Verify raw records and return every valid claim, newest first. */
-  private async verifyAll (aor: Aor, key: Uint8Array, values: Iterable<Uint8Array>): Promise<SignedClaim[]> {
-    const seen = new Set<string>()
-    const out: SignedClaim[] = []
-    for (const bytes of values) {
-      const id = uint8ArrayToString(bytes, 'base64')
-      if (seen.has(id)) continue
-      seen.add(id)
-      try {
-        out.push(await verifyClaim(bytes, { key }))
-      } catch (err) {
-        this.log('lookup of %s: ignored a record: %s', aor, errorMessage(err))
-      }
-    }
-    return out.sort((a, b) => compareClaims(b, a))
-  }
+  // ---------------------------------------------------------------- replica side
 
   /**
-   * Every valid claim the DHT (and this node's store) holds for an AoR, newest first. With
-   * `quorum`, a direct lookup asks the `quorum` closest peers first and the others only when one
-   * of those had no record (or did not answer).
+   * Claims another node sent us to store (we are a replica of their keys). A claim of the sender's
+   * own is not signature-checked here: the Noise channel already proved the sender holds the
+   * owner's key, and Ed25519 verification is 2-3x the cost of signing (two replicas verifying
+   * every new claim was most of a 3-node mesh's CPU). Every reader verifies what it reads, and
+   * claims relayed by anyone else (corrections, notices) are verified on receipt.
    */
-  async lookupAll (aor: Aor, options?: LookupOptions): Promise<SignedClaim[]> {
-    return this.op(options, async (signal) => this.lookupAllWith(aor, signal, options))
-  }
-
-  private async lookupAllWith (aor: Aor, signal: AbortSignal, options?: LookupOptions): Promise<SignedClaim[]> {
-    const key = claimKey(aor)
-    const values: Uint8Array[] = []
-    this.stats.lookups++
-    const kad = this.directKad()
-    if (kad != null) {
-      // who answered what, to correct stale replicas afterwards (kad-dht's get does this itself)
-      const answers: Array<{ peer?: PeerId, value: Uint8Array }> = []
+  private async acceptPuts (from: PeerId, claims: Uint8Array[]): Promise<PutAnswer[]> {
+    const answers: PutAnswer[] = new Array(claims.length)
+    const writes: ClaimWrite[] = []
+    const at: number[] = []
+    const now = new Date()
+    let invalid = 0
+    let reason = ''
+    claims.forEach((bytes, i) => {
       try {
-        answers.push({ value: Libp2pRecord.deserialize(await this.components.datastore.get(this.recordKey(key))).value })
-      } catch {
-        // nothing stored here
-      }
-      const peers = kad.routingTable.closestPeers(kadId(key), { count: kad.k })
-      const ask = async (batch: PeerId[]): Promise<number> => {
-        let answered = 0
-        await Promise.all(batch.map(async peer => {
-          try {
-            const value = await requestClaim(this.components.libp2p, CLAIM_GET_PROTOCOL, peer, key, { signal })
-            answered++
-            if (value != null) answers.push({ peer, value })
-          } catch {
-            // an unreachable peer just does not answer
-          }
-        }))
-        return answered
-      }
-      // the closest `quorum` peers first (the likeliest replicas); the others only when one of
-      // those did not answer
-      const quorum = Math.min(options?.quorum ?? peers.length, peers.length)
-      const first = peers.slice(0, quorum)
-      if (await ask(first) < first.length) await ask(peers.slice(quorum))
-      options?.signal?.throwIfAborted()
-      const claims = await this.verifyAll(aor, key, answers.map(a => a.value))
-      const best = claims[0]
-      if (best != null) {
-        const stale = answers.filter(a => !uint8ArrayEquals(a.value, best.bytes))
-        if (stale.length > 0) void this.correct(kad, best, stale.map(a => a.peer))
-      }
-      return claims
-    }
-    // a large mesh: first the few closest peers this node knows of (no walk; in a populated
-    // routing table they are usually replicas), the kad-dht walk only when none of them has a
-    // record (a claim's pre-read never walks: it only looks for a previous owner)
-    const known = kadInternals(this.components.dht)
-    if (known != null && this.directQueries !== false && known.routingTable.size > 0 && options?.quorum != null) {
-      const offline: Uint8Array[] = []
-      try {
-        offline.push(Libp2pRecord.deserialize(await this.components.datastore.get(this.recordKey(key))).value)
-      } catch {
-        // nothing stored here
-      }
-      const peers = known.routingTable.closestPeers(kadId(key), { count: options.quorum })
-      await Promise.all(peers.map(async peer => {
-        try {
-          const value = await requestClaim(this.components.libp2p, CLAIM_GET_PROTOCOL, peer, key, { signal })
-          if (value != null) offline.push(value)
-        } catch {
-          // no answer
-        }
-      }))
-      const claims = await this.verifyAll(aor, key, offline)
-      if (claims.length > 0 || options.noWalk === true) return claims
-    }
-    try {
-      for await (const ev of this.components.dht.get(key, { signal })) {
-        if (ev.name === 'VALUE') values.push(ev.value)
-        else if (ev.name === 'PEER_RESPONSE' && ev.record != null) values.push(ev.record.value)
-      }
-    } catch (err) {
-      // kad-dht throws QueryError when a correction fails, after it found the values
-      if (values.length === 0 && errorName(err) !== 'NotFoundError') this.log('lookup of %s failed: %s', aor, errorMessage(err))
-    }
-    options?.signal?.throwIfAborted()
-    return this.verifyAll(aor, key, values)
-  }
-
-  /** The newest valid claim the DHT holds for an AoR. */
-  async lookup (aor: Aor, options?: LookupOptions): Promise<SignedClaim | undefined> {
-    return (await this.lookupAll(aor, options))[0]
-  }
-
-  /** Send the newest claim to replicas (undefined: this node) that answered with something else. */
-  private async correct (kad: KadInternals, best: SignedClaim, targets: Array<PeerId | undefined>): Promise<void> {
-    if (this.shutdown == null) return
-    const key = claimKey(best.aor)
-    const record = new Libp2pRecord(key, best.bytes, new Date()).serialize()
-    await this.op(undefined, async (signal) => Promise.all(targets.map(async peer => {
-      try {
-        if (peer == null) {
-          await this.components.datastore.put(this.recordKey(key), record, { signal })
-          return
-        }
-        for await (const _ev of kad.network.sendRequest(peer, { type: MessageType.PUT_VALUE, key, record }, { signal, path: NO_PATH })) {
-          // drain
-        }
+        const c = verifyClaimSync(bytes, { skipSignature: true })
+        if (!c.owner.equals(from)) verifyClaimSync(bytes)
+        const key = claimKey(c.aor)
+        writes.push({ key: this.writer.recordKey(key), record: new Libp2pRecord(key, bytes, now).serialize(), claim: c })
+        at.push(i)
       } catch (err) {
-        this.log('correcting %s at %s: %s', best.aor, peer?.toString() ?? 'self', errorMessage(err))
+        invalid++
+        reason = errorMessage(err)
+        answers[i] = { status: PutStatus.invalid }
       }
-    })))
-  }
-
-  /** Put a signed claim; counts the peers that acknowledged storing it and those that did not. */
-  async put (claim: SignedClaim, options?: AbortOptions): Promise<PutOutcome> {
-    return this.op(options, async (signal) => this.putWith(claim, signal, options))
-  }
-
-  private async putWith (claim: SignedClaim, signal: AbortSignal, options?: AbortOptions): Promise<PutOutcome> {
-    const key = claimKey(claim.aor)
-    const kad = this.directKad()
-    if (kad != null) {
-      const record = new Libp2pRecord(key, claim.bytes, new Date()).serialize()
-      let failures = 0
-      try {
-        await this.components.datastore.put(this.recordKey(key), record, { signal })
-      } catch (err) {
-        // StaleClaimError: this node already stores a newer claim
-        this.log('local store of %s v%s: %s', claim.aor, claim.version, errorMessage(err))
-        failures++
-      }
-      const peers = kad.routingTable.closestPeers(kadId(key), { count: kad.k })
-      const acks = await Promise.all(peers.map(async peer => {
-        try {
-          for await (const ev of kad.network.sendRequest(peer, { type: MessageType.PUT_VALUE, key, record }, { signal, path: NO_PATH })) {
-            if (ev.name === 'PEER_RESPONSE') return ev.record != null && uint8ArrayEquals(ev.record.value, claim.bytes)
-            if (ev.name === 'QUERY_ERROR') return false
-          }
-        } catch {
-          // counted as a failure
-        }
-        return false
-      }))
-      const replicas = acks.filter(Boolean).length
-      return { replicas, failures: failures + acks.length - replicas }
+    })
+    this.stats.putsReceived += claims.length
+    if (invalid > 0) {
+      if (/expired/.test(reason)) this.log('refused %d claims from %p: %s', invalid, from, reason)
+      else this.log.error('refused %d claims from %p: %s', invalid, from, reason)
     }
-    let replicas = 0
-    let targets = 0
-    let failures = 0
-    try {
-      for await (const ev of this.components.dht.put(key, claim.bytes, { signal })) {
-        if (ev.name === 'FINAL_PEER') targets++
-        if (ev.name === 'PEER_RESPONSE' && ev.messageName === 'PUT_VALUE' && ev.record != null && uint8ArrayEquals(ev.record.value, claim.bytes)) {
-          replicas++
-        }
-      }
-    } catch (err) {
-      // StaleClaimError from our own datastore: we already hold a newer claim
-      this.log('put of %s v%s: %s', claim.aor, claim.version, errorMessage(err))
-      failures++
-      options?.signal?.throwIfAborted()
-    }
-    return { replicas, failures: failures + Math.max(0, targets - replicas) }
+    const results = writes.length > 0 ? await this.components.datastore.putClaims(writes) : []
+    results.forEach((r, j) => {
+      const c = writes[j].claim
+      const other = r.other != null && !r.other.owner.equals(c.owner) ? r.other.bytes : undefined
+      answers[at[j]] = r.stored ? { status: PutStatus.stored, other } : { status: PutStatus.stale, other: r.other?.bytes, age: r.otherAge }
+    })
+    return answers
   }
 
   // ---------------------------------------------------------------- local knowledge
+
+  /** The route of a claim as this node sees it: none when void, released or its owner is down. */
+  private routeOf (c: SignedClaim | undefined, now = Date.now()): Route | undefined {
+    if (c == null || !isLive(c, now)) return undefined
+    if (!c.owner.equals(this.peerId) && this.liveness.isDown(c.owner)) return undefined
+    return { aor: c.aor, node: c.owner.toString(), sip: c.sip, version: c.version, expiresAt: c.expiresAt }
+  }
 
   /**
    * Merge a claim into what this node knows (P2: never go back), then tell watchers and, when
@@ -533,26 +417,29 @@ export class DhtRegistry implements ClaimRegistry {
   private apply (aor: Aor, c: SignedClaim | undefined, confirmed: boolean): SignedClaim | undefined {
     const now = Date.now()
     const cur = this.cache.get(aor)
-    let best = cur != null && cur.claim.expiresAt > now ? cur.claim : undefined
-    if (c != null && c.expiresAt > now && (best == null || compareClaims(c, best) > 0)) best = c
-    if (best == null) {
+    let best = cur != null && cur.claim.knownUntil > now ? cur.claim : undefined
+    if (c != null && c.knownUntil > now && (best == null || compareClaims(c, best) > 0)) best = c
+    if (best == null || !this.worthKeeping(aor, best, now)) {
       this.cache.delete(aor)
-      this.negative.set(aor, now)
+      if (best == null && this.negativeTtl > 0) this.negative.set(aor, now)
     } else {
       this.negative.delete(aor)
-      this.cache.set(aor, { claim: best, fetchedAt: confirmed || cur == null ? now : cur.fetchedAt })
-      const lv = this.lastVersion.get(aor)
-      if (lv == null || best.version > lv) this.lastVersion.set(aor, best.version)
+      if (cur == null || cur.claim !== best || confirmed) {
+        if (cur == null && this.cache.size >= MAX_CACHED) this.cache.delete(this.cache.keys().next().value!)
+        this.cache.set(aor, { claim: best, fetchedAt: confirmed || cur == null ? now : cur.fetchedAt })
+      }
     }
-    const mine = this.own.get(aor)
-    if (mine != null && best != null && best.kind === 'claim' && !best.owner.equals(this.peerId) && compareClaims(best, mine) > 0) {
+    const mine = this.own.get(aor)?.claim
+    if (mine != null && best != null && !best.owner.equals(this.peerId) && compareClaims(best, mine) > 0) {
       this.own.delete(aor)
       void this.forgetOwn(aor)
-      const by = routeOf(best)
-      this.log('displaced from %s by %s', aor, best.owner)
-      if (by != null) {
-        for (const h of [...this.displacedHandlers]) {
-          try { h(aor, by) } catch (err) { this.log.error('onDisplaced handler threw: %s', errorMessage(err)) }
+      const by = this.routeOf(best)
+      if (mine.kind === 'claim') {
+        this.log('displaced from %s by %s', aor, best.owner)
+        if (by != null) {
+          for (const h of [...this.displacedHandlers]) {
+            try { h(aor, by) } catch (err) { this.log.error('onDisplaced handler threw: %s', errorMessage(err)) }
+          }
         }
       }
     }
@@ -560,10 +447,19 @@ export class DhtRegistry implements ClaimRegistry {
     return best
   }
 
+  /**
+   * What the cache keeps: this node's own records, and other owners' claims while their lease
+   * runs (P2 holds for as long as a claim can route; a record kept only to say "known" is asked
+   * for again when needed, so the cache does not grow with every AoR resolved in 30 days).
+   */
+  private worthKeeping (aor: Aor, c: SignedClaim, now: number): boolean {
+    return c.expiresAt > now || this.own.has(aor) || this.watchers.has(aor)
+  }
+
   private fireWatchers (aor: Aor): void {
     const w = this.watchers.get(aor)
     if (w == null) return
-    const route = routeOf(this.cache.get(aor)?.claim)
+    const route = this.routeOf(this.cache.get(aor)?.claim)
     clearTimeout(w.expiry)
     if (route != null) {
       w.expiry = setTimeout(() => { this.apply(aor, undefined, false) }, Math.max(0, route.expiresAt - Date.now()) + 5)
@@ -576,12 +472,43 @@ export class DhtRegistry implements ClaimRegistry {
     }
   }
 
-  private async persistOwn (c: SignedClaim): Promise<void> {
-    try {
-      await this.components.datastore.put(ownKey(c.aor), c.bytes)
-    } catch (err) {
-      this.log.error('could not persist own claim of %s: %s', c.aor, errorMessage(err))
+  /** Whether a peer holds the route of an AoR this node watches. */
+  private holdsWatched (peer: PeerId): boolean {
+    for (const aor of this.watchers.keys()) {
+      if (this.cache.get(aor)?.claim.owner.equals(peer) === true) return true
     }
+    return false
+  }
+
+  /** A peer went down or came back: the watchers of the AoRs it holds are told. */
+  private peerChanged (peer: string): void {
+    for (const aor of this.watchers.keys()) {
+      if (this.cache.get(aor)?.claim.owner.toString() === peer) this.fireWatchers(aor)
+    }
+  }
+
+  /**
+   * The guard accepted a claim into this node's store (as a replica, or our own write): act on a
+   * move away from us or on a watched AoR, and let the witness tell who must know.
+   */
+  private stored (prev: SignedClaim | undefined, next: SignedClaim): void {
+    if (this.shutdown == null) return
+    const moved = prev != null && prev.kind === 'claim' && !prev.owner.equals(next.owner)
+    const changed = prev == null || prev.kind !== next.kind || !prev.owner.equals(next.owner) || prev.sip !== next.sip
+    if ((moved && prev.owner.equals(this.peerId)) || (changed && this.watchers.has(next.aor))) {
+      queueMicrotask(() => { this.apply(next.aor, next, true) })
+    }
+    this.witness.stored(prev, next)
+  }
+
+  private receiveNotice (from: PeerId, c: SignedClaim): void {
+    const cur = this.cache.get(c.aor)
+    if (cur != null && cur.claim.knownUntil > Date.now() && compareClaims(c, cur.claim) <= 0) {
+      this.log('notice from %p for %s is not newer than what we have', from, c.aor)
+      return
+    }
+    this.stats.noticesReceived++
+    this.apply(c.aor, c, true)
   }
 
   private async forgetOwn (aor: Aor): Promise<void> {
@@ -593,12 +520,16 @@ export class DhtRegistry implements ClaimRegistry {
   }
 
   private async loadOwn (options?: AbortOptions): Promise<void> {
+    const now = Date.now()
     try {
       for await (const { key, value } of this.components.datastore.query({ prefix: OWN_PREFIX }, options)) {
         try {
-          const c = await verifyClaim(value)
-          if (!c.owner.equals(this.peerId) || c.kind !== 'claim') throw new Error('not an own live claim')
-          this.own.set(c.aor, c)
+          // our own data directory: its form and key are checked, not each signature (100,000
+          // verifications would hold a restart up for seconds); every reader still verifies it
+          const c = verifyClaimSync(value, { skipSignature: true })
+          if (!c.owner.equals(this.peerId)) throw new Error('not an own record')
+          if (c.kind === 'claim' && c.expiresAt <= now) throw new Error('lease ended')
+          this.own.set(c.aor, { claim: c, until: c.kind === 'claim' ? c.expiresAt : c.knownUntil, replicas: 0, putAt: 0 })
           this.apply(c.aor, c, false)
         } catch (err) {
           this.log('dropping persisted claim %s: %s', key, errorMessage(err))
@@ -610,260 +541,171 @@ export class DhtRegistry implements ClaimRegistry {
     }
   }
 
-  /** Re-put every own live claim (same record, same version); notices tell us if one was lost. */
-  async republish (options?: AbortOptions): Promise<void> {
-    if (this.shutdown == null) return
-    const now = Date.now()
-    for (const [aor, c] of [...this.own]) {
-      if (c.expiresAt <= now) {
-        this.own.delete(aor)
-        await this.forgetOwn(aor)
-        continue
-      }
-      try {
-        const out = await this.put(c, options)
-        if (out.failures > 0) this.apply(aor, await this.lookup(aor, options), true)
-      } catch (err) {
-        this.log('republish of %s failed: %s', aor, errorMessage(err))
-      }
-    }
-  }
-
-  // ---------------------------------------------------------------- notices
-
-  /**
-   * Whether this node is among the `noticeReplicas` closest to a key by its own routing table: only
-   * those replicas send witness notices, so a change is told a few times, not k times.
-   */
-  private isNotifyingReplica (key: Uint8Array): boolean {
-    const kad = kadInternals(this.components.dht)
-    if (kad == null) return true
-    const target = kadId(key)
-    const closest = kad.routingTable.closestPeers(target, { count: this.noticeReplicas })
-    if (closest.length < this.noticeReplicas) return true
-    const last = closest[closest.length - 1]
-    return uint8ArrayCompare(xor(kadId(this.peerId.toMultihash().bytes), target), xor(kadId(last.toMultihash().bytes), target)) < 0
-  }
-
-  /**
-   * The guard accepted a claim into this node's store (as a replica, or our own put): tell the
-   * owner it displaced, and the nodes interested in the AoR when its route changed.
-   */
-  private stored (prev: SignedClaim | undefined, next: SignedClaim): void {
-    if (this.shutdown == null) return
-    const moved = prev != null && prev.kind === 'claim' && !prev.owner.equals(next.owner)
-    const changed = prev == null || prev.kind !== next.kind || !prev.owner.equals(next.owner) || prev.sip !== next.sip
-    if (moved && prev.owner.equals(this.peerId)) {
-      queueMicrotask(() => { this.apply(next.aor, next, true) })
-    }
-    if (changed && this.watchers.has(next.aor)) {
-      queueMicrotask(() => { this.apply(next.aor, next, true) })
-    }
-    if (!moved && !changed) return
-    const interested = this.interests.get(next.aor)
-    if (!moved && interested == null) return
-    if (!this.isNotifyingReplica(claimKey(next.aor))) return
-    if (moved) void this.notify(prev.owner, next)
-    if (changed && interested != null) {
-      const now = Date.now()
-      for (const [id, { peer, until }] of interested) {
-        if (until <= now) {
-          interested.delete(id)
-          continue
-        }
-        if (!peer.equals(next.owner)) void this.notify(peer, next)
-      }
-      if (interested.size === 0) this.interests.delete(next.aor)
-    }
-  }
-
-  /** A watcher registered interest in an AoR with us (a replica of its claim key). */
-  private receiveInterest (from: PeerId, bytes: Uint8Array): void {
-    let aor: string
-    let ttl: number
-    try {
-      const msg = decode(bytes, { strict: true, allowUndefined: false })
-      if (!Array.isArray(msg) || msg.length !== 3 || msg[0] !== 1 || typeof msg[1] !== 'string' || typeof msg[2] !== 'number') throw new Error('not [1, aor, ttl]')
-      aor = normalizeAor(msg[1])
-      ttl = Math.min(Math.max(0, msg[2]), MAX_INTEREST_TTL_MS)
-    } catch (err) {
-      this.log('ignored interest from %p: %s', from, errorMessage(err))
-      return
-    }
-    let m = this.interests.get(aor)
-    if (m == null) {
-      if (this.interests.size >= MAX_INTEREST_AORS) {
-        this.log('interest table full, ignored %s from %p', aor, from)
-        return
-      }
-      m = new Map()
-      this.interests.set(aor, m)
-    }
-    if (m.size >= MAX_INTEREST_PER_AOR && !m.has(from.toString())) return
-    m.set(from.toString(), { peer: from, until: Date.now() + ttl })
-  }
-
-  /** Tell the replicas of an AoR's claim key that this node wants to hear about changes. */
-  private async registerInterest (aor: Aor): Promise<void> {
-    if (this.shutdown == null) return
-    const key = claimKey(aor)
-    const msg = encode([1, aor, this.watchInterval * 3])
-    let peers: PeerId[] = []
-    const kad = this.directKad()
-    if (kad != null) {
-      peers = kad.routingTable.closestPeers(kadId(key), { count: kad.k })
-    } else {
-      try {
-        await this.op(undefined, async (signal) => {
-          for await (const ev of this.components.dht.getClosestPeers(key, { signal })) {
-            if (ev.name === 'FINAL_PEER') peers.push(ev.peer.id)
-          }
-        })
-      } catch (err) {
-        this.log('could not find the replicas of %s: %s', aor, errorMessage(err))
-      }
-    }
-    await Promise.all(peers.map(async peer => {
-      try {
-        await sendNotice(this.components.libp2p, this.interestProtocol, peer, msg, { signal: this.shutdown?.signal, maxBytes: MAX_INTEREST_BYTES })
-      } catch (err) {
-        this.log('could not register interest in %s with %p: %s', aor, peer, errorMessage(err))
-      }
-    }))
-  }
-
-  private async notify (peer: PeerId, c: SignedClaim): Promise<void> {
-    if (peer.equals(this.peerId) || this.shutdown == null) return
-    const id = `${c.aor}|${c.version}|${uint8ArrayToString(c.signature, 'base64')}|${peer.toString()}`
-    if (this.sentNotices.has(id)) return
-    this.sentNotices.add(id)
-    if (this.sentNotices.size > 10_000) this.sentNotices.delete(this.sentNotices.values().next().value!)
-    try {
-      this.stats.noticesSent++
-      await sendNotice(this.components.libp2p, this.protocol, peer, c.bytes, { signal: this.shutdown.signal })
-    } catch (err) {
-      this.log('could not notify %p of %s: %s', peer, c.aor, errorMessage(err))
-    }
-  }
-
-  private async receiveNotice (from: PeerId, bytes: Uint8Array): Promise<void> {
-    let c: SignedClaim
-    try {
-      c = await verifyClaim(bytes)
-    } catch (err) {
-      this.stats.noticesRejected++
-      this.log('ignored notice from %p: %s', from, errorMessage(err))
-      return
-    }
-    const cur = this.cache.get(c.aor)
-    if (cur != null && cur.claim.expiresAt > Date.now() && compareClaims(c, cur.claim) <= 0) {
-      this.log('notice from %p for %s is not newer than what we have', from, c.aor)
-      return
-    }
-    this.stats.noticesReceived++
-    this.apply(c.aor, c, true)
-  }
-
   // ---------------------------------------------------------------- the Registry port
 
-  /** Sign a claim (or release) with a hybrid-logical-clock version: max(now, anything seen + 1). */
-  private async sign (aor: Aor, kind: 'claim' | 'release', expiresAt: number, floor?: bigint): Promise<SignedClaim> {
+  /** A new claim's signature: version max(now, anything seen + 1), a hybrid logical clock. */
+  private signNew (aor: Aor, kind: 'claim' | 'release', expiresAt: number, floor?: bigint): SignedClaim {
     const issuedAt = Date.now()
     let version = BigInt(issuedAt)
-    for (const v of [this.lastVersion.get(aor), this.cache.get(aor)?.claim.version, floor]) {
+    const seen = this.cache.get(aor)?.claim
+    for (const v of [seen?.version, this.own.get(aor)?.claim.version, floor]) {
       if (v != null && v >= version) version = v + 1n
     }
-    const c = await signClaim({
+    const exp = Math.max(expiresAt, issuedAt + 1)
+    return this.signer.sign({
       kind,
       aor,
-      owner: this.peerId,
       sip: kind === 'claim' ? this.sip : '',
       version,
       issuedAt,
-      expiresAt: Math.max(expiresAt, issuedAt + 1)
-    }, this.components.privateKey)
-    this.lastVersion.set(aor, version)
-    return c
+      expiresAt: exp,
+      knownUntil: Math.max(exp, issuedAt + this.knownRetention, seen?.knownUntil ?? 0)
+    })
   }
 
   async claim (aorIn: Aor, binding: LocalBinding, options?: AbortOptions): Promise<ClaimResult> {
     const aor = normalizeAor(aorIn)
+    if (this.shutdown == null) throw new NotStartedError()
     this.stats.claims++
-    const cached = this.cache.get(aor)
-    const known = this.claimReadCache > 0 && cached != null && Date.now() - cached.fetchedAt < this.claimReadCache
-    // the read only finds the previous owner (the HLC version needs no read), so it runs beside the put
-    const prevP: Promise<SignedClaim[]> = known ? Promise.resolve([cached.claim]) : this.lookupAll(aor, { ...options, quorum: this.resolveQuorum, noWalk: true }).catch(() => [])
-    await this.joined(options)
-    let mine = await this.sign(aor, 'claim', binding.expiresAt + this.grace)
-    let outcome = await this.put(mine, options)
-    const before = await prevP
-    const isMine = (c: SignedClaim): boolean => uint8ArrayEquals(c.signature, mine.signature)
-    let prev = before.find(c => !isMine(c))
-    const settle = async (): Promise<SignedClaim> => {
-      let best = mine
-      if (prev != null && compareClaims(prev, best) > 0) best = prev
-      // a refusal means some replica holds a newer claim: read back to find the winner
-      if (outcome.failures > 0) {
-        const back = await this.lookup(aor, options)
-        if (back != null && compareClaims(back, best) > 0) best = back
+    const now = Date.now()
+    const until = binding.expiresAt + this.grace
+    const held = this.own.get(aor)
+    if (held != null && held.claim.kind === 'claim' && held.claim.expiresAt > now && this.cache.get(aor)?.claim === held.claim) {
+      held.until = until
+      const route = this.routeOf(held.claim, now)!
+      // a refresh of an AoR this node holds: answered from local state, the sweep renews the lease
+      if (held.claim.expiresAt - now > this.renewAhead || held.claim.expiresAt >= until) {
+        this.stats.refreshes++
+        return { won: true, route, previous: route, replicas: held.replicas }
       }
-      return best
+      if (await this.renew(aor)) {
+        const e = this.own.get(aor)!
+        return { won: true, route: this.routeOf(e.claim)!, previous: route, replicas: e.replicas }
+      }
+      // displaced meanwhile: the latest registration (this one) takes over with a new claim
     }
-    let best = await settle()
-    const winner = best
-    if (winner !== mine && winner.kind === 'claim' && !winner.owner.equals(this.peerId) && before.some(c => uint8ArrayEquals(c.signature, winner.signature))) {
-      // a claim that already stood when we began won only by its version (its owner's clock is
-      // ahead of ours): the latest registration takes over, so claim once more above it
-      this.log('claim of %s lost to an earlier claim v%s, claiming above it', aor, best.version)
-      prev = best
-      mine = await this.sign(aor, 'claim', binding.expiresAt + this.grace, best.version)
-      outcome = await this.put(mine, options)
-      best = await settle()
+    await this.joined(options)
+    const before = this.cache.get(aor)?.claim
+    let mine = this.signNew(aor, 'claim', Math.min(now + this.lease, until))
+    let out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' }, since: now })
+    let newest = this.newestOf(mine, out, before)
+    if (newest !== mine && (newest === before || out.stood.includes(newest))) {
+      // a record that already stood when we began (we knew it, or a replica had stored it before
+      // our write reached it) won only by its version: its owner's clock is ahead of ours. The
+      // latest registration takes over, so claim once more above it. A claim that raced ours
+      // and won stays the winner.
+      this.log('claim of %s lost to an earlier record v%s, claiming above it', aor, newest.version)
+      const stood = newest
+      mine = this.signNew(aor, 'claim', Math.min(Date.now() + this.lease, until), stood.version)
+      out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' } })
+      out.others.push(stood)
+      newest = this.newestOf(mine, out, before)
     }
-    const won = best === mine
+    const won = newest === mine
+    // the owner we took it from: the newest other owner's live claim older than ours
+    let prev: SignedClaim | undefined
+    for (const c of [...out.others, ...(before != null ? [before] : [])]) {
+      if (c.kind === 'claim' && compareClaims(c, mine) < 0 && isLive(c) && (prev == null || compareClaims(c, prev) > 0)) prev = c
+    }
     if (won) {
-      this.own.set(aor, mine)
-      await this.persistOwn(mine)
-      if (outcome.replicas === 0 && kadInternals(this.components.dht)?.routingTable.size === 0) this.replicateLater()
+      this.own.set(aor, { claim: mine, until, replicas: out.replicas, putAt: Date.now() })
+      if (out.replicas === 0 && this.replicas.kad() != null && this.replicas.routingTableSize === 0) this.replicateLater()
     } else {
       this.own.delete(aor)
-      await this.forgetOwn(aor)
+      void this.forgetOwn(aor)
     }
-    this.apply(aor, best, true)
-    const previous = routeOf(prev)
-    if (won) {
-      if (prev != null && isLive(prev) && !prev.owner.equals(this.peerId)) void this.notify(prev.owner, mine)
-    }
-    return { won, route: routeOf(best) ?? routeOf(mine)!, previous, replicas: outcome.replicas }
+    this.apply(aor, newest, true)
+    if (won && prev != null && !prev.owner.equals(this.peerId)) void this.witness.notify(prev.owner, mine)
+    return { won, route: this.routeOf(newest) ?? this.routeOf(mine)!, previous: this.routeOf(prev), replicas: out.replicas }
   }
 
-  async release (aorIn: Aor, options?: AbortOptions): Promise<void> {
+  /** The newest of our claim, what the replicas reported and what we knew. */
+  private newestOf (mine: SignedClaim, out: WriteOutcome, known?: SignedClaim): SignedClaim {
+    let best = mine
+    for (const c of [...out.others, ...(known != null ? [known] : [])]) {
+      if (c.knownUntil > Date.now() && compareClaims(c, best) > 0) best = c
+    }
+    return best
+  }
+
+  async release (aorIn: Aor, _options?: AbortOptions): Promise<void> {
     const aor = normalizeAor(aorIn)
-    const mine = this.own.get(aor)
-    this.own.delete(aor)
-    await this.forgetOwn(aor)
-    const cur = this.cache.get(aor)?.claim ?? mine
-    if (cur == null || !cur.owner.equals(this.peerId) || cur.kind !== 'claim') return
+    const e = this.own.get(aor)
+    const cur = this.cache.get(aor)?.claim ?? e?.claim
+    if (cur == null || !cur.owner.equals(this.peerId) || cur.kind !== 'claim') {
+      if (e != null && e.claim.kind === 'claim') {
+        this.own.delete(aor)
+        await this.forgetOwn(aor)
+      }
+      return
+    }
     // a tombstone must outlive the claim it covers, or the older claim would resurface
-    const tomb = await this.sign(aor, 'release', Math.max(cur.expiresAt, Date.now() + 1_000), cur.version)
+    const tomb = this.signNew(aor, 'release', Math.max(cur.expiresAt, Date.now() + 1_000), cur.version)
+    this.own.set(aor, { claim: tomb, until: tomb.knownUntil, replicas: 0, putAt: Date.now() })
     this.apply(aor, tomb, true)
-    await this.put(tomb, options)
+    const out = await this.writer.write(tomb, { own: { key: ownKey(aor), op: 'put' } })
+    const held = this.own.get(aor)
+    if (held?.claim === tomb) held.replicas = out.replicas
+    this.learn(aor, out)
+  }
+
+  /** Every valid claim the DHT (and this node's store) holds for an AoR, newest first. */
+  async lookupAll (aor: Aor, options?: LookupOptions): Promise<SignedClaim[]> {
+    return await this.op(options, async (signal) => await this.reader.lookupAll(normalizeAor(aor), signal, options))
+  }
+
+  /** The newest valid claim the DHT holds for an AoR. */
+  async lookup (aor: Aor, options?: LookupOptions): Promise<SignedClaim | undefined> {
+    return (await this.lookupAll(aor, options))[0]
   }
 
   async resolve (aorIn: Aor, options?: AbortOptions & { fresh?: boolean }): Promise<Route | undefined> {
     const aor = normalizeAor(aorIn)
     const now = Date.now()
-    if (options?.fresh !== true) {
-      const e = this.cache.get(aor)
-      if (e != null && e.claim.expiresAt > now && now - e.fetchedAt < this.cacheTtl) return routeOf(e.claim, now)
+    let best: SignedClaim | undefined
+    const e = this.cache.get(aor)
+    if (options?.fresh !== true && e != null && e.claim.expiresAt > now) {
+      // served from the cache, which notices keep current; past cacheTtl it is checked again in
+      // the background (stale-while-revalidate) so that no message waits for a DHT round trip
+      best = e.claim
+      if (now - e.fetchedAt >= this.cacheTtl && !this.own.has(aor)) this.revalidate(aor)
+    } else {
       const neg = this.negative.get(aor)
-      if (e == null && neg != null && now - neg < this.negativeTtl) return undefined
+      if (options?.fresh !== true && e == null && neg != null && now - neg < this.negativeTtl) return undefined
+      const found = await this.lookup(aor, { ...options, quorum: this.resolveQuorum })
+      best = this.apply(aor, found, true)
+      // we know a newer claim than the DHT served: put it back (heals a stale put, P2)
+      if (best != null && (found == null || compareClaims(best, found) > 0)) void this.writer.write(best)
     }
-    const found = await this.lookup(aor, { ...options, quorum: this.resolveQuorum })
-    const best = this.apply(aor, found, true)
-    // we know a newer claim than the DHT served: put it back (heals a stale put, P2)
-    if (best != null && (found == null || compareClaims(best, found) > 0)) this.put(best).catch(() => {})
-    return routeOf(best)
+    if (best == null || !isLive(best)) return undefined
+    // P5: a route to a node that is down is no route; a node we are not connected to is asked
+    if (!best.owner.equals(this.peerId) && !await this.liveness.check(best.owner)) return undefined
+    return this.routeOf(best)
+  }
+
+  /** Look an AoR up again in the background (one at a time per AoR). */
+  private revalidate (aor: Aor): void {
+    if (this.revalidating.has(aor) || this.shutdown == null) return
+    this.revalidating.add(aor)
+    this.lookup(aor, { quorum: this.resolveQuorum })
+      .then(found => {
+        const best = this.apply(aor, found, true)
+        if (best != null && (found == null || compareClaims(best, found) > 0)) void this.writer.write(best)
+      }, (err: unknown) => { this.log('revalidating %s failed: %s', aor, errorMessage(err)) })
+      .finally(() => { this.revalidating.delete(aor) })
+  }
+
+  /**
+   * Whether the mesh knows this user: some node holds a record for the AoR (a claim, or the
+   * release of one) within its retention (`knownRetentionMs` after the last registration).
+   */
+  async known (aorIn: Aor, options?: AbortOptions): Promise<boolean> {
+    const aor = normalizeAor(aorIn)
+    const now = Date.now()
+    const e = this.cache.get(aor)
+    if (e != null && e.claim.knownUntil > now) return true
+    const found = this.apply(aor, await this.lookup(aor, { ...options, quorum: this.resolveQuorum }), true)
+    return found != null && found.knownUntil > now
   }
 
   watch (aorIn: Aor, onChange: (route: Route | undefined) => void): Unwatch {
@@ -875,11 +717,11 @@ export class DhtRegistry implements ClaimRegistry {
       this.watchers.set(aor, entry)
       entry.poll = setInterval(() => {
         if (this.shutdown == null) return
-        this.resolve(aor, { fresh: true }).catch(() => {})
-        void this.registerInterest(aor)
+        this.resolve(aor, { fresh: true }).then(() => { this.fireWatchers(aor) }, () => {})
+        void this.witness.register(aor)
       }, this.watchInterval)
       entry.poll.unref?.()
-      void this.registerInterest(aor)
+      void this.witness.register(aor)
     }
     const entry = w
     entry.fns.add(onChange)
@@ -904,12 +746,25 @@ export class DhtRegistry implements ClaimRegistry {
   }
 
   /** The newest signed claim this node knows for an AoR (for the admin API and tests). */
-  known (aorIn: Aor): SignedClaim | undefined {
+  newest (aorIn: Aor): SignedClaim | undefined {
     return this.cache.get(normalizeAor(aorIn))?.claim
   }
 
-  /** AoRs this node currently owns. */
+  /** AoRs this node currently holds a live claim on. */
   owned (): Aor[] {
-    return [...this.own.keys()]
+    const out: Aor[] = []
+    const now = Date.now()
+    for (const [aor, e] of this.own) if (e.claim.kind === 'claim' && e.claim.expiresAt > now) out.push(aor)
+    return out
+  }
+
+  /** How many own records (claims and releases) this node keeps and renews. */
+  get ownRecords (): number {
+    return this.own.size
+  }
+
+  /** Batching figures of the writer and the put streams (benchmarks). */
+  writeStats (): { batches: number, claims: number, largestBatch: number, peerBatches: number, peerClaims: number, walks: number } {
+    return { ...this.writer.stats, peerBatches: this.client.stats.batches, peerClaims: this.client.stats.claims, walks: this.replicas.walks }
   }
 }

@@ -34,6 +34,7 @@
  */
 import { DhtRegistry } from './dht-registry.ts'
 import type { ClaimGuardDatastore } from './datastore-guard.ts'
+import type { PeerLivenessInit } from './liveness.ts'
 import type { Registry } from '../sip-gateway/ports.ts'
 import type { AbortOptions, ComponentLogger, Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import type { KadDHT } from '@libp2p/kad-dht'
@@ -47,7 +48,8 @@ export { InvalidClaimError, ExpiredClaimError, StaleClaimError, InvalidAorError,
 export { MemoryMesh, MemoryRegistry } from './memory-registry.ts'
 export { DhtRegistry }
 
-export { CLAIM_NOTICE_PROTOCOL, CLAIM_INTEREST_PROTOCOL } from './notice.ts'
+export { CLAIM_NOTICE_PROTOCOL, CLAIM_INTEREST_PROTOCOL } from './notices/protocol.ts'
+export { CLAIM_PUT_PROTOCOL } from './replication/put-protocol.ts'
 
 /** A registry that runs: `start()` re-asserts persisted claims, `stop()` ends timers and handlers. */
 export interface ClaimRegistry extends Registry {
@@ -65,11 +67,51 @@ export interface DhtRegistryInit {
    */
   sip?: string
   /**
-   * Added to a registration's expiry to get the claim's expiry (P5).
+   * Added to a registration's expiry: a claim's lease never runs past it, so a claim outlives its
+   * registration by at most this much even when its owner cannot release it.
    *
    * @default 30_000
    */
   expiryGraceMs?: number
+  /**
+   * Longest lease of a claim. A refresh of an AoR this node holds writes nothing; the lease sweep
+   * renews leases (same version, new lease) before they end, while the registration lasts.
+   * Routing to a node that died stops through peer liveness long before a lease ends (P5).
+   *
+   * @default 1_800_000 (30 min)
+   */
+  leaseMs?: number
+  /**
+   * How long before a lease ends the sweep renews it (a per-claim jitter takes up to half of it
+   * off, so claims made together are not renewed together); at most half the lease.
+   *
+   * @default max(expiryGraceMs, 3 * sweepIntervalMs)
+   */
+  renewAheadMs?: number
+  /**
+   * How long after the last registration every node keeps an AoR's record (its claim or the
+   * release of it), so the mesh knows the user (offline IM) without a record of its own.
+   *
+   * @default 30 days
+   */
+  knownRetentionMs?: number
+  /**
+   * How often the lease sweep passes over this node's own records (must be well under
+   * `renewAheadMs / 2`).
+   *
+   * @default 10_000
+   */
+  sweepIntervalMs?: number
+  /**
+   * Peer liveness timings (P5), see `liveness.ts`.
+   */
+  liveness?: PeerLivenessInit
+  /**
+   * Protocol name of batched claim writes.
+   *
+   * @default '/sipmesh/claim-put/1.0.0'
+   */
+  putProtocol?: string
   /**
    * How long a resolved route is served from the cache before a lookup (moves and releases
    * invalidate it earlier through notices).
@@ -84,10 +126,10 @@ export interface DhtRegistryInit {
    */
   negativeCacheTtlMs?: number
   /**
-   * How often this node re-puts its own live claims (kad-dht drops records 48 h after receipt and
-   * never republishes; re-putting also follows churn).
+   * How often this node re-puts its own releases (kad-dht drops records 48 h after receipt and
+   * never republishes; claims are re-put at every lease renewal).
    *
-   * @default 600_000
+   * @default 21_600_000 (6 h)
    */
   republishIntervalMs?: number
   /**
@@ -173,8 +215,8 @@ export interface DhtRegistryComponents {
   dht: KadDHT
   /** the guarded datastore given to libp2p */
   datastore: ClaimGuardDatastore
-  /** stream handling and dialling */
-  libp2p: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerStore'>
+  /** stream handling, dialling and connection events (peer liveness) */
+  libp2p: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerStore' | 'dial' | 'getConnections' | 'addEventListener' | 'removeEventListener' | 'peerId'>
 }
 
 /** One-line factory, in the libp2p style. */

@@ -3,7 +3,8 @@
  * `MemoryMesh` and behave like nodes of one mesh: claims with hybrid-logical-clock versions, races
  * settled by the same order as the DHT selector (version, issuedAt, owner id), move notices to the
  * displaced owner, watchers told of every change (claim, move, release, expiry), tombstones on
- * release. It passes the same compliance suite as the DHT registry (test/dht/registry-compliance.ts).
+ * release, refreshes that keep the version, records kept for the known-user retention, and the
+ * liveness rule (a stopped member is a dead node: its AoRs resolve to nothing). It passes the same compliance suite as the DHT registry (test/dht/registry-compliance.ts).
  */
 import { normalizeAor } from './record/claim.ts'
 import type { AbortOptions, Aor, ClaimResult, LocalBinding, Route, Unwatch } from '../sip-gateway/ports.ts'
@@ -17,6 +18,7 @@ interface MemClaim {
   version: bigint
   issuedAt: number
   expiresAt: number
+  knownUntil: number
 }
 
 function compare (a: MemClaim, b: MemClaim): number {
@@ -26,8 +28,8 @@ function compare (a: MemClaim, b: MemClaim): number {
   return 0
 }
 
-function routeOf (c: MemClaim | undefined, now = Date.now()): Route | undefined {
-  if (c == null || c.kind !== 'claim' || c.expiresAt <= now) return undefined
+function routeOf (c: MemClaim | undefined, now = Date.now(), alive: (node: string) => boolean = () => true): Route | undefined {
+  if (c == null || c.kind !== 'claim' || c.expiresAt <= now || !alive(c.node)) return undefined
   return { aor: c.aor, node: c.node, sip: c.sip, version: c.version, expiresAt: c.expiresAt }
 }
 
@@ -47,11 +49,25 @@ export class MemoryMesh {
   /** store if newer; returns the stored (best) claim */
   store (c: MemClaim): MemClaim {
     const cur = this.records.get(c.aor)
-    if (cur == null || cur.expiresAt <= Date.now() || compare(c, cur) > 0) {
+    if (cur == null || cur.knownUntil <= Date.now() || compare(c, cur) > 0) {
       this.records.set(c.aor, c)
       return c
     }
     return cur
+  }
+
+  /** whether a node is a running member (a stopped one is a dead node: P5) */
+  alive (node: string): boolean {
+    for (const m of this.members) if (m.nodeId === node) return true
+    return false
+  }
+
+  /** a member stopped: the others' watchers of its AoRs are told (peer liveness) */
+  left (node: string): void {
+    const aors = [...this.records.values()].filter(c => c.node === node).map(c => c.aor)
+    setImmediate(() => {
+      for (const m of this.members) for (const aor of aors) m._changed(aor)
+    })
   }
 
   /** tell every member that an AoR changed (async, like a notice) */
@@ -77,6 +93,12 @@ export interface MemoryRegistryInit {
    * @default 30_000
    */
   expiryGraceMs?: number
+  /**
+   * how long a record is kept after the last registration (known users)
+   *
+   * @default 30 days
+   */
+  knownRetentionMs?: number
 }
 
 export class MemoryRegistry implements ClaimRegistry {
@@ -84,6 +106,7 @@ export class MemoryRegistry implements ClaimRegistry {
   sip: string
   private readonly mesh: MemoryMesh
   private readonly grace: number
+  private readonly retention: number
   private readonly seen = new Map<Aor, MemClaim>()
   private readonly watchers = new Map<Aor, { fns: Set<(r: Route | undefined) => void>, last: Route | undefined, timer?: ReturnType<typeof setTimeout> }>()
   private readonly displacedHandlers = new Set<(aor: Aor, by: Route) => void>()
@@ -95,7 +118,8 @@ export class MemoryRegistry implements ClaimRegistry {
     this.nodeId = init.nodeId
     this.sip = init.sip ?? '127.0.0.1:5060'
     this.grace = init.expiryGraceMs ?? 30_000
-    this.start()
+    this.retention = init.knownRetentionMs ?? 30 * 24 * 3_600_000
+    void this.start()
   }
 
   async start (_options?: AbortOptions): Promise<void> {
@@ -106,6 +130,7 @@ export class MemoryRegistry implements ClaimRegistry {
   async stop (): Promise<void> {
     this.running = false
     this.mesh.members.delete(this)
+    this.mesh.left(this.nodeId)
     for (const w of this.watchers.values()) clearTimeout(w.timer)
     this.watchers.clear()
   }
@@ -114,7 +139,7 @@ export class MemoryRegistry implements ClaimRegistry {
   private see (aor: Aor, c: MemClaim | undefined): MemClaim | undefined {
     const s = this.seen.get(aor)
     if (c == null) return s
-    if (s == null || s.expiresAt <= Date.now() || compare(c, s) > 0) {
+    if (s == null || s.knownUntil <= Date.now() || compare(c, s) > 0) {
       this.seen.set(c.aor, c)
       return c
     }
@@ -127,10 +152,18 @@ export class MemoryRegistry implements ClaimRegistry {
     await tick()
     const cur = this.see(aor, this.mesh.records.get(aor))
     const now = Date.now()
+    if (cur != null && cur.node === this.nodeId && cur.kind === 'claim' && cur.expiresAt > now && this.owned.has(aor)) {
+      // a refresh of an AoR this node holds: same version, the lease follows the registration
+      const renewed: MemClaim = { ...cur, issuedAt: Math.max(now, cur.issuedAt + 1), expiresAt: Math.max(cur.expiresAt, binding.expiresAt + this.grace), knownUntil: Math.max(cur.knownUntil, now + this.retention, binding.expiresAt + this.grace) }
+      this.see(aor, this.mesh.store(renewed))
+      const route = routeOf(renewed)!
+      return { won: true, route, previous: route, replicas: this.mesh.members.size }
+    }
     let version = BigInt(now)
     if (cur != null && cur.version >= version) version = cur.version + 1n
-    const mine: MemClaim = { kind: 'claim', aor, node: this.nodeId, sip: this.sip, version, issuedAt: now, expiresAt: binding.expiresAt + this.grace }
-    const previous = routeOf(cur)
+    const expiresAt = binding.expiresAt + this.grace
+    const mine: MemClaim = { kind: 'claim', aor, node: this.nodeId, sip: this.sip, version, issuedAt: now, expiresAt, knownUntil: Math.max(expiresAt, now + this.retention, cur?.knownUntil ?? 0) }
+    const previous = routeOf(cur, now, (n) => this.mesh.alive(n))
     await tick()
     const best = this.see(aor, this.mesh.store(mine))!
     await tick()
@@ -154,7 +187,8 @@ export class MemoryRegistry implements ClaimRegistry {
     if (cur == null || cur.node !== this.nodeId || cur.kind !== 'claim') return
     const now = Date.now()
     const version = cur.version >= BigInt(now) ? cur.version + 1n : BigInt(now)
-    const tomb: MemClaim = { kind: 'release', aor, node: this.nodeId, sip: '', version, issuedAt: now, expiresAt: Math.max(cur.expiresAt, now + 1) }
+    const expiresAt = Math.max(cur.expiresAt, now + 1)
+    const tomb: MemClaim = { kind: 'release', aor, node: this.nodeId, sip: '', version, issuedAt: now, expiresAt, knownUntil: Math.max(cur.knownUntil, expiresAt) }
     this.see(aor, this.mesh.store(tomb))
     this.mesh.changed(aor)
   }
@@ -162,7 +196,14 @@ export class MemoryRegistry implements ClaimRegistry {
   async resolve (aorIn: Aor, options?: AbortOptions & { fresh?: boolean }): Promise<Route | undefined> {
     const aor = normalizeAor(aorIn)
     options?.signal?.throwIfAborted()
-    return routeOf(this.see(aor, this.mesh.records.get(aor)))
+    return routeOf(this.see(aor, this.mesh.records.get(aor)), Date.now(), (n) => this.mesh.alive(n))
+  }
+
+  async known (aorIn: Aor, options?: AbortOptions): Promise<boolean> {
+    const aor = normalizeAor(aorIn)
+    options?.signal?.throwIfAborted()
+    const c = this.see(aor, this.mesh.records.get(aor))
+    return c != null && c.knownUntil > Date.now()
   }
 
   watch (aorIn: Aor, onChange: (route: Route | undefined) => void): Unwatch {
@@ -200,7 +241,7 @@ export class MemoryRegistry implements ClaimRegistry {
     }
     const w = this.watchers.get(aor)
     if (w == null) return
-    const route = routeOf(cur)
+    const route = routeOf(cur, Date.now(), (n) => this.mesh.alive(n))
     clearTimeout(w.timer)
     if (route != null) {
       // be told of the expiry too

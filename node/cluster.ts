@@ -9,12 +9,25 @@
  * is given every other node as a bootstrap address and the start order does not matter, and a
  * cluster started again has the same peer ids. Each node's JSON log goes to `node-<i>/node.log`.
  *
+ * Before starting anything it checks that every address the nodes will listen on is free (SIP over
+ * UDP and TCP, libp2p, admin API); one in use is named with EADDRINUSE and nothing starts. A node
+ * is up once its admin API answers as that node; a node that exits first is reported with the
+ * last line it wrote on stderr.
+ *
  * Once every node is up (and connected to the others, or after a few seconds) it prints a table:
- * node, peer id, SIP, admin (one row per node, columns separated by spaces), then one status line. Ctrl-C (SIGINT) or SIGTERM stops them all.
+ * node, peer id, SIP, admin (one row per node, columns separated by spaces), then one status line.
+ * Ctrl-C (SIGINT), SIGTERM or SIGHUP to the cluster process stops every node (each gets SIGTERM,
+ * SIGKILL after 10 s). So does the death of the process that started the cluster: `npx` runs it
+ * under `sh -c`, and a SIGTERM to `npx` kills that shell without passing the signal on, which
+ * would leave the cluster and its nodes running. A SIGINT sent to the `npx` process alone stops at
+ * that shell (it waits for the command): signal the cluster process itself (its pid is printed),
+ * or its process group, as Ctrl-C does.
  */
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
+import { createSocket } from 'node:dgram'
 import { createWriteStream } from 'node:fs'
+import { createServer } from 'node:net'
 import type { WriteStream } from 'node:fs'
 import { join, resolve as resolvePath } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -102,6 +115,8 @@ interface ClusterNode {
   started: boolean
   exited: boolean
   peers: number
+  /** the last line the node wrote on stderr (why it did not start) */
+  lastError?: string
 }
 
 const BIN = fileURLToPath(new URL('./bin/sipmesh.js', import.meta.url))
@@ -124,6 +139,43 @@ async function getStatus (admin: string): Promise<{ peerId: string, peers: strin
   }
 }
 
+/** Why `host:port` cannot be bound (`EADDRINUSE`, `EACCES`), or undefined when it is free. */
+async function bindError (transport: 'tcp' | 'udp', host: string, port: number): Promise<string | undefined> {
+  return await new Promise((resolve) => {
+    if (transport === 'udp') {
+      const s = createSocket('udp4')
+      s.once('error', (err: NodeJS.ErrnoException) => { s.close(); resolve(err.code ?? err.message) })
+      s.bind(port, host, () => { s.close(() => { resolve(undefined) }) })
+    } else {
+      const s = createServer()
+      s.once('error', (err: NodeJS.ErrnoException) => { resolve(err.code ?? err.message) })
+      s.listen(port, host, () => { s.close(() => { resolve(undefined) }) })
+    }
+  })
+}
+
+/** The first address of a node that is not free, as a sentence, or undefined. */
+async function portProblem (n: ClusterNode): Promise<string | undefined> {
+  const hostPort = (hp: string): [string, number] => [hp.slice(0, hp.lastIndexOf(':')), Number(hp.slice(hp.lastIndexOf(':') + 1))]
+  const [sipHost, sipPort] = hostPort(n.sip)
+  const p2pPort = Number(n.p2p.slice(n.p2p.lastIndexOf('/') + 1))
+  const [adminHost, adminPort] = hostPort(n.admin)
+  const checks: Array<[string, 'tcp' | 'udp', string, number]> = [
+    ['SIP over UDP', 'udp', sipHost, sipPort],
+    ['SIP over TCP', 'tcp', sipHost, sipPort],
+    ['libp2p', 'tcp', '127.0.0.1', p2pPort],
+    ['admin API', 'tcp', adminHost, adminPort]
+  ]
+  for (const [what, transport, host, port] of checks) {
+    const code = await bindError(transport, host, port)
+    if (code != null) {
+      const why = code === 'EADDRINUSE' ? 'EADDRINUSE: another process uses it' : code
+      return `node ${n.index} cannot listen on ${host}:${port} (${what}, ${transport.toUpperCase()}): ${why}; stop that process or choose another --base-port`
+    }
+  }
+  return undefined
+}
+
 function table (nodes: ClusterNode[]): string {
   const rows = [['node', 'peer id', 'SIP', 'admin']]
   for (const n of nodes) rows.push([String(n.index), n.peerId, n.sip, `http://${n.admin}`])
@@ -142,6 +194,26 @@ async function stopAll (nodes: ClusterNode[], timeoutMs = 10_000): Promise<void>
     clearTimeout(timer)
   }))
   for (const n of nodes) n.log?.end()
+}
+
+/**
+ * The first of SIGINT, SIGTERM, SIGHUP (a closed terminal), or the death of the parent process
+ * (polled: Node has no event for it), so that the nodes never outlive the cluster's reason to run.
+ */
+function clusterSignal (pollMs = 500): Promise<NodeJS.Signals | 'disconnect' | 'parent-exited'> {
+  const parent = process.ppid
+  let timer: ReturnType<typeof setInterval> | undefined
+  let onHup: (() => void) | undefined
+  const orphaned = new Promise<'parent-exited' | 'SIGHUP'>((resolve) => {
+    timer = setInterval(() => { if (process.ppid !== parent) resolve('parent-exited') }, pollMs)
+    timer.unref()
+    onHup = () => { resolve('SIGHUP') }
+    process.once('SIGHUP', onHup)
+  })
+  return Promise.race([nextSignal(), orphaned]).finally(() => {
+    clearInterval(timer)
+    if (onHup != null) process.off('SIGHUP', onHup)
+  })
 }
 
 export async function runCluster (args: string[]): Promise<number> {
@@ -178,7 +250,17 @@ export async function runCluster (args: string[]): Promise<number> {
     })
   }
 
-  const signal = nextSignal()
+  // every address free before anything starts (a node that cannot bind would otherwise be taken
+  // for whatever other process answers on its admin port)
+  for (const n of nodes) {
+    const problem = await portProblem(n)
+    if (problem != null) {
+      process.stderr.write(`sipmesh cluster: ${problem}\n`)
+      return EXIT_FAILURE
+    }
+  }
+
+  const signal = clusterSignal()
   let failure: string | undefined
   let onChange: () => void = () => {}
 
@@ -200,10 +282,14 @@ export async function runCluster (args: string[]): Promise<number> {
     // the node's log goes to its file; whether it is up is asked of its admin API below, so that
     // readiness does not depend on the log level
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => { n.log?.write(line + '\n') })
-    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => { process.stderr.write(`[node ${n.index}] ${line}\n`) })
+    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => {
+      // the node's one-line reason ("sipmesh: cannot start: ..."), not a stack line after it
+      if (line.startsWith('sipmesh: ')) n.lastError ??= line.slice('sipmesh: '.length)
+      process.stderr.write(`[node ${n.index}] ${line}\n`)
+    })
     child.once('exit', (code, sig) => {
       n.exited = true
-      if (!n.started) failure ??= `node ${n.index} exited before it was up (code ${code ?? sig}); see ${join(n.dataDir, 'node.log')}`
+      if (!n.started) failure ??= `node ${n.index} exited before it was up (code ${code ?? sig})${n.lastError != null ? `: ${n.lastError}` : ''}; see ${join(n.dataDir, 'node.log')}`
       onChange()
     })
   }
@@ -214,7 +300,9 @@ export async function runCluster (args: string[]): Promise<number> {
       if (n.started || n.exited) continue
       void getStatus(n.admin).then((status) => {
         if (status == null || n.started) return
-        if (status.peerId !== n.peerId) failure ??= `node ${n.index} came up as ${status.peerId}, expected ${n.peerId}`
+        if (status.peerId !== n.peerId) {
+          failure ??= `node ${n.index}: another process answers on its admin address ${n.admin} (as ${status.peerId}, not ${n.peerId}); the address is in use (EADDRINUSE)`
+        }
         n.started = true
         onChange()
       })
@@ -259,7 +347,7 @@ export async function runCluster (args: string[]): Promise<number> {
   const wired = nodes.every(n => n.peers >= nodes.length - 1)
     ? 'every node is connected to all the others'
     : `still connecting: ${nodes.map(n => `node ${n.index} sees ${n.peers}`).join(', ')} of ${nodes.length - 1}`
-  process.stdout.write(`${table(nodes)}\n\nsipmesh cluster: ${nodes.length} node${nodes.length === 1 ? '' : 's'} up; ${wired}; logs in ${opts.dataDir}/node-<i>/node.log; Ctrl-C stops them all\n`)
+  process.stdout.write(`${table(nodes)}\n\nsipmesh cluster: ${nodes.length} node${nodes.length === 1 ? '' : 's'} up; ${wired}; logs in ${opts.dataDir}/node-<i>/node.log; Ctrl-C (or kill -INT ${process.pid}) stops them all\n`)
 
   let stopping = false
   for (const n of nodes) {
@@ -270,7 +358,7 @@ export async function runCluster (args: string[]): Promise<number> {
 
   const sig = await signal
   stopping = true
-  process.stdout.write(`sipmesh cluster: ${sig}, stopping ${nodes.length} nodes\n`)
+  process.stdout.write(`sipmesh cluster: ${sig === 'parent-exited' ? 'the process that started it exited' : sig}, stopping ${nodes.length} nodes\n`)
   await stopAll(nodes)
   process.stdout.write('sipmesh cluster: stopped\n')
   exitAfterSignal(EXIT_OK)

@@ -52,8 +52,11 @@ export interface GatewayConfig {
    * (`maxLagMs`) beyond which a REGISTER is answered 503 with Retry-After
    */
   registrar: { minExpires: number, maxExpires: number, conflictPolicy: ConflictPolicy, overload: { maxPending: number, maxLagMs: number } }
-  /** per-source-address limit of SIP messages on every transport; absent: off */
-  limits?: { rateLimit: { perSecond: number, burst: number } }
+  /**
+   * per source address: most inbound TCP + WebSocket connections, and (absent: off) a limit of SIP
+   * messages on every transport
+   */
+  limits?: { maxConnectionsPerHost?: number, rateLimit?: { perSecond: number, burst: number } }
 }
 
 /** What libp2p and the DHT get. */
@@ -118,7 +121,8 @@ const SETTINGS = {
   'conflict-policy': { kind: 'string', help: `a user registered on two nodes at once: ${Object.values(ConflictPolicy).join(' or ')}` },
   'rate-limit': { kind: 'string', help: 'SIP messages per second accepted from one source address, bursts of twice that (default: off)' },
   'max-pending-registers': { kind: 'string', help: 'REGISTERs in progress (waiting for their claim) beyond which a new one is answered 503 with Retry-After' },
-  'overload-lag-ms': { kind: 'string', help: 'event-loop lag, ms, beyond which a REGISTER is answered 503 with Retry-After' }
+  'overload-lag-ms': { kind: 'string', help: 'event-loop lag, ms, beyond which a REGISTER is answered 503 with Retry-After' },
+  'max-connections-per-host': { kind: 'string', help: 'open SIP TCP + WebSocket connections accepted from one source address (more are refused)' }
 } as const
 
 type SettingName = keyof typeof SETTINGS
@@ -139,7 +143,8 @@ export const DEFAULTS = {
   'max-expires': '3600',
   'conflict-policy': ConflictPolicy.LatestTakesOver,
   'max-pending-registers': '2000',
-  'overload-lag-ms': '500'
+  'overload-lag-ms': '500',
+  'max-connections-per-host': '256'
 } as const
 
 // ---- validation of single values ---------------------------------------------------------------
@@ -225,7 +230,8 @@ const layerSchema = z.strictObject({
   'conflict-policy': z.enum(Object.values(ConflictPolicy) as [ConflictPolicy, ...ConflictPolicy[]]),
   'rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000))),
   'max-pending-registers': str.superRefine(refineWith(positiveInteger(1_000_000))),
-  'overload-lag-ms': str.superRefine(refineWith(positiveInteger(60_000)))
+  'overload-lag-ms': str.superRefine(refineWith(positiveInteger(60_000))),
+  'max-connections-per-host': str.superRefine(refineWith(positiveInteger(1_000_000)))
 }).partial()
 
 export type ConfigLayer = z.infer<typeof layerSchema>
@@ -388,7 +394,10 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
         conflictPolicy: get('conflict-policy'),
         overload: { maxPending: Number(get('max-pending-registers')), maxLagMs: Number(get('overload-lag-ms')) }
       },
-      ...(merged['rate-limit'] != null ? { limits: { rateLimit: { perSecond: Number(merged['rate-limit']), burst: 2 * Number(merged['rate-limit']) } } } : {})
+      limits: {
+        maxConnectionsPerHost: Number(get('max-connections-per-host')),
+        ...(merged['rate-limit'] != null ? { rateLimit: { perSecond: Number(merged['rate-limit']), burst: 2 * Number(merged['rate-limit']) } } : {})
+      }
     },
     mesh: {
       listen: [...new Set(get('p2p'))],

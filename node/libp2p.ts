@@ -32,8 +32,9 @@ import { MemoryDatastore } from 'datastore-core'
 import { ClaimGuardDatastore } from '../dht/datastore-guard.ts'
 import { claimRecordHandlers } from '../dht/record/validator.ts'
 import { DhtRegistry } from '../dht/dht-registry.ts'
+import { watchTransport, type FailureReport } from './connection-failures.ts'
 import type { DhtRegistryInit } from '../dht/index.ts'
-import type { ComponentLogger, Libp2p, PeerId, PrivateKey, StreamHandler, StreamHandlerOptions, ConnectionGater } from '@libp2p/interface'
+import type { ComponentLogger, Libp2p, PeerId, PrivateKey, StreamHandler, StreamHandlerOptions, ConnectionGater, Transport } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
 import type { KadDHT } from '@libp2p/kad-dht'
 import type { Ping } from '@libp2p/ping'
@@ -157,7 +158,29 @@ export interface MeshNodeInit {
    * @default 300
    */
   maxConnections?: number
+  /**
+   * libp2p's connection monitor: how often every connection is pinged (a failed ping aborts it).
+   *
+   * @default 10000
+   */
+  pingIntervalMs?: number
+  /**
+   * Told of every peer connection that failed or was refused, in either direction (see
+   * `connection-failures.ts`), with a reason an operator can act on.
+   *
+   * @default undefined
+   */
+  onConnectionFailure?: (failure: FailureReport) => void
 }
+
+/**
+ * Concurrent `/ipfs/ping/1.0.0` streams per connection, each way. libp2p's connection monitor
+ * pings every connection every 10 s on a stream of its own, and aborts the connection when it
+ * cannot open one; kad-dht pings contacts through the ping service at the same time. With the
+ * ping service's default limit (1 outbound) the two collide and the monitor aborts a healthy
+ * connection with every stream on it (the SIP stream too), and both nodes dial again.
+ */
+export const PING_STREAMS_PER_CONNECTION = 8
 
 /** How long the first claims of a node that was given bootstrap peers or mDNS wait for a DHT peer. */
 export const DEFAULT_JOIN_WAIT_MS = 3_000
@@ -197,9 +220,21 @@ export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode
     }
   }
 
+  const report = init.onConnectionFailure
+  // likely causes of an upgrade that failed, from what this node is configured with
+  const hint = (direction: 'inbound' | 'outbound', err: unknown): string | undefined => {
+    const name = (err as Error).name
+    if (name === 'ConnectionInterceptedError' && allowPeers.size > 0) return 'the peer id is not on this node\'s allow-list (--allow-peer)'
+    if (direction === 'inbound') return init.psk != null ? 'the peer may use a different pre-shared key (--psk)' : 'the peer may use a pre-shared key (--psk) this node does not have'
+    return init.psk != null
+      ? 'the peer may use a different pre-shared key (--psk), or not allow this peer id (--allow-peer)'
+      : 'the peer may use a pre-shared key (--psk) this node does not have, or not allow this peer id (--allow-peer)'
+  }
+  const watched = (factory: (components: any) => Transport): (components: any) => Transport => // eslint-disable-line @typescript-eslint/no-explicit-any
+    report != null ? watchTransport(factory, report, hint) : factory
   const transports: NonNullable<Libp2pOptions['transports']> = []
-  if (init.tcp !== false) transports.push(tcp())
-  if (init.memory === true) transports.push(memory())
+  if (init.tcp !== false) transports.push(watched(tcp()))
+  if (init.memory === true) transports.push(watched(memory()))
 
   const peerDiscovery: NonNullable<Libp2pOptions['peerDiscovery']> = []
   if ((init.bootstrap ?? []).length > 0) peerDiscovery.push(bootstrap({ list: init.bootstrap ?? [], timeout: 0 }))
@@ -223,10 +258,11 @@ export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode
       allow: init.allow ?? ['/ip4/127.0.0.0/ipcidr/8', '/ip6/::1/ipcidr/128']
     },
     peerDiscovery,
+    connectionMonitor: init.pingIntervalMs != null ? { pingInterval: init.pingIntervalMs } : undefined,
     metrics: init.metrics,
     services: {
       identify: identify(),
-      ping: ping(),
+      ping: ping({ maxOutboundStreams: PING_STREAMS_PER_CONNECTION, maxInboundStreams: PING_STREAMS_PER_CONNECTION }),
       dht: kadDHT({
         protocol: init.kadProtocol ?? SIPMESH_KAD_PROTOCOL,
         clientMode: false,

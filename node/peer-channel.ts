@@ -2,12 +2,19 @@
  * The gateway's `PeerChannel` over libp2p: SIP messages between nodes on a protocol of ours.
  *
  * Wire format: on a stream of `/sipmesh/sip/1.0.0`, frames of a 4-byte big-endian length followed
- * by that many bytes (one SIP message per frame). Each node sends to a peer on one long-lived
- * outbound stream it opens on demand (dialling the peer id: libp2p finds its addresses in the peer
- * store or through the DHT) and reuses for every message; it reads frames from every stream a peer
- * opens to it. A stream that closes or fails is dropped and the next send opens a new one; a send
- * that hits a dead stream is retried once on a fresh stream. Delivery is at most once (a message
- * written into a stream that then resets is lost): SIP transactions retransmit on their own.
+ * by that many bytes (one SIP message per frame). Two nodes share one long-lived stream, used both
+ * ways: the node that sends first opens it on demand (dialling the peer id: libp2p finds its
+ * addresses in the peer store or through the DHT), and the other node sends its messages (the
+ * responses, for a start) back on that same stream instead of opening one of its own. Only when
+ * both open at the same moment is there one stream each way. Frames are read from every stream. A
+ * stream that closes or fails is dropped and the next send opens a new one; a send that hits a
+ * dead stream is retried once on a fresh stream. Delivery is at most once (a message written into
+ * a stream that then resets is lost).
+ *
+ * Cold start: messages to a peer with no stream yet wait, in order, while it opens (bounded by
+ * `maxQueuedPerPeer`). A dial that fails (the peer not listening yet, a connection closing as it is
+ * dialled) is tried again with a growing pause until `openTimeout` has passed since the first
+ * attempt; only then do the waiting messages fail.
  *
  * Frames sent in the same event-loop turn are coalesced into one stream write (one yamux frame,
  * one Noise encryption, one socket write, and one yamux window update back from the receiver),
@@ -55,7 +62,7 @@ export interface PeerChannelInit {
   protocol?: string
   /** largest frame sent or accepted, bytes @default 262144 */
   maxFrameSize?: number
-  /** how long opening a stream to a peer (dial + protocol negotiation) may take, ms @default 5000 */
+  /** how long opening a stream to a peer (dials, retried, and protocol negotiation) may take, ms @default 5000 */
   openTimeout?: number
   /** messages that may wait for one peer's stream to drain before send() fails @default 10000 */
   maxQueuedPerPeer?: number
@@ -200,8 +207,11 @@ const noop = (): void => {}
 export interface PeerChannelStats {
   framesSent: number
   framesReceived: number
+  /** streams this node opened (a stream the peer opened and this node also sends on is not counted) */
   streamsOpened: number
   streamErrors: number
+  /** dials of a stream that failed and were tried again within the open timeout */
+  openRetries: number
 }
 
 export class Libp2pPeerChannel implements PeerChannel, Startable {
@@ -216,7 +226,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   private readonly inbound = new Set<Stream>()
   private readonly handlers = new Set<(node: string, data: Uint8Array) => void>()
   private shutdown?: AbortController
-  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, streamsOpened: 0, streamErrors: 0 }
+  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, streamsOpened: 0, streamErrors: 0, openRetries: 0 }
 
   constructor (components: PeerChannelComponents, init: PeerChannelInit = {}) {
     this.libp2p = components.libp2p
@@ -267,11 +277,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
       return
     }
     const frame = encodeFrame(data)
-    let link = this.links.get(node)
-    if (link == null) {
-      link = { queue: [], flushing: false, batch: [], batchBytes: 0 }
-      this.links.set(node, link)
-    }
+    const link = this.link(node)
     // fast path: an open stream with room and nobody queued before us. Frames sent in the same
     // event-loop turn are coalesced into one write (one yamux frame, one Noise encryption).
     const stream = link.stream
@@ -290,6 +296,15 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     const done = new Promise<void>((resolve, reject) => { link.queue.push({ frame, resolve, reject }) })
     void this.flush(node, link, options)
     await done
+  }
+
+  private link (node: string): Link {
+    let link = this.links.get(node)
+    if (link == null) {
+      link = { queue: [], flushing: false, batch: [], batchBytes: 0 }
+      this.links.set(node, link)
+    }
+    return link
   }
 
   /** Write the frames coalesced in this turn; when the stream fails, they go back to the queue. */
@@ -324,7 +339,10 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     void this.flush(node, link, {})
   }
 
-  /** Connected peers that have an open SIP stream in either direction (for status). */
+  /**
+   * Peers this node has a stream to send on (opened by either side), and streams peers opened to
+   * this node (for status).
+   */
   streams (): { outbound: number, inbound: number } {
     let outbound = 0
     for (const l of this.links.values()) if (l.stream != null) outbound++
@@ -341,6 +359,8 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
         try {
           stream = await this.getStream(node, link, options)
         } catch (err) {
+          // the peer opened a stream to us meanwhile: send on that
+          if (link.stream != null && link.stream.writeStatus === 'writable') continue
           // cannot reach the peer: fail everything queued for it
           for (const p of link.queue.splice(0)) p.reject(err as Error)
           break
@@ -385,19 +405,57 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     const signals = [AbortSignal.timeout(this.openTimeout)]
     if (options.signal != null) signals.push(options.signal)
     if (this.shutdown != null) signals.push(this.shutdown.signal)
-    const stream = await this.libp2p.dialProtocol(peerIdFromString(node), this.protocol, { signal: AbortSignal.any(signals) })
+    const signal = AbortSignal.any(signals)
+    const peer = peerIdFromString(node)
+    let pause = 50
+    let stream: Stream
+    for (;;) {
+      try {
+        stream = await this.libp2p.dialProtocol(peer, this.protocol, { signal })
+        break
+      } catch (err) {
+        // out of time, stopped, or a peer that does not speak our protocol: give up
+        if (signal.aborted || (err as Error).name === 'UnsupportedProtocolError') throw err
+        // the peer not listening yet, a connection that closed as it was dialled, a crossing
+        // dial: try again while the messages wait
+        this.stats.openRetries++
+        this.log.debug('SIP stream dial failed, trying again', { peer: node, error: (err as Error).message })
+        const failed = err as Error
+        // the peer opened a stream to us meanwhile: that one will do
+        if (link.stream != null && link.stream.writeStatus === 'writable') return link.stream
+        await new Promise<void>((resolve, reject) => {
+          const onAbort = (): void => { clearTimeout(timer); reject(failed) }
+          const timer = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve() }, pause)
+          signal.addEventListener('abort', onAbort, { once: true })
+        })
+        pause = Math.min(pause * 2, 1000)
+      }
+    }
     this.stats.streamsOpened++
-    link.stream = stream
+    // a stream the peer opened meanwhile may already be in use: keep it, read this one too
+    if (link.stream == null || link.stream.writeStatus !== 'writable') this.adopt(node, link, stream)
     this.read(node, stream)
     stream.addEventListener('close', (evt) => {
-      if (link.stream === stream) link.stream = undefined
       if (evt.error != null) {
         this.stats.streamErrors++
         this.log.debug('outbound SIP stream closed', { peer: node, error: evt.error.message })
       }
     }, { once: true })
     this.log.debug('outbound SIP stream open', { peer: node })
-    return stream
+    return link.stream ?? stream
+  }
+
+  /** Send to `node` on `stream` from now on (one this node opened, or one the peer opened). */
+  private adopt (node: string, link: Link, stream: Stream): void {
+    link.stream = stream
+    const release = (): void => { if (link.stream === stream) link.stream = undefined }
+    stream.addEventListener('close', release, { once: true })
+    // the peer closed its end (it is stopping, or dropped the stream): send on a fresh stream
+    // from now on, and close ours so the stream ends
+    stream.addEventListener('remoteCloseWrite', () => {
+      release()
+      stream.close({ signal: AbortSignal.timeout(1000) }).catch(() => {})
+    }, { once: true })
   }
 
   private dropStream (node: string, link: Link, stream: Stream, err: Error): void {
@@ -412,6 +470,16 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     this.inbound.add(stream)
     stream.addEventListener('close', () => { this.inbound.delete(stream) }, { once: true })
     this.read(node, stream)
+    // one stream per pair of nodes: answer on the stream the peer opened, unless this node has
+    // one of its own to that peer already
+    const link = this.link(node)
+    if (link.stream == null || link.stream.writeStatus !== 'writable') {
+      this.adopt(node, link, stream)
+      // messages waiting for a stream of our own go out on this one
+      if (link.queue.length > 0) void this.flush(node, link, {})
+    } else {
+      stream.addEventListener('remoteCloseWrite', () => { stream.close({ signal: AbortSignal.timeout(1000) }).catch(() => {}) }, { once: true })
+    }
   }
 
   private read (node: string, stream: Stream): void {

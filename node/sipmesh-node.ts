@@ -12,10 +12,12 @@
  */
 import { readFile } from 'node:fs/promises'
 import { multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { createMeshNode } from './libp2p.ts'
 import { loadOrCreateIdentity, openDatastore, DatastoreDurableStore } from './persistence.ts'
 import { Libp2pPeerChannel } from './peer-channel.ts'
+import { ConnectionFailures, wasReported } from './connection-failures.ts'
 import { AdminServer } from './admin/server.ts'
 import { createNodeMetrics, addCollectedCounter, addCollectedGauge, addCollectedLabeledCounter, oncePerScrape } from './metrics.ts'
 import { createPinoLogger, libp2pComponentLogger, toPortLogger } from './logger.ts'
@@ -86,6 +88,8 @@ export interface GatewayStatsSnapshot {
     oversize: number
     rateLimited: number
     connections: number
+    connectionsRefused?: { host: number, total: number }
+    silentClosed?: number
   }
   presence?: { presentities: number, subscriptions: number, backendSubscriptions: number, publications: number, notifiesSent: number, rateLimited: number }
   offline?: { users: number, messages: number, stored: number, delivered: number, refused: number }
@@ -155,6 +159,10 @@ export class SipmeshNode {
   private shutdown?: AbortController
   private readonly stopSteps: Array<() => Promise<void>> = []
   private started = false
+  /** peer connections that failed or were refused (for logs, `/status` and `/metrics`) */
+  private connectionFailures: ConnectionFailures
+  /** each bootstrap address: connected yet, and the last error */
+  private readonly bootstrapState = new Map<string, { connected: boolean, attempts: number, error?: string }>()
 
   constructor (init: SipmeshNodeInit) {
     this.init = init
@@ -163,6 +171,7 @@ export class SipmeshNode {
     this.log = toPortLogger(this.pino)
     this.metrics = createNodeMetrics()
     this.sipAddress = formatHostPort(init.config.gateway.sip)
+    this.connectionFailures = new ConnectionFailures({ logger: this.log.child({ component: 'mesh' }) })
   }
 
   get mesh (): MeshNode {
@@ -196,6 +205,8 @@ export class SipmeshNode {
     if (this.started) return
     this.shutdown = new AbortController()
     this.metrics = createNodeMetrics()
+    this.connectionFailures = new ConnectionFailures({ logger: this.log.child({ component: 'mesh' }) })
+    this.bootstrapState.clear()
     try {
       await this.startSteps()
       this.started = true
@@ -269,6 +280,7 @@ export class SipmeshNode {
         logger: libp2pComponentLogger(this.pino),
         sip: this.sipAddress,
         metrics: this.init.libp2pMetrics === false ? undefined : prometheusMetrics({ registry: this.metrics.registry, collectDefaultMetrics: true, preserveExistingMetrics: false }),
+        onConnectionFailure: (failure) => { this.connectionFailures.record(failure) },
         ...this.init.mesh
       })
     } catch (err) {
@@ -276,11 +288,26 @@ export class SipmeshNode {
       throw new NodeStartError(psk != null && /psk|key/i.test(e.message) ? `bad pre-shared key file ${config.mesh.psk}: ${e.message}` : `cannot assemble libp2p: ${e.message}`)
     }
     this.meshNode = meshNode
+    // a peer that closes a connection right after it opened refuses us (an allow-list that does
+    // not list this node: it checks the peer id once Noise is done, after our side is upgraded)
+    meshNode.libp2p.addEventListener('connection:close', (evt) => {
+      const conn = evt.detail
+      const lived = Date.now() - conn.timeline.open
+      if (lived > 2000 || this.shutdown?.signal.aborted === true || conn.direction !== 'outbound') return
+      // a duplicate connection libp2p closed while another one to the peer stays is no refusal
+      if (meshNode.libp2p.getConnections(conn.remotePeer).some(c => c !== conn && c.status === 'open')) return
+      this.connectionFailures.record({ direction: 'outbound', address: conn.remoteAddr.toString(), peer: conn.remotePeer.toString(), reason: `the peer closed the connection ${lived} ms after it opened; it may not allow this peer id (--allow-peer)` })
+    })
     try {
       await meshNode.start()
     } catch (err) {
       await meshNode.stop().catch(() => {})
-      throw new NodeStartError(`cannot start libp2p (is ${config.mesh.listen.join(', ')} free?): ${(err as Error).message}`)
+      // libp2p lists each address that failed with its error and stack: name the first one
+      const message = (err as Error).message
+      const failed = message.split('\n').map(l => l.trim()).find(l => /^\/\S+: /.test(l))
+      throw new NodeStartError(failed != null
+        ? `cannot listen on ${failed.replace(': Error: ', ': ')} (libp2p)`
+        : `cannot start libp2p (is ${config.mesh.listen.join(', ')} free?): ${message.split('\n')[0]}`)
     }
     this.stopSteps.push(async () => { await meshNode.stop() })
     this.dialBootstrap(meshNode)
@@ -334,13 +361,20 @@ export class SipmeshNode {
   /** `GET /status` */
   status (): AdminStatus {
     const libp2p = this.mesh.libp2p
+    const connectedTo = (address: string): boolean => {
+      const peer = address.slice(address.lastIndexOf('/p2p/') + 5)
+      try { return libp2p.getConnections(peerIdFromString(peer)).some(c => c.status === 'open') } catch { return false }
+    }
     return {
       peerId: this.peerId,
       multiaddrs: libp2p.getMultiaddrs().map(String),
       sip: this.sipAddress,
       domains: [...this.config.gateway.domains],
       peers: [...new Set(libp2p.getPeers().map(String))].sort(),
-      registrations: this.gatewayInstance?.registrations?.() ?? 0
+      registrations: this.gatewayInstance?.registrations?.() ?? 0,
+      bootstrap: [...this.bootstrapState].map(([address, b]) => ({ address, connected: connectedTo(address), attempts: b.attempts, ...(b.error != null ? { error: b.error } : {}) })),
+      // failures of peers this node is connected to now are over
+      joinErrors: this.connectionFailures.recent().filter(f => f.peer == null || !connectedTo(`/p2p/${f.peer}`))
     }
   }
 
@@ -351,16 +385,35 @@ export class SipmeshNode {
   private dialBootstrap (meshNode: MeshNode): void {
     const self = meshNode.peerId.toString()
     const pending = new Set(this.config.mesh.bootstrap.filter(a => !a.endsWith(`/p2p/${self}`)))
+    for (const addr of pending) this.bootstrapState.set(addr, { connected: false, attempts: 0 })
     if (pending.size === 0) return
     const signal = this.shutdown?.signal
     let delay = this.init.bootstrapRetryMs ?? 1000
     const round = async (): Promise<void> => {
       await Promise.all([...pending].map(async (addr) => {
+        const state = this.bootstrapState.get(addr) ?? { connected: false, attempts: 0 }
+        state.attempts++
         try {
           await meshNode.libp2p.dial(multiaddr(addr), { signal: AbortSignal.any([AbortSignal.timeout(5000), ...(signal != null ? [signal] : [])]) })
           pending.delete(addr)
+          state.connected = true
+          state.error = undefined
+          if (state.attempts > 1) this.log.info('connected to bootstrap peer', { bootstrap: addr, attempts: state.attempts })
         } catch (err) {
-          if (signal?.aborted !== true) this.log.debug('bootstrap dial failed', { bootstrap: addr, error: (err as Error).message })
+          if (signal?.aborted === true) return
+          const e = err as Error & { code?: string }
+          const psk = this.config.mesh.psk != null
+          state.error = e.name === 'AbortError' || e.name === 'TimeoutError'
+            ? `no answer within 5 s; the address may be unreachable, or the peer may use ${psk ? 'a different' : 'a'} pre-shared key (--psk)`
+            : e.name === 'ConnectionClosedError'
+              ? `${e.name}: ${e.message}; the peer may not allow this peer id (--allow-peer) or use ${psk ? 'a different' : 'a'} pre-shared key (--psk)`
+              : `${e.code ?? e.name}: ${e.message}`
+          // the transport reported (and logged) connect and upgrade failures already; the rest
+          // (timeouts, a peer id the allow-list refuses to dial, no address) are told here
+          if (!wasReported(err)) {
+            const peer = addr.slice(addr.lastIndexOf('/p2p/') + 5)
+            this.connectionFailures.record({ direction: 'outbound', address: addr, peer, reason: `bootstrap dial failed: ${state.error}` })
+          }
         }
       }))
       if (pending.size > 0 && signal?.aborted !== true) {
@@ -402,17 +455,28 @@ export class SipmeshNode {
   private registerMetrics (meshNode: MeshNode, channel: Libp2pPeerChannel): void {
     const r = this.metrics.registry
     addCollectedGauge(r, 'sipmesh_connected_peers', 'mesh peers this node is connected to', () => meshNode.libp2p.getPeers().length)
+    addCollectedLabeledCounter(r, 'sipmesh_peer_connection_failures_total', 'peer connections that failed or were refused (connect, pre-shared key, Noise, allow-list, bootstrap timeouts), by direction', 'direction', ['inbound', 'outbound'], () => this.connectionFailures.counts)
+    addCollectedGauge(r, 'sipmesh_bootstrap_peers_unreached', 'bootstrap addresses this node has not connected to yet', () => [...this.bootstrapState.values()].filter(b => !b.connected).length)
     addCollectedGauge(r, 'sipmesh_registrations', 'live registrations served by this node', () => this.gatewayInstance?.registrations?.() ?? 0)
     addCollectedCounter(r, 'sipmesh_peer_channel_frames_sent_total', 'SIP messages sent to other nodes', () => channel.stats.framesSent)
     addCollectedCounter(r, 'sipmesh_peer_channel_frames_received_total', 'SIP messages received from other nodes', () => channel.stats.framesReceived)
     addCollectedCounter(r, 'sipmesh_peer_channel_streams_opened_total', 'SIP streams opened to other nodes', () => channel.stats.streamsOpened)
     addCollectedCounter(r, 'sipmesh_peer_channel_stream_errors_total', 'SIP streams that failed', () => channel.stats.streamErrors)
+    addCollectedCounter(r, 'sipmesh_peer_channel_open_retries_total', 'dials of a SIP stream that failed and were tried again (messages waiting meanwhile)', () => channel.stats.openRetries)
     const stats = meshNode.registry.stats
     addCollectedCounter(r, 'sipmesh_registry_claims_total', 'claims made by this node', () => stats.claims)
     addCollectedCounter(r, 'sipmesh_registry_lookups_total', 'DHT lookups of claims', () => stats.lookups)
     addCollectedCounter(r, 'sipmesh_registry_notices_sent_total', 'move/interest notices sent', () => stats.noticesSent)
     addCollectedCounter(r, 'sipmesh_registry_notices_received_total', 'move/interest notices received', () => stats.noticesReceived)
     addCollectedCounter(r, 'sipmesh_registry_notices_rejected_total', 'notices refused after verification', () => stats.noticesRejected)
+    addCollectedCounter(r, 'sipmesh_registry_refreshes_total', 'claims of an AoR this node holds, answered without a write', () => stats.refreshes)
+    addCollectedCounter(r, 'sipmesh_registry_renewals_total', 'lease renewals by the sweep (same version, new lease)', () => stats.renewals)
+    addCollectedCounter(r, 'sipmesh_registry_republished_total', 'own records re-put as they are (restart, releases)', () => stats.republished)
+    addCollectedCounter(r, 'sipmesh_registry_claims_received_total', 'claims other nodes sent this node to store', () => stats.putsReceived)
+    addCollectedCounter(r, 'sipmesh_registry_write_batches_total', 'batched writes of claims to this node\'s store', () => meshNode.registry.writeStats().batches)
+    addCollectedCounter(r, 'sipmesh_registry_peer_requests_total', 'batched claim-put requests sent to replicas', () => meshNode.registry.writeStats().peerBatches)
+    addCollectedGauge(r, 'sipmesh_registry_own_records', 'own claims and releases this node keeps and renews', () => meshNode.registry.ownRecords)
+    addCollectedCounter(r, 'sipmesh_registry_peers_down_total', 'peers found down by the liveness probe', () => meshNode.registry.liveness.stats.down)
   }
 
   /**
@@ -456,6 +520,8 @@ export class SipmeshNode {
     counter('sipmesh_sip_slow_peers_total', 'TCP/WebSocket connections closed because a message did not complete in time', s => s.transport?.slowPeers)
     counter('sipmesh_sip_idle_closed_total', 'TCP/WebSocket connections closed after the idle timeout', s => s.transport?.idleClosed)
     gauge('sipmesh_sip_connections', 'open SIP TCP and WebSocket connections', s => s.transport?.connections)
+    addCollectedLabeledCounter(r, 'sipmesh_sip_connections_refused_total', 'SIP TCP/WebSocket connections refused, by the cap they met: per source address (host) or on all connections (total)', 'cap', ['host', 'total'], () => s().transport?.connectionsRefused)
+    counter('sipmesh_sip_silent_connections_closed_total', 'inbound SIP TCP/WebSocket connections closed because no whole SIP message came within the first-message timeout', s => s.transport?.silentClosed)
     counter('sipmesh_sip_mesh_messages_received_total', 'SIP messages the gateway received from other nodes over the mesh', s => s.meshIn)
     counter('sipmesh_sip_mesh_messages_sent_total', 'SIP messages the gateway sent to other nodes over the mesh', s => s.meshOut)
     gauge('sipmesh_sip_bindings', 'contacts registered on this node (all AoRs)', s => s.bindings)

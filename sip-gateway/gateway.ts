@@ -63,6 +63,10 @@ export interface GatewayConfig {
     maxServerTransactions?: number
     /** most TCP/WebSocket connections. @default 10000 */
     maxConnections?: number
+    /** most inbound TCP + WebSocket connections from one source address (more are refused). @default 256 */
+    maxConnectionsPerHost?: number
+    /** an inbound connection that brings no whole SIP message within this is closed, ms. @default 30000 */
+    firstMessageTimeoutMs?: number
     /** close TCP/WebSocket connections idle this long, ms. @default 900000 */
     idleTimeoutMs?: number
     /** a message that started arriving must complete within this, ms (slow peers). @default 10000 */
@@ -253,6 +257,8 @@ export class Gateway {
       ws: config.ws,
       maxMessageSize: config.limits?.maxMessageSize,
       maxConnections: config.limits?.maxConnections,
+      maxConnectionsPerHost: config.limits?.maxConnectionsPerHost,
+      firstMessageTimeoutMs: config.limits?.firstMessageTimeoutMs,
       idleTimeoutMs: config.limits?.idleTimeoutMs,
       messageTimeoutMs: config.limits?.messageTimeoutMs,
       rateLimit: config.limits?.rateLimit
@@ -275,9 +281,12 @@ export class Gateway {
       host,
       port: udp.port,
       aliases: [`${udp.host}:${udp.port}`, `${tcp.host}:${tcp.port}`, `localhost:${udp.port}`],
+      wsPort: this.addresses.ws?.port,
       onUnavailable: async (request, aor) => await this.#unavailable?.(request, aor) ?? await this.#im.onUnavailable(request, aor),
       onTimeout: async (request, aor) => await this.#im.onTimeout(request, aor),
+      backlog: this.#im,
       intercept: (request, tx, flow, fromMesh) => this.#presence.intercept(request, tx, flow, fromMesh),
+      atOwner: async (request, tx, flow, aor, owned) => await this.#presence.atOwner(request, tx, flow, aor, owned),
       authenticate: this.#auth?.authenticate.bind(this.#auth),
       timerCMs: config.proxy?.timerCMs
     })

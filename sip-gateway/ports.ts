@@ -43,6 +43,18 @@ export interface ClaimResult {
 
 export type Unwatch = () => void
 
+/**
+ * The name of the error a Registry throws (or rejects with) for an AoR it cannot hold: not of the
+ * form `sip:user@domain`, characters it refuses, or longer than it allows (the DHT registry: 256
+ * characters). Hostile or odd input from a user agent, never a fault of the node: the gateway
+ * answers it 400 (`proxy/error-response.ts`), whichever request carried the AoR.
+ */
+export const INVALID_AOR_ERROR = 'InvalidAorError'
+
+/**
+ * Every method that takes an AoR throws or rejects with an error named `INVALID_AOR_ERROR` for
+ * one it cannot hold.
+ */
 export interface Registry {
   /** this node's id as it appears in `Route.node` */
   readonly nodeId: string
@@ -57,10 +69,19 @@ export interface Registry {
   release (aor: Aor, options?: AbortOptions): Promise<void>
 
   /**
-   * The current owner of an AoR, or undefined when nobody holds a live claim. Served from a cache
+   * The current owner of an AoR, or undefined when nobody holds a live claim or its owner node is
+   * down (P5: routing to a dead node stops within a bound, see the registry). Served from a cache
    * when possible (never older than a claim this node has seen); `fresh: true` forces a DHT lookup.
+   * A claim of this node is "renewed" by `claim` without a new version while it holds the AoR.
    */
   resolve (aor: Aor, options?: AbortOptions & { fresh?: boolean }): Promise<Route | undefined>
+
+  /**
+   * Whether the mesh knows this user: a node registered the AoR within the known-user retention
+   * (30 days by default), whether or not it is registered now. No extra record per user: the
+   * AoR's claim (or the release of it) is kept that long.
+   */
+  known (aor: Aor, options?: AbortOptions): Promise<boolean>
 
   /**
    * Be told whenever the route of an AoR changes (claimed, moved, released, expired), including

@@ -4,8 +4,14 @@
  * Wire format (CBOR, cborg's deterministic encoding, both levels are arrays):
  *
  *     envelope = [ payload: bytes, signature: bytes ]
- *     payload  = [ 1 (format), kind ("claim" | "release"), aor, owner (peer id multihash bytes),
- *                  sip ("host:port", "" for a release), version (uint), issuedAt (ms), expiresAt (ms) ]
+ *     payload  = [ 2 (format), kind ("claim" | "release"), aor, owner (peer id multihash bytes),
+ *                  sip ("host:port", "" for a release), version (uint), issuedAt (ms),
+ *                  expiresAt (ms), knownUntil (ms) ]
+ *
+ * `expiresAt` ends the *lease*: the route is valid until then (a claim's lease is renewed by its
+ * owner while the user has bindings). `knownUntil` (>= expiresAt) ends the record's *retention*:
+ * until then every node keeps the record, so the mesh knows the user registered recently (offline
+ * IM stores messages for such a user) even after a release, with no second record per user.
  *
  * The signature is the owner's Ed25519 signature over `CLAIM_SIGNING_DOMAIN || payload`, so a
  * claim signature can never be replayed as some other libp2p signature. The owner's public key is
@@ -23,6 +29,7 @@ import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
 import { ExpiredClaimError, InvalidAorError, InvalidClaimError, errorMessage } from '../errors.ts'
+import { Ed25519Signer, verifyEd25519 } from './keys.ts'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 
 /** First segment of every claim key: kad-dht picks our validator and selector by it. */
@@ -30,7 +37,7 @@ export const CLAIM_NAMESPACE = 'sipmesh'
 export const CLAIM_KEY_PREFIX = `/${CLAIM_NAMESPACE}/`
 /** Domain separation of the signed bytes. */
 export const CLAIM_SIGNING_DOMAIN = uint8ArrayFromString('sipmesh-claim-v1\n')
-export const CLAIM_FORMAT = 1
+export const CLAIM_FORMAT = 2
 /** Largest encoded claim accepted anywhere (envelope bytes). */
 export const MAX_CLAIM_BYTES = 1024
 /** Longest AoR accepted. */
@@ -56,8 +63,91 @@ export interface ClaimFields {
   sip: string
   version: bigint
   issuedAt: number
+  /** end of the lease: the route is void afterwards */
   expiresAt: number
+  /** end of the record's retention (>= expiresAt): the user counts as known to the mesh until then */
+  knownUntil: number
 }
+
+/**
+ * A decoded or freshly signed claim. It keeps the envelope bytes only; `payload` and `signature`
+ * are views cut from them on demand (two typed-array objects less per claim a node keeps: own
+ * claims and its cache of resolved routes, up to 100,000s of them).
+ */
+class Claim implements SignedClaim {
+  readonly kind: ClaimKind
+  readonly aor: string
+  readonly owner: PeerId
+  readonly sip: string
+  readonly version: bigint
+  readonly issuedAt: number
+  readonly expiresAt: number
+  readonly knownUntil: number
+  readonly bytes: Uint8Array
+  readonly #payloadAt: number
+  readonly #payloadEnd: number
+  readonly #signatureAt: number
+
+  constructor (f: ClaimFields, bytes: Uint8Array, payloadLength: number, signatureLength: number) {
+    this.kind = f.kind
+    this.aor = f.aor
+    this.owner = f.owner
+    this.sip = f.sip
+    this.version = f.version
+    this.issuedAt = f.issuedAt
+    this.expiresAt = f.expiresAt
+    this.knownUntil = f.knownUntil
+    this.bytes = bytes
+    // canonical CBOR: [payload, signature] = 0x82, bstr header + payload, bstr header + signature
+    this.#signatureAt = bytes.byteLength - signatureLength
+    this.#payloadEnd = this.#signatureAt - (signatureLength < 24 ? 1 : 2)
+    this.#payloadAt = this.#payloadEnd - payloadLength
+  }
+
+  get payload (): Uint8Array { return this.bytes.subarray(this.#payloadAt, this.#payloadEnd) }
+  get signature (): Uint8Array { return this.bytes.subarray(this.#signatureAt) }
+}
+
+/**
+ * Claim bytes a node keeps are copied into shared 64 KiB slabs: one ArrayBuffer per claim costs
+ * its backing store and bookkeeping (~400 bytes of RSS beside the ~190 bytes of the claim), and a
+ * view of a network buffer would keep the whole buffer alive. A slab is freed once no claim in it
+ * is referenced (renewals replace own claims every lease period).
+ */
+const SLAB_BYTES = 64 * 1024
+let slab = new Uint8Array(SLAB_BYTES)
+let slabUsed = 0
+
+function slabCopy (bytes: Uint8Array): Uint8Array {
+  const n = bytes.byteLength
+  if (n > 4096) return bytes.slice()
+  if (slabUsed + n > SLAB_BYTES) {
+    slab = new Uint8Array(SLAB_BYTES)
+    slabUsed = 0
+  }
+  const out = slab.subarray(slabUsed, slabUsed + n)
+  out.set(bytes)
+  slabUsed += (n + 7) & ~7
+  return out
+}
+
+/** Owner ids seen in decoded claims, shared (a PeerId holds its public key: hundreds of bytes). */
+const owners = new Map<string, PeerId>()
+const MAX_OWNERS = 4096
+
+function ownerOf (bytes: Uint8Array): PeerId {
+  const k = uint8ArrayToString(bytes, 'base64')
+  let peer = owners.get(k)
+  if (peer == null) {
+    peer = peerIdFromMultihash(Digest.decode(bytes))
+    if (owners.size >= MAX_OWNERS) owners.delete(owners.keys().next().value!)
+    owners.set(k, peer)
+  }
+  return peer
+}
+
+/** What signing takes: `knownUntil` defaults to `expiresAt`. */
+export type ClaimInput = Omit<ClaimFields, 'knownUntil'> & { knownUntil?: number }
 
 export interface SignedClaim extends ClaimFields {
   /** the signed payload bytes */
@@ -106,21 +196,42 @@ export function interestCid (aor: string): CID {
   return CID.createV1(raw.code, digest)
 }
 
-function payloadOf (f: ClaimFields): Uint8Array {
-  return encode([CLAIM_FORMAT, f.kind, f.aor, f.owner.toMultihash().bytes, f.sip, f.version, f.issuedAt, f.expiresAt])
+function payloadOf (f: ClaimFields, ownerBytes: Uint8Array = f.owner.toMultihash().bytes): Uint8Array {
+  return encode([CLAIM_FORMAT, f.kind, f.aor, ownerBytes, f.sip, f.version, f.issuedAt, f.expiresAt, f.knownUntil])
+}
+
+/**
+ * Signs this node's claims. Built once per node: it keeps the owner id and the Ed25519 key as a
+ * Node KeyObject (see `keys.ts` for why not `privateKey.sign`). Signing is synchronous.
+ */
+export class ClaimSigner {
+  readonly owner: PeerId
+  readonly #ownerBytes: Uint8Array
+  readonly #key: Ed25519Signer
+
+  constructor (privateKey: PrivateKey) {
+    this.owner = peerIdFromPrivateKey(privateKey)
+    this.#ownerBytes = this.owner.toMultihash().bytes
+    this.#key = new Ed25519Signer(privateKey)
+  }
+
+  sign (input: Omit<ClaimInput, 'owner'>): SignedClaim {
+    const fields: ClaimFields = { ...input, owner: this.owner, knownUntil: Math.max(input.knownUntil ?? input.expiresAt, input.expiresAt) }
+    checkFields(fields, Date.now(), { skipExpiry: true })
+    const payload = payloadOf(fields, this.#ownerBytes)
+    const signature = this.#key.sign(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload]))
+    const bytes = encode([payload, signature])
+    if (bytes.byteLength > MAX_CLAIM_BYTES) throw new InvalidClaimError(`claim too large (${bytes.byteLength} > ${MAX_CLAIM_BYTES} bytes)`)
+    return new Claim(fields, slabCopy(bytes), payload.byteLength, signature.byteLength)
+  }
 }
 
 /** Sign a claim with the owner's private key (which must match `fields.owner`). */
-export async function signClaim (fields: ClaimFields, privateKey: PrivateKey): Promise<SignedClaim> {
+export async function signClaim (fields: ClaimInput, privateKey: PrivateKey): Promise<SignedClaim> {
   if (!fields.owner.equals(peerIdFromPrivateKey(privateKey))) {
     throw new InvalidClaimError('the signing key is not the owner\'s')
   }
-  checkFields(fields, Date.now(), { skipExpiry: true })
-  const payload = payloadOf(fields)
-  const signature = await privateKey.sign(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload]))
-  const bytes = encode([payload, signature])
-  if (bytes.byteLength > MAX_CLAIM_BYTES) throw new InvalidClaimError(`claim too large (${bytes.byteLength} > ${MAX_CLAIM_BYTES} bytes)`)
-  return { ...fields, payload, signature, bytes }
+  return new ClaimSigner(privateKey).sign(fields)
 }
 
 const DECODE_OPTS = { strict: true, allowIndefinite: false, allowUndefined: false, rejectDuplicateMapKeys: true, useMaps: false } as const
@@ -161,8 +272,8 @@ export function decodeClaim (bytes: Uint8Array): SignedClaim {
   } catch (err) {
     throw new InvalidClaimError(`claim payload is not valid CBOR: ${errorMessage(err)}`)
   }
-  if (!Array.isArray(p) || p.length !== 8) throw new InvalidClaimError('claim payload is not an 8-field array')
-  const [format, kind, aor, ownerBytes, sip, version, issuedAt, expiresAt] = p as unknown[]
+  if (!Array.isArray(p) || p.length !== 9) throw new InvalidClaimError('claim payload is not a 9-field array')
+  const [format, kind, aor, ownerBytes, sip, version, issuedAt, expiresAt, knownUntil] = p as unknown[]
   if (format !== CLAIM_FORMAT) throw new InvalidClaimError(`unknown claim format ${String(format)}`)
   if (kind !== ClaimKind.claim && kind !== ClaimKind.release) throw new InvalidClaimError('unknown claim kind')
   if (typeof aor !== 'string') throw new InvalidClaimError('claim aor is not a string')
@@ -170,7 +281,7 @@ export function decodeClaim (bytes: Uint8Array): SignedClaim {
   if (!(ownerBytes instanceof Uint8Array)) throw new InvalidClaimError('claim owner is not bytes')
   let owner: PeerId
   try {
-    owner = peerIdFromMultihash(Digest.decode(ownerBytes))
+    owner = ownerOf(ownerBytes)
   } catch (err) {
     throw new InvalidClaimError(`claim owner is not a peer id: ${errorMessage(err)}`)
   }
@@ -181,12 +292,13 @@ export function decodeClaim (bytes: Uint8Array): SignedClaim {
     sip,
     version: toInt(version, 'version'),
     issuedAt: toMs(issuedAt, 'issuedAt'),
-    expiresAt: toMs(expiresAt, 'expiresAt')
+    expiresAt: toMs(expiresAt, 'expiresAt'),
+    knownUntil: toMs(knownUntil, 'knownUntil')
   }
   // deterministic encoding: the payload must be exactly what we would have produced
-  if (!uint8ArrayEquals(payloadOf(fields), payload)) throw new InvalidClaimError('claim payload is not canonically encoded')
+  if (!uint8ArrayEquals(payloadOf(fields, ownerBytes), payload)) throw new InvalidClaimError('claim payload is not canonically encoded')
   if (!uint8ArrayEquals(encode([payload, signature]), bytes)) throw new InvalidClaimError('claim envelope is not canonically encoded')
-  return { ...fields, payload, signature, bytes }
+  return new Claim(fields, slabCopy(bytes), payload.byteLength, signature.byteLength)
 }
 
 function checkFields (f: ClaimFields, now: number, opts: { skipExpiry?: boolean } = {}): void {
@@ -202,9 +314,10 @@ function checkFields (f: ClaimFields, now: number, opts: { skipExpiry?: boolean 
   if (f.sip.length > 300) throw new InvalidClaimError('claim sip too long')
   if (f.version < 0n || f.version >= 2n ** 63n) throw new InvalidClaimError('claim version out of range')
   if (f.expiresAt < f.issuedAt) throw new InvalidClaimError('claim expires before it was issued')
-  if (f.expiresAt - f.issuedAt > MAX_CLAIM_LIFETIME_MS) throw new InvalidClaimError('claim lifetime too long')
+  if (f.knownUntil < f.expiresAt) throw new InvalidClaimError('claim retention ends before its lease')
+  if (f.knownUntil - f.issuedAt > MAX_CLAIM_LIFETIME_MS) throw new InvalidClaimError('claim lifetime too long')
   if (f.issuedAt > now + MAX_CLOCK_SKEW_MS) throw new InvalidClaimError('claim issued in the future')
-  if (opts.skipExpiry !== true && f.expiresAt <= now) throw new ExpiredClaimError()
+  if (opts.skipExpiry !== true && f.knownUntil <= now) throw new ExpiredClaimError()
   if (f.owner.type !== 'Ed25519' || f.owner.publicKey == null) throw new InvalidClaimError('claim owner is not an Ed25519 peer id')
 }
 
@@ -215,22 +328,27 @@ export interface VerifyOptions {
   allowExpired?: boolean
   /** the DHT key the record was stored under; checked against the AoR when given */
   key?: Uint8Array
+  /**
+   * Skip the signature: only for a claim pushed by its owner itself over the mesh's authenticated
+   * channel (Noise proved the sender holds the owner's key). Everyone who reads it later checks it.
+   */
+  skipSignature?: boolean
 }
 
-/** Decode and fully verify a claim: form, fields, key, expiry, signature. Throws InvalidClaimError. */
+/** Decode and fully verify a claim: form, fields, key, retention, signature. Throws InvalidClaimError. */
 export async function verifyClaim (bytes: Uint8Array, opts: VerifyOptions = {}): Promise<SignedClaim> {
+  return verifyClaimSync(bytes, opts)
+}
+
+/** `verifyClaim` without the promise, for batches. */
+export function verifyClaimSync (bytes: Uint8Array, opts: VerifyOptions = {}): SignedClaim {
   const c = decodeClaim(bytes)
   checkFields(c, opts.now ?? Date.now(), { skipExpiry: opts.allowExpired === true })
   if (opts.key != null && !uint8ArrayEquals(opts.key, claimKey(c.aor))) {
     throw new InvalidClaimError('DHT key does not match the claim\'s AoR')
   }
-  let ok: boolean
-  try {
-    ok = await c.owner.publicKey!.verify(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, c.payload]), c.signature)
-  } catch {
-    ok = false
-  }
-  if (!ok) throw new InvalidClaimError('claim signature does not verify with the owner\'s key')
+  if (opts.skipSignature === true) return c
+  if (!verifyEd25519(c.owner.publicKey!.raw, uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, c.payload]), c.signature)) throw new InvalidClaimError('claim signature does not verify with the owner\'s key')
   return c
 }
 
@@ -246,7 +364,12 @@ export function compareClaims (a: Pick<SignedClaim, 'version' | 'issuedAt' | 'ow
   return uint8ArrayCompare(a.signature, b.signature)
 }
 
-/** Whether a claim is a live ownership (not a release, not expired). */
+/** Whether the record is still retained (its lease may have ended: see `isLive`). */
+export function isRetained (c: Pick<ClaimFields, 'knownUntil'>, now = Date.now()): boolean {
+  return c.knownUntil > now
+}
+
+/** Whether a claim is a live ownership (not a release, lease not ended). */
 export function isLive (c: Pick<ClaimFields, 'kind' | 'expiresAt'>, now = Date.now()): boolean {
   return c.kind === ClaimKind.claim && c.expiresAt > now
 }

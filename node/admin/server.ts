@@ -1,7 +1,7 @@
 /**
  * The admin HTTP API (read-only, JSON):
  *
- *   GET /status       { peerId, multiaddrs, sip, domains, peers, registrations }
+ *   GET /status       { peerId, multiaddrs, sip, domains, peers, registrations, bootstrap, joinErrors }
  *                     peers: peer ids (strings) of the mesh nodes this node is connected to
  *   GET /aor/<aor>    the claim of an AoR as this node resolves it (the AoR URL-encoded, e.g.
  *                     /aor/sip%3Aalice%40example.com):
@@ -37,6 +37,10 @@ export interface AdminStatus {
   domains: string[]
   peers: string[]
   registrations: number
+  /** each bootstrap address: connected yet, dial attempts, the last error */
+  bootstrap?: Array<{ address: string, connected: boolean, attempts: number, error?: string }>
+  /** recent peer connections that failed or were refused, newest first */
+  joinErrors?: Array<{ direction: 'inbound' | 'outbound', address?: string, peer?: string, reason: string, count: number, first: string, last: string }>
 }
 
 export interface AdminBackend {

@@ -26,18 +26,13 @@
  *   travels in `Sipmesh-Message-Id` (trusted from the mesh only), so a copy stored again on the
  *   way keeps its id and is never stored or delivered twice.
  *
- * "Known to the mesh" across nodes: why a marker claim. The node where a user registers keeps
- * her as known (KnownUsers, durable), but a MESSAGE may arrive at any node after her claim has
- * been released or has expired, and every node must answer alike. Routing an unclaimed AoR to a
- * deterministic "home" node would need the DHT's peer set, which the gateway does not see
- * (ports.ts), and would move the backlog whenever the home changes. Instead the node where she
- * registers also claims a marker AoR (`markerOf`: `sip:alice@example.com.sipmesh-known`, a host
- * no domain uses) with the Registry port the gateway already has, expiring at the end of the
- * known-user window (registration time + 30 days). Claims are last-writer-wins and replicated,
- * so every node resolves the marker to the same answer: known while it is live, unknown once it
- * expired. The marker is claimed at most once per `writeGranularityMs` per user (hourly by
- * default), and the node that owns it republishes it like any claim. Users of the credentials
- * file are known on every node from configuration alone.
+ * "Known to the mesh" across nodes. The node where a user registers keeps her as known
+ * (KnownUsers, durable), but a MESSAGE may arrive at any node after her claim has been released
+ * or has expired, and every node must answer alike. The claim registry keeps every AoR's record
+ * (the claim, or the release of it) for the known-user retention after the last registration,
+ * on the replicas of its key, and the node that made it re-puts it: `Registry.known` asks for it.
+ * So a user costs no record of her own besides her claim. Users of the credentials file are known
+ * on every node from configuration alone.
  */
 import { SipRequest, type SipResponse } from '../codec/message.ts'
 import { Headers } from '../codec/headers.ts'
@@ -54,16 +49,9 @@ import type { Reply } from '../registrar/registrar.ts'
 
 /** the header that carries a stored message's id between nodes */
 export const MESSAGE_ID_HEADER = 'Sipmesh-Message-Id'
-/** the host suffix of marker AoRs ("this user is known"): not a domain anybody serves */
-export const MARKER_SUFFIX = '.sipmesh-known'
 
 /** Headers kept with a stored message and sent again on delivery. */
 const KEPT_HEADERS = ['P-Asserted-Identity', 'Subject', 'Priority', 'In-Reply-To', 'Content-Language', 'Content-Encoding']
-
-/** The marker AoR of a user: the same user at `<domain>.sipmesh-known`. */
-export function markerOf (aor: string): string {
-  return `${aor}${MARKER_SUFFIX}`
-}
 
 export interface OfflineImComponents {
   registry: Registry
@@ -89,8 +77,6 @@ export interface OfflineImInit {
    * ms. @default 60000
    */
   retryIntervalMs?: number
-  /** how long after start the markers of users who registered here are claimed again, ms. @default 10000 */
-  reclaimDelayMs?: number
 }
 
 export class OfflineIm {
@@ -104,13 +90,9 @@ export class OfflineIm {
   readonly #watches = new Map<string, Unwatch>()
   /** users whose delivery run is in progress or asked for again */
   readonly #kicks = new Map<string, { again: boolean }>()
-  /** markers claimed by this run (AoR → ms), so a refresh within the granularity is not re-claimed */
-  readonly #marked = new Map<string, number>()
-  readonly #granularity: number
   #running = false
   readonly #timers = new Set<ReturnType<typeof setTimeout>>()
   readonly #retryIntervalMs: number
-  readonly #reclaimDelayMs: number
   #retry: ReturnType<typeof setInterval> | undefined
 
   constructor (components: OfflineImComponents, init: OfflineImInit = {}) {
@@ -121,14 +103,10 @@ export class OfflineIm {
     this.#hasLocal = components.hasLocalBindings
     this.offline = new OfflineStore({ store: components.store, logger: components.logger }, init.store)
     this.known = new KnownUsers({ store: components.store, logger: components.logger }, init.known)
-    this.#granularity = init.known?.writeGranularityMs ?? 60 * 60 * 1000
-    this.#knownRetention = init.known?.retentionMs ?? 30 * 24 * 60 * 60 * 1000
     this.#retryIntervalMs = init.retryIntervalMs ?? 60_000
-    this.#reclaimDelayMs = init.reclaimDelayMs ?? 10_000
     if (!(this.#retryIntervalMs > 0)) throw new RangeError('retryIntervalMs must be positive')
   }
 
-  readonly #knownRetention: number
 
   async start (): Promise<void> {
     if (this.#running) return
@@ -146,32 +124,6 @@ export class OfflineIm {
     }
     this.#retry = setInterval(() => { this.#retryAll() }, this.#retryIntervalMs)
     this.#retry.unref?.()
-    const t = setTimeout(() => {
-      this.#timers.delete(t)
-      this.#reclaimMarkers().catch(err => { this.#log.warn('marker re-claim failed', { err: String(err) }) })
-    }, this.#reclaimDelayMs)
-    t.unref?.()
-    this.#timers.add(t)
-  }
-
-  /**
-   * After a restart this node no longer republishes the marker claims it made before: claim
-   * again, in the background, the markers of users who last registered here (the marker still
-   * ours, or gone), with the expiry their registration time gives. A marker another node holds
-   * now (she registered there since) is left alone.
-   */
-  async #reclaimMarkers (): Promise<void> {
-    let n = 0
-    for (const [aor, at] of this.known.registered()) {
-      if (!this.#running) return
-      const marker = markerOf(aor)
-      const route = await this.#registry.resolve(marker).catch(() => undefined)
-      if (route !== undefined && route.node !== this.#registry.nodeId) continue
-      await this.#registry.claim(marker, { expiresAt: at + this.#knownRetention }).catch(() => {})
-      this.#marked.set(aor, at)
-      n++
-    }
-    if (n > 0) this.#log.info('known-user markers claimed again', { count: n })
   }
 
   /** kick every backlog whose user has a live route (a resolve served from cache mostly) */
@@ -208,7 +160,7 @@ export class OfflineIm {
 
   /** the registrar's change listener: a user registered here (or her bindings changed) */
   onBindings (aor: string, count: number): void {
-    if (!this.#running || count === 0 || aor.endsWith(MARKER_SUFFIX)) return
+    if (!this.#running || count === 0) return
     void this.#markKnown(aor)
     if (this.offline.count(aor) > 0) this.kick(aor)
   }
@@ -218,6 +170,21 @@ export class OfflineIm {
     if (request.method !== 'MESSAGE') return undefined
     if (!(await this.isKnown(aor))) return { status: 404, reason: 'Not Found' }
     return await this.#store(request, aor)
+  }
+
+  /**
+   * The proxy's backlog seam (issue 10 item 3): while this node holds stored messages for a user,
+   * a new MESSAGE for her is stored behind them (`append`: 202) and her backlog is tried at once,
+   * so it is delivered after them and never overtakes them.
+   */
+  holds (aor: string): boolean {
+    return this.#running && this.offline.count(aor) > 0
+  }
+
+  async append (request: SipRequest, aor: string): Promise<Reply> {
+    const reply = await this.#store(request, aor)
+    this.kick(aor)
+    return reply
   }
 
   /** The proxy's seam: a MESSAGE timed out at a device's contact (408): keep it instead. */
@@ -231,29 +198,23 @@ export class OfflineIm {
     }
   }
 
-  /** known here (registered within the window, credentials) or, mesh-wide, by its live marker claim */
+  /** known here (registered within the window, credentials) or, mesh-wide, by the AoR's retained record */
   async isKnown (aor: string): Promise<boolean> {
     if (this.known.isKnown(aor)) return true
     if (!isAor(aor)) return false
     try {
-      return (await this.#registry.resolve(markerOf(aor))) !== undefined
+      return await this.#registry.known(aor)
     } catch (err) {
-      this.#log.warn('marker lookup failed', { aor, err: String(err) })
+      this.#log.warn('known-user lookup failed', { aor, err: String(err) })
       return false
     }
   }
 
   async #markKnown (aor: string): Promise<void> {
-    const now = Date.now()
-    const last = this.#marked.get(aor)
-    if (last !== undefined && now - last < this.#granularity) return
-    this.#marked.set(aor, now)
     try {
-      await this.known.markRegistered(aor, now)
-      await this.#registry.claim(markerOf(aor), { expiresAt: now + this.#knownRetention })
+      await this.known.markRegistered(aor)
     } catch (err) {
-      this.#marked.delete(aor)
-      this.#log.warn('known-user marker not claimed', { aor, err: String(err) })
+      this.#log.warn('known user not recorded', { aor, err: String(err) })
     }
   }
 

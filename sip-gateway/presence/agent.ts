@@ -70,6 +70,7 @@ import type { Registrar } from '../registrar/registrar.ts'
 import type { ServerTransaction, TransactionLayer } from '../transaction/layer.ts'
 import { MESH_TRANSPORT, type Connector, type Flow } from '../proxy/flow.ts'
 import { SourceRateLimiter } from '../transport/limits.ts'
+import { responseForError } from '../proxy/error-response.ts'
 import { PIDF_CONTENT_TYPE, buildPidf, parsePidf, type PidfDocument } from './pidf.ts'
 import { presUriFor, presentityDocument } from './compose.ts'
 import { PublicationStore, type PublicationStoreInit } from './publications.ts'
@@ -541,10 +542,41 @@ export class PresenceAgent {
       this.#run(request, tx, async () => { await (fromMesh ? this.#backendSubscribe(request, tx, flow, aor) : this.#uaSubscribe(request, tx, flow, aor)) })
       return true
     }
-    // PUBLISH: taken when we serve the AoR here; otherwise the proxy routes it to the owner
-    if (this.#registrar.lookup(aor).length === 0 && this.#presentities.get(aor)?.mode !== 'local') return false
+    // PUBLISH: taken when we serve the AoR here, or hold the publication its entity tag names
+    // (RFC 3903 6: refresh, modify and remove work with or without a live binding); otherwise the
+    // proxy routes it to the owner, and hands it back to `atOwner` if that is us or nobody
+    if (this.#registrar.lookup(aor).length === 0 && this.#presentities.get(aor)?.mode !== 'local' && !this.#holdsTag(request, aor)) return false
     this.#run(request, tx, async () => { this.#publish(request, tx, flow, aor, fromMesh) })
     return true
+  }
+
+  /**
+   * The proxy's `atOwner` seam: a PUBLISH for an AoR this node owns (`owned`), or that nobody owns,
+   * reached where it would have gone to the user's devices or been answered as unavailable. The
+   * agent is the event state compositor: an owned AoR's PUBLISH is served here, bindings or not
+   * (a REGISTER's claim may still be in flight: issue 10 item 2). With nobody owning it, a
+   * conditional PUBLISH (SIP-If-Match) is answered here (412 for a tag we do not hold); an initial
+   * one waits for a REGISTER of that AoR this node is handling, and is served here if that bound
+   * the user, else left to the proxy (480 / 404: the user is registered nowhere).
+   */
+  async atOwner (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: Aor, owned: boolean): Promise<boolean> {
+    if (request.method !== 'PUBLISH' || !this.#running) return false
+    if (!owned && request.headers.get('SIP-If-Match') === undefined) {
+      await this.#registrar.settled(aor)
+      if (this.#registrar.lookup(aor).length === 0) return false
+    }
+    const fromMesh = flow.transport === MESH_TRANSPORT
+    this.#run(request, tx, async () => { this.#publish(request, tx, flow, aor, fromMesh) })
+    return true
+  }
+
+  /** this node holds the live publication a PUBLISH's SIP-If-Match names */
+  #holdsTag (request: SipRequest, aor: Aor): boolean {
+    const tag = request.headers.get('SIP-If-Match')?.trim()
+    if (tag === undefined || tag === '') return false
+    const pkg = parseEvent(request.headers.get('Event'))?.pkg
+    if (pkg === undefined) return false
+    return this.publications.get(aor, pkg).some(p => p.etag === tag)
   }
 
   #run (request: SipRequest, tx: ServerTransaction, fn: () => Promise<void>): void {
@@ -552,13 +584,8 @@ export class PresenceAgent {
       const s = sipStatusFor(err)
       if (s !== undefined) { this.#respond(tx, createResponse(request, s.status, s.reason, s.headers)); return }
       if (err instanceof RateLimitedError) { this.#respond(tx, createResponse(request, 503, err.reason, [['Retry-After', '5']])); return }
-      if (err instanceof SipStatusError || (err as Error)?.name === 'SipStatusError' || (err as Error)?.name === 'SipParseError') {
-        const e = err as SipStatusError
-        this.#respond(tx, createResponse(request, e.status, e.reason))
-        return
-      }
-      this.#log.error('presence agent failed', { method: request.method, err: err instanceof Error ? (err.stack ?? err.message) : String(err) })
-      this.#respond(tx, createResponse(request, 500))
+      // everything else as the proxy answers it (the one error-to-status place)
+      this.#respond(tx, responseForError(request, err, this.#log))
     })
   }
 

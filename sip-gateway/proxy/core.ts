@@ -11,6 +11,14 @@
  * node named in the next Via. Record-Route entries of ours carry the same `node` parameter so
  * mid-dialog requests find the mesh hop again.
  *
+ * Record-Route and transports (RFC 3261 16.6 step 4, RFC 5658): an entry of ours names the
+ * transport the user agent on that side uses (`transport=tcp`, `transport=ws` with the WebSocket
+ * address; UDP, the default, is left implicit), so a caller whose INVITE came over TCP sends its
+ * ACK and BYE over TCP too. When the request arrived from a user agent on one transport and leaves
+ * to one on another (a call between two users of this node), two entries are inserted, the one for
+ * the outgoing side on top: each user agent reaches the node by the entry it sees first, and the
+ * node consumes both. A mesh side needs no entry of its own: nodes follow the `node` parameter.
+ *
  * Loop detection (16.3 item 4, 16.6 item 8): our branches end in `.<hash>` of the fields that
  * identify the request as received (Request-URI, From tag, To tag, Call-ID, CSeq number, Route,
  * Proxy-Require); a request that carries one of our Vias with the hash it would get again is a
@@ -50,6 +58,7 @@ import { Timer } from '../transaction/timers.ts'
 import { ResponseContext, bestResponse, type Branch } from './response-context.ts'
 import { MESH_TRANSPORT, type Connector, type Flow } from './flow.ts'
 import { DialogContacts } from './dialog-contacts.ts'
+import { KeyedLock } from '../offline/keyed-lock.ts'
 
 /** Methods this node knows (anything else: 501). */
 export const KNOWN_METHODS: ReadonlySet<string> = new Set([
@@ -70,6 +79,12 @@ const DIALOG_METHODS: ReadonlySet<string> = new Set(['INVITE', 'SUBSCRIBE', 'REF
 export const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
 
 /**
+ * Longest Request-URI interpreted (414 above, RFC 3261 21.4.12): room for a GRUU or a contact
+ * with many parameters; an AoR the registry refuses below it (over 256 characters) gets 400.
+ */
+export const MAX_REQUEST_URI_LENGTH = 4096
+
+/**
  * Seam for issue 5 (offline store): asked when an AoR of a served domain has no live binding.
  * Returning a reply (for example 202 after storing a MESSAGE) answers the request; undefined
  * falls back to 480 (user known here) or 404.
@@ -77,10 +92,35 @@ export const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
 export type UnavailableHandler = (request: SipRequest, aor: string) => Promise<Reply | undefined>
 
 /**
+ * Seam for the offline store (issue 10 item 3): asked for every MESSAGE to an AoR of ours, in
+ * arrival order, before it is routed. While this node still holds stored messages for the user
+ * (`holds`, synchronous), the MESSAGE is stored behind them (`append` resolves with the reply,
+ * 202) instead of routed, so a live MESSAGE cannot overtake the backlog being delivered.
+ */
+export interface Backlog {
+  holds (aor: string): boolean
+  append (request: SipRequest, aor: string): Promise<Reply>
+}
+
+/**
  * Seam for the presence agent (issue 4): offered every new request after validation and Route
  * preprocessing, before routing. Returning true means it took the request (and answers `tx`).
  */
 export type RequestInterceptor = (request: SipRequest, tx: ServerTransaction, flow: Flow, fromMesh: boolean) => boolean
+
+/**
+ * Seam for the presence agent's PUBLISH server (RFC 3903; issue 10 items 1 and 2): offered every
+ * request whose method the owner serves itself (`OWNER_METHODS`) once routing found that this node
+ * owns its AoR (`owned`) or that nobody does, where it would otherwise be delivered to the AoR's
+ * contacts or answered as unavailable. Resolves true when it took the request (and answers `tx`).
+ */
+export type OwnerHandler = (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, owned: boolean) => Promise<boolean>
+
+/**
+ * Methods served by the node that owns the AoR, never by the AoR's user agents: a PUBLISH goes to
+ * the event state compositor (the presence agent), whatever contacts the user has registered.
+ */
+const OWNER_METHODS: ReadonlySet<string> = new Set(['PUBLISH'])
 
 /**
  * Seam for digest authentication (auth/, RFC 3261 22): offered every new request from a user
@@ -107,14 +147,20 @@ export interface ProxyCoreInit {
   port: number
   /** other names the node answers to as itself (its listening addresses) */
   aliases?: Iterable<string>
+  /** the port of SIP over WebSocket, for Record-Route entries facing WebSocket user agents */
+  wsPort?: number
   onUnavailable?: UnavailableHandler
   /**
    * issue 5: a MESSAGE timed out (408) at a local device's contact; a reply (202 after storing it)
    * takes the place of that branch's 408
    */
   onTimeout?: UnavailableHandler
+  /** issue 10 item 3: a MESSAGE for a user with stored messages here joins them */
+  backlog?: Backlog
   /** the presence agent's interceptor (SUBSCRIBE, NOTIFY, PUBLISH it serves) */
   intercept?: RequestInterceptor
+  /** the presence agent's PUBLISH server where this node owns the AoR, or nobody does */
+  atOwner?: OwnerHandler
   /** digest authentication of user agents; absent: none (the From AoR is asserted) */
   authenticate?: RequestAuthenticator
   /** timer C of a forwarded INVITE (RFC 3261 16.6 step 11), ms. @default 180000 */
@@ -140,22 +186,27 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #domains: Set<string>
   readonly #host: string
   readonly #port: number
+  readonly #wsPort: number | undefined
   readonly #self: Set<string>
   readonly #sentBy: string
   readonly #onUnavailable: UnavailableHandler | undefined
   readonly #onTimeout: UnavailableHandler | undefined
   readonly #intercept: RequestInterceptor | undefined
+  readonly #backlog: Backlog | undefined
+  readonly #atOwner: OwnerHandler | undefined
   readonly #authenticate: RequestAuthenticator | undefined
   /** the identity `authenticate` established for a request */
   readonly #identities = new WeakMap<SipRequest, string>()
   readonly #timerC: number
   readonly #contexts = new Map<ServerTransaction, ResponseContext>()
   readonly #resolving = new Map<string, Promise<Route | undefined>>()
+  /** MESSAGE routing per recipient AoR, in arrival order */
+  readonly #inOrder = new KeyedLock()
   readonly #lastRoutes = new Map<string, Route>()
   readonly #loopHashes = new WeakMap<SipRequest, string>()
   /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
   readonly #rescueAor = new WeakMap<SipRequest, string>()
-  /** callers' Contacts of the dialogs we Record-Routed, for requests coming back to them */
+  /** the Contacts of the user agents of dialogs we Record-Routed (callers and callees), for requests inside them */
   readonly #dialogContacts = new DialogContacts()
   #layer: TransactionLayer<Flow> | undefined
   readonly stats: ProxyStats = { requests: 0, forwardedMesh: 0, deliveredLocal: 0, answeredLocally: 0, loops: 0, notOwnerRetries: 0, responses: {} }
@@ -169,11 +220,14 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#domains = new Set([...init.domains].map(d => d.toLowerCase()))
     this.#host = init.host
     this.#port = init.port
+    this.#wsPort = init.wsPort
     this.#sentBy = `${init.host.toLowerCase()}:${init.port}`
     this.#self = new Set([this.#sentBy, ...[...init.aliases ?? []].map(a => a.toLowerCase())])
     this.#onUnavailable = init.onUnavailable
     this.#onTimeout = init.onTimeout
     this.#intercept = init.intercept
+    this.#backlog = init.backlog
+    this.#atOwner = init.atOwner
     this.#authenticate = init.authenticate
     this.#timerC = init.timerCMs ?? 180_000
   }
@@ -250,6 +304,8 @@ export class ProxyCore implements TransactionCore<Flow> {
 
     // 16.3 request validation
     if (!KNOWN_METHODS.has(request.method)) throw new SipStatusError(501, 'Not Implemented')
+    // RFC 3261 21.4.12: a Request-URI longer than we interpret (no AoR of ours is near it)
+    if (request.uri.length > MAX_REQUEST_URI_LENGTH) throw new SipStatusError(414, 'Request-URI Too Long')
     const maxForwards = readMaxForwards(request)
     // RFC 3261 7.4.1 (a body needs its Content-Type), RFC 3428 section 7 (MESSAGE carries one)
     if (request.method === 'MESSAGE' && request.body.byteLength > 0 && !request.headers.has('Content-Type')) {
@@ -320,14 +376,17 @@ export class ProxyCore implements TransactionCore<Flow> {
           await this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#bindingFlow(binding) }])
           return
         }
-        // or of a user agent that set the dialog up through us without registering (a caller):
-        // sent only back where that user agent sent from (its UDP source, its connection), never
-        // to the address its Contact names, so a made-up Contact cannot aim the node anywhere
-        const caller = this.#dialogContacts.find(request.uri)
-        if (caller !== undefined) {
-          if (!caller.flow.open) throw new SipStatusError(480, 'Temporarily Unavailable')
+        // or the remote target of a dialog we Record-Routed, whatever the registrar holds: a
+        // caller's Contact (it may never have registered) or the Contact a callee answered with
+        // (it may differ from the one it registered). Sent only over the flow that user agent
+        // used in the dialog's first transaction (the caller's UDP source or connection; the
+        // flow the INVITE reached the callee on), never to the address its Contact names, so a
+        // made-up Contact cannot aim the node anywhere
+        const party = this.#dialogContacts.find(request.uri)
+        if (party !== undefined) {
+          if (!party.flow.open) throw new SipStatusError(480, 'Temporarily Unavailable')
           if (!fromMesh) this.#assertIdentity(request)
-          await this.#forward(request, tx, flow, [{ uri: request.uri, flow: caller.flow }])
+          await this.#forward(request, tx, flow, [{ uri: request.uri, flow: party.flow }])
           return
         }
       }
@@ -339,9 +398,34 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
 
     const aor = aorOf(uri)
+    // pager IM keeps its order per recipient (issue 10 item 3): a MESSAGE is routed only after the
+    // one received before it for the same AoR was sent on (its response is not waited for) or
+    // answered here (stored: 202, or refused), so a route lookup the first ones wait on cannot let
+    // later ones overtake them. Waiting for the store costs nothing: the offline store writes one
+    // user's messages one after the other anyway. Other recipients are not held up. While this
+    // node holds stored messages for the user, a new one is stored behind them, not sent past them.
+    if (request.method === 'MESSAGE') {
+      await this.#inOrder.run(aor, async () => {
+        if (this.#backlog?.holds(aor) === true) {
+          if (!fromMesh) this.#assertIdentity(request)
+          this.#reply(tx, request, await this.#backlog.append(request, aor))
+          return
+        }
+        await this.#routeAor(request, tx, flow, aor, fromMesh)
+      })
+      return
+    }
+    await this.#routeAor(request, tx, flow, aor, fromMesh)
+  }
+
+  /** route a request for an AoR of a served domain: the owner here, another node, or nobody */
+  async #routeAor (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, fromMesh: boolean): Promise<void> {
     if (fromMesh) {
-      // we own what we hold bindings for (the registrar drops them when displaced): no lookup then
-      if (this.#registrar.lookup(aor).length === 0 && (await this.#resolve(aor))?.node !== this.#registry.nodeId) {
+      // we own what we hold bindings for (the registrar drops them when displaced): no lookup then.
+      // Without bindings we are an old owner the sender's route lagged behind, or the user just
+      // left: ask the DHT itself, so that a message for a user who moved on is sent after her
+      // (not-owner retry at the sender) and never stored here as if she were offline
+      if (this.#registrar.lookup(aor).length === 0 && (await this.#registry.resolve(aor, { fresh: true }))?.node !== this.#registry.nodeId) {
         this.#respond(tx, createResponse(request, 404, 'Not Owner', [[NOT_OWNER_HEADER, this.#registry.nodeId]], { toTag: true }))
         return
       }
@@ -359,11 +443,11 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   /**
-   * `registry.resolve`, with two guards for the hot path: concurrent calls for one AoR share one
-   * lookup, and while the registry has to go to the DHT (its cache entry lapsed) the route this
-   * node last resolved is used if it has not expired (stale-while-revalidate). The registry
-   * answers cache hits within microtasks, so a fresh answer always wins the race against
-   * `setImmediate`; a stale route that turns out wrong is caught by the not-owner retry.
+   * `registry.resolve`, with one guard for the hot path: concurrent calls for one AoR share one
+   * lookup. The registry itself serves a known route at once and checks it again in the
+   * background when its cache entry is old (stale-while-revalidate); its cache follows move
+   * notices, so no route kept here can outlive one. A route that turns out wrong is caught by the
+   * not-owner retry.
    */
   async #resolve (aor: string): Promise<Route | undefined> {
     let p = this.#resolving.get(aor)
@@ -380,16 +464,13 @@ export class ProxyCore implements TransactionCore<Flow> {
         }
       }, () => { if (this.#resolving.get(aor) === lookup) this.#resolving.delete(aor) })
     }
-    const last = this.#lastRoutes.get(aor)
-    if (last === undefined || last.expiresAt <= Date.now()) return await p
-    const r = await Promise.race([p, new Promise<typeof STALE>(resolve => setImmediate(() => resolve(STALE)))])
-    return r === STALE ? last : r
+    return await p
   }
 
   /** forward to wherever the route says: local contacts, another node, or nobody */
   async #toRoute (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, route: Route | undefined, retried = false): Promise<void> {
     if (route === undefined) {
-      await this.#unavailable(request, tx, aor)
+      await this.#unavailable(request, tx, flow, aor)
       return
     }
     if (route.node === this.#registry.nodeId) {
@@ -401,9 +482,14 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   async #deliverLocal (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): Promise<void> {
+    // the AoR is ours: what the owner serves itself never goes to the user's devices
+    if (OWNER_METHODS.has(request.method)) {
+      if (await this.#atOwner?.(request, tx, flow, aor, true) !== true) throw new SipStatusError(480, 'Temporarily Unavailable')
+      return
+    }
     const bindings = this.#registrar.lookup(aor)
     if (bindings.length === 0) {
-      await this.#unavailable(request, tx, aor)
+      await this.#unavailable(request, tx, flow, aor)
       return
     }
     this.stats.deliveredLocal++
@@ -419,7 +505,8 @@ export class ProxyCore implements TransactionCore<Flow> {
     await this.#forward(request, tx, flow, targets)
   }
 
-  async #unavailable (request: SipRequest, tx: ServerTransaction, aor: string): Promise<void> {
+  async #unavailable (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): Promise<void> {
+    if (OWNER_METHODS.has(request.method) && await this.#atOwner?.(request, tx, flow, aor, false) === true) return
     const reply = await this.#onUnavailable?.(request, aor)
     if (reply !== undefined) { this.#reply(tx, request, reply); return }
     if (this.#registrar.isKnown(aor)) throw new SipStatusError(480, 'Temporarily Unavailable')
@@ -458,12 +545,59 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
   }
 
-  /** 16.4: a top Route entry naming this node is removed; true when one was */
+  /**
+   * A user agent of this node answered a dialog-creating request we Record-Routed (a 2xx, or a 1xx
+   * with a To tag: an early dialog): its Contact is the dialog's remote target (RFC 3261 12.1.2),
+   * which need not be the Contact it registered. Requests inside the dialog come back to it: they
+   * go over the flow this branch used, the one the callee answered on.
+   */
+  #rememberCallee (response: SipResponse, flow: Flow): void {
+    if (response.status < 101 || response.status >= 300) return
+    if (response.status < 200 && !hasToTag(response)) return
+    const contact = response.headers.get('Contact')
+    if (contact === undefined) return
+    try {
+      // a Contact another user agent's dialog already uses stays that user agent's
+      this.#dialogContacts.remember(parseNameAddr(contact).uri, flow, { takeOver: false })
+    } catch {
+      // a malformed Contact: nothing to come back to
+    }
+  }
+
+  /**
+   * RFC 3261 16.6 step 4 and RFC 5658: our Record-Route entries for a branch from `inbound` to
+   * `outbound`, top first. Each user agent side gets an entry naming its transport; two sides on
+   * different transports get one each (the outgoing side's on top); a mesh side needs none.
+   */
+  #recordRoute (inbound: Flow, outbound: Flow): string[] {
+    const sides = [outbound.transport, inbound.transport].filter(t => t !== MESH_TRANSPORT)
+    if (sides.length === 2 && sides[0] === sides[1]) sides.pop()
+    if (sides.length === 0) sides.push('UDP')
+    return sides.map(t => this.#recordRouteEntry(t))
+  }
+
+  #recordRouteEntry (transport: string): string {
+    const node = this.#registry.nodeId
+    switch (transport) {
+      case 'UDP': return `<sip:${this.#host}:${this.#port};lr;node=${node}>`
+      case 'WS':
+      case 'WSS': return `<sip:${this.#host}:${this.#wsPort ?? this.#port};transport=${transport.toLowerCase()};lr;node=${node}>`
+      default: return `<sip:${this.#host}:${this.#port};transport=${transport.toLowerCase()};lr;node=${node}>`
+    }
+  }
+
+  /**
+   * 16.4: the top Route entries naming this node are removed (two when we Record-Routed both sides
+   * of a dialog, RFC 5658); true when one was
+   */
   #consumeOurRoute (request: SipRequest): boolean {
-    const top = request.headers.get('Route')
-    if (top === undefined || !this.#isOurUri(safeUri(parseNameAddr(top).uri))) return false
-    request.headers.shift('Route')
-    return true
+    let consumed = false
+    for (;;) {
+      const top = request.headers.get('Route')
+      if (top === undefined || !this.#isOurUri(safeUri(parseNameAddr(top).uri))) return consumed
+      request.headers.shift('Route')
+      consumed = true
+    }
   }
 
   /**
@@ -652,7 +786,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     copy.headers.set('Max-Forwards', String(mf === undefined ? 70 : mf - 1))
     // 16.6 step 4: Record-Route for requests that may set up a dialog
     if (DIALOG_METHODS.has(request.method)) {
-      copy.headers.prepend('Record-Route', `<sip:${this.#host}:${this.#port};lr;node=${this.#registry.nodeId}>`)
+      for (const entry of this.#recordRoute(inbound, target.flow).reverse()) copy.headers.prepend('Record-Route', entry)
     }
     // 16.6 step 8: our Via, with a branch that carries the loop hash
     const branch = `${generateBranch()}.${loopHash}`
@@ -692,6 +826,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   #onBranchResponse (ctx: ResponseContext, b: Branch, response: SipResponse, inbound: Flow, target: Target): void {
+    if (target.flow.transport !== MESH_TRANSPORT && DIALOG_METHODS.has(ctx.request.method)) this.#rememberCallee(response, target.flow)
     // 16.7 step 3: remove our Via
     const copy = cloneMessage(response) as SipResponse
     copy.headers.shift('Via')
@@ -797,7 +932,12 @@ export class ProxyCore implements TransactionCore<Flow> {
       } else {
         const b = this.#registrar.findByContact(request.uri)
         if (b !== undefined) target = await this.#bindingFlow(b)
-        else if (flow.transport !== MESH_TRANSPORT) return // never relay for strangers
+        else if (fromMesh || (consumed && hasToTag(request))) {
+          // the remote target of a dialog we Record-Routed (as in #handle), over its own flow
+          const party = this.#dialogContacts.find(request.uri)
+          if (party !== undefined && party.flow.open) target = party.flow
+        }
+        if (target === undefined && !fromMesh) return // never relay for strangers
       }
     }
     if (target === undefined) return
@@ -855,8 +995,6 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 }
 
-const STALE = Symbol('stale')
-
 interface Target {
   uri: string
   flow: Flow
@@ -878,10 +1016,10 @@ function generateBranch (): string {
   return BRANCH_PREFIX + branchCounter.toString(36)
 }
 
-/** an in-dialog request (RFC 3261 12.2): its To carries a tag */
-function hasToTag (request: SipRequest): boolean {
+/** an in-dialog request (RFC 3261 12.2), or a response that creates a dialog: its To carries a tag */
+function hasToTag (message: SipRequest | SipResponse): boolean {
   try {
-    const tag = parseNameAddr(request.headers.get('To') ?? '').params.tag
+    const tag = parseNameAddr(message.headers.get('To') ?? '').params.tag
     return typeof tag === 'string' && tag !== ''
   } catch {
     return false

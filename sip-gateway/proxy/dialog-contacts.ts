@@ -1,13 +1,16 @@
 /**
- * The Contact of each user agent whose dialog-creating request (INVITE, SUBSCRIBE, REFER) this
- * node took from the user agent itself and Record-Routed. A request inside such a dialog that
- * comes back along the route set (from the mesh, or from a user agent on this node) has that
- * Contact as its Request-URI (RFC 3261 12.2.1.1) and no Route left once ours is consumed: it may
- * be delivered there even when the user agent never registered (a caller that only calls). Only
- * contacts that reached us from their own user agent are kept, and such a request is sent back
- * over the flow the user agent used (its UDP source address, its connection), not to the address
- * the Contact names: whatever a user agent writes in its Contact, the node only ever answers it
- * (no open relay, see ProxyCore).
+ * The Contacts of the user agents of dialogs this node Record-Routed: the caller's, from a
+ * dialog-creating request (INVITE, SUBSCRIBE, REFER) this node took from the user agent itself,
+ * and the callee's, from its answer (a 2xx, or a 1xx with a To tag) to such a request this node
+ * delivered to it. A request inside such a dialog that comes back along the route set (from the
+ * mesh, or from a user agent on this node) has the other party's Contact as its Request-URI
+ * (RFC 3261 12.2.1.1) and no Route left once ours is consumed: it may be delivered there whatever
+ * the registrar holds: a caller that never registered, a callee that answered with a Contact other
+ * than the one it registered. Only contacts of user agents the node itself talked to are kept, and
+ * such a request is sent over the flow that user agent used (the caller's UDP source address or
+ * connection; the flow the request reached the callee on), not to the address the Contact names:
+ * whatever a user agent writes in its Contact, the node only ever reaches that user agent (no
+ * open relay, see ProxyCore).
  *
  * Bounded: at most `max` contacts, each forgotten `ttlMs` after its dialog was last used.
  */
@@ -16,7 +19,7 @@ import type { Flow } from './flow.ts'
 
 export interface DialogContact {
   uri: string
-  /** the flow the dialog-creating request arrived on */
+  /** the flow of the user agent: the one the dialog-creating request arrived on (caller) or was sent on (callee) */
   flow: Flow
 }
 
@@ -34,9 +37,16 @@ export class DialogContacts {
 
   get size (): number { return this.#entries.size }
 
-  remember (uri: string, flow: Flow): void {
+  /**
+   * Keep `uri` as reached over `flow`. With `takeOver: false` a live entry of another user agent
+   * (another flow that is still open) is kept: a callee cannot claim a Contact another user agent's
+   * dialog uses (its caller's, say) and so draw that dialog's requests to itself.
+   */
+  remember (uri: string, flow: Flow, options: { takeOver?: boolean } = {}): void {
     let key: string
     try { key = contactKey(uri) } catch { return }
+    const existing = this.#entries.get(key)
+    if (options.takeOver === false && existing !== undefined && existing.until > this.#now() && existing.flow.open && !sameFlow(existing.flow, flow)) return
     this.#entries.delete(key)
     if (this.#entries.size >= this.#max) {
       const oldest = this.#entries.keys().next().value
@@ -61,4 +71,9 @@ export class DialogContacts {
     this.#entries.set(key, e)
     return e
   }
+}
+
+/** the same user agent's flow: the same object, or the same transport and remote address */
+function sameFlow (a: Flow, b: Flow): boolean {
+  return a === b || (a.transport === b.transport && a.remote.host === b.remote.host && a.remote.port === b.remote.port)
 }

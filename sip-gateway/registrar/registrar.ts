@@ -15,7 +15,7 @@ import { parseNameAddr } from '../codec/name-addr.ts'
 import { parseUri, aorOf } from '../codec/uri.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
-import type { ClaimResult, DurableStore, Logger, Registry, Route, Unwatch } from '../ports.ts'
+import { INVALID_AOR_ERROR, type ClaimResult, type DurableStore, type Logger, type Registry, type Route, type Unwatch } from '../ports.ts'
 import { contactKey, decodeRegistration, encodeRegistration, ownString, EMPTY_PARAMS } from './bindings.ts'
 import type { Binding } from './bindings.ts'
 import { ExpiryWheel } from './expiry-wheel.ts'
@@ -345,6 +345,14 @@ export class Registrar<Flow = unknown> {
     if (reg.slot === 0 || slot < reg.slot) reg.slot = this.#wheel.add(aor, minExpiry(bindings))
   }
 
+  /**
+   * Resolves once no REGISTER of `aor` is being handled here (its claim settled and its bindings,
+   * if any, are in place): a request that raced a registration can then see its outcome.
+   */
+  async settled (aor: string): Promise<void> {
+    if (this.#busy.has(aor)) await this.#serialized(aor, async () => {})
+  }
+
   /** AoRs registered here since start (seam for 480 vs 404 and for issue 5's offline store) */
   isKnown (aor: string): boolean { return this.#known.has(aor) }
 
@@ -540,10 +548,12 @@ export class Registrar<Flow = unknown> {
       try {
         result = await this.#registry.claim(aor, { expiresAt: maxExpiry(bindings) })
       } catch (err) {
+        if (restoring && current.size > 0) this.#restoring.set(aor, { bindings: [...current.values()] as Array<StoredBinding<never>> })
+        // an AoR the registry cannot hold is the user agent's fault (400 at the error boundary)
+        if ((err as Error)?.name === INVALID_AOR_ERROR) throw err
         // never 200 without a stored claim
         this.claimFailures++
         if (this.claimFailures <= 10 || this.claimFailures % 1000 === 0) this.#log.warn('claim failed: REGISTER answered 503', { aor, err: String(err), failures: this.claimFailures })
-        if (restoring && current.size > 0) this.#restoring.set(aor, { bindings: [...current.values()] as Array<StoredBinding<never>> })
         return this.#unavailable('Registry Unavailable')
       }
       if (!result.won) {

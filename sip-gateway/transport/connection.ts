@@ -10,6 +10,8 @@ export interface StreamSettings {
   maxMessageSize: number
   idleTimeoutMs: number
   messageTimeoutMs: number
+  /** an inbound connection must bring its first whole message within this, ms */
+  firstMessageTimeoutMs: number
   maxWriteBuffer: number
 }
 
@@ -24,6 +26,8 @@ export interface StreamHost {
   connectionClosed (conn: StreamConnection): void
   slowPeer (conn: StreamConnection): void
   idle (conn: StreamConnection): void
+  /** an inbound connection brought no whole message within `firstMessageTimeoutMs` */
+  silent (conn: StreamConnection): void
 }
 
 export abstract class StreamConnection {
@@ -32,6 +36,7 @@ export abstract class StreamConnection {
   private slowTimer: ReturnType<typeof setTimeout> | undefined
   private idleTimer: ReturnType<typeof setTimeout> | undefined
   private closeTimer: ReturnType<typeof setTimeout> | undefined
+  private firstTimer: ReturnType<typeof setTimeout> | undefined
   /** false once closing or closed: nothing more is read or written */
   open = true
 
@@ -44,6 +49,24 @@ export abstract class StreamConnection {
       this.destroy()
     }, host.settings.idleTimeoutMs)
     this.idleTimer.unref()
+    if (!info.outbound) {
+      // a peer that connects and never says anything (CRLF pings included) holds a descriptor
+      // for nothing: it has `firstMessageTimeoutMs` to bring one whole message
+      this.firstTimer = setTimeout(() => {
+        this.firstTimer = undefined
+        if (!this.open) return
+        this.host.silent(this)
+        this.destroy()
+      }, host.settings.firstMessageTimeoutMs)
+      this.firstTimer.unref()
+    }
+  }
+
+  /** A whole message arrived: the connection has spoken (the first-message clock stops). */
+  protected spoke (): void {
+    if (this.firstTimer === undefined) return
+    clearTimeout(this.firstTimer)
+    this.firstTimer = undefined
   }
 
   get id (): string {
@@ -112,6 +135,7 @@ export abstract class StreamConnection {
 
   private clearTimers (): void {
     this.stopMessageClock()
+    this.spoke()
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer)
     if (this.closeTimer !== undefined) clearTimeout(this.closeTimer)
     this.idleTimer = undefined

@@ -10,8 +10,9 @@
  *
  * Limits, so that one bad peer cannot hold up the others: a size limit per message (64 KiB on
  * streams, 65,507 bytes on UDP by default), an idle timeout per connection, a slow-peer timeout
- * (a message must complete within `messageTimeoutMs` of its first byte), a cap on connections
- * and on bytes queued for a peer that does not read.
+ * (a message must complete within `messageTimeoutMs` of its first byte), a first-message timeout
+ * (an inbound connection that says nothing is closed), a cap on connections in all and per source
+ * address, and on bytes queued for a peer that does not read.
  *
  * ```ts
  * const transports = new TransportLayer({ logger }, { sip: { host: '127.0.0.1', port: 5060 }, ws: { host: '127.0.0.1', port: 5066 } })

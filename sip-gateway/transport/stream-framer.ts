@@ -23,6 +23,20 @@ export type FrameEvent =
 
 // linear: no nested or adjacent quantifiers over the same characters (the head is hostile input)
 const CONTENT_LENGTH = /^(?:content-length|l)[ \t]*:([^\r\n]*)/im
+/** a line that continues the previous header line (RFC 3261 7.3.1 folding) */
+const FOLDED = /\r?\n[ \t]/
+const FOLDS = /\r?\n[ \t]+/g
+
+/**
+ * The Content-Length value of a header section, with folded lines joined first (RFC 3261 7.3.1:
+ * `Content-Length:` CRLF SP `42` is the same header as `Content-Length: 42`; RFC 4475 3.1.1.1).
+ * undefined when the header is absent.
+ */
+function contentLengthOf (head: string): string | undefined {
+  const text = FOLDED.test(head) ? head.replace(FOLDS, ' ') : head
+  const m = CONTENT_LENGTH.exec(text)
+  return m === null ? undefined : m[1].trim()
+}
 
 export class StreamFramer {
   private readonly maxMessageSize: number
@@ -108,12 +122,11 @@ export class StreamFramer {
         }
         const head = this.buf.subarray(0, found.headEnd)
         const text = head.toString('latin1')
-        const m = CONTENT_LENGTH.exec(text)
-        if (m === null) {
+        const value = contentLengthOf(text)
+        if (value === undefined) {
           this.fail(events, 400, 'Missing Content-Length on a stream', head)
           return false
         }
-        const value = m[1].trim()
         if (!/^[0-9]{1,10}$/.test(value)) {
           this.fail(events, 400, 'Malformed Content-Length header', head)
           return false

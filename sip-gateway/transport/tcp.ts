@@ -33,6 +33,7 @@ export class TcpConnection extends StreamConnection {
       if (!this.open) return
       if (event.kind === 'message') {
         completed = true
+        this.spoke()
         this.host.streamMessage(this, event.data)
       } else if (event.kind === 'ping') {
         // RFC 5626 3.5.1: a double-CRLF ping is answered with a single CRLF pong

@@ -68,6 +68,20 @@ export interface TransportLayerInit {
    */
   maxConnections?: number
   /**
+   * Open inbound TCP + WebSocket connections from one source address at most; more are refused
+   * (TCP: closed at once; WebSocket: handshake answered 503), counted (`connectionsRefused.host`)
+   * and logged (sampled). Connections this node dialled do not count.
+   * @default 256
+   */
+  maxConnectionsPerHost?: number
+  /**
+   * An inbound TCP or WebSocket connection (after its WebSocket handshake) that brings no whole
+   * SIP message within this time is closed and counted (`silentClosed`); CRLF keep-alives do not
+   * count as a message. A user agent sends its REGISTER (or any request) at once.
+   * @default 30000
+   */
+  firstMessageTimeoutMs?: number
+  /**
    * Bytes queued for a peer that does not read before its connection is closed.
    * @default 1048576
    */
@@ -168,6 +182,9 @@ export class TransportLayer implements StreamHost {
   private readonly maxDatagramSize: number
   private readonly connectTimeoutMs: number
   private readonly maxConnections: number
+  private readonly maxConnectionsPerHost: number
+  /** open inbound connections per source address */
+  private readonly inboundByHost = new Map<string, number>()
   private readonly handlers = new Set<MessageHandler>()
   private readonly closeHandlers = new Set<ConnectionHandler>()
   private readonly connections = new Map<string, StreamConnection>()
@@ -175,7 +192,8 @@ export class TransportLayer implements StreamHost {
   private readonly byRemote = new Map<string, StreamConnection>()
   private readonly dialing = new Map<string, Promise<StreamConnection>>()
   private readonly c: TransportCounters = {
-    messagesIn: zero(), messagesOut: zero(), parseErrors: zero(), slowPeers: 0, idleClosed: 0, oversize: 0, rateLimited: 0, connections: 0
+    messagesIn: zero(), messagesOut: zero(), parseErrors: zero(), slowPeers: 0, idleClosed: 0, oversize: 0, rateLimited: 0, connections: 0,
+    connectionsRefused: { host: 0, total: 0 }, silentClosed: 0
   }
 
   private readonly limiter: SourceRateLimiter | undefined
@@ -197,11 +215,14 @@ export class TransportLayer implements StreamHost {
       maxMessageSize: init.maxMessageSize ?? 65_536,
       idleTimeoutMs: init.idleTimeoutMs ?? 900_000,
       messageTimeoutMs: init.messageTimeoutMs ?? 10_000,
+      firstMessageTimeoutMs: init.firstMessageTimeoutMs ?? 30_000,
       maxWriteBuffer: init.maxWriteBuffer ?? 1_048_576
     }
     this.maxDatagramSize = Math.min(init.maxDatagramSize ?? MAX_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
     this.connectTimeoutMs = init.connectTimeoutMs ?? 5000
     this.maxConnections = init.maxConnections ?? 10_000
+    this.maxConnectionsPerHost = init.maxConnectionsPerHost ?? 256
+    if (!(this.maxConnectionsPerHost >= 1)) throw new RangeError('maxConnectionsPerHost must be at least 1')
     this.limiter = init.rateLimit === undefined ? undefined : new SourceRateLimiter(init.rateLimit)
     this.sampler = new LogSampler(init.logSamplePerSecond ?? 20)
   }
@@ -255,6 +276,7 @@ export class TransportLayer implements StreamHost {
     this.wsServer = undefined
     this.bound = {}
     this.connections.clear()
+    this.inboundByHost.clear()
     this.byRemote.clear()
     this.dialing.clear()
   }
@@ -300,9 +322,9 @@ export class TransportLayer implements StreamHost {
       messageTimeoutMs: this.settings.messageTimeoutMs,
       maxMessageSize: this.settings.maxMessageSize,
       requireSubprotocol: this.init.requireWsSubprotocol ?? true,
-      admit: () => this.running && this.connections.size < this.maxConnections,
+      admit: (request) => this.running ? this.refusal(request.socket.remoteAddress ?? '') : 'stopping',
       onRefused: (reason, request) => {
-        this.log.info('websocket handshake refused', { reason, remote: request.socket.remoteAddress })
+        this.sampledInfo('websocket handshake refused', { reason, remote: request.socket.remoteAddress })
       },
       onConnection: (ws, request, socket) => {
         const info = this.connectionInfo('ws', request.socket as Socket, false)
@@ -339,7 +361,9 @@ export class TransportLayer implements StreamHost {
       idleClosed: this.c.idleClosed,
       oversize: this.c.oversize,
       rateLimited: this.c.rateLimited,
-      connections: this.connections.size
+      connections: this.connections.size,
+      connectionsRefused: { ...this.c.connectionsRefused },
+      silentClosed: this.c.silentClosed
     }
   }
 
@@ -516,8 +540,9 @@ export class TransportLayer implements StreamHost {
   // ---- receiving ---------------------------------------------------------------------------
 
   private accept (socket: Socket, transport: 'tcp'): void {
-    if (!this.running || this.connections.size >= this.maxConnections) {
-      this.log.warn('connection refused: too many connections', { transport, remote: socket.remoteAddress })
+    const refused = this.running ? this.refusal(socket.remoteAddress ?? '') : 'stopping'
+    if (refused !== undefined) {
+      this.sampledInfo('connection refused', { transport, reason: refused, remote: socket.remoteAddress })
       socket.destroy()
       return
     }
@@ -535,7 +560,24 @@ export class TransportLayer implements StreamHost {
     }
   }
 
+  /**
+   * Why a new inbound connection from `host` is refused (and counted), or undefined to admit it:
+   * the cap on all connections, then the cap per source address.
+   */
+  private refusal (host: string): string | undefined {
+    if (this.connections.size >= this.maxConnections) {
+      this.c.connectionsRefused.total++
+      return 'too many connections'
+    }
+    if ((this.inboundByHost.get(host) ?? 0) >= this.maxConnectionsPerHost) {
+      this.c.connectionsRefused.host++
+      return 'too many connections from this address'
+    }
+    return undefined
+  }
+
   private register (conn: StreamConnection): void {
+    if (!conn.info.outbound) this.inboundByHost.set(conn.remote.host, (this.inboundByHost.get(conn.remote.host) ?? 0) + 1)
     this.connections.set(conn.id, conn)
     this.byRemote.set(`${conn.info.transport}|${conn.remote.host}|${conn.remote.port}`, conn)
     this.log.debug('connection open', { connection: conn.id, remote: conn.remote, outbound: conn.info.outbound })
@@ -544,6 +586,11 @@ export class TransportLayer implements StreamHost {
   connectionClosed (conn: StreamConnection): void {
     if (this.connections.get(conn.id) !== conn) return
     this.connections.delete(conn.id)
+    if (!conn.info.outbound) {
+      const n = (this.inboundByHost.get(conn.remote.host) ?? 1) - 1
+      if (n > 0) this.inboundByHost.set(conn.remote.host, n)
+      else this.inboundByHost.delete(conn.remote.host)
+    }
     const key = `${conn.info.transport}|${conn.remote.host}|${conn.remote.port}`
     if (this.byRemote.get(key) === conn) this.byRemote.delete(key)
     this.log.debug('connection closed', { connection: conn.id })
@@ -559,6 +606,11 @@ export class TransportLayer implements StreamHost {
   slowPeer (conn: StreamConnection): void {
     this.c.slowPeers++
     this.sampledInfo('slow peer: message incomplete in time, closing', { connection: conn.id, remote: conn.remote })
+  }
+
+  silent (conn: StreamConnection): void {
+    this.c.silentClosed++
+    this.sampledInfo('connection closed: no SIP message in time', { connection: conn.id, transport: conn.info.transport, remote: conn.remote })
   }
 
   idle (conn: StreamConnection): void {

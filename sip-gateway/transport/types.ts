@@ -58,6 +58,13 @@ export interface TransportCounters {
   rateLimited: number
   /** open TCP and WebSocket connections */
   connections: number
+  /**
+   * connections refused at accept (TCP) or handshake (WebSocket): over the per-source-address cap
+   * (`host`), or over the cap on all connections (`total`)
+   */
+  connectionsRefused: { host: number, total: number }
+  /** inbound connections closed because no whole SIP message came within the first-message timeout */
+  silentClosed: number
 }
 
 /**

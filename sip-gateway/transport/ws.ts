@@ -55,6 +55,7 @@ export class WsConnection extends StreamConnection {
       if (data.length >= 4) this.ws.send('\r\n')
       return
     }
+    this.spoke()
     this.host.streamMessage(this, data)
   }
 
@@ -83,8 +84,8 @@ export interface WsListenOptions {
   messageTimeoutMs: number
   maxMessageSize: number
   requireSubprotocol: boolean
-  /** false refuses the handshake with 503 (too many connections) */
-  admit: () => boolean
+  /** a reason refuses the handshake with 503 (too many connections, in all or from that address) */
+  admit: (request: IncomingMessage) => string | undefined
   onConnection: (ws: WebSocket, request: IncomingMessage, socket: Duplex) => void
   onRefused: (reason: string, request: IncomingMessage) => void
 }
@@ -122,8 +123,9 @@ export async function listenWs (address: Address, options: WsListenOptions): Pro
       refuse(socket, 400, 'Bad Request')
       return
     }
-    if (!options.admit()) {
-      options.onRefused('too many connections', request)
+    const refused = options.admit(request)
+    if (refused !== undefined) {
+      options.onRefused(refused, request)
       refuse(socket, 503, 'Service Unavailable')
       return
     }

@@ -12,7 +12,7 @@ import { toString } from 'uint8arrays/to-string'
 import { fromString } from 'uint8arrays/from-string'
 import { Mesh, waitFor } from '../fixtures/mesh.ts'
 import { CLAIM_SIGNING_DOMAIN, claimKey, decodeClaim, signClaim } from '../../dht/record/claim.ts'
-import { CLAIM_NOTICE_PROTOCOL, sendNotice } from '../../dht/notice.ts'
+import { CLAIM_NOTICE_PROTOCOL, sendNotice } from '../../dht/notices/protocol.ts'
 import type { MeshNode } from '../../node/libp2p.ts'
 import type { SignedClaim } from '../../dht/record/claim.ts'
 
@@ -176,20 +176,30 @@ describe('DHT registry on a 5-node loopback mesh', () => {
     }
   })
 
-  test('P5: the claim of a node that stopped expires and resolves to nothing', async () => {
+  test('P5: no node routes to a node that stopped, long before its lease ends; the user stays known', async () => {
     const extra = await mesh.add({ registry: { expiryGraceMs: 200 } })
     await mesh.connect([extra])
     const aor = uniqueAor()
-    const res = await extra.registry.claim(aor, { expiresAt: Date.now() + 300 })
+    const res = await extra.registry.claim(aor, { expiresAt: hour() })
     assert.ok(res.replicas >= 3)
+    assert.ok(res.route.expiresAt > Date.now() + 60_000, 'a lease of minutes')
     let lastSeen: string | undefined = 'unset'
     const un = n[2].registry.watch(aor, (route) => { lastSeen = route?.node })
     try {
       assert.equal((await n[1].registry.resolve(aor, { fresh: true }))?.node, extra.peerId.toString())
+      await waitFor(() => lastSeen === extra.peerId.toString(), 5_000, 'watcher told of the claim')
+      const stoppedAt = Date.now()
       await extra.stop() // gone without releasing
-      await waitFor(async () => (await n[1].registry.resolve(aor, { fresh: true })) === undefined, 3_000, 'expiry')
+      await waitFor(async () => (await n[1].registry.resolve(aor, { fresh: true })) === undefined, 10_000, 'the dead owner to be dropped')
       for (const node of n) assert.equal(await node.registry.resolve(aor), undefined)
-      await waitFor(() => lastSeen === undefined, 1_000, 'watcher told of the expiry')
+      await waitFor(() => lastSeen === undefined, 10_000, 'watcher told the owner is gone')
+      assert.ok(Date.now() - stoppedAt < 20_000)
+      // its claim is still stored (the lease runs on) and says the user is known to the mesh
+      assert.equal(await n[3].registry.known(aor), true)
+      // and the user registering elsewhere takes over at once
+      const moved = await n[0].registry.claim(aor, { expiresAt: hour() })
+      assert.equal(moved.won, true)
+      assert.equal((await n[1].registry.resolve(aor, { fresh: true }))?.node, n[0].peerId.toString())
     } finally { un() }
   })
 

@@ -121,14 +121,33 @@ export function registryCompliance (name: string, factory: ComplianceFactory): v
       } finally { un() }
     })
 
-    test('renewing one\'s own claim raises the version and keeps the owner', async () => {
+    test('a refresh of one\'s own claim keeps the version and the owner (nothing to agree on again)', async () => {
       const aor = uniqueAor()
       const a = await r[2].claim(aor, { expiresAt: hour() })
       const b = await r[2].claim(aor, { expiresAt: hour() + 1000 })
       assert.equal(b.won, true)
-      assert.ok(b.route.version > a.route.version)
+      assert.equal(b.route.version, a.route.version)
+      assert.equal(b.route.node, r[2].nodeId)
       assert.equal(b.previous?.node, r[2].nodeId)
-      assert.equal((await r[0].resolve(aor, { fresh: true }))?.version, b.route.version)
+      for (const reg of r) assert.equal((await reg.resolve(aor, { fresh: true }))?.version, a.route.version)
+      // another node's registration still takes over (a new, higher version)
+      const c = await r[0].claim(aor, { expiresAt: hour() })
+      assert.equal(c.won, true)
+      assert.ok(c.route.version > a.route.version)
+      assert.equal(c.previous?.node, r[2].nodeId)
+    })
+
+    test('the mesh knows a user who registered, also after the release; nobody else', async () => {
+      const aor = uniqueAor()
+      assert.equal(await r[1].known(aor), false)
+      await r[0].claim(aor, { expiresAt: hour() })
+      for (const reg of r) assert.equal(await reg.known(aor), true)
+      await r[0].release(aor)
+      for (const reg of r) {
+        assert.equal(await reg.resolve(aor, { fresh: true }), undefined)
+        assert.equal(await reg.known(aor), true)
+      }
+      assert.equal(await r[2].known(uniqueAor()), false)
     })
 
     test('concurrent claims settle on one owner that every node resolves (P1)', async () => {

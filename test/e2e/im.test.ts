@@ -224,4 +224,28 @@ describe('IM across a 3-node mesh of separate processes', () => {
     assert.equal(finalStatus, 487)
     assert.ok(invitation !== undefined)
   })
+
+  test('a user whose node was killed -9 is offline, not unreachable: MESSAGEs are stored (202, none 480) and reach him where he registers next (issue 10 item 4)', async () => {
+    const [n1, n2, n3] = nodes
+    const to = (n: Node): { host: string, port: number } => ({ host: '127.0.0.1', port: n.sip })
+    const quinn = await udpUa()
+    assert.equal(statusOf(await quinn.request(to(n3), register('sip:quinn@example.com', quinn.port, 3600))), 200)
+    const sender = await udpUa()
+    const date = 'Sun, 22 Nov 2026 02:00:00 GMT'
+    // n1 knows the route to n3 before the crash
+    assert.equal(statusOf(await sender.request(to(n1), pager('sip:sam@example.com', 'sip:quinn@example.com', sender.port, 'before', 'quinn-0', date))), 200)
+    assert.equal(quinn.received.length, 1)
+    const ended = await stop(n3.proc, 'SIGKILL')
+    assert.equal(ended?.signal, 'SIGKILL')
+    // at once, and for as long as his claim's lease would run: stored, never refused
+    const answers: number[] = []
+    for (let i = 1; i <= 5; i++) {
+      answers.push(statusOf(await sender.request(to(n1), pager('sip:sam@example.com', 'sip:quinn@example.com', sender.port, `after ${i}`, `quinn-${i}`, date), 10_000)))
+    }
+    assert.deepEqual(answers, [202, 202, 202, 202, 202])
+    const quinn2 = await udpUa()
+    assert.equal(statusOf(await quinn2.request(to(n2), register('sip:quinn@example.com', quinn2.port, 300))), 200)
+    await waitFor(() => quinn2.received.length >= 5, 45_000, 'the stored messages to reach quinn on n2')
+    assert.deepEqual(quinn2.received.map(m => m.split('\r\n\r\n')[1]), ['after 1', 'after 2', 'after 3', 'after 4', 'after 5'])
+  })
 })

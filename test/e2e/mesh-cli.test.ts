@@ -5,7 +5,9 @@ import assert from 'node:assert/strict'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { run, stop, httpGet, waitFor, freePortBlock, sipUdpRequest, register, message, tcpPortFree, UdpUa } from './fixtures/processes.ts'
+import { spawn } from 'node:child_process'
+import { createServer as createHttpServer } from 'node:http'
+import { run, stop, httpGet, waitFor, freePortBlock, sipUdpRequest, register, message, tcpPortFree, UdpUa, BIN, cleanEnv } from './fixtures/processes.ts'
 import type { Proc } from './fixtures/processes.ts'
 
 interface MeshProc {
@@ -147,8 +149,10 @@ describe('sipmesh start: a 3-node mesh in separate processes', () => {
       assert.equal(s.peerId, n.peerId)
     }
     await waitFor(async () => !(await status(nodes[0])).peers.includes(before!), 10_000, 'node 1 to notice the dead peer')
-    // the claim of the dead node is still served by the others until it expires
-    assert.equal((await httpGet(nodes[0].admin, `/aor/${encodeURIComponent('sip:alice@example.com')}`)).status, 200)
+    // P5: its claim's lease runs on, but no node routes to a dead node: the AoR resolves to nothing
+    for (const n of [nodes[0], nodes[2]]) {
+      await waitFor(async () => (await httpGet(n.admin, `/aor/${encodeURIComponent('sip:alice@example.com')}?fresh=1`)).status === 404, 10_000, `${n.name} to stop routing to the dead node`)
+    }
 
     victim.peerId = await startNode(victim, [bootAddr(nodes[0])])
     assert.equal(victim.peerId, before)
@@ -219,6 +223,45 @@ describe('sipmesh cluster', () => {
     assert.deepEqual(ended, { code: 0, signal: null })
     assert.ok(proc.lines.some(l => l.includes('sipmesh cluster: stopped')))
     for (let i = 0; i < 5; i++) assert.equal(await tcpPortFree(base + 10 * i + 2), true, `admin port of node ${i + 1} is free`)
+  })
+
+  test('a port of node 2 in use: the cluster names the address and EADDRINUSE, and leaves nothing running', async () => {
+    const base = await freePortBlock(2)
+    // another process on node 2's admin port, answering /status as some other node (the issue's
+    // case: the cluster read it and said "node 2 came up as <id>")
+    const squatter = createHttpServer((_req, res) => { res.setHeader('content-type', 'application/json'); res.end(JSON.stringify({ peerId: '12D3KooWSquatter', peers: [] })) })
+    await new Promise<void>(resolve => squatter.listen(base + 12, '127.0.0.1', () => { resolve() }))
+    const busy = run(['cluster', '--nodes', '2', '--base-port', String(base), '--data-dir', join(dir, 'busy'), '--log-level', 'warn'])
+    try {
+      const ended = await Promise.race([busy.exited, new Promise<'timeout'>(resolve => setTimeout(() => { resolve('timeout') }, 30_000))])
+      assert.deepEqual(ended, { code: 1, signal: null })
+      const said = busy.stderr.join('\n')
+      assert.match(said, new RegExp(`node 2 cannot listen on 127\\.0\\.0\\.1:${base + 12} \\(admin API, TCP\\): EADDRINUSE`), said)
+      assert.doesNotMatch(said, /came up as/)
+      assert.equal(await tcpPortFree(base + 2), true, 'node 1 was not left running')
+    } finally {
+      await stop(busy, 'SIGKILL')
+      await new Promise(resolve => squatter.close(resolve))
+    }
+  })
+
+  test('the process that started the cluster dies (npx on SIGTERM kills its shell only): the nodes stop', async () => {
+    const base = await freePortBlock(2)
+    // as `npx sipmesh cluster` runs it: under `sh -c`, which is not replaced by the command
+    const shell = spawn('/bin/sh', ['-c', `"$0" "$@"; true`, process.execPath, BIN, 'cluster', '--nodes', '2', '--base-port', String(base), '--data-dir', join(dir, 'orphan'), '--log-level', 'warn'],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(), detached: true })
+    let out = ''
+    shell.stdout?.on('data', (c: Buffer) => { out += c.toString() })
+    shell.stderr?.on('data', (c: Buffer) => { out += c.toString() })
+    try {
+      await waitFor(() => out.includes('2 nodes up'), 45_000, `the cluster to be up: ${out}`)
+      assert.equal((await httpGet(`127.0.0.1:${base + 2}`, '/status')).status, 200)
+      shell.kill('SIGTERM')
+      await waitFor(async () => await tcpPortFree(base + 2) && await tcpPortFree(base + 12), 15_000, 'the nodes to stop')
+      await waitFor(() => out.includes('sipmesh cluster: stopped'), 5000, `the cluster to say it stopped: ${out}`)
+    } finally {
+      try { process.kill(-(shell.pid ?? 0), 'SIGKILL') } catch { /* gone */ }
+    }
   })
 
   test('nodes do not outlive a cluster that is killed with SIGKILL', async () => {

@@ -1,7 +1,8 @@
-// The registrar and rate-limit settings of `sipmesh start` reach the gateway the node builds:
+// The registrar, rate-limit and connection-cap settings of `sipmesh start` reach the gateway the node builds:
 // flags parsed by loadConfig, then the node's gateway factory, then SIP over real UDP sockets.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { connect, type Socket } from 'node:net'
 import { loadConfig } from '../../node/config.ts'
 import { defaultGateway } from '../../node/gateway.ts'
 import { MemoryStore, MemoryChannelHub } from '../../sip-gateway/index.ts'
@@ -66,5 +67,27 @@ test('--rate-limit: a source over its rate is dropped (no answer), and served ag
       const answers = await Promise.all(Array.from({ length: 30 }, async () => await ua.request({ method: 'OPTIONS', uri: `sip:${n.host}:${n.port}` }, 2_000)))
       assert.equal(answers.filter(r => r?.status === 200).length, 30)
     } finally { await ua.close() }
+  })
+})
+
+test('--max-connections-per-host: idle TCP connections from one address beyond it are refused and counted', async () => {
+  await withGateway(['--max-connections-per-host', '3'], async (gw) => {
+    const port = gw.addresses.tcp.port
+    const sockets: Socket[] = []
+    try {
+      for (let i = 0; i < 6; i++) {
+        const s = connect({ host: '127.0.0.1', port })
+        s.on('error', () => {})
+        await new Promise<void>((resolve, reject) => { s.once('connect', resolve); s.once('error', reject) })
+        sockets.push(s)
+      }
+      const deadline = Date.now() + 3000
+      while (sockets.filter(s => s.readableEnded || s.destroyed).length < 3 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))
+      assert.equal(sockets.filter(s => s.readableEnded || s.destroyed).length, 3, 'three refused')
+      assert.equal(gw.stats.transport?.connections, 3)
+      assert.deepEqual(gw.stats.transport?.connectionsRefused, { host: 3, total: 0 })
+    } finally {
+      for (const s of sockets) s.destroy()
+    }
   })
 })

@@ -3,6 +3,8 @@ import assert from 'node:assert/strict'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { Libp2pPeerChannel, FrameDecoder, encodeFrame, FrameTooLargeError, SIP_PROTOCOL } from '../../node/peer-channel.ts'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createMeshNode } from '../../node/libp2p.ts'
 import { bareNode } from './fixtures/libp2p.ts'
 import { memoryLogger } from './fixtures/logger.ts'
 import type { Libp2p } from '@libp2p/interface'
@@ -192,3 +194,82 @@ describe('Libp2pPeerChannel between two nodes over TCP', () => {
     } finally { off() }
   })
 })
+
+describe('Libp2pPeerChannel on the mesh assembly: the figures of the design', () => {
+  const stops: Array<() => Promise<void>> = []
+  after(async () => { for (const stop of stops.reverse()) await stop() })
+
+  test('two nodes exchanging requests and answers use one connection and one stream, with no stream error', async () => {
+    const logs = memoryLogger()
+    // the connection monitor pings every 100 ms, as it does every 10 s in production
+    const a = await createMeshNode({ pingIntervalMs: 100 })
+    const connections = { a: 0, b: 0 }
+    a.libp2p.addEventListener('connection:open', () => { connections.a++ })
+    await a.start()
+    stops.push(async () => { await a.stop() })
+    const b = await createMeshNode({ pingIntervalMs: 100, bootstrap: [a.libp2p.getMultiaddrs()[0].toString()] })
+    b.libp2p.addEventListener('connection:open', () => { connections.b++ })
+    await b.start()
+    stops.push(async () => { await b.stop() })
+    const ca = new Libp2pPeerChannel({ libp2p: a.libp2p, logger: logs.child({ node: 'a' }) })
+    const cb = new Libp2pPeerChannel({ libp2p: b.libp2p, logger: logs.child({ node: 'b' }) })
+    await ca.start()
+    await cb.start()
+    stops.push(async () => { await ca.stop(); await cb.stop() })
+    await waitFor(() => a.libp2p.getPeers().length === 1, 5000, 'b to join a')
+    const answers: string[] = []
+    cb.onMessage((node, data) => { void cb.send(node, enc.encode(`SIP/2.0 200 OK for ${dec.decode(data)}`)) })
+    ca.onMessage((_node, data) => { answers.push(dec.decode(data)) })
+    for (let i = 0; i < 8; i++) {
+      await ca.send(b.peerId.toString(), enc.encode(`MESSAGE ${i}`))
+      await waitFor(() => answers.length === i + 1, 5000, `answer ${i}`)
+      // spread over several connection-monitor pings
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+    assert.deepEqual(answers, Array.from({ length: 8 }, (_, i) => `SIP/2.0 200 OK for MESSAGE ${i}`))
+    assert.equal(ca.stats.streamsOpened + cb.stats.streamsOpened, 1, 'one stream between the two nodes, opened by the first sender')
+    assert.equal(ca.stats.streamErrors + cb.stats.streamErrors, 0)
+    assert.deepEqual(connections, { a: 1, b: 1 }, 'one connection: one Noise handshake on each side')
+    assert.equal(a.libp2p.getConnections().length, 1)
+  })
+
+  test('cold start: messages sent before the peer listens wait for the stream and all arrive, in order', async () => {
+    const logs = memoryLogger()
+    const port = await freePort()
+    const b = await createMeshNode({ listen: [`/ip4/127.0.0.1/tcp/${port}`] })
+    const a = await createMeshNode()
+    await a.start()
+    stops.push(async () => { await a.stop() })
+    // a knows where b will listen (a bootstrap address); b is not up yet
+    await a.libp2p.peerStore.merge(b.peerId, { multiaddrs: [multiaddr(`/ip4/127.0.0.1/tcp/${port}`)] })
+    const ca = new Libp2pPeerChannel({ libp2p: a.libp2p, logger: logs.child({ node: 'a' }) })
+    const cb = new Libp2pPeerChannel({ libp2p: b.libp2p, logger: logs.child({ node: 'b' }) })
+    await ca.start()
+    stops.push(async () => { await ca.stop() })
+    const got: string[] = []
+    cb.onMessage((_node, data) => { got.push(dec.decode(data)) })
+    const n = 200
+    const sends = Array.from({ length: n }, async (_, i) => { await ca.send(b.peerId.toString(), enc.encode(`MESSAGE ${i}`)) })
+    await new Promise(resolve => setTimeout(resolve, 400))
+    await b.start()
+    await cb.start()
+    stops.push(async () => { await cb.stop(); await b.stop() })
+    const results = await Promise.allSettled(sends)
+    assert.deepEqual(results.filter(r => r.status === 'rejected').map(r => String((r as PromiseRejectedResult).reason)), [], 'no send failed')
+    await waitFor(() => got.length >= n, 5000, 'every message')
+    assert.deepEqual(got, Array.from({ length: n }, (_, i) => `MESSAGE ${i}`))
+    assert.ok(ca.stats.openRetries > 0, 'the first dials failed and were tried again')
+  })
+})
+
+async function freePort (): Promise<number> {
+  const { createServer } = await import('node:net')
+  return await new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => { resolve(port) })
+    })
+  })
+}

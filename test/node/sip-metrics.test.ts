@@ -5,6 +5,7 @@ import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
+import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadConfig } from '../../node/config.ts'
@@ -86,7 +87,7 @@ describe('GET /metrics: SIP gateway figures after real SIP traffic (two nodes)',
     ], {})).config
     a = new SipmeshNode({ config: await config('a'), logger: silent, libp2pMetrics: false, gateway: defaultGateway })
     await a.start()
-    b = new SipmeshNode({ config: await config('b', ['--bootstrap', a.mesh.libp2p.getMultiaddrs()[0].toString()]), logger: silent, libp2pMetrics: false, gateway: defaultGateway })
+    b = new SipmeshNode({ config: await config('b', ['--bootstrap', a.mesh.libp2p.getMultiaddrs()[0].toString(), '--max-connections-per-host', '2']), logger: silent, libp2pMetrics: false, gateway: defaultGateway })
     await b.start()
     const tableSize = (n: SipmeshNode): number => (n.mesh.libp2p.services.dht as unknown as { routingTable: { size: number } }).routingTable.size
     await until(() => tableSize(a) > 0 && tableSize(b) > 0 ? true : undefined, 10_000, 'the DHT routing tables')
@@ -189,6 +190,8 @@ describe('GET /metrics: SIP gateway figures after real SIP traffic (two nodes)',
     assert.equal(n('sipmesh_sip_slow_peers_total'), 0)
     assert.equal(n('sipmesh_sip_idle_closed_total'), 0)
     assert.equal(n('sipmesh_sip_connections'), 0)
+    assert.deepEqual(['host', 'total'].map(c => n('sipmesh_sip_connections_refused_total', { cap: c })), [0, 0])
+    assert.equal(n('sipmesh_sip_silent_connections_closed_total'), 0)
     assert.equal(n('sipmesh_sip_mesh_messages_received_total'), 1, 'the MESSAGE from B')
     assert.equal(n('sipmesh_sip_mesh_messages_sent_total'), 1, 'its 200')
     assert.equal(n('sipmesh_sip_bindings'), 1)
@@ -223,5 +226,24 @@ describe('GET /metrics: SIP gateway figures after real SIP traffic (two nodes)',
     assert.equal(n('sipmesh_sip_messages_sent_total', { transport: 'udp' }), 1 + viaB.ua.received.length)
     assert.equal(n('sipmesh_sip_bindings'), 0)
     assert.equal(n('sipmesh_sip_auth_challenges_total'), 0)
+  })
+  test('connections over the per-address cap are counted on /metrics', async () => {
+    const sockets: Socket[] = []
+    try {
+      for (let i = 0; i < 3; i++) {
+        const s = connect({ host: sipOf(b).host, port: sipOf(b).port })
+        s.on('error', () => {})
+        await new Promise<void>((resolve, reject) => { s.once('connect', resolve); s.once('error', reject) })
+        sockets.push(s)
+      }
+      const m = await until(async () => {
+        const body = await scrape(b.adminAddress)
+        return value(body, 'sipmesh_sip_connections_refused_total', { cap: 'host' }) === 1 ? body : undefined
+      }, 5000, 'the refusal on /metrics')
+      assert.equal(value(m, 'sipmesh_sip_connections'), 2, 'two idle connections admitted (--max-connections-per-host 2)')
+      assert.equal(value(m, 'sipmesh_sip_connections_refused_total', { cap: 'total' }), 0)
+    } finally {
+      for (const s of sockets) s.destroy()
+    }
   })
 })

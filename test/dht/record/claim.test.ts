@@ -16,12 +16,12 @@ const other = await generateKeyPair('Ed25519')
 const now = Date.now()
 
 function fields (k: PrivateKey = key, over: Partial<ClaimFields> = {}): ClaimFields {
-  return { kind: 'claim', aor: 'sip:alice@example.com', owner: peerIdFromPrivateKey(k), sip: '127.0.0.1:5060', version: BigInt(now), issuedAt: now, expiresAt: now + 60_000, ...over }
+  return { kind: 'claim', aor: 'sip:alice@example.com', owner: peerIdFromPrivateKey(k), sip: '127.0.0.1:5060', version: BigInt(now), issuedAt: now, expiresAt: now + 60_000, ...over, knownUntil: over.knownUntil ?? over.expiresAt ?? now + 60_000 }
 }
 
 /** a payload signed with `signer` whatever owner it names (what a forger can produce) */
 async function forge (f: ClaimFields, signer: PrivateKey, payloadOverride?: unknown[]): Promise<Uint8Array> {
-  const payload = encode(payloadOverride ?? [1, f.kind, f.aor, f.owner.toMultihash().bytes, f.sip, f.version, f.issuedAt, f.expiresAt])
+  const payload = encode(payloadOverride ?? [2, f.kind, f.aor, f.owner.toMultihash().bytes, f.sip, f.version, f.issuedAt, f.expiresAt, f.knownUntil])
   const sig = await signer.sign(concat([CLAIM_SIGNING_DOMAIN, payload]))
   return encode([payload, sig])
 }
@@ -74,9 +74,11 @@ describe('claim record', () => {
     ['oversized', async () => new Uint8Array(MAX_CLAIM_BYTES + 1), /too large/],
     ['not CBOR', async () => fromString('hello world'), /CBOR|envelope/],
     ['wrong shape', async () => encode({ a: 1 }), /envelope/],
-    ['unknown format', async () => forge(fields(), key, [2, 'claim', 'sip:alice@example.com', peerIdFromPrivateKey(key).toMultihash().bytes, '127.0.0.1:5060', now, now, now + 1000]), /format/],
-    ['wrong field types', async () => forge(fields(), key, [1, 'claim', 'sip:alice@example.com', 'not bytes', '127.0.0.1:5060', now, now, now + 1000]), /owner/],
-    ['negative version', async () => forge(fields(), key, [1, 'claim', 'sip:alice@example.com', peerIdFromPrivateKey(key).toMultihash().bytes, '127.0.0.1:5060', -5, now, now + 1000]), /version/],
+    ['unknown format', async () => forge(fields(), key, [1, 'claim', 'sip:alice@example.com', peerIdFromPrivateKey(key).toMultihash().bytes, '127.0.0.1:5060', now, now, now + 1000, now + 1000]), /format/],
+    ['the format-1 shape (8 fields)', async () => forge(fields(), key, [1, 'claim', 'sip:alice@example.com', peerIdFromPrivateKey(key).toMultihash().bytes, '127.0.0.1:5060', now, now, now + 1000]), /9-field/],
+    ['retention ending before the lease', async () => forge(fields(key, { knownUntil: now + 1000 }), key), /retention/],
+    ['wrong field types', async () => forge(fields(), key, [2, 'claim', 'sip:alice@example.com', 'not bytes', '127.0.0.1:5060', now, now, now + 1000, now + 1000]), /owner/],
+    ['negative version', async () => forge(fields(), key, [2, 'claim', 'sip:alice@example.com', peerIdFromPrivateKey(key).toMultihash().bytes, '127.0.0.1:5060', -5, now, now + 1000, now + 1000]), /version/],
     ['stored under another AoR\'s key (wrong namespace key)', async () => (await signClaim(fields(), key)).bytes, /key does not match/, claimKey('sip:mallory@example.com')]
   ]
   for (const [what, make, reason, k] of refusals) {

@@ -2,6 +2,7 @@
 // route set through the mesh; CANCEL of a pending INVITE ends it with 487 on both legs.
 import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import { createSocket } from 'node:dgram'
 import { TestMesh } from './fixtures/mesh.ts'
 import { TestUa } from './fixtures/ua.ts'
 import { parseNameAddr } from '../../../sip-gateway/codec/index.ts'
@@ -117,6 +118,65 @@ describe('dialogs across gateways', () => {
       // without our Route (not a dialog we Record-Routed) the same BYE is not delivered
       assert.equal((await caller.request({ ...dialog, method: 'BYE', cseq: 3, headers: [] }))?.status, 403)
     } finally { await dora.close() }
+  })
+
+  test('a callee answering with a Contact other than the one it registered gets the ACK and the BYE, across nodes and on one node', async () => {
+    // SIPp's UAS without -s answers with Contact sip:sipp@...: not what it registered
+    for (const [node, user] of [[1, 'bob'], [0, 'dora2']] as const) {
+      const callee = user === 'bob' ? bob : await TestUa.open(user, mesh.nodes[node].sip)
+      try {
+        if (callee !== bob) assert.equal((await callee.register(600))?.status, 200)
+        callee.answer = () => undefined
+        const callId = `other-contact-${user}`
+        const inv = caller.build({ method: 'INVITE', uri: `sip:${user}@example.com`, callId, cseq: 1, fromTag: 'oc', headers: [['Contact', caller.contact]] })
+        caller.sendRaw(inv.text)
+        const invite = await callee.waitFor(() => callee.received.find(m => m.method === 'INVITE' && m.headers.get('Call-ID') === callId))
+        assert.ok(invite !== undefined)
+        const rr = invite.headers.getAll('Record-Route')
+        const dialogContact = `sip:sipp@127.0.0.1:${callee.port}`
+        callee.reply(invite, 180, rr.map(r => ['Record-Route', r] as [string, string]))
+        callee.reply(invite, 200, [...rr.map(r => ['Record-Route', r] as [string, string]), ['Contact', `<${dialogContact}>`]], 'oc-uas')
+        const ok = await caller.waitFinal(inv.branch)
+        assert.equal(ok?.status, 200)
+        assert.equal(parseNameAddr(ok.headers.get('Contact') ?? '').uri, dialogContact)
+        const dialog = { callId, fromTag: 'oc', to: `<sip:${user}@example.com>;tag=oc-uas`, uri: dialogContact, headers: ok.headers.getAll('Record-Route').reverse().map(r => ['Route', r] as [string, string]) }
+        caller.sendRaw(caller.build({ ...dialog, method: 'ACK', cseq: 1 }).text)
+        assert.ok(await callee.waitFor(() => callee.received.find(m => m.method === 'ACK' && m.headers.get('Call-ID') === callId)), `the ACK reached ${user}`)
+        callee.answer = (m) => m.method === 'BYE' ? 200 : undefined
+        const bye = await caller.request({ ...dialog, method: 'BYE', cseq: 2 })
+        assert.equal(bye?.status, 200, `the BYE reached ${user}`)
+        assert.equal(callee.received.find(m => m.method === 'BYE' && m.headers.get('Call-ID') === callId)?.uri, dialogContact)
+      } finally { if (callee !== bob) await callee.close() }
+    }
+  })
+
+  test('a callee\'s Contact naming a third party does not aim the node there: in-dialog requests go to the callee', async () => {
+    const victim = createSocket('udp4')
+    await new Promise<void>(resolve => victim.bind(0, '127.0.0.1', () => { resolve() }))
+    let hits = 0
+    victim.on('message', () => { hits++ })
+    try {
+      bob.answer = () => undefined
+      const callId = 'callee-decoy'
+      const inv = caller.build({ method: 'INVITE', uri: 'sip:bob@example.com', callId, cseq: 1, fromTag: 'cd', headers: [['Contact', caller.contact]] })
+      caller.sendRaw(inv.text)
+      const invite = await bob.waitFor(() => bob.received.find(m => m.method === 'INVITE' && m.headers.get('Call-ID') === callId))
+      assert.ok(invite !== undefined)
+      const rr = invite.headers.getAll('Record-Route')
+      const decoy = `sip:victim@127.0.0.1:${victim.address().port}`
+      bob.reply(invite, 200, [...rr.map(r => ['Record-Route', r] as [string, string]), ['Contact', `<${decoy}>`]], 'cd-uas')
+      const ok = await caller.waitFinal(inv.branch)
+      assert.equal(ok?.status, 200)
+      bob.answer = (m) => m.method === 'BYE' ? 200 : undefined
+      const routes = ok.headers.getAll('Record-Route').reverse().map(r => ['Route', r] as [string, string])
+      const bye = await caller.request({ method: 'BYE', uri: decoy, callId, cseq: 2, fromTag: 'cd', to: '<sip:bob@example.com>;tag=cd-uas', headers: routes })
+      assert.equal(bye?.status, 200)
+      assert.ok(bob.received.some(m => m.method === 'BYE' && m.headers.get('Call-ID') === callId), 'the callee got it')
+      await new Promise(resolve => setTimeout(resolve, 300))
+      assert.equal(hits, 0, 'the third party got nothing')
+    } finally {
+      await new Promise<void>(resolve => victim.close(() => { resolve() }))
+    }
   })
 
   test('CANCEL: 200 for the CANCEL, 487 for the INVITE, the callee sees the CANCEL', async () => {

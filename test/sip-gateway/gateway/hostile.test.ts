@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { createSocket } from 'node:dgram'
 import { TestMesh } from './fixtures/mesh.ts'
-import { TestUa } from './fixtures/ua.ts'
+import { TestUa, type RequestOptions } from './fixtures/ua.ts'
 import type { SipResponse } from '../../../sip-gateway/codec/index.ts'
 
 describe('hostile input', () => {
@@ -116,6 +116,37 @@ describe('hostile input', () => {
     mallory.sendRaw(Buffer.alloc(60_000, 65))
     const b4 = 'z9hG4bK' + randomBytes(6).toString('hex')
     mallory.sendRaw(mallory.build({ branch: b4, uri: 'sip:bob@example.com', headers: [['Via', 'garbage garbage']] }).text)
+    await works()
+  })
+
+  test('an AoR too long or too odd for the registry, in any request, gets a 4xx logged at info, never a 5xx', async () => {
+    const long = 'x'.repeat(60_000)
+    const odd = 'y'.repeat(300) // a SIP user part, over the registry's 256-character AoR
+    const contact: [string, string] = ['Contact', '<sip:m@127.0.0.1:5999>']
+    const cases: Array<{ o: RequestOptions, status: number }> = [
+      { o: { uri: `sip:${long}@example.com`, to: '<sip:bob@example.com>', body: 'hi' }, status: 414 },
+      { o: { method: 'PUBLISH', uri: `sip:${long}@example.com`, to: '<sip:bob@example.com>', headers: [['Event', 'presence']] }, status: 414 },
+      { o: { method: 'REGISTER', uri: 'sip:example.com', to: `<sip:${long}@example.com>`, headers: [contact] }, status: 400 },
+      { o: { uri: `sip:${odd}@example.com`, body: 'hi' }, status: 400 },
+      { o: { method: 'PUBLISH', uri: `sip:${odd}@example.com`, headers: [['Event', 'presence']] }, status: 400 },
+      { o: { method: 'SUBSCRIBE', uri: `sip:${odd}@example.com`, headers: [['Event', 'presence'], contact] }, status: 400 },
+      { o: { method: 'INVITE', uri: `sip:${odd}@example.com`, headers: [contact] }, status: 400 },
+      { o: { method: 'OPTIONS', uri: `sip:${odd}@example.com` }, status: 400 },
+      { o: { method: 'REGISTER', uri: 'sip:example.com', to: `<sip:${odd}@example.com>`, headers: [contact] }, status: 400 }
+    ]
+    const errorsBefore = mesh.lines.filter(l => l.level === 'error').length
+    for (const { o, status } of cases) {
+      // over TCP: a 60 KB Request-URI echoed in To does not fit a datagram
+      const ua = await TestUa.open('mallory', mesh.nodes[0].sip, 'TCP')
+      try {
+        const r = await ua.request(o)
+        assert.equal(r?.status, status, `${o.method ?? 'MESSAGE'} ${o.uri?.slice(0, 24)} To ${o.to?.slice(0, 24)}: ${r?.status} ${r?.reason}`)
+      } finally {
+        await ua.close()
+      }
+    }
+    assert.deepEqual(mesh.lines.slice(errorsBefore).filter(l => l.level === 'error').map(l => l.msg), [], 'nothing logged at error')
+    assert.ok(mesh.lines.some(l => l.level === 'info' && l.msg === 'request refused' && l.fields?.status === 400), 'the refusals are logged at info')
     await works()
   })
 

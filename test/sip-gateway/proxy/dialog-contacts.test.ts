@@ -35,3 +35,27 @@ test('bounded: the oldest contact goes first; malformed URIs are neither kept no
   }
   assert.equal(d.size, 3)
 })
+
+test('takeOver: false keeps a live contact of another flow (a callee cannot claim its caller\'s Contact); the same flow refreshes it', () => {
+  let now = 0
+  const d = new DialogContacts({ ttlMs: 1_000, now: () => now })
+  const caller = flow(5999)
+  const callee = flow(7000)
+  d.remember('sip:carl@127.0.0.1:5999', caller)
+  d.remember('sip:carl@127.0.0.1:5999', callee, { takeOver: false })
+  assert.equal(d.find('sip:carl@127.0.0.1:5999')?.flow, caller)
+  d.remember('sip:bob@127.0.0.1:7000', callee, { takeOver: false })
+  d.remember('sip:bob@127.0.0.1:7000', callee, { takeOver: false })
+  assert.equal(d.find('sip:bob@127.0.0.1:7000')?.flow, callee)
+  // the same user agent on another flow object to the same address, or after its connection closed
+  const again = flow(7000)
+  d.remember('sip:bob@127.0.0.1:7000', again, { takeOver: false })
+  assert.equal(d.find('sip:bob@127.0.0.1:7000')?.flow, again)
+  const closed = { ...flow(7100), open: false }
+  d.remember('sip:dan@127.0.0.1:7100', closed)
+  d.remember('sip:dan@127.0.0.1:7100', callee, { takeOver: false })
+  assert.equal(d.find('sip:dan@127.0.0.1:7100')?.flow, callee, 'a closed flow is no one\'s')
+  now = 5_000
+  d.remember('sip:carl@127.0.0.1:5999', callee, { takeOver: false })
+  assert.equal(d.find('sip:carl@127.0.0.1:5999')?.flow, callee, 'an expired entry is no one\'s')
+})

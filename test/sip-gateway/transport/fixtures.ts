@@ -112,8 +112,8 @@ export class TcpClient {
     socket.on('error', () => {})
   }
 
-  static async open (port: number): Promise<TcpClient> {
-    const socket = connect({ host: '127.0.0.1', port })
+  static async open (port: number, localAddress?: string): Promise<TcpClient> {
+    const socket = connect({ host: '127.0.0.1', port, localAddress })
     await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
     return new TcpClient(socket)
   }

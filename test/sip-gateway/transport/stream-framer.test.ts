@@ -49,6 +49,17 @@ describe('StreamFramer', () => {
     assert.deepEqual(texts(e2), ['ERROR 400 Malformed Content-Length header'])
   })
 
+  test('a folded Content-Length (RFC 3261 7.3.1, RFC 4475 3.1.1.1), full and compact, frames the body', () => {
+    for (const [from, to] of [['Content-Length: 5', 'Content-Length:\r\n 5'], ['Content-Length: 5', 'l :\r\n\t 5'], ['Content-Length: 5', 'Content-Length   :  \r\n   \r\n 5']]) {
+      const text = message(1, 'hello').replace(from, to)
+      const f = new StreamFramer(65_536)
+      assert.deepEqual(texts(f.push(Buffer.from(text + message(2)))), [text, message(2)], JSON.stringify(to))
+    }
+    // a continuation line is part of the header before it, never a Content-Length of its own
+    const inValue = message(1, 'hello').replace('Content-Length: 5', 'Subject: x\r\n l: 99\r\nContent-Length: 5')
+    assert.deepEqual(texts(new StreamFramer(65_536).push(Buffer.from(inValue))), [inValue])
+  })
+
   test('too large: declared length over the limit (head known), or a header section that never ends', () => {
     const big = new StreamFramer(500).push(Buffer.from(message(1).replace('Content-Length: 0', 'Content-Length: 100000')))
     assert.ok(big[0].kind === 'error' && big[0].status === 513 && big[0].head !== undefined)

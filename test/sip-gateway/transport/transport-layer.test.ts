@@ -2,12 +2,20 @@
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { Buffer } from 'node:buffer'
-import { createServer, type Socket } from 'node:net'
+import { connect, createServer, type Socket } from 'node:net'
 import { TransportLayer, TransportError, StreamFramer, stampVia } from '../../../sip-gateway/transport/index.ts'
 import { parseMessage, parseVia, isRequest, SipRequest, Headers } from '../../../sip-gateway/codec/index.ts'
 import { echoLayer, request, until, UdpClient, TcpClient, WsClient, type Received } from './fixtures.ts'
 
 const ok = /SIP\/2\.0 200 OK\r\n/
+
+/** a raw TCP connection that says nothing */
+async function dial (port: number): Promise<Socket> {
+  const s = connect({ host: '127.0.0.1', port })
+  s.on('error', () => {})
+  await new Promise<void>((resolve, reject) => { s.once('connect', resolve); s.once('error', reject) })
+  return s
+}
 
 describe('transport layer', () => {
   let layer: TransportLayer
@@ -447,6 +455,82 @@ describe('transport layer lifecycle and limits', () => {
       await until(() => a.count(ok) === 1)
       a.close()
       b.close()
+    } finally {
+      await layer.stop()
+    }
+  })
+
+  test('idle connections from one address beyond the per-address cap (256 by default) are refused; other addresses are still served', async () => {
+    const { layer } = await echoLayer({ firstMessageTimeoutMs: 60_000 })
+    const port = layer.addresses().tcp?.port as number
+    const idle: Socket[] = []
+    try {
+      // 300 idle connections from 127.0.0.1 (the report had 5,000 all accepted)
+      for (let i = 0; i < 300; i++) idle.push(await dial(port))
+      await until(() => idle.filter(s => !s.destroyed && !s.readableEnded).length === 256 && layer.counters().connections === 256, 5000, '256 left open')
+      assert.deepEqual(layer.counters().connectionsRefused, { host: 44, total: 0 })
+      // another source address is admitted and served
+      const other = await TcpClient.open(port, '127.0.0.2')
+      await other.write(request('OPTIONS', { transport: 'TCP' }))
+      await until(() => other.count(ok) === 1, 3000, 'served from 127.0.0.2')
+      other.close()
+      // a slot freed from the crowded address is taken again
+      idle[0].destroy()
+      await until(() => layer.counters().connections === 255, 3000, 'slot freed')
+      const again = await TcpClient.open(port)
+      await again.write(request('OPTIONS', { transport: 'TCP' }))
+      await until(() => again.count(ok) === 1, 3000, 'served again')
+      again.close()
+    } finally {
+      for (const s of idle) s.destroy()
+      await layer.stop()
+    }
+  })
+
+  test('maxConnectionsPerHost holds for TCP and WebSocket together; refusals are counted by cap', async () => {
+    const { layer } = await echoLayer({ maxConnectionsPerHost: 2 })
+    const { tcp, ws } = layer.addresses()
+    try {
+      const a = await TcpClient.open(tcp?.port as number)
+      const w = await WsClient.open(ws?.port as number)
+      await until(() => layer.counters().connections === 2)
+      const c = await TcpClient.open(tcp?.port as number).catch(() => undefined)
+      if (c !== undefined) await until(() => c.closed, 3000, 'third connection refused')
+      await assert.rejects(WsClient.open(ws?.port as number), /handshake refused: 503/)
+      assert.deepEqual(layer.counters().connectionsRefused, { host: 2, total: 0 })
+      // the admitted ones are served
+      await a.write(request('OPTIONS', { transport: 'TCP' }))
+      w.ws.send(request('OPTIONS', { transport: 'WS' }))
+      await until(() => a.count(ok) === 1 && w.messages.length === 1)
+      a.close()
+      w.close()
+    } finally {
+      await layer.stop()
+    }
+  })
+
+  test('an inbound connection that brings no whole message within firstMessageTimeoutMs is closed; pings do not count; one that spoke stays', async () => {
+    const { layer } = await echoLayer({ firstMessageTimeoutMs: 300 })
+    const { tcp, ws } = layer.addresses()
+    try {
+      const silent = await TcpClient.open(tcp?.port as number)
+      const pinging = await TcpClient.open(tcp?.port as number)
+      const wsSilent = await WsClient.open(ws?.port as number)
+      const talker = await TcpClient.open(tcp?.port as number)
+      const wsTalker = await WsClient.open(ws?.port as number)
+      await talker.write(request('OPTIONS', { transport: 'TCP' }))
+      wsTalker.ws.send(request('OPTIONS', { transport: 'WS' }))
+      const pings = setInterval(() => { pinging.write('\r\n\r\n').catch(() => {}) }, 50)
+      try {
+        await until(() => silent.closed && pinging.closed && wsSilent.closed, 3000, 'silent connections closed')
+      } finally {
+        clearInterval(pings)
+      }
+      assert.equal(layer.counters().silentClosed, 3)
+      await new Promise(resolve => setTimeout(resolve, 400))
+      assert.equal(talker.closed || wsTalker.closed, false, 'connections that sent a message stay open')
+      talker.close()
+      wsTalker.close()
     } finally {
       await layer.stop()
     }

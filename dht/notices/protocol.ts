@@ -5,10 +5,10 @@
  * (that is the caller's job: `onNotice` gets raw bytes).
  */
 import { lpStream } from '@libp2p/utils'
-import { MAX_CLAIM_BYTES } from './record/claim.ts'
-import { withSignal } from './signal.ts'
+import { MAX_CLAIM_BYTES } from '../record/claim.ts'
+import { withSignal } from '../signal.ts'
 import type { AbortOptions, Connection, Libp2p, Logger, PeerId, Stream } from '@libp2p/interface'
-import { errorMessage } from './errors.ts'
+import { errorMessage } from '../errors.ts'
 
 export const CLAIM_NOTICE_PROTOCOL = '/sipmesh/claim-notice/1.0.0'
 

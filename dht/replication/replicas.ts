@@ -1,0 +1,218 @@
+/**
+ * Which peers hold a claim key: the k peers closest to it by XOR distance.
+ *
+ * - Direct mode: the whole mesh is smaller than k and this node's routing table holds all of it,
+ *   so a walk would end at exactly those peers; the replicas are read off the routing table (no
+ *   round trip). "Holds all of it" is checked by a walk at most every 30 s: a node that just
+ *   joined a large mesh also has a small routing table, and must not take it for the mesh.
+ * - A large mesh: a kad-dht walk towards the key, kept for a while (renewals and re-puts of the
+ *   key reuse it) and shared by concurrent claims of the key. Walks are not shared between keys:
+ *   the k closest peers of two keys differ, and a node that registers interest must reach the
+ *   same replicas the claimer writes to, so both must find the true closest set.
+ */
+import { sha256 } from 'multiformats/hashes/sha2'
+import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
+import { xor } from 'uint8arrays/xor'
+import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
+import { MessageType } from '@libp2p/kad-dht'
+import { errorMessage } from '../errors.ts'
+import { withSignal } from '../signal.ts'
+import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
+import type { KadDHT, QueryEvent } from '@libp2p/kad-dht'
+
+/**
+ * The parts of kad-dht 16's KadDHT class used here (public fields of the class, not of the KadDHT
+ * interface). When they are missing the registry falls back to kad-dht's own walks.
+ */
+export interface KadInternals {
+  k: number
+  routingTable: { size: number, closestPeers (kadId: Uint8Array, options?: { count?: number }): PeerId[] }
+  network: { sendRequest (to: PeerId, msg: { type: MessageType, key: Uint8Array, record?: Uint8Array }, options: { signal: AbortSignal, path: { index: number, queued: number, running: number, total: number } }): AsyncGenerator<QueryEvent> }
+}
+
+export function kadInternals (dht: unknown): KadInternals | undefined {
+  const d = dht as Partial<KadInternals> | undefined
+  if (d == null || typeof d.k !== 'number' || typeof d.routingTable?.closestPeers !== 'function' || typeof d.network?.sendRequest !== 'function') return undefined
+  return d as KadInternals
+}
+
+/** The Kademlia id of a DHT key (what XOR distances are measured on). */
+export function kadId (key: Uint8Array): Uint8Array {
+  return (sha256.digest(key) as Awaited<ReturnType<typeof sha256.digest>>).digest
+}
+
+const SMALL_MESH_RECHECK_MS = 30_000
+/** how long a key's walk is reused */
+const WALK_TTL_MS = 60_000
+const MAX_WALKS_KEPT = 10_000
+
+export interface ReplicaFinderComponents {
+  peerId: PeerId
+  dht: KadDHT
+  log: Logger
+}
+
+export interface ReplicaFinderInit {
+  /** see DhtRegistryInit.directQueries */
+  directQueries: boolean | 'auto'
+  /** longest walk */
+  queryTimeoutMs: number
+  /** peers not to count on (known down) */
+  isDown?: (peer: PeerId) => boolean
+}
+
+export class ReplicaFinder {
+  readonly #peerId: PeerId
+  readonly #selfId: Uint8Array
+  readonly #dht: KadDHT
+  readonly #log: Logger
+  readonly #direct: boolean | 'auto'
+  readonly #timeout: number
+  readonly #isDown: (peer: PeerId) => boolean
+  #smallMesh?: { size: number, at: number, verified: boolean }
+  #smallMeshCheck?: Promise<void>
+  readonly #walks = new Map<string, { peers: PeerId[], at: number }>()
+  readonly #walking = new Map<string, Promise<PeerId[]>>()
+  /** walks made (for the scale benchmark) */
+  walks = 0
+
+  constructor (components: ReplicaFinderComponents, init: ReplicaFinderInit) {
+    this.#peerId = components.peerId
+    this.#selfId = kadId(components.peerId.toMultihash().bytes)
+    this.#dht = components.dht
+    this.#log = components.log
+    this.#direct = init.directQueries
+    this.#timeout = init.queryTimeoutMs
+    this.#isDown = init.isDown ?? (() => false)
+  }
+
+  kad (): KadInternals | undefined {
+    return kadInternals(this.#dht)
+  }
+
+  /** How many peers the routing table holds (0 without kad-dht internals). */
+  get routingTableSize (): number {
+    return this.kad()?.routingTable.size ?? 0
+  }
+
+  /** kad-dht internals when queries may go straight to the routing table's peers (direct mode). */
+  direct (signal?: AbortSignal): KadInternals | undefined {
+    if (this.#direct === false) return undefined
+    const kad = this.kad()
+    if (kad == null) return undefined
+    if (this.#direct === true) return kad
+    const size = kad.routingTable.size
+    if (size === 0 || size >= kad.k) return undefined
+    const now = Date.now()
+    if (this.#smallMesh != null && this.#smallMesh.size === size && now - this.#smallMesh.at < SMALL_MESH_RECHECK_MS) {
+      return this.#smallMesh.verified ? kad : undefined
+    }
+    if (this.#smallMeshCheck == null) this.#smallMeshCheck = this.#verifySmallMesh(kad, signal).finally(() => { this.#smallMeshCheck = undefined })
+    return undefined
+  }
+
+  /** Walk towards our own id and see whether any DHT peer turns up that our routing table lacks. */
+  async #verifySmallMesh (kad: KadInternals, parent?: AbortSignal): Promise<void> {
+    const size = kad.routingTable.size
+    const known = new Set(kad.routingTable.closestPeers(this.#selfId, { count: kad.k }).map(p => p.toString()))
+    known.add(this.#peerId.toString())
+    let verified = true
+    try {
+      await withSignal(this.#timeout, [parent], async (signal) => {
+        for await (const ev of this.#dht.getClosestPeers(this.#peerId.toMultihash().bytes, { signal })) {
+          const ids = ev.name === 'PEER_RESPONSE' ? ev.closer.map(p => p.id.toString()) : ev.name === 'FINAL_PEER' ? [ev.peer.id.toString()] : []
+          if (ids.some(id => !known.has(id))) verified = false
+        }
+      })
+    } catch (err) {
+      this.#log('small-mesh check failed: %s', errorMessage(err))
+      verified = false
+    }
+    this.#smallMesh = { size, at: Date.now(), verified }
+  }
+
+  /** The `count` peers of the routing table closest to a key (no round trip). */
+  closestKnown (key: Uint8Array, count: number): PeerId[] {
+    const kad = this.kad()
+    if (kad == null) return []
+    return kad.routingTable.closestPeers(kadId(key), { count }).filter(p => !this.#isDown(p))
+  }
+
+  /** The peers (not this node) that should store a key. */
+  async replicasOf (key: Uint8Array, options?: AbortOptions): Promise<PeerId[]> {
+    const kad = this.kad()
+    // alone (nobody in the routing table yet): nobody to walk to
+    if (kad != null && kad.routingTable.size === 0) return []
+    let direct = this.direct(options?.signal)
+    if (direct == null && this.#smallMeshCheck != null) {
+      // the mesh may be small: one walk to find out, instead of a walk per key meanwhile
+      await this.#smallMeshCheck
+      direct = this.direct(options?.signal)
+    }
+    if (direct != null) return direct.routingTable.closestPeers(kadId(key), { count: direct.k }).filter(p => !this.#isDown(p))
+    const id = kadId(key)
+    const walked = await this.#walked(key, options)
+    const k = kad?.k ?? 20
+    const byId = new Map<string, { peer: PeerId, d: Uint8Array }>()
+    for (const peer of [...walked, ...(kad?.routingTable.closestPeers(id, { count: k }) ?? [])]) {
+      if (peer.equals(this.#peerId) || this.#isDown(peer)) continue
+      const s = peer.toString()
+      if (!byId.has(s)) byId.set(s, { peer, d: xor(kadId(peer.toMultihash().bytes), id) })
+    }
+    return [...byId.values()].sort((a, b) => uint8ArrayCompare(a.d, b.d)).slice(0, k).map(e => e.peer)
+  }
+
+  async #walked (key: Uint8Array, options?: AbortOptions): Promise<PeerId[]> {
+    const k = uint8ArrayToString(key, 'base64')
+    const cached = this.#walks.get(k)
+    if (cached != null && Date.now() - cached.at < WALK_TTL_MS) return cached.peers
+    let walk = this.#walking.get(k)
+    if (walk == null) {
+      walk = this.#walk(key, options).then(peers => {
+        this.#walks.delete(k)
+        if (this.#walks.size >= MAX_WALKS_KEPT) this.#walks.delete(this.#walks.keys().next().value!)
+        if (peers.length > 0) this.#walks.set(k, { peers, at: Date.now() })
+        return peers
+      }).finally(() => { this.#walking.delete(k) })
+      this.#walking.set(k, walk)
+    }
+    return await walk
+  }
+
+  async #walk (key: Uint8Array, options?: AbortOptions): Promise<PeerId[]> {
+    const peers: PeerId[] = []
+    this.walks++
+    try {
+      await withSignal(this.#timeout, [options?.signal], async (signal) => {
+        for await (const ev of this.#dht.getClosestPeers(key, { signal })) {
+          if (ev.name === 'FINAL_PEER') peers.push(ev.peer.id)
+        }
+      })
+    } catch (err) {
+      this.#log('walk towards a claim key failed: %s', errorMessage(err))
+    }
+    return peers
+  }
+
+  /** Forget the walks (the mesh changed a lot, or for tests). */
+  forget (): void {
+    this.#walks.clear()
+  }
+
+  /**
+   * Whether this node is among the `count` closest to a key by its own routing table: only those
+   * replicas send witness notices, so a change is told a few times, not k times.
+   */
+  isAmongClosest (key: Uint8Array, count: number): boolean {
+    const kad = this.kad()
+    if (kad == null) return true
+    const target = kadId(key)
+    const closest = kad.routingTable.closestPeers(target, { count })
+    if (closest.length < count) return true
+    const last = closest[closest.length - 1]
+    return uint8ArrayCompare(xor(this.#selfId, target), xor(kadId(last.toMultihash().bytes), target)) < 0
+  }
+}
+
+export const NO_PATH = { index: -1, queued: 0, running: 0, total: 0 }
+export { MessageType }

@@ -1,0 +1,201 @@
+/**
+ * Coalesced claim writes. Every claim (new, renewed, released, republished) goes through here:
+ * the claims that arrive while the previous batch is being written are written together, to this
+ * node's store in one guarded LevelDB batch (with the owner's own copies) and to each replica in
+ * one `/sipmesh/claim-put` request per peer over its long-lived stream.
+ *
+ * A write resolves once this node's store and every replica answered (or failed): the outcome
+ * counts the replicas that stored it and the refusals, and carries the other owners' claims the
+ * replicas reported (the one a claim replaced, or the newer one that refused it), verified here
+ * before anyone relies on them.
+ */
+import { Key } from 'interface-datastore'
+import { Libp2pRecord } from '@libp2p/record'
+import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
+import { claimKey, verifyClaimSync } from '../record/claim.ts'
+import { errorMessage } from '../errors.ts'
+import { MAX_PUT_BATCH, PutStatus } from './put-protocol.ts'
+import type { PutAnswer, PutClient } from './put-protocol.ts'
+import type { ReplicaFinder } from './replicas.ts'
+import type { ClaimGuardDatastore, ClaimWrite } from '../datastore-guard.ts'
+import type { SignedClaim } from '../record/claim.ts'
+import type { Logger, PeerId } from '@libp2p/interface'
+
+export interface WriteOutcome {
+  /** peers that acknowledged storing the claim */
+  replicas: number
+  /** peers (or this node's own store) that refused it or failed */
+  failures: number
+  /** verified claims of other owners reported by the replicas (replaced, or newer and kept) */
+  others: SignedClaim[]
+  /**
+   * of those, the newer ones a store already held before the write began (`since`): they stood
+   * before the claim; a claim racing this one is not among them
+   */
+  stood: SignedClaim[]
+}
+
+export interface WriteOptions {
+  /** also keep (`put`) or drop (`delete`) the owner's own copy under this key, in the same batch */
+  own?: { key: Key, op: 'put' | 'delete' }
+  /** store locally only (no peers) */
+  localOnly?: boolean
+  /**
+   * when the operation began (ms): a newer claim a store kept from before then "stood" before it
+   * (see `WriteOutcome.stood`). @default when the write is sent
+   */
+  since?: number
+}
+
+interface Entry {
+  claim: SignedClaim
+  options: WriteOptions
+  resolve: (o: WriteOutcome) => void
+  outcome: WriteOutcome
+}
+
+export interface ClaimWriterComponents {
+  datastore: ClaimGuardDatastore
+  replicas: ReplicaFinder
+  client: PutClient
+  log: Logger
+}
+
+export interface ClaimWriterInit {
+  /** kad-dht's datastorePrefix */
+  datastorePrefix: string
+  /** most claims in one local batch */
+  maxBatch?: number
+}
+
+export class ClaimWriter {
+  readonly #c: ClaimWriterComponents
+  readonly #prefix: string
+  readonly #maxBatch: number
+  #queue: Entry[] = []
+  #busy = false
+  /** counters for metrics and benchmarks */
+  readonly stats = { batches: 0, claims: 0, largestBatch: 0 }
+
+  constructor (components: ClaimWriterComponents, init: ClaimWriterInit) {
+    this.#c = components
+    this.#prefix = init.datastorePrefix
+    this.#maxBatch = init.maxBatch ?? 2048
+  }
+
+  recordKey (key: Uint8Array): Key {
+    return new Key(`${this.#prefix}/record/${uint8ArrayToString(key, 'base32')}`, false)
+  }
+
+  /** Write one claim with the others of its batch. Never rejects. */
+  async write (claim: SignedClaim, options: WriteOptions = {}): Promise<WriteOutcome> {
+    return await new Promise<WriteOutcome>(resolve => {
+      this.#queue.push({ claim, options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [] } })
+      if (!this.#busy) {
+        this.#busy = true
+        // let the rest of this turn's claims join
+        setImmediate(() => { void this.#drain() })
+      }
+    })
+  }
+
+  /** Write batches until the queue is empty: claims that came in meanwhile make the next batch. */
+  async #drain (): Promise<void> {
+    try {
+      while (this.#queue.length > 0) {
+        const batch = this.#queue.splice(0, this.#maxBatch)
+        this.stats.batches++
+        this.stats.claims += batch.length
+        if (batch.length > this.stats.largestBatch) this.stats.largestBatch = batch.length
+        // the local write and the replicas' run side by side; the next local batch waits for this one
+        const remote = this.#sendToReplicas(batch)
+        await this.#storeLocally(batch)
+        void remote.then(() => { for (const e of batch) e.resolve(e.outcome) })
+      }
+    } finally {
+      this.#busy = false
+    }
+  }
+
+  async #storeLocally (batch: Entry[]): Promise<void> {
+    const writes: ClaimWrite[] = []
+    const put: Array<[Key, Uint8Array]> = []
+    const del: Key[] = []
+    const now = new Date()
+    for (const e of batch) {
+      const key = claimKey(e.claim.aor)
+      writes.push({ key: this.recordKey(key), record: new Libp2pRecord(key, e.claim.bytes, now).serialize(), claim: e.claim })
+      if (e.options.own?.op === 'put') put.push([e.options.own.key, e.claim.bytes])
+      if (e.options.own?.op === 'delete') del.push(e.options.own.key)
+    }
+    try {
+      const sentAt = Date.now()
+      const results = await this.#c.datastore.putClaims(writes, { put, del })
+      const now = Date.now()
+      results.forEach((r, i) => {
+        const e = batch[i]
+        if (!r.stored) e.outcome.failures++
+        if (r.other != null && !r.other.owner.equals(e.claim.owner)) {
+          e.outcome.others.push(r.other)
+          if (!r.stored && (r.otherAge ?? 0) > now - (e.options.since ?? sentAt)) e.outcome.stood.push(r.other)
+        }
+      })
+    } catch (err) {
+      this.#c.log.error('could not store %d claims: %s', batch.length, errorMessage(err))
+      for (const e of batch) e.outcome.failures++
+    }
+  }
+
+  async #sendToReplicas (batch: Entry[]): Promise<void> {
+    const byPeer = new Map<string, { peer: PeerId, entries: Entry[] }>()
+    await Promise.all(batch.map(async e => {
+      if (e.options.localOnly === true) return
+      let peers: PeerId[]
+      try {
+        peers = await this.#c.replicas.replicasOf(claimKey(e.claim.aor))
+      } catch (err) {
+        this.#c.log('no replicas for %s: %s', e.claim.aor, errorMessage(err))
+        return
+      }
+      for (const peer of peers) {
+        const id = peer.toString()
+        let g = byPeer.get(id)
+        if (g == null) {
+          g = { peer, entries: [] }
+          byPeer.set(id, g)
+        }
+        g.entries.push(e)
+      }
+    }))
+    await Promise.all([...byPeer.values()].map(async ({ peer, entries }) => {
+      for (let i = 0; i < entries.length; i += MAX_PUT_BATCH) {
+        const chunk = entries.slice(i, i + MAX_PUT_BATCH)
+        let answers: PutAnswer[]
+        const sentAt = Date.now()
+        try {
+          answers = await this.#c.client.put(peer, chunk.map(e => e.claim.bytes))
+        } catch (err) {
+          this.#c.log('claim-put to %p failed: %s', peer, errorMessage(err))
+          for (const e of chunk) e.outcome.failures++
+          continue
+        }
+        answers.forEach((a, j) => {
+          const e = chunk[j]
+          if (a.status === PutStatus.stored) e.outcome.replicas++
+          else e.outcome.failures++
+          if (a.other != null) {
+            try {
+              const other = verifyClaimSync(a.other, { key: claimKey(e.claim.aor), allowExpired: true })
+              if (!other.owner.equals(e.claim.owner)) {
+                e.outcome.others.push(other)
+                if (a.status === PutStatus.stale && (a.age ?? 0) > Date.now() - (e.options.since ?? sentAt)) e.outcome.stood.push(other)
+              }
+            } catch (err) {
+              this.#c.log('%p reported a bad claim for %s: %s', peer, e.claim.aor, errorMessage(err))
+            }
+          }
+        })
+      }
+    }))
+  }
+}
