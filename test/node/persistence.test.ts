@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { MemoryDatastore } from 'datastore-core'
+import { Key } from 'interface-datastore'
 import type { Batch } from 'interface-datastore'
 import { DatastoreDurableStore, openDatastore } from '../../node/persistence.ts'
 
@@ -121,6 +122,12 @@ describe('DatastoreDurableStore batching', () => {
         assert.equal(await store.get('r/0'), undefined)
         assert.deepEqual(await store.get('r/1'), Uint8Array.of(1))
         assert.equal(await store.get('r/nobody'), undefined)
+        // the datastore itself (kad-dht, the claim guard): a miss is a NotFoundError by name, one
+        // shared instance rather than one built per miss
+        const misses = await Promise.all([1, 2].map(async () => await ds.get(new Key('/sipmesh/absent')).then(() => undefined, (err: Error) => err)))
+        assert.equal(misses[0]?.name, 'NotFoundError')
+        assert.equal(misses[0], misses[1])
+        assert.equal(await ds.has(new Key('/sipmesh/absent')), false)
         let n = 0
         for await (const _ of store.list('r/')) n++
         assert.equal(n, 500)
