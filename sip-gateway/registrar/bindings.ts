@@ -18,6 +18,14 @@ export interface Binding<Flow = unknown> {
   flow?: Flow
 }
 
+/** Durable store key prefix of registrations. */
+export const STORE_PREFIX = 'sip-gateway/registrar/'
+
+/** A binding as the registrar keeps it: the Binding fields plus its contact key (for the index). */
+export interface StoredBinding<Flow = unknown> extends Binding<Flow> {
+  readonly key: string
+}
+
 /**
  * Key under which two Contact URIs are "the same binding" (RFC 3261 19.1.4, simplified): scheme,
  * user (case-sensitive), host (case-insensitive), port and transport.

@@ -16,13 +16,15 @@ import { parseUri, aorOf } from '../codec/uri.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
 import { INVALID_AOR_ERROR, type ClaimResult, type DurableStore, type Logger, type Registry, type Route, type Unwatch } from '../ports.ts'
-import { contactKey, decodeRegistration, encodeRegistration, ownString, EMPTY_PARAMS } from './bindings.ts'
-import type { Binding } from './bindings.ts'
+import { contactKey, encodeRegistration, ownString, EMPTY_PARAMS, STORE_PREFIX } from './bindings.ts'
+import type { Binding, StoredBinding } from './bindings.ts'
 import { ExpiryWheel } from './expiry-wheel.ts'
+import { StoredRegistrations, type ReclaimProgress } from './restart.ts'
 import { OverloadGuard, type OverloadInit, type ShedReason } from './overload.ts'
 
 export type { Binding } from './bindings.ts'
 export type { OverloadInit, ShedReason } from './overload.ts'
+export type { ReclaimProgress } from './restart.ts'
 
 /** A response the gateway turns into a SIP response to the request. */
 export interface Reply {
@@ -70,8 +72,7 @@ export interface RegistrarComponents {
   logger: Logger
 }
 
-/** Durable store key prefix of registrations. */
-export const STORE_PREFIX = 'sip-gateway/registrar/'
+export { STORE_PREFIX } from './bindings.ts'
 
 interface Displaced {
   by: Route
@@ -85,10 +86,6 @@ interface Change<Flow> {
   upsert: Map<string, StoredBinding<Flow>>
 }
 
-/** A binding as the registrar keeps it: the Binding fields plus its contact key (for the index). */
-interface StoredBinding<Flow> extends Binding<Flow> {
-  readonly key: string
-}
 
 /**
  * One AoR registered here: its bindings in a small array (an AoR rarely has more than a few; a
@@ -98,29 +95,6 @@ interface Registration<Flow> {
   readonly aor: string
   bindings: Array<StoredBinding<Flow>>
   slot: number
-}
-
-/** What the restart re-claims: a stored registration's live bindings. */
-interface Restoring {
-  bindings: Array<StoredBinding<never>>
-}
-
-/** Figures of the restart's re-claim of stored registrations. */
-export interface ReclaimProgress {
-  /** stored registrations still valid, to be claimed again */
-  total: number
-  /** claimed again (won) */
-  claimed: number
-  /** another node holds the AoR now: dropped */
-  lost: number
-  /** the claim failed (kept in the store for the next start) */
-  failed: number
-  /** a REGISTER for the AoR arrived first and took its stored bindings over */
-  superseded: number
-  /** stored registrations found expired and deleted */
-  expired: number
-  /** true once every stored registration has been handled */
-  done: boolean
 }
 
 export class Registrar<Flow = unknown> {
@@ -142,15 +116,10 @@ export class Registrar<Flow = unknown> {
   readonly #known = new Set<string>()
   /** contact key → its registration, to find the binding of a contact (mid-dialog requests) */
   readonly #byContact = new Map<string, Registration<Flow>>()
-  /** stored registrations not claimed again yet since the restart */
-  readonly #restoring = new Map<string, Restoring>()
-  #restored: Promise<void> = Promise.resolve()
+  /** the registrations stored before a restart, until each is claimed again */
+  readonly #stored: StoredRegistrations
   readonly #overload: OverloadGuard
-  readonly #reclaimConcurrency: number
-  readonly #reclaimLogInterval: number
   #shutdown = new AbortController()
-  /** the restart's re-claim of stored registrations, as it goes */
-  readonly reclaim: ReclaimProgress = { total: 0, claimed: 0, lost: 0, failed: 0, superseded: 0, expired: 0, done: true }
   /** claims that failed (503 answered) */
   claimFailures = 0
   readonly #listeners: Array<(aor: string, bindings: Binding<Flow>[]) => void> = []
@@ -172,10 +141,18 @@ export class Registrar<Flow = unknown> {
     if (this.#min > this.#max) throw new RangeError('minExpires exceeds maxExpires')
     this.#wheel = new ExpiryWheel((aors, slot) => { this.#due(aors, slot) }, { granularityMs: init.expiryGranularityMs, now: this.#now })
     this.#overload = new OverloadGuard(this.#log, init.overload)
-    this.#reclaimConcurrency = init.reclaimConcurrency ?? 256
-    this.#reclaimLogInterval = init.reclaimLogIntervalMs ?? 5000
-    if (!(this.#reclaimConcurrency >= 1)) throw new RangeError('reclaimConcurrency must be at least 1')
+    this.#stored = new StoredRegistrations({
+      store: this.#store,
+      logger: this.#log,
+      now: this.#now,
+      serialized: async (aor, fn) => { await this.#serialized(aor, fn) },
+      reclaim: async (aor, bindings, signal) => await this.#reclaim(aor, bindings, signal),
+      forget: async (aor) => { await this.#persist(aor, []) }
+    }, { concurrency: init.reclaimConcurrency, logIntervalMs: init.reclaimLogIntervalMs })
   }
+
+  /** the restart's re-claim of stored registrations, as it goes */
+  get reclaim (): Readonly<ReclaimProgress> { return this.#stored.progress }
 
   /** REGISTERs refused with 503 because of overload, by reason */
   get shed (): Readonly<Record<ShedReason, number>> { return this.#overload.shed }
@@ -196,107 +173,22 @@ export class Registrar<Flow = unknown> {
     this.#unDisplaced = this.#registry.onDisplaced((aor, by) => { this.#onDisplaced(aor, by) })
     this.#wheel.start()
     this.#overload.start()
-    const signal = this.#shutdown.signal
-    this.#restored = this.#load(signal)
-    this.#restored.then(async () => { await this.#reclaimAll(signal) }, () => {})
-      .catch((err: unknown) => { this.#log.error('re-claim of stored registrations failed', { err: String(err) }) })
+    this.#stored.start(this.#shutdown.signal)
   }
 
   /** resolves once the restart's re-claim has handled every stored registration */
   async reclaimed (): Promise<void> {
-    await this.#restored
-    while (!this.reclaim.done && !this.#shutdown.signal.aborted) await new Promise(resolve => setTimeout(resolve, 20))
+    await this.#stored.done(this.#shutdown.signal)
   }
 
-  async #load (signal: AbortSignal): Promise<void> {
-    const now = this.#now()
-    const p = this.reclaim
-    Object.assign(p, { total: 0, claimed: 0, lost: 0, failed: 0, superseded: 0, expired: 0, done: false })
-    const drops: Array<Promise<void>> = []
-    try {
-      for await (const [key, value] of this.#store.list(STORE_PREFIX)) {
-        if (signal.aborted) return
-        const rec = decodeRegistration(value)
-        const aor = rec?.aor
-        const live = rec?.bindings.filter(b => b.expiresAt > now) ?? []
-        if (aor === undefined || live.length === 0 || key !== STORE_PREFIX + aor) {
-          p.expired++
-          drops.push(this.#store.delete(key).catch(() => {}))
-          continue
-        }
-        const bindings: Array<StoredBinding<never>> = []
-        for (const b of live) {
-          try {
-            bindings.push({ aor, key: contactKey(b.uri), uri: b.uri, params: Object.keys(b.params).length === 0 ? EMPTY_PARAMS : b.params, expiresAt: b.expiresAt, callId: b.callId, cseq: b.cseq })
-          } catch { /* a contact that no longer parses is dropped */ }
-        }
-        if (bindings.length === 0) continue
-        this.#restoring.set(aor, { bindings })
-        p.total++
-      }
-    } catch (err) {
-      this.#log.error('could not read stored registrations', { err: String(err) })
+  /** claim one stored registration again (the restart; under the AoR's lock) and bind it when won */
+  async #reclaim (aor: string, live: Array<StoredBinding<never>>, signal: AbortSignal): Promise<ClaimResult> {
+    const result = await this.#registry.claim(aor, { expiresAt: maxExpiry(live) }, { signal })
+    if (result.won) {
+      this.#install(aor, live as Array<StoredBinding<Flow>>)
+      this.#known.add(aor)
     }
-    await Promise.all(drops)
-    if (p.total > 0 || p.expired > 0) this.#log.info('stored registrations read; re-claiming them in the background', { total: p.total, expired: p.expired })
-  }
-
-  async #reclaimAll (signal: AbortSignal): Promise<void> {
-    const p = this.reclaim
-    const t0 = performance.now()
-    let lastLog = t0
-    const aors = [...this.#restoring.keys()]
-    let next = 0
-    const worker = async (): Promise<void> => {
-      while (next < aors.length && !signal.aborted) {
-        const aor = aors[next++]
-        await this.#serialized(aor, async () => { await this.#reclaimOne(aor, signal) })
-        const now = performance.now()
-        if (now - lastLog >= this.#reclaimLogInterval) {
-          lastLog = now
-          this.#log.info('re-claiming stored registrations', { done: p.claimed + p.lost + p.failed + p.superseded, total: p.total, claimed: p.claimed, lost: p.lost, failed: p.failed, ms: Math.round(now - t0) })
-        }
-      }
-    }
-    await Promise.all(Array.from({ length: Math.min(this.#reclaimConcurrency, Math.max(1, aors.length)) }, worker))
-    if (signal.aborted) return
-    p.done = true
-    if (p.total > 0) {
-      const fields = { total: p.total, claimed: p.claimed, lost: p.lost, failed: p.failed, superseded: p.superseded, expired: p.expired, ms: Math.round(performance.now() - t0) }
-      if (p.failed > 0) this.#log.warn('stored registrations re-claimed, some claims failed (kept for the next start)', fields)
-      else this.#log.info('stored registrations re-claimed', fields)
-    }
-  }
-
-  /** claim one stored registration again (under the AoR's lock) */
-  async #reclaimOne (aor: string, signal: AbortSignal): Promise<void> {
-    const r = this.#restoring.get(aor)
-    // a REGISTER for it came first and took its bindings over
-    if (r === undefined) { this.reclaim.superseded++; return }
-    this.#restoring.delete(aor)
-    const live = r.bindings.filter(b => b.expiresAt > this.#now())
-    if (live.length === 0) {
-      this.reclaim.expired++
-      await this.#persist(aor, [])
-      return
-    }
-    let result
-    try {
-      result = await this.#registry.claim(aor, { expiresAt: maxExpiry(live) }, { signal })
-    } catch (err) {
-      this.reclaim.failed++
-      if (this.reclaim.failed <= 10) this.#log.warn('could not re-claim stored registration', { aor, err: String(err) })
-      return
-    }
-    if (!result.won) {
-      this.reclaim.lost++
-      this.#log.info('stored registration taken over while down', { aor, owner: result.route.node })
-      await this.#persist(aor, [])
-      return
-    }
-    this.reclaim.claimed++
-    this.#install(aor, live as Array<StoredBinding<Flow>>)
-    this.#known.add(aor)
+    return result
   }
 
   stop (): void {
@@ -436,16 +328,16 @@ export class Registrar<Flow = unknown> {
 
   async #register (request: SipRequest, aor: string, callId: string, cseq: number, flow: Flow | undefined): Promise<Reply> {
     // after a restart: this AoR's stored bindings are read before it is registered again
-    await this.#restored
+    await this.#stored.loaded
     const now = this.#now()
     const contacts = request.headers.getAll('Contact')
     const expiresHeader = request.headers.get('Expires')
     const headerExpires = expiresHeader === undefined ? undefined : parseExpires(expiresHeader)
     // the AoR's bindings (those stored before a restart and not claimed again yet included),
     // what has expired but not been swept yet left out
-    const restoring = this.#restoring.get(aor)
+    const restoring = this.#stored.pending(aor)
     const current = new Map<string, StoredBinding<Flow>>()
-    for (const b of restoring?.bindings ?? this.#regs.get(aor)?.bindings ?? []) if (b.expiresAt > now) current.set(b.key, b as StoredBinding<Flow>)
+    for (const b of restoring ?? this.#regs.get(aor)?.bindings ?? []) if (b.expiresAt > now) current.set(b.key, b as StoredBinding<Flow>)
 
     // no Contact: a query, answered with the current bindings (10.3 step 6)
     if (contacts.length === 0) return this.#ok(aor, [...current.values()], now)
@@ -541,14 +433,14 @@ export class Registrar<Flow = unknown> {
     if (next.size > this.#maxContacts) throw new SipStatusError(403, 'Too Many Contacts')
     const bindings = [...next.values()]
     // this REGISTER takes the stored bindings over: the restart's re-claim skips the AoR
-    if (restoring) this.#restoring.delete(aor)
+    if (restoring) this.#stored.take(aor)
 
     if (bindings.length > 0) {
       let result
       try {
         result = await this.#registry.claim(aor, { expiresAt: maxExpiry(bindings) })
       } catch (err) {
-        if (restoring && current.size > 0) this.#restoring.set(aor, { bindings: [...current.values()] as Array<StoredBinding<never>> })
+        if (restoring && current.size > 0) this.#stored.putBack(aor, [...current.values()] as Array<StoredBinding<never>>)
         // an AoR the registry cannot hold is the user agent's fault (400 at the error boundary)
         if ((err as Error)?.name === INVALID_AOR_ERROR) throw err
         // never 200 without a stored claim
