@@ -46,8 +46,12 @@ export interface GatewayConfig {
   credentials?: string
   /** offline messages (issue 5): most kept per user, and for how many days */
   offlineLimits: { maxMessagesPerUser: number, retentionDays: number }
-  /** registrar (RFC 3261 10.3): expiry bounds in seconds (423 below the minimum), conflict policy */
-  registrar: { minExpires: number, maxExpires: number, conflictPolicy: ConflictPolicy }
+  /**
+   * registrar (RFC 3261 10.3): expiry bounds in seconds (423 below the minimum), conflict policy,
+   * and overload (RFC 3261 21.5.4): REGISTERs in progress (`maxPending`) and event-loop lag in ms
+   * (`maxLagMs`) beyond which a REGISTER is answered 503 with Retry-After
+   */
+  registrar: { minExpires: number, maxExpires: number, conflictPolicy: ConflictPolicy, overload: { maxPending: number, maxLagMs: number } }
   /**
    * per source address: most inbound TCP + WebSocket connections, and (absent: off) a limit of SIP
    * messages on every transport
@@ -116,6 +120,8 @@ const SETTINGS = {
   'max-expires': { kind: 'string', help: 'longest registration granted, seconds (longer requests are shortened)' },
   'conflict-policy': { kind: 'string', help: `a user registered on two nodes at once: ${Object.values(ConflictPolicy).join(' or ')}` },
   'rate-limit': { kind: 'string', help: 'SIP messages per second accepted from one source address, bursts of twice that (default: off)' },
+  'max-pending-registers': { kind: 'string', help: 'REGISTERs in progress (waiting for their claim) beyond which a new one is answered 503 with Retry-After' },
+  'overload-lag-ms': { kind: 'string', help: 'event-loop lag, ms, beyond which a REGISTER is answered 503 with Retry-After' },
   'max-connections-per-host': { kind: 'string', help: 'open SIP TCP + WebSocket connections accepted from one source address (more are refused)' }
 } as const
 
@@ -136,6 +142,8 @@ export const DEFAULTS = {
   'min-expires': '60',
   'max-expires': '3600',
   'conflict-policy': ConflictPolicy.LatestTakesOver,
+  'max-pending-registers': '2000',
+  'overload-lag-ms': '500',
   'max-connections-per-host': '256'
 } as const
 
@@ -221,6 +229,8 @@ const layerSchema = z.strictObject({
   'max-expires': str.superRefine(refineWith(positiveInteger(7 * 86_400))),
   'conflict-policy': z.enum(Object.values(ConflictPolicy) as [ConflictPolicy, ...ConflictPolicy[]]),
   'rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000))),
+  'max-pending-registers': str.superRefine(refineWith(positiveInteger(1_000_000))),
+  'overload-lag-ms': str.superRefine(refineWith(positiveInteger(60_000))),
   'max-connections-per-host': str.superRefine(refineWith(positiveInteger(1_000_000)))
 }).partial()
 
@@ -378,7 +388,12 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
       ...(merged.ws != null ? { ws: parseHostPort(merged.ws) } : {}),
       ...(merged.credentials != null ? { credentials: resolvePath(cwd, merged.credentials) } : {}),
       offlineLimits: { maxMessagesPerUser: Number(get('offline-max-per-user')), retentionDays: Number(get('offline-retention-days')) },
-      registrar: { minExpires: Number(get('min-expires')), maxExpires: Number(get('max-expires')), conflictPolicy: get('conflict-policy') },
+      registrar: {
+        minExpires: Number(get('min-expires')),
+        maxExpires: Number(get('max-expires')),
+        conflictPolicy: get('conflict-policy'),
+        overload: { maxPending: Number(get('max-pending-registers')), maxLagMs: Number(get('overload-lag-ms')) }
+      },
       limits: {
         maxConnectionsPerHost: Number(get('max-connections-per-host')),
         ...(merged['rate-limit'] != null ? { rateLimit: { perSecond: Number(merged['rate-limit']), burst: 2 * Number(merged['rate-limit']) } } : {})

@@ -13,7 +13,7 @@ import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@
 import { LevelDatastore } from 'datastore-level'
 import { Key } from 'interface-datastore'
 import { fromString as hexToBytes, toString as bytesToHex } from 'uint8arrays'
-import type { PrivateKey } from '@libp2p/interface'
+import type { AbortOptions, PrivateKey } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
 import type { DurableStore } from '../sip-gateway/ports.ts'
 
@@ -53,11 +53,38 @@ export async function loadOrCreateIdentity (dataDir: string): Promise<{ privateK
   return { privateKey, created: true }
 }
 
+/** the absent-key error of FastMissLevelDatastore: matched by name, as every reader does */
+class AbsentKeyError extends Error {
+  override readonly name = 'NotFoundError'
+  readonly code = 'ERR_NOT_FOUND'
+}
+const ABSENT = new AbsentKeyError('Not Found')
+
+/**
+ * LevelDB whose `get` of an absent key throws one shared NotFoundError instead of constructing one
+ * (with its stack trace) per miss: kad-dht and the claim guard read absent keys on every new claim,
+ * and building those errors was 3% of a registering node's CPU profile (issue 9). The level
+ * database answers a miss with `undefined`, not an error, so nothing else is built either.
+ */
+export class FastMissLevelDatastore extends LevelDatastore {
+  override async get (key: Key, options?: AbortOptions): Promise<Uint8Array> {
+    options?.signal?.throwIfAborted()
+    let data: Uint8Array | undefined
+    try {
+      data = await this.db.get(key.toString())
+    } catch (err) {
+      throw Object.assign(new Error(String(err)), { name: 'GetFailedError' })
+    }
+    if (data == null) throw ABSENT
+    return data
+  }
+}
+
 /** Open (creating when missing) the LevelDB datastore of a data dir. */
 export async function openDatastore (dataDir: string): Promise<LevelDatastore> {
   const path = join(dataDir, DATASTORE_DIR)
   await mkdir(path, { recursive: true })
-  const store = new LevelDatastore(path)
+  const store = new FastMissLevelDatastore(path)
   try {
     await store.open()
   } catch (err) {
@@ -75,16 +102,60 @@ function plain (value: Uint8Array): Uint8Array {
   return Object.getPrototypeOf(value) === Uint8Array.prototype ? value : new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
 }
 
+export interface DatastoreDurableStoreInit {
+  /**
+   * most writes (puts and deletes) committed in one LevelDB batch; more concurrent writes go to
+   * the next batch
+   *
+   * @default 1024
+   */
+  maxBatch?: number
+}
+
+interface Op { key: Key, hex: string, value: Uint8Array | undefined, seq: number }
+interface PendingBatch {
+  /** the last write of each key in this batch (a datastore batch need not keep the order of writes to one key) */
+  ops: Map<string, Op>
+  waiters: Array<{ resolve: () => void, reject: (err: unknown) => void }>
+}
+
 /**
  * The gateway's `DurableStore` over a libp2p datastore, under its own key prefix. Keys are stored
  * hex-encoded so any string is a valid key and the byte order of keys (LevelDB's order) is the
  * order of the original keys; a key prefix is a hex prefix.
+ *
+ * Writes are group-committed: concurrent `put`/`delete` calls are gathered into one datastore
+ * batch (at most `maxBatch` writes) while the previous batch is being written, and each call
+ * resolves only once the batch holding it is committed (so a caller that answers after `await
+ * put()` answers for a durable write), or rejects with the batch's error, as does every call of
+ * that batch. Writes are applied in call order (of two writes of one key in one batch only the
+ * later is written). A `get` sees the writes not committed yet; `list`
+ * waits for them. An absent key is read without constructing an error when the datastore is a
+ * LevelDB one (its `db.get` returns undefined).
  */
 export class DatastoreDurableStore implements DurableStore {
   private readonly datastore: Datastore
+  private readonly maxBatch: number
+  /** batches waiting to be committed, oldest first; the last one gathers new writes */
+  private readonly queue: PendingBatch[] = []
+  /** writes not committed yet, by hex key: the newest one (reads see it) */
+  private readonly overlay = new Map<string, Op>()
+  private committing = false
+  private seq = 0
+  private readonly idleWaiters: Array<() => void> = []
+  /** LevelDB batches committed and writes in them (for benchmarks and tests) */
+  readonly stats = { batches: 0, writes: 0 }
+  private readonly rawGet: ((key: string) => Promise<Uint8Array | undefined>) | undefined
 
-  constructor (datastore: Datastore) {
+  constructor (datastore: Datastore, init: DatastoreDurableStoreInit = {}) {
     this.datastore = datastore
+    this.maxBatch = init.maxBatch ?? 1024
+    if (!(this.maxBatch >= 1)) throw new RangeError('maxBatch must be at least 1')
+    const db = (datastore as { db?: { get?: unknown } }).db
+    if (datastore instanceof LevelDatastore && typeof db?.get === 'function') {
+      const level = db as { get: (key: string) => Promise<Uint8Array | undefined> }
+      this.rawGet = async (key) => await level.get(key)
+    }
   }
 
   private key (key: string): Key {
@@ -92,8 +163,15 @@ export class DatastoreDurableStore implements DurableStore {
   }
 
   async get (key: string): Promise<Uint8Array | undefined> {
+    const k = this.key(key)
+    const pending = this.overlay.get(k.toString())
+    if (pending !== undefined) return pending.value === undefined ? undefined : pending.value.slice()
+    if (this.rawGet !== undefined) {
+      const v = await this.rawGet(k.toString())
+      return v == null ? undefined : plain(v)
+    }
     try {
-      return plain(await this.datastore.get(this.key(key)))
+      return plain(await this.datastore.get(k))
     } catch (err) {
       if ((err as Error).name === 'NotFoundError') return undefined
       throw err
@@ -101,14 +179,66 @@ export class DatastoreDurableStore implements DurableStore {
   }
 
   async put (key: string, value: Uint8Array): Promise<void> {
-    await this.datastore.put(this.key(key), value)
+    await this.write(this.key(key), value)
   }
 
   async delete (key: string): Promise<void> {
-    await this.datastore.delete(this.key(key))
+    await this.write(this.key(key), undefined)
+  }
+
+  /** resolves once every write issued so far is committed (or failed) */
+  async flush (): Promise<void> {
+    if (this.queue.length === 0 && !this.committing) return
+    await new Promise<void>(resolve => { this.idleWaiters.push(resolve) })
+  }
+
+  private async write (key: Key, value: Uint8Array | undefined): Promise<void> {
+    const op: Op = { key, hex: key.toString(), value, seq: ++this.seq }
+    let batch = this.queue[this.queue.length - 1]
+    // the batch being committed is out of the queue; a full one takes no more
+    if (batch === undefined || (batch.ops.size >= this.maxBatch && !batch.ops.has(op.hex))) {
+      batch = { ops: new Map(), waiters: [] }
+      this.queue.push(batch)
+    }
+    batch.ops.delete(op.hex)
+    batch.ops.set(op.hex, op)
+    this.overlay.set(op.hex, op)
+    const done = new Promise<void>((resolve, reject) => { batch.waiters.push({ resolve, reject }) })
+    if (!this.committing) {
+      this.committing = true
+      // gather the writes issued in this same tick before the first commit
+      queueMicrotask(() => { void this.commitLoop() })
+    }
+    await done
+  }
+
+  private async commitLoop (): Promise<void> {
+    for (let batch = this.queue.shift(); batch !== undefined; batch = this.queue.shift()) {
+      let error: unknown
+      try {
+        const b = this.datastore.batch()
+        for (const op of batch.ops.values()) {
+          if (op.value === undefined) b.delete(op.key)
+          else b.put(op.key, op.value)
+        }
+        await b.commit()
+        this.stats.batches++
+        this.stats.writes += batch.ops.size
+      } catch (err) {
+        error = err ?? new Error('batch commit failed')
+      }
+      for (const op of batch.ops.values()) if (this.overlay.get(op.hex) === op) this.overlay.delete(op.hex)
+      for (const w of batch.waiters) {
+        if (error === undefined) w.resolve()
+        else w.reject(error)
+      }
+    }
+    this.committing = false
+    for (const w of this.idleWaiters.splice(0)) w()
   }
 
   async * list (prefix: string): AsyncIterable<[key: string, value: Uint8Array]> {
+    await this.flush()
     const hexPrefix = STORE_PREFIX + bytesToHex(new TextEncoder().encode(prefix), 'base16')
     const decoder = new TextDecoder()
     for await (const { key, value } of this.datastore.query({ prefix: hexPrefix })) {

@@ -64,6 +64,14 @@ export interface GatewayStatsSnapshot {
   retransmissionsAbsorbed: number
   /** requests refused with 503 at the server transaction limit */
   overloaded: number
+  /** REGISTERs refused with 503 + Retry-After by the registrar's overload guard, by reason */
+  registerShed?: Readonly<Partial<Record<string, number>>>
+  /** REGISTERs in progress */
+  registerPending?: number
+  /** REGISTERs answered 503 because their claim failed */
+  registerClaimFailures?: number
+  /** the restart's re-claim of stored registrations */
+  reclaim?: { total: number, claimed: number, lost: number, failed: number, superseded?: number, done: boolean }
   /** messages from the mesh that did not parse */
   parseErrors: number
   /** SIP messages received from and sent to other nodes */
@@ -499,6 +507,10 @@ export class SipmeshNode {
     })
     counter('sipmesh_sip_retransmissions_absorbed_total', 'retransmitted SIP requests answered by their server transaction (not seen again by the proxy core)', s => s.retransmissionsAbsorbed)
     counter('sipmesh_sip_server_transactions_refused_total', 'SIP requests refused with 503 because the server transaction limit was reached', s => s.overloaded)
+    addCollectedLabeledCounter(r, 'sipmesh_sip_overload_rejected_total', 'REGISTERs answered 503 with Retry-After because the node was over capacity (RFC 3261 21.5.4), by reason: pending (too many REGISTERs in progress) or lag (event-loop lag)', 'reason', ['pending', 'lag'], () => s().registerShed)
+    gauge('sipmesh_sip_register_pending', 'REGISTERs in progress (waiting for their claim to be stored and written)', s => s.registerPending)
+    counter('sipmesh_sip_register_claim_failures_total', 'REGISTERs answered 503 because their claim could not be stored', s => s.registerClaimFailures)
+    gauge('sipmesh_sip_reclaim_pending', 'stored registrations not yet claimed again since the restart', s => s.reclaim === undefined || s.reclaim.done ? 0 : s.reclaim.total - s.reclaim.claimed - s.reclaim.lost - s.reclaim.failed - (s.reclaim.superseded ?? 0))
     gauge('sipmesh_sip_server_transactions', 'live SIP server transactions (including those lingering for retransmissions)', s => s.serverTransactions)
     gauge('sipmesh_sip_client_transactions', 'live SIP client transactions', s => s.clientTransactions)
     addCollectedLabeledCounter(r, 'sipmesh_sip_messages_received_total', 'SIP messages received from user agents (parsed), by transport', 'transport', transports, () => s().transport?.messagesIn)

@@ -19,7 +19,7 @@ import { SipRequest, type SipResponse } from './codec/message.ts'
 import { createResponse } from './codec/response.ts'
 import { SipParseError, SipStatusError } from './errors.ts'
 import type { DurableStore, Logger, PeerChannel, Registry, Unwatch } from './ports.ts'
-import { Registrar, type ConflictPolicy } from './registrar/registrar.ts'
+import { Registrar, type ConflictPolicy, type OverloadInit, type ReclaimProgress } from './registrar/registrar.ts'
 import { TransactionLayer } from './transaction/layer.ts'
 import type { TimerSettings } from './transaction/timers.ts'
 import { ProxyCore, type ProxyStats, type UnavailableHandler } from './proxy/core.ts'
@@ -87,6 +87,13 @@ export interface GatewayConfig {
     maxContactsPerAor?: number
     /** SPEC conflict policy. @default 'latest-takes-over' */
     conflictPolicy?: ConflictPolicy
+    /**
+     * overload (RFC 3261 21.5.4): REGISTERs in progress (`maxPending`, default 2000) and event-loop
+     * lag (`maxLagMs`, default 500) beyond which a REGISTER is answered 503 with Retry-After
+     */
+    overload?: OverloadInit
+    /** stored registrations claimed again at once after a restart, in the background. @default 256 */
+    reclaimConcurrency?: number
   }
   /** presence agent (issue 4): subscription and publication expiries, limits, default policy */
   presence?: Omit<PresenceAgentInit, 'domains'>
@@ -111,6 +118,14 @@ export interface GatewayStats extends ProxyStats {
   retransmissionsAbsorbed: number
   /** requests refused with 503 because `limits.maxServerTransactions` were live */
   overloaded: number
+  /** REGISTERs answered 503 + Retry-After by the registrar's overload guard, by reason */
+  registerShed: { pending: number, lag: number }
+  /** REGISTERs in progress (waiting for their claim and write) */
+  registerPending: number
+  /** REGISTERs answered 503 because their claim failed */
+  registerClaimFailures: number
+  /** the restart's re-claim of stored registrations */
+  reclaim: Readonly<ReclaimProgress>
   /** messages from the mesh that did not parse (user agents' are in `transport.parseErrors`) */
   parseErrors: number
   meshIn: number
@@ -225,6 +240,10 @@ export class Gateway {
       clientTransactions: this.#layer?.clientCount ?? 0,
       retransmissionsAbsorbed: this.#layer?.stats.retransmissionsAbsorbed ?? 0,
       overloaded: this.#layer?.stats.overload ?? 0,
+      registerShed: { ...this.#registrar.shed },
+      registerPending: this.#registrar.pending,
+      registerClaimFailures: this.#registrar.claimFailures,
+      reclaim: { ...this.#registrar.reclaim },
       ...this.#counters,
       transport: this.#transports?.counters()
     }

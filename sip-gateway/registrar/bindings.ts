@@ -18,6 +18,14 @@ export interface Binding<Flow = unknown> {
   flow?: Flow
 }
 
+/** Durable store key prefix of registrations. */
+export const STORE_PREFIX = 'sip-gateway/registrar/'
+
+/** A binding as the registrar keeps it: the Binding fields plus its contact key (for the index). */
+export interface StoredBinding<Flow = unknown> extends Binding<Flow> {
+  readonly key: string
+}
+
 /**
  * Key under which two Contact URIs are "the same binding" (RFC 3261 19.1.4, simplified): scheme,
  * user (case-sensitive), host (case-insensitive), port and transport.
@@ -32,6 +40,18 @@ export function contactKey (uri: string): string {
 export interface StoredRegistration {
   aor: string
   bindings: Array<Omit<Binding, 'flow' | 'aor'>>
+}
+
+/** the params of a binding that has none: one shared frozen object, not one per binding */
+export const EMPTY_PARAMS: Record<string, string | null> = Object.freeze({}) as Record<string, string | null>
+
+/**
+ * A copy of `s` that holds nothing else alive. Header values are slices of the whole message's
+ * text, and a string built from them may point into it too: a binding that kept them would keep
+ * every REGISTER it ever saw (~350 bytes each). Short strings are copied by V8 anyway.
+ */
+export function ownString (s: string): string {
+  return s.length < 13 ? s : Buffer.from(s, 'utf8').toString('utf8')
 }
 
 const enc = new TextEncoder()

@@ -16,10 +16,15 @@ import { parseUri, aorOf } from '../codec/uri.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
 import { INVALID_AOR_ERROR, type ClaimResult, type DurableStore, type Logger, type Registry, type Route, type Unwatch } from '../ports.ts'
-import { contactKey, decodeRegistration, encodeRegistration } from './bindings.ts'
-import type { Binding } from './bindings.ts'
+import { contactKey, encodeRegistration, ownString, EMPTY_PARAMS, STORE_PREFIX } from './bindings.ts'
+import type { Binding, StoredBinding } from './bindings.ts'
+import { ExpiryWheel } from './expiry-wheel.ts'
+import { StoredRegistrations, type ReclaimProgress } from './restart.ts'
+import { OverloadGuard, type OverloadInit, type ShedReason } from './overload.ts'
 
 export type { Binding } from './bindings.ts'
+export type { OverloadInit, ShedReason } from './overload.ts'
+export type { ReclaimProgress } from './restart.ts'
 
 /** A response the gateway turns into a SIP response to the request. */
 export interface Reply {
@@ -51,6 +56,14 @@ export interface RegistrarInit {
   conflictPolicy?: ConflictPolicy
   /** clock, for tests. @default Date.now */
   now?: () => number
+  /** width of the expiry wheel's slots: a binding's expiry is acted on at most this late, ms. @default 1000 */
+  expiryGranularityMs?: number
+  /** overload: REGISTERs in progress and event-loop lag beyond which a REGISTER gets 503 + Retry-After */
+  overload?: OverloadInit
+  /** stored registrations claimed again at once after a restart (in the background). @default 256 */
+  reclaimConcurrency?: number
+  /** a progress line of the restart's re-claim at most this often, ms. @default 5000 */
+  reclaimLogIntervalMs?: number
 }
 
 export interface RegistrarComponents {
@@ -59,8 +72,7 @@ export interface RegistrarComponents {
   logger: Logger
 }
 
-/** Durable store key prefix of registrations. */
-export const STORE_PREFIX = 'sip-gateway/registrar/'
+export { STORE_PREFIX } from './bindings.ts'
 
 interface Displaced {
   by: Route
@@ -71,7 +83,18 @@ interface Displaced {
 
 interface Change<Flow> {
   remove: Set<string>
-  upsert: Map<string, Binding<Flow>>
+  upsert: Map<string, StoredBinding<Flow>>
+}
+
+
+/**
+ * One AoR registered here: its bindings in a small array (an AoR rarely has more than a few; a
+ * Map per AoR costs more than the bindings), and the expiry wheel slot it is in (0: none).
+ */
+interface Registration<Flow> {
+  readonly aor: string
+  bindings: Array<StoredBinding<Flow>>
+  slot: number
 }
 
 export class Registrar<Flow = unknown> {
@@ -85,13 +108,20 @@ export class Registrar<Flow = unknown> {
   readonly #maxContacts: number
   readonly #policy: ConflictPolicy
   readonly #now: () => number
-  readonly #bindings = new Map<string, Map<string, Binding<Flow>>>()
-  readonly #timers = new Map<string, ReturnType<typeof setTimeout>>()
+  readonly #regs = new Map<string, Registration<Flow>>()
+  readonly #wheel: ExpiryWheel
   readonly #displaced = new Map<string, Displaced>()
-  readonly #locks = new Map<string, Promise<unknown>>()
+  /** AoRs with work in progress → who waits for them (FIFO); absent: free */
+  readonly #busy = new Map<string, Array<() => void>>()
   readonly #known = new Set<string>()
-  /** contact key → AoR, to find the binding of a contact (mid-dialog requests) */
-  readonly #byContact = new Map<string, string>()
+  /** contact key → its registration, to find the binding of a contact (mid-dialog requests) */
+  readonly #byContact = new Map<string, Registration<Flow>>()
+  /** the registrations stored before a restart, until each is claimed again */
+  readonly #stored: StoredRegistrations
+  readonly #overload: OverloadGuard
+  #shutdown = new AbortController()
+  /** claims that failed (503 answered) */
+  claimFailures = 0
   readonly #listeners: Array<(aor: string, bindings: Binding<Flow>[]) => void> = []
   readonly #claimListeners: Array<(aor: string, result: ClaimResult) => void> = []
   #unDisplaced: Unwatch | undefined
@@ -109,73 +139,102 @@ export class Registrar<Flow = unknown> {
     this.#now = init.now ?? Date.now
     if (!Object.values(ConflictPolicy).includes(this.#policy)) throw new RangeError(`unknown conflict policy ${String(this.#policy)}`)
     if (this.#min > this.#max) throw new RangeError('minExpires exceeds maxExpires')
+    this.#wheel = new ExpiryWheel((aors, slot) => { this.#due(aors, slot) }, { granularityMs: init.expiryGranularityMs, now: this.#now })
+    this.#overload = new OverloadGuard(this.#log, init.overload)
+    this.#stored = new StoredRegistrations({
+      store: this.#store,
+      logger: this.#log,
+      now: this.#now,
+      serialized: async (aor, fn) => { await this.#serialized(aor, fn) },
+      reclaim: async (aor, bindings, signal) => await this.#reclaim(aor, bindings, signal),
+      forget: async (aor) => { await this.#persist(aor, []) }
+    }, { concurrency: init.reclaimConcurrency, logIntervalMs: init.reclaimLogIntervalMs })
   }
 
-  /** Listen to displacement and re-claim still-valid stored registrations (restart). */
+  /** the restart's re-claim of stored registrations, as it goes */
+  get reclaim (): Readonly<ReclaimProgress> { return this.#stored.progress }
+
+  /** REGISTERs refused with 503 because of overload, by reason */
+  get shed (): Readonly<Record<ShedReason, number>> { return this.#overload.shed }
+
+  /** REGISTERs in progress now */
+  get pending (): number { return this.#overload.pending }
+
+  /**
+   * Listen to displacement, start the expiry wheel, and re-claim the still-valid stored
+   * registrations (a restart) in the background: resolves at once, while the node already
+   * answers SIP. Stored registrations are read first (a REGISTER waits for that, so that it
+   * takes the AoR's stored bindings over), then claimed `reclaimConcurrency` at a time (the
+   * registry coalesces concurrent claims), each under the AoR's lock, with a progress line every
+   * `reclaimLogIntervalMs`; `reclaim` has the figures.
+   */
   async start (): Promise<void> {
+    this.#shutdown = new AbortController()
     this.#unDisplaced = this.#registry.onDisplaced((aor, by) => { this.#onDisplaced(aor, by) })
-    const now = this.#now()
-    const entries: Array<[string, Uint8Array]> = []
-    for await (const entry of this.#store.list(STORE_PREFIX)) entries.push(entry)
-    for (const [key, value] of entries) {
-      const rec = decodeRegistration(value)
-      const live = rec?.bindings.filter(b => b.expiresAt > now) ?? []
-      if (rec === undefined || live.length === 0) {
-        await this.#store.delete(key)
-        continue
-      }
-      const aor = rec.aor
-      try {
-        const result = await this.#registry.claim(aor, { expiresAt: Math.max(...live.map(b => b.expiresAt)) })
-        if (!result.won) {
-          this.#log.info('stored registration taken over while down', { aor, owner: result.route.node })
-          await this.#store.delete(key)
-          continue
-        }
-        const map = new Map<string, Binding<Flow>>()
-        for (const b of live) map.set(contactKey(b.uri), { ...b, aor })
-        this.#setBindings(aor, map)
-        this.#known.add(aor)
-        this.#schedule(aor)
-        this.#log.info('re-claimed stored registration', { aor, contacts: map.size })
-      } catch (err) {
-        this.#log.warn('could not re-claim stored registration', { aor, err: String(err) })
-      }
+    this.#wheel.start()
+    this.#overload.start()
+    this.#stored.start(this.#shutdown.signal)
+  }
+
+  /** resolves once the restart's re-claim has handled every stored registration */
+  async reclaimed (): Promise<void> {
+    await this.#stored.done(this.#shutdown.signal)
+  }
+
+  /** claim one stored registration again (the restart; under the AoR's lock) and bind it when won */
+  async #reclaim (aor: string, live: Array<StoredBinding<never>>, signal: AbortSignal): Promise<ClaimResult> {
+    const result = await this.#registry.claim(aor, { expiresAt: maxExpiry(live) }, { signal })
+    if (result.won) {
+      this.#install(aor, live as Array<StoredBinding<Flow>>)
+      this.#known.add(aor)
     }
+    return result
   }
 
   stop (): void {
+    this.#shutdown.abort()
     this.#unDisplaced?.()
-    for (const t of this.#timers.values()) clearTimeout(t)
-    this.#timers.clear()
+    this.#wheel.stop()
+    this.#overload.stop()
   }
 
   /** live bindings of an AoR (expired ones are never returned) */
   lookup (aor: string): Binding<Flow>[] {
-    const map = this.#bindings.get(aor)
-    if (map === undefined) return []
+    const reg = this.#regs.get(aor)
+    if (reg === undefined) return []
     const now = this.#now()
-    return [...map.values()].filter(b => b.expiresAt > now)
+    return reg.bindings.filter(b => b.expiresAt > now)
   }
 
   /** the live binding whose Contact URI is `uri`, on any AoR */
   findByContact (uri: string): Binding<Flow> | undefined {
     let key
     try { key = contactKey(uri) } catch { return undefined }
-    const aor = this.#byContact.get(key)
-    const b = aor === undefined ? undefined : this.#bindings.get(aor)?.get(key)
+    const b = this.#byContact.get(key)?.bindings.find(x => x.key === key)
     return b !== undefined && b.expiresAt > this.#now() ? b : undefined
   }
 
-  #setBindings (aor: string, map: Map<string, Binding<Flow>> | undefined): void {
-    const old = this.#bindings.get(aor)
-    for (const k of old?.keys() ?? []) if (this.#byContact.get(k) === aor) this.#byContact.delete(k)
-    if (map === undefined || map.size === 0) {
-      this.#bindings.delete(aor)
+  /** make `bindings` the AoR's (none: it is no longer registered here), keeping the indexes */
+  #install (aor: string, bindings: Array<StoredBinding<Flow>>): void {
+    let reg = this.#regs.get(aor)
+    if (reg !== undefined) {
+      for (const b of reg.bindings) if (this.#byContact.get(b.key) === reg) this.#byContact.delete(b.key)
+    }
+    if (bindings.length === 0) {
+      this.#regs.delete(aor)
       return
     }
-    this.#bindings.set(aor, map)
-    for (const k of map.keys()) this.#byContact.set(k, aor)
+    if (reg === undefined) {
+      reg = { aor, bindings, slot: 0 }
+      this.#regs.set(aor, reg)
+    } else {
+      reg.bindings = bindings
+    }
+    for (const b of bindings) this.#byContact.set(b.key, reg)
+    // the wheel: a registration waits in the slot of its earliest expiry; one refreshed to a later
+    // expiry stays where it is (that slot finds nothing due and moves it on)
+    const slot = this.#wheel.slotOf(minExpiry(bindings))
+    if (reg.slot === 0 || slot < reg.slot) reg.slot = this.#wheel.add(aor, minExpiry(bindings))
   }
 
   /**
@@ -183,19 +242,19 @@ export class Registrar<Flow = unknown> {
    * if any, are in place): a request that raced a registration can then see its outcome.
    */
   async settled (aor: string): Promise<void> {
-    await this.#locks.get(aor)
+    if (this.#busy.has(aor)) await this.#serialized(aor, async () => {})
   }
 
   /** AoRs registered here since start (seam for 480 vs 404 and for issue 5's offline store) */
   isKnown (aor: string): boolean { return this.#known.has(aor) }
 
   /** number of AoRs with at least one binding */
-  get registrations (): number { return this.#bindings.size }
+  get registrations (): number { return this.#regs.size }
 
   /** number of bindings over all AoRs */
   get bindingCount (): number {
     let n = 0
-    for (const m of this.#bindings.values()) n += m.size
+    for (const r of this.#regs.values()) n += r.bindings.length
     return n
   }
 
@@ -214,7 +273,7 @@ export class Registrar<Flow = unknown> {
 
   /**
    * Handle one REGISTER (RFC 3261 10.3). Throws SipStatusError for refusals; resolves with the
-   * 200 (or 302) to send.
+   * 200 (or 302, or 503 with Retry-After when the node is overloaded) to send.
    */
   async handle (request: SipRequest, flow?: Flow): Promise<Reply> {
     // 10.3 step 1: the Request-URI names the registrar's domain
@@ -237,26 +296,48 @@ export class Registrar<Flow = unknown> {
     }
     if (!aor.includes('@') || !this.#domains.has(aor.slice(aor.indexOf('@') + 1))) throw new SipStatusError(404, 'Not Found')
     const cseq = parseCSeq(cseqValue).seq
-    return await this.#serialized(aor, async () => await this.#register(request, aor, callId, cseq, flow))
+    // RFC 3261 21.5.4: beyond capacity, answer now rather than queue
+    if (this.#overload.check() !== undefined) return this.#unavailable('Overloaded')
+    // the registrar keeps one copy of the AoR (the request's strings hold the whole message)
+    aor = this.#regs.get(aor)?.aor ?? ownString(aor)
+    this.#overload.pending++
+    try {
+      return await this.#serialized(aor, async () => await this.#register(request, aor, callId, cseq, flow))
+    } finally {
+      this.#overload.pending--
+    }
   }
 
+  #unavailable (reason: string): Reply {
+    return { status: 503, reason: `Service Unavailable (${reason})`, headers: [['Retry-After', String(this.#overload.retryAfter())]] }
+  }
+
+  /** run `fn` once every earlier call for the same AoR has finished */
   async #serialized<T> (aor: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#locks.get(aor) ?? Promise.resolve()
-    const run = prev.then(fn, fn)
-    const tail = run.then(() => {}, () => {})
-    this.#locks.set(aor, tail)
-    void tail.then(() => { if (this.#locks.get(aor) === tail) this.#locks.delete(aor) })
-    return await run
+    const waiting = this.#busy.get(aor)
+    if (waiting === undefined) this.#busy.set(aor, [])
+    else await new Promise<void>(resolve => { waiting.push(resolve) })
+    try {
+      return await fn()
+    } finally {
+      const next = this.#busy.get(aor)?.shift()
+      if (next !== undefined) next()
+      else this.#busy.delete(aor)
+    }
   }
 
   async #register (request: SipRequest, aor: string, callId: string, cseq: number, flow: Flow | undefined): Promise<Reply> {
+    // after a restart: this AoR's stored bindings are read before it is registered again
+    await this.#stored.loaded
     const now = this.#now()
     const contacts = request.headers.getAll('Contact')
     const expiresHeader = request.headers.get('Expires')
     const headerExpires = expiresHeader === undefined ? undefined : parseExpires(expiresHeader)
-    const current = this.#bindings.get(aor) ?? new Map<string, Binding<Flow>>()
-    // drop what has expired but whose timer has not run yet
-    for (const [k, b] of current) if (b.expiresAt <= now) current.delete(k)
+    // the AoR's bindings (those stored before a restart and not claimed again yet included),
+    // what has expired but not been swept yet left out
+    const restoring = this.#stored.pending(aor)
+    const current = new Map<string, StoredBinding<Flow>>()
+    for (const b of restoring ?? this.#regs.get(aor)?.bindings ?? []) if (b.expiresAt > now) current.set(b.key, b as StoredBinding<Flow>)
 
     // no Contact: a query, answered with the current bindings (10.3 step 6)
     if (contacts.length === 0) return this.#ok(aor, [...current.values()], now)
@@ -272,7 +353,7 @@ export class Registrar<Flow = unknown> {
         if (b.callId === callId && cseq <= b.cseq) throw new SipStatusError(500, 'Out of order CSeq')
         change.remove.add(k)
       }
-      return await this.#commit(aor, current, change, now)
+      return await this.#commit(aor, current, change, now, restoring !== undefined)
     }
 
     // step 7: every contact, all or nothing
@@ -301,10 +382,26 @@ export class Registrar<Flow = unknown> {
         if (existing !== undefined) change.remove.add(key)
         continue
       }
-      const params: Record<string, string | null> = {}
-      for (const [n, v] of Object.entries(na.params)) if (n !== 'expires') params[n] = v
+      let params: Record<string, string | null> = EMPTY_PARAMS
+      for (const [n, v] of Object.entries(na.params)) {
+        if (n === 'expires') continue
+        if (params === EMPTY_PARAMS) params = {}
+        params[ownString(n)] = v === null ? null : ownString(v)
+      }
+      if (existing !== undefined && sameParams(existing.params, params)) params = existing.params
       change.remove.delete(key)
-      change.upsert.set(key, { aor, uri: na.uri, params, expiresAt: now + expires * 1000, callId, cseq, flow })
+      // the binding keeps copies of what it needs, never slices of the request (they would keep
+      // the whole message alive), and reuses the strings of the binding it refreshes
+      change.upsert.set(key, {
+        aor,
+        key: existing?.key ?? ownString(key),
+        uri: existing !== undefined && existing.uri === na.uri ? existing.uri : ownString(na.uri),
+        params,
+        expiresAt: now + expires * 1000,
+        callId: existing !== undefined && existing.callId === callId ? existing.callId : ownString(callId),
+        cseq,
+        flow
+      })
     }
 
     // the displaced device refreshing: redirect to the new owner instead of claiming back
@@ -315,7 +412,7 @@ export class Registrar<Flow = unknown> {
       const route = await this.#registry.resolve(aor)
       if (route !== undefined && route.node !== this.#registry.nodeId && route.expiresAt > now) return this.#redirect(aor, route)
     }
-    return await this.#commit(aor, current, change, now)
+    return await this.#commit(aor, current, change, now, restoring !== undefined)
   }
 
   #fromDisplacedDevice (d: Displaced, callId: string, change: Change<Flow>): boolean {
@@ -329,21 +426,27 @@ export class Registrar<Flow = unknown> {
     return { status: 302, reason: 'Moved Temporarily', headers: [['Contact', `<sip:${user}${by.sip}>`]] }
   }
 
-  async #commit (aor: string, current: Map<string, Binding<Flow>>, change: Change<Flow>, now: number): Promise<Reply> {
+  async #commit (aor: string, current: Map<string, StoredBinding<Flow>>, change: Change<Flow>, now: number, restoring: boolean): Promise<Reply> {
     const next = new Map(current)
     for (const k of change.remove) next.delete(k)
     for (const [k, b] of change.upsert) next.set(k, b)
     if (next.size > this.#maxContacts) throw new SipStatusError(403, 'Too Many Contacts')
+    const bindings = [...next.values()]
+    // this REGISTER takes the stored bindings over: the restart's re-claim skips the AoR
+    if (restoring) this.#stored.take(aor)
 
-    if (next.size > 0) {
-      const expiresAt = Math.max(...[...next.values()].map(b => b.expiresAt))
+    if (bindings.length > 0) {
       let result
       try {
-        result = await this.#registry.claim(aor, { expiresAt })
+        result = await this.#registry.claim(aor, { expiresAt: maxExpiry(bindings) })
       } catch (err) {
+        if (restoring && current.size > 0) this.#stored.putBack(aor, [...current.values()] as Array<StoredBinding<never>>)
         // an AoR the registry cannot hold is the user agent's fault (400 at the error boundary)
         if ((err as Error)?.name === INVALID_AOR_ERROR) throw err
-        throw new SipStatusError(503, 'Registry Unavailable', { cause: err })
+        // never 200 without a stored claim
+        this.claimFailures++
+        if (this.claimFailures <= 10 || this.claimFailures % 1000 === 0) this.#log.warn('claim failed: REGISTER answered 503', { aor, err: String(err), failures: this.claimFailures })
+        return this.#unavailable('Registry Unavailable')
       }
       if (!result.won) {
         // a concurrent newer claim of another node won: that registration is the latest, ours is not bound
@@ -355,20 +458,22 @@ export class Registrar<Flow = unknown> {
       for (const l of this.#claimListeners) {
         try { l(aor, result) } catch (err) { this.#log.error('registrar claim listener threw', { err: String(err) }) }
       }
-      this.#setBindings(aor, next)
+      this.#install(aor, bindings)
       this.#known.add(aor)
-      this.#schedule(aor)
-      await this.#persist(aor, next)
-      this.#log.debug('registered', { aor, contacts: next.size })
+      // answered 200 only once durable: a restart claims it again
+      if (!await this.#persist(aor, bindings)) {
+        this.#emit(aor)
+        return this.#unavailable('Storage Unavailable')
+      }
+      this.#log.debug('registered', { aor, contacts: bindings.length })
     } else {
-      const had = this.#bindings.has(aor)
-      this.#setBindings(aor, undefined)
-      this.#unschedule(aor)
-      await this.#persist(aor, next)
+      const had = this.#regs.has(aor) || restoring
+      this.#install(aor, [])
+      await this.#persist(aor, bindings)
       if (had) await this.#release(aor)
     }
     this.#emit(aor)
-    return this.#ok(aor, [...next.values()], now)
+    return this.#ok(aor, bindings, now)
   }
 
   #ok (_aor: string, bindings: Binding<Flow>[], now: number): Reply {
@@ -383,36 +488,40 @@ export class Registrar<Flow = unknown> {
     return { status: 200, reason: 'OK', headers }
   }
 
-  #schedule (aor: string): void {
-    this.#unschedule(aor)
-    const map = this.#bindings.get(aor)
-    if (map === undefined || map.size === 0) return
-    const next = Math.min(...[...map.values()].map(b => b.expiresAt))
-    const t = setTimeout(() => { void this.#expire(aor) }, Math.max(0, next - this.#now()) + 5)
-    t.unref?.()
-    this.#timers.set(aor, t)
-  }
-
-  #unschedule (aor: string): void {
-    const t = this.#timers.get(aor)
-    if (t !== undefined) clearTimeout(t)
-    this.#timers.delete(aor)
+  /** the expiry wheel reached `slot`: expire what is due, move the rest on */
+  #due (aors: string[], slot: number): void {
+    const now = this.#now()
+    for (const aor of aors) {
+      const reg = this.#regs.get(aor)
+      // gone, or moved to an earlier slot since (this entry is stale)
+      if (reg === undefined || reg.slot !== slot) continue
+      reg.slot = 0
+      const earliest = minExpiry(reg.bindings)
+      if (earliest > now) {
+        reg.slot = this.#wheel.add(aor, earliest)
+        continue
+      }
+      this.#expire(aor).catch((err: unknown) => { this.#log.error('expiry failed', { aor, err: String(err) }) })
+    }
   }
 
   async #expire (aor: string): Promise<void> {
-    this.#timers.delete(aor)
     await this.#serialized(aor, async () => {
-      const map = this.#bindings.get(aor)
-      if (map === undefined) return
+      const reg = this.#regs.get(aor)
+      if (reg === undefined) return
       const now = this.#now()
-      for (const [k, b] of map) if (b.expiresAt <= now) map.delete(k)
-      await this.#persist(aor, map)
-      this.#setBindings(aor, map.size === 0 ? undefined : map)
-      if (map.size === 0) {
+      const live = reg.bindings.filter(b => b.expiresAt > now)
+      if (live.length === reg.bindings.length) {
+        // refreshed meanwhile: make sure it waits in the wheel
+        if (reg.slot === 0) reg.slot = this.#wheel.add(aor, minExpiry(live))
+        return
+      }
+      reg.slot = 0
+      this.#install(aor, live)
+      await this.#persist(aor, live)
+      if (live.length === 0) {
         this.#log.debug('last binding expired', { aor })
         await this.#release(aor)
-      } else {
-        this.#schedule(aor)
       }
       this.#emit(aor)
     })
@@ -426,31 +535,33 @@ export class Registrar<Flow = unknown> {
     }
   }
 
-  async #persist (aor: string, map: Map<string, Binding<Flow>>): Promise<void> {
+  /** write the AoR's bindings (none: delete); false when the store failed (logged) */
+  async #persist (aor: string, bindings: Array<Binding<Flow>>): Promise<boolean> {
     try {
-      if (map.size === 0) await this.#store.delete(STORE_PREFIX + aor)
-      else await this.#store.put(STORE_PREFIX + aor, encodeRegistration(aor, map.values()))
+      if (bindings.length === 0) await this.#store.delete(STORE_PREFIX + aor)
+      else await this.#store.put(STORE_PREFIX + aor, encodeRegistration(aor, bindings))
+      return true
     } catch (err) {
       this.#log.error('could not persist registration', { aor, err: String(err) })
+      return false
     }
   }
 
-  #dropLocal (aor: string): Map<string, Binding<Flow>> | undefined {
-    const map = this.#bindings.get(aor)
-    this.#setBindings(aor, undefined)
-    this.#unschedule(aor)
-    void this.#persist(aor, new Map())
-    return map
+  #dropLocal (aor: string): Array<StoredBinding<Flow>> | undefined {
+    const bindings = this.#regs.get(aor)?.bindings
+    this.#install(aor, [])
+    void this.#persist(aor, [])
+    return bindings
   }
 
   #onDisplaced (aor: string, by: Route): void {
     if (by.node === this.#registry.nodeId) return
-    const map = this.#dropLocal(aor)
+    const bindings = this.#dropLocal(aor)
     const d: Displaced = this.#displaced.get(aor) ?? { by, callIds: new Set(), contacts: new Set(), until: 0 }
     d.by = by
-    for (const [k, b] of map ?? []) {
+    for (const b of bindings ?? []) {
       d.callIds.add(b.callId)
-      d.contacts.add(k)
+      d.contacts.add(b.key)
       d.until = Math.max(d.until, b.expiresAt)
     }
     // remember the displaced devices for at least the longest expiry we grant
@@ -461,11 +572,32 @@ export class Registrar<Flow = unknown> {
   }
 
   #emit (aor: string): void {
+    if (this.#listeners.length === 0) return
     const list = this.lookup(aor)
     for (const l of this.#listeners) {
       try { l(aor, list) } catch (err) { this.#log.error('registrar listener threw', { err: String(err) }) }
     }
   }
+}
+
+function minExpiry (bindings: ReadonlyArray<Binding<unknown>>): number {
+  let m = Infinity
+  for (const b of bindings) if (b.expiresAt < m) m = b.expiresAt
+  return m
+}
+
+function maxExpiry (bindings: ReadonlyArray<Binding<unknown>>): number {
+  let m = -Infinity
+  for (const b of bindings) if (b.expiresAt > m) m = b.expiresAt
+  return m
+}
+
+function sameParams (a: Record<string, string | null>, b: Record<string, string | null>): boolean {
+  if (a === b) return true
+  const ka = Object.keys(a)
+  if (ka.length !== Object.keys(b).length) return false
+  for (const k of ka) if (a[k] !== b[k]) return false
+  return true
 }
 
 function parseExpires (value: string): number {

@@ -90,10 +90,34 @@ export function ackFor (invite: SipRequest, response: SipResponse): SipRequest {
   return new SipRequest('ACK', invite.uri, h)
 }
 
+/** A completed non-INVITE server transaction's final response, kept for timer J (see #linger). */
+interface Lingering {
+  readonly bytes: Uint8Array
+  readonly flow: TxFlow<never>
+  readonly until: number
+}
+
 export class TransactionLayer<F extends MessageFlow = MessageFlow> {
   readonly timers: TimerSettings
   readonly #core: TransactionCore<F>
   readonly #servers = new Map<string, ServerTransaction>()
+  /**
+   * Non-INVITE server transactions over UDP that sent their final response: for timer J (64*T1,
+   * 32 s) a retransmitted request gets the same bytes again (RFC 3261 17.2.2), and that is all a
+   * completed transaction does, so only the key, the bytes and the flow are kept, not the
+   * transaction (its timer, closures, response object). Every entry lingers equally long, so the
+   * map's insertion order is expiry order: one timer drops them from the front.
+   */
+  readonly #lingering = new Map<string, Lingering>()
+  #lingerTimer: ReturnType<typeof setInterval> | undefined
+  readonly #lingerHandoff = (key: string, bytes: Uint8Array, flow: TxFlow<never>, ms: number): void => {
+    this.#lingering.set(key, { bytes, flow, until: performance.now() + ms })
+    if (this.#lingerTimer === undefined) {
+      const every = Math.max(10, Math.min(250, ms / 8))
+      this.#lingerTimer = setInterval(() => { this.#dropLingering() }, every)
+      this.#lingerTimer.unref?.()
+    }
+  }
   readonly #clients = new Map<string, ClientTransaction>()
   readonly #maxServers: number
   /** counters for metrics */
@@ -105,7 +129,8 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     this.#maxServers = init.maxServerTransactions ?? 300_000
   }
 
-  get serverCount (): number { return this.#servers.size }
+  /** live server transactions, those lingering for timer J included */
+  get serverCount (): number { return this.#servers.size + this.#lingering.size }
   get clientCount (): number { return this.#clients.size }
 
   /** An incoming request: match a server transaction or create one (17.2.3). */
@@ -122,13 +147,19 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
       existing.receiveRequest(request)
       return
     }
-    if (this.#servers.size >= this.#maxServers) {
+    const lingering = this.#lingering.get(key)
+    if (lingering !== undefined) {
+      this.stats.retransmissionsAbsorbed++
+      Promise.resolve(lingering.flow.sendBytes?.(lingering.bytes)).catch(() => {})
+      return
+    }
+    if (this.serverCount >= this.#maxServers) {
       this.stats.overload++
       throw new SipStatusError(503, 'Service Unavailable')
     }
     const tx: ServerTransaction = request.method === 'INVITE'
       ? new InviteServerTransaction<SipRequest, SipResponse>(key, request, flow, this.timers)
-      : new NonInviteServerTransaction<SipRequest, SipResponse>(key, request, flow, this.timers)
+      : new NonInviteServerTransaction<SipRequest, SipResponse>(key, request, flow, this.timers, {}, this.#lingerHandoff)
     this.#track(this.#servers, tx)
     this.stats.serverCreated++
     if (request.method === 'CANCEL') {
@@ -172,7 +203,20 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
   close (): void {
     for (const tx of [...this.#servers.values(), ...this.#clients.values()]) tx.terminate()
     this.#servers.clear()
+    this.#lingering.clear()
+    clearInterval(this.#lingerTimer)
+    this.#lingerTimer = undefined
     this.#clients.clear()
+  }
+
+  #dropLingering (): void {
+    const now = performance.now()
+    for (const [key, l] of this.#lingering) {
+      if (l.until > now) return
+      this.#lingering.delete(key)
+    }
+    clearInterval(this.#lingerTimer)
+    this.#lingerTimer = undefined
   }
 
   #track<T extends Transaction<unknown>> (map: Map<string, T>, tx: T): void {

@@ -6,6 +6,9 @@ import type { ServerTransactionUser } from './transaction.ts'
 
 const S = TransactionState
 
+/** takes over a completed transaction's final response (as bytes) for `ms` (timer J) */
+export type LingerHandoff = (key: string, bytes: Uint8Array, flow: TxFlow<never>, ms: number) => void
+
 /** RFC 3261 17.2.2, figure 8 */
 const transitions = table({
   [S.Trying]: [S.Proceeding, S.Completed],
@@ -22,11 +25,22 @@ export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res e
   #user: ServerTransactionUser<Req>
   readonly #timerJ = new Timer()
   #last: Res | undefined
+  /** the final response as sent, over a flow that can resend bytes (UDP): `#last` is then dropped */
+  #packed: Uint8Array | undefined
 
-  constructor (key: string, request: Req, flow: TxFlow<Res>, timers: TimerSettings, user: ServerTransactionUser<Req> = {}) {
+  readonly #linger: LingerHandoff | undefined
+
+  /**
+   * `linger`: where a final response sent over a flow that resends bytes (UDP) is handed for
+   * timer J (the transaction layer's table of lingering responses); the transaction then ends at
+   * once instead of staying alive 64*T1 for retransmissions. Absent: the transaction lingers
+   * itself, as RFC 3261 17.2.2 draws it.
+   */
+  constructor (key: string, request: Req, flow: TxFlow<Res>, timers: TimerSettings, user: ServerTransactionUser<Req> = {}, linger?: LingerHandoff) {
     super(key, flow, timers, S.Trying, transitions)
     this.#request = request
     this.#user = user
+    this.#linger = linger
   }
 
   /**
@@ -38,12 +52,17 @@ export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res e
 
   setUser (user: ServerTransactionUser<Req>): void { this.#user = user }
 
-  /** the final response, once sent */
+  /**
+   * the final response, once sent (over a flow that resends bytes, such as UDP, only its bytes are
+   * kept: then undefined)
+   */
   get finalResponse (): Res | undefined { return this.#last !== undefined && this.#last.status >= 200 ? this.#last : undefined }
 
   /** a retransmission of the request matched this transaction */
   receiveRequest (_request: Req): void {
-    if ((this.state === S.Proceeding || this.state === S.Completed) && this.#last !== undefined) this.transmit(this.#last)
+    if (this.state !== S.Proceeding && this.state !== S.Completed) return
+    if (this.#packed !== undefined) this.transmitBytes(this.#packed)
+    else if (this.#last !== undefined) this.transmit(this.#last)
   }
 
   /** the TU responds; responses after the final one are ignored (17.2.2) */
@@ -57,7 +76,20 @@ export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res e
     }
     this.transition(S.Completed)
     this.#request = undefined
-    this.transmit(response)
+    const flow = this.flow
+    if (!this.reliable && flow.serialize !== undefined && flow.sendBytes !== undefined) {
+      // lingering for timer J: keep the bytes, let the response (and the request under it) go
+      this.#packed = flow.serialize(response)
+      this.#last = undefined
+      this.transmitBytes(this.#packed)
+      if (this.#linger !== undefined && this.is(S.Completed)) {
+        this.#linger(this.key, this.#packed, flow, 64 * this.timers.t1)
+        this.transition(S.Terminated)
+        return
+      }
+    } else {
+      this.transmit(response)
+    }
     if (!this.is(S.Completed)) return
     if (this.reliable) this.transition(S.Terminated)
     else this.#timerJ.set(64 * this.timers.t1, () => this.transition(S.Terminated))

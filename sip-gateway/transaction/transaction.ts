@@ -112,6 +112,20 @@ export abstract class Transaction<M> {
     }
   }
 
+  /** send bytes already serialized (see TxFlow.sendBytes); errors as `transmit` */
+  protected transmitBytes (data: Uint8Array): void {
+    let result: void | Promise<void>
+    try {
+      result = this.flow.sendBytes?.(data)
+    } catch (err) {
+      this.transportFailed(err)
+      return
+    }
+    if (result !== undefined && typeof (result as Promise<void>).then === 'function') {
+      (result as Promise<void>).then(undefined, (err: unknown) => { this.transportFailed(err) })
+    }
+  }
+
   protected abstract transportFailed (error: unknown): void
 }
 

@@ -155,6 +155,26 @@ export function stampVia (request: SipRequest, remote: Address): void {
   request.headers.replaceFirst('via', formatVia(via))
 }
 
+/**
+ * A UDP flow: one per datagram received (a binding keeps the one of its REGISTER), so a small
+ * object whose methods live on the prototype, not an object with a closure and its context.
+ */
+class UdpFlow implements TransportFlow {
+  readonly #layer: TransportLayer
+  readonly remote: Address
+  constructor (layer: TransportLayer, remote: Address) {
+    this.#layer = layer
+    this.remote = remote
+  }
+
+  get transport (): 'UDP' { return 'UDP' }
+  get reliable (): boolean { return false }
+  get open (): boolean { return true }
+  async send (message: SipMessage): Promise<void> { await this.#layer.send(message, { transport: 'udp', host: this.remote.host, port: this.remote.port }) }
+  serialize (message: SipMessage): Uint8Array { return serializeMessage(message) }
+  async sendBytes (data: Uint8Array): Promise<void> { await this.#layer.send(data, { transport: 'udp', host: this.remote.host, port: this.remote.port }) }
+}
+
 export class TransportLayer implements StreamHost {
   readonly settings: StreamSettings
   readonly log: Logger
@@ -430,13 +450,7 @@ export class TransportLayer implements StreamHost {
   }
 
   private udpFlow (remote: Address): TransportFlow {
-    return {
-      transport: 'UDP',
-      reliable: false,
-      remote,
-      open: true,
-      send: async (message) => { await this.send(message, { transport: 'udp', host: remote.host, port: remote.port }) }
-    }
+    return new UdpFlow(this, remote)
   }
 
   private streamFlow (conn: StreamConnection): TransportFlow {

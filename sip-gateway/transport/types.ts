@@ -83,4 +83,7 @@ export interface TransportFlow {
   readonly open: boolean
   /** rejects with TransportError when it cannot be sent (a closed connection is never re-dialled) */
   send (message: SipMessage): Promise<void>
+  /** UDP flows: serialize, and send serialized bytes (a lingering transaction keeps only those) */
+  serialize? (message: SipMessage): Uint8Array
+  sendBytes? (data: Uint8Array): Promise<void>
 }

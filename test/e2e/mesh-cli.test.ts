@@ -159,7 +159,8 @@ describe('sipmesh start: a 3-node mesh in separate processes', () => {
     await waitFor(async () => (await status(nodes[0])).peers.includes(before!) && (await status(victim)).peers.includes(nodes[0].peerId!), 10_000, 'the restarted node to rejoin')
     // its still-valid registration came back from the data dir, and the claim still names it
     // everywhere, the restarted node included (a fresh DHT lookup, not a cache)
-    assert.equal((await status(victim)).registrations, 1)
+    // (claimed again in the background once the node serves: wait for it)
+    await waitFor(async () => (await status(victim)).registrations === 1, 10_000, 'the stored registration to be re-claimed')
     for (const n of nodes) {
       const res = await httpGet(n.admin, `/aor/${encodeURIComponent('sip:alice@example.com')}?fresh=1`)
       assert.equal(res.status, 200, `${n.name}: ${res.body}`)

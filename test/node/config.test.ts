@@ -129,12 +129,16 @@ describe('config', () => {
 
   test('registrar and rate limit: defaults, flags, environment; bad values and min above max are refused', async () => {
     const { config: d } = await loadConfig([], {})
-    assert.deepEqual(d.gateway.registrar, { minExpires: 60, maxExpires: 3600, conflictPolicy: 'latest-takes-over' })
+    assert.deepEqual(d.gateway.registrar, { minExpires: 60, maxExpires: 3600, conflictPolicy: 'latest-takes-over', overload: { maxPending: 2000, maxLagMs: 500 } })
     assert.deepEqual(d.gateway.limits, { maxConnectionsPerHost: 256 }, 'no rate limit unless asked; 256 connections per source address')
     const { config: c } = await loadConfig(['--min-expires', '30', '--conflict-policy', 'first-keeps', '--rate-limit', '50'], { SIPMESH_MAX_EXPIRES: '7200', SIPMESH_MAX_CONNECTIONS_PER_HOST: '20' })
-    assert.deepEqual(c.gateway.registrar, { minExpires: 30, maxExpires: 7200, conflictPolicy: 'first-keeps' })
+    assert.deepEqual(c.gateway.registrar, { minExpires: 30, maxExpires: 7200, conflictPolicy: 'first-keeps', overload: { maxPending: 2000, maxLagMs: 500 } })
     assert.deepEqual(c.gateway.limits, { maxConnectionsPerHost: 20, rateLimit: { perSecond: 50, burst: 100 } })
     assert.match(await configError(loadConfig(['--max-connections-per-host', '0'], {})), /--max-connections-per-host: expected a whole number/)
+    const { config: o } = await loadConfig(['--max-pending-registers', '50'], { SIPMESH_OVERLOAD_LAG_MS: '120' })
+    assert.deepEqual(o.gateway.registrar.overload, { maxPending: 50, maxLagMs: 120 })
+    assert.match(await configError(loadConfig(['--max-pending-registers', '0'], {})), /--max-pending-registers: expected a whole number/)
+    assert.match(await configError(loadConfig([], { SIPMESH_OVERLOAD_LAG_MS: 'soon' })), /SIPMESH_OVERLOAD_LAG_MS: expected a whole number/)
     assert.match(await configError(loadConfig(['--conflict-policy', 'whoever'], {})), /--conflict-policy/)
     assert.match(await configError(loadConfig(['--min-expires', '0'], {})), /--min-expires: expected a whole number/)
     assert.match(await configError(loadConfig(['--rate-limit', 'lots'], {})), /--rate-limit: expected a whole number/)
@@ -155,7 +159,7 @@ describe('config', () => {
   })
 
   test('hostile values: any string anywhere yields a config or a ConfigError, never anything else', async () => {
-    const keys = ['--domain', '--sip', '--ws', '--p2p', '--bootstrap', '--data-dir', '--admin', '--log-level', '--allow-peer', '--psk', '--min-expires', '--max-expires', '--conflict-policy', '--rate-limit', '--max-connections-per-host']
+    const keys = ['--domain', '--sip', '--ws', '--p2p', '--bootstrap', '--data-dir', '--admin', '--log-level', '--allow-peer', '--psk', '--min-expires', '--max-expires', '--conflict-policy', '--rate-limit', '--max-connections-per-host', '--max-pending-registers', '--overload-lag-ms']
     await fc.assert(fc.asyncProperty(fc.constantFrom(...keys), fc.string({ maxLength: 300 }), fc.string({ maxLength: 100 }), async (key, value, envValue) => {
       for (const run of [() => loadConfig([key, value], {}), () => loadConfig([], { [`SIPMESH_${key.slice(2).toUpperCase().replace('-', '_')}`]: envValue })]) {
         try {

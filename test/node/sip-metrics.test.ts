@@ -174,6 +174,10 @@ describe('GET /metrics: SIP gateway figures after real SIP traffic (two nodes)',
     assert.deepEqual(['udp', 'tcp', 'ws', 'mesh'].map(t => n('sipmesh_sip_parse_errors_total', { transport: t })), [1, 0, 0, 0])
     assert.equal(n('sipmesh_sip_retransmissions_absorbed_total'), 1)
     assert.equal(n('sipmesh_sip_server_transactions_refused_total'), 0)
+    assert.deepEqual(['pending', 'lag'].map(r => n('sipmesh_sip_overload_rejected_total', { reason: r })), [0, 0])
+    assert.equal(n('sipmesh_sip_register_pending'), 0)
+    assert.equal(n('sipmesh_sip_register_claim_failures_total'), 0)
+    assert.equal(n('sipmesh_sip_reclaim_pending'), 0)
     assert.equal(n('sipmesh_sip_server_transactions'), 9, 'the UDP ones linger; the mesh one ended with its answer')
     // every datagram our user agents sent but the garbage; every one they got (responses: 2 + 3 + 1 + 1 + 3)
     const received = alice.ua.received.length + ext.ua.received.length + carol.ua.received.length

@@ -197,7 +197,10 @@ describe('registrar', () => {
     store.map.set(STORE_PREFIX + 'sip:old@example.com', new TextEncoder().encode(JSON.stringify({ aor: 'sip:old@example.com', bindings: [{ uri: 'sip:x@1.2.3.4', params: {}, expiresAt: Date.now() - 1, callId: 'c', cseq: 1 }] })))
     const second = setup({}, mesh, 'node-a', store)
     await second.registrar.start()
+    // re-claimed in the background
+    await second.registrar.reclaimed()
     assert.equal(second.registrar.registrations, 1)
+    assert.deepEqual(second.registrar.reclaim, { total: 1, claimed: 1, lost: 0, failed: 0, superseded: 0, expired: 2, done: true })
     assert.equal((await second.registry.resolve(AOR, { fresh: true }))?.node, 'node-a')
     assert.deepEqual([...store.map.keys()], [STORE_PREFIX + AOR])
     second.registrar.stop()

@@ -103,3 +103,38 @@ test('CANCEL matching (RFC 3261 9.2, 17.2.3): same branch, sent-by and the INVIT
   assert.equal(matched.length, 4)
   layer.close()
 })
+
+test('layer: a non-INVITE transaction answered over UDP lingers as its response bytes for timer J, then is forgotten', async () => {
+  const sent: Uint8Array[] = []
+  const udp: MessageFlow = {
+    reliable: false,
+    send () { throw new Error('a lingering response is resent as bytes') },
+    serialize: (m) => new TextEncoder().encode(`bytes of ${(m as SipResponse).status}`),
+    sendBytes (data) { sent.push(data) }
+  }
+  const seen: string[] = []
+  let tx: { state: string } | undefined
+  const layer = new TransactionLayer({
+    onRequest (r, t) { seen.push(r.method); tx = t; t.respond(createResponse(r, 200, undefined, undefined, { toTag: 't' })) },
+    onAck () {},
+    onCancel () {},
+    onStrayResponse () {}
+  }, { timers: { t1: 5 } }) // timer J = 64 * 5 = 320 ms
+  const t0 = performance.now()
+  layer.receiveRequest(req('REGISTER', 'z9hG4bKr1'), udp)
+  assert.equal(tx?.state, 'terminated', 'the transaction object is done with')
+  assert.equal(layer.serverCount, 1, 'its response lingers')
+  layer.receiveRequest(req('REGISTER', 'z9hG4bKr1'), udp)
+  assert.deepEqual(sent.map(b => new TextDecoder().decode(b)), ['bytes of 200', 'bytes of 200'], 'the retransmission gets the same bytes')
+  assert.equal(layer.stats.retransmissionsAbsorbed, 1)
+  assert.deepEqual(seen, ['REGISTER'])
+  while (layer.serverCount > 0) {
+    assert.ok(performance.now() - t0 < 2000, 'forgotten after timer J')
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+  assert.ok(performance.now() - t0 >= 320, 'not before timer J')
+  // now the same request is a new one
+  layer.receiveRequest(req('REGISTER', 'z9hG4bKr1'), udp)
+  assert.deepEqual(seen, ['REGISTER', 'REGISTER'])
+  layer.close()
+})
