@@ -137,7 +137,8 @@ export class DhtRegistry implements ClaimRegistry {
     this.replicas = new ReplicaFinder({ peerId: this.peerId, dht: components.dht, log: this.log }, {
       directQueries,
       queryTimeoutMs: this.queryTimeout,
-      isDown: (peer) => this.liveness.isDown(peer)
+      isDown: (peer) => this.liveness.isDown(peer),
+      replicas: init.replicas ?? 5
     })
     this.client = new PutClient(components.libp2p, this.log, this.putProtocol)
     this.writer = new ClaimWriter({ datastore: components.datastore, replicas: this.replicas, client: this.client, log: this.log }, {

@@ -103,6 +103,15 @@ export interface DhtRegistryInit {
    */
   sweepIntervalMs?: number
   /**
+   * How many peers besides the claimer store each claim: the closest to its key (at most kad-dht's
+   * k). kad-dht's k = 20 suits churning public networks; an operator's mesh of long-lived servers
+   * needs fewer copies, and every copy is a write on another node (with 20, every node of a mesh
+   * under 21 nodes stored every claim, so a claim cost grew with N).
+   *
+   * @default 5
+   */
+  replicas?: number
+  /**
    * Peer liveness timings (P5), see `liveness.ts`.
    */
   liveness?: PeerLivenessInit

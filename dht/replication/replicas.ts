@@ -59,6 +59,8 @@ export interface ReplicaFinderInit {
   queryTimeoutMs: number
   /** peers not to count on (known down) */
   isDown?: (peer: PeerId) => boolean
+  /** how many peers (besides the writer itself) store a key, at most k; see DhtRegistryInit.replicas */
+  replicas?: number
 }
 
 export class ReplicaFinder {
@@ -69,6 +71,7 @@ export class ReplicaFinder {
   readonly #direct: boolean | 'auto'
   readonly #timeout: number
   readonly #isDown: (peer: PeerId) => boolean
+  readonly #replicas: number
   #smallMesh?: { size: number, at: number, verified: boolean }
   #smallMeshCheck?: Promise<void>
   readonly #walks = new Map<string, { peers: PeerId[], at: number }>()
@@ -84,6 +87,7 @@ export class ReplicaFinder {
     this.#direct = init.directQueries
     this.#timeout = init.queryTimeoutMs
     this.#isDown = init.isDown ?? (() => false)
+    this.#replicas = Math.max(1, init.replicas ?? Number.POSITIVE_INFINITY)
   }
 
   kad (): KadInternals | undefined {
@@ -149,7 +153,7 @@ export class ReplicaFinder {
       await this.#smallMeshCheck
       direct = this.direct(options?.signal)
     }
-    if (direct != null) return direct.routingTable.closestPeers(kadId(key), { count: direct.k }).filter(p => !this.#isDown(p))
+    if (direct != null) return direct.routingTable.closestPeers(kadId(key), { count: Math.min(direct.k, this.#replicas) }).filter(p => !this.#isDown(p))
     const id = kadId(key)
     const walked = await this.#walked(key, options)
     const k = kad?.k ?? 20
@@ -159,7 +163,7 @@ export class ReplicaFinder {
       const s = peer.toString()
       if (!byId.has(s)) byId.set(s, { peer, d: xor(kadId(peer.toMultihash().bytes), id) })
     }
-    return [...byId.values()].sort((a, b) => uint8ArrayCompare(a.d, b.d)).slice(0, k).map(e => e.peer)
+    return [...byId.values()].sort((a, b) => uint8ArrayCompare(a.d, b.d)).slice(0, Math.min(k, this.#replicas)).map(e => e.peer)
   }
 
   async #walked (key: Uint8Array, options?: AbortOptions): Promise<PeerId[]> {
