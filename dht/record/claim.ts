@@ -29,7 +29,7 @@ import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
 import { ExpiredClaimError, InvalidAorError, InvalidClaimError, errorMessage } from '../errors.ts'
-import { Ed25519Signer, verifyEd25519 } from './keys.ts'
+import { Ed25519Signer, OwnerCache, verifyEd25519 } from './keys.ts'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 
 /** First segment of every claim key: kad-dht picks our validator and selector by it. */
@@ -132,18 +132,10 @@ function slabCopy (bytes: Uint8Array): Uint8Array {
 }
 
 /** Owner ids seen in decoded claims, shared (a PeerId holds its public key: hundreds of bytes). */
-const owners = new Map<string, PeerId>()
-const MAX_OWNERS = 4096
+const owners = new OwnerCache<PeerId>(4096, (k) => peerIdFromMultihash(Digest.decode(uint8ArrayFromString(k, 'base64'))))
 
 function ownerOf (bytes: Uint8Array): PeerId {
-  const k = uint8ArrayToString(bytes, 'base64')
-  let peer = owners.get(k)
-  if (peer == null) {
-    peer = peerIdFromMultihash(Digest.decode(bytes))
-    if (owners.size >= MAX_OWNERS) owners.delete(owners.keys().next().value!)
-    owners.set(k, peer)
-  }
-  return peer
+  return owners.get(uint8ArrayToString(bytes, 'base64'))
 }
 
 /** What signing takes: `knownUntil` defaults to `expiresAt`. */

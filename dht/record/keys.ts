@@ -30,19 +30,36 @@ export class Ed25519Signer {
   }
 }
 
-/** The public keys of the owners seen lately (a mesh has few nodes; bounded all the same). */
-const publicKeys = new Map<string, KeyObject>()
-const MAX_PUBLIC_KEYS = 4096
+/**
+ * A small cache keyed by string: what `make` builds for a key is kept, the oldest entry going first
+ * past `max` (a mesh has few nodes, so few owners; bounded all the same).
+ */
+export class OwnerCache<T> {
+  readonly #entries = new Map<string, T>()
+  readonly #max: number
+  readonly #make: (key: string) => T
+
+  constructor (max: number, make: (key: string) => T) {
+    this.#max = max
+    this.#make = make
+  }
+
+  get (key: string): T {
+    let v = this.#entries.get(key)
+    if (v === undefined) {
+      v = this.#make(key)
+      if (this.#entries.size >= this.#max) this.#entries.delete(this.#entries.keys().next().value!)
+      this.#entries.set(key, v)
+    }
+    return v
+  }
+}
+
+/** The public keys of the owners seen lately. */
+const publicKeys = new OwnerCache<KeyObject>(4096, (x) => createPublicKey({ format: 'jwk', key: { kty: 'OKP', crv: 'Ed25519', x } }))
 
 function publicKeyObject (raw: Uint8Array): KeyObject {
-  const x = uint8ArrayToString(raw, 'base64url')
-  let key = publicKeys.get(x)
-  if (key == null) {
-    key = createPublicKey({ format: 'jwk', key: { kty: 'OKP', crv: 'Ed25519', x } })
-    if (publicKeys.size >= MAX_PUBLIC_KEYS) publicKeys.delete(publicKeys.keys().next().value!)
-    publicKeys.set(x, key)
-  }
-  return key
+  return publicKeys.get(uint8ArrayToString(raw, 'base64url'))
 }
 
 /** Whether `signature` is the Ed25519 signature of `message` by the 32-byte public key `raw`. */
