@@ -185,8 +185,10 @@ export class DhtRegistry implements ClaimRegistry {
     await this.loadOwn(options)
     this.sweepTimer = setInterval(() => { void this.sweep() }, this.sweepInterval)
     this.sweepTimer.unref?.()
-    // re-assert persisted claims as soon as the node has DHT peers
+    // re-assert persisted claims as soon as the node has DHT peers, and find out then whether the
+    // mesh is small enough for direct writes (the first claims would otherwise wait for that walk)
     void this.reassert()
+    void this.whenRouted(30_000).then(routed => { if (routed) this.replicas.direct() })
   }
 
   async stop (): Promise<void> {
@@ -303,6 +305,8 @@ export class DhtRegistry implements ClaimRegistry {
     if (this.shutdown == null || this.sweeping) return
     this.sweeping = true
     const t0 = performance.now()
+    // keep the small-mesh verdict fresh in the background, so no claim waits for its walk
+    this.replicas.direct()
     try {
       const now = Date.now()
       const plan = planSweep(this.own, now, { renewAheadMs: this.renewAhead, republishIntervalMs: this.republishInterval, maxPerPass: 20_000 })

@@ -108,11 +108,12 @@ export class ReplicaFinder {
     const size = kad.routingTable.size
     if (size === 0 || size >= kad.k) return undefined
     const now = Date.now()
-    if (this.#smallMesh != null && this.#smallMesh.size === size && now - this.#smallMesh.at < SMALL_MESH_RECHECK_MS) {
-      return this.#smallMesh.verified ? kad : undefined
-    }
+    const known = this.#smallMesh != null && this.#smallMesh.size === size
+    if (known && now - this.#smallMesh!.at < SMALL_MESH_RECHECK_MS) return this.#smallMesh!.verified ? kad : undefined
     if (this.#smallMeshCheck == null) this.#smallMeshCheck = this.#verifySmallMesh(kad, signal).finally(() => { this.#smallMeshCheck = undefined })
-    return undefined
+    // the periodic re-check runs in the background: until it answers, the last verdict for a
+    // routing table of this size holds (claims must not wait for a walk every 30 s)
+    return known && this.#smallMesh!.verified ? kad : undefined
   }
 
   /** Walk towards our own id and see whether any DHT peer turns up that our routing table lacks. */
