@@ -14,8 +14,12 @@
  * is up once its admin API answers as that node; a node that exits first is reported with the
  * last line it wrote on stderr.
  *
+ * Each node's admin token (node/admin/auth.ts) is created in its data dir with its identity, so
+ * the cluster knows it and prints it.
+ *
  * Once every node is up (and connected to the others, or after a few seconds) it prints a table:
- * node, peer id, SIP, admin (one row per node, columns separated by spaces), then one status line.
+ * node, peer id, SIP, admin, admin token (one row per node, columns separated by spaces), then one
+ * status line.
  * Ctrl-C (SIGINT), SIGTERM or SIGHUP to the cluster process stops every node (each gets SIGTERM,
  * SIGKILL after 10 s). So does the death of the process that started the cluster: `npx` runs it
  * under `sh -c`, and a SIGTERM to `npx` kills that shell without passing the signal on, which
@@ -110,6 +114,8 @@ interface ClusterNode {
   sip: string
   p2p: string
   admin: string
+  /** the bearer token of the node's admin API (PUT/DELETE) */
+  token: string
   child?: ChildProcess
   log?: WriteStream
   started: boolean
@@ -177,8 +183,8 @@ async function portProblem (n: ClusterNode): Promise<string | undefined> {
 }
 
 function table (nodes: ClusterNode[]): string {
-  const rows = [['node', 'peer id', 'SIP', 'admin']]
-  for (const n of nodes) rows.push([String(n.index), n.peerId, n.sip, `http://${n.admin}`])
+  const rows = [['node', 'peer id', 'SIP', 'admin', 'admin token']]
+  for (const n of nodes) rows.push([String(n.index), n.peerId, n.sip, `http://${n.admin}`, n.token])
   const widths = rows[0].map((_, c) => Math.max(...rows.map(r => r[c].length)))
   return rows.map(r => r.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd()).join('\n')
 }
@@ -231,11 +237,13 @@ export async function runCluster (args: string[]): Promise<number> {
   }
 
   const { loadOrCreateIdentity } = await import('./persistence.ts')
+  const { loadOrCreateAdminToken } = await import('./admin/auth.ts')
   const nodes: ClusterNode[] = []
   for (let i = 1; i <= opts.nodes; i++) {
     const dataDir = join(opts.dataDir, `node-${i}`)
     const { privateKey } = await loadOrCreateIdentity(dataDir)
     const peerId = peerIdFromPrivateKey(privateKey).toString()
+    const { token } = await loadOrCreateAdminToken(dataDir)
     const base = opts.basePort + PORTS_PER_NODE * (i - 1)
     nodes.push({
       index: i,
@@ -244,6 +252,7 @@ export async function runCluster (args: string[]): Promise<number> {
       sip: `127.0.0.1:${base}`,
       p2p: `/ip4/127.0.0.1/tcp/${base + 1}`,
       admin: `127.0.0.1:${base + 2}`,
+      token,
       started: false,
       exited: false,
       peers: 0

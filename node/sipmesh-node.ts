@@ -19,6 +19,7 @@ import { loadOrCreateIdentity, openDatastore, DatastoreDurableStore } from './pe
 import { Libp2pPeerChannel } from './peer-channel.ts'
 import { ConnectionFailures, wasReported } from './connection-failures.ts'
 import { AdminServer } from './admin/server.ts'
+import { loadOrCreateAdminToken } from './admin/auth.ts'
 import { createNodeMetrics, addCollectedCounter, addCollectedGauge, addCollectedLabeledCounter, oncePerScrape } from './metrics.ts'
 import { createPinoLogger, libp2pComponentLogger, toPortLogger } from './logger.ts'
 import { normalizeAor } from '../dht/record/claim.ts'
@@ -167,7 +168,7 @@ export class SipmeshNode {
   constructor (init: SipmeshNodeInit) {
     this.init = init
     this.config = init.config
-    this.pino = init.logger ?? createPinoLogger({ level: init.config.log.level })
+    this.pino = init.logger ?? createPinoLogger({ level: init.config.log.level, format: init.config.log.format })
     this.log = toPortLogger(this.pino)
     this.metrics = createNodeMetrics()
     this.sipAddress = formatHostPort(init.config.gateway.sip)
@@ -338,6 +339,17 @@ export class SipmeshNode {
       if (gateway.stats !== undefined) this.registerGatewayMetrics(gateway.stats.bind(gateway))
     }
 
+    let token = config.admin.token
+    if (token === undefined) {
+      try {
+        const file = await loadOrCreateAdminToken(config.dataDir)
+        token = file.token
+        this.log.info(file.created ? 'admin API token generated' : 'admin API token read', { tokenFile: file.path })
+        if (file.tightened) this.log.warn('admin token file was readable by others; made it 0600', { tokenFile: file.path })
+      } catch (err) {
+        throw new NodeStartError((err as Error).message)
+      }
+    }
     const admin = new AdminServer({
       backend: {
         status: () => this.status(),
@@ -348,7 +360,7 @@ export class SipmeshNode {
       },
       logger: this.log,
       metrics: this.metrics
-    }, { host: config.admin.host, port: config.admin.port })
+    }, { host: config.admin.host, port: config.admin.port, token, domains: config.gateway.domains })
     try {
       await admin.start()
     } catch (err) {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
 import { createServer as createHttpServer } from 'node:http'
-import { run, stop, httpGet, waitFor, freePortBlock, sipUdpRequest, register, message, tcpPortFree, UdpUa, BIN, cleanEnv } from './fixtures/processes.ts'
+import { run, stop, httpGet, waitFor, freePortBlock, sipUdpRequest, register, message, tcpPortFree, UdpUa, BIN, cleanEnv, httpRequest, adminToken } from './fixtures/processes.ts'
 import type { Proc } from './fixtures/processes.ts'
 
 interface MeshProc {
@@ -194,18 +194,25 @@ describe('sipmesh cluster', () => {
     await proc.waitForLine(l => l.includes('5 nodes up'), 45_000)
     const header = proc.lines.findIndex(l => l.startsWith('node'))
     assert.ok(header >= 0, proc.lines.join('\n'))
-    assert.match(proc.lines[header], /^node\s+peer id\s+SIP\s+admin/)
+    assert.match(proc.lines[header], /^node\s+peer id\s+SIP\s+admin\s+admin token$/)
     const rows = proc.lines.slice(header + 1, header + 6).map(l => l.split(/\s+/))
     assert.equal(rows.length, 5)
     for (const [i, row] of rows.entries()) {
-      assert.equal(row.length, 4, row.join(' '))
-      const [index, peerId, sip, admin] = row
+      assert.equal(row.length, 5, row.join(' '))
+      const [index, peerId, sip, admin, token] = row
       assert.equal(index, String(i + 1))
       assert.match(peerId, /^12D3KooW/)
       assert.equal(sip, `127.0.0.1:${base + 10 * i}`)
       assert.equal(admin, `http://127.0.0.1:${base + 10 * i + 2}`)
       const s = JSON.parse((await httpGet(admin.replace('http://', ''), '/status')).body) as Status
       assert.equal(s.peerId, peerId)
+      // the token the cluster prints is the node's: a PUT with it is taken, without it refused
+      assert.equal(token, adminToken(join(dir, `node-${i + 1}`)))
+      const rules = `/presence/${encodeURIComponent('sip:bob@example.com')}/rules`
+      const body = JSON.stringify({ watchers: { 'sip:eve@example.com': 'block' } })
+      assert.equal((await httpRequest(admin.replace('http://', ''), 'PUT', rules, { body })).status, 401)
+      const put = await httpRequest(admin.replace('http://', ''), 'PUT', rules, { body, token })
+      assert.equal(put.status, 200, put.body)
     }
     // wired to each other: every node connects to the four others (the table shows it when it
     // happened within the cluster's wait; on a loaded machine it may come a little later)

@@ -19,10 +19,11 @@ async function nodeConfig (dataDir: string, extra: string[] = []): Promise<Await
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 interface Reply { status: number, headers: Record<string, string | string[] | undefined>, body: string, json: () => any }
 
-function http (admin: string, path: string, method = 'GET'): Promise<Reply> {
+function http (admin: string, path: string, method = 'GET', token?: string): Promise<Reply> {
   const [host, port] = [admin.slice(0, admin.lastIndexOf(':')), Number(admin.slice(admin.lastIndexOf(':') + 1))]
+  const headers = token === undefined ? {} : { authorization: `Bearer ${token}` }
   return new Promise((resolve, reject) => {
-    const req = request({ host, port, path, method, timeout: 15_000 }, (res) => {
+    const req = request({ host, port, path, method, headers, timeout: 15_000 }, (res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (c: string) => { body += c })
@@ -98,6 +99,11 @@ describe('persistence', () => {
     const a = new SipmeshNode({ config, logger: silent, libp2pMetrics: false })
     await a.start()
     const id = a.peerId
+    // the admin token: generated into the data dir, private, reused by a restart (issue 14)
+    const { stat } = await import('node:fs/promises')
+    const token = await readFile(join(dataDir, 'admin.token'), 'utf8')
+    assert.match(token, /^[A-Za-z0-9_-]{43}\n$/)
+    assert.equal((await stat(join(dataDir, 'admin.token'))).mode & 0o777, 0o600)
     const twin = new SipmeshNode({ config, logger: silent, libp2pMetrics: false })
     await assert.rejects(twin.start(), /cannot open the datastore .*another node/)
     await a.stop()
@@ -105,6 +111,7 @@ describe('persistence', () => {
     await again.start()
     try {
       assert.equal(again.peerId, id)
+      assert.equal(await readFile(join(dataDir, 'admin.token'), 'utf8'), token)
     } finally {
       await again.stop()
     }
@@ -216,8 +223,9 @@ describe('SipmeshNode and its admin API (two real nodes over TCP)', () => {
       ['DELETE', '/aor/sip%3Aalice%40example.com', 405, 'method_not_allowed'],
       ['PUT', '/metrics', 405, 'method_not_allowed']
     ]
+    const token = (await readFile(join(a.config.dataDir, 'admin.token'), 'utf8')).trim()
     for (const [method, path, status, code] of cases) {
-      const res = await http(a.adminAddress, path, method)
+      const res = await http(a.adminAddress, path, method, method === 'GET' ? undefined : token)
       assert.equal(res.status, status, `${method} ${path.slice(0, 50)}: ${res.body}`)
       const body = res.json()
       assert.equal(body.error.code, code)
