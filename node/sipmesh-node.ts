@@ -299,6 +299,15 @@ export class SipmeshNode {
       if (meshNode.libp2p.getConnections(conn.remotePeer).some(c => c !== conn && c.status === 'open')) return
       this.connectionFailures.record({ direction: 'outbound', address: conn.remoteAddr.toString(), peer: conn.remotePeer.toString(), reason: `the peer closed the connection ${lived} ms after it opened; it may not allow this peer id (--allow-peer)` })
     })
+    // a person reading the log sees the mesh form and break (refusals are logged by connectionFailures)
+    meshNode.libp2p.addEventListener('peer:connect', (evt) => {
+      const conn = meshNode.libp2p.getConnections(evt.detail)[0]
+      this.log.info('peer connected', { peer: evt.detail.toString(), ...(conn !== undefined ? { address: conn.remoteAddr.toString(), direction: conn.direction } : {}), peers: meshNode.libp2p.getPeers().length })
+    })
+    meshNode.libp2p.addEventListener('peer:disconnect', (evt) => {
+      if (this.shutdown?.signal.aborted === true) return
+      this.log.info('peer disconnected', { peer: evt.detail.toString(), peers: meshNode.libp2p.getPeers().length })
+    })
     try {
       await meshNode.start()
     } catch (err) {
