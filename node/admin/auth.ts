@@ -42,9 +42,12 @@ export function tokenProblem (token: string): string | undefined {
   return undefined
 }
 
-/** A new random token: 32 bytes, base64url (43 characters). */
+/**
+ * A new random token: 32 bytes in hex (64 characters): nothing to escape in a shell or a header,
+ * one word to double-click, and never starting with '-' (which a command line would take for a flag).
+ */
 export function generateAdminToken (): string {
-  return randomBytes(32).toString('base64url')
+  return randomBytes(32).toString('hex')
 }
 
 /**

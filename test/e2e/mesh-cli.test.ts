@@ -2,7 +2,7 @@
 // 127.0.0.1, checked through the admin API (and one SIP REGISTER to make a claim).
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, realpath, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
@@ -213,6 +213,11 @@ describe('sipmesh cluster', () => {
       assert.equal((await httpRequest(admin.replace('http://', ''), 'PUT', rules, { body })).status, 401)
       const put = await httpRequest(admin.replace('http://', ''), 'PUT', rules, { body, token })
       assert.equal(put.status, 200, put.body)
+      // the node is a child of the cluster process itself, on the cluster's Node (no npm, no shell between)
+      const pid = (JSON.parse((await readFile(join(dir, `node-${i + 1}`, 'node.log'), 'utf8')).split('\n')[0]) as { pid: number }).pid
+      const ppid = Number(/^PPid:\s+(\d+)$/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1])
+      assert.equal(ppid, proc.child.pid)
+      assert.equal(await realpath(`/proc/${pid}/exe`), await realpath(process.execPath))
     }
     // wired to each other: every node connects to the four others (the table shows it when it
     // happened within the cluster's wait; on a loaded machine it may come a little later)
