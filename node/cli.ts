@@ -3,6 +3,7 @@
  *
  *   sipmesh start [options]                 run one node (options: `sipmesh start --help`)
  *   sipmesh cluster --nodes N [...]         run N nodes on loopback, wired to each other
+ *   sipmesh psk [file]                      write a pre-shared key file for a private mesh
  *   sipmesh --help | --version
  *
  * `main` returns the exit code (0 ok, 1 runtime failure, 2 bad usage or configuration); it calls
@@ -11,7 +12,10 @@
 import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfig, startUsage } from './config.ts'
 import { runCluster, clusterUsage } from './cluster.ts'
+import { runPsk, pskUsage } from './psk.ts'
+import { helpColumns } from './help.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
+import { reportStartFailure } from './start-failure.ts'
 
 export function version (): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -23,10 +27,13 @@ export function usage (): string {
     `sipmesh ${version()}: a presence and IM federation node over a libp2p mesh`,
     '',
     'Usage:',
-    '  sipmesh start [options]        run one node (sipmesh start --help lists the options)',
-    '  sipmesh cluster --nodes N      run N nodes on loopback wired to each other (sipmesh cluster --help)',
-    '  sipmesh --help                 this help',
-    '  sipmesh --version              the version'
+    ...helpColumns([
+      ['sipmesh start [options]', 'run one node (sipmesh start --help lists the options)'],
+      ['sipmesh cluster --nodes N', 'run N nodes on loopback wired to each other (sipmesh cluster --help)'],
+      ['sipmesh psk [file]', 'write a pre-shared key file for a private mesh (--psk)'],
+      ['sipmesh --help', 'this help'],
+      ['sipmesh --version', 'the version']
+    ])
   ].join('\n')
 }
 
@@ -51,8 +58,7 @@ async function start (args: string[]): Promise<number> {
   try {
     await node.start()
   } catch (err) {
-    node.log.error('cannot start the node', { error: (err as Error).message })
-    process.stderr.write(`sipmesh: cannot start: ${(err as Error).message}\n`)
+    reportStartFailure(node.log, (err as Error).message)
     await node.stop()
     return EXIT_FAILURE
   }
@@ -79,6 +85,8 @@ export async function main (argv: string[]): Promise<number> {
         return await start(rest)
       case 'cluster':
         return await runCluster(rest)
+      case 'psk':
+        return await runPsk(rest)
       case '--version':
       case '-v':
       case 'version':
@@ -89,6 +97,7 @@ export async function main (argv: string[]): Promise<number> {
       case 'help':
         if (rest[0] === 'start') process.stdout.write(startUsage() + '\n')
         else if (rest[0] === 'cluster') process.stdout.write(clusterUsage() + '\n')
+        else if (rest[0] === 'psk') process.stdout.write(pskUsage() + '\n')
         else process.stdout.write(usage() + '\n')
         return EXIT_OK
       case undefined:

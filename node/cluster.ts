@@ -40,6 +40,7 @@ import { parseArgs } from 'node:util'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { LOG_LEVELS } from './config.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
+import { helpColumns } from './help.ts'
 
 export const MAX_CLUSTER_NODES = 64
 const PORTS_PER_NODE = 10
@@ -51,12 +52,14 @@ export function clusterUsage (): string {
     'Runs N sipmesh nodes on 127.0.0.1, wired to each other; Ctrl-C stops them all.',
     'Node i uses the ports base+10*(i-1): +0 SIP, +1 libp2p, +2 admin API.',
     '',
-    `  --nodes <N>          how many nodes (1-${MAX_CLUSTER_NODES})`,
-    '  --domain <domain>    SIP domain (repeatable or comma-separated; default: the node default)',
-    '  --base-port <P>      first port (default 5060)',
-    '  --data-dir <dir>     where the nodes keep their data, one node-<i> folder each (default ./.sipmesh-cluster)',
-    `  --log-level <level>  log level of the nodes: ${LOG_LEVELS.join(', ')} (default info)`,
-    '  -h, --help           this help'
+    ...helpColumns([
+      ['--nodes <N>', `how many nodes (1-${MAX_CLUSTER_NODES})`],
+      ['--domain <domain>', 'SIP domain (repeatable or comma-separated; default: the node default)'],
+      ['--base-port <port>', 'first port (default 5060)'],
+      ['--data-dir <dir>', 'where the nodes keep their data, one node-<i> folder each (default ./.sipmesh-cluster)'],
+      ['--log-level <level>', `log level of the nodes: ${LOG_LEVELS.join(', ')} (default info)`],
+      ['-h, --help', 'this help']
+    ])
   ].join('\n')
 }
 

@@ -208,10 +208,19 @@ function checkMultiaddr (v: string): void {
 }
 
 function checkBootstrap (v: string): void {
-  const ma = multiaddr(v)
+  let ma
+  try {
+    ma = multiaddr(v)
+  } catch (err) {
+    throw new Error(`"${v.slice(0, 120)}" is not a multiaddr (${(err as Error).message}); expected e.g. /ip4/10.0.0.5/tcp/4001/p2p/12D3KooW...`, { cause: err })
+  }
   const peer = ma.getComponents().findLast(c => c.name === 'p2p')?.value
   if (peer == null) throw new Error('a bootstrap address must end in /p2p/<peer id>')
-  peerIdFromString(peer)
+  try {
+    peerIdFromString(peer)
+  } catch {
+    throw new Error(`"${peer.slice(0, 80)}" after /p2p/ is not a peer id (the 12D3KooW... id that the node logs at start and shows in /status)`)
+  }
 }
 
 function checkPeerId (v: string): void {
@@ -463,7 +472,8 @@ export function startUsage (width?: number): string {
   return [
     'Usage: sipmesh start [options]',
     '',
-    'Options (each also SIPMESH_<OPTION> in the environment, e.g. SIPMESH_DATA_DIR, and a key of the --config file):',
+    'Options (each also SIPMESH_<OPTION> in the environment, e.g. SIPMESH_DATA_DIR, and a key of',
+    'the --config file):',
     ...helpColumns(rows, width)
   ].join('\n')
 }
