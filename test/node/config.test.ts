@@ -145,6 +145,21 @@ describe('config', () => {
     assert.match(await configError(loadConfig(['--min-expires', '600', '--max-expires', '300'], {})), /min-expires \(600\) is above max-expires \(300\)/)
   })
 
+  test('admin token and log format: flag, environment, file; bad values refused; test variables ignored (issue 14)', async () => {
+    const token = 'a'.repeat(16) + '-._~+/' + '=='
+    assert.equal((await loadConfig(['--admin-token', token], {})).config.admin.token, token)
+    assert.equal((await loadConfig([], { SIPMESH_ADMIN_TOKEN: token })).config.admin.token, token)
+    assert.equal((await loadConfig(['--config', await file('token.json', JSON.stringify({ 'admin-token': token, 'log-format': 'pretty' }))], {})).config.log.format, 'pretty')
+    assert.equal((await loadConfig([], {})).config.admin.token, undefined)
+    assert.equal((await loadConfig([], {})).config.log.format, 'json')
+    assert.match(await configError(loadConfig(['--admin-token', 'short'], {})), /--admin-token: a token needs at least 16 characters/)
+    assert.match(await configError(loadConfig([], { SIPMESH_ADMIN_TOKEN: 'has a space in it, sadly' })), /SIPMESH_ADMIN_TOKEN: a token may hold/)
+    assert.match(await configError(loadConfig(['--admin-token', 'x'.repeat(513)], {})), /at most 512/)
+    assert.match(await configError(loadConfig(['--log-format', 'xml'], {})), /--log-format/)
+    const { config } = await loadConfig([], { SIPMESH_REQUIRE_SIPP: '1', SIPMESH_TEST_LOG: 'yes' })
+    assert.equal(config.log.level, 'info')
+  })
+
   test('--help is reported, not an error', async () => {
     const { help } = await loadConfig(['--help'], {})
     assert.equal(help, true)

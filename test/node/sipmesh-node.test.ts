@@ -125,6 +125,28 @@ describe('persistence', () => {
   })
 })
 
+describe('the admin token of a node', () => {
+  test('--admin-token: that token opens PUT, no token file is written', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sipmesh-token-node-'))
+    const token = 'operator-chosen-token-0123456789'
+    const n = new SipmeshNode({ config: await nodeConfig(dir, ['--admin-token', token]), logger: silent, libp2pMetrics: false })
+    await n.start()
+    try {
+      const path = `/presence/${encodeURIComponent('sip:bob@example.com')}/rules`
+      assert.equal((await http(n.adminAddress, path, 'PUT')).status, 401)
+      assert.equal((await http(n.adminAddress, path, 'PUT', 'x'.repeat(32))).status, 401)
+      // past the guard: this node runs no gateway, so no presence agent
+      const ok = await http(n.adminAddress, path, 'PUT', token)
+      assert.equal(ok.status, 404)
+      assert.equal(ok.json().error.code, 'presence_unavailable')
+      await assert.rejects(readFile(join(dir, 'admin.token')), { code: 'ENOENT' })
+    } finally {
+      await n.stop()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
+
 describe('SipmeshNode and its admin API (two real nodes over TCP)', () => {
   let dir: string
   let a: SipmeshNode
