@@ -119,6 +119,8 @@ async function child (): Promise<void> {
     for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
       const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line)
       if (m !== null) { name = m[3] === '' ? 'anon' : m[3].startsWith('[') ? m[3] : 'file'; size = (parseInt(m[2], 16) - parseInt(m[1], 16)) / 1024; continue }
+      const lazy = /^LazyFree:\s+(\d+) kB/.exec(line)
+      if (lazy !== null) { out.lazyFree = (out.lazyFree ?? 0) + Number(lazy[1]) * 1024; continue }
       const r = /^Rss:\s+(\d+) kB/.exec(line)
       if (r !== null && Number(r[1]) > 0) {
         const k = name === 'anon' ? (size === 256 ? 'anon 256 KiB' : size < 256 ? 'anon < 256 KiB' : 'anon > 256 KiB') : name
@@ -141,7 +143,7 @@ async function child (): Promise<void> {
     // settled: collect, give V8 time to hand the freed pages back (its memory reducer), collect again
     if (msg.type === 'settled') {
       stats()
-      setTimeout(() => { stats(); setTimeout(() => { process.send?.({ type: 'settled', stats: stats(), maps: anonMaps() }) }, 5000) }, 5000)
+      setTimeout(() => { stats(); setTimeout(() => { process.send?.({ type: 'settled', stats: stats(), maps: { ...anonMaps(), ...Object.fromEntries(v8.getHeapSpaceStatistics().map(x => [x.space_name, x.physical_space_size])) } }) }, 5000) }, 5000)
     }
     if (msg.type === 'snapshot') {
       void import('node:v8').then(v8 => { process.send?.({ type: 'snapshot', file: v8.writeHeapSnapshot(String(values.snapshot)) }) })
@@ -167,7 +169,7 @@ async function parent (): Promise<void> {
 
   const spawnNode = async (): Promise<{ proc: ChildProcess, port: number, startMs: number, stats: Stats }> => {
     const args = ['--child', '--dir', dir, ...(values.snapshot !== undefined ? ['--snapshot', values.snapshot] : []), '--claim-ms', String(values['claim-ms']), '--claim-concurrency', String(values['claim-concurrency'])]
-    const execArgv = ['--expose-gc', ...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(process.cwd(), '.bench-prof')] : [])]
+    const execArgv = ['--expose-gc', ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(f => f !== ''), ...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(process.cwd(), '.bench-prof')] : [])]
     const proc = fork(new URL(import.meta.url).pathname, args, { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     return await new Promise((resolve, reject) => {
       proc.once('message', (m: { type: string, port: number, startMs: number, stats: Stats }) => { resolve({ proc, ...m }) })
