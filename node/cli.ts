@@ -62,6 +62,12 @@ async function start (args: string[]): Promise<number> {
     await node.stop()
     return EXIT_FAILURE
   }
+  // process-wide, so here and not in the node (tests run several nodes in one process)
+  const { MemoryTrimmer } = await import('./memory-trim.ts')
+  const { addCollectedCounter } = await import('./metrics.ts')
+  const trimmer = new MemoryTrimmer({ logger: node.log.child({ component: 'memory' }) })
+  trimmer.start()
+  addCollectedCounter(node.metrics.registry, 'sipmesh_memory_trims_total', 'memory-reducing GCs run after a burst (V8 keeps freed pages resident otherwise)', () => trimmer.trims)
   // a library that loses track of a promise must not take the node down
   process.on('unhandledRejection', (reason) => {
     node.log.error('unhandled promise rejection', { error: reason instanceof Error ? reason.stack ?? reason.message : String(reason) })
@@ -72,6 +78,7 @@ async function start (args: string[]): Promise<number> {
   const force = (): void => { process.exit(EXIT_FAILURE) }
   process.once('SIGINT', force)
   process.once('SIGTERM', force)
+  trimmer.stop()
   await node.stop()
   exitAfterSignal(EXIT_OK)
   return EXIT_OK
