@@ -85,7 +85,8 @@ describe('admin API guard', () => {
       [{ authorization: 'Bearer' }, /^Bearer realm/],
       [{ authorization: `Bearer ${token} extra` }, /^Bearer realm/],
       [{ authorization: `Bearer ${'A'.repeat(5000)}` }, /^Bearer realm/],
-      [{ authorization: `Bearer ${token}`.toLowerCase() }, /error="invalid_token"/]
+      // the token is case-sensitive (the scheme name is not)
+      [{ authorization: `Bearer ${token.toUpperCase()}` }, /error="invalid_token"/]
     ]
     for (const [headers, challenge] of cases) {
       const r = await call(server.address, 'PUT', path, { ...json, ...headers }, doc)
