@@ -12,7 +12,6 @@
 import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfig, startUsage } from './config.ts'
 import { runCluster, clusterUsage } from './cluster.ts'
-import { runPsk, pskUsage } from './psk.ts'
 import { helpColumns } from './help.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
 import { reportStartFailure } from './start-failure.ts'
@@ -93,7 +92,8 @@ export async function main (argv: string[]): Promise<number> {
       case 'cluster':
         return await runCluster(rest)
       case 'psk':
-        return await runPsk(rest)
+        // loaded only when asked for: it brings @libp2p/pnet
+        return await (await import('./psk.ts')).runPsk(rest)
       case '--version':
       case '-v':
       case 'version':
@@ -104,7 +104,7 @@ export async function main (argv: string[]): Promise<number> {
       case 'help':
         if (rest[0] === 'start') process.stdout.write(startUsage() + '\n')
         else if (rest[0] === 'cluster') process.stdout.write(clusterUsage() + '\n')
-        else if (rest[0] === 'psk') process.stdout.write(pskUsage() + '\n')
+        else if (rest[0] === 'psk') process.stdout.write((await import('./psk.ts')).pskUsage() + '\n')
         else process.stdout.write(usage() + '\n')
         return EXIT_OK
       case undefined:
