@@ -37,6 +37,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { LOG_LEVELS } from './config.ts'
+import { formatTable } from './cli-admin.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
 
 export const MAX_CLUSTER_NODES = 64
@@ -183,8 +184,7 @@ async function portProblem (n: ClusterNode): Promise<string | undefined> {
 function table (nodes: ClusterNode[]): string {
   const rows = [['node', 'peer id', 'SIP', 'admin', 'WebSocket']]
   for (const n of nodes) rows.push([String(n.index), n.peerId, n.sip, `http://${n.admin}`, `ws://${n.ws}`])
-  const widths = rows[0].map((_, c) => Math.max(...rows.map(r => r[c].length)))
-  return rows.map(r => r.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd()).join('\n')
+  return formatTable(rows)
 }
 
 async function stopAll (nodes: ClusterNode[], timeoutMs = 10_000): Promise<void> {
