@@ -110,11 +110,12 @@ function parseBindings (v: unknown): BindingView[] {
   const b = (v as { bindings?: unknown } | null)?.bindings
   if (!Array.isArray(b) || b.length > 1000) throw new NodeInfoError('malformed bindings answer')
   return b.map((x: Partial<BindingView> | null) => {
-    if (x === null || typeof x !== 'object' || typeof x.contact !== 'string' || typeof x.expires !== 'string' || typeof x.flow !== 'boolean' ||
+    if (x === null || typeof x !== 'object' || typeof x.contact !== 'string' || typeof x.expires !== 'string' ||
+      (x.transport !== undefined && typeof x.transport !== 'string') || (x.source !== undefined && typeof x.source !== 'string') ||
       x.params === null || typeof x.params !== 'object') throw new NodeInfoError('malformed binding')
     const params: Record<string, string | null> = {}
     for (const [k, p] of Object.entries(x.params)) if (typeof p === 'string' || p === null) params[k] = p
-    return { contact: x.contact, expires: x.expires, params, flow: x.flow }
+    return { contact: x.contact, expires: x.expires, params, ...(x.transport !== undefined ? { transport: x.transport } : {}), ...(x.source !== undefined ? { source: x.source } : {}) }
   })
 }
 

@@ -11,8 +11,9 @@ export interface BindingView {
   expires: string
   /** the Contact parameters other than expires (`q`, `+sip.instance`, `reg-id`...) */
   params: Record<string, string | null>
-  /** the REGISTER came over a connection (TCP or WebSocket) that requests reuse */
-  flow: boolean
+  /** the transport the REGISTER came over (`UDP`, `TCP`, `WS`...) and its source address: requests to the contact go back that way */
+  transport?: string
+  source?: string
 }
 
 export interface RegistrationView {
@@ -68,6 +69,11 @@ export interface GatewayInspection {
   ws (): string | undefined
 }
 
-export function bindingView (b: { uri: string, expiresAt: number, params: Record<string, string | null>, flow?: unknown }): BindingView {
-  return { contact: b.uri, expires: new Date(b.expiresAt).toISOString(), params: { ...b.params }, flow: b.flow != null }
+export function bindingView (b: { uri: string, expiresAt: number, params: Record<string, string | null>, flow?: { transport: string, remote: { host: string, port: number } } }): BindingView {
+  const view: BindingView = { contact: b.uri, expires: new Date(b.expiresAt).toISOString(), params: { ...b.params } }
+  if (b.flow !== undefined) {
+    view.transport = b.flow.transport
+    view.source = b.flow.remote.host.includes(':') ? `[${b.flow.remote.host}]:${b.flow.remote.port}` : `${b.flow.remote.host}:${b.flow.remote.port}`
+  }
+  return view
 }

@@ -2,7 +2,7 @@
  * The admin API's listings (issue 14), read-only JSON, like Kamailio's `kamcmd ul.dump`:
  *
  *   GET /registrations?prefix=&after=&limit=   this node's AoRs and their bindings, in code-unit
- *                     order: `{ items: [{ aor, bindings: [{ contact, expires, params, flow }] }],
+ *                     order: `{ items: [{ aor, bindings: [{ contact, expires, params, transport?, source? }] }],
  *                     total, limit, next? }`. `prefix` filters (`sip:al` or `al`), `after` is the
  *                     cursor (the `next` of the page before), `limit` 1-1000 (default 100).
  *   GET /bindings/<aor>   who owns an AoR and its bindings there (asked over the mesh when another
