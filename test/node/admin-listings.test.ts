@@ -30,6 +30,7 @@ async function until<T> (fn: () => T | undefined | Promise<T | undefined>, ms: n
   }
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the test reads the JSON answers loosely
 async function json (admin: string, path: string): Promise<{ status: number, body: any }> {
   const res = await httpGet(admin, path)
   return { status: res.status, body: JSON.parse(res.body) }

@@ -115,7 +115,8 @@ async function register (event) {
     uri: UserAgent.makeURI(me),
     transportOptions: { server: config.ws },
     ...(password ? { authorizationUsername: user, authorizationPassword: password } : {}),
-    logBuiltinEnabled: false,
+    // /phone?debug=1: SIP.js logs every message to the browser console
+    ...(new URLSearchParams(window.location.search).has('debug') ? { logLevel: 'debug', logBuiltinEnabled: true } : { logBuiltinEnabled: false }),
     delegate: {
       onMessage: (message) => {
         void message.accept()
@@ -162,6 +163,7 @@ async function unregister () {
   $('register').disabled = false
   $('me').textContent = 'not registered'
   state('not registered')
+  document.body.dataset.registered = 'false'
 }
 
 async function publishStatus (event) {
