@@ -141,7 +141,9 @@ function drawMesh (mesh) {
 // ---- listings ---------------------------------------------------------------------------------
 
 let regCursor
+let paged = false // the user asked for more pages: the periodic refresh leaves the table alone
 async function loadRegistrations (append) {
+  paged = append
   const prefix = $('reg-prefix').value.trim()
   const q = new URLSearchParams({ limit: '50' })
   if (prefix !== '') q.set('prefix', prefix)
@@ -222,5 +224,5 @@ $('reg-more').addEventListener('click', () => { void loadRegistrations(true) })
 $('aor-form').addEventListener('submit', (e) => { e.preventDefault(); const v = $('aor-input').value.trim(); if (v) void showAor(v) })
 every(SUMMARY_MS, pollSummary)
 every(MESH_MS, async () => drawMesh(await getJson('/mesh')))
-every(LISTS_MS, async () => { await Promise.all([pollLists(), loadRegistrations(false)]) })
+every(LISTS_MS, async () => { await Promise.all([pollLists(), paged ? undefined : loadRegistrations(false)]) })
 window.sipmeshDashboard = { plots }
