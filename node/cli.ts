@@ -3,6 +3,7 @@
  *
  *   sipmesh start [options]                 run one node (options: `sipmesh start --help`)
  *   sipmesh cluster --nodes N [...]         run N nodes on loopback, wired to each other
+ *   sipmesh status | aor <aor> | registrations   ask a running node (cli-admin.ts)
  *   sipmesh --help | --version
  *
  * `main` returns the exit code (0 ok, 1 runtime failure, 2 bad usage or configuration); it calls
@@ -11,6 +12,7 @@
 import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfig, startUsage } from './config.ts'
 import { runCluster, clusterUsage } from './cluster.ts'
+import { adminUsage, runAdminCommand } from './cli-admin.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
 
 export function version (): string {
@@ -25,6 +27,9 @@ export function usage (): string {
     'Usage:',
     '  sipmesh start [options]        run one node (sipmesh start --help lists the options)',
     '  sipmesh cluster --nodes N      run N nodes on loopback wired to each other (sipmesh cluster --help)',
+    '  sipmesh status                 a running node: addresses and peers (--admin host:port, --json)',
+    '  sipmesh aor <aor>              who owns an AoR, and its bindings',
+    '  sipmesh registrations          the AoRs registered at a node (--prefix, --limit, --after)',
     '  sipmesh --help                 this help',
     '  sipmesh --version              the version'
   ].join('\n')
@@ -86,6 +91,10 @@ export async function main (argv: string[]): Promise<number> {
         return await start(rest)
       case 'cluster':
         return await runCluster(rest)
+      case 'status':
+      case 'aor':
+      case 'registrations':
+        return await runAdminCommand(command, rest)
       case '--version':
       case '-v':
       case 'version':
@@ -96,6 +105,7 @@ export async function main (argv: string[]): Promise<number> {
       case 'help':
         if (rest[0] === 'start') process.stdout.write(startUsage() + '\n')
         else if (rest[0] === 'cluster') process.stdout.write(clusterUsage() + '\n')
+        else if (rest[0] === 'status' || rest[0] === 'aor' || rest[0] === 'registrations') process.stdout.write(adminUsage() + '\n')
         else process.stdout.write(usage() + '\n')
         return EXIT_OK
       case undefined:

@@ -19,6 +19,10 @@ import { loadOrCreateIdentity, openDatastore, DatastoreDurableStore } from './pe
 import { Libp2pPeerChannel } from './peer-channel.ts'
 import { ConnectionFailures, wasReported } from './connection-failures.ts'
 import { AdminServer } from './admin/server.ts'
+import { listingsBackend, nodeSummary, pagesBackend } from './admin/listings-backend.ts'
+import { MeshInfo } from './mesh-info.ts'
+import type { ListingsParts } from './admin/listings-backend.ts'
+import type { GatewayInspection } from '../sip-gateway/inspect.ts'
 import { createNodeMetrics, addCollectedCounter, addCollectedGauge, addCollectedLabeledCounter, oncePerScrape } from './metrics.ts'
 import { createPinoLogger, libp2pComponentLogger, toPortLogger } from './logger.ts'
 import { normalizeAor } from '../dht/record/claim.ts'
@@ -107,6 +111,8 @@ export interface Gateway {
   stats? (): GatewayStatsSnapshot
   /** presence authorization rules, for the admin API's `/presence/<aor>/rules` */
   presenceRules?: { get (aor: string): unknown, set (aor: string, rules: unknown): Promise<unknown> }
+  /** read-only views for the admin API's listings and the dashboard */
+  inspect?: GatewayInspection
 }
 
 export type GatewayFactory = (context: GatewayContext) => Gateway | Promise<Gateway>
@@ -338,8 +344,26 @@ export class SipmeshNode {
       if (gateway.stats !== undefined) this.registerGatewayMetrics(gateway.stats.bind(gateway))
     }
 
+    const parts: ListingsParts = {
+      mesh: meshNode,
+      channel,
+      meshInfo: new MeshInfo({ libp2p: meshNode.libp2p, logger: this.log }, {
+        summary: () => nodeSummary(parts),
+        bindings: (aor) => this.gatewayInstance?.inspect?.bindings(aor)
+      }),
+      domains: config.gateway.domains,
+      gateway: () => this.gatewayInstance?.inspect,
+      stats: () => this.gatewayInstance?.stats?.(),
+      registrations: () => this.gatewayInstance?.registrations?.() ?? 0,
+      sip: () => this.sipAddress,
+      admin: () => this.adminAddress
+    }
+    await parts.meshInfo.start()
+    this.stopSteps.push(async () => { await parts.meshInfo.stop() })
     const admin = new AdminServer({
       backend: {
+        listings: listingsBackend(parts),
+        pages: pagesBackend(parts),
         status: () => this.status(),
         normalizeAor,
         resolve: async (aor, options) => await meshNode.registry.resolve(aor, options),

@@ -67,6 +67,7 @@ import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
 import type { Aor, DurableStore, Logger, Registry, Route, Unwatch } from '../ports.ts'
 import type { Registrar } from '../registrar/registrar.ts'
+import type { PresentityView, SubscriptionsView } from '../inspect.ts'
 import type { ServerTransaction, TransactionLayer } from '../transaction/layer.ts'
 import { MESH_TRANSPORT, type Connector, type Flow } from '../proxy/flow.ts'
 import { SourceRateLimiter } from '../transport/limits.ts'
@@ -311,6 +312,31 @@ export class PresenceAgent {
   }
 
   /** Load persisted rules (before start). */
+  /**
+   * The presentities tracked here, at most `limit`, for the admin API (`GET /subscriptions`): who
+   * watches each and how it is served. A read of the agent's state, nothing more.
+   */
+  snapshot (limit: number): SubscriptionsView {
+    const presentities: PresentityView[] = []
+    for (const p of this.#presentities.values()) {
+      if (presentities.length >= limit) break
+      const watchers = new Set<string>()
+      const watcherNodes = new Set<string>()
+      for (const s of p.subs) if (!s.done) (s.kind === 'ua' ? watchers : watcherNodes).add(s.watcher)
+      const b = p.backend
+      presentities.push({
+        aor: p.aor,
+        mode: p.mode,
+        ...(p.owner !== undefined ? { owner: p.owner } : {}),
+        watchers: [...watchers].sort(),
+        watcherNodes: [...watcherNodes].sort(),
+        ...(b !== undefined && !b.ended ? { backend: p.backendState } : {}),
+        publications: this.publications.get(p.aor, 'presence').length
+      })
+    }
+    return { presentities, total: this.#presentities.size, subscriptions: this.#subs.size }
+  }
+
   async load (): Promise<void> {
     const r = await this.authorization.load()
     if (r.skipped > 0) this.#log.warn('presence rules skipped', r)
