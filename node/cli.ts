@@ -3,6 +3,7 @@
  *
  *   sipmesh start [options]                 run one node (options: `sipmesh start --help`)
  *   sipmesh cluster --nodes N [...]         run N nodes on loopback, wired to each other
+ *   sipmesh cert --domain D [...]           a private CA and certificates for local TLS peering
  *   sipmesh --help | --version
  *
  * `main` returns the exit code (0 ok, 1 runtime failure, 2 bad usage or configuration); it calls
@@ -11,6 +12,7 @@
 import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfig, startUsage } from './config.ts'
 import { runCluster, clusterUsage } from './cluster.ts'
+import { runCert } from './cert.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
 
 export function version (): string {
@@ -25,6 +27,7 @@ export function usage (): string {
     'Usage:',
     '  sipmesh start [options]        run one node (sipmesh start --help lists the options)',
     '  sipmesh cluster --nodes N      run N nodes on loopback wired to each other (sipmesh cluster --help)',
+    '  sipmesh cert --domain D        a private CA and TLS certificates for local domains (sipmesh cert --help)',
     '  sipmesh --help                 this help',
     '  sipmesh --version              the version'
   ].join('\n')
@@ -79,6 +82,8 @@ export async function main (argv: string[]): Promise<number> {
         return await start(rest)
       case 'cluster':
         return await runCluster(rest)
+      case 'cert':
+        return await runCert(rest)
       case '--version':
       case '-v':
       case 'version':
