@@ -81,6 +81,8 @@ export function sipGateway (context: SipGatewayContext): {
     sip: { host: config.sip.host, port: config.sip.port },
     ws: config.ws === undefined ? undefined : { host: config.ws.host, port: config.ws.port },
     advertise: config.advertise,
+    tls: config.tls,
+    peers: config.peers,
     limits: config.limits,
     timers: config.timers,
     proxy: config.proxy,
