@@ -58,6 +58,8 @@ export interface SipGatewayStats extends GatewayStats {
   presence: PresenceStats
   offline: OfflineStats
   auth?: AuthStats
+  /** requests from peer networks refused (From not in the peer's domain); absent without peers */
+  peerRefused?: number
 }
 
 /** Build the gateway from the node's context (the node's `GatewayFactory`). */
@@ -98,7 +100,7 @@ export function sipGateway (context: SipGatewayContext): {
     registrations: () => gateway.registrations,
     stats: () => {
       const auth = gateway.auth?.stats
-      return { ...gateway.stats, presence: gateway.presence.stats, offline: gateway.im.offline.stats(), auth: auth === undefined ? undefined : { ...auth } }
+      return { ...gateway.stats, peerRefused: gateway.peers?.refused, presence: gateway.presence.stats, offline: gateway.im.offline.stats(), auth: auth === undefined ? undefined : { ...auth } }
     },
     presenceRules: {
       get: (aor) => gateway.presence.getRulesDocument(aor),
