@@ -729,7 +729,9 @@ export class PresenceAgent {
     }
     this.#subs.set(sub.key, sub)
     p.subs.add(sub)
-    const response = createResponse(request, 200, undefined, [['Expires', String(expires)], ['Contact', this.#contactFor(flow)]], { toTag: localTag })
+    // RFC 3261 12.1.1: the 2xx that creates the dialog carries the request's Record-Route (the
+    // watcher's side builds its route set from it: a peer network's proxies, issue 13)
+    const response = createResponse(request, 200, undefined, [['Expires', String(expires)], ['Contact', this.#contactFor(flow)], ...sub.routeSet.map(r => ['Record-Route', r] as [string, string])], { toTag: localTag })
     this.#respond(tx, response)
     if (expires === 0) {
       this.#end(sub, { state: 'terminated', reason: 'timeout' })
