@@ -88,6 +88,9 @@ const DIALOG_METHODS: ReadonlySet<string> = new Set(['INVITE', 'SUBSCRIBE', 'REF
 
 export const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
 
+/** Flows a `sips:` request may take (RFC 5630): TLS, secure WebSocket, and the Noise-encrypted mesh. */
+const SECURE_TRANSPORTS: ReadonlySet<string> = new Set(['TLS', 'WSS', MESH_TRANSPORT])
+
 /**
  * Longest Request-URI interpreted (414 above, RFC 3261 21.4.12): room for a GRUU or a contact
  * with many parameters; an AoR the registry refuses below it (over 256 characters) gets 400.
@@ -569,15 +572,19 @@ export class ProxyCore implements TransactionCore<Flow> {
       return
     }
     this.stats.deliveredLocal++
+    // RFC 3261 26.2.2 / RFC 5630: a sips: request travels over TLS on every hop, the last one too
+    const secureOnly = request.uri.slice(0, 5).toLowerCase() === 'sips:'
     const targets: Target[] = []
     for (const b of bindings) {
       try {
-        targets.push({ uri: b.uri, flow: await this.#sizedFlow(request, b.uri, await this.#bindingFlow(b)), aorOffline: aor })
+        const flow = await this.#sizedFlow(request, b.uri, await this.#bindingFlow(b))
+        if (secureOnly && !SECURE_TRANSPORTS.has(flow.transport)) continue
+        targets.push({ uri: b.uri, flow, aorOffline: aor })
       } catch (err) {
         this.#log.debug('contact unreachable', { contact: b.uri, err: String(err) })
       }
     }
-    if (targets.length === 0) throw new SipStatusError(480, 'Temporarily Unavailable')
+    if (targets.length === 0) throw new SipStatusError(480, secureOnly ? 'Temporarily Unavailable (no contact over TLS for a sips: request)' : 'Temporarily Unavailable')
     await this.#forward(request, tx, flow, targets)
   }
 
