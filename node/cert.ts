@@ -113,7 +113,8 @@ export function certUsage (): string {
 }
 
 /** `sipmesh cert`: returns the exit code (0, or 2 for bad usage; openssl failures throw CertError). */
-export async function runCert (args: string[], out: (line: string) => void = (l) => { process.stdout.write(l + '\n') }): Promise<number> {
+export async function runCert (args: string[], out: (line: string) => void = (l) => { process.stdout.write(l + '\n') },
+  err: (text: string) => void = (t) => { process.stderr.write(t) }): Promise<number> {
   let values
   try {
     values = parseArgs({
@@ -122,8 +123,8 @@ export async function runCert (args: string[], out: (line: string) => void = (l)
       strict: true,
       allowPositionals: false
     }).values
-  } catch (err) {
-    process.stderr.write(`sipmesh cert: ${(err as Error).message.split('\n')[0]}\n\n${certUsage()}\n`)
+  } catch (e) {
+    err(`sipmesh cert: ${(e as Error).message.split('\n')[0]}\n\n${certUsage()}\n`)
     return 2
   }
   if (values.help === true) { out(certUsage()); return 0 }
@@ -131,7 +132,7 @@ export async function runCert (args: string[], out: (line: string) => void = (l)
   const days = values.days === undefined ? 825 : Number(values.days)
   const bad = domains.find(d => !DOMAIN_RE.test(d))
   if (domains.length === 0 || bad !== undefined || !Number.isInteger(days) || days < 1 || days > 3650) {
-    process.stderr.write(`sipmesh cert: ${bad !== undefined ? `"${bad.slice(0, 80)}" is not a domain name` : domains.length === 0 ? 'at least one --domain is needed' : '--days must be 1 to 3650'}\n\n${certUsage()}\n`)
+    err(`sipmesh cert: ${bad !== undefined ? `"${bad.slice(0, 80)}" is not a domain name` : domains.length === 0 ? 'at least one --domain is needed' : '--days must be 1 to 3650'}\n\n${certUsage()}\n`)
     return 2
   }
   const dir = values.dir ?? './certs'

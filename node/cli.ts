@@ -12,7 +12,7 @@
 import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfig, startUsage } from './config.ts'
 import { runCluster, clusterUsage } from './cluster.ts'
-import { runCert } from './cert.ts'
+import { runCert, certUsage } from './cert.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
 
 export function version (): string {
@@ -94,6 +94,7 @@ export async function main (argv: string[]): Promise<number> {
       case 'help':
         if (rest[0] === 'start') process.stdout.write(startUsage() + '\n')
         else if (rest[0] === 'cluster') process.stdout.write(clusterUsage() + '\n')
+        else if (rest[0] === 'cert') process.stdout.write(certUsage() + '\n')
         else process.stdout.write(usage() + '\n')
         return EXIT_OK
       case undefined:
