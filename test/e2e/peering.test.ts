@@ -230,7 +230,7 @@ describe('peering between two meshes over TLS (separate processes)', () => {
     body
   ].join('\r\n')
 
-  test('refusals: a peer speaking for another domain, bad certificates, plain SIP to the TLS port', async () => {
+  test('refusals: a peer speaking for another domain, bad certificates, plain SIP to the TLS port, a stalled handshake', async () => {
     const [com1, com2] = nodes
     await udpUser('sip:gina@example.com', com2)
     // the trusted example.net peer sends for a user of example.org: 403
@@ -262,6 +262,15 @@ describe('peering between two meshes over TLS (separate processes)', () => {
     plain.write(tlsMessage('sip:eve@example.net', 'sip:gina@example.com', 'plain'))
     await within(8000, once(plain, 'close'), 'the plain connection is dropped')
     assert.doesNotMatch(heard, /SIP\/2\.0/)
+    // a client that never finishes its handshake is dropped after the handshake timeout (5 s)
+    const stalled = netConnect({ host: '127.0.0.1', port: com1.tls })
+    stalled.on('error', () => {})
+    await once(stalled, 'connect')
+    const t0 = Date.now()
+    stalled.write(Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff])) // a ClientHello record header, then nothing
+    await within(10_000, once(stalled, 'close'), 'the stalled handshake is dropped')
+    const held = Date.now() - t0
+    assert.ok(held >= 4000 && held < 10_000, `dropped after ${held} ms`)
     // everyone is still up
     for (const n of nodes) assert.equal(n.proc?.child.exitCode, null, `${n.name} still runs`)
   })
