@@ -4,6 +4,7 @@
  *   sipmesh start [options]                 run one node (options: `sipmesh start --help`)
  *   sipmesh cluster --nodes N [...]         run N nodes on loopback, wired to each other
  *   sipmesh status | aor <aor> | registrations   ask a running node (cli-admin.ts)
+ *   sipmesh cert --domain D [...]           a private CA and certificates for local TLS peering
  *   sipmesh --help | --version
  *
  * `main` returns the exit code (0 ok, 1 runtime failure, 2 bad usage or configuration); it calls
@@ -13,6 +14,7 @@ import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfig, startUsage } from './config.ts'
 import { runCluster, clusterUsage } from './cluster.ts'
 import { adminUsage, runAdminCommand } from './cli-admin.ts'
+import { runCert, certUsage } from './cert.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
 
 export function version (): string {
@@ -30,6 +32,7 @@ export function usage (): string {
     '  sipmesh status                 a running node: addresses and peers (--admin host:port, --json)',
     '  sipmesh aor <aor>              who owns an AoR, and its bindings',
     '  sipmesh registrations          the AoRs registered at a node (--prefix, --limit, --after)',
+    '  sipmesh cert --domain D        a private CA and TLS certificates for local domains (sipmesh cert --help)',
     '  sipmesh --help                 this help',
     '  sipmesh --version              the version'
   ].join('\n')
@@ -95,6 +98,8 @@ export async function main (argv: string[]): Promise<number> {
       case 'aor':
       case 'registrations':
         return await runAdminCommand(command, rest)
+      case 'cert':
+        return await runCert(rest)
       case '--version':
       case '-v':
       case 'version':
@@ -106,6 +111,7 @@ export async function main (argv: string[]): Promise<number> {
         if (rest[0] === 'start') process.stdout.write(startUsage() + '\n')
         else if (rest[0] === 'cluster') process.stdout.write(clusterUsage() + '\n')
         else if (rest[0] === 'status' || rest[0] === 'aor' || rest[0] === 'registrations') process.stdout.write(adminUsage() + '\n')
+        else if (rest[0] === 'cert') process.stdout.write(certUsage() + '\n')
         else process.stdout.write(usage() + '\n')
         return EXIT_OK
       case undefined:

@@ -60,6 +60,8 @@ export interface SipGatewayStats extends GatewayStats {
   presence: PresenceStats
   offline: OfflineStats
   auth?: AuthStats
+  /** requests from peer networks refused (From not in the peer's domain); absent without peers */
+  peerRefused?: number
 }
 
 /** Build the gateway from the node's context (the node's `GatewayFactory`). */
@@ -84,6 +86,8 @@ export function sipGateway (context: SipGatewayContext): {
     sip: { host: config.sip.host, port: config.sip.port },
     ws: config.ws === undefined ? undefined : { host: config.ws.host, port: config.ws.port },
     advertise: config.advertise,
+    tls: config.tls,
+    peers: config.peers,
     limits: config.limits,
     timers: config.timers,
     proxy: config.proxy,
@@ -99,7 +103,7 @@ export function sipGateway (context: SipGatewayContext): {
     registrations: () => gateway.registrations,
     stats: () => {
       const auth = gateway.auth?.stats
-      return { ...gateway.stats, presence: gateway.presence.stats, offline: gateway.im.offline.stats(), auth: auth === undefined ? undefined : { ...auth } }
+      return { ...gateway.stats, peerRefused: gateway.peers?.refused, presence: gateway.presence.stats, offline: gateway.im.offline.stats(), auth: auth === undefined ? undefined : { ...auth } }
     },
     presenceRules: {
       get: (aor) => gateway.presence.getRulesDocument(aor),
