@@ -4,6 +4,8 @@
  *   sipmesh start [options]                 run one node (options: `sipmesh start --help`)
  *   sipmesh cluster --nodes N [...]         run N nodes on loopback, wired to each other
  *   sipmesh psk [file]                      write a pre-shared key file for a private mesh
+ *   sipmesh status | aor <aor> | registrations   ask a running node (cli-admin.ts)
+ *   sipmesh cert --domain D [...]           a private CA and certificates for local TLS peering
  *   sipmesh --help | --version
  *
  * `main` returns the exit code (0 ok, 1 runtime failure, 2 bad usage or configuration); it calls
@@ -13,6 +15,8 @@ import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfig, startUsage } from './config.ts'
 import { runCluster, clusterUsage } from './cluster.ts'
 import { helpColumns } from './help.ts'
+import { adminUsage, runAdminCommand } from './cli-admin.ts'
+import { runCert, certUsage } from './cert.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
 import { reportStartFailure } from './start-failure.ts'
 
@@ -29,6 +33,10 @@ export function usage (): string {
     ...helpColumns([
       ['sipmesh start [options]', 'run one node (sipmesh start --help lists the options)'],
       ['sipmesh cluster --nodes N', 'run N nodes on loopback wired to each other (sipmesh cluster --help)'],
+      ['sipmesh status', 'a running node: addresses and peers (--admin host:port, --json)'],
+      ['sipmesh aor <aor>', 'who owns an AoR, and its bindings'],
+      ['sipmesh registrations', 'the AoRs registered at a node (--prefix, --limit, --after)'],
+      ['sipmesh cert --domain D', 'a private CA and TLS certificates for local domains (sipmesh cert --help)'],
       ['sipmesh psk [file]', 'write a pre-shared key file for a private mesh (--psk)'],
       ['sipmesh --help', 'this help'],
       ['sipmesh --version', 'the version']
@@ -94,6 +102,12 @@ export async function main (argv: string[]): Promise<number> {
       case 'psk':
         // loaded only when asked for: it brings @libp2p/pnet
         return await (await import('./psk.ts')).runPsk(rest)
+      case 'status':
+      case 'aor':
+      case 'registrations':
+        return await runAdminCommand(command, rest)
+      case 'cert':
+        return await runCert(rest)
       case '--version':
       case '-v':
       case 'version':
@@ -105,6 +119,8 @@ export async function main (argv: string[]): Promise<number> {
         if (rest[0] === 'start') process.stdout.write(startUsage() + '\n')
         else if (rest[0] === 'cluster') process.stdout.write(clusterUsage() + '\n')
         else if (rest[0] === 'psk') process.stdout.write((await import('./psk.ts')).pskUsage() + '\n')
+        else if (rest[0] === 'status' || rest[0] === 'aor' || rest[0] === 'registrations') process.stdout.write(adminUsage() + '\n')
+        else if (rest[0] === 'cert') process.stdout.write(certUsage() + '\n')
         else process.stdout.write(usage() + '\n')
         return EXIT_OK
       case undefined:

@@ -30,7 +30,7 @@ export interface MemoryTrimmerInit {
   interval?: number
   /** the event loop's utilisation over the last interval below which a trim may run @default 0.25 */
   quietUtilization?: number
-  /** growth of the resident memory since start or the last trim that makes a trim worthwhile, bytes @default 64 MiB */
+  /** growth of the resident memory since start or the last trim that makes a trim worthwhile, bytes @default 32 MiB */
   slack?: number
   /** how long the loop must have been quiet after a busy period, ms @default 40_000 */
   quietFor?: number
@@ -81,7 +81,7 @@ export class MemoryTrimmer {
     this.#onTrim = components.onTrim
     this.#interval = init.interval ?? 5000
     this.#quiet = init.quietUtilization ?? 0.25
-    this.#slack = init.slack ?? 64 * 2 ** 20
+    this.#slack = init.slack ?? 32 * 2 ** 20
     this.#minGap = init.minGap ?? 60_000
     this.#quietFor = init.quietFor ?? 40_000
   }

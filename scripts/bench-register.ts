@@ -24,7 +24,9 @@
 // figure nearer 100,000 registrations on a slow build: `--only alone --bulk-seconds 300`.
 //
 //   node scripts/bench-register.ts [--only alone|mesh|kamailio] [--users 100000] [--step 3]
-//        [--max 100000] [--bulk-seconds 90] [--spread] [--no-kamailio] [--smoke]
+//        [--max 100000] [--bulk-seconds 90] [--bulk-rate N] [--spread] [--no-kamailio] [--smoke]
+//   (--bulk-rate: register the --users at N/s instead of half the highest clean new rate, and skip
+//   the ladder of new AoRs: a memory figure at a chosen rate)
 //   (BENCH_KAMAILIO_WORKERS=n UDP workers, default 2 = the cores here; BENCH_CPU_PROF=<dir> writes
 //   a V8 CPU profile of each sipmesh node process into <dir>/<target>-<phase>/, e.g.
 //   alone-new/ for the lone node under new-REGISTER load; summarize with
@@ -49,6 +51,7 @@ const { values } = parseArgs({
     step: { type: 'string', default: '3' },
     max: { type: 'string', default: '100000' },
     'bulk-seconds': { type: 'string', default: '90' },
+    'bulk-rate': { type: 'string' },
     spread: { type: 'boolean', default: false },
     kamailio: { type: 'boolean', default: true },
     smoke: { type: 'boolean', default: false }
@@ -57,6 +60,7 @@ const { values } = parseArgs({
 
 type TargetName = 'alone' | 'mesh' | 'kamailio'
 const SMOKE = values.smoke
+const BULK_RATE = values['bulk-rate'] === undefined ? undefined : Number(values['bulk-rate'])
 const ONLY = values.only as TargetName | undefined
 if (ONLY !== undefined && !['alone', 'mesh', 'kamailio'].includes(ONLY)) {
   console.error('--only takes alone, mesh or kamailio')
@@ -300,7 +304,8 @@ async function bench (name: TargetName): Promise<Result> {
   let t = await startTarget(name, 'new')
   try {
     await warmUp(t)
-    result.newSteps = await newLadder(t, [t.entries[0]], '')
+    // --bulk-rate: a memory figure at a given rate, no ladder of new AoRs
+    result.newSteps = BULK_RATE !== undefined ? [] : await newLadder(t, [t.entries[0]], '')
     result.newRate = highestClean(result.newSteps)?.rate
     result.cpuUsPerNewReg = cpuOf(result.newSteps)
   } finally {
@@ -333,7 +338,7 @@ async function bench (name: TargetName): Promise<Result> {
     // (the first runs sent this at the full rate: the lone node's 500/s turned into a storm of
     // retransmissions after ~30 s)
     const firstRung = result.newSteps[0]
-    const rate = SMOKE ? LADDER[0] : Math.max(25, Math.round((result.newRate ?? (firstRung?.achieved ?? 100) * 0.8) / 2))
+    const rate = SMOKE ? LADDER[0] : BULK_RATE ?? Math.max(25, Math.round((result.newRate ?? (firstRung?.achieved ?? 100) * 0.8) / 2))
     // the mesh's population is mainly for its refresh ladder: half the sending time
     const seconds = Math.max(5, Math.min(name === 'mesh' ? BULK_S / 2 : BULK_S, (timeLeft() - 150_000) / 1000))
     const users = Math.max(1, Math.min(USERS, Math.round(rate * seconds)))
