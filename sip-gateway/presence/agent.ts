@@ -71,6 +71,8 @@ import { AUTHORIZATION_HEADER, WATCHERS_HEADER, formatDecisions, parseEvent, par
 import { sipStatusFor } from './index.ts'
 import { mediaType, type EventPackage } from './package.ts'
 import { PresencePackage } from './packages/presence.ts'
+import { DialogPackage } from './packages/dialog.ts'
+import type { ProxiedDialogEvent } from '../proxy/core.ts'
 import { AgentRequests, type PresenceAgentTransport } from './requests.ts'
 import { Notifier } from './notifier.ts'
 import { BackendSubscriptions, NOT_OWNER_HEADER } from './backend.ts'
@@ -147,6 +149,7 @@ export class PresenceAgent {
   readonly #maxPresentities: number
   readonly authorization: PresenceAuthorization
   readonly #presence: PresencePackage
+  readonly #dialog: DialogPackage
   readonly #packages = new Map<string, EventPackage>()
   readonly #requests: AgentRequests
   readonly #limits: AgentLimits
@@ -169,6 +172,8 @@ export class PresenceAgent {
     this.authorization = new PresenceAuthorization({ store: components.store, nodeDefault: init.nodeDefault, logger: this.#log })
     this.#presence = new PresencePackage({ authorization: this.authorization, bindings: aor => this.#registrar.lookup(aor).length, logger: this.#log }, { publications: init.publications })
     this.#add(this.#presence)
+    this.#dialog = new DialogPackage({ authorization: this.authorization, logger: this.#log }, { publications: init.publications })
+    this.#add(this.#dialog)
     const decisionWaitMs = init.decisionWaitMs ?? 1500
     const retryMs = init.retryMs ?? 2000
     const running = (): boolean => this.#running
@@ -209,6 +214,11 @@ export class PresenceAgent {
   /** the RFC 3903 publications of the presence package */
   get publications (): PublicationStore<PidfDocument> { return this.#presence.publications }
 
+  /** the proxy core's dialog seam: INVITE dialogs proxied for our users (RFC 4235 state) */
+  observeDialog (event: ProxiedDialogEvent): void {
+    if (this.#running) this.#dialog.observe(event)
+  }
+
   /** `stats.responses` without the walk `stats` makes (the gateway adds it to the proxy's) */
   get responseCounts (): Readonly<Record<string, number>> { return this.#responses }
 
@@ -219,7 +229,7 @@ export class PresenceAgent {
       presentities: this.#resources.size,
       subscriptions: this.#notifier.size,
       backendSubscriptions: backend,
-      publications: this.publications.size,
+      publications: this.publications.size + this.#dialog.publications.size,
       notifiesSent: this.#notifier.notifiesSent,
       rateLimited: this.#limits.rateLimited,
       responses: { ...this.#responses }

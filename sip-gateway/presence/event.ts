@@ -6,8 +6,8 @@
 import { SipStatusError } from '../errors.ts'
 import type { Decision } from './authorization.ts'
 
-/** Event packages this node serves (Allow-Events). */
-export const EVENT_PACKAGES = ['presence'] as const
+/** Event packages this node serves (Allow-Events): packages/ */
+export const EVENT_PACKAGES = ['presence', 'dialog', 'presence.winfo'] as const
 
 export interface EventHeader {
   /** the package, lower-cased (`presence`) */

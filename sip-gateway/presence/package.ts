@@ -17,7 +17,7 @@
  */
 import type { Aor } from '../ports.ts'
 import type { Decision } from './authorization.ts'
-import type { PublishResult } from './publications.ts'
+import type { PublicationStore, PublishResult } from './publications.ts'
 
 /** What a user agent's subscription keeps for `render` between NOTIFYs. */
 export interface RenderState {
@@ -89,5 +89,12 @@ export class ChangeListeners {
 
   emit (aor: Aor): void {
     for (const l of this.#listeners) l(aor)
+  }
+}
+
+/** remove every live publication of a presentity in one package (it registered elsewhere) */
+export function dropPublications (store: PublicationStore<unknown>, aor: Aor, event: string): void {
+  for (const pub of store.get(aor, event)) {
+    try { store.publish({ presentity: aor, event, ifMatch: pub.etag, expires: 0 }) } catch { /* gone already */ }
   }
 }

@@ -9,7 +9,7 @@ import { PIDF_CONTENT_TYPE, buildPidf, parsePidf, type PidfDocument } from '../p
 import { presUriFor, presentityDocument } from '../compose.ts'
 import { PublicationStore, type PublicationStoreInit, type PublishResult } from '../publications.ts'
 import { neutralPresence, type PresenceAuthorization, type Decision } from '../authorization.ts'
-import { ChangeListeners, acceptsType, type EventPackage, type PublishInput } from '../package.ts'
+import { ChangeListeners, acceptsType, dropPublications, type EventPackage, type PublishInput } from '../package.ts'
 
 export interface PresencePackageComponents {
   authorization: PresenceAuthorization
@@ -53,11 +53,7 @@ export class PresencePackage implements EventPackage {
 
   etags (aor: Aor): string[] { return this.publications.get(aor, this.name).map(p => p.etag) }
 
-  displaced (aor: Aor): void {
-    for (const pub of this.publications.get(aor, this.name)) {
-      try { this.publications.publish({ presentity: aor, event: this.name, ifMatch: pub.etag, expires: 0 }) } catch { /* gone already */ }
-    }
-  }
+  displaced (aor: Aor): void { dropPublications(this.publications, aor, this.name) }
 
   /** the state of a presentity changed (a publication, its bindings) */
   changed (aor: Aor): void { this.#changes.emit(aor) }
