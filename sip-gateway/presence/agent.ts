@@ -67,11 +67,12 @@ import type { PidfDocument } from './pidf.ts'
 import type { PublicationStore, PublicationStoreInit } from './publications.ts'
 import { PresenceAuthorization, type Decision, type PresentityRules } from './authorization.ts'
 import { PATH_HEADER, checkIncoming, parsePath } from './loop.ts'
-import { AUTHORIZATION_HEADER, WATCHERS_HEADER, formatDecisions, parseEvent, parseExpiresHeader, parseWatchers } from './event.ts'
+import { AUTHORIZATION_HEADER, WATCHERS_GONE_HEADER, WATCHERS_HEADER, formatDecisions, parseEvent, parseExpiresHeader, parseWatchers } from './event.ts'
 import { sipStatusFor } from './index.ts'
 import { mediaType, type EventPackage } from './package.ts'
 import { PresencePackage } from './packages/presence.ts'
 import { DialogPackage } from './packages/dialog.ts'
+import { WinfoPackage } from './packages/winfo.ts'
 import type { ProxiedDialogEvent } from '../proxy/core.ts'
 import { AgentRequests, type PresenceAgentTransport } from './requests.ts'
 import { Notifier } from './notifier.ts'
@@ -150,6 +151,7 @@ export class PresenceAgent {
   readonly authorization: PresenceAuthorization
   readonly #presence: PresencePackage
   readonly #dialog: DialogPackage
+  readonly #winfo: WinfoPackage
   readonly #packages = new Map<string, EventPackage>()
   readonly #requests: AgentRequests
   readonly #limits: AgentLimits
@@ -174,12 +176,14 @@ export class PresenceAgent {
     this.#add(this.#presence)
     this.#dialog = new DialogPackage({ authorization: this.authorization, logger: this.#log }, { publications: init.publications })
     this.#add(this.#dialog)
+    this.#winfo = new WinfoPackage({ watchers: aor => this.#watchersOf(aor) })
+    this.#add(this.#winfo)
     const decisionWaitMs = init.decisionWaitMs ?? 1500
     const retryMs = init.retryMs ?? 2000
     const running = (): boolean => this.#running
     const respond = (tx: ServerTransaction, r: SipResponse): void => { this.#respond(tx, r) }
     this.#requests = new AgentRequests({ registry: this.#registry, logger: this.#log })
-    this.#notifier = new Notifier({ requests: this.#requests, logger: this.#log, view: s => this.#resources.view(s), removed: s => { this.#resources.forget(s.p) } })
+    this.#notifier = new Notifier({ requests: this.#requests, logger: this.#log, view: s => this.#resources.view(s), removed: s => { this.#removed(s) } })
     this.#backends = new BackendSubscriptions({
       registry: this.#registry,
       requests: this.#requests,
@@ -333,6 +337,47 @@ export class PresenceAgent {
   /** the rules of a presentity changed here: every resource of it decides again */
   #rulesChanged (aor: Aor): void {
     for (const p of this.#resources.ofAor(aor)) this.#resources.decisionsChanged(p)
+    this.#watchersChanged(aor)
+  }
+
+  // ---- watchers (presence.winfo) -------------------------------------------------------------
+
+  /** the watchers of a presentity's presence this node knows, with their decisions (as its owner) */
+  * #watchersOf (aor: Aor): Iterable<readonly [string, Decision]> {
+    const p = this.#resources.get(this.#presence.name, aor)
+    if (p === undefined) return
+    const seen = new Set<string>()
+    for (const s of p.subs) {
+      if (s.done) continue
+      if (s.kind === 'ua') {
+        if (seen.has(s.watcher)) continue
+        seen.add(s.watcher)
+        yield [s.watcher, this.#presence.decide(aor, s.watcher)]
+      } else if (s.identities !== undefined) {
+        for (const [w, d] of s.identities) {
+          if (seen.has(w)) continue
+          seen.add(w)
+          yield [w, d]
+        }
+      }
+    }
+  }
+
+  /** the watchers of a presentity's presence changed: its winfo subscribers are told */
+  #watchersChanged (aor: Aor): void {
+    if (this.#resources.has(this.#winfo.name, aor)) this.#winfo.changed(aor)
+  }
+
+  /** a subscription was removed (notifier.ts): the resource may go; a watcher gone is told */
+  #removed (s: Sub): void {
+    const p = s.p
+    if (p.pkg === this.#presence) {
+      if (s.kind === 'ua' && p.mode === 'remote' && ![...p.subs].some(o => o.kind === 'ua' && o.watcher === s.watcher) && !p.wanted.has(s.watcher)) {
+        this.#backends.forgetIdentity(p, s.watcher)
+      }
+      this.#watchersChanged(p.aor)
+    }
+    this.#resources.forget(p)
   }
 
   // ---- the proxy's interceptor -------------------------------------------------------------
@@ -536,6 +581,7 @@ export class PresenceAgent {
       }
     }
     this.#notifier.add(sub)
+    if (p.pkg === this.#presence) this.#watchersChanged(aor)
     const response = createResponse(request, 200, undefined, [['Expires', String(expires)], ['Contact', this.#requests.contactFor(flow)]], { toTag: localTag })
     this.#respond(tx, response)
     if (expires === 0) {
@@ -558,6 +604,9 @@ export class PresenceAgent {
     if (sub.kind === 'backend') {
       const added = this.#admitIdentities(sub, parseWatchers(request.headers.get(WATCHERS_HEADER)))
       if (added.size > 0) extra.push([AUTHORIZATION_HEADER, formatDecisions(added)])
+      let gone = 0
+      for (const w of parseWatchers(request.headers.get(WATCHERS_GONE_HEADER))) if (sub.identities?.delete(w) === true) gone++
+      if ((added.size > 0 || gone > 0) && sub.p.pkg === this.#presence) this.#watchersChanged(sub.p.aor)
     }
     this.#respond(tx, createResponse(request, 200, undefined, extra))
     if (expires === 0) {
@@ -634,6 +683,7 @@ export class PresenceAgent {
     }
     const decisions = this.#admitIdentities(sub, parseWatchers(h.get(WATCHERS_HEADER)))
     this.#notifier.add(sub)
+    if (p.pkg === this.#presence) this.#watchersChanged(aor)
     this.#respond(tx, createResponse(request, 200, undefined, [
       ['Expires', String(expires)], ['Contact', this.#requests.contactFor(flow)], [AUTHORIZATION_HEADER, formatDecisions(decisions)]
     ], { toTag: localTag }))

@@ -17,7 +17,7 @@ import type { Logger, Registry, Route } from '../ports.ts'
 import type { ServerTransaction } from '../transaction/layer.ts'
 import { PATH_HEADER, formatPath } from './loop.ts'
 import {
-  AUTHORIZATION_HEADER, MAX_WATCHERS_PER_REQUEST, WATCHERS_HEADER, formatWatchers, parseDecisions, parseEvent,
+  AUTHORIZATION_HEADER, MAX_WATCHERS_PER_REQUEST, WATCHERS_GONE_HEADER, WATCHERS_HEADER, formatWatchers, parseDecisions, parseEvent,
   parseExpiresHeader, parseSubscriptionState
 } from './event.ts'
 import { mediaType } from './package.ts'
@@ -103,6 +103,17 @@ export class BackendSubscriptions {
     this.#pump(p, b)
   }
 
+  /** the last local subscription of this watcher ended: the owner forgets it (winfo), and so do we */
+  forgetIdentity (p: Resource, watcher: string): void {
+    p.ownerDecisions.delete(watcher)
+    const b = p.backend
+    if (b === undefined || b.ended) return
+    b.queued.delete(watcher)
+    if (!b.established) return
+    b.gone.add(watcher)
+    this.#pump(p, b)
+  }
+
   /** the owner has decided for this watcher, and when it allows, its document has arrived */
   decided (p: Resource, watcher: string): boolean {
     const d = p.ownerDecisions.get(watcher)
@@ -139,7 +150,8 @@ export class BackendSubscriptions {
       inflight: false,
       ended: false,
       established: false,
-      queued: new Set()
+      queued: new Set(),
+      gone: new Set()
     }
     for (const s of p.subs) if (s.kind === 'ua') b.queued.add(s.watcher)
     for (const w of p.wanted.keys()) b.queued.add(w)
@@ -168,11 +180,13 @@ export class BackendSubscriptions {
   /** send what the back-end subscription needs next: the initial SUBSCRIBE, queued identities, a refresh */
   #pump (p: Resource, b: Backend, refresh = false): void {
     if (b.inflight || b.ended) return
-    if (b.established && b.queued.size === 0 && !refresh) return
+    if (b.established && b.queued.size === 0 && b.gone.size === 0 && !refresh) return
     const batch = [...b.queued].slice(0, MAX_WATCHERS_PER_REQUEST)
     for (const w of batch) b.queued.delete(w)
+    const gone = [...b.gone].slice(0, MAX_WATCHERS_PER_REQUEST)
+    for (const w of gone) b.gone.delete(w)
     b.inflight = true
-    this.#sendSubscribe(p, b, batch, this.#expires).then((r) => {
+    this.#sendSubscribe(p, b, batch, this.#expires, gone).then((r) => {
       b.inflight = false
       if (b.ended) return
       this.#response(p, b, batch, r)
@@ -184,7 +198,7 @@ export class BackendSubscriptions {
     })
   }
 
-  async #sendSubscribe (p: Resource, b: Backend, watchers: string[], expires: number): Promise<SipResponse> {
+  async #sendSubscribe (p: Resource, b: Backend, watchers: string[], expires: number, gone: string[] = []): Promise<SipResponse> {
     b.cseq++
     const domain = p.aor.slice(p.aor.lastIndexOf('@') + 1)
     const flow = this.#requests.mesh(b.node)
@@ -200,6 +214,7 @@ export class BackendSubscriptions {
     h.append('Expires', String(expires))
     h.append(PATH_HEADER, formatPath([this.#registry.nodeId]))
     if (watchers.length > 0) h.append(WATCHERS_HEADER, formatWatchers(watchers))
+    if (gone.length > 0) h.append(WATCHERS_GONE_HEADER, formatWatchers(gone))
     const uri = b.remoteTarget ?? p.aor
     return await this.#requests.send(new SipRequest('SUBSCRIBE', uri, h), flow)
   }

@@ -7,7 +7,8 @@
  * does not use (session descriptions, route sets, extensions) are dropped. Every failure is a
  * `DialogInfoError` (400).
  */
-import { PidfError, escapeAttr, escapeText, parseXmlRoot, type XmlElement } from './pidf.ts'
+import { escapeAttr, escapeText, type XmlElement } from './pidf.ts'
+import { attrOf as attr, readRoot, textOf as text, childrenOf, BodyError } from './xml.ts'
 
 export const DIALOG_INFO_NS = 'urn:ietf:params:xml:ns:dialog-info'
 export const DIALOG_INFO_CONTENT_TYPE = 'application/dialog-info+xml'
@@ -17,15 +18,10 @@ export const MAX_DIALOGS = 256
 export const DIALOG_STATES = ['trying', 'proceeding', 'early', 'confirmed', 'terminated'] as const
 export type DialogState = typeof DIALOG_STATES[number]
 
-export class DialogInfoError extends Error {
+export class DialogInfoError extends BodyError {
   static override name = 'DialogInfoError'
   override name = 'DialogInfoError'
-  readonly reason: string
-  constructor (reason: string) {
-    const short = reason.length > 200 ? `${reason.slice(0, 200)}…` : reason
-    super(`invalid dialog-info: ${short}`)
-    this.reason = short
-  }
+  constructor (reason: string) { super('dialog-info', reason) }
 }
 
 export interface Participant {
@@ -61,17 +57,7 @@ const URI_RE = /^[A-Za-z][A-Za-z0-9+.-]*:[^\s<>"]{1,1024}$/u
 const TOKEN_RE = /^[\x21-\x7e]{1,256}$/u
 const EVENTS = new Set(['cancelled', 'rejected', 'replaced', 'local-bye', 'remote-bye', 'error', 'timeout'])
 
-function attr (el: XmlElement, name: string): string | undefined {
-  return el.attrs.find(a => a.ns === '' && a.name === name)?.value
-}
-
-function children (el: XmlElement, name: string): XmlElement[] {
-  return el.children.filter((c): c is XmlElement => typeof c !== 'string' && c.ns === DIALOG_INFO_NS && c.name === name)
-}
-
-function text (el: XmlElement): string {
-  return el.children.filter((c): c is string => typeof c === 'string').join('').trim()
-}
+function children (el: XmlElement, name: string): XmlElement[] { return childrenOf(el, DIALOG_INFO_NS, name) }
 
 function participant (el: XmlElement | undefined): Participant | undefined {
   if (el === undefined) return undefined
@@ -142,13 +128,7 @@ function dialogOf (el: XmlElement): DialogEntry {
 
 /** Parse a dialog-info document; throws DialogInfoError on anything malformed, oversized or hostile. */
 export function parseDialogInfo (body: string | Uint8Array): DialogInfo {
-  let root: XmlElement
-  try {
-    root = parseXmlRoot(body, { maxBytes: 32 * 1024, maxDepth: 16, maxElements: MAX_DIALOGS * 12 })
-  } catch (err) {
-    if (err instanceof PidfError) throw new DialogInfoError(err.reason)
-    throw err
-  }
+  const root = readRoot(body, { maxBytes: 32 * 1024, maxDepth: 16, maxElements: MAX_DIALOGS * 12 }, reason => new DialogInfoError(reason))
   if (root.ns !== DIALOG_INFO_NS || root.name !== 'dialog-info') throw new DialogInfoError('the root is not dialog-info')
   const version = attr(root, 'version') ?? ''
   if (!/^\d{1,15}$/u.test(version)) throw new DialogInfoError('malformed version')

@@ -24,6 +24,7 @@ import { AuthorizationRuleError } from './authorization.ts'
 import { PathHeaderError } from './loop.ts'
 import { PidfError } from './pidf.ts'
 import { DialogInfoError } from './dialog-info.ts'
+import { WatcherInfoError } from './watcherinfo.ts'
 import { BadPublicationError, ConditionalRequestFailedError, IntervalTooBriefError, TooManyPublicationsError } from './publications.ts'
 
 export * from './pidf.ts'
@@ -32,6 +33,7 @@ export * from './publications.ts'
 export * from './authorization.ts'
 export * from './loop.ts'
 export * from './dialog-info.ts'
+export * from './watcherinfo.ts'
 
 export interface SipStatus {
   status: number
@@ -49,7 +51,7 @@ function phrase (text: string): string {
 /** The SIP response for an error of the presence modules, or undefined for any other error. */
 export function sipStatusFor (err: unknown): SipStatus | undefined {
   if (err instanceof PidfError) return { status: 400, reason: `Bad Request (${phrase(err.reason)})` }
-  if (err instanceof DialogInfoError) return { status: 400, reason: `Bad Request (${phrase(err.reason)})` }
+  if (err instanceof DialogInfoError || err instanceof WatcherInfoError) return { status: 400, reason: `Bad Request (${phrase(err.reason)})` }
   if (err instanceof BadPublicationError) return { status: 400, reason: `Bad Request (${phrase(err.reason)})` }
   if (err instanceof PathHeaderError) return { status: 400, reason: 'Bad Request (malformed hop list)' }
   if (err instanceof ConditionalRequestFailedError) return { status: 412, reason: 'Conditional Request Failed' }

@@ -98,3 +98,26 @@ export function dropPublications (store: PublicationStore<unknown>, aor: Aor, ev
     try { store.publish({ presentity: aor, event, ifMatch: pub.etag, expires: 0 }) } catch { /* gone already */ }
   }
 }
+
+/**
+ * Versioned full-then-partial state for one watcher (RFC 4235 4.1, RFC 3858 4.1): the first
+ * document is full; later ones carry only the items that changed (`serialize` differs) and, as
+ * `ended(item)`, those that vanished; nothing changed (a refresh): full again. The version grows
+ * by one per document. `items` are the current full state.
+ */
+export function versioned<T> (state: RenderState, items: readonly T[], id: (item: T) => string, serialize: (item: T) => string, ended: (item: T) => T | undefined): { version: number, full: boolean, items: T[] } {
+  const now = new Map<string, { item: T, text: string }>()
+  for (const item of items) now.set(id(item), { item, text: serialize(item) })
+  const last = state.last as Map<string, { item: T, text: string }> | undefined
+  state.version++
+  state.last = now
+  if (last === undefined) return { version: state.version, full: true, items: [...items] }
+  const out: T[] = []
+  for (const [k, v] of now) if (last.get(k)?.text !== v.text) out.push(v.item)
+  for (const [k, v] of last) {
+    if (now.has(k)) continue
+    const gone = ended(v.item)
+    if (gone !== undefined) out.push(gone)
+  }
+  return out.length === 0 ? { version: state.version, full: true, items: [...items] } : { version: state.version, full: false, items: out }
+}

@@ -69,6 +69,8 @@ export interface Backend {
   ended: boolean
   established: boolean
   queued: Set<string>
+  /** identities this node no longer serves, to tell the owner */
+  gone: Set<string>
   refreshTimer?: ReturnType<typeof setTimeout>
   retryTimer?: ReturnType<typeof setTimeout>
 }

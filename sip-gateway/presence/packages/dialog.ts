@@ -12,7 +12,7 @@ import type { Aor, Logger } from '../../ports.ts'
 import type { ProxiedDialogEvent } from '../../proxy/core.ts'
 import { PublicationStore, type PublicationStoreInit, type PublishResult } from '../publications.ts'
 import type { PresenceAuthorization, Decision } from '../authorization.ts'
-import { ChangeListeners, acceptsType, dropPublications, type EventPackage, type PublishInput, type RenderState } from '../package.ts'
+import { ChangeListeners, acceptsType, dropPublications, versioned, type EventPackage, type PublishInput, type RenderState } from '../package.ts'
 import { DIALOG_INFO_CONTENT_TYPE, buildDialogInfo, dialogXml, parseDialogInfo, type DialogEntry, type DialogInfo } from '../dialog-info.ts'
 import { ProxiedCalls, type ProxiedCallsInit } from './calls.ts'
 
@@ -61,17 +61,8 @@ export class DialogPackage implements EventPackage {
 
   render (_aor: Aor, canonical: Uint8Array, state: RenderState): Uint8Array {
     const doc = parseDialogInfo(canonical)
-    const now = new Map(doc.dialogs.map(d => [d.id, d]))
-    const last = state.last as Map<string, DialogEntry> | undefined
-    state.version++
-    state.last = now
-    let out: DialogInfo = { ...doc, version: state.version, state: 'full' }
-    if (last !== undefined) {
-      const changed = doc.dialogs.filter(d => { const l = last.get(d.id); return l === undefined || dialogXml(l) !== dialogXml(d) })
-      const gone = [...last.values()].filter(d => !now.has(d.id) && d.state !== 'terminated').map(d => ({ ...d, state: 'terminated' as const }))
-      if (changed.length + gone.length > 0) out = { ...out, state: 'partial', dialogs: [...changed, ...gone] }
-    }
-    return Buffer.from(buildDialogInfo(out))
+    const r = versioned(state, doc.dialogs, d => d.id, dialogXml, (d): DialogEntry | undefined => d.state === 'terminated' ? undefined : { ...d, state: 'terminated' })
+    return Buffer.from(buildDialogInfo({ ...doc, version: r.version, state: r.full ? 'full' : 'partial', dialogs: r.items }))
   }
 
   publish (input: PublishInput): PublishResult {

@@ -1,11 +1,10 @@
 // The dialog event package (RFC 4235) in in-process gateways on real UDP sockets: a watcher on node
 // A sees a call to Bob on node B (from a caller on node C) ring, connect and end; versions grow,
 // full then partial state; PUBLISHed dialog-info; authorization; hostile bodies.
-import { test, describe, before, after } from 'node:test'
+import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
-import { TestMesh } from '../gateway/fixtures/mesh.ts'
-import { TestUa } from '../gateway/fixtures/ua.ts'
-import { subscribe, publish, notifies, waitNotify, bodyOf, stateOf, type Dialog } from './fixtures.ts'
+import type { TestUa } from '../gateway/fixtures/ua.ts'
+import { subscribe, publish, notifies, waitNotify, bodyOf, stateOf, type Dialog, meshFixture } from './fixtures.ts'
 import { parseDialogInfo, type DialogInfo } from '../../../sip-gateway/presence/dialog-info.ts'
 import type { SipRequest, SipResponse } from '../../../sip-gateway/codec/index.ts'
 
@@ -24,19 +23,7 @@ function dialogInfo (aor: string, dialogs: string, version = 0, state = 'full'):
 }
 
 describe('dialog event package', () => {
-  let mesh: TestMesh
-  const uas: TestUa[] = []
-  const ua = async (user: string, node: number): Promise<TestUa> => {
-    const u = await TestUa.open(user, mesh.nodes[node].sip)
-    uas.push(u)
-    return u
-  }
-
-  before(async () => { mesh = await TestMesh.spawn(3, config) })
-  after(async () => {
-    for (const u of uas) await u.close()
-    await mesh.stop()
-  })
+  const { mesh: m, ua } = meshFixture(3, config)
 
   test('a watcher on A sees Bob\'s call on B ring, connect and end (full, then partial with the version growing)', async () => {
     const bob = await ua('bobd1', 1)
@@ -149,7 +136,7 @@ describe('dialog event package', () => {
   test('authorization as for presence: a blocked watcher gets 403, a polite-blocked one no dialogs', async () => {
     const bob = await ua('bobd4', 1)
     assert.equal((await bob.register(600))?.status, 200)
-    await mesh.nodes[1].gateway.presence.setRules(bob.aor, { watchers: { 'sip:maldd4@example.com': 'block', 'sip:patd4@example.com': 'polite-block' } })
+    await m().nodes[1].gateway.presence.setRules(bob.aor, { watchers: { 'sip:maldd4@example.com': 'block', 'sip:patd4@example.com': 'polite-block' } })
     const mal = await ua('maldd4', 0)
     assert.equal((await subscribe(mal, { to: bob.aor, event: 'dialog', accept: ACCEPT })).response?.status, 403)
     const pat = await ua('patd4', 0)
@@ -164,7 +151,7 @@ describe('dialog event package', () => {
   test('hostile dialog-info PUBLISH bodies: 400 (or 415), nothing stored, the node still serves', async () => {
     const bob = await ua('bobd5', 1)
     assert.equal((await bob.register(600))?.status, 200)
-    const stored = mesh.nodes[1].gateway.presence.stats.publications
+    const stored = m().nodes[1].gateway.presence.stats.publications
     const bodies = [
       '<dialog-info',
       '<?xml version="1.0"?><!DOCTYPE lol [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]><dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="0" state="full" entity="sip:x@example.com">&b;</dialog-info>',
@@ -179,7 +166,7 @@ describe('dialog event package', () => {
       assert.ok(r !== undefined && r.status >= 400 && r.status < 500, `${r?.status} for ${body.slice(0, 60)}`)
     }
     assert.equal((await publish(bob, { event: 'dialog', body: '<x/>', contentType: 'application/pidf+xml', expires: 60 }))?.status, 415)
-    assert.equal(mesh.nodes[1].gateway.presence.stats.publications, stored)
+    assert.equal(m().nodes[1].gateway.presence.stats.publications, stored)
     assert.equal((await publish(bob, { event: 'dialog', body: dialogInfo(bob.aor, ''), contentType: ACCEPT, expires: 60 }))?.status, 200)
   })
 })
