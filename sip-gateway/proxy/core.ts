@@ -820,6 +820,8 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (parties.length === 0) return undefined
     const tell = (state: 'trying' | 'early' | 'confirmed' | 'terminated', code?: number): void => {
       for (const p of parties) {
+        // RFC 4235 3.7.1: the initiator is trying once its INVITE is sent; a recipient's dialog starts early
+        if (state === 'trying' && p.direction !== 'initiator') continue
         try { observer({ kind: 'invite', ...p, callId, state, code }) } catch (err) { this.#log.debug('dialog observer failed', { err: String(err) }) }
       }
     }
