@@ -117,10 +117,16 @@ export class Notifier {
 
   /** a user agent's body from the canonical one (the package's versions and partial state) */
   #render (s: Sub, body: Uint8Array): Uint8Array {
-    const render = s.p.pkg.render
-    if (s.kind !== 'ua' || render === undefined || body.length === 0) return body
+    const pkg = s.p.pkg
+    if (s.kind !== 'ua' || pkg.render === undefined || body.length === 0) return body
     s.render ??= { version: -1 }
-    return render(s.p.aor, body, s.render)
+    try {
+      return pkg.render(s.p.aor, body, s.render)
+    } catch (err) {
+      // a document the owner node sent that does not parse: the watcher gets it as it came
+      this.#log.debug('NOTIFY body not rendered', { event: pkg.name, presentity: s.p.aor, err: String(err) })
+      return body
+    }
   }
 
   #sendFinal (s: Sub): void {

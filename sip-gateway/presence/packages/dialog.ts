@@ -33,6 +33,8 @@ export class DialogPackage implements EventPackage {
   readonly calls: ProxiedCalls
   readonly #authorization: PresenceAuthorization
   readonly #changes = new ChangeListeners()
+  /** canonical documents parsed once, whatever the number of watchers rendering them */
+  readonly #parsed = new WeakMap<Uint8Array, DialogInfo>()
 
   constructor (components: DialogPackageComponents, init: DialogPackageInit = {}) {
     this.#authorization = components.authorization
@@ -60,7 +62,8 @@ export class DialogPackage implements EventPackage {
   }
 
   render (_aor: Aor, canonical: Uint8Array, state: RenderState): Uint8Array {
-    const doc = parseDialogInfo(canonical)
+    let doc = this.#parsed.get(canonical)
+    if (doc === undefined) { doc = parseDialogInfo(canonical); this.#parsed.set(canonical, doc) }
     const r = versioned(state, doc.dialogs, d => d.id, dialogXml, (d): DialogEntry | undefined => d.state === 'terminated' ? undefined : { ...d, state: 'terminated' })
     return Buffer.from(buildDialogInfo({ ...doc, version: r.version, state: r.full ? 'full' : 'partial', dialogs: r.items }))
   }

@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto'
 import type { Aor } from '../../ports.ts'
 import type { Decision } from '../authorization.ts'
 import { ChangeListeners, acceptsType, versioned, type EventPackage, type RenderState } from '../package.ts'
-import { WATCHERINFO_CONTENT_TYPE, buildWatcherInfo, parseWatcherInfo, watcherXml, type Watcher } from '../watcherinfo.ts'
+import { WATCHERINFO_CONTENT_TYPE, buildWatcherInfo, parseWatcherInfo, watcherXml, type Watcher, type WatcherInfo } from '../watcherinfo.ts'
 
 export interface WinfoPackageComponents {
   /** the watchers of a presentity's presence this node knows (as its owner), with their decisions */
@@ -32,6 +32,8 @@ export class WinfoPackage implements EventPackage {
   readonly contentType = WATCHERINFO_CONTENT_TYPE
   readonly #watchers: WinfoPackageComponents['watchers']
   readonly #changes = new ChangeListeners()
+  /** canonical documents parsed once, whatever the number of watchers rendering them */
+  readonly #parsed = new WeakMap<Uint8Array, WatcherInfo>()
 
   constructor (components: WinfoPackageComponents) {
     this.#watchers = components.watchers
@@ -56,7 +58,8 @@ export class WinfoPackage implements EventPackage {
   }
 
   render (aor: Aor, canonical: Uint8Array, state: RenderState): Uint8Array {
-    const doc = parseWatcherInfo(canonical)
+    let doc = this.#parsed.get(canonical)
+    if (doc === undefined) { doc = parseWatcherInfo(canonical); this.#parsed.set(canonical, doc) }
     const list = doc.lists[0] ?? { resource: aor, package: 'presence', watchers: [] }
     const r = versioned(state, list.watchers, w => w.id, watcherXml, (w): Watcher | undefined => w.status === 'terminated' ? undefined : { ...w, status: 'terminated', event: 'timeout' })
     return Buffer.from(buildWatcherInfo({ version: r.version, state: r.full ? 'full' : 'partial', lists: [{ ...list, watchers: r.items }] }))
