@@ -60,6 +60,7 @@ import { parseNameAddr } from '../codec/name-addr.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import type { Aor, DurableStore, Logger, Registry } from '../ports.ts'
 import type { Registrar } from '../registrar/registrar.ts'
+import type { PresentityView, SubscriptionsView } from '../inspect.ts'
 import type { ServerTransaction } from '../transaction/layer.ts'
 import { MESH_TRANSPORT, type Flow } from '../proxy/flow.ts'
 import { responseForError } from '../proxy/error-response.ts'
@@ -256,6 +257,33 @@ export class PresenceAgent {
     }
     const b = p?.backend
     return { holding, to: b !== undefined && !b.ended ? b.node : undefined, serving }
+  }
+
+  /**
+   * The presentities tracked here, at most `limit`, for the admin API (`GET /subscriptions`): who
+   * watches each and how it is served. A read of the agent's state, nothing more. One entry per
+   * presentity and event package (`event`: dialog and presence.winfo beside presence).
+   */
+  snapshot (limit: number): SubscriptionsView {
+    const presentities: PresentityView[] = []
+    for (const p of this.#resources.values()) {
+      if (presentities.length >= limit) break
+      const watchers = new Set<string>()
+      const watcherNodes = new Set<string>()
+      for (const s of p.subs) if (!s.done) (s.kind === 'ua' ? watchers : watcherNodes).add(s.watcher)
+      const b = p.backend
+      presentities.push({
+        aor: p.aor,
+        ...(p.pkg !== this.#presence ? { event: p.pkg.name } : {}),
+        mode: p.mode,
+        ...(p.owner !== undefined ? { owner: p.owner } : {}),
+        watchers: [...watchers].sort(),
+        watcherNodes: [...watcherNodes].sort(),
+        ...(b !== undefined && !b.ended ? { backend: p.backendState } : {}),
+        publications: p.pkg.etags?.(p.aor).length ?? 0
+      })
+    }
+    return { presentities, total: this.#resources.size, subscriptions: this.#notifier.size }
   }
 
   /** Load persisted rules (before start). */
@@ -582,7 +610,9 @@ export class PresenceAgent {
     }
     this.#notifier.add(sub)
     if (p.pkg === this.#presence) this.#watchersChanged(aor)
-    const response = createResponse(request, 200, undefined, [['Expires', String(expires)], ['Contact', this.#requests.contactFor(flow)]], { toTag: localTag })
+    // RFC 3261 12.1.1: the 2xx that creates the dialog carries the request's Record-Route (the
+    // watcher's side builds its route set from it: a peer network's proxies, issue 13)
+    const response = createResponse(request, 200, undefined, [['Expires', String(expires)], ['Contact', this.#requests.contactFor(flow)], ...sub.routeSet.map(r => ['Record-Route', r] as [string, string])], { toTag: localTag })
     this.#respond(tx, response)
     if (expires === 0) {
       this.#notifier.end(sub, { state: 'terminated', reason: 'timeout' })

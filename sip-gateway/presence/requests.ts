@@ -22,7 +22,7 @@ export interface PresenceAgentTransport {
   connector: Connector
   /** our advertised host and the ports user agents reach us on */
   host: string
-  ports: { udp: number, tcp: number, ws?: number }
+  ports: { udp: number, tcp: number, ws?: number, tls?: number }
 }
 
 export class AgentRequests {
@@ -56,11 +56,11 @@ export class AgentRequests {
     if (typeof u.params.node === 'string') return t.mesh(u.params.node)
     if (s.flow.open && s.flow.reliable) return s.flow
     const transport = typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP'
-    if (u.host.toLowerCase().endsWith('.invalid') || (transport !== 'UDP' && transport !== 'TCP')) {
+    if (u.host.toLowerCase().endsWith('.invalid') || (transport !== 'UDP' && transport !== 'TCP' && transport !== 'TLS')) {
       if (s.flow.open) return s.flow
       throw new SipStatusError(480, 'Watcher Unreachable')
     }
-    return await t.connector.connect({ transport, host: u.host, port: u.port ?? 5060 })
+    return await t.connector.connect({ transport, host: u.host, port: u.port ?? (transport === 'TLS' ? 5061 : 5060) })
   }
 
   /** send a request in a client transaction; resolves with its final response (408/503 on failure) */
@@ -68,7 +68,8 @@ export class AgentRequests {
     const t = this.#t
     if (t === undefined) throw new Error('presence agent not started')
     const params: Record<string, string | null> = flow.transport === MESH_TRANSPORT ? { node: this.#nodeId } : flow.transport === 'UDP' ? { rport: null } : {}
-    request.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: flow.transport, host: t.host, port: t.ports.udp, params, branch: newBranch() }))
+    const port = flow.transport === 'TLS' ? t.ports.tls ?? t.ports.udp : t.ports.udp
+    request.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: flow.transport, host: t.host, port, params, branch: newBranch() }))
     return await new Promise<SipResponse>((resolve) => {
       try {
         t.layer.sendRequest(request, flow, {
@@ -88,6 +89,7 @@ export class AgentRequests {
     const host = t?.host ?? '127.0.0.1'
     if (flow.transport === MESH_TRANSPORT) return `<sip:${host}:${t?.ports.udp ?? 5060};node=${this.#nodeId}>`
     if (flow.transport === 'TCP') return `<sip:${host}:${t?.ports.tcp ?? 5060};transport=tcp>`
+    if (flow.transport === 'TLS' && t?.ports.tls !== undefined) return `<sip:${host}:${t.ports.tls};transport=tls>`
     if ((flow.transport === 'WS' || flow.transport === 'WSS') && t?.ports.ws !== undefined) return `<sip:${host}:${t.ports.ws};transport=ws>`
     return `<sip:${host}:${t?.ports.udp ?? 5060}>`
   }

@@ -92,7 +92,12 @@ export function ackFor (invite: SipRequest, response: SipResponse): SipRequest {
 
 /** A completed non-INVITE server transaction's final response, kept for timer J (see #linger). */
 interface Lingering {
-  readonly bytes: Uint8Array
+  /**
+   * The response's bytes as a one-byte (latin1) string: it lives in V8's heap, which gives its
+   * pages back after a burst, instead of a Buffer slice of malloc'd memory, which pins the
+   * allocator's arena long after timer J (glibc does not trim around live chunks).
+   */
+  readonly bytes: string
   readonly flow: TxFlow<never>
   readonly until: number
 }
@@ -111,7 +116,7 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
   readonly #lingering = new Map<string, Lingering>()
   #lingerTimer: ReturnType<typeof setInterval> | undefined
   readonly #lingerHandoff = (key: string, bytes: Uint8Array, flow: TxFlow<never>, ms: number): void => {
-    this.#lingering.set(key, { bytes, flow, until: performance.now() + ms })
+    this.#lingering.set(key, { bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1'), flow, until: performance.now() + ms })
     if (this.#lingerTimer === undefined) {
       const every = Math.max(10, Math.min(250, ms / 8))
       this.#lingerTimer = setInterval(() => { this.#dropLingering() }, every)
@@ -150,7 +155,7 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     const lingering = this.#lingering.get(key)
     if (lingering !== undefined) {
       this.stats.retransmissionsAbsorbed++
-      Promise.resolve(lingering.flow.sendBytes?.(lingering.bytes)).catch(() => {})
+      Promise.resolve(lingering.flow.sendBytes?.(Buffer.from(lingering.bytes, 'latin1'))).catch(() => {})
       return
     }
     if (this.serverCount >= this.#maxServers) {
