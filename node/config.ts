@@ -58,9 +58,9 @@ export interface GatewayConfig {
   registrar: { minExpires: number, maxExpires: number, conflictPolicy: ConflictPolicy, overload: { maxPending: number, maxLagMs: number } }
   /**
    * per source address: most inbound TCP + WebSocket connections, and (absent: off) a limit of SIP
-   * messages on every transport
+   * messages on every transport and one of SUBSCRIBE and PUBLISH requests
    */
-  limits?: { maxConnectionsPerHost?: number, rateLimit?: { perSecond: number, burst: number } }
+  limits?: { maxConnectionsPerHost?: number, rateLimit?: { perSecond: number, burst: number }, presenceRateLimit?: { perSecond: number, burst: number } }
   /**
    * SIP over TLS (RFC 3261 26.2) and secure WebSocket: listen addresses (each optional) and the
    * absolute paths of this node's PEM certificate and key and of the authorities trusted for
@@ -143,6 +143,7 @@ const SETTINGS = {
   'max-expires': { kind: 'string', value: 'seconds', help: 'longest registration granted (longer requests are shortened)' },
   'conflict-policy': { kind: 'string', value: 'policy', help: `a user registered on two nodes at once: ${Object.values(ConflictPolicy).join(' or ')}` },
   'rate-limit': { kind: 'string', value: 'n', help: 'SIP messages per second accepted from one source address, bursts of twice that (default: off)' },
+  'presence-rate-limit': { kind: 'string', value: 'n', help: 'SUBSCRIBE and PUBLISH requests per second accepted from one source address, bursts of twice that; more: 503 (default: off)' },
   'max-pending-registers': { kind: 'string', value: 'n', help: 'REGISTERs in progress (waiting for their claim) beyond which a new one is answered 503 with Retry-After' },
   'overload-lag-ms': { kind: 'string', value: 'ms', help: 'event-loop lag beyond which a REGISTER is answered 503 with Retry-After' },
   'max-connections-per-host': { kind: 'string', value: 'n', help: 'open SIP TCP + WebSocket connections accepted from one source address (more are refused)' },
@@ -317,6 +318,7 @@ const layerSchema = z.strictObject({
   'max-expires': str.superRefine(refineWith(positiveInteger(7 * 86_400))),
   'conflict-policy': z.enum(Object.values(ConflictPolicy) as [ConflictPolicy, ...ConflictPolicy[]]),
   'rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000))),
+  'presence-rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000))),
   'max-pending-registers': str.superRefine(refineWith(positiveInteger(1_000_000))),
   'overload-lag-ms': str.superRefine(refineWith(positiveInteger(60_000))),
   'max-connections-per-host': str.superRefine(refineWith(positiveInteger(1_000_000))),
@@ -518,7 +520,8 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
       },
       limits: {
         maxConnectionsPerHost: Number(get('max-connections-per-host')),
-        ...(merged['rate-limit'] != null ? { rateLimit: { perSecond: Number(merged['rate-limit']), burst: 2 * Number(merged['rate-limit']) } } : {})
+        ...(merged['rate-limit'] != null ? { rateLimit: { perSecond: Number(merged['rate-limit']), burst: 2 * Number(merged['rate-limit']) } } : {}),
+        ...(merged['presence-rate-limit'] != null ? { presenceRateLimit: { perSecond: Number(merged['presence-rate-limit']), burst: 2 * Number(merged['presence-rate-limit']) } } : {})
       },
       ...(tls !== undefined ? { tls } : {}),
       ...(peers.length > 0 ? { peers: peers.map(p => ({ ...p, trusted: trust.has(p.domain) })) } : {})

@@ -11,12 +11,18 @@
 //    on C; time from sending the REGISTER (and from its 200 OK) to the watcher's first NOTIFY with
 //    the real state, over `--held` users.
 //
+// 5. Dialog (RFC 4235) fan-out during a call: `--dialog-watchers` busy lamps of one user on node A,
+//    spread over A, B and C (one back-end dialog subscription each from B and C); `--calls` calls
+//    to that user from node B: time from the INVITE to the last watcher's `confirmed` NOTIFY (the
+//    callee answers at once), and from the BYE to the last `terminated` one.
+//
 // 4. The same held-subscription figure over the real DHT: three `sipmesh start` processes (libp2p,
 //    kad-dht, interest notices), raw UDP user agents, `--held-real` users (0: skip).
 //
 // Bounded: every wait has a timeout; ~30-40 s in all with the defaults.
 //
 //   node --expose-gc scripts/bench-presence.ts [--watchers 1000] [--rounds 10] [--mem-subs 5000] [--held 20] [--held-real 10]
+//     [--dialog-watchers 300] [--calls 10]
 import { createSocket, type Socket } from 'node:dgram'
 import { randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
@@ -37,7 +43,9 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '10' },
     'mem-subs': { type: 'string', default: '5000' },
     held: { type: 'string', default: '20' },
-    'held-real': { type: 'string', default: '10' }
+    'held-real': { type: 'string', default: '10' },
+    'dialog-watchers': { type: 'string', default: '300' },
+    calls: { type: 'string', default: '10' }
   }
 })
 const WATCHERS = Math.min(20_000, Number(values.watchers))
@@ -45,6 +53,8 @@ const ROUNDS = Math.min(100, Number(values.rounds))
 const MEM_SUBS = Math.min(50_000, Number(values['mem-subs']))
 const HELD = Math.min(200, Number(values.held))
 const HELD_REAL = Math.min(100, Number(values['held-real']))
+const DIALOG_WATCHERS = Math.min(20_000, Number(values['dialog-watchers']))
+const CALLS = Math.min(100, Number(values.calls))
 
 const silent: Logger = { debug () {}, info () {}, warn () {}, error () {}, child () { return silent } }
 const gc = (globalThis as { gc?: () => void }).gc
@@ -270,6 +280,9 @@ async function main (): Promise<void> {
     summary.held_register_to_notify_p99_ms = pct(fromRegister, 99)
     summary.held_ok_to_notify_p50_ms = pct(fromOk, 50)
     console.log(`held: ${fromRegister.length}/${HELD} extended; REGISTER sent → first real NOTIFY p50 ${ms(summary.held_register_to_notify_p50_ms)}, p99 ${ms(summary.held_register_to_notify_p99_ms)}; after the 200 OK p50 ${ms(summary.held_ok_to_notify_p50_ms)} (memory registry: no DHT in these figures)`)
+
+    // ---- 5. dialog fan-out during a call -----------------------------------------------------------
+    if (DIALOG_WATCHERS > 0 && CALLS > 0) await dialogFanout(endpoints.slice(0, 3), port, summary)
   } finally {
     for (const ep of endpoints) await ep.close()
     for (const gw of gateways) await gw.stop()
@@ -277,6 +290,75 @@ async function main (): Promise<void> {
   }
   if (HELD_REAL > 0) await heldReal(summary)
   console.log(JSON.stringify({ bench: 'presence', ...summary }))
+}
+
+/** busy lamps of one user on node A watched from A, B and C; calls to it from node B */
+async function dialogFanout (eps: Endpoint[], port: (i: number) => { port: number }, summary: Record<string, number>): Promise<void> {
+  const user = 'sip:lamp@example.com'
+  const callee = new Endpoint()
+  const caller = new Endpoint()
+  await callee.open()
+  await caller.open()
+  try {
+    const reg = await callee.request(port(0), 'REGISTER', 'sip:example.com', user, user, 'reg-lamp', [['Contact', `<sip:lamp@127.0.0.1:${callee.port}>`], ['Expires', '3600']])
+    if (reg?.status !== 200) throw new Error(`REGISTER failed: ${reg?.status}`)
+    let want = ''
+    let start = 0
+    const seen = new Map<string, number>()
+    let onAll: (() => void) | undefined
+    for (const ep of eps) {
+      ep.onNotify = (callId, body, at) => {
+        if (want === '' || seen.has(callId) || !callId.startsWith('lamp-') || !body.includes(want)) return
+        seen.set(callId, at - start)
+        if (seen.size === DIALOG_WATCHERS) onAll?.()
+      }
+    }
+    const subs: Array<Promise<SipResponse | undefined>> = []
+    for (let i = 0; i < DIALOG_WATCHERS; i++) {
+      const node = i % 3
+      subs.push(eps[node].request(port(node), 'SUBSCRIBE', user, `sip:lw${i}@example.com`, user, `lamp-${i}`, [
+        ['Event', 'dialog'], ['Accept', 'application/dialog-info+xml'], ['Expires', '3600'], ['Contact', `<sip:lw${i}@127.0.0.1:${eps[node].port}>`]
+      ], '', 10_000))
+      if (i % 100 === 99) await Promise.all(subs.slice(-100))
+    }
+    const ok = (await Promise.all(subs)).filter(r => r?.status === 200).length
+    await new Promise(resolve => setTimeout(resolve, 300))
+    const phase = async (state: string, send: () => Promise<SipResponse | undefined>): Promise<number | undefined> => {
+      seen.clear()
+      want = `<state>${state}</state>`
+      const all = new Promise<boolean>(resolve => {
+        const t = setTimeout(() => resolve(false), 10_000)
+        onAll = () => { clearTimeout(t); resolve(true) }
+      })
+      start = performance.now()
+      const r = await send()
+      if (r === undefined || r.status >= 300) throw new Error(`call step failed: ${r?.status}`)
+      const complete = await all
+      want = ''
+      return complete ? Math.max(...seen.values()) : undefined
+    }
+    const connected: number[] = []
+    const ended: number[] = []
+    for (let c = 0; c < CALLS + 1; c++) {
+      const callId = `bench-call-${c}`
+      const a = await phase('confirmed', async () => await caller.request(port(1), 'INVITE', user, 'sip:caller@example.com', user, callId, [['Contact', `<sip:caller@127.0.0.1:${caller.port}>`]]))
+      const b = await phase('terminated', async () => await caller.request(port(1), 'BYE', user, 'sip:caller@example.com', user, callId, []))
+      if (c === 0) continue // warm-up
+      if (a === undefined || b === undefined) { console.log(`  call ${c}: INCOMPLETE (${seen.size}/${DIALOG_WATCHERS})`); continue }
+      connected.push(a)
+      ended.push(b)
+      await new Promise(resolve => setTimeout(resolve, 3500)) // the ended call leaves the state (3 s)
+    }
+    summary.dialog_watchers = DIALOG_WATCHERS
+    summary.dialog_invite_to_last_confirmed_p50_ms = pct(connected, 50)
+    summary.dialog_invite_to_last_confirmed_p99_ms = pct(connected, 99)
+    summary.dialog_bye_to_last_terminated_p50_ms = pct(ended, 50)
+    summary.dialog_bye_to_last_terminated_p99_ms = pct(ended, 99)
+    console.log(`dialog: ${ok}/${DIALOG_WATCHERS} busy lamps on 3 nodes, ${connected.length} calls; INVITE → last 'confirmed' NOTIFY p50 ${ms(summary.dialog_invite_to_last_confirmed_p50_ms)}, p99 ${ms(summary.dialog_invite_to_last_confirmed_p99_ms)}; BYE → last 'terminated' p50 ${ms(summary.dialog_bye_to_last_terminated_p50_ms)}, p99 ${ms(summary.dialog_bye_to_last_terminated_p99_ms)}`)
+  } finally {
+    await callee.close()
+    await caller.close()
+  }
 }
 
 /** held subscriptions over three real nodes (separate processes, kad-dht) */

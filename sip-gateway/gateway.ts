@@ -310,6 +310,7 @@ export class Gateway {
       backlog: this.#im,
       intercept: (request, tx, flow, fromMesh) => this.#presence.intercept(request, tx, flow, fromMesh),
       atOwner: async (request, tx, flow, aor, owned) => await this.#presence.atOwner(request, tx, flow, aor, owned),
+      dialogs: (event) => { this.#presence.observeDialog(event) },
       authenticate: this.#auth?.authenticate.bind(this.#auth),
       timerCMs: config.proxy?.timerCMs
     })

@@ -32,6 +32,8 @@ export interface RegistrationPage {
 /** One presentity the presence agent tracks (RFC 3856 / RFC 6665 subscriptions). */
 export interface PresentityView {
   aor: string
+  /** the event package when it is not presence (`dialog`, `presence.winfo`: issue 12) */
+  event?: string
   /** local: served here (the owner); remote: served by `owner` through a back-end subscription; held: nobody holds a claim */
   mode: 'local' | 'remote' | 'held'
   owner?: string

@@ -6,8 +6,8 @@
 import { SipStatusError } from '../errors.ts'
 import type { Decision } from './authorization.ts'
 
-/** Event packages this node serves (Allow-Events). */
-export const EVENT_PACKAGES = ['presence'] as const
+/** Event packages this node serves (Allow-Events): packages/ */
+export const EVENT_PACKAGES = ['presence', 'dialog', 'presence.winfo'] as const
 
 export interface EventHeader {
   /** the package, lower-cased (`presence`) */
@@ -82,6 +82,8 @@ export function parseSubscriptionState (value: string | undefined): Subscription
 export const WATCHERS_HEADER = 'Sipmesh-Watchers'
 /** ... and the owner answers (2xx to the SUBSCRIBE, or a NOTIFY after a rule change) with a decision per watcher. */
 export const AUTHORIZATION_HEADER = 'Sipmesh-Authorization'
+/** ... and the identities it no longer serves (their last user agent's subscription ended: winfo) */
+export const WATCHERS_GONE_HEADER = 'Sipmesh-Watchers-Gone'
 /** Most watcher identities carried by one back-end request. */
 export const MAX_WATCHERS_PER_REQUEST = 200
 

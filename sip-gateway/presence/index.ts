@@ -1,8 +1,11 @@
 /**
- * Presence. `agent.ts` is the presence agent (issue 4) the gateway runs: RFC 6665 notifier and
- * subscriber, RFC 3856 presence, RFC 3903 PUBLISH, held subscriptions, moves, one back-end
- * subscription per presentity between nodes (see its header); `event.ts` has its header helpers.
- * The gateway imports the agent directly (it imports `sipStatusFor` from here).
+ * Presence. `agent.ts` is the presence agent (issues 4 and 12) the gateway runs: RFC 6665 notifier
+ * and subscriber for the event packages of `packages/` (presence, dialog, presence.winfo; the
+ * interface is `package.ts`), RFC 3903 PUBLISH, held subscriptions, moves, one back-end
+ * subscription per presentity and package between nodes (see its header for the rooms:
+ * notifier.ts, backend.ts, resources.ts, rules-exchange.ts, limits.ts, requests.ts); `event.ts`
+ * has its header helpers. The gateway imports the agent directly (it imports `sipStatusFor` from
+ * here).
  *
  * The building blocks below are pure modules the agent is built from. None of them touches the
  * network, the transaction layer or the mesh.
@@ -16,6 +19,8 @@
  * - `authorization.ts`: allow / block / polite-block rules with a documented precedence, persisted
  *   through `DurableStore`; the neutral document for polite-block; the draft's privacy rule.
  * - `loop.ts`: loop detection for back-end subscriptions (draft 7.2.1).
+ * - `dialog-info.ts`, `watcherinfo.ts`: the RFC 4235 and RFC 3858 bodies, read with pidf.ts's
+ *   hardened XML reader (`xml.ts`); hostile input refused with a `BodyError` (400).
  *
  * `sipStatusFor(err)` turns the errors of these modules into the SIP response the gateway sends.
  */
@@ -23,6 +28,8 @@
 import { AuthorizationRuleError } from './authorization.ts'
 import { PathHeaderError } from './loop.ts'
 import { PidfError } from './pidf.ts'
+import { DialogInfoError } from './dialog-info.ts'
+import { WatcherInfoError } from './watcherinfo.ts'
 import { BadPublicationError, ConditionalRequestFailedError, IntervalTooBriefError, TooManyPublicationsError } from './publications.ts'
 
 export * from './pidf.ts'
@@ -30,6 +37,8 @@ export * from './compose.ts'
 export * from './publications.ts'
 export * from './authorization.ts'
 export * from './loop.ts'
+export * from './dialog-info.ts'
+export * from './watcherinfo.ts'
 
 export interface SipStatus {
   status: number
@@ -47,6 +56,7 @@ function phrase (text: string): string {
 /** The SIP response for an error of the presence modules, or undefined for any other error. */
 export function sipStatusFor (err: unknown): SipStatus | undefined {
   if (err instanceof PidfError) return { status: 400, reason: `Bad Request (${phrase(err.reason)})` }
+  if (err instanceof DialogInfoError || err instanceof WatcherInfoError) return { status: 400, reason: `Bad Request (${phrase(err.reason)})` }
   if (err instanceof BadPublicationError) return { status: 400, reason: `Bad Request (${phrase(err.reason)})` }
   if (err instanceof PathHeaderError) return { status: 400, reason: 'Bad Request (malformed hop list)' }
   if (err instanceof ConditionalRequestFailedError) return { status: 412, reason: 'Conditional Request Failed' }

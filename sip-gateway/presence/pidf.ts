@@ -154,6 +154,15 @@ const PRIORITY_RE = /^(0(\.\d{0,3})?|1(\.0{0,3})?|\.\d{1,3})$/u
 
 /** Parse and validate a PIDF body. Throws `PidfError` on anything malformed, oversized or hostile. */
 export function parsePidf (body: string | Uint8Array, limits: PidfLimits = {}): PidfDocument {
+  return toDocument(parseXmlRoot(body, limits))
+}
+
+/**
+ * The hardened XML reading behind `parsePidf`, for the other XML bodies of the presence packages
+ * (dialog-info, watcherinfo, resource lists): size, encoding, DOCTYPE, depth, element and attribute
+ * caps as above; returns the namespace-resolved root element. Throws `PidfError`.
+ */
+export function parseXmlRoot (body: string | Uint8Array, limits: PidfLimits = {}): XmlElement {
   const lim = { ...DEFAULT_LIMITS, ...limits }
   let text: string
   if (typeof body === 'string') {
@@ -198,7 +207,7 @@ export function parsePidf (body: string | Uint8Array, limits: PidfLimits = {}): 
     }
   }
   if (roots.length !== 1) throw new PidfError(roots.length === 0 ? 'no root element' : 'more than one root element')
-  return toDocument(roots[0])
+  return roots[0]
 }
 
 /**

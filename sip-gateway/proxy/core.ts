@@ -131,6 +131,19 @@ export type RequestInterceptor = (request: SipRequest, tx: ServerTransaction, fl
 export type OwnerHandler = (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, owned: boolean) => Promise<boolean>
 
 /**
+ * Seam for the dialog event package (RFC 4235; issue 12): told of the INVITE dialogs this node
+ * proxies for users of its own, as Kamailio's dialoginfo modules observe them. `invite`: the
+ * callee's AoR when this node delivers the INVITE to its devices (`recipient`), the caller's when
+ * the INVITE came from one of its devices registered here (`initiator`); `early` on a provisional
+ * above 100, `confirmed` on a 2xx, `terminated` on the final failure (a CANCEL ends as 487).
+ * `ended`: a BYE of that Call-ID passed this node. The proxy knows nothing of what listens.
+ */
+export type ProxiedDialogEvent =
+  | { kind: 'invite', aor: string, direction: 'initiator' | 'recipient', callId: string, remote: string, state: 'trying' | 'early' | 'confirmed' | 'terminated', code?: number }
+  | { kind: 'ended', callId: string }
+export type DialogObserver = (event: ProxiedDialogEvent) => void
+
+/**
  * Methods served by the node that owns the AoR, never by the AoR's user agents: a PUBLISH goes to
  * the event state compositor (the presence agent), whatever contacts the user has registered.
  */
@@ -182,6 +195,8 @@ export interface ProxyCoreInit {
   atOwner?: OwnerHandler
   /** digest authentication of user agents; absent: none (the From AoR is asserted) */
   authenticate?: RequestAuthenticator
+  /** INVITE dialogs proxied for our users (the dialog event package); absent: nobody listens */
+  dialogs?: DialogObserver
   /** timer C of a forwarded INVITE (RFC 3261 16.6 step 11), ms. @default 180000 */
   timerCMs?: number
 }
@@ -221,6 +236,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #backlog: Backlog | undefined
   readonly #atOwner: OwnerHandler | undefined
   readonly #authenticate: RequestAuthenticator | undefined
+  readonly #dialogs: DialogObserver | undefined
   /** the identity `authenticate` established for a request */
   readonly #identities = new WeakMap<SipRequest, string>()
   readonly #timerC: number
@@ -258,6 +274,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#backlog = init.backlog
     this.#atOwner = init.atOwner
     this.#authenticate = init.authenticate
+    this.#dialogs = init.dialogs
     this.#timerC = init.timerCMs ?? 180_000
   }
 
@@ -369,6 +386,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       if (verdict.identity !== undefined) this.#identities.set(request, verdict.identity)
     }
     if (this.#intercept?.(request, tx, flow, fromMesh) === true) return
+    if (request.method === 'BYE' && this.#dialogs !== undefined) this.#dialogs({ kind: 'ended', callId: request.headers.get('Call-ID') ?? '' })
 
     // requests to the node itself (and REGISTER, whatever its Request-URI user part)
     if (request.method === 'REGISTER' && (toNode || this.#domains.has(host))) {
@@ -854,10 +872,11 @@ export class ProxyCore implements TransactionCore<Flow> {
       // fires the pending branches are cancelled (those without a provisional time out by timer B)
       const timerC = request.method === 'INVITE' ? new Timer() : undefined
       const c = (): void => { timerC?.set(this.#timerC, () => { this.#contexts.get(tx)?.cancel() }) }
+      const observe = this.#observeInvite(request, inbound, targets)
       ctx = new ResponseContext(request, tx, {
         cancel: (b) => { this.#sendCancel(b) },
-        onFinal: (r) => { this.#count(r.status); timerC?.clear() },
-        onProvisional: c,
+        onFinal: (r) => { this.#count(r.status); timerC?.clear(); observe?.(r.status < 300 ? 'confirmed' : 'terminated', r.status) },
+        onProvisional: (r) => { c(); if (r.status > 100) observe?.('early', r.status) },
         rescue: async () => {
           const aor = this.#rescueAor.get(request)
           if (aor === undefined || this.#onTimeout === undefined) return undefined
@@ -871,6 +890,38 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
     const loopHash = this.#loopHashes.get(request) ?? loopHashOf(request)
     for (const target of targets) this.#startBranch(ctx, request, inbound, target, loopHash)
+  }
+
+  /**
+   * The dialog observer's view of a new INVITE: whose dialog it is on this node (the callee's when
+   * delivered to its devices here, the caller's when it came from a device registered here), told
+   * `trying` now; returns how to tell its next states (undefined: nobody of ours, or no observer).
+   */
+  #observeInvite (request: SipRequest, inbound: Flow, targets: Target[]): ((state: 'early' | 'confirmed' | 'terminated', code: number) => void) | undefined {
+    const observer = this.#dialogs
+    if (observer === undefined || request.method !== 'INVITE' || hasToTag(request)) return undefined
+    const callId = request.headers.get('Call-ID') ?? ''
+    const parties: Array<{ aor: string, direction: 'initiator' | 'recipient', remote: string }> = []
+    const from = uriOf(request.headers.get('From'))
+    const to = uriOf(request.headers.get('To'))
+    const callee = targets.find(t => t.aorOffline !== undefined)?.aorOffline
+    if (callee !== undefined) parties.push({ aor: callee, direction: 'recipient', remote: from ?? '' })
+    if (inbound.transport !== MESH_TRANSPORT && from !== undefined) {
+      try {
+        const caller = aorOf(parseUri(from))
+        if (this.#registrar.lookup(caller).length > 0) parties.push({ aor: caller, direction: 'initiator', remote: to ?? '' })
+      } catch { /* not ours */ }
+    }
+    if (parties.length === 0) return undefined
+    const tell = (state: 'trying' | 'early' | 'confirmed' | 'terminated', code?: number): void => {
+      for (const p of parties) {
+        // RFC 4235 3.7.1: the initiator is trying once its INVITE is sent; a recipient's dialog starts early
+        if (state === 'trying' && p.direction !== 'initiator') continue
+        try { observer({ kind: 'invite', ...p, callId, state, code }) } catch (err) { this.#log.debug('dialog observer failed', { err: String(err) }) }
+      }
+    }
+    tell('trying')
+    return tell
   }
 
   #startBranch (ctx: ResponseContext, request: SipRequest, inbound: Flow, target: Target, loopHash: string): void {
@@ -1197,4 +1248,10 @@ function cloneMessage (m: SipRequest | SipResponse): SipRequest | SipResponse {
   Object.assign(c, m)
   c.headers = m.headers.clone()
   return c
+}
+
+/** the URI of a name-addr header value (From, To), or undefined when malformed */
+function uriOf (value: string | undefined): string | undefined {
+  if (value === undefined) return undefined
+  try { return parseNameAddr(value).uri } catch { return undefined }
 }

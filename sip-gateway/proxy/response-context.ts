@@ -31,7 +31,7 @@ export interface ResponseContextHooks {
   /** a final response is going upstream (for counters) */
   onFinal? (response: SipResponse): void
   /** a provisional response arrived on a branch (restarts timer C) */
-  onProvisional? (): void
+  onProvisional? (response: SipResponse): void
   /**
    * Every branch failed and one of them was marked `rescuable`: answer instead of the best
    * failure (a MESSAGE kept by the offline store: 202). Runs only then, so a request that another
@@ -87,7 +87,7 @@ export class ResponseContext {
     if (status < 200) {
       if (branch.final !== undefined) return
       branch.provisional = true
-      this.#hooks.onProvisional?.()
+      this.#hooks.onProvisional?.(response)
       if (branch.cancelPending) { branch.cancelPending = false; this.#hooks.cancel(branch) }
       if (status > 100 && !this.#finalSent) this.server.respond(response)
       return

@@ -153,4 +153,24 @@ describe('digest authentication at the gateway', () => {
     }
     assert.equal((await authed(alice, { uri: 'sip:bob@example.com', body: 'still fine' })).final?.status, 200)
   })
+
+  test('presence.winfo: only the authenticated presentity sees her watchers (RFC 3857 5.1.1)', async () => {
+    const bob = await ua('bob', 1)
+    assert.equal((await register(bob)).final?.status, 200)
+    const winfo = (u: TestUa, callId: string): RequestOptions => ({ method: 'SUBSCRIBE', uri: bob.aor, to: `<${bob.aor}>`, from: `<${bob.aor}>`, callId, headers: [['Contact', u.contact], ['Event', 'presence.winfo'], ['Accept', 'application/watcherinfo+xml'], ['Expires', '60']] })
+    // bob, authenticated, subscribes from node A (the back-end subscription carries his identity)
+    const bobAway = await ua('bob', 0)
+    const mine = await authed(bobAway, winfo(bobAway, 'winfo-bob'))
+    assert.equal(mine.first?.status, 407, 'challenged first')
+    assert.equal(mine.final?.status, 200)
+    // mallory sends bob's From: without credentials she is only challenged; with hers, refused
+    const mallory = await ua('mallory', 0)
+    const forged = await authed(mallory, winfo(mallory, 'winfo-mal'), { user: 'mallory' })
+    assert.equal(forged.first?.status, 407)
+    assert.equal(forged.final?.status, 403)
+    // alice, authenticated as herself, is not the presentity
+    const alice = await ua('alice', 0)
+    const other = await authed(alice, { ...winfo(alice, 'winfo-alice'), from: `<${alice.aor}>` })
+    assert.equal(other.final?.status, 403)
+  })
 })

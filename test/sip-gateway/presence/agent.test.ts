@@ -72,7 +72,7 @@ describe('presence agent', () => {
     const bob = await ua('bob2', 0)
     assert.equal((await bob.register(600))?.status, 200)
     const alice = await ua('alice2', 1)
-    const r489 = await subscribe(alice, { to: bob.aor, event: 'dialog' })
+    const r489 = await subscribe(alice, { to: bob.aor, event: 'message-summary' })
     assert.equal(r489.response?.status, 489)
     assert.match(r489.response?.headers.get('Allow-Events') ?? '', /presence/)
     assert.equal((await subscribe(alice, { to: bob.aor, event: '' })).response?.status, 489)
@@ -99,7 +99,9 @@ describe('presence agent', () => {
     assert.equal((await publish(bob, { etag: 'no-such-etag', expires: 60 }))?.status, 412)
     assert.equal((await publish(bob, { body: pidf(bob.aor, 'open'), contentType: 'text/plain' }))?.status, 415)
     assert.equal((await publish(bob, {}))?.status, 400)
-    assert.equal((await publish(bob, { body: pidf(bob.aor, 'open'), event: 'dialog' }))?.status, 489)
+    assert.equal((await publish(bob, { body: pidf(bob.aor, 'open'), event: 'message-summary' }))?.status, 489)
+    // dialog is a package of ours now: a PIDF body is the wrong type for it
+    assert.equal((await publish(bob, { body: pidf(bob.aor, 'open'), event: 'dialog' }))?.status, 415)
     assert.equal((await publish(bob, { body: pidf(bob.aor, 'open'), from: '<sip:mallory@example.com>' }))?.status, 403)
     // a NOTIFY / SUBSCRIBE for a dialog nobody has
     const stray = await alice.request({ method: 'NOTIFY', uri: `sip:127.0.0.1:${mesh.nodes[1].sip.port}`, to: '<sip:alice2@example.com>;tag=nope', headers: [['Event', 'presence'], ['Subscription-State', 'active']] })

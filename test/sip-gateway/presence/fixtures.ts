@@ -2,7 +2,9 @@
 import { randomBytes } from 'node:crypto'
 import { SipResponse, type SipRequest } from '../../../sip-gateway/codec/index.ts'
 import { parseNameAddr } from '../../../sip-gateway/codec/index.ts'
-import type { TestUa, RequestOptions } from '../gateway/fixtures/ua.ts'
+import { before, after } from 'node:test'
+import { TestUa, type RequestOptions } from '../gateway/fixtures/ua.ts'
+import { TestMesh } from '../gateway/fixtures/mesh.ts'
 
 export interface SubscribeOptions {
   to: string
@@ -100,4 +102,27 @@ export async function finalFor (got: ReadonlyArray<SipResponse | SipRequest>, br
     await new Promise(resolve => setTimeout(resolve, 10))
   }
   return undefined
+}
+
+/**
+ * An in-process mesh of `n` gateways for one describe block (spawned before, stopped after) and a
+ * helper opening raw user agents on its nodes (closed after).
+ */
+export function meshFixture (n: number, config: Parameters<typeof TestMesh.spawn>[1]): { mesh: () => TestMesh, ua: (user: string, node: number) => Promise<TestUa> } {
+  let mesh: TestMesh | undefined
+  const uas: TestUa[] = []
+  before(async () => { mesh = await TestMesh.spawn(n, config) })
+  after(async () => {
+    for (const u of uas) await u.close()
+    await mesh?.stop()
+  })
+  const get = (): TestMesh => { if (mesh === undefined) throw new Error('mesh not spawned'); return mesh }
+  return {
+    mesh: get,
+    ua: async (user, node) => {
+      const u = await TestUa.open(user, get().nodes[node].sip)
+      uas.push(u)
+      return u
+    }
+  }
 }

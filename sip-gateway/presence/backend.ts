@@ -1,0 +1,333 @@
+/**
+ * Back-end subscriptions, as subscriber (draft-ietf-simple-intradomain-federation 6.1.1): for a
+ * resource another node owns, this node holds ONE subscription to the owner, shared by every local
+ * watcher. It carries the watcher identities in `Sipmesh-Watchers` (batches of up to 200, on the
+ * initial SUBSCRIBE and in-dialog refreshes); the owner answers with a decision per watcher in
+ * `Sipmesh-Authorization`, and its NOTIFYs bring the composed state once. A watcher's SUBSCRIBE
+ * waits (`decisionWaitMs`) for the owner's decision for it. A failed, refused or ended
+ * subscription makes this node find the owner again (`reroute`, resources.ts).
+ */
+import { randomBytes } from 'node:crypto'
+import { Buffer } from 'node:buffer'
+import { SipRequest, type SipResponse } from '../codec/message.ts'
+import { Headers } from '../codec/headers.ts'
+import { createResponse, generateTag } from '../codec/response.ts'
+import { parseNameAddr } from '../codec/name-addr.ts'
+import type { Logger, Registry, Route } from '../ports.ts'
+import type { ServerTransaction } from '../transaction/layer.ts'
+import { PATH_HEADER, formatPath } from './loop.ts'
+import {
+  AUTHORIZATION_HEADER, MAX_WATCHERS_PER_REQUEST, WATCHERS_GONE_HEADER, WATCHERS_HEADER, formatWatchers, parseDecisions, parseEvent,
+  parseExpiresHeader, parseSubscriptionState
+} from './event.ts'
+import { mediaType } from './package.ts'
+import { VIEW_HEADER, type Notifier } from './notifier.ts'
+import type { AgentRequests } from './requests.ts'
+import { tagOf, type Backend, type Resource } from './resource.ts'
+
+/** The header a node answers a request for an AoR it does not own with (same as the proxy's). */
+export const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
+
+export interface BackendSubscriptionsComponents {
+  registry: Registry
+  requests: AgentRequests
+  notifier: Notifier
+  logger: Logger
+  /** the resource is still the live one for its key (not forgotten, agent running) */
+  current: (p: Resource) => boolean
+  /** the owner changed (or is to be found again): re-route the resource */
+  reroute: (p: Resource, route: Route | undefined) => void
+  /** answer a request the room serves (a NOTIFY of ours) */
+  respond: (tx: ServerTransaction, response: SipResponse) => void
+  /** the Allow-Events answer of a 489 */
+  allowEvents: () => string
+}
+
+export interface BackendSubscriptionsInit {
+  /** expiry of back-end subscriptions between nodes, s. @default 600 */
+  backendExpires?: number
+  /** how long a watcher's SUBSCRIBE waits for the owner's decision before `pending`, ms. @default 1500 */
+  decisionWaitMs?: number
+  /** delay before retrying a failed back-end subscription, ms. @default 2000 */
+  retryMs?: number
+}
+
+export class BackendSubscriptions {
+  readonly #registry: Registry
+  readonly #requests: AgentRequests
+  readonly #notifier: Notifier
+  readonly #log: Logger
+  readonly #current: (p: Resource) => boolean
+  readonly #reroute: (p: Resource, route: Route | undefined) => void
+  readonly #respond: (tx: ServerTransaction, response: SipResponse) => void
+  readonly #allowEvents: () => string
+  readonly #expires: number
+  readonly decisionWait: number
+  readonly retryMs: number
+  /** Call-ID → the resource whose back-end subscription it is */
+  readonly #byCallId = new Map<string, Resource>()
+
+  constructor (components: BackendSubscriptionsComponents, init: BackendSubscriptionsInit = {}) {
+    this.#registry = components.registry
+    this.#requests = components.requests
+    this.#notifier = components.notifier
+    this.#log = components.logger
+    this.#current = components.current
+    this.#reroute = components.reroute
+    this.#respond = components.respond
+    this.#allowEvents = components.allowEvents
+    this.#expires = init.backendExpires ?? 600
+    this.decisionWait = init.decisionWaitMs ?? 1500
+    this.retryMs = init.retryMs ?? 2000
+  }
+
+  /** the resource whose back-end dialog a NOTIFY names (Call-ID and our tag) */
+  forNotify (callId: string, toTag: string): Resource | undefined {
+    const p = this.#byCallId.get(callId)
+    return p?.backend !== undefined && p.backend.localTag === toTag ? p : undefined
+  }
+
+  /** how many back-end dialogs this node holds for a resource (diagnostics) */
+  holding (p: Resource): number {
+    let n = 0
+    for (const q of this.#byCallId.values()) if (q === p) n++
+    return n
+  }
+
+  clearAll (): void { this.#byCallId.clear() }
+
+  queueIdentity (p: Resource, watcher: string): void {
+    const b = p.backend
+    if (b === undefined || b.ended) return
+    b.queued.add(watcher)
+    this.#pump(p, b)
+  }
+
+  /** the last local subscription of this watcher ended: the owner forgets it (winfo), and so do we */
+  forgetIdentity (p: Resource, watcher: string): void {
+    p.ownerDecisions.delete(watcher)
+    const b = p.backend
+    if (b === undefined || b.ended) return
+    b.queued.delete(watcher)
+    if (!b.established) return
+    b.gone.add(watcher)
+    this.#pump(p, b)
+  }
+
+  /** the owner has decided for this watcher, and when it allows, its document has arrived */
+  decided (p: Resource, watcher: string): boolean {
+    const d = p.ownerDecisions.get(watcher)
+    return d !== undefined && (d !== 'allow' || p.remoteDoc !== undefined)
+  }
+
+  async waitDecision (p: Resource, watcher: string): Promise<void> {
+    if (p.mode !== 'remote' || this.decided(p, watcher) || p.backendState === 'loop' || p.backendState === 'failed') return
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, this.decisionWait)
+      function done (): void { clearTimeout(timer); resolve() }
+      const list = p.waiters.get(watcher) ?? []
+      list.push(done)
+      p.waiters.set(watcher, list)
+    })
+  }
+
+  /** wake the SUBSCRIBEs waiting for the owner: those now decided, or all of them (`all`: it failed) */
+  wake (p: Resource, all = false): void {
+    for (const [w, list] of [...p.waiters]) {
+      if (!all && !this.decided(p, w)) continue
+      p.waiters.delete(w)
+      for (const f of list) f()
+    }
+  }
+
+  start (p: Resource): void {
+    if (p.owner === undefined) return
+    const b: Backend = {
+      node: p.owner,
+      callId: randomBytes(12).toString('base64url') + '@sipmesh',
+      localTag: generateTag(),
+      cseq: 0,
+      inflight: false,
+      ended: false,
+      established: false,
+      queued: new Set(),
+      gone: new Set()
+    }
+    for (const s of p.subs) if (s.kind === 'ua') b.queued.add(s.watcher)
+    for (const w of p.wanted.keys()) b.queued.add(w)
+    p.backend = b
+    p.backendState = 'pending'
+    p.lastStart = Date.now()
+    this.#byCallId.set(b.callId, p)
+    this.#pump(p, b)
+  }
+
+  clear (b: Backend): void {
+    b.ended = true
+    clearTimeout(b.refreshTimer)
+    clearTimeout(b.retryTimer)
+  }
+
+  /** end our back-end subscription (unsubscribe, best effort) */
+  end (p: Resource, b: Backend): void {
+    const wasUp = b.established && !b.ended
+    this.clear(b)
+    this.#byCallId.delete(b.callId)
+    if (p.backend === b) p.backend = undefined
+    if (wasUp) void this.#sendSubscribe(p, b, [], 0).catch(() => {})
+  }
+
+  /** send what the back-end subscription needs next: the initial SUBSCRIBE, queued identities, a refresh */
+  #pump (p: Resource, b: Backend, refresh = false): void {
+    if (b.inflight || b.ended) return
+    if (b.established && b.queued.size === 0 && b.gone.size === 0 && !refresh) return
+    const batch = [...b.queued].slice(0, MAX_WATCHERS_PER_REQUEST)
+    for (const w of batch) b.queued.delete(w)
+    const gone = [...b.gone].slice(0, MAX_WATCHERS_PER_REQUEST)
+    for (const w of gone) b.gone.delete(w)
+    b.inflight = true
+    this.#sendSubscribe(p, b, batch, this.#expires, gone).then((r) => {
+      b.inflight = false
+      if (b.ended) return
+      this.#response(p, b, batch, r)
+    }, (err: unknown) => {
+      b.inflight = false
+      this.#log.debug('back-end SUBSCRIBE failed', { aor: p.aor, err: String(err) })
+      for (const w of batch) b.queued.add(w)
+      this.#failed(p, b)
+    })
+  }
+
+  async #sendSubscribe (p: Resource, b: Backend, watchers: string[], expires: number, gone: string[] = []): Promise<SipResponse> {
+    b.cseq++
+    const domain = p.aor.slice(p.aor.lastIndexOf('@') + 1)
+    const flow = this.#requests.mesh(b.node)
+    const h = new Headers()
+    h.append('Max-Forwards', '70')
+    h.append('From', `<sip:${domain}>;tag=${b.localTag}`)
+    h.append('To', b.remoteTag === undefined ? `<${p.aor}>` : `<${p.aor}>;tag=${b.remoteTag}`)
+    h.append('Call-ID', b.callId)
+    h.append('CSeq', `${b.cseq} SUBSCRIBE`)
+    h.append('Contact', this.#requests.contactFor(flow))
+    h.append('Event', p.pkg.name)
+    h.append('Accept', p.pkg.contentType)
+    h.append('Expires', String(expires))
+    h.append(PATH_HEADER, formatPath([this.#registry.nodeId]))
+    if (watchers.length > 0) h.append(WATCHERS_HEADER, formatWatchers(watchers))
+    if (gone.length > 0) h.append(WATCHERS_GONE_HEADER, formatWatchers(gone))
+    const uri = b.remoteTarget ?? p.aor
+    return await this.#requests.send(new SipRequest('SUBSCRIBE', uri, h), flow)
+  }
+
+  #response (p: Resource, b: Backend, batch: string[], r: SipResponse): void {
+    if (r.status >= 300) this.#log.debug('back-end SUBSCRIBE refused', { aor: p.aor, node: b.node, status: r.status })
+    if (r.status >= 200 && r.status < 300) {
+      const to = r.headers.get('To')
+      if (!b.established) {
+        b.remoteTag = tagOf(to)
+        try { b.remoteTarget = parseNameAddr(r.headers.get('Contact') ?? '').uri } catch { b.remoteTarget = undefined }
+        b.established = true
+      }
+      p.backendState = 'accepted'
+      const decisions = parseDecisions(r.headers.get(AUTHORIZATION_HEADER))
+      for (const [w, d] of decisions) p.ownerDecisions.set(w, d)
+      // identities the owner did not answer for stay undecided (pending); ask again later
+      let expires = this.#expires
+      try { expires = parseExpiresHeader(r.headers.get('Expires')) ?? expires } catch { /* keep ours */ }
+      clearTimeout(b.refreshTimer)
+      b.refreshTimer = setTimeout(() => { this.#pump(p, b, true) }, Math.max(1000, expires * 1000 * 0.8))
+      b.refreshTimer.unref?.()
+      this.wake(p)
+      if (decisions.size > 0) this.#notifier.notifyWatchers(p, new Set(decisions.keys()))
+      this.#pump(p, b)
+      return
+    }
+    if (r.status === 482) {
+      p.backendState = 'loop'
+      this.clear(b)
+      this.wake(p, true)
+      this.#notifier.notifyAll(p)
+      return
+    }
+    if (r.status === 403 || r.status === 603) {
+      // the owner denied: every watcher of the batch is denied here too (draft 7.1.2.2)
+      for (const w of batch) p.ownerDecisions.set(w, 'block')
+      this.wake(p)
+      this.#notifier.notifyWatchers(p, new Set(batch))
+      if (!b.established) { this.clear(b); this.#byCallId.delete(b.callId); p.backend = undefined }
+      return
+    }
+    for (const w of batch) b.queued.add(w)
+    if (r.status === 404 || r.status === 481 || r.headers.has(NOT_OWNER_HEADER)) {
+      // the owner moved (or forgot us): find it again
+      this.reresolve(p, b)
+      return
+    }
+    this.#failed(p, b)
+  }
+
+  #failed (p: Resource, b: Backend): void {
+    p.backendState = 'failed'
+    this.wake(p, true)
+    clearTimeout(b.retryTimer)
+    b.retryTimer = setTimeout(() => { this.reresolve(p, b) }, this.retryMs)
+    b.retryTimer.unref?.()
+  }
+
+  /** the back-end subscription ended or failed: find the owner again (watchers keep their state meanwhile) */
+  reresolve (p: Resource, b: Backend): void {
+    this.end(p, b)
+    this.#registry.resolve(p.aor, { fresh: true }).then((route) => {
+      if (!this.#current(p)) return
+      // the registry's watch may have re-routed it meanwhile
+      if (p.backend !== undefined && !p.backend.ended) return
+      if (route !== undefined && route.node === b.node && Date.now() - p.lastStart < this.retryMs) {
+        // the same owner again, just after it ended or refused us: retry there a little later
+        clearTimeout(p.retryTimer)
+        p.retryTimer = setTimeout(() => {
+          if (!this.#current(p) || (p.backend !== undefined && !p.backend.ended)) return
+          this.#reroute(p, route)
+        }, this.retryMs)
+        p.retryTimer.unref?.()
+        return
+      }
+      this.#reroute(p, route)
+    }, () => {
+      if (this.#current(p)) this.#failed(p, b)
+    })
+  }
+
+  /** a NOTIFY of the owner in our back-end dialog */
+  notified (request: SipRequest, tx: ServerTransaction, p: Resource): void {
+    const b = p.backend
+    if (b === undefined) { this.#respond(tx, createResponse(request, 481)); return }
+    const ev = parseEvent(request.headers.get('Event'))
+    if (ev?.pkg !== p.pkg.name) { this.#respond(tx, createResponse(request, 489, undefined, [['Allow-Events', this.#allowEvents()]])); return }
+    const state = parseSubscriptionState(request.headers.get('Subscription-State'))
+    if (state === undefined) { this.#respond(tx, createResponse(request, 400, 'Bad Subscription-State')); return }
+    this.#respond(tx, createResponse(request, 200))
+    if (b.remoteTag === undefined) b.remoteTag = tagOf(request.headers.get('From'))
+    const decisions = parseDecisions(request.headers.get(AUTHORIZATION_HEADER))
+    for (const [w, d] of decisions) p.ownerDecisions.set(w, d)
+    if (state.state === 'terminated') {
+      this.clear(b)
+      this.#byCallId.delete(b.callId)
+      if (p.backend === b) p.backend = undefined
+      if (state.reason === 'rejected') {
+        for (const s of p.subs) if (s.kind === 'ua') p.ownerDecisions.set(s.watcher, 'block')
+        this.#notifier.notifyAll(p)
+        return
+      }
+      // deactivated (the user moved), timeout, noresource, …: find the owner again and re-subscribe
+      this.reresolve(p, { ...b, established: false })
+      return
+    }
+    if (request.body.length > 0) {
+      // only the real document counts (the owner sends the neutral one while it allows nobody here)
+      if (mediaType(request.headers.get('Content-Type')) === p.pkg.contentType && request.headers.get(VIEW_HEADER) === 'full') p.remoteDoc = Buffer.from(request.body)
+    }
+    p.backendState = 'accepted'
+    this.wake(p)
+    this.#notifier.notifyAll(p)
+  }
+}

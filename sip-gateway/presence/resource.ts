@@ -1,0 +1,140 @@
+/**
+ * The agent's shared records: a resource (one presentity in one event package, with its mode and
+ * subscriptions), a subscription this node is the notifier of, and a back-end subscription this
+ * node holds to the owner of a remote resource. The rooms (notifier.ts, backend.ts,
+ * resources.ts) work on these; helpers on dialog identifiers live here too.
+ */
+import { randomBytes } from 'node:crypto'
+import { parseNameAddr } from '../codec/name-addr.ts'
+import type { Aor, Unwatch } from '../ports.ts'
+import type { Flow } from '../proxy/flow.ts'
+import type { Decision } from './authorization.ts'
+import type { SubscriptionState } from './event.ts'
+import type { EventPackage, RenderState } from './package.ts'
+
+/**
+ * `local`: this node owns the AoR and serves the composed state; `remote`: another node owns it,
+ * this node holds one back-end subscription to it; `held`: nobody owns it.
+ */
+export type Mode = 'local' | 'remote' | 'held'
+export type BackendState = 'none' | 'pending' | 'accepted' | 'loop' | 'failed'
+
+/** A subscription this node is the notifier of: a user agent's, or another node's back-end one. */
+export interface Sub {
+  key: string
+  kind: 'ua' | 'backend'
+  p: Resource
+  /** ua: the watcher AoR; backend: the origin node id */
+  watcher: string
+  callId: string
+  localTag: string
+  remoteTag: string
+  /** our From (the SUBSCRIBE's To without tag) */
+  localUri: string
+  /** their To (the SUBSCRIBE's From, tag included) */
+  remote: string
+  remoteTarget: string
+  routeSet: string[]
+  flow: Flow
+  cseq: number
+  remoteCseq: number
+  expiresAt: number
+  timer?: ReturnType<typeof setTimeout>
+  /** backend: watcher identities and this node's decision for each */
+  identities?: Map<string, Decision>
+  sending: boolean
+  dirty: boolean
+  /** a final NOTIFY is queued or sent */
+  ending?: SubscriptionState
+  done: boolean
+  /** decisions to carry on the next NOTIFY (backend, after a rule change) */
+  pushDecisions?: Map<string, Decision>
+  /** what was sent last (state and canonical body), so that an unchanged state is not sent again */
+  told?: { state: string, body: Uint8Array }
+  /** the next NOTIFY must be sent even when nothing changed (after a SUBSCRIBE) */
+  force?: boolean
+  /** ua: what the package's `render` keeps between NOTIFYs (versions) */
+  render?: RenderState
+}
+
+/** This node's back-end subscription to the owner of a remote resource. */
+export interface Backend {
+  node: string
+  callId: string
+  localTag: string
+  remoteTag?: string
+  remoteTarget?: string
+  cseq: number
+  inflight: boolean
+  ended: boolean
+  established: boolean
+  queued: Set<string>
+  /** identities this node no longer serves, to tell the owner */
+  gone: Set<string>
+  refreshTimer?: ReturnType<typeof setTimeout>
+  retryTimer?: ReturnType<typeof setTimeout>
+}
+
+/** One presentity in one event package, while anybody subscribes to it here. */
+export interface Resource {
+  /** `resourceKey(pkg.name, aor)` */
+  key: string
+  pkg: EventPackage
+  aor: Aor
+  mode: Mode
+  owner?: string
+  subs: Set<Sub>
+  unwatch?: Unwatch
+  backend?: Backend
+  backendState: BackendState
+  ownerDecisions: Map<string, Decision>
+  remoteDoc?: Uint8Array
+  waiters: Map<string, Array<() => void>>
+  ready: Promise<void>
+  doc?: Uint8Array
+  neutral?: Uint8Array
+  /** identities of SUBSCRIBEs being processed (not yet subscriptions): the back-end asks for them too */
+  wanted: Map<string, number>
+  closedTimer?: ReturnType<typeof setTimeout>
+  retryTimer?: ReturnType<typeof setTimeout>
+  /** when the last back-end subscription was started (ms) */
+  lastStart: number
+}
+
+export function resourceKey (pkg: string, aor: Aor): string {
+  return pkg === 'presence' ? aor : `${pkg}\n${aor}`
+}
+
+/**
+ * A copy of a string that does not keep its source alive: header values are slices of the whole
+ * received message, which a long-lived subscription would otherwise retain (~0.5-1 KB each).
+ */
+export function own (s: string): string {
+  return s.length < 13 ? s : (' ' + s).slice(1)
+}
+
+export function dialogKey (callId: string, localTag: string, remoteTag: string): string {
+  return `${callId}\n${localTag}\n${remoteTag}`
+}
+
+export function tagOf (value: string | undefined): string | undefined {
+  if (value === undefined) return undefined
+  try {
+    const t = parseNameAddr(value).params.tag
+    return typeof t === 'string' && t !== '' ? t : undefined
+  } catch { return undefined }
+}
+
+export function stripTag (value: string): string {
+  try {
+    const n = parseNameAddr(value)
+    return `<${n.uri}>`
+  } catch { return value }
+}
+
+const BRANCH_PREFIX = 'z9hG4bKpa' + randomBytes(5).toString('base64url')
+let branchCounter = 0
+export function newBranch (): string {
+  branchCounter = (branchCounter + 1) % Number.MAX_SAFE_INTEGER
+  return BRANCH_PREFIX + branchCounter.toString(36)
+}
