@@ -269,7 +269,8 @@ export class Gateway {
     this.#transports = transports
     const { udp, tcp } = this.addresses
     const host = config.advertise ?? config.sip.host
-    const connector: Connector = { connect: async (target) => await transports.connect(target) }
+    // UDP flows without a promise (the relay's hot path); TCP may dial
+    const connector: Connector = { connect: (target) => target.transport.toUpperCase() === 'UDP' ? transports.connectUdp(target) : transports.connect(target) }
     this.#core = new ProxyCore({
       registry: this.#components.registry,
       registrar: this.#registrar,
