@@ -64,8 +64,15 @@ await new Promise<void>((resolve, reject) => {
 })
 
 let scavenges = 0
+let majors = 0
+let gcMs = 0
 const obs = new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) if (((e as unknown as { detail?: { kind?: number } }).detail)?.kind === constants.NODE_PERFORMANCE_GC_MINOR) scavenges++
+  for (const e of list.getEntries()) {
+    const kind = ((e as unknown as { detail?: { kind?: number } }).detail)?.kind
+    if (kind === constants.NODE_PERFORMANCE_GC_MINOR) scavenges++
+    else if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) majors++
+    gcMs += e.duration
+  }
 })
 obs.observe({ entryTypes: ['gc'] })
 
@@ -102,17 +109,22 @@ if (session !== undefined) {
   session.connect()
   await post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
 }
-const figures: Array<{ cpuUs: number, scavengesPerK: number, rate: number }> = []
+const figures: Array<{ cpuUs: number, scavengesPerK: number, rate: number, gcUs: number, majors: number }> = []
 for (let r = 0; r < ROUNDS; r++) {
   const cpu0 = process.cpuUsage()
   const s0 = scavenges
+  const m0 = majors
+  const g0 = gcMs
   const t0 = performance.now()
   const ok = await round(MESSAGES)
   const ms = performance.now() - t0
   const cpu = process.cpuUsage(cpu0)
   await new Promise(resolve => setTimeout(resolve, 50)) // the observer's last entries
-  figures.push({ cpuUs: (cpu.user + cpu.system) / ok, scavengesPerK: (scavenges - s0) * 1000 / ok, rate: ok / ms * 1000 })
-  console.log(`round ${r + 1}: ${ok}/${MESSAGES} answered, ${(ok / ms * 1000).toFixed(0)}/s, CPU ${((cpu.user + cpu.system) / ok).toFixed(1)} µs/msg (user ${(cpu.user / ok).toFixed(1)}, system ${(cpu.system / ok).toFixed(1)}), ${((scavenges - s0) * 1000 / ok).toFixed(2)} scavenges per 1,000`)
+  // with --expose-gc: what the last second's messages keep alive (lingering transactions)
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (gc !== undefined) { gc(); console.log(`  heap after a full GC: ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(1)} MB (${gateway.stats.serverTransactions} server, ${gateway.stats.clientTransactions} client transactions live)`) }
+  figures.push({ cpuUs: (cpu.user + cpu.system) / ok, scavengesPerK: (scavenges - s0) * 1000 / ok, rate: ok / ms * 1000, gcUs: (gcMs - g0) * 1000 / ok, majors: majors - m0 })
+  console.log(`round ${r + 1}: ${ok}/${MESSAGES} answered, ${(ok / ms * 1000).toFixed(0)}/s, CPU ${((cpu.user + cpu.system) / ok).toFixed(1)} µs/msg (user ${(cpu.user / ok).toFixed(1)}, system ${(cpu.system / ok).toFixed(1)}), ${((scavenges - s0) * 1000 / ok).toFixed(2)} scavenges per 1,000, GC ${((gcMs - g0) * 1000 / ok).toFixed(1)} µs/msg, ${majors - m0} mark-compact`)
 }
 if (session !== undefined) {
   const { profile } = await post('HeapProfiler.stopSampling')
@@ -120,7 +132,7 @@ if (session !== undefined) {
   session.disconnect()
 }
 const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
-console.log(JSON.stringify({ bench: 'relay-path', messages: MESSAGES, window: WINDOW, cpuUsPerMsg: Number(med(figures.map(f => f.cpuUs)).toFixed(1)), scavengesPerK: Number(med(figures.map(f => f.scavengesPerK)).toFixed(2)), rate: Math.round(med(figures.map(f => f.rate))) }))
+console.log(JSON.stringify({ bench: 'relay-path', messages: MESSAGES, window: WINDOW, cpuUsPerMsg: Number(med(figures.map(f => f.cpuUs)).toFixed(1)), scavengesPerK: Number(med(figures.map(f => f.scavengesPerK)).toFixed(2)), gcUsPerMsg: Number(med(figures.map(f => f.gcUs)).toFixed(1)), markCompacts: figures.reduce((a, f) => a + f.majors, 0), rate: Math.round(med(figures.map(f => f.rate))) }))
 obs.disconnect()
 uac.close()
 uas.close()

@@ -188,6 +188,8 @@ async function runUac (user: string, entry: string, rate: number, seconds: numbe
   const cpu1 = REAL ? cpuMs(relayPids) : undefined
   const ok = sippCounter(r.stdout, 'Successful call')
   const failed = sippCounter(r.stdout, 'Failed call') + Math.max(0, calls - ok - sippCounter(r.stdout, 'Failed call'))
+  // SIPp itself failing (not the relay) is shown, not only counted
+  if (ok === 0) console.log(`  (SIPp exited ${String(r.code)} with no successful call: ${`${r.stderr}`.trim().split('\n').slice(-3).join(' | ').slice(0, 400)})`)
   const latencies: number[] = []
   if (rtt) {
     for (const f of readdirSync(dir).filter(n => n.endsWith('_rtt.csv'))) {
@@ -201,7 +203,7 @@ async function runUac (user: string, entry: string, rate: number, seconds: numbe
   rmSync(dir, { recursive: true, force: true })
   const cpuUsPerMsg = cpu0 === undefined || cpu1 === undefined || ok === 0 ? undefined : Math.max(0, cpu1 - cpu0 - idleMsPerS * elapsed) * 1000 / ok
   const achieved = ok / Math.max(elapsed - 0.2, 0.1)
-  return { rate, sent: calls, ok, failed, retrans: sippRetransmissions(r.stdout), seconds: elapsed, achieved, clean: failed / Math.max(calls, 1) < 0.001 && achieved >= rate * 0.9, cpuUsPerMsg, latencies }
+  return { rate, sent: calls, ok, failed, retrans: sippRetransmissions(r.stdout), seconds: Number(elapsed.toFixed(2)), achieved: Math.round(achieved), clean: failed / Math.max(calls, 1) < 0.001 && achieved >= rate * 0.9, cpuUsPerMsg: cpuUsPerMsg === undefined ? undefined : Math.round(cpuUsPerMsg), latencies }
 }
 
 const pct = (xs: number[], p: number): number => {
@@ -278,7 +280,7 @@ async function measure (relay: RelayName, run: number): Promise<RunResult> {
       await runUac(user, s.entry, 1000, 2, false) // warm-up (JIT, caches, the route)
       for (const rate of LADDER) {
         if (Date.now() > DEADLINE) { console.log('  (out of time)'); break }
-        const step = await runUac(user, s.entry, rate, STEP_S, false, s.idleMsPerS)
+        const { latencies: _none, ...step } = await runUac(user, s.entry, rate, STEP_S, false, s.idleMsPerS)
         steps.push(step)
         console.log(`  rate ${String(rate).padStart(6)}/s: ok ${step.ok}/${step.sent}, failed ${step.failed}, retransmissions ${step.retrans}, achieved ${step.achieved.toFixed(0)}/s${step.cpuUsPerMsg === undefined ? '' : `, CPU ${step.cpuUsPerMsg.toFixed(0)} µs/msg`}, load ${loadavg()[0].toFixed(2)} ${step.clean ? 'CLEAN' : 'NOT CLEAN'}`)
         if (!step.clean) { failedAt = { rate, failed: step.failed, achieved: Math.round(step.achieved) }; break }
