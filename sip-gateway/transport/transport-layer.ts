@@ -170,10 +170,19 @@ class UdpFlow implements TransportFlow {
   get transport (): 'UDP' { return 'UDP' }
   get reliable (): boolean { return false }
   get open (): boolean { return true }
-  /** synchronous to an IP address (no promise per datagram); a name is resolved first */
-  send (message: SipMessage): void | Promise<void> { return this.#layer.sendUdp(serializeMessage(message), this.remote) }
+  /**
+   * synchronous to an IP address (no promise per datagram); a name is resolved first; what cannot
+   * be sent rejects (never throws), as every flow's send
+   */
+  send (message: SipMessage): void | Promise<void> { return this.sendBytes(serializeMessage(message)) }
   serialize (message: SipMessage): Uint8Array { return serializeMessage(message) }
-  sendBytes (data: Uint8Array): void | Promise<void> { return this.#layer.sendUdp(data, this.remote) }
+  sendBytes (data: Uint8Array): void | Promise<void> {
+    try {
+      return this.#layer.sendUdp(data, this.remote)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
 }
 
 export class TransportLayer implements StreamHost {

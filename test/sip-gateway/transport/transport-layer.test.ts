@@ -73,6 +73,7 @@ describe('transport layer', () => {
         assert.ok(client.messages.every(m => m.startsWith('OPTIONS ')))
         // too large for a datagram, a name that does not resolve, a bracketed IPv6 literal on an IPv4 socket
         assert.throws(() => layer.sendUdp(new Uint8Array(70_000), { host: '127.0.0.1', port: client.port }), TransportError)
+        await assert.rejects(async () => { await out.sendBytes?.(new Uint8Array(70_000)) }, TransportError, 'a flow rejects, never throws')
         await assert.rejects(async () => { await layer.sendUdp(Buffer.from('x'), { host: 'no-such-host.invalid', port: 5060 }) }, TransportError)
         const v6 = layer.connectUdp({ host: '[::1]', port: client.port })
         assert.equal(v6.remote.host, '::1', 'brackets removed')
