@@ -18,6 +18,11 @@ export default tseslint.config(
     }
   },
   {
+    // the dashboard and the browser phone: plain scripts the admin API serves to a browser
+    files: ['node/admin/dashboard/**/*.js'],
+    languageOptions: { globals: { document: 'readonly', window: 'readonly', fetch: 'readonly', Node: 'readonly', URLSearchParams: 'readonly', localStorage: 'readonly', uPlot: 'readonly', DOMParser: 'readonly' } }
+  },
+  {
     files: ['sip-gateway/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', { patterns: [

@@ -204,6 +204,19 @@ export class ClaimGuardDatastore implements Datastore {
     }
   }
 
+  /**
+   * The claim records this store holds (this node's own and those it keeps for other owners), at
+   * most `max` records read, in key order (for the admin API's `/claims`, not for routing).
+   */
+  async * claims (max: number, options?: AbortOptions): AsyncGenerator<{ claim: SignedClaim, receivedAt: number }> {
+    let read = 0
+    for await (const { value } of this.inner.query({ prefix: this.recordPrefix.slice(0, -1) }, options)) {
+      if (read++ >= max) return
+      const c = storedClaimOf(value)
+      if (c !== undefined) yield c
+    }
+  }
+
   /** The stored values of some keys (undefined: none), in one call when the store is LevelDB. */
   private async getRecords (keys: string[], options?: AbortOptions): Promise<Array<Uint8Array | undefined>> {
     const db = (this.inner as LevelLike).db

@@ -3,6 +3,8 @@
  *
  *   sipmesh start [options]                 run one node (options: `sipmesh start --help`)
  *   sipmesh cluster --nodes N [...]         run N nodes on loopback, wired to each other
+ *   sipmesh status | aor <aor> | registrations   ask a running node (cli-admin.ts)
+ *   sipmesh cert --domain D [...]           a private CA and certificates for local TLS peering
  *   sipmesh --help | --version
  *
  * `main` returns the exit code (0 ok, 1 runtime failure, 2 bad usage or configuration); it calls
@@ -11,6 +13,8 @@
 import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfig, startUsage } from './config.ts'
 import { runCluster, clusterUsage } from './cluster.ts'
+import { adminUsage, runAdminCommand } from './cli-admin.ts'
+import { runCert, certUsage } from './cert.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
 
 export function version (): string {
@@ -25,6 +29,10 @@ export function usage (): string {
     'Usage:',
     '  sipmesh start [options]        run one node (sipmesh start --help lists the options)',
     '  sipmesh cluster --nodes N      run N nodes on loopback wired to each other (sipmesh cluster --help)',
+    '  sipmesh status                 a running node: addresses and peers (--admin host:port, --json)',
+    '  sipmesh aor <aor>              who owns an AoR, and its bindings',
+    '  sipmesh registrations          the AoRs registered at a node (--prefix, --limit, --after)',
+    '  sipmesh cert --domain D        a private CA and TLS certificates for local domains (sipmesh cert --help)',
     '  sipmesh --help                 this help',
     '  sipmesh --version              the version'
   ].join('\n')
@@ -56,6 +64,12 @@ async function start (args: string[]): Promise<number> {
     await node.stop()
     return EXIT_FAILURE
   }
+  // process-wide, so here and not in the node (tests run several nodes in one process)
+  const { MemoryTrimmer } = await import('./memory-trim.ts')
+  const { addCollectedCounter } = await import('./metrics.ts')
+  const trimmer = new MemoryTrimmer({ logger: node.log.child({ component: 'memory' }) })
+  trimmer.start()
+  addCollectedCounter(node.metrics.registry, 'sipmesh_memory_trims_total', 'memory-reducing GCs run after a burst (V8 keeps freed pages resident otherwise)', () => trimmer.trims)
   // a library that loses track of a promise must not take the node down
   process.on('unhandledRejection', (reason) => {
     node.log.error('unhandled promise rejection', { error: reason instanceof Error ? reason.stack ?? reason.message : String(reason) })
@@ -66,6 +80,7 @@ async function start (args: string[]): Promise<number> {
   const force = (): void => { process.exit(EXIT_FAILURE) }
   process.once('SIGINT', force)
   process.once('SIGTERM', force)
+  trimmer.stop()
   await node.stop()
   exitAfterSignal(EXIT_OK)
   return EXIT_OK
@@ -79,6 +94,12 @@ export async function main (argv: string[]): Promise<number> {
         return await start(rest)
       case 'cluster':
         return await runCluster(rest)
+      case 'status':
+      case 'aor':
+      case 'registrations':
+        return await runAdminCommand(command, rest)
+      case 'cert':
+        return await runCert(rest)
       case '--version':
       case '-v':
       case 'version':
@@ -89,6 +110,8 @@ export async function main (argv: string[]): Promise<number> {
       case 'help':
         if (rest[0] === 'start') process.stdout.write(startUsage() + '\n')
         else if (rest[0] === 'cluster') process.stdout.write(clusterUsage() + '\n')
+        else if (rest[0] === 'status' || rest[0] === 'aor' || rest[0] === 'registrations') process.stdout.write(adminUsage() + '\n')
+        else if (rest[0] === 'cert') process.stdout.write(certUsage() + '\n')
         else process.stdout.write(usage() + '\n')
         return EXIT_OK
       case undefined:

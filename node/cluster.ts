@@ -3,8 +3,10 @@
  * local development.
  *
  * Node i (1-based) gets the block of ten ports starting at `base + 10 * (i - 1)`: SIP on the
- * first, libp2p on the second, the admin API on the third (so with the default base 5060: node 1
- * SIP 5060, libp2p 5061, admin 5062; node 2 SIP 5070, ...). Its data dir is
+ * first, libp2p on the second, the admin API on the third, SIP over WebSocket on the fourth (so
+ * with the default base 5060: node 1 SIP 5060, libp2p 5061, admin 5062, WebSocket 5063; node 2
+ * SIP 5070, ...): every node serves the dashboard at http://<admin>/ and the browser phone at
+ * http://<admin>/phone. Its data dir is
  * `<data-dir>/node-<i>`; the identities are created there before the nodes start, so every node
  * is given every other node as a bootstrap address and the start order does not matter, and a
  * cluster started again has the same peer ids. Each node's JSON log goes to `node-<i>/node.log`.
@@ -15,7 +17,7 @@
  * last line it wrote on stderr.
  *
  * Once every node is up (and connected to the others, or after a few seconds) it prints a table:
- * node, peer id, SIP, admin (one row per node, columns separated by spaces), then one status line.
+ * node, peer id, SIP, admin, WebSocket (one row per node, columns separated by spaces), then one status line.
  * Ctrl-C (SIGINT), SIGTERM or SIGHUP to the cluster process stops every node (each gets SIGTERM,
  * SIGKILL after 10 s). So does the death of the process that started the cluster: `npx` runs it
  * under `sh -c`, and a SIGTERM to `npx` kills that shell without passing the signal on, which
@@ -35,6 +37,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { LOG_LEVELS } from './config.ts'
+import { formatTable } from './cli-admin.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
 
 export const MAX_CLUSTER_NODES = 64
@@ -45,7 +48,7 @@ export function clusterUsage (): string {
     'Usage: sipmesh cluster --nodes N [options]',
     '',
     'Runs N sipmesh nodes on 127.0.0.1, wired to each other; Ctrl-C stops them all.',
-    'Node i uses the ports base+10*(i-1): +0 SIP, +1 libp2p, +2 admin API.',
+    'Node i uses the ports base+10*(i-1): +0 SIP, +1 libp2p, +2 admin API (dashboard, /phone), +3 SIP over WebSocket.',
     '',
     `  --nodes <N>          how many nodes (1-${MAX_CLUSTER_NODES})`,
     '  --domain <domain>    SIP domain (repeatable or comma-separated; default: the node default)',
@@ -110,6 +113,7 @@ interface ClusterNode {
   sip: string
   p2p: string
   admin: string
+  ws: string
   child?: ChildProcess
   log?: WriteStream
   started: boolean
@@ -164,7 +168,8 @@ async function portProblem (n: ClusterNode): Promise<string | undefined> {
     ['SIP over UDP', 'udp', sipHost, sipPort],
     ['SIP over TCP', 'tcp', sipHost, sipPort],
     ['libp2p', 'tcp', '127.0.0.1', p2pPort],
-    ['admin API', 'tcp', adminHost, adminPort]
+    ['admin API', 'tcp', adminHost, adminPort],
+    ['SIP over WebSocket', 'tcp', sipHost, sipPort + 3]
   ]
   for (const [what, transport, host, port] of checks) {
     const code = await bindError(transport, host, port)
@@ -177,10 +182,9 @@ async function portProblem (n: ClusterNode): Promise<string | undefined> {
 }
 
 function table (nodes: ClusterNode[]): string {
-  const rows = [['node', 'peer id', 'SIP', 'admin']]
-  for (const n of nodes) rows.push([String(n.index), n.peerId, n.sip, `http://${n.admin}`])
-  const widths = rows[0].map((_, c) => Math.max(...rows.map(r => r[c].length)))
-  return rows.map(r => r.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd()).join('\n')
+  const rows = [['node', 'peer id', 'SIP', 'admin', 'WebSocket']]
+  for (const n of nodes) rows.push([String(n.index), n.peerId, n.sip, `http://${n.admin}`, `ws://${n.ws}`])
+  return formatTable(rows)
 }
 
 async function stopAll (nodes: ClusterNode[], timeoutMs = 10_000): Promise<void> {
@@ -244,6 +248,7 @@ export async function runCluster (args: string[]): Promise<number> {
       sip: `127.0.0.1:${base}`,
       p2p: `/ip4/127.0.0.1/tcp/${base + 1}`,
       admin: `127.0.0.1:${base + 2}`,
+      ws: `127.0.0.1:${base + 3}`,
       started: false,
       exited: false,
       peers: 0
@@ -265,7 +270,7 @@ export async function runCluster (args: string[]): Promise<number> {
   let onChange: () => void = () => {}
 
   for (const n of nodes) {
-    const flags = ['start', '--sip', n.sip, '--p2p', n.p2p, '--admin', n.admin, '--data-dir', n.dataDir, '--log-level', opts.logLevel]
+    const flags = ['start', '--sip', n.sip, '--p2p', n.p2p, '--admin', n.admin, '--ws', n.ws, '--data-dir', n.dataDir, '--log-level', opts.logLevel]
     for (const d of opts.domains) flags.push('--domain', d)
     for (const other of nodes) if (other !== n) flags.push('--bootstrap', `${other.p2p}/p2p/${other.peerId}`)
     const child = spawn(process.execPath, [BIN, ...flags], {

@@ -6,7 +6,7 @@
  *   3. command-line flags (`--sip 127.0.0.1:5060`, ...)
  *
  * The config file uses the flag names as keys (`{ "domain": ["example.com"], "data-dir": "./d",
- * "mdns": true }`). Repeatable settings (`domain`, `p2p`, `bootstrap`, `allow-peer`) take a list
+ * "mdns": true }`). Repeatable settings (`domain`, `p2p`, `bootstrap`, `allow-peer`, `peer`, `peer-trust`) take a list
  * in the file, comma-separated values in the environment, and repeated and/or comma-separated
  * flags on the command line; a later layer replaces the list of an earlier one, it does not add to
  * it. Every layer is checked on its own (so an error names the flag, variable or file key that
@@ -57,6 +57,18 @@ export interface GatewayConfig {
    * messages on every transport
    */
   limits?: { maxConnectionsPerHost?: number, rateLimit?: { perSecond: number, burst: number } }
+  /**
+   * SIP over TLS (RFC 3261 26.2) and secure WebSocket: listen addresses (each optional) and the
+   * absolute paths of this node's PEM certificate and key and of the authorities trusted for
+   * peers' certificates. Present whenever TLS is used (listening or peering)
+   */
+  tls?: { listen?: HostPort, wss?: HostPort, cert: string, key: string, ca?: string }
+  /**
+   * peer networks (`--peer domain=host:port[,host:port]`): requests for their domain go to one of
+   * their addresses over mutually authenticated TLS, in order; `trusted`: one trust domain with
+   * this mesh (RFC 3325, `--peer-trust`), so P-Asserted-Identity crosses
+   */
+  peers?: ReadonlyArray<{ domain: string, addresses: readonly HostPort[], trusted: boolean }>
 }
 
 /** What libp2p and the DHT get. */
@@ -122,7 +134,14 @@ const SETTINGS = {
   'rate-limit': { kind: 'string', help: 'SIP messages per second accepted from one source address, bursts of twice that (default: off)' },
   'max-pending-registers': { kind: 'string', help: 'REGISTERs in progress (waiting for their claim) beyond which a new one is answered 503 with Retry-After' },
   'overload-lag-ms': { kind: 'string', help: 'event-loop lag, ms, beyond which a REGISTER is answered 503 with Retry-After' },
-  'max-connections-per-host': { kind: 'string', help: 'open SIP TCP + WebSocket connections accepted from one source address (more are refused)' }
+  'max-connections-per-host': { kind: 'string', help: 'open SIP TCP + WebSocket connections accepted from one source address (more are refused)' },
+  tls: { kind: 'string', help: 'SIP over TLS, host:port (off when absent; needs --tls-cert and --tls-key)' },
+  wss: { kind: 'string', help: 'SIP over secure WebSocket, host:port, with the TLS certificate (off when absent)' },
+  'tls-cert': { kind: 'string', help: 'PEM certificate (chain) of this node, naming its domain (sipmesh cert makes one)' },
+  'tls-key': { kind: 'string', help: 'PEM private key of --tls-cert' },
+  'tls-ca': { kind: 'string', help: 'PEM authorities trusted for peer networks\' certificates (needed with --peer)' },
+  peer: { kind: 'list', help: 'peer network: domain=host:port[,host:port...] (repeatable), reached over mutually authenticated TLS' },
+  'peer-trust': { kind: 'list', help: 'peer domain forming one trust domain with this mesh: P-Asserted-Identity crosses to and from it (RFC 3325)' }
 } as const
 
 type SettingName = keyof typeof SETTINGS
@@ -209,6 +228,46 @@ const MAX_LIST = 256
 const str = z.string().min(1, 'must not be empty').max(MAX_STRING)
 const domainStr = str.refine(v => hostnameRe.test(v), { message: 'not a domain name' })
 
+/** One item of `--peer`: `domain=host:port`, or `host:port` (another address of the peer before it). */
+function checkPeerItem (item: string): void {
+  for (const v of item.split(',').map(x => x.trim())) checkPeerAddress(v)
+}
+
+function checkPeerAddress (v: string): void {
+  const eq = v.indexOf('=')
+  if (eq >= 0) {
+    const domain = v.slice(0, eq)
+    if (!hostnameRe.test(domain)) throw new Error(`"${domain.slice(0, 80)}" is not a domain name (expected domain=host:port)`)
+    parseHostPort(v.slice(eq + 1))
+  } else {
+    parseHostPort(v)
+  }
+}
+
+export interface PeerSetting { domain: string, addresses: HostPort[] }
+
+/**
+ * The peer networks of a `--peer` list: `["example.net=a:5061", "b:5061", "example.org=c:5061"]`
+ * (comma-separated values split into items) gives example.net at a and b, example.org at c.
+ */
+export function parsePeers (items: readonly string[]): PeerSetting[] {
+  const peers: PeerSetting[] = []
+  for (const item of items.flatMap(i => i.split(',')).map(i => i.trim()).filter(i => i !== '')) {
+    const eq = item.indexOf('=')
+    if (eq >= 0) {
+      const domain = item.slice(0, eq).toLowerCase()
+      if (peers.some(p => p.domain === domain)) throw new Error(`peer ${domain} is given twice`)
+      peers.push({ domain, addresses: [parseHostPort(item.slice(eq + 1))] })
+    } else {
+      const last = peers[peers.length - 1]
+      if (last === undefined) throw new Error(`"${item.slice(0, 80)}" has no peer domain before it (expected domain=host:port)`)
+      if (last.addresses.length >= 16) throw new Error(`peer ${last.domain} has more than 16 addresses`)
+      last.addresses.push(parseHostPort(item))
+    }
+  }
+  return peers
+}
+
 /** One layer of input: every key optional, no unknown keys. */
 const layerSchema = z.strictObject({
   domain: z.array(domainStr).min(1, 'needs at least one domain').max(MAX_LIST),
@@ -231,7 +290,16 @@ const layerSchema = z.strictObject({
   'rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000))),
   'max-pending-registers': str.superRefine(refineWith(positiveInteger(1_000_000))),
   'overload-lag-ms': str.superRefine(refineWith(positiveInteger(60_000))),
-  'max-connections-per-host': str.superRefine(refineWith(positiveInteger(1_000_000)))
+  'max-connections-per-host': str.superRefine(refineWith(positiveInteger(1_000_000))),
+  tls: str.superRefine(refineWith(parseHostPort)),
+  wss: str.superRefine(refineWith(parseHostPort)),
+  'tls-cert': str,
+  'tls-key': str,
+  'tls-ca': str,
+  peer: z.array(str.superRefine(refineWith(checkPeerItem))).max(MAX_LIST).superRefine((items, ctx) => {
+    try { parsePeers(items) } catch (err) { ctx.addIssue({ code: 'custom', message: (err as Error).message }) }
+  }),
+  'peer-trust': z.array(domainStr).max(MAX_LIST)
 }).partial()
 
 export type ConfigLayer = z.infer<typeof layerSchema>
@@ -380,6 +448,30 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
   if (Number(get('min-expires')) > Number(get('max-expires'))) {
     throw new ConfigError(`invalid configuration: min-expires (${get('min-expires')}) is above max-expires (${get('max-expires')})`)
   }
+  const peers = parsePeers(merged.peer ?? [])
+  for (const p of peers) {
+    if (domains.includes(p.domain)) throw new ConfigError(`invalid configuration: peer ${p.domain} is a domain this mesh serves`)
+  }
+  const trust = new Set((merged['peer-trust'] ?? []).map(d => d.toLowerCase()))
+  for (const d of trust) {
+    if (!peers.some(p => p.domain === d)) throw new ConfigError(`invalid configuration: peer-trust ${d} is not a configured peer (--peer ${d}=host:port)`)
+  }
+  const usesTls = merged.tls != null || merged.wss != null || peers.length > 0
+  if (usesTls && (merged['tls-cert'] == null || merged['tls-key'] == null)) {
+    throw new ConfigError('invalid configuration: --tls, --wss and --peer need --tls-cert and --tls-key (sipmesh cert makes them for local use)')
+  }
+  if (peers.length > 0 && merged['tls-ca'] == null) {
+    throw new ConfigError('invalid configuration: --peer needs --tls-ca, the authorities trusted for peers\' certificates')
+  }
+  const tls = !usesTls
+    ? undefined
+    : {
+        ...(merged.tls != null ? { listen: parseHostPort(merged.tls) } : {}),
+        ...(merged.wss != null ? { wss: parseHostPort(merged.wss) } : {}),
+        cert: resolvePath(cwd, merged['tls-cert'] as string),
+        key: resolvePath(cwd, merged['tls-key'] as string),
+        ...(merged['tls-ca'] != null ? { ca: resolvePath(cwd, merged['tls-ca']) } : {})
+      }
   const config: Config = {
     dataDir: resolvePath(cwd, get('data-dir')),
     gateway: {
@@ -397,7 +489,9 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
       limits: {
         maxConnectionsPerHost: Number(get('max-connections-per-host')),
         ...(merged['rate-limit'] != null ? { rateLimit: { perSecond: Number(merged['rate-limit']), burst: 2 * Number(merged['rate-limit']) } } : {})
-      }
+      },
+      ...(tls !== undefined ? { tls } : {}),
+      ...(peers.length > 0 ? { peers: peers.map(p => ({ ...p, trusted: trust.has(p.domain) })) } : {})
     },
     mesh: {
       listen: [...new Set(get('p2p'))],

@@ -12,6 +12,8 @@
 import { sipGateway, type DigestAuthInit } from '../sip-gateway/index.ts'
 import type { GatewayFactory } from './sipmesh-node.ts'
 import { parseCredentialsFile, readCredentialsFile } from './credentials.ts'
+import { readFile } from 'node:fs/promises'
+import type { GatewayConfig as GatewayContextConfig } from './config.ts'
 
 export { MAX_CREDENTIALS_BYTES, CredentialsFileError, parseCredentialsFile, readCredentialsFile } from './credentials.ts'
 
@@ -45,5 +47,35 @@ export const defaultGateway: GatewayFactory | undefined = async (context) => {
       ? undefined
       : { maxMessagesPerUser: config.offlineLimits.maxMessagesPerUser, retentionMs: config.offlineLimits.retentionDays * 24 * 60 * 60 * 1000 }
   }
-  return sipGateway({ ...context, config: { ...config, offline, auth } })
+  const tls = config.tls === undefined ? undefined : await readTlsFiles(config.tls)
+  const peers = config.peers?.map(p => ({ domain: p.domain, addresses: p.addresses.map(a => ({ ...a })), trusted: p.trusted }))
+  if (peers !== undefined) context.logger.info('peer networks', { peers: peers.map(p => `${p.domain}${p.trusted ? ' (trusted)' : ''}`) })
+  return sipGateway({ ...context, config: { ...config, offline, auth, tls, peers } })
+}
+
+/** Largest PEM file read (a certificate chain or a bundle of authorities). */
+const MAX_PEM_BYTES = 1024 * 1024
+
+async function readPem (path: string, what: string): Promise<string> {
+  let text: string
+  try {
+    const buf = await readFile(path)
+    if (buf.byteLength > MAX_PEM_BYTES) throw new Error(`larger than ${MAX_PEM_BYTES} bytes`)
+    text = buf.toString('utf8')
+  } catch (err) {
+    throw new Error(`cannot read the ${what} ${path}: ${(err as Error).message}`, { cause: err })
+  }
+  if (!text.includes('-----BEGIN ')) throw new Error(`the ${what} ${path} is not PEM`)
+  return text
+}
+
+/** The TLS certificate, key and authorities named by the config, read as PEM text. */
+async function readTlsFiles (tls: NonNullable<GatewayContextConfig['tls']>): Promise<{ listen?: { host: string, port: number }, wss?: { host: string, port: number }, cert: string, key: string, ca?: string }> {
+  return {
+    ...(tls.listen !== undefined ? { listen: { ...tls.listen } } : {}),
+    ...(tls.wss !== undefined ? { wss: { ...tls.wss } } : {}),
+    cert: await readPem(tls.cert, 'TLS certificate (--tls-cert)'),
+    key: await readPem(tls.key, 'TLS key (--tls-key)'),
+    ...(tls.ca !== undefined ? { ca: await readPem(tls.ca, 'TLS authorities (--tls-ca)') } : {})
+  }
 }

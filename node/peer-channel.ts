@@ -349,6 +349,12 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     return { outbound, inbound: this.inbound.size }
   }
 
+  /** The send side toward one peer (for the admin API's `/peers`): a stream open, messages waiting. */
+  linkState (node: string): { open: boolean, queued: number } {
+    const link = this.links.get(node)
+    return { open: link?.stream != null, queued: (link?.queue.length ?? 0) + (link?.batch.length ?? 0) }
+  }
+
   private async flush (node: string, link: Link, options: AbortOptions): Promise<void> {
     if (link.flushing) return
     link.flushing = true

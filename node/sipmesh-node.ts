@@ -19,6 +19,10 @@ import { loadOrCreateIdentity, openDatastore, DatastoreDurableStore } from './pe
 import { Libp2pPeerChannel } from './peer-channel.ts'
 import { ConnectionFailures, wasReported } from './connection-failures.ts'
 import { AdminServer } from './admin/server.ts'
+import { listingsBackend, nodeSummary, pagesBackend } from './admin/listings-backend.ts'
+import { MeshInfo } from './mesh-info.ts'
+import type { ListingsParts } from './admin/listings-backend.ts'
+import type { GatewayInspection } from '../sip-gateway/inspect.ts'
 import { createNodeMetrics, addCollectedCounter, addCollectedGauge, addCollectedLabeledCounter, oncePerScrape } from './metrics.ts'
 import { createPinoLogger, libp2pComponentLogger, toPortLogger } from './logger.ts'
 import { normalizeAor } from '../dht/record/claim.ts'
@@ -41,7 +45,7 @@ export interface GatewayContext {
   announceSip (hostPort: string): void
 }
 
-/** Counts by transport (`udp`, `tcp`, `ws`). */
+/** Counts by transport (`udp`, `tcp`, `ws`, `tls`, `wss`). */
 export type TransportCounts = Readonly<Partial<Record<string, number>>>
 
 /**
@@ -54,6 +58,10 @@ export interface GatewayStatsSnapshot {
   /** final responses sent to requests the node handled (its own and relayed), by class: `2xx` ... `6xx` */
   responses: Readonly<Partial<Record<string, number>>>
   forwardedMesh: number
+  /** requests sent to a peer network over TLS */
+  forwardedPeer?: number
+  /** requests from peer networks refused (From not in the peer's domain) */
+  peerRefused?: number
   deliveredLocal: number
   answeredLocally: number
   loops: number
@@ -90,6 +98,8 @@ export interface GatewayStatsSnapshot {
     connections: number
     connectionsRefused?: { host: number, total: number }
     silentClosed?: number
+    tlsHandshakeFailures?: number
+    tlsRefused?: number
   }
   presence?: { presentities: number, subscriptions: number, backendSubscriptions: number, publications: number, notifiesSent: number, rateLimited: number }
   offline?: { users: number, messages: number, stored: number, delivered: number, refused: number }
@@ -107,6 +117,8 @@ export interface Gateway {
   stats? (): GatewayStatsSnapshot
   /** presence authorization rules, for the admin API's `/presence/<aor>/rules` */
   presenceRules?: { get (aor: string): unknown, set (aor: string, rules: unknown): Promise<unknown> }
+  /** read-only views for the admin API's listings and the dashboard */
+  inspect?: GatewayInspection
 }
 
 export type GatewayFactory = (context: GatewayContext) => Gateway | Promise<Gateway>
@@ -338,8 +350,26 @@ export class SipmeshNode {
       if (gateway.stats !== undefined) this.registerGatewayMetrics(gateway.stats.bind(gateway))
     }
 
+    const parts: ListingsParts = {
+      mesh: meshNode,
+      channel,
+      meshInfo: new MeshInfo({ libp2p: meshNode.libp2p, logger: this.log }, {
+        summary: () => nodeSummary(parts),
+        bindings: (aor) => this.gatewayInstance?.inspect?.bindings(aor)
+      }),
+      domains: config.gateway.domains,
+      gateway: () => this.gatewayInstance?.inspect,
+      stats: () => this.gatewayInstance?.stats?.(),
+      registrations: () => this.gatewayInstance?.registrations?.() ?? 0,
+      sip: () => this.sipAddress,
+      admin: () => this.adminAddress
+    }
+    await parts.meshInfo.start()
+    this.stopSteps.push(async () => { await parts.meshInfo.stop() })
     const admin = new AdminServer({
       backend: {
+        listings: listingsBackend(parts),
+        pages: pagesBackend(parts),
         status: () => this.status(),
         normalizeAor,
         resolve: async (aor, options) => await meshNode.registry.resolve(aor, options),
@@ -493,7 +523,7 @@ export class SipmeshNode {
     const gauge = (name: string, help: string, read: (s: GatewayStatsSnapshot) => number | undefined): void => {
       addCollectedGauge(r, name, help, () => read(s()) ?? 0)
     }
-    const transports = ['udp', 'tcp', 'ws'] as const
+    const transports = ['udp', 'tcp', 'ws', 'tls', 'wss'] as const
     counter('sipmesh_sip_requests_total', 'SIP requests received from user agents and the mesh (one per server transaction; retransmissions not counted)', s => s.requests)
     addCollectedLabeledCounter(r, 'sipmesh_sip_responses_total', 'final SIP responses sent to requests this node handled (its own and relayed; not the 400s of unparsable messages, see parse_errors), by status class', 'class', ['2xx', '3xx', '4xx', '5xx', '6xx'], () => s().responses)
     counter('sipmesh_sip_requests_forwarded_mesh_total', 'SIP requests forwarded over the mesh to the node owning the AoR', s => s.forwardedMesh)
@@ -521,6 +551,10 @@ export class SipmeshNode {
     counter('sipmesh_sip_idle_closed_total', 'TCP/WebSocket connections closed after the idle timeout', s => s.transport?.idleClosed)
     gauge('sipmesh_sip_connections', 'open SIP TCP and WebSocket connections', s => s.transport?.connections)
     addCollectedLabeledCounter(r, 'sipmesh_sip_connections_refused_total', 'SIP TCP/WebSocket connections refused, by the cap they met: per source address (host) or on all connections (total)', 'cap', ['host', 'total'], () => s().transport?.connectionsRefused)
+    counter('sipmesh_sip_requests_forwarded_peer_total', 'SIP requests sent to a peer network over TLS', s => s.forwardedPeer)
+    counter('sipmesh_sip_peer_requests_refused_total', 'SIP requests from peer networks refused with 403 (From not in the peer\'s domain)', s => s.peerRefused)
+    counter('sipmesh_sip_tls_handshake_failures_total', 'TLS handshakes that failed or timed out (plain SIP to the TLS port, a client that never finishes)', s => s.transport?.tlsHandshakeFailures)
+    counter('sipmesh_sip_tls_refused_total', 'TLS connections refused for a certificate: untrusted, expired or naming no configured peer (inbound), or a peer dial that failed', s => s.transport?.tlsRefused)
     counter('sipmesh_sip_silent_connections_closed_total', 'inbound SIP TCP/WebSocket connections closed because no whole SIP message came within the first-message timeout', s => s.transport?.silentClosed)
     counter('sipmesh_sip_mesh_messages_received_total', 'SIP messages the gateway received from other nodes over the mesh', s => s.meshIn)
     counter('sipmesh_sip_mesh_messages_sent_total', 'SIP messages the gateway sent to other nodes over the mesh', s => s.meshOut)

@@ -24,7 +24,9 @@
 // figure nearer 100,000 registrations on a slow build: `--only alone --bulk-seconds 300`.
 //
 //   node scripts/bench-register.ts [--only alone|mesh|kamailio] [--users 100000] [--step 3]
-//        [--max 100000] [--bulk-seconds 90] [--spread] [--no-kamailio] [--smoke]
+//        [--max 100000] [--bulk-seconds 90] [--bulk-rate N] [--spread] [--no-kamailio] [--smoke]
+//   (--bulk-rate: register the --users at N/s instead of half the highest clean new rate, and skip
+//   the ladder of new AoRs: a memory figure at a chosen rate)
 //   (BENCH_KAMAILIO_WORKERS=n UDP workers, default 2 = the cores here; BENCH_CPU_PROF=<dir> writes
 //   a V8 CPU profile of each sipmesh node process into <dir>/<target>-<phase>/, e.g.
 //   alone-new/ for the lone node under new-REGISTER load; summarize with
@@ -49,6 +51,7 @@ const { values } = parseArgs({
     step: { type: 'string', default: '3' },
     max: { type: 'string', default: '100000' },
     'bulk-seconds': { type: 'string', default: '90' },
+    'bulk-rate': { type: 'string' },
     spread: { type: 'boolean', default: false },
     kamailio: { type: 'boolean', default: true },
     smoke: { type: 'boolean', default: false }
@@ -57,6 +60,7 @@ const { values } = parseArgs({
 
 type TargetName = 'alone' | 'mesh' | 'kamailio'
 const SMOKE = values.smoke
+const BULK_RATE = values['bulk-rate'] === undefined ? undefined : Number(values['bulk-rate'])
 const ONLY = values.only as TargetName | undefined
 if (ONLY !== undefined && !['alone', 'mesh', 'kamailio'].includes(ONLY)) {
   console.error('--only takes alone, mesh or kamailio')
@@ -69,7 +73,7 @@ const BULK_S = SMOKE ? 5 : Math.min(Math.max(Number(values['bulk-seconds']), 5),
 const LADDER = SMOKE ? [50] : [10, 25, 50, 100, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 8000, 10_000, 12_000, 14_000, 16_000, 20_000, 24_000, 28_000, 32_000, 40_000, 50_000, 64_000, 80_000, 100_000].filter(r => r <= MAX_RATE)
 const STARTED = Date.now()
 const DEADLINE = STARTED + (SMOKE ? 90_000 : 540_000)
-const SETTLE_MS = SMOKE ? 0 : 40_000 // Timer J: a UDP non-INVITE server transaction lingers 64*T1 = 32 s
+const SETTLE_MS = SMOKE ? 0 : 80_000 // Timer J (64*T1 = 32 s), then the memory trim (40 s of quiet)
 const KAMAILIO_CFG = fileURLToPath(new URL('./kamailio/register.cfg', import.meta.url))
 const KAMAILIO_WORKERS = Math.min(Math.max(Number(process.env.BENCH_KAMAILIO_WORKERS ?? '2'), 1), 16)
 const CPU_PROF = process.env.BENCH_CPU_PROF
@@ -107,14 +111,27 @@ interface Target {
 const running = new Set<Target>()
 let generation = 0
 
+/**
+ * Settled: no server transaction left (timer J: 32 s after the last REGISTER), and the node has
+ * given back what the burst left in V8's page pool (node/memory-trim.ts: once its loop has been
+ * quiet for 40 s), or 30 s more have passed.
+ */
 async function sipmeshSettle (node: SipmeshProcess, ms: number): Promise<boolean> {
   if (ms <= 0) return false
+  const trims = async (): Promise<number> => (await nodeMetrics(node)).get('sipmesh_memory_trims_total') ?? 0
+  const before = await trims()
+  const started = performance.now()
   try {
     await waitFor(async () => (await nodeMetrics(node)).get('sipmesh_sip_server_transactions') === 0, ms, 'server transactions to finish')
-    return true
   } catch {
     return false
   }
+  try {
+    await waitFor(async () => (await trims()) > before, Math.max(1000, Math.min(30_000, ms - (performance.now() - started))), 'the node to trim its memory')
+  } catch {
+    console.log('  (the node did not trim its memory after the burst)')
+  }
+  return true
 }
 
 function profDir (name: string, phase: string): string | undefined {
@@ -287,7 +304,8 @@ async function bench (name: TargetName): Promise<Result> {
   let t = await startTarget(name, 'new')
   try {
     await warmUp(t)
-    result.newSteps = await newLadder(t, [t.entries[0]], '')
+    // --bulk-rate: a memory figure at a given rate, no ladder of new AoRs
+    result.newSteps = BULK_RATE !== undefined ? [] : await newLadder(t, [t.entries[0]], '')
     result.newRate = highestClean(result.newSteps)?.rate
     result.cpuUsPerNewReg = cpuOf(result.newSteps)
   } finally {
@@ -320,7 +338,7 @@ async function bench (name: TargetName): Promise<Result> {
     // (the first runs sent this at the full rate: the lone node's 500/s turned into a storm of
     // retransmissions after ~30 s)
     const firstRung = result.newSteps[0]
-    const rate = SMOKE ? LADDER[0] : Math.max(25, Math.round((result.newRate ?? (firstRung?.achieved ?? 100) * 0.8) / 2))
+    const rate = SMOKE ? LADDER[0] : BULK_RATE ?? Math.max(25, Math.round((result.newRate ?? (firstRung?.achieved ?? 100) * 0.8) / 2))
     // the mesh's population is mainly for its refresh ladder: half the sending time
     const seconds = Math.max(5, Math.min(name === 'mesh' ? BULK_S / 2 : BULK_S, (timeLeft() - 150_000) / 1000))
     const users = Math.max(1, Math.min(USERS, Math.round(rate * seconds)))

@@ -111,6 +111,10 @@ async function child (): Promise<void> {
   const t0 = performance.now()
   await gateway.start()
   const startMs = performance.now() - t0
+  // what `sipmesh start` runs beside the node: gives back what a burst left resident
+  const { MemoryTrimmer } = await import('../node/memory-trim.ts')
+  const trimmer = new MemoryTrimmer({ logger: quiet })
+  trimmer.start()
   // resident anonymous memory by mapping size (V8 pages are 256 KiB mappings), for --smaps
   const anonMaps = (): Record<string, number> => {
     const out: Record<string, number> = {}
@@ -119,6 +123,8 @@ async function child (): Promise<void> {
     for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
       const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line)
       if (m !== null) { name = m[3] === '' ? 'anon' : m[3].startsWith('[') ? m[3] : 'file'; size = (parseInt(m[2], 16) - parseInt(m[1], 16)) / 1024; continue }
+      const lazy = /^LazyFree:\s+(\d+) kB/.exec(line)
+      if (lazy !== null) { out.lazyFree = (out.lazyFree ?? 0) + Number(lazy[1]) * 1024; continue }
       const r = /^Rss:\s+(\d+) kB/.exec(line)
       if (r !== null && Number(r[1]) > 0) {
         const k = name === 'anon' ? (size === 256 ? 'anon 256 KiB' : size < 256 ? 'anon < 256 KiB' : 'anon > 256 KiB') : name
@@ -138,10 +144,16 @@ async function child (): Promise<void> {
   }
   process.on('message', (msg: { type: string }) => {
     if (msg.type === 'stats') process.send?.({ type: 'stats', stats: stats() })
-    // settled: collect, give V8 time to hand the freed pages back (its memory reducer), collect again
+    // settled: wait (at most 60 s) for the memory trim that follows a burst once the loop has been
+    // quiet for 40 s, as in `sipmesh start`, then collect
     if (msg.type === 'settled') {
-      stats()
-      setTimeout(() => { stats(); setTimeout(() => { process.send?.({ type: 'settled', stats: stats(), maps: anonMaps() }) }, 5000) }, 5000)
+      const trims = trimmer.trims
+      const until = performance.now() + 60_000
+      const poll = (): void => {
+        if (trimmer.trims === trims && performance.now() < until) { setTimeout(poll, 1000); return }
+        process.send?.({ type: 'settled', trimmed: trimmer.trims > trims, stats: stats(), maps: { ...anonMaps(), ...Object.fromEntries(v8.getHeapSpaceStatistics().map(x => [x.space_name, x.physical_space_size])) } })
+      }
+      poll()
     }
     if (msg.type === 'snapshot') {
       void import('node:v8').then(v8 => { process.send?.({ type: 'snapshot', file: v8.writeHeapSnapshot(String(values.snapshot)) }) })
@@ -167,7 +179,7 @@ async function parent (): Promise<void> {
 
   const spawnNode = async (): Promise<{ proc: ChildProcess, port: number, startMs: number, stats: Stats }> => {
     const args = ['--child', '--dir', dir, ...(values.snapshot !== undefined ? ['--snapshot', values.snapshot] : []), '--claim-ms', String(values['claim-ms']), '--claim-concurrency', String(values['claim-concurrency'])]
-    const execArgv = ['--expose-gc', ...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(process.cwd(), '.bench-prof')] : [])]
+    const execArgv = ['--expose-gc', ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(f => f !== ''), ...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(process.cwd(), '.bench-prof')] : [])]
     const proc = fork(new URL(import.meta.url).pathname, args, { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     return await new Promise((resolve, reject) => {
       proc.once('message', (m: { type: string, port: number, startMs: number, stats: Stats }) => { resolve({ proc, ...m }) })
@@ -267,7 +279,8 @@ async function parent (): Promise<void> {
       await new Promise(resolve => setTimeout(resolve, 2000))
       s = await statsOf(proc)
     }
-    const r = await ask<{ stats: Stats, maps: Record<string, number> }>(proc, 'settled')
+    const r = await ask<{ stats: Stats, maps: Record<string, number>, trimmed: boolean }>(proc, 'settled')
+    console.log(r.trimmed ? 'the node trimmed its memory after the burst (node/memory-trim.ts)' : 'the node did NOT trim its memory within 60 s')
     console.log(`resident memory by mapping: ${JSON.stringify(Object.fromEntries(Object.entries(r.maps).map(([k, v]) => [k, mb(v)])))}`)
     return r.stats
   }

@@ -30,6 +30,7 @@ import type { RateLimitInit } from './transport/limits.ts'
 import { PresenceAgent, type PresenceAgentInit } from './presence/agent.ts'
 import { OfflineIm, type OfflineImInit } from './im/offline-im.ts'
 import { UserAgentAuthenticator, type DigestAuthInit } from './auth/index.ts'
+import { PeerNetworks, type PeerNetwork } from './proxy/peering.ts'
 
 export interface GatewayComponents {
   registry: Registry
@@ -50,6 +51,14 @@ export interface GatewayConfig {
   sip: { host: string, port: number }
   /** SIP over WebSocket (RFC 7118, subprotocol `sip`); off when absent */
   ws?: { host: string, port: number }
+  /**
+   * SIP over TLS (`listen`) and secure WebSocket (`wss`), each optional, with this node's PEM
+   * certificate and key and the PEM authorities trusted for peers' certificates; also what the
+   * node presents when it dials a peer network
+   */
+  tls?: { listen?: { host: string, port: number }, wss?: { host: string, port: number }, cert: string, key: string, ca?: string, handshakeTimeoutMs?: number }
+  /** peer networks (proxy/peering.ts): reached over mutually authenticated TLS; need `tls` */
+  peers?: readonly PeerNetwork[]
   /** the host written in Via and Record-Route. @default sip.host */
   advertise?: string
   limits?: {
@@ -147,6 +156,7 @@ export class Gateway {
   #transports: TransportLayer | undefined
   #unMesh: Unwatch | undefined
   #unavailable: UnavailableHandler | undefined
+  #peers: PeerNetworks | undefined
   #running = false
   readonly #counters = { parseErrors: 0, meshIn: 0, meshOut: 0 }
 
@@ -220,14 +230,17 @@ export class Gateway {
   get registrations (): number { return this.#registrar.registrations }
 
   /** where the transports listen, once started */
-  get addresses (): { udp: { host: string, port: number }, tcp: { host: string, port: number }, ws?: { host: string, port: number } } {
+  get addresses (): { udp: { host: string, port: number }, tcp: { host: string, port: number }, ws?: { host: string, port: number }, tls?: { host: string, port: number }, wss?: { host: string, port: number } } {
     const a = this.#transports?.addresses()
     if (a?.udp === undefined || a.tcp === undefined) throw new Error('gateway not started')
-    return { udp: a.udp, tcp: a.tcp, ws: a.ws }
+    return { udp: a.udp, tcp: a.tcp, ws: a.ws, tls: a.tls, wss: a.wss }
   }
 
+  /** the peer networks (requests refused for their From, failovers) */
+  get peers (): PeerNetworks | undefined { return this.#peers }
+
   get stats (): GatewayStats {
-    const core = this.#core?.stats ?? { requests: 0, forwardedMesh: 0, deliveredLocal: 0, answeredLocally: 0, loops: 0, notOwnerRetries: 0, responses: {} }
+    const core = this.#core?.stats ?? { requests: 0, forwardedMesh: 0, forwardedPeer: 0, deliveredLocal: 0, answeredLocally: 0, loops: 0, notOwnerRetries: 0, responses: {} }
     // the presence agent answers the requests it intercepts itself: its finals count here too
     const responses = { ...core.responses }
     for (const [k, n] of Object.entries(this.#presence.responseCounts)) responses[k] = (responses[k] ?? 0) + n
@@ -252,9 +265,14 @@ export class Gateway {
   async start (): Promise<void> {
     if (this.#running) return
     const config = this.#config
+    const tls = config.tls
+    if ((config.peers?.length ?? 0) > 0 && tls === undefined) throw new RangeError('peer networks need tls (certificate and key)')
     const transports = new TransportLayer({ logger: this.#log.child({ sub: 'transport' }) }, {
       sip: config.sip,
       ws: config.ws,
+      tls: tls?.listen,
+      wss: tls?.wss,
+      tlsCredentials: tls === undefined ? undefined : { cert: tls.cert, key: tls.key, ca: tls.ca, peers: config.peers?.map(p => p.domain), handshakeTimeoutMs: tls.handshakeTimeoutMs },
       maxMessageSize: config.limits?.maxMessageSize,
       maxConnections: config.limits?.maxConnections,
       maxConnectionsPerHost: config.limits?.maxConnectionsPerHost,
@@ -267,10 +285,12 @@ export class Gateway {
     transports.onMessage((message, source) => { this.dispatch(message, transports.flowOf(source)) })
     await transports.start()
     this.#transports = transports
-    const { udp, tcp } = this.addresses
+    const { udp, tcp, tls: tlsAddress, wss } = this.addresses
     const host = config.advertise ?? config.sip.host
     // UDP flows without a promise (the relay's hot path); TCP may dial
     const connector: Connector = { connect: (target) => target.transport.toUpperCase() === 'UDP' ? transports.connectUdp(target) : transports.connect(target) }
+    this.#peers = config.peers === undefined || config.peers.length === 0 ? undefined : new PeerNetworks(this.#log.child({ sub: 'peering' }), config.peers)
+    const tlsAliases = tlsAddress === undefined ? [] : [`${tlsAddress.host}:${tlsAddress.port}`, `${host}:${tlsAddress.port}`, `localhost:${tlsAddress.port}`]
     this.#core = new ProxyCore({
       registry: this.#components.registry,
       registrar: this.#registrar,
@@ -281,8 +301,11 @@ export class Gateway {
       domains: config.domains,
       host,
       port: udp.port,
-      aliases: [`${udp.host}:${udp.port}`, `${tcp.host}:${tcp.port}`, `localhost:${udp.port}`],
+      aliases: [`${udp.host}:${udp.port}`, `${tcp.host}:${tcp.port}`, `localhost:${udp.port}`, ...tlsAliases],
       wsPort: this.addresses.ws?.port,
+      tlsPort: tlsAddress?.port,
+      wssPort: wss?.port,
+      peers: this.#peers,
       onUnavailable: async (request, aor) => await this.#unavailable?.(request, aor) ?? await this.#im.onUnavailable(request, aor),
       onTimeout: async (request, aor) => await this.#im.onTimeout(request, aor),
       backlog: this.#im,
@@ -301,9 +324,9 @@ export class Gateway {
     await this.#im.start()
     await this.#registrar.start()
     await this.#presence.load()
-    this.#presence.start({ layer: this.#layer, mesh: (node) => this.#meshFlow(node), connector, host, ports: { udp: udp.port, tcp: tcp.port, ws: this.addresses.ws?.port } })
+    this.#presence.start({ layer: this.#layer, mesh: (node) => this.#meshFlow(node), connector, host, ports: { udp: udp.port, tcp: tcp.port, ws: this.addresses.ws?.port, tls: tlsAddress?.port } })
     this.#running = true
-    this.#log.info('sip gateway started', { udp, tcp, ws: this.addresses.ws, domains: config.domains })
+    this.#log.info('sip gateway started', { udp, tcp, ws: this.addresses.ws, tls: tlsAddress, wss, domains: config.domains, peers: config.peers?.map(p => p.domain) })
   }
 
   async stop (): Promise<void> {

@@ -22,6 +22,7 @@ import type { DurableStore, Logger, PeerChannel, Registry } from './ports.ts'
 import type { PresenceStats } from './presence/agent.ts'
 import type { OfflineStats } from './offline/store.ts'
 import type { AuthStats } from './auth/index.ts'
+import { bindingView, type GatewayInspection } from './inspect.ts'
 
 export { Gateway } from './gateway.ts'
 export type { GatewayComponents, GatewayConfig, GatewayStats } from './gateway.ts'
@@ -37,6 +38,7 @@ export { defaultTimers, type TimerSettings } from './transaction/timers.ts'
 export { MemoryStore } from './memory-store.ts'
 export { MemoryChannel, MemoryChannelHub } from './memory-channel.ts'
 export type * from './ports.ts'
+export type * from './inspect.ts'
 
 /** What `node/` hands the gateway (structurally the node's `GatewayContext`). */
 export interface SipGatewayContext {
@@ -58,6 +60,8 @@ export interface SipGatewayStats extends GatewayStats {
   presence: PresenceStats
   offline: OfflineStats
   auth?: AuthStats
+  /** requests from peer networks refused (From not in the peer's domain); absent without peers */
+  peerRefused?: number
 }
 
 /** Build the gateway from the node's context (the node's `GatewayFactory`). */
@@ -68,6 +72,7 @@ export function sipGateway (context: SipGatewayContext): {
   stats (): SipGatewayStats
   gateway: Gateway
   presenceRules: { get (aor: string): unknown, set (aor: string, rules: unknown): Promise<unknown> }
+  inspect: GatewayInspection
 } {
   const { config } = context
   const gateway = new Gateway({
@@ -81,6 +86,8 @@ export function sipGateway (context: SipGatewayContext): {
     sip: { host: config.sip.host, port: config.sip.port },
     ws: config.ws === undefined ? undefined : { host: config.ws.host, port: config.ws.port },
     advertise: config.advertise,
+    tls: config.tls,
+    peers: config.peers,
     limits: config.limits,
     timers: config.timers,
     proxy: config.proxy,
@@ -96,11 +103,36 @@ export function sipGateway (context: SipGatewayContext): {
     registrations: () => gateway.registrations,
     stats: () => {
       const auth = gateway.auth?.stats
-      return { ...gateway.stats, presence: gateway.presence.stats, offline: gateway.im.offline.stats(), auth: auth === undefined ? undefined : { ...auth } }
+      return { ...gateway.stats, peerRefused: gateway.peers?.refused, presence: gateway.presence.stats, offline: gateway.im.offline.stats(), auth: auth === undefined ? undefined : { ...auth } }
     },
     presenceRules: {
       get: (aor) => gateway.presence.getRulesDocument(aor),
       set: async (aor, rules) => await gateway.presence.setRules(aor, rules)
+    },
+    inspect: inspection(gateway)
+  }
+}
+
+/** The gateway's state as the admin API lists it (see inspect.ts). */
+function inspection (gateway: Gateway): GatewayInspection {
+  return {
+    registrations: (query) => {
+      const { aors, total, more } = gateway.registrar.page(query)
+      const items = aors.map(aor => ({ aor, bindings: gateway.registrar.lookup(aor).map(bindingView) }))
+      const last = aors.at(-1)
+      return { items, total, ...(more && last !== undefined ? { next: last } : {}) }
+    },
+    bindings: (aor) => gateway.registrar.lookup(aor).map(bindingView),
+    subscriptions: (limit) => gateway.presence.snapshot(limit),
+    offline: (limit) => {
+      const store = gateway.im.offline
+      const all = store.users()
+      all.sort()
+      return { users: all.slice(0, limit).map(aor => ({ aor, messages: store.count(aor) })), total: all.length, messages: store.stats().messages }
+    },
+    ws: () => {
+      const ws = gateway.addresses.ws
+      return ws === undefined ? undefined : (ws.host.includes(':') ? `[${ws.host}]:${ws.port}` : `${ws.host}:${ws.port}`)
     }
   }
 }

@@ -70,9 +70,9 @@ export interface ClaimFields {
 }
 
 /**
- * A decoded or freshly signed claim. It keeps the envelope bytes only; `payload` and `signature`
- * are views cut from them on demand (two typed-array objects less per claim a node keeps: own
- * claims and its cache of resolved routes, up to 100,000s of them).
+ * A decoded or freshly signed claim. It keeps where its envelope lies in a shared slab; `bytes`,
+ * `payload` and `signature` are views cut on demand (three typed-array objects, ~100 bytes each,
+ * less per claim a node keeps: own claims and its cache of resolved routes, 100,000s of them).
  */
 class Claim implements SignedClaim {
   readonly kind: ClaimKind
@@ -83,12 +83,15 @@ class Claim implements SignedClaim {
   readonly issuedAt: number
   readonly expiresAt: number
   readonly knownUntil: number
-  readonly bytes: Uint8Array
+  /** the slab holding the envelope (see slabClaim), and where: no view object per claim */
+  readonly #slab: Uint8Array
+  readonly #at: number
+  readonly #end: number
   readonly #payloadAt: number
   readonly #payloadEnd: number
   readonly #signatureAt: number
 
-  constructor (f: ClaimFields, bytes: Uint8Array, payloadLength: number, signatureLength: number) {
+  constructor (f: ClaimFields, slab: Uint8Array, at: number, length: number, payloadLength: number, signatureLength: number) {
     this.kind = f.kind
     this.aor = f.aor
     this.owner = f.owner
@@ -97,15 +100,18 @@ class Claim implements SignedClaim {
     this.issuedAt = f.issuedAt
     this.expiresAt = f.expiresAt
     this.knownUntil = f.knownUntil
-    this.bytes = bytes
+    this.#slab = slab
+    this.#at = at
+    this.#end = at + length
     // canonical CBOR: [payload, signature] = 0x82, bstr header + payload, bstr header + signature
-    this.#signatureAt = bytes.byteLength - signatureLength
+    this.#signatureAt = this.#end - signatureLength
     this.#payloadEnd = this.#signatureAt - (signatureLength < 24 ? 1 : 2)
     this.#payloadAt = this.#payloadEnd - payloadLength
   }
 
-  get payload (): Uint8Array { return this.bytes.subarray(this.#payloadAt, this.#payloadEnd) }
-  get signature (): Uint8Array { return this.bytes.subarray(this.#signatureAt) }
+  get bytes (): Uint8Array { return this.#slab.subarray(this.#at, this.#end) }
+  get payload (): Uint8Array { return this.#slab.subarray(this.#payloadAt, this.#payloadEnd) }
+  get signature (): Uint8Array { return this.#slab.subarray(this.#signatureAt, this.#end) }
 }
 
 /**
@@ -118,17 +124,18 @@ const SLAB_BYTES = 64 * 1024
 let slab = new Uint8Array(SLAB_BYTES)
 let slabUsed = 0
 
-function slabCopy (bytes: Uint8Array): Uint8Array {
+/** A claim for `fields` whose envelope `bytes` is copied into the current slab. */
+function slabClaim (fields: ClaimFields, bytes: Uint8Array, payloadLength: number, signatureLength: number): Claim {
   const n = bytes.byteLength
-  if (n > 4096) return bytes.slice()
+  if (n > 4096) return new Claim(fields, bytes.slice(), 0, n, payloadLength, signatureLength)
   if (slabUsed + n > SLAB_BYTES) {
     slab = new Uint8Array(SLAB_BYTES)
     slabUsed = 0
   }
-  const out = slab.subarray(slabUsed, slabUsed + n)
-  out.set(bytes)
+  const at = slabUsed
+  slab.set(bytes, at)
   slabUsed += (n + 7) & ~7
-  return out
+  return new Claim(fields, slab, at, n, payloadLength, signatureLength)
 }
 
 /** Owner ids seen in decoded claims, shared (a PeerId holds its public key: hundreds of bytes). */
@@ -214,7 +221,7 @@ export class ClaimSigner {
     const signature = this.#key.sign(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload]))
     const bytes = encode([payload, signature])
     if (bytes.byteLength > MAX_CLAIM_BYTES) throw new InvalidClaimError(`claim too large (${bytes.byteLength} > ${MAX_CLAIM_BYTES} bytes)`)
-    return new Claim(fields, slabCopy(bytes), payload.byteLength, signature.byteLength)
+    return slabClaim(fields, bytes, payload.byteLength, signature.byteLength)
   }
 }
 
@@ -290,7 +297,7 @@ export function decodeClaim (bytes: Uint8Array): SignedClaim {
   // deterministic encoding: the payload must be exactly what we would have produced
   if (!uint8ArrayEquals(payloadOf(fields, ownerBytes), payload)) throw new InvalidClaimError('claim payload is not canonically encoded')
   if (!uint8ArrayEquals(encode([payload, signature]), bytes)) throw new InvalidClaimError('claim envelope is not canonically encoded')
-  return new Claim(fields, slabCopy(bytes), payload.byteLength, signature.byteLength)
+  return slabClaim(fields, bytes, payload.byteLength, signature.byteLength)
 }
 
 function checkFields (f: ClaimFields, now: number, opts: { skipExpiry?: boolean } = {}): void {

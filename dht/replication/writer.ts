@@ -49,6 +49,8 @@ export interface WriteOptions {
 
 interface Entry {
   claim: SignedClaim
+  /** the claim's DHT key, hashed once for the local write, the replicas and their answers */
+  key: Uint8Array
   options: WriteOptions
   resolve: (o: WriteOutcome) => void
   outcome: WriteOutcome
@@ -90,7 +92,7 @@ export class ClaimWriter {
   /** Write one claim with the others of its batch. Never rejects. */
   async write (claim: SignedClaim, options: WriteOptions = {}): Promise<WriteOutcome> {
     return await new Promise<WriteOutcome>(resolve => {
-      this.#queue.push({ claim, options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [] } })
+      this.#queue.push({ claim, key: claimKey(claim.aor), options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [] } })
       if (!this.#busy) {
         this.#busy = true
         // let the rest of this turn's claims join
@@ -123,9 +125,9 @@ export class ClaimWriter {
     const del: Key[] = []
     const now = new Date()
     for (const e of batch) {
-      const key = claimKey(e.claim.aor)
-      writes.push({ key: this.recordKey(key), record: new Libp2pRecord(key, e.claim.bytes, now).serialize(), claim: e.claim })
-      if (e.options.own?.op === 'put') put.push([e.options.own.key, e.claim.bytes])
+      const bytes = e.claim.bytes
+      writes.push({ key: this.recordKey(e.key), record: new Libp2pRecord(e.key, bytes, now).serialize(), claim: e.claim })
+      if (e.options.own?.op === 'put') put.push([e.options.own.key, bytes])
       if (e.options.own?.op === 'delete') del.push(e.options.own.key)
     }
     try {
@@ -152,7 +154,7 @@ export class ClaimWriter {
       if (e.options.localOnly === true) return
       let peers: PeerId[]
       try {
-        peers = await this.#c.replicas.replicasOf(claimKey(e.claim.aor))
+        peers = await this.#c.replicas.replicasOf(e.key)
       } catch (err) {
         this.#c.log('no replicas for %s: %s', e.claim.aor, errorMessage(err))
         return
@@ -185,7 +187,7 @@ export class ClaimWriter {
           else e.outcome.failures++
           if (a.other != null) {
             try {
-              const other = verifyClaimSync(a.other, { key: claimKey(e.claim.aor), allowExpired: true })
+              const other = verifyClaimSync(a.other, { key: e.key, allowExpired: true })
               if (!other.owner.equals(e.claim.owner)) {
                 e.outcome.others.push(other)
                 if (a.status === PutStatus.stale && (a.age ?? 0) > Date.now() - (e.options.since ?? sentAt)) e.outcome.stood.push(other)

@@ -48,8 +48,10 @@ export function planSweep (own: Iterable<[string, OwnRecord]>, now: number, init
         continue
       }
       if (e.until <= c.expiresAt) continue
+      if (c.expiresAt - now >= init.renewAheadMs) continue
       // jitter: up to half the lead, from the signature's last byte (random enough, costs nothing)
-      const lead = init.renewAheadMs - Math.floor(init.renewAheadMs / 2 * c.bytes[c.bytes.byteLength - 1] / 255)
+      const signature = c.signature
+      const lead = init.renewAheadMs - Math.floor(init.renewAheadMs / 2 * signature[signature.byteLength - 1] / 255)
       if (c.expiresAt - now < lead && plan.renew.length < init.maxPerPass) plan.renew.push(aor)
     } else {
       if (c.knownUntil <= now) {

@@ -10,6 +10,10 @@
  *                     JSON number); expires: ISO 8601 UTC time after which the claim is void.
  *                     `?fresh=1` skips this node's cache and asks the DHT.
  *   GET /metrics      Prometheus text format
+ *   GET /             the live mesh dashboard, and `/phone`, the browser phone (routes/static.ts)
+ *   GET /registrations, /bindings/<aor>, /peers, /subscriptions, /offline, /claims, /mesh,
+ *                     /summary: listings (routes/listings.ts; errors add bad_query (400),
+ *                     gateway_unavailable (404), phone_unavailable (404))
  *   GET /presence/<aor>/rules   the presence authorization rules document this node holds for a
  *                     presentity: { default?, watchers: { <aor>: decision }, domains: { <domain>:
  *                     decision }, version } with decision one of allow, block, polite-block
@@ -29,6 +33,9 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger, Route } from '../../sip-gateway/ports.ts'
 import type { NodeMetrics } from '../metrics.ts'
+import { listingRoute, type ListingsBackend } from './routes/listings.ts'
+import { pageRoute, type PagesBackend } from './routes/static.ts'
+import type { RouteContext } from './routes/context.ts'
 
 export interface AdminStatus {
   peerId: string
@@ -55,6 +62,10 @@ export interface AdminBackend {
     /** throws an error with `status: 400` (and a `code`) for bad rules */
     set (aor: string, rules: unknown): Promise<unknown>
   }
+  /** the listings (`/registrations`, `/peers`, `/mesh`...: routes/listings.ts) */
+  listings?: ListingsBackend
+  /** the dashboard and the browser phone (routes/static.ts) */
+  pages?: PagesBackend
 }
 
 export interface AdminServerInit {
@@ -191,11 +202,22 @@ export class AdminServer {
       await this.presenceRules(req, res, rules[1])
       return
     }
+    const ctx: RouteContext = {
+      req,
+      res,
+      path,
+      query,
+      signal: this.shutdown?.signal ?? AbortSignal.abort(),
+      send: (r, status, body, headers) => { this.send(res, r, status, body, headers) },
+      error: (r, status, code, message, headers) => { this.error(res, r, status, code, message, headers) },
+      count: (r, status) => { this.metrics?.adminRequests.inc({ route: r, status: String(status) }) }
+    }
+    if (await pageRoute(ctx, this.backend.pages) || await listingRoute(ctx, this.backend.listings)) return
     if (path === '/status') route = 'status'
     else if (path === '/metrics') route = 'metrics'
     else if (path.startsWith('/aor/') && path.length > 5) route = 'aor'
     else {
-      this.error(res, 'unknown', 404, ErrorCode.notFound, 'no such resource; try GET /status, /aor/<aor> or /metrics')
+      this.error(res, 'unknown', 404, ErrorCode.notFound, 'no such resource; try GET /, /status, /aor/<aor>, /registrations, /peers, /mesh or /metrics')
       return
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -34,13 +34,15 @@ export interface KamailioInit {
   dir: string
   /** shared memory, MB (-m) @default 1024 */
   shmMb?: number
+  /** more listeners (`-l`), for example `tls:127.0.0.1:5061` */
+  listen?: string[]
 }
 
 /** one Kamailio with `cfg` on a free UDP port of 127.0.0.1; resolves once it answers OPTIONS */
 export async function startKamailio (init: KamailioInit): Promise<KamailioProcess> {
   const port = await freePort()
   const rundir = mkdtempSync(join(init.dir, 'kamailio-'))
-  const child = spawn('kamailio', ['-f', init.cfg, '-DD', '-E', '-l', `udp:127.0.0.1:${port}`, '-n', String(init.workers), '-Y', rundir, '-m', String(init.shmMb ?? 1024)], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const child = spawn('kamailio', ['-f', init.cfg, '-DD', '-E', '-l', `udp:127.0.0.1:${port}`, ...(init.listen ?? []).flatMap(l => ['-l', l]), '-n', String(init.workers), '-Y', rundir, '-m', String(init.shmMb ?? 1024)], { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   child.stderr?.on('data', (d: Buffer) => { if (stderr.length < 20_000) stderr += d.toString() })
   const stop = async (): Promise<void> => {

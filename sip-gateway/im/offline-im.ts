@@ -26,13 +26,13 @@
  *   travels in `Sipmesh-Message-Id` (trusted from the mesh only), so a copy stored again on the
  *   way keeps its id and is never stored or delivered twice.
  *
- * "Known to the mesh" across nodes. The node where a user registers keeps her as known
- * (KnownUsers, durable), but a MESSAGE may arrive at any node after her claim has been released
- * or has expired, and every node must answer alike. The claim registry keeps every AoR's record
+ * "Known to the mesh" across nodes. A MESSAGE may arrive at any node after her claim has been
+ * released or has expired, and every node must answer alike. The claim registry keeps every AoR's record
  * (the claim, or the release of it) for the known-user retention after the last registration,
  * on the replicas of its key, and the node that made it re-puts it: `Registry.known` asks for it.
  * So a user costs no record of her own besides her claim. Users of the credentials file are known
- * on every node from configuration alone.
+ * on every node from configuration alone (KnownUsers, which also still answers from records of
+ * registrations that nodes of earlier versions wrote, until they age out).
  */
 import { SipRequest, type SipResponse } from '../codec/message.ts'
 import { Headers } from '../codec/headers.ts'
@@ -158,10 +158,13 @@ export class OfflineIm {
     await this.known.stop()
   }
 
-  /** the registrar's change listener: a user registered here (or her bindings changed) */
+  /**
+   * The registrar's change listener: a user registered here (or her bindings changed). That she is
+   * known is the registry's to say (her claim record is retained, mesh-wide, for the retention
+   * window): no second record of it here, which was one more durable write per new registration.
+   */
   onBindings (aor: string, count: number): void {
     if (!this.#running || count === 0) return
-    void this.#markKnown(aor)
     if (this.offline.count(aor) > 0) this.kick(aor)
   }
 
@@ -207,14 +210,6 @@ export class OfflineIm {
     } catch (err) {
       this.#log.warn('known-user lookup failed', { aor, err: String(err) })
       return false
-    }
-  }
-
-  async #markKnown (aor: string): Promise<void> {
-    try {
-      await this.known.markRegistered(aor)
-    } catch (err) {
-      this.#log.warn('known user not recorded', { aor, err: String(err) })
     }
   }
 

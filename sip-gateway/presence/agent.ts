@@ -67,6 +67,7 @@ import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
 import type { Aor, DurableStore, Logger, Registry, Route, Unwatch } from '../ports.ts'
 import type { Registrar } from '../registrar/registrar.ts'
+import type { PresentityView, SubscriptionsView } from '../inspect.ts'
 import type { ServerTransaction, TransactionLayer } from '../transaction/layer.ts'
 import { MESH_TRANSPORT, type Connector, type Flow } from '../proxy/flow.ts'
 import { SourceRateLimiter } from '../transport/limits.ts'
@@ -107,7 +108,7 @@ export interface PresenceAgentTransport {
   connector: Connector
   /** our advertised host and the ports user agents reach us on */
   host: string
-  ports: { udp: number, tcp: number, ws?: number }
+  ports: { udp: number, tcp: number, ws?: number, tls?: number }
 }
 
 export interface PresenceAgentInit {
@@ -311,6 +312,31 @@ export class PresenceAgent {
   }
 
   /** Load persisted rules (before start). */
+  /**
+   * The presentities tracked here, at most `limit`, for the admin API (`GET /subscriptions`): who
+   * watches each and how it is served. A read of the agent's state, nothing more.
+   */
+  snapshot (limit: number): SubscriptionsView {
+    const presentities: PresentityView[] = []
+    for (const p of this.#presentities.values()) {
+      if (presentities.length >= limit) break
+      const watchers = new Set<string>()
+      const watcherNodes = new Set<string>()
+      for (const s of p.subs) if (!s.done) (s.kind === 'ua' ? watchers : watcherNodes).add(s.watcher)
+      const b = p.backend
+      presentities.push({
+        aor: p.aor,
+        mode: p.mode,
+        ...(p.owner !== undefined ? { owner: p.owner } : {}),
+        watchers: [...watchers].sort(),
+        watcherNodes: [...watcherNodes].sort(),
+        ...(b !== undefined && !b.ended ? { backend: p.backendState } : {}),
+        publications: this.publications.get(p.aor, 'presence').length
+      })
+    }
+    return { presentities, total: this.#presentities.size, subscriptions: this.#subs.size }
+  }
+
   async load (): Promise<void> {
     const r = await this.authorization.load()
     if (r.skipped > 0) this.#log.warn('presence rules skipped', r)
@@ -729,7 +755,9 @@ export class PresenceAgent {
     }
     this.#subs.set(sub.key, sub)
     p.subs.add(sub)
-    const response = createResponse(request, 200, undefined, [['Expires', String(expires)], ['Contact', this.#contactFor(flow)]], { toTag: localTag })
+    // RFC 3261 12.1.1: the 2xx that creates the dialog carries the request's Record-Route (the
+    // watcher's side builds its route set from it: a peer network's proxies, issue 13)
+    const response = createResponse(request, 200, undefined, [['Expires', String(expires)], ['Contact', this.#contactFor(flow)], ...sub.routeSet.map(r => ['Record-Route', r] as [string, string])], { toTag: localTag })
     this.#respond(tx, response)
     if (expires === 0) {
       this.#end(sub, { state: 'terminated', reason: 'timeout' })
@@ -1173,11 +1201,11 @@ export class PresenceAgent {
     if (typeof u.params.node === 'string') return t.mesh(u.params.node)
     if (s.flow.open && s.flow.reliable) return s.flow
     const transport = typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP'
-    if (u.host.toLowerCase().endsWith('.invalid') || (transport !== 'UDP' && transport !== 'TCP')) {
+    if (u.host.toLowerCase().endsWith('.invalid') || (transport !== 'UDP' && transport !== 'TCP' && transport !== 'TLS')) {
       if (s.flow.open) return s.flow
       throw new SipStatusError(480, 'Watcher Unreachable')
     }
-    return await t.connector.connect({ transport, host: u.host, port: u.port ?? 5060 })
+    return await t.connector.connect({ transport, host: u.host, port: u.port ?? (transport === 'TLS' ? 5061 : 5060) })
   }
 
   /** send a request in a client transaction; resolves with its final response (408/503 on failure) */
@@ -1185,7 +1213,8 @@ export class PresenceAgent {
     const t = this.#t
     if (t === undefined) throw new Error('presence agent not started')
     const params: Record<string, string | null> = flow.transport === MESH_TRANSPORT ? { node: this.#registry.nodeId } : flow.transport === 'UDP' ? { rport: null } : {}
-    request.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: flow.transport, host: t.host, port: t.ports.udp, params, branch: newBranch() }))
+    const port = flow.transport === 'TLS' ? t.ports.tls ?? t.ports.udp : t.ports.udp
+    request.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: flow.transport, host: t.host, port, params, branch: newBranch() }))
     return await new Promise<SipResponse>((resolve) => {
       try {
         t.layer.sendRequest(request, flow, {
@@ -1205,6 +1234,7 @@ export class PresenceAgent {
     const host = t?.host ?? '127.0.0.1'
     if (flow.transport === MESH_TRANSPORT) return `<sip:${host}:${t?.ports.udp ?? 5060};node=${this.#registry.nodeId}>`
     if (flow.transport === 'TCP') return `<sip:${host}:${t?.ports.tcp ?? 5060};transport=tcp>`
+    if (flow.transport === 'TLS' && t?.ports.tls !== undefined) return `<sip:${host}:${t.ports.tls};transport=tls>`
     if ((flow.transport === 'WS' || flow.transport === 'WSS') && t?.ports.ws !== undefined) return `<sip:${host}:${t.ports.ws};transport=ws>`
     return `<sip:${host}:${t?.ports.udp ?? 5060}>`
   }

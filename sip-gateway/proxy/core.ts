@@ -36,6 +36,15 @@
  * is taken on the UA's word; with it (`authenticate`, auth/), only the authenticated identity is
  * asserted, and requests nobody authenticated (a foreign From, mid-dialog) get none.
  *
+ * Peer networks (peering.ts): a request for a peered domain leaves from this node over mutually
+ * authenticated TLS to the peer (`#toPeer`); a request from a peer (a TLS flow whose certificate
+ * names a peer domain) must have its From in that domain, is never challenged (the certificate
+ * authenticated it), and reaches users of our domains (routed like any request) or the dialogs we
+ * Record-Routed, nothing else. Record-Route entries facing a peer carry no `node` parameter (the
+ * peer's mesh would read it as one of its own nodes): the peer reaches us by the entry's address.
+ * An in-dialog request from one of our user agents may follow a Route towards a peer only over
+ * TLS to a server whose certificate names a configured peer.
+ *
  * Stale routes: a node that receives a request from the mesh for an AoR it does not own answers
  * `404 Not Owner` with `Sipmesh-Not-Owner: <its id>`; the sending node then re-resolves with
  * `fresh: true` and retries once (locally when the AoR is now ours).
@@ -59,6 +68,7 @@ import { ResponseContext, bestResponse, type Branch } from './response-context.t
 import { MESH_TRANSPORT, type Connector, type Flow } from './flow.ts'
 import { DialogContacts } from './dialog-contacts.ts'
 import { KeyedLock } from '../offline/keyed-lock.ts'
+import { headerDomain, type PeerNetworks } from './peering.ts'
 
 /** Methods this node knows (anything else: 501). */
 export const KNOWN_METHODS: ReadonlySet<string> = new Set([
@@ -77,6 +87,9 @@ const AOR_METHODS: ReadonlySet<string> = new Set(['INVITE', 'BYE', 'OPTIONS', 'M
 const DIALOG_METHODS: ReadonlySet<string> = new Set(['INVITE', 'SUBSCRIBE', 'REFER'])
 
 export const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
+
+/** Flows a `sips:` request may take (RFC 5630): TLS, secure WebSocket, and the Noise-encrypted mesh. */
+const SECURE_TRANSPORTS: ReadonlySet<string> = new Set(['TLS', 'WSS', MESH_TRANSPORT])
 
 /**
  * Longest Request-URI interpreted (414 above, RFC 3261 21.4.12): room for a GRUU or a contact
@@ -149,6 +162,11 @@ export interface ProxyCoreInit {
   aliases?: Iterable<string>
   /** the port of SIP over WebSocket, for Record-Route entries facing WebSocket user agents */
   wsPort?: number
+  /** the ports of SIP over TLS and secure WebSocket, for Via and Record-Route entries on those sides */
+  tlsPort?: number
+  wssPort?: number
+  /** peer networks (peering.ts); none: requests for other domains are refused */
+  peers?: PeerNetworks
   onUnavailable?: UnavailableHandler
   /**
    * issue 5: a MESSAGE timed out (408) at a local device's contact; a reply (202 after storing it)
@@ -170,6 +188,8 @@ export interface ProxyCoreInit {
 export interface ProxyStats {
   requests: number
   forwardedMesh: number
+  /** requests sent to a peer network */
+  forwardedPeer: number
   deliveredLocal: number
   answeredLocally: number
   loops: number
@@ -187,6 +207,9 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #host: string
   readonly #port: number
   readonly #wsPort: number | undefined
+  readonly #tlsPort: number | undefined
+  readonly #wssPort: number | undefined
+  readonly #peers: PeerNetworks | undefined
   readonly #self: Set<string>
   readonly #sentBy: string
   readonly #onUnavailable: UnavailableHandler | undefined
@@ -209,7 +232,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   /** the Contacts of the user agents of dialogs we Record-Routed (callers and callees), for requests inside them */
   readonly #dialogContacts = new DialogContacts()
   #layer: TransactionLayer<Flow> | undefined
-  readonly stats: ProxyStats = { requests: 0, forwardedMesh: 0, deliveredLocal: 0, answeredLocally: 0, loops: 0, notOwnerRetries: 0, responses: {} }
+  readonly stats: ProxyStats = { requests: 0, forwardedMesh: 0, forwardedPeer: 0, deliveredLocal: 0, answeredLocally: 0, loops: 0, notOwnerRetries: 0, responses: {} }
 
   constructor (components: ProxyCoreComponents, init: ProxyCoreInit) {
     this.#registry = components.registry
@@ -221,6 +244,9 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#host = init.host
     this.#port = init.port
     this.#wsPort = init.wsPort
+    this.#tlsPort = init.tlsPort
+    this.#wssPort = init.wssPort
+    this.#peers = init.peers
     this.#sentBy = `${init.host.toLowerCase()}:${init.port}`
     this.#self = new Set([this.#sentBy, ...[...init.aliases ?? []].map(a => a.toLowerCase())])
     this.#onUnavailable = init.onUnavailable
@@ -280,8 +306,8 @@ export class ProxyCore implements TransactionCore<Flow> {
         ? this.#mesh(nv.params.node)
         : undefined
       if (flow !== undefined) { Promise.resolve(flow.send(copy)).catch(() => {}); return }
-      if (nv.transport === 'UDP' || nv.transport === 'TCP') {
-        const port = typeof nv.rport === 'number' ? nv.rport : nv.port ?? 5060
+      if (nv.transport === 'UDP' || nv.transport === 'TCP' || nv.transport === 'TLS') {
+        const port = typeof nv.rport === 'number' ? nv.rport : nv.port ?? (nv.transport === 'TLS' ? 5061 : 5060)
         Promise.resolve(this.#connector.connect({ transport: nv.transport, host: nv.received ?? nv.host, port }))
           .then(async f => { await f.send(copy) }).catch(() => {})
       }
@@ -296,11 +322,15 @@ export class ProxyCore implements TransactionCore<Flow> {
     // the loop hash covers the request as received (16.6 step 8), before we change anything
     this.#loopHashes.set(request, loopHashOf(request))
     const fromMesh = flow.transport === MESH_TRANSPORT
-    // RFC 3325: identity from user agents is never trusted
-    if (!fromMesh) request.headers.delete('P-Asserted-Identity')
+    // a peer network, by its certificate (peering.ts)
+    const peer = fromMesh || this.#peers === undefined ? undefined : flow.peerDomain
+    // RFC 3325: identity from user agents is never trusted (a trusted peer's is kept by `admit`)
+    if (!fromMesh && peer === undefined) request.headers.delete('P-Asserted-Identity')
     // the id of a stored message (issue 5) is trusted from mesh peers only
     if (!fromMesh) request.headers.delete('Sipmesh-Message-Id')
     if (request.method === 'INVITE') this.#respond(tx, createResponse(request, 100))
+    // a peer speaks for users of its own domain only
+    if (peer !== undefined) this.#peers?.admit(request, peer)
 
     // 16.3 request validation
     if (!KNOWN_METHODS.has(request.method)) throw new SipStatusError(501, 'Not Implemented')
@@ -330,7 +360,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (uri.scheme !== 'sip' && uri.scheme !== 'sips') throw new SipStatusError(416, 'Unsupported URI Scheme')
     const host = uri.host.toLowerCase()
     const toNode = this.#isOurUri(uri) || (this.#domains.has(host) && uri.user === undefined)
-    if (!fromMesh && this.#authenticate !== undefined) {
+    if (!fromMesh && peer === undefined && this.#authenticate !== undefined) {
       const verdict = this.#authenticate(request, toNode, consumedRoute)
       if ('response' in verdict) { this.#respond(tx, verdict.response); return }
       if (verdict.identity !== undefined) this.#identities.set(request, verdict.identity)
@@ -339,7 +369,7 @@ export class ProxyCore implements TransactionCore<Flow> {
 
     // requests to the node itself (and REGISTER, whatever its Request-URI user part)
     if (request.method === 'REGISTER' && (toNode || this.#domains.has(host))) {
-      if (fromMesh) throw new SipStatusError(403, 'REGISTER Is Not Relayed')
+      if (fromMesh || peer !== undefined) throw new SipStatusError(403, 'REGISTER Is Not Relayed')
       const reply = await this.#registrar.handle(request, flow)
       this.#reply(tx, request, reply)
       return
@@ -359,13 +389,19 @@ export class ProxyCore implements TransactionCore<Flow> {
     // a Route left: a mid-dialog request following the recorded route, when it may (16.4, 16.12)
     const nextRoute = request.headers.get('Route')
     if (nextRoute !== undefined) {
-      if (!this.#mayFollowRoute(request, fromMesh, consumedRoute)) throw new SipStatusError(403, 'Route Not Allowed')
-      const target = await this.#routeFlow(safeUri(parseNameAddr(nextRoute).uri))
+      const next = safeUri(parseNameAddr(nextRoute).uri)
+      const target = this.#mayFollowRoute(request, fromMesh, consumedRoute)
+        ? await this.#routeFlow(next)
+        : await this.#peerRouteFlow(request, next, peer === undefined && !fromMesh && consumedRoute)
       if (!fromMesh) this.#assertIdentity(request)
       await this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
       return
     }
 
+    if (!this.#domains.has(host) && peer === undefined && this.#peers?.has(host) === true) {
+      await this.#toPeer(request, tx, flow, host, fromMesh)
+      return
+    }
     if (!this.#domains.has(host)) {
       // a Request-URI outside our domains may be the contact of one of our user agents (mid-dialog):
       // from the mesh, or from a user agent whose dialog we Record-Routed (our Route consumed, To tag)
@@ -384,9 +420,14 @@ export class ProxyCore implements TransactionCore<Flow> {
         // made-up Contact cannot aim the node anywhere
         const party = this.#dialogContacts.find(request.uri)
         if (party !== undefined) {
-          if (!party.flow.open) throw new SipStatusError(480, 'Temporarily Unavailable')
+          let target = party.flow
+          if (!target.open) {
+            // a peer's connection closed: open one to the peer again (its address list, its certificate)
+            if (target.peerDomain === undefined || this.#peers === undefined) throw new SipStatusError(480, 'Temporarily Unavailable')
+            target = await this.#peers.connect(target.peerDomain, this.#connector)
+          }
           if (!fromMesh) this.#assertIdentity(request)
-          await this.#forward(request, tx, flow, [{ uri: request.uri, flow: party.flow }])
+          await this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
           return
         }
       }
@@ -416,6 +457,44 @@ export class ProxyCore implements TransactionCore<Flow> {
       return
     }
     await this.#routeAor(request, tx, flow, aor, fromMesh)
+  }
+
+  /**
+   * A request for a peered domain (peering.ts): from one of our users (From in a served domain,
+   * else 403; the mesh checked it when it came from the mesh), over TLS to the peer.
+   */
+  async #toPeer (request: SipRequest, tx: ServerTransaction, inbound: Flow, domain: string, fromMesh: boolean): Promise<void> {
+    if (!AOR_METHODS.has(request.method)) {
+      this.#respond(tx, createResponse(request, 405, undefined, [['Allow', ALLOW]], { toTag: true }))
+      return
+    }
+    if (!fromMesh) {
+      const from = headerDomain(request.headers.get('From'))
+      if (from === undefined || !this.#domains.has(from)) throw new SipStatusError(403, 'Forbidden (From is not a user of this mesh)')
+      this.#assertIdentity(request)
+      if (DIALOG_METHODS.has(request.method) && !hasToTag(request)) this.#rememberCaller(request, inbound)
+    }
+    const target = await (this.#peers as PeerNetworks).connect(domain, this.#connector)
+    this.stats.forwardedPeer++
+    await this.#forward(request, tx, inbound, [{ uri: request.uri, flow: target }])
+  }
+
+  /**
+   * An in-dialog request from one of our user agents whose route goes on to a peer network: only
+   * over TLS, to a server whose certificate names a configured peer; anything else 403 (the node
+   * never relays to a socket of a user agent's choosing).
+   */
+  async #peerRouteFlow (request: SipRequest, next: SipUri, allowed: boolean): Promise<Flow> {
+    const tls = next.scheme === 'sips' || (typeof next.params.transport === 'string' && next.params.transport.toLowerCase() === 'tls')
+    if (!allowed || !tls || this.#peers === undefined || this.#peers.size === 0 || !hasToTag(request)) throw new SipStatusError(403, 'Route Not Allowed')
+    let flow: Flow
+    try {
+      flow = await this.#connector.connect({ transport: 'TLS', host: next.host, port: next.port ?? 5061 })
+    } catch {
+      throw new SipStatusError(503, 'Peer Network Unreachable')
+    }
+    if (flow.peerDomain === undefined || !this.#peers.has(flow.peerDomain)) throw new SipStatusError(403, 'Route Not Allowed')
+    return flow
   }
 
   /** route a request for an AoR of a served domain: the owner here, another node, or nobody */
@@ -493,15 +572,19 @@ export class ProxyCore implements TransactionCore<Flow> {
       return
     }
     this.stats.deliveredLocal++
+    // RFC 3261 26.2.2 / RFC 5630: a sips: request travels over TLS on every hop, the last one too
+    const secureOnly = request.uri.slice(0, 5).toLowerCase() === 'sips:'
     const targets: Target[] = []
     for (const b of bindings) {
       try {
-        targets.push({ uri: b.uri, flow: await this.#sizedFlow(request, b.uri, await this.#bindingFlow(b)), aorOffline: aor })
+        const flow = await this.#sizedFlow(request, b.uri, await this.#bindingFlow(b))
+        if (secureOnly && !SECURE_TRANSPORTS.has(flow.transport)) continue
+        targets.push({ uri: b.uri, flow, aorOffline: aor })
       } catch (err) {
         this.#log.debug('contact unreachable', { contact: b.uri, err: String(err) })
       }
     }
-    if (targets.length === 0) throw new SipStatusError(480, 'Temporarily Unavailable')
+    if (targets.length === 0) throw new SipStatusError(480, secureOnly ? 'Temporarily Unavailable (no contact over TLS for a sips: request)' : 'Temporarily Unavailable')
     await this.#forward(request, tx, flow, targets)
   }
 
@@ -530,8 +613,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   async #routeFlow (u: SipUri): Promise<Flow> {
     if (typeof u.params.node === 'string') return this.#mesh(u.params.node)
     const t = typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP'
-    if (t !== 'UDP' && t !== 'TCP') throw new SipStatusError(480, 'Temporarily Unavailable')
-    return await this.#connector.connect({ transport: t, host: u.host, port: u.port ?? 5060 })
+    if (t !== 'UDP' && t !== 'TCP' && t !== 'TLS') throw new SipStatusError(480, 'Temporarily Unavailable')
+    return await this.#connector.connect({ transport: t, host: u.host, port: u.port ?? (t === 'TLS' ? 5061 : 5060) })
   }
 
   /** a user agent's dialog-creating request: requests inside the dialog may come back to its Contact */
@@ -570,19 +653,28 @@ export class ProxyCore implements TransactionCore<Flow> {
    * different transports get one each (the outgoing side's on top); a mesh side needs none.
    */
   #recordRoute (inbound: Flow, outbound: Flow): string[] {
-    const sides = [outbound.transport, inbound.transport].filter(t => t !== MESH_TRANSPORT)
-    if (sides.length === 2 && sides[0] === sides[1]) sides.pop()
-    if (sides.length === 0) sides.push('UDP')
-    return sides.map(t => this.#recordRouteEntry(t))
+    // a side is its transport, and whether it faces a peer network (no `node` parameter then)
+    const sides = [outbound, inbound].filter(f => f.transport !== MESH_TRANSPORT).map(f => ({ transport: f.transport, peer: f.peerDomain !== undefined }))
+    if (sides.length === 2 && sides[0].transport === sides[1].transport && sides[0].peer === sides[1].peer) sides.pop()
+    if (sides.length === 0) sides.push({ transport: 'UDP', peer: false })
+    return sides.map(s => this.#recordRouteEntry(s.transport, s.peer))
   }
 
-  #recordRouteEntry (transport: string): string {
-    const node = this.#registry.nodeId
+  #recordRouteEntry (transport: string, peer: boolean): string {
+    const node = peer ? '' : `;node=${this.#registry.nodeId}`
     switch (transport) {
-      case 'UDP': return `<sip:${this.#host}:${this.#port};lr;node=${node}>`
-      case 'WS':
-      case 'WSS': return `<sip:${this.#host}:${this.#wsPort ?? this.#port};transport=${transport.toLowerCase()};lr;node=${node}>`
-      default: return `<sip:${this.#host}:${this.#port};transport=${transport.toLowerCase()};lr;node=${node}>`
+      case 'UDP': return `<sip:${this.#host}:${this.#port};lr${node}>`
+      default: return `<sip:${this.#host}:${this.#portFor(transport)};transport=${transport.toLowerCase()};lr${node}>`
+    }
+  }
+
+  /** our port for a transport, as Via and Record-Route name it */
+  #portFor (transport: string): number {
+    switch (transport) {
+      case 'TLS': return this.#tlsPort ?? this.#port
+      case 'WS': return this.#wsPort ?? this.#port
+      case 'WSS': return this.#wssPort ?? this.#wsPort ?? this.#port
+      default: return this.#port
     }
   }
 
@@ -793,7 +885,9 @@ export class ProxyCore implements TransactionCore<Flow> {
     const params: Record<string, string | null> = {}
     if (target.flow.transport === MESH_TRANSPORT) params.node = this.#registry.nodeId
     else if (target.flow.transport === 'UDP') params.rport = null
-    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#port, params, branch }))
+    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#portFor(target.flow.transport), params, branch }))
+    // RFC 3325: identity crosses to a peer network only within one trust domain
+    if (target.flow.peerDomain !== undefined) this.#peers?.outbound(copy, target.flow.peerDomain)
     const b = ctx.addBranch(branch, copy)
     if (this.#tooLargeForUdp(copy, target.flow)) {
       ctx.receive(b, createResponse(request, 513, 'Message Too Large', undefined, { toTag: true }))
@@ -904,21 +998,30 @@ export class ProxyCore implements TransactionCore<Flow> {
   async #forwardStateless (request: SipRequest, flow: Flow): Promise<void> {
     if (readMaxForwards(request) === 0) return
     const fromMesh = flow.transport === MESH_TRANSPORT
+    const peer = fromMesh || this.#peers === undefined ? undefined : flow.peerDomain
     // RFC 3325 as in #handle: identity (and a stored message's id) only from mesh peers
     if (!fromMesh) {
-      request.headers.delete('P-Asserted-Identity')
+      if (peer === undefined) request.headers.delete('P-Asserted-Identity')
       request.headers.delete('Sipmesh-Message-Id')
+    }
+    if (peer !== undefined) {
+      try { this.#peers?.admit(request, peer) } catch { return }
     }
     const consumed = this.#consumeOurRoute(request)
     const next = request.headers.get('Route')
     let target: Flow | undefined
     if (next !== undefined) {
       // an ACK cannot be refused: one that may not follow its Route is dropped
-      if (!this.#mayFollowRoute(request, fromMesh, consumed)) {
-        this.#log.info('ACK with a Route not allowed dropped', { route: next })
-        return
+      const nextUri = safeUri(parseNameAddr(next).uri)
+      if (this.#mayFollowRoute(request, fromMesh, consumed)) target = await this.#routeFlow(nextUri)
+      else {
+        try {
+          target = await this.#peerRouteFlow(request, nextUri, peer === undefined && !fromMesh && consumed)
+        } catch {
+          this.#log.info('ACK with a Route not allowed dropped', { route: next })
+          return
+        }
       }
-      target = await this.#routeFlow(safeUri(parseNameAddr(next).uri))
     } else {
       const uri = safeUri(request.uri)
       if (this.#domains.has(uri.host.toLowerCase()) && uri.user !== undefined) {
@@ -945,8 +1048,9 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (!fromMesh) this.#assertIdentity(copy)
     const mf = readMaxForwards(request)
     copy.headers.set('Max-Forwards', String(mf === undefined ? 70 : mf - 1))
+    if (target.peerDomain !== undefined) this.#peers?.outbound(copy, target.peerDomain)
     const params: Record<string, string | null> = target.transport === MESH_TRANSPORT ? { node: this.#registry.nodeId } : {}
-    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.transport, host: this.#host, port: this.#port, params, branch: `${generateBranch()}.${loopHashOf(request)}` }))
+    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.transport, host: this.#host, port: this.#portFor(target.transport), params, branch: `${generateBranch()}.${loopHashOf(request)}` }))
     await target.send(copy)
   }
 
@@ -966,15 +1070,16 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.stats.responses[k] = (this.stats.responses[k] ?? 0) + 1
   }
 
-  #isOurVia (via: { host: string, port?: number }): boolean {
-    return this.#self.has(`${via.host.toLowerCase()}:${via.port ?? 5060}`)
+  #isOurVia (via: { host: string, port?: number, transport?: string }): boolean {
+    return this.#self.has(`${via.host.toLowerCase()}:${via.port ?? (via.transport === 'TLS' ? 5061 : 5060)}`)
   }
 
   #isOurUri (u: SipUri | undefined): boolean {
     if (u === undefined) return false
     if (typeof u.params.node === 'string') return u.params.node === this.#registry.nodeId
     if (u.user !== undefined) return false
-    return this.#self.has(`${u.host.toLowerCase()}:${u.port ?? 5060}`)
+    const tls = u.scheme === 'sips' || (typeof u.params.transport === 'string' && u.params.transport.toLowerCase() === 'tls')
+    return this.#self.has(`${u.host.toLowerCase()}:${u.port ?? (tls ? 5061 : 5060)}`)
   }
 
   /** 16.3 item 4: a Via of ours carrying the hash this request would get again is a loop */

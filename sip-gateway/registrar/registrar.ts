@@ -206,6 +206,25 @@ export class Registrar<Flow = unknown> {
     return reg.bindings.filter(b => b.expiresAt > now)
   }
 
+  /**
+   * A page of the AoRs registered here, in code-unit order (the admin API's listing): those after
+   * `after` that start with `prefix`, at most `limit`, with `total` matching. One walk of the map
+   * and a sort of the matches: for an operator's request, not for the SIP path.
+   */
+  page (query: { prefix?: string, after?: string, limit: number }): { aors: string[], total: number, more: boolean } {
+    const prefix = query.prefix ?? ''
+    const after = query.after
+    const matches: string[] = []
+    let total = 0
+    for (const aor of this.#regs.keys()) {
+      if (!aor.startsWith(prefix)) continue
+      total++
+      if (after === undefined || aor > after) matches.push(aor)
+    }
+    matches.sort()
+    return { aors: matches.slice(0, query.limit), total, more: matches.length > query.limit }
+  }
+
   /** the live binding whose Contact URI is `uri`, on any AoR */
   findByContact (uri: string): Binding<Flow> | undefined {
     let key

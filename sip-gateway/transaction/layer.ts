@@ -93,7 +93,12 @@ export function ackFor (invite: SipRequest, response: SipResponse): SipRequest {
 
 /** A completed non-INVITE server transaction's final response, kept for timer J (see LingerTable). */
 interface Lingering {
-  readonly bytes: Uint8Array
+  /**
+   * The response's bytes as a one-byte (latin1) string: it lives in V8's heap, which gives its
+   * pages back after a burst, instead of a Buffer slice of malloc'd memory, which pins the
+   * allocator's arena long after timer J (glibc does not trim around live chunks).
+   */
+  readonly bytes: string
   readonly flow: TxFlow<never>
 }
 
@@ -108,7 +113,7 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
    */
   readonly #lingering: LingerTable<Lingering>
   readonly #lingerHandoff = (key: string, bytes: Uint8Array, flow: TxFlow<never>): void => {
-    this.#lingering.set(key, { bytes, flow })
+    this.#lingering.set(key, { bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1'), flow })
   }
 
   /**
@@ -152,7 +157,7 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     const lingering = this.#lingering.get(key)
     if (lingering !== undefined) {
       this.stats.retransmissionsAbsorbed++
-      Promise.resolve(lingering.flow.sendBytes?.(lingering.bytes)).catch(() => {})
+      Promise.resolve(lingering.flow.sendBytes?.(Buffer.from(lingering.bytes, 'latin1'))).catch(() => {})
       return
     }
     if (this.serverCount >= this.#maxServers) {

@@ -4,6 +4,7 @@
  * address, malformed input answered (or dropped), limits and timeouts enforced per connection.
  */
 import { isIP, type Socket } from 'node:net'
+import type { Server as TlsServer, TLSSocket } from 'node:tls'
 import type { RemoteInfo } from 'node:dgram'
 import type { Server as HttpServer } from 'node:http'
 import type { Server as NetServer } from 'node:net'
@@ -20,11 +21,24 @@ import type { FrameEvent } from './stream-framer.ts'
 import { TcpConnection, dialTcp, listenTcp } from './tcp.ts'
 import { bindUdp, MAX_UDP_PAYLOAD, type UdpEndpoint } from './udp.ts'
 import { WsConnection, listenWs } from './ws.ts'
+import { dialTls, inboundVerdict, listenTls, type TlsCredentials } from './tls.ts'
 import { LogSampler, SourceRateLimiter, type RateLimitInit } from './limits.ts'
 import type {
-  Address, ConnectionHandler, ConnectionInfo, MessageHandler, MessageSource, SendTarget, TransportCounters, TransportFlow,
+  Address, ConnectionHandler, ConnectionInfo, MessageHandler, MessageSource, SendTarget, StreamKind, TransportCounters, TransportFlow,
   TransportKind
 } from './types.ts'
+
+/** TLS settings: this node's certificate, the authorities for peers, who the peers are. */
+export interface TlsInit extends TlsCredentials {
+  /** domains of the configured peer networks: a client certificate must name one of them */
+  peers?: Iterable<string>
+  /**
+   * A TLS handshake must end within this, or the connection is dropped (a client that never
+   * finishes cannot hold a slot).
+   * @default 5000
+   */
+  handshakeTimeoutMs?: number
+}
 
 export interface ListenAddress {
   host: string
@@ -38,6 +52,12 @@ export interface TransportLayerInit {
   udp?: ListenAddress
   tcp?: ListenAddress
   ws?: ListenAddress
+  /** SIP over TLS (RFC 3261 26.2); needs `tlsCredentials` */
+  tls?: ListenAddress
+  /** SIP over secure WebSocket (RFC 7118), with the same certificate; needs `tlsCredentials` */
+  wss?: ListenAddress
+  /** certificate, key and authorities for TLS and secure WebSocket, and dialled TLS connections */
+  tlsCredentials?: TlsInit
   /**
    * Largest message on TCP and WebSocket, in bytes.
    * @default 65536
@@ -117,7 +137,12 @@ export interface TransportAddresses {
   udp?: Address
   tcp?: Address
   ws?: Address
+  tls?: Address
+  wss?: Address
 }
+
+/** the Via transport token of a stream transport */
+const TOKENS = { tcp: 'TCP', ws: 'WS', tls: 'TLS', wss: 'WSS' } as const
 
 const NOOP_LOGGER: Logger = {
   debug () {}, info () {}, warn () {}, error () {}, child () { return NOOP_LOGGER }
@@ -128,7 +153,7 @@ function unbracket (host: string): string {
 }
 
 function zero (): Record<TransportKind, number> {
-  return { udp: 0, tcp: 0, ws: 0 }
+  return { udp: 0, tcp: 0, ws: 0, tls: 0, wss: 0 }
 }
 
 /**
@@ -203,7 +228,7 @@ export class TransportLayer implements StreamHost {
   private readonly dialing = new Map<string, Promise<StreamConnection>>()
   private readonly c: TransportCounters = {
     messagesIn: zero(), messagesOut: zero(), parseErrors: zero(), slowPeers: 0, idleClosed: 0, oversize: 0, rateLimited: 0, connections: 0,
-    connectionsRefused: { host: 0, total: 0 }, silentClosed: 0, sendErrors: 0
+    connectionsRefused: { host: 0, total: 0 }, silentClosed: 0, tlsHandshakeFailures: 0, tlsRefused: 0, sendErrors: 0
   }
 
   private readonly limiter: SourceRateLimiter | undefined
@@ -213,6 +238,10 @@ export class TransportLayer implements StreamHost {
   private tcpServer: NetServer | undefined
   private wsServer: HttpServer | undefined
   private wss: WebSocketServer | undefined
+  private tlsServer: TlsServer | undefined
+  private secureWsServer: HttpServer | undefined
+  private secureWss: WebSocketServer | undefined
+  private readonly peers: ReadonlySet<string>
   private bound: TransportAddresses = {}
   private nextId = 1
   private running = false
@@ -235,6 +264,8 @@ export class TransportLayer implements StreamHost {
     if (!(this.maxConnectionsPerHost >= 1)) throw new RangeError('maxConnectionsPerHost must be at least 1')
     this.limiter = init.rateLimit === undefined ? undefined : new SourceRateLimiter(init.rateLimit)
     this.sampler = new LogSampler(init.logSamplePerSecond ?? 20)
+    this.peers = new Set([...init.tlsCredentials?.peers ?? []].map(d => d.toLowerCase()))
+    if ((init.tls !== undefined || init.wss !== undefined) && init.tlsCredentials === undefined) throw new RangeError('tls and wss need tlsCredentials')
   }
 
   /** Log a line about hostile or broken input, sampled so that a flood cannot flood the log. */
@@ -251,11 +282,13 @@ export class TransportLayer implements StreamHost {
     this.shutdown = new AbortController()
     this.running = true
     try {
-      const { sip, udp, tcp, ws } = this.init
+      const { sip, udp, tcp, ws, tls, wss } = this.init
       if (sip !== undefined) await this.listenSip(sip)
       if (tcp !== undefined) await this.listenTcp(tcp)
       if (udp !== undefined) await this.listenUdp(udp)
-      if (ws !== undefined) await this.listenWebSocket(ws)
+      if (ws !== undefined) await this.listenWebSocket(ws, 'ws')
+      if (tls !== undefined) await this.listenTls(tls)
+      if (wss !== undefined) await this.listenWebSocket(wss, 'wss')
     } catch (err) {
       await this.stop()
       throw err
@@ -272,18 +305,22 @@ export class TransportLayer implements StreamHost {
     if (this.udp !== undefined) waits.push(this.udp.close())
     const tcpServer = this.tcpServer
     if (tcpServer !== undefined) waits.push(new Promise(resolve => tcpServer.close(resolve)))
-    const wss = this.wss
-    if (wss !== undefined) waits.push(new Promise(resolve => wss.close(resolve)))
-    const wsServer = this.wsServer
-    if (wsServer !== undefined) {
+    const tlsServer = this.tlsServer
+    if (tlsServer !== undefined) waits.push(new Promise(resolve => tlsServer.close(resolve)))
+    for (const wss of [this.wss, this.secureWss]) if (wss !== undefined) waits.push(new Promise(resolve => wss.close(resolve)))
+    for (const wsServer of [this.wsServer, this.secureWsServer]) {
+      if (wsServer === undefined) continue
       wsServer.closeAllConnections()
       waits.push(new Promise(resolve => wsServer.close(resolve)))
     }
     await Promise.all(waits)
     this.udp = undefined
     this.tcpServer = undefined
+    this.tlsServer = undefined
     this.wss = undefined
     this.wsServer = undefined
+    this.secureWss = undefined
+    this.secureWsServer = undefined
     this.bound = {}
     this.connections.clear()
     this.inboundByHost.clear()
@@ -330,8 +367,37 @@ export class TransportLayer implements StreamHost {
     this.bound.udp = this.udp.address
   }
 
-  private async listenWebSocket (address: ListenAddress): Promise<void> {
+  private async listenTls (address: ListenAddress): Promise<void> {
+    const credentials = this.init.tlsCredentials as TlsInit
+    const { server, address: bound } = await listenTls(address, credentials, {
+      handshakeTimeoutMs: credentials.handshakeTimeoutMs ?? 5000,
+      onSecure: (socket) => { this.acceptTls(socket) },
+      onHandshakeError: (err, remote) => {
+        this.c.tlsHandshakeFailures++
+        this.sampledInfo('tls handshake failed, connection dropped', { remote, error: err.message })
+      }
+    })
+    server.maxConnections = this.maxConnections
+    this.tlsServer = server
+    this.bound.tls = bound
+  }
+
+  /** A TLS handshake is done: a user agent (no certificate), a configured peer, or refused. */
+  private acceptTls (socket: TLSSocket): void {
+    socket.on('error', () => {})
+    const verdict = inboundVerdict(socket, this.peers)
+    if ('refused' in verdict) {
+      this.c.tlsRefused++
+      this.log.warn('tls connection refused', { remote: socket.remoteAddress, reason: verdict.refused })
+      socket.destroy()
+      return
+    }
+    this.accept(socket, 'tls', verdict.peerDomain)
+  }
+
+  private async listenWebSocket (address: ListenAddress, kind: 'ws' | 'wss'): Promise<void> {
     const { server, wss, address: bound } = await listenWs(address, {
+      tls: kind === 'wss' ? this.init.tlsCredentials : undefined,
       messageTimeoutMs: this.settings.messageTimeoutMs,
       maxMessageSize: this.settings.maxMessageSize,
       requireSubprotocol: this.init.requireWsSubprotocol ?? true,
@@ -340,14 +406,19 @@ export class TransportLayer implements StreamHost {
         this.sampledInfo('websocket handshake refused', { reason, remote: request.socket.remoteAddress })
       },
       onConnection: (ws, request, socket) => {
-        const info = this.connectionInfo('ws', request.socket as Socket, false)
+        const info = this.connectionInfo(kind, request.socket as Socket, false)
         const conn = new WsConnection(this, info, ws, socket)
         this.register(conn)
       }
     })
-    this.wsServer = server
-    this.wss = wss
-    this.bound.ws = bound
+    if (kind === 'ws') {
+      this.wsServer = server
+      this.wss = wss
+    } else {
+      this.secureWsServer = server
+      this.secureWss = wss
+    }
+    this.bound[kind] = bound
   }
 
   // ---- subscriptions -----------------------------------------------------------------------
@@ -377,6 +448,8 @@ export class TransportLayer implements StreamHost {
       connections: this.connections.size,
       connectionsRefused: { ...this.c.connectionsRefused },
       silentClosed: this.c.silentClosed,
+      tlsHandshakeFailures: this.c.tlsHandshakeFailures,
+      tlsRefused: this.c.tlsRefused,
       sendErrors: this.c.sendErrors
     }
   }
@@ -408,7 +481,7 @@ export class TransportLayer implements StreamHost {
   responseTarget (request: SipRequest, source: MessageSource): SendTarget {
     if (source.connectionId !== undefined && this.isOpen(source.connectionId)) return this.targetOf(source)
     const top = request.headers.get('via')
-    if (top === undefined || source.transport === 'ws') return this.targetOf(source)
+    if (top === undefined || source.transport === 'ws' || source.transport === 'wss') return this.targetOf(source)
     let via
     try {
       via = parseVia(top)
@@ -417,7 +490,7 @@ export class TransportLayer implements StreamHost {
     }
     const host = unbracket(via.received ?? via.host)
     if (source.transport === 'udp' && typeof via.rport === 'number') return { transport: 'udp', host, port: via.rport }
-    return { transport: source.transport, host, port: via.port ?? 5060 }
+    return { transport: source.transport, host, port: via.port ?? (source.transport === 'tls' ? 5061 : 5060) }
   }
 
   /** The flow a message from `source` came on: answers and in-dialog requests go back over it. */
@@ -427,7 +500,7 @@ export class TransportLayer implements StreamHost {
     if (conn === undefined) {
       // the connection is already gone: a flow that is closed
       return {
-        transport: source.transport === 'tcp' ? 'TCP' : 'WS',
+        transport: TOKENS[source.transport],
         reliable: true,
         remote: source.remote,
         connectionId: source.connectionId,
@@ -443,7 +516,7 @@ export class TransportLayer implements StreamHost {
    * once, TCP over an open connection to that address or a new one, WebSocket only over an open
    * connection from that address. Rejects with TransportError otherwise.
    */
-  async connect (target: { transport: string, host: string, port: number }, options: AbortOptions = {}): Promise<TransportFlow> {
+  async connect (target: { transport: string, host: string, port: number, domain?: string }, options: AbortOptions = {}): Promise<TransportFlow> {
     if (!this.running) throw new TransportError('transport layer stopped')
     const host = unbracket(target.host)
     switch (target.transport.toUpperCase()) {
@@ -452,9 +525,11 @@ export class TransportLayer implements StreamHost {
         return this.udpFlow({ host, port: target.port })
       case 'TCP':
         return this.streamFlow(await this.tcpConnection({ host, port: target.port }, options.signal))
+      case 'TLS':
+        return this.streamFlow(await this.tlsConnection({ host, port: target.port }, target.domain, options.signal))
       case 'WS':
       case 'WSS': {
-        const conn = this.byRemote.get(`ws|${host}|${target.port}`)
+        const conn = this.byRemote.get(`ws|${host}|${target.port}`) ?? this.byRemote.get(`wss|${host}|${target.port}`)
         if (conn?.open !== true) throw new TransportError(`no WebSocket connection from ${host}:${target.port}`)
         return this.streamFlow(conn)
       }
@@ -477,10 +552,11 @@ export class TransportLayer implements StreamHost {
   private streamFlow (conn: StreamConnection): TransportFlow {
     const counters = this.c
     return {
-      transport: conn.info.transport === 'tcp' ? 'TCP' : 'WS',
+      transport: TOKENS[conn.info.transport],
       reliable: true,
       remote: conn.remote,
       connectionId: conn.id,
+      peerDomain: conn.info.peerDomain,
       get open () { return conn.open },
       send: async (message) => {
         if (!conn.open) throw new TransportError('connection closed')
@@ -521,11 +597,19 @@ export class TransportLayer implements StreamHost {
         this.c.messagesOut.tcp++
         return
       }
-      case 'ws': {
-        const conn = this.byRemote.get(`ws|${unbracket(target.host)}|${target.port}`)
+      case 'tls': {
+        if (data.length > this.settings.maxMessageSize) throw new TransportError('message too large')
+        const conn = await this.tlsConnection(target, undefined, options.signal)
+        conn.write(data)
+        this.c.messagesOut.tls++
+        return
+      }
+      case 'ws':
+      case 'wss': {
+        const conn = this.byRemote.get(`${target.transport}|${unbracket(target.host)}|${target.port}`)
         if (conn?.open !== true) throw new TransportError(`no WebSocket connection from ${target.host}:${target.port}`)
         conn.write(data)
-        this.c.messagesOut.ws++
+        this.c.messagesOut[target.transport]++
         return
       }
       default:
@@ -571,27 +655,70 @@ export class TransportLayer implements StreamHost {
     return await pending
   }
 
+  /**
+   * A TLS connection to `target`: an open one (for a peer `domain`, one whose certificate named
+   * it), or a new one, mutually authenticated. A certificate the authorities do not trust, or that
+   * does not name `domain`, fails the dial (logged at warn).
+   */
+  private async tlsConnection (target: Address, domain: string | undefined, signal?: AbortSignal): Promise<StreamConnection> {
+    const credentials = this.init.tlsCredentials
+    if (credentials === undefined) throw new TransportError('no TLS transport')
+    const key = `tls|${unbracket(target.host)}|${target.port}`
+    const existing = this.byRemote.get(key)
+    if (existing?.open === true && (domain === undefined || existing.info.peerDomain === domain)) return existing
+    const dialKey = `${key}|${domain ?? ''}`
+    let pending = this.dialing.get(dialKey)
+    if (pending === undefined) {
+      pending = (async () => {
+        const signals = [this.shutdown.signal]
+        if (signal !== undefined) signals.push(signal)
+        let dialled
+        try {
+          dialled = await dialTls({ host: unbracket(target.host), port: target.port }, credentials, this.peers, this.connectTimeoutMs, domain, AbortSignal.any(signals))
+        } catch (err) {
+          this.c.tlsRefused++
+          this.log.warn('tls connection failed', { remote: target, domain, error: (err as Error).message })
+          throw err
+        }
+        const { socket, peerDomain } = dialled
+        if (!this.running) {
+          socket.destroy()
+          throw new TransportError('transport layer stopped')
+        }
+        const info = this.connectionInfo('tls', socket, true, peerDomain)
+        const conn = new TcpConnection(this, info, socket)
+        this.register(conn)
+        return conn
+      })()
+      this.dialing.set(dialKey, pending)
+      pending.then(() => this.dialing.delete(dialKey), () => this.dialing.delete(dialKey))
+    }
+    return await pending
+  }
+
   // ---- receiving ---------------------------------------------------------------------------
 
-  private accept (socket: Socket, transport: 'tcp'): void {
+  private accept (socket: Socket, transport: 'tcp' | 'tls', peerDomain?: string): void {
     const refused = this.running ? this.refusal(socket.remoteAddress ?? '') : 'stopping'
     if (refused !== undefined) {
       this.sampledInfo('connection refused', { transport, reason: refused, remote: socket.remoteAddress })
       socket.destroy()
       return
     }
-    const info = this.connectionInfo(transport, socket, false)
+    const info = this.connectionInfo(transport, socket, false, peerDomain)
     this.register(new TcpConnection(this, info, socket))
   }
 
-  private connectionInfo (transport: 'tcp' | 'ws', socket: Socket, outbound: boolean): ConnectionInfo {
-    return {
+  private connectionInfo (transport: StreamKind, socket: Socket, outbound: boolean, peerDomain?: string): ConnectionInfo {
+    const info: ConnectionInfo = {
       id: `${transport}-${this.nextId++}`,
       transport,
       remote: { host: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
       local: { host: socket.localAddress ?? '', port: socket.localPort ?? 0 },
       outbound
     }
+    if (peerDomain !== undefined) info.peerDomain = peerDomain
+    return info
   }
 
   /**

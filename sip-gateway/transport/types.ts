@@ -1,7 +1,9 @@
 /** Shapes shared by the transports and the transport layer. */
 import type { SipMessage } from '../codec/message.ts'
 
-export type TransportKind = 'udp' | 'tcp' | 'ws'
+export type TransportKind = 'udp' | 'tcp' | 'ws' | 'tls' | 'wss'
+/** transports that run over a connection */
+export type StreamKind = Exclude<TransportKind, 'udp'>
 
 export interface Address {
   host: string
@@ -35,11 +37,16 @@ export type MessageHandler = (message: SipMessage, source: MessageSource) => voi
 
 export interface ConnectionInfo {
   id: string
-  transport: 'tcp' | 'ws'
+  transport: StreamKind
   remote: Address
   local: Address
   /** true when we dialled it */
   outbound: boolean
+  /**
+   * TLS: the peer network at the other end, by its certificate (RFC 5922); absent for a user
+   * agent (no client certificate) and on other transports
+   */
+  peerDomain?: string
 }
 
 export type ConnectionHandler = (connection: ConnectionInfo) => void
@@ -65,6 +72,10 @@ export interface TransportCounters {
   connectionsRefused: { host: number, total: number }
   /** inbound connections closed because no whole SIP message came within the first-message timeout */
   silentClosed: number
+  /** TLS handshakes that failed or timed out (plain SIP to the TLS port, a client that never finishes) */
+  tlsHandshakeFailures: number
+  /** TLS connections refused for their certificate (untrusted, expired, naming no configured peer) */
+  tlsRefused: number
   /** UDP datagrams to an IP address that the socket failed to send after `send` returned (see `sendUdp`) */
   sendErrors: number
 }
@@ -74,13 +85,15 @@ export interface TransportCounters {
  * see it. Structurally what `proxy/flow.ts` asks of a transport flow.
  */
 export interface TransportFlow {
-  /** the Via transport token: `UDP`, `TCP` or `WS` */
-  readonly transport: 'UDP' | 'TCP' | 'WS'
+  /** the Via transport token: `UDP`, `TCP`, `WS`, `TLS` or `WSS` */
+  readonly transport: 'UDP' | 'TCP' | 'WS' | 'TLS' | 'WSS'
   /** TCP and WebSocket: no retransmissions (RFC 3261 17.1.1.2, 17.1.2.2) */
   readonly reliable: boolean
   readonly remote: Address
   /** the connection, for TCP and WebSocket flows */
   readonly connectionId?: string
+  /** TLS: the peer network whose certificate the other end showed (ConnectionInfo.peerDomain) */
+  readonly peerDomain?: string
   /** false once the connection of a TCP or WebSocket flow has closed (UDP flows stay open) */
   readonly open: boolean
   /**

@@ -4,7 +4,8 @@
  * 400, unless configured otherwise). We only accept WebSocket connections, never dial them.
  */
 import { Buffer, isUtf8 } from 'node:buffer'
-import { createServer, type IncomingMessage, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type RequestListener, type Server } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket, type RawData } from 'ws'
 import { TransportError } from '../errors.ts'
@@ -81,6 +82,8 @@ export class WsConnection extends StreamConnection {
 }
 
 export interface WsListenOptions {
+  /** secure WebSocket (`wss`, RFC 7118): the node's certificate and key; absent: plain */
+  tls?: { cert: string, key: string }
   messageTimeoutMs: number
   maxMessageSize: number
   requireSubprotocol: boolean
@@ -105,12 +108,14 @@ export async function listenWs (address: Address, options: WsListenOptions): Pro
     maxPayload: options.maxMessageSize * 2,
     handleProtocols: (protocols) => protocols.has('sip') ? 'sip' : false
   })
-  const server = createServer({
-    connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(options.messageTimeoutMs / 2)))
-  }, (_req, res) => {
+  const connectionsCheckingInterval = Math.max(100, Math.min(30_000, Math.floor(options.messageTimeoutMs / 2)))
+  const answer: RequestListener = (_req, res) => {
     res.writeHead(426, { Connection: 'close', 'Content-Length': '0', Upgrade: 'websocket' })
     res.end()
-  })
+  }
+  const server: Server = options.tls === undefined
+    ? createServer({ connectionsCheckingInterval }, answer)
+    : createHttpsServer({ connectionsCheckingInterval, cert: options.tls.cert, key: options.tls.key, handshakeTimeout: options.messageTimeoutMs, minVersion: 'TLSv1.2' }, answer)
   // a slow handshake is a slow peer too
   server.headersTimeout = options.messageTimeoutMs
   server.requestTimeout = options.messageTimeoutMs

@@ -194,18 +194,21 @@ describe('sipmesh cluster', () => {
     await proc.waitForLine(l => l.includes('5 nodes up'), 45_000)
     const header = proc.lines.findIndex(l => l.startsWith('node'))
     assert.ok(header >= 0, proc.lines.join('\n'))
-    assert.match(proc.lines[header], /^node\s+peer id\s+SIP\s+admin/)
+    assert.match(proc.lines[header], /^node\s+peer id\s+SIP\s+admin\s+WebSocket$/)
     const rows = proc.lines.slice(header + 1, header + 6).map(l => l.split(/\s+/))
     assert.equal(rows.length, 5)
     for (const [i, row] of rows.entries()) {
-      assert.equal(row.length, 4, row.join(' '))
-      const [index, peerId, sip, admin] = row
+      assert.equal(row.length, 5, row.join(' '))
+      const [index, peerId, sip, admin, ws] = row
       assert.equal(index, String(i + 1))
       assert.match(peerId, /^12D3KooW/)
       assert.equal(sip, `127.0.0.1:${base + 10 * i}`)
       assert.equal(admin, `http://127.0.0.1:${base + 10 * i + 2}`)
+      assert.equal(ws, `ws://127.0.0.1:${base + 10 * i + 3}`)
       const s = JSON.parse((await httpGet(admin.replace('http://', ''), '/status')).body) as Status
       assert.equal(s.peerId, peerId)
+      // the browser phone of every node connects to that node's WebSocket
+      assert.equal((JSON.parse((await httpGet(admin.replace('http://', ''), '/phone/config.json')).body) as { ws: string }).ws, ws)
     }
     // wired to each other: every node connects to the four others (the table shows it when it
     // happened within the cluster's wait; on a loaded machine it may come a little later)
@@ -223,6 +226,7 @@ describe('sipmesh cluster', () => {
     assert.deepEqual(ended, { code: 0, signal: null })
     assert.ok(proc.lines.some(l => l.includes('sipmesh cluster: stopped')))
     for (let i = 0; i < 5; i++) assert.equal(await tcpPortFree(base + 10 * i + 2), true, `admin port of node ${i + 1} is free`)
+    for (let i = 0; i < 5; i++) assert.equal(await tcpPortFree(base + 10 * i + 3), true, `WebSocket port of node ${i + 1} is free`)
   })
 
   test('a port of node 2 in use: the cluster names the address and EADDRINUSE, and leaves nothing running', async () => {

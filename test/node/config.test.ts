@@ -171,3 +171,55 @@ describe('config', () => {
     }), { numRuns: 300 })
   })
 })
+
+describe('config: TLS and peer networks', () => {
+  test('--tls, --wss and --peer with their certificate files', async () => {
+    const { config } = await loadConfig([
+      '--domain', 'example.com', '--tls', '127.0.0.1:5061', '--wss', '127.0.0.1:5067', '--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-ca', 'ca.pem',
+      '--peer', 'example.net=127.0.0.1:6061,127.0.0.1:6071', '--peer', 'Example.ORG=10.0.0.1:5061', '--peer-trust', 'example.net'
+    ], {}, '/srv')
+    assert.deepEqual(config.gateway.tls, { listen: { host: '127.0.0.1', port: 5061 }, wss: { host: '127.0.0.1', port: 5067 }, cert: '/srv/c.pem', key: '/srv/k.pem', ca: '/srv/ca.pem' })
+    assert.deepEqual(config.gateway.peers, [
+      { domain: 'example.net', addresses: [{ host: '127.0.0.1', port: 6061 }, { host: '127.0.0.1', port: 6071 }], trusted: true },
+      { domain: 'example.org', addresses: [{ host: '10.0.0.1', port: 5061 }], trusted: false }
+    ])
+    assert.ok(Object.isFrozen(config.gateway.peers))
+  })
+
+  test('SIPMESH_PEER and the config file key', async () => {
+    const env = { SIPMESH_PEER: 'example.net=127.0.0.1:6061,127.0.0.1:6071,example.org=127.0.0.1:7061', SIPMESH_TLS_CERT: 'c', SIPMESH_TLS_KEY: 'k', SIPMESH_TLS_CA: 'a' }
+    const { config } = await loadConfig([], env, '/srv')
+    assert.deepEqual(config.gateway.peers?.map(p => [p.domain, p.addresses.length]), [['example.net', 2], ['example.org', 1]])
+    const dir = await mkdtemp(join(tmpdir(), 'sipmesh-config-'))
+    try {
+      const path = join(dir, 'c.json')
+      await writeFile(path, JSON.stringify({ peer: ['example.net=127.0.0.1:6061,127.0.0.1:6071'], 'tls-cert': 'c', 'tls-key': 'k', 'tls-ca': 'a' }))
+      const fromFile = await loadConfig(['--config', path], {}, '/srv')
+      assert.equal(fromFile.config.gateway.peers?.[0].addresses.length, 2)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  test('no TLS settings: none in the config', async () => {
+    const { config } = await loadConfig([], {}, '/srv')
+    assert.equal(config.gateway.tls, undefined)
+    assert.equal(config.gateway.peers, undefined)
+  })
+
+  test('bad peer settings are refused with the flag named', async () => {
+    const files = ['--tls-cert', 'c', '--tls-key', 'k', '--tls-ca', 'a']
+    assert.match(await configError(loadConfig(['--peer', '127.0.0.1:5061', ...files], {})), /--peer.*no peer domain/)
+    assert.match(await configError(loadConfig(['--peer', 'example.net=nowhere', ...files], {})), /--peer.*host:port/)
+    assert.match(await configError(loadConfig(['--peer', 'bad domain=1.2.3.4:5', ...files], {})), /--peer.*not a domain/)
+    assert.match(await configError(loadConfig(['--peer', 'example.net=1.2.3.4:99999', ...files], {})), /out of range/)
+    assert.match(await configError(loadConfig(['--peer', 'example.net=1.2.3.4:5', '--peer', 'EXAMPLE.net=1.2.3.4:6', ...files], {})), /given twice/)
+    assert.match(await configError(loadConfig(['--domain', 'example.com', '--peer', 'example.com=1.2.3.4:5', ...files], {})), /serves/)
+    assert.match(await configError(loadConfig(['--peer', 'example.net=1.2.3.4:5', '--peer-trust', 'example.org', ...files], {})), /not a configured peer/)
+    assert.match(await configError(loadConfig(['--peer', 'example.net=1.2.3.4:5', '--tls-cert', 'c', '--tls-key', 'k'], {})), /--tls-ca/)
+    assert.match(await configError(loadConfig(['--tls', '127.0.0.1:5061'], {})), /--tls-cert and --tls-key/)
+    assert.match(await configError(loadConfig(['--wss', '127.0.0.1:5067', '--tls-cert', 'c'], {})), /--tls-cert and --tls-key/)
+    assert.match(await configError(loadConfig(['--peer', `example.net=${Array.from({ length: 17 }, (_, i) => `1.2.3.4:${i + 1}`).join(',')}`, ...files], {})), /more than 16/)
+    assert.match(await configError(loadConfig([], { SIPMESH_PEER: 'x'.repeat(5000) })), /SIPMESH_PEER/)
+  })
+})

@@ -209,7 +209,7 @@ describe('SipmeshNode and its admin API (two real nodes over TCP)', () => {
       ['GET', `/aor/${encodeURIComponent('sip:' + 'x'.repeat(600) + '@example.com')}`, 400, 'bad_aor'],
       ['GET', '/aor/', 404, 'not_found'],
       ['GET', '/nope', 404, 'not_found'],
-      ['GET', '/', 404, 'not_found'],
+      ['GET', '/index.htm', 404, 'not_found'],
       ['GET', '/status/extra', 404, 'not_found'],
       ['GET', '/' + 'a'.repeat(4000), 404, 'not_found'],
       ['POST', '/status', 405, 'method_not_allowed'],

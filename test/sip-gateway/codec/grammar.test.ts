@@ -215,5 +215,11 @@ describe('createResponse', () => {
     assert.equal(reasonPhrase(499), 'Client Error')
     assert.match(generateBranch(), /^z9hG4bK[A-Za-z0-9_-]{12}$/)
     assert.notEqual(generateTag(), generateTag())
+    // drawn from a pool of random bytes refilled every 4 KiB: none handed out twice across refills
+    const tags = Array.from({ length: 5000 }, () => generateTag())
+    assert.ok(tags.every(t => /^[0-9a-f]{12}$/.test(t)))
+    assert.equal(new Set(tags).size, tags.length)
+    const branches = Array.from({ length: 5000 }, () => generateBranch())
+    assert.equal(new Set(branches).size, branches.length)
   })
 })

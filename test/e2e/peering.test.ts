@@ -1,0 +1,277 @@
+// Peering end to end: two meshes of two `sipmesh start` processes each (example.com, example.net),
+// peered over mutually authenticated TLS with a CA and certificates made by openssl at test time.
+// MESSAGE both ways (raw UDP user agents), SUBSCRIBE/NOTIFY both ways with the presentity moving
+// between the nodes of its mesh (SIP.js over WebSocket), and the refusals: a peer whose From is
+// not its own domain (403), untrusted and expired certificates (refused, warn), plain SIP to the
+// TLS port (dropped); the nodes stay up throughout.
+import { describe, test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { once } from 'node:events'
+import { connect as tlsConnect } from 'node:tls'
+import { connect as netConnect } from 'node:net'
+import { UserAgent, Registerer, RegistererState, Subscriber, SubscriptionState, Publisher, PublisherState } from 'sip.js'
+import { run, stop, freePorts, register, message, waitFor, UdpUa, type Proc } from './fixtures/processes.ts'
+import { makeTestPki, type TestPki, type Pem } from '../fixtures/pki.ts'
+
+interface Node { name: string, domain: string, dataDir: string, proc?: Proc, sip: number, ws: number, tls: number, peerId: string, multiaddr: string }
+
+const PIDF = (aor: string, note: string): string =>
+  `<?xml version="1.0" encoding="UTF-8"?>\n<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="${aor.replace('sip:', 'pres:')}"><tuple id="sipjs"><status><basic>open</basic></status></tuple><note>${note}</note></presence>`
+
+const within = async <T>(ms: number, p: Promise<T>, what: string): Promise<T> => await Promise.race([
+  p, new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms).unref())
+])
+
+const statusOf = (answer: string): number => Number(answer.slice(8, 11))
+
+describe('peering between two meshes over TLS (separate processes)', () => {
+  const nodes: Node[] = []
+  const agents: UserAgent[] = []
+  const subscribers: Subscriber[] = []
+  const udpAgents: UdpUa[] = []
+  let pki: TestPki
+  let dir = ''
+  let deadPort = 0
+
+  async function startNode (n: Node, peer: { domain: string, ports: number[] }, bootstrap?: string): Promise<void> {
+    const pem = n.domain === 'example.com' ? pki.com : pki.net
+    const args = ['start', '--domain', n.domain, '--sip', '127.0.0.1:0', '--ws', '127.0.0.1:0', '--tls', `127.0.0.1:${n.tls}`, '--p2p', '/ip4/127.0.0.1/tcp/0',
+      '--admin', '127.0.0.1:0', '--data-dir', n.dataDir, '--log-level', process.env.SIPMESH_TEST_LOG !== undefined ? 'debug' : 'info',
+      '--tls-cert', pem.certFile, '--tls-key', pem.keyFile, '--tls-ca', pki.caFile,
+      '--peer', `${peer.domain}=${peer.ports.map(p => `127.0.0.1:${p}`).join(',')}`, '--peer-trust', peer.domain]
+    if (bootstrap !== undefined) args.push('--bootstrap', bootstrap)
+    n.proc = run(args)
+    const gw = JSON.parse(await n.proc.waitForLine(l => l.includes('"sip gateway started"'), 30_000)) as { ws?: { port: number }, udp: { port: number }, tls?: { port: number } }
+    const started = JSON.parse(await n.proc.waitForLine(l => l.includes('"sipmesh node started"'), 30_000)) as { peerId: string, multiaddrs: string[] }
+    n.ws = gw.ws?.port ?? 0
+    n.sip = gw.udp.port
+    assert.equal(gw.tls?.port, n.tls)
+    n.peerId = started.peerId
+    n.multiaddr = started.multiaddrs[0]
+  }
+
+  const bootOf = (n: Node): string => `${n.multiaddr.replace(/\/p2p\/.*$/, '')}/p2p/${n.peerId}`
+
+  async function agent (aor: string, node: Node): Promise<UserAgent> {
+    const ua = new UserAgent({ uri: UserAgent.makeURI(aor)!, transportOptions: { server: `ws://127.0.0.1:${node.ws}` }, logLevel: 'error', logBuiltinEnabled: false })
+    agents.push(ua)
+    await within(5000, ua.start(), `${aor} connects`)
+    const r = new Registerer(ua, { expires: 300 })
+    const ok = new Promise<void>(resolve => { r.stateChange.addListener(s => { if (s === RegistererState.Registered) resolve() }) })
+    await r.register()
+    await within(10_000, ok, `${aor} registers`)
+    return ua
+  }
+
+  async function publish (ua: UserAgent, aor: string, note: string): Promise<void> {
+    const p = new Publisher(ua, UserAgent.makeURI(aor)!, 'presence', { expires: 120, contentType: 'application/pidf+xml', unpublishOnClose: false })
+    const ok = new Promise<void>((resolve, reject) => {
+      p.stateChange.addListener(s => {
+        if (s === PublisherState.Published) resolve()
+        if (s === PublisherState.Terminated) reject(new Error('publication refused'))
+      })
+    })
+    await p.publish(PIDF(aor, note))
+    await within(5000, ok, `publish ${note}`)
+  }
+
+  async function watch (ua: UserAgent, target: string): Promise<{ sub: Subscriber, bodies: string[], states: SubscriptionState[], wait: (note: string, ms: number) => Promise<void> }> {
+    const bodies: string[] = []
+    const states: SubscriptionState[] = []
+    const waiters = new Set<() => void>()
+    const sub = new Subscriber(ua, UserAgent.makeURI(target)!, 'presence', { expires: 300 })
+    subscribers.push(sub)
+    sub.stateChange.addListener(s => { states.push(s) })
+    sub.delegate = {
+      onNotify: (n) => {
+        void n.accept()
+        bodies.push(n.request.body)
+        for (const w of [...waiters]) w()
+      }
+    }
+    await sub.subscribe()
+    const wait = async (note: string, ms: number): Promise<void> => {
+      await within(ms, new Promise<void>(resolve => {
+        const check = (): void => { if (bodies.some(b => b.includes(note))) { waiters.delete(check); resolve() } }
+        waiters.add(check)
+        check()
+      }), `NOTIFY with "${note}" on ${target} (notes so far: ${bodies.map(b => /<note>([^<]*)</.exec(b)?.[1] ?? /<basic>(\w+)/.exec(b)?.[1] ?? '-').join(', ')})`)
+    }
+    return { sub, bodies, states, wait }
+  }
+
+  async function udpUser (aor: string, node: Node): Promise<UdpUa> {
+    const ua = new UdpUa()
+    await ua.open()
+    udpAgents.push(ua)
+    const answer = await ua.request({ host: '127.0.0.1', port: node.sip }, register(aor, ua.port))
+    assert.equal(statusOf(answer), 200, answer)
+    return ua
+  }
+
+  before(async () => {
+    pki = await makeTestPki()
+    dir = mkdtempSync(join(tmpdir(), 'sipmesh-peering-e2e-'))
+    const ports = await freePorts(5)
+    deadPort = ports[4]
+    for (const [i, name] of ['com1', 'com2', 'net1', 'net2'].entries()) {
+      nodes.push({ name, domain: i < 2 ? 'example.com' : 'example.net', dataDir: join(dir, name), sip: 0, ws: 0, tls: ports[i], peerId: '', multiaddr: '' })
+    }
+    const [com1, com2, net1, net2] = nodes
+    // example.com lists a dead address first: every new connection to example.net fails over
+    const toNet = { domain: 'example.net', ports: [deadPort, net1.tls, net2.tls] }
+    const toCom = { domain: 'example.com', ports: [com1.tls, com2.tls] }
+    await Promise.all([startNode(com1, toNet), startNode(net1, toCom)])
+    await Promise.all([startNode(com2, toNet, bootOf(com1)), startNode(net2, toCom, bootOf(net1))])
+  })
+
+  after(async () => {
+    for (const sub of subscribers) await within(3000, sub.unsubscribe(), 'unsubscribe').catch(() => {})
+    for (const ua of agents) await within(5000, ua.stop(), 'stop').catch(() => {})
+    for (const ua of udpAgents) ua.close()
+    if (process.env.SIPMESH_TEST_LOG !== undefined) for (const n of nodes) for (const l of n.proc?.lines ?? []) console.error(n.name, l)
+    const ends = await Promise.all(nodes.map(async n => await stop(n.proc)))
+    rmSync(dir, { recursive: true, force: true })
+    pki?.remove()
+    for (const e of ends) assert.equal(e?.signal ?? null, null, 'a node crashed')
+  })
+
+  test('MESSAGE both ways, each from one node to the user on the other mesh\'s second node', async () => {
+    const [, com2, , net2] = nodes
+    const alice = await udpUser('sip:alice@example.com', com2)
+    const bob = await udpUser('sip:bob@example.net', net2)
+    // alice on com2 → bob on net2 (com2 dials example.net; the node that answers routes by its DHT)
+    const out = await alice.request({ host: '127.0.0.1', port: com2.sip }, message('sip:alice@example.com', 'sip:bob@example.net', alice.port, 'hello net'))
+    assert.equal(statusOf(out), 200, out)
+    const got = bob.received.find(m => m.endsWith('hello net'))
+    assert.ok(got !== undefined, 'bob got the message')
+    assert.match(got, /^P-Asserted-Identity: <sip:alice@example\.com>/im, 'identity crosses within the trust domain')
+    assert.match(got, /^Via: SIP\/2\.0\/TLS /im, 'it crossed over TLS')
+    // and back
+    const back = await bob.request({ host: '127.0.0.1', port: net2.sip }, message('sip:bob@example.net', 'sip:alice@example.com', bob.port, 'hello com'))
+    assert.equal(statusOf(back), 200, back)
+    assert.ok(alice.received.some(m => m.endsWith('hello com')), 'alice got the answer')
+    assert.ok(com2.proc?.lines.some(l => l.includes('"peer address unreachable"') && l.includes(`:${deadPort}`)), 'com2 failed over past the dead address')
+    // a user nobody knows on the other side: the peer's 404 comes back
+    const unknown = await alice.request({ host: '127.0.0.1', port: com2.sip }, message('sip:alice@example.com', 'sip:nobody@example.net', alice.port, 'x'))
+    assert.equal(statusOf(unknown), 404, unknown)
+    // a domain neither served nor peered is still refused
+    const foreign = await alice.request({ host: '127.0.0.1', port: com2.sip }, message('sip:alice@example.com', 'sip:x@example.org', alice.port, 'x'))
+    assert.equal(statusOf(foreign), 403, foreign)
+    // a user agent cannot send for someone of another domain through its node
+    const spoof = await alice.request({ host: '127.0.0.1', port: com2.sip }, message('sip:mallory@example.org', 'sip:bob@example.net', alice.port, 'x'))
+    assert.equal(statusOf(spoof), 403, spoof)
+  })
+
+  test('SUBSCRIBE/NOTIFY both ways; the subscription survives the presentity moving between nodes of its mesh', async () => {
+    const [com1, com2, net1, net2] = nodes
+    // example.com watches example.net: carol on com1 watches dave, who is on net1, then moves to net2
+    const dave1 = await agent('sip:dave@example.net', net1)
+    await publish(dave1, 'sip:dave@example.net', 'dave on net1')
+    const carol = await agent('sip:carol@example.com', com1)
+    const onDave = await watch(carol, 'sip:dave@example.net')
+    await onDave.wait('dave on net1', 10_000)
+    const dave2 = await agent('sip:dave@example.net', net2)
+    await publish(dave2, 'sip:dave@example.net', 'dave moved to net2')
+    await onDave.wait('dave moved to net2', 10_000)
+    assert.equal(onDave.sub.state, SubscriptionState.Subscribed)
+    assert.ok(!onDave.states.includes(SubscriptionState.Terminated))
+
+    // example.net watches example.com: erin on net2 watches frank, on com2 then com1
+    const frank2 = await agent('sip:frank@example.com', com2)
+    await publish(frank2, 'sip:frank@example.com', 'frank on com2')
+    const erin = await agent('sip:erin@example.net', net2)
+    const onFrank = await watch(erin, 'sip:frank@example.com')
+    await onFrank.wait('frank on com2', 10_000)
+    const frank1 = await agent('sip:frank@example.com', com1)
+    await publish(frank1, 'sip:frank@example.com', 'frank moved to com1')
+    await onFrank.wait('frank moved to com1', 10_000)
+    assert.equal(onFrank.sub.state, SubscriptionState.Subscribed)
+    assert.ok(!onFrank.states.includes(SubscriptionState.Terminated))
+  })
+
+  async function tlsExchange (port: number, client: Pem | undefined, text: string): Promise<{ answer: string, closed: boolean }> {
+    const socket = tlsConnect({ host: '127.0.0.1', port, ca: pki.ca, cert: client?.cert, key: client?.key })
+    socket.on('error', () => {})
+    let answer = ''
+    socket.on('data', (d: Buffer) => { answer += d.toString() })
+    const closed = once(socket, 'close').then(() => true)
+    try {
+      const connected = await Promise.race([once(socket, 'secureConnect').then(() => true), closed.then(() => false)])
+      if (!connected) return { answer, closed: true }
+      socket.write(text)
+      const done = await Promise.race([
+        new Promise<boolean>(resolve => {
+          const t = setInterval(() => { if (/^SIP\/2\.0 [2-6]/m.test(answer)) { clearInterval(t); resolve(false) } }, 20)
+          setTimeout(() => { clearInterval(t); resolve(false) }, 5000)
+        }),
+        closed
+      ])
+      return { answer, closed: done }
+    } finally {
+      socket.destroy()
+    }
+  }
+
+  const tlsMessage = (from: string, to: string, body: string): string => [
+    `MESSAGE ${to} SIP/2.0`,
+    `Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK${Math.random().toString(36).slice(2)}`,
+    'Max-Forwards: 70',
+    `From: <${from}>;tag=${Math.random().toString(36).slice(2)}`,
+    `To: <${to}>`,
+    `Call-ID: ${Math.random().toString(36).slice(2)}@peer`,
+    'CSeq: 1 MESSAGE',
+    'Content-Type: text/plain',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    '',
+    body
+  ].join('\r\n')
+
+  test('refusals: a peer speaking for another domain, bad certificates, plain SIP to the TLS port, a stalled handshake', async () => {
+    const [com1, com2] = nodes
+    await udpUser('sip:gina@example.com', com2)
+    // the trusted example.net peer sends for a user of example.org: 403
+    const wrongFrom = await tlsExchange(com1.tls, pki.net, tlsMessage('sip:eve@example.org', 'sip:gina@example.com', 'spoof'))
+    assert.match(wrongFrom.answer, /^SIP\/2\.0 403/, wrongFrom.answer)
+    // the same peer for its own user: accepted and routed to com2
+    const right = await tlsExchange(com1.tls, pki.net, tlsMessage('sip:eve@example.net', 'sip:gina@example.com', 'fine'))
+    assert.match(right.answer, /^SIP\/2\.0 200/, right.answer)
+    // a peer may not use us as a relay to a third domain
+    const relay = await tlsExchange(com1.tls, pki.net, tlsMessage('sip:eve@example.net', 'sip:x@example.org', 'relay'))
+    assert.match(relay.answer, /^SIP\/2\.0 403/, relay.answer)
+    // untrusted, expired and wrong-domain certificates: refused at the handshake, logged at warn
+    for (const bad of [pki.rogueNet, pki.expiredNet, pki.org]) {
+      const r = await tlsExchange(com1.tls, bad, tlsMessage('sip:eve@example.net', 'sip:gina@example.com', 'bad cert'))
+      assert.equal(r.closed, true)
+      assert.doesNotMatch(r.answer, /SIP\/2\.0/)
+    }
+    await waitFor(() => (com1.proc?.lines ?? []).filter(l => l.includes('"tls connection refused"')).length >= 3, 5000, 'the refusals logged')
+    const refusals = (com1.proc?.lines ?? []).filter(l => l.includes('"tls connection refused"')).map(l => JSON.parse(l) as { level: string, reason: string })
+    assert.equal(refusals.length, 3, 'each bad certificate logged')
+    assert.ok(refusals.every(r => r.level === 'warn'))
+    assert.match(refusals.map(r => r.reason).join(' | '), /untrusted.*\| untrusted.*CERT_HAS_EXPIRED.*\| certificate names no configured peer \(example\.org\)/)
+    // plain SIP to the TLS port: no answer, the connection dropped
+    const plain = netConnect({ host: '127.0.0.1', port: com1.tls })
+    plain.on('error', () => {})
+    let heard = ''
+    plain.on('data', (d: Buffer) => { heard += d.toString() })
+    await once(plain, 'connect')
+    plain.write(tlsMessage('sip:eve@example.net', 'sip:gina@example.com', 'plain'))
+    await within(8000, once(plain, 'close'), 'the plain connection is dropped')
+    assert.doesNotMatch(heard, /SIP\/2\.0/)
+    // a client that never finishes its handshake is dropped after the handshake timeout (5 s)
+    const stalled = netConnect({ host: '127.0.0.1', port: com1.tls })
+    stalled.on('error', () => {})
+    await once(stalled, 'connect')
+    const t0 = Date.now()
+    stalled.write(Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff])) // a ClientHello record header, then nothing
+    await within(10_000, once(stalled, 'close'), 'the stalled handshake is dropped')
+    const held = Date.now() - t0
+    assert.ok(held >= 4000 && held < 10_000, `dropped after ${held} ms`)
+    // everyone is still up
+    for (const n of nodes) assert.equal(n.proc?.child.exitCode, null, `${n.name} still runs`)
+  })
+})
