@@ -13,6 +13,8 @@
  * - `limits.ts`: per-source rate limit, granted expiries.
  * - `requests.ts`: sending our own requests; Contact; which flow a NOTIFY takes.
  * - `packages/`: the event packages.
+ * - `lists/`: resource lists (RFC 4662): the list store the admin API fills, and the list server
+ *   that serves SUBSCRIBEs to a list URI with member subscriptions on the resources above.
  *
  * Roles, per resource (`Resource.mode`):
  * - `local`: this node owns the AoR (live bindings here, or the registry names us). It serves the
@@ -82,6 +84,8 @@ import { Resources } from './resources.ts'
 import { RulesExchange, RULES_EVENT } from './rules-exchange.ts'
 import { AgentLimits, RateLimitedError, TooBriefError } from './limits.ts'
 import { dialogKey, own, stripTag, tagOf, type Resource, type Sub } from './resource.ts'
+import { ListStore, type ListStoreInit } from './lists/store.ts'
+import { ListServer, type ListServerInit } from './lists/server.ts'
 
 export { RULES_EVENT, RULES_CONTENT_TYPE, RULES_VERSION_HEADER, MAX_RULES_BODY } from './rules-exchange.ts'
 export type { PresenceAgentTransport } from './requests.ts'
@@ -127,6 +131,8 @@ export interface PresenceAgentInit {
   decisionWaitMs?: number
   /** delay before retrying a failed back-end subscription, ms. @default 2000 */
   retryMs?: number
+  /** resource lists (lists/): how many, NOTIFY rate, subscriptions per subscriber */
+  lists?: ListStoreInit & ListServerInit
 }
 
 export interface PresenceStats {
@@ -160,6 +166,9 @@ export class PresenceAgent {
   readonly #backends: BackendSubscriptions
   readonly #resources: Resources
   readonly #rules: RulesExchange
+  /** the resource lists this node serves (admin API `/lists/`) */
+  readonly lists: ListStore
+  readonly #listServer: ListServer
   readonly #unsub: Array<() => void> = []
   #running = false
   readonly #responses: Record<string, number> = {}
@@ -214,6 +223,17 @@ export class PresenceAgent {
       running,
       gated: aor => this.#rules.gated(aor)
     })
+    this.lists = new ListStore({ store: components.store, logger: this.#log }, init.lists)
+    this.#listServer = new ListServer({
+      lists: this.lists,
+      resources: this.#resources,
+      notifier: this.#notifier,
+      backends: this.#backends,
+      requests: this.#requests,
+      limits: this.#limits,
+      logger: this.#log,
+      respond
+    }, init.lists)
   }
 
   /** the RFC 3903 publications of the presence package */
@@ -290,6 +310,8 @@ export class PresenceAgent {
   async load (): Promise<void> {
     const r = await this.authorization.load()
     if (r.skipped > 0) this.#log.warn('presence rules skipped', r)
+    const l = await this.lists.load()
+    if (l.skipped > 0) this.#log.warn('resource lists skipped', l)
   }
 
   start (t: PresenceAgentTransport): void {
@@ -309,6 +331,7 @@ export class PresenceAgent {
   stop (): void {
     this.#running = false
     for (const u of this.#unsub.splice(0)) u()
+    this.#listServer.stop()
     this.#resources.stop()
     this.#notifier.clear()
     this.#backends.clearAll()
@@ -424,6 +447,7 @@ export class PresenceAgent {
       const callId = h.get('Call-ID') ?? ''
       const fromTag = tagOf(h.get('From')) ?? ''
       if (m === 'SUBSCRIBE') {
+        if (this.#listServer.has(dialogKey(callId, toTag, fromTag))) { this.#run(request, tx, async () => { this.#listServer.refresh(request, tx) }); return true }
         const sub = this.#notifier.get(dialogKey(callId, toTag, fromTag))
         if (sub !== undefined) { this.#run(request, tx, async () => { await this.#refresh(request, tx, sub) }); return true }
       } else {
@@ -445,6 +469,10 @@ export class PresenceAgent {
       if (u.user === undefined || !this.#domains.has(u.host.toLowerCase())) return false
       aor = aorOf(u)
     } catch { return false }
+    if (m === 'SUBSCRIBE' && this.#listServer.serves(aor)) {
+      this.#run(request, tx, async () => { await this.#listSubscribe(request, tx, flow, aor, fromMesh) })
+      return true
+    }
     if (m === 'SUBSCRIBE') {
       this.#run(request, tx, async () => { await (fromMesh ? this.#backendSubscribe(request, tx, flow, aor) : this.#uaSubscribe(request, tx, flow, aor)) })
       return true
@@ -646,6 +674,20 @@ export class PresenceAgent {
     sub.expiresAt = Date.now() + expires * 1000
     this.#notifier.arm(sub)
     this.#notifier.notify(sub, true)
+  }
+
+  /** a SUBSCRIBE to a list URI (lists/server.ts); the subscriber as the mesh asserts it, or From */
+  async #listSubscribe (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: Aor, fromMesh: boolean): Promise<void> {
+    const pkg = this.#packageOf(request)
+    if (pkg === undefined || pkg === this.#winfo) { this.#badEvent(request, tx); return }
+    if (this.#notifier.size + this.#listServer.size >= this.#maxSubs) throw new SipStatusError(503, 'Too Many Subscriptions')
+    let identity: string | undefined
+    if (fromMesh) {
+      const pai = request.headers.get('P-Asserted-Identity')
+      try { identity = pai === undefined ? undefined : aorOf(parseUri(parseNameAddr(pai).uri)) } catch { identity = undefined }
+      if (identity === undefined) throw new SipStatusError(403, 'Forbidden (no asserted identity)')
+    }
+    await this.#listServer.subscribe(request, tx, flow, aor, pkg, identity)
   }
 
   // ---- back-end SUBSCRIBE from another node (this node owns the presentity) -----------------

@@ -1,0 +1,112 @@
+// Resource list subscriptions (RFC 4662) in in-process gateways on real UDP sockets: a list whose
+// members are registered on other nodes (and one registered nowhere) is served as one
+// subscription with multipart/related NOTIFYs, full state first, then partial state as a member
+// publishes; the SUBSCRIBE requirements (421, 406), personal lists (403), and list changes.
+import { test, describe } from 'node:test'
+import assert from 'node:assert/strict'
+import { subscribe, publish, pidf, notifies, waitNotify, stateOf, meshFixture, refresh } from './fixtures.ts'
+import { parseXmlRoot, type XmlElement } from '../../../sip-gateway/presence/pidf.ts'
+import type { SipRequest } from '../../../sip-gateway/codec/index.ts'
+import { parseMultipart } from './lists/multipart.ts'
+
+const config = { presence: { minExpires: 1, decisionWaitMs: 1000, retryMs: 300, lists: { throttleMs: 300 } } }
+const ACCEPT = 'multipart/related, application/rlmi+xml, application/pidf+xml'
+const EVENTLIST: Array<[string, string]> = [['Supported', 'eventlist']]
+
+interface Rlmi { version: number, fullState: boolean, resources: Map<string, { state: string, reason?: string, body?: string }> }
+const attr = (el: XmlElement, n: string): string | undefined => el.attrs.find(a => a.name === n)?.value
+const kids = (el: XmlElement, n: string): XmlElement[] => el.children.filter((c): c is XmlElement => typeof c !== 'string' && c.name === n)
+
+function rlmi (r: SipRequest): Rlmi {
+  const ct = r.headers.get('Content-Type') ?? ''
+  assert.match(ct, /^multipart\/related;type="application\/rlmi\+xml";start="<[^>]+>";boundary=/u)
+  const parts = parseMultipart(ct, r.body)
+  const root = parseXmlRoot(parts[0].body)
+  const byCid = new Map(parts.slice(1).map(p => [p.headers.get('content-id') ?? '', p.body.toString()]))
+  const resources = new Map<string, { state: string, reason?: string, body?: string }>()
+  for (const res of kids(root, 'resource')) {
+    const i = kids(res, 'instance')[0]
+    const cid = attr(i, 'cid')
+    resources.set(attr(res, 'uri') ?? '', { state: attr(i, 'state') ?? '', reason: attr(i, 'reason'), body: cid === undefined ? undefined : byCid.get(`<${cid}>`) })
+  }
+  return { version: Number(attr(root, 'version')), fullState: attr(root, 'fullState') === 'true', resources }
+}
+
+describe('resource list subscriptions', () => {
+  const { mesh: m, ua } = meshFixture(3, config)
+
+  test('members on other nodes and nowhere: full state, then partial NOTIFYs as a member publishes', async () => {
+    const bob = await ua('bobl1', 1)
+    const carol = await ua('caroll1', 2)
+    assert.equal((await bob.register(600))?.status, 200)
+    assert.equal((await carol.register(600))?.status, 200)
+    const list = 'sip:friends-l1@example.com'
+    await m().nodes[0].gateway.presence.lists.put({ uri: list, members: [bob.aor, carol.aor, 'sip:nobody-l1@example.com'] })
+    const alice = await ua('alicel1', 0)
+
+    const { response, dialog } = await subscribe(alice, { to: list, accept: ACCEPT, expires: 120, headers: EVENTLIST })
+    assert.equal(response?.status, 200)
+    assert.match(response?.headers.get('Require') ?? '', /eventlist/u)
+    assert.ok(dialog !== undefined)
+    const first = await waitNotify(alice, dialog.callId, () => true, 4000)
+    assert.ok(first !== undefined, 'a NOTIFY')
+    assert.equal(first.headers.get('Event'), 'presence')
+    assert.match(first.headers.get('Require') ?? '', /eventlist/u)
+    const full = rlmi(first)
+    assert.equal(full.fullState, true)
+    assert.equal(full.version, 0)
+    assert.deepEqual([...full.resources.keys()], [bob.aor, carol.aor, 'sip:nobody-l1@example.com'])
+    assert.equal(full.resources.get(bob.aor)?.state, 'active')
+    assert.match(full.resources.get(bob.aor)?.body ?? '', /<basic>open<\/basic>/u)
+    assert.equal(full.resources.get(carol.aor)?.state, 'active')
+    // registered nowhere: held, shown with the neutral (closed) document
+    assert.match(full.resources.get('sip:nobody-l1@example.com')?.body ?? '', /<basic>closed<\/basic>/u)
+    // one back-end subscription per member at the list's node, none for the member registered nowhere
+    assert.equal(m().nodes[0].gateway.presence.backendsOf(bob.aor).holding, 1)
+    assert.equal(m().nodes[0].gateway.presence.backendsOf(carol.aor).holding, 1)
+
+    // carol publishes: a partial NOTIFY with carol only, version + 1
+    assert.equal((await publish(carol, { body: pidf(carol.aor, 'open', 'in a meeting') }))?.status, 200)
+    const partial = await waitNotify(alice, dialog.callId, r => rlmi(r).resources.get(carol.aor)?.body?.includes('in a meeting') === true, 4000)
+    assert.ok(partial !== undefined, 'carol\'s change notified')
+    const p = rlmi(partial)
+    assert.equal(p.fullState, false)
+    assert.ok(p.version >= 1)
+    assert.deepEqual([...p.resources.keys()], [carol.aor])
+
+    // an ordinary watcher of bob on the list's node shares the back-end subscription
+    const dave = await ua('davel1', 0)
+    assert.equal((await subscribe(dave, { to: bob.aor, expires: 120 })).response?.status, 200)
+    assert.equal(m().nodes[0].gateway.presence.backendsOf(bob.aor).holding, 1)
+
+    // a refresh brings full state again; unsubscribing ends it
+    const before = notifies(alice, dialog.callId).length
+    assert.equal((await refresh(alice, dialog, 120))?.status, 200)
+    const again = await waitNotify(alice, dialog.callId, r => rlmi(r).fullState, 4000, before)
+    assert.ok(again !== undefined, 'full state after a refresh')
+    assert.equal(rlmi(again).resources.size, 3)
+    const n = notifies(alice, dialog.callId).length
+    assert.equal((await refresh(alice, dialog, 0))?.status, 200)
+    assert.ok(await waitNotify(alice, dialog.callId, r => stateOf(r).startsWith('terminated'), 4000, n))
+  })
+
+  test('SUBSCRIBE requirements: 421 without eventlist, 406 without rlmi in Accept, 403 for a personal list of someone else', async () => {
+    const list = 'sip:team-l2@example.com'
+    await m().nodes[1].gateway.presence.lists.put({ uri: list, members: ['sip:x-l2@example.com'], owner: 'sip:owner-l2@example.com' })
+    const owner = await ua('owner-l2', 1)
+    const other = await ua('other-l2', 1)
+    const r421 = (await subscribe(owner, { to: list, accept: ACCEPT, expires: 60 })).response
+    assert.equal(r421?.status, 421)
+    assert.equal(r421?.headers.get('Require'), 'eventlist')
+    assert.equal((await subscribe(owner, { to: list, accept: 'application/pidf+xml', expires: 60, headers: EVENTLIST })).response?.status, 406)
+    assert.equal((await subscribe(other, { to: list, accept: ACCEPT, expires: 60, headers: EVENTLIST })).response?.status, 403)
+    assert.equal((await subscribe(owner, { to: list, accept: ACCEPT, expires: 60, headers: EVENTLIST, event: 'presence.winfo' })).response?.status, 489)
+    const ok = await subscribe(owner, { to: list, accept: ACCEPT, expires: 60, headers: EVENTLIST })
+    assert.equal(ok.response?.status, 200)
+    assert.ok(ok.dialog !== undefined)
+    assert.ok(await waitNotify(owner, ok.dialog.callId, r => rlmi(r).fullState, 4000))
+    // the list is replaced: its subscription ends (deactivated: re-subscribe to get the new one)
+    await m().nodes[1].gateway.presence.lists.put({ uri: list, members: ['sip:y-l2@example.com'], owner: 'sip:owner-l2@example.com' })
+    assert.ok(await waitNotify(owner, ok.dialog.callId, r => stateOf(r).includes('deactivated'), 4000))
+  })
+})
