@@ -85,7 +85,9 @@ import { RulesExchange, RULES_EVENT } from './rules-exchange.ts'
 import { AgentLimits, RateLimitedError, TooBriefError } from './limits.ts'
 import { dialogKey, own, stripTag, tagOf, type Resource, type Sub } from './resource.ts'
 import { ListStore, type ListStoreInit } from './lists/store.ts'
-import { ListServer, type ListServerInit } from './lists/server.ts'
+import { EVENTLIST, ListServer, names, type ListServerInit } from './lists/server.ts'
+import { ListExchange, LIST_EVENT, checkListSize, type ListExchangeInit } from './lists/exchange.ts'
+import { ListError, parseResourceList, type ResourceList } from './lists/list.ts'
 
 export { RULES_EVENT, RULES_CONTENT_TYPE, RULES_VERSION_HEADER, MAX_RULES_BODY } from './rules-exchange.ts'
 export type { PresenceAgentTransport } from './requests.ts'
@@ -132,7 +134,7 @@ export interface PresenceAgentInit {
   /** delay before retrying a failed back-end subscription, ms. @default 2000 */
   retryMs?: number
   /** resource lists (lists/): how many, NOTIFY rate, subscriptions per subscriber */
-  lists?: ListStoreInit & ListServerInit
+  lists?: ListStoreInit & ListServerInit & ListExchangeInit
 }
 
 export interface PresenceStats {
@@ -169,6 +171,7 @@ export class PresenceAgent {
   /** the resource lists this node serves (admin API `/lists/`) */
   readonly lists: ListStore
   readonly #listServer: ListServer
+  readonly #exchange: ListExchange
   readonly #unsub: Array<() => void> = []
   #running = false
   readonly #responses: Record<string, number> = {}
@@ -234,7 +237,11 @@ export class PresenceAgent {
       logger: this.#log,
       respond
     }, init.lists)
+    this.#exchange = new ListExchange({ lists: this.lists, registry: this.#registry, requests: this.#requests, logger: this.#log, domains: this.#domains, respond }, init.lists)
   }
+
+  /** this node's id in the mesh (a list's `home`) */
+  get nodeId (): string { return this.#registry.nodeId }
 
   /** the RFC 3903 publications of the presence package */
   get publications (): PublicationStore<PidfDocument> { return this.#presence.publications }
@@ -322,6 +329,7 @@ export class PresenceAgent {
     }
     this.#registrar.onChange((aor, bindings) => { if (this.#running) this.#resources.onBindings(aor, bindings.length) })
     this.#unsub.push(this.#registry.onDisplaced((aor, by) => { if (this.#running) this.#onDisplaced(aor, by.node, by) }))
+    this.#exchange.rehome().catch((err: unknown) => { this.#log.warn('lists not re-homed', { err: String(err) }) })
     this.#registrar.onClaim((aor, result) => {
       const prev = result.previous
       if (this.#running && prev !== undefined && prev.node !== this.#registry.nodeId) this.#rules.fetch(aor, prev.node)
@@ -383,6 +391,37 @@ export class PresenceAgent {
       clearTimeout(timer)
     }
     return { ...stored, version: doc.version.toString(), owner, delivered }
+  }
+
+  // ---- admin API: resource lists (lists/) ----------------------------------------------------
+
+  /** the list at a URI: this node's, or its home node's (undefined: none); `home` names the node */
+  async getList (uri: string): Promise<(ResourceList & { home: string }) | undefined> {
+    const key = this.#normalize(uri)
+    const own = this.lists.get(key)
+    if (own !== undefined) return { ...own, home: this.#registry.nodeId }
+    const found = await this.#exchange.find(key)
+    if (found === undefined) return undefined
+    const route = await this.#registry.resolve(key).catch(() => undefined)
+    return { ...found, home: route?.node ?? '' }
+  }
+
+  /** define or replace a list here (JSON as in `parseResourceList`); this node becomes its home */
+  async putList (uri: string, input: unknown): Promise<ResourceList & { home: string }> {
+    const list = parseResourceList(uri, input, this.#domains, this.lists.limits)
+    checkListSize(list)
+    if (this.#registrar.lookup(list.uri).length > 0) throw new ListError(409, 'registered_user', `${list.uri} is a registered user`)
+    await this.lists.put(list)
+    await this.#exchange.home(list.uri)
+    return { ...list, home: this.#registry.nodeId }
+  }
+
+  /** remove a list held here; false when this node holds none at that URI */
+  async deleteList (uri: string): Promise<boolean> {
+    const key = this.#normalize(uri)
+    if (!(await this.lists.delete(key))) return false
+    await this.#exchange.unhome(key)
+    return true
   }
 
   /** the rules of a presentity changed here: every resource of it decides again */
@@ -463,14 +502,27 @@ export class PresenceAgent {
       this.#run(request, tx, async () => { await this.#rules.handle(request, tx, fromMesh) })
       return true
     }
+    if (m === 'PUBLISH' && parseEvent(h.get('Event'))?.pkg === LIST_EVENT) {
+      this.#run(request, tx, async () => { this.#exchange.handle(request, tx, fromMesh) })
+      return true
+    }
     let aor: string
     try {
       const u = parseUri(request.uri)
       if (u.user === undefined || !this.#domains.has(u.host.toLowerCase())) return false
       aor = aorOf(u)
     } catch { return false }
-    if (m === 'SUBSCRIBE' && this.#listServer.serves(aor)) {
-      this.#run(request, tx, async () => { await this.#listSubscribe(request, tx, flow, aor, fromMesh) })
+    const list = m === 'SUBSCRIBE' ? this.lists.get(aor) : undefined
+    if (list !== undefined) {
+      this.#run(request, tx, async () => { await this.#listSubscribe(request, tx, flow, list, fromMesh) })
+      return true
+    }
+    if (m === 'SUBSCRIBE' && !fromMesh && (names(h.getAll('Supported'), EVENTLIST) || names(h.getAll('Require'), EVENTLIST))) {
+      // perhaps a list of another node (lists/exchange.ts); a user otherwise
+      this.#run(request, tx, async () => {
+        const remote = await this.#exchange.find(aor)
+        await (remote !== undefined ? this.#listSubscribe(request, tx, flow, remote, fromMesh) : this.#uaSubscribe(request, tx, flow, aor))
+      })
       return true
     }
     if (m === 'SUBSCRIBE') {
@@ -677,7 +729,7 @@ export class PresenceAgent {
   }
 
   /** a SUBSCRIBE to a list URI (lists/server.ts); the subscriber as the mesh asserts it, or From */
-  async #listSubscribe (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: Aor, fromMesh: boolean): Promise<void> {
+  async #listSubscribe (request: SipRequest, tx: ServerTransaction, flow: Flow, list: ResourceList, fromMesh: boolean): Promise<void> {
     const pkg = this.#packageOf(request)
     if (pkg === undefined || pkg === this.#winfo) { this.#badEvent(request, tx); return }
     if (this.#notifier.size + this.#listServer.size >= this.#maxSubs) throw new SipStatusError(503, 'Too Many Subscriptions')
@@ -687,7 +739,7 @@ export class PresenceAgent {
       try { identity = pai === undefined ? undefined : aorOf(parseUri(parseNameAddr(pai).uri)) } catch { identity = undefined }
       if (identity === undefined) throw new SipStatusError(403, 'Forbidden (no asserted identity)')
     }
-    await this.#listServer.subscribe(request, tx, flow, aor, pkg, identity)
+    await this.#listServer.subscribe(request, tx, flow, list, pkg, identity)
   }
 
   // ---- back-end SUBSCRIBE from another node (this node owns the presentity) -----------------
@@ -811,5 +863,6 @@ export class PresenceAgent {
     // the user registered elsewhere: its publications here are stale (dropped after the re-route,
     // so nobody is told of the removal as if it were the user's state)
     for (const pkg of this.#packages.values()) pkg.displaced?.(aor)
+    if (node !== this.#registry.nodeId) this.#exchange.displaced(aor)
   }
 }

@@ -96,7 +96,7 @@ interface ListSub {
 }
 
 /** whether a Supported or Require header list names an option tag */
-function names (values: readonly string[], tag: string): boolean {
+export function names (values: readonly string[], tag: string): boolean {
   return values.some(v => v.split(',').some(t => t.trim().toLowerCase() === tag))
 }
 
@@ -143,12 +143,10 @@ export class ListServer {
   }
 
   /**
-   * An initial SUBSCRIBE to the list `aor` with event package `pkg`; `identity` is the subscriber
-   * as authenticated or asserted (undefined: From).
+   * An initial SUBSCRIBE to `list` (ours, or fetched from its home: exchange.ts) with event
+   * package `pkg`; `identity` is the subscriber as asserted by the mesh (undefined: From).
    */
-  async subscribe (request: Request, tx: ServerTransaction, flow: Flow, aor: Aor, pkg: EventPackage, identity: string | undefined): Promise<void> {
-    const list = this.#c.lists.get(aor)
-    if (list === undefined) throw new SipStatusError(404, 'Not Found')
+  async subscribe (request: Request, tx: ServerTransaction, flow: Flow, list: ResourceList, pkg: EventPackage, identity: string | undefined): Promise<void> {
     const h = request.headers
     // RFC 4662 4.1: without eventlist the subscriber could not read our NOTIFYs
     if (!names(h.getAll('Supported'), EVENTLIST) && !names(h.getAll('Require'), EVENTLIST)) {

@@ -17,6 +17,8 @@ export interface ListStoreComponents {
 export interface ListStoreInit {
   /** most lists held @default 10000 */
   maxLists?: number
+  /** most members of one list @default MAX_LIST_MEMBERS (list.ts) */
+  maxMembers?: number
 }
 
 export class ListStore {
@@ -32,9 +34,13 @@ export class ListStore {
     this.#store = components.store
     this.#log = components.logger
     this.#max = init.maxLists ?? 10_000
+    this.limits = { maxMembers: init.maxMembers }
   }
 
   get size (): number { return this.#lists.size }
+
+  /** the member limit lists are validated with */
+  readonly limits: { maxMembers?: number }
 
   /** read the persisted lists (before use); unreadable entries are skipped and counted */
   async load (): Promise<{ loaded: number, skipped: number }> {
@@ -60,6 +66,9 @@ export class ListStore {
   get (uri: Aor): ResourceList | undefined { return this.#lists.get(uri) }
 
   has (uri: Aor): boolean { return this.#lists.has(uri) }
+
+  /** the list URIs held */
+  uris (): Aor[] { return [...this.#lists.keys()] }
 
   /** listen for a list defined, replaced or removed; returns the unsubscribe */
   onChange (listener: (uri: Aor) => void): () => void {

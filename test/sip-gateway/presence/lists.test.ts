@@ -41,7 +41,7 @@ describe('resource list subscriptions', () => {
     assert.equal((await bob.register(600))?.status, 200)
     assert.equal((await carol.register(600))?.status, 200)
     const list = 'sip:friends-l1@example.com'
-    await m().nodes[0].gateway.presence.lists.put({ uri: list, members: [bob.aor, carol.aor, 'sip:nobody-l1@example.com'] })
+    await m().nodes[0].gateway.presence.putList(list, { members: [bob.aor, carol.aor, 'sip:nobody-l1@example.com'] })
     const alice = await ua('alicel1', 0)
 
     const { response, dialog } = await subscribe(alice, { to: list, accept: ACCEPT, expires: 120, headers: EVENTLIST })
@@ -92,7 +92,7 @@ describe('resource list subscriptions', () => {
 
   test('SUBSCRIBE requirements: 421 without eventlist, 406 without rlmi in Accept, 403 for a personal list of someone else', async () => {
     const list = 'sip:team-l2@example.com'
-    await m().nodes[1].gateway.presence.lists.put({ uri: list, members: ['sip:x-l2@example.com'], owner: 'sip:owner-l2@example.com' })
+    await m().nodes[1].gateway.presence.putList(list, { members: ['sip:x-l2@example.com'], owner: 'sip:owner-l2@example.com' })
     const owner = await ua('owner-l2', 1)
     const other = await ua('other-l2', 1)
     const r421 = (await subscribe(owner, { to: list, accept: ACCEPT, expires: 60 })).response
@@ -106,7 +106,41 @@ describe('resource list subscriptions', () => {
     assert.ok(ok.dialog !== undefined)
     assert.ok(await waitNotify(owner, ok.dialog.callId, r => rlmi(r).fullState, 4000))
     // the list is replaced: its subscription ends (deactivated: re-subscribe to get the new one)
-    await m().nodes[1].gateway.presence.lists.put({ uri: list, members: ['sip:y-l2@example.com'], owner: 'sip:owner-l2@example.com' })
+    await m().nodes[1].gateway.presence.putList(list, { members: ['sip:y-l2@example.com'], owner: 'sip:owner-l2@example.com' })
     assert.ok(await waitNotify(owner, ok.dialog.callId, r => stateOf(r).includes('deactivated'), 4000))
+  })
+
+  test('a list is served through any node: fetched from its home, which a PUT elsewhere moves', async () => {
+    const bob = await ua('bobl3', 0)
+    assert.equal((await bob.register(600))?.status, 200)
+    const list = 'sip:group-l3@example.com'
+    const put = await m().nodes[1].gateway.presence.putList(list, { members: [bob.aor, 'sip:zed-l3@example.com'] })
+    assert.equal(put.home, m().nodes[1].gateway.presence.nodeId)
+    // a SUBSCRIBE through node 2, which holds no list: it asks node 1 and serves the list itself
+    const erin = await ua('erinl3', 2)
+    const { response, dialog } = await subscribe(erin, { to: list, accept: ACCEPT, expires: 120, headers: EVENTLIST })
+    assert.equal(response?.status, 200)
+    assert.ok(dialog !== undefined)
+    const first = await waitNotify(erin, dialog.callId, r => rlmi(r).fullState, 4000)
+    assert.ok(first !== undefined)
+    assert.deepEqual([...rlmi(first).resources.keys()], [bob.aor, 'sip:zed-l3@example.com'])
+    assert.match(rlmi(first).resources.get(bob.aor)?.body ?? '', /<basic>open<\/basic>/u)
+    assert.equal((await m().nodes[2].gateway.presence.getList(list))?.home, m().nodes[1].gateway.presence.nodeId)
+    // bob publishes at node 0: erin (node 2) gets a partial NOTIFY through node 2's back-end subscription
+    assert.equal((await publish(bob, { body: pidf(bob.aor, 'open', 'coffee') }))?.status, 200)
+    assert.ok(await waitNotify(erin, dialog.callId, r => rlmi(r).resources.get(bob.aor)?.body?.includes('coffee') === true, 4000))
+    // a PUT at node 0 moves the home: node 1 drops its copy
+    await m().nodes[0].gateway.presence.putList(list, { members: [bob.aor] })
+    await erin.waitFor(() => m().nodes[1].gateway.presence.lists.has(list) ? undefined : true, 4000)
+    assert.equal(m().nodes[1].gateway.presence.lists.has(list), false)
+    assert.equal((await m().nodes[0].gateway.presence.getList(list))?.members.length, 1)
+    // an eventlist SUBSCRIBE to a user (no list anywhere) is an ordinary subscription
+    const u = await subscribe(erin, { to: bob.aor, expires: 60, headers: EVENTLIST })
+    assert.equal(u.response?.status, 200)
+    assert.ok(await waitNotify(erin, u.dialog!.callId, r => r.headers.get('Content-Type') === 'application/pidf+xml', 4000))
+    // hostile and oversized lists at the API
+    await assert.rejects(m().nodes[0].gateway.presence.putList('sip:big-l3@example.com', { members: Array.from({ length: 10_000 }, (_, i) => `sip:u${i}@example.com`) }), (e: Error & { status?: number }) => e.status === 413)
+    await assert.rejects(m().nodes[0].gateway.presence.putList('sip:nest-l3@example.com', { members: [list] }), (e: Error & { code?: string }) => e.code === 'nested_list')
+    await assert.rejects(m().nodes[0].gateway.presence.putList(bob.aor, { members: [] }), (e: Error & { status?: number }) => e.status === 409)
   })
 })
