@@ -734,6 +734,11 @@ export class PresenceAgent {
     if (pkg === undefined || pkg === this.#winfo) { this.#badEvent(request, tx); return }
     if (this.#notifier.size + this.#listServer.size >= this.#maxSubs) throw new SipStatusError(503, 'Too Many Subscriptions')
     let identity: string | undefined
+    if (fromMesh && !names(request.headers.getAll('Supported'), EVENTLIST) && !names(request.headers.getAll('Require'), EVENTLIST)) {
+      // another node's back-end subscription to the list URI, as if to a user: a list is no presentity
+      this.#respond(tx, createResponse(request, 421, undefined, [['Require', EVENTLIST]]))
+      return
+    }
     if (fromMesh) {
       const pai = request.headers.get('P-Asserted-Identity')
       try { identity = pai === undefined ? undefined : aorOf(parseUri(parseNameAddr(pai).uri)) } catch { identity = undefined }

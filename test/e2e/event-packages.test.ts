@@ -8,9 +8,9 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { request } from 'node:http'
 import { UserAgent, Subscriber } from 'sip.js'
-import { run, stop, type Proc } from './fixtures/processes.ts'
+import { run, stop, httpRequest, type Proc } from './fixtures/processes.ts'
+import { registerOn } from './fixtures/register.ts'
 import { TestUa } from '../sip-gateway/gateway/fixtures/ua.ts'
 import { subscribe, waitNotify, type Dialog } from '../sip-gateway/presence/fixtures.ts'
 import { parseDialogInfo } from '../../sip-gateway/presence/dialog-info.ts'
@@ -30,29 +30,6 @@ async function startNode (n: Node, bootstrap?: string): Promise<void> {
   n.admin = started.admin
   n.peerId = started.peerId
   n.multiaddr = started.multiaddrs[0]
-}
-
-function httpPut (hostPort: string, path: string, body: string): Promise<number> {
-  const i = hostPort.lastIndexOf(':')
-  return new Promise((resolve, reject) => {
-    const req = request({ host: hostPort.slice(0, i), port: Number(hostPort.slice(i + 1)), path, method: 'PUT', headers: { 'content-type': 'application/json' }, timeout: 5000 }, (res) => {
-      res.resume()
-      res.on('end', () => { resolve(res.statusCode ?? 0) })
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
-}
-
-/** REGISTER as a phone would under load: wait up to 10 s, and retry after a 503 (overload) */
-async function registerOn (u: TestUa): Promise<number | undefined> {
-  let status: number | undefined
-  for (let i = 0; i < 5; i++) {
-    status = (await u.request({ method: 'REGISTER', uri: 'sip:example.com', to: `<${u.aor}>`, headers: [['Contact', u.contact], ['Expires', '300']], callId: `reg-${u.user}-${u.port}` }, 10_000))?.status
-    if (status !== undefined && status !== 503) return status
-    await new Promise(resolve => setTimeout(resolve, 1000))
-  }
-  return status
 }
 
 const within = async <T>(ms: number, p: Promise<T>, what: string): Promise<T> => await Promise.race([
@@ -147,7 +124,7 @@ describe('dialog and presence.winfo across a 3-node mesh of separate processes',
     const d = dialog as Dialog
     const statusOf = (body: Uint8Array, aor: string): string | undefined => parseWatcherInfo(body).lists.flatMap(l => l.watchers).find(w => w.uri === aor)?.status
     assert.ok(await waitNotify(bob, d.callId, r => statusOf(r.body, w1.aor) === 'active' && statusOf(r.body, w3.aor) === 'active', 15_000), 'both watchers active')
-    const status = await httpPut(nodes[2].admin, `/presence/${encodeURIComponent(bob.aor)}/rules`, JSON.stringify({ watchers: { [w3.aor]: 'block' } }))
+    const { status } = await httpRequest(nodes[2].admin, 'PUT', `/presence/${encodeURIComponent(bob.aor)}/rules`, JSON.stringify({ watchers: { [w3.aor]: 'block' } }))
     assert.equal(status, 200)
     assert.ok(await waitNotify(bob, d.callId, r => statusOf(r.body, w3.aor) === 'terminated', 15_000), 'walt shown terminated')
   })

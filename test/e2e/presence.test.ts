@@ -7,9 +7,8 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { request } from 'node:http'
 import { UserAgent, Registerer, RegistererState, Subscriber, SubscriptionState, Publisher, PublisherState } from 'sip.js'
-import { run, stop, httpGet, type Proc } from './fixtures/processes.ts'
+import { run, stop, httpGet, httpRequest, type Proc } from './fixtures/processes.ts'
 
 interface Node { name: string, dataDir: string, proc?: Proc, ws: number, admin: string, peerId: string, multiaddr: string }
 
@@ -28,20 +27,6 @@ async function startNode (n: Node, bootstrap?: string): Promise<void> {
   n.peerId = started.peerId
   n.multiaddr = started.multiaddrs[0]
   assert.ok(n.ws > 0, 'a WebSocket port')
-}
-
-function httpPut (hostPort: string, path: string, body: string): Promise<{ status: number, body: string }> {
-  const i = hostPort.lastIndexOf(':')
-  return new Promise((resolve, reject) => {
-    const req = request({ host: hostPort.slice(0, i), port: Number(hostPort.slice(i + 1)), path, method: 'PUT', headers: { 'content-type': 'application/json' }, timeout: 5000 }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { text += c })
-      res.on('end', () => { resolve({ status: res.statusCode ?? 0, body: text }) })
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
 }
 
 const within = async <T>(ms: number, p: Promise<T>, what: string): Promise<T> => await Promise.race([
@@ -163,12 +148,12 @@ describe('presence across a 3-node mesh of separate processes (SIP.js over WebSo
 
     // polite-block at the owner (n3), set through the admin API
     const path = `/presence/${encodeURIComponent('sip:bob@example.com')}/rules`
-    const put = await httpPut(nodes[2].admin, path, JSON.stringify({ watchers: { 'sip:carol@example.com': 'polite-block', 'sip:dan@example.com': 'block' } }))
+    const put = await httpRequest(nodes[2].admin, 'PUT', path, JSON.stringify({ watchers: { 'sip:carol@example.com': 'polite-block', 'sip:dan@example.com': 'block' } }))
     assert.equal(put.status, 200, put.body)
     const got = JSON.parse((await httpGet(nodes[2].admin, path)).body) as { watchers: Record<string, string> }
     assert.equal(got.watchers['sip:carol@example.com'], 'polite-block')
-    assert.equal((await httpPut(nodes[2].admin, path, '{not json')).status, 400)
-    assert.equal((await httpPut(nodes[2].admin, path, JSON.stringify({ watchers: { 'sip:x@example.com': 'maybe' } }))).status, 400)
+    assert.equal((await httpRequest(nodes[2].admin, 'PUT', path, '{not json')).status, 400)
+    assert.equal((await httpRequest(nodes[2].admin, 'PUT', path, JSON.stringify({ watchers: { 'sip:x@example.com': 'maybe' } }))).status, 400)
     const carol = await agent('carol', nodes[0])
     const onBobForCarol = await watch(carol, 'sip:bob@example.com')
     await onBobForCarol.wait(b => b.includes('<basic>closed</basic>'), 5000)
