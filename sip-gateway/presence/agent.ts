@@ -88,6 +88,10 @@ import { ListStore, type ListStoreInit } from './lists/store.ts'
 import { EVENTLIST, ListServer, names, type ListServerInit } from './lists/server.ts'
 import { ListExchange, LIST_EVENT, checkListSize, type ListExchangeInit } from './lists/exchange.ts'
 import { ListError, parseResourceList, type ResourceList } from './lists/list.ts'
+import { parseResourceLists, RESOURCE_LISTS_CONTENT_TYPE } from './lists/resource-lists.ts'
+
+/** RFC 5367 5: the option tag of a SUBSCRIBE carrying its own resource list */
+export const RECIPIENT_LIST_SUBSCRIBE = 'recipient-list-subscribe'
 
 export { RULES_EVENT, RULES_CONTENT_TYPE, RULES_VERSION_HEADER, MAX_RULES_BODY } from './rules-exchange.ts'
 export type { PresenceAgentTransport } from './requests.ts'
@@ -517,6 +521,10 @@ export class PresenceAgent {
       this.#run(request, tx, async () => { await this.#listSubscribe(request, tx, flow, list, fromMesh) })
       return true
     }
+    if (m === 'SUBSCRIBE' && !fromMesh && names(h.getAll('Require'), RECIPIENT_LIST_SUBSCRIBE)) {
+      this.#run(request, tx, async () => { await this.#adHocSubscribe(request, tx, flow, aor) })
+      return true
+    }
     if (m === 'SUBSCRIBE' && !fromMesh && (names(h.getAll('Supported'), EVENTLIST) || names(h.getAll('Require'), EVENTLIST))) {
       // perhaps a list of another node (lists/exchange.ts); a user otherwise
       this.#run(request, tx, async () => {
@@ -726,6 +734,22 @@ export class PresenceAgent {
     sub.expiresAt = Date.now() + expires * 1000
     this.#notifier.arm(sub)
     this.#notifier.notify(sub, true)
+  }
+
+  /**
+   * RFC 5367: an ad hoc list, the members in the SUBSCRIBE's `application/resource-lists+xml`
+   * body (`Require: recipient-list-subscribe`), to any address of a served domain (conventionally
+   * `sip:rls@<domain>`, which is then the list URI of the RLMI documents). The list lives as long
+   * as the subscription; it is served like a stored one (lists/server.ts).
+   */
+  async #adHocSubscribe (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: Aor): Promise<void> {
+    if (mediaType(request.headers.get('Content-Type')) !== RESOURCE_LISTS_CONTENT_TYPE) {
+      this.#respond(tx, createResponse(request, 415, undefined, [['Accept', RESOURCE_LISTS_CONTENT_TYPE]]))
+      return
+    }
+    // hostile bodies: ResourceListsError, answered 400 / 413 by sipStatusFor (index.ts)
+    const members = parseResourceLists(request.body, { maxEntries: this.lists.limits.maxMembers })
+    await this.#listSubscribe(request, tx, flow, { uri: aor, members: members.filter(m => m !== aor) }, false)
   }
 
   /** a SUBSCRIBE to a list URI (lists/server.ts); the subscriber as the mesh asserts it, or From */

@@ -6,7 +6,8 @@ import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { subscribe, publish, pidf, notifies, waitNotify, stateOf, meshFixture, refresh } from './fixtures.ts'
 import { parseXmlRoot, type XmlElement } from '../../../sip-gateway/presence/pidf.ts'
-import type { SipRequest } from '../../../sip-gateway/codec/index.ts'
+import type { SipRequest, SipResponse } from '../../../sip-gateway/codec/index.ts'
+import type { TestUa } from '../gateway/fixtures/ua.ts'
 import { parseMultipart } from './lists/multipart.ts'
 
 const config = { presence: { minExpires: 1, decisionWaitMs: 1000, retryMs: 300, lists: { throttleMs: 300 } } }
@@ -31,6 +32,18 @@ function rlmi (r: SipRequest): Rlmi {
   }
   return { version: Number(attr(root, 'version')), fullState: attr(root, 'fullState') === 'true', resources }
 }
+
+/** an ad hoc list SUBSCRIBE (RFC 5367): the members in a resource-lists body */
+async function adHoc (u: TestUa, body: string, o: { contentType?: string, require?: string } = {}): Promise<{ response?: SipResponse, callId: string }> {
+  const callId = `adhoc-${Math.random().toString(36).slice(2)}`
+  const headers: Array<[string, string]> = [['Contact', u.contact], ['Event', 'presence'], ['Expires', '120'], ['Accept', ACCEPT], ['Supported', 'eventlist'],
+    ['Require', o.require ?? 'recipient-list-subscribe'], ['Content-Disposition', 'recipient-list']]
+  const { text, branch } = u.build({ method: 'SUBSCRIBE', uri: 'sip:rls@example.com', callId, headers })
+  u.sendRaw(text.replace('Content-Length: 0\r\n\r\n', `Content-Type: ${o.contentType ?? 'application/resource-lists+xml'}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`))
+  return { response: await u.waitFinal(branch, 4000), callId }
+}
+
+const RL = (inner: string): string => `<?xml version="1.0" encoding="UTF-8"?><resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists"><list>${inner}</list></resource-lists>`
 
 describe('resource list subscriptions', () => {
   const { mesh: m, ua } = meshFixture(3, config)
@@ -142,5 +155,29 @@ describe('resource list subscriptions', () => {
     await assert.rejects(m().nodes[0].gateway.presence.putList('sip:big-l3@example.com', { members: Array.from({ length: 10_000 }, (_, i) => `sip:u${i}@example.com`) }), (e: Error & { status?: number }) => e.status === 413)
     await assert.rejects(m().nodes[0].gateway.presence.putList('sip:nest-l3@example.com', { members: [list] }), (e: Error & { code?: string }) => e.code === 'nested_list')
     await assert.rejects(m().nodes[0].gateway.presence.putList(bob.aor, { members: [] }), (e: Error & { status?: number }) => e.status === 409)
+  })
+
+  test('ad hoc lists (RFC 5367): the members in the SUBSCRIBE body; hostile bodies refused', async () => {
+    const bob = await ua('bobl4', 1)
+    assert.equal((await bob.register(600))?.status, 200)
+    const frank = await ua('frankl4', 0)
+    const ok = await adHoc(frank, RL(`<entry uri="${bob.aor}"/><list name="more"><entry uri="sip:gone-l4@example.com"/></list>`))
+    assert.equal(ok.response?.status, 200)
+    const n = await waitNotify(frank, ok.callId, r => rlmi(r).fullState, 4000)
+    assert.ok(n !== undefined)
+    assert.deepEqual([...rlmi(n).resources.keys()], [bob.aor, 'sip:gone-l4@example.com'])
+    assert.match(rlmi(n).resources.get(bob.aor)?.body ?? '', /<basic>open<\/basic>/u)
+
+    const bomb = `<!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>${RL('<entry uri="sip:&c;@example.com"/>')}`
+    assert.equal((await adHoc(frank, bomb)).response?.status, 400)
+    assert.equal((await adHoc(frank, RL('<entry uri="sip:a@example.com">'))).response?.status, 400)
+    assert.equal((await adHoc(frank, RL('<entry-ref ref="lists/x"/>'))).response?.status, 400)
+    assert.equal((await adHoc(frank, RL('<external anchor="http://127.0.0.1:1/x"/>'))).response?.status, 400)
+    // 10,000 entries: bigger than a UDP datagram, so over TCP it would be refused by size; here 1,100 short ones
+    assert.equal((await adHoc(frank, RL(Array.from({ length: 1100 }, (_, i) => `<entry uri="sip:${i}@x"/>`).join('')))).response?.status, 413)
+    assert.equal((await adHoc(frank, RL(''), { contentType: 'text/plain' })).response?.status, 415)
+    assert.equal((await adHoc(frank, 'not xml at all')).response?.status, 400)
+    // the gateway is still serving
+    assert.equal((await adHoc(frank, RL(`<entry uri="${bob.aor}"/>`))).response?.status, 200)
   })
 })
