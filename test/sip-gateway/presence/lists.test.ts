@@ -87,6 +87,24 @@ describe('resource list subscriptions', () => {
     assert.ok(p.version >= 1)
     assert.deepEqual([...p.resources.keys()], [carol.aor])
 
+    // a burst of changes is throttled (here 300 ms between NOTIFYs); the last state arrives
+    const burst = notifies(alice, dialog.callId).length
+    const started = Date.now()
+    for (let i = 0; i < 6; i++) assert.equal((await publish(carol, { body: pidf(carol.aor, 'open', `step ${i}`) }))?.status, 200)
+    const last = await waitNotify(alice, dialog.callId, r => rlmi(r).resources.get(carol.aor)?.body?.includes('step 5') === true, 4000, burst)
+    assert.ok(last !== undefined, 'the last of the burst notified')
+    const sent = notifies(alice, dialog.callId).length - burst
+    assert.ok(sent <= Math.ceil((Date.now() - started) / 300) + 1, `${sent} NOTIFYs in ${Date.now() - started} ms`)
+
+    // bob moves to node 2 (registers there; his node-1 binding ends): his changes still arrive
+    const bob2 = await ua('bobl1', 2)
+    assert.equal((await bob2.register(600))?.status, 200)
+    assert.equal((await bob.register(0))?.status, 200)
+    await new Promise(resolve => setTimeout(resolve, 300))
+    const moved = notifies(alice, dialog.callId).length
+    assert.equal((await publish(bob2, { body: pidf(bob.aor, 'open', 'moved to n2') }))?.status, 200)
+    assert.ok(await waitNotify(alice, dialog.callId, r => rlmi(r).resources.get(bob.aor)?.body?.includes('moved to n2') === true, 5000, moved), 'the moved member keeps updating')
+
     // an ordinary watcher of bob on the list's node shares the back-end subscription
     const dave = await ua('davel1', 0)
     assert.equal((await subscribe(dave, { to: bob.aor, expires: 120 })).response?.status, 200)
