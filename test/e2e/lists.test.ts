@@ -90,6 +90,8 @@ describe('resource lists across a 3-node mesh of separate processes', () => {
     assert.equal((await http(nodes[0].admin, 'PUT', `/lists/${encodeURIComponent('sip:x@other.org')}`, '{"members":[]}')).status, 400)
     assert.equal((await http(nodes[0].admin, 'PUT', `/lists/${encodeURIComponent('sip:loop@example.com')}`, JSON.stringify({ members: [list] }))).status, 400)
     assert.equal((await http(nodes[0].admin, 'POST', path, '{}')).status, 405)
+    assert.equal((await http(nodes[0].admin, 'GET', '/lists/%E0%A4%A')).status, 400)
+    assert.equal((await http(nodes[0].admin, 'GET', `/lists/${encodeURIComponent('sip:none@example.com')}`)).status, 404)
 
     // GET through another node finds it at its home
     const got = await http(nodes[2].admin, 'GET', path)

@@ -169,6 +169,8 @@ describe('resource list subscriptions', () => {
     const u = await subscribe(erin, { to: bob.aor, expires: 60, headers: EVENTLIST })
     assert.equal(u.response?.status, 200)
     assert.ok(await waitNotify(erin, u.dialog!.callId, r => r.headers.get('Content-Type') === 'application/pidf+xml', 4000))
+    // the mesh's list exchange is not open to user agents
+    assert.equal((await publish(erin, { event: 'sipmesh-list' }))?.status, 403)
     // hostile and oversized lists at the API
     await assert.rejects(m().nodes[0].gateway.presence.putList('sip:big-l3@example.com', { members: Array.from({ length: 10_000 }, (_, i) => `sip:u${i}@example.com`) }), (e: Error & { status?: number }) => e.status === 413)
     await assert.rejects(m().nodes[0].gateway.presence.putList('sip:nest-l3@example.com', { members: [list] }), (e: Error & { code?: string }) => e.code === 'nested_list')
