@@ -3,6 +3,7 @@
  *
  *   sipmesh start [options]                 run one node (options: `sipmesh start --help`)
  *   sipmesh cluster --nodes N [...]         run N nodes on loopback, wired to each other
+ *   sipmesh psk [file]                      write a pre-shared key file for a private mesh
  *   sipmesh status | aor <aor> | registrations   ask a running node (cli-admin.ts)
  *   sipmesh cert --domain D [...]           a private CA and certificates for local TLS peering
  *   sipmesh --help | --version
@@ -13,9 +14,11 @@
 import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfig, startUsage } from './config.ts'
 import { runCluster, clusterUsage } from './cluster.ts'
+import { helpColumns } from './help.ts'
 import { adminUsage, runAdminCommand } from './cli-admin.ts'
 import { runCert, certUsage } from './cert.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
+import { reportStartFailure } from './start-failure.ts'
 
 export function version (): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -27,14 +30,17 @@ export function usage (): string {
     `sipmesh ${version()}: a presence and IM federation node over a libp2p mesh`,
     '',
     'Usage:',
-    '  sipmesh start [options]        run one node (sipmesh start --help lists the options)',
-    '  sipmesh cluster --nodes N      run N nodes on loopback wired to each other (sipmesh cluster --help)',
-    '  sipmesh status                 a running node: addresses and peers (--admin host:port, --json)',
-    '  sipmesh aor <aor>              who owns an AoR, and its bindings',
-    '  sipmesh registrations          the AoRs registered at a node (--prefix, --limit, --after)',
-    '  sipmesh cert --domain D        a private CA and TLS certificates for local domains (sipmesh cert --help)',
-    '  sipmesh --help                 this help',
-    '  sipmesh --version              the version'
+    ...helpColumns([
+      ['sipmesh start [options]', 'run one node (sipmesh start --help lists the options)'],
+      ['sipmesh cluster --nodes N', 'run N nodes on loopback wired to each other (sipmesh cluster --help)'],
+      ['sipmesh status', 'a running node: addresses and peers (--admin host:port, --json)'],
+      ['sipmesh aor <aor>', 'who owns an AoR, and its bindings'],
+      ['sipmesh registrations', 'the AoRs registered at a node (--prefix, --limit, --after)'],
+      ['sipmesh cert --domain D', 'a private CA and TLS certificates for local domains (sipmesh cert --help)'],
+      ['sipmesh psk [file]', 'write a pre-shared key file for a private mesh (--psk)'],
+      ['sipmesh --help', 'this help'],
+      ['sipmesh --version', 'the version']
+    ])
   ].join('\n')
 }
 
@@ -59,8 +65,7 @@ async function start (args: string[]): Promise<number> {
   try {
     await node.start()
   } catch (err) {
-    node.log.error('cannot start the node', { error: (err as Error).message })
-    process.stderr.write(`sipmesh: cannot start: ${(err as Error).message}\n`)
+    reportStartFailure(node.log, (err as Error).message)
     await node.stop()
     return EXIT_FAILURE
   }
@@ -94,6 +99,9 @@ export async function main (argv: string[]): Promise<number> {
         return await start(rest)
       case 'cluster':
         return await runCluster(rest)
+      case 'psk':
+        // loaded only when asked for: it brings @libp2p/pnet
+        return await (await import('./psk.ts')).runPsk(rest)
       case 'status':
       case 'aor':
       case 'registrations':
@@ -110,6 +118,7 @@ export async function main (argv: string[]): Promise<number> {
       case 'help':
         if (rest[0] === 'start') process.stdout.write(startUsage() + '\n')
         else if (rest[0] === 'cluster') process.stdout.write(clusterUsage() + '\n')
+        else if (rest[0] === 'psk') process.stdout.write((await import('./psk.ts')).pskUsage() + '\n')
         else if (rest[0] === 'status' || rest[0] === 'aor' || rest[0] === 'registrations') process.stdout.write(adminUsage() + '\n')
         else if (rest[0] === 'cert') process.stdout.write(certUsage() + '\n')
         else process.stdout.write(usage() + '\n')

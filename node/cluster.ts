@@ -16,8 +16,12 @@
  * is up once its admin API answers as that node; a node that exits first is reported with the
  * last line it wrote on stderr.
  *
+ * Each node's admin token (node/admin/auth.ts) is created in its data dir with its identity, so
+ * the cluster knows it and prints it.
+ *
  * Once every node is up (and connected to the others, or after a few seconds) it prints a table:
- * node, peer id, SIP, admin, WebSocket (one row per node, columns separated by spaces), then one status line.
+ * node, peer id, SIP, admin, WebSocket, admin token (one row per node, columns separated by
+ * spaces), then one status line.
  * Ctrl-C (SIGINT), SIGTERM or SIGHUP to the cluster process stops every node (each gets SIGTERM,
  * SIGKILL after 10 s). So does the death of the process that started the cluster: `npx` runs it
  * under `sh -c`, and a SIGTERM to `npx` kills that shell without passing the signal on, which
@@ -39,6 +43,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { LOG_LEVELS } from './config.ts'
 import { formatTable } from './cli-admin.ts'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitAfterSignal, nextSignal } from './signals.ts'
+import { helpColumns } from './help.ts'
 
 export const MAX_CLUSTER_NODES = 64
 const PORTS_PER_NODE = 10
@@ -50,12 +55,14 @@ export function clusterUsage (): string {
     'Runs N sipmesh nodes on 127.0.0.1, wired to each other; Ctrl-C stops them all.',
     'Node i uses the ports base+10*(i-1): +0 SIP, +1 libp2p, +2 admin API (dashboard, /phone), +3 SIP over WebSocket.',
     '',
-    `  --nodes <N>          how many nodes (1-${MAX_CLUSTER_NODES})`,
-    '  --domain <domain>    SIP domain (repeatable or comma-separated; default: the node default)',
-    '  --base-port <P>      first port (default 5060)',
-    '  --data-dir <dir>     where the nodes keep their data, one node-<i> folder each (default ./.sipmesh-cluster)',
-    `  --log-level <level>  log level of the nodes: ${LOG_LEVELS.join(', ')} (default info)`,
-    '  -h, --help           this help'
+    ...helpColumns([
+      ['--nodes <N>', `how many nodes (1-${MAX_CLUSTER_NODES})`],
+      ['--domain <domain>', 'SIP domain (repeatable or comma-separated; default: the node default)'],
+      ['--base-port <port>', 'first port (default 5060)'],
+      ['--data-dir <dir>', 'where the nodes keep their data, one node-<i> folder each (default ./.sipmesh-cluster)'],
+      ['--log-level <level>', `log level of the nodes: ${LOG_LEVELS.join(', ')} (default info)`],
+      ['-h, --help', 'this help']
+    ])
   ].join('\n')
 }
 
@@ -114,6 +121,8 @@ interface ClusterNode {
   p2p: string
   admin: string
   ws: string
+  /** the bearer token of the node's admin API (PUT/DELETE) */
+  token: string
   child?: ChildProcess
   log?: WriteStream
   started: boolean
@@ -182,8 +191,8 @@ async function portProblem (n: ClusterNode): Promise<string | undefined> {
 }
 
 function table (nodes: ClusterNode[]): string {
-  const rows = [['node', 'peer id', 'SIP', 'admin', 'WebSocket']]
-  for (const n of nodes) rows.push([String(n.index), n.peerId, n.sip, `http://${n.admin}`, `ws://${n.ws}`])
+  const rows = [['node', 'peer id', 'SIP', 'admin', 'WebSocket', 'admin token']]
+  for (const n of nodes) rows.push([String(n.index), n.peerId, n.sip, `http://${n.admin}`, `ws://${n.ws}`, n.token])
   return formatTable(rows)
 }
 
@@ -235,11 +244,13 @@ export async function runCluster (args: string[]): Promise<number> {
   }
 
   const { loadOrCreateIdentity } = await import('./persistence.ts')
+  const { loadOrCreateAdminToken } = await import('./admin/auth.ts')
   const nodes: ClusterNode[] = []
   for (let i = 1; i <= opts.nodes; i++) {
     const dataDir = join(opts.dataDir, `node-${i}`)
     const { privateKey } = await loadOrCreateIdentity(dataDir)
     const peerId = peerIdFromPrivateKey(privateKey).toString()
+    const { token } = await loadOrCreateAdminToken(dataDir)
     const base = opts.basePort + PORTS_PER_NODE * (i - 1)
     nodes.push({
       index: i,
@@ -249,6 +260,7 @@ export async function runCluster (args: string[]): Promise<number> {
       p2p: `/ip4/127.0.0.1/tcp/${base + 1}`,
       admin: `127.0.0.1:${base + 2}`,
       ws: `127.0.0.1:${base + 3}`,
+      token,
       started: false,
       exited: false,
       peers: 0

@@ -21,9 +21,13 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { z } from 'zod'
 import { ConflictPolicy } from '../sip-gateway/registrar/registrar.ts'
+import { tokenProblem } from './admin/auth.ts'
+import { helpColumns } from './help.ts'
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
 export type LogLevel = typeof LOG_LEVELS[number]
+export const LOG_FORMATS = ['json', 'pretty'] as const
+export type LogFormat = typeof LOG_FORMATS[number]
 
 export interface HostPort {
   host: string
@@ -54,9 +58,9 @@ export interface GatewayConfig {
   registrar: { minExpires: number, maxExpires: number, conflictPolicy: ConflictPolicy, overload: { maxPending: number, maxLagMs: number } }
   /**
    * per source address: most inbound TCP + WebSocket connections, and (absent: off) a limit of SIP
-   * messages on every transport
+   * messages on every transport and one of SUBSCRIBE and PUBLISH requests
    */
-  limits?: { maxConnectionsPerHost?: number, rateLimit?: { perSecond: number, burst: number } }
+  limits?: { maxConnectionsPerHost?: number, rateLimit?: { perSecond: number, burst: number }, presenceRateLimit?: { perSecond: number, burst: number } }
   /**
    * SIP over TLS (RFC 3261 26.2) and secure WebSocket: listen addresses (each optional) and the
    * absolute paths of this node's PEM certificate and key and of the authorities trusted for
@@ -85,10 +89,15 @@ export interface MeshConfig {
   allowPeers: readonly string[]
 }
 
-export type AdminConfig = HostPort
+export interface AdminConfig extends HostPort {
+  /** the bearer token of mutating requests; absent: `<data-dir>/admin.token` (node/admin/auth.ts) */
+  token?: string
+}
 
 export interface LogConfig {
   level: LogLevel
+  /** `json`: one JSON object a line; `pretty`: pino-pretty's coloured lines for a terminal */
+  format: LogFormat
 }
 
 export interface Config {
@@ -114,35 +123,44 @@ export class ConfigError extends Error {
  * `--no-mdns`, SIPMESH_MDNS=true|false|1|0, `"mdns": true`); `string`: one value.
  */
 const SETTINGS = {
-  domain: { kind: 'list', help: 'SIP domain served by the mesh (repeatable or comma-separated)' },
-  sip: { kind: 'string', help: 'SIP over UDP and TCP, host:port' },
-  ws: { kind: 'string', help: 'SIP over WebSocket, host:port (off when absent)' },
-  p2p: { kind: 'list', help: 'libp2p listen multiaddr (repeatable)' },
-  bootstrap: { kind: 'list', help: 'bootstrap multiaddr ending in /p2p/<peer id> (repeatable)' },
+  domain: { kind: 'list', value: 'domain', help: 'SIP domain served by the mesh (repeatable or comma-separated)' },
+  sip: { kind: 'string', value: 'host:port', help: 'SIP over UDP and TCP' },
+  ws: { kind: 'string', value: 'host:port', help: 'SIP over WebSocket (off when absent)' },
+  p2p: { kind: 'list', value: 'multiaddr', help: 'libp2p listen address (repeatable)' },
+  bootstrap: { kind: 'list', value: 'multiaddr', help: 'a node to join through, ending in /p2p/<peer id> (repeatable)' },
   mdns: { kind: 'boolean', help: 'discover peers on the LAN with mDNS' },
-  'data-dir': { kind: 'string', help: 'data directory (identity key, LevelDB)' },
-  psk: { kind: 'string', help: 'pre-shared key file: only nodes with the same key can connect' },
-  admin: { kind: 'string', help: 'admin HTTP API, host:port' },
-  'log-level': { kind: 'string', help: `log level: ${LOG_LEVELS.join(', ')}` },
-  'allow-peer': { kind: 'list', help: 'peer id allowed to connect (repeatable); default: any' },
-  credentials: { kind: 'string', help: 'users file, one "user@domain [password | md5:<HA1> sha-256:<HA1>]" a line: users known to the mesh; with secrets, SIP digest authentication of user agents (401/407)' },
-  'offline-max-per-user': { kind: 'string', help: 'most offline messages kept for one user (more: 480 Mailbox Full)' },
-  'offline-retention-days': { kind: 'string', help: 'days an offline message is kept for a user who does not come back' },
-  'min-expires': { kind: 'string', help: 'shortest registration accepted, seconds (shorter: 423 Interval Too Brief)' },
-  'max-expires': { kind: 'string', help: 'longest registration granted, seconds (longer requests are shortened)' },
-  'conflict-policy': { kind: 'string', help: `a user registered on two nodes at once: ${Object.values(ConflictPolicy).join(' or ')}` },
-  'rate-limit': { kind: 'string', help: 'SIP messages per second accepted from one source address, bursts of twice that (default: off)' },
-  'max-pending-registers': { kind: 'string', help: 'REGISTERs in progress (waiting for their claim) beyond which a new one is answered 503 with Retry-After' },
-  'overload-lag-ms': { kind: 'string', help: 'event-loop lag, ms, beyond which a REGISTER is answered 503 with Retry-After' },
-  'max-connections-per-host': { kind: 'string', help: 'open SIP TCP + WebSocket connections accepted from one source address (more are refused)' },
-  tls: { kind: 'string', help: 'SIP over TLS, host:port (off when absent; needs --tls-cert and --tls-key)' },
-  wss: { kind: 'string', help: 'SIP over secure WebSocket, host:port, with the TLS certificate (off when absent)' },
-  'tls-cert': { kind: 'string', help: 'PEM certificate (chain) of this node, naming its domain (sipmesh cert makes one)' },
-  'tls-key': { kind: 'string', help: 'PEM private key of --tls-cert' },
-  'tls-ca': { kind: 'string', help: 'PEM authorities trusted for peer networks\' certificates (needed with --peer)' },
-  peer: { kind: 'list', help: 'peer network: domain=host:port[,host:port...] (repeatable), reached over mutually authenticated TLS' },
-  'peer-trust': { kind: 'list', help: 'peer domain forming one trust domain with this mesh: P-Asserted-Identity crosses to and from it (RFC 3325)' }
+  'data-dir': { kind: 'string', value: 'dir', help: 'data directory (identity key, admin token, LevelDB)' },
+  psk: { kind: 'string', value: 'file', help: 'pre-shared key file (sipmesh psk makes one): only nodes with the same key can connect' },
+  admin: { kind: 'string', value: 'host:port', help: 'admin HTTP API' },
+  'admin-token': { kind: 'string', value: 'token', help: 'bearer token for the admin API\'s PUT/DELETE (default: generated into <data-dir>/admin.token)' },
+  'log-level': { kind: 'string', value: 'level', help: `log level: ${LOG_LEVELS.join(', ')}` },
+  'log-format': { kind: 'string', value: 'format', help: `log format: json (one object a line) or pretty (for a terminal)` },
+  'allow-peer': { kind: 'list', value: 'peer-id', help: 'peer id allowed to connect (repeatable); default: any' },
+  credentials: { kind: 'string', value: 'file', help: 'users file, one "user@domain [password | md5:<HA1> sha-256:<HA1>]" a line: users known to the mesh; with secrets, SIP digest authentication of user agents (401/407)' },
+  'offline-max-per-user': { kind: 'string', value: 'n', help: 'most offline messages kept for one user (more: 480 Mailbox Full)' },
+  'offline-retention-days': { kind: 'string', value: 'days', help: 'days an offline message is kept for a user who does not come back' },
+  'min-expires': { kind: 'string', value: 'seconds', help: 'shortest registration accepted (shorter: 423 Interval Too Brief)' },
+  'max-expires': { kind: 'string', value: 'seconds', help: 'longest registration granted (longer requests are shortened)' },
+  'conflict-policy': { kind: 'string', value: 'policy', help: `a user registered on two nodes at once: ${Object.values(ConflictPolicy).join(' or ')}` },
+  'rate-limit': { kind: 'string', value: 'n', help: 'SIP messages per second accepted from one source address, bursts of twice that (default: off)' },
+  'presence-rate-limit': { kind: 'string', value: 'n', help: 'SUBSCRIBE and PUBLISH requests per second accepted from one source address, bursts of twice that; more: 503 (default: off)' },
+  'max-pending-registers': { kind: 'string', value: 'n', help: 'REGISTERs in progress (waiting for their claim) beyond which a new one is answered 503 with Retry-After' },
+  'overload-lag-ms': { kind: 'string', value: 'ms', help: 'event-loop lag beyond which a REGISTER is answered 503 with Retry-After' },
+  'max-connections-per-host': { kind: 'string', value: 'n', help: 'open SIP TCP + WebSocket connections accepted from one source address (more are refused)' },
+  tls: { kind: 'string', value: 'host:port', help: 'SIP over TLS (off when absent; needs --tls-cert and --tls-key)' },
+  wss: { kind: 'string', value: 'host:port', help: 'SIP over secure WebSocket, with the TLS certificate (off when absent)' },
+  'tls-cert': { kind: 'string', value: 'file', help: 'PEM certificate (chain) of this node, naming its domain (sipmesh cert makes one)' },
+  'tls-key': { kind: 'string', value: 'file', help: 'PEM private key of --tls-cert' },
+  'tls-ca': { kind: 'string', value: 'file', help: 'PEM authorities trusted for peer networks\' certificates (needed with --peer)' },
+  peer: { kind: 'list', value: 'domain=host:port', help: 'peer network: domain=host:port[,host:port...] (repeatable), reached over mutually authenticated TLS' },
+  'peer-trust': { kind: 'list', value: 'domain', help: 'peer domain forming one trust domain with this mesh: P-Asserted-Identity crosses to and from it (RFC 3325)' }
 } as const
+
+/**
+ * `SIPMESH_*` variables that are not settings: the test suite's own switches, which a developer
+ * may have exported in the shell that then runs `sipmesh start`.
+ */
+export const NON_SETTING_VARIABLES: readonly string[] = ['SIPMESH_REQUIRE_SIPP', 'SIPMESH_REQUIRE_KAMAILIO', 'SIPMESH_REQUIRE_BROWSER', 'SIPMESH_TEST_LOG']
 
 type SettingName = keyof typeof SETTINGS
 
@@ -155,6 +173,7 @@ export const DEFAULTS = {
   'data-dir': './.sipmesh',
   admin: '127.0.0.1:8080',
   'log-level': 'info',
+  'log-format': 'json',
   'allow-peer': [],
   'offline-max-per-user': '1000',
   'offline-retention-days': '7',
@@ -209,10 +228,19 @@ function checkMultiaddr (v: string): void {
 }
 
 function checkBootstrap (v: string): void {
-  const ma = multiaddr(v)
+  let ma
+  try {
+    ma = multiaddr(v)
+  } catch (err) {
+    throw new Error(`"${v.slice(0, 120)}" is not a multiaddr (${(err as Error).message}); expected e.g. /ip4/10.0.0.5/tcp/4001/p2p/12D3KooW...`, { cause: err })
+  }
   const peer = ma.getComponents().findLast(c => c.name === 'p2p')?.value
   if (peer == null) throw new Error('a bootstrap address must end in /p2p/<peer id>')
-  peerIdFromString(peer)
+  try {
+    peerIdFromString(peer)
+  } catch {
+    throw new Error(`"${peer.slice(0, 80)}" after /p2p/ is not a peer id (the 12D3KooW... id that the node logs at start and shows in /status)`)
+  }
 }
 
 function checkPeerId (v: string): void {
@@ -279,7 +307,9 @@ const layerSchema = z.strictObject({
   'data-dir': str,
   psk: str,
   admin: str.superRefine(refineWith(parseHostPort)),
+  'admin-token': str.superRefine(refineWith((v) => { const p = tokenProblem(v); if (p !== undefined) throw new Error(p) })),
   'log-level': z.enum(LOG_LEVELS),
+  'log-format': z.enum(LOG_FORMATS),
   'allow-peer': z.array(str.superRefine(refineWith(checkPeerId))).max(MAX_LIST),
   credentials: str,
   'offline-max-per-user': str.superRefine(refineWith(positiveInteger(1_000_000))),
@@ -288,6 +318,7 @@ const layerSchema = z.strictObject({
   'max-expires': str.superRefine(refineWith(positiveInteger(7 * 86_400))),
   'conflict-policy': z.enum(Object.values(ConflictPolicy) as [ConflictPolicy, ...ConflictPolicy[]]),
   'rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000))),
+  'presence-rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000))),
   'max-pending-registers': str.superRefine(refineWith(positiveInteger(1_000_000))),
   'overload-lag-ms': str.superRefine(refineWith(positiveInteger(60_000))),
   'max-connections-per-host': str.superRefine(refineWith(positiveInteger(1_000_000))),
@@ -369,6 +400,7 @@ export function layerFromEnv (env: Record<string, string | undefined>): { layer:
       if (value !== '') configFile = value
       continue
     }
+    if (NON_SETTING_VARIABLES.includes(name)) continue
     const setting = (Object.keys(SETTINGS) as SettingName[]).find(s => envName(s) === name)
     if (setting == null) {
       throw new ConfigError(`invalid configuration: unknown environment variable ${name} (known: ${[...Object.keys(SETTINGS).map(envName), 'SIPMESH_CONFIG'].join(', ')})`)
@@ -488,7 +520,8 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
       },
       limits: {
         maxConnectionsPerHost: Number(get('max-connections-per-host')),
-        ...(merged['rate-limit'] != null ? { rateLimit: { perSecond: Number(merged['rate-limit']), burst: 2 * Number(merged['rate-limit']) } } : {})
+        ...(merged['rate-limit'] != null ? { rateLimit: { perSecond: Number(merged['rate-limit']), burst: 2 * Number(merged['rate-limit']) } } : {}),
+        ...(merged['presence-rate-limit'] != null ? { presenceRateLimit: { perSecond: Number(merged['presence-rate-limit']), burst: 2 * Number(merged['presence-rate-limit']) } } : {})
       },
       ...(tls !== undefined ? { tls } : {}),
       ...(peers.length > 0 ? { peers: peers.map(p => ({ ...p, trusted: trust.has(p.domain) })) } : {})
@@ -500,8 +533,8 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
       ...(merged.psk != null ? { psk: resolvePath(cwd, merged.psk) } : {}),
       allowPeers: [...new Set(get('allow-peer'))]
     },
-    admin: parseHostPort(get('admin')),
-    log: { level: get('log-level') }
+    admin: { ...parseHostPort(get('admin')), ...(merged['admin-token'] != null ? { token: merged['admin-token'] } : {}) },
+    log: { level: get('log-level'), format: get('log-format') }
   }
   return deepFreeze(config)
 }
@@ -523,15 +556,21 @@ export async function loadConfig (args: string[], env: Record<string, string | u
 }
 
 /** `sipmesh start --help` */
-export function startUsage (): string {
-  const lines = ['Usage: sipmesh start [options]', '', 'Options (each also SIPMESH_<OPTION> in the environment and a key of the --config file):']
+export function startUsage (width?: number): string {
+  const rows: Array<[string, string]> = []
   for (const [name, s] of Object.entries(SETTINGS)) {
-    const flag = s.kind === 'boolean' ? `--${name}` : `--${name} <value>`
+    const flag = s.kind === 'boolean' ? `--${name}` : `--${name} <${s.value}>`
     const def = (DEFAULTS as Record<string, unknown>)[name]
     const defText = def == null || (Array.isArray(def) && def.length === 0) ? '' : ` (default: ${Array.isArray(def) ? def.join(',') : String(def)})`
-    lines.push(`  ${flag.padEnd(26)} ${s.help}${defText}`)
+    rows.push([flag, `${s.help}${defText}`])
   }
-  lines.push(`  ${'--config <file.json>'.padEnd(26)} JSON config file whose keys are the option names`)
-  lines.push(`  ${'-h, --help'.padEnd(26)} this help`)
-  return lines.join('\n')
+  rows.push(['--config <file.json>', 'JSON config file whose keys are the option names'])
+  rows.push(['-h, --help', 'this help'])
+  return [
+    'Usage: sipmesh start [options]',
+    '',
+    'Options (each also SIPMESH_<OPTION> in the environment, e.g. SIPMESH_DATA_DIR, and a key of',
+    'the --config file):',
+    ...helpColumns(rows, width)
+  ].join('\n')
 }

@@ -50,7 +50,9 @@ export const defaultGateway: GatewayFactory | undefined = async (context) => {
   const tls = config.tls === undefined ? undefined : await readTlsFiles(config.tls)
   const peers = config.peers?.map(p => ({ domain: p.domain, addresses: p.addresses.map(a => ({ ...a })), trusted: p.trusted }))
   if (peers !== undefined) context.logger.info('peer networks', { peers: peers.map(p => `${p.domain}${p.trusted ? ' (trusted)' : ''}`) })
-  return sipGateway({ ...context, config: { ...config, offline, auth, tls, peers } })
+  const presenceRateLimit = config.limits?.presenceRateLimit
+  const presence = presenceRateLimit === undefined ? undefined : { rateLimit: { ...presenceRateLimit } }
+  return sipGateway({ ...context, config: { ...config, offline, auth, tls, peers, presence } })
 }
 
 /** Largest PEM file read (a certificate chain or a bundle of authorities). */

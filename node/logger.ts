@@ -1,11 +1,14 @@
 /**
- * Structured logs: one JSON object per line (pino), with a level. Three faces of one pino logger:
+ * Structured logs: one JSON object per line (pino), with a level; or, with `--log-format pretty`,
+ * the same lines rendered by pino's own pretty printer (pino-pretty: time, level, message, then
+ * the fields) for a person at a terminal. Three faces of one pino logger:
  * the pino logger itself (node/), the gateway's `Logger` port, and a libp2p `ComponentLogger`
  * whose lines are JSON too and which stays silent unless the level is `debug` or `trace`.
  */
 import { format } from 'node:util'
 import { pino } from 'pino'
-import type { LogLevel } from './config.ts'
+import { PinoPretty } from 'pino-pretty'
+import type { LogFormat, LogLevel } from './config.ts'
 import type { Logger } from '../sip-gateway/ports.ts'
 import type { ComponentLogger, Logger as Libp2pLogger } from '@libp2p/interface'
 
@@ -17,6 +20,21 @@ export interface CreateLoggerOptions {
   base?: Record<string, unknown>
   /** where lines go; default stdout */
   destination?: pino.DestinationStream
+  /** `pretty`: pino-pretty renders the lines (colours when stdout is a terminal) @default 'json' */
+  format?: LogFormat
+}
+
+function prettyStream (destination: pino.DestinationStream | undefined): pino.DestinationStream {
+  return PinoPretty({
+    // written before the call returns, as the JSON destination does, so that a line logged just
+    // before exit is not lost
+    sync: true,
+    colorize: destination === undefined && process.stdout.isTTY,
+    translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l',
+    ignore: 'pid,hostname',
+    singleLine: true,
+    ...(destination !== undefined ? { destination } : { destination: 1 })
+  })
 }
 
 export function createPinoLogger (options: CreateLoggerOptions): PinoLogger {
@@ -25,7 +43,7 @@ export function createPinoLogger (options: CreateLoggerOptions): PinoLogger {
     base: { pid: process.pid, ...options.base },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) }
-  }, options.destination ?? pino.destination({ dest: 1, sync: true }))
+  }, options.format === 'pretty' ? prettyStream(options.destination) : options.destination ?? pino.destination({ dest: 1, sync: true }))
 }
 
 /**

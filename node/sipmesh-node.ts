@@ -19,6 +19,7 @@ import { loadOrCreateIdentity, openDatastore, DatastoreDurableStore } from './pe
 import { Libp2pPeerChannel } from './peer-channel.ts'
 import { ConnectionFailures, wasReported } from './connection-failures.ts'
 import { AdminServer } from './admin/server.ts'
+import { loadOrCreateAdminToken } from './admin/auth.ts'
 import { listingsBackend, nodeSummary, pagesBackend } from './admin/listings-backend.ts'
 import { MeshInfo } from './mesh-info.ts'
 import type { ListingsParts } from './admin/listings-backend.ts'
@@ -181,7 +182,7 @@ export class SipmeshNode {
   constructor (init: SipmeshNodeInit) {
     this.init = init
     this.config = init.config
-    this.pino = init.logger ?? createPinoLogger({ level: init.config.log.level })
+    this.pino = init.logger ?? createPinoLogger({ level: init.config.log.level, format: init.config.log.format })
     this.log = toPortLogger(this.pino)
     this.metrics = createNodeMetrics()
     this.sipAddress = formatHostPort(init.config.gateway.sip)
@@ -312,6 +313,15 @@ export class SipmeshNode {
       if (meshNode.libp2p.getConnections(conn.remotePeer).some(c => c !== conn && c.status === 'open')) return
       this.connectionFailures.record({ direction: 'outbound', address: conn.remoteAddr.toString(), peer: conn.remotePeer.toString(), reason: `the peer closed the connection ${lived} ms after it opened; it may not allow this peer id (--allow-peer)` })
     })
+    // a person reading the log sees the mesh form and break (refusals are logged by connectionFailures)
+    meshNode.libp2p.addEventListener('peer:connect', (evt) => {
+      const conn = meshNode.libp2p.getConnections(evt.detail)[0]
+      this.log.info('peer connected', { peer: evt.detail.toString(), ...(conn !== undefined ? { address: conn.remoteAddr.toString(), direction: conn.direction } : {}), peers: meshNode.libp2p.getPeers().length })
+    })
+    meshNode.libp2p.addEventListener('peer:disconnect', (evt) => {
+      if (this.shutdown?.signal.aborted === true) return
+      this.log.info('peer disconnected', { peer: evt.detail.toString(), peers: meshNode.libp2p.getPeers().length })
+    })
     try {
       await meshNode.start()
     } catch (err) {
@@ -352,6 +362,17 @@ export class SipmeshNode {
       if (gateway.stats !== undefined) this.registerGatewayMetrics(gateway.stats.bind(gateway))
     }
 
+    let token = config.admin.token
+    if (token === undefined) {
+      try {
+        const file = await loadOrCreateAdminToken(config.dataDir)
+        token = file.token
+        this.log.info(file.created ? 'admin API token generated' : 'admin API token read', { tokenFile: file.path })
+        if (file.tightened) this.log.warn('admin token file was readable by others; made it 0600', { tokenFile: file.path })
+      } catch (err) {
+        throw new NodeStartError((err as Error).message)
+      }
+    }
     const parts: ListingsParts = {
       mesh: meshNode,
       channel,
@@ -381,7 +402,7 @@ export class SipmeshNode {
       },
       logger: this.log,
       metrics: this.metrics
-    }, { host: config.admin.host, port: config.admin.port })
+    }, { host: config.admin.host, port: config.admin.port, token, domains: config.gateway.domains })
     try {
       await admin.start()
     } catch (err) {

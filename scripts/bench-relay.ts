@@ -1,19 +1,29 @@
-// Cross-node MESSAGE relay under SIPp load on loopback: SIPp UAC → gateway A → mesh → gateway B
-// → SIPp UAS, and the same through one gateway relaying locally, and (when `kamailio` is
-// installed) Kamailio relaying the same scenario (scripts/kamailio/relay.cfg), reported as ratios. Finds the highest rate with
-// < 0.1% failures (stepping up), then measures p50/p99 round-trip latency at half that rate.
+// MESSAGE relay under SIPp load on loopback, three relays in the same run: SIPp UAC → sipmesh node A
+// → mesh → node B → SIPp UAS ("cross"), the same through one node relaying locally ("local"), and
+// Kamailio relaying the same scenario ("kamailio", scripts/kamailio/relay.cfg, when installed).
 //
-// `--nodes real` (default): two real sipmesh nodes (node/'s SipmeshNode with this gateway, the
-// libp2p PeerChannel, the DHT registry), each in its own process. `--nodes memory`: both
-// gateways in this one process over the in-memory registry and PeerChannel. Bounded: each step
-// lasts `--step` seconds (default 3), at most ~5 minutes in all.
+// Each relay is measured `--runs` times (default 3), the relays alternating (run 1: cross, local,
+// kamailio; run 2: local, kamailio, cross; …) so that a busy minute of the shared machine does not
+// fall on one relay only. A run of one relay: fresh processes; a ladder of rates (1,000/s, then
+// +1,000/s up to 10,000/s, then +2,000/s) until a step is not clean (≥ 0.1% failed, or under 90%
+// of the offered rate achieved) or `--max`; then, on fresh processes, p50/p99 round-trip latency
+// at half the highest clean rate. Reported per relay: the median and the worst of the runs for the
+// highest clean rate, the p99 at half rate and the CPU per message (user + system time of the
+// relay's processes, less what they spend idle, over the clean steps of 2,000/s and more), with
+// the load average of every run, and the ratios to Kamailio within each run. The summary is a
+// Markdown table for the README.
 //
-//   node scripts/bench-relay.ts [--nodes real|memory] [--step 3] [--max 14000] [--only cross|local|kamailio]
-//                               [--latency-rate R]   (skip the step-up; latency at R/s only)
-//                               [--no-kamailio]      (Kamailio runs the same scenario when installed;
-//                                BENCH_KAMAILIO_WORKERS=n UDP workers, default 2 = the cores here)
-//   (BENCH_TRACE_GC=1 prints the real nodes' mark-compact pauses; BENCH_CPU_PROF=<dir> writes a
-//   V8 CPU profile of each real node process into <dir>, for `node --cpu-prof` analysis)
+//   node scripts/bench-relay.ts [--runs 3] [--step 3] [--max 40000] [--only cross,local,kamailio]
+//                               [--latency-rate R]   (skip the ladder: latency and CPU at R/s only)
+//                               [--no-kamailio] [--nodes real|memory]
+//   BENCH_KAMAILIO_WORKERS=n     Kamailio's UDP workers (default 2 = the cores here)
+//   BENCH_TRACE_GC=1             print the real nodes' mark-compact pauses
+//   BENCH_CPU_PROF=<dir>         a V8 CPU profile of each real node process into <dir>
+//   BENCH_NODE_ARGS="--flag …"   more `sipmesh start` flags for the real nodes
+//
+// `--nodes real` (default): two real sipmesh nodes (node/'s SipmeshNode with the libp2p
+// PeerChannel and the DHT registry), each in its own process. `--nodes memory`: both gateways in
+// this one process over the in-memory registry and PeerChannel (no CPU figure).
 import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
@@ -26,14 +36,24 @@ import { MemoryStore } from '../sip-gateway/memory-store.ts'
 import { MemoryChannelHub } from '../sip-gateway/memory-channel.ts'
 import { MemoryMesh, MemoryRegistry } from '../dht/memory-registry.ts'
 import type { Logger } from '../sip-gateway/ports.ts'
-import { freePort, runSipp, sippAvailable, sippCounter } from '../test/interop/sipp.ts'
+import { freePort, runSipp, sippAvailable, sippCounter, sippRetransmissions } from '../test/interop/sipp.ts'
 import { kamailioAvailable, startKamailio as startKamailioProcess } from './lib/kamailio.ts'
 import { cpuMs } from './lib/proc-stats.ts'
+import { idleCpu } from './lib/register-load.ts'
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
   allowNegative: true,
-  options: { step: { type: 'string', default: '3' }, max: { type: 'string', default: '14000' }, only: { type: 'string' }, 'latency-rate': { type: 'string' }, kamailio: { type: 'boolean', default: true }, nodes: { type: 'string', default: 'real' }, serve: { type: 'boolean', default: false } }
+  options: {
+    runs: { type: 'string', default: '3' },
+    step: { type: 'string', default: '3' },
+    max: { type: 'string', default: '40000' },
+    only: { type: 'string' },
+    'latency-rate': { type: 'string' },
+    kamailio: { type: 'boolean', default: true },
+    nodes: { type: 'string', default: 'real' },
+    serve: { type: 'boolean', default: false }
+  }
 })
 
 if (values.serve) {
@@ -49,27 +69,47 @@ if (values.serve) {
   process.stdin.on('end', () => { void node.stop().then(() => process.exit(0)) })
   await new Promise(() => {})
 }
+
+type RelayName = 'cross' | 'local' | 'kamailio'
+const RELAYS: RelayName[] = ['cross', 'local', 'kamailio']
+const RUNS = Math.min(Math.max(Math.round(Number(values.runs)), 1), 5)
 const STEP_S = Math.min(Math.max(Number(values.step), 1), 10)
-const MAX_RATE = Math.min(Math.max(Number(values.max), 500), 50_000)
-const DEADLINE = Date.now() + 300_000
+const MAX_RATE = Math.min(Math.max(Number(values.max), 1000), 100_000)
+const ONLY = values.only === undefined ? RELAYS : values.only.split(',').map(s => s.trim()) as RelayName[]
+if (ONLY.some(r => !RELAYS.includes(r))) {
+  console.error('--only takes cross, local and/or kamailio (comma-separated)')
+  process.exit(2)
+}
+const FIXED = values['latency-rate'] !== undefined ? Math.max(100, Number(values['latency-rate'])) : undefined
+const REAL = values.nodes !== 'memory'
+const STARTED = Date.now()
+/** every step and phase is bounded; the whole run too (about 90 s per relay and run on a quiet machine) */
+const DEADLINE = STARTED + RUNS * ONLY.length * 240_000
+const LADDER: number[] = []
+for (let r = 1000; r <= MAX_RATE; r += r < 10_000 ? 1000 : 2000) LADDER.push(r)
 
 if (!sippAvailable()) {
   console.error('sipp is not installed (apt-get install sip-tester)')
   process.exit(1)
 }
+const withKamailio = values.kamailio && kamailioAvailable()
+const relays = ONLY.filter(r => r !== 'kamailio' || withKamailio)
 
 const quiet: Logger = { debug () {}, info () {}, warn () {}, error (msg, f) { console.error(msg, f) }, child () { return quiet } }
 const work = mkdtempSync(join(tmpdir(), 'sipmesh-bench-'))
 let sipAddrs: string[] = []
 let stops: Array<() => Promise<void>> = []
-const REAL = values.nodes !== 'memory'
+/** pids of the relay processes (sipmesh nodes, Kamailio's main process: its workers are its children) */
+let relayPids: number[] = []
 let generation = 0
 
 async function serveNode (i: number, bootstrap?: string): Promise<{ peerId: string, multiaddrs: string[], sip: string }> {
   const port = await freePort()
+  const extra = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(a => a !== '')
   const args = ['--serve', '--', '--domain', 'example.com', '--sip', `127.0.0.1:${port}`, '--p2p', '/ip4/127.0.0.1/tcp/0',
-    '--data-dir', join(work, `node-${generation}-${i}`), '--admin', '127.0.0.1:0', '--log-level', 'error', ...(bootstrap === undefined ? [] : ['--bootstrap', bootstrap])]
-  const child: ChildProcess = spawn(process.execPath, [...(process.env.BENCH_TRACE_GC === '1' ? ['--trace-gc'] : []), ...(process.env.BENCH_CPU_PROF !== undefined ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []), fileURLToPath(import.meta.url), ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
+    '--data-dir', join(work, `node-${generation}-${i}`), '--admin', '127.0.0.1:0', '--log-level', 'error', ...(bootstrap === undefined ? [] : ['--bootstrap', bootstrap]), ...extra]
+  const nodeFlags = [...(process.env.BENCH_TRACE_GC === '1' ? ['--trace-gc'] : []), ...(process.env.BENCH_CPU_PROF !== undefined ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [])]
+  const child: ChildProcess = spawn(process.execPath, [...nodeFlags, fileURLToPath(import.meta.url), ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
   if (child.pid !== undefined) relayPids.push(child.pid)
   stops.push(async () => {
     child.stdin?.end()
@@ -79,7 +119,7 @@ async function serveNode (i: number, bootstrap?: string): Promise<{ peerId: stri
   })
   const lines = createInterface({ input: child.stdout! })
   return await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('node did not start in 20 s')), 20_000)
+    const t = setTimeout(() => reject(new Error('node did not start in 60 s')), 60_000)
     lines.on('line', (line) => {
       if (line.includes('Mark-Compact') && process.env.BENCH_TRACE_GC === '1') console.log(`  [node ${i}] ${line.slice(0, 160)}`)
       if (line.startsWith('BENCH-READY ')) { clearTimeout(t); resolve(JSON.parse(line.slice(12))) }
@@ -88,7 +128,7 @@ async function serveNode (i: number, bootstrap?: string): Promise<{ peerId: stri
   })
 }
 
-/** start two fresh nodes (each phase gets its own, so one phase's lingering transactions do not weigh on the next) */
+/** two fresh nodes (each phase gets its own, so one phase's lingering transactions do not weigh on the next) */
 async function startNodes (): Promise<void> {
   generation++
   sipAddrs = []
@@ -113,67 +153,6 @@ async function startNodes (): Promise<void> {
   }
 }
 
-async function stopNodes (): Promise<void> {
-  for (const stop of stops.reverse()) await stop()
-  stops = []
-  relayPids = []
-}
-
-/** pids of the relay processes (sipmesh nodes, Kamailio's main process) */
-let relayPids: number[] = []
-
-/** CPU time (user + system, ms) of the relay processes and their children (Kamailio's workers) */
-function relayCpuMs (): number | undefined {
-  return cpuMs(relayPids)
-}
-
-const addr = (i: number): string => sipAddrs[i]
-
-interface Step { rate: number, sent: number, ok: number, failed: number, seconds: number, achieved: number, cpuUsPerMsg?: number }
-
-async function runUac (user: string, entry: string, rate: number, seconds: number, rtt: boolean): Promise<Step & { latencies: number[] }> {
-  const calls = Math.round(rate * seconds)
-  const args = ['-t', 'u1', '-s', user, '-r', String(rate), '-m', String(calls), '-l', '30000', '-recv_timeout', '4000', '-max_recv_loops', '5000', '-max_sched_loops', '5000']
-  if (rtt) args.push('-trace_rtt', '-rtt_freq', '200')
-  const dir = mkdtempSync(join(work, 'uac-'))
-  const cpu0 = relayCpuMs()
-  const started = performance.now()
-  const r = await runSipp('uac-message.xml', entry, args, seconds + 15, dir).done
-  const elapsed = (performance.now() - started) / 1000
-  const cpu1 = relayCpuMs()
-  const ok = sippCounter(r.stdout, 'Successful call')
-  const failed = sippCounter(r.stdout, 'Failed call')
-  const latencies: number[] = []
-  if (rtt) {
-    for (const f of readdirSync(dir).filter(n => n.endsWith('_rtt.csv'))) {
-      for (const line of readFileSync(join(dir, f), 'utf8').split('\n').slice(1)) {
-        const v = Number(line.split(';')[1])
-        if (Number.isFinite(v) && line.length > 0) latencies.push(v)
-        if (process.env.BENCH_RTT_DUMP !== undefined && line.length > 0) appendFileSync(process.env.BENCH_RTT_DUMP, line + "\n")
-      }
-    }
-  }
-  const cpuUsPerMsg = cpu0 === undefined || cpu1 === undefined || ok === 0 ? undefined : (cpu1 - cpu0) * 1000 / ok
-  return { rate, sent: calls, ok, failed: failed + Math.max(0, calls - ok - failed), seconds: elapsed, achieved: ok / Math.max(elapsed - 0.2, 0.1), cpuUsPerMsg, latencies }
-}
-
-const pct = (xs: number[], p: number): number => {
-  if (xs.length === 0) return Number.NaN
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.floor(p * s.length))]
-}
-
-/** the UAS and its registration on `owner`; returns a stop function */
-async function device (owner: number, user: string): Promise<() => Promise<void>> {
-  const uasPort = await freePort()
-  const uas = runSipp('uas-message.xml', addr(owner), ['-t', 'u1', '-p', String(uasPort), '-m', '100000000', '-max_recv_loops', '5000'], 400, work)
-  await new Promise(resolve => setTimeout(resolve, 300))
-  const reg = await runSipp('uac-register.xml', addr(owner), ['-t', 'u1', '-m', '1', '-key', 'user', user, '-key', 'contact_host', '127.0.0.1', '-key', 'contact_port', String(uasPort)], 10, work).done
-  const stop = async (): Promise<void> => { uas.child.kill(); await uas.done }
-  if (reg.code !== 0) { await stop(); throw new Error(`REGISTER failed: ${reg.stdout.slice(-1500)}`) }
-  return stop
-}
-
 const KAMAILIO_CFG = fileURLToPath(new URL('./kamailio/relay.cfg', import.meta.url))
 const KAMAILIO_WORKERS = Math.min(Math.max(Number(process.env.BENCH_KAMAILIO_WORKERS ?? '2'), 1), 16)
 
@@ -188,93 +167,220 @@ async function startKamailio (): Promise<void> {
   sipAddrs.push(k.sip)
 }
 
-type Relay = 'sipmesh' | 'kamailio'
-
-/** the relay's CPU per message: the median over the passing steps of 3,000/s and more (steadier than one step) */
-function cpuAt (steps: Step[]): number | undefined {
-  const xs = steps.filter(s => s.rate >= 3000 && s.cpuUsPerMsg !== undefined && s.failed === 0).map(s => s.cpuUsPerMsg!)
-  return xs.length === 0 ? undefined : Math.round(pct(xs, 0.5))
+async function stopAll (): Promise<void> {
+  for (const stop of stops.reverse()) await stop()
+  stops = []
+  relayPids = []
 }
 
-async function start (relay: Relay): Promise<void> {
+interface Step { rate: number, sent: number, ok: number, failed: number, retrans: number, seconds: number, achieved: number, clean: boolean, cpuUsPerMsg?: number }
+
+/** one step of load: `rate`/s MESSAGEs for `seconds`, from a fresh SIPp UAC to `entry` */
+async function runUac (user: string, entry: string, rate: number, seconds: number, rtt: boolean, idleMsPerS = 0): Promise<Step & { latencies: number[] }> {
+  const calls = Math.round(rate * seconds)
+  const args = ['-t', 'u1', '-s', user, '-r', String(rate), '-m', String(calls), '-l', '30000', '-recv_timeout', '4000', '-max_recv_loops', '5000', '-max_sched_loops', '5000']
+  if (rtt) args.push('-trace_rtt', '-rtt_freq', '200')
+  const dir = mkdtempSync(join(work, 'uac-'))
+  const cpu0 = REAL ? cpuMs(relayPids) : undefined
+  const started = performance.now()
+  const r = await runSipp('uac-message.xml', entry, args, seconds + 15, dir).done
+  const elapsed = (performance.now() - started) / 1000
+  const cpu1 = REAL ? cpuMs(relayPids) : undefined
+  const ok = sippCounter(r.stdout, 'Successful call')
+  const failed = sippCounter(r.stdout, 'Failed call') + Math.max(0, calls - ok - sippCounter(r.stdout, 'Failed call'))
+  // SIPp itself failing (not the relay) is shown, not only counted
+  if (ok === 0) console.log(`  (SIPp exited ${String(r.code)} with no successful call: ${`${r.stderr}`.trim().split('\n').slice(-3).join(' | ').slice(0, 400)})`)
+  const latencies: number[] = []
+  if (rtt) {
+    for (const f of readdirSync(dir).filter(n => n.endsWith('_rtt.csv'))) {
+      for (const line of readFileSync(join(dir, f), 'utf8').split('\n').slice(1)) {
+        const v = Number(line.split(';')[1])
+        if (Number.isFinite(v) && line.length > 0) latencies.push(v)
+        if (process.env.BENCH_RTT_DUMP !== undefined && line.length > 0) appendFileSync(process.env.BENCH_RTT_DUMP, line + '\n')
+      }
+    }
+  }
+  rmSync(dir, { recursive: true, force: true })
+  const cpuUsPerMsg = cpu0 === undefined || cpu1 === undefined || ok === 0 ? undefined : Math.max(0, cpu1 - cpu0 - idleMsPerS * elapsed) * 1000 / ok
+  const achieved = ok / Math.max(elapsed - 0.2, 0.1)
+  return { rate, sent: calls, ok, failed, retrans: sippRetransmissions(r.stdout), seconds: Number(elapsed.toFixed(2)), achieved: Math.round(achieved), clean: failed / Math.max(calls, 1) < 0.001 && achieved >= rate * 0.9, cpuUsPerMsg: cpuUsPerMsg === undefined ? undefined : Math.round(cpuUsPerMsg), latencies }
+}
+
+const pct = (xs: number[], p: number): number => {
+  if (xs.length === 0) return Number.NaN
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))]
+}
+
+/** the UAS and its registration on `owner`; returns a stop function */
+async function device (owner: number, user: string): Promise<() => Promise<void>> {
+  const uasPort = await freePort()
+  const uas = runSipp('uas-message.xml', sipAddrs[owner], ['-t', 'u1', '-p', String(uasPort), '-m', '100000000', '-max_recv_loops', '5000'], 900, work)
+  await new Promise(resolve => setTimeout(resolve, 300))
+  const reg = await runSipp('uac-register.xml', sipAddrs[owner], ['-t', 'u1', '-m', '1', '-key', 'user', user, '-key', 'contact_host', '127.0.0.1', '-key', 'contact_port', String(uasPort)], 10, work).done
+  const stop = async (): Promise<void> => { uas.child.kill(); await uas.done }
+  if (reg.code !== 0) { await stop(); throw new Error(`REGISTER failed: ${reg.stdout.slice(-1500)}`) }
+  return stop
+}
+
+/** fresh relay processes, the device registered, their idle CPU (ms/s) measured; returns the entry address and a stop */
+async function setUp (relay: RelayName, user: string): Promise<{ entry: string, idleMsPerS: number, stop: () => Promise<void> }> {
   if (relay === 'kamailio') await startKamailio()
   else await startNodes()
+  let stopDevice: (() => Promise<void>) | undefined
+  try {
+    stopDevice = await device(relay === 'cross' ? 1 : 0, user)
+    const idle = REAL ? (await idleCpu(relayPids, 2000)) ?? 0 : 0
+    return { entry: sipAddrs[0], idleMsPerS: idle, stop: async () => { await stopDevice?.(); await stopAll() } }
+  } catch (err) {
+    await stopDevice?.()
+    await stopAll()
+    throw err
+  }
 }
 
-async function scenario (name: string, owner: number, entry: number, user: string, relay: Relay = 'sipmesh'): Promise<Record<string, unknown>> {
-  const path = relay === 'kamailio' ? 'Kamailio (registrar + t_relay)' : entry === owner ? 'A (local delivery)' : 'A → mesh → B'
-  console.log(`\n== ${name}: SIPp UAC → ${path} → SIPp UAS, ${STEP_S} s per step; load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
-  let best: Step | undefined
+interface RunResult {
+  relay: RelayName
+  run: number
+  /** highest clean rate (undefined: not even the first step) */
+  maxRate?: number
+  /** the first step that was not clean (undefined: the ladder's top was clean, the ceiling not found) */
+  failedAt?: { rate: number, failed: number, achieved: number }
+  halfRate: number
+  p50Ms: number
+  p99Ms: number
+  failedAtHalf: number
+  retransAtHalf: number
+  /** µs of CPU per message: the median of the clean steps of 2,000/s and more, else at half rate */
+  cpuUsPerMsg?: number
+  idleMsPerS: number
+  /** load average (1 min) when the run started and ended */
+  load: [number, number]
+  steps: Step[]
+}
+
+const LABEL: Record<RelayName, string> = {
+  cross: 'sipmesh, cross-node (A → mesh → B)',
+  local: 'sipmesh, one node, local',
+  kamailio: `Kamailio, local (${KAMAILIO_WORKERS} UDP workers)`
+}
+
+async function measure (relay: RelayName, run: number): Promise<RunResult> {
+  const user = `u${relay}${run}`
+  const load0 = loadavg()[0]
+  console.log(`\n== run ${run}, ${LABEL[relay]}: ${STEP_S} s per step; load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
   const steps: Step[] = []
-  const fixed = values['latency-rate'] !== undefined ? Math.max(100, Number(values['latency-rate'])) : undefined
-  let stopDevice: (() => Promise<void>) | undefined
-  if (fixed !== undefined) {
-    best = { rate: fixed * 2, sent: 0, ok: 0, failed: 0, seconds: 0, achieved: 0 }
-  } else {
-    // phase 1: the highest rate with < 0.1% failures, stepping up
-    await start(relay)
+  let best: Step | undefined
+  let failedAt: RunResult['failedAt']
+  if (FIXED === undefined) {
+    // phase 1: the highest clean rate, stepping up
+    const s = await setUp(relay, user)
     try {
-      stopDevice = await device(owner, user)
-      await runUac(user, addr(entry), 1000, 3, false) // warm-up (JIT, caches)
-      for (let rate = 1000; rate <= MAX_RATE && Date.now() < DEADLINE - 30_000; rate += rate < 10000 ? 1000 : 2000) {
-        const s = await runUac(user, addr(entry), rate, STEP_S, false)
-        steps.push(s)
-        const failRatio = s.failed / Math.max(s.sent, 1)
-        const pass = failRatio < 0.001 && s.achieved >= rate * 0.9
-        const heap = REAL && relay === 'sipmesh' ? '' : `, heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MB`
-        console.log(`  rate ${String(rate).padStart(6)}/s: ok ${s.ok}/${s.sent}, failed ${s.failed} (${(failRatio * 100).toFixed(3)}%), achieved ${s.achieved.toFixed(0)}/s${relay === 'sipmesh' ? heap : ''}${s.cpuUsPerMsg === undefined ? '' : `, relay CPU ${s.cpuUsPerMsg.toFixed(0)} µs/msg`}, load ${loadavg()[0].toFixed(2)} ${pass ? 'PASS' : 'FAIL'}`)
-        if (!pass) break
-        best = s
+      console.log(`  idle CPU of the relay: ${s.idleMsPerS.toFixed(1)} ms/s`)
+      await runUac(user, s.entry, 1000, 2, false) // warm-up (JIT, caches, the route)
+      for (const rate of LADDER) {
+        if (Date.now() > DEADLINE) { console.log('  (out of time)'); break }
+        const { latencies: _none, ...step } = await runUac(user, s.entry, rate, STEP_S, false, s.idleMsPerS)
+        steps.push(step)
+        console.log(`  rate ${String(rate).padStart(6)}/s: ok ${step.ok}/${step.sent}, failed ${step.failed}, retransmissions ${step.retrans}, achieved ${step.achieved.toFixed(0)}/s${step.cpuUsPerMsg === undefined ? '' : `, CPU ${step.cpuUsPerMsg.toFixed(0)} µs/msg`}, load ${loadavg()[0].toFixed(2)} ${step.clean ? 'CLEAN' : 'NOT CLEAN'}`)
+        if (!step.clean) { failedAt = { rate, failed: step.failed, achieved: Math.round(step.achieved) }; break }
+        best = step
       }
     } finally {
-      await stopDevice?.()
-      await stopNodes()
+      await s.stop()
     }
   }
-  // phase 2: latency at half that rate, on fresh nodes
-  await start(relay)
+  // phase 2: latency (and CPU) at half that rate, on fresh processes
+  const half = FIXED ?? Math.max(250, Math.round((best?.rate ?? 1000) / 2))
+  const s = await setUp(relay, user)
   try {
-    stopDevice = await device(owner, user)
-    const half = Math.max(250, Math.round((best?.rate ?? 1000) / 2))
-    await runUac(user, addr(entry), half, 3, false) // warm-up at the measured rate
-    const lat = await runUac(user, addr(entry), half, STEP_S, true)
-    const p50 = pct(lat.latencies, 0.5)
-    const p99 = pct(lat.latencies, 0.99)
-    const load = loadavg()[0]
-    if (fixed === undefined) console.log(`  highest rate with < 0.1% failures: ${best?.rate ?? 'none'}/s${relay === 'sipmesh' ? ' (target >= 5000/s)' : ''}`)
-    console.log(`  latency at ${half}/s: p50 ${p50.toFixed(0)} ms, p99 ${p99.toFixed(0)} ms (SIPp resolution 1 ms) over ${lat.latencies.length} samples${relay === 'sipmesh' ? ' (target p99 < 10 ms)' : ''}, failed ${lat.failed}, load ${load.toFixed(2)}`)
-    return { scenario: name, relay, maxRate: fixed === undefined ? best?.rate ?? 0 : undefined, halfRate: half, p50Ms: p50, p99Ms: p99, samples: lat.latencies.length, failedAtHalf: lat.failed, load1: Number(load.toFixed(2)), cpuUsPerMsg: cpuAt(steps), steps: steps.map(s => ({ rate: s.rate, ok: s.ok, failed: s.failed, achieved: Math.round(s.achieved), cpuUsPerMsg: s.cpuUsPerMsg === undefined ? undefined : Math.round(s.cpuUsPerMsg) })) }
+    await runUac(user, s.entry, half, 2, false) // warm-up at the measured rate
+    const lat = await runUac(user, s.entry, half, STEP_S, true, s.idleMsPerS)
+    const clean = steps.filter(x => x.clean && x.rate >= 2000 && x.cpuUsPerMsg !== undefined).map(x => x.cpuUsPerMsg!)
+    const cpu = clean.length > 0 ? pct(clean, 0.5) : lat.cpuUsPerMsg
+    const r: RunResult = {
+      relay, run, maxRate: best?.rate, failedAt, halfRate: half, p50Ms: pct(lat.latencies, 0.5), p99Ms: pct(lat.latencies, 0.99),
+      failedAtHalf: lat.failed, retransAtHalf: lat.retrans, cpuUsPerMsg: cpu === undefined ? undefined : Math.round(cpu), idleMsPerS: Number(s.idleMsPerS.toFixed(1)),
+      load: [Number(load0.toFixed(2)), Number(loadavg()[0].toFixed(2))], steps
+    }
+    if (FIXED === undefined) console.log(`  highest clean rate: ${r.maxRate ?? 'none'}/s${failedAt === undefined ? ' (the ladder\'s top: ceiling not found)' : ''}`)
+    console.log(`  at ${half}/s: p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms over ${lat.latencies.length} samples, failed ${lat.failed}, retransmissions ${lat.retrans}${lat.cpuUsPerMsg === undefined ? '' : `, CPU ${lat.cpuUsPerMsg.toFixed(0)} µs/msg`}, load ${loadavg()[0].toFixed(2)}`)
+    return r
   } finally {
-    await stopDevice?.()
-    await stopNodes()
+    await s.stop()
   }
 }
 
-const results: Array<Record<string, unknown>> = []
-const withKamailio = values.kamailio && kamailioAvailable()
+const results: RunResult[] = []
 try {
-  if (values.only !== 'local' && values.only !== 'kamailio') results.push(await scenario('cross-node', 1, 0, 'bob'))
-  if (values.only !== 'cross' && values.only !== 'kamailio') results.push(await scenario('local', 0, 0, 'carol'))
-  if (withKamailio && values.only !== 'cross' && values.only !== 'local') results.push(await scenario('kamailio', 0, 0, 'dave', 'kamailio'))
-} finally {
-  await stopNodes()
-  rmSync(work, { recursive: true, force: true })
-}
-const channel = REAL ? 'libp2p (two sipmesh node processes, DHT registry)' : 'in-memory PeerChannel and registry, both gateways in one process'
-const kam = results.find(r => r.relay === 'kamailio')
-let comparison: Record<string, number> | undefined
-if (kam !== undefined) {
-  comparison = {}
-  console.log(`\nnodes: ${channel}; Kamailio ${KAMAILIO_WORKERS} UDP worker(s), scripts/kamailio/relay.cfg, same SIPp scenario, same run:`)
-  for (const r of results.filter(r => r.relay !== 'kamailio')) {
-    if (typeof r.maxRate === 'number' && typeof kam.maxRate === 'number' && kam.maxRate > 0) {
-      comparison[`${String(r.scenario)}MaxRateRatio`] = Number((r.maxRate / kam.maxRate).toFixed(2))
-      const cpu = typeof r.cpuUsPerMsg === 'number' && typeof kam.cpuUsPerMsg === 'number' ? r.cpuUsPerMsg / kam.cpuUsPerMsg : undefined
-      if (cpu !== undefined) comparison[`${String(r.scenario)}CpuPerMsgRatio`] = Number(cpu.toFixed(2))
-      console.log(`  ${String(r.scenario)}: highest rate ${r.maxRate}/s vs Kamailio ${kam.maxRate}/s = ${(r.maxRate / kam.maxRate).toFixed(2)}x; relay CPU per message ${String(r.cpuUsPerMsg)} µs vs ${String(kam.cpuUsPerMsg)} µs${cpu === undefined ? '' : ` = ${cpu.toFixed(1)}x`}; p99 at half rate ${String(r.p99Ms)} ms vs ${String(kam.p99Ms)} ms`)
+  for (let run = 1; run <= RUNS; run++) {
+    // alternate: each run starts with the next relay
+    const order = relays.map((_r, i) => relays[(i + run - 1) % relays.length])
+    for (const relay of order) {
+      if (Date.now() > DEADLINE) break
+      try {
+        results.push(await measure(relay, run))
+      } catch (err) {
+        // a run that could not be set up (a node slow to start on a loaded machine) is reported, not fatal
+        console.log(`  run ${run} of ${relay} failed: ${(err as Error).message}`)
+        await stopAll()
+      }
     }
   }
-} else {
-  console.log(`\nnodes: ${channel}; Kamailio: ${!values.kamailio ? 'not compared (--no-kamailio)' : 'not compared (kamailio is not installed; apt-get install kamailio)'}`)
+} finally {
+  await stopAll()
+  rmSync(work, { recursive: true, force: true })
 }
-console.log(JSON.stringify({ bench: 'relay', nodes: REAL ? 'real' : 'memory', kamailioWorkers: withKamailio ? KAMAILIO_WORKERS : undefined, results, comparison }))
+
+// ---- summary -------------------------------------------------------------------------------
+
+const median = (xs: number[]): number | undefined => xs.length === 0 ? undefined : pct(xs, 0.5)
+const n = (x: number | undefined, unit = ''): string => x === undefined || Number.isNaN(x) ? '—' : `${x.toLocaleString('en-US')}${unit}`
+const of = (relay: RelayName): RunResult[] => results.filter(r => r.relay === relay)
+const defined = (xs: Array<number | undefined>): number[] => xs.filter((x): x is number => x !== undefined && !Number.isNaN(x))
+const ratio = (a: number | undefined, b: number | undefined): number | undefined => a === undefined || b === undefined || b === 0 ? undefined : Number((a / b).toFixed(2))
+
+const date = new Date().toISOString().slice(0, 16).replace('T', ' ')
+console.log(`\n${date} UTC, ${RUNS} run(s) per relay, ${STEP_S} s per step; nodes: ${REAL ? 'two sipmesh node processes over libp2p (DHT registry)' : 'both gateways in one process, in-memory mesh'}; load average at the end ${loadavg().map(l => l.toFixed(2)).join(' ')}\n`)
+console.log(`| relay | highest rate, < 0.1% failures: median (worst) | p99 at half rate: median (worst) | CPU per message: median (worst) | each run: rate / p99 / CPU, load |`)
+console.log('|---|---|---|---|---|')
+for (const relay of relays) {
+  const rs = of(relay)
+  if (rs.length === 0) continue
+  const rates = rs.map(r => r.maxRate ?? 0)
+  const p99s = defined(rs.map(r => r.p99Ms))
+  const cpus = defined(rs.map(r => r.cpuUsPerMsg))
+  const runs = rs.map(r => `${n(r.maxRate ?? 0, '/s')}${r.failedAt === undefined && FIXED === undefined ? '+' : ''} / ${n(r.p99Ms, ' ms')}${r.failedAtHalf > 0 ? ` (${r.failedAtHalf} failed)` : ''} / ${n(r.cpuUsPerMsg, ' µs')}, ${r.load[0].toFixed(1)}–${r.load[1].toFixed(1)}`).join('; ')
+  console.log(`| ${LABEL[relay]} | ${FIXED === undefined ? `${n(median(rates), '/s')} (${n(Math.min(...rates), '/s')})` : `— (fixed ${FIXED}/s)`} | ${n(median(p99s), ' ms')} (${n(p99s.length === 0 ? undefined : Math.max(...p99s), ' ms')}) | ${n(median(cpus), ' µs')} (${n(cpus.length === 0 ? undefined : Math.max(...cpus), ' µs')}) | ${runs} |`)
+}
+console.log('\n"+": the ladder\'s top step was clean (the ceiling was not found). CPU: user + system time of the relay\'s processes less their idle CPU, per message relayed.')
+
+// ratios within each run (the machine is shared: ratios of one run are steadier than figures)
+const perRun: Array<Record<string, number | undefined>> = []
+if (relays.includes('kamailio')) {
+  console.log('\n| run | local / Kamailio rate | local / Kamailio CPU per message | the same at equal rates | cross / Kamailio rate | cross p99 at half rate | cross failed at half rate |')
+  console.log('|---|---|---|---|---|---|---|')
+  for (let run = 1; run <= RUNS; run++) {
+    const k = results.find(r => r.relay === 'kamailio' && r.run === run)
+    const l = results.find(r => r.relay === 'local' && r.run === run)
+    const c = results.find(r => r.relay === 'cross' && r.run === run)
+    if (k === undefined) continue
+    // CPU per message falls with the rate (fixed costs spread): compared at the rates both relays passed cleanly too
+    const same = defined((l?.steps ?? []).filter(x => x.clean && x.rate >= 2000).map(x => {
+      const y = k.steps.find(z => z.rate === x.rate && z.clean)
+      return y === undefined ? undefined : ratio(x.cpuUsPerMsg, y.cpuUsPerMsg)
+    }))
+    const row = {
+      run,
+      localRate: ratio(l?.maxRate, k.maxRate),
+      localCpu: ratio(l?.cpuUsPerMsg, k.cpuUsPerMsg),
+      localCpuSameRates: median(same),
+      crossRate: ratio(c?.maxRate, k.maxRate),
+      crossP99: c?.p99Ms,
+      crossFailedAtHalf: c?.failedAtHalf
+    }
+    perRun.push(row)
+    console.log(`| ${run} | ${n(row.localRate, 'x')} (target ≥ 1) | ${n(row.localCpu, 'x')} (target ≤ 1.2) | ${n(row.localCpuSameRates, 'x')} | ${n(row.crossRate, 'x')} (target ≥ 0.8) | ${n(row.crossP99, ' ms')} (target < 10) | ${n(row.crossFailedAtHalf)} |`)
+  }
+}
+console.log(JSON.stringify({ bench: 'relay', date, nodes: REAL ? 'real' : 'memory', runs: RUNS, stepS: STEP_S, kamailioWorkers: withKamailio ? KAMAILIO_WORKERS : undefined, perRun, results }))

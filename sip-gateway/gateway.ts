@@ -287,7 +287,8 @@ export class Gateway {
     this.#transports = transports
     const { udp, tcp, tls: tlsAddress, wss } = this.addresses
     const host = config.advertise ?? config.sip.host
-    const connector: Connector = { connect: async (target) => await transports.connect(target) }
+    // UDP flows without a promise (the relay's hot path); TCP may dial
+    const connector: Connector = { connect: (target) => target.transport.toUpperCase() === 'UDP' ? transports.connectUdp(target) : transports.connect(target) }
     this.#peers = config.peers === undefined || config.peers.length === 0 ? undefined : new PeerNetworks(this.#log.child({ sub: 'peering' }), config.peers)
     const tlsAliases = tlsAddress === undefined ? [] : [`${tlsAddress.host}:${tlsAddress.port}`, `${host}:${tlsAddress.port}`, `localhost:${tlsAddress.port}`]
     this.#core = new ProxyCore({

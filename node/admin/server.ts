@@ -1,5 +1,8 @@
 /**
- * The admin HTTP API (read-only, JSON):
+ * The admin HTTP API (JSON). Every request first passes the guard of auth.ts (one place, before
+ * routing, so every route gets it): the `Host` header must name this API (else 421 bad_host), and
+ * anything but a read from loopback needs `Authorization: Bearer <token>` (else 401 unauthorized,
+ * with `WWW-Authenticate: Bearer`).
  *
  *   GET /status       { peerId, multiaddrs, sip, domains, peers, registrations, bootstrap, joinErrors }
  *                     peers: peer ids (strings) of the mesh nodes this node is connected to
@@ -18,23 +21,27 @@
  *                     presentity: { default?, watchers: { <aor>: decision }, domains: { <domain>:
  *                     decision }, version } with decision one of allow, block, polite-block
  *   PUT /presence/<aor>/rules   replace them (same JSON; a new version; persisted; applied to live
- *                     subscriptions; sent to the presentity's owner node: see sip-gateway/presence/agent.ts)
+ *                     subscriptions; sent to the presentity's owner node: see sip-gateway/presence/agent.ts);
+ *                     a presentity of a domain the mesh does not serve is refused (403 foreign_domain),
+ *                     and so is a document beyond the node's total of stored rules (403 rules_limit)
  *   PUT|GET|DELETE /lists/<list URI>   resource lists (routes/lists.ts; errors add list_not_found,
  *                     nested_list, too_many_lists, registered_user)
  *
  * Errors are `{ error: { code, message } }` with stable codes: not_found (unknown path, 404),
  * method_not_allowed (405, with Allow), bad_aor (400), aor_not_found (404: nobody holds a live
  * claim), resolve_timeout (504), registry_unavailable (503), bad_rules (400), bad_json (400),
- * too_large (413), presence_unavailable (404: no presence agent), internal (500).
+ * too_large (413), presence_unavailable (404: no presence agent), bad_host (421), unauthorized
+ * (401), foreign_domain (403), rules_limit (403), internal (500).
  *
- * It listens on loopback by default; anything else is logged as a loud warning because the API
- * has no authentication.
+ * It listens on loopback by default; anything else is logged as a warning: reads from other hosts
+ * need the token then, but the API is plain HTTP, so the token crosses the network in clear.
  */
 import { createServer } from 'node:http'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger, Route } from '../../sip-gateway/ports.ts'
 import type { NodeMetrics } from '../metrics.ts'
+import { AdminGuard } from './auth.ts'
 import { listingRoute, type ListingsBackend } from './routes/listings.ts'
 import { pageRoute, type PagesBackend } from './routes/static.ts'
 import { readJson, type RouteContext } from './routes/context.ts'
@@ -78,6 +85,10 @@ export interface AdminServerInit {
   port: number
   /** how long GET /aor may take, ms @default 10000 */
   resolveTimeout?: number
+  /** the bearer token of mutating requests (auth.ts); absent: they are all refused */
+  token?: string
+  /** the SIP domains the mesh serves: rules of presentities elsewhere are refused; absent: any */
+  domains?: readonly string[]
 }
 
 export const ErrorCode = {
@@ -91,6 +102,10 @@ export const ErrorCode = {
   badJson: 'bad_json',
   tooLarge: 'too_large',
   presenceUnavailable: 'presence_unavailable',
+  badHost: 'bad_host',
+  unauthorized: 'unauthorized',
+  foreignDomain: 'foreign_domain',
+  rulesLimit: 'rules_limit',
   internal: 'internal'
 } as const
 
@@ -117,12 +132,14 @@ export class AdminServer {
   private readonly init: AdminServerInit
   private server?: Server
   private shutdown?: AbortController
+  private readonly guard: AdminGuard
 
   constructor (components: { backend: AdminBackend, logger: Logger, metrics?: NodeMetrics }, init: AdminServerInit) {
     this.backend = components.backend
     this.log = components.logger.child({ component: 'admin' })
     this.metrics = components.metrics
     this.init = init
+    this.guard = new AdminGuard({ host: init.host, token: init.token })
   }
 
   /** `host:port` actually bound (the port is known after start when 0 was asked for). */
@@ -148,8 +165,9 @@ export class AdminServer {
     })
     server.on('error', (err) => { this.log.error('admin server error', { error: err.message }) })
     this.server = server
+    this.guard.listening((server.address() as AddressInfo).port)
     if (!isLoopback(this.init.host)) {
-      this.log.warn('ADMIN API IS NOT ON LOOPBACK: it has no authentication and anyone who can reach this address can read node status and claims; bind it to 127.0.0.1 unless a firewall protects it', { admin: this.address })
+      this.log.warn('ADMIN API IS NOT ON LOOPBACK: every request from another host needs the bearer token, which plain HTTP sends in clear; bind it to 127.0.0.1 (or put TLS in front) unless the network is trusted', { admin: this.address })
     }
     this.log.info('admin API listening', { admin: this.address })
   }
@@ -192,6 +210,11 @@ export class AdminServer {
   }
 
   private async route (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const refusal = this.guard.check(req)
+    if (refusal !== undefined) {
+      this.error(res, 'guard', refusal.status, refusal.code, refusal.message, refusal.headers)
+      return
+    }
     const raw = req.url ?? '/'
     if (raw.length > MAX_URL) {
       this.error(res, 'unknown', 404, ErrorCode.notFound, 'no such resource')
@@ -300,13 +323,29 @@ export class AdminServer {
     }
     try {
       if (req.method !== 'PUT') { this.send(res, route, 200, api.get(aor)); return }
+      const foreign = this.foreignDomain(aor)
+      if (foreign !== undefined) { this.error(res, route, 403, ErrorCode.foreignDomain, foreign); return }
       const body = await readJson(ctx, route, 256 * 1024)
       if (body.ok) this.send(res, route, 200, await api.set(aor, body.value))
     } catch (err) {
       const e = err as { status?: number, message?: string, code?: string }
       if (e.status === 400 && e.code === 'bad-aor') { this.error(res, route, 400, ErrorCode.badAor, String(e.message).slice(0, 200)); return }
+      if (e.code === 'rules-limit') { this.error(res, route, 403, ErrorCode.rulesLimit, String(e.message).slice(0, 200)); return }
       if (e.status === 400) { this.error(res, route, 400, ErrorCode.badRules, String(e.message).slice(0, 200)); return }
       throw err
     }
+  }
+
+  /** why a presentity's rules may not be set here (its domain is not the mesh's), or undefined */
+  private foreignDomain (aor: string): string | undefined {
+    const domains = this.init.domains
+    if (domains === undefined) return undefined
+    // the domain as any lenient parser would read it (a trailing dot, a port, parameters): a
+    // string that has none is left to the rules module, which answers bad_aor
+    const at = aor.lastIndexOf('@')
+    if (at < 0) return undefined
+    const host = aor.slice(at + 1).trim().replace(/[;?>].*$/su, '').replace(/:\d*$/u, '').replace(/\.$/u, '').toLowerCase()
+    if (domains.includes(host)) return undefined
+    return `${host.slice(0, 100)} is not a domain this mesh serves (${domains.join(', ')}); its users' rules belong to their own servers`
   }
 }

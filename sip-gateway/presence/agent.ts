@@ -129,8 +129,10 @@ export interface PresenceAgentInit {
    * Per-source limit of SUBSCRIBE and PUBLISH requests from user agents: a token bucket per
    * source host (IP address; every port, UDP and TCP/WebSocket connection of one host shares it,
    * as the transport layer's limit does), `burst` requests at once, refilled at `perSecond`.
-   * Above it: 503 with Retry-After. User agents behind one NAT address share the bucket.
-   * @default { burst: 200, perSecond: 50 }
+   * Above it: 503 with Retry-After. User agents behind one NAT address share the bucket, and so
+   * do all the users behind an edge proxy or a peer network's border node: hence off by default
+   * (`--presence-rate-limit`), like the transport layer's `--rate-limit`.
+   * @default undefined (no limit)
    */
   rateLimit?: { burst: number, perSecond: number }
   /** how long a watcher's SUBSCRIBE waits for the owner's decision before `pending`, ms. @default 1500 */

@@ -47,7 +47,7 @@ export class AuthorizationRuleError extends Error {
   static override name = 'AuthorizationRuleError'
   override name = 'AuthorizationRuleError'
   readonly status = 400
-  readonly code: 'bad-aor' | 'bad-domain' | 'bad-decision' | 'bad-rules' | 'too-many-rules'
+  readonly code: 'bad-aor' | 'bad-domain' | 'bad-decision' | 'bad-rules' | 'too-many-rules' | 'rules-limit'
   constructor (code: AuthorizationRuleError['code'], message: string) {
     super(message)
     this.code = code
@@ -92,12 +92,22 @@ export interface PresenceAuthorizationInit {
    * @default 1000
    */
   maxRulesPerPresentity?: number
+  /**
+   * Most watcher plus domain rules of all presentities together: a local change beyond it is
+   * refused (code `rules-limit`); documents other nodes send are kept whatever the total (a
+   * presentity's rules must follow it)
+   * @default MAX_TOTAL_RULES
+   */
+  maxTotalRules?: number
   logger?: Logger
   /** the clock versions are made from (tests). @default Date.now */
   now?: () => number
 }
 
 export const STORE_PREFIX = 'presence-auth/'
+
+/** the default cap on the rules a node stores for all presentities (about 100 B each in memory) */
+export const MAX_TOTAL_RULES = 100_000
 
 const MAX_AOR_LENGTH = 256
 const LABEL_RE = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/u
@@ -280,6 +290,9 @@ export class PresenceAuthorization {
   private readonly nodeDefault: Decision
   private readonly store?: DurableStore
   private readonly maxRules: number
+  private readonly maxTotal: number
+  /** watcher plus domain rules of every document held */
+  private total = 0
   private readonly logger?: Logger
   private readonly now: () => number
   private readonly docs = new Map<Aor, RulesDocument>()
@@ -291,6 +304,7 @@ export class PresenceAuthorization {
     this.nodeDefault = checkDecision(init.nodeDefault ?? 'allow')
     this.store = init.store
     this.maxRules = init.maxRulesPerPresentity ?? 1000
+    this.maxTotal = init.maxTotalRules ?? MAX_TOTAL_RULES
     this.logger = init.logger
     this.now = init.now ?? Date.now
   }
@@ -304,6 +318,7 @@ export class PresenceAuthorization {
       try {
         const presentity = normalizeAor(key.slice(STORE_PREFIX.length))
         const doc = parseDocument(JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(value)), this.maxRules)
+        this.total += ruleCount(doc.rules) - ruleCount(this.docs.get(presentity)?.rules)
         this.docs.set(presentity, doc)
         if (doc.version > this.clock) this.clock = doc.version
         loaded++
@@ -425,6 +440,13 @@ export class PresenceAuthorization {
     return this.clock
   }
 
+  /** the one place documents are put or removed, keeping the total count */
+  private setDoc (key: Aor, doc: RulesDocument | undefined): void {
+    this.total += ruleCount(doc?.rules) - ruleCount(this.docs.get(key)?.rules)
+    if (doc === undefined) this.docs.delete(key)
+    else this.docs.set(key, doc)
+  }
+
   /** Apply a local change (validation errors throw before anything changes) with a new version. */
   private async update (presentity: Aor, change: (rules: PresentityRules) => void, options?: AbortOptions): Promise<RulesDocument> {
     options?.signal?.throwIfAborted()
@@ -432,6 +454,10 @@ export class PresenceAuthorization {
     const current = this.docs.get(key)
     const rules = current === undefined ? { watchers: {}, domains: {} } : cloneRules(current.rules)
     change(rules)
+    const total = this.total - ruleCount(current?.rules) + ruleCount(rules)
+    if (total > this.maxTotal && ruleCount(rules) > ruleCount(current?.rules)) {
+      throw new AuthorizationRuleError('rules-limit', `this node stores at most ${this.maxTotal} rules for all presentities together (it holds ${this.total}); remove some first`)
+    }
     const next = { rules, version: this.tick() }
     await this.commit(key, current, next)
     return { rules: cloneRules(rules), version: next.version }
@@ -444,7 +470,7 @@ export class PresenceAuthorization {
    * as the store has them).
    */
   private async commit (key: Aor, current: RulesDocument | undefined, next: RulesDocument): Promise<void> {
-    this.docs.set(key, next)
+    this.setDoc(key, next)
     const store = this.store
     if (store === undefined) return
     const previous = this.writes.get(key) ?? Promise.resolve()
@@ -455,16 +481,17 @@ export class PresenceAuthorization {
     try {
       await write
     } catch (err) {
-      if (this.docs.get(key) === next) {
-        if (current === undefined) this.docs.delete(key)
-        else this.docs.set(key, current)
-      }
+      if (this.docs.get(key) === next) this.setDoc(key, current)
       this.logger?.error('could not persist presence authorization rules', { presentity: key, err: String(err) })
       throw err
     } finally {
       if (this.writes.get(key) === write) this.writes.delete(key)
     }
   }
+}
+
+function ruleCount (rules: PresentityRules | undefined): number {
+  return rules === undefined ? 0 : Object.keys(rules.watchers).length + Object.keys(rules.domains).length
 }
 
 function isEmpty (rules: PresentityRules): boolean {

@@ -32,7 +32,7 @@ export interface AgentLimitsInit {
   maxExpires?: number
   /** granted when the SUBSCRIBE has no Expires, s. @default 3600 */
   defaultExpires?: number
-  /** @default { burst: 200, perSecond: 50 } (see PresenceAgentInit) */
+  /** absent: no limit (see PresenceAgentInit) */
   rateLimit?: { burst: number, perSecond: number }
 }
 
@@ -40,7 +40,7 @@ export class AgentLimits {
   readonly min: number
   readonly #max: number
   readonly #default: number
-  readonly #rate: SourceRateLimiter
+  readonly #rate: SourceRateLimiter | undefined
   rateLimited = 0
 
   constructor (init: AgentLimitsInit) {
@@ -48,7 +48,7 @@ export class AgentLimits {
     this.#max = init.maxExpires ?? 3600
     this.#default = Math.min(init.defaultExpires ?? 3600, this.#max)
     // the transport layer's per-source token bucket, applied here to SUBSCRIBE and PUBLISH only
-    this.#rate = new SourceRateLimiter({ maxSources: 10_000, ...(init.rateLimit ?? { burst: 200, perSecond: 50 }) })
+    this.#rate = init.rateLimit === undefined ? undefined : new SourceRateLimiter({ maxSources: 10_000, ...init.rateLimit })
   }
 
   /** the expiry granted to a SUBSCRIBE, s; throws TooBriefError (423) or 400 */
@@ -66,7 +66,7 @@ export class AgentLimits {
    * connection. An IPv4-mapped IPv6 address counts as its IPv4 address. Mesh peers are not limited.
    */
   take (flow: Flow): void {
-    if (flow.transport === MESH_TRANSPORT) return
+    if (this.#rate === undefined || flow.transport === MESH_TRANSPORT) return
     if (this.#rate.take(sourceHost(flow.remote.host))) return
     this.rateLimited++
     throw new RateLimitedError()

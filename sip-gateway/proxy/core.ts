@@ -68,6 +68,7 @@ import { ResponseContext, bestResponse, type Branch } from './response-context.t
 import { MESH_TRANSPORT, type Connector, type Flow } from './flow.ts'
 import { DialogContacts } from './dialog-contacts.ts'
 import { KeyedLock } from '../offline/keyed-lock.ts'
+import { LogSampler } from '../transport/limits.ts'
 import { headerDomain, type PeerNetworks } from './peering.ts'
 
 /** Methods this node knows (anything else: 501). */
@@ -216,6 +217,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #registry: Registry
   readonly #registrar: Registrar<Flow>
   readonly #log: Logger
+  /** `forwarded request failed` lines: at most 20 a second, so that a dead node cannot flood the log */
+  readonly #failures = new LogSampler(20)
   readonly #mesh: (node: string) => Flow
   readonly #connector: Connector
   readonly #domains: Set<string>
@@ -948,6 +951,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     b.tx = this.#tl.sendRequest(copy, target.flow, {
       receiveResponse: (response: SipResponse) => { this.#onBranchResponse(ctx, b, response, inbound, target) },
       onRequestTimeout: () => {
+        if (target.flow.node !== undefined) this.#forwardFailed(request, target, 408, 'no answer from the node (timer F/B)')
         // synthesized from the request as received: it goes upstream without our Via
         const timeout = createResponse(request, 408, undefined, undefined, { toTag: true })
         // issue 5: a MESSAGE that timed out at a device is kept (202) instead of lost, but only
@@ -963,7 +967,11 @@ export class ProxyCore implements TransactionCore<Flow> {
       onTransportError: (err: unknown) => {
         this.#log.debug('branch transport error', { target: target.uri, node: target.flow.node, err: String(err) })
         // a mesh node we cannot reach may have died: its AoRs may live elsewhere now (P5)
-        if (target.flow.node !== undefined && this.#retryElsewhere(ctx, b, inbound, target)) return
+        if (target.flow.node !== undefined) {
+          const retry = this.#retryElsewhere(ctx, b, inbound, target)
+          this.#forwardFailed(request, target, 503, `cannot reach the node: ${String(err).slice(0, 120)}`, retry)
+          if (retry) return
+        }
         ctx.receive(b, createResponse(copy, 503, undefined, undefined, { toTag: true }))
         this.#settle(ctx)
       }
@@ -976,6 +984,9 @@ export class ProxyCore implements TransactionCore<Flow> {
     const copy = cloneMessage(response) as SipResponse
     copy.headers.shift('Via')
     if (copy.headers.get('Via') === undefined) return
+    if (target.flow.node !== undefined && (response.status >= 500 || response.status === 408)) {
+      this.#forwardFailed(ctx.request, target, response.status, `the node answered ${response.status} ${response.reason.slice(0, 60)}`)
+    }
     if (response.status >= 200 && response.headers.has(NOT_OWNER_HEADER)) {
       copy.headers.delete(NOT_OWNER_HEADER)
       if (this.#retryElsewhere(ctx, b, inbound, target)) return
@@ -993,6 +1004,21 @@ export class ProxyCore implements TransactionCore<Flow> {
    */
   #settle (ctx: ResponseContext): void {
     if (ctx.request.method !== 'INVITE' && ctx.done && this.#contexts.get(ctx.server) === ctx) this.#contexts.delete(ctx.server)
+  }
+
+  /** one info line for a request sent over the mesh that failed there (sampled, see #failures) */
+  #forwardFailed (request: SipRequest, target: Target, status: number, why: string, retrying = false): void {
+    const { log, suppressed } = this.#failures.allow()
+    if (!log) return
+    this.#log.info('forwarded request failed', {
+      method: request.method,
+      aor: target.aor,
+      node: target.flow.node,
+      status,
+      why,
+      ...(retrying ? { retrying: 'resolving the AoR again' } : {}),
+      ...(suppressed > 0 ? { suppressed } : {})
+    })
   }
 
   /**

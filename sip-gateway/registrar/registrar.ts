@@ -21,6 +21,7 @@ import type { Binding, StoredBinding } from './bindings.ts'
 import { ExpiryWheel } from './expiry-wheel.ts'
 import { StoredRegistrations, type ReclaimProgress } from './restart.ts'
 import { OverloadGuard, type OverloadInit, type ShedReason } from './overload.ts'
+import { RegistrationLog } from './change-log.ts'
 
 export type { Binding } from './bindings.ts'
 export type { OverloadInit, ShedReason } from './overload.ts'
@@ -101,6 +102,7 @@ export class Registrar<Flow = unknown> {
   readonly #registry: Registry
   readonly #store: DurableStore
   readonly #log: Logger
+  readonly #changes: RegistrationLog
   readonly #domains: Set<string>
   readonly #min: number
   readonly #max: number
@@ -130,6 +132,7 @@ export class Registrar<Flow = unknown> {
     this.#registry = components.registry
     this.#store = components.store
     this.#log = components.logger
+    this.#changes = new RegistrationLog(this.#log)
     this.#domains = new Set([...init.domains].map(d => d.toLowerCase()))
     this.#min = init.minExpires ?? 60
     this.#max = init.maxExpires ?? 3600
@@ -469,7 +472,7 @@ export class Registrar<Flow = unknown> {
       }
       if (!result.won) {
         // a concurrent newer claim of another node won: that registration is the latest, ours is not bound
-        this.#log.info('claim lost to a newer registration', { aor, owner: result.route.node })
+        this.#changes.lost(aor, result.route)
         this.#dropLocal(aor)
         return this.#redirect(aor, result.route)
       }
@@ -484,12 +487,15 @@ export class Registrar<Flow = unknown> {
         this.#emit(aor)
         return this.#unavailable('Storage Unavailable')
       }
-      this.#log.debug('registered', { aor, contacts: bindings.length })
+      if (current.size === 0) this.#changes.added(aor, bindings.length, result, this.#registry.nodeId)
     } else {
       const had = this.#regs.has(aor) || restoring
       this.#install(aor, [])
       await this.#persist(aor, bindings)
-      if (had) await this.#release(aor)
+      if (had) {
+        await this.#release(aor)
+        this.#changes.removed(aor, 'unregistered')
+      }
     }
     this.#emit(aor)
     return this.#ok(aor, bindings, now)
@@ -539,8 +545,8 @@ export class Registrar<Flow = unknown> {
       this.#install(aor, live)
       await this.#persist(aor, live)
       if (live.length === 0) {
-        this.#log.debug('last binding expired', { aor })
         await this.#release(aor)
+        this.#changes.removed(aor, 'expired')
       }
       this.#emit(aor)
     })
@@ -586,7 +592,7 @@ export class Registrar<Flow = unknown> {
     // remember the displaced devices for at least the longest expiry we grant
     d.until = Math.max(d.until, this.#now() + this.#max * 1000)
     this.#displaced.set(aor, d)
-    this.#log.info('displaced by a newer registration', { aor, owner: by.node })
+    this.#changes.movedAway(aor, by)
     this.#emit(aor)
   }
 

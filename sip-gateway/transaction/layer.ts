@@ -16,6 +16,7 @@ import { InviteClientTransaction } from './invite-client-transaction.ts'
 import { NonInviteServerTransaction } from './non-invite-server-transaction.ts'
 import { InviteServerTransaction } from './invite-server-transaction.ts'
 import type { ClientTransactionUser, Transaction } from './transaction.ts'
+import { LingerTable } from './linger-table.ts'
 
 export { TransactionState } from './transaction.ts'
 export type { ClientTransactionUser, ServerTransactionUser } from './transaction.ts'
@@ -90,7 +91,7 @@ export function ackFor (invite: SipRequest, response: SipResponse): SipRequest {
   return new SipRequest('ACK', invite.uri, h)
 }
 
-/** A completed non-INVITE server transaction's final response, kept for timer J (see #linger). */
+/** A completed non-INVITE server transaction's final response, kept for timer J (see LingerTable). */
 interface Lingering {
   /**
    * The response's bytes as a one-byte (latin1) string: it lives in V8's heap, which gives its
@@ -99,7 +100,6 @@ interface Lingering {
    */
   readonly bytes: string
   readonly flow: TxFlow<never>
-  readonly until: number
 }
 
 export class TransactionLayer<F extends MessageFlow = MessageFlow> {
@@ -108,35 +108,37 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
   readonly #servers = new Map<string, ServerTransaction>()
   /**
    * Non-INVITE server transactions over UDP that sent their final response: for timer J (64*T1,
-   * 32 s) a retransmitted request gets the same bytes again (RFC 3261 17.2.2), and that is all a
-   * completed transaction does, so only the key, the bytes and the flow are kept, not the
-   * transaction (its timer, closures, response object). Every entry lingers equally long, so the
-   * map's insertion order is expiry order: one timer drops them from the front.
+   * 32 s) a retransmitted request gets the same bytes again (RFC 3261 17.2.2); only the key, the
+   * bytes and the flow are kept, not the transaction.
    */
-  readonly #lingering = new Map<string, Lingering>()
-  #lingerTimer: ReturnType<typeof setInterval> | undefined
-  readonly #lingerHandoff = (key: string, bytes: Uint8Array, flow: TxFlow<never>, ms: number): void => {
-    this.#lingering.set(key, { bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1'), flow, until: performance.now() + ms })
-    if (this.#lingerTimer === undefined) {
-      const every = Math.max(10, Math.min(250, ms / 8))
-      this.#lingerTimer = setInterval(() => { this.#dropLingering() }, every)
-      this.#lingerTimer.unref?.()
-    }
+  readonly #lingering: LingerTable<Lingering>
+  readonly #lingerHandoff = (key: string, bytes: Uint8Array, flow: TxFlow<never>): void => {
+    this.#lingering.set(key, { bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1'), flow })
   }
+
+  /**
+   * Non-INVITE client transactions over UDP that received their final response: for timer K (T4,
+   * 5 s) a retransmitted final response is absorbed (RFC 3261 17.1.2.2); only the key is kept.
+   */
+  readonly #lingeringClients: LingerTable<true>
+  readonly #clientLingerHandoff = (key: string): void => { this.#lingeringClients.set(key, true) }
   readonly #clients = new Map<string, ClientTransaction>()
   readonly #maxServers: number
   /** counters for metrics */
-  readonly stats = { serverCreated: 0, clientCreated: 0, retransmissionsAbsorbed: 0, strayResponses: 0, overload: 0 }
+  readonly stats = { serverCreated: 0, clientCreated: 0, retransmissionsAbsorbed: 0, responsesAbsorbed: 0, strayResponses: 0, overload: 0 }
 
   constructor (core: TransactionCore<F>, init: TransactionLayerInit = {}) {
     this.#core = core
     this.timers = timerSettings(init.timers)
     this.#maxServers = init.maxServerTransactions ?? 300_000
+    this.#lingering = new LingerTable(64 * this.timers.t1)
+    this.#lingeringClients = new LingerTable(this.timers.t4)
   }
 
   /** live server transactions, those lingering for timer J included */
   get serverCount (): number { return this.#servers.size + this.#lingering.size }
-  get clientCount (): number { return this.#clients.size }
+  /** live client transactions, those lingering for timer K included */
+  get clientCount (): number { return this.#clients.size + this.#lingeringClients.size }
 
   /** An incoming request: match a server transaction or create one (17.2.3). */
   receiveRequest (request: SipRequest, flow: F): void {
@@ -180,6 +182,8 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     const key = clientKey(response)
     const tx = key === undefined ? undefined : this.#clients.get(key)
     if (tx === undefined) {
+      // a retransmitted final response of a completed client transaction (timer K)
+      if (key !== undefined && this.#lingeringClients.has(key)) { this.stats.responsesAbsorbed++; return }
       this.stats.strayResponses++
       this.#core.onStrayResponse(response, flow)
       return
@@ -197,7 +201,7 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     if (this.#clients.has(key)) throw new Error(`client transaction ${key} exists`)
     const tx: ClientTransaction = request.method === 'INVITE'
       ? new InviteClientTransaction<SipRequest, SipResponse>(key, request, flow, user, this.timers, (res) => ackFor(request, res))
-      : new NonInviteClientTransaction<SipRequest, SipResponse>(key, request, flow, user, this.timers)
+      : new NonInviteClientTransaction<SipRequest, SipResponse>(key, request, flow, user, this.timers, this.#clientLingerHandoff)
     this.#track(this.#clients, tx)
     this.stats.clientCreated++
     tx.start()
@@ -209,19 +213,8 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     for (const tx of [...this.#servers.values(), ...this.#clients.values()]) tx.terminate()
     this.#servers.clear()
     this.#lingering.clear()
-    clearInterval(this.#lingerTimer)
-    this.#lingerTimer = undefined
+    this.#lingeringClients.clear()
     this.#clients.clear()
-  }
-
-  #dropLingering (): void {
-    const now = performance.now()
-    for (const [key, l] of this.#lingering) {
-      if (l.until > now) return
-      this.#lingering.delete(key)
-    }
-    clearInterval(this.#lingerTimer)
-    this.#lingerTimer = undefined
   }
 
   #track<T extends Transaction<unknown>> (map: Map<string, T>, tx: T): void {

@@ -24,12 +24,20 @@ export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res e
   readonly #timerF = new Timer()
   readonly #timerK = new Timer()
   #interval: number
+  readonly #linger: ((key: string) => void) | undefined
 
-  constructor (key: string, request: Req, flow: TxFlow<Req>, user: ClientTransactionUser<Res>, timers: TimerSettings) {
+  /**
+   * `linger`: where the key of a transaction completed over an unreliable flow is handed for timer
+   * K (the transaction layer's table, which absorbs retransmitted final responses); the
+   * transaction then ends at once instead of staying alive T4. Absent: it lingers itself, as RFC
+   * 3261 17.1.2.2 draws it.
+   */
+  constructor (key: string, request: Req, flow: TxFlow<Req>, user: ClientTransactionUser<Res>, timers: TimerSettings, linger?: (key: string) => void) {
     super(key, flow, timers, S.Trying, transitions)
     this.#request = request
     this.#user = user
     this.#interval = timers.t1
+    this.#linger = linger
   }
 
   /** the request, until the final response: "completed" only absorbs response retransmissions */
@@ -71,7 +79,10 @@ export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res e
         this.#user.receiveResponse(response)
         this.#release()
         if (this.reliable) this.transition(S.Terminated)
-        else this.#timerK.set(this.timers.t4, () => this.transition(S.Terminated))
+        else if (this.#linger !== undefined && this.is(S.Completed)) {
+          this.#linger(this.key)
+          this.transition(S.Terminated)
+        } else this.#timerK.set(this.timers.t4, () => this.transition(S.Terminated))
         return
       default:
         // Completed: retransmissions of the final response are absorbed (17.1.2.2)

@@ -3,7 +3,7 @@
  * upward with their source, messages sent back over the connection they came on or to an
  * address, malformed input answered (or dropped), limits and timeouts enforced per connection.
  */
-import type { Socket } from 'node:net'
+import { isIP, type Socket } from 'node:net'
 import type { Server as TlsServer, TLSSocket } from 'node:tls'
 import type { RemoteInfo } from 'node:dgram'
 import type { Server as HttpServer } from 'node:http'
@@ -195,9 +195,19 @@ class UdpFlow implements TransportFlow {
   get transport (): 'UDP' { return 'UDP' }
   get reliable (): boolean { return false }
   get open (): boolean { return true }
-  async send (message: SipMessage): Promise<void> { await this.#layer.send(message, { transport: 'udp', host: this.remote.host, port: this.remote.port }) }
+  /**
+   * synchronous to an IP address (no promise per datagram); a name is resolved first; what cannot
+   * be sent rejects (never throws), as every flow's send
+   */
+  send (message: SipMessage): void | Promise<void> { return this.sendBytes(serializeMessage(message)) }
   serialize (message: SipMessage): Uint8Array { return serializeMessage(message) }
-  async sendBytes (data: Uint8Array): Promise<void> { await this.#layer.send(data, { transport: 'udp', host: this.remote.host, port: this.remote.port }) }
+  sendBytes (data: Uint8Array): void | Promise<void> {
+    try {
+      return this.#layer.sendUdp(data, this.remote)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
 }
 
 export class TransportLayer implements StreamHost {
@@ -218,7 +228,7 @@ export class TransportLayer implements StreamHost {
   private readonly dialing = new Map<string, Promise<StreamConnection>>()
   private readonly c: TransportCounters = {
     messagesIn: zero(), messagesOut: zero(), parseErrors: zero(), slowPeers: 0, idleClosed: 0, oversize: 0, rateLimited: 0, connections: 0,
-    connectionsRefused: { host: 0, total: 0 }, silentClosed: 0, tlsHandshakeFailures: 0, tlsRefused: 0
+    connectionsRefused: { host: 0, total: 0 }, silentClosed: 0, tlsHandshakeFailures: 0, tlsRefused: 0, sendErrors: 0
   }
 
   private readonly limiter: SourceRateLimiter | undefined
@@ -350,7 +360,10 @@ export class TransportLayer implements StreamHost {
   private async listenUdp (address: ListenAddress): Promise<void> {
     this.udp = await bindUdp(address, (data, rinfo) => this.onDatagram(data, rinfo), (err) => {
       this.log.warn('udp socket error', { error: err.message })
-    }, this.init.udpBufferSize ?? 4 << 20)
+    }, this.init.udpBufferSize ?? 4 << 20, (err) => {
+      this.c.sendErrors++
+      this.sampledInfo('udp send failed', { error: err.message })
+    })
     this.bound.udp = this.udp.address
   }
 
@@ -436,7 +449,8 @@ export class TransportLayer implements StreamHost {
       connectionsRefused: { ...this.c.connectionsRefused },
       silentClosed: this.c.silentClosed,
       tlsHandshakeFailures: this.c.tlsHandshakeFailures,
-      tlsRefused: this.c.tlsRefused
+      tlsRefused: this.c.tlsRefused,
+      sendErrors: this.c.sendErrors
     }
   }
 
@@ -524,6 +538,13 @@ export class TransportLayer implements StreamHost {
     }
   }
 
+  /** `connect` for UDP, without a promise: a flow to host:port (throws TransportError without UDP) */
+  connectUdp (target: { host: string, port: number }): TransportFlow {
+    if (!this.running) throw new TransportError('transport layer stopped')
+    if (this.udp === undefined) throw new TransportError('no UDP transport')
+    return this.udpFlow({ host: unbracket(target.host), port: target.port })
+  }
+
   private udpFlow (remote: Address): TransportFlow {
     return new UdpFlow(this, remote)
   }
@@ -594,6 +615,19 @@ export class TransportLayer implements StreamHost {
       default:
         throw new TransportError(`unknown transport ${String(target.transport)}`)
     }
+  }
+
+  /**
+   * UDP to `remote`: at once when it is an IP address (the relay's hot path: no promise, no
+   * closure per datagram; a later send error is counted and logged, not returned), else through
+   * `send` (the name resolved first). Throws TransportError when it cannot be sent at all.
+   */
+  sendUdp (data: Uint8Array, remote: Address): void | Promise<void> {
+    const udp = this.udp
+    if (!this.running || udp === undefined) throw new TransportError(this.running ? 'no UDP transport' : 'transport layer stopped')
+    if (isIP(remote.host) === 0) return this.send(data, { transport: 'udp', host: remote.host, port: remote.port })
+    udp.sendNow(data, remote)
+    this.c.messagesOut.udp++
   }
 
   private async tcpConnection (target: Address, signal?: AbortSignal): Promise<StreamConnection> {

@@ -76,6 +76,8 @@ export interface TransportCounters {
   tlsHandshakeFailures: number
   /** TLS connections refused for their certificate (untrusted, expired, naming no configured peer) */
   tlsRefused: number
+  /** UDP datagrams to an IP address that the socket failed to send after `send` returned (see `sendUdp`) */
+  sendErrors: number
 }
 
 /**
@@ -94,9 +96,12 @@ export interface TransportFlow {
   readonly peerDomain?: string
   /** false once the connection of a TCP or WebSocket flow has closed (UDP flows stay open) */
   readonly open: boolean
-  /** rejects with TransportError when it cannot be sent (a closed connection is never re-dialled) */
-  send (message: SipMessage): Promise<void>
+  /**
+   * throws or rejects with TransportError when it cannot be sent (a closed connection is never
+   * re-dialled); UDP to an IP address returns at once (see TransportLayer.sendUdp)
+   */
+  send (message: SipMessage): void | Promise<void>
   /** UDP flows: serialize, and send serialized bytes (a lingering transaction keeps only those) */
   serialize? (message: SipMessage): Uint8Array
-  sendBytes? (data: Uint8Array): Promise<void>
+  sendBytes? (data: Uint8Array): void | Promise<void>
 }

@@ -1,6 +1,7 @@
 /** SIP over UDP (RFC 3261 18): one message per datagram. */
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram'
-import { isIPv6 } from 'node:net'
+import { lookup as dnsLookup, type LookupAddress } from 'node:dns'
+import { isIP, isIPv6 } from 'node:net'
 import { TransportError } from '../errors.ts'
 import type { Address } from './types.ts'
 
@@ -10,13 +11,35 @@ export const MAX_UDP_PAYLOAD = 65_507
 export interface UdpEndpoint {
   socket: Socket
   address: Address
+  /** resolves once sent; rejects with TransportError (a name that does not resolve, a send error) */
   send (data: Uint8Array, target: Address): Promise<void>
+  /**
+   * Send to an IP address without waiting (the relay's hot path: no promise, no closure per
+   * datagram). Throws TransportError at once when the socket is closed, the datagram too large or
+   * the host not an IP address; a later send error goes to `onSendError`, not to the caller.
+   */
+  sendNow (data: Uint8Array, target: Address): void
   close (): Promise<void>
 }
 
-export async function bindUdp (address: Address, onDatagram: (data: Buffer, rinfo: RemoteInfo) => void, onError: (err: Error) => void, bufferSize?: number): Promise<UdpEndpoint> {
+/**
+ * dgram's address lookup, synchronous for IP addresses: with the default one (`dns.lookup`)
+ * every `send` to an IP address waits one `process.nextTick` for an answer it already has, with a
+ * closure and a tick object per datagram. Names still go to `dns.lookup`.
+ */
+function lookup (host: string, options: unknown, callback: (err: Error | null, address: string | LookupAddress[], family?: number) => void): void {
+  const family = isIP(host)
+  if (family !== 0) {
+    if (typeof options === 'object' && options !== null && (options as { all?: boolean }).all === true) callback(null, [{ address: host, family }])
+    else callback(null, host, family)
+    return
+  }
+  dnsLookup(host, options as number, callback as (err: Error | null, address: string, family: number) => void)
+}
+
+export async function bindUdp (address: Address, onDatagram: (data: Buffer, rinfo: RemoteInfo) => void, onError: (err: Error) => void, bufferSize?: number, onSendError?: (err: Error) => void): Promise<UdpEndpoint> {
   // large socket buffers absorb bursts under load (the kernel caps them at net.core.rmem_max)
-  const socket = createSocket({ type: isIPv6(address.host) ? 'udp6' : 'udp4', reuseAddr: false, recvBufferSize: bufferSize, sendBufferSize: bufferSize })
+  const socket = createSocket({ type: isIPv6(address.host) ? 'udp6' : 'udp4', reuseAddr: false, recvBufferSize: bufferSize, sendBufferSize: bufferSize, lookup: lookup as never })
   await new Promise<void>((resolve, reject) => {
     socket.once('error', reject)
     socket.bind({ address: address.host, port: address.port, exclusive: true }, () => {
@@ -28,6 +51,8 @@ export async function bindUdp (address: Address, onDatagram: (data: Buffer, rinf
   socket.on('error', onError)
   const bound = socket.address()
   let closed = false
+  // one callback for every sendNow (dgram reports a send error only to a callback)
+  const afterSendNow = (err: Error | null): void => { if (err != null) onSendError?.(err) }
   return {
     socket,
     address: { host: bound.address, port: bound.port },
@@ -40,6 +65,12 @@ export async function bindUdp (address: Address, onDatagram: (data: Buffer, rinf
           else resolve()
         })
       })
+    },
+    sendNow (data: Uint8Array, target: Address): void {
+      if (closed) throw new TransportError('udp socket closed')
+      if (data.length > MAX_UDP_PAYLOAD) throw new TransportError('message too large for UDP')
+      if (isIP(target.host) === 0) throw new TransportError(`not an IP address: ${target.host}`)
+      socket.send(data, target.port, target.host, afterSendNow)
     },
     async close (): Promise<void> {
       if (closed) return

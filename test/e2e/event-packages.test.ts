@@ -8,8 +8,9 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { request } from 'node:http'
 import { UserAgent, Subscriber } from 'sip.js'
-import { run, stop, httpRequest, type Proc } from './fixtures/processes.ts'
+import { adminToken, run, stop, type Proc } from './fixtures/processes.ts'
 import { registerOn } from './fixtures/register.ts'
 import { TestUa } from '../sip-gateway/gateway/fixtures/ua.ts'
 import { subscribe, waitNotify, type Dialog } from '../sip-gateway/presence/fixtures.ts'
@@ -30,6 +31,19 @@ async function startNode (n: Node, bootstrap?: string): Promise<void> {
   n.admin = started.admin
   n.peerId = started.peerId
   n.multiaddr = started.multiaddrs[0]
+}
+
+/** a PUT to a node's admin API with its token (issue 14: writes need it) */
+function httpPut (hostPort: string, path: string, body: string, token: string): Promise<number> {
+  const i = hostPort.lastIndexOf(':')
+  return new Promise((resolve, reject) => {
+    const req = request({ host: hostPort.slice(0, i), port: Number(hostPort.slice(i + 1)), path, method: 'PUT', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, timeout: 5000 }, (res) => {
+      res.resume()
+      res.on('end', () => { resolve(res.statusCode ?? 0) })
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
 }
 
 const within = async <T>(ms: number, p: Promise<T>, what: string): Promise<T> => await Promise.race([
@@ -124,7 +138,7 @@ describe('dialog and presence.winfo across a 3-node mesh of separate processes',
     const d = dialog as Dialog
     const statusOf = (body: Uint8Array, aor: string): string | undefined => parseWatcherInfo(body).lists.flatMap(l => l.watchers).find(w => w.uri === aor)?.status
     assert.ok(await waitNotify(bob, d.callId, r => statusOf(r.body, w1.aor) === 'active' && statusOf(r.body, w3.aor) === 'active', 15_000), 'both watchers active')
-    const { status } = await httpRequest(nodes[2].admin, 'PUT', `/presence/${encodeURIComponent(bob.aor)}/rules`, JSON.stringify({ watchers: { [w3.aor]: 'block' } }))
+    const status = await httpPut(nodes[2].admin, `/presence/${encodeURIComponent(bob.aor)}/rules`, JSON.stringify({ watchers: { [w3.aor]: 'block' } }), adminToken(nodes[2].dataDir))
     assert.equal(status, 200)
     assert.ok(await waitNotify(bob, d.callId, r => statusOf(r.body, w3.aor) === 'terminated', 15_000), 'walt shown terminated')
   })

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { run, stop, httpRequest as http, type Proc } from './fixtures/processes.ts'
+import { run, stop, httpRequest, adminToken, type Proc } from './fixtures/processes.ts'
 import { registerOn } from './fixtures/register.ts'
 import { TestUa } from '../sip-gateway/gateway/fixtures/ua.ts'
 import { subscribe, publish, pidf, waitNotify } from '../sip-gateway/presence/fixtures.ts'
@@ -29,6 +29,11 @@ async function startNode (n: Node, bootstrap?: string): Promise<void> {
   n.admin = started.admin
   n.peerId = started.peerId
   n.multiaddr = started.multiaddrs[0]
+}
+
+/** an admin API request with the node's token (issue 14: writes need it) */
+async function http (n: Node, method: string, path: string, body?: string): Promise<{ status: number, body: string }> {
+  return await httpRequest(n.admin, method, path, { body, token: adminToken(n.dataDir), ms: 10_000 })
 }
 
 const ACCEPT = 'multipart/related, application/rlmi+xml, application/pidf+xml'
@@ -80,21 +85,22 @@ describe('resource lists across a 3-node mesh of separate processes', () => {
     assert.equal(await registerOn(carol), 200)
     const list = 'sip:buddies@example.com'
     const path = `/lists/${encodeURIComponent(list)}`
-    const put = await http(nodes[0].admin, 'PUT', path, JSON.stringify({ members: [bob.aor, carol.aor, 'sip:ghost@example.com'] }))
+    const put = await http(nodes[0], 'PUT', path, JSON.stringify({ members: [bob.aor, carol.aor, 'sip:ghost@example.com'] }))
     assert.equal(put.status, 200, put.body)
     assert.equal((JSON.parse(put.body) as { home: string }).home, nodes[0].peerId)
 
-    // hostile input at the API
-    assert.equal((await http(nodes[0].admin, 'PUT', path, '{"members": [')).status, 400)
-    assert.equal((await http(nodes[0].admin, 'PUT', path, JSON.stringify({ members: Array.from({ length: 10_000 }, (_, i) => `sip:u${i}@example.com`) }))).status, 413)
-    assert.equal((await http(nodes[0].admin, 'PUT', `/lists/${encodeURIComponent('sip:x@other.org')}`, '{"members":[]}')).status, 400)
-    assert.equal((await http(nodes[0].admin, 'PUT', `/lists/${encodeURIComponent('sip:loop@example.com')}`, JSON.stringify({ members: [list] }))).status, 400)
-    assert.equal((await http(nodes[0].admin, 'POST', path, '{}')).status, 405)
-    assert.equal((await http(nodes[0].admin, 'GET', '/lists/%E0%A4%A')).status, 400)
-    assert.equal((await http(nodes[0].admin, 'GET', `/lists/${encodeURIComponent('sip:none@example.com')}`)).status, 404)
+    // hostile input at the API; a write without the token is refused
+    assert.equal((await httpRequest(nodes[0].admin, 'PUT', path, { body: '{"members":[]}' })).status, 401)
+    assert.equal((await http(nodes[0], 'PUT', path, '{"members": [')).status, 400)
+    assert.equal((await http(nodes[0], 'PUT', path, JSON.stringify({ members: Array.from({ length: 10_000 }, (_, i) => `sip:u${i}@example.com`) }))).status, 413)
+    assert.equal((await http(nodes[0], 'PUT', `/lists/${encodeURIComponent('sip:x@other.org')}`, '{"members":[]}')).status, 400)
+    assert.equal((await http(nodes[0], 'PUT', `/lists/${encodeURIComponent('sip:loop@example.com')}`, JSON.stringify({ members: [list] }))).status, 400)
+    assert.equal((await http(nodes[0], 'POST', path, '{}')).status, 405)
+    assert.equal((await http(nodes[0], 'GET', '/lists/%E0%A4%A')).status, 400)
+    assert.equal((await http(nodes[0], 'GET', `/lists/${encodeURIComponent('sip:none@example.com')}`)).status, 404)
 
     // GET through another node finds it at its home
-    const got = await http(nodes[2].admin, 'GET', path)
+    const got = await http(nodes[2], 'GET', path)
     assert.equal(got.status, 200, got.body)
     assert.deepEqual((JSON.parse(got.body) as { members: string[] }).members, [bob.aor, carol.aor, 'sip:ghost@example.com'])
 
@@ -139,7 +145,7 @@ describe('resource lists across a 3-node mesh of separate processes', () => {
     }
     assert.ok(after !== undefined, 'the list is served after its home restarted')
     assert.equal(rlmi(after).members.size, 3)
-    assert.equal((await http(nodes[0].admin, 'DELETE', path)).status, 200)
-    assert.equal((await http(nodes[0].admin, 'GET', path)).status, 404)
+    assert.equal((await http(nodes[0], 'DELETE', path)).status, 200)
+    assert.equal((await http(nodes[0], 'GET', path)).status, 404)
   })
 })

@@ -2,12 +2,12 @@
 // 127.0.0.1, checked through the admin API (and one SIP REGISTER to make a claim).
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, realpath, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
 import { createServer as createHttpServer } from 'node:http'
-import { run, stop, httpGet, waitFor, freePortBlock, sipUdpRequest, register, message, tcpPortFree, UdpUa, BIN, cleanEnv } from './fixtures/processes.ts'
+import { run, stop, httpGet, waitFor, freePortBlock, sipUdpRequest, register, message, tcpPortFree, UdpUa, BIN, cleanEnv, httpRequest, adminToken } from './fixtures/processes.ts'
 import type { Proc } from './fixtures/processes.ts'
 
 interface MeshProc {
@@ -194,12 +194,12 @@ describe('sipmesh cluster', () => {
     await proc.waitForLine(l => l.includes('5 nodes up'), 45_000)
     const header = proc.lines.findIndex(l => l.startsWith('node'))
     assert.ok(header >= 0, proc.lines.join('\n'))
-    assert.match(proc.lines[header], /^node\s+peer id\s+SIP\s+admin\s+WebSocket$/)
+    assert.match(proc.lines[header], /^node\s+peer id\s+SIP\s+admin\s+WebSocket\s+admin token$/)
     const rows = proc.lines.slice(header + 1, header + 6).map(l => l.split(/\s+/))
     assert.equal(rows.length, 5)
     for (const [i, row] of rows.entries()) {
-      assert.equal(row.length, 5, row.join(' '))
-      const [index, peerId, sip, admin, ws] = row
+      assert.equal(row.length, 6, row.join(' '))
+      const [index, peerId, sip, admin, ws, token] = row
       assert.equal(index, String(i + 1))
       assert.match(peerId, /^12D3KooW/)
       assert.equal(sip, `127.0.0.1:${base + 10 * i}`)
@@ -209,6 +209,18 @@ describe('sipmesh cluster', () => {
       assert.equal(s.peerId, peerId)
       // the browser phone of every node connects to that node's WebSocket
       assert.equal((JSON.parse((await httpGet(admin.replace('http://', ''), '/phone/config.json')).body) as { ws: string }).ws, ws)
+      // the token the cluster prints is the node's: a PUT with it is taken, without it refused
+      assert.equal(token, adminToken(join(dir, `node-${i + 1}`)))
+      const rules = `/presence/${encodeURIComponent('sip:bob@example.com')}/rules`
+      const body = JSON.stringify({ watchers: { 'sip:eve@example.com': 'block' } })
+      assert.equal((await httpRequest(admin.replace('http://', ''), 'PUT', rules, { body })).status, 401)
+      const put = await httpRequest(admin.replace('http://', ''), 'PUT', rules, { body, token })
+      assert.equal(put.status, 200, put.body)
+      // the node is a child of the cluster process itself, on the cluster's Node (no npm, no shell between)
+      const pid = (JSON.parse((await readFile(join(dir, `node-${i + 1}`, 'node.log'), 'utf8')).split('\n')[0]) as { pid: number }).pid
+      const ppid = Number(/^PPid:\s+(\d+)$/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1])
+      assert.equal(ppid, proc.child.pid)
+      assert.equal(await realpath(`/proc/${pid}/exe`), await realpath(process.execPath))
     }
     // wired to each other: every node connects to the four others (the table shows it when it
     // happened within the cluster's wait; on a loaded machine it may come a little later)

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { UserAgent, Registerer, RegistererState, Subscriber, SubscriptionState, Publisher, PublisherState } from 'sip.js'
-import { run, stop, httpGet, httpRequest, type Proc } from './fixtures/processes.ts'
+import { run, stop, httpGet, httpRequest, adminToken, type Proc } from './fixtures/processes.ts'
 
 interface Node { name: string, dataDir: string, proc?: Proc, ws: number, admin: string, peerId: string, multiaddr: string }
 
@@ -148,12 +148,20 @@ describe('presence across a 3-node mesh of separate processes (SIP.js over WebSo
 
     // polite-block at the owner (n3), set through the admin API
     const path = `/presence/${encodeURIComponent('sip:bob@example.com')}/rules`
-    const put = await httpRequest(nodes[2].admin, 'PUT', path, JSON.stringify({ watchers: { 'sip:carol@example.com': 'polite-block', 'sip:dan@example.com': 'block' } }))
+    const rules = JSON.stringify({ watchers: { 'sip:carol@example.com': 'polite-block', 'sip:dan@example.com': 'block' } })
+    const token = adminToken(nodes[2].dataDir)
+    const httpPut = async (hostPort: string, p: string, body: string): Promise<{ status: number, body: string }> => await httpRequest(hostPort, 'PUT', p, { body, token })
+    // without the node's token, or with another node's, the rules do not change (issue 14)
+    const anonymous = await httpRequest(nodes[2].admin, 'PUT', path, { body: rules })
+    assert.equal(anonymous.status, 401, anonymous.body)
+    assert.match(String(anonymous.headers['www-authenticate']), /^Bearer /)
+    assert.equal((await httpRequest(nodes[2].admin, 'PUT', path, { body: rules, token: adminToken(nodes[1].dataDir) })).status, 401)
+    const put = await httpPut(nodes[2].admin, path, rules)
     assert.equal(put.status, 200, put.body)
     const got = JSON.parse((await httpGet(nodes[2].admin, path)).body) as { watchers: Record<string, string> }
     assert.equal(got.watchers['sip:carol@example.com'], 'polite-block')
-    assert.equal((await httpRequest(nodes[2].admin, 'PUT', path, '{not json')).status, 400)
-    assert.equal((await httpRequest(nodes[2].admin, 'PUT', path, JSON.stringify({ watchers: { 'sip:x@example.com': 'maybe' } }))).status, 400)
+    assert.equal((await httpPut(nodes[2].admin, path, '{not json')).status, 400)
+    assert.equal((await httpPut(nodes[2].admin, path, JSON.stringify({ watchers: { 'sip:x@example.com': 'maybe' } }))).status, 400)
     const carol = await agent('carol', nodes[0])
     const onBobForCarol = await watch(carol, 'sip:bob@example.com')
     await onBobForCarol.wait(b => b.includes('<basic>closed</basic>'), 5000)

@@ -142,15 +142,18 @@ describe('admin listings, pages and CLI subcommands on two nodes', () => {
     }
     const huge = await httpGet(a.adminAddress, `/registrations?prefix=${'a'.repeat(3000)}`)
     assert.equal(huge.status, 404, 'an over-long URL is refused before routing')
-    const post = await new Promise<number>((resolve, reject) => {
+    const post = async (headers: Record<string, string>): Promise<number> => await new Promise<number>((resolve, reject) => {
       const [host, port] = a.adminAddress.split(':')
       import('node:http').then(({ request }) => {
-        const req = request({ host, port: Number(port), path: '/registrations', method: 'POST' }, (res) => { res.resume(); resolve(res.statusCode ?? 0) })
+        const req = request({ host, port: Number(port), path: '/registrations', method: 'POST', headers }, (res) => { res.resume(); resolve(res.statusCode ?? 0) })
         req.on('error', reject)
         req.end('{}')
       }, reject)
     })
-    assert.equal(post, 405)
+    // a change needs the admin token (node/admin/auth.ts); with it, the read-only route says 405
+    assert.equal(await post({}), 401)
+    const token = (await import('node:fs')).readFileSync(join(a.config.dataDir, 'admin.token'), 'utf8').trim()
+    assert.equal(await post({ authorization: `Bearer ${token}` }), 405)
   })
 
   test('GET /bindings/<aor>: the owner\'s bindings, asked over the mesh from the other node; bad and unknown AoRs', async () => {

@@ -134,6 +134,9 @@ describe('config', () => {
     const { config: c } = await loadConfig(['--min-expires', '30', '--conflict-policy', 'first-keeps', '--rate-limit', '50'], { SIPMESH_MAX_EXPIRES: '7200', SIPMESH_MAX_CONNECTIONS_PER_HOST: '20' })
     assert.deepEqual(c.gateway.registrar, { minExpires: 30, maxExpires: 7200, conflictPolicy: 'first-keeps', overload: { maxPending: 2000, maxLagMs: 500 } })
     assert.deepEqual(c.gateway.limits, { maxConnectionsPerHost: 20, rateLimit: { perSecond: 50, burst: 100 } })
+    const { config: p } = await loadConfig(['--presence-rate-limit', '40'], {})
+    assert.deepEqual(p.gateway.limits, { maxConnectionsPerHost: 256, presenceRateLimit: { perSecond: 40, burst: 80 } })
+    assert.match(await configError(loadConfig(['--presence-rate-limit', '0'], {})), /--presence-rate-limit: expected a whole number/)
     assert.match(await configError(loadConfig(['--max-connections-per-host', '0'], {})), /--max-connections-per-host: expected a whole number/)
     const { config: o } = await loadConfig(['--max-pending-registers', '50'], { SIPMESH_OVERLOAD_LAG_MS: '120' })
     assert.deepEqual(o.gateway.registrar.overload, { maxPending: 50, maxLagMs: 120 })
@@ -143,6 +146,21 @@ describe('config', () => {
     assert.match(await configError(loadConfig(['--min-expires', '0'], {})), /--min-expires: expected a whole number/)
     assert.match(await configError(loadConfig(['--rate-limit', 'lots'], {})), /--rate-limit: expected a whole number/)
     assert.match(await configError(loadConfig(['--min-expires', '600', '--max-expires', '300'], {})), /min-expires \(600\) is above max-expires \(300\)/)
+  })
+
+  test('admin token and log format: flag, environment, file; bad values refused; test variables ignored (issue 14)', async () => {
+    const token = 'a'.repeat(16) + '-._~+/' + '=='
+    assert.equal((await loadConfig(['--admin-token', token], {})).config.admin.token, token)
+    assert.equal((await loadConfig([], { SIPMESH_ADMIN_TOKEN: token })).config.admin.token, token)
+    assert.equal((await loadConfig(['--config', await file('token.json', JSON.stringify({ 'admin-token': token, 'log-format': 'pretty' }))], {})).config.log.format, 'pretty')
+    assert.equal((await loadConfig([], {})).config.admin.token, undefined)
+    assert.equal((await loadConfig([], {})).config.log.format, 'json')
+    assert.match(await configError(loadConfig(['--admin-token', 'short'], {})), /--admin-token: a token needs at least 16 characters/)
+    assert.match(await configError(loadConfig([], { SIPMESH_ADMIN_TOKEN: 'has a space in it, sadly' })), /SIPMESH_ADMIN_TOKEN: a token may hold/)
+    assert.match(await configError(loadConfig(['--admin-token', 'x'.repeat(513)], {})), /at most 512/)
+    assert.match(await configError(loadConfig(['--log-format', 'xml'], {})), /--log-format/)
+    const { config } = await loadConfig([], { SIPMESH_REQUIRE_SIPP: '1', SIPMESH_TEST_LOG: 'yes' })
+    assert.equal(config.log.level, 'info')
   })
 
   test('--help is reported, not an error', async () => {

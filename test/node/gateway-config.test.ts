@@ -91,3 +91,25 @@ test('--max-connections-per-host: idle TCP connections from one address beyond i
     }
   })
 })
+
+test('--presence-rate-limit: SUBSCRIBEs from one source over the rate get 503 with Retry-After; off by default (an edge proxy carries many users)', async () => {
+  const subscribe = async (ua: TestUa, i: number): Promise<number | undefined> =>
+    (await ua.request({ method: 'SUBSCRIBE', uri: `sip:user${i}@example.com`, to: `<sip:user${i}@example.com>`, headers: [['Event', 'presence'], ['Expires', '0'], ['Contact', ua.contact]] }, 2_000))?.status
+  await withGateway(['--presence-rate-limit', '5'], async (gw) => {
+    const ua = await TestUa.open('dave', gw.addresses.udp)
+    try {
+      const statuses = await Promise.all(Array.from({ length: 30 }, async (_, i) => await subscribe(ua, i)))
+      const refused = statuses.filter(s => s === 503).length
+      // a burst of twice the rate passes
+      assert.ok(refused >= 14 && refused <= 20, `${refused} of 30 refused: ${statuses.join(',')}`)
+      assert.ok(statuses.filter(s => s !== 503).every(s => s !== undefined && s < 300), statuses.join(','))
+    } finally { await ua.close() }
+  })
+  await withGateway([], async (gw) => {
+    const ua = await TestUa.open('erin', gw.addresses.udp)
+    try {
+      const statuses = await Promise.all(Array.from({ length: 300 }, async (_, i) => await subscribe(ua, i)))
+      assert.equal(statuses.filter(s => s === 503).length, 0, 'no limit unless asked')
+    } finally { await ua.close() }
+  })
+})

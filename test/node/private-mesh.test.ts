@@ -5,12 +5,15 @@ import assert from 'node:assert/strict'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { generateKey } from '@libp2p/pnet'
+import { execFileSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { loadConfig } from '../../node/config.ts'
 import { SipmeshNode } from '../../node/sipmesh-node.ts'
 import { loadOrCreateIdentity } from '../../node/persistence.ts'
 import { createPinoLogger } from '../../node/logger.ts'
+
+const BIN = fileURLToPath(new URL('../../node/bin/sipmesh.js', import.meta.url))
 
 // warn lines of every node, tagged with the node's name
 const warnings: Array<{ name: string, msg: string, reason: string }> = []
@@ -53,12 +56,8 @@ describe('private mesh', () => {
   })
 
   test('--psk: nodes with the same key connect; a different key or none cannot', async () => {
-    const keyA = new Uint8Array(95)
-    generateKey(keyA)
-    const keyB = new Uint8Array(95)
-    generateKey(keyB)
-    await writeFile(join(dir, 'a.key'), keyA)
-    await writeFile(join(dir, 'b.key'), keyB)
+    // the keys as an operator makes them: `sipmesh psk <file>`
+    for (const name of ['a.key', 'b.key']) execFileSync(process.execPath, [BIN, 'psk', join(dir, name)], { stdio: 'ignore' })
     const first = await node('psk1', ['--psk', join(dir, 'a.key')])
     const friend = await node('psk2', ['--psk', join(dir, 'a.key'), '--bootstrap', addr(first)])
     const stranger = await node('psk3', ['--psk', join(dir, 'b.key'), '--bootstrap', addr(first)])

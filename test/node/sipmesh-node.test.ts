@@ -19,10 +19,11 @@ async function nodeConfig (dataDir: string, extra: string[] = []): Promise<Await
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 interface Reply { status: number, headers: Record<string, string | string[] | undefined>, body: string, json: () => any }
 
-function http (admin: string, path: string, method = 'GET'): Promise<Reply> {
+function http (admin: string, path: string, method = 'GET', token?: string): Promise<Reply> {
   const [host, port] = [admin.slice(0, admin.lastIndexOf(':')), Number(admin.slice(admin.lastIndexOf(':') + 1))]
+  const headers = token === undefined ? {} : { authorization: `Bearer ${token}` }
   return new Promise((resolve, reject) => {
-    const req = request({ host, port, path, method, timeout: 15_000 }, (res) => {
+    const req = request({ host, port, path, method, headers, timeout: 15_000 }, (res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (c: string) => { body += c })
@@ -98,6 +99,11 @@ describe('persistence', () => {
     const a = new SipmeshNode({ config, logger: silent, libp2pMetrics: false })
     await a.start()
     const id = a.peerId
+    // the admin token: generated into the data dir, private, reused by a restart (issue 14)
+    const { stat } = await import('node:fs/promises')
+    const token = await readFile(join(dataDir, 'admin.token'), 'utf8')
+    assert.match(token, /^[0-9a-f]{64}\n$/)
+    assert.equal((await stat(join(dataDir, 'admin.token'))).mode & 0o777, 0o600)
     const twin = new SipmeshNode({ config, logger: silent, libp2pMetrics: false })
     await assert.rejects(twin.start(), /cannot open the datastore .*another node/)
     await a.stop()
@@ -105,6 +111,7 @@ describe('persistence', () => {
     await again.start()
     try {
       assert.equal(again.peerId, id)
+      assert.equal(await readFile(join(dataDir, 'admin.token'), 'utf8'), token)
     } finally {
       await again.stop()
     }
@@ -114,6 +121,28 @@ describe('persistence', () => {
       assert.equal(a.peerId, id)
     } finally {
       await a.stop()
+    }
+  })
+})
+
+describe('the admin token of a node', () => {
+  test('--admin-token: that token opens PUT, no token file is written', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sipmesh-token-node-'))
+    const token = 'operator-chosen-token-0123456789'
+    const n = new SipmeshNode({ config: await nodeConfig(dir, ['--admin-token', token]), logger: silent, libp2pMetrics: false })
+    await n.start()
+    try {
+      const path = `/presence/${encodeURIComponent('sip:bob@example.com')}/rules`
+      assert.equal((await http(n.adminAddress, path, 'PUT')).status, 401)
+      assert.equal((await http(n.adminAddress, path, 'PUT', 'x'.repeat(32))).status, 401)
+      // past the guard: this node runs no gateway, so no presence agent
+      const ok = await http(n.adminAddress, path, 'PUT', token)
+      assert.equal(ok.status, 404)
+      assert.equal(ok.json().error.code, 'presence_unavailable')
+      await assert.rejects(readFile(join(dir, 'admin.token')), { code: 'ENOENT' })
+    } finally {
+      await n.stop()
+      await rm(dir, { recursive: true, force: true })
     }
   })
 })
@@ -216,8 +245,9 @@ describe('SipmeshNode and its admin API (two real nodes over TCP)', () => {
       ['DELETE', '/aor/sip%3Aalice%40example.com', 405, 'method_not_allowed'],
       ['PUT', '/metrics', 405, 'method_not_allowed']
     ]
+    const token = (await readFile(join(a.config.dataDir, 'admin.token'), 'utf8')).trim()
     for (const [method, path, status, code] of cases) {
-      const res = await http(a.adminAddress, path, method)
+      const res = await http(a.adminAddress, path, method, method === 'GET' ? undefined : token)
       assert.equal(res.status, status, `${method} ${path.slice(0, 50)}: ${res.body}`)
       const body = res.json()
       assert.equal(body.error.code, code)

@@ -138,3 +138,39 @@ test('layer: a non-INVITE transaction answered over UDP lingers as its response 
   assert.deepEqual(seen, ['REGISTER', 'REGISTER'])
   layer.close()
 })
+
+test('layer: a non-INVITE client transaction answered over UDP lingers as its key for timer K: retransmitted finals are absorbed, then they are stray', async () => {
+  const udp: MessageFlow = { reliable: false, send () {} }
+  const strays: number[] = []
+  const layer = new TransactionLayer({ onRequest () {}, onAck () {}, onCancel () {}, onStrayResponse (r) { strays.push(r.status) } }, { timers: { t1: 5, t4: 200 } })
+  const got: number[] = []
+  let terminated = 0
+  const tx = layer.sendRequest(req('MESSAGE', 'z9hG4bKc1'), udp, { receiveResponse (r) { got.push(r.status) }, onRequestTimeout () { got.push(408) }, onTransportError () { got.push(503) }, onTerminated () { terminated++ } })
+  const t0 = performance.now()
+  const ok = (status = 200): SipResponse => new SipResponse(status, 'OK', new Headers([['Via', 'SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKc1'], ['CSeq', '1 MESSAGE']]))
+  layer.receiveResponse(ok(), udp)
+  assert.equal(tx.state, 'terminated', 'the transaction object is done with at once')
+  assert.equal(terminated, 1)
+  assert.equal(layer.clientCount, 1, 'its key lingers')
+  // retransmissions of the final response (and a different final: a broken peer) are absorbed, not handed up
+  layer.receiveResponse(ok(), udp)
+  layer.receiveResponse(ok(500), udp)
+  assert.deepEqual(got, [200])
+  assert.deepEqual(strays, [])
+  assert.equal(layer.stats.responsesAbsorbed, 2)
+  // a response with another branch or method is stray as before
+  layer.receiveResponse(new SipResponse(200, 'OK', new Headers([['Via', 'SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKc1'], ['CSeq', '1 INFO']])), udp)
+  assert.deepEqual(strays, [200])
+  while (layer.clientCount > 0) {
+    assert.ok(performance.now() - t0 < 2000, 'forgotten after timer K')
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+  assert.ok(performance.now() - t0 >= 200, 'not before timer K')
+  layer.receiveResponse(ok(), udp)
+  assert.deepEqual(strays, [200, 200], 'after timer K a retransmission is stray')
+  // over a reliable flow nothing lingers (timer K is zero)
+  layer.sendRequest(req('MESSAGE', 'z9hG4bKc2'), flow, { receiveResponse () {}, onRequestTimeout () {}, onTransportError () {} })
+  layer.receiveResponse(new SipResponse(200, 'OK', new Headers([['Via', 'SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKc2'], ['CSeq', '1 MESSAGE']])), flow)
+  assert.equal(layer.clientCount, 0)
+  layer.close()
+})

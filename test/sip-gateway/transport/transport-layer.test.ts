@@ -57,6 +57,34 @@ describe('transport layer', () => {
       }
     })
 
+    test('UDP flows send to an IP address at once (no promise) and to a name through the resolver; what cannot be sent throws TransportError', async () => {
+      const client = await UdpClient.open()
+      try {
+        const out = layer.connectUdp({ host: '127.0.0.1', port: client.port })
+        const before = layer.counters().messagesOut.udp
+        assert.equal(out.send(parseMessage(Buffer.from(request('OPTIONS')))), undefined, 'sent synchronously')
+        assert.equal(layer.counters().messagesOut.udp, before + 1)
+        // a name: resolved first, so a promise
+        const named = layer.connectUdp({ host: 'localhost', port: client.port })
+        const pending = named.send(parseMessage(Buffer.from(request('OPTIONS'))))
+        assert.ok(pending instanceof Promise)
+        await pending
+        await until(() => client.messages.length === 2, 3000, 'both datagrams')
+        assert.ok(client.messages.every(m => m.startsWith('OPTIONS ')))
+        // too large for a datagram, a name that does not resolve, a bracketed IPv6 literal on an IPv4 socket
+        assert.throws(() => layer.sendUdp(new Uint8Array(70_000), { host: '127.0.0.1', port: client.port }), TransportError)
+        await assert.rejects(async () => { await out.sendBytes?.(new Uint8Array(70_000)) }, TransportError, 'a flow rejects, never throws')
+        await assert.rejects(async () => { await layer.sendUdp(Buffer.from('x'), { host: 'no-such-host.invalid', port: 5060 }) }, TransportError)
+        const v6 = layer.connectUdp({ host: '[::1]', port: client.port })
+        assert.equal(v6.remote.host, '::1', 'brackets removed')
+        const errors = layer.counters().sendErrors
+        assert.equal(v6.send(parseMessage(Buffer.from(request('OPTIONS')))), undefined)
+        await until(() => layer.counters().sendErrors === errors + 1, 3000, 'the IPv6 send to an IPv4 socket counted as a send error')
+      } finally {
+        await client.close()
+      }
+    })
+
     test('received only when sent-by differs from the source; nothing when it matches', async () => {
       const client = await UdpClient.open()
       try {
@@ -400,8 +428,8 @@ describe('transport layer', () => {
       tcp.close()
       ws.close()
       await until(() => !tcpFlow.open && !wsFlow.open)
-      await assert.rejects(tcpFlow.send(new SipRequest('NOTIFY', 'sip:y@example.com')), TransportError)
-      await assert.rejects(wsFlow.send(new SipRequest('NOTIFY', 'sip:y@example.com')), TransportError)
+      await assert.rejects(async () => { await tcpFlow.send(new SipRequest('NOTIFY', 'sip:y@example.com')) }, TransportError)
+      await assert.rejects(async () => { await wsFlow.send(new SipRequest('NOTIFY', 'sip:y@example.com')) }, TransportError)
       assert.equal(layer.flowOf({ ...wsSource }).open, false)
     } finally {
       await udp.close()
