@@ -118,6 +118,8 @@ export interface Gateway {
   stats? (): GatewayStatsSnapshot
   /** presence authorization rules, for the admin API's `/presence/<aor>/rules` */
   presenceRules?: { get (aor: string): unknown, set (aor: string, rules: unknown): Promise<unknown> }
+  /** resource lists, for the admin API's `/lists/<uri>` */
+  lists?: { get (uri: string): Promise<unknown>, put (uri: string, body: unknown): Promise<unknown>, delete (uri: string): Promise<boolean> }
   /** read-only views for the admin API's listings and the dashboard */
   inspect?: GatewayInspection
 }
@@ -395,7 +397,8 @@ export class SipmeshNode {
         normalizeAor,
         resolve: async (aor, options) => await meshNode.registry.resolve(aor, options),
         metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
-        presenceRules: this.gatewayInstance?.presenceRules
+        presenceRules: this.gatewayInstance?.presenceRules,
+        lists: this.gatewayInstance?.lists
       },
       logger: this.log,
       metrics: this.metrics

@@ -16,13 +16,19 @@
 //    to that user from node B: time from the INVITE to the last watcher's `confirmed` NOTIFY (the
 //    callee answers at once), and from the BYE to the last `terminated` one.
 //
+// 6. Resource lists (RFC 4662): `--list-members` users registered evenly on five in-process nodes,
+//    one list of them PUT on node 1; `--list-rounds` subscribers on node 5, one after the other:
+//    time from the list SUBSCRIBE to the first (full-state) NOTIFY, and to the first NOTIFY in
+//    which every member is `active` with her real (open) state; node 5's back-end subscriptions
+//    (one per member owned by another node, shared by every subscriber).
+//
 // 4. The same held-subscription figure over the real DHT: three `sipmesh start` processes (libp2p,
 //    kad-dht, interest notices), raw UDP user agents, `--held-real` users (0: skip).
 //
 // Bounded: every wait has a timeout; ~30-40 s in all with the defaults.
 //
 //   node --expose-gc scripts/bench-presence.ts [--watchers 1000] [--rounds 10] [--mem-subs 5000] [--held 20] [--held-real 10]
-//     [--dialog-watchers 300] [--calls 10]
+//     [--dialog-watchers 300] [--calls 10] [--list-members 100] [--list-rounds 5]
 import { createSocket, type Socket } from 'node:dgram'
 import { randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
@@ -45,7 +51,9 @@ const { values } = parseArgs({
     held: { type: 'string', default: '20' },
     'held-real': { type: 'string', default: '10' },
     'dialog-watchers': { type: 'string', default: '300' },
-    calls: { type: 'string', default: '10' }
+    calls: { type: 'string', default: '10' },
+    'list-members': { type: 'string', default: '100' },
+    'list-rounds': { type: 'string', default: '5' }
   }
 })
 const WATCHERS = Math.min(20_000, Number(values.watchers))
@@ -55,6 +63,8 @@ const HELD = Math.min(200, Number(values.held))
 const HELD_REAL = Math.min(100, Number(values['held-real']))
 const DIALOG_WATCHERS = Math.min(20_000, Number(values['dialog-watchers']))
 const CALLS = Math.min(100, Number(values.calls))
+const LIST_MEMBERS = Math.min(1000, Number(values['list-members']))
+const LIST_ROUNDS = Math.min(50, Number(values['list-rounds']))
 
 const silent: Logger = { debug () {}, info () {}, warn () {}, error () {}, child () { return silent } }
 const gc = (globalThis as { gc?: () => void }).gc
@@ -288,8 +298,84 @@ async function main (): Promise<void> {
     for (const gw of gateways) await gw.stop()
     for (const r of registries) await r.stop()
   }
+  if (LIST_MEMBERS > 0 && LIST_ROUNDS > 0) await listBench(summary)
   if (HELD_REAL > 0) await heldReal(summary)
   console.log(JSON.stringify({ bench: 'presence', ...summary }))
+}
+
+/** a list of LIST_MEMBERS users on five nodes, subscribed from the fifth (see 6. above) */
+async function listBench (summary: Record<string, number>): Promise<void> {
+  const mesh = new MemoryMesh()
+  const hub = new MemoryChannelHub()
+  const gateways: Gateway[] = []
+  const registries: MemoryRegistry[] = []
+  const endpoints: Endpoint[] = []
+  try {
+    for (let n = 0; n < 5; n++) {
+      const registry = new MemoryRegistry(mesh, { nodeId: `list-node-${n}` })
+      const gw = new Gateway({ registry, peerChannel: hub.channel(`list-node-${n}`), store: new MemoryStore(), logger: silent }, {
+        domains: ['example.com'],
+        sip: { host: '127.0.0.1', port: 0 },
+        presence: { rateLimit: { burst: 1e9, perSecond: 1e9 }, maxSubscriptions: 1_000_000 }
+      })
+      await gw.start()
+      registry.sip = `127.0.0.1:${gw.addresses.udp.port}`
+      gateways.push(gw)
+      registries.push(registry)
+      const ep = new Endpoint()
+      await ep.open()
+      endpoints.push(ep)
+    }
+    const port = (i: number): { port: number } => ({ port: gateways[i].addresses.udp.port })
+    const members: string[] = []
+    for (let i = 0; i < LIST_MEMBERS; i++) {
+      const aor = `sip:lm${i}@example.com`
+      const n = i % 5
+      const r = await endpoints[n].request(port(n), 'REGISTER', 'sip:example.com', aor, aor, `lreg-${i}`, [['Contact', `<sip:lm${i}@127.0.0.1:${endpoints[n].port}>`], ['Expires', '3600']])
+      if (r?.status !== 200) throw new Error(`member REGISTER failed: ${r?.status}`)
+      members.push(aor)
+    }
+    const list = 'sip:bench-list@example.com'
+    await gateways[0].presence.putList(list, { members })
+    const toFirst: number[] = []
+    const toAll: number[] = []
+    const sub = endpoints[4]
+    for (let round = 0; round < LIST_ROUNDS; round++) {
+      const callId = `list-${round}`
+      let first: number | undefined
+      const all = new Promise<number | undefined>(resolve => {
+        const t = setTimeout(() => resolve(undefined), 10_000)
+        sub.onNotify = (id, body, at) => {
+          if (id !== callId) return
+          first ??= at
+          // every member active with a part (its PIDF, open: registered)
+          const active = body.match(/state="active" cid=/gu)?.length ?? 0
+          const open = body.match(/<basic>open<\/basic>/gu)?.length ?? 0
+          if (active === LIST_MEMBERS && open === LIST_MEMBERS) { clearTimeout(t); resolve(at) }
+        }
+      })
+      const sent = performance.now()
+      const r = await sub.request(port(4), 'SUBSCRIBE', list, `sip:ls${round}@example.com`, list, callId, [
+        ['Event', 'presence'], ['Supported', 'eventlist'], ['Accept', 'multipart/related, application/rlmi+xml, application/pidf+xml'],
+        ['Expires', '600'], ['Contact', `<sip:ls${round}@127.0.0.1:${sub.port}>`]
+      ], '', 10_000)
+      if (r?.status !== 200) throw new Error(`list SUBSCRIBE failed: ${r?.status}`)
+      const at = await all
+      if (first !== undefined) toFirst.push(first - sent)
+      if (at !== undefined) toAll.push(at - sent)
+      console.log(`  list round ${round}: first NOTIFY after ${first === undefined ? 'none' : ms(first - sent)}, all ${LIST_MEMBERS} active and open after ${at === undefined ? 'NOT within 10 s' : ms(at - sent)}`)
+    }
+    summary.list_members = LIST_MEMBERS
+    summary.list_subscribe_to_first_notify_p50_ms = pct(toFirst, 50)
+    summary.list_subscribe_to_full_state_p50_ms = pct(toAll, 50)
+    summary.list_subscribe_to_full_state_max_ms = Math.max(...toAll)
+    summary.list_backend_subscriptions = gateways[4].presence.stats.backendSubscriptions
+    console.log(`lists: ${LIST_MEMBERS} members on 5 nodes, ${LIST_ROUNDS} subscribers on node 5: SUBSCRIBE → first NOTIFY p50 ${ms(summary.list_subscribe_to_first_notify_p50_ms)}; → every member active and open p50 ${ms(summary.list_subscribe_to_full_state_p50_ms)}, max ${ms(summary.list_subscribe_to_full_state_max_ms)} (${toAll.length}/${LIST_ROUNDS} complete); node 5 holds ${summary.list_backend_subscriptions} back-end subscriptions`)
+  } finally {
+    for (const ep of endpoints) await ep.close()
+    for (const gw of gateways) await gw.stop()
+    for (const r of registries) await r.stop()
+  }
 }
 
 /** busy lamps of one user on node A watched from A, B and C; calls to it from node B */

@@ -72,6 +72,7 @@ export function sipGateway (context: SipGatewayContext): {
   stats (): SipGatewayStats
   gateway: Gateway
   presenceRules: { get (aor: string): unknown, set (aor: string, rules: unknown): Promise<unknown> }
+  lists: { get (uri: string): Promise<unknown>, put (uri: string, body: unknown): Promise<unknown>, delete (uri: string): Promise<boolean> }
   inspect: GatewayInspection
 } {
   const { config } = context
@@ -108,6 +109,11 @@ export function sipGateway (context: SipGatewayContext): {
     presenceRules: {
       get: (aor) => gateway.presence.getRulesDocument(aor),
       set: async (aor, rules) => await gateway.presence.setRules(aor, rules)
+    },
+    lists: {
+      get: async (uri) => await gateway.presence.getList(uri),
+      put: async (uri, body) => await gateway.presence.putList(uri, body),
+      delete: async (uri) => await gateway.presence.deleteList(uri)
     },
     inspect: inspection(gateway)
   }

@@ -24,6 +24,8 @@
  *                     subscriptions; sent to the presentity's owner node: see sip-gateway/presence/agent.ts);
  *                     a presentity of a domain the mesh does not serve is refused (403 foreign_domain),
  *                     and so is a document beyond the node's total of stored rules (403 rules_limit)
+ *   PUT|GET|DELETE /lists/<list URI>   resource lists (routes/lists.ts; errors add list_not_found,
+ *                     nested_list, too_many_lists, registered_user)
  *
  * Errors are `{ error: { code, message } }` with stable codes: not_found (unknown path, 404),
  * method_not_allowed (405, with Allow), bad_aor (400), aor_not_found (404: nobody holds a live
@@ -42,7 +44,8 @@ import type { NodeMetrics } from '../metrics.ts'
 import { AdminGuard } from './auth.ts'
 import { listingRoute, type ListingsBackend } from './routes/listings.ts'
 import { pageRoute, type PagesBackend } from './routes/static.ts'
-import type { RouteContext } from './routes/context.ts'
+import { readJson, type RouteContext } from './routes/context.ts'
+import { listRoute, type ListsBackend } from './routes/lists.ts'
 
 export interface AdminStatus {
   peerId: string
@@ -69,6 +72,8 @@ export interface AdminBackend {
     /** throws an error with `status: 400` (and a `code`) for bad rules */
     set (aor: string, rules: unknown): Promise<unknown>
   }
+  /** resource lists (routes/lists.ts); absent when the node runs no gateway */
+  lists?: ListsBackend
   /** the listings (`/registrations`, `/peers`, `/mesh`...: routes/listings.ts) */
   listings?: ListingsBackend
   /** the dashboard and the browser phone (routes/static.ts) */
@@ -220,11 +225,6 @@ export class AdminServer {
     const query = new URLSearchParams(q >= 0 ? raw.slice(q + 1) : '')
 
     let route: 'status' | 'aor' | 'metrics'
-    const rules = /^\/presence\/([^/]{1,512})\/rules$/u.exec(path)
-    if (rules !== null) {
-      await this.presenceRules(req, res, rules[1])
-      return
-    }
     const ctx: RouteContext = {
       req,
       res,
@@ -235,7 +235,12 @@ export class AdminServer {
       error: (r, status, code, message, headers) => { this.error(res, r, status, code, message, headers) },
       count: (r, status) => { this.metrics?.adminRequests.inc({ route: r, status: String(status) }) }
     }
-    if (await pageRoute(ctx, this.backend.pages) || await listingRoute(ctx, this.backend.listings)) return
+    const rules = /^\/presence\/([^/]{1,512})\/rules$/u.exec(path)
+    if (rules !== null) {
+      await this.presenceRules(ctx, rules[1])
+      return
+    }
+    if (await listRoute(ctx, this.backend.lists) || await pageRoute(ctx, this.backend.pages) || await listingRoute(ctx, this.backend.listings)) return
     if (path === '/status') route = 'status'
     else if (path === '/metrics') route = 'metrics'
     else if (path.startsWith('/aor/') && path.length > 5) route = 'aor'
@@ -300,7 +305,8 @@ export class AdminServer {
     this.send(res, 'aor', 200, routeToJson(route))
   }
 
-  private async presenceRules (req: IncomingMessage, res: ServerResponse, encoded: string): Promise<void> {
+  private async presenceRules (ctx: RouteContext, encoded: string): Promise<void> {
+    const { req, res } = ctx
     const route = 'presence_rules'
     const api = this.backend.presenceRules
     if (api === undefined) { this.error(res, route, 404, ErrorCode.presenceUnavailable, 'this node runs no presence agent'); return }
@@ -319,21 +325,8 @@ export class AdminServer {
       if (req.method !== 'PUT') { this.send(res, route, 200, api.get(aor)); return }
       const foreign = this.foreignDomain(aor)
       if (foreign !== undefined) { this.error(res, route, 403, ErrorCode.foreignDomain, foreign); return }
-      const chunks: Buffer[] = []
-      let size = 0
-      for await (const chunk of req as AsyncIterable<Buffer>) {
-        size += chunk.length
-        if (size > 256 * 1024) { this.error(res, route, 413, ErrorCode.tooLarge, 'rules larger than 256 KiB'); req.destroy(); return }
-        chunks.push(chunk)
-      }
-      let body: unknown
-      try {
-        body = JSON.parse(Buffer.concat(chunks).toString('utf8'))
-      } catch {
-        this.error(res, route, 400, ErrorCode.badJson, 'the body is not JSON')
-        return
-      }
-      this.send(res, route, 200, await api.set(aor, body))
+      const body = await readJson(ctx, route, 256 * 1024)
+      if (body.ok) this.send(res, route, 200, await api.set(aor, body.value))
     } catch (err) {
       const e = err as { status?: number, message?: string, code?: string }
       if (e.status === 400 && e.code === 'bad-aor') { this.error(res, route, 400, ErrorCode.badAor, String(e.message).slice(0, 200)); return }

@@ -13,6 +13,8 @@
  * - `limits.ts`: per-source rate limit, granted expiries.
  * - `requests.ts`: sending our own requests; Contact; which flow a NOTIFY takes.
  * - `packages/`: the event packages.
+ * - `lists/`: resource lists (RFC 4662): the list store the admin API fills, and the list server
+ *   that serves SUBSCRIBEs to a list URI with member subscriptions on the resources above.
  *
  * Roles, per resource (`Resource.mode`):
  * - `local`: this node owns the AoR (live bindings here, or the registry names us). It serves the
@@ -82,6 +84,14 @@ import { Resources } from './resources.ts'
 import { RulesExchange, RULES_EVENT } from './rules-exchange.ts'
 import { AgentLimits, RateLimitedError, TooBriefError } from './limits.ts'
 import { dialogKey, own, stripTag, tagOf, type Resource, type Sub } from './resource.ts'
+import { ListStore, type ListStoreInit } from './lists/store.ts'
+import { EVENTLIST, ListServer, names, type ListServerInit } from './lists/server.ts'
+import { ListExchange, LIST_EVENT, checkListSize, type ListExchangeInit } from './lists/exchange.ts'
+import { ListError, parseResourceList, type ResourceList } from './lists/list.ts'
+import { parseResourceLists, RESOURCE_LISTS_CONTENT_TYPE } from './lists/resource-lists.ts'
+
+/** RFC 5367 5: the option tag of a SUBSCRIBE carrying its own resource list */
+export const RECIPIENT_LIST_SUBSCRIBE = 'recipient-list-subscribe'
 
 export { RULES_EVENT, RULES_CONTENT_TYPE, RULES_VERSION_HEADER, MAX_RULES_BODY } from './rules-exchange.ts'
 export type { PresenceAgentTransport } from './requests.ts'
@@ -129,6 +139,8 @@ export interface PresenceAgentInit {
   decisionWaitMs?: number
   /** delay before retrying a failed back-end subscription, ms. @default 2000 */
   retryMs?: number
+  /** resource lists (lists/): how many, NOTIFY rate, subscriptions per subscriber */
+  lists?: ListStoreInit & ListServerInit & ListExchangeInit
 }
 
 export interface PresenceStats {
@@ -162,6 +174,10 @@ export class PresenceAgent {
   readonly #backends: BackendSubscriptions
   readonly #resources: Resources
   readonly #rules: RulesExchange
+  /** the resource lists this node serves (admin API `/lists/`) */
+  readonly lists: ListStore
+  readonly #listServer: ListServer
+  readonly #exchange: ListExchange
   readonly #unsub: Array<() => void> = []
   #running = false
   readonly #responses: Record<string, number> = {}
@@ -216,7 +232,22 @@ export class PresenceAgent {
       running,
       gated: aor => this.#rules.gated(aor)
     })
+    this.lists = new ListStore({ store: components.store, logger: this.#log }, init.lists)
+    this.#listServer = new ListServer({
+      lists: this.lists,
+      resources: this.#resources,
+      notifier: this.#notifier,
+      backends: this.#backends,
+      requests: this.#requests,
+      limits: this.#limits,
+      logger: this.#log,
+      respond
+    }, init.lists)
+    this.#exchange = new ListExchange({ lists: this.lists, registry: this.#registry, requests: this.#requests, logger: this.#log, domains: this.#domains, respond }, init.lists)
   }
+
+  /** this node's id in the mesh (a list's `home`) */
+  get nodeId (): string { return this.#registry.nodeId }
 
   /** the RFC 3903 publications of the presence package */
   get publications (): PublicationStore<PidfDocument> { return this.#presence.publications }
@@ -292,6 +323,8 @@ export class PresenceAgent {
   async load (): Promise<void> {
     const r = await this.authorization.load()
     if (r.skipped > 0) this.#log.warn('presence rules skipped', r)
+    const l = await this.lists.load()
+    if (l.skipped > 0) this.#log.warn('resource lists skipped', l)
   }
 
   start (t: PresenceAgentTransport): void {
@@ -302,6 +335,7 @@ export class PresenceAgent {
     }
     this.#registrar.onChange((aor, bindings) => { if (this.#running) this.#resources.onBindings(aor, bindings.length) })
     this.#unsub.push(this.#registry.onDisplaced((aor, by) => { if (this.#running) this.#onDisplaced(aor, by.node, by) }))
+    this.#exchange.rehome().catch((err: unknown) => { this.#log.warn('lists not re-homed', { err: String(err) }) })
     this.#registrar.onClaim((aor, result) => {
       const prev = result.previous
       if (this.#running && prev !== undefined && prev.node !== this.#registry.nodeId) this.#rules.fetch(aor, prev.node)
@@ -311,6 +345,7 @@ export class PresenceAgent {
   stop (): void {
     this.#running = false
     for (const u of this.#unsub.splice(0)) u()
+    this.#listServer.stop()
     this.#resources.stop()
     this.#notifier.clear()
     this.#backends.clearAll()
@@ -362,6 +397,37 @@ export class PresenceAgent {
       clearTimeout(timer)
     }
     return { ...stored, version: doc.version.toString(), owner, delivered }
+  }
+
+  // ---- admin API: resource lists (lists/) ----------------------------------------------------
+
+  /** the list at a URI: this node's, or its home node's (undefined: none); `home` names the node */
+  async getList (uri: string): Promise<(ResourceList & { home: string }) | undefined> {
+    const key = this.#normalize(uri)
+    const own = this.lists.get(key)
+    if (own !== undefined) return { ...own, home: this.#registry.nodeId }
+    const found = await this.#exchange.find(key)
+    if (found === undefined) return undefined
+    const route = await this.#registry.resolve(key).catch(() => undefined)
+    return { ...found, home: route?.node ?? '' }
+  }
+
+  /** define or replace a list here (JSON as in `parseResourceList`); this node becomes its home */
+  async putList (uri: string, input: unknown): Promise<ResourceList & { home: string }> {
+    const list = parseResourceList(uri, input, this.#domains, this.lists.limits)
+    checkListSize(list)
+    if (this.#registrar.lookup(list.uri).length > 0) throw new ListError(409, 'registered_user', `${list.uri} is a registered user`)
+    await this.lists.put(list)
+    await this.#exchange.home(list.uri)
+    return { ...list, home: this.#registry.nodeId }
+  }
+
+  /** remove a list held here; false when this node holds none at that URI */
+  async deleteList (uri: string): Promise<boolean> {
+    const key = this.#normalize(uri)
+    if (!(await this.lists.delete(key))) return false
+    await this.#exchange.unhome(key)
+    return true
   }
 
   /** the rules of a presentity changed here: every resource of it decides again */
@@ -426,6 +492,7 @@ export class PresenceAgent {
       const callId = h.get('Call-ID') ?? ''
       const fromTag = tagOf(h.get('From')) ?? ''
       if (m === 'SUBSCRIBE') {
+        if (this.#listServer.has(dialogKey(callId, toTag, fromTag))) { this.#run(request, tx, async () => { this.#listServer.refresh(request, tx) }); return true }
         const sub = this.#notifier.get(dialogKey(callId, toTag, fromTag))
         if (sub !== undefined) { this.#run(request, tx, async () => { await this.#refresh(request, tx, sub) }); return true }
       } else {
@@ -441,12 +508,33 @@ export class PresenceAgent {
       this.#run(request, tx, async () => { await this.#rules.handle(request, tx, fromMesh) })
       return true
     }
+    if (m === 'PUBLISH' && parseEvent(h.get('Event'))?.pkg === LIST_EVENT) {
+      this.#run(request, tx, async () => { this.#exchange.handle(request, tx, fromMesh) })
+      return true
+    }
     let aor: string
     try {
       const u = parseUri(request.uri)
       if (u.user === undefined || !this.#domains.has(u.host.toLowerCase())) return false
       aor = aorOf(u)
     } catch { return false }
+    const list = m === 'SUBSCRIBE' ? this.lists.get(aor) : undefined
+    if (list !== undefined) {
+      this.#run(request, tx, async () => { await this.#listSubscribe(request, tx, flow, list, fromMesh) })
+      return true
+    }
+    if (m === 'SUBSCRIBE' && !fromMesh && names(h.getAll('Require'), RECIPIENT_LIST_SUBSCRIBE)) {
+      this.#run(request, tx, async () => { await this.#adHocSubscribe(request, tx, flow, aor) })
+      return true
+    }
+    if (m === 'SUBSCRIBE' && !fromMesh && (names(h.getAll('Supported'), EVENTLIST) || names(h.getAll('Require'), EVENTLIST))) {
+      // perhaps a list of another node (lists/exchange.ts); a user otherwise
+      this.#run(request, tx, async () => {
+        const remote = await this.#exchange.find(aor)
+        await (remote !== undefined ? this.#listSubscribe(request, tx, flow, remote, fromMesh) : this.#uaSubscribe(request, tx, flow, aor))
+      })
+      return true
+    }
     if (m === 'SUBSCRIBE') {
       this.#run(request, tx, async () => { await (fromMesh ? this.#backendSubscribe(request, tx, flow, aor) : this.#uaSubscribe(request, tx, flow, aor)) })
       return true
@@ -650,6 +738,41 @@ export class PresenceAgent {
     this.#notifier.notify(sub, true)
   }
 
+  /**
+   * RFC 5367: an ad hoc list, the members in the SUBSCRIBE's `application/resource-lists+xml`
+   * body (`Require: recipient-list-subscribe`), to any address of a served domain (conventionally
+   * `sip:rls@<domain>`, which is then the list URI of the RLMI documents). The list lives as long
+   * as the subscription; it is served like a stored one (lists/server.ts).
+   */
+  async #adHocSubscribe (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: Aor): Promise<void> {
+    if (mediaType(request.headers.get('Content-Type')) !== RESOURCE_LISTS_CONTENT_TYPE) {
+      this.#respond(tx, createResponse(request, 415, undefined, [['Accept', RESOURCE_LISTS_CONTENT_TYPE]]))
+      return
+    }
+    // hostile bodies: ResourceListsError, answered 400 / 413 by sipStatusFor (index.ts)
+    const members = parseResourceLists(request.body, { maxEntries: this.lists.limits.maxMembers })
+    await this.#listSubscribe(request, tx, flow, { uri: aor, members: members.filter(m => m !== aor) }, false)
+  }
+
+  /** a SUBSCRIBE to a list URI (lists/server.ts); the subscriber as the mesh asserts it, or From */
+  async #listSubscribe (request: SipRequest, tx: ServerTransaction, flow: Flow, list: ResourceList, fromMesh: boolean): Promise<void> {
+    const pkg = this.#packageOf(request)
+    if (pkg === undefined || pkg === this.#winfo) { this.#badEvent(request, tx); return }
+    if (this.#notifier.size + this.#listServer.size >= this.#maxSubs) throw new SipStatusError(503, 'Too Many Subscriptions')
+    let identity: string | undefined
+    if (fromMesh && !names(request.headers.getAll('Supported'), EVENTLIST) && !names(request.headers.getAll('Require'), EVENTLIST)) {
+      // another node's back-end subscription to the list URI, as if to a user: a list is no presentity
+      this.#respond(tx, createResponse(request, 421, undefined, [['Require', EVENTLIST]]))
+      return
+    }
+    if (fromMesh) {
+      const pai = request.headers.get('P-Asserted-Identity')
+      try { identity = pai === undefined ? undefined : aorOf(parseUri(parseNameAddr(pai).uri)) } catch { identity = undefined }
+      if (identity === undefined) throw new SipStatusError(403, 'Forbidden (no asserted identity)')
+    }
+    await this.#listServer.subscribe(request, tx, flow, list, pkg, identity)
+  }
+
   // ---- back-end SUBSCRIBE from another node (this node owns the presentity) -----------------
 
   async #backendSubscribe (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: Aor): Promise<void> {
@@ -771,5 +894,6 @@ export class PresenceAgent {
     // the user registered elsewhere: its publications here are stale (dropped after the re-route,
     // so nobody is told of the removal as if it were the user's state)
     for (const pkg of this.#packages.values()) pkg.displaced?.(aor)
+    if (node !== this.#registry.nodeId) this.#exchange.displaced(aor)
   }
 }

@@ -21,6 +21,10 @@
  * - `loop.ts`: loop detection for back-end subscriptions (draft 7.2.1).
  * - `dialog-info.ts`, `watcherinfo.ts`: the RFC 4235 and RFC 3858 bodies, read with pidf.ts's
  *   hardened XML reader (`xml.ts`); hostile input refused with a `BodyError` (400).
+ * - `lists/`: resource lists (RFC 4662, RFC 4826, RFC 5367): `list.ts` (the admin API's JSON),
+ *   `resource-lists.ts` (RFC 4826 documents; `ResourceListsError` 400 / 413), `rlmi.ts` (the
+ *   multipart/related RLMI NOTIFY body), `store.ts` (persisted lists), `server.ts` (the list
+ *   server room of the agent), `exchange.ts` (lists across the mesh).
  *
  * `sipStatusFor(err)` turns the errors of these modules into the SIP response the gateway sends.
  */
@@ -30,6 +34,7 @@ import { PathHeaderError } from './loop.ts'
 import { PidfError } from './pidf.ts'
 import { DialogInfoError } from './dialog-info.ts'
 import { WatcherInfoError } from './watcherinfo.ts'
+import { ResourceListsError } from './lists/resource-lists.ts'
 import { BadPublicationError, ConditionalRequestFailedError, IntervalTooBriefError, TooManyPublicationsError } from './publications.ts'
 
 export * from './pidf.ts'
@@ -57,6 +62,7 @@ function phrase (text: string): string {
 export function sipStatusFor (err: unknown): SipStatus | undefined {
   if (err instanceof PidfError) return { status: 400, reason: `Bad Request (${phrase(err.reason)})` }
   if (err instanceof DialogInfoError || err instanceof WatcherInfoError) return { status: 400, reason: `Bad Request (${phrase(err.reason)})` }
+  if (err instanceof ResourceListsError) return err.status === 413 ? { status: 413, reason: 'Request Entity Too Large (too many list entries)' } : { status: 400, reason: `Bad Request (${phrase(err.reason)})` }
   if (err instanceof BadPublicationError) return { status: 400, reason: `Bad Request (${phrase(err.reason)})` }
   if (err instanceof PathHeaderError) return { status: 400, reason: 'Bad Request (malformed hop list)' }
   if (err instanceof ConditionalRequestFailedError) return { status: 412, reason: 'Conditional Request Failed' }

@@ -141,6 +141,7 @@ export class Notifier {
   }
 
   #sendNotify (s: Sub, state: SubscriptionState, body: Uint8Array, extra: Array<[string, string]>): void {
+    if (s.sink !== undefined) { s.sink(state, body); return }
     if (!this.#requests.attached) return
     s.cseq++
     const h = new Headers()

@@ -47,7 +47,7 @@ export class AgentRequests {
     return t.mesh(node)
   }
 
-  async flowFor (s: Sub): Promise<Flow> {
+  async flowFor (s: Pick<Sub, 'flow' | 'watcher' | 'routeSet' | 'remoteTarget'>): Promise<Flow> {
     const t = this.#t
     if (t === undefined) throw new Error('presence agent not started')
     if (s.flow.transport === MESH_TRANSPORT) return t.mesh(s.flow.node ?? s.watcher)

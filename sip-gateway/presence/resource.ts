@@ -55,6 +55,11 @@ export interface Sub {
   force?: boolean
   /** ua: what the package's `render` keeps between NOTIFYs (versions) */
   render?: RenderState
+  /**
+   * A member of a list subscription (lists/server.ts): no dialog of its own; what would be sent
+   * in a NOTIFY is handed to the list server instead
+   */
+  sink?: (state: SubscriptionState, body: Uint8Array) => void
 }
 
 /** This node's back-end subscription to the owner of a remote resource. */

@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { request } from 'node:http'
 import { UserAgent, Subscriber } from 'sip.js'
 import { adminToken, run, stop, type Proc } from './fixtures/processes.ts'
+import { registerOn } from './fixtures/register.ts'
 import { TestUa } from '../sip-gateway/gateway/fixtures/ua.ts'
 import { subscribe, waitNotify, type Dialog } from '../sip-gateway/presence/fixtures.ts'
 import { parseDialogInfo } from '../../sip-gateway/presence/dialog-info.ts'
@@ -43,17 +44,6 @@ function httpPut (hostPort: string, path: string, body: string, token: string): 
     req.on('error', reject)
     req.end(body)
   })
-}
-
-/** REGISTER as a phone would under load: wait up to 10 s, and retry after a 503 (overload) */
-async function registerOn (u: TestUa): Promise<number | undefined> {
-  let status: number | undefined
-  for (let i = 0; i < 5; i++) {
-    status = (await u.request({ method: 'REGISTER', uri: 'sip:example.com', to: `<${u.aor}>`, headers: [['Contact', u.contact], ['Expires', '300']], callId: `reg-${u.user}-${u.port}` }, 10_000))?.status
-    if (status !== undefined && status !== 503) return status
-    await new Promise(resolve => setTimeout(resolve, 1000))
-  }
-  return status
 }
 
 const within = async <T>(ms: number, p: Promise<T>, what: string): Promise<T> => await Promise.race([

@@ -25,3 +25,27 @@ export function readOnly (ctx: RouteContext, route: string): boolean {
   ctx.error(route, 405, 'method_not_allowed', `${String(ctx.req.method).slice(0, 20)} is not allowed here`, { allow: 'GET, HEAD' })
   return false
 }
+
+/**
+ * The request's JSON body, at most `max` bytes; on failure the error is answered (413 too_large,
+ * 400 bad_json) and `undefined` returned, so `{ ok: false }` means "already answered".
+ */
+export async function readJson (ctx: RouteContext, route: string, max: number): Promise<{ ok: true, value: unknown } | { ok: false }> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+    size += chunk.length
+    if (size > max) {
+      ctx.error(route, 413, 'too_large', `the body is larger than ${Math.round(max / 1024)} KiB`)
+      ctx.req.destroy()
+      return { ok: false }
+    }
+    chunks.push(chunk)
+  }
+  try {
+    return { ok: true, value: JSON.parse(Buffer.concat(chunks).toString('utf8')) }
+  } catch {
+    ctx.error(route, 400, 'bad_json', 'the body is not JSON')
+    return { ok: false }
+  }
+}

@@ -17,6 +17,8 @@ export interface SubscribeOptions {
   uri?: string
   cseq?: number
   accept?: string
+  /** more headers (e.g. Supported: eventlist) */
+  headers?: Array<[string, string]>
 }
 
 export interface Dialog {
@@ -35,6 +37,7 @@ export async function subscribe (ua: TestUa, o: SubscribeOptions, timeoutMs = 30
   const headers: Array<[string, string]> = [['Contact', ua.contact], ['Accept', o.accept ?? 'application/pidf+xml']]
   if (o.event !== '') headers.push(['Event', o.event ?? 'presence'])
   if (o.expires !== undefined) headers.push(['Expires', String(o.expires)])
+  if (o.headers !== undefined) headers.push(...o.headers)
   const req: RequestOptions = {
     method: 'SUBSCRIBE',
     uri: o.uri ?? o.to,
