@@ -693,6 +693,10 @@ export class PresenceAgent {
         this.#backends.queueIdentity(p, watcher)
         await this.#backends.waitDecision(p, watcher)
       }
+      if (p.backendState === 'list') {
+        this.#respond(tx, createResponse(request, 421, undefined, [['Require', EVENTLIST]]))
+        return
+      }
       if (p.ownerDecisions.get(watcher) === 'block') {
         this.#respond(tx, createResponse(request, 403))
         return

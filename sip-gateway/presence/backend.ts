@@ -121,7 +121,7 @@ export class BackendSubscriptions {
   }
 
   async waitDecision (p: Resource, watcher: string): Promise<void> {
-    if (p.mode !== 'remote' || this.decided(p, watcher) || p.backendState === 'loop' || p.backendState === 'failed') return
+    if (p.mode !== 'remote' || this.decided(p, watcher) || p.backendState === 'loop' || p.backendState === 'failed' || p.backendState === 'list') return
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, this.decisionWait)
       function done (): void { clearTimeout(timer); resolve() }
@@ -247,6 +247,15 @@ export class BackendSubscriptions {
       this.clear(b)
       this.wake(p, true)
       this.#notifier.notifyAll(p)
+      return
+    }
+    if (r.status === 421) {
+      // the owner serves this URI as a resource list (lists/exchange.ts): a watcher without
+      // `Supported: eventlist` gets the owner's 421 from here too (RFC 4662 4.1), not a pending
+      // subscription to a presentity that does not exist
+      p.backendState = 'list'
+      this.wake(p, true)
+      if (!b.established) { this.clear(b); this.#byCallId.delete(b.callId); p.backend = undefined }
       return
     }
     if (r.status === 403 || r.status === 603) {

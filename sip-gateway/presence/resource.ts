@@ -17,7 +17,8 @@ import type { EventPackage, RenderState } from './package.ts'
  * this node holds one back-end subscription to it; `held`: nobody owns it.
  */
 export type Mode = 'local' | 'remote' | 'held'
-export type BackendState = 'none' | 'pending' | 'accepted' | 'loop' | 'failed'
+/** 'list': the owner answered 421, the URI is a resource list (RFC 4662) and needs `Supported: eventlist` */
+export type BackendState = 'none' | 'pending' | 'accepted' | 'loop' | 'failed' | 'list'
 
 /** A subscription this node is the notifier of: a user agent's, or another node's back-end one. */
 export interface Sub {
