@@ -83,7 +83,7 @@ import { BackendSubscriptions, NOT_OWNER_HEADER } from './backend.ts'
 import { Resources } from './resources.ts'
 import { RulesExchange, RULES_EVENT } from './rules-exchange.ts'
 import { AgentLimits, RateLimitedError, TooBriefError } from './limits.ts'
-import { dialogKey, own, stripTag, tagOf, type Resource, type Sub } from './resource.ts'
+import { dialogKey, own, stripTag, subscribeDialogOf, tagOf, type Resource, type Sub } from './resource.ts'
 import { ListStore, type ListStoreInit } from './lists/store.ts'
 import { EVENTLIST, ListServer, names, type ListServerInit } from './lists/server.ts'
 import { ListExchange, LIST_EVENT, checkListSize, type ListExchangeInit } from './lists/exchange.ts'
@@ -622,26 +622,7 @@ export class PresenceAgent {
       this.#respond(tx, createResponse(request, 406, undefined, [['Accept', pkg.contentType]]))
       return
     }
-    const h = request.headers
-    const contact = h.get('Contact')
-    const from = h.get('From')
-    const to = h.get('To')
-    const callId = h.get('Call-ID')
-    const cseq = h.get('CSeq')
-    if (contact === undefined || from === undefined || to === undefined || callId === undefined || cseq === undefined) throw new SipStatusError(400, 'Missing Header')
-    let watcher: string
-    let remoteTarget: string
-    let remoteTag: string | undefined
-    try {
-      const f = parseNameAddr(from)
-      watcher = aorOf(parseUri(f.uri))
-      remoteTag = typeof f.params.tag === 'string' ? f.params.tag : undefined
-      remoteTarget = parseNameAddr(contact).uri
-      parseUri(remoteTarget)
-    } catch {
-      throw new SipStatusError(400, 'Malformed From or Contact')
-    }
-    if (remoteTag === undefined) throw new SipStatusError(400, 'Missing From Tag')
+    const { from, to, callId, cseq, fromAor: watcher, remoteTag, remoteTarget } = subscribeDialogOf(request)
     if (this.#notifier.size >= this.#maxSubs) throw new SipStatusError(503, 'Too Many Subscriptions')
     if (this.#resources.size >= this.#maxPresentities && !this.#resources.has(pkg.name, aor)) throw new SipStatusError(503, 'Too Many Presentities')
 

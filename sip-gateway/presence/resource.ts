@@ -6,6 +6,9 @@
  */
 import { randomBytes } from 'node:crypto'
 import { parseNameAddr } from '../codec/name-addr.ts'
+import { parseUri, aorOf } from '../codec/uri.ts'
+import type { SipRequest } from '../codec/message.ts'
+import { SipStatusError } from '../errors.ts'
 import type { Aor, Unwatch } from '../ports.ts'
 import type { Flow } from '../proxy/flow.ts'
 import type { Decision } from './authorization.ts'
@@ -143,4 +146,41 @@ let branchCounter = 0
 export function newBranch (): string {
   branchCounter = (branchCounter + 1) % Number.MAX_SAFE_INTEGER
   return BRANCH_PREFIX + branchCounter.toString(36)
+}
+
+/** What a SUBSCRIBE that creates a dialog must carry (RFC 6665 4.1, RFC 3261 12.1.1), checked. */
+export interface SubscribeDialog {
+  from: string
+  to: string
+  callId: string
+  cseq: string
+  /** the subscriber's AoR, from From */
+  fromAor: string
+  remoteTag: string
+  remoteTarget: string
+}
+
+/** The dialog fields of a SUBSCRIBE; throws 400 when one is missing or malformed. */
+export function subscribeDialogOf (request: SipRequest): SubscribeDialog {
+  const h = request.headers
+  const contact = h.get('Contact')
+  const from = h.get('From')
+  const to = h.get('To')
+  const callId = h.get('Call-ID')
+  const cseq = h.get('CSeq')
+  if (contact === undefined || from === undefined || to === undefined || callId === undefined || cseq === undefined) throw new SipStatusError(400, 'Missing Header')
+  let fromAor: string
+  let remoteTarget: string
+  let remoteTag: string | undefined
+  try {
+    const f = parseNameAddr(from)
+    fromAor = aorOf(parseUri(f.uri))
+    remoteTag = typeof f.params.tag === 'string' ? f.params.tag : undefined
+    remoteTarget = parseNameAddr(contact).uri
+    parseUri(remoteTarget)
+  } catch {
+    throw new SipStatusError(400, 'Malformed From or Contact')
+  }
+  if (remoteTag === undefined) throw new SipStatusError(400, 'Missing From Tag')
+  return { from, to, callId, cseq, fromAor, remoteTag, remoteTarget }
 }

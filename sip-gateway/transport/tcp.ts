@@ -94,16 +94,29 @@ export async function listenTcp (address: Address, onSocket: (socket: Socket) =>
 
 /** Dial a TCP connection, failing after `timeoutMs`. */
 export async function dialTcp (target: Address, timeoutMs: number, signal?: AbortSignal): Promise<Socket> {
-  return await new Promise<Socket>((resolve, reject) => {
-    const socket = connect({ host: target.host, port: target.port, noDelay: true })
+  const socket = connect({ host: target.host, port: target.port, noDelay: true })
+  await settleConnect(socket, 'connect', {
+    failed: (err) => `cannot connect to ${target.host}:${target.port}: ${err.message}`,
+    timedOut: `connect to ${target.host}:${target.port} timed out`
+  }, timeoutMs, signal)
+  return socket
+}
+
+/**
+ * Wait for a dialled socket's `event` (`connect`, or `secureConnect` for TLS): rejects with a
+ * TransportError and destroys the socket on an error, after `timeoutMs`, or when `signal` aborts.
+ */
+export async function settleConnect (socket: Socket, event: 'connect' | 'secureConnect',
+  say: { failed: (err: Error) => string, timedOut: string }, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
     const fail = (reason: string, cause?: unknown): void => {
       cleanup()
       socket.destroy()
       reject(new TransportError(reason, { cause }))
     }
-    const onError = (err: Error): void => fail(`cannot connect to ${target.host}:${target.port}: ${err.message}`, err)
+    const onError = (err: Error): void => fail(say.failed(err), err)
     const onAbort = (): void => fail('aborted')
-    const timer = setTimeout(() => fail(`connect to ${target.host}:${target.port} timed out`), timeoutMs)
+    const timer = setTimeout(() => fail(say.timedOut), timeoutMs)
     const cleanup = (): void => {
       clearTimeout(timer)
       socket.off('error', onError)
@@ -112,9 +125,9 @@ export async function dialTcp (target: Address, timeoutMs: number, signal?: Abor
     if (signal?.aborted === true) { fail('aborted'); return }
     signal?.addEventListener('abort', onAbort, { once: true })
     socket.once('error', onError)
-    socket.once('connect', () => {
+    socket.once(event, () => {
       cleanup()
-      resolve(socket)
+      resolve()
     })
   })
 }

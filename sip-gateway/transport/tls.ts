@@ -13,6 +13,7 @@ import { connect, createServer, type PeerCertificate, type Server, type TLSSocke
 import { TransportError } from '../errors.ts'
 import type { Address } from './types.ts'
 import { certificateDomains } from './tls-identity.ts'
+import { settleConnect } from './tcp.ts'
 
 export interface TlsCredentials {
   /** PEM certificate chain of this node (its domain in subjectAltName) */
@@ -91,46 +92,29 @@ export interface TlsDialResult {
  */
 export async function dialTls (target: Address, credentials: TlsCredentials, peers: ReadonlySet<string>, timeoutMs: number,
   domain?: string, signal?: AbortSignal): Promise<TlsDialResult> {
-  return await new Promise<TlsDialResult>((resolve, reject) => {
-    const socket = connect({
-      host: target.host,
-      port: target.port,
-      cert: credentials.cert,
-      key: credentials.key,
-      ca: credentials.ca,
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.2',
-      // SNI takes a host name only; an address is not sent
-      ...(domain !== undefined ? { servername: domain } : {}),
-      checkServerIdentity: (_host, cert) => {
-        const names = certificateDomains(cert)
-        if (domain !== undefined && !names.includes(domain)) {
-          return new TransportError(`certificate of ${target.host}:${target.port} does not name ${domain} (${names.join(', ') || 'no domain'})`)
-        }
-        return undefined
+  const socket = connect({
+    host: target.host,
+    port: target.port,
+    cert: credentials.cert,
+    key: credentials.key,
+    ca: credentials.ca,
+    rejectUnauthorized: true,
+    minVersion: 'TLSv1.2',
+    // SNI takes a host name only; an address is not sent
+    ...(domain !== undefined ? { servername: domain } : {}),
+    checkServerIdentity: (_host, cert) => {
+      const names = certificateDomains(cert)
+      if (domain !== undefined && !names.includes(domain)) {
+        return new TransportError(`certificate of ${target.host}:${target.port} does not name ${domain} (${names.join(', ') || 'no domain'})`)
       }
-    })
-    socket.setNoDelay(true)
-    const fail = (reason: string, cause?: unknown): void => {
-      cleanup()
-      socket.destroy()
-      reject(new TransportError(reason, { cause }))
+      return undefined
     }
-    const onError = (err: Error): void => fail(`tls to ${target.host}:${target.port} failed: ${err.message}`, err)
-    const onAbort = (): void => fail('aborted')
-    const timer = setTimeout(() => fail(`tls to ${target.host}:${target.port} timed out`), timeoutMs)
-    const cleanup = (): void => {
-      clearTimeout(timer)
-      socket.off('error', onError)
-      signal?.removeEventListener('abort', onAbort)
-    }
-    if (signal?.aborted === true) { fail('aborted'); return }
-    signal?.addEventListener('abort', onAbort, { once: true })
-    socket.once('error', onError)
-    socket.once('secureConnect', () => {
-      cleanup()
-      const names = certificateDomains(socket.getPeerCertificate())
-      resolve({ socket, peerDomain: domain ?? names.find(d => peers.has(d)) })
-    })
   })
+  socket.setNoDelay(true)
+  await settleConnect(socket, 'secureConnect', {
+    failed: (err) => `tls to ${target.host}:${target.port} failed: ${err.message}`,
+    timedOut: `tls to ${target.host}:${target.port} timed out`
+  }, timeoutMs, signal)
+  const names = certificateDomains(socket.getPeerCertificate())
+  return { socket, peerDomain: domain ?? names.find(d => peers.has(d)) }
 }

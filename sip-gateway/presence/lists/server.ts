@@ -23,9 +23,8 @@ import { SipRequest, type SipRequest as Request, type SipResponse } from '../../
 import { Headers } from '../../codec/headers.ts'
 import { createResponse, generateTag } from '../../codec/response.ts'
 import { parseNameAddr } from '../../codec/name-addr.ts'
-import { parseUri, aorOf } from '../../codec/uri.ts'
+import { parseUri } from '../../codec/uri.ts'
 import { parseCSeq } from '../../codec/cseq.ts'
-import { SipStatusError } from '../../errors.ts'
 import type { Aor, Logger } from '../../ports.ts'
 import type { ServerTransaction } from '../../transaction/layer.ts'
 import { MESH_TRANSPORT, type Flow } from '../../proxy/flow.ts'
@@ -36,7 +35,7 @@ import type { Resources } from '../resources.ts'
 import type { BackendSubscriptions } from '../backend.ts'
 import type { AgentRequests } from '../requests.ts'
 import type { AgentLimits } from '../limits.ts'
-import { dialogKey, own, stripTag, type Sub } from '../resource.ts'
+import { dialogKey, own, stripTag, subscribeDialogOf, type Sub } from '../resource.ts'
 import type { ListStore } from './store.ts'
 import type { ResourceList } from './list.ts'
 import { buildListNotify, MULTIPART_RELATED, RLMI_CONTENT_TYPE, type MemberState } from './rlmi.ts'
@@ -160,25 +159,7 @@ export class ListServer {
     }
     if (flow.transport !== MESH_TRANSPORT) this.#c.limits.take(flow)
     const expires = this.#c.limits.grant(h.get('Expires'))
-    const contact = h.get('Contact')
-    const from = h.get('From')
-    const to = h.get('To')
-    const callId = h.get('Call-ID')
-    const cseq = h.get('CSeq')
-    if (contact === undefined || from === undefined || to === undefined || callId === undefined || cseq === undefined) throw new SipStatusError(400, 'Missing Header')
-    let fromAor: string
-    let remoteTag: string | undefined
-    let remoteTarget: string
-    try {
-      const f = parseNameAddr(from)
-      fromAor = aorOf(parseUri(f.uri))
-      remoteTag = typeof f.params.tag === 'string' ? f.params.tag : undefined
-      remoteTarget = parseNameAddr(contact).uri
-      parseUri(remoteTarget)
-    } catch {
-      throw new SipStatusError(400, 'Malformed From or Contact')
-    }
-    if (remoteTag === undefined) throw new SipStatusError(400, 'Missing From Tag')
+    const { from, to, callId, cseq, fromAor, remoteTag, remoteTarget } = subscribeDialogOf(request)
     const watcher = identity ?? fromAor
     if (list.owner !== undefined && list.owner !== watcher) {
       this.#c.respond(tx, createResponse(request, 403, 'Forbidden (a personal list)'))
