@@ -17,6 +17,7 @@ import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { createMeshNode } from './libp2p.ts'
 import { loadOrCreateIdentity, openDatastore, DatastoreDurableStore } from './persistence.ts'
 import { Libp2pPeerChannel } from './peer-channel.ts'
+import { IdleConnections } from './idle-connections.ts'
 import { ConnectionFailures, wasReported } from './connection-failures.ts'
 import { AdminServer } from './admin/server.ts'
 import { loadOrCreateAdminToken } from './admin/auth.ts'
@@ -148,6 +149,8 @@ export interface SipmeshNodeInit {
 }
 
 const STOP_STEP_TIMEOUT = 10_000
+/** neighbours (closest in the routing table) whose connections stay open however idle */
+const IDLE_KEPT_NEIGHBOURS = 4
 
 export class NodeStartError extends Error {
   static readonly NAME = 'NodeStartError'
@@ -410,6 +413,17 @@ export class SipmeshNode {
     }
     this.adminServer = admin
     this.stopSteps.push(async () => { await admin.stop() })
+
+    // last: every protocol of ours is registered now, and only those count as work
+    const idle = new IdleConnections({
+      libp2p: meshNode.libp2p,
+      logger: this.log,
+      kept: () => meshNode.registry.keptPeers(IDLE_KEPT_NEIGHBOURS),
+      activity: [(peer) => channel.lastActivity(peer)]
+    }, { idleMs: config.mesh.idleConnectionMs })
+    idle.start()
+    this.stopSteps.push(async () => { idle.stop() })
+    addCollectedCounter(this.metrics.registry, 'sipmesh_idle_connections_closed_total', 'mesh connections this node dialled and closed after they idled past --mesh-idle', () => idle.closed)
   }
 
   /** `GET /status` */
