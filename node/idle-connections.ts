@@ -14,6 +14,12 @@
  * (`activity` sources). kad-dht is left out on purpose: its periodic walks touch every node of a
  * small mesh and would keep the whole mesh connected.
  *
+ * kad-dht tags the 20 peers closest to this node `keep-alive`, and libp2p's reconnect queue dials
+ * a peer with that tag again as soon as it disconnects (and at every start): in a mesh of up to 21
+ * nodes, every peer, so a connection closed by one side was opened again by the other at once.
+ * Each pass therefore drops the `keep-alive` tags of every peer that is not kept (kad-dht tags a
+ * peer again only when it re-enters its closest set; the next pass drops that too).
+ *
  * Which connections close: only those this node dialled (the dialler decides, so two nodes never
  * fight over one connection), open longer than `idleMs` with no work for `idleMs`, and not to a
  * kept peer: the owner of a route this node watches (liveness of its AoRs, dht/liveness.ts, needs
@@ -21,6 +27,7 @@
  * always has neighbours, stays visible in `/peers` and on the dashboard, and is missed at once
  * when it dies).
  */
+import { KEEP_ALIVE } from '@libp2p/interface'
 import type { Connection, Libp2p, PeerId, Startable, Stream, StreamMiddleware } from '@libp2p/interface'
 import type { Logger } from '../sip-gateway/ports.ts'
 
@@ -28,7 +35,7 @@ import type { Logger } from '../sip-gateway/ports.ts'
 const NOT_WORK = [/^\/ipfs\/ping\//, /^\/ipfs\/id\//, /\/kad\//]
 
 export interface IdleConnectionsComponents {
-  libp2p: Pick<Libp2p, 'getConnections' | 'getProtocols' | 'use' | 'unuse'>
+  libp2p: Pick<Libp2p, 'getConnections' | 'getProtocols' | 'use' | 'unuse' | 'peerStore'>
   logger: Logger
   /** peers whose connections stay open whatever their traffic (watched route owners, neighbours) */
   kept: () => Iterable<PeerId>
@@ -108,11 +115,33 @@ export class IdleConnections implements Startable {
       closed++
       this.closed++
       this.#log.debug('closing idle mesh connection', { peer, idleMs: this.#idleMs })
-      conn.close().catch((err: Error) => { conn.abort(err) })
+      void this.#close(conn)
     }
+    void this.#untag(kept)
     // forget peers no longer connected (their next connection starts a new record)
     for (const peer of this.#lastStream.keys()) if (!seen.has(peer)) this.#lastStream.delete(peer)
     return closed
+  }
+
+  async #close (conn: Connection): Promise<void> {
+    await this.#untag(new Set(), conn.remotePeer)
+    await conn.close().catch((err: Error) => { conn.abort(err) })
+  }
+
+  /** Drop the `keep-alive` tags of the peers not kept (of one peer when `only` is given). */
+  async #untag (kept: ReadonlySet<string>, only?: PeerId): Promise<void> {
+    try {
+      const peers = only !== undefined
+        ? [await this.#libp2p.peerStore.get(only)]
+        : await this.#libp2p.peerStore.all({ filters: [(p) => [...p.tags.keys()].some(t => t.startsWith(KEEP_ALIVE))] })
+      for (const peer of peers) {
+        if (kept.has(peer.id.toString())) continue
+        const untag = Object.fromEntries([...peer.tags.keys()].filter(t => t.startsWith(KEEP_ALIVE)).map(t => [t, undefined]))
+        if (Object.keys(untag).length > 0) await this.#libp2p.peerStore.merge(peer.id, { tags: untag })
+      }
+    } catch (err) {
+      this.#log.debug('could not drop keep-alive tags', { error: (err as Error).message })
+    }
   }
 
   #lastWork (peer: string): number {
