@@ -23,7 +23,7 @@
 // `--budget` seconds (default 900); every process it starts is stopped, on error too.
 //
 //   node scripts/bench-fleet.ts [--sizes 5,10,20] [--users 100000] [--step 5] [--idle 10]
-//        [--settle 90] [--idle-only] [--node-args "--mesh-idle 0"] [--bulk-seconds 45] [--budget 900]
+//        [--settle 90] [--idle-only] [--node-args="--mesh-idle 0"] [--bulk-seconds 45] [--budget 900]
 import { mkdtempSync, rmSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -119,10 +119,10 @@ async function size (n: number): Promise<SizeResult> {
   const t0 = Date.now()
   const spawnedAt = performance.now()
   // node 0, then the others in batches of 5, each bootstrapping from node 0
-  nodes.push(await startSipmesh({ dataDir: join(work, `n${n}-0`), args: NODE_ARGS, timeoutMs: 60_000 }))
+  nodes.push(await startSipmesh({ dataDir: join(work, `n${n}-0`), args: NODE_ARGS, timeoutMs: 180_000 }))
   const boot = nodes[0].multiaddrs.find(m => m.includes('127.0.0.1')) ?? nodes[0].multiaddrs[0]
   for (let i = 1; i < n; i += 5) {
-    const batch = await Promise.all(Array.from({ length: Math.min(5, n - i) }, async (_, j) => await startSipmesh({ dataDir: join(work, `n${n}-${i + j}`), bootstrap: [boot], args: NODE_ARGS, timeoutMs: 60_000 })))
+    const batch = await Promise.all(Array.from({ length: Math.min(5, n - i) }, async (_, j) => await startSipmesh({ dataDir: join(work, `n${n}-${i + j}`), bootstrap: [boot], args: NODE_ARGS, timeoutMs: 180_000 })))
     nodes.push(...batch)
   }
   // connected (each node to at least min(n - 1, 3) others), then the start-up walks settle
