@@ -359,7 +359,14 @@ describe('peering between two meshes over TLS (separate processes)', () => {
     await waitFor(async () => await held([com1]) - base.com1 === 1 && await served([net1, net2]) - base.served === 1, 10_000, 'still one subscription between the networks')
     assert.equal(await held([com2, net1, net2]), base.others)
     for (const w of [mallory, pat]) assert.ok(!notifies(w).some(m => m.includes('bob on net1') || m.includes('bob moved')), `${w.aor} never sees Bob's state`)
-    for (const w of allowed) assert.ok(!notifies(w).some(m => /Subscription-State: (pending|terminated)/i.test(m) && m.includes('bob moved')), 'no watcher left pending')
+    // no watcher left pending: each one's latest NOTIFY is active with Bob's new state; pat's is active and neutral
+    const last = (w: Watcher): string => notifies(w).at(-1) ?? ''
+    for (const w of allowed) {
+      assert.match(last(w), /^Subscription-State: active/im, w.aor)
+      assert.ok(last(w).includes('bob moved to net2'), w.aor)
+    }
+    assert.match(last(pat), /^Subscription-State: active/im, 'pat: polite-block is an active subscription')
+    assert.doesNotMatch(last(pat), /<note>/, 'with the neutral document')
   })
 
   test('the other way: watchers of example.net on one node cost one subscription to example.com', async () => {
