@@ -405,6 +405,18 @@ describe('peering between two meshes over TLS (separate processes)', () => {
     const ok = await tlsExchange(net1.tls, pki.com, backend(`${enc('sip:ok1@example.com')} ${enc('sip:ok2@example.com')}`))
     assert.match(ok.answer, /^SIP\/2\.0 200/, ok.answer)
     assert.match(ok.answer, /^Require: sipmesh-watchers/im)
+    // in its dialog too: a refresh naming a watcher of another domain is refused, one of its own accepted
+    const dialog = (answer: string, cseq: number, watchers: string): string => {
+      const h = (name: string): string => new RegExp(`^${name}: (.*)$`, 'im').exec(answer)?.[1] ?? ''
+      return [`SUBSCRIBE ${/<([^>]+)>/.exec(h('Contact'))?.[1] ?? ''} SIP/2.0`, `Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK${Math.random().toString(36).slice(2)}`,
+        'Max-Forwards: 70', `From: ${h('From')}`, `To: ${h('To')}`, `Call-ID: ${h('Call-ID')}`, `CSeq: ${cseq} SUBSCRIBE`, 'Contact: <sip:127.0.0.1:5999;transport=tls>',
+        'Event: presence', 'Require: sipmesh-watchers', 'Expires: 60', `Sipmesh-Watchers: ${watchers}`, 'Content-Length: 0', '', ''].join('\r\n')
+    }
+    const refreshForeign = await tlsExchange(net1.tls, pki.com, dialog(ok.answer, 2, enc('sip:eve@example.org')))
+    assert.match(refreshForeign.answer, /^SIP\/2\.0 403/, refreshForeign.answer)
+    const refreshOwn = await tlsExchange(net1.tls, pki.com, dialog(ok.answer, 3, enc('sip:ok3@example.com')))
+    assert.match(refreshOwn.answer, /^SIP\/2\.0 200/, refreshOwn.answer)
+    assert.match(refreshOwn.answer, /^Sipmesh-Authorization: .*ok3%40example\.com/im, 'a decision for the new watcher')
     // a peer speaks for its own users only: one watcher of another domain refuses the whole request
     const foreign = await tlsExchange(net1.tls, pki.com, backend(`${enc('sip:ok1@example.com')} ${enc('sip:eve@example.org')}`))
     assert.match(foreign.answer, /^SIP\/2\.0 403/, foreign.answer)
