@@ -103,7 +103,7 @@ export interface GatewayStatsSnapshot {
     tlsHandshakeFailures?: number
     tlsRefused?: number
   }
-  presence?: { presentities: number, subscriptions: number, backendSubscriptions: number, publications: number, notifiesSent: number, rateLimited: number }
+  presence?: { presentities: number, subscriptions: number, backendSubscriptions: number, peerBackendSubscriptions?: number, peerBackendsServed?: number, publications: number, notifiesSent: number, rateLimited: number }
   offline?: { users: number, messages: number, stored: number, delivered: number, refused: number }
   /** absent when digest authentication is off */
   auth?: { challenged: number, authenticated: number, failed: number, forbidden: number, malformed: number }
@@ -600,6 +600,8 @@ export class SipmeshNode {
     gauge('sipmesh_sip_presence_presentities', 'presentities the presence agent tracks', s => s.presence?.presentities)
     gauge('sipmesh_sip_presence_subscriptions', 'presence subscriptions of watchers served by this node', s => s.presence?.subscriptions)
     gauge('sipmesh_sip_presence_backend_subscriptions', 'back-end presence subscriptions this node holds to owner nodes', s => s.presence?.backendSubscriptions)
+    gauge('sipmesh_sip_presence_peer_backend_subscriptions', 'back-end presence subscriptions this node holds to peer networks (one per presentity and package, whatever the watchers)', s => s.presence?.peerBackendSubscriptions)
+    gauge('sipmesh_sip_presence_peer_backends_served', 'back-end presence subscriptions of peer networks this node serves', s => s.presence?.peerBackendsServed)
     gauge('sipmesh_sip_presence_publications', 'live presence publications (PUBLISH) held by this node', s => s.presence?.publications)
     counter('sipmesh_sip_presence_notifies_sent_total', 'presence NOTIFYs sent', s => s.presence?.notifiesSent)
     counter('sipmesh_sip_presence_rate_limited_total', 'SUBSCRIBE/PUBLISH requests refused by the presence rate limit', s => s.presence?.rateLimited)
