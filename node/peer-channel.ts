@@ -24,6 +24,16 @@
  * multiplies throughput (~76,000 400-byte messages/s one way between two nodes in one process
  * here, against ~13,000 with one write per message).
  *
+ * Delivery: a batch arrives as one chunk holding many frames. Handing them all to the gateway in
+ * one go made a convoy: each message's handling is a chain of microtasks (awaits that resolve at
+ * once), so the messages of a batch advanced in lockstep and the first was forwarded only once
+ * the last had been parsed and routed; then all went out together, their answers came back
+ * together, and the next node got them as one batch again. So each frame of a chunk after the
+ * first is delivered in a turn of the event loop of its own (setImmediate, after which Node drains
+ * the microtasks): one message is handled to its end, forwarded, before the next starts, as with
+ * UDP datagrams, each of which is its own I/O callback, and the datagrams that arrived meanwhile
+ * (the answers) are read between two frames.
+ *
  * Backpressure: when the stream's write buffer is full (`send` returned false), later messages
  * queue in order and `send()` resolves only once its message is handed to the stream, so callers
  * that await `send` slow down with the network. The queue per peer is bounded.
@@ -198,6 +208,9 @@ interface Link {
   batch: Uint8Array[]
   batchBytes: number
 }
+
+/** Frames of one stream waiting for a turn of their own beyond which they are delivered in one go. */
+const MAX_INBOX = 256
 
 /** A batch is written early once it holds this many bytes. */
 const MAX_BATCH_BYTES = 64 * 1024
@@ -490,6 +503,37 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
 
   private read (node: string, stream: Stream): void {
     const decoder = new FrameDecoder(this.maxFrameSize)
+    /** frames of this stream waiting for their own task, in order */
+    let inbox: Uint8Array[] = []
+    let head = 0
+    let scheduled = false
+    // one frame per event-loop turn, from one pending setImmediate per stream (not one per
+    // frame: a chunk of a million empty frames would make as many Immediates). A backlog longer
+    // than MAX_INBOX is delivered in one go, as it comes: the loop is then busy with it and reads
+    // no more from the socket, which is what pushes back on the sender (TCP, then the yamux
+    // window, then its send queue); taken a frame per turn, the inbox would grow instead.
+    const next = (): void => {
+      scheduled = false
+      const all = inbox
+      if (all.length - head > MAX_INBOX) {
+        const from = head
+        inbox = []
+        head = 0
+        for (let i = from; i < all.length; i++) this.deliver(node, all[i])
+        return
+      }
+      const frame = all[head++]
+      if (head === all.length) {
+        inbox = []
+        head = 0
+      } else {
+        // what was delivered is let go of now and then, not only once the inbox runs empty
+        if (head >= MAX_INBOX) { inbox = all.slice(head); head = 0 }
+        scheduled = true
+        setImmediate(next)
+      }
+      this.deliver(node, frame)
+    }
     stream.addEventListener('message', (evt) => {
       let frames: Uint8Array[]
       try {
@@ -500,10 +544,15 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
         stream.abort(err as Error)
         return
       }
-      for (const frame of frames) {
-        this.stats.framesReceived++
-        this.deliver(node, frame)
-      }
+      this.stats.framesReceived += frames.length
+      // One task per frame (see the file comment, "Delivery"): the first at once when nothing of
+      // this stream waits, the others one per turn of the event loop (a setImmediate, which Node
+      // follows with a microtask checkpoint), so that a message's handling runs to its end before
+      // the next frame's starts. Frames that arrive meanwhile queue behind them: order is kept.
+      let i = 0
+      if (inbox.length === 0 && frames.length > 0) this.deliver(node, frames[i++])
+      for (; i < frames.length; i++) inbox.push(frames[i])
+      if (!scheduled && inbox.length > head) { scheduled = true; setImmediate(next) }
     })
   }
 

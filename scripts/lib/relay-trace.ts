@@ -16,6 +16,7 @@ import dgram from 'node:dgram'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks'
+import { Session } from 'node:inspector'
 import { Libp2pPeerChannel } from '../../node/peer-channel.ts'
 
 const dir = process.env.RELAY_TRACE_DIR
@@ -84,7 +85,7 @@ if (dir !== undefined) {
   const loop = monitorEventLoopDelay({ resolution: 1 })
   loop.enable()
   const obs = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) gc.push([performance.timeOrigin + e.startTime, e.duration, (e.detail as { kind?: number } | undefined)?.kind ?? 0])
+    for (const e of list.getEntries()) gc.push([performance.timeOrigin + e.startTime, e.duration, (e as unknown as { detail?: { kind?: number } }).detail?.kind ?? 0])
   })
   obs.observe({ entryTypes: ['gc'] })
   /** event-loop delay per second (max and p99, ms), so a stall can be placed in time */
@@ -94,6 +95,26 @@ if (dir !== undefined) {
     loop.reset()
   }, 1000)
   sampler.unref()
+  // RELAY_TRACE_ALLOC=1: where the node allocates, collected objects included (V8's sampling heap
+  // profiler, one sample per 32 KiB), into alloc-<pid>.heapprofile (read it with
+  // scripts/heap-profile-top.ts)
+  let session: Session | undefined
+  if (process.env.RELAY_TRACE_ALLOC === '1') {
+    session = new Session()
+    session.connect()
+    session.post('HeapProfiler.startSampling', { samplingInterval: 32768, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+  }
+  const stopping = (): void => {
+    if (session === undefined) return
+    const s = session
+    session = undefined
+    s.post('HeapProfiler.stopSampling', (err, res) => {
+      if (err === null) writeFileSync(join(dir, `alloc-${process.pid}.heapprofile`), JSON.stringify(res.profile))
+    })
+  }
+  // the benchmark stops a node by closing its stdin: the profile is taken then, while the
+  // inspector still answers (it cannot in an 'exit' handler)
+  process.stdin.once('end', stopping)
   process.on('exit', () => {
     writeFileSync(join(dir, `trace-${process.pid}.json`), JSON.stringify({ pid: process.pid, events, gc, loop: perSecond }))
   })
