@@ -29,10 +29,11 @@
  * once), so the messages of a batch advanced in lockstep and the first was forwarded only once
  * the last had been parsed and routed; then all went out together, their answers came back
  * together, and the next node got them as one batch again. So each frame of a chunk after the
- * first is delivered in a turn of the event loop of its own (setImmediate, after which Node drains
- * the microtasks): one message is handled to its end, forwarded, before the next starts, as with
- * UDP datagrams, each of which is its own I/O callback, and the datagrams that arrived meanwhile
- * (the answers) are read between two frames.
+ * first is delivered in a task of its own (a setImmediate each, all run in the same turn of the
+ * event loop, each followed by Node's microtask checkpoint): one message is handled to its end,
+ * forwarded, before the next starts, as UDP datagrams are, each its own I/O callback. (One frame
+ * per turn of the loop instead starved them: a turn reads up to 32 datagrams of new requests per
+ * socket but would have taken one answer from the mesh.)
  *
  * Backpressure: when the stream's write buffer is full (`send` returned false), later messages
  * queue in order and `send()` resolves only once its message is handed to the stream, so callers
@@ -506,32 +507,13 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     /** frames of this stream waiting for their own task, in order */
     let inbox: Uint8Array[] = []
     let head = 0
-    let scheduled = false
-    // one frame per event-loop turn, from one pending setImmediate per stream (not one per
-    // frame: a chunk of a million empty frames would make as many Immediates). A backlog longer
-    // than MAX_INBOX is delivered in one go, as it comes: the loop is then busy with it and reads
-    // no more from the socket, which is what pushes back on the sender (TCP, then the yamux
-    // window, then its send queue); taken a frame per turn, the inbox would grow instead.
+    // each waiting frame has one setImmediate; all run in this turn's check phase, each followed
+    // by a microtask checkpoint. One that finds the inbox empty (a backlog was delivered in one
+    // go meanwhile) has nothing left to do
     const next = (): void => {
-      scheduled = false
-      const all = inbox
-      if (all.length - head > MAX_INBOX) {
-        const from = head
-        inbox = []
-        head = 0
-        for (let i = from; i < all.length; i++) this.deliver(node, all[i])
-        return
-      }
-      const frame = all[head++]
-      if (head === all.length) {
-        inbox = []
-        head = 0
-      } else {
-        // what was delivered is let go of now and then, not only once the inbox runs empty
-        if (head >= MAX_INBOX) { inbox = all.slice(head); head = 0 }
-        scheduled = true
-        setImmediate(next)
-      }
+      if (head >= inbox.length) return
+      const frame = inbox[head++]
+      if (head === inbox.length) { inbox = []; head = 0 }
       this.deliver(node, frame)
     }
     stream.addEventListener('message', (evt) => {
@@ -546,13 +528,25 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
       }
       this.stats.framesReceived += frames.length
       // One task per frame (see the file comment, "Delivery"): the first at once when nothing of
-      // this stream waits, the others one per turn of the event loop (a setImmediate, which Node
-      // follows with a microtask checkpoint), so that a message's handling runs to its end before
-      // the next frame's starts. Frames that arrive meanwhile queue behind them: order is kept.
+      // this stream waits, the others each in a setImmediate of its own, in order. Past
+      // MAX_INBOX waiting, what waits and the rest of the chunk are delivered now, in one go, as
+      // they come: the loop is then busy with them and reads no more from the socket, which is
+      // what pushes back on the sender (TCP, the yamux window, its send queue), and a chunk of a
+      // million empty frames makes no million Immediates.
       let i = 0
-      if (inbox.length === 0 && frames.length > 0) this.deliver(node, frames[i++])
-      for (; i < frames.length; i++) inbox.push(frames[i])
-      if (!scheduled && inbox.length > head) { scheduled = true; setImmediate(next) }
+      if (head === inbox.length && frames.length > 0) this.deliver(node, frames[i++])
+      for (; i < frames.length; i++) {
+        if (inbox.length - head >= MAX_INBOX) {
+          const waiting = inbox.slice(head)
+          inbox = []
+          head = 0
+          for (const f of waiting) this.deliver(node, f)
+          for (; i < frames.length; i++) this.deliver(node, frames[i])
+          return
+        }
+        inbox.push(frames[i])
+        setImmediate(next)
+      }
     })
   }
 
