@@ -24,7 +24,7 @@ if (positionals.length !== 1) {
   process.exit(2)
 }
 type Event = [string, number, string, string, number]
-interface Trace { pid: number, events: Event[], gc: Array<[number, number, number]>, loop: Array<[number, number, number]> }
+interface Trace { pid: number, events: Event[], gc: Array<[number, number, number]>, loop: Array<[number, number, number, number?]> }
 const traces: Trace[] = readdirSync(positionals[0]).filter(f => /^trace-\d+\.json$/.test(f)).map(f => JSON.parse(readFileSync(join(positionals[0], f), 'utf8')) as Trace)
 
 // a pair of processes of one phase: A received MESSAGEs by UDP and sent them to the mesh
@@ -108,6 +108,7 @@ for (const [name, t] of [['A', a], ['B', b]] as const) {
   console.log(`\n${name}: GC in the window: ` + [...byKind].map(([k, ds]) => `${kinds[k] ?? k} ×${ds.length} (sum ${ds.reduce((s, x) => s + x, 0).toFixed(0)} ms, max ${Math.max(...ds).toFixed(1)} ms)`).join(', '))
   const loops = t.loop.filter(l => l[0] >= from && l[0] <= end + 1000)
   console.log(`${name}: event-loop delay per second, max/p99 ms: ` + loops.map(l => `${l[1].toFixed(0)}/${l[2].toFixed(0)}`).join(' '))
+  if (loops.some(l => (l[3] ?? -1) >= 0)) console.log(`${name}: main thread waiting for a CPU, ms per second: ` + loops.map(l => (l[3] ?? -1).toFixed(0)).join(' '))
   // the GC pauses that overlap the slowest messages
   const hit = gcs.filter(g => g[1] > 5)
   if (hit.length > 0) console.log(`${name}: GC pauses over 5 ms at (s from window start): ` + hit.map(g => `${((g[0] - from) / 1000).toFixed(2)} (${g[1].toFixed(0)} ms)`).join(', '))

@@ -13,7 +13,7 @@
  * prototypes, and a node that runs without it pays nothing.
  */
 import dgram from 'node:dgram'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks'
 import { Session } from 'node:inspector'
@@ -88,10 +88,20 @@ if (dir !== undefined) {
     for (const e of list.getEntries()) gc.push([performance.timeOrigin + e.startTime, e.duration, (e as unknown as { detail?: { kind?: number } }).detail?.kind ?? 0])
   })
   obs.observe({ entryTypes: ['gc'] })
-  /** event-loop delay per second (max and p99, ms), so a stall can be placed in time */
-  const perSecond: Array<[number, number, number]> = []
+  /**
+   * per second: event-loop delay (max and p99, ms), so a stall can be placed in time, and how long
+   * the main thread waited in the kernel's run queue for a CPU (ms, from /proc/<pid>/schedstat on
+   * Linux; -1 elsewhere): the share of the delay that is the machine's load, not the node's work
+   */
+  const perSecond: Array<[number, number, number, number]> = []
+  const runQueueNs = (): number => {
+    try { return Number(readFileSync(`/proc/${process.pid}/task/${process.pid}/schedstat`, 'utf8').split(' ')[1]) } catch { return Number.NaN }
+  }
+  let waited = runQueueNs()
   const sampler = setInterval(() => {
-    perSecond.push([now(), loop.max / 1e6, loop.percentile(99) / 1e6])
+    const w = runQueueNs()
+    perSecond.push([now(), loop.max / 1e6, loop.percentile(99) / 1e6, Number.isNaN(w) ? -1 : (w - waited) / 1e6])
+    waited = w
     loop.reset()
   }, 1000)
   sampler.unref()
