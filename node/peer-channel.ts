@@ -24,6 +24,17 @@
  * multiplies throughput (~76,000 400-byte messages/s one way between two nodes in one process
  * here, against ~13,000 with one write per message).
  *
+ * Delivery: a batch arrives as one chunk holding many frames. Handing them all to the gateway in
+ * one go made a convoy: each message's handling is a chain of microtasks (awaits that resolve at
+ * once), so the messages of a batch advanced in lockstep and the first was forwarded only once
+ * the last had been parsed and routed; then all went out together, their answers came back
+ * together, and the next node got them as one batch again. So each frame of a chunk after the
+ * first is delivered in a task of its own (a setImmediate each, all run in the same turn of the
+ * event loop, each followed by Node's microtask checkpoint): one message is handled to its end,
+ * forwarded, before the next starts, as UDP datagrams are, each its own I/O callback. (One frame
+ * per turn of the loop instead starved them: a turn reads up to 32 datagrams of new requests per
+ * socket but would have taken one answer from the mesh.)
+ *
  * Backpressure: when the stream's write buffer is full (`send` returned false), later messages
  * queue in order and `send()` resolves only once its message is handed to the stream, so callers
  * that await `send` slow down with the network. The queue per peer is bounded.
@@ -198,6 +209,9 @@ interface Link {
   batch: Uint8Array[]
   batchBytes: number
 }
+
+/** Frames of one stream waiting for a turn of their own beyond which they are delivered in one go. */
+const MAX_INBOX = 256
 
 /** A batch is written early once it holds this many bytes. */
 const MAX_BATCH_BYTES = 64 * 1024
@@ -499,6 +513,18 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
 
   private read (node: string, stream: Stream): void {
     const decoder = new FrameDecoder(this.maxFrameSize)
+    /** frames of this stream waiting for their own task, in order */
+    let inbox: Uint8Array[] = []
+    let head = 0
+    // each waiting frame has one setImmediate; all run in this turn's check phase, each followed
+    // by a microtask checkpoint. One that finds the inbox empty (a backlog was delivered in one
+    // go meanwhile) has nothing left to do
+    const next = (): void => {
+      if (head >= inbox.length) return
+      const frame = inbox[head++]
+      if (head === inbox.length) { inbox = []; head = 0 }
+      this.deliver(node, frame)
+    }
     stream.addEventListener('message', (evt) => {
       this.active.set(node, Date.now())
       let frames: Uint8Array[]
@@ -510,9 +536,26 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
         stream.abort(err as Error)
         return
       }
-      for (const frame of frames) {
-        this.stats.framesReceived++
-        this.deliver(node, frame)
+      this.stats.framesReceived += frames.length
+      // One task per frame (see the file comment, "Delivery"): the first at once when nothing of
+      // this stream waits, the others each in a setImmediate of its own, in order. Past
+      // MAX_INBOX waiting, what waits and the rest of the chunk are delivered now, in one go, as
+      // they come: the loop is then busy with them and reads no more from the socket, which is
+      // what pushes back on the sender (TCP, the yamux window, its send queue), and a chunk of a
+      // million empty frames makes no million Immediates.
+      let i = 0
+      if (head === inbox.length && frames.length > 0) this.deliver(node, frames[i++])
+      for (; i < frames.length; i++) {
+        if (inbox.length - head >= MAX_INBOX) {
+          const waiting = inbox.slice(head)
+          inbox = []
+          head = 0
+          for (const f of waiting) this.deliver(node, f)
+          for (; i < frames.length; i++) this.deliver(node, frames[i])
+          return
+        }
+        inbox.push(frames[i])
+        setImmediate(next)
       }
     })
   }

@@ -19,7 +19,13 @@
 //   BENCH_KAMAILIO_WORKERS=n     Kamailio's UDP workers (default 2 = the cores here)
 //   BENCH_TRACE_GC=1             print the real nodes' mark-compact pauses
 //   BENCH_CPU_PROF=<dir>         a V8 CPU profile of each real node process into <dir>
+//   BENCH_TRACE=<dir>            each real node's per-message edge times, event-loop delay and GC
+//                                pauses into <dir> (scripts/lib/relay-trace.ts; read them with
+//                                scripts/relay-trace-report.ts)
 //   BENCH_NODE_ARGS="--flag …"   more `sipmesh start` flags for the real nodes
+//   BENCH_NODE_OUT=<path>        each real node's standard output appended to <path>.<node index>
+//   BENCH_NODE_FLAGS="--flag …"  more node/V8 flags for the real node processes (for example
+//                                --max-semi-space-size=32, --trace-gc-nvp)
 //
 // `--nodes real` (default): two real sipmesh nodes (node/'s SipmeshNode with the libp2p
 // PeerChannel and the DHT registry), each in its own process. `--nodes memory`: both gateways in
@@ -108,8 +114,10 @@ async function serveNode (i: number, bootstrap?: string): Promise<{ peerId: stri
   const extra = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(a => a !== '')
   const args = ['--serve', '--', '--domain', 'example.com', '--sip', `127.0.0.1:${port}`, '--p2p', '/ip4/127.0.0.1/tcp/0',
     '--data-dir', join(work, `node-${generation}-${i}`), '--admin', '127.0.0.1:0', '--log-level', 'error', ...(bootstrap === undefined ? [] : ['--bootstrap', bootstrap]), ...extra]
-  const nodeFlags = [...(process.env.BENCH_TRACE_GC === '1' ? ['--trace-gc'] : []), ...(process.env.BENCH_CPU_PROF !== undefined ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [])]
-  const child: ChildProcess = spawn(process.execPath, [...nodeFlags, fileURLToPath(import.meta.url), ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const nodeFlags = [...(process.env.BENCH_NODE_FLAGS ?? '').split(/\s+/).filter(a => a !== ''), ...(process.env.BENCH_TRACE_GC === '1' ? ['--trace-gc'] : []), ...(process.env.BENCH_CPU_PROF !== undefined ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []),
+    ...(process.env.BENCH_TRACE !== undefined ? ['--import', fileURLToPath(new URL('./lib/relay-trace.ts', import.meta.url))] : [])]
+  const env = process.env.BENCH_TRACE !== undefined ? { ...process.env, RELAY_TRACE_DIR: process.env.BENCH_TRACE } : process.env
+  const child: ChildProcess = spawn(process.execPath, [...nodeFlags, fileURLToPath(import.meta.url), ...args], { stdio: ['pipe', 'pipe', 'inherit'], env })
   if (child.pid !== undefined) relayPids.push(child.pid)
   stops.push(async () => {
     child.stdin?.end()
@@ -121,6 +129,7 @@ async function serveNode (i: number, bootstrap?: string): Promise<{ peerId: stri
   return await new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('node did not start in 60 s')), 60_000)
     lines.on('line', (line) => {
+      if (process.env.BENCH_NODE_OUT !== undefined) appendFileSync(`${process.env.BENCH_NODE_OUT}.${i}`, line + '\n')
       if (line.includes('Mark-Compact') && process.env.BENCH_TRACE_GC === '1') console.log(`  [node ${i}] ${line.slice(0, 160)}`)
       if (line.startsWith('BENCH-READY ')) { clearTimeout(t); resolve(JSON.parse(line.slice(12))) }
     })

@@ -98,6 +98,39 @@ describe('Libp2pPeerChannel between two nodes over TCP', () => {
     } finally { off() }
   })
 
+  test('the frames of one batch are handled one at a time: a handler\'s awaits end before the next frame starts', async () => {
+    // a gateway's handling of a message is a chain of awaits that resolve at once; delivered all
+    // in one go, the messages of a batch advanced in lockstep (start 0, start 1, … end 0, end 1, …)
+    const events: string[] = []
+    const off = cb.onMessage((_node, data) => {
+      const m = dec.decode(data)
+      events.push(`start ${m}`)
+      void (async () => {
+        for (let i = 0; i < 3; i++) await Promise.resolve()
+        events.push(`end ${m}`)
+      })()
+    })
+    try {
+      const n = 100 // under the inbox bound: each frame gets its own turn
+      await Promise.all(Array.from({ length: n }, async (_, i) => { await ca.send(b.peerId.toString(), enc.encode(String(i))) }))
+      await waitFor(() => events.length >= 2 * n, 10_000, 'all frames handled')
+      assert.deepEqual(events, Array.from({ length: n }, (_, i) => [`start ${i}`, `end ${i}`]).flat())
+    } finally { off() }
+  })
+
+  test('a batch of many tiny frames (past the inbox bound) arrives whole and in order', async () => {
+    const got: number[] = []
+    const off = cb.onMessage((_node, data) => { got.push(data.byteLength === 0 ? -1 : Number(dec.decode(data))) })
+    try {
+      const n = 5000
+      const sends: Array<Promise<void>> = []
+      for (let i = 0; i < n; i++) sends.push(ca.send(b.peerId.toString(), i % 7 === 0 ? new Uint8Array(0) : enc.encode(String(i))))
+      await Promise.all(sends)
+      await waitFor(() => got.length >= n, 10_000, 'all frames')
+      assert.deepEqual(got, Array.from({ length: n }, (_, i) => i % 7 === 0 ? -1 : i))
+    } finally { off() }
+  })
+
   test('the answer flows back: b reaches a through the connection a opened', async () => {
     const got: string[] = []
     const off = ca.onMessage((node, data) => { if (node === b.peerId.toString()) got.push(dec.decode(data)) })
