@@ -178,7 +178,7 @@ export const DEFAULTS = {
   'log-level': 'info',
   'log-format': 'json',
   'allow-peer': [],
-  'mesh-idle': '60',
+  'mesh-idle': '300',
   'offline-max-per-user': '1000',
   'offline-retention-days': '7',
   'min-expires': '60',

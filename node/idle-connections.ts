@@ -8,11 +8,16 @@
  * only worth its pings while it carries work; the DHT and the peer channel dial again on demand
  * (a message to a peer with no stream waits for the dial, it does not fail: peer-channel.ts).
  *
- * What counts as work: a stream of any of our protocols opened either way (seen by libp2p stream
- * middleware on every protocol this node serves except ping, identify and kad-dht, whose own
- * walks must not keep a connection open), and traffic on the peer channel's long-lived SIP stream
- * (`activity` sources). kad-dht is left out on purpose: its periodic walks touch every node of a
- * small mesh and would keep the whole mesh connected.
+ * What counts as work: a stream of any of our protocols opened either way, and every message that
+ * arrives on one (seen by libp2p stream middleware on every protocol this node serves except ping,
+ * identify and kad-dht), plus what `activity` sources report (the peer channel's sends). Messages
+ * matter because our busiest protocols keep one long-lived stream per peer (the peer channel, claim
+ * writes); the dialler sees them either way since both are request/answer. kad-dht is left out on
+ * purpose: its periodic walks touch every node of a small mesh and would keep it all connected.
+ *
+ * The default is generous (5 minutes): a connection closed costs the next piece of work a dial
+ * (TCP, Noise, identify: milliseconds on a LAN, but a claim waits for all its replicas), so only
+ * connections that were really idle for a while are worth closing.
  *
  * kad-dht tags the 20 peers closest to this node `keep-alive`, and libp2p's reconnect queue dials
  * a peer with that tag again as soon as it disconnects (and at every start): in a mesh of up to 21
@@ -44,7 +49,7 @@ export interface IdleConnectionsComponents {
 }
 
 export interface IdleConnectionsInit {
-  /** a connection with no work for this long is closed; 0 keeps every connection. @default 60_000 */
+  /** a connection with no work for this long is closed; 0 keeps every connection. @default 300_000 */
   idleMs?: number
   /** how often connections are looked at, ms. @default idleMs / 4 */
   intervalMs?: number
@@ -57,15 +62,17 @@ export class IdleConnections implements Startable {
   readonly #activity: Array<(peer: string) => number | undefined>
   readonly #idleMs: number
   readonly #intervalMs: number
-  /** peer id → when a stream of ours last opened on a connection with it (ms epoch) */
-  readonly #lastStream = new Map<string, number>()
+  /** peer id → when a stream of ours last opened or carried a message on a connection with it (ms epoch) */
+  readonly #lastSeen = new Map<string, number>()
   readonly #tracked: string[] = []
   #timer?: ReturnType<typeof setInterval>
   /** connections closed for idleness */
   closed = 0
 
   readonly #middleware: StreamMiddleware = (stream: Stream, connection: Connection, next) => {
-    this.#lastStream.set(connection.remotePeer.toString(), Date.now())
+    const peer = connection.remotePeer.toString()
+    this.#lastSeen.set(peer, Date.now())
+    stream.addEventListener('message', () => { this.#lastSeen.set(peer, Date.now()) })
     next(stream, connection)
   }
 
@@ -74,7 +81,7 @@ export class IdleConnections implements Startable {
     this.#log = components.logger
     this.#kept = components.kept
     this.#activity = components.activity ?? []
-    this.#idleMs = Math.max(0, init.idleMs ?? 60_000)
+    this.#idleMs = Math.max(0, init.idleMs ?? 300_000)
     this.#intervalMs = Math.max(100, init.intervalMs ?? Math.round(this.#idleMs / 4))
   }
 
@@ -96,7 +103,7 @@ export class IdleConnections implements Startable {
     clearInterval(this.#timer)
     this.#timer = undefined
     for (const protocol of this.#tracked.splice(0)) this.#libp2p.unuse(protocol)
-    this.#lastStream.clear()
+    this.#lastSeen.clear()
   }
 
   /** Close the connections that idled past `idleMs`; returns how many. */
@@ -119,7 +126,7 @@ export class IdleConnections implements Startable {
     }
     void this.#untag(kept)
     // forget peers no longer connected (their next connection starts a new record)
-    for (const peer of this.#lastStream.keys()) if (!seen.has(peer)) this.#lastStream.delete(peer)
+    for (const peer of this.#lastSeen.keys()) if (!seen.has(peer)) this.#lastSeen.delete(peer)
     return closed
   }
 
@@ -145,7 +152,7 @@ export class IdleConnections implements Startable {
   }
 
   #lastWork (peer: string): number {
-    let last = this.#lastStream.get(peer) ?? 0
+    let last = this.#lastSeen.get(peer) ?? 0
     for (const source of this.#activity) last = Math.max(last, source(peer) ?? 0)
     return last
   }

@@ -143,8 +143,8 @@ describe('config', () => {
     assert.match(await configError(loadConfig(['--max-pending-registers', '0'], {})), /--max-pending-registers: expected a whole number/)
     assert.match(await configError(loadConfig([], { SIPMESH_OVERLOAD_LAG_MS: 'soon' })), /SIPMESH_OVERLOAD_LAG_MS: expected a whole number/)
     assert.match(await configError(loadConfig(['--conflict-policy', 'whoever'], {})), /--conflict-policy/)
-    // idle mesh connections: 60 s by default, 0 keeps them all
-    assert.equal(d.mesh.idleConnectionMs, 60_000)
+    // idle mesh connections: 5 minutes by default, 0 keeps them all
+    assert.equal(d.mesh.idleConnectionMs, 300_000)
     assert.equal((await loadConfig(['--mesh-idle', '0'], {})).config.mesh.idleConnectionMs, 0)
     assert.equal((await loadConfig([], { SIPMESH_MESH_IDLE: '300' })).config.mesh.idleConnectionMs, 300_000)
     for (const bad of ['-1', '1.5', 'soon', '86401', '']) {

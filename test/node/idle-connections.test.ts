@@ -98,15 +98,25 @@ describe('IdleConnections: connections that carry no work close, on real libp2p 
     assert.equal(never.sweep(Date.now() + 3_600_000), 0)
     never.stop()
 
-    // a claim (streams of the registry's put protocol to its replicas) marks the connections busy
+    // a claim (the registry's put protocol, to every other node: replicas are 5) marks the
+    // connections busy; the next claim goes over the same long-lived streams, where only the
+    // messages show the work
     const closer = new IdleConnections({ libp2p: d.libp2p, logger: memoryLogger(), kept: () => [] }, { idleMs: IDLE_MS, intervalMs: 3_600_000 })
     closers.push(closer)
     closer.start()
     if (!connected(d, a)) await d.libp2p.dial(a.peerId)
     await new Promise(resolve => setTimeout(resolve, IDLE_MS + 500))
-    const result = await d.registry.claim('sip:idle-test@example.com', { expiresAt: Date.now() + 3_600_000 })
-    assert.ok(result.replicas >= 1)
+    const first = await d.registry.claim('sip:idle-test@example.com', { expiresAt: Date.now() + 3_600_000 })
+    assert.ok(first.replicas >= 1)
     assert.equal(closer.sweep(), 0, 'every connection carried a claim just now')
+    // the registry's put client (private: read for this test only)
+    const putStreams = (): number => (d.registry as unknown as { client: { stats: { streamsOpened: number } } }).client.stats.streamsOpened
+    const opened = putStreams()
+    await new Promise(resolve => setTimeout(resolve, IDLE_MS + 500))
+    const second = await d.registry.claim('sip:idle-test-2@example.com', { expiresAt: Date.now() + 3_600_000 })
+    assert.ok(second.replicas >= 1)
+    assert.equal(putStreams(), opened, 'the second claim opened no stream')
+    assert.equal(closer.sweep(), 0, 'messages on long-lived streams are work too')
     // with no new work, they idle out
     await new Promise(resolve => setTimeout(resolve, IDLE_MS + 500))
     assert.ok(closer.sweep() >= 1)
