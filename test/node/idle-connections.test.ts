@@ -89,6 +89,7 @@ describe('IdleConnections: connections that carry no work close, on real libp2p 
       throw new Error(`${err.message}: ${d.libp2p.getConnections(b.peerId).map(x => `${x.direction} ${x.status}, open ${Date.now() - x.timeline.open} ms`).join('; ')}`)
     })
     assert.equal(connected(d, c), true)
+    for (const x of [closer, ...others]) x.stop()
   })
 
   test('a stream of one of our protocols counts as work; 0 keeps every connection', async () => {
