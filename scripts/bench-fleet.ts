@@ -4,9 +4,10 @@
 //   idle       background traffic per node with nothing to do, from the nodes' /metrics: libp2p
 //              packets sent (Noise-encrypted frames) and kad-dht requests sent, per second; and
 //              the CPU it costs (left out of the CPU per registration of the claim steps). Measured
-//              `--settle` seconds after the fleet connected (default 90: past the nodes' 60 s
-//              --mesh-idle, when the connections of the start-up walks have closed), with the mesh
-//              connections each node holds then. `--idle-only` stops there.
+//              `--settle` seconds after the fleet connected (default 90), with the mesh
+//              connections each node holds then; to see idle connections closed within that, give
+//              the nodes a shorter --mesh-idle than the default 300 s (`--node-args="--mesh-idle 60"`).
+//              `--idle-only` stops there.
 //   claims     a ladder of fleet rates of new AoRs (the same rate on every node); the highest clean
 //              one (no failed REGISTER, retransmissions < 1%, >= 90% of the offered rate achieved),
 //              with the kad-dht requests and libp2p packets the whole fleet sent per new AoR (a
