@@ -8,12 +8,12 @@
  * only worth its pings while it carries work; the DHT and the peer channel dial again on demand
  * (a message to a peer with no stream waits for the dial, it does not fail: peer-channel.ts).
  *
- * What counts as work: a stream of any of our protocols opened either way, and every message that
- * arrives on one (seen by libp2p stream middleware on every protocol this node serves except ping,
- * identify and kad-dht), plus what `activity` sources report (the peer channel's sends). Messages
- * matter because our busiest protocols keep one long-lived stream per peer (the peer channel, claim
- * writes); the dialler sees them either way since both are request/answer. kad-dht is left out on
- * purpose: its periodic walks touch every node of a small mesh and would keep it all connected.
+ * What counts as work: what the `activity` sources report: a stream of any of our protocols
+ * opened either way and every message arriving on one (node/peer-activity.ts), and the peer
+ * channel's sends. Messages matter because our busiest protocols keep one long-lived stream per
+ * peer (the peer channel, claim writes); the dialler sees them either way since both are
+ * request/answer. kad-dht is left out on purpose: its periodic walks touch every node of a small
+ * mesh and would keep it all connected.
  *
  * The default is generous (5 minutes): a connection closed costs the next piece of work a dial
  * (TCP, Noise, identify: milliseconds on a LAN, but a claim waits for all its replicas), so only
@@ -33,19 +33,16 @@
  * when it dies).
  */
 import { KEEP_ALIVE } from '@libp2p/interface'
-import type { Connection, Libp2p, PeerId, Startable, Stream, StreamMiddleware } from '@libp2p/interface'
+import type { Connection, Libp2p, PeerId, Startable } from '@libp2p/interface'
 import type { Logger } from '../sip-gateway/ports.ts'
 
-/** protocols whose streams are not work: libp2p's own keep-alive and discovery, and kad-dht walks */
-const NOT_WORK = [/^\/ipfs\/ping\//, /^\/ipfs\/id\//, /\/kad\//]
-
 export interface IdleConnectionsComponents {
-  libp2p: Pick<Libp2p, 'getConnections' | 'getProtocols' | 'use' | 'unuse' | 'peerStore'>
+  libp2p: Pick<Libp2p, 'getConnections' | 'peerStore'>
   logger: Logger
   /** peers whose connections stay open whatever their traffic (watched route owners, neighbours) */
   kept: () => Iterable<PeerId>
-  /** when this node last exchanged something with a peer outside new streams (ms epoch), if known */
-  activity?: Array<(peer: string) => number | undefined>
+  /** when this node last did work with a peer (ms epoch), if known: e.g. PeerActivity.last */
+  activity: Array<(peer: string) => number | undefined>
 }
 
 export interface IdleConnectionsInit {
@@ -62,39 +59,23 @@ export class IdleConnections implements Startable {
   readonly #activity: Array<(peer: string) => number | undefined>
   readonly #idleMs: number
   readonly #intervalMs: number
-  /** peer id → when a stream of ours last opened or carried a message on a connection with it (ms epoch) */
-  readonly #lastSeen = new Map<string, number>()
-  readonly #tracked: string[] = []
   #timer?: ReturnType<typeof setInterval>
   /** connections closed for idleness */
   closed = 0
-
-  readonly #middleware: StreamMiddleware = (stream: Stream, connection: Connection, next) => {
-    const peer = connection.remotePeer.toString()
-    this.#lastSeen.set(peer, Date.now())
-    stream.addEventListener('message', () => { this.#lastSeen.set(peer, Date.now()) })
-    next(stream, connection)
-  }
 
   constructor (components: IdleConnectionsComponents, init: IdleConnectionsInit = {}) {
     this.#libp2p = components.libp2p
     this.#log = components.logger
     this.#kept = components.kept
-    this.#activity = components.activity ?? []
+    this.#activity = components.activity
     this.#idleMs = Math.max(0, init.idleMs ?? 300_000)
     this.#intervalMs = Math.max(100, init.intervalMs ?? Math.round(this.#idleMs / 4))
   }
 
   get idleMs (): number { return this.#idleMs }
 
-  /** Start after every protocol of the node is registered: only those seen here count as work. */
   start (): void {
     if (this.#idleMs === 0 || this.#timer !== undefined) return
-    for (const protocol of this.#libp2p.getProtocols()) {
-      if (NOT_WORK.some(re => re.test(protocol))) continue
-      this.#libp2p.use(protocol, this.#middleware)
-      this.#tracked.push(protocol)
-    }
     this.#timer = setInterval(() => { this.sweep() }, this.#intervalMs)
     this.#timer.unref()
   }
@@ -102,8 +83,6 @@ export class IdleConnections implements Startable {
   stop (): void {
     clearInterval(this.#timer)
     this.#timer = undefined
-    for (const protocol of this.#tracked.splice(0)) this.#libp2p.unuse(protocol)
-    this.#lastSeen.clear()
   }
 
   /** Close the connections that idled past `idleMs`; returns how many. */
@@ -113,10 +92,8 @@ export class IdleConnections implements Startable {
     for (const p of this.#kept()) kept.add(p.toString())
     const cutoff = now - this.#idleMs
     let closed = 0
-    const seen = new Set<string>()
     for (const conn of this.#libp2p.getConnections()) {
       const peer = conn.remotePeer.toString()
-      seen.add(peer)
       if (conn.direction !== 'outbound' || conn.status !== 'open' || kept.has(peer)) continue
       if (conn.timeline.open > cutoff || this.#lastWork(peer) > cutoff) continue
       closed++
@@ -125,8 +102,6 @@ export class IdleConnections implements Startable {
       void this.#close(conn)
     }
     void this.#untag(kept)
-    // forget peers no longer connected (their next connection starts a new record)
-    for (const peer of this.#lastSeen.keys()) if (!seen.has(peer)) this.#lastSeen.delete(peer)
     return closed
   }
 
@@ -152,7 +127,7 @@ export class IdleConnections implements Startable {
   }
 
   #lastWork (peer: string): number {
-    let last = this.#lastSeen.get(peer) ?? 0
+    let last = 0
     for (const source of this.#activity) last = Math.max(last, source(peer) ?? 0)
     return last
   }

@@ -20,6 +20,7 @@ import { memory } from '@libp2p/memory'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
+import { PeerActivity } from './peer-activity.ts'
 import { ping } from '@libp2p/ping'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { bootstrap } from '@libp2p/bootstrap'
@@ -193,6 +194,8 @@ export interface MeshNode {
   /** the guarded datastore libp2p uses */
   readonly datastore: ClaimGuardDatastore
   readonly registry: DhtRegistry
+  /** when this node last did work of ours with each peer (node/idle-connections.ts) */
+  readonly activity: PeerActivity
   /** Register a handler for another protocol of ours (e.g. the SIP peer channel). */
   handle (protocol: string, handler: StreamHandler, options?: StreamHandlerOptions): Promise<void>
   /** Start libp2p, then the registry (which re-asserts persisted claims). */
@@ -284,13 +287,16 @@ export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode
     })
   }
 
+  // our protocols see libp2p through `activity`, which notes the peers they work with
+  const activity = new PeerActivity()
+  const tracked = activity.track(libp2p)
   const registry = new DhtRegistry({
     peerId: libp2p.peerId,
     privateKey,
     logger,
     dht: libp2p.services.dht,
     datastore,
-    libp2p
+    libp2p: tracked
   }, {
     // a node that expects peers makes its first claims once it has one (see joinWaitMs)
     joinWaitMs: (init.bootstrap?.length ?? 0) > 0 || init.mdns === true ? DEFAULT_JOIN_WAIT_MS : 0,
@@ -304,7 +310,8 @@ export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode
     privateKey,
     datastore,
     registry,
-    handle: async (protocol, handler, options) => { await libp2p.handle(protocol, handler, options) },
+    activity,
+    handle: async (protocol, handler, options) => { await tracked.handle(protocol, handler, options) },
     start: async () => {
       await libp2p.start()
       await registry.start()

@@ -340,7 +340,7 @@ export class SipmeshNode {
     this.dialBootstrap(meshNode)
     this.joinLookups(meshNode)
 
-    const channel = new Libp2pPeerChannel({ libp2p: meshNode.libp2p, logger: this.log })
+    const channel = new Libp2pPeerChannel({ libp2p: meshNode.activity.track(meshNode.libp2p), logger: this.log })
     await channel.start()
     this.channel = channel
     this.stopSteps.push(async () => { await channel.stop() })
@@ -379,7 +379,7 @@ export class SipmeshNode {
     const parts: ListingsParts = {
       mesh: meshNode,
       channel,
-      meshInfo: new MeshInfo({ libp2p: meshNode.libp2p, logger: this.log }, {
+      meshInfo: new MeshInfo({ libp2p: meshNode.activity.track(meshNode.libp2p), logger: this.log }, {
         summary: () => nodeSummary(parts),
         bindings: (aor) => this.gatewayInstance?.inspect?.bindings(aor)
       }),
@@ -414,12 +414,11 @@ export class SipmeshNode {
     this.adminServer = admin
     this.stopSteps.push(async () => { await admin.stop() })
 
-    // last: every protocol of ours is registered now, and only those count as work
     const idle = new IdleConnections({
       libp2p: meshNode.libp2p,
       logger: this.log,
       kept: () => meshNode.registry.keptPeers(IDLE_KEPT_NEIGHBOURS),
-      activity: [(peer) => channel.lastActivity(peer)]
+      activity: [(peer) => meshNode.activity.last(peer), (peer) => channel.lastActivity(peer)]
     }, { idleMs: config.mesh.idleConnectionMs })
     idle.start()
     this.stopSteps.push(async () => { idle.stop() })
