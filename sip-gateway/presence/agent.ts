@@ -243,7 +243,16 @@ export class PresenceAgent {
       logger: this.#log,
       respond
     }, init.lists)
-    this.#exchange = new ListExchange({ lists: this.lists, registry: this.#registry, requests: this.#requests, logger: this.#log, domains: this.#domains, respond }, init.lists)
+    this.#exchange = new ListExchange({
+      lists: this.lists,
+      registry: this.#registry,
+      requests: this.#requests,
+      logger: this.#log,
+      domains: this.#domains,
+      respond,
+      applied: (uri, list) => { this.#listServer.update(uri, list) },
+      inUse: (uri) => this.#listServer.holds(uri)
+    }, init.lists)
   }
 
   /** this node's id in the mesh (a list's `home`) */
@@ -335,6 +344,7 @@ export class PresenceAgent {
     }
     this.#registrar.onChange((aor, bindings) => { if (this.#running) this.#resources.onBindings(aor, bindings.length) })
     this.#unsub.push(this.#registry.onDisplaced((aor, by) => { if (this.#running) this.#onDisplaced(aor, by.node, by) }))
+    this.#exchange.start()
     this.#exchange.rehome().catch((err: unknown) => { this.#log.warn('lists not re-homed', { err: String(err) }) })
     this.#registrar.onClaim((aor, result) => {
       const prev = result.previous
@@ -345,6 +355,7 @@ export class PresenceAgent {
   stop (): void {
     this.#running = false
     for (const u of this.#unsub.splice(0)) u()
+    this.#exchange.stop()
     this.#listServer.stop()
     this.#resources.stop()
     this.#notifier.clear()
@@ -417,16 +428,18 @@ export class PresenceAgent {
     const list = parseResourceList(uri, input, this.#domains, this.lists.limits)
     checkListSize(list)
     if (this.#registrar.lookup(list.uri).length > 0) throw new ListError(409, 'registered_user', `${list.uri} is a registered user`)
+    list.version = this.#exchange.nextVersion(list.uri)
     await this.lists.put(list)
-    await this.#exchange.home(list.uri)
+    await this.#exchange.home(list)
     return { ...list, home: this.#registry.nodeId }
   }
 
   /** remove a list held here; false when this node holds none at that URI */
   async deleteList (uri: string): Promise<boolean> {
     const key = this.#normalize(uri)
+    const version = this.#exchange.nextVersion(key)
     if (!(await this.lists.delete(key))) return false
-    await this.#exchange.unhome(key)
+    await this.#exchange.unhome(key, version)
     return true
   }
 
@@ -509,7 +522,7 @@ export class PresenceAgent {
       return true
     }
     if (m === 'PUBLISH' && parseEvent(h.get('Event'))?.pkg === LIST_EVENT) {
-      this.#run(request, tx, async () => { this.#exchange.handle(request, tx, fromMesh) })
+      this.#run(request, tx, async () => { this.#exchange.handle(request, tx, fromMesh, flow.node) })
       return true
     }
     let aor: string
@@ -879,6 +892,6 @@ export class PresenceAgent {
     // the user registered elsewhere: its publications here are stale (dropped after the re-route,
     // so nobody is told of the removal as if it were the user's state)
     for (const pkg of this.#packages.values()) pkg.displaced?.(aor)
-    if (node !== this.#registry.nodeId) this.#exchange.displaced(aor)
+    if (node !== this.#registry.nodeId) this.#exchange.displaced(aor, node)
   }
 }
