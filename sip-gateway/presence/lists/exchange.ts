@@ -210,8 +210,8 @@ export class ListExchange {
   #parse (uri: Aor, m: { headers: Headers, body: Uint8Array }): ResourceList {
     if (m.body.length > MAX_LIST_BODY) throw new ListError(413, 'too_large', 'list too large')
     const list = parseResourceList(uri, JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(m.body)), this.#c.domains)
-    const v = Number(m.headers.get(LIST_VERSION_HEADER) ?? '')
-    if (Number.isSafeInteger(v) && v > 0) list.version = v
+    const v = parseListVersion(m.headers.get(LIST_VERSION_HEADER))
+    if (v !== undefined && v > 0) list.version = v
     return list
   }
 
@@ -309,8 +309,8 @@ export class ListExchange {
     const held = this.#cache.get(uri)
     if (this.#c.lists.has(uri)) { this.#c.respond(tx, createResponse(request, 200)); return } // we are its home now
     if (held?.list === undefined && !this.#c.inUse(uri)) { this.#c.respond(tx, createResponse(request, 404, 'Not Found (no copy of this list here)')); return }
-    const version = Number(h.get(LIST_VERSION_HEADER) ?? '')
-    if (!Number.isSafeInteger(version) || version < 0) { this.#c.respond(tx, createResponse(request, 400, `Bad Request (${LIST_VERSION_HEADER})`)); return }
+    const version = parseListVersion(h.get(LIST_VERSION_HEADER))
+    if (version === undefined) { this.#c.respond(tx, createResponse(request, 400, `Bad Request (${LIST_VERSION_HEADER})`)); return }
     const movedTo = h.get(LIST_HOME_HEADER)?.trim()
     if (movedTo !== undefined) {
       if (movedTo.length === 0 || movedTo.length > 128 || movedTo === this.#c.registry.nodeId) { this.#c.respond(tx, createResponse(request, 400, `Bad Request (${LIST_HOME_HEADER})`)); return }
@@ -334,6 +334,14 @@ export class ListExchange {
     this.#c.respond(tx, createResponse(request, 200))
     this.#c.applied(uri, list)
   }
+}
+
+/** a `Sipmesh-List-Version` value: decimal digits, a safe integer (undefined: anything else) */
+export function parseListVersion (value: string | undefined): number | undefined {
+  const v = value?.trim()
+  if (v === undefined || !/^[0-9]{1,16}$/u.test(v)) return undefined
+  const n = Number(v)
+  return Number.isSafeInteger(n) ? n : undefined
 }
 
 /** a list that does not fit a mesh message is refused at the admin API (413) */
