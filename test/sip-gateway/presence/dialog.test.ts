@@ -169,4 +169,62 @@ describe('dialog event package', () => {
     assert.equal(m().nodes[1].gateway.presence.stats.publications, stored)
     assert.equal((await publish(bob, { event: 'dialog', body: dialogInfo(bob.aor, ''), contentType: ACCEPT, expires: 60 }))?.status, 200)
   })
+
+  test('partial dialog-info PUBLISH (RFC 4235 4.1): merged by dialog id, terminated ones removed; version gaps 412; no prior full 400', async () => {
+    const bob = await ua('bobd6', 1)
+    assert.equal((await bob.register(600))?.status, 200)
+    const alice = await ua('aliced6', 0)
+    const { dialog } = await subscribe(alice, { to: bob.aor, event: 'dialog', accept: ACCEPT, expires: 120 })
+    assert.ok(dialog !== undefined)
+    const pub = async (body: string, etag?: string): Promise<SipResponse | undefined> => await publish(bob, { event: 'dialog', body, contentType: ACCEPT, expires: 60, etag })
+    // a partial document first: nothing to merge it into
+    assert.equal((await pub(dialogInfo(bob.aor, '<dialog id="p1"><state>early</state></dialog>', 0, 'partial')))?.status, 400)
+    const full = await pub(dialogInfo(bob.aor, '<dialog id="d1"><state>confirmed</state></dialog><dialog id="d2"><state>early</state></dialog>', 4))
+    assert.equal(full?.status, 200)
+    let etag = full?.headers.get('SIP-ETag') ?? ''
+    assert.ok(await waitNotify(alice, dialog.callId, r => info(r).dialogs.some(d => d.id === 'd2'), 4000))
+    // version 5 follows 4: d1 ends (removed), d2 connects, d3 rings; the watcher's partial NOTIFY says so
+    const partial = await pub(dialogInfo(bob.aor, '<dialog id="d1"><state event="remote-bye">terminated</state></dialog><dialog id="d2"><state>confirmed</state></dialog><dialog id="d3"><state>early</state></dialog>', 5, 'partial'), etag)
+    assert.equal(partial?.status, 200)
+    etag = partial?.headers.get('SIP-ETag') ?? ''
+    const merged = await waitNotify(alice, dialog.callId, r => info(r).dialogs.some(d => d.id === 'd3'), 4000)
+    assert.ok(merged !== undefined)
+    const byId = new Map(info(merged).dialogs.map(d => [d.id, d.state]))
+    assert.deepEqual([byId.get('d1'), byId.get('d2'), byId.get('d3')], ['terminated', 'confirmed', 'early'])
+    // the stored document is the merge: a new watcher gets d2 and d3 only, in full state
+    const carol = await ua('carold6', 2)
+    const c = await subscribe(carol, { to: bob.aor, event: 'dialog', accept: ACCEPT, expires: 60 })
+    const first = await waitNotify(carol, c.dialog!.callId, r => info(r).dialogs.length > 0, 4000)
+    assert.equal(info(first!).state, 'full')
+    assert.deepEqual(info(first!).dialogs.map(d => `${d.id}:${d.state}`).sort(), ['d2:confirmed', 'd3:early'])
+    // version rules: a gap (7 after 5), a repeat (5) and an older one (2) are refused 412, nothing changes
+    for (const v of [7, 5, 2]) {
+      assert.equal((await pub(dialogInfo(bob.aor, '<dialog id="d9"><state>early</state></dialog>', v, 'partial'), etag))?.status, 412, `version ${v}`)
+    }
+    // an unknown entity tag: 412 (RFC 3903 6 step 4)
+    assert.equal((await pub(dialogInfo(bob.aor, '<dialog id="d9"><state>early</state></dialog>', 6, 'partial'), 'no-such-tag'))?.status, 412)
+    // hostile partial documents: 400, the publication keeps its state
+    const hostile = [
+      dialogInfo(bob.aor, '<dialog id="x"><state>early</state></dialog><dialog id="x"><state>confirmed</state></dialog>', 6, 'partial'),
+      '<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaa">]><dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="6" state="partial" entity="sip:x@example.com">&a;</dialog-info>',
+      dialogInfo(bob.aor, '<dialog id="y"><state>ringing</state></dialog>', 6, 'partial'),
+      dialogInfo(bob.aor, '<dialog id="y"><state>early</state></dialog>', 6, 'half')
+    ]
+    for (const body of hostile) assert.equal((await pub(body, etag))?.status, 400, body.slice(0, 80))
+    // a partial that would grow the document past 256 dialogs, in two steps
+    const many = (from: number, n: number): string => Array.from({ length: n }, (_, i) => `<dialog id="m${from + i}"><state>early</state></dialog>`).join('')
+    const p6 = await pub(dialogInfo(bob.aor, many(0, 200), 6, 'partial'), etag)
+    assert.equal(p6?.status, 200)
+    etag = p6?.headers.get('SIP-ETag') ?? ''
+    assert.equal((await pub(dialogInfo(bob.aor, many(200, 100), 7, 'partial'), etag))?.status, 400)
+    // the next version still merges; a full document (modify) replaces everything
+    const p7 = await pub(dialogInfo(bob.aor, '<dialog id="d2"><state>terminated</state></dialog>', 7, 'partial'), etag)
+    assert.equal(p7?.status, 200)
+    const reset = await pub(dialogInfo(bob.aor, '<dialog id="z"><state>trying</state></dialog>', 0), p7?.headers.get('SIP-ETag') ?? '')
+    assert.equal(reset?.status, 200)
+    const dave = await ua('daved6', 0)
+    const d = await subscribe(dave, { to: bob.aor, event: 'dialog', accept: ACCEPT, expires: 60 })
+    const now = await waitNotify(dave, d.dialog!.callId, r => info(r).dialogs.length > 0, 4000)
+    assert.deepEqual(info(now!).dialogs.map(x => x.id), ['z'])
+  })
 })
