@@ -5,7 +5,9 @@
 // served (persisted, claimed again) to a new subscriber through n2. Hostile PUTs are refused.
 // Then edits: a list homed on n1 and subscribed through n3 is edited through n2's API (the home
 // moves to n2): the subscriber on n3 sees the member added within 2 s, a member removed as
-// terminated, and the deletion at n2 ends its subscription.
+// terminated, and the deletion at n2 ends its subscription. And a busy lamp field: a list
+// subscribed with `Event: dialog` through n3 shows a member's call on n2 (from n1) ring, connect
+// and end in its RLMI NOTIFYs.
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -14,10 +16,11 @@ import { join } from 'node:path'
 import { run, stop, httpRequest, adminToken, type Proc } from './fixtures/processes.ts'
 import { registerOn } from './fixtures/register.ts'
 import { TestUa } from '../sip-gateway/gateway/fixtures/ua.ts'
-import { subscribe, publish, pidf, waitNotify } from '../sip-gateway/presence/fixtures.ts'
+import { subscribe, publish, pidf, waitNotify, notifies as notifiesOf } from '../sip-gateway/presence/fixtures.ts'
 import { parseMultipart } from '../sip-gateway/presence/lists/multipart.ts'
 import { parseXmlRoot, type XmlElement } from '../../sip-gateway/presence/pidf.ts'
 import type { SipRequest } from '../../sip-gateway/codec/index.ts'
+import { parseDialogInfo } from '../../sip-gateway/presence/dialog-info.ts'
 
 interface Node { dataDir: string, proc?: Proc, udp: number, admin: string, peerId: string, multiaddr: string }
 
@@ -187,5 +190,54 @@ describe('resource lists across a 3-node mesh of separate processes', () => {
     const ended = await waitNotify(hal, s.dialog.callId, r => /^terminated;reason=noresource/u.test(r.headers.get('Subscription-State') ?? ''), 2_000)
     assert.ok(ended !== undefined, 'the deletion ended the subscription (noresource)')
     assert.equal((await http(nodes[2], 'GET', path)).status, 404)
+  })
+
+  test('a busy lamp field: a list subscribed with Event: dialog shows a member\'s call ring, connect and end', async () => {
+    const ivy = await ua('ivy', nodes[1])
+    assert.equal(await registerOn(ivy), 200)
+    const list = 'sip:desk@example.com'
+    const put = await http(nodes[0], 'PUT', `/lists/${encodeURIComponent(list)}`, JSON.stringify({ members: [ivy.aor, 'sip:jack@example.com'] }))
+    assert.equal(put.status, 200, put.body)
+    const kim = await ua('kim', nodes[2])
+    const s = await subscribe(kim, { to: list, event: 'dialog', accept: 'multipart/related, application/rlmi+xml, application/dialog-info+xml', expires: 300, headers: [['Supported', 'eventlist']] }, 10_000)
+    assert.equal(s.response?.status, 200)
+    assert.ok(s.dialog !== undefined)
+    const callId = s.dialog.callId
+    const lamp = (r: SipRequest, aor: string): string[] => {
+      const body = rlmi(r).members.get(aor)?.body
+      return body === undefined ? [] : parseDialogInfo(body).dialogs.map(d => d.state)
+    }
+    const full = await waitNotify(kim, callId, r => rlmi(r).fullState, 10_000)
+    assert.ok(full !== undefined)
+    assert.equal(full.headers.get('Event'), 'dialog')
+    assert.deepEqual([...rlmi(full).members.keys()], [ivy.aor, 'sip:jack@example.com'])
+    assert.deepEqual(lamp(full, ivy.aor), [], 'no call yet')
+    assert.equal(parseDialogInfo(rlmi(full).members.get(ivy.aor)?.body ?? '').entity, ivy.aor)
+
+    // lee on n1 calls ivy on n2
+    const lee = await ua('lee', nodes[0])
+    ivy.answer = () => undefined
+    const call = 'e2e-lamp-call'
+    const inv = lee.build({ method: 'INVITE', uri: ivy.aor, callId: call, cseq: 1, fromTag: 'l1', headers: [['Contact', lee.contact]] })
+    lee.sendRaw(inv.text)
+    const invite = await ivy.waitFor(() => ivy.received.find(m => m.method === 'INVITE' && m.headers.get('Call-ID') === call), 10_000)
+    assert.ok(invite !== undefined, 'ivy got the INVITE')
+    const rr = invite.headers.getAll('Record-Route').map(r => ['Record-Route', r] as [string, string])
+    ivy.reply(invite, 180, rr)
+    const ringing = await waitNotify(kim, callId, r => lamp(r, ivy.aor).includes('early'), 10_000)
+    assert.ok(ringing !== undefined, 'ringing reached the list subscriber')
+    assert.equal(rlmi(ringing).fullState, false)
+    assert.deepEqual([...rlmi(ringing).members.keys()], [ivy.aor], 'only the member whose state changed')
+    ivy.reply(invite, 200, [...rr, ['Contact', ivy.contact]])
+    assert.equal((await lee.waitFinal(inv.branch, 10_000))?.status, 200)
+    assert.ok(await waitNotify(kim, callId, r => lamp(r, ivy.aor).includes('confirmed'), 10_000), 'connected')
+    ivy.answer = () => 200
+    lee.answer = () => 200
+    const routes = invite.headers.getAll('Record-Route').map(r => ['Route', r] as [string, string])
+    const bye = await ivy.request({ method: 'BYE', uri: lee.contact.slice(1, -1), callId: call, cseq: 1, fromTag: 'uas', to: `<${lee.aor}>;tag=l1`, from: `<${ivy.aor}>`, headers: routes }, 10_000)
+    assert.equal(bye?.status, 200)
+    assert.ok(await waitNotify(kim, callId, r => lamp(r, ivy.aor).includes('terminated'), 10_000), 'ended')
+    const versions = notifiesOf(kim, callId).map(r => rlmi(r).version)
+    for (let i = 1; i < versions.length; i++) assert.equal(versions[i], versions[i - 1] + 1, `RLMI versions one by one: ${versions.join(',')}`)
   })
 })
