@@ -76,6 +76,7 @@ import { mediaType, type EventPackage } from './package.ts'
 import { PresencePackage } from './packages/presence.ts'
 import { DialogPackage } from './packages/dialog.ts'
 import { WinfoPackage } from './packages/winfo.ts'
+import { RefusedWatchers } from './refused.ts'
 import type { ProxiedDialogEvent } from '../proxy/core.ts'
 import { AgentRequests, type PresenceAgentTransport } from './requests.ts'
 import { Notifier } from './notifier.ts'
@@ -167,6 +168,7 @@ export class PresenceAgent {
   readonly #presence: PresencePackage
   readonly #dialog: DialogPackage
   readonly #winfo: WinfoPackage
+  readonly #refused: RefusedWatchers
   readonly #packages = new Map<string, EventPackage>()
   readonly #requests: AgentRequests
   readonly #limits: AgentLimits
@@ -196,6 +198,7 @@ export class PresenceAgent {
     this.#dialog = new DialogPackage({ authorization: this.authorization, logger: this.#log }, { publications: init.publications })
     this.#add(this.#dialog)
     this.#winfo = new WinfoPackage({ watchers: aor => this.#watchersOf(aor) })
+    this.#refused = new RefusedWatchers(aor => { this.#watchersChanged(aor) })
     this.#add(this.#winfo)
     const decisionWaitMs = init.decisionWaitMs ?? 1500
     const retryMs = init.retryMs ?? 2000
@@ -356,6 +359,7 @@ export class PresenceAgent {
     this.#running = false
     for (const u of this.#unsub.splice(0)) u()
     this.#exchange.stop()
+    this.#refused.stop()
     this.#listServer.stop()
     this.#resources.stop()
     this.#notifier.clear()
@@ -454,9 +458,8 @@ export class PresenceAgent {
   /** the watchers of a presentity's presence this node knows, with their decisions (as its owner) */
   * #watchersOf (aor: Aor): Iterable<readonly [string, Decision]> {
     const p = this.#resources.get(this.#presence.name, aor)
-    if (p === undefined) return
     const seen = new Set<string>()
-    for (const s of p.subs) {
+    for (const s of p?.subs ?? []) {
       if (s.done) continue
       if (s.kind === 'ua') {
         if (seen.has(s.watcher)) continue
@@ -470,6 +473,8 @@ export class PresenceAgent {
         }
       }
     }
+    // RFC 3857 3.2: refused outright here (no subscription), listed terminated/rejected a while
+    for (const w of this.#refused.of(aor)) if (!seen.has(w)) yield [w, 'block']
   }
 
   /** the watchers of a presentity's presence changed: its winfo subscribers are told */
@@ -658,6 +663,7 @@ export class PresenceAgent {
     await this.#rules.ready(aor)
     if (p.pkg.decide(aor, watcher) === 'block') {
       this.#respond(tx, createResponse(request, 403))
+      if (p.pkg === this.#presence && p.mode !== 'remote') this.#refused.note(aor, watcher)
       return
     }
     const localTag = generateTag()
@@ -697,7 +703,10 @@ export class PresenceAgent {
       }
     }
     this.#notifier.add(sub)
-    if (p.pkg === this.#presence) this.#watchersChanged(aor)
+    if (p.pkg === this.#presence) {
+      this.#refused.forget(aor, watcher)
+      this.#watchersChanged(aor)
+    }
     // RFC 3261 12.1.1: the 2xx that creates the dialog carries the request's Record-Route (the
     // watcher's side builds its route set from it: a peer network's proxies, issue 13)
     const response = createResponse(request, 200, undefined, [['Expires', String(expires)], ['Contact', this.#requests.contactFor(flow)], ...sub.routeSet.map(r => ['Record-Route', r] as [string, string])], { toTag: localTag })
@@ -854,6 +863,8 @@ export class PresenceAgent {
       const d = sub.p.pkg.decide(sub.p.aor, w)
       ids.set(w, d)
       out.set(w, d)
+      // the watcher's node will refuse her (403): listed a while after her identity goes (winfo)
+      if (d === 'block' && sub.p.pkg === this.#presence) this.#refused.note(sub.p.aor, w)
     }
     return out
   }
