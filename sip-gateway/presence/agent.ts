@@ -77,6 +77,7 @@ import { PresencePackage } from './packages/presence.ts'
 import { DialogPackage } from './packages/dialog.ts'
 import { WinfoPackage } from './packages/winfo.ts'
 import { RefusedWatchers } from './refused.ts'
+import { CallsExchange, CALLS_EVENT } from './calls-exchange.ts'
 import type { ProxiedDialogEvent } from '../proxy/core.ts'
 import { AgentRequests, type PresenceAgentTransport } from './requests.ts'
 import { Notifier } from './notifier.ts'
@@ -169,6 +170,7 @@ export class PresenceAgent {
   readonly #dialog: DialogPackage
   readonly #winfo: WinfoPackage
   readonly #refused: RefusedWatchers
+  readonly #calls: CallsExchange
   readonly #packages = new Map<string, EventPackage>()
   readonly #requests: AgentRequests
   readonly #limits: AgentLimits
@@ -246,6 +248,15 @@ export class PresenceAgent {
       logger: this.#log,
       respond
     }, init.lists)
+    this.#calls = new CallsExchange({
+      calls: this.#dialog.calls,
+      registry: this.#registry,
+      owns: aor => this.#registrar.lookup(aor).length > 0,
+      requests: this.#requests,
+      logger: this.#log,
+      domains: this.#domains,
+      respond
+    })
     this.#exchange = new ListExchange({
       lists: this.lists,
       registry: this.#registry,
@@ -360,6 +371,7 @@ export class PresenceAgent {
     for (const u of this.#unsub.splice(0)) u()
     this.#exchange.stop()
     this.#refused.stop()
+    this.#calls.stop()
     this.#listServer.stop()
     this.#resources.stop()
     this.#notifier.clear()
@@ -524,6 +536,10 @@ export class PresenceAgent {
     if (m === 'NOTIFY') return false
     if (m === 'PUBLISH' && parseEvent(h.get('Event'))?.pkg === RULES_EVENT) {
       this.#run(request, tx, async () => { await this.#rules.handle(request, tx, fromMesh) })
+      return true
+    }
+    if (m === 'PUBLISH' && parseEvent(h.get('Event'))?.pkg === CALLS_EVENT) {
+      this.#run(request, tx, async () => { this.#calls.handle(request, tx, fromMesh, flow.node) })
       return true
     }
     if (m === 'PUBLISH' && parseEvent(h.get('Event'))?.pkg === LIST_EVENT) {
@@ -898,7 +914,10 @@ export class PresenceAgent {
   }
 
   #onDisplaced (aor: Aor, node: string, by: Parameters<Resources['onDisplaced']>[1]): void {
-    if (node !== this.#registry.nodeId) this.#rules.handOver(aor, node)
+    if (node !== this.#registry.nodeId) {
+      this.#rules.handOver(aor, node)
+      this.#calls.handOver(aor, node)
+    }
     this.#resources.onDisplaced(aor, by)
     // the user registered elsewhere: its publications here are stale (dropped after the re-route,
     // so nobody is told of the removal as if it were the user's state)

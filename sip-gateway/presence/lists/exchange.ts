@@ -31,11 +31,10 @@
  * What this costs: while the home node is down, nodes without a cached copy cannot start new
  * subscriptions to its lists (404), and a user REGISTERing the list URI takes the address over.
  */
-import { randomBytes } from 'node:crypto'
 import { Buffer } from 'node:buffer'
-import { SipRequest, type SipRequest as Request, type SipResponse } from '../../codec/message.ts'
-import { Headers } from '../../codec/headers.ts'
-import { createResponse, generateTag } from '../../codec/response.ts'
+import type { SipRequest as Request, SipResponse } from '../../codec/message.ts'
+import type { Headers } from '../../codec/headers.ts'
+import { createResponse } from '../../codec/response.ts'
 import { parseUri, aorOf } from '../../codec/uri.ts'
 import type { Aor, Logger, Registry } from '../../ports.ts'
 import type { ServerTransaction } from '../../transaction/layer.ts'
@@ -268,17 +267,8 @@ export class ListExchange {
     }
   }
 
-  async #request (node: string, uri: Aor, extra: ReadonlyArray<[string, string]> = [], body: Uint8Array = new Uint8Array(0)): Promise<SipResponse> {
-    const domain = uri.slice(uri.lastIndexOf('@') + 1)
-    const h = new Headers()
-    h.append('Max-Forwards', '70')
-    h.append('From', `<sip:${domain}>;tag=${generateTag()}`)
-    h.append('To', `<${uri}>`)
-    h.append('Call-ID', randomBytes(12).toString('base64url') + '@sipmesh')
-    h.append('CSeq', '1 PUBLISH')
-    h.append('Event', LIST_EVENT)
-    for (const [k, v] of extra) h.append(k, v)
-    return await this.#c.requests.send(new SipRequest('PUBLISH', uri, h, body), this.#c.requests.mesh(node))
+  async #request (node: string, uri: Aor, extra: ReadonlyArray<[string, string]> = [], body?: Uint8Array): Promise<SipResponse> {
+    return await this.#c.requests.publishTo(node, uri, LIST_EVENT, extra, body)
   }
 
   /**

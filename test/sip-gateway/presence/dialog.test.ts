@@ -18,12 +18,33 @@ async function refreshDialog (ua: TestUa, d: Dialog, expires: number): Promise<S
 
 function info (r: SipRequest): DialogInfo { return parseDialogInfo(r.body) }
 
+/** carl's INVITE reaches bob (who answers nothing yet): the request, what bob got, its Record-Routes */
+async function invite (carl: TestUa, bob: TestUa, callId: string, fromTag: string): Promise<{ inv: { branch: string }, invite: SipRequest, rr: Array<[string, string]> }> {
+  bob.answer = () => undefined
+  const inv = carl.build({ method: 'INVITE', uri: bob.aor, callId, cseq: 1, fromTag, headers: [['Contact', carl.contact]] })
+  carl.sendRaw(inv.text)
+  const got = await bob.waitFor(() => bob.received.find(m => m.method === 'INVITE' && m.headers.get('Call-ID') === callId))
+  assert.ok(got !== undefined, 'the INVITE reached the callee')
+  return { inv, invite: got, rr: got.headers.getAll('Record-Route').map(r => ['Record-Route', r] as [string, string]) }
+}
+
 function dialogInfo (aor: string, dialogs: string, version = 0, state = 'full'): string {
   return `<?xml version="1.0"?><dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="${version}" state="${state}" entity="${aor}">${dialogs}</dialog-info>`
 }
 
 describe('dialog event package', () => {
   const { mesh: m, ua } = meshFixture(3, config)
+
+  /** bob registered on node `b`, alice on node `a` watching his dialogs, carl on node `c` to call him */
+  async function watchedCallee (tag: string, b: number, a: number, c: number): Promise<{ bob: TestUa, alice: TestUa, carl: TestUa, dialog: Dialog }> {
+    const bob = await ua(`bob${tag}`, b)
+    assert.equal((await bob.register(600))?.status, 200)
+    const alice = await ua(`alice${tag}`, a)
+    const carl = await ua(`carl${tag}`, c)
+    const { dialog } = await subscribe(alice, { to: bob.aor, event: 'dialog', accept: ACCEPT, expires: 120 })
+    assert.ok(dialog !== undefined)
+    return { bob, alice, carl, dialog }
+  }
 
   test('a watcher on A sees Bob\'s call on B ring, connect and end (full, then partial with the version growing)', async () => {
     const bob = await ua('bobd1', 1)
@@ -42,14 +63,9 @@ describe('dialog event package', () => {
     assert.equal(d0.entity, bob.aor)
     assert.equal(d0.dialogs.length, 0)
 
-    bob.answer = () => undefined
     const callId = 'busy-lamp-1'
-    const inv = carl.build({ method: 'INVITE', uri: bob.aor, callId, cseq: 1, fromTag: 'cf1', headers: [['Contact', carl.contact]] })
-    carl.sendRaw(inv.text)
-    const invite = await bob.waitFor(() => bob.received.find(m => m.method === 'INVITE' && m.headers.get('Call-ID') === callId))
-    assert.ok(invite !== undefined)
-    const rr = invite.headers.getAll('Record-Route').map(r => ['Record-Route', r] as [string, string])
-    bob.reply(invite, 180, rr)
+    const { inv, invite: got, rr } = await invite(carl, bob, callId, 'cf1')
+    bob.reply(got, 180, rr)
     const early = await waitNotify(alice, dialog.callId, r => info(r).dialogs.some(d => d.state === 'early'), 4000)
     assert.ok(early !== undefined, 'ringing seen on A')
     const e = info(early)
@@ -58,7 +74,7 @@ describe('dialog event package', () => {
     assert.equal(e.dialogs[0].direction, 'recipient')
     assert.equal(e.dialogs[0].remote?.identity, carl.aor)
 
-    bob.reply(invite, 200, [...rr, ['Contact', bob.contact]])
+    bob.reply(got, 200, [...rr, ['Contact', bob.contact]])
     assert.equal((await carl.waitFinal(inv.branch))?.status, 200)
     const confirmed = await waitNotify(alice, dialog.callId, r => info(r).dialogs.some(d => d.state === 'confirmed'), 4000)
     assert.ok(confirmed !== undefined, 'answered seen on A')
@@ -67,7 +83,7 @@ describe('dialog event package', () => {
     bob.answer = () => 200
     carl.answer = () => 200
     const remoteTarget = carl.contact.slice(1, -1)
-    const routes = invite.headers.getAll('Record-Route').map(r => ['Route', r] as [string, string])
+    const routes = got.headers.getAll('Record-Route').map(r => ['Route', r] as [string, string])
     const bye = await bob.request({ method: 'BYE', uri: remoteTarget, callId, cseq: 1, fromTag: 'uas', to: `<${carl.aor}>;tag=cf1`, from: `<${bob.aor}>`, headers: routes })
     assert.equal(bye?.status, 200)
     const ended = await waitNotify(alice, dialog.callId, r => info(r).dialogs.some(d => d.state === 'terminated'), 4000)
@@ -87,12 +103,7 @@ describe('dialog event package', () => {
   })
 
   test('a failed call (486) ends as terminated with its code; a CANCELled one as cancelled', async () => {
-    const bob = await ua('bobd2', 1)
-    assert.equal((await bob.register(600))?.status, 200)
-    const alice = await ua('aliced2', 0)
-    const carl = await ua('carld2', 2)
-    const { dialog } = await subscribe(alice, { to: bob.aor, event: 'dialog', accept: ACCEPT, expires: 120 })
-    assert.ok(dialog !== undefined)
+    const { bob, alice, carl, dialog } = await watchedCallee('d2', 1, 0, 2)
     bob.answer = (m) => m.method === 'INVITE' ? 486 : 200
     const r = await carl.request({ method: 'INVITE', uri: bob.aor, callId: 'busy-2', headers: [['Contact', carl.contact]] })
     assert.equal(r?.status, 486)
@@ -226,5 +237,39 @@ describe('dialog event package', () => {
     const d = await subscribe(dave, { to: bob.aor, event: 'dialog', accept: ACCEPT, expires: 60 })
     const now = await waitNotify(dave, d.dialog!.callId, r => info(r).dialogs.length > 0, 4000)
     assert.deepEqual(info(now!).dialogs.map(x => x.id), ['z'])
+  })
+
+  test('a callee who moves to another node mid-call: the new owner serves the call still up, then its end', async () => {
+    const { bob, alice, carl, dialog } = await watchedCallee('d7', 1, 2, 2)
+    const callId = 'moving-call-7'
+    const { inv, invite: got, rr } = await invite(carl, bob, callId, 'cf7')
+    bob.reply(got, 200, [...rr, ['Contact', bob.contact]])
+    assert.equal((await carl.waitFinal(inv.branch))?.status, 200)
+    assert.ok(await waitNotify(alice, dialog.callId, r => info(r).dialogs.some(d => d.callId === callId && d.state === 'confirmed'), 4000))
+
+    // bob registers on node 0 (his desk phone moved): node 0 takes his AoR over mid-call
+    const n = notifies(alice, dialog.callId).length
+    const moved = await ua('bobd7', 0)
+    assert.equal((await moved.register(600))?.status, 200)
+    const stateOfCall = (r: SipRequest): string | undefined => info(r).dialogs.find(d => d.callId === callId)?.state
+    // node 0 (the owner now) serves the call confirmed, handed over by node 1 which proxied it: a
+    // new watcher (through node 2's back-end subscription to node 0) gets it in its full state,
+    // and alice's subscription never saw the call disappear
+    const dave = await ua('daved7', 2)
+    const d = await subscribe(dave, { to: bob.aor, event: 'dialog', accept: ACCEPT, expires: 120 })
+    assert.ok(d.dialog !== undefined)
+    const full = await waitNotify(dave, d.dialog.callId, r => info(r).state === 'full', 4000)
+    assert.equal(stateOfCall(full!), 'confirmed', 'the new owner shows the call up')
+    for (const r of notifies(alice, dialog.callId).slice(n)) assert.equal(stateOfCall(r), 'confirmed', `alice after the move: ${info(r).state}`)
+
+    // bob hangs up from the phone in the call: the BYE crosses node 1 (route set), not node 0
+    bob.answer = () => 200
+    carl.answer = () => 200
+    const routes = got.headers.getAll('Record-Route').map(r => ['Route', r] as [string, string])
+    const bye = await bob.request({ method: 'BYE', uri: carl.contact.slice(1, -1), callId, cseq: 1, fromTag: 'uas', to: `<${carl.aor}>;tag=cf7`, from: `<${bob.aor}>`, headers: routes })
+    assert.equal(bye?.status, 200)
+    assert.ok(await waitNotify(alice, dialog.callId, r => stateOfCall(r) === 'terminated', 4000), 'the end, relayed by node 1 to node 0')
+    assert.ok(await waitNotify(dave, d.dialog.callId, r => stateOfCall(r) === 'terminated', 4000), 'the end, to the watcher that came after the move')
+    process.stdout.write(`# after the move: ${notifies(alice, dialog.callId).slice(n).map(r => `${info(r).state}:${stateOfCall(r) ?? '-'}`).join(', ')}\n`)
   })
 })

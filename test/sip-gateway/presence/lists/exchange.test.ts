@@ -12,7 +12,8 @@ import type { ResourceList } from '../../../../sip-gateway/presence/lists/list.t
 import { AgentRequests } from '../../../../sip-gateway/presence/requests.ts'
 import { MemoryStore } from '../../../../sip-gateway/memory-store.ts'
 import { MemoryMesh, MemoryRegistry } from '../../../../dht/memory-registry.ts'
-import { Headers, SipRequest, type SipResponse } from '../../../../sip-gateway/codec/index.ts'
+import type { SipRequest, SipResponse } from '../../../../sip-gateway/codec/index.ts'
+import { meshPublish } from '../mesh-publish.ts'
 import type { ServerTransaction } from '../../../../sip-gateway/transaction/layer.ts'
 import type { Logger } from '../../../../sip-gateway/ports.ts'
 
@@ -20,19 +21,11 @@ const silentLogger: Logger = { debug () {}, info () {}, warn () {}, error () {},
 const LIST = 'sip:team@example.com'
 
 function publish (o: { version?: string, body?: string | Uint8Array, contentType?: string, expires?: string, home?: string, uri?: string } = {}): SipRequest {
-  const h = new Headers()
-  h.append('From', '<sip:example.com>;tag=1')
-  h.append('To', `<${o.uri ?? LIST}>`)
-  h.append('Call-ID', 'x@sipmesh')
-  h.append('CSeq', '1 PUBLISH')
-  h.append('Via', 'SIP/2.0/MESH node-a;branch=z9hG4bK1')
-  h.append('Event', LIST_EVENT)
-  if (o.version !== undefined) h.append(LIST_VERSION_HEADER, o.version)
-  if (o.expires !== undefined) h.append('Expires', o.expires)
-  if (o.home !== undefined) h.append(LIST_HOME_HEADER, o.home)
   const body = o.body === undefined ? new Uint8Array(0) : typeof o.body === 'string' ? Buffer.from(o.body) : o.body
-  if (body.length > 0) h.append('Content-Type', o.contentType ?? LIST_CONTENT_TYPE)
-  return new SipRequest('PUBLISH', o.uri ?? LIST, h, body)
+  return meshPublish(o.uri ?? LIST, LIST_EVENT, [
+    [LIST_VERSION_HEADER, o.version], ['Expires', o.expires], [LIST_HOME_HEADER, o.home],
+    ['Content-Type', body.length > 0 ? o.contentType ?? LIST_CONTENT_TYPE : undefined]
+  ], body)
 }
 
 async function holder (): Promise<{ exchange: ListExchange, lists: ListStore, answer: (r: SipRequest, fromMesh?: boolean) => SipResponse, applied: Array<ResourceList | undefined>, inUse: { value: boolean }, stop: () => Promise<void> }> {
