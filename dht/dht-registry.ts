@@ -478,6 +478,20 @@ export class DhtRegistry implements ClaimRegistry {
   }
 
   /** Whether a peer holds the route of an AoR this node watches. */
+  /**
+   * The peers whose connections this node keeps however idle (node/idle-connections.ts): the
+   * owners of the routes it watches (liveness, P5) and its `neighbours` closest peers in the
+   * routing table.
+   */
+  keptPeers (neighbours: number): PeerId[] {
+    const kept = this.replicas.closestKnown(this.peerId.toMultihash().bytes, neighbours)
+    for (const aor of this.watchers.keys()) {
+      const owner = this.cache.get(aor)?.claim.owner
+      if (owner !== undefined && !owner.equals(this.peerId)) kept.push(owner)
+    }
+    return kept
+  }
+
   private holdsWatched (peer: PeerId): boolean {
     for (const aor of this.watchers.keys()) {
       if (this.cache.get(aor)?.claim.owner.equals(peer) === true) return true

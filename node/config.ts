@@ -92,6 +92,8 @@ export interface MeshConfig {
   psk?: string
   /** when not empty, only these peer ids may connect */
   allowPeers: readonly string[]
+  /** a mesh connection this node dialled closes after this long without work, ms; 0: never (node/idle-connections.ts) */
+  idleConnectionMs: number
 }
 
 export interface AdminConfig extends HostPort {
@@ -141,6 +143,7 @@ const SETTINGS = {
   'log-level': { kind: 'string', value: 'level', help: `log level: ${LOG_LEVELS.join(', ')}` },
   'log-format': { kind: 'string', value: 'format', help: `log format: json (one object a line) or pretty (for a terminal)` },
   'allow-peer': { kind: 'list', value: 'peer-id', help: 'peer id allowed to connect (repeatable); default: any' },
+  'mesh-idle': { kind: 'string', value: 'seconds', help: 'close a mesh connection this node dialled once it carried no work this long (0: keep every connection)' },
   credentials: { kind: 'string', value: 'file', help: 'users file, one "user@domain [password | md5:<HA1> sha-256:<HA1>]" a line: users known to the mesh; with secrets, SIP digest authentication of user agents (401/407)' },
   'offline-max-per-user': { kind: 'string', value: 'n', help: 'most offline messages kept for one user (more: 480 Mailbox Full)' },
   'offline-retention-days': { kind: 'string', value: 'days', help: 'days an offline message is kept for a user who does not come back' },
@@ -183,6 +186,7 @@ export const DEFAULTS = {
   'log-level': 'info',
   'log-format': 'json',
   'allow-peer': [],
+  'mesh-idle': '60',
   'offline-max-per-user': '1000',
   'offline-retention-days': '7',
   'min-expires': '60',
@@ -224,6 +228,12 @@ function refineWith (check: (v: string) => unknown) {
     } catch (err) {
       ctx.addIssue({ code: 'custom', message: (err as Error).message })
     }
+  }
+}
+
+function wholeNumber (max: number) {
+  return (v: string): void => {
+    if (!/^\d{1,9}$/.test(v) || Number(v) > max) throw new Error(`expected a whole number from 0 to ${max}`)
   }
 }
 
@@ -322,6 +332,7 @@ const layerSchema = z.strictObject({
   'log-level': z.enum(LOG_LEVELS),
   'log-format': z.enum(LOG_FORMATS),
   'allow-peer': z.array(str.superRefine(refineWith(checkPeerId))).max(MAX_LIST),
+  'mesh-idle': str.superRefine(refineWith(wholeNumber(86_400))),
   credentials: str,
   'offline-max-per-user': str.superRefine(refineWith(positiveInteger(1_000_000))),
   'offline-retention-days': str.superRefine(refineWith(positiveInteger(3650))),
@@ -547,7 +558,8 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
       bootstrap: [...new Set(get('bootstrap'))],
       mdns: get('mdns'),
       ...(merged.psk != null ? { psk: resolvePath(cwd, merged.psk) } : {}),
-      allowPeers: [...new Set(get('allow-peer'))]
+      allowPeers: [...new Set(get('allow-peer'))],
+      idleConnectionMs: Number(get('mesh-idle')) * 1000
     },
     admin: { ...parseHostPort(get('admin')), ...(merged['admin-token'] != null ? { token: merged['admin-token'] } : {}) },
     log: { level: get('log-level'), format: get('log-format') }

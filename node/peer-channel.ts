@@ -225,6 +225,8 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   private readonly links = new Map<string, Link>()
   private readonly inbound = new Set<Stream>()
   private readonly handlers = new Set<(node: string, data: Uint8Array) => void>()
+  /** peer id → when a message last went to it or came from it (ms epoch): node/idle-connections.ts */
+  private readonly active = new Map<string, number>()
   private shutdown?: AbortController
   readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, streamsOpened: 0, streamErrors: 0, openRetries: 0 }
 
@@ -255,9 +257,15 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
       if (link.stream != null) closing.push(link.stream.close({ signal: AbortSignal.timeout(1000) }).catch(() => {}))
     }
     this.links.clear()
+    this.active.clear()
     for (const s of this.inbound) s.abort(err)
     this.inbound.clear()
     await Promise.all(closing)
+  }
+
+  /** When a message last went to or came from `node` (ms epoch), if ever. */
+  lastActivity (node: string): number | undefined {
+    return this.active.get(node)
   }
 
   onMessage (handler: (node: string, data: Uint8Array) => void): Unwatch {
@@ -278,6 +286,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     }
     const frame = encodeFrame(data)
     const link = this.link(node)
+    this.active.set(node, Date.now())
     // fast path: an open stream with room and nobody queued before us. Frames sent in the same
     // event-loop turn are coalesced into one write (one yamux frame, one Noise encryption).
     const stream = link.stream
@@ -491,6 +500,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   private read (node: string, stream: Stream): void {
     const decoder = new FrameDecoder(this.maxFrameSize)
     stream.addEventListener('message', (evt) => {
+      this.active.set(node, Date.now())
       let frames: Uint8Array[]
       try {
         frames = decoder.push(toBytes(evt.data))

@@ -17,6 +17,7 @@ import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { createMeshNode } from './libp2p.ts'
 import { loadOrCreateIdentity, openDatastore, DatastoreDurableStore } from './persistence.ts'
 import { Libp2pPeerChannel } from './peer-channel.ts'
+import { IdleConnections } from './idle-connections.ts'
 import { ConnectionFailures, wasReported } from './connection-failures.ts'
 import { AdminServer } from './admin/server.ts'
 import { loadOrCreateAdminToken } from './admin/auth.ts'
@@ -102,7 +103,7 @@ export interface GatewayStatsSnapshot {
     tlsHandshakeFailures?: number
     tlsRefused?: number
   }
-  presence?: { presentities: number, subscriptions: number, backendSubscriptions: number, publications: number, notifiesSent: number, rateLimited: number }
+  presence?: { presentities: number, subscriptions: number, backendSubscriptions: number, peerBackendSubscriptions?: number, peerBackendsServed?: number, publications: number, notifiesSent: number, rateLimited: number }
   offline?: { users: number, messages: number, stored: number, delivered: number, refused: number }
   /** absent when digest authentication is off */
   auth?: { challenged: number, authenticated: number, failed: number, forbidden: number, malformed: number }
@@ -148,6 +149,8 @@ export interface SipmeshNodeInit {
 }
 
 const STOP_STEP_TIMEOUT = 10_000
+/** neighbours (closest in the routing table) whose connections stay open however idle */
+const IDLE_KEPT_NEIGHBOURS = 4
 
 export class NodeStartError extends Error {
   static readonly NAME = 'NodeStartError'
@@ -410,6 +413,17 @@ export class SipmeshNode {
     }
     this.adminServer = admin
     this.stopSteps.push(async () => { await admin.stop() })
+
+    // last: every protocol of ours is registered now, and only those count as work
+    const idle = new IdleConnections({
+      libp2p: meshNode.libp2p,
+      logger: this.log,
+      kept: () => meshNode.registry.keptPeers(IDLE_KEPT_NEIGHBOURS),
+      activity: [(peer) => channel.lastActivity(peer)]
+    }, { idleMs: config.mesh.idleConnectionMs })
+    idle.start()
+    this.stopSteps.push(async () => { idle.stop() })
+    addCollectedCounter(this.metrics.registry, 'sipmesh_idle_connections_closed_total', 'mesh connections this node dialled and closed after they idled past --mesh-idle', () => idle.closed)
   }
 
   /** `GET /status` */
@@ -586,6 +600,8 @@ export class SipmeshNode {
     gauge('sipmesh_sip_presence_presentities', 'presentities the presence agent tracks', s => s.presence?.presentities)
     gauge('sipmesh_sip_presence_subscriptions', 'presence subscriptions of watchers served by this node', s => s.presence?.subscriptions)
     gauge('sipmesh_sip_presence_backend_subscriptions', 'back-end presence subscriptions this node holds to owner nodes', s => s.presence?.backendSubscriptions)
+    gauge('sipmesh_sip_presence_peer_backend_subscriptions', 'back-end presence subscriptions this node holds to peer networks (one per presentity and package, whatever the watchers)', s => s.presence?.peerBackendSubscriptions)
+    gauge('sipmesh_sip_presence_peer_backends_served', 'back-end presence subscriptions of peer networks this node serves', s => s.presence?.peerBackendsServed)
     gauge('sipmesh_sip_presence_publications', 'live presence publications (PUBLISH) held by this node', s => s.presence?.publications)
     counter('sipmesh_sip_presence_notifies_sent_total', 'presence NOTIFYs sent', s => s.presence?.notifiesSent)
     counter('sipmesh_sip_presence_rate_limited_total', 'SUBSCRIBE/PUBLISH requests refused by the presence rate limit', s => s.presence?.rateLimited)

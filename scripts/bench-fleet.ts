@@ -3,7 +3,10 @@
 //
 //   idle       background traffic per node with nothing to do, from the nodes' /metrics: libp2p
 //              packets sent (Noise-encrypted frames) and kad-dht requests sent, per second; and
-//              the CPU it costs (left out of the CPU per registration of the claim steps)
+//              the CPU it costs (left out of the CPU per registration of the claim steps). Measured
+//              `--settle` seconds after the fleet connected (default 90: past the nodes' 60 s
+//              --mesh-idle, when the connections of the start-up walks have closed), with the mesh
+//              connections each node holds then. `--idle-only` stops there.
 //   claims     a ladder of fleet rates of new AoRs (the same rate on every node); the highest clean
 //              one (no failed REGISTER, retransmissions < 1%, >= 90% of the offered rate achieved),
 //              with the kad-dht requests and libp2p packets the whole fleet sent per new AoR (a
@@ -20,7 +23,7 @@
 // `--budget` seconds (default 900); every process it starts is stopped, on error too.
 //
 //   node scripts/bench-fleet.ts [--sizes 5,10,20] [--users 100000] [--step 5] [--idle 10]
-//        [--bulk-seconds 45] [--budget 900]
+//        [--settle 90] [--idle-only] [--node-args="--mesh-idle 0"] [--bulk-seconds 45] [--budget 900]
 import { mkdtempSync, rmSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -37,6 +40,9 @@ const { values } = parseArgs({
     users: { type: 'string', default: '100000' },
     step: { type: 'string', default: '5' },
     idle: { type: 'string', default: '10' },
+    settle: { type: 'string', default: '90' },
+    'idle-only': { type: 'boolean', default: false },
+    'node-args': { type: 'string', default: '' },
     'bulk-seconds': { type: 'string', default: '45' },
     budget: { type: 'string', default: '900' }
   }
@@ -45,6 +51,9 @@ const SIZES = values.sizes.split(',').map(Number).filter(n => Number.isInteger(n
 const USERS = Math.min(Math.max(Math.round(Number(values.users)), 100), 1_000_000)
 const STEP_S = Math.min(Math.max(Number(values.step), 1), 10)
 const IDLE_S = Math.min(Math.max(Number(values.idle), 2), 60)
+const SETTLE_S = Math.min(Math.max(Number(values.settle), 0), 600)
+/** more `sipmesh start` flags for every node (e.g. `--mesh-idle 0` for the behaviour before idle connections closed) */
+const NODE_ARGS = values['node-args'].split(/\s+/).filter(a => a.length > 0)
 const BULK_S = Math.min(Math.max(Number(values['bulk-seconds']), 5), 300)
 const STARTED = Date.now()
 const DEADLINE = STARTED + Math.min(Math.max(Number(values.budget), 60), 1800) * 1000
@@ -77,7 +86,8 @@ async function fleetCounters (names: string[]): Promise<Array<Record<string, num
 
 const PACKETS = 'libp2p_noise_encrypted_packets_total'
 const DHT_OUT = 'libp2p_kad_dht_outbound_rpc_requests_total'
-const COUNTERS = [PACKETS, DHT_OUT]
+const CONNECTED = 'sipmesh_connected_peers'
+const COUNTERS = [PACKETS, DHT_OUT, CONNECTED]
 const sum = (xs: Array<Record<string, number>>, k: string): number => xs.reduce((s, x) => s + x[k], 0)
 
 interface SizeResult {
@@ -86,6 +96,8 @@ interface SizeResult {
   idlePacketsPerNode?: { mean: number, max: number }
   idleDhtPerNode?: { mean: number, max: number }
   idleCpuMsPerSPerNode?: number
+  /** mesh peers each node is connected to while idle */
+  idleConnectedPerNode?: { mean: number, max: number }
   claimRate?: number
   steps: Step[]
   dhtPerClaim?: number
@@ -107,10 +119,10 @@ async function size (n: number): Promise<SizeResult> {
   const t0 = Date.now()
   const spawnedAt = performance.now()
   // node 0, then the others in batches of 5, each bootstrapping from node 0
-  nodes.push(await startSipmesh({ dataDir: join(work, `n${n}-0`), timeoutMs: 60_000 }))
+  nodes.push(await startSipmesh({ dataDir: join(work, `n${n}-0`), args: NODE_ARGS, timeoutMs: 180_000 }))
   const boot = nodes[0].multiaddrs.find(m => m.includes('127.0.0.1')) ?? nodes[0].multiaddrs[0]
   for (let i = 1; i < n; i += 5) {
-    const batch = await Promise.all(Array.from({ length: Math.min(5, n - i) }, async (_, j) => await startSipmesh({ dataDir: join(work, `n${n}-${i + j}`), bootstrap: [boot], timeoutMs: 60_000 })))
+    const batch = await Promise.all(Array.from({ length: Math.min(5, n - i) }, async (_, j) => await startSipmesh({ dataDir: join(work, `n${n}-${i + j}`), bootstrap: [boot], args: NODE_ARGS, timeoutMs: 180_000 })))
     nodes.push(...batch)
   }
   // connected (each node to at least min(n - 1, 3) others), then the start-up walks settle
@@ -120,10 +132,10 @@ async function size (n: number): Promise<SizeResult> {
     return true
   }, 60_000, 'the fleet to connect')
   result.startSeconds = (Date.now() - t0) / 1000
-  // after the start (206 s for 20 nodes under load average 20), at most 200 s for the rest
-  const budgetEnd = Math.min(DEADLINE, Date.now() + 200_000)
-  console.log(`  started and connected in ${result.startSeconds.toFixed(1)} s; settling 10 s`)
-  await new Promise(resolve => setTimeout(resolve, 10_000))
+  // after the start (206 s for 20 nodes under load average 20), at most 200 s for the rest and the settling
+  const budgetEnd = Math.min(DEADLINE, Date.now() + 200_000 + SETTLE_S * 1000)
+  console.log(`  started and connected in ${result.startSeconds.toFixed(1)} s; settling ${SETTLE_S} s`)
+  await new Promise(resolve => setTimeout(resolve, SETTLE_S * 1000))
   // idle background traffic
   const pids = nodes.map(x => x.pid)
   const i0 = await fleetCounters(COUNTERS)
@@ -138,7 +150,10 @@ async function size (n: number): Promise<SizeResult> {
   result.idlePacketsPerNode = per(PACKETS)
   result.idleDhtPerNode = per(DHT_OUT)
   result.idleCpuMsPerSPerNode = idleCpuMsPerS === undefined ? undefined : Number((idleCpuMsPerS / n).toFixed(1))
-  console.log(`  idle, per node: ${result.idlePacketsPerNode.mean} libp2p packets/s sent (max ${result.idlePacketsPerNode.max}), ${result.idleDhtPerNode.mean} kad-dht requests/s (max ${result.idleDhtPerNode.max}), CPU ${result.idleCpuMsPerSPerNode ?? '—'} ms/s, over ${idleS.toFixed(0)} s`)
+  const conns = i1.map(x => x[CONNECTED])
+  result.idleConnectedPerNode = { mean: Number((conns.reduce((a, b) => a + b, 0) / n).toFixed(1)), max: Math.max(...conns) }
+  console.log(`  idle, per node: ${result.idlePacketsPerNode.mean} libp2p packets/s sent (max ${result.idlePacketsPerNode.max}), ${result.idleDhtPerNode.mean} kad-dht requests/s (max ${result.idleDhtPerNode.max}), CPU ${result.idleCpuMsPerSPerNode ?? '—'} ms/s, connected to ${result.idleConnectedPerNode.mean} peers (max ${result.idleConnectedPerNode.max}), over ${idleS.toFixed(0)} s`)
+  if (values['idle-only']) return result
   // claims: the same rate on every node; CPU per registration is the fleet's, less its idle CPU
   const entries = nodes.map(x => x.sip)
   await registerRun({ entries, prefix: `w${n}-`, rate: n, calls: n * 2, cseq: 1, pids, dir: work, spawnedAt, idleCpuMsPerS }) // warm-up
@@ -220,13 +235,13 @@ try {
 }
 
 console.log(`\nsummary (${((Date.now() - STARTED) / 1000).toFixed(0)} s; load average at the end ${load()}):`)
-console.log('| N | log2 N | idle packets/s per node (max) | idle kad-dht requests/s per node | idle CPU per node | fleet new AoRs/s, clean | kad-dht requests per new AoR (fleet) | libp2p packets per new AoR (fleet) | RSS per AoR per node (per own AoR) |')
-console.log('|---|---|---|---|---|---|---|---|---|')
+console.log('| N | log2 N | idle packets/s per node (max) | idle kad-dht requests/s per node | idle CPU per node | idle connections per node (max) | fleet new AoRs/s, clean | kad-dht requests per new AoR (fleet) | libp2p packets per new AoR (fleet) | RSS per AoR per node (per own AoR) |')
+console.log('|---|---|---|---|---|---|---|---|---|---|')
 for (const r of results) {
   const at = r.perClaimAt === undefined ? '' : ` (at ${r.perClaimAt.rate}/s${r.perClaimAt.clean ? '' : ', not clean'})`
   // below 1,000 AoRs the growth drowns in the heap's own ups and downs
   const rss = r.rssPerRegPerNode === undefined ? '—' : (r.registrations ?? 0) < 1000 ? `noise: only ${r.registrations ?? 0} AoRs` : `${r.rssPerRegPerNode.mean.toLocaleString('en-US')} B (${r.rssPerOwnReg?.mean.toLocaleString('en-US')} B) at ${r.registrations?.toLocaleString('en-US')}${r.settled === true ? '' : ', unsettled'}`
-  console.log(`| ${r.n} | ${Math.log2(r.n).toFixed(1)} | ${r.idlePacketsPerNode?.mean ?? '—'} (${r.idlePacketsPerNode?.max ?? '—'}) | ${r.idleDhtPerNode?.mean ?? '—'} | ${r.idleCpuMsPerSPerNode ?? '—'} ms/s | ${r.claimRate ?? `none ≥ ${r.steps[0]?.rate ?? '—'}`} | ${r.dhtPerClaim ?? '—'}${at} | ${r.packetsPerClaim ?? '—'}${at} | ${rss} |`)
+  console.log(`| ${r.n} | ${Math.log2(r.n).toFixed(1)} | ${r.idlePacketsPerNode?.mean ?? '—'} (${r.idlePacketsPerNode?.max ?? '—'}) | ${r.idleDhtPerNode?.mean ?? '—'} | ${r.idleCpuMsPerSPerNode ?? '—'} ms/s | ${r.idleConnectedPerNode?.mean ?? '—'} (${r.idleConnectedPerNode?.max ?? '—'}) | ${r.claimRate ?? `none ≥ ${r.steps[0]?.rate ?? '—'}`} | ${r.dhtPerClaim ?? '—'}${at} | ${r.packetsPerClaim ?? '—'}${at} | ${rss} |`)
 }
 console.log('targets: idle traffic per node grows at most like log N; ≤ 2 KB per registration per node')
 console.log(JSON.stringify({ bench: 'fleet', stepSeconds: STEP_S, results: results.map(r => ({ ...r, steps: stepsJson(r.steps) })) }))

@@ -325,7 +325,15 @@ export class Gateway {
     await this.#im.start()
     await this.#registrar.start()
     await this.#presence.load()
-    this.#presence.start({ layer: this.#layer, mesh: (node) => this.#meshFlow(node), connector, host, ports: { udp: udp.port, tcp: tcp.port, ws: this.addresses.ws?.port, tls: tlsAddress?.port } })
+    const peers = this.#peers
+    const core = this.#core
+    this.#presence.start({
+      layer: this.#layer,
+      mesh: (node) => this.#meshFlow(node),
+      connector,
+      peers: peers === undefined ? undefined : { has: d => peers.has(d), connect: async d => await peers.connect(d, connector), relay: (request, tx, flow) => { core.relayToPeer(request, tx, flow) } },
+      host,
+      ports: { udp: udp.port, tcp: tcp.port, ws: this.addresses.ws?.port, tls: tlsAddress?.port } })
     this.#running = true
     this.#log.info('sip gateway started', { udp, tcp, ws: this.addresses.ws, tls: tlsAddress, wss, domains: config.domains, peers: config.peers?.map(p => p.domain) })
   }

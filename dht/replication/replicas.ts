@@ -41,7 +41,12 @@ export function kadId (key: Uint8Array): Uint8Array {
   return (sha256.digest(key) as Awaited<ReturnType<typeof sha256.digest>>).digest
 }
 
-const SMALL_MESH_RECHECK_MS = 30_000
+/**
+ * How long a small-mesh verdict holds for a routing table of unchanged size. Its walk reaches every
+ * node of a small mesh (that is what it checks), so it is a cost per node that grows with N: kept
+ * rare. A peer that joins changes the routing table's size, which asks again at once.
+ */
+const SMALL_MESH_RECHECK_MS = 300_000
 /** how long a key's walk is reused */
 const WALK_TTL_MS = 60_000
 const MAX_WALKS_KEPT = 10_000

@@ -48,6 +48,16 @@
  * for the same resource supersedes the first (the origin node re-subscribed after losing track,
  * which is no loop in a one-hop topology).
  *
+ * Peer networks (peering.ts): a user agent's SUBSCRIBE to a user of a peered domain is served
+ * here like one to a remote user, the owner being the peer network (`peer:<domain>`): ONE
+ * back-end subscription per presentity and package over the peer TLS flow, whatever the number of
+ * watchers here. A peer's back-end SUBSCRIBE (`Require: sipmesh-watchers`) is served here like
+ * another node's, its watchers all of the peer's domain (403 otherwise); when another node of ours
+ * owns the presentity this node relays: its own back-end subscription to the owner carries the
+ * peer's watchers, and the owner's decisions go on to the peer (`Resources.ownerDecided`). Each node
+ * of the watcher network with watchers of a presentity holds its own such subscription: their
+ * number is bounded by the nodes, not the watchers.
+ *
  * Authorization rules: the owner's rules decide, and the watcher node's own copy can only make it
  * stricter (draft 7.1.2.2); how they follow the presentity across the mesh: rules-exchange.ts.
  * Rules that live only on a node that is dead when the presentity moves are lost to the new owner
@@ -86,6 +96,7 @@ import { Resources } from './resources.ts'
 import { RulesExchange, RULES_EVENT } from './rules-exchange.ts'
 import { AgentLimits, RateLimitedError, TooBriefError } from './limits.ts'
 import { dialogKey, own, stripTag, subscribeDialogOf, tagOf, type Resource, type Sub } from './resource.ts'
+import { WATCHERS_OPTION, parsePeerWatchers } from './peering.ts'
 import { ListStore, type ListStoreInit } from './lists/store.ts'
 import { EVENTLIST, ListServer, names, type ListServerInit } from './lists/server.ts'
 import { ListExchange, LIST_EVENT, checkListSize, type ListExchangeInit } from './lists/exchange.ts'
@@ -143,12 +154,18 @@ export interface PresenceAgentInit {
   retryMs?: number
   /** resource lists (lists/): how many, NOTIFY rate, subscriptions per subscriber */
   lists?: ListStoreInit & ListServerInit & ListExchangeInit
+  /** how long a peer network that is not sipmesh is remembered as such, ms (peering.ts). @default 600000 */
+  peerPlainMs?: number
 }
 
 export interface PresenceStats {
   presentities: number
   subscriptions: number
   backendSubscriptions: number
+  /** back-end subscriptions this node holds to peer networks (peering.ts), of `backendSubscriptions` */
+  peerBackendSubscriptions: number
+  /** back-end subscriptions of peer networks this node serves */
+  peerBackendsServed: number
   publications: number
   notifiesSent: number
   rateLimited: number
@@ -216,8 +233,10 @@ export class PresenceAgent {
       current: p => this.#resources.current(p),
       reroute: (p, route) => { this.#resources.reroute(p, route) },
       respond,
-      allowEvents: () => this.#allowEvents()
-    }, { backendExpires: init.backendExpires, decisionWaitMs, retryMs })
+      allowEvents: () => this.#allowEvents(),
+      ownerDecided: (p, watchers) => { this.#resources.ownerDecided(p, watchers) },
+      localDomain: [...this.#domains][0] ?? ''
+    }, { backendExpires: init.backendExpires, decisionWaitMs, retryMs, peerPlainMs: init.peerPlainMs })
     this.#rules = new RulesExchange({
       authorization: this.authorization,
       requests: this.#requests,
@@ -235,7 +254,8 @@ export class PresenceAgent {
       backends: this.#backends,
       logger: this.#log,
       running,
-      gated: aor => this.#rules.gated(aor)
+      gated: aor => this.#rules.gated(aor),
+      peerOf: aor => this.#requests.peerOf(aor)
     })
     this.lists = new ListStore({ store: components.store, logger: this.#log }, init.lists)
     this.#listServer = new ListServer({
@@ -285,11 +305,17 @@ export class PresenceAgent {
 
   get stats (): PresenceStats {
     let backend = 0
-    for (const p of this.#resources.values()) if (p.backend !== undefined && !p.backend.ended) backend++
+    let peerServed = 0
+    for (const p of this.#resources.values()) {
+      if (p.backend !== undefined && !p.backend.ended) backend++
+      for (const s of p.subs) if (s.peer !== undefined && !s.done) peerServed++
+    }
     return {
       presentities: this.#resources.size,
       subscriptions: this.#notifier.size,
       backendSubscriptions: backend,
+      peerBackendSubscriptions: this.#backends.toPeers,
+      peerBackendsServed: peerServed,
       publications: this.publications.size + this.#dialog.publications.size,
       notifiesSent: this.#notifier.notifiesSent,
       rateLimited: this.#limits.rateLimited,
@@ -497,13 +523,20 @@ export class PresenceAgent {
   /** a subscription was removed (notifier.ts): the resource may go; a watcher gone is told */
   #removed (s: Sub): void {
     const p = s.p
-    if (p.pkg === this.#presence) {
-      if (s.kind === 'ua' && p.mode === 'remote' && ![...p.subs].some(o => o.kind === 'ua' && o.watcher === s.watcher) && !p.wanted.has(s.watcher)) {
-        this.#backends.forgetIdentity(p, s.watcher)
-      }
-      this.#watchersChanged(p.aor)
+    if (p.mode === 'remote') {
+      // identities nobody here watches any more: the owner forgets them (winfo)
+      if (s.kind === 'ua' && p.pkg === this.#presence && !this.#holds(p, s.watcher)) this.#backends.forgetIdentity(p, s.watcher)
+      if (s.peer !== undefined) for (const w of s.identities?.keys() ?? []) if (!this.#holds(p, w)) this.#backends.forgetIdentity(p, w)
     }
+    if (p.pkg === this.#presence) this.#watchersChanged(p.aor)
     this.#resources.forget(p)
+  }
+
+  /** a watcher identity is still served here: a user agent's subscription, a peer's back-end one, or a SUBSCRIBE on its way */
+  #holds (p: Resource, watcher: string): boolean {
+    if (p.wanted.has(watcher)) return true
+    for (const o of p.subs) if (!o.done && (o.kind === 'ua' ? o.watcher === watcher : o.identities?.has(watcher) === true)) return true
+    return false
   }
 
   // ---- the proxy's interceptor -------------------------------------------------------------
@@ -534,6 +567,11 @@ export class PresenceAgent {
       return false
     }
     if (m === 'NOTIFY') return false
+    if (m === 'SUBSCRIBE' && !fromMesh && flow.peerDomain === undefined) {
+      // a user agent of ours watching a user of a peer network: one back-end subscription to the peer (peering.ts)
+      const peerAor = this.#peerPresentity(request)
+      if (peerAor !== undefined) { this.#run(request, tx, async () => { await this.#uaSubscribe(request, tx, flow, peerAor) }); return true }
+    }
     if (m === 'PUBLISH' && parseEvent(h.get('Event'))?.pkg === RULES_EVENT) {
       this.#run(request, tx, async () => { await this.#rules.handle(request, tx, fromMesh) })
       return true
@@ -552,6 +590,10 @@ export class PresenceAgent {
       if (u.user === undefined || !this.#domains.has(u.host.toLowerCase())) return false
       aor = aorOf(u)
     } catch { return false }
+    if (m === 'SUBSCRIBE' && flow.peerDomain !== undefined && names(h.getAll('Require'), WATCHERS_OPTION)) {
+      this.#run(request, tx, async () => { await this.#peerBackendSubscribe(request, tx, flow, aor) })
+      return true
+    }
     const list = m === 'SUBSCRIBE' ? this.lists.get(aor) : undefined
     if (list !== undefined) {
       this.#run(request, tx, async () => { await this.#listSubscribe(request, tx, flow, list, fromMesh) })
@@ -599,6 +641,31 @@ export class PresenceAgent {
     const fromMesh = flow.transport === MESH_TRANSPORT
     this.#run(request, tx, async () => { this.#publish(request, tx, flow, aor, fromMesh) })
     return true
+  }
+
+  /**
+   * The presentity of a user agent's SUBSCRIBE that this node serves through a back-end
+   * subscription to a peer network (peering.ts): a user of a peered domain, in the presence or
+   * dialog package, watched by a user of our (first) domain, the peer not known to be plain;
+   * undefined otherwise (lists, other packages and plain peers go through the proxy as they are).
+   */
+  #peerPresentity (request: SipRequest): Aor | undefined {
+    const h = request.headers
+    let aor: Aor
+    let peer: string | undefined
+    try {
+      const u = parseUri(request.uri)
+      if (u.user === undefined) return undefined
+      aor = aorOf(u)
+      peer = this.#requests.peerOf(aor)
+      if (peer === undefined) return undefined
+      const from = parseUri(parseNameAddr(h.get('From') ?? '').uri)
+      if (from.host.toLowerCase() !== [...this.#domains][0]) return undefined
+    } catch { return undefined }
+    const pkg = this.#packageOf(request)
+    if (pkg !== this.#presence && pkg !== this.#dialog) return undefined
+    if (names(h.getAll('Supported'), EVENTLIST) || names(h.getAll('Require'), EVENTLIST) || names(h.getAll('Require'), RECIPIENT_LIST_SUBSCRIBE)) return undefined
+    return this.#backends.capabilities.plain(peer) ? undefined : aor
   }
 
   /** any resource of the AoR is served here (local mode) */
@@ -713,6 +780,11 @@ export class PresenceAgent {
         this.#respond(tx, createResponse(request, 421, undefined, [['Require', EVENTLIST]]))
         return
       }
+      if (p.backendState === 'plain') {
+        // the peer network is not sipmesh (peering.ts): this watcher subscribes there itself, through the proxy
+        this.#requests.relayToPeer(request, tx, flow)
+        return
+      }
       if (p.ownerDecisions.get(watcher) === 'block') {
         this.#respond(tx, createResponse(request, 403))
         return
@@ -745,11 +817,20 @@ export class PresenceAgent {
     if (sub.kind === 'ua') this.#limits.take(sub.flow)
     const extra: Array<[string, string]> = [['Expires', String(expires)], ['Contact', this.#requests.contactFor(sub.flow)]]
     if (sub.kind === 'backend') {
-      const added = this.#admitIdentities(sub, parseWatchers(request.headers.get(WATCHERS_HEADER)))
+      // a peer network's: its watchers strictly of its own domain (peering.ts), else 400 / 403
+      const parse = (v: string | undefined): string[] => sub.peer !== undefined ? parsePeerWatchers(v, sub.peer) : parseWatchers(v)
+      const goneIds = parse(request.headers.get(WATCHERS_GONE_HEADER))
+      const added = await this.#decideIdentities(sub, parse(request.headers.get(WATCHERS_HEADER)))
       if (added.size > 0) extra.push([AUTHORIZATION_HEADER, formatDecisions(added)])
       let gone = 0
-      for (const w of parseWatchers(request.headers.get(WATCHERS_GONE_HEADER))) if (sub.identities?.delete(w) === true) gone++
+      for (const w of goneIds) {
+        if (sub.identities?.delete(w) !== true) continue
+        gone++
+        sub.undecided?.delete(w)
+        if (sub.peer !== undefined && sub.p.mode === 'remote' && !this.#holds(sub.p, w)) this.#backends.forgetIdentity(sub.p, w)
+      }
       if ((added.size > 0 || gone > 0) && sub.p.pkg === this.#presence) this.#watchersChanged(sub.p.aor)
+      if (sub.peer !== undefined) extra.push(['Require', WATCHERS_OPTION])
     }
     this.#respond(tx, createResponse(request, 200, undefined, extra))
     if (expires === 0) {
@@ -868,6 +949,113 @@ export class PresenceAgent {
     if (expires === 0) { this.#notifier.end(sub, { state: 'terminated', reason: 'timeout' }); return }
     this.#notifier.arm(sub)
     this.#notifier.notify(sub, true)
+  }
+
+  /**
+   * A peer network's back-end SUBSCRIBE (peering.ts), at whichever node its TLS flow reached: this
+   * node is its notifier. Every watcher identity must be of the peer's domain (403) and the list
+   * well formed (400). When this node owns the presentity it decides per watcher itself; when
+   * another node does, it relays: its own back-end subscription to the owner carries the peer's
+   * watchers, and the owner's decisions are passed on (waiting up to `decisionWaitMs` for them).
+   */
+  async #peerBackendSubscribe (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: Aor): Promise<void> {
+    const peer = flow.peerDomain as string
+    const pkg = this.#packageOf(request)
+    if (pkg === undefined || pkg === this.#winfo) { this.#badEvent(request, tx); return }
+    const h = request.headers
+    const watchers = parsePeerWatchers(h.get(WATCHERS_HEADER), peer)
+    parsePeerWatchers(h.get(WATCHERS_GONE_HEADER), peer)
+    const path = parsePath(h.get(PATH_HEADER))
+    const loop = checkIncoming(this.#registry.nodeId, path)
+    if (loop.loop) { this.#respond(tx, createResponse(request, 482, `Loop Detected (${loop.reason})`)); return }
+    const expires = this.#limits.grant(h.get('Expires'), 1)
+    if (this.lists.get(aor) !== undefined) { this.#respond(tx, createResponse(request, 421, undefined, [['Require', EVENTLIST]])); return }
+    const { from, to, callId, cseq, remoteTag, remoteTarget } = subscribeDialogOf(request)
+    if (this.#notifier.size >= this.#maxSubs) throw new SipStatusError(503, 'Too Many Subscriptions')
+    if (this.#resources.size >= this.#maxPresentities && !this.#resources.has(pkg.name, aor)) throw new SipStatusError(503, 'Too Many Presentities')
+    await this.#rules.ready(aor)
+    const p = this.#resources.open(pkg, aor)
+    // the identities keep the resource (and the back-end's interest in them) alive while we wait
+    for (const w of watchers) p.wanted.set(w, (p.wanted.get(w) ?? 0) + 1)
+    try {
+      await p.ready
+      const localTag = generateTag()
+      const key = dialogKey(callId, localTag, remoteTag)
+      // the pair rule per (presentity, origin node of the peer network)
+      const origin = `${peer}/${path[0] ?? callId}`
+      const sub: Sub = {
+        key: own(key),
+        kind: 'backend',
+        p,
+        watcher: own(origin),
+        peer,
+        callId: own(callId),
+        localTag,
+        remoteTag: own(remoteTag),
+        localUri: own(stripTag(to)),
+        remote: own(from),
+        remoteTarget: own(remoteTarget),
+        routeSet: [],
+        flow,
+        cseq: 0,
+        remoteCseq: parseCSeq(cseq).seq,
+        expiresAt: Date.now() + expires * 1000,
+        identities: new Map(),
+        undecided: new Set(),
+        sending: false,
+        dirty: false,
+        done: false
+      }
+      const decisions = await this.#decideIdentities(sub, watchers)
+      if (!this.#resources.current(p)) throw new SipStatusError(503, 'Presentity Moved')
+      const admitted = this.#notifier.pairs.admit(p.key, sub.watcher, key)
+      if (admitted === 'full') throw new SipStatusError(503, 'Too Many Subscriptions')
+      if (admitted === 'loop') {
+        // the same node of the peer subscribed again with a new dialog: it lost the old one
+        for (const s of [...p.subs]) if (s.kind === 'backend' && s.watcher === sub.watcher) this.#notifier.drop(s)
+        this.#notifier.pairs.admit(p.key, sub.watcher, key)
+      }
+      this.#notifier.add(sub)
+      if (p.pkg === this.#presence) this.#watchersChanged(aor)
+      this.#respond(tx, createResponse(request, 200, undefined, [
+        ['Expires', String(expires)], ['Contact', this.#requests.contactFor(flow)], ['Require', WATCHERS_OPTION],
+        [AUTHORIZATION_HEADER, formatDecisions(decisions)]
+      ], { toTag: localTag }))
+      if (expires === 0) { this.#notifier.end(sub, { state: 'terminated', reason: 'timeout' }); return }
+      this.#notifier.arm(sub)
+      this.#notifier.notify(sub, true)
+    } finally {
+      for (const w of watchers) {
+        const n = (p.wanted.get(w) ?? 1) - 1
+        if (n <= 0) p.wanted.delete(w)
+        else p.wanted.set(w, n)
+      }
+      this.#resources.forget(p)
+    }
+  }
+
+  /**
+   * Decisions for watcher identities a back-end subscription brings: this node's own when it owns
+   * the presentity (or nobody does); the owner's, relayed, when another node owns it (a peer
+   * network's back-end: the identities join our back-end subscription to the owner, and those the
+   * owner has not decided within the wait are told later, `Resources.ownerDecided`).
+   */
+  async #decideIdentities (sub: Sub, watchers: string[]): Promise<Map<string, Decision>> {
+    const p = sub.p
+    if (p.mode !== 'remote' || sub.peer === undefined) return this.#admitIdentities(sub, watchers)
+    const ids = sub.identities ?? new Map<string, Decision>()
+    const fresh = watchers.filter(w => !ids.has(w) && ids.size < 10_000)
+    for (const w of fresh) if (!this.#backends.decided(p, w)) this.#backends.queueIdentity(p, w)
+    await Promise.all(fresh.map(async w => { await this.#backends.waitDecision(p, w) }))
+    const out = new Map<string, Decision>()
+    for (const w of fresh) {
+      const d = p.ownerDecisions.get(w)
+      // undecided: held as polite-block (no real state) until the owner's decision is relayed
+      ids.set(w, d ?? 'polite-block')
+      if (d === undefined) sub.undecided?.add(w)
+      else out.set(w, d)
+    }
+    return out
   }
 
   #admitIdentities (sub: Sub, watchers: string[]): Map<string, Decision> {

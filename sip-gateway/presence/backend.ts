@@ -6,6 +6,10 @@
  * `Sipmesh-Authorization`, and its NOTIFYs bring the composed state once. A watcher's SUBSCRIBE
  * waits (`decisionWaitMs`) for the owner's decision for it. A failed, refused or ended
  * subscription makes this node find the owner again (`reroute`, resources.ts).
+ *
+ * The owner may be a peer network (`peer:<domain>`, peering.ts): the subscription then goes over
+ * the peer TLS flow with `Require: sipmesh-watchers`, and a peer that is not sipmesh (420, or a 2xx
+ * without the tag) makes the resource `plain`: its watchers subscribe one by one through the proxy.
  */
 import { randomBytes } from 'node:crypto'
 import { Buffer } from 'node:buffer'
@@ -24,6 +28,8 @@ import { mediaType } from './package.ts'
 import { VIEW_HEADER, type Notifier } from './notifier.ts'
 import type { AgentRequests } from './requests.ts'
 import { tagOf, type Backend, type Resource } from './resource.ts'
+import { PeerCapabilities, WATCHERS_OPTION, peerOfOwner } from './peering.ts'
+import { names } from './lists/server.ts'
 
 /** The header a node answers a request for an AoR it does not own with (same as the proxy's). */
 export const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
@@ -41,6 +47,10 @@ export interface BackendSubscriptionsComponents {
   respond: (tx: ServerTransaction, response: SipResponse) => void
   /** the Allow-Events answer of a 489 */
   allowEvents: () => string
+  /** the owner decided for these watchers (a peer network's back-end served here relays it) */
+  ownerDecided: (p: Resource, watchers: ReadonlySet<string>) => void
+  /** the domain our back-end subscriptions to peer networks speak for (From; their watchers are of it) */
+  localDomain: string
 }
 
 export interface BackendSubscriptionsInit {
@@ -50,6 +60,8 @@ export interface BackendSubscriptionsInit {
   decisionWaitMs?: number
   /** delay before retrying a failed back-end subscription, ms. @default 2000 */
   retryMs?: number
+  /** how long a peer network that is not sipmesh is remembered as such, ms. @default 600000 */
+  peerPlainMs?: number
 }
 
 export class BackendSubscriptions {
@@ -61,6 +73,10 @@ export class BackendSubscriptions {
   readonly #reroute: (p: Resource, route: Route | undefined) => void
   readonly #respond: (tx: ServerTransaction, response: SipResponse) => void
   readonly #allowEvents: () => string
+  readonly #ownerDecided: (p: Resource, watchers: ReadonlySet<string>) => void
+  readonly #localDomain: string
+  /** which peer networks are plain (not sipmesh) for now */
+  readonly capabilities: PeerCapabilities
   readonly #expires: number
   readonly decisionWait: number
   readonly retryMs: number
@@ -76,6 +92,9 @@ export class BackendSubscriptions {
     this.#reroute = components.reroute
     this.#respond = components.respond
     this.#allowEvents = components.allowEvents
+    this.#ownerDecided = components.ownerDecided
+    this.#localDomain = components.localDomain
+    this.capabilities = new PeerCapabilities(init.peerPlainMs)
     this.#expires = init.backendExpires ?? 600
     this.decisionWait = init.decisionWaitMs ?? 1500
     this.retryMs = init.retryMs ?? 2000
@@ -85,6 +104,13 @@ export class BackendSubscriptions {
   forNotify (callId: string, toTag: string): Resource | undefined {
     const p = this.#byCallId.get(callId)
     return p?.backend !== undefined && p.backend.localTag === toTag ? p : undefined
+  }
+
+  /** how many live back-end subscriptions this node holds to peer networks */
+  get toPeers (): number {
+    let n = 0
+    for (const p of this.#byCallId.values()) if (p.backend !== undefined && !p.backend.ended && peerOfOwner(p.backend.node) !== undefined) n++
+    return n
   }
 
   /** how many back-end dialogs this node holds for a resource (diagnostics) */
@@ -121,7 +147,7 @@ export class BackendSubscriptions {
   }
 
   async waitDecision (p: Resource, watcher: string): Promise<void> {
-    if (p.mode !== 'remote' || this.decided(p, watcher) || p.backendState === 'loop' || p.backendState === 'failed' || p.backendState === 'list') return
+    if (p.mode !== 'remote' || this.decided(p, watcher) || p.backendState === 'loop' || p.backendState === 'failed' || p.backendState === 'list' || p.backendState === 'plain') return
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, this.decisionWait)
       function done (): void { clearTimeout(timer); resolve() }
@@ -153,7 +179,10 @@ export class BackendSubscriptions {
       queued: new Set(),
       gone: new Set()
     }
-    for (const s of p.subs) if (s.kind === 'ua') b.queued.add(s.watcher)
+    for (const s of p.subs) {
+      if (s.kind === 'ua') b.queued.add(s.watcher)
+      else if (s.identities !== undefined && !s.done) for (const w of s.identities.keys()) b.queued.add(w)
+    }
     for (const w of p.wanted.keys()) b.queued.add(w)
     p.backend = b
     p.backendState = 'pending'
@@ -200,10 +229,13 @@ export class BackendSubscriptions {
 
   async #sendSubscribe (p: Resource, b: Backend, watchers: string[], expires: number, gone: string[] = []): Promise<SipResponse> {
     b.cseq++
-    const domain = p.aor.slice(p.aor.lastIndexOf('@') + 1)
-    const flow = this.#requests.mesh(b.node)
+    const peer = peerOfOwner(b.node)
+    // to a peer network we speak for our domain (its certificate check wants our users' domain)
+    const domain = peer !== undefined ? this.#localDomain : p.aor.slice(p.aor.lastIndexOf('@') + 1)
+    const flow = peer !== undefined ? (b.flow = await this.#requests.peerFlow(peer, b.flow)) : this.#requests.mesh(b.node)
     const h = new Headers()
     h.append('Max-Forwards', '70')
+    if (peer !== undefined) h.append('Require', WATCHERS_OPTION)
     h.append('From', `<sip:${domain}>;tag=${b.localTag}`)
     h.append('To', b.remoteTag === undefined ? `<${p.aor}>` : `<${p.aor}>;tag=${b.remoteTag}`)
     h.append('Call-ID', b.callId)
@@ -221,6 +253,8 @@ export class BackendSubscriptions {
 
   #response (p: Resource, b: Backend, batch: string[], r: SipResponse): void {
     if (r.status >= 300) this.#log.debug('back-end SUBSCRIBE refused', { aor: p.aor, node: b.node, status: r.status })
+    const peer = peerOfOwner(b.node)
+    if (peer !== undefined && this.#plainPeer(p, b, peer, r)) return
     if (r.status >= 200 && r.status < 300) {
       const to = r.headers.get('To')
       if (!b.established) {
@@ -238,7 +272,11 @@ export class BackendSubscriptions {
       b.refreshTimer = setTimeout(() => { this.#pump(p, b, true) }, Math.max(1000, expires * 1000 * 0.8))
       b.refreshTimer.unref?.()
       this.wake(p)
-      if (decisions.size > 0) this.#notifier.notifyWatchers(p, new Set(decisions.keys()))
+      if (decisions.size > 0) {
+        const decided = new Set(decisions.keys())
+        this.#ownerDecided(p, decided)
+        this.#notifier.notifyWatchers(p, decided)
+      }
       this.#pump(p, b)
       return
     }
@@ -262,6 +300,7 @@ export class BackendSubscriptions {
       // the owner denied: every watcher of the batch is denied here too (draft 7.1.2.2)
       for (const w of batch) p.ownerDecisions.set(w, 'block')
       this.wake(p)
+      this.#ownerDecided(p, new Set(batch))
       this.#notifier.notifyWatchers(p, new Set(batch))
       if (!b.established) { this.clear(b); this.#byCallId.delete(b.callId); p.backend = undefined }
       return
@@ -275,6 +314,33 @@ export class BackendSubscriptions {
     this.#failed(p, b)
   }
 
+  /**
+   * A peer network's answer to our back-end SUBSCRIBE: is the peer plain (not sipmesh)? 420 (it
+   * does not know the option tag, RFC 3261 8.2.2.3) or a 2xx without the tag (something accepted
+   * it as a plain subscription) say so, and are remembered; before the peer has ever answered with
+   * the tag, any other refusal but 403 hands the watchers to the per-watcher path too (they get the
+   * peer's own answer), without remembering it. True when handled so.
+   */
+  #plainPeer (p: Resource, b: Backend, peer: string, r: SipResponse): boolean {
+    const tagged = names(r.headers.getAll('Require'), WATCHERS_OPTION) || names(r.headers.getAll('Supported'), WATCHERS_OPTION)
+    if (tagged) { this.capabilities.markSipmesh(peer); return false }
+    const plain = r.status === 420 || (r.status >= 200 && r.status < 300)
+    if (!plain && (this.capabilities.sipmesh(peer) || r.status < 300 || r.status === 403)) return false
+    if (plain) {
+      this.capabilities.markPlain(peer)
+      this.#log.info('peer network is not sipmesh: per-watcher subscriptions', { peer, status: r.status })
+    }
+    // no unsubscribe: a plain peer's NOTIFYs in that dialog are answered 481, which ends it (RFC 6665 4.1.3)
+    this.clear(b)
+    this.#byCallId.delete(b.callId)
+    if (p.backend === b) p.backend = undefined
+    p.backendState = 'plain'
+    this.wake(p, true)
+    // watchers already served from this peer's back-end (it was replaced by a plain server) subscribe again, one by one
+    for (const s of [...p.subs]) if (s.kind === 'ua') this.#notifier.end(s, { state: 'terminated', reason: 'deactivated' })
+    return true
+  }
+
   #failed (p: Resource, b: Backend): void {
     p.backendState = 'failed'
     this.wake(p, true)
@@ -286,6 +352,7 @@ export class BackendSubscriptions {
   /** the back-end subscription ended or failed: find the owner again (watchers keep their state meanwhile) */
   reresolve (p: Resource, b: Backend): void {
     this.end(p, b)
+    if (peerOfOwner(b.node) !== undefined) { this.#resubscribePeer(p); return }
     this.#registry.resolve(p.aor, { fresh: true }).then((route) => {
       if (!this.#current(p)) return
       // the registry's watch may have re-routed it meanwhile
@@ -306,6 +373,19 @@ export class BackendSubscriptions {
     })
   }
 
+  /** a peer network's back-end ended or failed: subscribe to the peer again (not twice within `retryMs`) */
+  #resubscribePeer (p: Resource): void {
+    const again = (): void => {
+      if (!this.#current(p) || (p.backend !== undefined && !p.backend.ended)) return
+      this.#reroute(p, undefined)
+    }
+    clearTimeout(p.retryTimer)
+    const wait = this.retryMs - (Date.now() - p.lastStart)
+    if (wait <= 0) { again(); return }
+    p.retryTimer = setTimeout(again, wait)
+    p.retryTimer.unref?.()
+  }
+
   /** a NOTIFY of the owner in our back-end dialog */
   notified (request: SipRequest, tx: ServerTransaction, p: Resource): void {
     const b = p.backend
@@ -318,12 +398,19 @@ export class BackendSubscriptions {
     if (b.remoteTag === undefined) b.remoteTag = tagOf(request.headers.get('From'))
     const decisions = parseDecisions(request.headers.get(AUTHORIZATION_HEADER))
     for (const [w, d] of decisions) p.ownerDecisions.set(w, d)
+    if (decisions.size > 0) this.#ownerDecided(p, new Set(decisions.keys()))
     if (state.state === 'terminated') {
       this.clear(b)
       this.#byCallId.delete(b.callId)
       if (p.backend === b) p.backend = undefined
       if (state.reason === 'rejected') {
-        for (const s of p.subs) if (s.kind === 'ua') p.ownerDecisions.set(s.watcher, 'block')
+        const all = new Set<string>()
+        for (const s of p.subs) {
+          if (s.kind === 'ua') all.add(s.watcher)
+          else for (const w of s.identities?.keys() ?? []) all.add(w)
+        }
+        for (const w of all) p.ownerDecisions.set(w, 'block')
+        this.#ownerDecided(p, all)
         this.#notifier.notifyAll(p)
         return
       }

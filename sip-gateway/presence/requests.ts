@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto'
 import { SipRequest, type SipResponse } from '../codec/message.ts'
 import { Headers } from '../codec/headers.ts'
+import type { ServerTransaction } from '../transaction/layer.ts'
 import { createResponse, generateTag } from '../codec/response.ts'
 import { formatVia } from '../codec/via.ts'
 import { parseUri } from '../codec/uri.ts'
@@ -22,6 +23,16 @@ export interface PresenceAgentTransport {
   layer: TransactionLayer<Flow>
   mesh: (node: string) => Flow
   connector: Connector
+  /**
+   * peer networks (proxy/peering.ts), when any: `connect` opens (or reuses) a TLS flow to one of
+   * the peer's addresses (failing over), `relay` hands a watcher's SUBSCRIBE back to the proxy,
+   * which sends it to the peer as it is (a plain peer: per-watcher subscriptions)
+   */
+  peers?: {
+    has: (domain: string) => boolean
+    connect: (domain: string) => Promise<Flow>
+    relay: (request: SipRequest, tx: ServerTransaction, flow: Flow) => void
+  }
   /** our advertised host and the ports user agents reach us on */
   host: string
   ports: { udp: number, tcp: number, ws?: number, tls?: number }
@@ -49,10 +60,41 @@ export class AgentRequests {
     return t.mesh(node)
   }
 
+  /** the peer network an AoR belongs to, when its domain is a peered one */
+  peerOf (aor: string): string | undefined {
+    const peers = this.#t?.peers
+    if (peers === undefined) return undefined
+    const at = aor.lastIndexOf('@')
+    const domain = at < 0 ? '' : aor.slice(at + 1).toLowerCase()
+    return domain !== '' && peers.has(domain) ? domain : undefined
+  }
+
+  /** a TLS flow to peer network `domain`: `current` while open, else a new one (503 when none) */
+  async peerFlow (domain: string, current?: Flow): Promise<Flow> {
+    if (current?.open === true) return current
+    const peers = this.#t?.peers
+    if (peers === undefined) throw new SipStatusError(503, 'No Peer Networks')
+    return await peers.connect(domain)
+  }
+
+  /** hand a watcher's SUBSCRIBE to a plain peer back to the proxy (per-watcher subscription) */
+  relayToPeer (request: SipRequest, tx: ServerTransaction, flow: Flow): void {
+    const peers = this.#t?.peers
+    if (peers === undefined) throw new SipStatusError(503, 'No Peer Networks')
+    peers.relay(request, tx, flow)
+  }
+
   async flowFor (s: Pick<Sub, 'flow' | 'watcher' | 'routeSet' | 'remoteTarget'>): Promise<Flow> {
     const t = this.#t
     if (t === undefined) throw new Error('presence agent not started')
     if (s.flow.transport === MESH_TRANSPORT) return t.mesh(s.flow.node ?? s.watcher)
+    // a peer network's node (a back-end subscription it holds here): over its TLS connection
+    // while open, else a new one to the node its Contact names whose certificate names the peer
+    if (s.flow.peerDomain !== undefined && s.routeSet.length === 0) {
+      if (s.flow.open) return s.flow
+      const u = parseUri(s.remoteTarget)
+      return await t.connector.connect({ transport: 'TLS', host: u.host, port: u.port ?? 5061, domain: s.flow.peerDomain })
+    }
     const targetUri = s.routeSet.length > 0 ? parseNameAddr(s.routeSet[0]).uri : s.remoteTarget
     const u = parseUri(targetUri)
     if (typeof u.params.node === 'string') return t.mesh(u.params.node)
@@ -119,7 +161,7 @@ export class AgentRequests {
       if (typeof u.params.node === 'string') return u.params.node === this.#nodeId
       const t = this.#t
       if (u.user !== undefined || t === undefined) return false
-      return u.host === t.host && [t.ports.udp, t.ports.tcp, t.ports.ws].includes(u.port ?? 5060)
+      return u.host === t.host && [t.ports.udp, t.ports.tcp, t.ports.ws, t.ports.tls].includes(u.port ?? 5060)
     } catch { return false }
   }
 }

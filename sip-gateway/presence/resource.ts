@@ -20,8 +20,11 @@ import type { EventPackage, RenderState } from './package.ts'
  * this node holds one back-end subscription to it; `held`: nobody owns it.
  */
 export type Mode = 'local' | 'remote' | 'held'
-/** 'list': the owner answered 421, the URI is a resource list (RFC 4662) and needs `Supported: eventlist` */
-export type BackendState = 'none' | 'pending' | 'accepted' | 'loop' | 'failed' | 'list'
+/**
+ * 'list': the owner answered 421, the URI is a resource list (RFC 4662) and needs `Supported: eventlist`;
+ * 'plain': a peer network that is not sipmesh (presence/peering.ts): watchers subscribe one by one
+ */
+export type BackendState = 'none' | 'pending' | 'accepted' | 'loop' | 'failed' | 'list' | 'plain'
 
 /** A subscription this node is the notifier of: a user agent's, or another node's back-end one. */
 export interface Sub {
@@ -46,6 +49,10 @@ export interface Sub {
   timer?: ReturnType<typeof setTimeout>
   /** backend: watcher identities and this node's decision for each */
   identities?: Map<string, Decision>
+  /** backend: the peer network (its domain) that holds it, when not a node of this mesh (peering.ts) */
+  peer?: string
+  /** backend of a peer, served while another node owns the presentity: identities the owner has not decided yet */
+  undecided?: Set<string>
   sending: boolean
   dirty: boolean
   /** a final NOTIFY is queued or sent */
@@ -68,7 +75,10 @@ export interface Sub {
 
 /** This node's back-end subscription to the owner of a remote resource. */
 export interface Backend {
+  /** the owner node, or `peer:<domain>` for a peer network (peering.ts) */
   node: string
+  /** to a peer network: the TLS flow the dialog uses */
+  flow?: Flow
   callId: string
   localTag: string
   remoteTag?: string
@@ -91,6 +101,7 @@ export interface Resource {
   pkg: EventPackage
   aor: Aor
   mode: Mode
+  /** remote: the owner node, or `peer:<domain>` for a presentity of a peer network (peering.ts) */
   owner?: string
   subs: Set<Sub>
   unwatch?: Unwatch

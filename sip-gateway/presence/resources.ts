@@ -19,6 +19,7 @@ import { MAX_WATCHERS_PER_REQUEST } from './event.ts'
 import type { EventPackage } from './package.ts'
 import type { Notifier, View } from './notifier.ts'
 import type { BackendSubscriptions } from './backend.ts'
+import { peerOwner } from './peering.ts'
 import { resourceKey, type Mode, type Resource, type Sub } from './resource.ts'
 
 export interface ResourcesComponents {
@@ -31,6 +32,8 @@ export interface ResourcesComponents {
   running: () => boolean
   /** rules of this presentity are being fetched from its previous owner (rules-exchange.ts) */
   gated: (aor: Aor) => boolean
+  /** the peer network of an AoR of a peered domain (peering.ts): its presentities are served from there */
+  peerOf: (aor: Aor) => string | undefined
   /** a resource was created or dropped (winfo and lists follow them) */
   onWatchersChanged?: (p: Resource) => void
 }
@@ -43,6 +46,7 @@ export class Resources {
   readonly #log: Logger
   readonly #running: () => boolean
   readonly #gated: (aor: Aor) => boolean
+  readonly #peerOf: (aor: Aor) => string | undefined
   readonly #table = new Map<string, Resource>()
   /** aor → the resources of it, one per package */
   readonly #byAor = new Map<Aor, Set<Resource>>()
@@ -55,6 +59,7 @@ export class Resources {
     this.#log = components.logger
     this.#running = components.running
     this.#gated = components.gated
+    this.#peerOf = components.peerOf
   }
 
   get size (): number { return this.#table.size }
@@ -103,6 +108,12 @@ export class Resources {
     let set = this.#byAor.get(aor)
     if (set === undefined) { set = new Set(); this.#byAor.set(aor, set) }
     set.add(created)
+    if (this.#peerOf(aor) !== undefined) {
+      // a presentity of a peer network: no claim in our registry; served by the peer (peering.ts),
+      // subscribed once the SUBSCRIBE that opened it is counted (`wanted`)
+      created.ready = Promise.resolve().then(() => { if (this.current(created)) this.reroute(created, undefined) })
+      return created
+    }
     created.unwatch = this.#registry.watch(aor, (route) => { if (this.#running() && this.#table.get(key) === created) this.reroute(created, route) })
     if (this.#registrar.lookup(aor).length > 0) {
       created.mode = 'local'
@@ -130,6 +141,8 @@ export class Resources {
   }
 
   #modeFor (aor: Aor, route: Route | undefined): { mode: Mode, owner?: string } {
+    const peer = this.#peerOf(aor)
+    if (peer !== undefined) return { mode: 'remote', owner: peerOwner(peer) }
     if (this.#registrar.lookup(aor).length > 0) return { mode: 'local' }
     if (route === undefined) return { mode: 'held' }
     if (route.node === this.#registry.nodeId) return { mode: 'local' }
@@ -202,10 +215,32 @@ export class Resources {
     this.#notifier.notifyAll(p)
   }
 
+  /**
+   * The owner decided for some watchers of a remote resource: a back-end subscription this node
+   * serves a peer network (peering.ts) for those watchers is told the owner's decisions (this node
+   * only relays them: the owner applies the presentity's rules).
+   */
+  ownerDecided (p: Resource, watchers: ReadonlySet<string>): void {
+    if (p.mode !== 'remote') return
+    for (const s of p.subs) {
+      if (s.kind !== 'backend' || s.identities === undefined) continue
+      let changed: Map<string, Decision> | undefined
+      for (const w of watchers) {
+        const d = p.ownerDecisions.get(w)
+        if (d === undefined || !s.identities.has(w) || (s.identities.get(w) === d && s.undecided?.has(w) !== true)) continue
+        s.identities.set(w, d)
+        s.undecided?.delete(w)
+        changed ??= s.pushDecisions ?? new Map()
+        changed.set(w, d)
+      }
+      if (changed !== undefined) { s.pushDecisions = changed; this.#notifier.notify(s) }
+    }
+  }
+
   /** the authorization of a presentity changed: decisions of served back-ends, then every watcher */
   decisionsChanged (p: Resource): void {
     for (const s of [...p.subs]) {
-      if (s.kind === 'backend' && s.identities !== undefined) {
+      if (s.kind === 'backend' && s.identities !== undefined && p.mode === 'local') {
         const changed = new Map<string, Decision>()
         for (const [w, old] of s.identities) {
           const d = p.pkg.decide(p.aor, w)
@@ -240,8 +275,9 @@ export class Resources {
       const ids = s.identities ?? new Map<string, Decision>()
       let anyAllowed = false
       for (const d of ids.values()) if (d === 'allow') { anyAllowed = true; break }
-      const full = anyAllowed && p.mode === 'local'
-      return { state: 'active', body: full ? this.localDoc(p) : this.#neutral(p), full }
+      // the presentity's document: ours, or (serving a peer network's back-end, peering.ts) the owner's
+      const doc = !anyAllowed ? undefined : p.mode === 'local' ? this.localDoc(p) : p.mode === 'remote' ? p.remoteDoc : undefined
+      return { state: 'active', body: doc ?? this.#neutral(p), full: doc !== undefined }
     }
     const local = p.pkg.decide(p.aor, s.watcher)
     if (local === 'block') return 'block'

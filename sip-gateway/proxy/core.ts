@@ -40,7 +40,10 @@
  * authenticated TLS to the peer (`#toPeer`); a request from a peer (a TLS flow whose certificate
  * names a peer domain) must have its From in that domain, is never challenged (the certificate
  * authenticated it), and reaches users of our domains (routed like any request) or the dialogs we
- * Record-Routed, nothing else. Record-Route entries facing a peer carry no `node` parameter (the
+ * Record-Routed, nothing else. Internal `Sipmesh-*` headers are removed from what a peer sends
+ * (`stripInternalHeaders`), except the presence agent's back-end headers on a SUBSCRIBE it takes
+ * itself (presence/peering.ts checks them), so a peer never passes for a node of the mesh; and a
+ * peer's `Sipmesh-Not-Owner` answer is not followed. Record-Route entries facing a peer carry no `node` parameter (the
  * peer's mesh would read it as one of its own nodes): the peer reaches us by the entry's address.
  * An in-dialog request from one of our user agents may follow a Route towards a peer only over
  * TLS to a server whose certificate names a configured peer.
@@ -88,6 +91,27 @@ const AOR_METHODS: ReadonlySet<string> = new Set(['INVITE', 'BYE', 'OPTIONS', 'M
 const DIALOG_METHODS: ReadonlySet<string> = new Set(['INVITE', 'SUBSCRIBE', 'REFER'])
 
 export const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
+
+/**
+ * The internal headers a peer network may send, and only on a SUBSCRIBE or NOTIFY the presence
+ * agent serves itself (its back-end subscriptions between networks, presence/peering.ts).
+ */
+const PEER_BACKEND_HEADERS: ReadonlySet<string> = new Set(['sipmesh-watchers', 'sipmesh-watchers-gone', 'sipmesh-path', 'sipmesh-authorization', 'sipmesh-view'])
+
+/**
+ * Remove the internal `Sipmesh-*` headers (only nodes of the mesh may send them) from a request;
+ * `keep`: those left to the presence agent to check. Returns how many were removed.
+ */
+export function stripInternalHeaders (request: SipRequest, keep: ReadonlySet<string> = new Set()): number {
+  const h = request.headers
+  const names = new Set<string>()
+  for (let i = 0; i < h.size; i++) {
+    const key = h._keyAt(i)
+    if (key.startsWith('sipmesh-') && !keep.has(key)) names.add(key)
+  }
+  for (const n of names) h.delete(n)
+  return names.size
+}
 
 /** Flows a `sips:` request may take (RFC 5630): TLS, secure WebSocket, and the Noise-encrypted mesh. */
 const SECURE_TRANSPORTS: ReadonlySet<string> = new Set(['TLS', 'WSS', MESH_TRANSPORT])
@@ -349,8 +373,11 @@ export class ProxyCore implements TransactionCore<Flow> {
     // the id of a stored message (issue 5) is trusted from mesh peers only
     if (!fromMesh) request.headers.delete('Sipmesh-Message-Id')
     if (request.method === 'INVITE') this.#respond(tx, createResponse(request, 100))
-    // a peer speaks for users of its own domain only
-    if (peer !== undefined) this.#peers?.admit(request, peer)
+    // a peer speaks for users of its own domain only, and never as a node of the mesh
+    if (peer !== undefined) {
+      this.#peers?.admit(request, peer)
+      stripInternalHeaders(request, request.method === 'SUBSCRIBE' || request.method === 'NOTIFY' ? PEER_BACKEND_HEADERS : undefined)
+    }
 
     // 16.3 request validation
     if (!KNOWN_METHODS.has(request.method)) throw new SipStatusError(501, 'Not Implemented')
@@ -386,6 +413,8 @@ export class ProxyCore implements TransactionCore<Flow> {
       if (verdict.identity !== undefined) this.#identities.set(request, verdict.identity)
     }
     if (this.#intercept?.(request, tx, flow, fromMesh) === true) return
+    // what the agent did not take goes on as a plain request: no internal header of a peer's passes
+    if (peer !== undefined) stripInternalHeaders(request)
     if (request.method === 'BYE' && this.#dialogs !== undefined) this.#dialogs({ kind: 'ended', callId: request.headers.get('Call-ID') ?? '' })
 
     // requests to the node itself (and REGISTER, whatever its Request-URI user part)
@@ -498,6 +527,20 @@ export class ProxyCore implements TransactionCore<Flow> {
     const target = await (this.#peers as PeerNetworks).connect(domain, this.#connector)
     this.stats.forwardedPeer++
     await this.#forward(request, tx, inbound, [{ uri: request.uri, flow: target }])
+  }
+
+  /**
+   * The presence agent hands back a user agent's SUBSCRIBE to a user of a peer network that is not
+   * sipmesh (presence/peering.ts): it goes to the peer as it is, one subscription per watcher.
+   */
+  relayToPeer (request: SipRequest, tx: ServerTransaction, flow: Flow): void {
+    let domain: string
+    try { domain = parseUri(request.uri).host.toLowerCase() } catch { domain = '' }
+    const go = async (): Promise<void> => {
+      if (this.#peers?.has(domain) !== true) throw new SipStatusError(403, 'Domain Not Served')
+      await this.#toPeer(request, tx, flow, domain, false)
+    }
+    go().catch((err: unknown) => { this.#respond(tx, responseForError(request, err, this.#log)) })
   }
 
   /**
@@ -989,6 +1032,8 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
     if (response.status >= 200 && response.headers.has(NOT_OWNER_HEADER)) {
       copy.headers.delete(NOT_OWNER_HEADER)
+      // only a node of the mesh can say it does not own an AoR (a peer network's answer stands as it is)
+      if (target.flow.transport !== MESH_TRANSPORT) { ctx.receive(b, copy); this.#settle(ctx); return }
       if (this.#retryElsewhere(ctx, b, inbound, target)) return
       copy.status = 480
       copy.reason = 'Temporarily Unavailable'

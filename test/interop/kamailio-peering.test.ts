@@ -197,5 +197,17 @@ describe('interop: Kamailio serving example.net, peered over TLS with a sipmesh 
     await waitFor(() => erin.received.some(m => m.startsWith('NOTIFY ') && m.includes(callId) && m.includes('frank via kamailio')), 5000, 'the NOTIFY through Kamailio and the TLS peering')
     await waitFor(() => frank.notifyAnswers.some(a => a.startsWith('SIP/2.0 200')), 5000, 'the 200 to the NOTIFY back at the phone')
     assert.match(frank.subscribes[0], /^Via: SIP\/2\.0\/TLS /im, 'the SUBSCRIBE crossed over TLS')
+    // issue 13 item 4: the node first offered one back-end subscription for all its watchers; the
+    // phone took it as a plain one (no option tag in its 2xx), so example.net is plain now and
+    // erin's own SUBSCRIBE went on as it was; a second watcher's goes straight through
+    assert.match(frank.subscribes[0], /^Require: sipmesh-watchers/im, 'the back-end offer')
+    assert.doesNotMatch(frank.subscribes[1], /^Require: sipmesh-watchers/im, 'then the watcher\'s own SUBSCRIBE')
+    assert.ok(node?.lines.some(l => l.includes('"peer network is not sipmesh: per-watcher subscriptions"')), 'the peer is remembered as plain')
+    const gina = await user('sip:gina@example.com', mesh())
+    const callId2 = `${rand()}@mesh`
+    const ok2 = await gina.request(mesh(), subscribe('sip:gina@example.com', 'sip:frank@example.net', gina.port, callId2, rand()))
+    assert.equal(statusOf(ok2), 200, ok2)
+    await waitFor(() => gina.received.some(m => m.startsWith('NOTIFY ') && m.includes(callId2) && m.includes('frank via kamailio')), 5000, 'gina\'s NOTIFY')
+    assert.equal(frank.subscribes.filter(m => /^Require: sipmesh-watchers/im.test(m)).length, 1, 'offered once: the plain peer is remembered')
   })
 })

@@ -154,6 +154,13 @@ describe('config', () => {
     assert.match(await configError(loadConfig(['--max-pending-registers', '0'], {})), /--max-pending-registers: expected a whole number/)
     assert.match(await configError(loadConfig([], { SIPMESH_OVERLOAD_LAG_MS: 'soon' })), /SIPMESH_OVERLOAD_LAG_MS: expected a whole number/)
     assert.match(await configError(loadConfig(['--conflict-policy', 'whoever'], {})), /--conflict-policy/)
+    // idle mesh connections: 60 s by default, 0 keeps them all
+    assert.equal(d.mesh.idleConnectionMs, 60_000)
+    assert.equal((await loadConfig(['--mesh-idle', '0'], {})).config.mesh.idleConnectionMs, 0)
+    assert.equal((await loadConfig([], { SIPMESH_MESH_IDLE: '300' })).config.mesh.idleConnectionMs, 300_000)
+    for (const bad of ['-1', '1.5', 'soon', '86401', '']) {
+      assert.match(await configError(loadConfig(['--mesh-idle', bad], {})), /--mesh-idle/, bad)
+    }
     assert.match(await configError(loadConfig(['--min-expires', '0'], {})), /--min-expires: expected a whole number/)
     assert.match(await configError(loadConfig(['--rate-limit', 'lots'], {})), /--rate-limit: expected a whole number/)
     assert.match(await configError(loadConfig(['--min-expires', '600', '--max-expires', '300'], {})), /min-expires \(600\) is above max-expires \(300\)/)
@@ -188,7 +195,7 @@ describe('config', () => {
   })
 
   test('hostile values: any string anywhere yields a config or a ConfigError, never anything else', async () => {
-    const keys = ['--domain', '--sip', '--ws', '--p2p', '--bootstrap', '--data-dir', '--admin', '--log-level', '--allow-peer', '--psk', '--min-expires', '--max-expires', '--conflict-policy', '--rate-limit', '--max-connections-per-host', '--max-pending-registers', '--overload-lag-ms', '--max-list-members', '--max-lists', '--max-list-subscriptions']
+    const keys = ['--domain', '--sip', '--ws', '--p2p', '--bootstrap', '--data-dir', '--admin', '--log-level', '--allow-peer', '--psk', '--min-expires', '--max-expires', '--conflict-policy', '--rate-limit', '--max-connections-per-host', '--max-pending-registers', '--overload-lag-ms', '--mesh-idle', '--max-list-members', '--max-lists', '--max-list-subscriptions']
     await fc.assert(fc.asyncProperty(fc.constantFrom(...keys), fc.string({ maxLength: 300 }), fc.string({ maxLength: 100 }), async (key, value, envValue) => {
       for (const run of [() => loadConfig([key, value], {}), () => loadConfig([], { [`SIPMESH_${key.slice(2).toUpperCase().replace('-', '_')}`]: envValue })]) {
         try {

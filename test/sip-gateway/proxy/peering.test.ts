@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import { Buffer } from 'node:buffer'
 import { parseMessage, type SipRequest } from '../../../sip-gateway/codec/index.ts'
 import { PeerNetworks, headerDomain } from '../../../sip-gateway/proxy/peering.ts'
+import { stripInternalHeaders } from '../../../sip-gateway/proxy/core.ts'
 import type { Flow } from '../../../sip-gateway/proxy/flow.ts'
 import { memoryLogger } from '../transport/fixtures.ts'
 
@@ -75,5 +76,22 @@ describe('peer networks', () => {
     assert.equal(headerDomain('"Bob" <sip:bob@Example.net:5060;transport=tls>;tag=x'), 'example.net')
     assert.equal(headerDomain(undefined), undefined)
     assert.equal(headerDomain('<>'), undefined)
+  })
+})
+
+describe('internal headers from a peer network', () => {
+  test('every Sipmesh-* header is removed, whatever its spelling; others stay', () => {
+    const r = req('<sip:eve@example.net>', ['Sipmesh-Message-Id: m1', 'SIPMESH-NOT-OWNER: x', 'sipmesh-rules-version: 9', 'Sipmesh-Watchers: a', 'Sipmesh-Path: n1', 'X-Other: y', 'Subject: s'])
+    assert.equal(stripInternalHeaders(r), 5)
+    for (const h of ['Sipmesh-Message-Id', 'Sipmesh-Not-Owner', 'Sipmesh-Rules-Version', 'Sipmesh-Watchers', 'Sipmesh-Path']) assert.equal(r.headers.has(h), false, h)
+    assert.equal(r.headers.get('X-Other'), 'y')
+    assert.equal(r.headers.get('Subject'), 's')
+  })
+
+  test('the back-end headers the presence agent checks itself can be kept', () => {
+    const r = req('<sip:eve@example.net>', ['Sipmesh-Watchers: a', 'Sipmesh-Path: n1', 'Sipmesh-Message-Id: m1'])
+    assert.equal(stripInternalHeaders(r, new Set(['sipmesh-watchers', 'sipmesh-path'])), 1)
+    assert.equal(r.headers.get('Sipmesh-Watchers'), 'a')
+    assert.equal(r.headers.has('Sipmesh-Message-Id'), false)
   })
 })
