@@ -62,6 +62,11 @@ export interface GatewayConfig {
    */
   limits?: { maxConnectionsPerHost?: number, rateLimit?: { perSecond: number, burst: number }, presenceRateLimit?: { perSecond: number, burst: number } }
   /**
+   * resource lists (RFC 4662): most members of one list and lists held by this node (more: 413),
+   * most list subscriptions of one subscriber at this node (more: 403)
+   */
+  lists?: { maxMembers: number, maxLists: number, maxSubscriptionsPerUser: number }
+  /**
    * SIP over TLS (RFC 3261 26.2) and secure WebSocket: listen addresses (each optional) and the
    * absolute paths of this node's PEM certificate and key and of the authorities trusted for
    * peers' certificates. Present whenever TLS is used (listening or peering)
@@ -150,6 +155,9 @@ const SETTINGS = {
   'max-pending-registers': { kind: 'string', value: 'n', help: 'REGISTERs in progress (waiting for their claim) beyond which a new one is answered 503 with Retry-After' },
   'overload-lag-ms': { kind: 'string', value: 'ms', help: 'event-loop lag beyond which a REGISTER is answered 503 with Retry-After' },
   'max-connections-per-host': { kind: 'string', value: 'n', help: 'open SIP TCP + WebSocket connections accepted from one source address (more are refused)' },
+  'max-list-members': { kind: 'string', value: 'n', help: 'most members of one resource list (more: 413; a list is also at most 48 KiB as JSON)' },
+  'max-lists': { kind: 'string', value: 'n', help: 'most resource lists this node holds (more: 413)' },
+  'max-list-subscriptions': { kind: 'string', value: 'n', help: 'most list subscriptions of one subscriber at this node (more: 403)' },
   tls: { kind: 'string', value: 'host:port', help: 'SIP over TLS (off when absent; needs --tls-cert and --tls-key)' },
   wss: { kind: 'string', value: 'host:port', help: 'SIP over secure WebSocket, with the TLS certificate (off when absent)' },
   'tls-cert': { kind: 'string', value: 'file', help: 'PEM certificate (chain) of this node, naming its domain (sipmesh cert makes one)' },
@@ -186,7 +194,10 @@ export const DEFAULTS = {
   'conflict-policy': ConflictPolicy.LatestTakesOver,
   'max-pending-registers': '2000',
   'overload-lag-ms': '500',
-  'max-connections-per-host': '256'
+  'max-connections-per-host': '256',
+  'max-list-members': '1000',
+  'max-lists': '10000',
+  'max-list-subscriptions': '20'
 } as const
 
 // ---- validation of single values ---------------------------------------------------------------
@@ -333,6 +344,10 @@ const layerSchema = z.strictObject({
   'max-pending-registers': str.superRefine(refineWith(positiveInteger(1_000_000))),
   'overload-lag-ms': str.superRefine(refineWith(positiveInteger(60_000))),
   'max-connections-per-host': str.superRefine(refineWith(positiveInteger(1_000_000))),
+  // a list travels over the mesh as one SIP message (48 KiB of JSON): more members could not fit
+  'max-list-members': str.superRefine(refineWith(positiveInteger(10_000))),
+  'max-lists': str.superRefine(refineWith(positiveInteger(1_000_000))),
+  'max-list-subscriptions': str.superRefine(refineWith(positiveInteger(10_000))),
   tls: str.superRefine(refineWith(parseHostPort)),
   wss: str.superRefine(refineWith(parseHostPort)),
   'tls-cert': str,
@@ -534,6 +549,7 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
         ...(merged['rate-limit'] != null ? { rateLimit: { perSecond: Number(merged['rate-limit']), burst: 2 * Number(merged['rate-limit']) } } : {}),
         ...(merged['presence-rate-limit'] != null ? { presenceRateLimit: { perSecond: Number(merged['presence-rate-limit']), burst: 2 * Number(merged['presence-rate-limit']) } } : {})
       },
+      lists: { maxMembers: Number(get('max-list-members')), maxLists: Number(get('max-lists')), maxSubscriptionsPerUser: Number(get('max-list-subscriptions')) },
       ...(tls !== undefined ? { tls } : {}),
       ...(peers.length > 0 ? { peers: peers.map(p => ({ ...p, trusted: trust.has(p.domain) })) } : {})
     },

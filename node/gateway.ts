@@ -51,7 +51,11 @@ export const defaultGateway: GatewayFactory | undefined = async (context) => {
   const peers = config.peers?.map(p => ({ domain: p.domain, addresses: p.addresses.map(a => ({ ...a })), trusted: p.trusted }))
   if (peers !== undefined) context.logger.info('peer networks', { peers: peers.map(p => `${p.domain}${p.trusted ? ' (trusted)' : ''}`) })
   const presenceRateLimit = config.limits?.presenceRateLimit
-  const presence = presenceRateLimit === undefined ? undefined : { rateLimit: { ...presenceRateLimit } }
+  const lists = config.lists === undefined ? undefined : { maxMembers: config.lists.maxMembers, maxLists: config.lists.maxLists, maxPerWatcher: config.lists.maxSubscriptionsPerUser }
+  const presence = {
+    ...(presenceRateLimit !== undefined ? { rateLimit: { ...presenceRateLimit } } : {}),
+    ...(lists !== undefined ? { lists } : {})
+  }
   return sipGateway({ ...context, config: { ...config, offline, auth, tls, peers, presence } })
 }
 

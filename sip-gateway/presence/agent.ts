@@ -86,6 +86,8 @@ import { mediaType, type EventPackage } from './package.ts'
 import { PresencePackage } from './packages/presence.ts'
 import { DialogPackage } from './packages/dialog.ts'
 import { WinfoPackage } from './packages/winfo.ts'
+import { RefusedWatchers } from './refused.ts'
+import { CallsExchange, CALLS_EVENT } from './calls-exchange.ts'
 import type { ProxiedDialogEvent } from '../proxy/core.ts'
 import { AgentRequests, type PresenceAgentTransport } from './requests.ts'
 import { Notifier } from './notifier.ts'
@@ -184,6 +186,8 @@ export class PresenceAgent {
   readonly #presence: PresencePackage
   readonly #dialog: DialogPackage
   readonly #winfo: WinfoPackage
+  readonly #refused: RefusedWatchers
+  readonly #calls: CallsExchange
   readonly #packages = new Map<string, EventPackage>()
   readonly #requests: AgentRequests
   readonly #limits: AgentLimits
@@ -213,6 +217,7 @@ export class PresenceAgent {
     this.#dialog = new DialogPackage({ authorization: this.authorization, logger: this.#log }, { publications: init.publications })
     this.#add(this.#dialog)
     this.#winfo = new WinfoPackage({ watchers: aor => this.#watchersOf(aor) })
+    this.#refused = new RefusedWatchers(aor => { this.#watchersChanged(aor) })
     this.#add(this.#winfo)
     const decisionWaitMs = init.decisionWaitMs ?? 1500
     const retryMs = init.retryMs ?? 2000
@@ -263,7 +268,25 @@ export class PresenceAgent {
       logger: this.#log,
       respond
     }, init.lists)
-    this.#exchange = new ListExchange({ lists: this.lists, registry: this.#registry, requests: this.#requests, logger: this.#log, domains: this.#domains, respond }, init.lists)
+    this.#calls = new CallsExchange({
+      calls: this.#dialog.calls,
+      registry: this.#registry,
+      owns: aor => this.#registrar.lookup(aor).length > 0,
+      requests: this.#requests,
+      logger: this.#log,
+      domains: this.#domains,
+      respond
+    })
+    this.#exchange = new ListExchange({
+      lists: this.lists,
+      registry: this.#registry,
+      requests: this.#requests,
+      logger: this.#log,
+      domains: this.#domains,
+      respond,
+      applied: (uri, list) => { this.#listServer.update(uri, list) },
+      inUse: (uri) => this.#listServer.holds(uri)
+    }, init.lists)
   }
 
   /** this node's id in the mesh (a list's `home`) */
@@ -361,6 +384,7 @@ export class PresenceAgent {
     }
     this.#registrar.onChange((aor, bindings) => { if (this.#running) this.#resources.onBindings(aor, bindings.length) })
     this.#unsub.push(this.#registry.onDisplaced((aor, by) => { if (this.#running) this.#onDisplaced(aor, by.node, by) }))
+    this.#exchange.start()
     this.#exchange.rehome().catch((err: unknown) => { this.#log.warn('lists not re-homed', { err: String(err) }) })
     this.#registrar.onClaim((aor, result) => {
       const prev = result.previous
@@ -371,6 +395,9 @@ export class PresenceAgent {
   stop (): void {
     this.#running = false
     for (const u of this.#unsub.splice(0)) u()
+    this.#exchange.stop()
+    this.#refused.stop()
+    this.#calls.stop()
     this.#listServer.stop()
     this.#resources.stop()
     this.#notifier.clear()
@@ -443,16 +470,18 @@ export class PresenceAgent {
     const list = parseResourceList(uri, input, this.#domains, this.lists.limits)
     checkListSize(list)
     if (this.#registrar.lookup(list.uri).length > 0) throw new ListError(409, 'registered_user', `${list.uri} is a registered user`)
+    list.version = this.#exchange.nextVersion(list.uri)
     await this.lists.put(list)
-    await this.#exchange.home(list.uri)
+    await this.#exchange.home(list)
     return { ...list, home: this.#registry.nodeId }
   }
 
   /** remove a list held here; false when this node holds none at that URI */
   async deleteList (uri: string): Promise<boolean> {
     const key = this.#normalize(uri)
+    const version = this.#exchange.nextVersion(key)
     if (!(await this.lists.delete(key))) return false
-    await this.#exchange.unhome(key)
+    await this.#exchange.unhome(key, version)
     return true
   }
 
@@ -467,9 +496,8 @@ export class PresenceAgent {
   /** the watchers of a presentity's presence this node knows, with their decisions (as its owner) */
   * #watchersOf (aor: Aor): Iterable<readonly [string, Decision]> {
     const p = this.#resources.get(this.#presence.name, aor)
-    if (p === undefined) return
     const seen = new Set<string>()
-    for (const s of p.subs) {
+    for (const s of p?.subs ?? []) {
       if (s.done) continue
       if (s.kind === 'ua') {
         if (seen.has(s.watcher)) continue
@@ -483,6 +511,8 @@ export class PresenceAgent {
         }
       }
     }
+    // RFC 3857 3.2: refused outright here (no subscription), listed terminated/rejected a while
+    for (const w of this.#refused.of(aor)) if (!seen.has(w)) yield [w, 'block']
   }
 
   /** the watchers of a presentity's presence changed: its winfo subscribers are told */
@@ -546,8 +576,12 @@ export class PresenceAgent {
       this.#run(request, tx, async () => { await this.#rules.handle(request, tx, fromMesh) })
       return true
     }
+    if (m === 'PUBLISH' && parseEvent(h.get('Event'))?.pkg === CALLS_EVENT) {
+      this.#run(request, tx, async () => { this.#calls.handle(request, tx, fromMesh, flow.node) })
+      return true
+    }
     if (m === 'PUBLISH' && parseEvent(h.get('Event'))?.pkg === LIST_EVENT) {
-      this.#run(request, tx, async () => { this.#exchange.handle(request, tx, fromMesh) })
+      this.#run(request, tx, async () => { this.#exchange.handle(request, tx, fromMesh, flow.node) })
       return true
     }
     let aor: string
@@ -712,6 +746,7 @@ export class PresenceAgent {
     await this.#rules.ready(aor)
     if (p.pkg.decide(aor, watcher) === 'block') {
       this.#respond(tx, createResponse(request, 403))
+      if (p.pkg === this.#presence && p.mode !== 'remote') this.#refused.note(aor, watcher)
       return
     }
     const localTag = generateTag()
@@ -756,7 +791,10 @@ export class PresenceAgent {
       }
     }
     this.#notifier.add(sub)
-    if (p.pkg === this.#presence) this.#watchersChanged(aor)
+    if (p.pkg === this.#presence) {
+      this.#refused.forget(aor, watcher)
+      this.#watchersChanged(aor)
+    }
     // RFC 3261 12.1.1: the 2xx that creates the dialog carries the request's Record-Route (the
     // watcher's side builds its route set from it: a peer network's proxies, issue 13)
     const response = createResponse(request, 200, undefined, [['Expires', String(expires)], ['Contact', this.#requests.contactFor(flow)], ...sub.routeSet.map(r => ['Record-Route', r] as [string, string])], { toTag: localTag })
@@ -1029,6 +1067,8 @@ export class PresenceAgent {
       const d = sub.p.pkg.decide(sub.p.aor, w)
       ids.set(w, d)
       out.set(w, d)
+      // the watcher's node will refuse her (403): listed a while after her identity goes (winfo)
+      if (d === 'block' && sub.p.pkg === this.#presence) this.#refused.note(sub.p.aor, w)
     }
     return out
   }
@@ -1062,11 +1102,14 @@ export class PresenceAgent {
   }
 
   #onDisplaced (aor: Aor, node: string, by: Parameters<Resources['onDisplaced']>[1]): void {
-    if (node !== this.#registry.nodeId) this.#rules.handOver(aor, node)
+    if (node !== this.#registry.nodeId) {
+      this.#rules.handOver(aor, node)
+      this.#calls.handOver(aor, node)
+    }
     this.#resources.onDisplaced(aor, by)
     // the user registered elsewhere: its publications here are stale (dropped after the re-route,
     // so nobody is told of the removal as if it were the user's state)
     for (const pkg of this.#packages.values()) pkg.displaced?.(aor)
-    if (node !== this.#registry.nodeId) this.#exchange.displaced(aor)
+    if (node !== this.#registry.nodeId) this.#exchange.displaced(aor, node)
   }
 }

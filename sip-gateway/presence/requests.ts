@@ -4,9 +4,11 @@
  * subscription's NOTIFY takes (the mesh for back-end ones, the route set or the watcher's
  * connection for user agents, RFC 3261 12.2.1.1); and whether a Request-URI names this node.
  */
-import { type SipRequest, type SipResponse } from '../codec/message.ts'
+import { randomBytes } from 'node:crypto'
+import { SipRequest, type SipResponse } from '../codec/message.ts'
+import { Headers } from '../codec/headers.ts'
 import type { ServerTransaction } from '../transaction/layer.ts'
-import { createResponse } from '../codec/response.ts'
+import { createResponse, generateTag } from '../codec/response.ts'
 import { formatVia } from '../codec/via.ts'
 import { parseUri } from '../codec/uri.ts'
 import { parseNameAddr } from '../codec/name-addr.ts'
@@ -124,6 +126,23 @@ export class AgentRequests {
         resolve(createResponse(request, 503))
       }
     })
+  }
+
+  /**
+   * A PUBLISH of one of the mesh's own event packages (lists, calls) to `uri` at mesh node `node`,
+   * outside any dialog; resolves with its final response
+   */
+  async publishTo (node: string, uri: string, event: string, extra: ReadonlyArray<[string, string]> = [], body: Uint8Array = new Uint8Array(0)): Promise<SipResponse> {
+    const domain = uri.slice(uri.lastIndexOf('@') + 1)
+    const h = new Headers()
+    h.append('Max-Forwards', '70')
+    h.append('From', `<sip:${domain}>;tag=${generateTag()}`)
+    h.append('To', `<${uri}>`)
+    h.append('Call-ID', randomBytes(12).toString('base64url') + '@sipmesh')
+    h.append('CSeq', '1 PUBLISH')
+    h.append('Event', event)
+    for (const [k, v] of extra) h.append(k, v)
+    return await this.send(new SipRequest('PUBLISH', uri, h, body), this.mesh(node))
   }
 
   contactFor (flow: Flow): string {

@@ -16,11 +16,9 @@
  * and holds decisions for that presentity until that answer comes or `decisionWaitMs` passes
  * (`ready`, `gated`), so a watcher blocked at the old owner is not let through in between.
  */
-import { randomBytes } from 'node:crypto'
 import { Buffer } from 'node:buffer'
-import { SipRequest, type SipResponse } from '../codec/message.ts'
-import { Headers } from '../codec/headers.ts'
-import { createResponse, generateTag } from '../codec/response.ts'
+import type { SipRequest, SipResponse } from '../codec/message.ts'
+import { createResponse } from '../codec/response.ts'
 import { parseUri, aorOf } from '../codec/uri.ts'
 import { SipStatusError } from '../errors.ts'
 import type { Aor, Logger } from '../ports.ts'
@@ -92,16 +90,7 @@ export class RulesExchange {
   }
 
   async #request (node: string, aor: Aor, body: Uint8Array, extra: Array<[string, string]>): Promise<SipResponse> {
-    const domain = aor.slice(aor.lastIndexOf('@') + 1)
-    const h = new Headers()
-    h.append('Max-Forwards', '70')
-    h.append('From', `<sip:${domain}>;tag=${generateTag()}`)
-    h.append('To', `<${aor}>`)
-    h.append('Call-ID', randomBytes(12).toString('base64url') + '@sipmesh')
-    h.append('CSeq', '1 PUBLISH')
-    h.append('Event', RULES_EVENT)
-    for (const [n, v] of extra) h.append(n, v)
-    return await this.#requests.send(new SipRequest('PUBLISH', aor, h, body), this.#requests.mesh(node))
+    return await this.#requests.publishTo(node, aor, RULES_EVENT, extra, body)
   }
 
   /** the old owner after a move: push the document to the new owner (a few tries while it is unreachable) */

@@ -2,7 +2,8 @@
 // processes on 127.0.0.1. A SIP.js Subscriber (WebSocket) on n1 watches bob's dialogs while carl on
 // n3 calls bob on n2 (raw UDP user agents): ringing, connected, ended reach n1. Bob subscribes to
 // his watcher information on n2 and sees the watchers of n1 and n3; a rules change through n3's
-// admin API shows a watcher rejected.
+// admin API shows a watcher rejected. A callee who moves from n2 to n1 mid-call: n1 serves the call
+// still up (handed over by n2), and its end (the BYE crosses n2, which relays it).
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -141,5 +142,48 @@ describe('dialog and presence.winfo across a 3-node mesh of separate processes',
     const status = await httpPut(nodes[2].admin, `/presence/${encodeURIComponent(bob.aor)}/rules`, JSON.stringify({ watchers: { [w3.aor]: 'block' } }), adminToken(nodes[2].dataDir))
     assert.equal(status, 200)
     assert.ok(await waitNotify(bob, d.callId, r => statusOf(r.body, w3.aor) === 'terminated', 15_000), 'walt shown terminated')
+  })
+
+  test('bob moves from n2 to n1 mid-call: n1 serves the call still up, then its end', async () => {
+    const bob = await ua('bobm', nodes[1])
+    assert.equal(await registerOn(bob), 200)
+    const carl = await ua('carlm', nodes[2])
+    bob.answer = () => undefined
+    const callId = 'e2e-moving-call'
+    const inv = carl.build({ method: 'INVITE', uri: bob.aor, callId, cseq: 1, fromTag: 'm1', headers: [['Contact', carl.contact]] })
+    carl.sendRaw(inv.text)
+    const invite = await bob.waitFor(() => bob.received.find(m => m.method === 'INVITE' && m.headers.get('Call-ID') === callId), 10_000)
+    assert.ok(invite !== undefined, 'bob got the INVITE')
+    const rr = invite.headers.getAll('Record-Route').map(r => ['Record-Route', r] as [string, string])
+    bob.reply(invite, 200, [...rr, ['Contact', bob.contact]])
+    assert.equal((await carl.waitFinal(inv.branch, 10_000))?.status, 200)
+    const watcher = await ua('wendym', nodes[2])
+    const callState = (r: { body: Uint8Array }): string | undefined => parseDialogInfo(r.body).dialogs.find(d => d.callId === callId)?.state
+    const before = await subscribe(watcher, { to: bob.aor, event: 'dialog', accept: 'application/dialog-info+xml', expires: 300 }, 10_000)
+    assert.ok(await waitNotify(watcher, before.dialog!.callId, r => callState(r) === 'confirmed', 10_000), 'the call up, served by n2')
+
+    // bob's AoR moves to n1 (a registration there takes it over)
+    const moved = await ua('bobm', nodes[0])
+    assert.equal(await registerOn(moved), 200)
+    // a watcher subscribing through n1, the owner now, sees the call up (n2 handed it over)
+    const local = await ua('walterm', nodes[0])
+    let seen: string | undefined
+    for (let i = 0; i < 10 && seen !== 'confirmed'; i++) {
+      const s = await subscribe(local, { to: bob.aor, event: 'dialog', accept: 'application/dialog-info+xml', expires: 300 }, 10_000)
+      const first = await waitNotify(local, s.dialog!.callId, () => true, 10_000)
+      seen = first === undefined ? undefined : callState(first)
+      if (seen !== 'confirmed') await new Promise(resolve => setTimeout(resolve, 300))
+      else {
+        // bob hangs up from the phone in the call: the BYE goes through n2 and n3, never n1
+        bob.answer = () => 200
+        carl.answer = () => 200
+        const routes = invite.headers.getAll('Record-Route').map(r => ['Route', r] as [string, string])
+        const bye = await bob.request({ method: 'BYE', uri: carl.contact.slice(1, -1), callId, cseq: 1, fromTag: 'uas', to: `<${carl.aor}>;tag=m1`, from: `<${bob.aor}>`, headers: routes }, 10_000)
+        assert.equal(bye?.status, 200)
+        assert.ok(await waitNotify(local, s.dialog!.callId, r => callState(r) === 'terminated', 10_000), 'the end, relayed from n2 to n1')
+        assert.ok(await waitNotify(watcher, before.dialog!.callId, r => callState(r) === 'terminated', 10_000), 'the end, at the watcher on n3')
+      }
+    }
+    assert.equal(seen, 'confirmed', 'n1 shows the call up after the move')
   })
 })

@@ -127,6 +127,17 @@ describe('config', () => {
     assert.match(await configError(loadConfig(['--sip'], {})), /argument missing/)
   })
 
+  test('resource list limits: defaults, flags, environment; bad values refused', async () => {
+    const { config: d } = await loadConfig([], {})
+    assert.deepEqual(d.gateway.lists, { maxMembers: 1000, maxLists: 10_000, maxSubscriptionsPerUser: 20 })
+    const { config: c } = await loadConfig(['--max-list-members', '50', '--max-list-subscriptions', '3'], { SIPMESH_MAX_LISTS: '7' })
+    assert.deepEqual(c.gateway.lists, { maxMembers: 50, maxLists: 7, maxSubscriptionsPerUser: 3 })
+    for (const [flag, bad] of [['--max-list-members', '0'], ['--max-list-members', '10001'], ['--max-lists', '-1'], ['--max-lists', '1e3'], ['--max-list-subscriptions', 'many'], ['--max-list-subscriptions', '']]) {
+      assert.match(await configError(loadConfig([`${flag}=${bad}`], {})), new RegExp(`${flag}: `), `${flag} ${bad}`)
+    }
+    assert.match(await configError(loadConfig([], { SIPMESH_MAX_LIST_MEMBERS: '2.5' })), /SIPMESH_MAX_LIST_MEMBERS: expected a whole number/)
+  })
+
   test('registrar and rate limit: defaults, flags, environment; bad values and min above max are refused', async () => {
     const { config: d } = await loadConfig([], {})
     assert.deepEqual(d.gateway.registrar, { minExpires: 60, maxExpires: 3600, conflictPolicy: 'latest-takes-over', overload: { maxPending: 2000, maxLagMs: 500 } })
@@ -184,7 +195,7 @@ describe('config', () => {
   })
 
   test('hostile values: any string anywhere yields a config or a ConfigError, never anything else', async () => {
-    const keys = ['--domain', '--sip', '--ws', '--p2p', '--bootstrap', '--data-dir', '--admin', '--log-level', '--allow-peer', '--psk', '--min-expires', '--max-expires', '--conflict-policy', '--rate-limit', '--max-connections-per-host', '--max-pending-registers', '--overload-lag-ms', '--mesh-idle']
+    const keys = ['--domain', '--sip', '--ws', '--p2p', '--bootstrap', '--data-dir', '--admin', '--log-level', '--allow-peer', '--psk', '--min-expires', '--max-expires', '--conflict-policy', '--rate-limit', '--max-connections-per-host', '--max-pending-registers', '--overload-lag-ms', '--mesh-idle', '--max-list-members', '--max-lists', '--max-list-subscriptions']
     await fc.assert(fc.asyncProperty(fc.constantFrom(...keys), fc.string({ maxLength: 300 }), fc.string({ maxLength: 100 }), async (key, value, envValue) => {
       for (const run of [() => loadConfig([key, value], {}), () => loadConfig([], { [`SIPMESH_${key.slice(2).toUpperCase().replace('-', '_')}`]: envValue })]) {
         try {

@@ -113,3 +113,40 @@ test('--presence-rate-limit: SUBSCRIBEs from one source over the rate get 503 wi
     } finally { await ua.close() }
   })
 })
+
+test('--max-list-members, --max-lists, --max-list-subscriptions: 413, 413 and 403 beyond them', async () => {
+  await withGateway(['--max-list-members', '2', '--max-lists', '1', '--max-list-subscriptions', '1'], async (gw) => {
+    const lists = gw.presence
+    const tooBig = await lists.putList('sip:big@example.com', { members: ['sip:a@example.com', 'sip:b@example.com', 'sip:c@example.com'] }).then(() => undefined, (err: Error & { status?: number, code?: string }) => err)
+    assert.equal(tooBig?.status, 413)
+    assert.equal(tooBig?.code, 'too_large')
+    assert.match(tooBig?.message ?? '', /at most 2 members/)
+    await lists.putList('sip:friends@example.com', { members: ['sip:a@example.com', 'sip:b@example.com'] })
+    const second = await lists.putList('sip:others@example.com', { members: ['sip:a@example.com'] }).then(() => undefined, (err: Error & { status?: number, code?: string }) => err)
+    assert.equal(second?.status, 413)
+    assert.equal(second?.code, 'too_many_lists')
+    // replacing the one list is no new list
+    await lists.putList('sip:friends@example.com', { members: ['sip:b@example.com'] })
+    const ua = await TestUa.open('carol', gw.addresses.udp)
+    try {
+      const subscribe = async (): Promise<number | undefined> => (await ua.request({
+        method: 'SUBSCRIBE',
+        uri: 'sip:friends@example.com',
+        headers: [['Contact', ua.contact], ['Event', 'presence'], ['Expires', '60'], ['Supported', 'eventlist'], ['Accept', 'multipart/related, application/rlmi+xml, application/pidf+xml']]
+      }))?.status
+      assert.equal(await subscribe(), 200)
+      assert.equal(await subscribe(), 403, 'a second list subscription of the same subscriber')
+      // an ad hoc list (RFC 5367) is bounded by the same member limit
+      const body = '<?xml version="1.0"?><resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists"><list>' +
+        ['a', 'b', 'c'].map(u => `<entry uri="sip:${u}@example.com"/>`).join('') + '</list></resource-lists>'
+      const { text, branch } = ua.build({
+        method: 'SUBSCRIBE',
+        uri: 'sip:rls@example.com',
+        headers: [['Contact', ua.contact], ['Event', 'presence'], ['Expires', '60'], ['Supported', 'eventlist'], ['Require', 'recipient-list-subscribe'], ['Content-Disposition', 'recipient-list']],
+        body
+      })
+      ua.sendRaw(text.replace('Content-Type: text/plain', 'Content-Type: application/resource-lists+xml'))
+      assert.equal((await ua.waitFinal(branch))?.status, 413)
+    } finally { await ua.close() }
+  })
+})

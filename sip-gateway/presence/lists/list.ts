@@ -38,6 +38,11 @@ export interface ResourceList {
   members: Aor[]
   /** a personal list's owner (normalized AoR) */
   owner?: Aor
+  /**
+   * the edit's version, set by the home node at each PUT (ms since the epoch, and above any
+   * version that node saw of the list): a copy is replaced only by a higher one (exchange.ts)
+   */
+  version?: number
 }
 
 export interface ListLimits {

@@ -15,9 +15,16 @@
  * `Require: eventlist`); an Accept, when present, naming `multipart/related` and
  * `application/rlmi+xml` (else 406). A personal list (`owner`) is only for its owner: the
  * identity the gateway authenticated, or asserted by the mesh, or From (else 403). At most
- * `maxPerWatcher` list subscriptions per subscriber (403 above). A list replaced or deleted
- * through the admin API ends its subscriptions (`deactivated`, RFC 6665 4.2.2: re-subscribe at
- * once and get the new list; `noresource` when it is gone).
+ * `maxPerWatcher` list subscriptions per subscriber (403 above).
+ *
+ * A list edited through the admin API of any node reaches every node holding it (exchange.ts),
+ * which calls `update`: live subscriptions follow the edit in place. Members added are opened
+ * and appear with their state in the next partial NOTIFY; members removed are dropped and appear
+ * once more in it as `terminated` with reason `noresource` (RFC 4662 5.2: a partial notification
+ * carries the resources whose state changed; RFC 6665 4.2.2: the state no longer exists), after
+ * which full-state NOTIFYs no longer name them. A deleted list ends its subscriptions with
+ * `noresource` (RFC 6665 4.2.2: re-subscribing would not help). Ad hoc lists (RFC 5367) belong to
+ * their subscription and never change.
  */
 import { SipRequest, type SipRequest as Request, type SipResponse } from '../../codec/message.ts'
 import { Headers } from '../../codec/headers.ts'
@@ -67,6 +74,8 @@ interface Member { sub: Sub, state?: SubscriptionState, body?: Uint8Array }
 interface ListSub {
   key: string
   list: ResourceList
+  /** an ad hoc list (RFC 5367): no admin edit applies to it */
+  adhoc: boolean
   pkg: EventPackage
   watcher: string
   callId: string
@@ -82,6 +91,8 @@ interface ListSub {
   expiresAt: number
   members: Map<Aor, Member>
   changed: Set<Aor>
+  /** members an edit removed, told as terminated in the next partial NOTIFY */
+  removed: Set<Aor>
   version: number
   /** the next NOTIFY carries full state */
   full: boolean
@@ -107,7 +118,6 @@ export class ListServer {
   readonly #maxPerWatcher: number
   readonly #subs = new Map<string, ListSub>()
   readonly #perWatcher = new Map<string, number>()
-  readonly #unlisten: () => void
   notifiesSent = 0
 
   constructor (components: ListServerComponents, init: ListServerInit = {}) {
@@ -116,10 +126,6 @@ export class ListServer {
     this.#throttleMs = init.throttleMs ?? 1000
     this.#firstWaitMs = init.firstWaitMs ?? 1500
     this.#maxPerWatcher = init.maxPerWatcher ?? 20
-    this.#unlisten = components.lists.onChange((uri) => {
-      const gone = !components.lists.has(uri)
-      for (const ls of [...this.#subs.values()]) if (ls.list.uri === uri) this.#end(ls, { state: 'terminated', reason: gone ? 'noresource' : 'deactivated' })
-    })
   }
 
   get size (): number { return this.#subs.size }
@@ -130,8 +136,46 @@ export class ListServer {
   /** whether an in-dialog SUBSCRIBE belongs to a list subscription here */
   has (key: string): boolean { return this.#subs.has(key) }
 
+  /** whether a list subscription to `uri` (not ad hoc) is live here */
+  holds (uri: Aor): boolean {
+    for (const ls of this.#subs.values()) if (!ls.adhoc && ls.list.uri === uri) return true
+    return false
+  }
+
+  /**
+   * The list at `uri` was edited (`list`) or deleted (undefined): its live subscriptions here
+   * follow (see the header). Returns how many subscriptions it touched.
+   */
+  update (uri: Aor, list: ResourceList | undefined): number {
+    let n = 0
+    for (const ls of [...this.#subs.values()]) {
+      if (ls.adhoc || ls.done || ls.list.uri !== uri) continue
+      n++
+      if (list === undefined) { this.#end(ls, { state: 'terminated', reason: 'noresource' }); continue }
+      if (list.owner !== undefined && list.owner !== ls.watcher) { this.#end(ls, { state: 'terminated', reason: 'rejected' }); continue }
+      const next = new Set(list.members)
+      for (const [member, m] of [...ls.members]) {
+        if (next.has(member)) continue
+        ls.members.delete(member)
+        ls.changed.delete(member)
+        ls.removed.add(member)
+        if (!m.sub.done) this.#c.notifier.drop(m.sub)
+      }
+      for (const member of list.members) {
+        if (ls.members.has(member)) continue
+        ls.removed.delete(member)
+        const m = this.#openMember(ls, member)
+        ls.changed.add(member)
+        // its state once its owner decided for the subscriber; until then it shows `pending`
+        void this.#decided(ls, m).then(() => { if (!ls.done && !m.sub.done) this.#c.notifier.notify(m.sub, true) })
+      }
+      ls.list = list
+      this.#schedule(ls, false)
+    }
+    return n
+  }
+
   stop (): void {
-    this.#unlisten()
     for (const ls of this.#subs.values()) {
       ls.done = true
       clearTimeout(ls.timer)
@@ -145,7 +189,7 @@ export class ListServer {
    * An initial SUBSCRIBE to `list` (ours, or fetched from its home: exchange.ts) with event
    * package `pkg`; `identity` is the subscriber as asserted by the mesh (undefined: From).
    */
-  async subscribe (request: Request, tx: ServerTransaction, flow: Flow, list: ResourceList, pkg: EventPackage, identity: string | undefined): Promise<void> {
+  async subscribe (request: Request, tx: ServerTransaction, flow: Flow, list: ResourceList, pkg: EventPackage, identity: string | undefined, adhoc = false): Promise<void> {
     const h = request.headers
     // RFC 4662 4.1: without eventlist the subscriber could not read our NOTIFYs
     if (!names(h.getAll('Supported'), EVENTLIST) && !names(h.getAll('Require'), EVENTLIST)) {
@@ -173,6 +217,7 @@ export class ListServer {
     const ls: ListSub = {
       key: dialogKey(callId, localTag, remoteTag),
       list,
+      adhoc,
       pkg,
       watcher: own(watcher),
       callId: own(callId),
@@ -188,6 +233,7 @@ export class ListServer {
       expiresAt: Date.now() + expires * 1000,
       members: new Map(),
       changed: new Set(),
+      removed: new Set(),
       version: -1,
       full: true,
       opening: true,
@@ -235,40 +281,10 @@ export class ListServer {
 
   /** one member subscription per member; the first NOTIFY once their owners answered (bounded) */
   async #open (ls: ListSub): Promise<void> {
-    const { resources, notifier, backends } = this.#c
+    const { notifier } = this.#c
     const waits: Array<Promise<void>> = []
     for (const member of ls.list.members) {
-      const p = resources.open(ls.pkg, member)
-      const m: Member = { sub: undefined as unknown as Sub }
-      const sub: Sub = {
-        key: `list\n${ls.key}\n${member}`,
-        kind: 'ua',
-        p,
-        watcher: ls.watcher,
-        callId: ls.callId,
-        localTag: ls.localTag,
-        remoteTag: ls.remoteTag,
-        localUri: ls.localUri,
-        remote: ls.remote,
-        remoteTarget: ls.remoteTarget,
-        routeSet: [],
-        flow: ls.flow,
-        cseq: 0,
-        remoteCseq: 0,
-        expiresAt: ls.expiresAt,
-        sending: false,
-        dirty: false,
-        done: false,
-        sink: (state, body) => { this.#memberChanged(ls, member, state, body) }
-      }
-      m.sub = sub
-      ls.members.set(member, m)
-      notifier.add(sub)
-      waits.push(p.ready.then(async () => {
-        if (p.mode !== 'remote') return
-        if (!backends.decided(p, ls.watcher)) backends.queueIdentity(p, ls.watcher)
-        await backends.waitDecision(p, ls.watcher)
-      }))
+      waits.push(this.#decided(ls, this.#openMember(ls, member)))
     }
     let timer: ReturnType<typeof setTimeout> | undefined
     await Promise.race([Promise.allSettled(waits), new Promise<void>(resolve => { timer = setTimeout(resolve, this.#firstWaitMs) })])
@@ -278,6 +294,46 @@ export class ListServer {
     for (const m of ls.members.values()) notifier.notify(m.sub, true)
     ls.opening = false
     this.#schedule(ls, true)
+  }
+
+  /** settles once a member's owner has decided for the subscriber (at once for a local member) */
+  async #decided (ls: ListSub, m: Member): Promise<void> {
+    const { backends } = this.#c
+    const p = m.sub.p
+    await p.ready
+    if (p.mode !== 'remote') return
+    if (!backends.decided(p, ls.watcher)) backends.queueIdentity(p, ls.watcher)
+    await backends.waitDecision(p, ls.watcher)
+  }
+
+  /** a member subscription on the shared resources; what the notifier would send lands in the list */
+  #openMember (ls: ListSub, member: Aor): Member {
+    const p = this.#c.resources.open(ls.pkg, member)
+    const m: Member = { sub: undefined as unknown as Sub }
+    m.sub = {
+      key: `list\n${ls.key}\n${member}`,
+      kind: 'ua',
+      p,
+      watcher: ls.watcher,
+      callId: ls.callId,
+      localTag: ls.localTag,
+      remoteTag: ls.remoteTag,
+      localUri: ls.localUri,
+      remote: ls.remote,
+      remoteTarget: ls.remoteTarget,
+      routeSet: [],
+      flow: ls.flow,
+      cseq: 0,
+      remoteCseq: 0,
+      expiresAt: ls.expiresAt,
+      sending: false,
+      dirty: false,
+      done: false,
+      sink: (state, body) => { this.#memberChanged(ls, member, state, body) }
+    }
+    ls.members.set(member, m)
+    this.#c.notifier.add(m.sub)
+    return m
   }
 
   #memberChanged (ls: ListSub, member: Aor, state: SubscriptionState, body: Uint8Array): void {
@@ -308,15 +364,17 @@ export class ListServer {
       if (s.state === 'terminated') { out.push({ uri, state: 'terminated', reason: s.reason ?? 'rejected' }); continue }
       out.push({ uri, state: s.state, ...(m.body !== undefined && m.body.length > 0 ? { body: m.body, contentType: ls.pkg.contentType } : {}) })
     }
+    if (!full) for (const uri of ls.removed) out.push({ uri, state: 'terminated', reason: 'noresource' })
     return out
   }
 
   #notify (ls: ListSub, final?: SubscriptionState): void {
     if (!this.#c.requests.attached) return
     const full = ls.full || final !== undefined
-    if (final === undefined && !full && ls.changed.size === 0) return
+    if (final === undefined && !full && ls.changed.size === 0 && ls.removed.size === 0) return
     const members = final !== undefined && ls.members.size === 0 ? [] : this.#memberStates(ls, full)
     ls.changed.clear()
+    ls.removed.clear()
     ls.full = false
     ls.version++
     const state: SubscriptionState = final ?? { state: 'active', expires: (ls.expiresAt - Date.now()) / 1000 }
@@ -347,7 +405,7 @@ export class ListServer {
         this.#drop(ls)
         return
       }
-      if (ls.full || ls.changed.size > 0) this.#schedule(ls, false)
+      if (ls.full || ls.changed.size > 0 || ls.removed.size > 0) this.#schedule(ls, false)
     }, (err: unknown) => {
       ls.sending = false
       this.#log.debug('list NOTIFY not sent', { err: String(err) })

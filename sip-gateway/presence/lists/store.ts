@@ -49,10 +49,11 @@ export class ListStore {
     if (this.#store === undefined) return { loaded, skipped }
     for await (const [key, value] of this.#store.list(LIST_STORE_PREFIX)) {
       try {
-        const raw = JSON.parse(new TextDecoder().decode(value)) as { uri?: unknown, members?: unknown, owner?: unknown }
+        const raw = JSON.parse(new TextDecoder().decode(value)) as { uri?: unknown, members?: unknown, owner?: unknown, version?: unknown }
         if (!Array.isArray(raw.members)) throw new Error('no members')
         const list: ResourceList = { uri: listAor(raw.uri, 'uri'), members: raw.members.map((m, i) => listAor(m, `member ${i}`)) }
         if (raw.owner !== undefined) list.owner = listAor(raw.owner, 'owner')
+        if (typeof raw.version === 'number' && Number.isSafeInteger(raw.version) && raw.version > 0) list.version = raw.version
         this.#set(list)
         loaded++
       } catch (err) {

@@ -4,6 +4,13 @@
  * early → confirmed → terminated). A terminated entry stays `lingerMs` so that the end reaches
  * watchers (also over back-end subscriptions), then goes. At most `maxCalls` entries: the oldest
  * go first (a call whose BYE this node never saw must not stay forever).
+ *
+ * Relayed calls: when the user moves to another node mid-call, the call's signalling still
+ * crosses the nodes in its route set, not the new owner. The node that proxied it hands its
+ * entries over and keeps relaying their changes (calls-exchange.ts); the owner keeps them per
+ * relaying node (`relay`, each push replacing that node's set for the user) and shows them with
+ * its own (`of`; its own entry wins for one id). A relayed terminated entry lingers like an own
+ * one; a live one goes after `relayTtlMs` without a push (its relaying node died).
  */
 import { createHash } from 'node:crypto'
 import type { Aor } from '../../ports.ts'
@@ -19,7 +26,14 @@ export interface ProxiedCallsInit {
   lingerMs?: number
   /** most calls tracked. @default 10000 */
   maxCalls?: number
+  /** longest a relayed live call is shown without news from its relaying node, ms @default 21600000 (6 h) */
+  relayTtlMs?: number
 }
+
+/** most relayed entries kept for one user from one node */
+export const MAX_RELAYED_PER_USER = 64
+
+interface Relayed { entries: DialogEntry[], timer?: ReturnType<typeof setTimeout> }
 
 export class ProxiedCalls {
   readonly #linger: number
@@ -29,18 +43,71 @@ export class ProxiedCalls {
   readonly #calls = new Map<string, Call>()
   readonly #byAor = new Map<Aor, Set<Call>>()
   readonly #byCallId = new Map<string, Set<string>>()
+  readonly #relayTtl: number
+  /** user → relaying node → its entries */
+  readonly #relayed = new Map<Aor, Map<string, Relayed>>()
+  #relayedCount = 0
+  readonly #ownListeners = new Set<(aor: Aor) => void>()
 
   constructor (changed: (aor: Aor) => void, init: ProxiedCallsInit = {}) {
     this.#changed = changed
     this.#linger = init.lingerMs ?? 3000
     this.#max = init.maxCalls ?? 10_000
+    this.#relayTtl = init.relayTtlMs ?? 6 * 3_600_000
   }
 
-  get size (): number { return this.#calls.size }
+  get size (): number { return this.#calls.size + this.#relayedCount }
 
-  /** the calls of a user */
+  /** the calls of a user: this node's, and those other nodes relay (ours win for one id) */
   of (aor: Aor): DialogEntry[] {
+    const own = this.own(aor)
+    const relayed = this.#relayed.get(aor)
+    if (relayed === undefined) return own
+    const ids = new Set(own.map(e => e.id))
+    const out = [...own]
+    for (const r of relayed.values()) for (const e of r.entries) if (!ids.has(e.id)) { ids.add(e.id); out.push(e) }
+    return out
+  }
+
+  /** the calls of a user this node proxied itself */
+  own (aor: Aor): DialogEntry[] {
     return [...(this.#byAor.get(aor) ?? [])].map(c => c.entry)
+  }
+
+  /** the calls of a user other nodes relay here, by relaying node */
+  relayedBy (aor: Aor): Array<[string, DialogEntry[]]> {
+    return [...(this.#relayed.get(aor) ?? [])].map(([node, r]) => [node, r.entries])
+  }
+
+  /** be told when this node's own calls of a user change (calls-exchange.ts relays them) */
+  onOwnChange (listener: (aor: Aor) => void): () => void {
+    this.#ownListeners.add(listener)
+    return () => { this.#ownListeners.delete(listener) }
+  }
+
+  /**
+   * `node` relays its calls of `aor` (all of them: they replace what it relayed before; none: it
+   * has none left). Terminated entries linger `lingerMs`; the set goes after `relayTtlMs`.
+   */
+  relay (aor: Aor, node: string, entries: readonly DialogEntry[]): void {
+    let byNode = this.#relayed.get(aor)
+    const old = byNode?.get(node)
+    if (old !== undefined) { clearTimeout(old.timer); this.#relayedCount -= old.entries.length }
+    const kept = entries.slice(0, MAX_RELAYED_PER_USER).map(e => ({ ...e }))
+    if (kept.length === 0 || this.#relayedCount + kept.length > this.#max) {
+      byNode?.delete(node)
+      if (byNode?.size === 0) this.#relayed.delete(aor)
+      if (old !== undefined) this.#changed(aor)
+      return
+    }
+    if (byNode === undefined) this.#relayed.set(aor, byNode = new Map())
+    const r: Relayed = { entries: kept }
+    byNode.set(node, r)
+    this.#relayedCount += kept.length
+    const live = kept.some(e => e.state !== 'terminated')
+    r.timer = setTimeout(() => { if (byNode.get(node) === r) this.relay(aor, node, []) }, live ? this.#relayTtl : this.#linger)
+    r.timer.unref?.()
+    this.#changed(aor)
   }
 
   observe (e: ProxiedDialogEvent): void {
@@ -86,6 +153,11 @@ export class ProxiedCalls {
       call.timer.unref?.()
     }
     this.#changed(call.aor)
+    this.#ownChanged(call.aor)
+  }
+
+  #ownChanged (aor: Aor): void {
+    for (const l of this.#ownListeners) l(aor)
   }
 
   #remove (key: string): void {
@@ -101,6 +173,7 @@ export class ProxiedCalls {
     keys?.delete(key)
     if (keys?.size === 0) this.#byCallId.delete(callId)
     this.#changed(call.aor)
+    this.#ownChanged(call.aor)
   }
 
   stop (): void {
@@ -108,5 +181,8 @@ export class ProxiedCalls {
     this.#calls.clear()
     this.#byAor.clear()
     this.#byCallId.clear()
+    for (const byNode of this.#relayed.values()) for (const r of byNode.values()) clearTimeout(r.timer)
+    this.#relayed.clear()
+    this.#relayedCount = 0
   }
 }

@@ -6,14 +6,23 @@
  * rendered from it (RFC 4235 4.1): the first one full, later ones partial (only the dialogs that
  * changed, a dialog that disappeared as terminated; nothing changed, after a refresh: full), with
  * `version` increasing by one per NOTIFY of that subscription. Who may watch: the presence rules.
+ *
+ * Partial publications (RFC 4235 4.1's `state="partial"` applied to PUBLISH, as Kamailio's
+ * dialoginfo and presence_dialoginfo exchange them): a partial document modifies the publication
+ * its SIP-If-Match names (RFC 3903 4.4) and is merged into it by dialog id: a dialog it names
+ * replaces the stored one, a dialog it reports `terminated` is removed, the others stay. Its
+ * `version` must be exactly one above the stored document's (RFC 4235 4.1: a gap means a document
+ * was lost, so the merge would be wrong): otherwise 412, upon which RFC 3903 4.1's publisher
+ * publishes its full state afresh. A partial document with no publication to modify (no
+ * SIP-If-Match) is refused with 400: there is nothing to merge it into.
  */
 import { Buffer } from 'node:buffer'
 import type { Aor, Logger } from '../../ports.ts'
 import type { ProxiedDialogEvent } from '../../proxy/core.ts'
-import { PublicationStore, type PublicationStoreInit, type PublishResult } from '../publications.ts'
+import { ConditionalRequestFailedError, PublicationStore, type PublicationStoreInit, type PublishResult } from '../publications.ts'
 import type { PresenceAuthorization, Decision } from '../authorization.ts'
 import { ChangeListeners, acceptsType, dropPublications, versioned, type EventPackage, type PublishInput, type RenderState } from '../package.ts'
-import { DIALOG_INFO_CONTENT_TYPE, buildDialogInfo, dialogXml, parseDialogInfo, type DialogEntry, type DialogInfo } from '../dialog-info.ts'
+import { DIALOG_INFO_CONTENT_TYPE, DialogInfoError, MAX_DIALOGS, buildDialogInfo, dialogXml, parseDialogInfo, type DialogEntry, type DialogInfo } from '../dialog-info.ts'
 import { ProxiedCalls, type ProxiedCallsInit } from './calls.ts'
 
 export interface DialogPackageComponents {
@@ -70,9 +79,25 @@ export class DialogPackage implements EventPackage {
 
   publish (input: PublishInput): PublishResult {
     const parsed = input.body === undefined || input.body.length === 0 ? undefined : parseDialogInfo(input.body)
-    // a publication replaces the publisher's state: a partial document is taken as its full state
-    const body = parsed === undefined ? undefined : { ...parsed, state: 'full' as const }
+    const body = parsed?.state === 'partial' ? this.#merged(input.presentity, input.ifMatch, parsed) : parsed
     return this.publications.publish({ presentity: input.presentity, event: this.name, ifMatch: input.ifMatch, expires: input.expires, body })
+  }
+
+  /** a partial document merged into the publication SIP-If-Match names (see the header) */
+  #merged (aor: Aor, ifMatch: string | undefined, partial: DialogInfo): DialogInfo {
+    if (ifMatch === undefined) throw new DialogInfoError('partial state without a publication to modify (publish full state first)')
+    const etag = ifMatch.trim()
+    const prior = this.publications.get(aor, this.name).find(p => p.etag === etag)?.body
+    // an unknown entity tag: the store answers 412 itself
+    if (prior === undefined) return { ...partial, state: 'full' }
+    if (partial.version !== prior.version + 1) throw new ConditionalRequestFailedError(etag)
+    const dialogs = new Map(prior.dialogs.map(d => [d.id, d]))
+    for (const d of partial.dialogs) {
+      if (d.state === 'terminated') dialogs.delete(d.id)
+      else dialogs.set(d.id, d)
+    }
+    if (dialogs.size > MAX_DIALOGS) throw new DialogInfoError(`more than ${MAX_DIALOGS} dialogs after the merge`)
+    return { version: partial.version, state: 'full', entity: prior.entity, dialogs: [...dialogs.values()] }
   }
 
   etags (aor: Aor): string[] { return this.publications.get(aor, this.name).map(p => p.etag) }

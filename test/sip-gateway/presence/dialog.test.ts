@@ -18,12 +18,33 @@ async function refreshDialog (ua: TestUa, d: Dialog, expires: number): Promise<S
 
 function info (r: SipRequest): DialogInfo { return parseDialogInfo(r.body) }
 
+/** carl's INVITE reaches bob (who answers nothing yet): the request, what bob got, its Record-Routes */
+async function invite (carl: TestUa, bob: TestUa, callId: string, fromTag: string): Promise<{ inv: { branch: string }, invite: SipRequest, rr: Array<[string, string]> }> {
+  bob.answer = () => undefined
+  const inv = carl.build({ method: 'INVITE', uri: bob.aor, callId, cseq: 1, fromTag, headers: [['Contact', carl.contact]] })
+  carl.sendRaw(inv.text)
+  const got = await bob.waitFor(() => bob.received.find(m => m.method === 'INVITE' && m.headers.get('Call-ID') === callId))
+  assert.ok(got !== undefined, 'the INVITE reached the callee')
+  return { inv, invite: got, rr: got.headers.getAll('Record-Route').map(r => ['Record-Route', r] as [string, string]) }
+}
+
 function dialogInfo (aor: string, dialogs: string, version = 0, state = 'full'): string {
   return `<?xml version="1.0"?><dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="${version}" state="${state}" entity="${aor}">${dialogs}</dialog-info>`
 }
 
 describe('dialog event package', () => {
   const { mesh: m, ua } = meshFixture(3, config)
+
+  /** bob registered on node `b`, alice on node `a` watching his dialogs, carl on node `c` to call him */
+  async function watchedCallee (tag: string, b: number, a: number, c: number): Promise<{ bob: TestUa, alice: TestUa, carl: TestUa, dialog: Dialog }> {
+    const bob = await ua(`bob${tag}`, b)
+    assert.equal((await bob.register(600))?.status, 200)
+    const alice = await ua(`alice${tag}`, a)
+    const carl = await ua(`carl${tag}`, c)
+    const { dialog } = await subscribe(alice, { to: bob.aor, event: 'dialog', accept: ACCEPT, expires: 120 })
+    assert.ok(dialog !== undefined)
+    return { bob, alice, carl, dialog }
+  }
 
   test('a watcher on A sees Bob\'s call on B ring, connect and end (full, then partial with the version growing)', async () => {
     const bob = await ua('bobd1', 1)
@@ -42,14 +63,9 @@ describe('dialog event package', () => {
     assert.equal(d0.entity, bob.aor)
     assert.equal(d0.dialogs.length, 0)
 
-    bob.answer = () => undefined
     const callId = 'busy-lamp-1'
-    const inv = carl.build({ method: 'INVITE', uri: bob.aor, callId, cseq: 1, fromTag: 'cf1', headers: [['Contact', carl.contact]] })
-    carl.sendRaw(inv.text)
-    const invite = await bob.waitFor(() => bob.received.find(m => m.method === 'INVITE' && m.headers.get('Call-ID') === callId))
-    assert.ok(invite !== undefined)
-    const rr = invite.headers.getAll('Record-Route').map(r => ['Record-Route', r] as [string, string])
-    bob.reply(invite, 180, rr)
+    const { inv, invite: got, rr } = await invite(carl, bob, callId, 'cf1')
+    bob.reply(got, 180, rr)
     const early = await waitNotify(alice, dialog.callId, r => info(r).dialogs.some(d => d.state === 'early'), 4000)
     assert.ok(early !== undefined, 'ringing seen on A')
     const e = info(early)
@@ -58,7 +74,7 @@ describe('dialog event package', () => {
     assert.equal(e.dialogs[0].direction, 'recipient')
     assert.equal(e.dialogs[0].remote?.identity, carl.aor)
 
-    bob.reply(invite, 200, [...rr, ['Contact', bob.contact]])
+    bob.reply(got, 200, [...rr, ['Contact', bob.contact]])
     assert.equal((await carl.waitFinal(inv.branch))?.status, 200)
     const confirmed = await waitNotify(alice, dialog.callId, r => info(r).dialogs.some(d => d.state === 'confirmed'), 4000)
     assert.ok(confirmed !== undefined, 'answered seen on A')
@@ -67,7 +83,7 @@ describe('dialog event package', () => {
     bob.answer = () => 200
     carl.answer = () => 200
     const remoteTarget = carl.contact.slice(1, -1)
-    const routes = invite.headers.getAll('Record-Route').map(r => ['Route', r] as [string, string])
+    const routes = got.headers.getAll('Record-Route').map(r => ['Route', r] as [string, string])
     const bye = await bob.request({ method: 'BYE', uri: remoteTarget, callId, cseq: 1, fromTag: 'uas', to: `<${carl.aor}>;tag=cf1`, from: `<${bob.aor}>`, headers: routes })
     assert.equal(bye?.status, 200)
     const ended = await waitNotify(alice, dialog.callId, r => info(r).dialogs.some(d => d.state === 'terminated'), 4000)
@@ -87,12 +103,7 @@ describe('dialog event package', () => {
   })
 
   test('a failed call (486) ends as terminated with its code; a CANCELled one as cancelled', async () => {
-    const bob = await ua('bobd2', 1)
-    assert.equal((await bob.register(600))?.status, 200)
-    const alice = await ua('aliced2', 0)
-    const carl = await ua('carld2', 2)
-    const { dialog } = await subscribe(alice, { to: bob.aor, event: 'dialog', accept: ACCEPT, expires: 120 })
-    assert.ok(dialog !== undefined)
+    const { bob, alice, carl, dialog } = await watchedCallee('d2', 1, 0, 2)
     bob.answer = (m) => m.method === 'INVITE' ? 486 : 200
     const r = await carl.request({ method: 'INVITE', uri: bob.aor, callId: 'busy-2', headers: [['Contact', carl.contact]] })
     assert.equal(r?.status, 486)
@@ -168,5 +179,97 @@ describe('dialog event package', () => {
     assert.equal((await publish(bob, { event: 'dialog', body: '<x/>', contentType: 'application/pidf+xml', expires: 60 }))?.status, 415)
     assert.equal(m().nodes[1].gateway.presence.stats.publications, stored)
     assert.equal((await publish(bob, { event: 'dialog', body: dialogInfo(bob.aor, ''), contentType: ACCEPT, expires: 60 }))?.status, 200)
+  })
+
+  test('partial dialog-info PUBLISH (RFC 4235 4.1): merged by dialog id, terminated ones removed; version gaps 412; no prior full 400', async () => {
+    const bob = await ua('bobd6', 1)
+    assert.equal((await bob.register(600))?.status, 200)
+    const alice = await ua('aliced6', 0)
+    const { dialog } = await subscribe(alice, { to: bob.aor, event: 'dialog', accept: ACCEPT, expires: 120 })
+    assert.ok(dialog !== undefined)
+    const pub = async (body: string, etag?: string): Promise<SipResponse | undefined> => await publish(bob, { event: 'dialog', body, contentType: ACCEPT, expires: 60, etag })
+    // a partial document first: nothing to merge it into
+    assert.equal((await pub(dialogInfo(bob.aor, '<dialog id="p1"><state>early</state></dialog>', 0, 'partial')))?.status, 400)
+    const full = await pub(dialogInfo(bob.aor, '<dialog id="d1"><state>confirmed</state></dialog><dialog id="d2"><state>early</state></dialog>', 4))
+    assert.equal(full?.status, 200)
+    let etag = full?.headers.get('SIP-ETag') ?? ''
+    assert.ok(await waitNotify(alice, dialog.callId, r => info(r).dialogs.some(d => d.id === 'd2'), 4000))
+    // version 5 follows 4: d1 ends (removed), d2 connects, d3 rings; the watcher's partial NOTIFY says so
+    const partial = await pub(dialogInfo(bob.aor, '<dialog id="d1"><state event="remote-bye">terminated</state></dialog><dialog id="d2"><state>confirmed</state></dialog><dialog id="d3"><state>early</state></dialog>', 5, 'partial'), etag)
+    assert.equal(partial?.status, 200)
+    etag = partial?.headers.get('SIP-ETag') ?? ''
+    const merged = await waitNotify(alice, dialog.callId, r => info(r).dialogs.some(d => d.id === 'd3'), 4000)
+    assert.ok(merged !== undefined)
+    const byId = new Map(info(merged).dialogs.map(d => [d.id, d.state]))
+    assert.deepEqual([byId.get('d1'), byId.get('d2'), byId.get('d3')], ['terminated', 'confirmed', 'early'])
+    // the stored document is the merge: a new watcher gets d2 and d3 only, in full state
+    const carol = await ua('carold6', 2)
+    const c = await subscribe(carol, { to: bob.aor, event: 'dialog', accept: ACCEPT, expires: 60 })
+    const first = await waitNotify(carol, c.dialog!.callId, r => info(r).dialogs.length > 0, 4000)
+    assert.equal(info(first!).state, 'full')
+    assert.deepEqual(info(first!).dialogs.map(d => `${d.id}:${d.state}`).sort(), ['d2:confirmed', 'd3:early'])
+    // version rules: a gap (7 after 5), a repeat (5) and an older one (2) are refused 412, nothing changes
+    for (const v of [7, 5, 2]) {
+      assert.equal((await pub(dialogInfo(bob.aor, '<dialog id="d9"><state>early</state></dialog>', v, 'partial'), etag))?.status, 412, `version ${v}`)
+    }
+    // an unknown entity tag: 412 (RFC 3903 6 step 4)
+    assert.equal((await pub(dialogInfo(bob.aor, '<dialog id="d9"><state>early</state></dialog>', 6, 'partial'), 'no-such-tag'))?.status, 412)
+    // hostile partial documents: 400, the publication keeps its state
+    const hostile = [
+      dialogInfo(bob.aor, '<dialog id="x"><state>early</state></dialog><dialog id="x"><state>confirmed</state></dialog>', 6, 'partial'),
+      '<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaa">]><dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="6" state="partial" entity="sip:x@example.com">&a;</dialog-info>',
+      dialogInfo(bob.aor, '<dialog id="y"><state>ringing</state></dialog>', 6, 'partial'),
+      dialogInfo(bob.aor, '<dialog id="y"><state>early</state></dialog>', 6, 'half')
+    ]
+    for (const body of hostile) assert.equal((await pub(body, etag))?.status, 400, body.slice(0, 80))
+    // a partial that would grow the document past 256 dialogs, in two steps
+    const many = (from: number, n: number): string => Array.from({ length: n }, (_, i) => `<dialog id="m${from + i}"><state>early</state></dialog>`).join('')
+    const p6 = await pub(dialogInfo(bob.aor, many(0, 200), 6, 'partial'), etag)
+    assert.equal(p6?.status, 200)
+    etag = p6?.headers.get('SIP-ETag') ?? ''
+    assert.equal((await pub(dialogInfo(bob.aor, many(200, 100), 7, 'partial'), etag))?.status, 400)
+    // the next version still merges; a full document (modify) replaces everything
+    const p7 = await pub(dialogInfo(bob.aor, '<dialog id="d2"><state>terminated</state></dialog>', 7, 'partial'), etag)
+    assert.equal(p7?.status, 200)
+    const reset = await pub(dialogInfo(bob.aor, '<dialog id="z"><state>trying</state></dialog>', 0), p7?.headers.get('SIP-ETag') ?? '')
+    assert.equal(reset?.status, 200)
+    const dave = await ua('daved6', 0)
+    const d = await subscribe(dave, { to: bob.aor, event: 'dialog', accept: ACCEPT, expires: 60 })
+    const now = await waitNotify(dave, d.dialog!.callId, r => info(r).dialogs.length > 0, 4000)
+    assert.deepEqual(info(now!).dialogs.map(x => x.id), ['z'])
+  })
+
+  test('a callee who moves to another node mid-call: the new owner serves the call still up, then its end', async () => {
+    const { bob, alice, carl, dialog } = await watchedCallee('d7', 1, 2, 2)
+    const callId = 'moving-call-7'
+    const { inv, invite: got, rr } = await invite(carl, bob, callId, 'cf7')
+    bob.reply(got, 200, [...rr, ['Contact', bob.contact]])
+    assert.equal((await carl.waitFinal(inv.branch))?.status, 200)
+    assert.ok(await waitNotify(alice, dialog.callId, r => info(r).dialogs.some(d => d.callId === callId && d.state === 'confirmed'), 4000))
+
+    // bob registers on node 0 (his desk phone moved): node 0 takes his AoR over mid-call
+    const n = notifies(alice, dialog.callId).length
+    const moved = await ua('bobd7', 0)
+    assert.equal((await moved.register(600))?.status, 200)
+    const stateOfCall = (r: SipRequest): string | undefined => info(r).dialogs.find(d => d.callId === callId)?.state
+    // node 0 (the owner now) serves the call confirmed, handed over by node 1 which proxied it: a
+    // new watcher (through node 2's back-end subscription to node 0) gets it in its full state,
+    // and alice's subscription never saw the call disappear
+    const dave = await ua('daved7', 2)
+    const d = await subscribe(dave, { to: bob.aor, event: 'dialog', accept: ACCEPT, expires: 120 })
+    assert.ok(d.dialog !== undefined)
+    const full = await waitNotify(dave, d.dialog.callId, r => info(r).state === 'full', 4000)
+    assert.equal(stateOfCall(full!), 'confirmed', 'the new owner shows the call up')
+    for (const r of notifies(alice, dialog.callId).slice(n)) assert.equal(stateOfCall(r), 'confirmed', `alice after the move: ${info(r).state}`)
+
+    // bob hangs up from the phone in the call: the BYE crosses node 1 (route set), not node 0
+    bob.answer = () => 200
+    carl.answer = () => 200
+    const routes = got.headers.getAll('Record-Route').map(r => ['Route', r] as [string, string])
+    const bye = await bob.request({ method: 'BYE', uri: carl.contact.slice(1, -1), callId, cseq: 1, fromTag: 'uas', to: `<${carl.aor}>;tag=cf7`, from: `<${bob.aor}>`, headers: routes })
+    assert.equal(bye?.status, 200)
+    assert.ok(await waitNotify(alice, dialog.callId, r => stateOfCall(r) === 'terminated', 4000), 'the end, relayed by node 1 to node 0')
+    assert.ok(await waitNotify(dave, d.dialog.callId, r => stateOfCall(r) === 'terminated', 4000), 'the end, to the watcher that came after the move')
+    process.stdout.write(`# after the move: ${notifies(alice, dialog.callId).slice(n).map(r => `${info(r).state}:${stateOfCall(r) ?? '-'}`).join(', ')}\n`)
   })
 })

@@ -136,9 +136,21 @@ describe('resource list subscriptions', () => {
     assert.equal(ok.response?.status, 200)
     assert.ok(ok.dialog !== undefined)
     assert.ok(await waitNotify(owner, ok.dialog.callId, r => rlmi(r).fullState, 4000))
-    // the list is replaced: its subscription ends (deactivated: re-subscribe to get the new one)
+    // the list is replaced: the subscription follows the edit (RFC 4662 5.2 partial state): the
+    // member added appears, the one removed is told terminated (noresource) once, then forgotten
     await m().nodes[1].gateway.presence.putList(list, { members: ['sip:y-l2@example.com'], owner: 'sip:owner-l2@example.com' })
-    assert.ok(await waitNotify(owner, ok.dialog.callId, r => stateOf(r).includes('deactivated'), 4000))
+    const edit = await waitNotify(owner, ok.dialog.callId, r => !rlmi(r).fullState && rlmi(r).resources.has('sip:y-l2@example.com'), 4000)
+    assert.ok(edit !== undefined)
+    assert.match(stateOf(edit), /^active/u)
+    const removed = rlmi(edit).resources.get('sip:x-l2@example.com')
+    assert.deepEqual([removed?.state, removed?.reason], ['terminated', 'noresource'])
+    const refreshed = await refresh(owner, ok.dialog, 60)
+    assert.equal(refreshed?.status, 200)
+    const full = await waitNotify(owner, ok.dialog.callId, r => rlmi(r).fullState && rlmi(r).version > rlmi(edit).version, 4000)
+    assert.deepEqual([...rlmi(full!).resources.keys()], ['sip:y-l2@example.com'])
+    // and a deleted list ends its subscriptions with noresource (RFC 6665 4.2.2)
+    assert.equal(await m().nodes[1].gateway.presence.deleteList(list), true)
+    assert.ok(await waitNotify(owner, ok.dialog.callId, r => stateOf(r).startsWith('terminated') && stateOf(r).includes('noresource'), 4000))
   })
 
   test('a list is served through any node: fetched from its home, which a PUT elsewhere moves', async () => {
@@ -175,6 +187,21 @@ describe('resource list subscriptions', () => {
     await assert.rejects(m().nodes[0].gateway.presence.putList('sip:big-l3@example.com', { members: Array.from({ length: 10_000 }, (_, i) => `sip:u${i}@example.com`) }), (e: Error & { status?: number }) => e.status === 413)
     await assert.rejects(m().nodes[0].gateway.presence.putList('sip:nest-l3@example.com', { members: [list] }), (e: Error & { code?: string }) => e.code === 'nested_list')
     await assert.rejects(m().nodes[0].gateway.presence.putList(bob.aor, { members: [] }), (e: Error & { status?: number }) => e.status === 409)
+    // erin's subscription at node 2 (a copy from node 1) follows the edit made at node 0 promptly:
+    // node 1 tells node 2 where the list went, node 2 fetches it from node 0
+    const t0 = Date.now()
+    const moved = await waitNotify(erin, dialog.callId, r => rlmi(r).resources.get('sip:zed-l3@example.com')?.state === 'terminated', 4000)
+    assert.ok(moved !== undefined, 'the removal reached the subscription at node 2')
+    assert.ok(Date.now() - t0 < 2500, `in ${Date.now() - t0} ms`)
+    assert.equal(rlmi(moved).resources.get('sip:zed-l3@example.com')?.reason, 'noresource')
+    // node 2 is now node 0's holder: an edit there is pushed (a member added appears with state)
+    await m().nodes[0].gateway.presence.putList(list, { members: [bob.aor, 'sip:yan-l3@example.com'] })
+    assert.ok(await waitNotify(erin, dialog.callId, r => rlmi(r).resources.has('sip:yan-l3@example.com'), 2500), 'the member added')
+    assert.deepEqual((await m().nodes[2].gateway.presence.getList(list))?.members, [bob.aor, 'sip:yan-l3@example.com'], 'node 2 serves new subscriptions the new list at once')
+    // deleted at its home: the subscription at node 2 ends (noresource)
+    assert.equal(await m().nodes[0].gateway.presence.deleteList(list), true)
+    assert.ok(await waitNotify(erin, dialog.callId, r => stateOf(r).startsWith('terminated') && stateOf(r).includes('noresource'), 2500), 'ended by the deletion')
+    assert.equal(await m().nodes[2].gateway.presence.getList(list), undefined, 'no copy served after the deletion')
   })
 
   test('ad hoc lists (RFC 5367): the members in the SUBSCRIBE body; hostile bodies refused', async () => {
