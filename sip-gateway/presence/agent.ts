@@ -285,7 +285,8 @@ export class PresenceAgent {
       domains: this.#domains,
       respond,
       applied: (uri, list) => { this.#listServer.update(uri, list) },
-      inUse: (uri) => this.#listServer.holds(uri)
+      inUse: (uri) => this.#listServer.holds(uri),
+      remove: async (uri) => await this.deleteList(uri)
     }, init.lists)
   }
 
@@ -476,10 +477,11 @@ export class PresenceAgent {
     return { ...list, home: this.#registry.nodeId }
   }
 
-  /** remove a list held here; false when this node holds none at that URI */
+  /** remove a list, here or at its home node; false when no node holds one at that URI */
   async deleteList (uri: string): Promise<boolean> {
     const key = this.#normalize(uri)
     const version = this.#exchange.nextVersion(key)
+    if (!this.lists.has(key)) return await this.#exchange.forwardDelete(key)
     if (!(await this.lists.delete(key))) return false
     await this.#exchange.unhome(key, version)
     return true

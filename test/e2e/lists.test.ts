@@ -184,12 +184,13 @@ describe('resource lists across a 3-node mesh of separate processes', () => {
     assert.ok(removed !== undefined, 'the member removed')
     assert.equal(rlmi(removed).members.get('sip:frank@example.com')?.reason, 'noresource')
     assert.equal((JSON.parse((await http(nodes[2], 'GET', path)).body) as { members: string[] }).members.length, 2, 'n3 serves the new list')
-    // n1 lost the home: its DELETE finds nothing; the DELETE at n2 ends the subscription on n3
-    assert.equal((await http(nodes[0], 'DELETE', path)).status, 404)
-    assert.equal((await http(nodes[1], 'DELETE', path)).status, 200)
+    // n1 lost the home to n2: a DELETE there goes to n2 and ends the subscription on n3
+    assert.equal((await http(nodes[0], 'DELETE', path)).status, 200)
     const ended = await waitNotify(hal, s.dialog.callId, r => /^terminated;reason=noresource/u.test(r.headers.get('Subscription-State') ?? ''), 2_000)
     assert.ok(ended !== undefined, 'the deletion ended the subscription (noresource)')
     assert.equal((await http(nodes[2], 'GET', path)).status, 404)
+    assert.equal((await http(nodes[1], 'GET', path)).status, 404, 'gone at the home too')
+    assert.equal((await http(nodes[2], 'DELETE', path)).status, 404, 'nothing left to delete anywhere')
   })
 
   test('a busy lamp field: a list subscribed with Event: dialog shows a member\'s call ring, connect and end', async () => {

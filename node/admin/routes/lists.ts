@@ -5,8 +5,8 @@
  *                     node becomes its home (persists it, claims the URI; see lists/exchange.ts).
  *                     200 `{ uri, members, owner?, home }`
  *   GET /lists/<list URI>    the list, from this node or its home node; 404 list_not_found
- *   DELETE /lists/<list URI> remove a list this node is the home of: 200 `{ deleted: true }`;
- *                     404 list_not_found (none here: delete it at its `home`)
+ *   DELETE /lists/<list URI> remove the list, here or at its home node (the request goes there):
+ *                     200 `{ deleted: true }`; 404 list_not_found; 503 home_unreachable
  *
  * The list URI is URL-encoded (`/lists/sip%3Afriends%40example.com`) and must be an address of
  * a served domain. Errors: bad_aor (400: a URI that is not an AoR, or not of our domains),
@@ -52,7 +52,7 @@ export async function listRoute (ctx: RouteContext, backend: ListsBackend | unde
     }
     if (method === 'DELETE') {
       if (await backend.delete(uri)) ctx.send(ROUTE, 200, { deleted: true })
-      else ctx.error(ROUTE, 404, 'list_not_found', `this node is not the home of a list ${uri.slice(0, 200)}`)
+      else ctx.error(ROUTE, 404, 'list_not_found', `no list ${uri.slice(0, 200)} in the mesh`)
       return true
     }
     const list = await backend.get(uri)
@@ -60,7 +60,7 @@ export async function listRoute (ctx: RouteContext, backend: ListsBackend | unde
     else ctx.send(ROUTE, 200, list)
   } catch (err) {
     const e = err as { status?: number, code?: string, message?: string }
-    if (typeof e.status === 'number' && e.status >= 400 && e.status < 500 && typeof e.code === 'string') {
+    if (typeof e.status === 'number' && e.status >= 400 && e.status < 600 && typeof e.code === 'string') {
       ctx.error(ROUTE, e.status, e.code, String(e.message).slice(0, 200))
       return true
     }

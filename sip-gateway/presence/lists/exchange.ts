@@ -20,7 +20,8 @@
  * answers 404 and is forgotten. A PUT at another node moves the home: the new claim displaces the
  * old home, which drops its stored copy, tells its holders where the list went (`Expires: 0` with
  * `Sipmesh-List-Home: <node>`) and, like them, fetches the new list from there (so becoming the new
- * home's holder). Each holder applies what it receives to its live subscriptions
+ * home's holder). A DELETE at a node that is not the home is sent to the home as a deletion push
+ * (`forwardDelete`); the home deletes the list as if the DELETE were its own. Each holder applies what it receives to its live subscriptions
  * (`applied`, server.ts `update`). A holder with live subscriptions asks the home again each
  * `cacheMs` (one message per list and node), which renews its place among the holders after a home
  * restart and catches up with an edit it missed; if the home died, its copies expire as before
@@ -63,6 +64,8 @@ export interface ListExchangeComponents {
   respond: (tx: ServerTransaction, response: SipResponse) => void
   /** a list this node serves subscriptions of was edited (or deleted: undefined) */
   applied: (uri: Aor, list: ResourceList | undefined) => void
+  /** delete a list this node is the home of (a DELETE another node forwarded); false: none here */
+  remove: (uri: Aor) => Promise<boolean>
   /** whether live subscriptions here use the list at `uri` */
   inUse: (uri: Aor) => boolean
 }
@@ -136,6 +139,28 @@ export class ListExchange {
     this.#push(uri, version, undefined)
     this.#holders.delete(uri)
     await this.#c.registry.release(uri)
+  }
+
+  /**
+   * A DELETE for a list homed elsewhere: sent to its home as a deletion push; true once the home
+   * deleted it, false when no node holds a list at `uri`.
+   */
+  async forwardDelete (uri: Aor): Promise<boolean> {
+    const route = await this.#c.registry.resolve(uri, { fresh: true })
+    if (route === undefined || route.node === this.#c.registry.nodeId || !this.#c.requests.attached) return false
+    let r: SipResponse
+    try {
+      r = await this.#request(route.node, uri, [[LIST_VERSION_HEADER, String(this.nextVersion(uri))], ['Expires', '0']])
+    } catch (err) {
+      throw new ListError(503, 'home_unreachable', `the list's home node could not be reached: ${String(err)}`)
+    }
+    if (r.status >= 200 && r.status < 300) {
+      this.#cache.delete(uri)
+      this.#tombstone(uri, this.nextVersion(uri))
+      return true
+    }
+    if (r.status === 404) return false
+    throw new ListError(503, 'home_unreachable', `the list's home node answered ${r.status}`)
   }
 
   /** after a restart: claim our lists again, unless another node has become their home meanwhile */
@@ -297,7 +322,22 @@ export class ListExchange {
   #pushed (request: Request, tx: ServerTransaction, uri: Aor): void {
     const h = request.headers
     const held = this.#cache.get(uri)
-    if (this.#c.lists.has(uri)) { this.#c.respond(tx, createResponse(request, 200)); return } // we are its home now
+    if (this.#c.lists.has(uri)) {
+      // we are its home: a deletion newer than our list is a DELETE made at another node
+      const own = this.#c.lists.get(uri)
+      const v = parseListVersion(h.get(LIST_VERSION_HEADER))
+      if (request.body.length === 0 && h.get(LIST_HOME_HEADER) === undefined && v !== undefined && v > (own?.version ?? 0)) {
+        void this.#c.remove(uri).then((done) => {
+          this.#c.respond(tx, createResponse(request, done ? 200 : 404))
+        }, (err: unknown) => {
+          this.#log.warn('forwarded list deletion failed', { list: uri, err: String(err) })
+          this.#c.respond(tx, createResponse(request, 500))
+        })
+        return
+      }
+      this.#c.respond(tx, createResponse(request, 200))
+      return
+    }
     if (held?.list === undefined && !this.#c.inUse(uri)) { this.#c.respond(tx, createResponse(request, 404, 'Not Found (no copy of this list here)')); return }
     const version = parseListVersion(h.get(LIST_VERSION_HEADER))
     if (version === undefined) { this.#c.respond(tx, createResponse(request, 400, `Bad Request (${LIST_VERSION_HEADER})`)); return }

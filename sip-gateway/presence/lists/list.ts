@@ -17,7 +17,7 @@ export const MAX_LIST_MEMBERS = 1000
 /** longest URI accepted (list, member or owner) */
 export const MAX_LIST_URI = 512
 
-export type ListErrorCode = 'bad_list' | 'bad_aor' | 'registered_user' | 'too_large' | 'too_many_lists' | 'nested_list'
+export type ListErrorCode = 'bad_list' | 'bad_aor' | 'registered_user' | 'too_large' | 'too_many_lists' | 'nested_list' | 'home_unreachable'
 
 export class ListError extends Error {
   static override name = 'ListError'

@@ -28,11 +28,12 @@ function publish (o: { version?: string, body?: string | Uint8Array, contentType
   ], body)
 }
 
-async function holder (): Promise<{ exchange: ListExchange, lists: ListStore, answer: (r: SipRequest, fromMesh?: boolean) => SipResponse, applied: Array<ResourceList | undefined>, inUse: { value: boolean }, stop: () => Promise<void> }> {
+async function holder (): Promise<{ exchange: ListExchange, lists: ListStore, answer: (r: SipRequest, fromMesh?: boolean) => SipResponse, answerLater: (r: SipRequest) => Promise<SipResponse>, applied: Array<ResourceList | undefined>, removed: string[], inUse: { value: boolean }, stop: () => Promise<void> }> {
   const registry = new MemoryRegistry(new MemoryMesh(), { nodeId: 'node-c', sip: '127.0.0.1:0' })
   const lists = new ListStore({ store: new MemoryStore(), logger: silentLogger })
   const applied: Array<ResourceList | undefined> = []
   const inUse = { value: true }
+  const removed: string[] = []
   let last: SipResponse | undefined
   const exchange = new ListExchange({
     lists,
@@ -42,7 +43,8 @@ async function holder (): Promise<{ exchange: ListExchange, lists: ListStore, an
     domains: new Set(['example.com']),
     respond: (_tx, r) => { last = r },
     applied: (_uri, list) => { applied.push(list) },
-    inUse: () => inUse.value
+    inUse: () => inUse.value,
+    remove: async (uri) => { removed.push(uri); return await lists.delete(uri) }
   })
   const answer = (r: SipRequest, fromMesh = true): SipResponse => {
     last = undefined
@@ -50,7 +52,14 @@ async function holder (): Promise<{ exchange: ListExchange, lists: ListStore, an
     assert.ok(last !== undefined, 'answered')
     return last
   }
-  return { exchange, lists, answer, applied, inUse, stop: async () => { await registry.stop() } }
+  const answerLater = async (r: SipRequest): Promise<SipResponse> => {
+    last = undefined
+    exchange.handle(r, {} as unknown as ServerTransaction, true, 'node-a')
+    for (let i = 0; i < 100 && last === undefined; i++) await new Promise(resolve => setTimeout(resolve, 5))
+    assert.ok(last !== undefined, 'answered')
+    return last
+  }
+  return { exchange, lists, answer, answerLater, applied, removed, inUse, stop: async () => { await registry.stop() } }
 }
 
 const json = (members: string[]): string => JSON.stringify({ members })
@@ -131,6 +140,27 @@ describe('list exchange: pushes from a list home', () => {
       assert.equal(h.answer(publish({ version: String(version + 10), body: json(['sip:z@example.com']) })).status, 200)
       assert.deepEqual(h.lists.get(LIST)?.members, ['sip:a@example.com'])
       assert.equal(h.applied.length, 0)
+    } finally { await h.stop() }
+  })
+
+  test('a deletion sent to the home (a DELETE made at another node) deletes the list; an older or a move does not', async () => {
+    const h = await holder()
+    try {
+      const version = h.exchange.nextVersion(LIST)
+      await h.lists.put({ uri: LIST, members: ['sip:a@example.com'], version })
+      // older than the list, or a move, or with a body: not a deletion of it
+      assert.equal(h.answer(publish({ version: String(version - 1), expires: '0' })).status, 200)
+      assert.equal(h.answer(publish({ version: String(version + 5), expires: '0', home: 'node-x' })).status, 200)
+      assert.deepEqual(h.removed, [])
+      assert.ok(h.lists.has(LIST))
+      // a newer deletion: the list goes, 200
+      assert.equal((await h.answerLater(publish({ version: String(version + 1), expires: '0' }))).status, 200)
+      assert.deepEqual(h.removed, [LIST])
+      assert.equal(h.lists.has(LIST), false)
+      // from a user agent: refused, nothing removed
+      await h.lists.put({ uri: LIST, members: ['sip:a@example.com'], version: version + 10 })
+      assert.equal(h.answer(publish({ version: String(version + 20), expires: '0' }), false).status, 403)
+      assert.ok(h.lists.has(LIST))
     } finally { await h.stop() }
   })
 })
