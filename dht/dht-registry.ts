@@ -563,7 +563,7 @@ export class DhtRegistry implements ClaimRegistry {
   // ---------------------------------------------------------------- the Registry port
 
   /** A new claim's signature: version max(now, anything seen + 1), a hybrid logical clock. */
-  private signNew (aor: Aor, kind: 'claim' | 'release', expiresAt: number, floor?: bigint): SignedClaim {
+  private async signNew (aor: Aor, kind: 'claim' | 'release', expiresAt: number, floor?: bigint): Promise<SignedClaim> {
     const issuedAt = Date.now()
     let version = BigInt(issuedAt)
     const seen = this.cache.get(aor)?.claim
@@ -571,7 +571,7 @@ export class DhtRegistry implements ClaimRegistry {
       if (v != null && v >= version) version = v + 1n
     }
     const exp = Math.max(expiresAt, issuedAt + 1)
-    return this.signer.sign({
+    return await this.signer.signAsync({
       kind,
       aor,
       sip: kind === 'claim' ? this.sip : '',
@@ -605,7 +605,7 @@ export class DhtRegistry implements ClaimRegistry {
     }
     await this.joined(options)
     const before = this.cache.get(aor)?.claim
-    let mine = this.signNew(aor, 'claim', Math.min(now + this.lease, until))
+    let mine = await this.signNew(aor, 'claim', Math.min(now + this.lease, until))
     let out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' }, since: now })
     let newest = this.newestOf(mine, out, before)
     if (newest !== mine && (newest === before || out.stood.includes(newest))) {
@@ -615,7 +615,7 @@ export class DhtRegistry implements ClaimRegistry {
       // and won stays the winner.
       this.log('claim of %s lost to an earlier record v%s, claiming above it', aor, newest.version)
       const stood = newest
-      mine = this.signNew(aor, 'claim', Math.min(Date.now() + this.lease, until), stood.version)
+      mine = await this.signNew(aor, 'claim', Math.min(Date.now() + this.lease, until), stood.version)
       out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' } })
       out.others.push(stood)
       newest = this.newestOf(mine, out, before)
@@ -659,7 +659,7 @@ export class DhtRegistry implements ClaimRegistry {
       return
     }
     // a tombstone must outlive the claim it covers, or the older claim would resurface
-    const tomb = this.signNew(aor, 'release', Math.max(cur.expiresAt, Date.now() + 1_000), cur.version)
+    const tomb = await this.signNew(aor, 'release', Math.max(cur.expiresAt, Date.now() + 1_000), cur.version)
     this.own.set(aor, { claim: tomb, until: tomb.knownUntil, replicas: 0, putAt: Date.now() })
     this.apply(aor, tomb, true)
     const out = await this.writer.write(tomb, { own: { key: ownKey(aor), op: 'put' } })

@@ -215,10 +215,23 @@ export class ClaimSigner {
   }
 
   sign (input: Omit<ClaimInput, 'owner'>): SignedClaim {
+    const { fields, payload } = this.#prepare(input)
+    return this.#seal(fields, payload, this.#key.sign(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload])))
+  }
+
+  /** `sign`, with the signature made on libuv's threadpool (keys.ts `signAsync`) */
+  async signAsync (input: Omit<ClaimInput, 'owner'>): Promise<SignedClaim> {
+    const { fields, payload } = this.#prepare(input)
+    return this.#seal(fields, payload, await this.#key.signAsync(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload])))
+  }
+
+  #prepare (input: Omit<ClaimInput, 'owner'>): { fields: ClaimFields, payload: Uint8Array } {
     const fields: ClaimFields = { ...input, owner: this.owner, knownUntil: Math.max(input.knownUntil ?? input.expiresAt, input.expiresAt) }
     checkFields(fields, Date.now(), { skipExpiry: true })
-    const payload = payloadOf(fields, this.#ownerBytes)
-    const signature = this.#key.sign(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload]))
+    return { fields, payload: payloadOf(fields, this.#ownerBytes) }
+  }
+
+  #seal (fields: ClaimFields, payload: Uint8Array, signature: Uint8Array): SignedClaim {
     const bytes = encode([payload, signature])
     if (bytes.byteLength > MAX_CLAIM_BYTES) throw new InvalidClaimError(`claim too large (${bytes.byteLength} > ${MAX_CLAIM_BYTES} bytes)`)
     return slabClaim(fields, bytes, payload.byteLength, signature.byteLength)

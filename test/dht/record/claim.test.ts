@@ -6,7 +6,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { concat } from 'uint8arrays/concat'
 import { fromString } from 'uint8arrays/from-string'
-import { CLAIM_SIGNING_DOMAIN, MAX_CLAIM_BYTES, claimKey, compareClaims, decodeClaim, normalizeAor, signClaim, verifyClaim } from '../../../dht/record/claim.ts'
+import { CLAIM_SIGNING_DOMAIN, ClaimSigner, MAX_CLAIM_BYTES, claimKey, compareClaims, decodeClaim, normalizeAor, signClaim, verifyClaim } from '../../../dht/record/claim.ts'
 import { claimSelector, claimValidator } from '../../../dht/record/validator.ts'
 import type { ClaimFields } from '../../../dht/record/claim.ts'
 import type { Logger, PrivateKey } from '@libp2p/interface'
@@ -130,5 +130,21 @@ describe('claim record', () => {
       b[i] ^= x
       await assert.rejects(verifyClaim(b, { key: claimKey(c.aor) }), { name: 'InvalidClaimError' })
     }), { numRuns: 300 })
+  })
+})
+
+describe('ClaimSigner: signatures on the threadpool', () => {
+  test('signAsync makes the very claim sign makes (Ed25519 is deterministic), which verifies; bad fields still throw', async () => {
+    const signer = new ClaimSigner(key)
+    const { owner: _owner, ...input } = fields()
+    const sync = signer.sign(input)
+    const async = await signer.signAsync(input)
+    assert.deepEqual(async.bytes, sync.bytes)
+    assert.equal((await verifyClaim(async.bytes, { key: claimKey(input.aor) })).version, input.version)
+    // many at once (as a burst of REGISTERs makes them), each its own claim
+    const many = await Promise.all(Array.from({ length: 200 }, async (_, i) => await signer.signAsync({ ...input, aor: `sip:u${i}@example.com` })))
+    for (const [i, c] of many.entries()) assert.equal((await verifyClaim(c.bytes, { key: claimKey(`sip:u${i}@example.com`) })).aor, `sip:u${i}@example.com`)
+    await assert.rejects(signer.signAsync({ ...input, aor: 'not an aor' }))
+    await assert.rejects(signer.signAsync({ ...input, sip: 'x'.repeat(MAX_CLAIM_BYTES) }))
   })
 })
