@@ -63,6 +63,8 @@ const LIST_HEADERS = new Set([
   'unsupported', 'via', 'warning'
 ])
 
+import type { Via } from './via.ts'
+
 const keyCache = new Map<string, string>()
 
 const LINE_BREAKS = /[\r\n\0]+/g
@@ -154,6 +156,13 @@ export class Headers {
   private _keys: string[]
   /** raw values (folding undone, surrounding whitespace trimmed) */
   private _values: string[]
+  /**
+   * The top Via element parsed, and the text it was parsed from (see `topVia` in via.ts): the
+   * transport, the transaction layer and the proxy all read it, once per message instead of once
+   * each. Valid while the top Via text is the same string; any change to it makes a new parse.
+   */
+  _topViaText: string | undefined = undefined
+  _topVia: Readonly<Via> | undefined = undefined
 
   constructor (init?: Iterable<readonly [string, string]> | Record<string, string>) {
     this._names = []
@@ -358,6 +367,8 @@ export class Headers {
     h._names = this._names.slice()
     h._keys = this._keys.slice()
     h._values = this._values.slice()
+    h._topViaText = this._topViaText
+    h._topVia = this._topVia
     return h
   }
 

@@ -183,7 +183,8 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
     const top = splitList(headers._valueAt(via))[0]
     try {
       if (top === undefined) throw new SipParseError('Malformed Via')
-      parseVia(top)
+      headers._topVia = parseVia(top)
+      headers._topViaText = top
       viaOk = true
     } catch (err) {
       fail((err as SipParseError).reason ?? 'Malformed Via')

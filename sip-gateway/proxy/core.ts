@@ -56,7 +56,7 @@ import { SipRequest, type SipResponse } from '../codec/message.ts'
 import { createResponse } from '../codec/response.ts'
 import { serializeMessage } from '../codec/serializer.ts'
 import { randomBytes } from 'node:crypto'
-import { parseVia, formatVia } from '../codec/via.ts'
+import { parseVia, formatVia, prependVia, topVia } from '../codec/via.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
 import { parseNameAddr } from '../codec/name-addr.ts'
 import { parseCSeq } from '../codec/cseq.ts'
@@ -336,11 +336,9 @@ export class ProxyCore implements TransactionCore<Flow> {
 
   onStrayResponse (response: SipResponse, _flow: Flow): void {
     // 16.7 / 16.11: a response with no transaction (a retransmitted 2xx) goes on statelessly
-    const top = response.headers.get('Via')
-    if (top === undefined) return
     try {
-      const via = parseVia(top)
-      if (!this.#isOurVia(via)) return
+      const via = topVia(response.headers)
+      if (via === undefined || !this.#isOurVia(via)) return
       const copy = cloneMessage(response) as SipResponse
       copy.headers.shift('Via')
       const next = copy.headers.get('Via')
@@ -982,7 +980,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     const params: Record<string, string | null> = {}
     if (target.flow.transport === MESH_TRANSPORT) params.node = this.#registry.nodeId
     else if (target.flow.transport === 'UDP') params.rport = null
-    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#portFor(target.flow.transport), params, branch }))
+    prependVia(copy.headers, { protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#portFor(target.flow.transport), params, branch })
     // RFC 3325: identity crosses to a peer network only within one trust domain
     if (target.flow.peerDomain !== undefined) this.#peers?.outbound(copy, target.flow.peerDomain)
     const b = ctx.addBranch(branch, copy)
@@ -1208,9 +1206,10 @@ export class ProxyCore implements TransactionCore<Flow> {
   #checkLoop (request: SipRequest): void {
     const vias = request.headers.getAll('Via')
     let hash: string | undefined
-    for (const v of vias) {
+    for (let i = 0; i < vias.length; i++) {
       let via
-      try { via = parseVia(v) } catch { throw new SipStatusError(400, 'Malformed Via') }
+      // the top one is parsed already (kept on the headers)
+      try { via = i === 0 ? topVia(request.headers) ?? parseVia(vias[0]) : parseVia(vias[i]) } catch { throw new SipStatusError(400, 'Malformed Via') }
       const ours = typeof via.params.node === 'string' ? via.params.node === this.#registry.nodeId : this.#isOurVia(via)
       if (!ours || via.branch === undefined) continue
       hash ??= this.#loopHashes.get(request) ?? loopHashOf(request)
