@@ -377,3 +377,37 @@ describe('hostile input stays linear', () => {
     }
   })
 })
+
+describe('serializeMessage writes what the string form would', () => {
+  // the head as one string, as the serializer wrote it before it wrote into a scratch buffer
+  function asString (m: SipMessage): string {
+    let s = m instanceof SipRequest ? `${m.method} ${m.uri} ${m.version}\r\n` : `${m.version} ${m.status} ${m.reason}\r\n`
+    let cl = false
+    for (const [name, value] of m.headers) {
+      if (name.toLowerCase() === 'content-length') { if (!cl) s += `${name}: ${m.body.length}\r\n`; cl = true; continue }
+      s += `${name}: ${value}\r\n`
+    }
+    if (!cl) s += `Content-Length: ${m.body.length}\r\n`
+    return s + '\r\n' + Buffer.from(m.body).toString('utf8')
+  }
+
+  test('multi-byte and lone-surrogate values, heads far larger than the scratch, a rewritten Content-Length', () => {
+    const cases: SipMessage[] = []
+    const a = new SipRequest('MESSAGE', 'sip:bob@example.com', undefined, Buffer.from('héllo ✓'))
+    a.headers.append('Via', 'SIP/2.0/UDP h;branch=z9hG4bKx')
+    a.headers.append('Subject', '日本語 ✓ \ud800 😀'.repeat(2000)) // ~3 bytes per unit, 24,000 units
+    a.headers.append('Content-Length', '0')
+    a.headers.append('Content-Length', '99')
+    cases.push(a)
+    const b = new SipResponse(200, 'Ök'.repeat(10_000))
+    b.headers.append('X-Big', 'x'.repeat(200_000))
+    cases.push(b)
+    const c = new SipRequest('OPTIONS', 'sip:a@b')
+    cases.push(c)
+    for (let i = 0; i < 3; i++) {
+      for (const m of cases) assert.ok(Buffer.from(serializeMessage(m)).equals(Buffer.from(asString(m), 'utf8')))
+    }
+    // a small message after a large one: exactly its own bytes
+    assert.equal(dec(serializeMessage(c)), 'OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n')
+  })
+})
