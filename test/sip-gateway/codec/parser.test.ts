@@ -411,3 +411,27 @@ describe('serializeMessage writes what the string form would', () => {
     assert.equal(dec(serializeMessage(c)), 'OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n')
   })
 })
+
+describe('header lines read in place', () => {
+  const base = ['MESSAGE sip:bob@example.com SIP/2.0', 'Via: SIP/2.0/UDP h;branch=z9hG4bKx', 'From: <sip:a@example.com>;tag=1',
+    'To: <sip:bob@example.com>', 'Call-ID: c', 'CSeq: 1 MESSAGE']
+
+  test('values trimmed as String.prototype.trim does: ASCII and other white space, tabs, a bare LF', () => {
+    const m = req(parseMessage(Buffer.from([...base, 'Subject: \t\u00a0 hé\u3000 \u00a0', 'X-A:\tv\t', 'X-B:', 'X-C :  spaced out  ', 'X-D: \ufeffz\u2028', 'Content-Length: 0', '', ''].join('\r\n').replace('\r\nX-A', '\nX-A'), 'utf8')))
+    assert.equal(m.headers.get('Subject'), 'hé')
+    assert.equal(m.headers.get('X-A'), 'v')
+    assert.equal(m.headers.get('X-B'), '')
+    assert.equal(m.headers.get('X-C'), 'spaced out')
+    assert.equal(m.headers.get('X-D'), 'z')
+  })
+
+  test('a line without a colon is malformed even when the next line has one; a name of spaces is not a name', () => {
+    for (const bad of ['X-NoColon', 'X-NoColon\r\nY: 1', ' : v']) {
+      const lines = bad === ' : v' ? [...base, 'Content-Length: 0', bad] : [...base, bad, 'Content-Length: 0']
+      const err = parseError(msg(...lines, '', ''))
+      assert.equal(err.status, 400, bad)
+    }
+    assert.equal(parseError(msg(...base.slice(0, 1), ': v', ...base.slice(1), '', '')).reason, 'Malformed header line')
+    assert.equal(parseError(msg(...base.slice(0, 1), 'Bad Name: v', ...base.slice(1), '', '')).reason, 'Malformed header name')
+  })
+})
