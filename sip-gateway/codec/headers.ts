@@ -148,6 +148,14 @@ function firstElement (value: string): string | undefined {
   return splitList(value)[0]
 }
 
+/** `a.splice(i, 0, v)` without the array of removed elements splice returns */
+function insertAt (a: string[], i: number, v: string): void {
+  if (i === 0) { a.unshift(v); return }
+  a.push(v)
+  for (let j = a.length - 1; j > i; j--) a[j] = a[j - 1]
+  a[i] = v
+}
+
 /** Ordered header fields of one SIP message. */
 export class Headers {
   /** names as written (canonical spelling for known headers) */
@@ -291,9 +299,9 @@ export class Headers {
     value = clean(value)
     let i = this._keys.indexOf(key)
     if (i === -1) i = 0
-    this._names.splice(i, 0, headerDisplayName(name, key))
-    this._keys.splice(i, 0, key)
-    this._values.splice(i, 0, String(value))
+    insertAt(this._names, i, headerDisplayName(name, key))
+    insertAt(this._keys, i, key)
+    insertAt(this._values, i, String(value))
     return this
   }
 
