@@ -268,6 +268,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #resolving = new Map<string, Promise<Route | undefined>>()
   /** MESSAGE routing per recipient AoR, in arrival order */
   readonly #inOrder = new KeyedLock()
+  /** each binding's Contact address, parsed (see #contactAddress); gone with the binding */
+  readonly #contactAddresses = new WeakMap<Binding<Flow>, ContactAddress>()
   readonly #lastRoutes = new Map<string, Route>()
   readonly #loopHashes = new WeakMap<SipRequest, string>()
   /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
@@ -666,12 +668,30 @@ export class ProxyCore implements TransactionCore<Flow> {
    */
   #bindingFlow (b: Binding<Flow>): Flow | Promise<Flow> {
     if (b.flow !== undefined && b.flow.open && b.flow.reliable) return b.flow
-    const u = parseUri(b.uri)
-    if (b.flow !== undefined && b.flow.open && u.host.toLowerCase().endsWith('.invalid')) return b.flow
-    const t = typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP'
-    if (t !== 'UDP' && t !== 'TCP') throw new SipStatusError(480, 'Temporarily Unavailable')
+    const c = this.#contactAddress(b)
+    if (b.flow !== undefined && b.flow.open && c.invalidHost) return b.flow
+    if (c.transport !== 'UDP' && c.transport !== 'TCP') throw new SipStatusError(480, 'Temporarily Unavailable')
     // a UDP flow comes at once (no promise per relayed message); a connection may take a while
-    return this.#connector.connect({ transport: t, host: u.host, port: u.port ?? 5060 })
+    return this.#connector.connect(c)
+  }
+
+  /**
+   * Where a binding's Contact points, parsed once per binding (and again if its URI changes), not
+   * once per message relayed to it. Throws SipParseError on a malformed Contact, every time.
+   */
+  #contactAddress (b: Binding<Flow>): ContactAddress {
+    const known = this.#contactAddresses.get(b)
+    if (known !== undefined && known.uri === b.uri) return known
+    const u = parseUri(b.uri)
+    const c: ContactAddress = {
+      uri: b.uri,
+      transport: typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP',
+      host: u.host,
+      port: u.port ?? 5060,
+      invalidHost: u.host.toLowerCase().endsWith('.invalid')
+    }
+    this.#contactAddresses.set(b, c)
+    return c
   }
 
   /**
@@ -1237,6 +1257,17 @@ export class ProxyCore implements TransactionCore<Flow> {
       }
     }
   }
+}
+
+/** a binding's Contact as a place to send to (#contactAddress) */
+interface ContactAddress {
+  readonly uri: string
+  /** upper-cased, UDP when the URI names none */
+  readonly transport: string
+  readonly host: string
+  readonly port: number
+  /** RFC 7118 / RFC 5626 made-up hosts: only the REGISTER's own flow reaches them */
+  readonly invalidHost: boolean
 }
 
 interface Target {
