@@ -156,6 +156,12 @@ function insertAt (a: string[], i: number, v: string): void {
   a[i] = v
 }
 
+/** `a.splice(i, 1)` without the array of the removed element splice returns */
+function removeAt (a: string[], i: number): void {
+  for (let j = i + 1; j < a.length; j++) a[j - 1] = a[j]
+  a.length--
+}
+
 /** Ordered header fields of one SIP message. */
 export class Headers {
   /** names as written (canonical spelling for known headers) */
@@ -348,9 +354,9 @@ export class Headers {
       const raw = this._values[i]
       const parts = LIST_HEADERS.has(key) ? splitList(raw) : [raw]
       if (parts.length <= 1) {
-        this._names.splice(i, 1)
-        this._keys.splice(i, 1)
-        this._values.splice(i, 1)
+        removeAt(this._names, i)
+        removeAt(this._keys, i)
+        removeAt(this._values, i)
         if (parts.length === 1) return parts[0]
         i--
         continue

@@ -53,8 +53,9 @@ export function serverKey (request: SipRequest): string {
   if (via === undefined) throw new SipStatusError(400, 'Missing Via')
   const method = request.method === 'ACK' ? 'INVITE' : request.method
   // 17.2.3: sent-by compared with the default port filled in (18.2.1: 5061 for TLS, else 5060)
-  const sentBy = `${via.host.toLowerCase()}:${via.port ?? (via.transport === 'TLS' ? 5061 : 5060)}`
-  if (via.branch !== undefined && via.branch.startsWith(MAGIC)) return `${via.branch}|${sentBy}|${method}`
+  const port = via.port ?? (via.transport === 'TLS' ? 5061 : 5060)
+  // one string for the key (no intermediate sent-by string per request)
+  if (via.branch !== undefined && via.branch.startsWith(MAGIC)) return `${via.branch}|${via.host.toLowerCase()}:${port}|${method}`
   // RFC 2543 fallback (17.2.3): Request-URI, From tag, Call-ID, CSeq number, top Via (To tag left out: the ACK's differs)
   const from = request.headers.get('From') ?? ''
   let fromTag = ''
