@@ -2,8 +2,9 @@
 // (in-memory registry) relaying locally over real UDP sockets on loopback, a UAC and a UAS in this
 // same process (the UAS answers every MESSAGE 200 from a pre-built template), a window of MESSAGEs
 // in flight. Reported: CPU µs per relayed MESSAGE of the whole process (user + system, the UAC and
-// UAS included: constant between builds), young-generation GCs per 1,000 MESSAGEs (a figure that
-// load on the machine does not move), and the rate. Not a benchmark of the product: see
+// UAS included: constant between builds), bytes allocated on the V8 heap per MESSAGE (whole
+// process, from v8.GCProfiler's heap sizes before and after each GC), young-generation GCs per
+// 1,000 MESSAGEs (figures that load on the machine does not move), and the rate. Not a benchmark of the product: see
 // bench-relay.ts for that.
 //
 //   node --min-semi-space-size=16 --max-semi-space-size=16 scripts/bench-relay-path.ts [--messages 40000] [--window 64] [--rounds 3]
@@ -11,6 +12,7 @@
 import { createSocket, type Socket } from 'node:dgram'
 import { PerformanceObserver, constants } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
+import { GCProfiler, getHeapStatistics } from 'node:v8'
 import { Gateway } from '../sip-gateway/gateway.ts'
 import { MemoryStore } from '../sip-gateway/memory-store.ts'
 import { MemoryChannelHub } from '../sip-gateway/memory-channel.ts'
@@ -109,22 +111,41 @@ if (session !== undefined) {
   session.connect()
   await post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
 }
-const figures: Array<{ cpuUs: number, scavengesPerK: number, rate: number, gcUs: number, majors: number }> = []
+/**
+ * Bytes allocated on the V8 heap while `run` runs: what each GC found used less what the one
+ * before left, plus the growth since the last GC (exact, unlike a sampling profile).
+ */
+async function allocated<T> (run: () => Promise<T>): Promise<{ bytes: number, result: T }> {
+  const profiler = new GCProfiler()
+  const used0 = getHeapStatistics().used_heap_size
+  profiler.start()
+  const result = await run()
+  const used1 = getHeapStatistics().used_heap_size
+  const { statistics } = profiler.stop()
+  let bytes = 0
+  let after = used0
+  for (const gc of statistics) {
+    bytes += gc.beforeGC.heapStatistics.usedHeapSize - after
+    after = gc.afterGC.heapStatistics.usedHeapSize
+  }
+  return { bytes: bytes + used1 - after, result }
+}
+const figures: Array<{ cpuUs: number, scavengesPerK: number, rate: number, gcUs: number, majors: number, kbPerMsg: number }> = []
 for (let r = 0; r < ROUNDS; r++) {
   const cpu0 = process.cpuUsage()
   const s0 = scavenges
   const m0 = majors
   const g0 = gcMs
   const t0 = performance.now()
-  const ok = await round(MESSAGES)
+  const { bytes, result: ok } = await allocated(async () => await round(MESSAGES))
   const ms = performance.now() - t0
   const cpu = process.cpuUsage(cpu0)
   await new Promise(resolve => setTimeout(resolve, 50)) // the observer's last entries
   // with --expose-gc: what the last second's messages keep alive (lingering transactions)
   const gc = (globalThis as { gc?: () => void }).gc
   if (gc !== undefined) { gc(); console.log(`  heap after a full GC: ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(1)} MB (${gateway.stats.serverTransactions} server, ${gateway.stats.clientTransactions} client transactions live)`) }
-  figures.push({ cpuUs: (cpu.user + cpu.system) / ok, scavengesPerK: (scavenges - s0) * 1000 / ok, rate: ok / ms * 1000, gcUs: (gcMs - g0) * 1000 / ok, majors: majors - m0 })
-  console.log(`round ${r + 1}: ${ok}/${MESSAGES} answered, ${(ok / ms * 1000).toFixed(0)}/s, CPU ${((cpu.user + cpu.system) / ok).toFixed(1)} µs/msg (user ${(cpu.user / ok).toFixed(1)}, system ${(cpu.system / ok).toFixed(1)}), ${((scavenges - s0) * 1000 / ok).toFixed(2)} scavenges per 1,000, GC ${((gcMs - g0) * 1000 / ok).toFixed(1)} µs/msg, ${majors - m0} mark-compact`)
+  figures.push({ cpuUs: (cpu.user + cpu.system) / ok, scavengesPerK: (scavenges - s0) * 1000 / ok, rate: ok / ms * 1000, gcUs: (gcMs - g0) * 1000 / ok, majors: majors - m0, kbPerMsg: bytes / ok / 1000 })
+  console.log(`round ${r + 1}: ${ok}/${MESSAGES} answered, ${(ok / ms * 1000).toFixed(0)}/s, CPU ${((cpu.user + cpu.system) / ok).toFixed(1)} µs/msg (user ${(cpu.user / ok).toFixed(1)}, system ${(cpu.system / ok).toFixed(1)}), ${(bytes / ok / 1000).toFixed(2)} KB allocated/msg, ${((scavenges - s0) * 1000 / ok).toFixed(2)} scavenges per 1,000, GC ${((gcMs - g0) * 1000 / ok).toFixed(1)} µs/msg, ${majors - m0} mark-compact`)
 }
 if (session !== undefined) {
   const { profile } = await post('HeapProfiler.stopSampling')
@@ -132,7 +153,7 @@ if (session !== undefined) {
   session.disconnect()
 }
 const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
-console.log(JSON.stringify({ bench: 'relay-path', messages: MESSAGES, window: WINDOW, cpuUsPerMsg: Number(med(figures.map(f => f.cpuUs)).toFixed(1)), scavengesPerK: Number(med(figures.map(f => f.scavengesPerK)).toFixed(2)), gcUsPerMsg: Number(med(figures.map(f => f.gcUs)).toFixed(1)), markCompacts: figures.reduce((a, f) => a + f.majors, 0), rate: Math.round(med(figures.map(f => f.rate))) }))
+console.log(JSON.stringify({ bench: 'relay-path', messages: MESSAGES, window: WINDOW, cpuUsPerMsg: Number(med(figures.map(f => f.cpuUs)).toFixed(1)), kbAllocatedPerMsg: Number(med(figures.map(f => f.kbPerMsg)).toFixed(2)), scavengesPerK: Number(med(figures.map(f => f.scavengesPerK)).toFixed(2)), gcUsPerMsg: Number(med(figures.map(f => f.gcUs)).toFixed(1)), markCompacts: figures.reduce((a, f) => a + f.majors, 0), rate: Math.round(med(figures.map(f => f.rate))) }))
 obs.disconnect()
 uac.close()
 uas.close()

@@ -63,6 +63,8 @@ const LIST_HEADERS = new Set([
   'unsupported', 'via', 'warning'
 ])
 
+import type { Via } from './via.ts'
+
 const keyCache = new Map<string, string>()
 
 const LINE_BREAKS = /[\r\n\0]+/g
@@ -146,6 +148,20 @@ function firstElement (value: string): string | undefined {
   return splitList(value)[0]
 }
 
+/** `a.splice(i, 0, v)` without the array of removed elements splice returns */
+function insertAt (a: string[], i: number, v: string): void {
+  if (i === 0) { a.unshift(v); return }
+  a.push(v)
+  for (let j = a.length - 1; j > i; j--) a[j] = a[j - 1]
+  a[i] = v
+}
+
+/** `a.splice(i, 1)` without the array of the removed element splice returns */
+function removeAt (a: string[], i: number): void {
+  for (let j = i + 1; j < a.length; j++) a[j - 1] = a[j]
+  a.length--
+}
+
 /** Ordered header fields of one SIP message. */
 export class Headers {
   /** names as written (canonical spelling for known headers) */
@@ -154,6 +170,13 @@ export class Headers {
   private _keys: string[]
   /** raw values (folding undone, surrounding whitespace trimmed) */
   private _values: string[]
+  /**
+   * The top Via element parsed, and the text it was parsed from (see `topVia` in via.ts): the
+   * transport, the transaction layer and the proxy all read it, once per message instead of once
+   * each. Valid while the top Via text is the same string; any change to it makes a new parse.
+   */
+  _topViaText: string | undefined = undefined
+  _topVia: Readonly<Via> | undefined = undefined
 
   constructor (init?: Iterable<readonly [string, string]> | Record<string, string>) {
     this._names = []
@@ -282,9 +305,9 @@ export class Headers {
     value = clean(value)
     let i = this._keys.indexOf(key)
     if (i === -1) i = 0
-    this._names.splice(i, 0, headerDisplayName(name, key))
-    this._keys.splice(i, 0, key)
-    this._values.splice(i, 0, String(value))
+    insertAt(this._names, i, headerDisplayName(name, key))
+    insertAt(this._keys, i, key)
+    insertAt(this._values, i, String(value))
     return this
   }
 
@@ -331,9 +354,9 @@ export class Headers {
       const raw = this._values[i]
       const parts = LIST_HEADERS.has(key) ? splitList(raw) : [raw]
       if (parts.length <= 1) {
-        this._names.splice(i, 1)
-        this._keys.splice(i, 1)
-        this._values.splice(i, 1)
+        removeAt(this._names, i)
+        removeAt(this._keys, i)
+        removeAt(this._values, i)
         if (parts.length === 1) return parts[0]
         i--
         continue
@@ -358,6 +381,8 @@ export class Headers {
     h._names = this._names.slice()
     h._keys = this._keys.slice()
     h._values = this._values.slice()
+    h._topViaText = this._topViaText
+    h._topVia = this._topVia
     return h
   }
 

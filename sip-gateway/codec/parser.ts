@@ -136,32 +136,34 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
   const pos = nl === -1 ? head.length : nl + 1
   let p = pos
   const n = head.length
+  // each header line is read in place in `head`: its name and its value are the only strings
+  // made of it (no string per line, no untrimmed copy of each value)
   while (p < n) {
     nl = head.indexOf('\n', p)
     const end = nl === -1 ? n : nl
-    line = head.slice(p, head.charCodeAt(end - 1) === 13 ? end - 1 : end)
+    const lineStart = p
+    const lineEnd = head.charCodeAt(end - 1) === 13 && end - 1 >= lineStart ? end - 1 : end
     p = end + 1
-    const c0 = line.charCodeAt(0)
+    if (lineEnd === lineStart) continue
+    const c0 = head.charCodeAt(lineStart)
     if (c0 === 32 || c0 === 9) {
       // folding (RFC 3261 7.3.1): a continuation line joins the previous value with one space
       if (last === -1) { fail('Malformed header folding'); continue }
-      const more = line.trim()
+      const more = head.slice(lineStart, lineEnd).trim()
       if (more !== '') {
         const prev = headers._valueAt(last)
         headers._setValueAt(last, prev === '' ? more : prev + ' ' + more)
       }
       continue
     }
-    if (line.length === 0) continue
-    const colon = line.indexOf(':')
-    if (colon <= 0) { fail('Malformed header line'); continue }
+    const colon = head.indexOf(':', lineStart)
+    if (colon <= lineStart || colon >= lineEnd) { fail('Malformed header line'); continue }
     let nameEnd = colon
-    while (nameEnd > 0 && (line.charCodeAt(nameEnd - 1) === 32 || line.charCodeAt(nameEnd - 1) === 9)) nameEnd--
-    const name = nameEnd === colon ? line.slice(0, colon) : line.slice(0, nameEnd)
-    const info = nameInfo(name)
+    while (nameEnd > lineStart && (head.charCodeAt(nameEnd - 1) === 32 || head.charCodeAt(nameEnd - 1) === 9)) nameEnd--
+    const info = nameInfo(head.slice(lineStart, nameEnd))
     if (info === undefined) { fail('Malformed header name'); continue }
     const key = info.key
-    const value = line.slice(colon + 1).trim()
+    const value = trimmedSlice(head, colon + 1, lineEnd)
     last = headers.size
     headers._push(info.display, key, value)
     switch (key) {
@@ -183,7 +185,8 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
     const top = splitList(headers._valueAt(via))[0]
     try {
       if (top === undefined) throw new SipParseError('Malformed Via')
-      parseVia(top)
+      headers._topVia = parseVia(top)
+      headers._topViaText = top
       viaOk = true
     } catch (err) {
       fail((err as SipParseError).reason ?? 'Malformed Via')
@@ -236,6 +239,20 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
     throw error.withRequest(answerable ? request : undefined)
   }
   return message
+}
+
+/** `s.slice(from, to).trim()`, without the untrimmed copy when only ASCII whitespace is trimmed */
+export function trimmedSlice (s: string, from: number, to: number): string {
+  while (from < to && isAsciiSpace(s.charCodeAt(from))) from++
+  while (to > from && isAsciiSpace(s.charCodeAt(to - 1))) to--
+  const v = s.slice(from, to)
+  // other white space trim() removes (U+00A0, U+FEFF, U+2028...): the same result as trim()
+  return v.length > 0 && (v.charCodeAt(0) > 127 || v.charCodeAt(v.length - 1) > 127) ? v.trim() : v
+}
+
+/** the ASCII characters String.prototype.trim removes: TAB, LF, VT, FF, CR, SP */
+function isAsciiSpace (c: number): boolean {
+  return c === 32 || (c >= 9 && c <= 13)
 }
 
 function parseStatusLine (line: string, headers: Headers): SipResponse {

@@ -1,5 +1,6 @@
 /** One Via header element (RFC 3261 20.42, with `received` and `rport` of RFC 3581). */
 import { SipParseError } from '../errors.ts'
+import type { Headers } from './headers.ts'
 import { isTokenChar, parseParams, setParam, skipWhitespace, type Params } from './params.ts'
 import { parsePort } from './uri.ts'
 
@@ -93,19 +94,77 @@ export function parseVia (value: string): Via {
 }
 
 /**
- * Write a Via element. `branch`, `received` and `rport` override the same names in `params`;
- * the other parameters are written in their order.
+ * The top Via element of a message, parsed once and kept on its headers while the text of the
+ * top Via stays the same (the parser fills it in when it checks the Via). Shared: callers must
+ * not change it (a copy, then `setTopVia`, to write a changed one). Undefined when there is no
+ * Via; throws `SipParseError` when it is malformed.
  */
-export function formatVia (via: Via): string {
-  let out = `${via.protocol}/${via.transport} ${via.host}`
-  if (via.port !== undefined) out += ':' + via.port
+export function topVia (headers: Headers): Readonly<Via> | undefined {
+  const text = headers.get('via')
+  if (text === undefined) return undefined
+  if (headers._topVia !== undefined && headers._topViaText === text) return headers._topVia
+  const via = parseVia(text)
+  headers._topViaText = text
+  headers._topVia = via
+  return via
+}
+
+/** Replace the top Via element with `via` (written by `formatVia`), keeping it parsed. */
+export function setTopVia (headers: Headers, via: Readonly<Via>): void {
+  const text = formatVia(via)
+  if (!headers.replaceFirst('via', text)) return
+  // replaceFirst stores the text as given when the line holds one element
+  const stored = headers.get('via')
+  if (stored === text) {
+    headers._topViaText = stored
+    headers._topVia = asParsed(via)
+  }
+}
+
+/** Add `via` as the new top Via (a proxy's own, 16.6 step 8), keeping it parsed. */
+export function prependVia (headers: Headers, via: Readonly<Via>): void {
+  const text = formatVia(via)
+  headers.prepend('Via', text)
+  if (headers.get('via') === text) {
+    headers._topViaText = text
+    headers._topVia = asParsed(via)
+  }
+}
+
+/** `via` as `parseVia(formatVia(via))` gives it: the overrides written into its parameters too */
+function asParsed (via: Readonly<Via>): Via {
   const params: Params = { ...via.params }
   if (via.branch !== undefined) setParam(params, 'branch', via.branch)
   if (via.received !== undefined) setParam(params, 'received', via.received)
   if (via.rport !== undefined) setParam(params, 'rport', via.rport === null ? null : String(via.rport))
+  const out: Via = { ...via, params }
+  // and the other way: parameters named branch, received, rport fill the fields in
+  if (typeof params.branch === 'string') out.branch = params.branch
+  if (typeof params.received === 'string') out.received = params.received
+  if (params.rport !== undefined) out.rport = params.rport === null ? null : Number(params.rport)
+  return out
+}
+
+/**
+ * Write a Via element. `branch`, `received` and `rport` override the same names in `params`;
+ * the other parameters are written in their order.
+ */
+export function formatVia (via: Readonly<Via>): string {
+  let out = `${via.protocol}/${via.transport} ${via.host}`
+  if (via.port !== undefined) out += ':' + via.port
+  const params = via.params
+  const rport = via.rport === undefined ? undefined : via.rport === null ? null : String(via.rport)
+  // the overrides take the place of a parameter of the same name, else go last (in this order)
   for (const name in params) {
-    const v = params[name]
+    const v = name === 'branch' && via.branch !== undefined
+      ? via.branch
+      : name === 'received' && via.received !== undefined
+        ? via.received
+        : name === 'rport' && rport !== undefined ? rport : params[name]
     out += v === null || v === undefined ? `;${name}` : `;${name}=${v}`
   }
+  if (via.branch !== undefined && !Object.hasOwn(params, 'branch')) out += `;branch=${via.branch}`
+  if (via.received !== undefined && !Object.hasOwn(params, 'received')) out += `;received=${via.received}`
+  if (rport !== undefined && !Object.hasOwn(params, 'rport')) out += rport === null ? ';rport' : `;rport=${rport}`
   return out
 }

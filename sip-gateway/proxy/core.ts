@@ -52,11 +52,11 @@
  * `404 Not Owner` with `Sipmesh-Not-Owner: <its id>`; the sending node then re-resolves with
  * `fresh: true` and retries once (locally when the AoR is now ours).
  */
-import { SipRequest, type SipResponse } from '../codec/message.ts'
+import { SipRequest, SipResponse } from '../codec/message.ts'
 import { createResponse } from '../codec/response.ts'
 import { serializeMessage } from '../codec/serializer.ts'
 import { randomBytes } from 'node:crypto'
-import { parseVia, formatVia } from '../codec/via.ts'
+import { parseVia, formatVia, prependVia, topVia } from '../codec/via.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
 import { parseNameAddr } from '../codec/name-addr.ts'
 import { parseCSeq } from '../codec/cseq.ts'
@@ -268,6 +268,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #resolving = new Map<string, Promise<Route | undefined>>()
   /** MESSAGE routing per recipient AoR, in arrival order */
   readonly #inOrder = new KeyedLock()
+  /** each binding's Contact address, parsed (see #contactAddress); gone with the binding */
+  readonly #contactAddresses = new WeakMap<Binding<Flow>, ContactAddress>()
   readonly #lastRoutes = new Map<string, Route>()
   readonly #loopHashes = new WeakMap<SipRequest, string>()
   /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
@@ -336,11 +338,9 @@ export class ProxyCore implements TransactionCore<Flow> {
 
   onStrayResponse (response: SipResponse, _flow: Flow): void {
     // 16.7 / 16.11: a response with no transaction (a retransmitted 2xx) goes on statelessly
-    const top = response.headers.get('Via')
-    if (top === undefined) return
     try {
-      const via = parseVia(top)
-      if (!this.#isOurVia(via)) return
+      const via = topVia(response.headers)
+      if (via === undefined || !this.#isOurVia(via)) return
       const copy = cloneMessage(response) as SipResponse
       copy.headers.shift('Via')
       const next = copy.headers.get('Via')
@@ -444,7 +444,7 @@ export class ProxyCore implements TransactionCore<Flow> {
         ? await this.#routeFlow(next)
         : await this.#peerRouteFlow(request, next, peer === undefined && !fromMesh && consumedRoute)
       if (!fromMesh) this.#assertIdentity(request)
-      await this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
+      this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
       return
     }
 
@@ -459,7 +459,7 @@ export class ProxyCore implements TransactionCore<Flow> {
         const binding = this.#registrar.findByContact(request.uri)
         if (binding !== undefined) {
           if (!fromMesh) this.#assertIdentity(request)
-          await this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#bindingFlow(binding) }])
+          this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#bindingFlow(binding) }])
           return
         }
         // or the remote target of a dialog we Record-Routed, whatever the registrar holds: a
@@ -477,7 +477,7 @@ export class ProxyCore implements TransactionCore<Flow> {
             target = await this.#peers.connect(target.peerDomain, this.#connector)
           }
           if (!fromMesh) this.#assertIdentity(request)
-          await this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
+          this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
           return
         }
       }
@@ -526,7 +526,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
     const target = await (this.#peers as PeerNetworks).connect(domain, this.#connector)
     this.stats.forwardedPeer++
-    await this.#forward(request, tx, inbound, [{ uri: request.uri, flow: target }])
+    this.#forward(request, tx, inbound, [{ uri: request.uri, flow: target }])
   }
 
   /**
@@ -621,7 +621,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       return
     }
     this.stats.forwardedMesh++
-    await this.#forward(request, tx, flow, [{ uri: request.uri, flow: this.#mesh(route.node), aor, retried }])
+    this.#forward(request, tx, flow, [{ uri: request.uri, flow: this.#mesh(route.node), aor, retried }])
   }
 
   async #deliverLocal (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): Promise<void> {
@@ -641,7 +641,8 @@ export class ProxyCore implements TransactionCore<Flow> {
     const targets: Target[] = []
     for (const b of bindings) {
       try {
-        const flow = await this.#sizedFlow(request, b.uri, await this.#bindingFlow(b))
+        let flow = this.#contactFlow(request, b)
+        if (isThenable(flow)) flow = await flow
         if (secureOnly && !SECURE_TRANSPORTS.has(flow.transport)) continue
         targets.push({ uri: b.uri, flow, aorOffline: aor })
       } catch (err) {
@@ -649,7 +650,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       }
     }
     if (targets.length === 0) throw new SipStatusError(480, secureOnly ? 'Temporarily Unavailable (no contact over TLS for a sips: request)' : 'Temporarily Unavailable')
-    await this.#forward(request, tx, flow, targets)
+    this.#forward(request, tx, flow, targets)
   }
 
   async #unavailable (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): Promise<void> {
@@ -665,13 +666,43 @@ export class ProxyCore implements TransactionCore<Flow> {
    * WebSocket: the only way to reach a UA behind NAT or on a WebSocket), else at the Contact
    * address. A UDP REGISTER's source is used only when the Contact cannot be reached by address.
    */
-  async #bindingFlow (b: Binding<Flow>): Promise<Flow> {
+  #bindingFlow (b: Binding<Flow>): Flow | Promise<Flow> {
     if (b.flow !== undefined && b.flow.open && b.flow.reliable) return b.flow
+    const c = this.#contactAddress(b)
+    if (b.flow !== undefined && b.flow.open && c.invalidHost) return b.flow
+    if (c.transport !== 'UDP' && c.transport !== 'TCP') throw new SipStatusError(480, 'Temporarily Unavailable')
+    // a UDP flow comes at once (no promise per relayed message); a connection may take a while
+    return this.#connector.connect(c)
+  }
+
+  /**
+   * Where a binding's Contact points, parsed once per binding (and again if its URI changes), not
+   * once per message relayed to it. Throws SipParseError on a malformed Contact, every time.
+   */
+  #contactAddress (b: Binding<Flow>): ContactAddress {
+    const known = this.#contactAddresses.get(b)
+    if (known !== undefined && known.uri === b.uri) return known
     const u = parseUri(b.uri)
-    if (b.flow !== undefined && b.flow.open && u.host.toLowerCase().endsWith('.invalid')) return b.flow
-    const t = typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP'
-    if (t !== 'UDP' && t !== 'TCP') throw new SipStatusError(480, 'Temporarily Unavailable')
-    return await this.#connector.connect({ transport: t, host: u.host, port: u.port ?? 5060 })
+    const c: ContactAddress = {
+      uri: b.uri,
+      transport: typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP',
+      host: u.host,
+      port: u.port ?? 5060,
+      invalidHost: u.host.toLowerCase().endsWith('.invalid')
+    }
+    this.#contactAddresses.set(b, c)
+    return c
+  }
+
+  /**
+   * The flow to a binding's contact for `request` (#bindingFlow, then #sizedFlow): a value when
+   * both are at hand, as they are on the common path (UDP, or an open connection), else a promise.
+   * Throws or rejects when the contact cannot be reached.
+   */
+  #contactFlow (request: SipRequest, b: Binding<Flow>): Flow | Promise<Flow> {
+    const flow = this.#bindingFlow(b)
+    if (isThenable(flow)) return flow.then(async f => await this.#sizedFlow(request, b.uri, f))
+    return this.#sizedFlow(request, b.uri, flow)
   }
 
   async #routeFlow (u: SipUri): Promise<Flow> {
@@ -810,7 +841,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     const bindings = this.#registrar.lookup(aor)
     const targets: Target[] = []
     for (const b of bindings) {
-      try { targets.push({ uri: b.uri, flow: await this.#sizedFlow(request, b.uri, await this.#bindingFlow(b)) }) } catch { /* unreachable contact */ }
+      try { targets.push({ uri: b.uri, flow: await this.#contactFlow(request, b) }) } catch { /* unreachable contact */ }
     }
     if (targets.length === 0) return undefined
     return await new Promise<SipResponse>(resolve => {
@@ -871,7 +902,7 @@ export class ProxyCore implements TransactionCore<Flow> {
    * same); when that connection cannot be made the UDP flow is kept and the size rule answers
    * 513. `uri` is the contact the copy will carry as its Request-URI.
    */
-  async #sizedFlow (request: SipRequest, uri: string, flow: Flow): Promise<Flow> {
+  #sizedFlow (request: SipRequest, uri: string, flow: Flow): Flow | Promise<Flow> {
     if (request.method !== 'MESSAGE' || flow.transport !== 'UDP') return flow
     // measured as it will leave (Request-URI set to the contact); swapped back synchronously
     const received = request.uri
@@ -879,6 +910,10 @@ export class ProxyCore implements TransactionCore<Flow> {
     let tooLarge: boolean
     try { tooLarge = this.#tooLargeForUdp(request, flow) } finally { request.uri = received }
     if (!tooLarge) return flow
+    return this.#tcpInstead(uri, flow)
+  }
+
+  async #tcpInstead (uri: string, flow: Flow): Promise<Flow> {
     try {
       return await this.#connector.connect({ transport: 'TCP', host: flow.remote.host, port: flow.remote.port })
     } catch (err) {
@@ -904,7 +939,8 @@ export class ProxyCore implements TransactionCore<Flow> {
 
   // ---- forwarding (16.6) and responses (16.7) ---------------------------------------------
 
-  async #forward (request: SipRequest, tx: ServerTransaction, inbound: Flow, targets: Target[]): Promise<void> {
+  /** synchronous: nothing here waits, so a relayed message pays no promise for it */
+  #forward (request: SipRequest, tx: ServerTransaction, inbound: Flow, targets: Target[]): void {
     if ((tx as InviteServerTransaction<SipRequest, SipResponse>).cancelled === true) {
       this.#respond(tx, createResponse(request, 487, undefined, undefined, { toTag: true }))
       return
@@ -982,7 +1018,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     const params: Record<string, string | null> = {}
     if (target.flow.transport === MESH_TRANSPORT) params.node = this.#registry.nodeId
     else if (target.flow.transport === 'UDP') params.rport = null
-    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#portFor(target.flow.transport), params, branch }))
+    prependVia(copy.headers, { protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#portFor(target.flow.transport), params, branch })
     // RFC 3325: identity crosses to a peer network only within one trust domain
     if (target.flow.peerDomain !== undefined) this.#peers?.outbound(copy, target.flow.peerDomain)
     const b = ctx.addBranch(branch, copy)
@@ -1208,9 +1244,10 @@ export class ProxyCore implements TransactionCore<Flow> {
   #checkLoop (request: SipRequest): void {
     const vias = request.headers.getAll('Via')
     let hash: string | undefined
-    for (const v of vias) {
+    for (let i = 0; i < vias.length; i++) {
       let via
-      try { via = parseVia(v) } catch { throw new SipStatusError(400, 'Malformed Via') }
+      // the top one is parsed already (kept on the headers)
+      try { via = i === 0 ? topVia(request.headers) ?? parseVia(vias[0]) : parseVia(vias[i]) } catch { throw new SipStatusError(400, 'Malformed Via') }
       const ours = typeof via.params.node === 'string' ? via.params.node === this.#registry.nodeId : this.#isOurVia(via)
       if (!ours || via.branch === undefined) continue
       hash ??= this.#loopHashes.get(request) ?? loopHashOf(request)
@@ -1220,6 +1257,17 @@ export class ProxyCore implements TransactionCore<Flow> {
       }
     }
   }
+}
+
+/** a binding's Contact as a place to send to (#contactAddress) */
+interface ContactAddress {
+  readonly uri: string
+  /** upper-cased, UDP when the URI names none */
+  readonly transport: string
+  readonly host: string
+  readonly port: number
+  /** RFC 7118 / RFC 5626 made-up hosts: only the REGISTER's own flow reaches them */
+  readonly invalidHost: boolean
 }
 
 interface Target {
@@ -1278,21 +1326,51 @@ export function loopHashOf (request: SipRequest): string {
   try { tagFrom = String(parseNameAddr(h.get('From') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
   try { tagTo = String(parseNameAddr(h.get('To') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
   const cseq = h.get('CSeq') ?? ''
-  const s = [request.uri, tagFrom, tagTo, h.get('Call-ID') ?? '', cseq.trim().split(/\s+/)[0],
-    h.getAll('Route').join(','), h.getAll('Proxy-Require').join(','), h.get('Proxy-Authorization') ?? ''].join('\n')
-  let x = 0x811c9dc5
+  // hashed field by field, as the fields joined by LF (list elements by commas) would be: no
+  // joined string and no arrays per request
+  let x = fnv(0x811c9dc5, request.uri)
+  x = fnv(fnv(x, '\n'), tagFrom)
+  x = fnv(fnv(x, '\n'), tagTo)
+  x = fnv(fnv(x, '\n'), h.get('Call-ID') ?? '')
+  x = fnv(fnv(x, '\n'), cseqNumber(cseq))
+  x = fnvList(fnv(x, '\n'), h, 'Route')
+  x = fnvList(fnv(x, '\n'), h, 'Proxy-Require')
+  x = fnv(fnv(x, '\n'), h.get('Proxy-Authorization') ?? '')
+  return x.toString(36)
+}
+
+/** FNV-1a over the UTF-16 code units of `s`, from `x` */
+function fnv (x: number, s: string): number {
   for (let i = 0; i < s.length; i++) {
     x ^= s.charCodeAt(i)
     x = Math.imul(x, 0x01000193) >>> 0
   }
-  return x.toString(36)
+  return x
+}
+
+/** `fnv` of `h.getAll(name).join(',')`, without the array when the header is absent */
+function fnvList (x: number, h: SipRequest['headers'], name: string): number {
+  if (!h.has(name)) return x
+  return fnv(x, h.getAll(name).join(','))
+}
+
+/** `cseq.trim().split(/\s+/)[0]`: the text before the first white space */
+function cseqNumber (cseq: string): string {
+  const t = cseq.trim()
+  const m = /\s/.exec(t)
+  return m === null ? t : t.slice(0, m.index)
 }
 
 function cloneMessage (m: SipRequest | SipResponse): SipRequest | SipResponse {
-  const c = Object.create(Object.getPrototypeOf(m) as object) as SipRequest | SipResponse
-  Object.assign(c, m)
-  c.headers = m.headers.clone()
-  return c
+  // by the constructors: objects of the classes' own shape (Object.create + assign made each
+  // copy a slower object of a shape of its own)
+  return m instanceof SipRequest
+    ? new SipRequest(m.method, m.uri, m.headers.clone(), m.body, m.version)
+    : new SipResponse(m.status, m.reason, m.headers.clone(), m.body, m.version)
+}
+
+function isThenable<T> (x: T | Promise<T>): x is Promise<T> {
+  return typeof (x as { then?: unknown }).then === 'function'
 }
 
 /** the URI of a name-addr header value (From, To), or undefined when malformed */

@@ -5,7 +5,7 @@
  */
 import { SipRequest, type SipResponse } from '../codec/message.ts'
 import { Headers } from '../codec/headers.ts'
-import { parseVia } from '../codec/via.ts'
+import { topVia } from '../codec/via.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import { parseNameAddr } from '../codec/name-addr.ts'
 import { SipStatusError } from '../errors.ts'
@@ -49,28 +49,27 @@ export interface TransactionLayerInit {
 
 /** RFC 3261 17.2.3 key of a server transaction; ACK maps to its INVITE. */
 export function serverKey (request: SipRequest): string {
-  const top = request.headers.get('Via')
-  if (top === undefined) throw new SipStatusError(400, 'Missing Via')
-  const via = parseVia(top)
+  const via = topVia(request.headers)
+  if (via === undefined) throw new SipStatusError(400, 'Missing Via')
   const method = request.method === 'ACK' ? 'INVITE' : request.method
   // 17.2.3: sent-by compared with the default port filled in (18.2.1: 5061 for TLS, else 5060)
-  const sentBy = `${via.host.toLowerCase()}:${via.port ?? (via.transport === 'TLS' ? 5061 : 5060)}`
-  if (via.branch !== undefined && via.branch.startsWith(MAGIC)) return `${via.branch}|${sentBy}|${method}`
+  const port = via.port ?? (via.transport === 'TLS' ? 5061 : 5060)
+  // one string for the key (no intermediate sent-by string per request)
+  if (via.branch !== undefined && via.branch.startsWith(MAGIC)) return `${via.branch}|${via.host.toLowerCase()}:${port}|${method}`
   // RFC 2543 fallback (17.2.3): Request-URI, From tag, Call-ID, CSeq number, top Via (To tag left out: the ACK's differs)
   const from = request.headers.get('From') ?? ''
   let fromTag = ''
   try { fromTag = String(parseNameAddr(from).params.tag ?? '') } catch { /* keyed without it */ }
   const cseq = request.headers.get('CSeq')
   const seq = cseq === undefined ? '' : String(parseCSeq(cseq).seq)
-  return `2543|${request.uri}|${fromTag}|${request.headers.get('Call-ID') ?? ''}|${seq}|${top}|${method}`
+  return `2543|${request.uri}|${fromTag}|${request.headers.get('Call-ID') ?? ''}|${seq}|${request.headers.get('Via')}|${method}`
 }
 
 /** RFC 3261 17.1.3 key of a client transaction: top Via branch and CSeq method. */
 export function clientKey (message: SipRequest | SipResponse): string | undefined {
-  const top = message.headers.get('Via')
   const cseq = message.headers.get('CSeq')
-  if (top === undefined || cseq === undefined) return undefined
-  const branch = parseVia(top).branch
+  if (cseq === undefined) return undefined
+  const branch = topVia(message.headers)?.branch
   if (branch === undefined) return undefined
   return `${branch}|${parseCSeq(cseq).method}`
 }

@@ -13,7 +13,7 @@ import { parseMessage } from '../codec/parser.ts'
 import { serializeMessage } from '../codec/serializer.ts'
 import { SipRequest, isRequest, type SipMessage } from '../codec/message.ts'
 import { createResponse } from '../codec/response.ts'
-import { parseVia, formatVia } from '../codec/via.ts'
+import { setTopVia, topVia } from '../codec/via.ts'
 import { SipParseError, TransportError } from '../errors.ts'
 import type { AbortOptions, Logger } from '../ports.ts'
 import type { StreamConnection, StreamHost, StreamSettings } from './connection.ts'
@@ -161,23 +161,19 @@ function zero (): Record<TransportKind, number> {
  * (`received` when it differs from sent-by, or always when `rport` asks) and port (`rport`).
  */
 export function stampVia (request: SipRequest, remote: Address): void {
-  const top = request.headers.get('via')
-  if (top === undefined) return
   let via
   try {
-    via = parseVia(top)
+    via = topVia(request.headers)
   } catch {
     return
   }
+  if (via === undefined) return
+  // the parsed top Via is shared (kept on the headers): a changed copy replaces it
   if (via.rport === null) {
-    via.rport = remote.port
-    via.received = remote.host
+    setTopVia(request.headers, { ...via, rport: remote.port, received: remote.host })
   } else if (unbracket(via.host) !== remote.host) {
-    via.received = remote.host
-  } else {
-    return
+    setTopVia(request.headers, { ...via, received: remote.host })
   }
-  request.headers.replaceFirst('via', formatVia(via))
 }
 
 /**
@@ -480,14 +476,14 @@ export class TransportLayer implements StreamHost {
    */
   responseTarget (request: SipRequest, source: MessageSource): SendTarget {
     if (source.connectionId !== undefined && this.isOpen(source.connectionId)) return this.targetOf(source)
-    const top = request.headers.get('via')
-    if (top === undefined || source.transport === 'ws' || source.transport === 'wss') return this.targetOf(source)
+    if (source.transport === 'ws' || source.transport === 'wss') return this.targetOf(source)
     let via
     try {
-      via = parseVia(top)
+      via = topVia(request.headers)
     } catch {
       return this.targetOf(source)
     }
+    if (via === undefined) return this.targetOf(source)
     const host = unbracket(via.received ?? via.host)
     if (source.transport === 'udp' && typeof via.rport === 'number') return { transport: 'udp', host, port: via.rport }
     return { transport: source.transport, host, port: via.port ?? (source.transport === 'tls' ? 5061 : 5060) }

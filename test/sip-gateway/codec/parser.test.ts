@@ -377,3 +377,61 @@ describe('hostile input stays linear', () => {
     }
   })
 })
+
+describe('serializeMessage writes what the string form would', () => {
+  // the head as one string, as the serializer wrote it before it wrote into a scratch buffer
+  function asString (m: SipMessage): string {
+    let s = m instanceof SipRequest ? `${m.method} ${m.uri} ${m.version}\r\n` : `${m.version} ${m.status} ${m.reason}\r\n`
+    let cl = false
+    for (const [name, value] of m.headers) {
+      if (name.toLowerCase() === 'content-length') { if (!cl) s += `${name}: ${m.body.length}\r\n`; cl = true; continue }
+      s += `${name}: ${value}\r\n`
+    }
+    if (!cl) s += `Content-Length: ${m.body.length}\r\n`
+    return s + '\r\n' + Buffer.from(m.body).toString('utf8')
+  }
+
+  test('multi-byte and lone-surrogate values, heads far larger than the scratch, a rewritten Content-Length', () => {
+    const cases: SipMessage[] = []
+    const a = new SipRequest('MESSAGE', 'sip:bob@example.com', undefined, Buffer.from('héllo ✓'))
+    a.headers.append('Via', 'SIP/2.0/UDP h;branch=z9hG4bKx')
+    a.headers.append('Subject', '日本語 ✓ \ud800 😀'.repeat(2000)) // ~3 bytes per unit, 24,000 units
+    a.headers.append('Content-Length', '0')
+    a.headers.append('Content-Length', '99')
+    cases.push(a)
+    const b = new SipResponse(200, 'Ök'.repeat(10_000))
+    b.headers.append('X-Big', 'x'.repeat(200_000))
+    cases.push(b)
+    const c = new SipRequest('OPTIONS', 'sip:a@b')
+    cases.push(c)
+    for (let i = 0; i < 3; i++) {
+      for (const m of cases) assert.ok(Buffer.from(serializeMessage(m)).equals(Buffer.from(asString(m), 'utf8')))
+    }
+    // a small message after a large one: exactly its own bytes
+    assert.equal(dec(serializeMessage(c)), 'OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n')
+  })
+})
+
+describe('header lines read in place', () => {
+  const base = ['MESSAGE sip:bob@example.com SIP/2.0', 'Via: SIP/2.0/UDP h;branch=z9hG4bKx', 'From: <sip:a@example.com>;tag=1',
+    'To: <sip:bob@example.com>', 'Call-ID: c', 'CSeq: 1 MESSAGE']
+
+  test('values trimmed as String.prototype.trim does: ASCII and other white space, tabs, a bare LF', () => {
+    const m = req(parseMessage(Buffer.from([...base, 'Subject: \t\u00a0 hé\u3000 \u00a0', 'X-A:\tv\t', 'X-B:', 'X-C :  spaced out  ', 'X-D: \ufeffz\u2028', 'Content-Length: 0', '', ''].join('\r\n').replace('\r\nX-A', '\nX-A'), 'utf8')))
+    assert.equal(m.headers.get('Subject'), 'hé')
+    assert.equal(m.headers.get('X-A'), 'v')
+    assert.equal(m.headers.get('X-B'), '')
+    assert.equal(m.headers.get('X-C'), 'spaced out')
+    assert.equal(m.headers.get('X-D'), 'z')
+  })
+
+  test('a line without a colon is malformed even when the next line has one; a name of spaces is not a name', () => {
+    for (const bad of ['X-NoColon', 'X-NoColon\r\nY: 1', ' : v']) {
+      const lines = bad === ' : v' ? [...base, 'Content-Length: 0', bad] : [...base, bad, 'Content-Length: 0']
+      const err = parseError(msg(...lines, '', ''))
+      assert.equal(err.status, 400, bad)
+    }
+    assert.equal(parseError(msg(...base.slice(0, 1), ': v', ...base.slice(1), '', '')).reason, 'Malformed header line')
+    assert.equal(parseError(msg(...base.slice(0, 1), 'Bad Name: v', ...base.slice(1), '', '')).reason, 'Malformed header name')
+  })
+})
