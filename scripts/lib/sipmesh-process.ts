@@ -66,9 +66,9 @@ export async function nodeMetrics (node: SipmeshProcess): Promise<Map<string, nu
 /**
  * Settled: no server transaction left (timer J: 32 s after the last REGISTER), and the node has
  * given back what the burst left in V8's page pool (node/memory-trim.ts: once its loop has been
- * quiet for 40 s), or 30 s more have passed.
+ * quiet for 40 s), or `trimWaitMs` more have passed.
  */
-export async function settleSipmesh (node: SipmeshProcess, ms: number): Promise<boolean> {
+export async function settleSipmesh (node: SipmeshProcess, ms: number, trimWaitMs = 30_000): Promise<boolean> {
   if (ms <= 0) return false
   const trims = async (): Promise<number> => (await nodeMetrics(node)).get('sipmesh_memory_trims_total') ?? 0
   const before = await trims()
@@ -79,7 +79,7 @@ export async function settleSipmesh (node: SipmeshProcess, ms: number): Promise<
     return false
   }
   try {
-    await waitFor(async () => (await trims()) > before, Math.max(1000, Math.min(30_000, ms - (performance.now() - started))), 'the node to trim its memory')
+    await waitFor(async () => (await trims()) > before, Math.max(1000, Math.min(trimWaitMs, ms - (performance.now() - started))), 'the node to trim its memory')
   } catch {
     console.log('  (the node did not trim its memory after the burst)')
   }
