@@ -31,7 +31,7 @@
 // stopped, on error too. Loopback only.
 //
 //   node scripts/bench-presence-load.ts [--only alone|cross|kamailio] [--step 3] [--max 20000]
-//        [--presentities 100] [--subs 10000] [--mem-rate 300] [--no-kamailio] [--no-publish]
+//        [--presentities 100] [--subs 10000] [--mem-rate 300] [--no-kamailio] [--no-publish] [--no-memory]
 //   (BENCH_KAMAILIO_WORKERS=n UDP workers, default 2; BENCH_CPU_PROF=<dir> writes a V8 CPU profile
 //   of each sipmesh node into <dir>/<target>-<phase>[-node<i>]/; `node scripts/cpu-profile-top.ts`)
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -55,7 +55,8 @@ const { values } = parseArgs({
     subs: { type: 'string', default: '10000' },
     'mem-rate': { type: 'string', default: '300' },
     kamailio: { type: 'boolean', default: true },
-    publish: { type: 'boolean', default: true }
+    publish: { type: 'boolean', default: true },
+    memory: { type: 'boolean', default: true }
   }
 })
 
@@ -278,6 +279,7 @@ async function bench (name: TargetName): Promise<Result> {
   } finally {
     await stopTarget(t)
   }
+  if (!values.memory) return result
   if (timeLeft() < SUBS / MEM_RATE * 1000 + 40_000) {
     console.log('  (out of time: no memory figure)')
     return result
