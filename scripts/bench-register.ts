@@ -37,11 +37,10 @@ import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { sippAvailable } from '../test/interop/sipp.ts'
-import { waitFor } from '../test/e2e/fixtures/processes.ts'
 import { kamailioAvailable, kamailioShmUsed, startKamailio } from './lib/kamailio.ts'
 import { pssBytes, rssBytes, withChildren } from './lib/proc-stats.ts'
 import { highestClean, idleCpu, registerRun as loadRun, stepLine, stepsJson, type Step } from './lib/register-load.ts'
-import { nodeMetrics, startSipmesh, type SipmeshProcess } from './lib/sipmesh-process.ts'
+import { meshConnected, settleSipmesh, startSipmesh, type SipmeshProcess } from './lib/sipmesh-process.ts'
 
 const { values } = parseArgs({
   allowNegative: true,
@@ -111,29 +110,6 @@ interface Target {
 const running = new Set<Target>()
 let generation = 0
 
-/**
- * Settled: no server transaction left (timer J: 32 s after the last REGISTER), and the node has
- * given back what the burst left in V8's page pool (node/memory-trim.ts: once its loop has been
- * quiet for 40 s), or 30 s more have passed.
- */
-async function sipmeshSettle (node: SipmeshProcess, ms: number): Promise<boolean> {
-  if (ms <= 0) return false
-  const trims = async (): Promise<number> => (await nodeMetrics(node)).get('sipmesh_memory_trims_total') ?? 0
-  const before = await trims()
-  const started = performance.now()
-  try {
-    await waitFor(async () => (await nodeMetrics(node)).get('sipmesh_sip_server_transactions') === 0, ms, 'server transactions to finish')
-  } catch {
-    return false
-  }
-  try {
-    await waitFor(async () => (await trims()) > before, Math.max(1000, Math.min(30_000, ms - (performance.now() - started))), 'the node to trim its memory')
-  } catch {
-    console.log('  (the node did not trim its memory after the burst)')
-  }
-  return true
-}
-
 function profDir (name: string, phase: string): string | undefined {
   if (CPU_PROF === undefined) return undefined
   const dir = join(CPU_PROF, `${name}-${phase}`)
@@ -174,12 +150,7 @@ async function startTarget (name: TargetName, phase: string): Promise<Target> {
       }
       if (count > 1) {
         // every node connected to the other two, then the first seconds' start-up work (routing table, identify)
-        const { httpGet } = await import('../test/e2e/fixtures/processes.ts')
-        await waitFor(async () => {
-          for (const n of nodes) if ((JSON.parse((await httpGet(n.admin, '/status')).body) as { peers: string[] }).peers.length < count - 1) return false
-          return true
-        }, 60_000, 'the mesh to connect')
-        await new Promise(resolve => setTimeout(resolve, 3000))
+        await meshConnected(nodes)
       } else {
         await new Promise(resolve => setTimeout(resolve, 1000))
       }
@@ -193,7 +164,7 @@ async function startTarget (name: TargetName, phase: string): Promise<Target> {
       pids: name === 'mesh' ? nodes.map(n => n.pid) : [nodes[0].pid],
       memory: () => rssBytes(nodes[0].pid),
       memoryKind: name === 'mesh' ? 'RSS of node 0 (/proc/<pid>/status VmRSS), the node SIPp registers with' : 'RSS of the node (/proc/<pid>/status VmRSS)',
-      settle: async (ms) => await sipmeshSettle(nodes[0], ms),
+      settle: async (ms) => await settleSipmesh(nodes[0], ms),
       stop: stopAll,
       spawnedAt
     }

@@ -66,14 +66,45 @@ export async function idleCpu (pids: number[], ms = 3000): Promise<number | unde
  * time plus 20 s (calls not answered by then count as failed)
  */
 export async function registerRun (l: RegisterLoad): Promise<Step> {
+  return await sippStep({
+    ...l,
+    scenario: 'uac-register-bench.xml',
+    args: (p) => ['-key', 'prefix', p, '-key', 'contact_port', String(CONTACT_PORT), '-key', 'expires', String(l.expires ?? 3600),
+      '-cid_str', `${p}%u@bench`, '-base_cseq', String(l.cseq)]
+  })
+}
+
+export interface SippStepInit {
+  /** a scenario of test/interop/scenarios */
+  scenario: string
+  /** SIP host:port of each target; one SIPp per entry, each with its own prefix */
+  entries: string[]
+  /** `<prefix>` alone, or `<prefix>e<i>-` per entry with several entries */
+  prefix: string
+  /** calls per second in total */
+  rate: number
+  calls: number
+  /** SIPp arguments beyond the common ones, given the entry's prefix */
+  args: (prefix: string) => string[]
+  pids: number[]
+  dir: string
+  spawnedAt?: number
+  idleCpuMsPerS?: number
+}
+
+/**
+ * One step of SIPp load: `calls` calls of `scenario` at `rate`/s in total, split over the entries;
+ * bounded by the sending time plus 20 s (calls not finished by then count as failed). CPU per call
+ * is that of the target's processes (less their idle CPU when known).
+ */
+export async function sippStep (l: SippStepInit): Promise<Step> {
   const per = Math.max(1, Math.round(l.calls / l.entries.length))
   const perRate = Math.max(0.1, l.rate / l.entries.length)
   const cpu0 = cpuMs(l.pids)
   const started = performance.now()
   const runs = await Promise.all(l.entries.map(async (entry, i) => {
     const p = l.entries.length === 1 ? l.prefix : `${l.prefix}e${i}-`
-    return await runSipp('uac-register-bench.xml', entry, ['-t', 'u1', '-key', 'prefix', p, '-key', 'contact_port', String(CONTACT_PORT), '-key', 'expires', String(l.expires ?? 3600),
-      '-cid_str', `${p}%u@bench`, '-base_cseq', String(l.cseq), '-r', String(perRate), '-m', String(per), '-l', '100000',
+    return await runSipp(l.scenario, entry, ['-t', 'u1', ...l.args(p), '-r', String(perRate), '-m', String(per), '-l', '100000',
       '-max_recv_loops', '5000', '-max_sched_loops', '5000'], Math.ceil(per / perRate) + 20, mkdtempSync(join(l.dir, 'sipp-'))).done
   }))
   const elapsed = (performance.now() - started) / 1000

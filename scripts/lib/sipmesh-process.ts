@@ -3,7 +3,7 @@
  * through test/e2e/fixtures/processes.ts), on 127.0.0.1 with ports chosen by the OS; optionally
  * with a V8 CPU profile written when the process exits.
  */
-import { httpGet, run, stop, type Proc } from '../../test/e2e/fixtures/processes.ts'
+import { httpGet, run, stop, waitFor, type Proc } from '../../test/e2e/fixtures/processes.ts'
 
 export interface SipmeshProcess {
   proc: Proc
@@ -61,4 +61,36 @@ export async function nodeMetrics (node: SipmeshProcess): Promise<Map<string, nu
     if (bare !== key) out.set(bare, (out.get(bare) ?? 0) + value)
   }
   return out
+}
+
+/**
+ * Settled: no server transaction left (timer J: 32 s after the last REGISTER), and the node has
+ * given back what the burst left in V8's page pool (node/memory-trim.ts: once its loop has been
+ * quiet for 40 s), or `trimWaitMs` more have passed.
+ */
+export async function settleSipmesh (node: SipmeshProcess, ms: number, trimWaitMs = 30_000): Promise<boolean> {
+  if (ms <= 0) return false
+  const trims = async (): Promise<number> => (await nodeMetrics(node)).get('sipmesh_memory_trims_total') ?? 0
+  const before = await trims()
+  const started = performance.now()
+  try {
+    await waitFor(async () => (await nodeMetrics(node)).get('sipmesh_sip_server_transactions') === 0, ms, 'server transactions to finish')
+  } catch {
+    return false
+  }
+  try {
+    await waitFor(async () => (await trims()) > before, Math.max(1000, Math.min(trimWaitMs, ms - (performance.now() - started))), 'the node to trim its memory')
+  } catch {
+    console.log('  (the node did not trim its memory after the burst)')
+  }
+  return true
+}
+
+/** resolves once every node sees all the others as peers (at most 60 s), then 3 s more (routing table, identify) */
+export async function meshConnected (nodes: SipmeshProcess[]): Promise<void> {
+  await waitFor(async () => {
+    for (const n of nodes) if ((JSON.parse((await httpGet(n.admin, '/status')).body) as { peers: string[] }).peers.length < nodes.length - 1) return false
+    return true
+  }, 60_000, 'the mesh to connect')
+  await new Promise(resolve => setTimeout(resolve, 3000))
 }

@@ -418,12 +418,21 @@ export class BackendSubscriptions {
       this.reresolve(p, { ...b, established: false })
       return
     }
+    const docBefore = p.remoteDoc
+    const stateBefore = p.backendState
     if (request.body.length > 0) {
       // only the real document counts (the owner sends the neutral one while it allows nobody here)
-      if (mediaType(request.headers.get('Content-Type')) === p.pkg.contentType && request.headers.get(VIEW_HEADER) === 'full') p.remoteDoc = Buffer.from(request.body)
+      if (mediaType(request.headers.get('Content-Type')) === p.pkg.contentType && request.headers.get(VIEW_HEADER) === 'full' &&
+        (docBefore === undefined || Buffer.compare(docBefore, request.body) !== 0)) p.remoteDoc = Buffer.from(request.body)
     }
     p.backendState = 'accepted'
     this.wake(p)
-    this.#notifier.notifyAll(p)
+    // Every watcher is looked at again only when what they are shown may have changed: the
+    // document or the back-end's state. The owner answers each in-dialog SUBSCRIBE that carries new
+    // watcher identities with a NOTIFY (RFC 6665 4.2.1.2) of the same document; looking at all of
+    // a presentity's watchers for each made a ladder of new watchers quadratic (issue 11: the
+    // cross-node SUBSCRIBE collapse). Decisions it carries concern their watchers alone.
+    if (stateBefore !== 'accepted' || p.remoteDoc !== docBefore) this.#notifier.notifyAll(p)
+    else if (decisions.size > 0) this.#notifier.notifyWatchers(p, new Set(decisions.keys()))
   }
 }
