@@ -42,7 +42,7 @@ import { parseArgs } from 'node:util'
 import { sippAvailable } from '../test/interop/sipp.ts'
 import { kamailioAvailable, kamailioShmUsed, startKamailio } from './lib/kamailio.ts'
 import { rssBytes } from './lib/proc-stats.ts'
-import { highestClean, idleCpu, registerRun, sippStep, stepLine, stepsJson, type Step } from './lib/register-load.ts'
+import { fmt, highestClean, idleCpu, ratio, registerRun, sippStep, stepLine, stepsJson, type Step } from './lib/register-load.ts'
 import { meshConnected, settleSipmesh, startSipmesh, type SipmeshProcess } from './lib/sipmesh-process.ts'
 
 const { values } = parseArgs({
@@ -342,8 +342,6 @@ try {
 }
 
 const kam = results.find(r => r.target === 'kamailio')
-const ratio = (a?: number, b?: number): string => a === undefined || b === undefined || b === 0 ? '—' : `${(a / b).toFixed(2)}x`
-const fmt = (n?: number, unit = ''): string => n === undefined ? 'none' : `${n.toLocaleString('en-US')}${unit}`
 console.log(`\nsummary (${((Date.now() - STARTED) / 1000).toFixed(0)} s; load average at the end ${loadavg().map(l => l.toFixed(2)).join(' ')}):`)
 console.log('| target | SUBSCRIBE + first NOTIFY, highest clean rate | CPU per SUBSCRIBE above idle | PUBLISH calls (initial, modify, remove), highest clean rate | CPU per PUBLISH call | memory per subscription |')
 console.log('|---|---|---|---|---|---|')

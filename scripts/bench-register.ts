@@ -39,7 +39,7 @@ import { parseArgs } from 'node:util'
 import { sippAvailable } from '../test/interop/sipp.ts'
 import { kamailioAvailable, kamailioShmUsed, startKamailio } from './lib/kamailio.ts'
 import { pssBytes, rssBytes, withChildren } from './lib/proc-stats.ts'
-import { highestClean, idleCpu, registerRun as loadRun, stepLine, stepsJson, type Step } from './lib/register-load.ts'
+import { fmt, highestClean, idleCpu, ratio, registerRun as loadRun, stepLine, stepsJson, type Step } from './lib/register-load.ts'
 import { meshConnected, settleSipmesh, startSipmesh, type SipmeshProcess } from './lib/sipmesh-process.ts'
 
 const { values } = parseArgs({
@@ -374,8 +374,6 @@ try {
 
 // the summary and the ratios to Kamailio
 const kam = results.find(r => r.target === 'kamailio')
-const ratio = (a?: number, b?: number): string => a === undefined || b === undefined || b === 0 ? '—' : `${(a / b).toFixed(2)}x`
-const fmt = (n?: number, unit = ''): string => n === undefined ? 'none' : `${n.toLocaleString('en-US')}${unit}`
 console.log(`\nsummary (${((Date.now() - STARTED) / 1000).toFixed(0)} s; load average at the end ${loadavg().map(l => l.toFixed(2)).join(' ')}):`)
 console.log('| target | new AoRs, highest clean rate | refresh, highest clean rate | memory per registration | CPU per registration above idle (the target\'s processes), new / refresh, at the highest clean rate |')
 console.log('|---|---|---|---|---|')

@@ -125,6 +125,11 @@ export function stepLine (kind: string, s: Step, profileWindow = false): string 
   return `  ${kind} ${String(s.rate).padStart(6)}/s: ok ${s.ok}/${s.sent}, failed ${s.failed}, retransmissions ${s.retrans} (${(100 * s.retrans / Math.max(s.sent, 1)).toFixed(2)}%), achieved ${s.achieved.toFixed(s.rate < 10 ? 1 : 0)}/s${s.cpuUsPerReg === undefined ? '' : `, CPU ${s.cpuUsPerReg.toFixed(0)} µs/reg`}, load ${loadavg()[0].toFixed(2)} ${s.clean ? 'CLEAN' : 'NOT CLEAN'}${profileWindow ? ` [profile: --from ${s.from.toFixed(1)} --to ${s.to.toFixed(1)}]` : ''}`
 }
 
+/** a/b as "0.63x" for the summaries' ratios to Kamailio; "—" when either is missing */
+export const ratio = (a?: number, b?: number): string => a === undefined || b === undefined || b === 0 ? '—' : `${(a / b).toFixed(2)}x`
+/** a figure with its unit, "none" when missing */
+export const fmt = (n?: number, unit = ''): string => n === undefined ? 'none' : `${n.toLocaleString('en-US')}${unit}`
+
 export const highestClean = (steps: Step[]): Step | undefined => steps.filter(s => s.clean).sort((a, b) => b.rate - a.rate)[0]
 
 /** the steps as plain JSON (rounded) */

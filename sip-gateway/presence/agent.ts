@@ -95,7 +95,7 @@ import { BackendSubscriptions, NOT_OWNER_HEADER } from './backend.ts'
 import { Resources } from './resources.ts'
 import { RulesExchange, RULES_EVENT } from './rules-exchange.ts'
 import { AgentLimits, RateLimitedError, TooBriefError } from './limits.ts'
-import { dialogKey, own, stripTag, subscribeDialogOf, tagOf, type Resource, type Sub } from './resource.ts'
+import { dialogKey, notifierDialog, own, stripTag, subscribeDialogOf, tagOf, type Resource, type Sub, type SubscribeDialog } from './resource.ts'
 import { WATCHERS_OPTION, parsePeerWatchers } from './peering.ts'
 import { ListStore, type ListStoreInit } from './lists/store.ts'
 import { EVENTLIST, ListServer, names, type ListServerInit } from './lists/server.ts'
@@ -173,7 +173,7 @@ export interface PresenceStats {
   responses: Record<string, number>
 }
 
-interface DialogFields { from: string, to: string, callId: string, cseq: string, remoteTag: string, remoteTarget: string, expires: number }
+type DialogFields = Omit<SubscribeDialog, 'fromAor'> & { expires: number }
 
 export class PresenceAgent {
   readonly #registry: Registry
@@ -742,7 +742,7 @@ export class PresenceAgent {
   }
 
   async #admitWatcher (request: SipRequest, tx: ServerTransaction, flow: Flow, p: Resource, watcher: string, d: DialogFields): Promise<void> {
-    const { from, to, callId, cseq, remoteTag, remoteTarget, expires } = d
+    const { expires } = d
     const aor = p.aor
     await p.ready
     await this.#rules.ready(aor)
@@ -751,23 +751,11 @@ export class PresenceAgent {
       if (p.pkg === this.#presence && p.mode !== 'remote') this.#refused.note(aor, watcher)
       return
     }
-    const localTag = generateTag()
     const sub: Sub = {
-      key: own(dialogKey(callId, localTag, remoteTag)),
+      ...notifierDialog(d, request.headers.getAll('Record-Route'), flow, d.expires),
       kind: 'ua',
       p,
       watcher: own(watcher),
-      callId: own(callId),
-      localTag,
-      remoteTag: own(remoteTag),
-      localUri: own(stripTag(to)),
-      remote: own(from),
-      remoteTarget: own(remoteTarget),
-      routeSet: request.headers.getAll('Record-Route').map(own),
-      flow,
-      cseq: 0,
-      remoteCseq: parseCSeq(cseq).seq,
-      expiresAt: Date.now() + expires * 1000,
       sending: false,
       dirty: false,
       done: false
@@ -799,7 +787,7 @@ export class PresenceAgent {
     }
     // RFC 3261 12.1.1: the 2xx that creates the dialog carries the request's Record-Route (the
     // watcher's side builds its route set from it: a peer network's proxies, issue 13)
-    const response = createResponse(request, 200, undefined, [['Expires', String(expires)], ['Contact', this.#requests.contactFor(flow)], ...sub.routeSet.map(r => ['Record-Route', r] as [string, string])], { toTag: localTag })
+    const response = createResponse(request, 200, undefined, [['Expires', String(expires)], ['Contact', this.#requests.contactFor(flow)], ...sub.routeSet.map(r => ['Record-Route', r] as [string, string])], { toTag: sub.localTag })
     this.#respond(tx, response)
     if (expires === 0) {
       this.#notifier.end(sub, { state: 'terminated', reason: 'timeout' })
@@ -972,7 +960,7 @@ export class PresenceAgent {
     if (loop.loop) { this.#respond(tx, createResponse(request, 482, `Loop Detected (${loop.reason})`)); return }
     const expires = this.#limits.grant(h.get('Expires'), 1)
     if (this.lists.get(aor) !== undefined) { this.#respond(tx, createResponse(request, 421, undefined, [['Require', EVENTLIST]])); return }
-    const { from, to, callId, cseq, remoteTag, remoteTarget } = subscribeDialogOf(request)
+    const d = subscribeDialogOf(request)
     if (this.#notifier.size >= this.#maxSubs) throw new SipStatusError(503, 'Too Many Subscriptions')
     if (this.#resources.size >= this.#maxPresentities && !this.#resources.has(pkg.name, aor)) throw new SipStatusError(503, 'Too Many Presentities')
     await this.#rules.ready(aor)
@@ -981,27 +969,14 @@ export class PresenceAgent {
     for (const w of watchers) p.wanted.set(w, (p.wanted.get(w) ?? 0) + 1)
     try {
       await p.ready
-      const localTag = generateTag()
-      const key = dialogKey(callId, localTag, remoteTag)
       // the pair rule per (presentity, origin node of the peer network)
-      const origin = `${peer}/${path[0] ?? callId}`
+      const origin = `${peer}/${path[0] ?? d.callId}`
       const sub: Sub = {
-        key: own(key),
+        ...notifierDialog(d, [], flow, expires),
         kind: 'backend',
         p,
         watcher: own(origin),
         peer,
-        callId: own(callId),
-        localTag,
-        remoteTag: own(remoteTag),
-        localUri: own(stripTag(to)),
-        remote: own(from),
-        remoteTarget: own(remoteTarget),
-        routeSet: [],
-        flow,
-        cseq: 0,
-        remoteCseq: parseCSeq(cseq).seq,
-        expiresAt: Date.now() + expires * 1000,
         identities: new Map(),
         undecided: new Set(),
         sending: false,
@@ -1010,19 +985,19 @@ export class PresenceAgent {
       }
       const decisions = await this.#decideIdentities(sub, watchers)
       if (!this.#resources.current(p)) throw new SipStatusError(503, 'Presentity Moved')
-      const admitted = this.#notifier.pairs.admit(p.key, sub.watcher, key)
+      const admitted = this.#notifier.pairs.admit(p.key, sub.watcher, sub.key)
       if (admitted === 'full') throw new SipStatusError(503, 'Too Many Subscriptions')
       if (admitted === 'loop') {
         // the same node of the peer subscribed again with a new dialog: it lost the old one
         for (const s of [...p.subs]) if (s.kind === 'backend' && s.watcher === sub.watcher) this.#notifier.drop(s)
-        this.#notifier.pairs.admit(p.key, sub.watcher, key)
+        this.#notifier.pairs.admit(p.key, sub.watcher, sub.key)
       }
       this.#notifier.add(sub)
       if (p.pkg === this.#presence) this.#watchersChanged(aor)
       this.#respond(tx, createResponse(request, 200, undefined, [
         ['Expires', String(expires)], ['Contact', this.#requests.contactFor(flow)], ['Require', WATCHERS_OPTION],
         [AUTHORIZATION_HEADER, formatDecisions(decisions)]
-      ], { toTag: localTag }))
+      ], { toTag: sub.localTag }))
       if (expires === 0) { this.#notifier.end(sub, { state: 'terminated', reason: 'timeout' }); return }
       this.#notifier.arm(sub)
       this.#notifier.notify(sub, true)

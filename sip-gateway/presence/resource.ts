@@ -9,6 +9,8 @@ import { parseNameAddr } from '../codec/name-addr.ts'
 import { parseUri, aorOf } from '../codec/uri.ts'
 import type { SipRequest } from '../codec/message.ts'
 import { SipStatusError } from '../errors.ts'
+import { generateTag } from '../codec/response.ts'
+import { parseCSeq } from '../codec/cseq.ts'
 import type { Aor, Unwatch } from '../ports.ts'
 import type { Flow } from '../proxy/flow.ts'
 import type { Decision } from './authorization.ts'
@@ -26,13 +28,9 @@ export type Mode = 'local' | 'remote' | 'held'
  */
 export type BackendState = 'none' | 'pending' | 'accepted' | 'loop' | 'failed' | 'list' | 'plain'
 
-/** A subscription this node is the notifier of: a user agent's, or another node's back-end one. */
-export interface Sub {
+/** The dialog a notifier holds with one subscriber (RFC 6665 4.2.1): what its NOTIFYs are built from. */
+export interface NotifierDialog {
   key: string
-  kind: 'ua' | 'backend'
-  p: Resource
-  /** ua: the watcher AoR; backend: the origin node id */
-  watcher: string
   callId: string
   localTag: string
   remoteTag: string
@@ -46,6 +44,14 @@ export interface Sub {
   cseq: number
   remoteCseq: number
   expiresAt: number
+}
+
+/** A subscription this node is the notifier of: a user agent's, or another node's back-end one. */
+export interface Sub extends NotifierDialog {
+  kind: 'ua' | 'backend'
+  p: Resource
+  /** ua: the watcher AoR; backend: the origin node id */
+  watcher: string
   timer?: ReturnType<typeof setTimeout>
   /** backend: watcher identities and this node's decision for each */
   identities?: Map<string, Decision>
@@ -169,6 +175,28 @@ export interface SubscribeDialog {
   fromAor: string
   remoteTag: string
   remoteTarget: string
+}
+
+/**
+ * The notifier's side of the dialog a SUBSCRIBE (checked by `subscribeDialogOf`) creates: a new
+ * local tag, and the strings copied off the received message (`own`).
+ */
+export function notifierDialog (d: Omit<SubscribeDialog, 'fromAor'>, routeSet: readonly string[], flow: Flow, expires: number): NotifierDialog {
+  const localTag = generateTag()
+  return {
+    key: own(dialogKey(d.callId, localTag, d.remoteTag)),
+    callId: own(d.callId),
+    localTag,
+    remoteTag: own(d.remoteTag),
+    localUri: own(stripTag(d.to)),
+    remote: own(d.from),
+    remoteTarget: own(d.remoteTarget),
+    routeSet: routeSet.map(own),
+    flow,
+    cseq: 0,
+    remoteCseq: parseCSeq(d.cseq).seq,
+    expiresAt: Date.now() + expires * 1000
+  }
 }
 
 /** The dialog fields of a SUBSCRIBE; throws 400 when one is missing or malformed. */

@@ -28,7 +28,7 @@
  */
 import { SipRequest, type SipRequest as Request, type SipResponse } from '../../codec/message.ts'
 import { Headers } from '../../codec/headers.ts'
-import { createResponse, generateTag } from '../../codec/response.ts'
+import { createResponse } from '../../codec/response.ts'
 import { parseNameAddr } from '../../codec/name-addr.ts'
 import { parseUri } from '../../codec/uri.ts'
 import { parseCSeq } from '../../codec/cseq.ts'
@@ -42,7 +42,7 @@ import type { Resources } from '../resources.ts'
 import type { BackendSubscriptions } from '../backend.ts'
 import type { AgentRequests } from '../requests.ts'
 import type { AgentLimits } from '../limits.ts'
-import { dialogKey, own, stripTag, subscribeDialogOf, type Sub } from '../resource.ts'
+import { dialogKey, notifierDialog, own, subscribeDialogOf, type NotifierDialog, type Sub } from '../resource.ts'
 import type { ListStore } from './store.ts'
 import type { ResourceList } from './list.ts'
 import { buildListNotify, MULTIPART_RELATED, RLMI_CONTENT_TYPE, type MemberState } from './rlmi.ts'
@@ -71,24 +71,12 @@ export interface ListServerInit {
 
 interface Member { sub: Sub, state?: SubscriptionState, body?: Uint8Array }
 
-interface ListSub {
-  key: string
+interface ListSub extends NotifierDialog {
   list: ResourceList
   /** an ad hoc list (RFC 5367): no admin edit applies to it */
   adhoc: boolean
   pkg: EventPackage
   watcher: string
-  callId: string
-  localTag: string
-  remoteTag: string
-  localUri: string
-  remote: string
-  remoteTarget: string
-  routeSet: string[]
-  flow: Flow
-  cseq: number
-  remoteCseq: number
-  expiresAt: number
   members: Map<Aor, Member>
   changed: Set<Aor>
   /** members an edit removed, told as terminated in the next partial NOTIFY */
@@ -203,8 +191,8 @@ export class ListServer {
     }
     if (flow.transport !== MESH_TRANSPORT) this.#c.limits.take(flow)
     const expires = this.#c.limits.grant(h.get('Expires'))
-    const { from, to, callId, cseq, fromAor, remoteTag, remoteTarget } = subscribeDialogOf(request)
-    const watcher = identity ?? fromAor
+    const d = subscribeDialogOf(request)
+    const watcher = identity ?? d.fromAor
     if (list.owner !== undefined && list.owner !== watcher) {
       this.#c.respond(tx, createResponse(request, 403, 'Forbidden (a personal list)'))
       return
@@ -213,24 +201,12 @@ export class ListServer {
       this.#c.respond(tx, createResponse(request, 403, 'Forbidden (too many list subscriptions)'))
       return
     }
-    const localTag = generateTag()
     const ls: ListSub = {
-      key: dialogKey(callId, localTag, remoteTag),
+      ...notifierDialog(d, h.getAll('Record-Route'), flow, expires),
       list,
       adhoc,
       pkg,
       watcher: own(watcher),
-      callId: own(callId),
-      localTag,
-      remoteTag: own(remoteTag),
-      localUri: own(stripTag(to)),
-      remote: own(from),
-      remoteTarget: own(remoteTarget),
-      routeSet: h.getAll('Record-Route').map(own),
-      flow,
-      cseq: 0,
-      remoteCseq: parseCSeq(cseq).seq,
-      expiresAt: Date.now() + expires * 1000,
       members: new Map(),
       changed: new Set(),
       removed: new Set(),
@@ -242,7 +218,7 @@ export class ListServer {
       done: false
     }
     const record = ls.routeSet.map(r => ['Record-Route', r] as [string, string])
-    this.#c.respond(tx, createResponse(request, 200, undefined, [['Expires', String(expires)], ['Contact', this.#c.requests.contactFor(flow)], ['Require', EVENTLIST], ...record], { toTag: localTag }))
+    this.#c.respond(tx, createResponse(request, 200, undefined, [['Expires', String(expires)], ['Contact', this.#c.requests.contactFor(flow)], ['Require', EVENTLIST], ...record], { toTag: ls.localTag }))
     if (expires === 0) {
       // RFC 6665 4.2.1.4: a fetch; with no members opened there is no state to give
       this.#notify(ls, { state: 'terminated', reason: 'timeout' })
