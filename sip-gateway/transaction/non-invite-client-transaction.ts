@@ -6,6 +6,9 @@ import type { ClientTransactionUser } from './transaction.ts'
 
 const S = TransactionState
 
+/** the TU of a completed transaction whose TU needs no word of its end (see #release) */
+const RELEASED: ClientTransactionUser<never> = { receiveResponse () {}, onRequestTimeout () {}, onTransportError () {} }
+
 /** RFC 3261 17.1.2, figure 6 */
 const transitions = table({
   [S.Trying]: [S.Proceeding, S.Completed],
@@ -92,11 +95,11 @@ export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res e
   /**
    * Lingering in "completed" (timer K) needs neither the request nor the TU: let them go, so
    * that what the TU holds (a proxy's response context) is not kept for T4 after the answer.
+   * Only `onTerminated` is called from here on; a TU that has one is kept for it.
    */
   #release (): void {
     this.#request = undefined
-    const onTerminated = this.#user.onTerminated?.bind(this.#user)
-    this.#user = { receiveResponse () {}, onRequestTimeout () {}, onTransportError () {}, onTerminated }
+    if (this.#user.onTerminated === undefined) this.#user = RELEASED
   }
 
   protected override transportFailed (error: unknown): void {
