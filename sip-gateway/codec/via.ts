@@ -27,11 +27,17 @@ function readToken (s: string, i: number): number {
   return i
 }
 
+/** the transports written as constants when a Via names them so (no strings of their own per message) */
+const SENT_PROTOCOLS = ['UDP', 'TCP', 'TLS', 'WS', 'WSS', 'MESH'].map(t => ({ text: `SIP/2.0/${t} `, transport: t }))
+
 export function parseVia (value: string): Via {
   const s = value
-  const n = s.length
-  // sent-protocol = protocol-name SLASH protocol-version SLASH transport (SLASH = SWS "/" SWS)
   let i = skipWhitespace(s, 0)
+  // the usual `SIP/2.0/<transport> `, read as constants
+  for (const p of SENT_PROTOCOLS) {
+    if (s.startsWith(p.text, i)) return parseSentBy(s, skipWhitespace(s, i + p.text.length), 'SIP/2.0', p.transport)
+  }
+  // sent-protocol = protocol-name SLASH protocol-version SLASH transport (SLASH = SWS "/" SWS)
   let e = readToken(s, i)
   const name = s.slice(i, e)
   i = skipWhitespace(s, e)
@@ -45,9 +51,15 @@ export function parseVia (value: string): Via {
   e = readToken(s, i)
   const transport = s.slice(i, e)
   if (transport === '') throw new SipParseError('Malformed Via')
-  // LWS then sent-by = host [ COLON port ]
+  // LWS then sent-by
   i = skipWhitespace(s, e)
   if (i === e) throw new SipParseError('Malformed Via')
+  return parseSentBy(s, i, `${name}/${version}`.toUpperCase(), transport.toUpperCase())
+}
+
+/** sent-by = host [ COLON port ] from `s[i]`, then the parameters */
+function parseSentBy (s: string, i: number, protocol: string, transport: string): Via {
+  const n = s.length
   let hostEnd: number
   if (s.charCodeAt(i) === 91 /* [ */) {
     hostEnd = s.indexOf(']', i)
@@ -63,18 +75,16 @@ export function parseVia (value: string): Via {
   }
   const host = s.slice(i, hostEnd)
   if (!HOST.test(host)) throw new SipParseError('Malformed Via host')
-  const via: Via = {
-    protocol: `${name}/${version}`.toUpperCase(),
-    transport: transport.toUpperCase(),
-    host,
-    params: {}
-  }
+  const via: Via = { protocol, transport, host, params: {} }
   i = skipWhitespace(s, hostEnd)
   if (i < n && s.charCodeAt(i) === 58 /* : */) {
     i = skipWhitespace(s, i + 1)
+    // port = 1*DIGIT, at most 65535 (read from the text: no string of its own)
     let pe = i
-    while (pe < n && s.charCodeAt(pe) >= 48 && s.charCodeAt(pe) <= 57) pe++
-    via.port = parsePort(s.slice(i, pe), 'Via')
+    let port = 0
+    while (pe < n && s.charCodeAt(pe) >= 48 && s.charCodeAt(pe) <= 57) port = port * 10 + s.charCodeAt(pe++) - 48
+    if (pe === i || pe - i > 5 || port > 65535) throw new SipParseError('Malformed port in Via')
+    via.port = port
     i = pe
   }
   parseParams(s, i, via.params, 'Via')
