@@ -5,7 +5,9 @@
 // --mode relay (the default): the gateway relays MESSAGEs locally from the UAC to the UAS (bob,
 //   registered once), which answers each 200.
 // --mode register: the UAC refreshes --users registrations round-robin (each user's own Call-ID,
-//   the next CSeq; all registered once before the rounds): the registrar's refresh path.
+//   the next CSeq; all registered once before the rounds): the registrar's refresh path. The
+//   registry answers the refresh of an AoR it holds from what it holds, as the DHT registry does
+//   (no write), so the figure is the gateway's: codec, transactions, registrar, its store.
 //
 // Reported: CPU µs per message of the whole process (user + system), bytes allocated on the V8
 // heap per message (whole process, from v8.GCProfiler's heap sizes before and after each GC),
@@ -28,7 +30,7 @@ import { Gateway } from '../sip-gateway/gateway.ts'
 import { MemoryStore } from '../sip-gateway/memory-store.ts'
 import { MemoryChannelHub } from '../sip-gateway/memory-channel.ts'
 import { MemoryMesh, MemoryRegistry } from '../dht/memory-registry.ts'
-import type { Logger } from '../sip-gateway/ports.ts'
+import type { ClaimResult, LocalBinding, Logger } from '../sip-gateway/ports.ts'
 
 const { values } = parseArgs({ options: { mode: { type: 'string', default: 'relay' }, messages: { type: 'string', default: '40000' }, window: { type: 'string', default: '64' }, rounds: { type: 'string', default: '3' }, users: { type: 'string', default: '10000' } } })
 const MODE = values.mode === 'register' ? 'register' : 'relay'
@@ -38,7 +40,18 @@ const ROUNDS = Math.min(Math.max(Number(values.rounds), 1), 10)
 const USERS = Math.min(Math.max(Number(values.users), WINDOW), 1_000_000)
 
 const quiet: Logger = { debug () {}, info () {}, warn () {}, error (msg, f) { console.error(msg, f) }, child () { return quiet } }
-const registry = new MemoryRegistry(new MemoryMesh(), { nodeId: 'node-a' })
+/** new claims by the in-memory registry; the refresh of a claim held answered from it at once */
+class HeldClaims extends MemoryRegistry {
+  readonly #held = new Map<string, ClaimResult>()
+  override async claim (aor: string, binding: LocalBinding): Promise<ClaimResult> {
+    const held = this.#held.get(aor)
+    if (held !== undefined && held.route.expiresAt > Date.now()) return held
+    const result = await super.claim(aor, binding)
+    if (result.won) this.#held.set(aor, result)
+    return result
+  }
+}
+const registry = new HeldClaims(new MemoryMesh(), { nodeId: 'node-a' })
 const gateway = new Gateway({ registry, peerChannel: new MemoryChannelHub().channel('node-a'), store: new MemoryStore(), logger: quiet, announceSip: (hp) => { registry.sip = hp } }, {
   domains: ['example.com'], sip: { host: '127.0.0.1', port: 0 }, limits: { maxServerTransactions: 2_000_000 }, registrar: { maxExpires: 3600 }
 })

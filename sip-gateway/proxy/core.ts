@@ -429,7 +429,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     // requests to the node itself (and REGISTER, whatever its Request-URI user part)
     if (request.method === 'REGISTER' && (toNode || this.#domains.has(host))) {
       if (fromMesh || peer !== undefined) throw new SipStatusError(403, 'REGISTER Is Not Relayed')
-      return this.#register(request, tx, flow)
+      return this.#register(request, tx, flow, uri)
     }
     if (toNode && request.headers.get('Route') === undefined) {
       this.stats.answeredLocally++
@@ -476,8 +476,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   /** REGISTER to a served domain: the registrar answers */
-  async #register (request: SipRequest, tx: ServerTransaction, flow: Flow): Promise<void> {
-    const reply = await this.#registrar.handle(request, flow)
+  async #register (request: SipRequest, tx: ServerTransaction, flow: Flow, uri: SipUri): Promise<void> {
+    const reply = await this.#registrar.handle(request, flow, uri)
     this.#reply(tx, request, reply)
   }
 

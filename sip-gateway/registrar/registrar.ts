@@ -12,7 +12,7 @@
  */
 import type { SipRequest } from '../codec/message.ts'
 import { parseNameAddr } from '../codec/name-addr.ts'
-import { parseUri, aorOf } from '../codec/uri.ts'
+import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
 import { INVALID_AOR_ERROR, type ClaimResult, type DurableStore, type Logger, type Registry, type Route, type Unwatch } from '../ports.ts'
@@ -82,9 +82,25 @@ interface Displaced {
   until: number
 }
 
+/**
+ * What one REGISTER changes: keys removed, bindings added or refreshed. Arrays searched by key,
+ * not a Set and a Map: an AoR has a few contacts, and a refresh then costs no hash tables.
+ */
 interface Change<Flow> {
-  remove: Set<string>
-  upsert: Map<string, StoredBinding<Flow>>
+  remove: string[]
+  upsert: Array<StoredBinding<Flow>>
+}
+
+/** index of the binding with `key` in `list`, -1 when none */
+function indexOfKey (list: ReadonlyArray<{ key: string }>, key: string): number {
+  for (let i = 0; i < list.length; i++) if (list[i].key === key) return i
+  return -1
+}
+
+/** remove `x` from `list` (in place) when there */
+function without<T> (list: T[], x: T): void {
+  const i = list.indexOf(x)
+  if (i !== -1) list.splice(i, 1)
 }
 
 
@@ -297,14 +313,13 @@ export class Registrar<Flow = unknown> {
    * Handle one REGISTER (RFC 3261 10.3). Throws SipStatusError for refusals; resolves with the
    * 200 (or 302, or 503 with Retry-After when the node is overloaded) to send.
    */
-  async handle (request: SipRequest, flow?: Flow): Promise<Reply> {
-    // 10.3 step 1: the Request-URI names the registrar's domain
-    const target = parseUri(request.uri)
+  async handle (request: SipRequest, flow?: Flow, requestUri?: SipUri): Promise<Reply> {
+    // 10.3 step 1: the Request-URI names the registrar's domain (`requestUri`: parsed already)
+    const target = requestUri ?? parseUri(request.uri)
     if (target.scheme !== 'sip' && target.scheme !== 'sips') throw new SipStatusError(416, 'Unsupported URI Scheme')
     if (!this.#domains.has(target.host.toLowerCase())) throw new SipStatusError(403, 'Domain Not Served')
     // step 2: no extension we support is required of a registrar
-    const require = request.headers.getAll('Require')
-    if (require.length > 0) throw new SipStatusError(420, 'Bad Extension', { cause: require })
+    if (request.headers.has('Require')) throw new SipStatusError(420, 'Bad Extension', { cause: request.headers.getAll('Require') })
     // step 5: the AoR comes from To
     const to = request.headers.get('To')
     const callId = request.headers.get('Call-ID')
@@ -350,7 +365,7 @@ export class Registrar<Flow = unknown> {
 
   async #register (request: SipRequest, aor: string, callId: string, cseq: number, flow: Flow | undefined): Promise<Reply> {
     // after a restart: this AoR's stored bindings are read before it is registered again
-    await this.#stored.loaded
+    if (!this.#stored.isLoaded) await this.#stored.loaded
     const now = this.#now()
     const contacts = request.headers.getAll('Contact')
     const expiresHeader = request.headers.get('Expires')
@@ -358,11 +373,17 @@ export class Registrar<Flow = unknown> {
     // the AoR's bindings (those stored before a restart and not claimed again yet included),
     // what has expired but not been swept yet left out
     const restoring = this.#stored.pending(aor)
-    const current = new Map<string, StoredBinding<Flow>>()
-    for (const b of restoring ?? this.#regs.get(aor)?.bindings ?? []) if (b.expiresAt > now) current.set(b.key, b as StoredBinding<Flow>)
+    const current: Array<StoredBinding<Flow>> = []
+    for (const b of restoring ?? this.#regs.get(aor)?.bindings ?? []) {
+      if (b.expiresAt <= now) continue
+      // keyed as a Map would keep them: a later binding of the same key takes the place of the first
+      const i = indexOfKey(current, b.key)
+      if (i === -1) current.push(b as StoredBinding<Flow>)
+      else current[i] = b as StoredBinding<Flow>
+    }
 
     // no Contact: a query, answered with the current bindings (10.3 step 6)
-    if (contacts.length === 0) return this.#ok(aor, [...current.values()], now)
+    if (contacts.length === 0) return this.#ok(aor, current, now)
 
     const displaced = this.#displaced.get(aor)
     if (displaced !== undefined && displaced.until <= now) this.#displaced.delete(aor)
@@ -370,16 +391,16 @@ export class Registrar<Flow = unknown> {
     // Contact: * (10.3 step 6): only with Expires: 0 and alone
     if (contacts.some(c => c.trim() === '*')) {
       if (contacts.length !== 1 || headerExpires !== 0) throw new SipStatusError(400, 'Contact * needs Expires: 0 and no other Contact')
-      const change: Change<Flow> = { remove: new Set(), upsert: new Map() }
-      for (const [k, b] of current) {
+      const change: Change<Flow> = { remove: [], upsert: [] }
+      for (const b of current) {
         if (b.callId === callId && cseq <= b.cseq) throw new SipStatusError(500, 'Out of order CSeq')
-        change.remove.add(k)
+        change.remove.push(b.key)
       }
       return await this.#commit(aor, current, change, now, restoring !== undefined)
     }
 
     // step 7: every contact, all or nothing
-    const change: Change<Flow> = { remove: new Set(), upsert: new Map() }
+    const change: Change<Flow> = { remove: [], upsert: [] }
     for (const raw of contacts) {
       let na
       let key
@@ -395,26 +416,29 @@ export class Registrar<Flow = unknown> {
         return { status: 423, reason: 'Interval Too Brief', headers: [['Min-Expires', String(this.#min)]] }
       }
       expires = Math.min(expires, this.#max)
-      const existing = current.get(key)
+      const at = indexOfKey(current, key)
+      const existing = at === -1 ? undefined : current[at]
       if (existing !== undefined && existing.callId === callId && cseq <= existing.cseq) {
         throw new SipStatusError(500, 'Out of order CSeq')
       }
+      const pending = indexOfKey(change.upsert, key)
       if (expires === 0) {
-        change.upsert.delete(key)
-        if (existing !== undefined) change.remove.add(key)
+        if (pending !== -1) change.upsert.splice(pending, 1)
+        if (existing !== undefined && !change.remove.includes(key)) change.remove.push(key)
         continue
       }
       let params: Record<string, string | null> = EMPTY_PARAMS
-      for (const [n, v] of Object.entries(na.params)) {
+      for (const n in na.params) {
         if (n === 'expires') continue
+        const v = na.params[n]
         if (params === EMPTY_PARAMS) params = {}
         params[ownString(n)] = v === null ? null : ownString(v)
       }
       if (existing !== undefined && sameParams(existing.params, params)) params = existing.params
-      change.remove.delete(key)
+      without(change.remove, key)
       // the binding keeps copies of what it needs, never slices of the request (they would keep
       // the whole message alive), and reuses the strings of the binding it refreshes
-      change.upsert.set(key, {
+      const binding: StoredBinding<Flow> = {
         aor,
         key: existing?.key ?? ownString(key),
         uri: existing !== undefined && existing.uri === na.uri ? existing.uri : ownString(na.uri),
@@ -423,14 +447,16 @@ export class Registrar<Flow = unknown> {
         callId: existing !== undefined && existing.callId === callId ? existing.callId : ownString(callId),
         cseq,
         flow
-      })
+      }
+      if (pending === -1) change.upsert.push(binding)
+      else change.upsert[pending] = binding
     }
 
     // the displaced device refreshing: redirect to the new owner instead of claiming back
-    if (displaced !== undefined && change.upsert.size > 0 && this.#fromDisplacedDevice(displaced, callId, change)) {
+    if (displaced !== undefined && change.upsert.length > 0 && this.#fromDisplacedDevice(displaced, callId, change)) {
       return this.#redirect(aor, displaced.by)
     }
-    if (this.#policy === ConflictPolicy.FirstKeeps && current.size === 0 && change.upsert.size > 0) {
+    if (this.#policy === ConflictPolicy.FirstKeeps && current.length === 0 && change.upsert.length > 0) {
       const route = await this.#registry.resolve(aor)
       if (route !== undefined && route.node !== this.#registry.nodeId && route.expiresAt > now) return this.#redirect(aor, route)
     }
@@ -439,7 +465,7 @@ export class Registrar<Flow = unknown> {
 
   #fromDisplacedDevice (d: Displaced, callId: string, change: Change<Flow>): boolean {
     if (d.callIds.has(callId)) return true
-    for (const k of change.upsert.keys()) if (d.contacts.has(k)) return true
+    for (const b of change.upsert) if (d.contacts.has(b.key)) return true
     return false
   }
 
@@ -448,12 +474,19 @@ export class Registrar<Flow = unknown> {
     return { status: 302, reason: 'Moved Temporarily', headers: [['Contact', `<sip:${user}${by.sip}>`]] }
   }
 
-  async #commit (aor: string, current: Map<string, StoredBinding<Flow>>, change: Change<Flow>, now: number, restoring: boolean): Promise<Reply> {
-    const next = new Map(current)
-    for (const k of change.remove) next.delete(k)
-    for (const [k, b] of change.upsert) next.set(k, b)
-    if (next.size > this.#maxContacts) throw new SipStatusError(403, 'Too Many Contacts')
-    const bindings = [...next.values()]
+  async #commit (aor: string, current: Array<StoredBinding<Flow>>, change: Change<Flow>, now: number, restoring: boolean): Promise<Reply> {
+    // the bindings after the change, in the order a Map keyed by contact would keep them
+    const bindings = current.slice()
+    for (const k of change.remove) {
+      const i = indexOfKey(bindings, k)
+      if (i !== -1) bindings.splice(i, 1)
+    }
+    for (const b of change.upsert) {
+      const i = indexOfKey(bindings, b.key)
+      if (i === -1) bindings.push(b)
+      else bindings[i] = b
+    }
+    if (bindings.length > this.#maxContacts) throw new SipStatusError(403, 'Too Many Contacts')
     // this REGISTER takes the stored bindings over: the restart's re-claim skips the AoR
     if (restoring) this.#stored.take(aor)
 
@@ -462,7 +495,7 @@ export class Registrar<Flow = unknown> {
       try {
         result = await this.#registry.claim(aor, { expiresAt: maxExpiry(bindings) })
       } catch (err) {
-        if (restoring && current.size > 0) this.#stored.putBack(aor, [...current.values()] as Array<StoredBinding<never>>)
+        if (restoring && current.length > 0) this.#stored.putBack(aor, current as Array<StoredBinding<never>>)
         // an AoR the registry cannot hold is the user agent's fault (400 at the error boundary)
         if ((err as Error)?.name === INVALID_AOR_ERROR) throw err
         // never 200 without a stored claim
@@ -487,7 +520,7 @@ export class Registrar<Flow = unknown> {
         this.#emit(aor)
         return this.#unavailable('Storage Unavailable')
       }
-      if (current.size === 0) this.#changes.added(aor, bindings.length, result, this.#registry.nodeId)
+      if (current.length === 0) this.#changes.added(aor, bindings.length, result, this.#registry.nodeId)
     } else {
       const had = this.#regs.has(aor) || restoring
       this.#install(aor, [])
@@ -506,10 +539,13 @@ export class Registrar<Flow = unknown> {
     for (const b of bindings) {
       const secs = Math.max(0, Math.round((b.expiresAt - now) / 1000))
       let params = ''
-      for (const [n, v] of Object.entries(b.params)) params += v === null ? `;${n}` : `;${n}=${v}`
+      for (const n in b.params) {
+        const v = b.params[n]
+        params += v === null ? `;${n}` : `;${n}=${v}`
+      }
       headers.push(['Contact', `<${b.uri}>${params};expires=${secs}`])
     }
-    headers.push(['Date', new Date(now).toUTCString()])
+    headers.push(['Date', httpDate(now)])
     return { status: 200, reason: 'OK', headers }
   }
 
@@ -603,6 +639,18 @@ export class Registrar<Flow = unknown> {
       try { l(aor, list) } catch (err) { this.#log.error('registrar listener threw', { err: String(err) }) }
     }
   }
+}
+
+/** the Date header's value (RFC 3261 20.17) for `now`, made once per second */
+let dateSecond = -1
+let dateText = ''
+function httpDate (now: number): string {
+  const second = Math.floor(now / 1000)
+  if (second !== dateSecond) {
+    dateSecond = second
+    dateText = new Date(second * 1000).toUTCString()
+  }
+  return dateText
 }
 
 function minExpiry (bindings: ReadonlyArray<Binding<unknown>>): number {
