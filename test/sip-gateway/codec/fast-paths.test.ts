@@ -180,3 +180,46 @@ describe('Headers as one array with room at the front and back', () => {
     }
   })
 })
+
+describe('parseUri by indices', () => {
+  test('the usual URIs and their near misses parse as the general parser did (expected values recorded from it)', async () => {
+    const { parseUri } = await import('../../../sip-gateway/codec/uri.ts')
+    const cases: Array<[string, string | Record<string, unknown>]> = [
+      ["sip:", "400 Malformed URI host"],
+      ["sip:@host", "400 Malformed URI user"],
+      ["sip:user@", "400 Malformed URI host"],
+      ["sip:[::1", "400 Malformed URI host"],
+      ["sip:[::1]x", "400 Malformed URI host"],
+      ["sip:[::1]:5060", {"scheme": "sip", "host": "[::1]", "params": {}, "headers": {}, "port": 5060}],
+      ["sip:h:", "400 Malformed port in URI"],
+      ["sip:h:70000", "400 Malformed port in URI"],
+      ["sip:h:65535", {"scheme": "sip", "host": "h", "params": {}, "headers": {}, "port": 65535}],
+      ["sip:h:123456", "400 Malformed port in URI"],
+      ["sip:h:00080", {"scheme": "sip", "host": "h", "params": {}, "headers": {}, "port": 80}],
+      ["sip:h:8a", "400 Malformed port in URI"],
+      ["sip:h;", "400 Empty URI parameter"],
+      ["sip:h;=x", "400 Empty URI parameter name"],
+      ["sip:h;a=1;;b", "400 Empty URI parameter"],
+      ["sip:h?x=1;lr", {"scheme": "sip", "host": "h", "params": {}, "headers": {"x": "1;lr"}}],
+      ["sip:u@h;maddr=x?subject=y&", {"scheme": "sip", "host": "h", "params": {"maddr": "x"}, "headers": {"subject": "y"}, "user": "u"}],
+      ["tel:", "400 Malformed tel URI"],
+      ["tel:+1;phone-context=x", {"scheme": "tel", "host": "", "params": {"phone-context": "x"}, "headers": {}, "user": "+1"}],
+      ["SIP:U@H", {"scheme": "sip", "host": "H", "params": {}, "headers": {}, "user": "U"}],
+      ["sips:a@b:5061;transport=TLS", {"scheme": "sips", "host": "b", "params": {"transport": "TLS"}, "headers": {}, "user": "a", "port": 5061}],
+      ["sip:a@b;LR;Transport=udp", {"scheme": "sip", "host": "b", "params": {"lr": null, "transport": "udp"}, "headers": {}, "user": "a"}],
+      ["sip:a:pw@b", {"scheme": "sip", "host": "b", "params": {}, "headers": {}, "user": "a", "password": "pw"}],
+      ["sip::pw@b", "400 Malformed URI user"],
+      ["sip:a@b@c", "400 Malformed URI host"],
+      ["sip:a@b;x=@y", {"scheme": "sip", "host": "b", "params": {"x": "@y"}, "headers": {}, "user": "a"}],
+      ["sip:h:5060:5060", "400 Malformed port in URI"],
+      ["sipx:h", "416 Unsupported URI Scheme"]
+    ]
+    for (const [input, expected] of cases) {
+      if (typeof expected === 'string') {
+        assert.throws(() => parseUri(input), (e: SipParseError) => e instanceof SipParseError && e.message === expected, input)
+      } else {
+        assert.deepEqual({ ...parseUri(input) }, expected, input)
+      }
+    }
+  })
+})
