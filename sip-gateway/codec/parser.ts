@@ -159,7 +159,7 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
   // one array of the right size for the header lines (at most one per line end left)
   let lines = pos < n ? 1 : 0
   for (let i = head.indexOf('\n', pos); i !== -1; i = head.indexOf('\n', i + 1)) lines++
-  headers._reserve(lines)
+  headers._reserve(lines + 2) // and room for what a proxy adds (P-Asserted-Identity, Max-Forwards)
   // each header line is read in place in `head`: its name and its value are the only strings
   // made of it (no string per line, no untrimmed copy of each value)
   while (p < n) {

@@ -1092,7 +1092,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     const params: Record<string, string | null> = {}
     if (target.flow.transport === MESH_TRANSPORT) params.node = this.#registry.nodeId
     else if (target.flow.transport === 'UDP') params.rport = null
-    prependVia(copy.headers, { protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#portFor(target.flow.transport), params, branch })
+    prependVia(copy.headers, { protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#portFor(target.flow.transport), params, branch }, true)
     // RFC 3325: identity crosses to a peer network only within one trust domain
     if (target.flow.peerDomain !== undefined) this.#peers?.outbound(copy, target.flow.peerDomain)
     const b = ctx.addBranch(branch, copy)
