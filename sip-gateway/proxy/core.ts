@@ -57,6 +57,7 @@ import { createResponse } from '../codec/response.ts'
 import { serializeMessage } from '../codec/serializer.ts'
 import { randomBytes } from 'node:crypto'
 import { parseVia, formatVia, prependVia, topVia } from '../codec/via.ts'
+import { splitList } from '../codec/headers.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
 import { parseNameAddr } from '../codec/name-addr.ts'
 import { parseCSeq } from '../codec/cseq.ts'
@@ -1316,19 +1317,35 @@ export class ProxyCore implements TransactionCore<Flow> {
 
   /** 16.3 item 4: a Via of ours carrying the hash this request would get again is a loop */
   #checkLoop (request: SipRequest): void {
-    const vias = request.headers.getAll('Via')
-    let hash: string | undefined
-    for (let i = 0; i < vias.length; i++) {
-      let via
-      // the top one is parsed already (kept on the headers)
-      try { via = i === 0 ? topVia(request.headers) ?? parseVia(vias[0]) : parseVia(vias[i]) } catch { throw new SipStatusError(400, 'Malformed Via') }
-      const ours = typeof via.params.node === 'string' ? via.params.node === this.#registry.nodeId : this.#isOurVia(via)
-      if (!ours || via.branch === undefined) continue
-      hash ??= this.#loopHashes.get(request) ?? loopHashOf(request)
-      if (via.branch.endsWith('.' + hash)) {
-        this.stats.loops++
-        throw new SipStatusError(482, 'Loop Detected')
+    // every Via element, line by line (a line holding one element, the usual case, is not split)
+    const h = request.headers
+    let first = true
+    for (let i = 0; i < h.size; i++) {
+      if (h._keyAt(i) !== 'via') continue
+      const line = h._valueAt(i)
+      if (line.indexOf(',') === -1) {
+        if (line.trim() === '') continue
+        this.#checkLoopVia(request, line, first)
+        first = false
+        continue
       }
+      for (const element of splitList(line)) {
+        this.#checkLoopVia(request, element, first)
+        first = false
+      }
+    }
+  }
+
+  #checkLoopVia (request: SipRequest, element: string, top: boolean): void {
+    let via
+    // the top one is parsed already (kept on the headers)
+    try { via = top ? topVia(request.headers) ?? parseVia(element) : parseVia(element.trim()) } catch { throw new SipStatusError(400, 'Malformed Via') }
+    const ours = typeof via.params.node === 'string' ? via.params.node === this.#registry.nodeId : this.#isOurVia(via)
+    if (!ours || via.branch === undefined) return
+    const hash = this.#loopHashes.get(request) ?? loopHashOf(request)
+    if (via.branch.endsWith('.' + hash)) {
+      this.stats.loops++
+      throw new SipStatusError(482, 'Loop Detected')
     }
   }
 }

@@ -140,7 +140,7 @@ export class Registrar<Flow = unknown> {
   #shutdown = new AbortController()
   /** claims that failed (503 answered) */
   claimFailures = 0
-  readonly #listeners: Array<(aor: string, bindings: Binding<Flow>[]) => void> = []
+  readonly #listeners: Array<(aor: string, bindings: ReadonlyArray<Binding<Flow>>) => void> = []
   readonly #claimListeners: Array<(aor: string, result: ClaimResult) => void> = []
   #unDisplaced: Unwatch | undefined
 
@@ -217,12 +217,18 @@ export class Registrar<Flow = unknown> {
     this.#overload.stop()
   }
 
-  /** live bindings of an AoR (expired ones are never returned) */
-  lookup (aor: string): Binding<Flow>[] {
+  /**
+   * live bindings of an AoR (expired ones are never returned); read-only: when every binding is
+   * live (the usual case) it is the registration's own array, not a copy per call
+   */
+  lookup (aor: string): ReadonlyArray<Binding<Flow>> {
     const reg = this.#regs.get(aor)
-    if (reg === undefined) return []
+    if (reg === undefined) return NONE
     const now = this.#now()
-    return reg.bindings.filter(b => b.expiresAt > now)
+    const bindings = reg.bindings
+    let live = 0
+    for (let i = 0; i < bindings.length; i++) if (bindings[i].expiresAt > now) live++
+    return live === bindings.length ? bindings : bindings.filter(b => b.expiresAt > now)
   }
 
   /**
@@ -297,7 +303,7 @@ export class Registrar<Flow = unknown> {
   }
 
   /** told after every committed change of an AoR's bindings (presence, offline delivery) */
-  onChange (listener: (aor: string, bindings: Binding<Flow>[]) => void): void {
+  onChange (listener: (aor: string, bindings: ReadonlyArray<Binding<Flow>>) => void): void {
     this.#listeners.push(listener)
   }
 
@@ -652,6 +658,8 @@ function httpDate (now: number): string {
   }
   return dateText
 }
+
+const NONE: ReadonlyArray<Binding<never>> = Object.freeze([])
 
 function minExpiry (bindings: ReadonlyArray<Binding<unknown>>): number {
   let m = Infinity

@@ -112,7 +112,8 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
    */
   readonly #lingering: LingerTable<Lingering>
   readonly #lingerHandoff = (key: string, bytes: Uint8Array, flow: TxFlow<never>): void => {
-    this.#lingering.set(key, { bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1'), flow })
+    const text = Buffer.isBuffer(bytes) ? bytes.toString('latin1') : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
+    this.#lingering.set(key, { bytes: text, flow })
   }
 
   /**
