@@ -91,6 +91,12 @@ interface Change<Flow> {
   upsert: Array<StoredBinding<Flow>>
 }
 
+/** the key of the binding in `list` whose URI is written exactly `uri` (the key is a function of it) */
+function keyOfUri (list: ReadonlyArray<{ key: string, uri: string }>, uri: string): string | undefined {
+  for (let i = 0; i < list.length; i++) if (list[i].uri === uri) return list[i].key
+  return undefined
+}
+
 /** index of the binding with `key` in `list`, -1 when none */
 function indexOfKey (list: ReadonlyArray<{ key: string }>, key: string): number {
   for (let i = 0; i < list.length; i++) if (list[i].key === key) return i
@@ -130,6 +136,7 @@ export class Registrar<Flow = unknown> {
   readonly #wheel: ExpiryWheel
   readonly #displaced = new Map<string, Displaced>()
   /** AoRs with work in progress → who waits for them (FIFO); absent: free */
+  /** AoRs with a REGISTER (or expiry) in progress, and who waits for each (NOBODY: none yet) */
   readonly #busy = new Map<string, Array<() => void>>()
   readonly #known = new Set<string>()
   /** contact key → its registration, to find the binding of a contact (mid-dialog requests) */
@@ -345,7 +352,14 @@ export class Registrar<Flow = unknown> {
     aor = this.#regs.get(aor)?.aor ?? ownString(aor)
     this.#overload.pending++
     try {
-      return await this.#serialized(aor, async () => await this.#register(request, aor, callId, cseq, flow))
+      // under the AoR's lock (as #serialized, without a closure and its promise per REGISTER)
+      const turn = this.#acquire(aor)
+      if (turn !== undefined) await turn
+      try {
+        return await this.#register(request, aor, callId, cseq, flow)
+      } finally {
+        this.#releaseLock(aor)
+      }
     } finally {
       this.#overload.pending--
     }
@@ -357,16 +371,34 @@ export class Registrar<Flow = unknown> {
 
   /** run `fn` once every earlier call for the same AoR has finished */
   async #serialized<T> (aor: string, fn: () => Promise<T>): Promise<T> {
-    const waiting = this.#busy.get(aor)
-    if (waiting === undefined) this.#busy.set(aor, [])
-    else await new Promise<void>(resolve => { waiting.push(resolve) })
+    const turn = this.#acquire(aor)
+    if (turn !== undefined) await turn
     try {
       return await fn()
     } finally {
-      const next = this.#busy.get(aor)?.shift()
-      if (next !== undefined) next()
-      else this.#busy.delete(aor)
+      this.#releaseLock(aor)
     }
+  }
+
+  /** take the AoR's lock: at once (undefined) when free, else a promise of the turn */
+  #acquire (aor: string): Promise<void> | undefined {
+    const waiting = this.#busy.get(aor)
+    if (waiting === undefined) {
+      this.#busy.set(aor, NOBODY)
+      return undefined
+    }
+    return new Promise<void>(resolve => {
+      if (waiting === NOBODY) this.#busy.set(aor, [resolve])
+      else waiting.push(resolve)
+    })
+  }
+
+  /** hand the AoR's lock to the next in line, or free it */
+  #releaseLock (aor: string): void {
+    const waiting = this.#busy.get(aor)
+    const next = waiting === undefined || waiting === NOBODY ? undefined : waiting.shift()
+    if (next !== undefined) next()
+    else this.#busy.delete(aor)
   }
 
   async #register (request: SipRequest, aor: string, callId: string, cseq: number, flow: Flow | undefined): Promise<Reply> {
@@ -412,7 +444,8 @@ export class Registrar<Flow = unknown> {
       let key
       try {
         na = parseNameAddr(raw)
-        key = contactKey(na.uri)
+        // a contact refreshed as it was written: its key is the one it has (no parse of its URI)
+        key = keyOfUri(current, na.uri) ?? contactKey(na.uri)
       } catch {
         throw new SipStatusError(400, 'Malformed Contact')
       }
@@ -660,6 +693,8 @@ function httpDate (now: number): string {
 }
 
 const NONE: ReadonlyArray<Binding<never>> = Object.freeze([])
+/** the wait list of an AoR's lock while nobody waits (never pushed to) */
+const NOBODY: Array<() => void> = Object.freeze([]) as unknown as Array<() => void>
 
 function minExpiry (bindings: ReadonlyArray<Binding<unknown>>): number {
   let m = Infinity
