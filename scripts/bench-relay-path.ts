@@ -204,14 +204,10 @@ if (MODE === 'register') {
   if (first !== USERS) throw new Error(`${USERS - first} of ${USERS} first REGISTERs not answered 200`)
 }
 await round(Math.min(5000, MESSAGES)) // warm-up (JIT)
-// BENCH_HEAP_PROF=<file>: a sampling allocation profile of the rounds (objects collected included)
+// BENCH_HEAP_PROF=<file>: a sampling allocation profile of the measured rounds (objects collected included)
 const heapProf = process.env.BENCH_HEAP_PROF
 const session = heapProf === undefined ? undefined : new (await import('node:inspector')).Session()
 const post = async (method: string, params?: object): Promise<{ profile: unknown }> => await new Promise((resolve, reject) => { session!.post(method, params, (err, r) => { if (err != null) reject(err); else resolve(r as { profile: unknown }) }) })
-if (session !== undefined) {
-  session.connect()
-  await post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
-}
 /**
  * Bytes allocated on the V8 heap while `run` runs: what each GC found used less what the one
  * before left, plus the growth since the last GC (exact, unlike a sampling profile).
@@ -236,6 +232,11 @@ await round(Math.min(5000, MESSAGES), uasPort)
 const own = await allocated(async () => await round(MESSAGES, uasPort))
 const benchKb = own.bytes / own.result / 1000
 console.log(`the UAC and UAS alone: ${benchKb.toFixed(2)} KB allocated/msg`)
+// the profile covers the measured rounds only (messages × rounds), not the bench's own round
+if (session !== undefined) {
+  session.connect()
+  await post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+}
 const figures: Array<{ cpuUs: number, scavengesPerK: number, rate: number, gcUs: number, majors: number, kbPerMsg: number }> = []
 for (let r = 0; r < ROUNDS; r++) {
   const cpu0 = process.cpuUsage()
