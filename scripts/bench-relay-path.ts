@@ -1,14 +1,27 @@
-// The relay's own cost per MESSAGE, for before/after comparisons of hot-path changes: one gateway
-// (in-memory registry) relaying locally over real UDP sockets on loopback, a UAC and a UAS in this
-// same process (the UAS answers every MESSAGE 200 from a pre-built template), a window of MESSAGEs
-// in flight. Reported: CPU µs per relayed MESSAGE of the whole process (user + system, the UAC and
-// UAS included: constant between builds), bytes allocated on the V8 heap per MESSAGE (whole
-// process, from v8.GCProfiler's heap sizes before and after each GC), young-generation GCs per
-// 1,000 MESSAGEs (figures that load on the machine does not move), and the rate. Not a benchmark of the product: see
-// bench-relay.ts for that.
+// The relay's own cost per message, for before/after comparisons of hot-path changes: one gateway
+// (in-memory registry and store) over real UDP sockets on loopback, with a UAC and a UAS in this
+// same process, a window of requests in flight.
 //
-//   node --min-semi-space-size=16 --max-semi-space-size=16 scripts/bench-relay-path.ts [--messages 40000] [--window 64] [--rounds 3]
+// --mode relay (the default): the gateway relays MESSAGEs locally from the UAC to the UAS (bob,
+//   registered once), which answers each 200.
+// --mode register: the UAC refreshes --users registrations round-robin (each user's own Call-ID,
+//   the next CSeq; all registered once before the rounds): the registrar's refresh path. The
+//   registry answers the refresh of an AoR it holds from what it holds, as the DHT registry does
+//   (no write), so the figure is the gateway's: codec, transactions, registrar, its store.
+//
+// Reported: CPU µs per message of the whole process (user + system), bytes allocated on the V8
+// heap per message (whole process, from v8.GCProfiler's heap sizes before and after each GC),
+// young-generation GCs per 1,000 messages (figures that load on the machine does not move), and
+// the rate. The UAC and UAS are the bench's own share: they build each request by writing a
+// counter into a pre-built datagram and each answer by copying bytes (no strings, no dns lookup
+// tick, no send callback), and a round without the gateway (the UAC sending straight to the UAS)
+// measures what they allocate, shown apart (`benchKbPerMsg`) and taken off (`gatewayKbPerMsg`).
+// Not a benchmark of the product: see bench-relay.ts and bench-register.ts for that.
+//
+//   node --min-semi-space-size=16 --max-semi-space-size=16 scripts/bench-relay-path.ts [--mode relay|register]
+//        [--messages 40000] [--window 64] [--rounds 3] [--users 10000]
 //   (a fixed young generation: scavenges × 16 MB ≈ the bytes allocated)
+import { Buffer } from 'node:buffer'
 import { createSocket, type Socket } from 'node:dgram'
 import { PerformanceObserver, constants } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
@@ -17,23 +30,40 @@ import { Gateway } from '../sip-gateway/gateway.ts'
 import { MemoryStore } from '../sip-gateway/memory-store.ts'
 import { MemoryChannelHub } from '../sip-gateway/memory-channel.ts'
 import { MemoryMesh, MemoryRegistry } from '../dht/memory-registry.ts'
-import type { Logger } from '../sip-gateway/ports.ts'
+import type { ClaimResult, LocalBinding, Logger } from '../sip-gateway/ports.ts'
 
-const { values } = parseArgs({ options: { messages: { type: 'string', default: '40000' }, window: { type: 'string', default: '64' }, rounds: { type: 'string', default: '3' } } })
+const { values } = parseArgs({ options: { mode: { type: 'string', default: 'relay' }, messages: { type: 'string', default: '40000' }, window: { type: 'string', default: '64' }, rounds: { type: 'string', default: '3' }, users: { type: 'string', default: '10000' } } })
+const MODE = values.mode === 'register' ? 'register' : 'relay'
 const MESSAGES = Math.min(Math.max(Number(values.messages), 1000), 1_000_000)
 const WINDOW = Math.min(Math.max(Number(values.window), 1), 1000)
 const ROUNDS = Math.min(Math.max(Number(values.rounds), 1), 10)
+const USERS = Math.min(Math.max(Number(values.users), WINDOW), 1_000_000)
 
 const quiet: Logger = { debug () {}, info () {}, warn () {}, error (msg, f) { console.error(msg, f) }, child () { return quiet } }
-const registry = new MemoryRegistry(new MemoryMesh(), { nodeId: 'node-a' })
+/** new claims by the in-memory registry; the refresh of a claim held answered from it at once */
+class HeldClaims extends MemoryRegistry {
+  readonly #held = new Map<string, ClaimResult>()
+  override async claim (aor: string, binding: LocalBinding): Promise<ClaimResult> {
+    const held = this.#held.get(aor)
+    if (held !== undefined && held.route.expiresAt > Date.now()) return held
+    const result = await super.claim(aor, binding)
+    if (result.won) this.#held.set(aor, result)
+    return result
+  }
+}
+const registry = new HeldClaims(new MemoryMesh(), { nodeId: 'node-a' })
 const gateway = new Gateway({ registry, peerChannel: new MemoryChannelHub().channel('node-a'), store: new MemoryStore(), logger: quiet, announceSip: (hp) => { registry.sip = hp } }, {
-  domains: ['example.com'], sip: { host: '127.0.0.1', port: 0 }, limits: { maxServerTransactions: 2_000_000 }
+  domains: ['example.com'], sip: { host: '127.0.0.1', port: 0 }, limits: { maxServerTransactions: 2_000_000 }, registrar: { maxExpires: 3600 }
 })
 await gateway.start()
 const relay = gateway.addresses.udp
 
+/** dgram's address lookup answered at once for the IP address we send to (no tick per datagram) */
+function lookup (host: string, _options: unknown, callback: (err: Error | null, address: string, family: number) => void): void {
+  callback(null, host, 4)
+}
 async function bind (): Promise<Socket> {
-  const s = createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 })
+  const s = createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: lookup as never })
   await new Promise<void>(resolve => s.bind(0, '127.0.0.1', resolve))
   return s
 }
@@ -42,28 +72,91 @@ const uac = await bind()
 const uasPort = uas.address().port
 const uacPort = uac.address().port
 
-// the UAS: 200 to every MESSAGE, its Via, From, To, Call-ID and CSeq copied
-uas.on('message', (m) => {
-  const text = m.toString('latin1')
-  if (!text.startsWith('MESSAGE ')) return
-  const head = text.slice(0, text.indexOf('\r\n\r\n'))
-  const keep = head.split('\r\n').filter(l => /^(via|from|call-id|cseq):/i.test(l))
-  const to = head.split('\r\n').find(l => /^to:/i.test(l)) ?? ''
-  uas.send(`SIP/2.0 200 OK\r\n${keep.join('\r\n')}\r\n${to};tag=uas\r\nContent-Length: 0\r\n\r\n`, relay.port, '127.0.0.1') // the relay's Via: its own port
+/**
+ * Datagrams made from a text with `#` runs as counter fields: each send takes the next buffer of
+ * a ring (a datagram may still wait in the kernel's queue when the next one is made) and writes
+ * the counter into the fields, zero-padded. No allocation per datagram.
+ */
+class Template {
+  readonly #ring: Buffer[]
+  readonly #fields: Array<[at: number, width: number]> = []
+  #next = 0
+  constructor (text: string) {
+    for (const m of text.matchAll(/#+/g)) this.#fields.push([m.index, m[0].length])
+    const bytes = Buffer.from(text, 'latin1')
+    this.#ring = Array.from({ length: 4 * WINDOW + 16 }, () => Buffer.from(bytes))
+  }
+
+  /** the datagram for `n` (and `n2` in fields after the first `split` ones) */
+  make (n: number, n2 = n, split = this.#fields.length): Buffer {
+    const b = this.#ring[this.#next]
+    this.#next = (this.#next + 1) % this.#ring.length
+    for (let f = 0; f < this.#fields.length; f++) {
+      const [at, width] = this.#fields[f]
+      let v = f < split ? n : n2
+      for (let i = at + width - 1; i >= at; i--) { b[i] = 48 + v % 10; v = Math.floor(v / 10) }
+    }
+    return b
+  }
+}
+
+const N = '##########'
+const messageTemplate = new Template([`MESSAGE sip:bob@example.com SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:${uacPort};branch=z9hG4bK-${N}-bench;rport`, `From: <sip:alice@example.com>;tag=a${N}`,
+  'To: <sip:bob@example.com>', `Call-ID: ${N}-bench@127.0.0.1`, 'CSeq: 1 MESSAGE', 'Max-Forwards: 70', 'Content-Type: text/plain', 'Content-Length: 16', '', `hello ${N}`].join('\r\n'))
+// a user's fields (From, To, Contact, Call-ID) first, then the request's (branch, CSeq)
+const registerTemplate = new Template([`REGISTER sip:example.com SIP/2.0`, 'From: <sip:u########@example.com>;tag=r########', 'To: <sip:u########@example.com>', 'Call-ID: reg-########@bench',
+  `Contact: <sip:u########@127.0.0.1:${uasPort}>`, `Via: SIP/2.0/UDP 127.0.0.1:${uacPort};branch=z9hG4bK-${N}-reg;rport`, `CSeq: ${N} REGISTER`, 'Max-Forwards: 70', 'Expires: 3600', 'Content-Length: 0', '', ''].join('\r\n'))
+
+// the UAS: 200 to every request, its Via, From, Call-ID and CSeq lines copied, its To with a tag
+// added (bytes copied into a ring of buffers: the bench's share stays small and constant)
+const answers = Array.from({ length: 4 * WINDOW + 16 }, () => Buffer.alloc(4096))
+let nextAnswer = 0
+const STATUS = Buffer.from('SIP/2.0 200 OK\r\n')
+const TAIL = Buffer.from('Content-Length: 0\r\n\r\n')
+const TO_TAG = Buffer.from(';tag=uas')
+/** lower-cased byte at i */
+const lc = (m: Buffer, i: number): number => m[i] | 0x20
+uas.on('message', (m: Buffer, rinfo) => {
+  if (m[0] !== 0x4d && m[0] !== 0x52) return // MESSAGE, REGISTER (the direct round)
+  const out = answers[nextAnswer]
+  nextAnswer = (nextAnswer + 1) % answers.length
+  let o = STATUS.copy(out, 0)
+  let i = m.indexOf(10) + 1
+  while (i < m.length && m[i] !== 13 && m[i] !== 10) {
+    let end = m.indexOf(10, i)
+    if (end === -1) end = m.length - 1
+    const c = lc(m, i)
+    const keep = (c === 0x76 && lc(m, i + 1) === 0x69 && m[i + 3] === 0x3a) || // via:
+      (c === 0x66 && lc(m, i + 1) === 0x72 && m[i + 4] === 0x3a) || // from:
+      (c === 0x63 && (m[i + 4] === 0x3a || m[i + 7] === 0x3a) && (lc(m, i + 1) === 0x73 || lc(m, i + 1) === 0x61)) // cseq:, call-id:
+    if (keep && o + end + 1 - i < out.length - 64) o += m.copy(out, o, i, end + 1)
+    else if (c === 0x74 && m[i + 2] === 0x3a && lc(m, i + 1) === 0x6f) { // to:
+      const stop = m[end - 1] === 13 ? end - 1 : end
+      o += m.copy(out, o, i, stop)
+      o += TO_TAG.copy(out, o)
+      out[o++] = 13; out[o++] = 10
+    }
+    i = end + 1
+  }
+  o += TAIL.copy(out, o)
+  uas.send(out, 0, o, rinfo.port, '127.0.0.1')
 })
 
-// register the UAS as bob
-await new Promise<void>((resolve, reject) => {
-  const t = setTimeout(() => reject(new Error('no answer to REGISTER')), 5000)
-  uac.once('message', (m) => {
-    clearTimeout(t)
-    if (m.toString().startsWith('SIP/2.0 200')) resolve()
-    else reject(new Error(m.toString().slice(0, 80)))
+// register the UAS as bob (relay), or every user once (register)
+async function request (text: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('no answer to REGISTER')), 5000)
+    uac.once('message', (m) => {
+      clearTimeout(t)
+      if (m.toString().startsWith('SIP/2.0 200')) resolve()
+      else reject(new Error(m.toString().slice(0, 80)))
+    })
+    uac.send(text, relay.port, '127.0.0.1')
   })
-  uac.send([`REGISTER sip:example.com SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:${uacPort};branch=z9hG4bKreg1;rport`, 'Max-Forwards: 70',
-    'From: <sip:bob@example.com>;tag=r1', 'To: <sip:bob@example.com>', 'Call-ID: reg-1', 'CSeq: 1 REGISTER',
-    `Contact: <sip:bob@127.0.0.1:${uasPort}>`, 'Expires: 3600', 'Content-Length: 0', '', ''].join('\r\n'), relay.port, '127.0.0.1')
-})
+}
+await request([`REGISTER sip:example.com SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:${uacPort};branch=z9hG4bKreg1;rport`, 'Max-Forwards: 70',
+  'From: <sip:bob@example.com>;tag=r1', 'To: <sip:bob@example.com>', 'Call-ID: reg-1', 'CSeq: 1 REGISTER',
+  `Contact: <sip:bob@127.0.0.1:${uasPort}>`, 'Expires: 3600', 'Content-Length: 0', '', ''].join('\r\n'))
 
 let scavenges = 0
 let majors = 0
@@ -79,38 +172,42 @@ const obs = new PerformanceObserver((list) => {
 obs.observe({ entryTypes: ['gc'] })
 
 let seq = 0
-function message (n: number): string {
-  const body = `hello ${n}`
-  return [`MESSAGE sip:bob@example.com SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:${uacPort};branch=z9hG4bK-${n}-bench;rport`, `From: <sip:alice@example.com>;tag=a${n}`,
-    'To: <sip:bob@example.com>', `Call-ID: ${n}-bench@127.0.0.1`, 'CSeq: 1 MESSAGE', 'Max-Forwards: 70', 'Content-Type: text/plain', `Content-Length: ${body.length}`, '', body].join('\r\n')
+/** the next request: a MESSAGE, or the next user's refresh (CSeq 1 + its refreshes so far) */
+function next (): Buffer {
+  seq++
+  if (MODE === 'relay') return messageTemplate.make(seq)
+  const user = seq % USERS
+  return registerTemplate.make(user, seq, 5) // branch and CSeq: unique, rising per user
 }
 
-/** relay `count` MESSAGEs with `WINDOW` in flight; resolves with the 200s received */
-async function round (count: number): Promise<number> {
+/** send `count` requests with `WINDOW` in flight to `port`; resolves with the 200s received */
+async function round (count: number, port = relay.port): Promise<number> {
   let sent = 0
   let ok = 0
   return await new Promise<number>((resolve) => {
     const t = setTimeout(() => { uac.off('message', on); resolve(ok) }, 120_000)
-    const next = (): void => { if (sent < count) { sent++; uac.send(message(++seq), relay.port, '127.0.0.1') } }
+    const send = (): void => { if (sent < count) { sent++; uac.send(next(), port, '127.0.0.1') } }
     const on = (m: Buffer): void => {
       if (m[8] === 0x32 && m[9] === 0x30 && m[10] === 0x30) ok++ // 'SIP/2.0 200'
       if (ok === count) { clearTimeout(t); uac.off('message', on); resolve(ok); return }
-      next()
+      send()
     }
     uac.on('message', on)
-    for (let i = 0; i < WINDOW; i++) next()
+    for (let i = 0; i < WINDOW; i++) send()
   })
 }
 
+if (MODE === 'register') {
+  // every user registered once (new AoRs), then the rounds refresh them
+  seq = 0
+  const first = await round(USERS)
+  if (first !== USERS) throw new Error(`${USERS - first} of ${USERS} first REGISTERs not answered 200`)
+}
 await round(Math.min(5000, MESSAGES)) // warm-up (JIT)
-// BENCH_HEAP_PROF=<file>: a sampling allocation profile of the rounds (objects collected included)
+// BENCH_HEAP_PROF=<file>: a sampling allocation profile of the measured rounds (objects collected included)
 const heapProf = process.env.BENCH_HEAP_PROF
 const session = heapProf === undefined ? undefined : new (await import('node:inspector')).Session()
 const post = async (method: string, params?: object): Promise<{ profile: unknown }> => await new Promise((resolve, reject) => { session!.post(method, params, (err, r) => { if (err != null) reject(err); else resolve(r as { profile: unknown }) }) })
-if (session !== undefined) {
-  session.connect()
-  await post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
-}
 /**
  * Bytes allocated on the V8 heap while `run` runs: what each GC found used less what the one
  * before left, plus the growth since the last GC (exact, unlike a sampling profile).
@@ -130,6 +227,16 @@ async function allocated<T> (run: () => Promise<T>): Promise<{ bytes: number, re
   }
   return { bytes: bytes + used1 - after, result }
 }
+// the bench's own share: the same requests and answers without the gateway (UAC → UAS → UAC)
+await round(Math.min(5000, MESSAGES), uasPort)
+const own = await allocated(async () => await round(MESSAGES, uasPort))
+const benchKb = own.bytes / own.result / 1000
+console.log(`the UAC and UAS alone: ${benchKb.toFixed(2)} KB allocated/msg`)
+// the profile covers the measured rounds only (messages × rounds), not the bench's own round
+if (session !== undefined) {
+  session.connect()
+  await post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+}
 const figures: Array<{ cpuUs: number, scavengesPerK: number, rate: number, gcUs: number, majors: number, kbPerMsg: number }> = []
 for (let r = 0; r < ROUNDS; r++) {
   const cpu0 = process.cpuUsage()
@@ -145,7 +252,7 @@ for (let r = 0; r < ROUNDS; r++) {
   const gc = (globalThis as { gc?: () => void }).gc
   if (gc !== undefined) { gc(); console.log(`  heap after a full GC: ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(1)} MB (${gateway.stats.serverTransactions} server, ${gateway.stats.clientTransactions} client transactions live)`) }
   figures.push({ cpuUs: (cpu.user + cpu.system) / ok, scavengesPerK: (scavenges - s0) * 1000 / ok, rate: ok / ms * 1000, gcUs: (gcMs - g0) * 1000 / ok, majors: majors - m0, kbPerMsg: bytes / ok / 1000 })
-  console.log(`round ${r + 1}: ${ok}/${MESSAGES} answered, ${(ok / ms * 1000).toFixed(0)}/s, CPU ${((cpu.user + cpu.system) / ok).toFixed(1)} µs/msg (user ${(cpu.user / ok).toFixed(1)}, system ${(cpu.system / ok).toFixed(1)}), ${(bytes / ok / 1000).toFixed(2)} KB allocated/msg, ${((scavenges - s0) * 1000 / ok).toFixed(2)} scavenges per 1,000, GC ${((gcMs - g0) * 1000 / ok).toFixed(1)} µs/msg, ${majors - m0} mark-compact`)
+  console.log(`round ${r + 1}: ${ok}/${MESSAGES} answered, ${(ok / ms * 1000).toFixed(0)}/s, CPU ${((cpu.user + cpu.system) / ok).toFixed(1)} µs/msg (user ${(cpu.user / ok).toFixed(1)}, system ${(cpu.system / ok).toFixed(1)}), ${(bytes / ok / 1000).toFixed(2)} KB allocated/msg (gateway ${(bytes / ok / 1000 - benchKb).toFixed(2)}), ${((scavenges - s0) * 1000 / ok).toFixed(2)} scavenges per 1,000, GC ${((gcMs - g0) * 1000 / ok).toFixed(1)} µs/msg, ${majors - m0} mark-compact`)
 }
 if (session !== undefined) {
   const { profile } = await post('HeapProfiler.stopSampling')
@@ -153,7 +260,8 @@ if (session !== undefined) {
   session.disconnect()
 }
 const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
-console.log(JSON.stringify({ bench: 'relay-path', messages: MESSAGES, window: WINDOW, cpuUsPerMsg: Number(med(figures.map(f => f.cpuUs)).toFixed(1)), kbAllocatedPerMsg: Number(med(figures.map(f => f.kbPerMsg)).toFixed(2)), scavengesPerK: Number(med(figures.map(f => f.scavengesPerK)).toFixed(2)), gcUsPerMsg: Number(med(figures.map(f => f.gcUs)).toFixed(1)), markCompacts: figures.reduce((a, f) => a + f.majors, 0), rate: Math.round(med(figures.map(f => f.rate))) }))
+const kb = med(figures.map(f => f.kbPerMsg))
+console.log(JSON.stringify({ bench: 'relay-path', mode: MODE, messages: MESSAGES, window: WINDOW, ...(MODE === 'register' ? { users: USERS } : {}), cpuUsPerMsg: Number(med(figures.map(f => f.cpuUs)).toFixed(1)), kbAllocatedPerMsg: Number(kb.toFixed(2)), benchKbPerMsg: Number(benchKb.toFixed(2)), gatewayKbPerMsg: Number((kb - benchKb).toFixed(2)), scavengesPerK: Number(med(figures.map(f => f.scavengesPerK)).toFixed(2)), gcUsPerMsg: Number(med(figures.map(f => f.gcUs)).toFixed(1)), markCompacts: figures.reduce((a, f) => a + f.majors, 0), rate: Math.round(med(figures.map(f => f.rate))) }))
 obs.disconnect()
 uac.close()
 uas.close()

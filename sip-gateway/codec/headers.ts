@@ -140,7 +140,7 @@ export function splitList (value: string): string[] {
 }
 
 /** First element of a list value (what `splitList(value)[0]` gives, without splitting it all). */
-function firstElement (value: string): string | undefined {
+export function firstElement (value: string): string | undefined {
   if (value.indexOf(',') === -1) {
     const v = value.trim()
     return v === '' ? undefined : v
@@ -148,28 +148,22 @@ function firstElement (value: string): string | undefined {
   return splitList(value)[0]
 }
 
-/** `a.splice(i, 0, v)` without the array of removed elements splice returns */
-function insertAt (a: string[], i: number, v: string): void {
-  if (i === 0) { a.unshift(v); return }
-  a.push(v)
-  for (let j = a.length - 1; j > i; j--) a[j] = a[j - 1]
-  a[i] = v
-}
-
-/** `a.splice(i, 1)` without the array of the removed element splice returns */
-function removeAt (a: string[], i: number): void {
-  for (let j = i + 1; j < a.length; j++) a[j - 1] = a[j]
-  a.length--
-}
+/** triples of room a clone keeps before its first header line: a proxy prepends its Via there */
+const FRONT_ROOM = 1
 
 /** Ordered header fields of one SIP message. */
 export class Headers {
-  /** names as written (canonical spelling for known headers) */
-  private _names: string[]
-  /** lower-case full names, for lookups */
-  private _keys: string[]
-  /** raw values (folding undone, surrounding whitespace trimmed) */
-  private _values: string[]
+  /**
+   * The header lines as one flat array of (name as written, lower-case key, raw value) triples,
+   * used from `_start` to `_end`: one array per message instead of three, and room at the front
+   * and back, so that what a proxy does to every message it relays (prepend its Via to a
+   * request, shift its Via off a response) moves nothing and allocates nothing. Names are written
+   * in canonical spelling for known headers; values with folding undone, surrounding whitespace
+   * trimmed.
+   */
+  private _a: string[]
+  private _start: number
+  private _end: number
   /**
    * The top Via element parsed, and the text it was parsed from (see `topVia` in via.ts): the
    * transport, the transaction layer and the proxy all read it, once per message instead of once
@@ -179,9 +173,9 @@ export class Headers {
   _topVia: Readonly<Via> | undefined = undefined
 
   constructor (init?: Iterable<readonly [string, string]> | Record<string, string>) {
-    this._names = []
-    this._keys = []
-    this._values = []
+    this._a = []
+    this._start = 0
+    this._end = 0
     if (init !== undefined) {
       const entries = Symbol.iterator in init
         ? init as Iterable<readonly [string, string]>
@@ -192,7 +186,19 @@ export class Headers {
 
   /** Number of header lines. */
   get size (): number {
-    return this._keys.length
+    return (this._end - this._start) / 3
+  }
+
+  /**
+   * Room for `lines` header lines, for a parser that knows about how many come (an array of the
+   * right size at once, not one grown by copies). Only on empty headers.
+   */
+  _reserve (lines: number): void {
+    if (this._end === this._start && lines > 0) {
+      this._a = new Array<string>(3 * lines)
+      this._start = 0
+      this._end = 0
+    }
   }
 
   /**
@@ -200,29 +206,46 @@ export class Headers {
    * parser on the hot path.
    */
   _push (name: string, key: string, value: string): void {
-    this._names.push(name)
-    this._keys.push(key)
-    this._values.push(value)
+    const a = this._a
+    const e = this._end
+    if (e + 3 <= a.length) {
+      a[e] = name
+      a[e + 1] = key
+      a[e + 2] = value
+    } else {
+      a.length = e
+      a.push(name, key, value)
+    }
+    this._end = e + 3
   }
 
   /** Replace the raw value of the i-th header line. */
   _setValueAt (i: number, value: string): void {
-    this._values[i] = value
+    this._a[this._start + 3 * i + 2] = value
   }
 
   /** Lower-case key of the i-th header line. */
   _keyAt (i: number): string {
-    return this._keys[i]
+    return this._a[this._start + 3 * i + 1]
   }
 
   /** Name as written of the i-th header line. */
   _nameAt (i: number): string {
-    return this._names[i]
+    return this._a[this._start + 3 * i]
   }
 
   /** Raw value of the i-th header line. */
   _valueAt (i: number): string {
-    return this._values[i]
+    return this._a[this._start + 3 * i + 2]
+  }
+
+  /** index (in lines) of the first line with `key` at or after line `from`, -1 when none */
+  private _find (key: string, from = 0): number {
+    const a = this._a
+    for (let j = this._start + 3 * from + 1; j < this._end; j += 3) {
+      if (a[j] === key) return (j - 1 - this._start) / 3
+    }
+    return -1
   }
 
   /**
@@ -231,12 +254,12 @@ export class Headers {
    */
   get (name: string): string | undefined {
     const key = headerKey(name)
-    const keys = this._keys
+    const a = this._a
     const list = LIST_HEADERS.has(key)
-    for (let i = 0; i < keys.length; i++) {
-      if (keys[i] === key) {
-        if (!list) return this._values[i]
-        const first = firstElement(this._values[i])
+    for (let j = this._start + 1; j < this._end; j += 3) {
+      if (a[j] === key) {
+        if (!list) return a[j + 1]
+        const first = firstElement(a[j + 1])
         if (first !== undefined) return first
       }
     }
@@ -249,15 +272,15 @@ export class Headers {
    */
   getAll (name: string): string[] {
     const key = headerKey(name)
-    const keys = this._keys
+    const a = this._a
     const list = LIST_HEADERS.has(key)
     const out: string[] = []
-    for (let i = 0; i < keys.length; i++) {
-      if (keys[i] === key) {
+    for (let j = this._start + 1; j < this._end; j += 3) {
+      if (a[j] === key) {
         if (list) {
-          for (const v of splitList(this._values[i])) out.push(v)
+          for (const v of splitList(a[j + 1])) out.push(v)
         } else {
-          out.push(this._values[i])
+          out.push(a[j + 1])
         }
       }
     }
@@ -267,27 +290,28 @@ export class Headers {
   /** Raw values of every line of a header, unsplit. */
   getLines (name: string): string[] {
     const key = headerKey(name)
+    const a = this._a
     const out: string[] = []
-    for (let i = 0; i < this._keys.length; i++) {
-      if (this._keys[i] === key) out.push(this._values[i])
+    for (let j = this._start + 1; j < this._end; j += 3) {
+      if (a[j] === key) out.push(a[j + 1])
     }
     return out
   }
 
   has (name: string): boolean {
-    return this._keys.indexOf(headerKey(name)) !== -1
+    return this._find(headerKey(name)) !== -1
   }
 
   /** Replace every line of a header with one line (at the place of the first), or append it. */
   set (name: string, value: string): this {
     const key = headerKey(cleanName(name))
     value = clean(value)
-    const i = this._keys.indexOf(key)
+    const i = this._find(key)
     if (i === -1) {
       this._push(headerDisplayName(name, key), key, String(value))
       return this
     }
-    this._values[i] = String(value)
+    this._setValueAt(i, String(value))
     this._removeFrom(key, i + 1)
     return this
   }
@@ -303,18 +327,16 @@ export class Headers {
   prepend (name: string, value: string): this {
     const key = headerKey(cleanName(name))
     value = clean(value)
-    let i = this._keys.indexOf(key)
+    let i = this._find(key)
     if (i === -1) i = 0
-    insertAt(this._names, i, headerDisplayName(name, key))
-    insertAt(this._keys, i, key)
-    insertAt(this._values, i, String(value))
+    this._insertAt(i, headerDisplayName(name, key), key, String(value))
     return this
   }
 
   /** Remove every line of a header. Returns whether one was there. */
   delete (name: string): boolean {
     const key = headerKey(name)
-    const i = this._keys.indexOf(key)
+    const i = this._find(key)
     if (i === -1) return false
     this._removeFrom(key, i)
     return true
@@ -327,17 +349,18 @@ export class Headers {
   replaceFirst (name: string, value: string): boolean {
     const key = headerKey(name)
     value = clean(value)
-    for (let i = 0; i < this._keys.length; i++) {
-      if (this._keys[i] !== key) continue
-      const raw = this._values[i]
+    const a = this._a
+    for (let j = this._start + 1; j < this._end; j += 3) {
+      if (a[j] !== key) continue
+      const raw = a[j + 1]
       if (!LIST_HEADERS.has(key) || raw.indexOf(',') === -1) {
-        this._values[i] = value
+        a[j + 1] = value
         return true
       }
       const parts = splitList(raw)
       if (parts.length === 0) continue
       parts[0] = value
-      this._values[i] = parts.join(', ')
+      a[j + 1] = parts.join(', ')
       return true
     }
     return false
@@ -349,19 +372,18 @@ export class Headers {
    */
   shift (name: string): string | undefined {
     const key = headerKey(name)
-    for (let i = 0; i < this._keys.length; i++) {
-      if (this._keys[i] !== key) continue
-      const raw = this._values[i]
+    const a = this._a
+    for (let j = this._start + 1; j < this._end; j += 3) {
+      if (a[j] !== key) continue
+      const raw = a[j + 1]
       const parts = LIST_HEADERS.has(key) ? splitList(raw) : [raw]
       if (parts.length <= 1) {
-        removeAt(this._names, i)
-        removeAt(this._keys, i)
-        removeAt(this._values, i)
+        this._removeAt((j - 1 - this._start) / 3)
         if (parts.length === 1) return parts[0]
-        i--
+        j -= 3
         continue
       }
-      this._values[i] = parts.slice(1).join(', ')
+      a[j + 1] = parts.slice(1).join(', ')
       return parts[0]
     }
     return undefined
@@ -369,34 +391,76 @@ export class Headers {
 
   /** `[name, raw value]` per line, in order. */
   * entries (): IterableIterator<[string, string]> {
-    for (let i = 0; i < this._keys.length; i++) yield [this._names[i], this._values[i]]
+    for (let j = this._start; j < this._end; j += 3) yield [this._a[j], this._a[j + 2]]
   }
 
   [Symbol.iterator] (): IterableIterator<[string, string]> {
     return this.entries()
   }
 
+  /** a copy, with room for one line at the front (a proxy's Via) */
   clone (): Headers {
     const h = new Headers()
-    h._names = this._names.slice()
-    h._keys = this._keys.slice()
-    h._values = this._values.slice()
+    const n = this._end - this._start
+    const a = new Array<string>(3 * FRONT_ROOM + n)
+    const src = this._a
+    for (let j = 0, from = this._start; j < n; j++) a[3 * FRONT_ROOM + j] = src[from + j]
+    h._a = a
+    h._start = 3 * FRONT_ROOM
+    h._end = 3 * FRONT_ROOM + n
     h._topViaText = this._topViaText
     h._topVia = this._topVia
     return h
   }
 
-  private _removeFrom (key: string, from: number): void {
-    let w = from
-    for (let r = from; r < this._keys.length; r++) {
-      if (this._keys[r] === key) continue
-      this._names[w] = this._names[r]
-      this._keys[w] = this._keys[r]
-      this._values[w] = this._values[r]
-      w++
+  /** insert a line before line `i`, into room at the front or back when there is some */
+  private _insertAt (i: number, name: string, key: string, value: string): void {
+    const a = this._a
+    const at = this._start + 3 * i
+    if (this._start >= 3) {
+      // the lines before `at` move up into the room at the front
+      for (let j = this._start; j < at; j++) a[j - 3] = a[j]
+      this._start -= 3
+    } else {
+      if (this._end + 3 > a.length) a.push(name, key, value) // grown once; overwritten below
+      for (let j = this._end - 1; j >= at; j--) a[j + 3] = a[j]
+      this._end += 3
     }
-    this._names.length = w
-    this._keys.length = w
-    this._values.length = w
+    const w = this._start + 3 * i
+    a[w] = name
+    a[w + 1] = key
+    a[w + 2] = value
+  }
+
+  /** remove line `i`, moving the shorter side */
+  private _removeAt (i: number): void {
+    const a = this._a
+    const at = this._start + 3 * i
+    if (at - this._start <= this._end - at - 3) {
+      for (let j = at - 1; j >= this._start; j--) a[j + 3] = a[j]
+      a[this._start] = a[this._start + 1] = a[this._start + 2] = undefined as unknown as string
+      this._start += 3
+    } else {
+      for (let j = at + 3; j < this._end; j++) a[j - 3] = a[j]
+      this._end -= 3
+      a[this._end] = a[this._end + 1] = a[this._end + 2] = undefined as unknown as string
+    }
+  }
+
+  /** remove every line with `key` from line `from` on */
+  private _removeFrom (key: string, from: number): void {
+    const a = this._a
+    let w = this._start + 3 * from
+    for (let r = w; r < this._end; r += 3) {
+      if (a[r + 1] === key) continue
+      if (w !== r) {
+        a[w] = a[r]
+        a[w + 1] = a[r + 1]
+        a[w + 2] = a[r + 2]
+      }
+      w += 3
+    }
+    for (let j = w; j < this._end; j++) a[j] = undefined as unknown as string
+    this._end = w
   }
 }

@@ -66,6 +66,15 @@ export function setParam (params: Params, name: string, value: string | null): v
   }
 }
 
+/** parameter names written as constants when the text names them in lower case */
+const KNOWN_PARAMS = ['branch', 'rport', 'received', 'tag', 'lr', 'transport', 'expires', 'node']
+
+/** the known parameter `s.slice(from, to)` is, when it is one (as written, lower case) */
+function knownParam (s: string, from: number, to: number): string | undefined {
+  for (const p of KNOWN_PARAMS) if (p.length === to - from && s.startsWith(p, from)) return p
+  return undefined
+}
+
 /**
  * Parse `*( SEMI name [EQUAL value] )` from `s[i]` to the end of `s`: names are lower-cased,
  * values kept raw (a quoted value keeps its quotes), a parameter without value is `null`.
@@ -81,7 +90,7 @@ export function parseParams (s: string, i: number, params: Params, what: string)
     const nameStart = i
     while (i < n && isTokenChar(s.charCodeAt(i))) i++
     if (i === nameStart) throw new SipParseError(`Empty parameter name in ${what}`)
-    const name = s.slice(nameStart, i).toLowerCase()
+    const name = knownParam(s, nameStart, i) ?? s.slice(nameStart, i).toLowerCase()
     i = skipWhitespace(s, i)
     if (i < n && s.charCodeAt(i) === 61 /* = */) {
       i = skipWhitespace(s, i + 1)

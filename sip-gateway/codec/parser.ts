@@ -12,7 +12,7 @@
  */
 import { Buffer } from 'node:buffer'
 import { SipParseError } from '../errors.ts'
-import { Headers, headerDisplayName, headerKey, splitList } from './headers.ts'
+import { Headers, firstElement, headerDisplayName, headerKey } from './headers.ts'
 import { SipRequest, SipResponse, type SipMessage } from './message.ts'
 import { parseCSeq } from './cseq.ts'
 import { isToken } from './params.ts'
@@ -35,18 +35,36 @@ const VERSION = /^SIP\/[0-9]+\.[0-9]+$/i
 const SCHEME = /^[A-Za-z][A-Za-z0-9+\-.]*$/
 const DIGITS = /^[0-9]+$/
 
-interface NameInfo { key: string, display: string }
+interface NameInfo { name: string, key: string, display: string }
 
-/** Header names already checked, with key and spelling (bounded: hostile names cannot fill it). */
-const checkedNames = new Map<string, NameInfo>()
+/**
+ * Header names already checked, with key and spelling, found by a hash of the name's characters
+ * in the message text, so that a known name costs no string of its own per line. Bounded: at most
+ * 512 names, 4 per hash, so hostile names (or names made to collide) cannot fill it or make a
+ * lookup long; a name left out is checked from its text each time.
+ */
+const checkedNames = new Map<number, NameInfo[]>()
+let checkedCount = 0
 
-function nameInfo (name: string): NameInfo | undefined {
-  let info = checkedNames.get(name)
-  if (info !== undefined) return info
+/** the name `head.slice(from, to)`, checked (a token), or undefined */
+function nameInfo (head: string, from: number, to: number): NameInfo | undefined {
+  let h = 0x811c9dc5
+  for (let i = from; i < to; i++) h = Math.imul(h ^ head.charCodeAt(i), 0x01000193)
+  const bucket = checkedNames.get(h)
+  if (bucket !== undefined) {
+    for (const info of bucket) {
+      if (info.name.length === to - from && head.startsWith(info.name, from)) return info
+    }
+  }
+  const name = head.slice(from, to)
   if (!isToken(name)) return undefined
   const key = headerKey(name)
-  info = { key, display: headerDisplayName(name, key) }
-  if (checkedNames.size < 512) checkedNames.set(name, info)
+  const info = { name, key, display: headerDisplayName(name, key) }
+  if (checkedCount < 512 && (bucket === undefined || bucket.length < 4)) {
+    if (bucket === undefined) checkedNames.set(h, [info])
+    else bucket.push(info)
+    checkedCount++
+  }
   return info
 }
 
@@ -91,10 +109,7 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
   const head = buf.toString('utf8', start, headEnd)
   // the first error found; later checks do not overwrite it
   let error: SipParseError | undefined
-  const fail = (reason: string, status = 400): void => {
-    if (error === undefined) error = new SipParseError(reason, { status })
-  }
-  if (len > maxSize) fail('Message Too Large', 513)
+  if (len > maxSize) error ??= parseError('Message Too Large', 513)
 
   // start line
   let nl = head.indexOf('\n')
@@ -103,7 +118,7 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
   let request: SipRequest | undefined
   let response: SipResponse | undefined
   const headers = new Headers()
-  if (line.length >= 4 && line.slice(0, 4).toUpperCase() === 'SIP/') {
+  if (line.length >= 4 && (line.charCodeAt(0) | 0x20) === 115 && (line.charCodeAt(1) | 0x20) === 105 && (line.charCodeAt(2) | 0x20) === 112 && line.charCodeAt(3) === 47) { // SIP/
     response = parseStatusLine(line, headers)
   } else {
     const sp1 = line.indexOf(' ')
@@ -111,17 +126,22 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
     if (sp1 <= 0 || sp2 === -1 || line.indexOf(' ', sp2 + 1) !== -1 || sp2 === sp1 + 1) {
       throw new SipParseError('Malformed start line')
     }
-    const method = line.slice(0, sp1)
+    // the usual method and version as the constants they are (no string of their own per message)
+    const method = knownMethod(line, sp1) ?? line.slice(0, sp1)
     const uri = line.slice(sp1 + 1, sp2)
-    const version = line.slice(sp2 + 1)
+    const version = line.length === sp2 + 8 && line.endsWith('SIP/2.0') ? 'SIP/2.0' : line.slice(sp2 + 1)
     if (!isToken(method)) throw new SipParseError('Malformed method')
     request = new SipRequest(method, uri, headers, EMPTY, version)
-    if (!VERSION.test(version)) fail('Malformed SIP version')
-    else if (version.toUpperCase() !== 'SIP/2.0') fail('Version Not Supported', 505)
-    if (version !== 'SIP/2.0') request.version = version.toUpperCase()
+    if (version !== 'SIP/2.0') {
+      if (!VERSION.test(version)) error ??= parseError('Malformed SIP version')
+      else if (version.toUpperCase() !== 'SIP/2.0') error ??= parseError('Version Not Supported', 505)
+      request.version = version.toUpperCase()
+    }
     const colon = uri.indexOf(':')
-    if (colon <= 0 || !SCHEME.test(uri.slice(0, colon)) || /[<>"\t]/.test(uri)) fail('Malformed Request-URI')
-    else if (!SUPPORTED_SCHEMES.has(uri.slice(0, colon).toLowerCase())) fail('Unsupported URI Scheme', 416)
+    if (colon === 3 && uri.startsWith('sip')) {
+      if (/[<>"\t]/.test(uri)) error ??= parseError('Malformed Request-URI')
+    } else if (colon <= 0 || !SCHEME.test(uri.slice(0, colon)) || /[<>"\t]/.test(uri)) error ??= parseError('Malformed Request-URI')
+    else if (!SUPPORTED_SCHEMES.has(uri.slice(0, colon).toLowerCase())) error ??= parseError('Unsupported URI Scheme', 416)
   }
 
   // header lines
@@ -136,6 +156,10 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
   const pos = nl === -1 ? head.length : nl + 1
   let p = pos
   const n = head.length
+  // one array of the right size for the header lines (at most one per line end left)
+  let lines = pos < n ? 1 : 0
+  for (let i = head.indexOf('\n', pos); i !== -1; i = head.indexOf('\n', i + 1)) lines++
+  headers._reserve(lines + 2) // and room for what a proxy adds (P-Asserted-Identity, Max-Forwards)
   // each header line is read in place in `head`: its name and its value are the only strings
   // made of it (no string per line, no untrimmed copy of each value)
   while (p < n) {
@@ -148,7 +172,7 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
     const c0 = head.charCodeAt(lineStart)
     if (c0 === 32 || c0 === 9) {
       // folding (RFC 3261 7.3.1): a continuation line joins the previous value with one space
-      if (last === -1) { fail('Malformed header folding'); continue }
+      if (last === -1) { error ??= parseError('Malformed header folding'); continue }
       const more = head.slice(lineStart, lineEnd).trim()
       if (more !== '') {
         const prev = headers._valueAt(last)
@@ -157,62 +181,62 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
       continue
     }
     const colon = head.indexOf(':', lineStart)
-    if (colon <= lineStart || colon >= lineEnd) { fail('Malformed header line'); continue }
+    if (colon <= lineStart || colon >= lineEnd) { error ??= parseError('Malformed header line'); continue }
     let nameEnd = colon
     while (nameEnd > lineStart && (head.charCodeAt(nameEnd - 1) === 32 || head.charCodeAt(nameEnd - 1) === 9)) nameEnd--
-    const info = nameInfo(head.slice(lineStart, nameEnd))
-    if (info === undefined) { fail('Malformed header name'); continue }
+    const info = nameInfo(head, lineStart, nameEnd)
+    if (info === undefined) { error ??= parseError('Malformed header name'); continue }
     const key = info.key
     const value = trimmedSlice(head, colon + 1, lineEnd)
     last = headers.size
     headers._push(info.display, key, value)
     switch (key) {
       case 'via': if (via === -1) via = last; break
-      case 'from': if (from === -1) from = last; else fail('Duplicate From header'); break
-      case 'to': if (to === -1) to = last; else fail('Duplicate To header'); break
-      case 'call-id': if (callId === -1) callId = last; else fail('Duplicate Call-ID header'); break
-      case 'cseq': if (cseq === -1) cseq = last; else fail('Duplicate CSeq header'); break
-      case 'content-length': if (contentLength === -1) contentLength = last; else fail('Duplicate Content-Length header'); break
-      case 'max-forwards': if (maxForwards === -1) maxForwards = last; else fail('Duplicate Max-Forwards header'); break
+      case 'from': if (from === -1) from = last; else error ??= parseError('Duplicate From header'); break
+      case 'to': if (to === -1) to = last; else error ??= parseError('Duplicate To header'); break
+      case 'call-id': if (callId === -1) callId = last; else error ??= parseError('Duplicate Call-ID header'); break
+      case 'cseq': if (cseq === -1) cseq = last; else error ??= parseError('Duplicate CSeq header'); break
+      case 'content-length': if (contentLength === -1) contentLength = last; else error ??= parseError('Duplicate Content-Length header'); break
+      case 'max-forwards': if (maxForwards === -1) maxForwards = last; else error ??= parseError('Duplicate Max-Forwards header'); break
     }
   }
 
   // the headers every routing decision relies on
   let viaOk = false
   if (via === -1) {
-    fail('Missing Via header')
+    error ??= parseError('Missing Via header')
   } else {
-    const top = splitList(headers._valueAt(via))[0]
+    const top = firstElement(headers._valueAt(via))
     try {
       if (top === undefined) throw new SipParseError('Malformed Via')
       headers._topVia = parseVia(top)
       headers._topViaText = top
       viaOk = true
     } catch (err) {
-      fail((err as SipParseError).reason ?? 'Malformed Via')
+      error ??= parseError((err as SipParseError).reason ?? 'Malformed Via')
     }
   }
-  if (from === -1) fail('Missing From header')
-  else if (headers._valueAt(from) === '') fail('Malformed From header')
-  if (to === -1) fail('Missing To header')
-  else if (headers._valueAt(to) === '') fail('Malformed To header')
-  if (callId === -1) fail('Missing Call-ID header')
-  else if (headers._valueAt(callId) === '' || /\s/.test(headers._valueAt(callId))) fail('Malformed Call-ID header')
+  if (from === -1) error ??= parseError('Missing From header')
+  else if (headers._valueAt(from) === '') error ??= parseError('Malformed From header')
+  if (to === -1) error ??= parseError('Missing To header')
+  else if (headers._valueAt(to) === '') error ??= parseError('Malformed To header')
+  if (callId === -1) error ??= parseError('Missing Call-ID header')
+  else if (headers._valueAt(callId) === '' || /\s/.test(headers._valueAt(callId))) error ??= parseError('Malformed Call-ID header')
   let cseqOk = false
   if (cseq === -1) {
-    fail('Missing CSeq header')
+    error ??= parseError('Missing CSeq header')
   } else {
     try {
       const parsed = parseCSeq(headers._valueAt(cseq))
       cseqOk = true
-      if (request !== undefined && parsed.method !== request.method) fail('CSeq method does not match the request method')
+      if (request !== undefined && parsed.method !== request.method) error ??= parseError('CSeq method does not match the request method')
     } catch {
-      fail('Malformed CSeq header')
+      error ??= parseError('Malformed CSeq header')
     }
   }
   if (maxForwards !== -1) {
     const mf = headers._valueAt(maxForwards)
-    if (!DIGITS.test(mf) || mf.length > 10 || Number(mf) > 255) fail('Malformed Max-Forwards header')
+    if (!DIGITS.test(mf) || mf.length > 10 || Number(mf) > 255) error ??= parseError('Malformed Max-Forwards header')
   }
 
   // body (RFC 3261 18.3: a longer Content-Length than the datagram is an error, a shorter one
@@ -222,10 +246,10 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
   if (contentLength !== -1) {
     const cl = headers._valueAt(contentLength)
     if (!DIGITS.test(cl) || cl.length > 10) {
-      fail('Malformed Content-Length header')
+      error ??= parseError('Malformed Content-Length header')
     } else {
       const declared = Number(cl)
-      if (declared > bodyLength) fail('Content-Length larger than the message body')
+      if (declared > bodyLength) error ??= parseError('Content-Length larger than the message body')
       else bodyLength = declared
     }
   }
@@ -239,6 +263,20 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
     throw error.withRequest(answerable ? request : undefined)
   }
   return message
+}
+
+/** methods written as constants when a start line names them */
+const METHODS = ['MESSAGE', 'INVITE', 'ACK', 'BYE', 'CANCEL', 'OPTIONS', 'REGISTER', 'SUBSCRIBE', 'NOTIFY', 'PUBLISH', 'INFO', 'UPDATE', 'PRACK', 'REFER']
+
+/** the method that `line` starts with and that ends at `end`, when it is one of METHODS */
+function knownMethod (line: string, end: number): string | undefined {
+  for (const m of METHODS) if (m.length === end && line.startsWith(m)) return m
+  return undefined
+}
+
+/** an error to keep as the message's first (`error ??= parseError(...)`: later checks do not overwrite it) */
+function parseError (reason: string, status = 400): SipParseError {
+  return new SipParseError(reason, { status })
 }
 
 /** `s.slice(from, to).trim()`, without the untrimmed copy when only ASCII whitespace is trimmed */
@@ -258,13 +296,19 @@ function isAsciiSpace (c: number): boolean {
 function parseStatusLine (line: string, headers: Headers): SipResponse {
   const sp1 = line.indexOf(' ')
   if (sp1 === -1) throw new SipParseError('Malformed status line')
-  const version = line.slice(0, sp1)
-  if (!VERSION.test(version)) throw new SipParseError('Malformed status line')
-  if (version.toUpperCase() !== 'SIP/2.0') throw new SipParseError('Version Not Supported', { status: 505 })
-  const code = line.slice(sp1 + 1, sp1 + 4)
+  if (sp1 !== 7 || !line.startsWith('SIP/2.0')) {
+    const version = line.slice(0, sp1)
+    if (!VERSION.test(version)) throw new SipParseError('Malformed status line')
+    if (version.toUpperCase() !== 'SIP/2.0') throw new SipParseError('Version Not Supported', { status: 505 })
+  }
+  // Status-Code: 3DIGIT, the first 1-6, then SP (or the end of the line)
+  const c1 = line.charCodeAt(sp1 + 1) - 48
+  const c2 = line.charCodeAt(sp1 + 2) - 48
+  const c3 = line.charCodeAt(sp1 + 3) - 48
   const after = line.charCodeAt(sp1 + 4)
-  if (!/^[1-6][0-9][0-9]$/.test(code) || (line.length > sp1 + 4 && after !== 32)) {
+  if (!(c1 >= 1 && c1 <= 6 && c2 >= 0 && c2 <= 9 && c3 >= 0 && c3 <= 9) || (line.length > sp1 + 4 && after !== 32)) {
     throw new SipParseError('Malformed status line')
   }
-  return new SipResponse(Number(code), line.slice(sp1 + 5), headers, EMPTY, 'SIP/2.0')
+  const reason = line.length === sp1 + 7 && line.endsWith('OK') ? 'OK' : line.slice(sp1 + 5)
+  return new SipResponse(c1 * 100 + c2 * 10 + c3, reason, headers, EMPTY, 'SIP/2.0')
 }

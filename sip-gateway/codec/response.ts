@@ -64,7 +64,11 @@ export interface CreateResponseOptions {
   body?: Uint8Array
 }
 
+const TAG = /tag/i
+
 function hasTag (to: string): boolean {
+  // no `tag` anywhere (in any case): none, without parsing (most requests outside a dialog)
+  if (!TAG.test(to)) return false
   try {
     return parseNameAddr(to).params.tag != null
   } catch {
@@ -85,6 +89,13 @@ export function createResponse (
 ): SipResponse {
   const src = request.headers
   const headers = new Headers()
+  // room for the copied lines and a few more, at once
+  let copied = 0
+  for (let i = 0, n = src.size; i < n; i++) {
+    const key = src._keyAt(i)
+    if (key === 'via' || key === 'from' || key === 'to' || key === 'call-id' || key === 'cseq' || key === 'timestamp') copied++
+  }
+  headers._reserve(copied + 4)
   for (let i = 0, n = src.size; i < n; i++) {
     const key = src._keyAt(i)
     if (key === 'via' || key === 'from' || key === 'call-id' || key === 'cseq' || (key === 'timestamp' && status === 100)) {

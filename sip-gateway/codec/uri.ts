@@ -30,40 +30,49 @@ const USER_BAD = /[\s<>"]/
 export function parseUri (s: string): SipUri {
   const colon = s.indexOf(':')
   if (colon <= 0) throw new SipParseError('Malformed URI')
-  const rawScheme = s.slice(0, colon)
-  if (!SCHEME.test(rawScheme)) throw new SipParseError('Malformed URI')
-  const scheme = rawScheme.toLowerCase()
-  if (!SUPPORTED_SCHEMES.has(scheme)) throw new SipParseError('Unsupported URI Scheme', { status: 416 })
+  // read by indices into `s`: only the parts kept become strings (the usual schemes as constants)
+  let scheme: string
+  if (colon === 3 && s.startsWith('sip')) scheme = 'sip'
+  else if (colon === 4 && s.startsWith('sips')) scheme = 'sips'
+  else {
+    const rawScheme = s.slice(0, colon)
+    if (!SCHEME.test(rawScheme)) throw new SipParseError('Malformed URI')
+    scheme = rawScheme.toLowerCase()
+    if (!SUPPORTED_SCHEMES.has(scheme)) throw new SipParseError('Unsupported URI Scheme', { status: 416 })
+  }
   if (/[\s<>]/.test(s)) throw new SipParseError('Malformed URI')
 
-  let rest = s.slice(colon + 1)
+  // what follows the scheme, up to the headers (`?`)
+  let end = s.length
   const headers: Record<string, string> = {}
-  const q = rest.indexOf('?')
+  const q = s.indexOf('?', colon + 1)
   if (q !== -1) {
-    for (const pair of rest.slice(q + 1).split('&')) {
+    for (const pair of s.slice(q + 1).split('&')) {
       if (pair === '') continue
       const eq = pair.indexOf('=')
       const name = eq === -1 ? pair : pair.slice(0, eq)
       if (name === '' || name === '__proto__') throw new SipParseError('Malformed URI header')
       headers[name] = eq === -1 ? '' : pair.slice(eq + 1)
     }
-    rest = rest.slice(0, q)
+    end = q
   }
+  let i = colon + 1
 
   const uri: SipUri = { scheme, host: '', params: {}, headers }
   if (scheme === 'tel') {
-    const semi = rest.indexOf(';')
-    const number = semi === -1 ? rest : rest.slice(0, semi)
-    if (number === '') throw new SipParseError('Malformed tel URI')
-    uri.user = number
-    if (semi !== -1) parseUriParams(rest.slice(semi + 1), uri.params)
+    const semi = indexBefore(s, ';', i, end)
+    const numberEnd = semi === -1 ? end : semi
+    if (numberEnd === i) throw new SipParseError('Malformed tel URI')
+    uri.user = s.slice(i, numberEnd)
+    if (semi !== -1) parseUriParams(s, semi + 1, end, uri.params)
     return uri
   }
 
-  const at = rest.indexOf('@')
+  const at = indexBefore(s, '@', i, end)
   if (at !== -1) {
-    const userinfo = rest.slice(0, at)
-    if (userinfo === '' || USER_BAD.test(userinfo)) throw new SipParseError('Malformed URI user')
+    if (at === i) throw new SipParseError('Malformed URI user')
+    const userinfo = s.slice(i, at)
+    if (USER_BAD.test(userinfo)) throw new SipParseError('Malformed URI user')
     const pc = userinfo.indexOf(':')
     if (pc === -1) {
       uri.user = userinfo
@@ -72,30 +81,45 @@ export function parseUri (s: string): SipUri {
       uri.password = userinfo.slice(pc + 1)
       if (uri.user === '') throw new SipParseError('Malformed URI user')
     }
-    rest = rest.slice(at + 1)
+    i = at + 1
   }
 
-  const semi = rest.indexOf(';')
-  const hostport = semi === -1 ? rest : rest.slice(0, semi)
+  const semi = indexBefore(s, ';', i, end)
+  const hostportEnd = semi === -1 ? end : semi
   let portStart: number
-  if (hostport.charCodeAt(0) === 91 /* [ */) {
-    const close = hostport.indexOf(']')
+  if (s.charCodeAt(i) === 91 /* [ */ && i < hostportEnd) {
+    const close = indexBefore(s, ']', i, hostportEnd)
     if (close === -1) throw new SipParseError('Malformed URI host')
-    uri.host = hostport.slice(0, close + 1)
+    uri.host = s.slice(i, close + 1)
     if (!IPV6_REF.test(uri.host)) throw new SipParseError('Malformed URI host')
     portStart = close + 1
-    if (portStart < hostport.length && hostport.charCodeAt(portStart) !== 58) throw new SipParseError('Malformed URI host')
+    if (portStart < hostportEnd && s.charCodeAt(portStart) !== 58) throw new SipParseError('Malformed URI host')
   } else {
-    const pc = hostport.indexOf(':')
-    uri.host = pc === -1 ? hostport : hostport.slice(0, pc)
+    const pc = indexBefore(s, ':', i, hostportEnd)
+    portStart = pc === -1 ? hostportEnd : pc
+    uri.host = s.slice(i, portStart)
     if (!HOST_CHAR.test(uri.host)) throw new SipParseError('Malformed URI host')
-    portStart = pc === -1 ? hostport.length : pc
   }
-  if (portStart < hostport.length) {
-    uri.port = parsePort(hostport.slice(portStart + 1), 'URI')
+  if (portStart < hostportEnd) {
+    // a port number 0..65535 written in decimal, read in place
+    let port = 0
+    let j = portStart + 1
+    for (; j < hostportEnd; j++) {
+      const c = s.charCodeAt(j)
+      if (c < 48 || c > 57) break
+      port = port * 10 + c - 48
+    }
+    if (j !== hostportEnd || j === portStart + 1 || j - portStart - 1 > 5 || port > 65535) throw new SipParseError('Malformed port in URI')
+    uri.port = port
   }
-  if (semi !== -1) parseUriParams(rest.slice(semi + 1), uri.params)
+  if (semi !== -1) parseUriParams(s, semi + 1, end, uri.params)
   return uri
+}
+
+/** `s.indexOf(c, from)` when found before `to`, else -1 */
+function indexBefore (s: string, c: string, from: number, to: number): number {
+  const k = s.indexOf(c, from)
+  return k !== -1 && k < to ? k : -1
 }
 
 /** A port number 0..65535 written in decimal. */
@@ -106,14 +130,28 @@ export function parsePort (s: string, what: string): number {
   return port
 }
 
-function parseUriParams (s: string, params: Params): void {
-  for (const part of s.split(';')) {
-    if (part === '') throw new SipParseError('Empty URI parameter')
-    const eq = part.indexOf('=')
-    if (eq === 0) throw new SipParseError('Empty URI parameter name')
-    if (eq === -1) setParam(params, part.toLowerCase(), null)
-    else setParam(params, part.slice(0, eq).toLowerCase(), part.slice(eq + 1))
+/** `;`-separated parameters of `s` from `from` to `to` (names lower-cased, values raw) */
+function parseUriParams (s: string, from: number, to: number, params: Params): void {
+  let i = from
+  for (;;) {
+    const semi = indexBefore(s, ';', i, to)
+    const partEnd = semi === -1 ? to : semi
+    if (partEnd === i) throw new SipParseError('Empty URI parameter')
+    const eq = indexBefore(s, '=', i, partEnd)
+    if (eq === i) throw new SipParseError('Empty URI parameter name')
+    if (eq === -1) setParam(params, uriParamName(s, i, partEnd), null)
+    else setParam(params, uriParamName(s, i, eq), s.slice(eq + 1, partEnd))
+    if (semi === -1) return
+    i = semi + 1
   }
+}
+
+/** URI parameter names as constants when the text names one of the usual ones in lower case */
+const URI_PARAMS = ['lr', 'transport', 'node', 'user', 'ob', 'maddr']
+
+function uriParamName (s: string, from: number, to: number): string {
+  for (const p of URI_PARAMS) if (p.length === to - from && s.startsWith(p, from)) return p
+  return s.slice(from, to).toLowerCase()
 }
 
 export function formatUri (uri: SipUri): string {

@@ -27,11 +27,17 @@ function readToken (s: string, i: number): number {
   return i
 }
 
+/** the transports written as constants when a Via names them so (no strings of their own per message) */
+const SENT_PROTOCOLS = ['UDP', 'TCP', 'TLS', 'WS', 'WSS', 'MESH'].map(t => ({ text: `SIP/2.0/${t} `, transport: t }))
+
 export function parseVia (value: string): Via {
   const s = value
-  const n = s.length
-  // sent-protocol = protocol-name SLASH protocol-version SLASH transport (SLASH = SWS "/" SWS)
   let i = skipWhitespace(s, 0)
+  // the usual `SIP/2.0/<transport> `, read as constants
+  for (const p of SENT_PROTOCOLS) {
+    if (s.startsWith(p.text, i)) return parseSentBy(s, skipWhitespace(s, i + p.text.length), 'SIP/2.0', p.transport)
+  }
+  // sent-protocol = protocol-name SLASH protocol-version SLASH transport (SLASH = SWS "/" SWS)
   let e = readToken(s, i)
   const name = s.slice(i, e)
   i = skipWhitespace(s, e)
@@ -45,9 +51,15 @@ export function parseVia (value: string): Via {
   e = readToken(s, i)
   const transport = s.slice(i, e)
   if (transport === '') throw new SipParseError('Malformed Via')
-  // LWS then sent-by = host [ COLON port ]
+  // LWS then sent-by
   i = skipWhitespace(s, e)
   if (i === e) throw new SipParseError('Malformed Via')
+  return parseSentBy(s, i, `${name}/${version}`.toUpperCase(), transport.toUpperCase())
+}
+
+/** sent-by = host [ COLON port ] from `s[i]`, then the parameters */
+function parseSentBy (s: string, i: number, protocol: string, transport: string): Via {
+  const n = s.length
   let hostEnd: number
   if (s.charCodeAt(i) === 91 /* [ */) {
     hostEnd = s.indexOf(']', i)
@@ -63,18 +75,16 @@ export function parseVia (value: string): Via {
   }
   const host = s.slice(i, hostEnd)
   if (!HOST.test(host)) throw new SipParseError('Malformed Via host')
-  const via: Via = {
-    protocol: `${name}/${version}`.toUpperCase(),
-    transport: transport.toUpperCase(),
-    host,
-    params: {}
-  }
+  const via: Via = { protocol, transport, host, params: {} }
   i = skipWhitespace(s, hostEnd)
   if (i < n && s.charCodeAt(i) === 58 /* : */) {
     i = skipWhitespace(s, i + 1)
+    // port = 1*DIGIT, at most 65535 (read from the text: no string of its own)
     let pe = i
-    while (pe < n && s.charCodeAt(pe) >= 48 && s.charCodeAt(pe) <= 57) pe++
-    via.port = parsePort(s.slice(i, pe), 'Via')
+    let port = 0
+    while (pe < n && s.charCodeAt(pe) >= 48 && s.charCodeAt(pe) <= 57) port = port * 10 + s.charCodeAt(pe++) - 48
+    if (pe === i || pe - i > 5 || port > 65535) throw new SipParseError('Malformed port in Via')
+    via.port = port
     i = pe
   }
   parseParams(s, i, via.params, 'Via')
@@ -121,23 +131,31 @@ export function setTopVia (headers: Headers, via: Readonly<Via>): void {
   }
 }
 
-/** Add `via` as the new top Via (a proxy's own, 16.6 step 8), keeping it parsed. */
-export function prependVia (headers: Headers, via: Readonly<Via>): void {
+/**
+ * Add `via` as the new top Via (a proxy's own, 16.6 step 8), keeping it parsed. `owned`: the
+ * caller made `via` (and its params) for this call alone, so it becomes the parsed Via itself
+ * instead of a copy.
+ */
+export function prependVia (headers: Headers, via: Readonly<Via>, owned = false): void {
   const text = formatVia(via)
   headers.prepend('Via', text)
   if (headers.get('via') === text) {
     headers._topViaText = text
-    headers._topVia = asParsed(via)
+    headers._topVia = owned ? fillParsed(via as Via, via.params) : asParsed(via)
   }
 }
 
 /** `via` as `parseVia(formatVia(via))` gives it: the overrides written into its parameters too */
 function asParsed (via: Readonly<Via>): Via {
-  const params: Params = { ...via.params }
-  if (via.branch !== undefined) setParam(params, 'branch', via.branch)
-  if (via.received !== undefined) setParam(params, 'received', via.received)
-  if (via.rport !== undefined) setParam(params, 'rport', via.rport === null ? null : String(via.rport))
-  const out: Via = { ...via, params }
+  return fillParsed({ ...via }, { ...via.params })
+}
+
+/** `out` (a copy of a Via, or one the caller gave away) with `params` made as a parse would give them */
+function fillParsed (out: Via, params: Params): Via {
+  if (out.branch !== undefined) setParam(params, 'branch', out.branch)
+  if (out.received !== undefined) setParam(params, 'received', out.received)
+  if (out.rport !== undefined) setParam(params, 'rport', out.rport === null ? null : String(out.rport))
+  out.params = params
   // and the other way: parameters named branch, received, rport fill the fields in
   if (typeof params.branch === 'string') out.branch = params.branch
   if (typeof params.received === 'string') out.received = params.received
@@ -145,13 +163,17 @@ function asParsed (via: Readonly<Via>): Via {
   return out
 }
 
+/** the pieces of a Via being written (one array for every call: no rope of concatenations) */
+const parts: string[] = []
+
 /**
  * Write a Via element. `branch`, `received` and `rport` override the same names in `params`;
  * the other parameters are written in their order.
  */
 export function formatVia (via: Readonly<Via>): string {
-  let out = `${via.protocol}/${via.transport} ${via.host}`
-  if (via.port !== undefined) out += ':' + via.port
+  parts.length = 0
+  parts.push(via.protocol, '/', via.transport, ' ', via.host)
+  if (via.port !== undefined) parts.push(':', String(via.port))
   const params = via.params
   const rport = via.rport === undefined ? undefined : via.rport === null ? null : String(via.rport)
   // the overrides take the place of a parameter of the same name, else go last (in this order)
@@ -161,10 +183,11 @@ export function formatVia (via: Readonly<Via>): string {
       : name === 'received' && via.received !== undefined
         ? via.received
         : name === 'rport' && rport !== undefined ? rport : params[name]
-    out += v === null || v === undefined ? `;${name}` : `;${name}=${v}`
+    parts.push(';', name)
+    if (v !== null && v !== undefined) parts.push('=', v)
   }
-  if (via.branch !== undefined && !Object.hasOwn(params, 'branch')) out += `;branch=${via.branch}`
-  if (via.received !== undefined && !Object.hasOwn(params, 'received')) out += `;received=${via.received}`
-  if (rport !== undefined && !Object.hasOwn(params, 'rport')) out += rport === null ? ';rport' : `;rport=${rport}`
-  return out
+  if (via.branch !== undefined && !Object.hasOwn(params, 'branch')) parts.push(';branch=', via.branch)
+  if (via.received !== undefined && !Object.hasOwn(params, 'received')) parts.push(';received=', via.received)
+  if (rport !== undefined && !Object.hasOwn(params, 'rport')) parts.push(rport === null ? ';rport' : ';rport=', rport ?? '')
+  return parts.join('')
 }

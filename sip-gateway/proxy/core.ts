@@ -57,6 +57,7 @@ import { createResponse } from '../codec/response.ts'
 import { serializeMessage } from '../codec/serializer.ts'
 import { randomBytes } from 'node:crypto'
 import { parseVia, formatVia, prependVia, topVia } from '../codec/via.ts'
+import { splitList } from '../codec/headers.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
 import { parseNameAddr } from '../codec/name-addr.ts'
 import { parseCSeq } from '../codec/cseq.ts'
@@ -67,7 +68,7 @@ import type { TransactionCore, TransactionLayer, ServerTransaction } from '../tr
 import type { InviteServerTransaction } from '../transaction/invite-server-transaction.ts'
 import { responseForError } from './error-response.ts'
 import { Timer } from '../transaction/timers.ts'
-import { ResponseContext, bestResponse, type Branch } from './response-context.ts'
+import { ResponseContext, bestResponse, type Branch, type ResponseContextHooks } from './response-context.ts'
 import { MESH_TRANSPORT, type Connector, type Flow } from './flow.ts'
 import { DialogContacts } from './dialog-contacts.ts'
 import { KeyedLock } from '../offline/keyed-lock.ts'
@@ -315,7 +316,15 @@ export class ProxyCore implements TransactionCore<Flow> {
 
   onRequest (request: SipRequest, tx: ServerTransaction, flow: Flow): void {
     this.stats.requests++
-    this.#handle(request, tx, flow).catch((err: unknown) => { this.#respond(tx, responseForError(request, err, this.#log)) })
+    // synchronous where nothing waits (a MESSAGE to a contact at hand): no promise per message then
+    let pending: void | Promise<void>
+    try {
+      pending = this.#handle(request, tx, flow)
+    } catch (err) {
+      this.#respond(tx, responseForError(request, err, this.#log))
+      return
+    }
+    if (pending !== undefined) pending.catch((err: unknown) => { this.#respond(tx, responseForError(request, err, this.#log)) })
   }
 
   onAck (ack: SipRequest, flow: Flow): void {
@@ -362,7 +371,8 @@ export class ProxyCore implements TransactionCore<Flow> {
 
   // ---- request handling ------------------------------------------------------------------
 
-  async #handle (request: SipRequest, tx: ServerTransaction, flow: Flow): Promise<void> {
+  /** returns a promise only when something is waited for (a lookup, a connection, the registrar) */
+  #handle (request: SipRequest, tx: ServerTransaction, flow: Flow): void | Promise<void> {
     // the loop hash covers the request as received (16.6 step 8), before we change anything
     this.#loopHashes.set(request, loopHashOf(request))
     const fromMesh = flow.transport === MESH_TRANSPORT
@@ -420,9 +430,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     // requests to the node itself (and REGISTER, whatever its Request-URI user part)
     if (request.method === 'REGISTER' && (toNode || this.#domains.has(host))) {
       if (fromMesh || peer !== undefined) throw new SipStatusError(403, 'REGISTER Is Not Relayed')
-      const reply = await this.#registrar.handle(request, flow)
-      this.#reply(tx, request, reply)
-      return
+      return this.#register(request, tx, flow, uri)
     }
     if (toNode && request.headers.get('Route') === undefined) {
       this.stats.answeredLocally++
@@ -438,51 +446,12 @@ export class ProxyCore implements TransactionCore<Flow> {
 
     // a Route left: a mid-dialog request following the recorded route, when it may (16.4, 16.12)
     const nextRoute = request.headers.get('Route')
-    if (nextRoute !== undefined) {
-      const next = safeUri(parseNameAddr(nextRoute).uri)
-      const target = this.#mayFollowRoute(request, fromMesh, consumedRoute)
-        ? await this.#routeFlow(next)
-        : await this.#peerRouteFlow(request, next, peer === undefined && !fromMesh && consumedRoute)
-      if (!fromMesh) this.#assertIdentity(request)
-      this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
-      return
-    }
+    if (nextRoute !== undefined) return this.#followRoute(request, tx, flow, nextRoute, fromMesh, peer, consumedRoute)
 
     if (!this.#domains.has(host) && peer === undefined && this.#peers?.has(host) === true) {
-      await this.#toPeer(request, tx, flow, host, fromMesh)
-      return
+      return this.#toPeer(request, tx, flow, host, fromMesh)
     }
-    if (!this.#domains.has(host)) {
-      // a Request-URI outside our domains may be the contact of one of our user agents (mid-dialog):
-      // from the mesh, or from a user agent whose dialog we Record-Routed (our Route consumed, To tag)
-      if (fromMesh || (consumedRoute && hasToTag(request))) {
-        const binding = this.#registrar.findByContact(request.uri)
-        if (binding !== undefined) {
-          if (!fromMesh) this.#assertIdentity(request)
-          this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#bindingFlow(binding) }])
-          return
-        }
-        // or the remote target of a dialog we Record-Routed, whatever the registrar holds: a
-        // caller's Contact (it may never have registered) or the Contact a callee answered with
-        // (it may differ from the one it registered). Sent only over the flow that user agent
-        // used in the dialog's first transaction (the caller's UDP source or connection; the
-        // flow the INVITE reached the callee on), never to the address its Contact names, so a
-        // made-up Contact cannot aim the node anywhere
-        const party = this.#dialogContacts.find(request.uri)
-        if (party !== undefined) {
-          let target = party.flow
-          if (!target.open) {
-            // a peer's connection closed: open one to the peer again (its address list, its certificate)
-            if (target.peerDomain === undefined || this.#peers === undefined) throw new SipStatusError(480, 'Temporarily Unavailable')
-            target = await this.#peers.connect(target.peerDomain, this.#connector)
-          }
-          if (!fromMesh) this.#assertIdentity(request)
-          this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
-          return
-        }
-      }
-      throw new SipStatusError(403, 'Domain Not Served')
-    }
+    if (!this.#domains.has(host)) return this.#toDialogParty(request, tx, flow, fromMesh, consumedRoute)
     if (!AOR_METHODS.has(request.method)) {
       this.#respond(tx, createResponse(request, 405, undefined, [['Allow', ALLOW]], { toTag: true }))
       return
@@ -495,18 +464,78 @@ export class ProxyCore implements TransactionCore<Flow> {
     // later ones overtake them. Waiting for the store costs nothing: the offline store writes one
     // user's messages one after the other anyway. Other recipients are not held up. While this
     // node holds stored messages for the user, a new one is stored behind them, not sent past them.
+    // With nothing queued for the AoR the MESSAGE is routed at once, and holds the AoR's turn only
+    // when its routing waits for something (no closure or promise for one sent on at once).
     if (request.method === 'MESSAGE') {
-      await this.#inOrder.run(aor, async () => {
-        if (this.#backlog?.holds(aor) === true) {
-          if (!fromMesh) this.#assertIdentity(request)
-          this.#reply(tx, request, await this.#backlog.append(request, aor))
-          return
-        }
-        await this.#routeAor(request, tx, flow, aor, fromMesh)
-      })
-      return
+      if (!this.#inOrder.busy(aor)) {
+        const pending = this.#routeMessage(request, tx, flow, aor, fromMesh)
+        return pending === undefined ? undefined : this.#inOrder.run(aor, async () => { await pending })
+      }
+      return this.#inOrder.run(aor, async () => { await this.#routeMessage(request, tx, flow, aor, fromMesh) })
     }
-    await this.#routeAor(request, tx, flow, aor, fromMesh)
+    return this.#routeAor(request, tx, flow, aor, fromMesh)
+  }
+
+  /** REGISTER to a served domain: the registrar answers */
+  async #register (request: SipRequest, tx: ServerTransaction, flow: Flow, uri: SipUri): Promise<void> {
+    const reply = await this.#registrar.handle(request, flow, uri)
+    this.#reply(tx, request, reply)
+  }
+
+  /** a request with a Route left once ours was consumed (16.4, 16.12) */
+  async #followRoute (request: SipRequest, tx: ServerTransaction, flow: Flow, nextRoute: string, fromMesh: boolean, peer: string | undefined, consumedRoute: boolean): Promise<void> {
+    const next = safeUri(parseNameAddr(nextRoute).uri)
+    const target = this.#mayFollowRoute(request, fromMesh, consumedRoute)
+      ? await this.#routeFlow(next)
+      : await this.#peerRouteFlow(request, next, peer === undefined && !fromMesh && consumedRoute)
+    if (!fromMesh) this.#assertIdentity(request)
+    this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
+  }
+
+  /** a MESSAGE, in its AoR's turn: behind the user's stored messages while there are any, else routed */
+  #routeMessage (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, fromMesh: boolean): void | Promise<void> {
+    if (this.#backlog?.holds(aor) === true) {
+      if (!fromMesh) this.#assertIdentity(request)
+      return this.#toBacklog(request, tx, aor, this.#backlog)
+    }
+    return this.#routeAor(request, tx, flow, aor, fromMesh)
+  }
+
+  async #toBacklog (request: SipRequest, tx: ServerTransaction, aor: string, backlog: Backlog): Promise<void> {
+    this.#reply(tx, request, await backlog.append(request, aor))
+  }
+
+  /** a request whose Request-URI is outside our domains: one of our user agents' contacts, or refused */
+  async #toDialogParty (request: SipRequest, tx: ServerTransaction, flow: Flow, fromMesh: boolean, consumedRoute: boolean): Promise<void> {
+    // a Request-URI outside our domains may be the contact of one of our user agents (mid-dialog):
+    // from the mesh, or from a user agent whose dialog we Record-Routed (our Route consumed, To tag)
+    if (fromMesh || (consumedRoute && hasToTag(request))) {
+      const binding = this.#registrar.findByContact(request.uri)
+      if (binding !== undefined) {
+        if (!fromMesh) this.#assertIdentity(request)
+        this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#bindingFlow(binding) }])
+        return
+      }
+      // or the remote target of a dialog we Record-Routed, whatever the registrar holds: a
+      // caller's Contact (it may never have registered) or the Contact a callee answered with
+      // (it may differ from the one it registered). Sent only over the flow that user agent
+      // used in the dialog's first transaction (the caller's UDP source or connection; the
+      // flow the INVITE reached the callee on), never to the address its Contact names, so a
+      // made-up Contact cannot aim the node anywhere
+      const party = this.#dialogContacts.find(request.uri)
+      if (party !== undefined) {
+        let target = party.flow
+        if (!target.open) {
+          // a peer's connection closed: open one to the peer again (its address list, its certificate)
+          if (target.peerDomain === undefined || this.#peers === undefined) throw new SipStatusError(480, 'Temporarily Unavailable')
+          target = await this.#peers.connect(target.peerDomain, this.#connector)
+        }
+        if (!fromMesh) this.#assertIdentity(request)
+        this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
+        return
+      }
+    }
+    throw new SipStatusError(403, 'Domain Not Served')
   }
 
   /**
@@ -562,26 +591,31 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   /** route a request for an AoR of a served domain: the owner here, another node, or nobody */
-  async #routeAor (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, fromMesh: boolean): Promise<void> {
+  #routeAor (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, fromMesh: boolean): void | Promise<void> {
     if (fromMesh) {
       // we own what we hold bindings for (the registrar drops them when displaced): no lookup then.
       // Without bindings we are an old owner the sender's route lagged behind, or the user just
       // left: ask the DHT itself, so that a message for a user who moved on is sent after her
       // (not-owner retry at the sender) and never stored here as if she were offline
-      if (this.#registrar.lookup(aor).length === 0 && (await this.#registry.resolve(aor, { fresh: true }))?.node !== this.#registry.nodeId) {
-        this.#respond(tx, createResponse(request, 404, 'Not Owner', [[NOT_OWNER_HEADER, this.#registry.nodeId]], { toTag: true }))
-        return
-      }
-      await this.#deliverLocal(request, tx, flow, aor)
-      return
+      if (this.#registrar.lookup(aor).length === 0) return this.#deliverIfOwner(request, tx, flow, aor)
+      return this.#deliverLocal(request, tx, flow, aor)
     }
     this.#assertIdentity(request)
     if (DIALOG_METHODS.has(request.method) && !hasToTag(request)) this.#rememberCaller(request, flow)
     // live local bindings mean we own the AoR (the registrar drops them when displaced)
-    if (this.#registrar.lookup(aor).length > 0) {
-      await this.#deliverLocal(request, tx, flow, aor)
+    if (this.#registrar.lookup(aor).length > 0) return this.#deliverLocal(request, tx, flow, aor)
+    return this.#resolveAndRoute(request, tx, flow, aor)
+  }
+
+  async #deliverIfOwner (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): Promise<void> {
+    if ((await this.#registry.resolve(aor, { fresh: true }))?.node !== this.#registry.nodeId) {
+      this.#respond(tx, createResponse(request, 404, 'Not Owner', [[NOT_OWNER_HEADER, this.#registry.nodeId]], { toTag: true }))
       return
     }
+    await this.#deliverLocal(request, tx, flow, aor)
+  }
+
+  async #resolveAndRoute (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): Promise<void> {
     await this.#toRoute(request, tx, flow, aor, await this.#resolve(aor))
   }
 
@@ -624,33 +658,57 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#forward(request, tx, flow, [{ uri: request.uri, flow: this.#mesh(route.node), aor, retried }])
   }
 
-  async #deliverLocal (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): Promise<void> {
+  /**
+   * To the AoR's contacts registered here. Synchronous while every contact's flow is at hand (UDP,
+   * an open connection); from the first one that must wait (a connection to open) on, a promise.
+   */
+  #deliverLocal (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): void | Promise<void> {
     // the AoR is ours: what the owner serves itself never goes to the user's devices
-    if (OWNER_METHODS.has(request.method)) {
-      if (await this.#atOwner?.(request, tx, flow, aor, true) !== true) throw new SipStatusError(480, 'Temporarily Unavailable')
-      return
-    }
+    if (OWNER_METHODS.has(request.method)) return this.#toOwner(request, tx, flow, aor)
     const bindings = this.#registrar.lookup(aor)
-    if (bindings.length === 0) {
-      await this.#unavailable(request, tx, flow, aor)
-      return
-    }
+    if (bindings.length === 0) return this.#unavailable(request, tx, flow, aor)
     this.stats.deliveredLocal++
     // RFC 3261 26.2.2 / RFC 5630: a sips: request travels over TLS on every hop, the last one too
-    const secureOnly = request.uri.slice(0, 5).toLowerCase() === 'sips:'
+    const secureOnly = request.uri.charCodeAt(4) === 58 /* : */ && request.uri.slice(0, 4).toLowerCase() === 'sips'
     const targets: Target[] = []
-    for (const b of bindings) {
+    for (let i = 0; i < bindings.length; i++) {
+      const b = bindings[i]
+      let to: Flow | Promise<Flow>
       try {
-        let flow = this.#contactFlow(request, b)
-        if (isThenable(flow)) flow = await flow
-        if (secureOnly && !SECURE_TRANSPORTS.has(flow.transport)) continue
-        targets.push({ uri: b.uri, flow, aorOffline: aor })
+        to = this.#contactFlow(request, b)
+      } catch (err) {
+        this.#log.debug('contact unreachable', { contact: b.uri, err: String(err) })
+        continue
+      }
+      if (isThenable(to)) return this.#deliverLater(request, tx, flow, aor, bindings, i, to, targets, secureOnly)
+      if (secureOnly && !SECURE_TRANSPORTS.has(to.transport)) continue
+      targets.push({ uri: b.uri, flow: to, aorOffline: aor })
+    }
+    this.#forwardToContacts(request, tx, flow, targets, secureOnly)
+  }
+
+  /** #deliverLocal from the `from`-th binding on, whose flow is `first` */
+  async #deliverLater (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, bindings: ReadonlyArray<Binding<Flow>>, from: number, first: Promise<Flow>, targets: Target[], secureOnly: boolean): Promise<void> {
+    for (let i = from; i < bindings.length; i++) {
+      const b = bindings[i]
+      try {
+        const to = i === from ? await first : await this.#contactFlow(request, b)
+        if (secureOnly && !SECURE_TRANSPORTS.has(to.transport)) continue
+        targets.push({ uri: b.uri, flow: to, aorOffline: aor })
       } catch (err) {
         this.#log.debug('contact unreachable', { contact: b.uri, err: String(err) })
       }
     }
+    this.#forwardToContacts(request, tx, flow, targets, secureOnly)
+  }
+
+  #forwardToContacts (request: SipRequest, tx: ServerTransaction, flow: Flow, targets: Target[], secureOnly: boolean): void {
     if (targets.length === 0) throw new SipStatusError(480, secureOnly ? 'Temporarily Unavailable (no contact over TLS for a sips: request)' : 'Temporarily Unavailable')
     this.#forward(request, tx, flow, targets)
+  }
+
+  async #toOwner (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): Promise<void> {
+    if (await this.#atOwner?.(request, tx, flow, aor, true) !== true) throw new SipStatusError(480, 'Temporarily Unavailable')
   }
 
   async #unavailable (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string): Promise<void> {
@@ -947,29 +1005,46 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
     let ctx = this.#contexts.get(tx)
     if (ctx === undefined) {
-      // 16.6 step 11: timer C bounds a forwarded INVITE; each provisional restarts it; when it
-      // fires the pending branches are cancelled (those without a provisional time out by timer B)
-      const timerC = request.method === 'INVITE' ? new Timer() : undefined
-      const c = (): void => { timerC?.set(this.#timerC, () => { this.#contexts.get(tx)?.cancel() }) }
-      const observe = this.#observeInvite(request, inbound, targets)
-      ctx = new ResponseContext(request, tx, {
-        cancel: (b) => { this.#sendCancel(b) },
-        onFinal: (r) => { this.#count(r.status); timerC?.clear(); observe?.(r.status < 300 ? 'confirmed' : 'terminated', r.status) },
-        onProvisional: (r) => { c(); if (r.status > 100) observe?.('early', r.status) },
-        rescue: async () => {
-          const aor = this.#rescueAor.get(request)
-          if (aor === undefined || this.#onTimeout === undefined) return undefined
-          const reply = await this.#onTimeout(request, aor)
-          return reply === undefined ? undefined : createResponse(request, reply.status, reply.reason, reply.headers, { toTag: true })
-        }
-      })
-      c()
+      // a non-INVITE request (no timer C, no dialog to observe) shares one set of hooks: no closures per request
+      ctx = request.method === 'INVITE' ? this.#inviteContext(request, tx, inbound, targets) : new ResponseContext(request, tx, this.#plainHooks)
       this.#contexts.set(tx, ctx)
-      tx.onTerminated(() => { this.#contexts.delete(tx); timerC?.clear() })
+      tx.onTerminated(this.#forgetContext)
     }
     const loopHash = this.#loopHashes.get(request) ?? loopHashOf(request)
     for (const target of targets) this.#startBranch(ctx, request, inbound, target, loopHash)
   }
+
+  /** the response context of an INVITE: timer C (16.6 step 11) and the dialog observer's view */
+  #inviteContext (request: SipRequest, tx: ServerTransaction, inbound: Flow, targets: Target[]): ResponseContext {
+    // 16.6 step 11: timer C bounds a forwarded INVITE; each provisional restarts it; when it
+    // fires the pending branches are cancelled (those without a provisional time out by timer B)
+    const timerC = new Timer()
+    const c = (): void => { timerC.set(this.#timerC, () => { this.#contexts.get(tx)?.cancel() }) }
+    const observe = this.#observeInvite(request, inbound, targets)
+    const ctx = new ResponseContext(request, tx, {
+      cancel: (b) => { this.#sendCancel(b) },
+      onFinal: (r) => { this.#count(r.status); timerC.clear(); observe?.(r.status < 300 ? 'confirmed' : 'terminated', r.status) },
+      onProvisional: (r) => { c(); if (r.status > 100) observe?.('early', r.status) },
+      rescue: this.#plainHooks.rescue
+    })
+    c()
+    tx.onTerminated(() => { timerC.clear() })
+    return ctx
+  }
+
+  /** the hooks of every non-INVITE response context */
+  readonly #plainHooks: ResponseContextHooks = {
+    cancel: (b) => { this.#sendCancel(b) },
+    onFinal: (r) => { this.#count(r.status) },
+    rescue: async (_best, request) => {
+      const aor = this.#rescueAor.get(request)
+      if (aor === undefined || this.#onTimeout === undefined) return undefined
+      const reply = await this.#onTimeout(request, aor)
+      return reply === undefined ? undefined : createResponse(request, reply.status, reply.reason, reply.headers, { toTag: true })
+    }
+  }
+
+  readonly #forgetContext = (tx: unknown): void => { this.#contexts.delete(tx as ServerTransaction) }
 
   /**
    * The dialog observer's view of a new INVITE: whose dialog it is on this node (the callee's when
@@ -1018,7 +1093,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     const params: Record<string, string | null> = {}
     if (target.flow.transport === MESH_TRANSPORT) params.node = this.#registry.nodeId
     else if (target.flow.transport === 'UDP') params.rport = null
-    prependVia(copy.headers, { protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#portFor(target.flow.transport), params, branch })
+    prependVia(copy.headers, { protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#portFor(target.flow.transport), params, branch }, true)
     // RFC 3325: identity crosses to a peer network only within one trust domain
     if (target.flow.peerDomain !== undefined) this.#peers?.outbound(copy, target.flow.peerDomain)
     const b = ctx.addBranch(branch, copy)
@@ -1242,19 +1317,35 @@ export class ProxyCore implements TransactionCore<Flow> {
 
   /** 16.3 item 4: a Via of ours carrying the hash this request would get again is a loop */
   #checkLoop (request: SipRequest): void {
-    const vias = request.headers.getAll('Via')
-    let hash: string | undefined
-    for (let i = 0; i < vias.length; i++) {
-      let via
-      // the top one is parsed already (kept on the headers)
-      try { via = i === 0 ? topVia(request.headers) ?? parseVia(vias[0]) : parseVia(vias[i]) } catch { throw new SipStatusError(400, 'Malformed Via') }
-      const ours = typeof via.params.node === 'string' ? via.params.node === this.#registry.nodeId : this.#isOurVia(via)
-      if (!ours || via.branch === undefined) continue
-      hash ??= this.#loopHashes.get(request) ?? loopHashOf(request)
-      if (via.branch.endsWith('.' + hash)) {
-        this.stats.loops++
-        throw new SipStatusError(482, 'Loop Detected')
+    // every Via element, line by line (a line holding one element, the usual case, is not split)
+    const h = request.headers
+    let first = true
+    for (let i = 0; i < h.size; i++) {
+      if (h._keyAt(i) !== 'via') continue
+      const line = h._valueAt(i)
+      if (line.indexOf(',') === -1) {
+        if (line.trim() === '') continue
+        this.#checkLoopVia(request, line, first)
+        first = false
+        continue
       }
+      for (const element of splitList(line)) {
+        this.#checkLoopVia(request, element, first)
+        first = false
+      }
+    }
+  }
+
+  #checkLoopVia (request: SipRequest, element: string, top: boolean): void {
+    let via
+    // the top one is parsed already (kept on the headers)
+    try { via = top ? topVia(request.headers) ?? parseVia(element) : parseVia(element.trim()) } catch { throw new SipStatusError(400, 'Malformed Via') }
+    const ours = typeof via.params.node === 'string' ? via.params.node === this.#registry.nodeId : this.#isOurVia(via)
+    if (!ours || via.branch === undefined) return
+    const hash = this.#loopHashes.get(request) ?? loopHashOf(request)
+    if (via.branch.endsWith('.' + hash)) {
+      this.stats.loops++
+      throw new SipStatusError(482, 'Loop Detected')
     }
   }
 }

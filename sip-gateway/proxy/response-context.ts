@@ -37,7 +37,7 @@ export interface ResponseContextHooks {
    * failure (a MESSAGE kept by the offline store: 202). Runs only then, so a request that another
    * branch delivered is never kept as well; undefined or a rejection sends the best failure.
    */
-  rescue? (best: SipResponse): Promise<SipResponse | undefined>
+  rescue? (best: SipResponse, request: SipRequest): Promise<SipResponse | undefined>
 }
 
 /** Pick the best final response among failed branches (16.7 step 6). */
@@ -153,7 +153,7 @@ export class ResponseContext {
     const rescue = this.#hooks.rescue
     if (rescue !== undefined && !this.#cancelled && [...this.branches.values()].some(b => b.rescuable === true && !b.superseded)) {
       const failure = best
-      rescue(failure).then(r => r ?? failure, () => failure).then(r => { this.#hooks.onFinal?.(r); this.server.respond(r) }, () => {})
+      rescue(failure, this.request).then(r => r ?? failure, () => failure).then(r => { this.#hooks.onFinal?.(r); this.server.respond(r) }, () => {})
       return
     }
     this.#hooks.onFinal?.(best)
@@ -162,6 +162,8 @@ export class ResponseContext {
 
   /** true once the server transaction no longer needs this context */
   get done (): boolean {
-    return this.#finalSent && [...this.branches.values()].every(b => b.final !== undefined || b.tx?.state === TransactionState.Terminated)
+    if (!this.#finalSent) return false
+    for (const b of this.branches.values()) if (b.final === undefined && b.tx?.state !== TransactionState.Terminated) return false
+    return true
   }
 }

@@ -12,7 +12,7 @@
  */
 import type { SipRequest } from '../codec/message.ts'
 import { parseNameAddr } from '../codec/name-addr.ts'
-import { parseUri, aorOf } from '../codec/uri.ts'
+import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
 import { INVALID_AOR_ERROR, type ClaimResult, type DurableStore, type Logger, type Registry, type Route, type Unwatch } from '../ports.ts'
@@ -82,9 +82,31 @@ interface Displaced {
   until: number
 }
 
+/**
+ * What one REGISTER changes: keys removed, bindings added or refreshed. Arrays searched by key,
+ * not a Set and a Map: an AoR has a few contacts, and a refresh then costs no hash tables.
+ */
 interface Change<Flow> {
-  remove: Set<string>
-  upsert: Map<string, StoredBinding<Flow>>
+  remove: string[]
+  upsert: Array<StoredBinding<Flow>>
+}
+
+/** the key of the binding in `list` whose URI is written exactly `uri` (the key is a function of it) */
+function keyOfUri (list: ReadonlyArray<{ key: string, uri: string }>, uri: string): string | undefined {
+  for (let i = 0; i < list.length; i++) if (list[i].uri === uri) return list[i].key
+  return undefined
+}
+
+/** index of the binding with `key` in `list`, -1 when none */
+function indexOfKey (list: ReadonlyArray<{ key: string }>, key: string): number {
+  for (let i = 0; i < list.length; i++) if (list[i].key === key) return i
+  return -1
+}
+
+/** remove `x` from `list` (in place) when there */
+function without<T> (list: T[], x: T): void {
+  const i = list.indexOf(x)
+  if (i !== -1) list.splice(i, 1)
 }
 
 
@@ -114,6 +136,7 @@ export class Registrar<Flow = unknown> {
   readonly #wheel: ExpiryWheel
   readonly #displaced = new Map<string, Displaced>()
   /** AoRs with work in progress → who waits for them (FIFO); absent: free */
+  /** AoRs with a REGISTER (or expiry) in progress, and who waits for each (NOBODY: none yet) */
   readonly #busy = new Map<string, Array<() => void>>()
   readonly #known = new Set<string>()
   /** contact key → its registration, to find the binding of a contact (mid-dialog requests) */
@@ -124,7 +147,7 @@ export class Registrar<Flow = unknown> {
   #shutdown = new AbortController()
   /** claims that failed (503 answered) */
   claimFailures = 0
-  readonly #listeners: Array<(aor: string, bindings: Binding<Flow>[]) => void> = []
+  readonly #listeners: Array<(aor: string, bindings: ReadonlyArray<Binding<Flow>>) => void> = []
   readonly #claimListeners: Array<(aor: string, result: ClaimResult) => void> = []
   #unDisplaced: Unwatch | undefined
 
@@ -201,12 +224,18 @@ export class Registrar<Flow = unknown> {
     this.#overload.stop()
   }
 
-  /** live bindings of an AoR (expired ones are never returned) */
-  lookup (aor: string): Binding<Flow>[] {
+  /**
+   * live bindings of an AoR (expired ones are never returned); read-only: when every binding is
+   * live (the usual case) it is the registration's own array, not a copy per call
+   */
+  lookup (aor: string): ReadonlyArray<Binding<Flow>> {
     const reg = this.#regs.get(aor)
-    if (reg === undefined) return []
+    if (reg === undefined) return NONE
     const now = this.#now()
-    return reg.bindings.filter(b => b.expiresAt > now)
+    const bindings = reg.bindings
+    let live = 0
+    for (let i = 0; i < bindings.length; i++) if (bindings[i].expiresAt > now) live++
+    return live === bindings.length ? bindings : bindings.filter(b => b.expiresAt > now)
   }
 
   /**
@@ -281,7 +310,7 @@ export class Registrar<Flow = unknown> {
   }
 
   /** told after every committed change of an AoR's bindings (presence, offline delivery) */
-  onChange (listener: (aor: string, bindings: Binding<Flow>[]) => void): void {
+  onChange (listener: (aor: string, bindings: ReadonlyArray<Binding<Flow>>) => void): void {
     this.#listeners.push(listener)
   }
 
@@ -297,14 +326,13 @@ export class Registrar<Flow = unknown> {
    * Handle one REGISTER (RFC 3261 10.3). Throws SipStatusError for refusals; resolves with the
    * 200 (or 302, or 503 with Retry-After when the node is overloaded) to send.
    */
-  async handle (request: SipRequest, flow?: Flow): Promise<Reply> {
-    // 10.3 step 1: the Request-URI names the registrar's domain
-    const target = parseUri(request.uri)
+  async handle (request: SipRequest, flow?: Flow, requestUri?: SipUri): Promise<Reply> {
+    // 10.3 step 1: the Request-URI names the registrar's domain (`requestUri`: parsed already)
+    const target = requestUri ?? parseUri(request.uri)
     if (target.scheme !== 'sip' && target.scheme !== 'sips') throw new SipStatusError(416, 'Unsupported URI Scheme')
     if (!this.#domains.has(target.host.toLowerCase())) throw new SipStatusError(403, 'Domain Not Served')
     // step 2: no extension we support is required of a registrar
-    const require = request.headers.getAll('Require')
-    if (require.length > 0) throw new SipStatusError(420, 'Bad Extension', { cause: require })
+    if (request.headers.has('Require')) throw new SipStatusError(420, 'Bad Extension', { cause: request.headers.getAll('Require') })
     // step 5: the AoR comes from To
     const to = request.headers.get('To')
     const callId = request.headers.get('Call-ID')
@@ -324,7 +352,14 @@ export class Registrar<Flow = unknown> {
     aor = this.#regs.get(aor)?.aor ?? ownString(aor)
     this.#overload.pending++
     try {
-      return await this.#serialized(aor, async () => await this.#register(request, aor, callId, cseq, flow))
+      // under the AoR's lock (as #serialized, without a closure and its promise per REGISTER)
+      const turn = this.#acquire(aor)
+      if (turn !== undefined) await turn
+      try {
+        return await this.#register(request, aor, callId, cseq, flow)
+      } finally {
+        this.#releaseLock(aor)
+      }
     } finally {
       this.#overload.pending--
     }
@@ -336,21 +371,39 @@ export class Registrar<Flow = unknown> {
 
   /** run `fn` once every earlier call for the same AoR has finished */
   async #serialized<T> (aor: string, fn: () => Promise<T>): Promise<T> {
-    const waiting = this.#busy.get(aor)
-    if (waiting === undefined) this.#busy.set(aor, [])
-    else await new Promise<void>(resolve => { waiting.push(resolve) })
+    const turn = this.#acquire(aor)
+    if (turn !== undefined) await turn
     try {
       return await fn()
     } finally {
-      const next = this.#busy.get(aor)?.shift()
-      if (next !== undefined) next()
-      else this.#busy.delete(aor)
+      this.#releaseLock(aor)
     }
+  }
+
+  /** take the AoR's lock: at once (undefined) when free, else a promise of the turn */
+  #acquire (aor: string): Promise<void> | undefined {
+    const waiting = this.#busy.get(aor)
+    if (waiting === undefined) {
+      this.#busy.set(aor, NOBODY)
+      return undefined
+    }
+    return new Promise<void>(resolve => {
+      if (waiting === NOBODY) this.#busy.set(aor, [resolve])
+      else waiting.push(resolve)
+    })
+  }
+
+  /** hand the AoR's lock to the next in line, or free it */
+  #releaseLock (aor: string): void {
+    const waiting = this.#busy.get(aor)
+    const next = waiting === undefined || waiting === NOBODY ? undefined : waiting.shift()
+    if (next !== undefined) next()
+    else this.#busy.delete(aor)
   }
 
   async #register (request: SipRequest, aor: string, callId: string, cseq: number, flow: Flow | undefined): Promise<Reply> {
     // after a restart: this AoR's stored bindings are read before it is registered again
-    await this.#stored.loaded
+    if (!this.#stored.isLoaded) await this.#stored.loaded
     const now = this.#now()
     const contacts = request.headers.getAll('Contact')
     const expiresHeader = request.headers.get('Expires')
@@ -358,11 +411,17 @@ export class Registrar<Flow = unknown> {
     // the AoR's bindings (those stored before a restart and not claimed again yet included),
     // what has expired but not been swept yet left out
     const restoring = this.#stored.pending(aor)
-    const current = new Map<string, StoredBinding<Flow>>()
-    for (const b of restoring ?? this.#regs.get(aor)?.bindings ?? []) if (b.expiresAt > now) current.set(b.key, b as StoredBinding<Flow>)
+    const current: Array<StoredBinding<Flow>> = []
+    for (const b of restoring ?? this.#regs.get(aor)?.bindings ?? []) {
+      if (b.expiresAt <= now) continue
+      // keyed as a Map would keep them: a later binding of the same key takes the place of the first
+      const i = indexOfKey(current, b.key)
+      if (i === -1) current.push(b as StoredBinding<Flow>)
+      else current[i] = b as StoredBinding<Flow>
+    }
 
     // no Contact: a query, answered with the current bindings (10.3 step 6)
-    if (contacts.length === 0) return this.#ok(aor, [...current.values()], now)
+    if (contacts.length === 0) return this.#ok(aor, current, now)
 
     const displaced = this.#displaced.get(aor)
     if (displaced !== undefined && displaced.until <= now) this.#displaced.delete(aor)
@@ -370,22 +429,23 @@ export class Registrar<Flow = unknown> {
     // Contact: * (10.3 step 6): only with Expires: 0 and alone
     if (contacts.some(c => c.trim() === '*')) {
       if (contacts.length !== 1 || headerExpires !== 0) throw new SipStatusError(400, 'Contact * needs Expires: 0 and no other Contact')
-      const change: Change<Flow> = { remove: new Set(), upsert: new Map() }
-      for (const [k, b] of current) {
+      const change: Change<Flow> = { remove: [], upsert: [] }
+      for (const b of current) {
         if (b.callId === callId && cseq <= b.cseq) throw new SipStatusError(500, 'Out of order CSeq')
-        change.remove.add(k)
+        change.remove.push(b.key)
       }
       return await this.#commit(aor, current, change, now, restoring !== undefined)
     }
 
     // step 7: every contact, all or nothing
-    const change: Change<Flow> = { remove: new Set(), upsert: new Map() }
+    const change: Change<Flow> = { remove: [], upsert: [] }
     for (const raw of contacts) {
       let na
       let key
       try {
         na = parseNameAddr(raw)
-        key = contactKey(na.uri)
+        // a contact refreshed as it was written: its key is the one it has (no parse of its URI)
+        key = keyOfUri(current, na.uri) ?? contactKey(na.uri)
       } catch {
         throw new SipStatusError(400, 'Malformed Contact')
       }
@@ -395,26 +455,29 @@ export class Registrar<Flow = unknown> {
         return { status: 423, reason: 'Interval Too Brief', headers: [['Min-Expires', String(this.#min)]] }
       }
       expires = Math.min(expires, this.#max)
-      const existing = current.get(key)
+      const at = indexOfKey(current, key)
+      const existing = at === -1 ? undefined : current[at]
       if (existing !== undefined && existing.callId === callId && cseq <= existing.cseq) {
         throw new SipStatusError(500, 'Out of order CSeq')
       }
+      const pending = indexOfKey(change.upsert, key)
       if (expires === 0) {
-        change.upsert.delete(key)
-        if (existing !== undefined) change.remove.add(key)
+        if (pending !== -1) change.upsert.splice(pending, 1)
+        if (existing !== undefined && !change.remove.includes(key)) change.remove.push(key)
         continue
       }
       let params: Record<string, string | null> = EMPTY_PARAMS
-      for (const [n, v] of Object.entries(na.params)) {
+      for (const n in na.params) {
         if (n === 'expires') continue
+        const v = na.params[n]
         if (params === EMPTY_PARAMS) params = {}
         params[ownString(n)] = v === null ? null : ownString(v)
       }
       if (existing !== undefined && sameParams(existing.params, params)) params = existing.params
-      change.remove.delete(key)
+      without(change.remove, key)
       // the binding keeps copies of what it needs, never slices of the request (they would keep
       // the whole message alive), and reuses the strings of the binding it refreshes
-      change.upsert.set(key, {
+      const binding: StoredBinding<Flow> = {
         aor,
         key: existing?.key ?? ownString(key),
         uri: existing !== undefined && existing.uri === na.uri ? existing.uri : ownString(na.uri),
@@ -423,14 +486,16 @@ export class Registrar<Flow = unknown> {
         callId: existing !== undefined && existing.callId === callId ? existing.callId : ownString(callId),
         cseq,
         flow
-      })
+      }
+      if (pending === -1) change.upsert.push(binding)
+      else change.upsert[pending] = binding
     }
 
     // the displaced device refreshing: redirect to the new owner instead of claiming back
-    if (displaced !== undefined && change.upsert.size > 0 && this.#fromDisplacedDevice(displaced, callId, change)) {
+    if (displaced !== undefined && change.upsert.length > 0 && this.#fromDisplacedDevice(displaced, callId, change)) {
       return this.#redirect(aor, displaced.by)
     }
-    if (this.#policy === ConflictPolicy.FirstKeeps && current.size === 0 && change.upsert.size > 0) {
+    if (this.#policy === ConflictPolicy.FirstKeeps && current.length === 0 && change.upsert.length > 0) {
       const route = await this.#registry.resolve(aor)
       if (route !== undefined && route.node !== this.#registry.nodeId && route.expiresAt > now) return this.#redirect(aor, route)
     }
@@ -439,7 +504,7 @@ export class Registrar<Flow = unknown> {
 
   #fromDisplacedDevice (d: Displaced, callId: string, change: Change<Flow>): boolean {
     if (d.callIds.has(callId)) return true
-    for (const k of change.upsert.keys()) if (d.contacts.has(k)) return true
+    for (const b of change.upsert) if (d.contacts.has(b.key)) return true
     return false
   }
 
@@ -448,12 +513,19 @@ export class Registrar<Flow = unknown> {
     return { status: 302, reason: 'Moved Temporarily', headers: [['Contact', `<sip:${user}${by.sip}>`]] }
   }
 
-  async #commit (aor: string, current: Map<string, StoredBinding<Flow>>, change: Change<Flow>, now: number, restoring: boolean): Promise<Reply> {
-    const next = new Map(current)
-    for (const k of change.remove) next.delete(k)
-    for (const [k, b] of change.upsert) next.set(k, b)
-    if (next.size > this.#maxContacts) throw new SipStatusError(403, 'Too Many Contacts')
-    const bindings = [...next.values()]
+  async #commit (aor: string, current: Array<StoredBinding<Flow>>, change: Change<Flow>, now: number, restoring: boolean): Promise<Reply> {
+    // the bindings after the change, in the order a Map keyed by contact would keep them
+    const bindings = current.slice()
+    for (const k of change.remove) {
+      const i = indexOfKey(bindings, k)
+      if (i !== -1) bindings.splice(i, 1)
+    }
+    for (const b of change.upsert) {
+      const i = indexOfKey(bindings, b.key)
+      if (i === -1) bindings.push(b)
+      else bindings[i] = b
+    }
+    if (bindings.length > this.#maxContacts) throw new SipStatusError(403, 'Too Many Contacts')
     // this REGISTER takes the stored bindings over: the restart's re-claim skips the AoR
     if (restoring) this.#stored.take(aor)
 
@@ -462,7 +534,7 @@ export class Registrar<Flow = unknown> {
       try {
         result = await this.#registry.claim(aor, { expiresAt: maxExpiry(bindings) })
       } catch (err) {
-        if (restoring && current.size > 0) this.#stored.putBack(aor, [...current.values()] as Array<StoredBinding<never>>)
+        if (restoring && current.length > 0) this.#stored.putBack(aor, current as Array<StoredBinding<never>>)
         // an AoR the registry cannot hold is the user agent's fault (400 at the error boundary)
         if ((err as Error)?.name === INVALID_AOR_ERROR) throw err
         // never 200 without a stored claim
@@ -487,7 +559,7 @@ export class Registrar<Flow = unknown> {
         this.#emit(aor)
         return this.#unavailable('Storage Unavailable')
       }
-      if (current.size === 0) this.#changes.added(aor, bindings.length, result, this.#registry.nodeId)
+      if (current.length === 0) this.#changes.added(aor, bindings.length, result, this.#registry.nodeId)
     } else {
       const had = this.#regs.has(aor) || restoring
       this.#install(aor, [])
@@ -506,10 +578,13 @@ export class Registrar<Flow = unknown> {
     for (const b of bindings) {
       const secs = Math.max(0, Math.round((b.expiresAt - now) / 1000))
       let params = ''
-      for (const [n, v] of Object.entries(b.params)) params += v === null ? `;${n}` : `;${n}=${v}`
+      for (const n in b.params) {
+        const v = b.params[n]
+        params += v === null ? `;${n}` : `;${n}=${v}`
+      }
       headers.push(['Contact', `<${b.uri}>${params};expires=${secs}`])
     }
-    headers.push(['Date', new Date(now).toUTCString()])
+    headers.push(['Date', httpDate(now)])
     return { status: 200, reason: 'OK', headers }
   }
 
@@ -604,6 +679,22 @@ export class Registrar<Flow = unknown> {
     }
   }
 }
+
+/** the Date header's value (RFC 3261 20.17) for `now`, made once per second */
+let dateSecond = -1
+let dateText = ''
+function httpDate (now: number): string {
+  const second = Math.floor(now / 1000)
+  if (second !== dateSecond) {
+    dateSecond = second
+    dateText = new Date(second * 1000).toUTCString()
+  }
+  return dateText
+}
+
+const NONE: ReadonlyArray<Binding<never>> = Object.freeze([])
+/** the wait list of an AoR's lock while nobody waits (never pushed to) */
+const NOBODY: Array<() => void> = Object.freeze([]) as unknown as Array<() => void>
 
 function minExpiry (bindings: ReadonlyArray<Binding<unknown>>): number {
   let m = Infinity

@@ -55,6 +55,8 @@ export class StoredRegistrations {
   readonly progress: ReclaimProgress = { total: 0, claimed: 0, lost: 0, failed: 0, superseded: 0, expired: 0, done: true }
   /** resolves once the stored registrations have been read */
   loaded: Promise<void> = Promise.resolve()
+  /** true once `loaded` has resolved (a REGISTER then waits for nothing) */
+  isLoaded = true
   readonly #c: StoredRegistrationsComponents
   readonly #concurrency: number
   readonly #logInterval: number
@@ -69,7 +71,10 @@ export class StoredRegistrations {
 
   /** read the stored registrations, then claim them again in the background */
   start (signal: AbortSignal): void {
+    this.isLoaded = false
     this.loaded = this.#load(signal)
+    // a failed read leaves it false: REGISTERs then wait on `loaded` and fail as they did
+    this.loaded.then(() => { this.isLoaded = true }, () => {})
     this.loaded.then(async () => { await this.#reclaimAll(signal) }, () => {})
       .catch((err: unknown) => { this.#c.logger.error('re-claim of stored registrations failed', { err: String(err) }) })
   }

@@ -112,7 +112,8 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
    */
   readonly #lingering: LingerTable<Lingering>
   readonly #lingerHandoff = (key: string, bytes: Uint8Array, flow: TxFlow<never>): void => {
-    this.#lingering.set(key, { bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1'), flow })
+    const text = Buffer.isBuffer(bytes) ? bytes.toString('latin1') : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
+    this.#lingering.set(key, { bytes: text, flow })
   }
 
   /**
@@ -166,7 +167,7 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     const tx: ServerTransaction = request.method === 'INVITE'
       ? new InviteServerTransaction<SipRequest, SipResponse>(key, request, flow, this.timers)
       : new NonInviteServerTransaction<SipRequest, SipResponse>(key, request, flow, this.timers, {}, this.#lingerHandoff)
-    this.#track(this.#servers, tx)
+    this.#trackServer(tx)
     this.stats.serverCreated++
     if (request.method === 'CANCEL') {
       const invite = this.#servers.get(key.replace(/\|CANCEL$/, '|INVITE'))
@@ -201,7 +202,7 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     const tx: ClientTransaction = request.method === 'INVITE'
       ? new InviteClientTransaction<SipRequest, SipResponse>(key, request, flow, user, this.timers, (res) => ackFor(request, res))
       : new NonInviteClientTransaction<SipRequest, SipResponse>(key, request, flow, user, this.timers, this.#clientLingerHandoff)
-    this.#track(this.#clients, tx)
+    this.#trackClient(tx)
     this.stats.clientCreated++
     tx.start()
     return tx
@@ -216,8 +217,17 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     this.#clients.clear()
   }
 
-  #track<T extends Transaction<unknown>> (map: Map<string, T>, tx: T): void {
-    map.set(tx.key, tx)
-    tx.onTerminated(() => { if (map.get(tx.key) === tx) map.delete(tx.key) })
+  // one listener per table for every transaction (no closure per transaction)
+  readonly #untrackServer = (tx: Transaction<unknown>): void => { if (this.#servers.get(tx.key) === tx) this.#servers.delete(tx.key) }
+  readonly #untrackClient = (tx: Transaction<unknown>): void => { if (this.#clients.get(tx.key) === tx) this.#clients.delete(tx.key) }
+
+  #trackServer (tx: ServerTransaction): void {
+    this.#servers.set(tx.key, tx)
+    tx.onTerminated(this.#untrackServer)
+  }
+
+  #trackClient (tx: ClientTransaction): void {
+    this.#clients.set(tx.key, tx)
+    tx.onTerminated(this.#untrackClient)
   }
 }

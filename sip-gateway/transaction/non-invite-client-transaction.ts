@@ -6,6 +6,9 @@ import type { ClientTransactionUser } from './transaction.ts'
 
 const S = TransactionState
 
+/** the TU of a completed transaction whose TU needs no word of its end (see #release) */
+const RELEASED: ClientTransactionUser<never> = { receiveResponse () {}, onRequestTimeout () {}, onTransportError () {} }
+
 /** RFC 3261 17.1.2, figure 6 */
 const transitions = table({
   [S.Trying]: [S.Proceeding, S.Completed],
@@ -16,14 +19,18 @@ const transitions = table({
  * Non-INVITE client transaction (RFC 3261 17.1.2). Timer E retransmits the request over
  * unreliable flows (T1 doubling up to T2, then T2 once a provisional arrived), timer F (64*T1)
  * times the transaction out, timer K (T4, zero when reliable) absorbs response retransmissions.
+ * Over an unreliable flow E and F run on one timer (one timeout per transaction, not two): each
+ * interval of E is cut short where F falls, and F fires when the intervals reach 64*T1.
  */
 export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res extends TxResponse = TxResponse> extends Transaction<Req> {
   #request: Req | undefined
   #user: ClientTransactionUser<Res>
-  readonly #timerE = new Timer()
-  readonly #timerF = new Timer()
+  /** timer E and F over an unreliable flow, F alone over a reliable one */
+  readonly #timerEF = new Timer()
   readonly #timerK = new Timer()
   #interval: number
+  /** the intervals of timer E run so far: the time since start, as timer F counts it */
+  #elapsed = 0
   readonly #linger: ((key: string) => void) | undefined
 
   /**
@@ -45,19 +52,27 @@ export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res e
 
   /** send the request and arm the timers (17.1.2.2) */
   start (): void {
-    this.#timerF.set(64 * this.timers.t1, () => this.#onTimerF())
-    if (!this.reliable) this.#timerE.set(this.#interval, () => this.#onTimerE())
+    if (this.reliable) this.#timerEF.set(64 * this.timers.t1, this.#onTimerF)
+    else this.#armE()
     if (this.#request !== undefined) this.transmit(this.#request)
   }
 
-  #onTimerE (): void {
+  /** the next interval of timer E, cut short where timer F falls */
+  #armE (): void {
+    const left = 64 * this.timers.t1 - this.#elapsed
+    const next = Math.min(this.#interval, left)
+    this.#elapsed += next
+    this.#timerEF.set(next, next === left ? this.#onTimerF : this.#onTimerE)
+  }
+
+  readonly #onTimerE = (): void => {
     if ((this.state !== S.Trying && this.state !== S.Proceeding) || this.#request === undefined) return
     this.transmit(this.#request)
     this.#interval = this.state === S.Trying ? Math.min(2 * this.#interval, this.timers.t2) : this.timers.t2
-    if (this.state === S.Trying || this.state === S.Proceeding) this.#timerE.set(this.#interval, () => this.#onTimerE())
+    if (this.state === S.Trying || this.state === S.Proceeding) this.#armE()
   }
 
-  #onTimerF (): void {
+  readonly #onTimerF = (): void => {
     if (this.state !== S.Trying && this.state !== S.Proceeding) return
     this.transition(S.Terminated)
     this.#user.onRequestTimeout()
@@ -73,8 +88,7 @@ export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res e
           this.#user.receiveResponse(response)
           return
         }
-        this.#timerE.clear()
-        this.#timerF.clear()
+        this.#timerEF.clear()
         this.transition(S.Completed)
         this.#user.receiveResponse(response)
         this.#release()
@@ -92,11 +106,11 @@ export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res e
   /**
    * Lingering in "completed" (timer K) needs neither the request nor the TU: let them go, so
    * that what the TU holds (a proxy's response context) is not kept for T4 after the answer.
+   * Only `onTerminated` is called from here on; a TU that has one is kept for it.
    */
   #release (): void {
     this.#request = undefined
-    const onTerminated = this.#user.onTerminated?.bind(this.#user)
-    this.#user = { receiveResponse () {}, onRequestTimeout () {}, onTransportError () {}, onTerminated }
+    if (this.#user.onTerminated === undefined) this.#user = RELEASED
   }
 
   protected override transportFailed (error: unknown): void {
@@ -106,7 +120,7 @@ export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res e
   }
 
   protected override clearTimers (): void {
-    this.#timerE.clear(); this.#timerF.clear(); this.#timerK.clear()
+    this.#timerEF.clear(); this.#timerK.clear()
   }
 
   protected override terminatedHook (): void { this.#user.onTerminated?.() }

@@ -55,7 +55,9 @@ export abstract class Transaction<M> {
   protected readonly timers: TimerSettings
   #state: TransactionState
   readonly #table: TransitionTable
-  readonly #listeners: Array<(tx: Transaction<M>) => void> = []
+  /** the first listener in a field, any others in an array made when one comes (most have one or two) */
+  #listener: ((tx: Transaction<M>) => void) | undefined = undefined
+  #listeners: Array<(tx: Transaction<M>) => void> | undefined = undefined
 
   protected constructor (key: string, flow: TxFlow<M>, timers: TimerSettings, initial: TransactionState, table: TransitionTable) {
     this.key = key
@@ -73,7 +75,8 @@ export abstract class Transaction<M> {
 
   /** called once when the transaction reaches "terminated" (the layer removes it from its table) */
   onTerminated (listener: (tx: Transaction<M>) => void): void {
-    this.#listeners.push(listener)
+    if (this.#listener === undefined) this.#listener = listener
+    else (this.#listeners ??= []).push(listener)
   }
 
   protected transition (to: TransactionState): void {
@@ -86,7 +89,8 @@ export abstract class Transaction<M> {
     if (to === TransactionState.Terminated) {
       this.clearTimers()
       this.terminatedHook()
-      for (const l of this.#listeners) l(this)
+      this.#listener?.(this)
+      if (this.#listeners !== undefined) for (const l of this.#listeners) l(this)
     }
   }
 

@@ -69,6 +69,29 @@ describe('non-INVITE client transaction (17.1.2)', () => {
     assert.equal(f.sent.length, 3)
   })
 
+  test('in proceeding, timer F still falls at 64*T1 between two T2 retransmissions (E and F share one timer)', () => {
+    const f = flow<TxRequest>(false)
+    const log: string[] = []
+    let now = 0
+    const tx = new NonInviteClientTransaction('k', req('MESSAGE'), f, {
+      receiveResponse (r: TxResponse) { log.push(`response ${r.status} at ${now}`) },
+      onRequestTimeout () { log.push(`timeout at ${now}`) },
+      onTransportError () { log.push('transport-error') },
+      onTerminated () { log.push(`terminated at ${now}`) }
+    }, T)
+    tx.start()
+    const sentAt: number[] = [0]
+    for (; now < 40_000;) {
+      if (now === 1000) tx.receiveResponse(res(180))
+      now += 100; mock.timers.tick(100)
+      if (f.sent.length > sentAt.length) sentAt.push(now)
+    }
+    // E at 500, 1500, then every T2 from there: 5500 ... 29500; F at 32000, not at an E tick
+    assert.deepEqual(sentAt, [0, 500, 1500, 5500, 9500, 13500, 17500, 21500, 25500, 29500].map(t => Math.ceil(t / 100) * 100))
+    assert.deepEqual(log, ['response 180 at 1000', 'terminated at 32000', 'timeout at 32000'])
+    assert.equal(tx.state, S.Terminated)
+  })
+
   test('final response: completed, retransmissions absorbed, timer K = T4 then terminated', () => {
     const f = flow<TxRequest>(false); const u = tu()
     const tx = new NonInviteClientTransaction('k', req('MESSAGE'), f, u, T)

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict'
 import { Buffer } from 'node:buffer'
 import { connect, createServer, type Socket } from 'node:net'
 import { TransportLayer, TransportError, StreamFramer, stampVia } from '../../../sip-gateway/transport/index.ts'
+import { SEND_ERROR_SAMPLE } from '../../../sip-gateway/transport/udp.ts'
 import { parseMessage, parseVia, isRequest, SipRequest, Headers } from '../../../sip-gateway/codec/index.ts'
 import type { TransportLayerInit } from '../../../sip-gateway/transport/transport-layer.ts'
 import { echoLayer, request, until, UdpClient, TcpClient, WsClient, type Received } from './fixtures.ts'
@@ -81,6 +82,12 @@ function udpSuite (name: string, init: TransportLayerInit): void {
         const errors = layer.counters().sendErrors
         assert.equal(v6.send(parseMessage(Buffer.from(request('OPTIONS')))), undefined)
         await until(() => layer.counters().sendErrors === errors + 1, 3000, 'the IPv6 send to an IPv4 socket counted as a send error')
+        // the kernel refuses a broadcast without SO_BROADCAST (EACCES; nothing leaves the host): one
+        // datagram in SEND_ERROR_SAMPLE is watched for such errors, none costs a promise
+        for (let i = 0; i < 2 * SEND_ERROR_SAMPLE; i++) assert.equal(layer.sendUdp(Buffer.from('x'), { host: '255.255.255.255', port: 9 }), undefined)
+        await until(() => layer.counters().sendErrors === errors + 3, 3000, 'two of the refused datagrams counted')
+        await new Promise(resolve => setTimeout(resolve, 50))
+        assert.equal(layer.counters().sendErrors, errors + 3, 'the unwatched ones are not')
       } finally {
         await client.close()
       }
