@@ -28,6 +28,7 @@
 import { decode, encode } from 'cborg'
 import { LengthPrefixedDecoder } from '@libp2p/utils'
 import { MAX_CLAIM_BYTES } from '../record/claim.ts'
+import { concat } from 'uint8arrays/concat'
 import { frame, toBytes } from '../replication/put-protocol.ts'
 import { MAX_INTEREST_BYTES, MAX_KEY_BYTES, NOTICE_TIMEOUT_MS, requestClaim, sendNotice } from './protocol.ts'
 import { errorMessage, errorName } from '../errors.ts'
@@ -108,9 +109,12 @@ interface Link {
   stream?: Stream
   opening?: Promise<Stream>
   pending: Map<number, Pending>
-  /** interests gathered this turn: AoR → ttl, and the promise of their request */
-  interests?: Map<string, number>
-  flushed?: Promise<void>
+  /** a flush of this turn's requests is scheduled */
+  scheduled: boolean
+  /** requests of this turn, sent together in one stream write when the turn ends */
+  outbox: Uint8Array[]
+  /** interests of this turn (AoR → ttl), one request when the turn ends, and its outcome */
+  interests?: { aors: Map<string, number>, done: Promise<void>, settle: (err?: Error) => void }
 }
 
 export interface ClaimExchangeInit {
@@ -121,7 +125,12 @@ export interface ClaimExchangeInit {
   interestProtocol: string
 }
 
-/** The asking side: one stream per peer, opened on first use and again after it fails. */
+/**
+ * The asking side: one stream per peer, opened on first use and again after it fails. What is
+ * asked of one peer in one event-loop turn goes out in one stream write (one yamux frame, one
+ * Noise encryption, one socket write) when the turn ends: a resolve's read and the interest its
+ * watch registers travel together.
+ */
 export class ClaimExchangeClient {
   readonly #libp2p: Pick<Libp2p, 'dialProtocol'>
   readonly #log: Logger
@@ -134,7 +143,7 @@ export class ClaimExchangeClient {
   #nextId = 1
   #signal: AbortSignal = AbortSignal.abort()
   /** counters for metrics and tests */
-  readonly stats = { streamsOpened: 0, gets: 0, interestRequests: 0, interests: 0, legacy: 0 }
+  readonly stats = { streamsOpened: 0, writes: 0, gets: 0, interestRequests: 0, interests: 0, legacy: 0 }
 
   constructor (libp2p: Pick<Libp2p, 'dialProtocol'>, log: Logger, init: ClaimExchangeInit) {
     this.#libp2p = libp2p
@@ -156,7 +165,7 @@ export class ClaimExchangeClient {
     if (this.#isLegacy(peer)) return await requestClaim(this.#libp2p, this.#getProtocol, peer, key, options)
     this.stats.gets++
     try {
-      return await this.#request(peer, [OP_GET, key], options.signal)
+      return await this.#request(peer, this.#link(peer), [OP_GET, key], options.signal)
     } catch (err) {
       if (errorName(err) !== 'UnsupportedProtocolError') throw err
       this.#markLegacy(peer)
@@ -174,32 +183,19 @@ export class ClaimExchangeClient {
     const link = this.#link(peer)
     this.stats.interests++
     if (link.interests == null) {
-      link.interests = new Map()
-      const batch = link.interests
-      link.flushed = new Promise<void>((resolve, reject) => {
-        setImmediate(() => {
-          if (link.interests === batch) link.interests = undefined
-          this.#sendInterests(peer, batch).then(resolve, reject)
-        })
-      })
+      let settle: (err?: Error) => void = () => {}
+      const done = new Promise<void>((resolve, reject) => { settle = (err) => { if (err == null) resolve(); else reject(err) } })
+      link.interests = { aors: new Map(), done, settle }
+      this.#schedule(peer, link)
     }
-    link.interests.set(aor, Math.max(ttlMs, link.interests.get(aor) ?? 0))
-    await link.flushed
-  }
-
-  async #sendInterests (peer: PeerId, batch: Map<string, number>): Promise<void> {
-    const aors = [...batch.keys()]
-    const ttl = Math.max(...batch.values())
-    for (let i = 0; i < aors.length; i += MAX_INTEREST_BATCH) {
-      const part = aors.slice(i, i + MAX_INTEREST_BATCH)
-      this.stats.interestRequests++
-      try {
-        await this.#request(peer, [OP_INTEREST, part, ttl])
-      } catch (err) {
-        if (errorName(err) !== 'UnsupportedProtocolError') throw err
-        this.#markLegacy(peer)
-        await this.#legacyInterest(peer, part, ttl)
-      }
+    const batch = link.interests
+    batch.aors.set(aor, Math.max(ttlMs, batch.aors.get(aor) ?? 0))
+    try {
+      await batch.done
+    } catch (err) {
+      if (errorName(err) !== 'UnsupportedProtocolError') throw err
+      this.#markLegacy(peer)
+      await this.#legacyInterest(peer, [aor], ttlMs)
     }
   }
 
@@ -218,6 +214,7 @@ export class ClaimExchangeClient {
   }
 
   #markLegacy (peer: PeerId): void {
+    if (this.#isLegacy(peer)) return
     this.stats.legacy++
     this.#log('%p does not speak %s: one-shot streams for %d s', peer, this.#protocol, LEGACY_PEER_MS / 1000)
     this.#legacy.set(peer.toString(), Date.now() + LEGACY_PEER_MS)
@@ -227,15 +224,14 @@ export class ClaimExchangeClient {
     const key = peer.toString()
     let link = this.#links.get(key)
     if (link == null) {
-      link = { pending: new Map() }
+      link = { pending: new Map(), scheduled: false, outbox: [] }
       this.#links.set(key, link)
     }
     return link
   }
 
-  async #request (peer: PeerId, body: unknown[], signal?: AbortSignal): Promise<Uint8Array | undefined> {
-    const link = this.#link(peer)
-    const stream = await this.#stream(peer, link)
+  /** a request into this turn's outbox; resolves with its answer */
+  async #request (peer: PeerId, link: Link, body: unknown[], signal?: AbortSignal): Promise<Uint8Array | undefined> {
     signal?.throwIfAborted()
     const id = this.#nextId++
     const answer = new Promise<Uint8Array | undefined>((resolve, reject) => {
@@ -251,12 +247,50 @@ export class ClaimExchangeClient {
       }
       link.pending.set(id, p)
     })
+    link.outbox.push(frame([1, id, ...body]))
+    this.#schedule(peer, link)
+    return await answer
+  }
+
+  /** flush the link's outbox when this turn ends (once per turn) */
+  #schedule (peer: PeerId, link: Link): void {
+    if (link.scheduled) return
+    link.scheduled = true
+    setImmediate(() => { void this.#flush(peer, link) })
+  }
+
+  async #flush (peer: PeerId, link: Link): Promise<void> {
+    // still `scheduled` while the interests become requests: they join this write
+    const batch = link.interests
+    link.interests = undefined
+    if (batch != null) {
+      const aors = [...batch.aors.keys()]
+      const ttl = Math.max(...batch.aors.values())
+      const acks: Array<Promise<Uint8Array | undefined>> = []
+      for (let i = 0; i < aors.length; i += MAX_INTEREST_BATCH) {
+        this.stats.interestRequests++
+        acks.push(this.#request(peer, link, [OP_INTEREST, aors.slice(i, i + MAX_INTEREST_BATCH), ttl]))
+      }
+      Promise.all(acks).then(() => { batch.settle() }, (err: Error) => { batch.settle(err) })
+    }
+    link.scheduled = false
+    const frames = link.outbox
+    link.outbox = []
+    if (frames.length === 0) return
+    let stream: Stream
     try {
-      stream.send(frame([1, id, ...body]))
+      stream = await this.#stream(peer, link)
+    } catch (err) {
+      // every request of the batch fails with it (UnsupportedProtocolError: an older peer)
+      for (const id of [...link.pending.keys()]) this.#settle(link, id)?.reject(err as Error)
+      return
+    }
+    try {
+      this.stats.writes++
+      stream.send(frames.length === 1 ? frames[0] : concat(frames))
     } catch (err) {
       this.#fail(link, stream, err as Error)
     }
-    return await answer
   }
 
   /** take a request out of the pending table (its timer and abort listener gone) */
@@ -321,19 +355,29 @@ export interface ClaimExchangeServe {
   interest: (from: PeerId, aors: string[], ttlMs: number) => void
 }
 
-/** The answering side: every request of a stream answered by id. Never throws. */
+/**
+ * The answering side: every request of a stream answered by id; the answers ready in one turn go
+ * out in one stream write when it ends. Never throws.
+ */
 export function claimExchangeHandler (log: Logger, serve: ClaimExchangeServe): (stream: Stream, connection: Connection) => void {
   return (stream, connection) => {
     const from = connection.remotePeer
     const decoder = new LengthPrefixedDecoder({ maxDataLength: MAX_EXCHANGE_MESSAGE_BYTES, maxBufferSize: MAX_EXCHANGE_MESSAGE_BYTES * 2 })
     let reading = 0
-    const answer = (id: number, value: Uint8Array | null | false): void => {
+    let outbox: Uint8Array[] = []
+    const flush = (): void => {
+      const frames = outbox
+      outbox = []
       if (stream.writeStatus !== 'writable') return
       try {
-        stream.send(frame([1, id, value]))
+        stream.send(frames.length === 1 ? frames[0] : concat(frames))
       } catch (err) {
         log('claim-exchange answer to %p failed: %s', from, errorMessage(err))
       }
+    }
+    const answer = (id: number, value: Uint8Array | null | false): void => {
+      if (outbox.length === 0) setImmediate(flush)
+      outbox.push(frame([1, id, value]))
     }
     stream.addEventListener('message', (evt) => {
       let requests: ExchangeRequest[]
