@@ -324,6 +324,7 @@ export class DhtRegistry implements ClaimRegistry {
       const plan = planSweep(this.own, now, { renewAheadMs: this.renewAhead, republishIntervalMs: this.republishInterval, maxPerPass: 20_000 })
       for (const aor of plan.drop) {
         this.own.delete(aor)
+        this.ownEnded(aor)
         void this.forgetOwn(aor)
       }
       // the cache holds the own claims too: look through it every sixth pass only
@@ -450,6 +451,7 @@ export class DhtRegistry implements ClaimRegistry {
     if (mine != null && best != null && !best.owner.equals(this.peerId) && compareClaims(best, mine) > 0) {
       this.own.delete(aor)
       void this.forgetOwn(aor)
+      this.ownEnded(aor)
       const by = this.routeOf(best)
       if (mine.kind === 'claim') {
         this.log('displaced from %s by %s', aor, best.owner)
@@ -644,6 +646,7 @@ export class DhtRegistry implements ClaimRegistry {
     } else {
       this.own.delete(aor)
       void this.forgetOwn(aor)
+      this.ownEnded(aor)
     }
     this.apply(aor, newest, true)
     if (won && prev != null && !prev.owner.equals(this.peerId)) void this.witness.notify(prev.owner, mine)
@@ -666,6 +669,7 @@ export class DhtRegistry implements ClaimRegistry {
     if (cur == null || !cur.owner.equals(this.peerId) || cur.kind !== 'claim') {
       if (e != null && e.claim.kind === 'claim') {
         this.own.delete(aor)
+        this.ownEnded(aor)
         await this.forgetOwn(aor)
       }
       return
@@ -673,6 +677,7 @@ export class DhtRegistry implements ClaimRegistry {
     // a tombstone must outlive the claim it covers, or the older claim would resurface
     const tomb = await this.signNew(aor, 'release', Math.max(cur.expiresAt, Date.now() + 1_000), cur.version)
     this.own.set(aor, { claim: tomb, until: tomb.knownUntil, replicas: 0, putAt: Date.now() })
+    this.ownEnded(aor)
     this.apply(aor, tomb, true)
     const out = await this.writer.write(tomb, { own: { key: ownKey(aor), op: 'put' } })
     const held = this.own.get(aor)
@@ -762,10 +767,10 @@ export class DhtRegistry implements ClaimRegistry {
       entry.poll = setInterval(() => {
         if (this.shutdown == null) return
         this.resolve(aor, { fresh: true }).then(() => { this.fireWatchers(aor) }, () => {})
-        void this.witness.register(aor)
+        this.registerInterest(aor)
       }, this.watchInterval)
       entry.poll.unref?.()
-      void this.witness.register(aor)
+      this.registerInterest(aor)
     }
     const entry = w
     entry.fns.add(onChange)
@@ -782,6 +787,24 @@ export class DhtRegistry implements ClaimRegistry {
         this.watchers.delete(aor)
       }
     }
+  }
+
+  /**
+   * Ask the replicas of a watched AoR to tell this node of changes (interest), unless this node
+   * holds the AoR's live claim: a new owner tells the owner it displaces itself (P3), so the
+   * owner's interest was a request per presentity it serves for nothing (issue 11: a node serving
+   * presentities watched from another node registered interest in each with that node). When the
+   * claim ends here (released, displaced, lost, lapsed) a watched AoR registers it at once.
+   */
+  private registerInterest (aor: Aor): void {
+    const mine = this.own.get(aor)?.claim
+    if (mine != null && mine.kind === 'claim' && mine.expiresAt > Date.now()) return
+    void this.witness.register(aor)
+  }
+
+  /** This node's claim of an AoR ended: a watched AoR's interest is registered now. */
+  private ownEnded (aor: Aor): void {
+    if (this.watchers.has(aor) && this.shutdown != null) this.registerInterest(aor)
   }
 
   onDisplaced (handler: (aor: Aor, by: Route) => void): Unwatch {
