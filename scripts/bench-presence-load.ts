@@ -48,7 +48,7 @@ import { sippAvailable } from '../test/interop/sipp.ts'
 import { kamailioAvailable, kamailioShmUsed, startKamailio } from './lib/kamailio.ts'
 import { rssBytes } from './lib/proc-stats.ts'
 import { fmt, highestClean, idleCpu, ratio, registerRun, sippStep, stepLine, stepsJson, type Step } from './lib/register-load.ts'
-import { meshConnected, settleSipmesh, startSipmesh, type SipmeshProcess } from './lib/sipmesh-process.ts'
+import { meshConnected, nodeMetrics, settleSipmesh, startSipmesh, type SipmeshProcess } from './lib/sipmesh-process.ts'
 
 const { values } = parseArgs({
   allowNegative: true,
@@ -114,8 +114,10 @@ interface Target {
   pids: number[]
   memory: () => number | undefined
   memoryKind: string
-  /** resolves once the target is settled (sipmesh: no server transaction left, memory trimmed, waiting at most `trimWaitMs` for that) */
+  /** resolves once the target is settled (sipmesh: no server transaction left, then told to trim its memory, waiting at most `trimWaitMs` for that) */
   settle: (ms: number, trimWaitMs?: number) => Promise<boolean>
+  /** the V8 heap in use, bytes (sipmesh: nodejs_heap_size_used_bytes of the watchers' node, just after its trim) */
+  heap?: () => Promise<number | undefined>
   stop: () => Promise<void>
   spawnedAt: number
   idleCpuMsPerS?: number
@@ -182,7 +184,8 @@ async function startTarget (name: TargetName, phase: string): Promise<Target> {
       pids: nodes.map(n => n.pid),
       memory: () => rssBytes(nodes[0].pid),
       memoryKind: name === 'cross' ? 'RSS of node 1, the watchers\' node (/proc/<pid>/status VmRSS)' : 'RSS of the node (/proc/<pid>/status VmRSS)',
-      settle: async (ms, trimWaitMs) => await settleSipmesh(nodes[0], ms, trimWaitMs),
+      settle: async (ms, trimWaitMs) => await settleSipmesh(nodes[0], ms, trimWaitMs, true),
+      heap: async () => (await nodeMetrics(nodes[0])).get('nodejs_heap_size_used_bytes'),
       stop: stopAll,
       spawnedAt
     }
@@ -277,6 +280,9 @@ interface Result {
   memoryBefore?: number
   memoryAfter?: number
   bytesPerSub?: number
+  heapBefore?: number
+  heapAfter?: number
+  heapBytesPerSub?: number
   memoryKind?: string
   load: string
 }
@@ -321,21 +327,27 @@ async function bench (name: TargetName): Promise<Result> {
   t = await startTarget(name, 'memory')
   try {
     await prepare(t)
-    // the baseline is a trimmed node too (start-up and warm-up leave V8 pages that the trim after
-    // the load would give back, which made the first runs' figure negative)
+    // both readings are of a trimmed node (told to trim once its transactions are gone): a trim
+    // of its own between them made the figure meaningless (negative once: issue 11)
     const trimmed = await t.settle(SETTLE_MS, 60_000)
     console.log(`  before the subscriptions: ${trimmed ? 'settled' : 'NOT settled'}`)
     result.memoryKind = t.memoryKind
     result.memoryBefore = t.memory()
+    result.heapBefore = await t.heap?.()
     const s = await subscribeRun(t, `m${generation}-`, MEM_RATE, SUBS)
     console.log(stepLine('memory   ', s))
     result.memRetrans = s.retrans
     result.settled = await t.settle(Math.min(SETTLE_MS, Math.max(0, timeLeft() - 20_000)))
     result.memoryAfter = t.memory()
+    result.heapAfter = await t.heap?.()
     result.subscriptions = s.ok
     if (result.memoryBefore !== undefined && result.memoryAfter !== undefined && s.ok > 0) {
       result.bytesPerSub = Math.round((result.memoryAfter - result.memoryBefore) / s.ok)
       console.log(`  memory (${t.memoryKind}): ${(result.memoryBefore / 2 ** 20).toFixed(1)} MB → ${(result.memoryAfter / 2 ** 20).toFixed(1)} MB after ${s.ok} subscriptions${result.settled ? ', settled' : ' (NOT settled)'}: ${result.bytesPerSub} B per subscription`)
+    }
+    if (result.heapBefore !== undefined && result.heapAfter !== undefined && s.ok > 0) {
+      result.heapBytesPerSub = Math.round((result.heapAfter - result.heapBefore) / s.ok)
+      console.log(`  V8 heap in use: ${(result.heapBefore / 2 ** 20).toFixed(1)} MB → ${(result.heapAfter / 2 ** 20).toFixed(1)} MB: ${result.heapBytesPerSub} B per subscription`)
     }
   } finally {
     await stopTarget(t)
@@ -376,7 +388,7 @@ console.log(`\nsummary (${((Date.now() - STARTED) / 1000).toFixed(0)} s; load av
 console.log('| target | SUBSCRIBE + first NOTIFY, highest clean rate | CPU per SUBSCRIBE above idle | first SUBSCRIBE of a new presentity (--cold), highest clean rate | CPU per cold SUBSCRIBE | PUBLISH calls (initial, modify, remove), highest clean rate | CPU per PUBLISH call | memory per subscription |')
 console.log('|---|---|---|---|---|---|---|---|')
 for (const r of results) {
-  const mem = r.bytesPerSub === undefined ? '—' : `${fmt(r.bytesPerSub, ' B')} at ${fmt(r.subscriptions)}${r.settled === true ? '' : ' (unsettled)'}`
+  const mem = r.bytesPerSub === undefined ? '—' : `${fmt(r.bytesPerSub, ' B')}${r.heapBytesPerSub === undefined ? '' : ` (heap ${fmt(r.heapBytesPerSub, ' B')})`} at ${fmt(r.subscriptions)}${r.settled === true ? '' : ' (unsettled)'}`
   console.log(`| ${r.target} | ${fmt(r.subscribeRate, '/s')} | ${fmt(r.cpuUsPerSubscribe, ' µs')} | ${fmt(r.coldRate, '/s')} | ${fmt(r.cpuUsPerCold, ' µs')} | ${r.target === 'cross' ? '—' : fmt(r.publishRate, '/s')} | ${r.target === 'cross' ? '—' : fmt(r.cpuUsPerPublishCall, ' µs')} | ${mem} |`)
 }
 const comparison: Record<string, Record<string, number | undefined>> = {}
