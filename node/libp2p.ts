@@ -39,7 +39,6 @@ import type { ComponentLogger, Libp2p, PeerId, PrivateKey, StreamHandler, Stream
 import type { Identify } from '@libp2p/identify'
 import type { KadDHT } from '@libp2p/kad-dht'
 import type { Ping } from '@libp2p/ping'
-import { windowUpdatesAtHalf } from './yamux-window.ts'
 import type { Datastore } from 'interface-datastore'
 import type { Libp2pOptions } from 'libp2p'
 
@@ -206,7 +205,6 @@ export interface MeshNode {
 }
 
 export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode> {
-  if (process.env.SIPMESH_AB_EAGER_YAMUX !== '1') windowUpdatesAtHalf()
   const privateKey = init.privateKey ?? await generateKeyPair('Ed25519')
   const logger = init.logger ?? defaultLogger()
   const datastore = new ClaimGuardDatastore(init.datastore ?? new MemoryDatastore(), {
