@@ -118,6 +118,8 @@ interface Target {
   settle: (ms: number, trimWaitMs?: number) => Promise<boolean>
   /** the V8 heap in use, bytes (sipmesh: nodejs_heap_size_used_bytes of the watchers' node, just after its trim) */
   heap?: () => Promise<number | undefined>
+  /** memory trims the nodes ran so far (node/memory-trim.ts: a full GC, which stalls the node) */
+  trims?: () => Promise<number>
   stop: () => Promise<void>
   spawnedAt: number
   idleCpuMsPerS?: number
@@ -186,6 +188,7 @@ async function startTarget (name: TargetName, phase: string): Promise<Target> {
       memoryKind: name === 'cross' ? 'RSS of node 1, the watchers\' node (/proc/<pid>/status VmRSS)' : 'RSS of the node (/proc/<pid>/status VmRSS)',
       settle: async (ms, trimWaitMs) => await settleSipmesh(nodes[0], ms, trimWaitMs, true),
       heap: async () => (await nodeMetrics(nodes[0])).get('nodejs_heap_size_used_bytes'),
+      trims: async () => (await Promise.all(nodes.map(async n => (await nodeMetrics(n)).get('sipmesh_memory_trims_total') ?? 0))).reduce((a, b) => a + b, 0),
       stop: stopAll,
       spawnedAt
     }
@@ -250,13 +253,15 @@ async function prepare (t: Target): Promise<void> {
   console.log(`  idle CPU after the warm-up: ${t.idleCpuMsPerS?.toFixed(0) ?? '—'} ms/s (left out of the CPU per call)`)
 }
 
-async function ladder (kind: string, run: (rate: number) => Promise<Step>): Promise<Step[]> {
+async function ladder (kind: string, run: (rate: number) => Promise<Step>, t?: Target): Promise<Step[]> {
   const steps: Step[] = []
   for (const rate of LADDER) {
     if (timeLeft() < STEP_S * 1000 + 30_000) { console.log('  (out of time: ladder stopped)'); break }
+    const trims = await t?.trims?.().catch(() => undefined)
     const s = await run(rate)
     steps.push(s)
-    console.log(stepLine(kind, s, CPU_PROF !== undefined).replace(' µs/reg', ' µs/call'))
+    const trimmed = trims === undefined ? 0 : ((await t?.trims?.().catch(() => undefined)) ?? trims) - trims
+    console.log(stepLine(kind, s, CPU_PROF !== undefined).replace(' µs/reg', ' µs/call') + (trimmed > 0 ? ' (a memory trim ran in this step)' : ''))
     if (!s.clean) break
     await sleep(1000)
   }
@@ -300,19 +305,19 @@ async function bench (name: TargetName): Promise<Result> {
   try {
     await prepare(t)
     if (values.subscribe) {
-      result.subscribeSteps = await ladder('SUBSCRIBE', async rate => await subscribeRun(t, `s${generation}r${rate}-`, rate, Math.round(rate * STEP_S)))
+      result.subscribeSteps = await ladder('SUBSCRIBE', async rate => await subscribeRun(t, `s${generation}r${rate}-`, rate, Math.round(rate * STEP_S)), t)
       result.subscribeRate = highestClean(result.subscribeSteps)?.rate
       result.cpuUsPerSubscribe = cpuOf(result.subscribeSteps)
     }
     if (values.cold) {
       await sleep(2000)
-      result.coldSteps = await ladder('cold SUB ', async rate => await coldRun(t, rate))
+      result.coldSteps = await ladder('cold SUB ', async rate => await coldRun(t, rate), t)
       result.coldRate = highestClean(result.coldSteps)?.rate
       result.cpuUsPerCold = cpuOf(result.coldSteps)
     }
     if (values.publish && name !== 'cross') {
       await sleep(2000)
-      result.publishSteps = await ladder('PUBLISH×3', async rate => await publishRun(t, `p${generation}r${rate}-`, rate, Math.round(rate * STEP_S)))
+      result.publishSteps = await ladder('PUBLISH×3', async rate => await publishRun(t, `p${generation}r${rate}-`, rate, Math.round(rate * STEP_S)), t)
       result.publishRate = highestClean(result.publishSteps)?.rate
       result.cpuUsPerPublishCall = cpuOf(result.publishSteps)
     }
