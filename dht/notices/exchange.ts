@@ -372,7 +372,9 @@ export function claimExchangeHandler (log: Logger, serve: ClaimExchangeServe): (
       try {
         stream.send(frames.length === 1 ? frames[0] : concat(frames))
       } catch (err) {
+        // a full write buffer (a peer that asks and does not read) or a closing stream: it ends here
         log('claim-exchange answer to %p failed: %s', from, errorMessage(err))
+        stream.abort(err as Error)
       }
     }
     const answer = (id: number, value: Uint8Array | null | false): void => {
