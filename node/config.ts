@@ -66,6 +66,8 @@ export interface GatewayConfig {
    * most list subscriptions of one subscriber at this node (more: 403)
    */
   lists?: { maxMembers: number, maxLists: number, maxSubscriptionsPerUser: number }
+  /** SIP over UDP with its socket on a thread of its own (sip-gateway/transport/udp-thread.ts) */
+  udpThread?: boolean
   /**
    * SIP over TLS (RFC 3261 26.2) and secure WebSocket: listen addresses (each optional) and the
    * absolute paths of this node's PEM certificate and key and of the authorities trusted for
@@ -154,6 +156,7 @@ const SETTINGS = {
   'presence-rate-limit': { kind: 'string', value: 'n', help: 'SUBSCRIBE and PUBLISH requests per second accepted from one source address, bursts of twice that; more: 503 (default: off)' },
   'max-pending-registers': { kind: 'string', value: 'n', help: 'REGISTERs in progress (waiting for their claim) beyond which a new one is answered 503 with Retry-After' },
   'overload-lag-ms': { kind: 'string', value: 'ms', help: 'event-loop lag beyond which a REGISTER is answered 503 with Retry-After' },
+  'udp-thread': { kind: 'boolean', help: 'SIP over UDP with its socket on a thread of its own: the system calls of its datagrams use a second core' },
   'max-connections-per-host': { kind: 'string', value: 'n', help: 'open SIP TCP + WebSocket connections accepted from one source address (more are refused)' },
   'max-list-members': { kind: 'string', value: 'n', help: 'most members of one resource list (more: 413; a list is also at most 48 KiB as JSON)' },
   'max-lists': { kind: 'string', value: 'n', help: 'most resource lists this node holds (more: 413)' },
@@ -194,6 +197,7 @@ export const DEFAULTS = {
   'conflict-policy': ConflictPolicy.LatestTakesOver,
   'max-pending-registers': '2000',
   'overload-lag-ms': '500',
+  'udp-thread': false,
   'max-connections-per-host': '256',
   'max-list-members': '1000',
   'max-lists': '10000',
@@ -343,6 +347,7 @@ const layerSchema = z.strictObject({
   'presence-rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000))),
   'max-pending-registers': str.superRefine(refineWith(positiveInteger(1_000_000))),
   'overload-lag-ms': str.superRefine(refineWith(positiveInteger(60_000))),
+  'udp-thread': z.boolean(),
   'max-connections-per-host': str.superRefine(refineWith(positiveInteger(1_000_000))),
   // a list travels over the mesh as one SIP message (48 KiB of JSON): more members could not fit
   'max-list-members': str.superRefine(refineWith(positiveInteger(10_000))),
@@ -549,6 +554,7 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
         ...(merged['rate-limit'] != null ? { rateLimit: { perSecond: Number(merged['rate-limit']), burst: 2 * Number(merged['rate-limit']) } } : {}),
         ...(merged['presence-rate-limit'] != null ? { presenceRateLimit: { perSecond: Number(merged['presence-rate-limit']), burst: 2 * Number(merged['presence-rate-limit']) } } : {})
       },
+      ...(get('udp-thread') ? { udpThread: true } : {}),
       lists: { maxMembers: Number(get('max-list-members')), maxLists: Number(get('max-lists')), maxSubscriptionsPerUser: Number(get('max-list-subscriptions')) },
       ...(tls !== undefined ? { tls } : {}),
       ...(peers.length > 0 ? { peers: peers.map(p => ({ ...p, trusted: trust.has(p.domain) })) } : {})

@@ -59,6 +59,11 @@ export interface GatewayConfig {
   tls?: { listen?: { host: string, port: number }, wss?: { host: string, port: number }, cert: string, key: string, ca?: string, handshakeTimeoutMs?: number }
   /** peer networks (proxy/peering.ts): reached over mutually authenticated TLS; need `tls` */
   peers?: readonly PeerNetwork[]
+  /**
+   * the UDP socket on a thread of its own (transport/udp-thread.ts): its system calls use a second
+   * core. @default false
+   */
+  udpThread?: boolean
   /** the host written in Via and Record-Route. @default sip.host */
   advertise?: string
   limits?: {
@@ -279,7 +284,8 @@ export class Gateway {
       firstMessageTimeoutMs: config.limits?.firstMessageTimeoutMs,
       idleTimeoutMs: config.limits?.idleTimeoutMs,
       messageTimeoutMs: config.limits?.messageTimeoutMs,
-      rateLimit: config.limits?.rateLimit
+      rateLimit: config.limits?.rateLimit,
+      udpThread: config.udpThread
     })
     // the transport layer parses, answers malformed requests and stamps received/rport
     transports.onMessage((message, source) => { this.dispatch(message, transports.flowOf(source)) })

@@ -30,10 +30,14 @@ export interface SipmeshProcessInit {
   timeoutMs?: number
 }
 
-/** start `sipmesh start` for example.com and resolve once it logged that it started */
+/**
+ * start `sipmesh start` for example.com and resolve once it logged that it started; the
+ * benchmarks' BENCH_NODE_ARGS (e.g. "--udp-thread") are added to every node's flags
+ */
 export async function startSipmesh (init: SipmeshProcessInit): Promise<SipmeshProcess> {
+  const fromEnv = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(a => a !== '')
   const args = ['start', '--domain', 'example.com', '--sip', '127.0.0.1:0', '--p2p', '/ip4/127.0.0.1/tcp/0', '--admin', '127.0.0.1:0',
-    '--data-dir', init.dataDir, '--log-level', 'info', ...(init.bootstrap ?? []).flatMap(b => ['--bootstrap', b]), ...(init.args ?? [])]
+    '--data-dir', init.dataDir, '--log-level', 'info', ...(init.bootstrap ?? []).flatMap(b => ['--bootstrap', b]), ...(init.args ?? []), ...fromEnv]
   // BENCH_NODE_OPTIONS: V8/Node flags for the nodes of a benchmark (e.g. `--max-semi-space-size=32`)
   const options = [process.env.BENCH_NODE_OPTIONS ?? '', init.cpuProfDir === undefined ? '' : `--cpu-prof --cpu-prof-dir=${init.cpuProfDir}`].join(' ').trim()
   const env: Record<string, string> = options === '' ? {} : { NODE_OPTIONS: options }

@@ -20,6 +20,7 @@ import type { StreamConnection, StreamHost, StreamSettings } from './connection.
 import type { FrameEvent } from './stream-framer.ts'
 import { TcpConnection, dialTcp, listenTcp } from './tcp.ts'
 import { bindUdp, MAX_UDP_PAYLOAD, type UdpEndpoint } from './udp.ts'
+import { bindUdpThread } from './udp-thread.ts'
 import { WsConnection, listenWs } from './ws.ts'
 import { dialTls, inboundVerdict, listenTls, type TlsCredentials } from './tls.ts'
 import { LogSampler, SourceRateLimiter, type RateLimitInit } from './limits.ts'
@@ -111,6 +112,11 @@ export interface TransportLayerInit {
    * @default 4194304
    */
   udpBufferSize?: number
+  /**
+   * The UDP socket on a thread of its own (udp-thread.ts): its system calls use another core.
+   * @default false
+   */
+  udpThread?: boolean
   /**
    * Per-source-address rate limit on incoming messages (all transports together); messages over
    * it are dropped and counted (`rateLimited`). Off when absent.
@@ -354,7 +360,7 @@ export class TransportLayer implements StreamHost {
   }
 
   private async listenUdp (address: ListenAddress): Promise<void> {
-    this.udp = await bindUdp(address, (data, rinfo) => this.onDatagram(data, rinfo), (err) => {
+    this.udp = await (this.init.udpThread === true ? bindUdpThread : bindUdp)(address, (data, rinfo) => this.onDatagram(data, rinfo), (err) => {
       this.log.warn('udp socket error', { error: err.message })
     }, this.init.udpBufferSize ?? 4 << 20, (err) => {
       this.c.sendErrors++

@@ -1,5 +1,5 @@
 /** SIP over UDP (RFC 3261 18): one message per datagram. */
-import { createSocket, type Socket, type RemoteInfo } from 'node:dgram'
+import { createSocket, type RemoteInfo } from 'node:dgram'
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns'
 import { isIP, isIPv6 } from 'node:net'
 import { TransportError } from '../errors.ts'
@@ -9,7 +9,6 @@ import type { Address } from './types.ts'
 export const MAX_UDP_PAYLOAD = 65_507
 
 export interface UdpEndpoint {
-  socket: Socket
   address: Address
   /** resolves once sent; rejects with TransportError (a name that does not resolve, a send error) */
   send (data: Uint8Array, target: Address): Promise<void>
@@ -54,7 +53,6 @@ export async function bindUdp (address: Address, onDatagram: (data: Buffer, rinf
   // one callback for every sendNow (dgram reports a send error only to a callback)
   const afterSendNow = (err: Error | null): void => { if (err != null) onSendError?.(err) }
   return {
-    socket,
     address: { host: bound.address, port: bound.port },
     async send (data: Uint8Array, target: Address): Promise<void> {
       if (closed) throw new TransportError('udp socket closed')

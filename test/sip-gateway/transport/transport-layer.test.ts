@@ -5,6 +5,7 @@ import { Buffer } from 'node:buffer'
 import { connect, createServer, type Socket } from 'node:net'
 import { TransportLayer, TransportError, StreamFramer, stampVia } from '../../../sip-gateway/transport/index.ts'
 import { parseMessage, parseVia, isRequest, SipRequest, Headers } from '../../../sip-gateway/codec/index.ts'
+import type { TransportLayerInit } from '../../../sip-gateway/transport/transport-layer.ts'
 import { echoLayer, request, until, UdpClient, TcpClient, WsClient, type Received } from './fixtures.ts'
 
 const ok = /SIP\/2\.0 200 OK\r\n/
@@ -17,25 +18,25 @@ async function dial (port: number): Promise<Socket> {
   return s
 }
 
-describe('transport layer', () => {
-  let layer: TransportLayer
-  let received: Received[]
-  let sipPort: number
-  let wsPort: number
+/**
+ * The UDP transport, on the event loop (the default) and with its socket on a thread of its own
+ * (`udpThread`, transport/udp-thread.ts): the same behaviour either way.
+ */
+function udpSuite (name: string, init: TransportLayerInit): void {
+  describe(name, () => {
+    let layer: TransportLayer
+    let received: Received[]
+    let sipPort: number
 
-  before(async () => {
-    ({ layer, received } = await echoLayer({ maxMessageSize: 8192, maxDatagramSize: 4096 }))
-    const a = layer.addresses()
-    assert.equal(a.udp?.port, a.tcp?.port, 'UDP and TCP share the sip port')
-    sipPort = a.tcp?.port as number
-    wsPort = a.ws?.port as number
-  })
+    before(async () => {
+      ({ layer, received } = await echoLayer({ maxMessageSize: 8192, maxDatagramSize: 4096, ...init }))
+      sipPort = layer.addresses().udp?.port as number
+    })
 
-  after(async () => {
-    await layer.stop()
-  })
+    after(async () => {
+      await layer.stop()
+    })
 
-  describe('UDP', () => {
     test('a request is delivered with its source and answered; rport and received are stamped', async () => {
       const client = await UdpClient.open()
       try {
@@ -127,6 +128,28 @@ describe('transport layer', () => {
         await client.close()
       }
     })
+  })
+}
+
+udpSuite('UDP', {})
+udpSuite('UDP, its socket on a thread of its own', { udpThread: true })
+
+describe('transport layer', () => {
+  let layer: TransportLayer
+  let received: Received[]
+  let sipPort: number
+  let wsPort: number
+
+  before(async () => {
+    ({ layer, received } = await echoLayer({ maxMessageSize: 8192, maxDatagramSize: 4096 }))
+    const a = layer.addresses()
+    assert.equal(a.udp?.port, a.tcp?.port, 'UDP and TCP share the sip port')
+    sipPort = a.tcp?.port as number
+    wsPort = a.ws?.port as number
+  })
+
+  after(async () => {
+    await layer.stop()
   })
 
   describe('TCP', () => {
