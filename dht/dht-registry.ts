@@ -14,6 +14,7 @@ import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { ClaimSigner, claimKey, compareClaims, isLive, normalizeAor, verifyClaimSync } from './record/claim.ts'
 import { CLAIM_GET_PROTOCOL, CLAIM_INTEREST_PROTOCOL, CLAIM_NOTICE_PROTOCOL, claimGetHandler } from './notices/protocol.ts'
 import { Witness } from './notices/witness.ts'
+import { CLAIM_EXCHANGE_PROTOCOL, ClaimExchangeClient, claimExchangeHandler } from './notices/exchange.ts'
 import { ReplicaFinder } from './replication/replicas.ts'
 import { CLAIM_PUT_PROTOCOL, PutClient, PutStatus, putHandler } from './replication/put-protocol.ts'
 import { ClaimWriter } from './replication/writer.ts'
@@ -93,11 +94,13 @@ export class DhtRegistry implements ClaimRegistry {
   private readonly own = new Map<Aor, OwnRecord>()
   private readonly watchers = new Map<Aor, WatchEntry>()
   private readonly displacedHandlers = new Set<(aor: Aor, by: Route) => void>()
-  private readonly revalidating = new Set<Aor>()
+  /** the quorum lookup running for an AoR (resolves of a cold AoR share it) */
+  private readonly resolving = new Map<Aor, Promise<SignedClaim | undefined>>()
 
   readonly replicas: ReplicaFinder
   readonly liveness: PeerLiveness
   private readonly client: PutClient
+  readonly exchange: ClaimExchangeClient
   private readonly writer: ClaimWriter
   private readonly reader: ClaimReader
   private readonly witness: Witness
@@ -141,21 +144,23 @@ export class DhtRegistry implements ClaimRegistry {
       replicas: init.replicas ?? 5
     })
     this.client = new PutClient(components.libp2p, this.log, this.putProtocol)
+    const interestProtocol = init.interestProtocol ?? CLAIM_INTEREST_PROTOCOL
+    this.exchange = new ClaimExchangeClient(components.libp2p, this.log, { getProtocol: CLAIM_GET_PROTOCOL, interestProtocol })
     this.writer = new ClaimWriter({ datastore: components.datastore, replicas: this.replicas, client: this.client, log: this.log }, {
       datastorePrefix: init.datastorePrefix ?? '/dht'
     })
     this.reader = new ClaimReader({
       datastore: components.datastore,
       dht: components.dht,
-      libp2p: components.libp2p,
+      exchange: this.exchange,
       replicas: this.replicas,
       writer: this.writer,
       client: this.client,
       log: this.log
     }, { directQueries }, this.stats)
-    this.witness = new Witness({ peerId: this.peerId, libp2p: components.libp2p, replicas: this.replicas, log: this.log }, {
+    this.witness = new Witness({ peerId: this.peerId, libp2p: components.libp2p, replicas: this.replicas, exchange: this.exchange, log: this.log }, {
       noticeProtocol: init.noticeProtocol ?? CLAIM_NOTICE_PROTOCOL,
-      interestProtocol: init.interestProtocol ?? CLAIM_INTEREST_PROTOCOL,
+      interestProtocol,
       noticeReplicas: init.noticeReplicas ?? 3,
       interestTtlMs: this.watchInterval * 3,
       onNotice: (from, c) => { this.receiveNotice(from, c) }
@@ -169,12 +174,17 @@ export class DhtRegistry implements ClaimRegistry {
     this.shutdown = new AbortController()
     const signal = this.shutdown.signal
     this.client.start(signal)
+    this.exchange.start(signal)
     this.components.datastore.onStore = (prev, next) => { this.stored(prev, next) }
     await this.witness.start(signal)
     await this.components.libp2p.handle(CLAIM_GET_PROTOCOL, claimGetHandler(this.log, async (key) => await this.reader.storedValue(key)), {
       maxInboundStreams: 256,
       maxOutboundStreams: 256
     })
+    await this.components.libp2p.handle(CLAIM_EXCHANGE_PROTOCOL, claimExchangeHandler(this.log, {
+      get: async (key) => await this.reader.storedValue(key),
+      interest: (from, aors, ttlMs) => { this.witness.interest(from, aors, ttlMs) }
+    }), { maxInboundStreams: 32, maxOutboundStreams: 32 })
     await this.components.libp2p.handle(this.putProtocol, putHandler(this.log, async (from, claims) => await this.acceptPuts(from, claims)), {
       maxInboundStreams: 64,
       maxOutboundStreams: 64
@@ -204,9 +214,11 @@ export class DhtRegistry implements ClaimRegistry {
     this.unLiveness?.()
     this.liveness.stop()
     this.client.close()
+    this.exchange.close()
     this.components.datastore.onStore = undefined
     await this.witness.stop()
     await this.components.libp2p.unhandle(CLAIM_GET_PROTOCOL).catch(() => {})
+    await this.components.libp2p.unhandle(CLAIM_EXCHANGE_PROTOCOL).catch(() => {})
     await this.components.libp2p.unhandle(this.putProtocol).catch(() => {})
   }
 
@@ -312,6 +324,7 @@ export class DhtRegistry implements ClaimRegistry {
       const plan = planSweep(this.own, now, { renewAheadMs: this.renewAhead, republishIntervalMs: this.republishInterval, maxPerPass: 20_000 })
       for (const aor of plan.drop) {
         this.own.delete(aor)
+        this.ownEnded(aor)
         void this.forgetOwn(aor)
       }
       // the cache holds the own claims too: look through it every sixth pass only
@@ -438,6 +451,7 @@ export class DhtRegistry implements ClaimRegistry {
     if (mine != null && best != null && !best.owner.equals(this.peerId) && compareClaims(best, mine) > 0) {
       this.own.delete(aor)
       void this.forgetOwn(aor)
+      this.ownEnded(aor)
       const by = this.routeOf(best)
       if (mine.kind === 'claim') {
         this.log('displaced from %s by %s', aor, best.owner)
@@ -632,6 +646,7 @@ export class DhtRegistry implements ClaimRegistry {
     } else {
       this.own.delete(aor)
       void this.forgetOwn(aor)
+      this.ownEnded(aor)
     }
     this.apply(aor, newest, true)
     if (won && prev != null && !prev.owner.equals(this.peerId)) void this.witness.notify(prev.owner, mine)
@@ -654,6 +669,7 @@ export class DhtRegistry implements ClaimRegistry {
     if (cur == null || !cur.owner.equals(this.peerId) || cur.kind !== 'claim') {
       if (e != null && e.claim.kind === 'claim') {
         this.own.delete(aor)
+        this.ownEnded(aor)
         await this.forgetOwn(aor)
       }
       return
@@ -661,6 +677,7 @@ export class DhtRegistry implements ClaimRegistry {
     // a tombstone must outlive the claim it covers, or the older claim would resurface
     const tomb = await this.signNew(aor, 'release', Math.max(cur.expiresAt, Date.now() + 1_000), cur.version)
     this.own.set(aor, { claim: tomb, until: tomb.knownUntil, replicas: 0, putAt: Date.now() })
+    this.ownEnded(aor)
     this.apply(aor, tomb, true)
     const out = await this.writer.write(tomb, { own: { key: ownKey(aor), op: 'put' } })
     const held = this.own.get(aor)
@@ -691,10 +708,7 @@ export class DhtRegistry implements ClaimRegistry {
     } else {
       const neg = this.negative.get(aor)
       if (options?.fresh !== true && e == null && neg != null && now - neg < this.negativeTtl) return undefined
-      const found = await this.lookup(aor, { ...options, quorum: this.resolveQuorum })
-      best = this.apply(aor, found, true)
-      // we know a newer claim than the DHT served: put it back (heals a stale put, P2)
-      if (best != null && (found == null || compareClaims(best, found) > 0)) void this.writer.write(best)
+      best = await this.lookupShared(aor, options)
     }
     if (best == null || !isLive(best)) return undefined
     // P5: a route to a node that is down is no route; a node we are not connected to is asked
@@ -702,16 +716,32 @@ export class DhtRegistry implements ClaimRegistry {
     return this.routeOf(best)
   }
 
+  /**
+   * Look an AoR up in the DHT and take in what it holds: the newest claim known. One lookup per AoR
+   * at a time: a resolve without its own signal joins the one running, unless it wants a `fresh`
+   * answer (the running lookup may have asked the replicas before the caller began). A presentity
+   * watched for the first time is resolved twice at once (its watch reports the current route and
+   * the agent resolves it); each was a quorum read of the replicas (issue 11, the cold start).
+   */
+  private async lookupShared (aor: Aor, options?: AbortOptions & { fresh?: boolean }): Promise<SignedClaim | undefined> {
+    const running = this.resolving.get(aor)
+    if (running != null && options?.fresh !== true && options?.signal == null) return await running
+    const lookup = this.lookup(aor, { signal: options?.signal, quorum: this.resolveQuorum }).then(found => {
+      const best = this.apply(aor, found, true)
+      // we know a newer claim than the DHT served: put it back (heals a stale put, P2)
+      if (best != null && (found == null || compareClaims(best, found) > 0)) void this.writer.write(best)
+      return best
+    })
+    if (options?.signal != null) return await lookup
+    const shared = lookup.finally(() => { if (this.resolving.get(aor) === shared) this.resolving.delete(aor) })
+    this.resolving.set(aor, shared)
+    return await shared
+  }
+
   /** Look an AoR up again in the background (one at a time per AoR). */
   private revalidate (aor: Aor): void {
-    if (this.revalidating.has(aor) || this.shutdown == null) return
-    this.revalidating.add(aor)
-    this.lookup(aor, { quorum: this.resolveQuorum })
-      .then(found => {
-        const best = this.apply(aor, found, true)
-        if (best != null && (found == null || compareClaims(best, found) > 0)) void this.writer.write(best)
-      }, (err: unknown) => { this.log('revalidating %s failed: %s', aor, errorMessage(err)) })
-      .finally(() => { this.revalidating.delete(aor) })
+    if (this.resolving.has(aor) || this.shutdown == null) return
+    this.lookupShared(aor).catch((err: unknown) => { this.log('revalidating %s failed: %s', aor, errorMessage(err)) })
   }
 
   /**
@@ -737,10 +767,10 @@ export class DhtRegistry implements ClaimRegistry {
       entry.poll = setInterval(() => {
         if (this.shutdown == null) return
         this.resolve(aor, { fresh: true }).then(() => { this.fireWatchers(aor) }, () => {})
-        void this.witness.register(aor)
+        this.registerInterest(aor)
       }, this.watchInterval)
       entry.poll.unref?.()
-      void this.witness.register(aor)
+      this.registerInterest(aor)
     }
     const entry = w
     entry.fns.add(onChange)
@@ -757,6 +787,24 @@ export class DhtRegistry implements ClaimRegistry {
         this.watchers.delete(aor)
       }
     }
+  }
+
+  /**
+   * Ask the replicas of a watched AoR to tell this node of changes (interest), unless this node
+   * holds the AoR's live claim: a new owner tells the owner it displaces itself (P3), so the
+   * owner's interest was a request per presentity it serves for nothing (issue 11: a node serving
+   * presentities watched from another node registered interest in each with that node). When the
+   * claim ends here (released, displaced, lost, lapsed) a watched AoR registers it at once.
+   */
+  private registerInterest (aor: Aor): void {
+    const mine = this.own.get(aor)?.claim
+    if (mine != null && mine.kind === 'claim' && mine.expiresAt > Date.now()) return
+    void this.witness.register(aor)
+  }
+
+  /** This node's claim of an AoR ended: a watched AoR's interest is registered now. */
+  private ownEnded (aor: Aor): void {
+    if (this.watchers.has(aor) && this.shutdown != null) this.registerInterest(aor)
   }
 
   onDisplaced (handler: (aor: Aor, by: Route) => void): Unwatch {

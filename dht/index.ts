@@ -21,10 +21,16 @@
  * - `release`: a signed tombstone (kind `release`, higher version) so everyone resolves nothing.
  * - renewal: own live claims are re-put every `republishIntervalMs` and persisted in the
  *   datastore, so a restarted node re-asserts the still-valid ones in `start()`.
- * - `watch`: registers interest with the replicas of the AoR's claim key
- *   (`/sipmesh/claim-interest/1.0.0`, refreshed with a periodic re-resolve as a safety net); a
- *   replica that stores a claim changing the AoR's route tells the interested nodes, so the claimer
- *   pays nothing extra. `onDisplaced`: this node's claim was superseded (verified notice).
+ * - `watch`: registers interest with the replicas of the AoR's claim key (not while this node
+ *   holds the AoR's live claim: the next owner tells it, P3), refreshed with a periodic re-resolve
+ *   as a safety net; a replica that stores a claim changing the AoR's route tells the interested
+ *   nodes, so the claimer pays nothing extra. `onDisplaced`: this node's claim was superseded
+ *   (verified notice).
+ * - Direct reads and interest registrations travel over one long-lived stream per peer
+ *   (`/sipmesh/claim-exchange/1.0.0`, notices/exchange.ts), what one turn asks of a peer in one
+ *   write; older peers are served with the one-shot `/sipmesh/claim-get/1.0.0` and
+ *   `/sipmesh/claim-interest/1.0.0`, which stay registered. Concurrent resolves of one AoR share
+ *   one lookup.
  *
  * Notices travel over `/sipmesh/claim-notice/1.0.0`: one length-prefixed message carrying the
  * winning signed claim; the receiver verifies it (signature, newer than what it has) before acting.
@@ -49,6 +55,7 @@ export { MemoryMesh, MemoryRegistry } from './memory-registry.ts'
 export { DhtRegistry }
 
 export { CLAIM_NOTICE_PROTOCOL, CLAIM_INTEREST_PROTOCOL } from './notices/protocol.ts'
+export { CLAIM_EXCHANGE_PROTOCOL } from './notices/exchange.ts'
 export { CLAIM_PUT_PROTOCOL } from './replication/put-protocol.ts'
 
 /** A registry that runs: `start()` re-asserts persisted claims, `stop()` ends timers and handlers. */
@@ -196,7 +203,7 @@ export interface DhtRegistryInit {
    */
   resolveQuorum?: number
   /**
-   * Protocol name of interest registrations.
+   * Protocol name of interest registrations to peers that do not speak the claim exchange.
    *
    * @default '/sipmesh/claim-interest/1.0.0'
    */

@@ -75,6 +75,10 @@ async function start (args: string[]): Promise<number> {
   const trimmer = new MemoryTrimmer({ logger: node.log.child({ component: 'memory' }) })
   trimmer.start()
   addCollectedCounter(node.metrics.registry, 'sipmesh_memory_trims_total', 'memory-reducing GCs run after a burst (V8 keeps freed pages resident otherwise)', () => trimmer.trims)
+  // SIGUSR2: trim now, so that a reading of the node's memory is of what it holds, not of what
+  // it did (scripts/bench-presence-load.ts reads it so before and after its subscriptions)
+  const onTrimSignal = (): void => { trimmer.trim() }
+  process.on('SIGUSR2', onTrimSignal)
   // a library that loses track of a promise must not take the node down
   process.on('unhandledRejection', (reason) => {
     node.log.error('unhandled promise rejection', { error: reason instanceof Error ? reason.stack ?? reason.message : String(reason) })
@@ -86,6 +90,7 @@ async function start (args: string[]): Promise<number> {
   process.once('SIGINT', force)
   process.once('SIGTERM', force)
   trimmer.stop()
+  process.off('SIGUSR2', onTrimSignal)
   await node.stop()
   exitAfterSignal(EXIT_OK)
   return EXIT_OK

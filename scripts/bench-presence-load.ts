@@ -21,6 +21,10 @@
 //              requests per call, uac-publish-bench.xml), a new publication per call, of a second
 //              set of registered presentities that nobody watches (a sipmesh node serves PUBLISH
 //              for its registered users only).
+//   cold       (`--cold`) a ladder of first SUBSCRIBEs: each call subscribes to a presentity nobody
+//              watched before (registered just before the step, on node 2 for `cross`), so every
+//              call pays the cold start of a presentity (for `cross`: the owner found in the
+//              registry, the interest registered, the back-end subscription to node 2 set up).
 //   memory     on a fresh target, `--subs` (10,000) subscriptions at `--mem-rate`/s, then settled
 //              (no server transaction left and the node's memory trimmed), the RSS growth per
 //              subscription; Kamailio: the growth of its shared memory (kamcmd core.shmmem).
@@ -32,6 +36,7 @@
 //
 //   node scripts/bench-presence-load.ts [--only alone|cross|kamailio] [--step 3] [--max 20000]
 //        [--presentities 100] [--subs 10000] [--mem-rate 300] [--no-kamailio] [--no-publish] [--no-memory]
+//        [--cold] [--no-subscribe]
 //   (BENCH_KAMAILIO_WORKERS=n UDP workers, default 2; BENCH_CPU_PROF=<dir> writes a V8 CPU profile
 //   of each sipmesh node into <dir>/<target>-<phase>[-node<i>]/; `node scripts/cpu-profile-top.ts`)
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -43,7 +48,7 @@ import { sippAvailable } from '../test/interop/sipp.ts'
 import { kamailioAvailable, kamailioShmUsed, startKamailio } from './lib/kamailio.ts'
 import { rssBytes } from './lib/proc-stats.ts'
 import { fmt, highestClean, idleCpu, ratio, registerRun, sippStep, stepLine, stepsJson, type Step } from './lib/register-load.ts'
-import { meshConnected, settleSipmesh, startSipmesh, type SipmeshProcess } from './lib/sipmesh-process.ts'
+import { meshConnected, nodeMetrics, settleSipmesh, startSipmesh, type SipmeshProcess } from './lib/sipmesh-process.ts'
 
 const { values } = parseArgs({
   allowNegative: true,
@@ -56,7 +61,9 @@ const { values } = parseArgs({
     'mem-rate': { type: 'string', default: '300' },
     kamailio: { type: 'boolean', default: true },
     publish: { type: 'boolean', default: true },
-    memory: { type: 'boolean', default: true }
+    memory: { type: 'boolean', default: true },
+    subscribe: { type: 'boolean', default: true },
+    cold: { type: 'boolean', default: false }
   }
 })
 
@@ -90,9 +97,9 @@ const timeLeft = (): number => DEADLINE - Date.now()
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
 /** SIPp injection files naming the presentities, one per call in turn: watched ones, and published ones nobody watches */
-function injection (prefix: string): string {
+function injection (prefix: string, count = PRESENTITIES): string {
   const file = join(work, `${prefix}.csv`)
-  writeFileSync(file, ['SEQUENTIAL', ...Array.from({ length: PRESENTITIES }, (_, i) => `${prefix}${i + 1}`)].join('\n') + '\n')
+  writeFileSync(file, ['SEQUENTIAL', ...Array.from({ length: count }, (_, i) => `${prefix}${i + 1}`)].join('\n') + '\n')
   return file
 }
 const presentityFile = injection('pres')
@@ -107,8 +114,12 @@ interface Target {
   pids: number[]
   memory: () => number | undefined
   memoryKind: string
-  /** resolves once the target is settled (sipmesh: no server transaction left, memory trimmed, waiting at most `trimWaitMs` for that) */
+  /** resolves once the target is settled (sipmesh: no server transaction left, then told to trim its memory, waiting at most `trimWaitMs` for that) */
   settle: (ms: number, trimWaitMs?: number) => Promise<boolean>
+  /** the V8 heap in use, bytes (sipmesh: nodejs_heap_size_used_bytes of the watchers' node, just after its trim) */
+  heap?: () => Promise<number | undefined>
+  /** memory trims the nodes ran so far (node/memory-trim.ts: a full GC, which stalls the node) */
+  trims?: () => Promise<number>
   stop: () => Promise<void>
   spawnedAt: number
   idleCpuMsPerS?: number
@@ -175,7 +186,9 @@ async function startTarget (name: TargetName, phase: string): Promise<Target> {
       pids: nodes.map(n => n.pid),
       memory: () => rssBytes(nodes[0].pid),
       memoryKind: name === 'cross' ? 'RSS of node 1, the watchers\' node (/proc/<pid>/status VmRSS)' : 'RSS of the node (/proc/<pid>/status VmRSS)',
-      settle: async (ms, trimWaitMs) => await settleSipmesh(nodes[0], ms, trimWaitMs),
+      settle: async (ms, trimWaitMs) => await settleSipmesh(nodes[0], ms, trimWaitMs, true),
+      heap: async () => (await nodeMetrics(nodes[0])).get('nodejs_heap_size_used_bytes'),
+      trims: async () => (await Promise.all(nodes.map(async n => (await nodeMetrics(n)).get('sipmesh_memory_trims_total') ?? 0))).reduce((a, b) => a + b, 0),
       stop: stopAll,
       spawnedAt
     }
@@ -189,15 +202,15 @@ async function stopTarget (t: Target): Promise<void> {
   await t.stop()
 }
 
-/** `calls` new watchers subscribing at `rate`/s */
-async function subscribeRun (t: Target, prefix: string, rate: number, calls: number): Promise<Step> {
+/** `calls` new watchers subscribing at `rate`/s (to the presentities of `inf` in turn) */
+async function subscribeRun (t: Target, prefix: string, rate: number, calls: number, inf = presentityFile): Promise<Step> {
   return await sippStep({
     scenario: 'uac-subscribe-bench.xml',
     entries: [t.entry],
     prefix,
     rate,
     calls,
-    args: (p) => ['-key', 'prefix', p, '-key', 'expires', String(EXPIRES), '-inf', presentityFile],
+    args: (p) => ['-key', 'prefix', p, '-key', 'expires', String(EXPIRES), '-inf', inf],
     pids: t.pids,
     dir: work,
     spawnedAt: t.spawnedAt,
@@ -208,6 +221,18 @@ async function subscribeRun (t: Target, prefix: string, rate: number, calls: num
 /** `calls` new publications (of the `pub` presentities in turn), each published, modified and removed, at `rate` calls/s */
 async function publishRun (t: Target, prefix: string, rate: number, calls: number): Promise<Step> {
   return await sippStep({ scenario: 'uac-publish-bench.xml', entries: [t.entry], prefix, rate, calls, args: (p) => ['-key', 'prefix', p, '-inf', publisherFile], pids: t.pids, dir: work, spawnedAt: t.spawnedAt, idleCpuMsPerS: t.idleCpuMsPerS })
+}
+
+/** `calls` first watchers of as many new presentities (registered first, not timed), at `rate`/s */
+async function coldRun (t: Target, rate: number): Promise<Step> {
+  const calls = Math.round(rate * STEP_S)
+  const prefix = `c${generation}r${rate}-`
+  if (t.registrar !== undefined) {
+    const r = await registerRun({ entries: [t.registrar], prefix, rate: Math.min(2000, Math.max(200, rate)), calls, cseq: 1, pids: [], dir: work })
+    if (r.ok !== calls) throw new Error(`${t.name}: only ${r.ok} of ${calls} cold presentities registered`)
+    await sleep(500)
+  }
+  return await subscribeRun(t, `w${prefix}`, rate, calls, injection(prefix, calls))
 }
 
 /** the presentities registered (sipmesh), a few subscriptions and publications (JIT), idle CPU */
@@ -228,13 +253,15 @@ async function prepare (t: Target): Promise<void> {
   console.log(`  idle CPU after the warm-up: ${t.idleCpuMsPerS?.toFixed(0) ?? '—'} ms/s (left out of the CPU per call)`)
 }
 
-async function ladder (kind: string, run: (rate: number) => Promise<Step>): Promise<Step[]> {
+async function ladder (kind: string, run: (rate: number) => Promise<Step>, t?: Target): Promise<Step[]> {
   const steps: Step[] = []
   for (const rate of LADDER) {
     if (timeLeft() < STEP_S * 1000 + 30_000) { console.log('  (out of time: ladder stopped)'); break }
+    const trims = await t?.trims?.().catch(() => undefined)
     const s = await run(rate)
     steps.push(s)
-    console.log(stepLine(kind, s, CPU_PROF !== undefined).replace(' µs/reg', ' µs/call'))
+    const trimmed = trims === undefined ? 0 : ((await t?.trims?.().catch(() => undefined)) ?? trims) - trims
+    console.log(stepLine(kind, s, CPU_PROF !== undefined).replace(' µs/reg', ' µs/call') + (trimmed > 0 ? ' (a memory trim ran in this step)' : ''))
     if (!s.clean) break
     await sleep(1000)
   }
@@ -246,6 +273,9 @@ interface Result {
   subscribeRate?: number
   subscribeSteps: Step[]
   cpuUsPerSubscribe?: number
+  coldRate?: number
+  coldSteps: Step[]
+  cpuUsPerCold?: number
   publishRate?: number
   publishSteps: Step[]
   cpuUsPerPublishCall?: number
@@ -255,6 +285,9 @@ interface Result {
   memoryBefore?: number
   memoryAfter?: number
   bytesPerSub?: number
+  heapBefore?: number
+  heapAfter?: number
+  heapBytesPerSub?: number
   memoryKind?: string
   load: string
 }
@@ -267,16 +300,24 @@ const cpuOf = (steps: Step[]): number | undefined => {
 async function bench (name: TargetName): Promise<Result> {
   const label = name === 'alone' ? 'one sipmesh node' : name === 'cross' ? 'node 1 of a 2-node mesh, presentities on node 2' : `Kamailio (presence in memory, ${KAMAILIO_WORKERS} UDP workers)`
   console.log(`\n== ${name}: SIPp → ${label}, ${STEP_S} s per step; load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
-  const result: Result = { target: name, subscribeSteps: [], publishSteps: [], load: loadavg()[0].toFixed(2) }
+  const result: Result = { target: name, subscribeSteps: [], coldSteps: [], publishSteps: [], load: loadavg()[0].toFixed(2) }
   let t = await startTarget(name, 'load')
   try {
     await prepare(t)
-    result.subscribeSteps = await ladder('SUBSCRIBE', async rate => await subscribeRun(t, `s${generation}r${rate}-`, rate, Math.round(rate * STEP_S)))
-    result.subscribeRate = highestClean(result.subscribeSteps)?.rate
-    result.cpuUsPerSubscribe = cpuOf(result.subscribeSteps)
+    if (values.subscribe) {
+      result.subscribeSteps = await ladder('SUBSCRIBE', async rate => await subscribeRun(t, `s${generation}r${rate}-`, rate, Math.round(rate * STEP_S)), t)
+      result.subscribeRate = highestClean(result.subscribeSteps)?.rate
+      result.cpuUsPerSubscribe = cpuOf(result.subscribeSteps)
+    }
+    if (values.cold) {
+      await sleep(2000)
+      result.coldSteps = await ladder('cold SUB ', async rate => await coldRun(t, rate), t)
+      result.coldRate = highestClean(result.coldSteps)?.rate
+      result.cpuUsPerCold = cpuOf(result.coldSteps)
+    }
     if (values.publish && name !== 'cross') {
       await sleep(2000)
-      result.publishSteps = await ladder('PUBLISH×3', async rate => await publishRun(t, `p${generation}r${rate}-`, rate, Math.round(rate * STEP_S)))
+      result.publishSteps = await ladder('PUBLISH×3', async rate => await publishRun(t, `p${generation}r${rate}-`, rate, Math.round(rate * STEP_S)), t)
       result.publishRate = highestClean(result.publishSteps)?.rate
       result.cpuUsPerPublishCall = cpuOf(result.publishSteps)
     }
@@ -291,21 +332,27 @@ async function bench (name: TargetName): Promise<Result> {
   t = await startTarget(name, 'memory')
   try {
     await prepare(t)
-    // the baseline is a trimmed node too (start-up and warm-up leave V8 pages that the trim after
-    // the load would give back, which made the first runs' figure negative)
+    // both readings are of a trimmed node (told to trim once its transactions are gone): a trim
+    // of its own between them made the figure meaningless (negative once: issue 11)
     const trimmed = await t.settle(SETTLE_MS, 60_000)
     console.log(`  before the subscriptions: ${trimmed ? 'settled' : 'NOT settled'}`)
     result.memoryKind = t.memoryKind
     result.memoryBefore = t.memory()
+    result.heapBefore = await t.heap?.()
     const s = await subscribeRun(t, `m${generation}-`, MEM_RATE, SUBS)
     console.log(stepLine('memory   ', s))
     result.memRetrans = s.retrans
     result.settled = await t.settle(Math.min(SETTLE_MS, Math.max(0, timeLeft() - 20_000)))
     result.memoryAfter = t.memory()
+    result.heapAfter = await t.heap?.()
     result.subscriptions = s.ok
     if (result.memoryBefore !== undefined && result.memoryAfter !== undefined && s.ok > 0) {
       result.bytesPerSub = Math.round((result.memoryAfter - result.memoryBefore) / s.ok)
       console.log(`  memory (${t.memoryKind}): ${(result.memoryBefore / 2 ** 20).toFixed(1)} MB → ${(result.memoryAfter / 2 ** 20).toFixed(1)} MB after ${s.ok} subscriptions${result.settled ? ', settled' : ' (NOT settled)'}: ${result.bytesPerSub} B per subscription`)
+    }
+    if (result.heapBefore !== undefined && result.heapAfter !== undefined && s.ok > 0) {
+      result.heapBytesPerSub = Math.round((result.heapAfter - result.heapBefore) / s.ok)
+      console.log(`  V8 heap in use: ${(result.heapBefore / 2 ** 20).toFixed(1)} MB → ${(result.heapAfter / 2 ** 20).toFixed(1)} MB: ${result.heapBytesPerSub} B per subscription`)
     }
   } finally {
     await stopTarget(t)
@@ -343,20 +390,20 @@ try {
 
 const kam = results.find(r => r.target === 'kamailio')
 console.log(`\nsummary (${((Date.now() - STARTED) / 1000).toFixed(0)} s; load average at the end ${loadavg().map(l => l.toFixed(2)).join(' ')}):`)
-console.log('| target | SUBSCRIBE + first NOTIFY, highest clean rate | CPU per SUBSCRIBE above idle | PUBLISH calls (initial, modify, remove), highest clean rate | CPU per PUBLISH call | memory per subscription |')
-console.log('|---|---|---|---|---|---|')
+console.log('| target | SUBSCRIBE + first NOTIFY, highest clean rate | CPU per SUBSCRIBE above idle | first SUBSCRIBE of a new presentity (--cold), highest clean rate | CPU per cold SUBSCRIBE | PUBLISH calls (initial, modify, remove), highest clean rate | CPU per PUBLISH call | memory per subscription |')
+console.log('|---|---|---|---|---|---|---|---|')
 for (const r of results) {
-  const mem = r.bytesPerSub === undefined ? '—' : `${fmt(r.bytesPerSub, ' B')} at ${fmt(r.subscriptions)}${r.settled === true ? '' : ' (unsettled)'}`
-  console.log(`| ${r.target} | ${fmt(r.subscribeRate, '/s')} | ${fmt(r.cpuUsPerSubscribe, ' µs')} | ${r.target === 'cross' ? '—' : fmt(r.publishRate, '/s')} | ${r.target === 'cross' ? '—' : fmt(r.cpuUsPerPublishCall, ' µs')} | ${mem} |`)
+  const mem = r.bytesPerSub === undefined ? '—' : `${fmt(r.bytesPerSub, ' B')}${r.heapBytesPerSub === undefined ? '' : ` (heap ${fmt(r.heapBytesPerSub, ' B')})`} at ${fmt(r.subscriptions)}${r.settled === true ? '' : ' (unsettled)'}`
+  console.log(`| ${r.target} | ${fmt(r.subscribeRate, '/s')} | ${fmt(r.cpuUsPerSubscribe, ' µs')} | ${fmt(r.coldRate, '/s')} | ${fmt(r.cpuUsPerCold, ' µs')} | ${r.target === 'cross' ? '—' : fmt(r.publishRate, '/s')} | ${r.target === 'cross' ? '—' : fmt(r.cpuUsPerPublishCall, ' µs')} | ${mem} |`)
 }
 const comparison: Record<string, Record<string, number | undefined>> = {}
 if (kam !== undefined) {
   const q = (a?: number, b?: number): number | undefined => a === undefined || b === undefined || b === 0 ? undefined : Number((a / b).toFixed(2))
   for (const r of results.filter(r => r !== kam)) {
-    comparison[r.target] = { subscribeRate: q(r.subscribeRate, kam.subscribeRate), cpuPerSubscribe: q(r.cpuUsPerSubscribe, kam.cpuUsPerSubscribe), publishRate: q(r.publishRate, kam.publishRate), cpuPerPublish: q(r.cpuUsPerPublishCall, kam.cpuUsPerPublishCall), bytesPerSub: q(r.bytesPerSub, kam.bytesPerSub) }
-    console.log(`${r.target}/Kamailio: SUBSCRIBE ${ratio(r.subscribeRate, kam.subscribeRate)}, CPU per SUBSCRIBE ${ratio(r.cpuUsPerSubscribe, kam.cpuUsPerSubscribe)}${r.target === 'cross' ? '' : `, PUBLISH ${ratio(r.publishRate, kam.publishRate)}, CPU per PUBLISH call ${ratio(r.cpuUsPerPublishCall, kam.cpuUsPerPublishCall)}`}, memory per subscription ${ratio(r.bytesPerSub, kam.bytesPerSub)} (RSS vs Kamailio's shared memory)`)
+    comparison[r.target] = { subscribeRate: q(r.subscribeRate, kam.subscribeRate), cpuPerSubscribe: q(r.cpuUsPerSubscribe, kam.cpuUsPerSubscribe), coldRate: q(r.coldRate, kam.coldRate), cpuPerCold: q(r.cpuUsPerCold, kam.cpuUsPerCold), publishRate: q(r.publishRate, kam.publishRate), cpuPerPublish: q(r.cpuUsPerPublishCall, kam.cpuUsPerPublishCall), bytesPerSub: q(r.bytesPerSub, kam.bytesPerSub) }
+    console.log(`${r.target}/Kamailio: SUBSCRIBE ${ratio(r.subscribeRate, kam.subscribeRate)}, CPU per SUBSCRIBE ${ratio(r.cpuUsPerSubscribe, kam.cpuUsPerSubscribe)}${values.cold ? `, cold SUBSCRIBE ${ratio(r.coldRate, kam.coldRate)}, CPU per cold SUBSCRIBE ${ratio(r.cpuUsPerCold, kam.cpuUsPerCold)}` : ''}${r.target === 'cross' ? '' : `, PUBLISH ${ratio(r.publishRate, kam.publishRate)}, CPU per PUBLISH call ${ratio(r.cpuUsPerPublishCall, kam.cpuUsPerPublishCall)}`}, memory per subscription ${ratio(r.bytesPerSub, kam.bytesPerSub)} (RSS vs Kamailio's shared memory)`)
   }
 }
 console.log('targets: SUBSCRIBE local ≥ 1x Kamailio, cross-node ≥ 0.5x Kamailio; PUBLISH ≥ 1x Kamailio; ≤ 2 KB RSS per subscription at 10,000')
-console.log(JSON.stringify({ bench: 'presence-load', stepSeconds: STEP_S, presentities: PRESENTITIES, kamailioWorkers: withKamailio ? KAMAILIO_WORKERS : undefined, results: results.map(r => ({ ...r, subscribeSteps: stepsJson(r.subscribeSteps), publishSteps: stepsJson(r.publishSteps) })), comparison }))
+console.log(JSON.stringify({ bench: 'presence-load', stepSeconds: STEP_S, presentities: PRESENTITIES, kamailioWorkers: withKamailio ? KAMAILIO_WORKERS : undefined, results: results.map(r => ({ ...r, subscribeSteps: stepsJson(r.subscribeSteps), coldSteps: stepsJson(r.coldSteps), publishSteps: stepsJson(r.publishSteps) })), comparison }))
 process.exit(exitCode)

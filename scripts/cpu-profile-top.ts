@@ -6,14 +6,17 @@
 //        [--from S] [--to S]   only the samples between S seconds after the profile started and S'
 //        (e.g. the saturated step of a ladder); shares are of all sampled time and of the busy
 //        (non-idle) time
+//        [--inclusive]   also the functions with the most total time (self time plus callees':
+//        a sample counts once for each function on its stack), e.g. how much a libp2p call costs
+//        with everything it calls
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 
 interface CallFrame { functionName: string, url: string, lineNumber: number, columnNumber: number }
-interface ProfileNode { id: number, callFrame: CallFrame, hitCount?: number }
+interface ProfileNode { id: number, callFrame: CallFrame, hitCount?: number, children?: number[] }
 interface Profile { nodes: ProfileNode[], startTime: number, endTime: number, samples?: number[], timeDeltas?: number[] }
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' }, json: { type: 'boolean', default: false }, from: { type: 'string', default: '0' }, to: { type: 'string', default: 'Infinity' } } })
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' }, json: { type: 'boolean', default: false }, from: { type: 'string', default: '0' }, to: { type: 'string', default: 'Infinity' }, inclusive: { type: 'boolean', default: false } } })
 if (positionals.length !== 1) {
   console.error('usage: node scripts/cpu-profile-top.ts <file.cpuprofile> [--top 25] [--json]')
   process.exit(2)
@@ -52,19 +55,42 @@ function place (cf: CallFrame): string {
   return ours === null ? url : `${ours[1]}/${ours[2].endsWith('.ts') ? ours[2] : ours[2] + '/'}`
 }
 
+/** a function's name and where it is defined */
+function keyOf (cf: CallFrame): string {
+  const file = cf.url === '' ? '' : ` ${cf.url.replace(/^file:\/\/.*?\/(node_modules|sip-gateway|dht|node|scripts)\//, '$1/')}:${cf.lineNumber + 1}`
+  return `${cf.functionName === '' ? '(anonymous)' : cf.functionName}${file}`
+}
+
 const byFunction = new Map<string, { us: number, place: string }>()
 const byPlace = new Map<string, number>()
 for (const node of profile.nodes) {
   const us = selfUs.get(node.id) ?? 0
   if (us === 0) continue
   const cf = node.callFrame
-  const file = cf.url === '' ? '' : ` ${cf.url.replace(/^file:\/\/.*?\/(node_modules|sip-gateway|dht|node|scripts)\//, '$1/')}:${cf.lineNumber + 1}`
-  const key = `${cf.functionName === '' ? '(anonymous)' : cf.functionName}${file}`
+  const key = keyOf(cf)
   const p = place(cf)
   const f = byFunction.get(key) ?? { us: 0, place: p }
   f.us += us
   byFunction.set(key, f)
   byPlace.set(p, (byPlace.get(p) ?? 0) + us)
+}
+
+/** total time per function: each node's self time added to every distinct function on its stack */
+const inclusive = new Map<string, number>()
+if (values.inclusive) {
+  const parent = new Map<number, number>()
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id)
+  const byId = new Map(profile.nodes.map(n => [n.id, n]))
+  for (const [id, us] of selfUs) {
+    if (idleIds.has(id)) continue
+    const seen = new Set<string>()
+    for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+      const k = keyOf(byId.get(at)!.callFrame)
+      if (seen.has(k)) continue
+      seen.add(k)
+      inclusive.set(k, (inclusive.get(k) ?? 0) + us)
+    }
+  }
 }
 
 const top = Math.max(1, Number(values.top))
@@ -77,6 +103,10 @@ if (values.json) {
   console.log(`${positionals[0]}: ${(total / 1e6).toFixed(1)} s sampled${fromUs > 0 || Number.isFinite(toUs) ? ` (from ${values.from} s to ${values.to} s)` : ''}, ${(busy / 1e6).toFixed(1)} s busy (not idle)`)
   console.log(`\ntop ${top} functions by self time (share of all sampled time, of busy time):`)
   for (const [k, v] of functions) console.log(`  ${k === '(idle)' ? pct(v.us).slice(0, 6) + ' '.repeat(7) : pct(v.us)} ${(v.us / 1000).toFixed(0).padStart(7)} ms  ${k}`)
+  if (values.inclusive) {
+    console.log(`\ntop ${top} functions by total time (self and callees; share of all sampled time, of busy time):`)
+    for (const [k, us] of [...inclusive].filter(([k]) => !k.startsWith('(root)')).sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${pct(us)} ${(us / 1000).toFixed(0).padStart(7)} ms  ${k}`)
+  }
   console.log('\nself time by place:')
   for (const [k, v] of places) console.log(`  ${k === '(idle)' ? pct(v).slice(0, 6) + ' '.repeat(7) : pct(v)} ${(v / 1000).toFixed(0).padStart(7)} ms  ${k}`)
 }

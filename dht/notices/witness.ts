@@ -9,12 +9,13 @@
  *
  * Every notice carries the winning signed claim; the receiver verifies it before acting on it.
  */
-import { decode, encode } from 'cborg'
+import { decode } from 'cborg'
 import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { claimKey, normalizeAor, verifyClaimSync } from '../record/claim.ts'
 import { MAX_INTEREST_BYTES, noticeHandler, sendNotice } from './protocol.ts'
 import { errorMessage } from '../errors.ts'
 import type { ReplicaFinder } from '../replication/replicas.ts'
+import type { ClaimExchangeClient } from './exchange.ts'
 import type { SignedClaim } from '../record/claim.ts'
 import type { Libp2p, Logger, PeerId } from '@libp2p/interface'
 
@@ -27,6 +28,8 @@ export interface WitnessComponents {
   peerId: PeerId
   libp2p: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol'>
   replicas: ReplicaFinder
+  /** interest registrations go over it (one long-lived stream per peer) */
+  exchange: Pick<ClaimExchangeClient, 'interest'>
   log: Logger
 }
 
@@ -119,19 +122,33 @@ export class Witness {
     this.#init.onNotice(from, c)
   }
 
-  /** A watcher registered interest in an AoR with us (a replica of its claim key). */
+  /** A watcher registered interest in an AoR with us (a replica of its claim key), one-shot protocol. */
   #receiveInterest (from: PeerId, bytes: Uint8Array): void {
-    let aor: string
-    let ttl: number
     try {
       const msg = decode(bytes, { strict: true, allowUndefined: false })
       if (!Array.isArray(msg) || msg.length !== 3 || msg[0] !== 1 || typeof msg[1] !== 'string' || typeof msg[2] !== 'number') throw new Error('not [1, aor, ttl]')
-      aor = normalizeAor(msg[1])
-      ttl = Math.min(Math.max(0, msg[2]), MAX_INTEREST_TTL_MS)
+      this.interest(from, [msg[1]], msg[2])
     } catch (err) {
       this.#c.log('ignored interest from %p: %s', from, errorMessage(err))
-      return
     }
+  }
+
+  /** A watcher registered interest in some AoRs with us (a replica of their claim keys). */
+  interest (from: PeerId, aors: string[], ttlMs: number): void {
+    const ttl = Math.min(Math.max(0, ttlMs), MAX_INTEREST_TTL_MS)
+    for (const a of aors) {
+      let aor: string
+      try {
+        aor = normalizeAor(a)
+      } catch (err) {
+        this.#c.log('ignored interest from %p: %s', from, errorMessage(err))
+        continue
+      }
+      this.#addInterest(from, aor, ttl)
+    }
+  }
+
+  #addInterest (from: PeerId, aor: string, ttl: number): void {
     let m = this.#interests.get(aor)
     if (m == null) {
       if (this.#interests.size >= MAX_INTEREST_AORS) {
@@ -149,7 +166,6 @@ export class Witness {
   async register (aor: string): Promise<void> {
     const signal = this.#signal
     if (signal == null) return
-    const msg = encode([1, aor, this.#init.interestTtlMs])
     let peers: PeerId[] = []
     try {
       peers = await this.#c.replicas.replicasOf(claimKey(aor), { signal })
@@ -158,7 +174,7 @@ export class Witness {
     }
     await Promise.all(peers.map(async peer => {
       try {
-        await sendNotice(this.#c.libp2p, this.#init.interestProtocol, peer, msg, { signal, maxBytes: MAX_INTEREST_BYTES })
+        await this.#c.exchange.interest(peer, aor, this.#init.interestTtlMs)
       } catch (err) {
         this.#c.log('could not register interest in %s with %p: %s', aor, peer, errorMessage(err))
       }

@@ -13,14 +13,14 @@ import { Libp2pRecord } from '@libp2p/record'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { CLAIM_KEY_PREFIX, claimKey, compareClaims, verifyClaimSync } from '../record/claim.ts'
-import { CLAIM_GET_PROTOCOL, requestClaim } from '../notices/protocol.ts'
 import { errorMessage, errorName } from '../errors.ts'
 import type { ClaimGuardDatastore } from '../datastore-guard.ts'
 import type { PutClient } from './put-protocol.ts'
 import type { ReplicaFinder } from './replicas.ts'
 import type { ClaimWriter } from './writer.ts'
+import type { ClaimExchangeClient } from '../notices/exchange.ts'
 import type { SignedClaim } from '../record/claim.ts'
-import type { AbortOptions, Libp2p, Logger, PeerId } from '@libp2p/interface'
+import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
 import type { KadDHT } from '@libp2p/kad-dht'
 
 export interface LookupOptions extends AbortOptions {
@@ -36,7 +36,8 @@ export interface LookupOptions extends AbortOptions {
 export interface ClaimReaderComponents {
   datastore: ClaimGuardDatastore
   dht: KadDHT
-  libp2p: Pick<Libp2p, 'dialProtocol'>
+  /** direct reads from peers (one long-lived stream per peer) */
+  exchange: Pick<ClaimExchangeClient, 'get'>
   replicas: ReplicaFinder
   writer: ClaimWriter
   client: PutClient
@@ -86,7 +87,7 @@ export class ClaimReader {
     let answered = 0
     await Promise.all(peers.map(async peer => {
       try {
-        const value = await requestClaim(this.#c.libp2p, CLAIM_GET_PROTOCOL, peer, key, { signal })
+        const value = await this.#c.exchange.get(peer, key, { signal })
         answered++
         if (value != null) answers.push({ peer, value })
       } catch {

@@ -43,11 +43,13 @@ export interface PutAnswer {
 
 const DECODE = { strict: true, allowUndefined: false, allowIndefinite: false } as const
 
-function toBytes (data: Uint8Array | { subarray: () => Uint8Array }): Uint8Array {
+/** the bytes of a stream message event's data */
+export function toBytes (data: Uint8Array | { subarray: () => Uint8Array }): Uint8Array {
   return data instanceof Uint8Array ? data : data.subarray()
 }
 
-function frame (value: unknown): Uint8Array {
+/** a length-prefixed CBOR message */
+export function frame (value: unknown): Uint8Array {
   return lp.encode.single(encode(value)).subarray()
 }
 

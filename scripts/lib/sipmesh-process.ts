@@ -38,7 +38,9 @@ export async function startSipmesh (init: SipmeshProcessInit): Promise<SipmeshPr
   const fromEnv = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(a => a !== '')
   const args = ['start', '--domain', 'example.com', '--sip', '127.0.0.1:0', '--p2p', '/ip4/127.0.0.1/tcp/0', '--admin', '127.0.0.1:0',
     '--data-dir', init.dataDir, '--log-level', 'info', ...(init.bootstrap ?? []).flatMap(b => ['--bootstrap', b]), ...(init.args ?? []), ...fromEnv]
-  const env: Record<string, string> = init.cpuProfDir === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${init.cpuProfDir}` }
+  // BENCH_NODE_OPTIONS: V8/Node flags for the nodes of a benchmark (e.g. `--max-semi-space-size=32`)
+  const options = [process.env.BENCH_NODE_OPTIONS ?? '', init.cpuProfDir === undefined ? '' : `--cpu-prof --cpu-prof-dir=${init.cpuProfDir}`].join(' ').trim()
+  const env: Record<string, string> = options === '' ? {} : { NODE_OPTIONS: options }
   const proc = run(args, env)
   try {
     const line = await proc.waitForLine(l => l.includes('"sipmesh node started"'), init.timeoutMs ?? 30_000)
@@ -70,9 +72,10 @@ export async function nodeMetrics (node: SipmeshProcess): Promise<Map<string, nu
 /**
  * Settled: no server transaction left (timer J: 32 s after the last REGISTER), and the node has
  * given back what the burst left in V8's page pool (node/memory-trim.ts: once its loop has been
- * quiet for 40 s), or `trimWaitMs` more have passed.
+ * quiet for 40 s), or `trimWaitMs` more have passed. `force`: the node is told to trim at once
+ * (SIGUSR2) once the transactions are gone, so that two readings are taken alike.
  */
-export async function settleSipmesh (node: SipmeshProcess, ms: number, trimWaitMs = 30_000): Promise<boolean> {
+export async function settleSipmesh (node: SipmeshProcess, ms: number, trimWaitMs = 30_000, force = false): Promise<boolean> {
   if (ms <= 0) return false
   const trims = async (): Promise<number> => (await nodeMetrics(node)).get('sipmesh_memory_trims_total') ?? 0
   const before = await trims()
@@ -82,6 +85,7 @@ export async function settleSipmesh (node: SipmeshProcess, ms: number, trimWaitM
   } catch {
     return false
   }
+  if (force) process.kill(node.pid, 'SIGUSR2')
   try {
     await waitFor(async () => (await trims()) > before, Math.max(1000, Math.min(trimWaitMs, ms - (performance.now() - started))), 'the node to trim its memory')
   } catch {

@@ -49,6 +49,11 @@ export function generateTag (): string {
   return random(6).toString('hex')
 }
 
+/** `bytes` random bytes from the pool as base64url (a SIP token): entity tags, Call-IDs. */
+export function randomToken (bytes: number): string {
+  return random(bytes).toString('base64url')
+}
+
 /** A random Via branch with the RFC 3261 magic cookie (8.1.1.7). */
 export function generateBranch (): string {
   return 'z9hG4bK' + random(9).toString('base64url')

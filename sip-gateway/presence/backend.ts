@@ -11,11 +11,10 @@
  * the peer TLS flow with `Require: sipmesh-watchers`, and a peer that is not sipmesh (420, or a 2xx
  * without the tag) makes the resource `plain`: its watchers subscribe one by one through the proxy.
  */
-import { randomBytes } from 'node:crypto'
 import { Buffer } from 'node:buffer'
 import { SipRequest, type SipResponse } from '../codec/message.ts'
 import { Headers } from '../codec/headers.ts'
-import { createResponse, generateTag } from '../codec/response.ts'
+import { createResponse, generateTag, randomToken } from '../codec/response.ts'
 import { parseNameAddr } from '../codec/name-addr.ts'
 import type { Logger, Registry, Route } from '../ports.ts'
 import type { ServerTransaction } from '../transaction/layer.ts'
@@ -170,7 +169,7 @@ export class BackendSubscriptions {
     if (p.owner === undefined) return
     const b: Backend = {
       node: p.owner,
-      callId: randomBytes(12).toString('base64url') + '@sipmesh',
+      callId: randomToken(12) + '@sipmesh',
       localTag: generateTag(),
       cseq: 0,
       inflight: false,

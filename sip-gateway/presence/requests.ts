@@ -4,11 +4,10 @@
  * subscription's NOTIFY takes (the mesh for back-end ones, the route set or the watcher's
  * connection for user agents, RFC 3261 12.2.1.1); and whether a Request-URI names this node.
  */
-import { randomBytes } from 'node:crypto'
 import { SipRequest, type SipResponse } from '../codec/message.ts'
 import { Headers } from '../codec/headers.ts'
 import type { ServerTransaction } from '../transaction/layer.ts'
-import { createResponse, generateTag } from '../codec/response.ts'
+import { createResponse, generateTag, randomToken } from '../codec/response.ts'
 import { formatVia } from '../codec/via.ts'
 import { parseUri } from '../codec/uri.ts'
 import { parseNameAddr } from '../codec/name-addr.ts'
@@ -138,7 +137,7 @@ export class AgentRequests {
     h.append('Max-Forwards', '70')
     h.append('From', `<sip:${domain}>;tag=${generateTag()}`)
     h.append('To', `<${uri}>`)
-    h.append('Call-ID', randomBytes(12).toString('base64url') + '@sipmesh')
+    h.append('Call-ID', randomToken(12) + '@sipmesh')
     h.append('CSeq', '1 PUBLISH')
     h.append('Event', event)
     for (const [k, v] of extra) h.append(k, v)

@@ -52,7 +52,8 @@ export interface Sub extends NotifierDialog {
   p: Resource
   /** ua: the watcher AoR; backend: the origin node id */
   watcher: string
-  timer?: ReturnType<typeof setTimeout>
+  /** the notifier's expiry slot it sits in (notifier.ts) */
+  slot?: number
   /** backend: watcher identities and this node's decision for each */
   identities?: Map<string, Decision>
   /** backend: the peer network (its domain) that holds it, when not a node of this mesh (peering.ts) */
