@@ -25,6 +25,7 @@ import { listingsBackend, nodeSummary, pagesBackend } from './admin/listings-bac
 import { MeshInfo } from './mesh-info.ts'
 import type { ListingsParts } from './admin/listings-backend.ts'
 import type { GatewayInspection } from '../sip-gateway/inspect.ts'
+import { udpSocketStats } from './udp-socket-stats.ts'
 import { createNodeMetrics, addCollectedCounter, addCollectedGauge, addCollectedLabeledCounter, oncePerScrape } from './metrics.ts'
 import { createPinoLogger, libp2pComponentLogger, toPortLogger } from './logger.ts'
 import { normalizeAor } from '../dht/record/claim.ts'
@@ -117,6 +118,8 @@ export interface Gateway {
   registrations? (): number
   /** a snapshot of the gateway's counters for `/metrics`, taken when scraped */
   stats? (): GatewayStatsSnapshot
+  /** the SIP UDP socket's address as bound (for the kernel's counters of it on `/metrics`) */
+  udpAddress? (): { host: string, port: number } | undefined
   /** presence authorization rules, for the admin API's `/presence/<aor>/rules` */
   presenceRules?: { get (aor: string): unknown, set (aor: string, rules: unknown): Promise<unknown> }
   /** resource lists, for the admin API's `/lists/<uri>` */
@@ -614,5 +617,12 @@ export class SipmeshNode {
     counter('sipmesh_sip_auth_failures_total', 'digest credentials refused (wrong password, stale or replayed nonce) and challenged again', s => s.auth?.failed)
     counter('sipmesh_sip_auth_forbidden_total', 'requests refused with 403 (a user without a secret, or another user\'s credentials)', s => s.auth?.forbidden)
     counter('sipmesh_sip_auth_malformed_total', 'requests refused with 400 for malformed credentials', s => s.auth?.malformed)
+    // what the kernel dropped before the node could read it (Linux; absent elsewhere: 0)
+    const udp = oncePerScrape(() => {
+      const a = this.gatewayInstance?.udpAddress?.()
+      return a === undefined ? undefined : udpSocketStats(a.host, a.port)
+    })
+    addCollectedCounter(r, 'sipmesh_sip_udp_receive_drops_total', 'SIP datagrams the kernel dropped because the UDP socket\'s receive buffer was full: load the node never saw (nor answered 503); Linux only', () => udp()?.drops ?? 0)
+    addCollectedGauge(r, 'sipmesh_sip_udp_receive_queue_bytes', 'bytes of SIP datagrams waiting in the UDP socket\'s receive buffer at the scrape (Linux only)', () => udp()?.rxQueueBytes ?? 0)
   }
 }

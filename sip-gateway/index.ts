@@ -70,6 +70,8 @@ export function sipGateway (context: SipGatewayContext): {
   stop (): Promise<void>
   registrations (): number
   stats (): SipGatewayStats
+  /** the SIP UDP socket's address as bound; undefined before start */
+  udpAddress (): { host: string, port: number } | undefined
   gateway: Gateway
   presenceRules: { get (aor: string): unknown, set (aor: string, rules: unknown): Promise<unknown> }
   lists: { get (uri: string): Promise<unknown>, put (uri: string, body: unknown): Promise<unknown>, delete (uri: string): Promise<boolean> }
@@ -102,6 +104,13 @@ export function sipGateway (context: SipGatewayContext): {
     start: async () => { await gateway.start() },
     stop: async () => { await gateway.stop() },
     registrations: () => gateway.registrations,
+    udpAddress: () => {
+      try {
+        return gateway.addresses.udp
+      } catch {
+        return undefined
+      }
+    },
     stats: () => {
       const auth = gateway.auth?.stats
       return { ...gateway.stats, peerRefused: gateway.peers?.refused, presence: gateway.presence.stats, offline: gateway.im.offline.stats(), auth: auth === undefined ? undefined : { ...auth } }

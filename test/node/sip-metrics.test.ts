@@ -14,6 +14,9 @@ import { defaultGateway } from '../../node/gateway.ts'
 import { createPinoLogger } from '../../node/logger.ts'
 import { TestUa } from '../sip-gateway/gateway/fixtures/ua.ts'
 import { answer } from '../sip-gateway/auth/fixtures.ts'
+import { floodWhileBlocked } from './fixtures/udp-flood.ts'
+import { udpSocketStats } from '../../node/udp-socket-stats.ts'
+import { existsSync } from 'node:fs'
 import type { SipRequest } from '../../sip-gateway/codec/index.ts'
 
 const silent = createPinoLogger({ level: 'silent' })
@@ -213,6 +216,8 @@ describe('GET /metrics: SIP gateway figures after real SIP traffic (two nodes)',
     assert.equal(n('sipmesh_sip_auth_successes_total'), 1)
     assert.equal(n('sipmesh_sip_auth_forbidden_total'), 1)
     assert.equal(n('sipmesh_sip_auth_malformed_total'), 0)
+    assert.equal(n('sipmesh_sip_udp_receive_drops_total'), 0)
+    assert.equal(n('sipmesh_sip_udp_receive_queue_bytes'), 0)
 
     // node B saw one request and forwarded it over the mesh
     m = await scrape(b.adminAddress)
@@ -227,6 +232,25 @@ describe('GET /metrics: SIP gateway figures after real SIP traffic (two nodes)',
     assert.equal(n('sipmesh_sip_bindings'), 0)
     assert.equal(n('sipmesh_sip_auth_challenges_total'), 0)
   })
+  test('SIP datagrams the kernel dropped while the node could not read are counted on /metrics', { skip: existsSync('/proc/net/udp') ? false : 'no /proc/net/udp (not Linux)' }, async () => {
+    const { host, port } = sipOf(b)
+    const before = value(await scrape(b.adminAddress), 'sipmesh_sip_udp_receive_drops_total')
+    // this process, node B in it, is blocked while another process floods B's SIP port
+    floodWhileBlocked(host, port, 30_000)
+    const full = udpSocketStats(host, port)
+    assert.ok(full !== undefined && full.drops > before, `the kernel dropped datagrams (${String(full?.drops)})`)
+    const m = await until(async () => {
+      const body = await scrape(b.adminAddress)
+      return value(body, 'sipmesh_sip_udp_receive_queue_bytes') === 0 ? body : undefined
+    }, 10_000, 'B to read what was queued')
+    assert.equal(value(m, 'sipmesh_sip_udp_receive_drops_total'), full.drops, 'every drop on /metrics, and none since')
+    // B still answers SIP
+    const ua = await open('afterflood', b)
+    const options = ua.build({ method: 'OPTIONS', uri: `sip:${b.sip}`, from: '<sip:afterflood@other.org>', to: `<sip:${b.sip}>` })
+    ua.sendRaw(options.text)
+    assert.equal((await ua.waitFinal(options.branch))?.status, 200)
+  })
+
   test('connections over the per-address cap are counted on /metrics', async () => {
     const sockets: Socket[] = []
     try {
