@@ -8,6 +8,7 @@ import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { runSipp, sippCounter, sippRetransmissions } from '../../test/interop/sipp.ts'
 import { cpuMs } from './proc-stats.ts'
+import { udpSocketStats } from '../../node/udp-socket-stats.ts'
 
 /** the port every bound Contact names (nothing listens there: no request is sent to a contact) */
 export const CONTACT_PORT = 5999
@@ -24,6 +25,11 @@ export interface Step {
   achieved: number
   /** CPU time of the registrar's processes per registration, µs (less their idle CPU when known) */
   cpuUsPerReg?: number
+  /**
+   * datagrams the kernel dropped at the targets' SIP UDP sockets during the step (receive buffer
+   * full: requests they never saw, which SIPp retransmits); undefined where it cannot be read
+   */
+  kernelDrops?: number
   /** no failure, retransmissions < 1% of the REGISTERs sent, at least 90% of the offered rate achieved */
   clean: boolean
   /** seconds since `spawnedAt`: where the step is in a CPU profile of the registrar */
@@ -101,6 +107,7 @@ export async function sippStep (l: SippStepInit): Promise<Step> {
   const per = Math.max(1, Math.round(l.calls / l.entries.length))
   const perRate = Math.max(0.1, l.rate / l.entries.length)
   const cpu0 = cpuMs(l.pids)
+  const drops0 = kernelDrops(l.entries)
   const started = performance.now()
   const runs = await Promise.all(l.entries.map(async (entry, i) => {
     const p = l.entries.length === 1 ? l.prefix : `${l.prefix}e${i}-`
@@ -109,6 +116,7 @@ export async function sippStep (l: SippStepInit): Promise<Step> {
   }))
   const elapsed = (performance.now() - started) / 1000
   const cpu1 = cpuMs(l.pids)
+  const drops1 = kernelDrops(l.entries)
   const sent = per * l.entries.length
   const ok = runs.reduce((s, r) => s + sippCounter(r.stdout, 'Successful call'), 0)
   const failed = runs.reduce((s, r) => s + sippCounter(r.stdout, 'Failed call'), 0)
@@ -117,12 +125,25 @@ export async function sippStep (l: SippStepInit): Promise<Step> {
   const allFailed = failed + Math.max(0, sent - ok - failed)
   const cpuUsPerReg = cpu0 === undefined || cpu1 === undefined || ok === 0 ? undefined : Math.max(0, cpu1 - cpu0 - (l.idleCpuMsPerS ?? 0) * elapsed) * 1000 / ok
   const from = (started - (l.spawnedAt ?? started)) / 1000
-  return { rate: l.rate, sent, ok, failed: allFailed, retrans, seconds: elapsed, achieved, cpuUsPerReg, clean: allFailed === 0 && retrans < 0.01 * sent && achieved >= 0.9 * l.rate, from, to: from + elapsed }
+  const dropped = drops0 === undefined || drops1 === undefined ? undefined : drops1 - drops0
+  return { rate: l.rate, sent, ok, failed: allFailed, retrans, seconds: elapsed, achieved, cpuUsPerReg, kernelDrops: dropped, clean: allFailed === 0 && retrans < 0.01 * sent && achieved >= 0.9 * l.rate, from, to: from + elapsed }
+}
+
+/** the kernel's drop counters of the SIP UDP sockets at `entries` (host:port), summed; undefined unless all are read */
+function kernelDrops (entries: string[]): number | undefined {
+  let sum = 0
+  for (const e of entries) {
+    const i = e.lastIndexOf(':')
+    const d = udpSocketStats(e.slice(0, i), Number(e.slice(i + 1)))?.drops
+    if (d === undefined) return undefined
+    sum += d
+  }
+  return sum
 }
 
 /** one line for a step: `kind rate/s: ok …, failed …, retransmissions …, achieved …, CPU …, load … CLEAN` */
 export function stepLine (kind: string, s: Step, profileWindow = false): string {
-  return `  ${kind} ${String(s.rate).padStart(6)}/s: ok ${s.ok}/${s.sent}, failed ${s.failed}, retransmissions ${s.retrans} (${(100 * s.retrans / Math.max(s.sent, 1)).toFixed(2)}%), achieved ${s.achieved.toFixed(s.rate < 10 ? 1 : 0)}/s${s.cpuUsPerReg === undefined ? '' : `, CPU ${s.cpuUsPerReg.toFixed(0)} µs/reg`}, load ${loadavg()[0].toFixed(2)} ${s.clean ? 'CLEAN' : 'NOT CLEAN'}${profileWindow ? ` [profile: --from ${s.from.toFixed(1)} --to ${s.to.toFixed(1)}]` : ''}`
+  return `  ${kind} ${String(s.rate).padStart(6)}/s: ok ${s.ok}/${s.sent}, failed ${s.failed}, retransmissions ${s.retrans} (${(100 * s.retrans / Math.max(s.sent, 1)).toFixed(2)}%), achieved ${s.achieved.toFixed(s.rate < 10 ? 1 : 0)}/s${s.cpuUsPerReg === undefined ? '' : `, CPU ${s.cpuUsPerReg.toFixed(0)} µs/reg`}${s.kernelDrops === undefined || s.kernelDrops === 0 ? '' : `, ${s.kernelDrops} dropped by the kernel (receive buffer full)`}, load ${loadavg()[0].toFixed(2)} ${s.clean ? 'CLEAN' : 'NOT CLEAN'}${profileWindow ? ` [profile: --from ${s.from.toFixed(1)} --to ${s.to.toFixed(1)}]` : ''}`
 }
 
 /** a/b as "0.63x" for the summaries' ratios to Kamailio; "—" when either is missing */
@@ -134,5 +155,5 @@ export const highestClean = (steps: Step[]): Step | undefined => steps.filter(s 
 
 /** the steps as plain JSON (rounded) */
 export function stepsJson (steps?: Step[]): unknown {
-  return steps?.map(s => ({ rate: s.rate, sent: s.sent, ok: s.ok, failed: s.failed, retrans: s.retrans, achieved: Math.round(s.achieved), cpuUsPerReg: s.cpuUsPerReg === undefined ? undefined : Math.round(s.cpuUsPerReg), clean: s.clean }))
+  return steps?.map(s => ({ rate: s.rate, sent: s.sent, ok: s.ok, failed: s.failed, retrans: s.retrans, achieved: Math.round(s.achieved), cpuUsPerReg: s.cpuUsPerReg === undefined ? undefined : Math.round(s.cpuUsPerReg), kernelDrops: s.kernelDrops, clean: s.clean }))
 }
