@@ -25,12 +25,12 @@ import { Buffer } from 'node:buffer'
 import { createSocket, type Socket } from 'node:dgram'
 import { PerformanceObserver, constants } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
-import { GCProfiler, getHeapStatistics } from 'node:v8'
 import { Gateway } from '../sip-gateway/gateway.ts'
 import { MemoryStore } from '../sip-gateway/memory-store.ts'
 import { MemoryChannelHub } from '../sip-gateway/memory-channel.ts'
 import { MemoryMesh, MemoryRegistry } from '../dht/memory-registry.ts'
 import type { ClaimResult, LocalBinding, Logger } from '../sip-gateway/ports.ts'
+import { allocated } from './lib/heap-allocated.ts'
 
 const { values } = parseArgs({ options: { mode: { type: 'string', default: 'relay' }, messages: { type: 'string', default: '40000' }, window: { type: 'string', default: '64' }, rounds: { type: 'string', default: '3' }, users: { type: 'string', default: '10000' } } })
 const MODE = values.mode === 'register' ? 'register' : 'relay'
@@ -208,25 +208,6 @@ await round(Math.min(5000, MESSAGES)) // warm-up (JIT)
 const heapProf = process.env.BENCH_HEAP_PROF
 const session = heapProf === undefined ? undefined : new (await import('node:inspector')).Session()
 const post = async (method: string, params?: object): Promise<{ profile: unknown }> => await new Promise((resolve, reject) => { session!.post(method, params, (err, r) => { if (err != null) reject(err); else resolve(r as { profile: unknown }) }) })
-/**
- * Bytes allocated on the V8 heap while `run` runs: what each GC found used less what the one
- * before left, plus the growth since the last GC (exact, unlike a sampling profile).
- */
-async function allocated<T> (run: () => Promise<T>): Promise<{ bytes: number, result: T }> {
-  const profiler = new GCProfiler()
-  const used0 = getHeapStatistics().used_heap_size
-  profiler.start()
-  const result = await run()
-  const used1 = getHeapStatistics().used_heap_size
-  const { statistics } = profiler.stop()
-  let bytes = 0
-  let after = used0
-  for (const gc of statistics) {
-    bytes += gc.beforeGC.heapStatistics.usedHeapSize - after
-    after = gc.afterGC.heapStatistics.usedHeapSize
-  }
-  return { bytes: bytes + used1 - after, result }
-}
 // the bench's own share: the same requests and answers without the gateway (UAC → UAS → UAC)
 await round(Math.min(5000, MESSAGES), uasPort)
 const own = await allocated(async () => await round(MESSAGES, uasPort))
