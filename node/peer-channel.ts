@@ -45,6 +45,7 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, Libp2p, Startable, Stream } from '@libp2p/interface'
 import type { AbortOptions, Logger, PeerChannel, Unwatch } from '../sip-gateway/ports.ts'
+import { lazyWindowUpdates } from './yamux-window.ts'
 
 export const SIP_PROTOCOL = '/sipmesh/sip/1.0.0'
 
@@ -79,6 +80,11 @@ export interface PeerChannelInit {
   maxQueuedPerPeer?: number
   /** inbound streams of our protocol per connection @default 8 */
   maxInboundStreams?: number
+  /**
+   * yamux window updates once half the receive window is used instead of after every frame
+   * (node/yamux-window.ts) @default true
+   */
+  lazyWindowUpdates?: boolean
 }
 
 /** Incremental decoder for 4-byte-length frames. */
@@ -236,6 +242,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   private readonly openTimeout: number
   private readonly maxQueuedPerPeer: number
   private readonly maxInboundStreams: number
+  private readonly lazyWindowUpdates: boolean
   private readonly links = new Map<string, Link>()
   private readonly inbound = new Set<Stream>()
   private readonly handlers = new Set<(node: string, data: Uint8Array) => void>()
@@ -252,6 +259,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     this.openTimeout = init.openTimeout ?? 5000
     this.maxQueuedPerPeer = init.maxQueuedPerPeer ?? 10_000
     this.maxInboundStreams = init.maxInboundStreams ?? 8
+    this.lazyWindowUpdates = init.lazyWindowUpdates ?? true
   }
 
   async start (): Promise<void> {
@@ -512,6 +520,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   }
 
   private read (node: string, stream: Stream): void {
+    if (this.lazyWindowUpdates) lazyWindowUpdates(stream)
     const decoder = new FrameDecoder(this.maxFrameSize)
     /** frames of this stream waiting for their own task, in order */
     let inbox: Uint8Array[] = []

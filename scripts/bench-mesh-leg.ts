@@ -2,8 +2,9 @@
 // over TCP on loopback (Noise, yamux, as node/libp2p.ts sets them up), each with the gateway's
 // Libp2pPeerChannel; node A sends SIP-sized frames to B at a paced rate (a few per timer tick, as
 // datagrams arrive at a relay), B answers each with a frame of its own (the 200), as a relayed
-// MESSAGE crosses the mesh twice. Rounds alternate between the connection as node/libp2p.ts makes
-// it (TCP writes coalesced per callback, node/tcp-writes.ts) and plain `@libp2p/tcp`.
+// MESSAGE crosses the mesh twice. Rounds alternate between three set-ups: `plain` (libp2p as it
+// comes), `coalesced` (TCP writes coalesced per callback, node/tcp-writes.ts) and `lazy` (that, and
+// yamux window updates once half the window is used, node/yamux-window.ts: the node's set-up).
 //
 // Reported per round trip (one request and its answer): CPU µs of the process (both nodes), TCP
 // write and read system calls (`syscw`/`syscr` of /proc/self/io, which do not move with load),
@@ -62,11 +63,17 @@ const post = async (method: string, params?: object): Promise<{ profile: unknown
 
 interface Round { variant: string, trips: number, cpuUs: number, sysUs: number, syscw: number, syscr: number, kb: number, p50: number, p99: number }
 
-async function round (coalesce: boolean): Promise<Round> {
+type Variant = 'plain' | 'coalesced' | 'lazy'
+/** plain: libp2p as it comes; coalesced: TCP writes per callback; lazy: that and yamux window updates at half the window */
+const VARIANTS: Variant[] = ['plain', 'coalesced', 'lazy']
+
+async function round (variant: Variant): Promise<Round> {
+  const coalesce = variant !== 'plain'
+  const lazy = variant === 'lazy'
   const a = await node(coalesce)
   const b = await node(coalesce)
-  const ca = new Libp2pPeerChannel({ libp2p: a, logger: quiet })
-  const cb = new Libp2pPeerChannel({ libp2p: b, logger: quiet })
+  const ca = new Libp2pPeerChannel({ libp2p: a, logger: quiet }, { lazyWindowUpdates: lazy })
+  const cb = new Libp2pPeerChannel({ libp2p: b, logger: quiet }, { lazyWindowUpdates: lazy })
   await ca.start()
   await cb.start()
   await a.peerStore.merge(b.peerId, { multiaddrs: b.getMultiaddrs() })
@@ -84,7 +91,7 @@ async function round (coalesce: boolean): Promise<Round> {
   rtts.length = 0
   const first = answered
   const total = RATE * SECONDS
-  if (session !== undefined && coalesce) await post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+  if (session !== undefined && lazy) await post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
   const io0 = io()
   const cpu0 = process.cpuUsage()
   const started = performance.now()
@@ -104,13 +111,13 @@ async function round (coalesce: boolean): Promise<Round> {
   })
   const cpu = process.cpuUsage(cpu0)
   const io1 = io()
-  if (session !== undefined && coalesce) writeFileSync(HEAP_PROF!, JSON.stringify((await post('HeapProfiler.stopSampling')).profile))
+  if (session !== undefined && lazy) writeFileSync(HEAP_PROF!, JSON.stringify((await post('HeapProfiler.stopSampling')).profile))
   await ca.stop()
   await cb.stop()
   await a.stop()
   await b.stop()
   return {
-    variant: coalesce ? 'coalesced' : 'plain',
+    variant,
     trips: total,
     cpuUs: Number(((cpu.user + cpu.system) / total).toFixed(1)),
     sysUs: Number((cpu.system / total).toFixed(1)),
@@ -124,10 +131,11 @@ async function round (coalesce: boolean): Promise<Round> {
 
 const results: Round[] = []
 for (let r = 0; r < ROUNDS; r++) {
-  for (const coalesce of r % 2 === 0 ? [false, true] : [true, false]) {
-    const x = await round(coalesce)
+  // each round starts with the next variant
+  for (const variant of VARIANTS.map((_v, i) => VARIANTS[(i + r) % VARIANTS.length])) {
+    const x = await round(variant)
     results.push(x)
-    console.log(`${x.variant.padEnd(10)} ${x.trips} round trips at ${RATE}/s: CPU ${x.cpuUs} µs (system ${x.sysUs}), TCP writes ${x.syscw}, reads ${x.syscr}, ~${x.kb} KB collected per round trip; RTT p50 ${x.p50} ms, p99 ${x.p99} ms`)
+    console.log(`${x.variant.padEnd(9)} ${x.trips} round trips at ${RATE}/s: CPU ${x.cpuUs} µs (system ${x.sysUs}), TCP writes ${x.syscw}, reads ${x.syscr}, ~${x.kb} KB collected per round trip; RTT p50 ${x.p50} ms, p99 ${x.p99} ms`)
   }
 }
 console.log(JSON.stringify({ bench: 'mesh-leg', rate: RATE, seconds: SECONDS, size: SIZE, results }))
