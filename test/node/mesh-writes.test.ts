@@ -204,4 +204,33 @@ describe('mesh writes over real libp2p TCP connections', () => {
       await cb.stop()
     }
   })
+
+  test('sendNow takes a message only when a stream is open with room, and never throws', async () => {
+    const logs = memoryLogger()
+    const ca = new Libp2pPeerChannel({ libp2p: a, logger: logs }, { maxFrameSize: 1000 })
+    const cb = new Libp2pPeerChannel({ libp2p: b, logger: logs })
+    const to = b.peerId.toString()
+    const got: string[] = []
+    cb.onMessage((_from, data) => { got.push(new TextDecoder().decode(data)) })
+    // not started: nothing
+    assert.equal(ca.sendNow(to, new Uint8Array(1)), false)
+    await ca.start()
+    await cb.start()
+    try {
+      // no stream yet: nothing (send opens one)
+      assert.equal(ca.sendNow(to, new TextEncoder().encode('first')), false)
+      await ca.send(to, new TextEncoder().encode('first'))
+      assert.equal(ca.sendNow(to, new TextEncoder().encode('second')), true)
+      // too large, to ourselves, to a peer never seen: nothing, no throw
+      assert.equal(ca.sendNow(to, new Uint8Array(1001)), false)
+      assert.equal(ca.sendNow(a.peerId.toString(), new Uint8Array(1)), false)
+      assert.equal(ca.sendNow('not a peer id', new Uint8Array(1)), false)
+      await waitFor(() => got.length === 2, 5000, 'two messages')
+      assert.deepEqual(got, ['first', 'second'])
+    } finally {
+      await ca.stop()
+      await cb.stop()
+    }
+    assert.equal(ca.sendNow(to, new Uint8Array(1)), false)
+  })
 })
