@@ -35,6 +35,7 @@ import { claimRecordHandlers } from '../dht/record/validator.ts'
 import { DhtRegistry } from '../dht/dht-registry.ts'
 import { watchTransport, type FailureReport } from './connection-failures.ts'
 import { coalesceTcpWrites } from './tcp-writes.ts'
+import { noiseLengthsWithoutThrow } from './noise-length.ts'
 import type { DhtRegistryInit } from '../dht/index.ts'
 import type { ComponentLogger, Libp2p, PeerId, PrivateKey, StreamHandler, StreamHandlerOptions, ConnectionGater, Transport } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
@@ -251,7 +252,7 @@ export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode
     logger,
     addresses: { listen: init.listen ?? ['/ip4/127.0.0.1/tcp/0'] },
     transports,
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noiseLengthsWithoutThrow(noise())],
     streamMuxers: [yamux()],
     connectionProtector: init.psk != null ? preSharedKey({ psk: init.psk }) : undefined,
     connectionGater: gater,

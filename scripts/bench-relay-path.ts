@@ -41,6 +41,7 @@ import { createLibp2p } from 'libp2p'
 import type { Libp2p } from '@libp2p/interface'
 import { Libp2pPeerChannel } from '../node/peer-channel.ts'
 import { coalesceTcpWrites } from '../node/tcp-writes.ts'
+import { noiseLengthsWithoutThrow } from '../node/noise-length.ts'
 import { allocated } from './lib/heap-allocated.ts'
 
 const { values } = parseArgs({ options: { mode: { type: 'string', default: 'relay' }, mesh: { type: 'string', default: 'node' }, messages: { type: 'string', default: '40000' }, window: { type: 'string', default: '64' }, rounds: { type: 'string', default: '3' }, users: { type: 'string', default: '10000' } } })
@@ -68,7 +69,8 @@ const limits = { maxServerTransactions: 2_000_000 }
 /**
  * --mode cross: the UAS registered on a second gateway, the two joined by the node's peer channel
  * over two libp2p nodes in this process (TCP on loopback, Noise, yamux): --mesh node, as
- * node/libp2p.ts sets them up (TCP writes coalesced, lazy yamux window updates); --mesh plain,
+ * node/libp2p.ts sets them up (TCP writes coalesced, lazy yamux window updates, Noise lengths read
+ * without a throw); --mesh plain,
  * libp2p as it comes. The registry is the in-memory one, shared, keyed by the libp2p peer ids.
  */
 async function meshNodes (): Promise<{ ids: [string, string], channels: [PeerChannel, PeerChannel], stop: () => Promise<void> }> {
@@ -77,7 +79,7 @@ async function meshNodes (): Promise<{ ids: [string, string], channels: [PeerCha
     nodes.push(await createLibp2p({
       addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
       transports: [MESH === 'node' ? coalesceTcpWrites(tcp()) : tcp()],
-      connectionEncrypters: [noise()],
+      connectionEncrypters: [MESH === 'node' ? noiseLengthsWithoutThrow(noise()) : noise()],
       streamMuxers: [yamux()]
     }))
   }

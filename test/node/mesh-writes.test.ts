@@ -1,6 +1,7 @@
 // The two changes to how the mesh writes: a TCP connection's writes of one callback leave as one
 // writev (node/tcp-writes.ts), and the SIP stream's yamux window updates wait for half the window
-// (node/yamux-window.ts). Real libp2p nodes over TCP on loopback.
+// (node/yamux-window.ts), and Noise reads its lengths without a throw (node/noise-length.ts). Real
+// libp2p nodes over TCP on loopback.
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -10,6 +11,7 @@ import { createLibp2p } from 'libp2p'
 import type { Libp2p, MultiaddrConnection, Stream } from '@libp2p/interface'
 import { coalesceTcpWrites, coalesceWrites } from '../../node/tcp-writes.ts'
 import { lazyWindowUpdates } from '../../node/yamux-window.ts'
+import { noiseLengthsWithoutThrow, readLength } from '../../node/noise-length.ts'
 import { Libp2pPeerChannel } from '../../node/peer-channel.ts'
 import { memoryLogger } from './fixtures/logger.ts'
 
@@ -19,7 +21,7 @@ async function node (): Promise<Libp2p> {
   return await createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [coalesceTcpWrites(tcp())],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noiseLengthsWithoutThrow(noise())],
     streamMuxers: [yamux()]
   })
 }
@@ -55,7 +57,7 @@ function countWindowUpdates (stream: Stream): { count: number } {
   return counter
 }
 
-describe('mesh writes over real libp2p TCP connections', () => {
+describe('mesh reads and writes over real libp2p TCP connections', () => {
   let a: Libp2p
   let b: Libp2p
   /** what b's handler received, per stream */
@@ -113,6 +115,13 @@ describe('mesh writes over real libp2p TCP connections', () => {
     const conn = a.getConnections(b.peerId)[0] as unknown as { maConn: MultiaddrConnection }
     assert.ok(conn.maConn != null)
     assert.equal(coalesceWrites(conn.maConn), false, 'already patched when it was dialled')
+  })
+
+  test('both ends of a connection read Noise lengths with readLength', () => {
+    for (const [x, y] of [[a, b], [b, a]]) {
+      const conn = x.getConnections(y.peerId)[0] as unknown as { muxer: { maConn: { decoder: { lengthDecoder: unknown } } } }
+      assert.equal(conn.muxer.maConn.decoder.lengthDecoder, readLength)
+    }
   })
 
   test('a lazy stream sends no window update for frames within half the window, and one when past it', async () => {
