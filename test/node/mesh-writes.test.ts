@@ -14,6 +14,7 @@ import { lazyWindowUpdates } from '../../node/yamux-window.ts'
 import { noiseLengthsWithoutThrow, readLength } from '../../node/noise-length.ts'
 import { Libp2pPeerChannel } from '../../node/peer-channel.ts'
 import { memoryLogger } from './fixtures/logger.ts'
+import { waitFor } from '../fixtures/mesh.ts'
 
 const PROTOCOL = '/sipmesh-test/bytes/1.0.0'
 
@@ -23,18 +24,6 @@ async function node (): Promise<Libp2p> {
     transports: [coalesceTcpWrites(tcp())],
     connectionEncrypters: [noiseLengthsWithoutThrow(noise())],
     streamMuxers: [yamux()]
-  })
-}
-
-function waitFor (check: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
-  const until = Date.now() + ms
-  return new Promise((resolve, reject) => {
-    const tick = (): void => {
-      if (check()) { resolve(); return }
-      if (Date.now() > until) { reject(new Error(`timed out waiting for ${what}`)); return }
-      setTimeout(tick, 5)
-    }
-    tick()
   })
 }
 
