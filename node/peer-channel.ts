@@ -17,8 +17,8 @@
  * attempt; only then do the waiting messages fail.
  *
  * Frames sent in the same event-loop turn are coalesced into one stream write (one yamux frame,
- * one Noise encryption, one socket write, and one yamux window update back from the receiver),
- * flushed by `setImmediate`, i.e. right after the poll phase that read the requests: every UDP
+ * one Noise encryption, one `writev`: node/tcp-writes.ts; the receiver answers with a yamux window
+ * update only once half its window is used: node/yamux-window.ts), flushed by `setImmediate`, i.e. right after the poll phase that read the requests: every UDP
  * datagram is its own I/O callback with its own microtask checkpoint, so coalescing per microtask
  * wrote one frame per relayed message under UDP load. With many concurrent senders batching
  * multiplies throughput (~76,000 400-byte messages/s one way between two nodes in one process
