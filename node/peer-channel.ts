@@ -99,6 +99,25 @@ export class FrameDecoder {
 
   /** Feed bytes; returns the complete frames. Throws FrameTooLargeError on an oversized length. */
   push (data: Uint8Array): Uint8Array[] {
+    // nothing held over: the whole frames of `data` read in place (one view each), the rest kept
+    if (this.buffered === 0) {
+      const frames: Uint8Array[] = []
+      let at = 0
+      while (data.byteLength - at >= 4) {
+        const length = ((data[at] << 24) >>> 0) + (data[at + 1] << 16) + (data[at + 2] << 8) + data[at + 3]
+        if (length > this.maxFrameSize) {
+          throw new FrameTooLargeError(`frame of ${length} bytes exceeds the limit of ${this.maxFrameSize}`)
+        }
+        if (data.byteLength - at - 4 < length) break
+        frames.push(data.subarray(at + 4, at + 4 + length))
+        at += 4 + length
+      }
+      if (at < data.byteLength) {
+        this.chunks.push(at === 0 ? data : data.subarray(at))
+        this.buffered = data.byteLength - at
+      }
+      return frames
+    }
     if (data.byteLength > 0) {
       this.chunks.push(data)
       this.buffered += data.byteLength
