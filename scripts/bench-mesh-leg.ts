@@ -4,7 +4,8 @@
 // datagrams arrive at a relay), B answers each with a frame of its own (the 200), as a relayed
 // MESSAGE crosses the mesh twice. Rounds alternate between three set-ups: `plain` (libp2p as it
 // comes), `coalesced` (TCP writes coalesced per callback, node/tcp-writes.ts) and `lazy` (that, and
-// yamux window updates once half the window is used, node/yamux-window.ts: the node's set-up).
+// yamux window updates once half the window is used, node/yamux-window.ts: the node's set-up but for
+// Noise's length reader, node/noise-length.ts, which bench-relay-path --mode cross includes).
 //
 // Reported per round trip (one request and its answer): CPU µs of the process (both nodes), TCP
 // write and read system calls (`syscw`/`syscr` of /proc/self/io, which do not move with load),
