@@ -34,6 +34,8 @@ import { ClaimGuardDatastore } from '../dht/datastore-guard.ts'
 import { claimRecordHandlers } from '../dht/record/validator.ts'
 import { DhtRegistry } from '../dht/dht-registry.ts'
 import { watchTransport, type FailureReport } from './connection-failures.ts'
+import { coalesceTcpWrites } from './tcp-writes.ts'
+import { noiseLengthsWithoutThrow } from './noise-length.ts'
 import type { DhtRegistryInit } from '../dht/index.ts'
 import type { ComponentLogger, Libp2p, PeerId, PrivateKey, StreamHandler, StreamHandlerOptions, ConnectionGater, Transport } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
@@ -236,7 +238,7 @@ export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode
   const watched = (factory: (components: any) => Transport): (components: any) => Transport => // eslint-disable-line @typescript-eslint/no-explicit-any
     report != null ? watchTransport(factory, report, hint) : factory
   const transports: NonNullable<Libp2pOptions['transports']> = []
-  if (init.tcp !== false) transports.push(watched(tcp()))
+  if (init.tcp !== false) transports.push(watched(coalesceTcpWrites(tcp())))
   if (init.memory === true) transports.push(watched(memory()))
 
   const peerDiscovery: NonNullable<Libp2pOptions['peerDiscovery']> = []
@@ -250,7 +252,7 @@ export async function createMeshNode (init: MeshNodeInit = {}): Promise<MeshNode
     logger,
     addresses: { listen: init.listen ?? ['/ip4/127.0.0.1/tcp/0'] },
     transports,
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noiseLengthsWithoutThrow(noise())],
     streamMuxers: [yamux()],
     connectionProtector: init.psk != null ? preSharedKey({ psk: init.psk }) : undefined,
     connectionGater: gater,

@@ -17,8 +17,8 @@
  * attempt; only then do the waiting messages fail.
  *
  * Frames sent in the same event-loop turn are coalesced into one stream write (one yamux frame,
- * one Noise encryption, one socket write, and one yamux window update back from the receiver),
- * flushed by `setImmediate`, i.e. right after the poll phase that read the requests: every UDP
+ * one Noise encryption, one `writev`: node/tcp-writes.ts; the receiver answers with a yamux window
+ * update only once half its window is used: node/yamux-window.ts), flushed by `setImmediate`, i.e. right after the poll phase that read the requests: every UDP
  * datagram is its own I/O callback with its own microtask checkpoint, so coalescing per microtask
  * wrote one frame per relayed message under UDP load. With many concurrent senders batching
  * multiplies throughput (~76,000 400-byte messages/s one way between two nodes in one process
@@ -45,6 +45,7 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, Libp2p, Startable, Stream } from '@libp2p/interface'
 import type { AbortOptions, Logger, PeerChannel, Unwatch } from '../sip-gateway/ports.ts'
+import { lazyWindowUpdates } from './yamux-window.ts'
 
 export const SIP_PROTOCOL = '/sipmesh/sip/1.0.0'
 
@@ -79,6 +80,11 @@ export interface PeerChannelInit {
   maxQueuedPerPeer?: number
   /** inbound streams of our protocol per connection @default 8 */
   maxInboundStreams?: number
+  /**
+   * yamux window updates once half the receive window is used instead of after every frame
+   * (node/yamux-window.ts) @default true
+   */
+  lazyWindowUpdates?: boolean
 }
 
 /** Incremental decoder for 4-byte-length frames. */
@@ -93,6 +99,25 @@ export class FrameDecoder {
 
   /** Feed bytes; returns the complete frames. Throws FrameTooLargeError on an oversized length. */
   push (data: Uint8Array): Uint8Array[] {
+    // nothing held over: the whole frames of `data` read in place (one view each), the rest kept
+    if (this.buffered === 0) {
+      const frames: Uint8Array[] = []
+      let at = 0
+      while (data.byteLength - at >= 4) {
+        const length = ((data[at] << 24) >>> 0) + (data[at + 1] << 16) + (data[at + 2] << 8) + data[at + 3]
+        if (length > this.maxFrameSize) {
+          throw new FrameTooLargeError(`frame of ${length} bytes exceeds the limit of ${this.maxFrameSize}`)
+        }
+        if (data.byteLength - at - 4 < length) break
+        frames.push(data.subarray(at + 4, at + 4 + length))
+        at += 4 + length
+      }
+      if (at < data.byteLength) {
+        this.chunks.push(at === 0 ? data : data.subarray(at))
+        this.buffered = data.byteLength - at
+      }
+      return frames
+    }
     if (data.byteLength > 0) {
       this.chunks.push(data)
       this.buffered += data.byteLength
@@ -236,6 +261,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   private readonly openTimeout: number
   private readonly maxQueuedPerPeer: number
   private readonly maxInboundStreams: number
+  private readonly lazyWindowUpdates: boolean
   private readonly links = new Map<string, Link>()
   private readonly inbound = new Set<Stream>()
   private readonly handlers = new Set<(node: string, data: Uint8Array) => void>()
@@ -252,6 +278,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     this.openTimeout = init.openTimeout ?? 5000
     this.maxQueuedPerPeer = init.maxQueuedPerPeer ?? 10_000
     this.maxInboundStreams = init.maxInboundStreams ?? 8
+    this.lazyWindowUpdates = init.lazyWindowUpdates ?? true
   }
 
   async start (): Promise<void> {
@@ -287,7 +314,27 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     return () => { this.handlers.delete(handler) }
   }
 
+  /**
+   * The fast path of `send`, without a promise: an open stream with room and nobody queued before
+   * this message. Frames sent in the same event-loop turn are coalesced into one write (one yamux
+   * frame, one Noise encryption). False: nothing done, `send` queues (or fails) the message.
+   */
+  sendNow (node: string, data: Uint8Array): boolean {
+    if (this.shutdown == null || this.shutdown.signal.aborted || data.byteLength > this.maxFrameSize) return false
+    const link = this.links.get(node)
+    const stream = link?.stream
+    if (link === undefined || stream == null || link.queue.length !== 0 || stream.writableNeedsDrain || stream.writeStatus !== 'writable') return false
+    this.active.set(node, Date.now())
+    const frame = encodeFrame(data)
+    link.batch.push(frame)
+    link.batchBytes += frame.byteLength
+    if (link.batch.length === 1) setImmediate(() => { this.writeBatch(node, link) })
+    else if (link.batchBytes >= MAX_BATCH_BYTES) this.writeBatch(node, link)
+    return true
+  }
+
   async send (node: string, data: Uint8Array, options: AbortOptions = {}): Promise<void> {
+    if (this.sendNow(node, data)) return
     if (this.shutdown == null || this.shutdown.signal.aborted) throw new PeerChannelClosedError('peer channel is not running')
     if (data.byteLength > this.maxFrameSize) {
       throw new FrameTooLargeError(`message of ${data.byteLength} bytes exceeds the limit of ${this.maxFrameSize}`)
@@ -301,16 +348,6 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     const frame = encodeFrame(data)
     const link = this.link(node)
     this.active.set(node, Date.now())
-    // fast path: an open stream with room and nobody queued before us. Frames sent in the same
-    // event-loop turn are coalesced into one write (one yamux frame, one Noise encryption).
-    const stream = link.stream
-    if (stream != null && link.queue.length === 0 && !stream.writableNeedsDrain && stream.writeStatus === 'writable') {
-      link.batch.push(frame)
-      link.batchBytes += frame.byteLength
-      if (link.batch.length === 1) setImmediate(() => { this.writeBatch(node, link) })
-      else if (link.batchBytes >= MAX_BATCH_BYTES) this.writeBatch(node, link)
-      return
-    }
     // frames batched earlier in this turn go out before this one
     this.writeBatch(node, link)
     if (link.queue.length >= this.maxQueuedPerPeer) {
@@ -512,6 +549,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   }
 
   private read (node: string, stream: Stream): void {
+    if (this.lazyWindowUpdates) lazyWindowUpdates(stream)
     const decoder = new FrameDecoder(this.maxFrameSize)
     /** frames of this stream waiting for their own task, in order */
     let inbox: Uint8Array[] = []

@@ -4,6 +4,10 @@
 //
 // --mode relay (the default): the gateway relays MESSAGEs locally from the UAC to the UAS (bob,
 //   registered once), which answers each 200.
+// --mode cross: the same MESSAGEs across two gateways joined by the node's peer channel over real
+//   libp2p (TCP, Noise, yamux) in this process, the UAS registered on the second: what a cross-node
+//   relay costs both nodes together (--mesh node: the mesh as node/libp2p.ts sets it up; --mesh
+//   plain: libp2p as it comes, for before/after).
 // --mode register: the UAC refreshes --users registrations round-robin (each user's own Call-ID,
 //   the next CSeq; all registered once before the rounds): the registrar's refresh path. The
 //   registry answers the refresh of an AoR it holds from what it holds, as the DHT registry does
@@ -18,22 +22,32 @@
 // measures what they allocate, shown apart (`benchKbPerMsg`) and taken off (`gatewayKbPerMsg`).
 // Not a benchmark of the product: see bench-relay.ts and bench-register.ts for that.
 //
-//   node --min-semi-space-size=16 --max-semi-space-size=16 scripts/bench-relay-path.ts [--mode relay|register]
+//   node --min-semi-space-size=16 --max-semi-space-size=16 scripts/bench-relay-path.ts [--mode relay|cross|register] [--mesh node|plain]
 //        [--messages 40000] [--window 64] [--rounds 3] [--users 10000]
 //   (a fixed young generation: scavenges × 16 MB ≈ the bytes allocated)
 import { Buffer } from 'node:buffer'
 import { createSocket, type Socket } from 'node:dgram'
 import { PerformanceObserver, constants } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
-import { GCProfiler, getHeapStatistics } from 'node:v8'
 import { Gateway } from '../sip-gateway/gateway.ts'
 import { MemoryStore } from '../sip-gateway/memory-store.ts'
 import { MemoryChannelHub } from '../sip-gateway/memory-channel.ts'
 import { MemoryMesh, MemoryRegistry } from '../dht/memory-registry.ts'
-import type { ClaimResult, LocalBinding, Logger } from '../sip-gateway/ports.ts'
+import type { ClaimResult, LocalBinding, Logger, PeerChannel } from '../sip-gateway/ports.ts'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { tcp } from '@libp2p/tcp'
+import { createLibp2p } from 'libp2p'
+import type { Libp2p } from '@libp2p/interface'
+import { Libp2pPeerChannel } from '../node/peer-channel.ts'
+import { coalesceTcpWrites } from '../node/tcp-writes.ts'
+import { noiseLengthsWithoutThrow } from '../node/noise-length.ts'
+import { allocated } from './lib/heap-allocated.ts'
 
-const { values } = parseArgs({ options: { mode: { type: 'string', default: 'relay' }, messages: { type: 'string', default: '40000' }, window: { type: 'string', default: '64' }, rounds: { type: 'string', default: '3' }, users: { type: 'string', default: '10000' } } })
-const MODE = values.mode === 'register' ? 'register' : 'relay'
+const { values } = parseArgs({ options: { mode: { type: 'string', default: 'relay' }, mesh: { type: 'string', default: 'node' }, messages: { type: 'string', default: '40000' }, window: { type: 'string', default: '64' }, rounds: { type: 'string', default: '3' }, users: { type: 'string', default: '10000' } } })
+const MODE = values.mode === 'register' ? 'register' : values.mode === 'cross' ? 'cross' : 'relay'
+/** --mode cross: the mesh between the two gateways as a node sets it up, or libp2p as it comes */
+const MESH = values.mesh === 'plain' ? 'plain' : 'node'
 const MESSAGES = Math.min(Math.max(Number(values.messages), 1000), 1_000_000)
 const WINDOW = Math.min(Math.max(Number(values.window), 1), 1000)
 const ROUNDS = Math.min(Math.max(Number(values.rounds), 1), 10)
@@ -51,12 +65,54 @@ class HeldClaims extends MemoryRegistry {
     return result
   }
 }
-const registry = new HeldClaims(new MemoryMesh(), { nodeId: 'node-a' })
-const gateway = new Gateway({ registry, peerChannel: new MemoryChannelHub().channel('node-a'), store: new MemoryStore(), logger: quiet, announceSip: (hp) => { registry.sip = hp } }, {
-  domains: ['example.com'], sip: { host: '127.0.0.1', port: 0 }, limits: { maxServerTransactions: 2_000_000 }, registrar: { maxExpires: 3600 }
+const limits = { maxServerTransactions: 2_000_000 }
+/**
+ * --mode cross: the UAS registered on a second gateway, the two joined by the node's peer channel
+ * over two libp2p nodes in this process (TCP on loopback, Noise, yamux): --mesh node, as
+ * node/libp2p.ts sets them up (TCP writes coalesced, lazy yamux window updates, Noise lengths read
+ * without a throw); --mesh plain,
+ * libp2p as it comes. The registry is the in-memory one, shared, keyed by the libp2p peer ids.
+ */
+async function meshNodes (): Promise<{ ids: [string, string], channels: [PeerChannel, PeerChannel], stop: () => Promise<void> }> {
+  const nodes: Libp2p[] = []
+  for (let i = 0; i < 2; i++) {
+    nodes.push(await createLibp2p({
+      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+      transports: [MESH === 'node' ? coalesceTcpWrites(tcp()) : tcp()],
+      connectionEncrypters: [MESH === 'node' ? noiseLengthsWithoutThrow(noise()) : noise()],
+      streamMuxers: [yamux()]
+    }))
+  }
+  await nodes[0].peerStore.merge(nodes[1].peerId, { multiaddrs: nodes[1].getMultiaddrs() })
+  await nodes[1].peerStore.merge(nodes[0].peerId, { multiaddrs: nodes[0].getMultiaddrs() })
+  const channels = nodes.map(n => new Libp2pPeerChannel({ libp2p: n, logger: quiet }, { lazyWindowUpdates: MESH === 'node' }))
+  for (const c of channels) await c.start()
+  return {
+    ids: [nodes[0].peerId.toString(), nodes[1].peerId.toString()],
+    channels: [channels[0], channels[1]],
+    stop: async () => { for (const c of channels) await c.stop(); for (const n of nodes) await n.stop() }
+  }
+}
+const mesh = MODE === 'cross' ? await meshNodes() : undefined
+const memoryMesh = new MemoryMesh()
+const registry = new HeldClaims(memoryMesh, { nodeId: mesh?.ids[0] ?? 'node-a' })
+const gateway = new Gateway({ registry, peerChannel: mesh?.channels[0] ?? new MemoryChannelHub().channel('node-a'), store: new MemoryStore(), logger: quiet, announceSip: (hp) => { registry.sip = hp } }, {
+  domains: ['example.com'], sip: { host: '127.0.0.1', port: 0 }, limits, registrar: { maxExpires: 3600 }
 })
 await gateway.start()
 const relay = gateway.addresses.udp
+/** the gateway the UAS registers with: the second one (--mode cross), else the one relaying */
+let owner = relay
+let stopOwner = async (): Promise<void> => {}
+if (mesh !== undefined) {
+  const registryB = new HeldClaims(memoryMesh, { nodeId: mesh.ids[1] })
+  const b = new Gateway({ registry: registryB, peerChannel: mesh.channels[1], store: new MemoryStore(), logger: quiet, announceSip: (hp) => { registryB.sip = hp } }, {
+    domains: ['example.com'], sip: { host: '127.0.0.1', port: 0 }, limits, registrar: { maxExpires: 3600 }
+  })
+  await b.start()
+  owner = b.addresses.udp
+  stopOwner = async () => { await b.stop(); await mesh.stop() }
+}
 
 /** dgram's address lookup answered at once for the IP address we send to (no tick per datagram) */
 function lookup (host: string, _options: unknown, callback: (err: Error | null, address: string, family: number) => void): void {
@@ -151,7 +207,7 @@ async function request (text: string): Promise<void> {
       if (m.toString().startsWith('SIP/2.0 200')) resolve()
       else reject(new Error(m.toString().slice(0, 80)))
     })
-    uac.send(text, relay.port, '127.0.0.1')
+    uac.send(text, owner.port, '127.0.0.1')
   })
 }
 await request([`REGISTER sip:example.com SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:${uacPort};branch=z9hG4bKreg1;rport`, 'Max-Forwards: 70',
@@ -175,7 +231,7 @@ let seq = 0
 /** the next request: a MESSAGE, or the next user's refresh (CSeq 1 + its refreshes so far) */
 function next (): Buffer {
   seq++
-  if (MODE === 'relay') return messageTemplate.make(seq)
+  if (MODE !== 'register') return messageTemplate.make(seq)
   const user = seq % USERS
   return registerTemplate.make(user, seq, 5) // branch and CSeq: unique, rising per user
 }
@@ -208,25 +264,6 @@ await round(Math.min(5000, MESSAGES)) // warm-up (JIT)
 const heapProf = process.env.BENCH_HEAP_PROF
 const session = heapProf === undefined ? undefined : new (await import('node:inspector')).Session()
 const post = async (method: string, params?: object): Promise<{ profile: unknown }> => await new Promise((resolve, reject) => { session!.post(method, params, (err, r) => { if (err != null) reject(err); else resolve(r as { profile: unknown }) }) })
-/**
- * Bytes allocated on the V8 heap while `run` runs: what each GC found used less what the one
- * before left, plus the growth since the last GC (exact, unlike a sampling profile).
- */
-async function allocated<T> (run: () => Promise<T>): Promise<{ bytes: number, result: T }> {
-  const profiler = new GCProfiler()
-  const used0 = getHeapStatistics().used_heap_size
-  profiler.start()
-  const result = await run()
-  const used1 = getHeapStatistics().used_heap_size
-  const { statistics } = profiler.stop()
-  let bytes = 0
-  let after = used0
-  for (const gc of statistics) {
-    bytes += gc.beforeGC.heapStatistics.usedHeapSize - after
-    after = gc.afterGC.heapStatistics.usedHeapSize
-  }
-  return { bytes: bytes + used1 - after, result }
-}
 // the bench's own share: the same requests and answers without the gateway (UAC → UAS → UAC)
 await round(Math.min(5000, MESSAGES), uasPort)
 const own = await allocated(async () => await round(MESSAGES, uasPort))
@@ -261,9 +298,10 @@ if (session !== undefined) {
 }
 const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const kb = med(figures.map(f => f.kbPerMsg))
-console.log(JSON.stringify({ bench: 'relay-path', mode: MODE, messages: MESSAGES, window: WINDOW, ...(MODE === 'register' ? { users: USERS } : {}), cpuUsPerMsg: Number(med(figures.map(f => f.cpuUs)).toFixed(1)), kbAllocatedPerMsg: Number(kb.toFixed(2)), benchKbPerMsg: Number(benchKb.toFixed(2)), gatewayKbPerMsg: Number((kb - benchKb).toFixed(2)), scavengesPerK: Number(med(figures.map(f => f.scavengesPerK)).toFixed(2)), gcUsPerMsg: Number(med(figures.map(f => f.gcUs)).toFixed(1)), markCompacts: figures.reduce((a, f) => a + f.majors, 0), rate: Math.round(med(figures.map(f => f.rate))) }))
+console.log(JSON.stringify({ bench: 'relay-path', mode: MODE, ...(MODE === 'cross' ? { mesh: MESH } : {}), messages: MESSAGES, window: WINDOW, ...(MODE === 'register' ? { users: USERS } : {}), cpuUsPerMsg: Number(med(figures.map(f => f.cpuUs)).toFixed(1)), kbAllocatedPerMsg: Number(kb.toFixed(2)), benchKbPerMsg: Number(benchKb.toFixed(2)), gatewayKbPerMsg: Number((kb - benchKb).toFixed(2)), scavengesPerK: Number(med(figures.map(f => f.scavengesPerK)).toFixed(2)), gcUsPerMsg: Number(med(figures.map(f => f.gcUs)).toFixed(1)), markCompacts: figures.reduce((a, f) => a + f.majors, 0), rate: Math.round(med(figures.map(f => f.rate))) }))
 obs.disconnect()
 uac.close()
 uas.close()
 await gateway.stop()
+await stopOwner()
 await registry.stop()

@@ -368,7 +368,18 @@ export class Gateway {
         remote: { host: node, port: 0 },
         node,
         open: true,
-        async send (m) { counters.meshOut++; await channel.send(node, serializeMessage(m)) }
+        // a message the channel takes at once costs no promise (the relay path); never a
+        // synchronous throw
+        send (m) {
+          counters.meshOut++
+          try {
+            const bytes = serializeMessage(m)
+            if (channel.sendNow?.(node, bytes) === true) return
+            return channel.send(node, bytes)
+          } catch (err) {
+            return Promise.reject(err as Error)
+          }
+        }
       }
       if (this.#meshFlows.size < 10_000) this.#meshFlows.set(node, f)
     }

@@ -104,6 +104,12 @@ export interface Registry {
  */
 export interface PeerChannel {
   send (node: string, data: Uint8Array, options?: AbortOptions): Promise<void>
+  /**
+   * Optional: hand `data` over at once when the channel can take it without waiting (a stream to
+   * `node` open, with room, nothing queued before it), with no promise made: true. False: nothing
+   * was done, use `send`. Never throws.
+   */
+  sendNow? (node: string, data: Uint8Array): boolean
   onMessage (handler: (node: string, data: Uint8Array) => void): Unwatch
 }
 

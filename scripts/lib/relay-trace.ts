@@ -4,7 +4,7 @@
  *
  * It records, per Call-ID, the moments a SIP message crosses the node's edges: a datagram received
  * and sent (node:dgram), a message handed to the peer channel and one delivered from it (the
- * channel's `send`/`deliver`, i.e. before the per-turn batch, yamux, Noise and TCP, and after
+ * channel's `sendNow`/`deliver`, i.e. before the per-turn batch, yamux, Noise and TCP, and after
  * them on the other side). Timestamps are `performance.timeOrigin + performance.now()` (ms, µs
  * resolution), comparable between processes of one machine. Beside them: the event loop's delay
  * (`monitorEventLoopDelay`, 1 ms resolution) and every GC pause (PerformanceObserver 'gc').
@@ -70,11 +70,12 @@ if (dir !== undefined) {
     if (ev === 'message' && a[0] instanceof Uint8Array) record('udp-in', a[0])
     return emit.call(this, ev, ...a)
   }
-  const channel = Libp2pPeerChannel.prototype as unknown as { send: (node: string, data: Uint8Array, o?: unknown) => Promise<void>, deliver: (node: string, frame: Uint8Array) => void }
-  const chSend = channel.send
-  channel.send = function (this: unknown, node: string, data: Uint8Array, o?: unknown) {
+  // every message handed to the channel goes through sendNow first (send tries it before queueing)
+  const channel = Libp2pPeerChannel.prototype as unknown as { sendNow: (node: string, data: Uint8Array) => boolean, deliver: (node: string, frame: Uint8Array) => void }
+  const chSend = channel.sendNow
+  channel.sendNow = function (this: unknown, node: string, data: Uint8Array) {
     record('mesh-out', data)
-    return chSend.call(this, node, data, o)
+    return chSend.call(this, node, data)
   }
   const deliver = channel.deliver
   channel.deliver = function (this: unknown, node: string, frame: Uint8Array) {

@@ -49,6 +49,37 @@ describe('FrameDecoder', () => {
     assert.equal(d3.push(new Uint8Array(100)).length, 1)
   })
 
+  test('a chunk of whole frames then a hostile length: the frames before it are not returned, the length is refused', () => {
+    const good = encodeFrame(enc.encode('ok'))
+    const d = new FrameDecoder(100)
+    assert.throws(() => d.push(Buffer.concat([good, Uint8Array.of(0, 0, 0, 101)])), FrameTooLargeError)
+    // a frame of exactly the limit passes, in one chunk and across two
+    const max = encodeFrame(new Uint8Array(100).fill(7))
+    assert.equal(new FrameDecoder(100).push(max)[0].byteLength, 100)
+    const d2 = new FrameDecoder(100)
+    assert.deepEqual(d2.push(max.subarray(0, 50)), [])
+    assert.equal(d2.push(max.subarray(50))[0].byteLength, 100)
+    assert.equal(d2.bufferedBytes, 0)
+  })
+
+  test('random frames in random chunks: the same frames, in order, the same bytes', () => {
+    let seed = 11
+    const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n }
+    for (let round = 0; round < 100; round++) {
+      const msgs = Array.from({ length: 1 + rnd(12) }, () => Uint8Array.from({ length: rnd(4) === 0 ? 0 : rnd(900) }, () => rnd(256)))
+      const wire = Buffer.concat(msgs.map(m => encodeFrame(m)))
+      const d = new FrameDecoder(1000)
+      const out: Uint8Array[] = []
+      for (let i = 0; i < wire.length;) {
+        const n = 1 + rnd(1200)
+        out.push(...d.push(wire.subarray(i, i + n)))
+        i += n
+      }
+      assert.deepEqual(out.map(f => Buffer.from(f).toString('hex')), msgs.map(m => Buffer.from(m).toString('hex')))
+      assert.equal(d.bufferedBytes, 0)
+    }
+  })
+
   test('a partial header waits for more bytes', () => {
     const d = new FrameDecoder(100)
     assert.deepEqual(d.push(Uint8Array.of(0, 0)), [])
