@@ -10,7 +10,7 @@
  *   the k closest peers of two keys differ, and a node that registers interest must reach the
  *   same replicas the claimer writes to, so both must find the true closest set.
  */
-import { sha256 } from 'multiformats/hashes/sha2'
+import { sha256 } from '../record/digest.ts'
 import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
 import { xor } from 'uint8arrays/xor'
 import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
@@ -38,7 +38,7 @@ export function kadInternals (dht: unknown): KadInternals | undefined {
 
 /** The Kademlia id of a DHT key (what XOR distances are measured on). */
 export function kadId (key: Uint8Array): Uint8Array {
-  return (sha256.digest(key) as Awaited<ReturnType<typeof sha256.digest>>).digest
+  return sha256(key)
 }
 
 /**
