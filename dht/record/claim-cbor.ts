@@ -2,7 +2,7 @@
  * The claim's CBOR, written out for its one shape (see claim.ts for the format):
  *
  *     envelope = [ payload: bytes, signature: bytes ]
- *     payload  = [ 2, kind: text, aor: text, owner: bytes, sip: text, version: uint,
+ *     payload  = [ 2, kind: text, aor: text, owner: bytes, sip: text, version: int,
  *                  issuedAt: uint, expiresAt: uint, knownUntil: uint ]
  *
  * Why not cborg's generic `encode`/`decode`: every claim signed, every claim a replica stores,
@@ -43,6 +43,7 @@ export class ClaimCborError extends Error {
 }
 
 const MAJOR_UINT = 0
+const MAJOR_NEGINT = 1
 const MAJOR_BYTES = 2
 const MAJOR_TEXT = 3
 const MAJOR_ARRAY = 4
@@ -301,7 +302,9 @@ export function decodePayload (bytes: Uint8Array, at: number, end: number): RawP
   const aor = r.text('aor', end - at)
   const owner = r.bytes('owner', end - at)
   const sip = r.text('sip', end - at)
-  const version = r.uint('version')
+  // a negative version is read (the canonical form of a negative integer) and refused by the
+  // field checks, as the cborg decoder before this one did
+  const version = r.peekMajor() === MAJOR_NEGINT ? -1n - BigInt(r.head(MAJOR_NEGINT, 'version')) : BigInt(r.uint('version'))
   const issuedAt = r.uint('issuedAt')
   const expiresAt = r.uint('expiresAt')
   const knownUntil = r.uint('knownUntil')
@@ -312,7 +315,7 @@ export function decodePayload (bytes: Uint8Array, at: number, end: number): RawP
     aor,
     owner,
     sip,
-    version: BigInt(version),
+    version,
     issuedAt: timestamp(issuedAt, 'issuedAt'),
     expiresAt: timestamp(expiresAt, 'expiresAt'),
     knownUntil: timestamp(knownUntil, 'knownUntil')
