@@ -10,8 +10,7 @@
  * - `liveness.ts`: whether the owner of a route is up (P5).
  */
 import { Key } from 'interface-datastore'
-import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
-import { ClaimSigner, claimKey, compareClaims, isLive, normalizeAor, verifyClaimSync } from './record/claim.ts'
+import { ClaimSigner, claimKey, claimKeyId, compareClaims, isLive, normalizeAor, verifyClaimSync } from './record/claim.ts'
 import { CLAIM_GET_PROTOCOL, CLAIM_INTEREST_PROTOCOL, CLAIM_NOTICE_PROTOCOL, claimGetHandler } from './notices/protocol.ts'
 import { Witness } from './notices/witness.ts'
 import { CLAIM_EXCHANGE_PROTOCOL, ClaimExchangeClient, claimExchangeHandler } from './notices/exchange.ts'
@@ -62,7 +61,7 @@ function sameRoute (a: Route | undefined, b: Route | undefined): boolean {
 }
 
 function ownKey (aor: Aor): Key {
-  return new Key(`${OWN_PREFIX}/${uint8ArrayToString(claimKey(aor).subarray('/sipmesh/'.length))}`)
+  return new Key(`${OWN_PREFIX}/${claimKeyId(aor)}`, false)
 }
 
 export class DhtRegistry implements ClaimRegistry {

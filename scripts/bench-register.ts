@@ -25,6 +25,8 @@
 //
 //   node scripts/bench-register.ts [--only alone|mesh|kamailio] [--users 100000] [--step 3]
 //        [--max 100000] [--bulk-seconds 90] [--bulk-rate N] [--spread] [--no-kamailio] [--smoke]
+//        [--new-only]
+//   (--new-only: the ladder of new AoRs alone, no memory or refresh phase: ~1 minute a target)
 //   (--bulk-rate: register the --users at N/s instead of half the highest clean new rate, and skip
 //   the ladder of new AoRs: a memory figure at a chosen rate)
 //   (BENCH_KAMAILIO_WORKERS=n UDP workers, default 2 = the cores here; BENCH_CPU_PROF=<dir> writes
@@ -53,12 +55,14 @@ const { values } = parseArgs({
     'bulk-rate': { type: 'string' },
     spread: { type: 'boolean', default: false },
     kamailio: { type: 'boolean', default: true },
-    smoke: { type: 'boolean', default: false }
+    smoke: { type: 'boolean', default: false },
+    'new-only': { type: 'boolean', default: false }
   }
 })
 
 type TargetName = 'alone' | 'mesh' | 'kamailio'
 const SMOKE = values.smoke
+const NEW_ONLY = values['new-only'] && !SMOKE
 const BULK_RATE = values['bulk-rate'] === undefined ? undefined : Number(values['bulk-rate'])
 const ONLY = values.only as TargetName | undefined
 if (ONLY !== undefined && !['alone', 'mesh', 'kamailio'].includes(ONLY)) {
@@ -293,6 +297,10 @@ async function bench (name: TargetName): Promise<Result> {
     } finally {
       await stopTarget(t)
     }
+  }
+  if (NEW_ONLY) {
+    console.log(`  highest clean rate: new ${result.newRate ?? 'none'}/s${result.spreadRate === undefined && result.spreadSteps === undefined ? '' : `, new spread over 3 nodes ${result.spreadRate ?? 'none'}/s`} (--new-only: no memory or refresh phase)`)
+    return result
   }
   // 2. `--users` registrations on a fresh target (the same one in a smoke run), memory before and
   // after; 3. refresh of them

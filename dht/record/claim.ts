@@ -1,7 +1,8 @@
 /**
  * The claim record: format, deterministic encoding, signing, verification, DHT key and order.
  *
- * Wire format (CBOR, cborg's deterministic encoding, both levels are arrays):
+ * Wire format (CBOR in cborg's deterministic encoding, both levels are arrays; written and read
+ * by `claim-cbor.ts`, which accepts that canonical form only):
  *
  *     envelope = [ payload: bytes, signature: bytes ]
  *     payload  = [ 2 (format), kind ("claim" | "release"), aor, owner (peer id multihash bytes),
@@ -17,13 +18,13 @@
  * claim signature can never be replayed as some other libp2p signature. The owner's public key is
  * inside its (identity-hashed) peer id, so verification needs nothing but the record.
  */
-import { decode, encode } from 'cborg'
+import { decodeEnvelope, decodePayload, encodeEnvelope, encodePayload } from './claim-cbor.ts'
+import type { EnvelopeParts, RawPayload } from './claim-cbor.ts'
 import { peerIdFromMultihash, peerIdFromPrivateKey } from '@libp2p/peer-id'
 import * as Digest from 'multiformats/hashes/digest'
-import { sha256 } from 'multiformats/hashes/sha2'
+import { base32, sha256 } from './digest.ts'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
-import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { fromString as uint8ArrayFromString } from 'uint8arrays/from-string'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
@@ -31,6 +32,9 @@ import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
 import { ExpiredClaimError, InvalidAorError, InvalidClaimError, errorMessage } from '../errors.ts'
 import { Ed25519Signer, OwnerCache, verifyEd25519 } from './keys.ts'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
+
+/** the multihash code of SHA-256 */
+const sha256Code = 0x12
 
 /** First segment of every claim key: kad-dht picks our validator and selector by it. */
 export const CLAIM_NAMESPACE = 'sipmesh'
@@ -138,11 +142,20 @@ function slabClaim (fields: ClaimFields, bytes: Uint8Array, payloadLength: numbe
   return new Claim(fields, slab, at, n, payloadLength, signatureLength)
 }
 
-/** Owner ids seen in decoded claims, shared (a PeerId holds its public key: hundreds of bytes). */
-const owners = new OwnerCache<PeerId>(4096, (k) => peerIdFromMultihash(Digest.decode(uint8ArrayFromString(k, 'base64'))))
+/**
+ * Owner ids seen in decoded claims, shared (a PeerId holds its public key: hundreds of bytes),
+ * keyed by the id's bytes as a latin1 string (one char per byte: no base64 round trip per claim).
+ */
+const owners = new OwnerCache<PeerId>(4096, (k) => peerIdFromMultihash(Digest.decode(latin1Bytes(k))))
+
+function latin1Bytes (s: string): Uint8Array {
+  const out = new Uint8Array(s.length)
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i)
+  return out
+}
 
 function ownerOf (bytes: Uint8Array): PeerId {
-  return owners.get(uint8ArrayToString(bytes, 'base64'))
+  return owners.get(String.fromCharCode.apply(null, bytes as unknown as number[]))
 }
 
 /** What signing takes: `knownUntil` defaults to `expiresAt`. */
@@ -183,20 +196,27 @@ export function normalizeAor (input: string): string {
   return aor
 }
 
+/** The `<base32 sha256(aor)>` part of an AoR's DHT key. */
+export function claimKeyId (aor: string): string {
+  return base32(sha256(aor))
+}
+
 /** The DHT key of an AoR: `/sipmesh/<base32 sha256(aor)>`, as bytes. */
 export function claimKey (aor: string): Uint8Array {
-  const digest = sha256.digest(uint8ArrayFromString(aor)) as Awaited<ReturnType<typeof sha256.digest>>
-  return uint8ArrayFromString(CLAIM_KEY_PREFIX + uint8ArrayToString(digest.digest, 'base32'))
+  return latin1Bytes(CLAIM_KEY_PREFIX + claimKeyId(aor))
 }
 
 /** The CID under which nodes interested in an AoR announce themselves as providers. */
 export function interestCid (aor: string): CID {
-  const digest = sha256.digest(uint8ArrayFromString('sipmesh-interest-v1\n' + aor)) as Awaited<ReturnType<typeof sha256.digest>>
-  return CID.createV1(raw.code, digest)
+  return CID.createV1(raw.code, Digest.create(sha256Code, sha256('sipmesh-interest-v1\n' + aor)))
 }
 
 function payloadOf (f: ClaimFields, ownerBytes: Uint8Array = f.owner.toMultihash().bytes): Uint8Array {
-  return encode([CLAIM_FORMAT, f.kind, f.aor, ownerBytes, f.sip, f.version, f.issuedAt, f.expiresAt, f.knownUntil])
+  try {
+    return encodePayload({ format: CLAIM_FORMAT, kind: f.kind, aor: f.aor, owner: ownerBytes, sip: f.sip, version: f.version, issuedAt: f.issuedAt, expiresAt: f.expiresAt, knownUntil: f.knownUntil })
+  } catch (err) {
+    throw new InvalidClaimError(`claim ${errorMessage(err)}`)
+  }
 }
 
 /**
@@ -232,7 +252,7 @@ export class ClaimSigner {
   }
 
   #seal (fields: ClaimFields, payload: Uint8Array, signature: Uint8Array): SignedClaim {
-    const bytes = encode([payload, signature])
+    const bytes = encodeEnvelope(payload, signature)
     if (bytes.byteLength > MAX_CLAIM_BYTES) throw new InvalidClaimError(`claim too large (${bytes.byteLength} > ${MAX_CLAIM_BYTES} bytes)`)
     return slabClaim(fields, bytes, payload.byteLength, signature.byteLength)
   }
@@ -246,71 +266,49 @@ export async function signClaim (fields: ClaimInput, privateKey: PrivateKey): Pr
   return new ClaimSigner(privateKey).sign(fields)
 }
 
-const DECODE_OPTS = { strict: true, allowIndefinite: false, allowUndefined: false, rejectDuplicateMapKeys: true, useMaps: false } as const
-
-function toInt (v: unknown, what: string): bigint {
-  if (typeof v === 'bigint') return v
-  if (typeof v === 'number' && Number.isSafeInteger(v)) return BigInt(v)
-  throw new InvalidClaimError(`${what} is not an integer`)
-}
-
-function toMs (v: unknown, what: string): number {
-  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return v
-  throw new InvalidClaimError(`${what} is not a timestamp`)
-}
+/** the longest signature accepted (Ed25519's is 64 bytes) */
+const MAX_SIGNATURE_BYTES = 128
 
 /**
  * Decode a claim envelope and check its form (but NOT its signature or expiry: see verifyClaim).
- * Throws InvalidClaimError with the reason.
+ * Only the canonical encoding is accepted (claim-cbor.ts). Throws InvalidClaimError with the reason.
  */
 export function decodeClaim (bytes: Uint8Array): SignedClaim {
   if (!(bytes instanceof Uint8Array)) throw new InvalidClaimError('claim is not bytes')
   if (bytes.byteLength > MAX_CLAIM_BYTES) throw new InvalidClaimError(`claim too large (${bytes.byteLength} > ${MAX_CLAIM_BYTES} bytes)`)
-  let env: unknown
+  let env: EnvelopeParts
   try {
-    env = decode(bytes, DECODE_OPTS)
+    env = decodeEnvelope(bytes, MAX_SIGNATURE_BYTES)
   } catch (err) {
-    throw new InvalidClaimError(`claim is not valid CBOR: ${errorMessage(err)}`)
+    throw new InvalidClaimError(`claim envelope is not [payload, signature]: ${errorMessage(err)}`)
   }
-  if (!Array.isArray(env) || env.length !== 2 || !(env[0] instanceof Uint8Array) || !(env[1] instanceof Uint8Array)) {
-    throw new InvalidClaimError('claim envelope is not [payload, signature]')
-  }
-  const [payload, signature] = env as [Uint8Array, Uint8Array]
-  if (signature.byteLength === 0) throw new InvalidClaimError('claim is unsigned')
-  if (signature.byteLength > 128) throw new InvalidClaimError('claim signature too long')
-  let p: unknown
+  const signatureLength = bytes.byteLength - env.signatureAt
+  if (signatureLength === 0) throw new InvalidClaimError('claim is unsigned')
+  let p: RawPayload
   try {
-    p = decode(payload, DECODE_OPTS)
+    p = decodePayload(bytes, env.payloadAt, env.payloadEnd)
   } catch (err) {
-    throw new InvalidClaimError(`claim payload is not valid CBOR: ${errorMessage(err)}`)
+    throw new InvalidClaimError(`claim ${errorMessage(err)}`)
   }
-  if (!Array.isArray(p) || p.length !== 9) throw new InvalidClaimError('claim payload is not a 9-field array')
-  const [format, kind, aor, ownerBytes, sip, version, issuedAt, expiresAt, knownUntil] = p as unknown[]
-  if (format !== CLAIM_FORMAT) throw new InvalidClaimError(`unknown claim format ${String(format)}`)
-  if (kind !== ClaimKind.claim && kind !== ClaimKind.release) throw new InvalidClaimError('unknown claim kind')
-  if (typeof aor !== 'string') throw new InvalidClaimError('claim aor is not a string')
-  if (typeof sip !== 'string') throw new InvalidClaimError('claim sip is not a string')
-  if (!(ownerBytes instanceof Uint8Array)) throw new InvalidClaimError('claim owner is not bytes')
+  if (p.format !== CLAIM_FORMAT) throw new InvalidClaimError(`unknown claim format ${p.format}`)
+  if (p.kind !== ClaimKind.claim && p.kind !== ClaimKind.release) throw new InvalidClaimError('unknown claim kind')
   let owner: PeerId
   try {
-    owner = ownerOf(ownerBytes)
+    owner = ownerOf(p.owner)
   } catch (err) {
     throw new InvalidClaimError(`claim owner is not a peer id: ${errorMessage(err)}`)
   }
   const fields: ClaimFields = {
-    kind,
-    aor,
+    kind: p.kind,
+    aor: p.aor,
     owner,
-    sip,
-    version: toInt(version, 'version'),
-    issuedAt: toMs(issuedAt, 'issuedAt'),
-    expiresAt: toMs(expiresAt, 'expiresAt'),
-    knownUntil: toMs(knownUntil, 'knownUntil')
+    sip: p.sip,
+    version: p.version,
+    issuedAt: p.issuedAt,
+    expiresAt: p.expiresAt,
+    knownUntil: p.knownUntil
   }
-  // deterministic encoding: the payload must be exactly what we would have produced
-  if (!uint8ArrayEquals(payloadOf(fields, ownerBytes), payload)) throw new InvalidClaimError('claim payload is not canonically encoded')
-  if (!uint8ArrayEquals(encode([payload, signature]), bytes)) throw new InvalidClaimError('claim envelope is not canonically encoded')
-  return slabClaim(fields, bytes, payload.byteLength, signature.byteLength)
+  return slabClaim(fields, bytes, env.payloadEnd - env.payloadAt, signatureLength)
 }
 
 function checkFields (f: ClaimFields, now: number, opts: { skipExpiry?: boolean } = {}): void {

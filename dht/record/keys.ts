@@ -10,6 +10,7 @@ import { createPrivateKey, createPublicKey, sign, verify } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
 import type { PrivateKey } from '@libp2p/interface'
 import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
+import { signingThread } from './sign-batch.ts'
 
 /** Signs with one Ed25519 private key, imported once. */
 export class Ed25519Signer {
@@ -30,17 +31,12 @@ export class Ed25519Signer {
   }
 
   /**
-   * The same signature made on libuv's threadpool (node:crypto's callback form), off the event
-   * loop: at thousands of new claims per second the signatures were the largest single cost of
-   * the main thread (issue 9).
+   * The same signature made off the event loop, batched with the others of this turn on the
+   * signing thread (sign-batch.ts): at thousands of new claims per second the signatures were the
+   * largest single cost of the main thread (issue 9).
    */
   async signAsync (message: Uint8Array): Promise<Uint8Array> {
-    return await new Promise((resolve, reject) => {
-      sign(null, message, this.#key, (err, sig) => {
-        if (err != null) reject(err)
-        else resolve(new Uint8Array(sig.buffer, sig.byteOffset, sig.byteLength))
-      })
-    })
+    return await signingThread.sign(this.#key, message)
   }
 }
 

@@ -11,7 +11,7 @@
  */
 import { Key } from 'interface-datastore'
 import { Libp2pRecord } from '@libp2p/record'
-import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
+import { base32 } from '../record/digest.ts'
 import { claimKey, verifyClaimSync } from '../record/claim.ts'
 import { errorMessage } from '../errors.ts'
 import { MAX_PUT_BATCH, PutStatus } from './put-protocol.ts'
@@ -86,7 +86,7 @@ export class ClaimWriter {
   }
 
   recordKey (key: Uint8Array): Key {
-    return new Key(`${this.#prefix}/record/${uint8ArrayToString(key, 'base32')}`, false)
+    return new Key(`${this.#prefix}/record/${base32(key)}`, false)
   }
 
   /** Write one claim with the others of its batch. Never rejects. */

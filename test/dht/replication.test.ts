@@ -87,3 +87,44 @@ describe('batched claim writes on a 3-node loopback mesh', () => {
     }
   })
 })
+
+describe('claim-put: puts to one peer while a request is out share the next request', () => {
+  let mesh: Mesh
+  before(async () => { mesh = await Mesh.spawn(2) })
+  after(async () => { await mesh?.stop() })
+
+  test('300 callers putting at once: a few requests, each caller its own answers in order', async () => {
+    const [a, b] = mesh.nodes
+    const client = new PutClient(a.libp2p, quietLog)
+    const ctl = new AbortController()
+    client.start(ctl.signal)
+    try {
+      const now = Date.now()
+      const sign = async (): Promise<Uint8Array> => (await signClaim({ kind: 'claim', aor: uniqueAor(), owner: a.peerId, sip: '127.0.0.1:6000', version: BigInt(now), issuedAt: now, expiresAt: now + 60_000 }, a.privateKey)).bytes
+      // each caller: two valid claims around an invalid one, so a misrouted answer shows
+      const calls = await Promise.all(Array.from({ length: 300 }, async () => [await sign(), new Uint8Array([9]), await sign()]))
+      const answers = await Promise.all(calls.map(async claims => await client.put(b.peerId, claims)))
+      for (const got of answers) assert.deepEqual(got.map(x => x.status), [PutStatus.stored, PutStatus.invalid, PutStatus.stored])
+      assert.equal(client.stats.claims, 900)
+      // the first request goes alone; the rest wait for its answer and go out in full requests
+      assert.ok(client.stats.batches <= 1 + Math.ceil(900 / MAX_PUT_BATCH) + 2, `${client.stats.batches} requests for 300 callers`)
+    } finally {
+      ctl.abort()
+      client.close()
+    }
+  })
+
+  test('a put to a peer that does not take the protocol fails, and so does the next (dialled again, not left waiting)', async () => {
+    const [a, b] = mesh.nodes
+    const client = new PutClient(a.libp2p, quietLog, '/sipmesh/claim-put-nobody/1.0.0')
+    const ctl = new AbortController()
+    client.start(ctl.signal)
+    try {
+      await assert.rejects(client.put(b.peerId, [new Uint8Array([1])]))
+      await assert.rejects(client.put(b.peerId, [new Uint8Array([1])]), 'a second try dials again and fails the same way')
+    } finally {
+      ctl.abort()
+      client.close()
+    }
+  })
+})

@@ -148,3 +148,21 @@ describe('ClaimSigner: signatures on the threadpool', () => {
     await assert.rejects(signer.signAsync({ ...input, sip: 'x'.repeat(MAX_CLAIM_BYTES) }))
   })
 })
+
+describe('signing thread: batched signatures', () => {
+  test('a burst of signatures from two keys goes out in a few batches, each the one-by-one signature', async () => {
+    const { signingThread } = await import('../../../dht/record/sign-batch.ts')
+    const a = new ClaimSigner(key)
+    const b = new ClaimSigner(other)
+    const { owner: _owner, ...input } = fields()
+    const before = { ...signingThread.stats }
+    const inputs = Array.from({ length: 600 }, (_, i) => ({ ...input, aor: `sip:burst${i}@example.com` }))
+    const signed = await Promise.all(inputs.map(async (x, i) => await (i % 2 === 0 ? a : b).signAsync(x)))
+    for (const [i, c] of signed.entries()) assert.deepEqual(c.bytes, (i % 2 === 0 ? a : b).sign(inputs[i]).bytes)
+    const batches = signingThread.stats.batches - before.batches
+    assert.equal(signingThread.stats.signatures - before.signatures, 600)
+    assert.equal(signingThread.stats.fallbacks, before.fallbacks, 'no signature fell back to the threadpool')
+    // one turn: a batch per key, cut at 256 signatures
+    assert.ok(batches >= 4 && batches <= 8, `${batches} batches`)
+  })
+})
