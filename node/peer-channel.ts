@@ -104,10 +104,7 @@ export class FrameDecoder {
       const frames: Uint8Array[] = []
       let at = 0
       while (data.byteLength - at >= 4) {
-        const length = ((data[at] << 24) >>> 0) + (data[at + 1] << 16) + (data[at + 2] << 8) + data[at + 3]
-        if (length > this.maxFrameSize) {
-          throw new FrameTooLargeError(`frame of ${length} bytes exceeds the limit of ${this.maxFrameSize}`)
-        }
+        const length = this.lengthAt(data, at)
         if (data.byteLength - at - 4 < length) break
         frames.push(data.subarray(at + 4, at + 4 + length))
         at += 4 + length
@@ -124,16 +121,21 @@ export class FrameDecoder {
     }
     const frames: Uint8Array[] = []
     while (this.buffered >= 4) {
-      const head = this.peek(4)
-      const length = ((head[0] << 24) >>> 0) + (head[1] << 16) + (head[2] << 8) + head[3]
-      if (length > this.maxFrameSize) {
-        throw new FrameTooLargeError(`frame of ${length} bytes exceeds the limit of ${this.maxFrameSize}`)
-      }
+      const length = this.lengthAt(this.peek(4), 0)
       if (this.buffered < 4 + length) break
       this.consume(4)
       frames.push(this.consume(length))
     }
     return frames
+  }
+
+  /** the big-endian frame length at `at`; throws FrameTooLargeError beyond the limit */
+  private lengthAt (b: Uint8Array, at: number): number {
+    const length = ((b[at] << 24) >>> 0) + (b[at + 1] << 16) + (b[at + 2] << 8) + b[at + 3]
+    if (length > this.maxFrameSize) {
+      throw new FrameTooLargeError(`frame of ${length} bytes exceeds the limit of ${this.maxFrameSize}`)
+    }
+    return length
   }
 
   get bufferedBytes (): number {
