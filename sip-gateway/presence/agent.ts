@@ -7,6 +7,8 @@
  * - `notifier.ts`: the subscription dialogs this node is the notifier of (user agents', and other
  *   nodes' back-end ones), expiry, coalesced NOTIFYs.
  * - `backend.ts`: the back-end subscription this node holds to the owner of a remote resource.
+ * - `backend-server.ts`: the back-end subscriptions this node serves (as the owner, or relaying
+ *   a peer network's to the owner), with a decision per watcher identity.
  * - `resources.ts`: one presentity in one package while anybody subscribes to it here; modes,
  *   moves, per-package state, what each watcher is told.
  * - `rules-exchange.ts`: authorization rules between nodes (push, fetch, hand-over after a move).
@@ -79,8 +81,7 @@ import { responseForError } from '../proxy/error-response.ts'
 import type { PidfDocument } from './pidf.ts'
 import type { PublicationStore, PublicationStoreInit } from './publications.ts'
 import { PresenceAuthorization, type Decision, type PresentityRules } from './authorization.ts'
-import { PATH_HEADER, checkIncoming, parsePath } from './loop.ts'
-import { AUTHORIZATION_HEADER, WATCHERS_GONE_HEADER, WATCHERS_HEADER, formatDecisions, parseEvent, parseExpiresHeader, parseWatchers } from './event.ts'
+import { parseEvent, parseExpiresHeader } from './event.ts'
 import { sipStatusFor } from './index.ts'
 import { mediaType, type EventPackage } from './package.ts'
 import { PresencePackage } from './packages/presence.ts'
@@ -91,12 +92,13 @@ import { CallsExchange, CALLS_EVENT } from './calls-exchange.ts'
 import type { ProxiedDialogEvent } from '../proxy/core.ts'
 import { AgentRequests, type PresenceAgentTransport } from './requests.ts'
 import { Notifier } from './notifier.ts'
-import { BackendSubscriptions, NOT_OWNER_HEADER } from './backend.ts'
+import { BackendSubscriptions } from './backend.ts'
+import { BackendServer } from './backend-server.ts'
 import { Resources } from './resources.ts'
 import { RulesExchange, RULES_EVENT } from './rules-exchange.ts'
 import { AgentLimits, RateLimitedError, TooBriefError } from './limits.ts'
-import { dialogKey, notifierDialog, own, stripTag, subscribeDialogOf, tagOf, type Resource, type Sub, type SubscribeDialog } from './resource.ts'
-import { WATCHERS_OPTION, parsePeerWatchers } from './peering.ts'
+import { dialogKey, notifierDialog, own, subscribeDialogOf, tagOf, type Resource, type Sub, type SubscribeDialog } from './resource.ts'
+import { WATCHERS_OPTION } from './peering.ts'
 import { ListStore, type ListStoreInit } from './lists/store.ts'
 import { EVENTLIST, ListServer, names, type ListServerInit } from './lists/server.ts'
 import { ListExchange, LIST_EVENT, checkListSize, type ListExchangeInit } from './lists/exchange.ts'
@@ -195,6 +197,7 @@ export class PresenceAgent {
   readonly #backends: BackendSubscriptions
   readonly #resources: Resources
   readonly #rules: RulesExchange
+  readonly #backendServer: BackendServer
   /** the resource lists this node serves (admin API `/lists/`) */
   readonly lists: ListStore
   readonly #listServer: ListServer
@@ -257,6 +260,25 @@ export class PresenceAgent {
       gated: aor => this.#rules.gated(aor),
       peerOf: aor => this.#requests.peerOf(aor)
     })
+    this.#backendServer = new BackendServer({
+      registry: this.#registry,
+      registrar: this.#registrar,
+      resources: this.#resources,
+      notifier: this.#notifier,
+      backends: this.#backends,
+      rules: this.#rules,
+      limits: this.#limits,
+      requests: this.#requests,
+      refused: this.#refused,
+      presence: this.#presence,
+      winfo: this.#winfo,
+      packageOf: r => this.#packageOf(r),
+      badEvent: (r, tx) => { this.#badEvent(r, tx) },
+      respond,
+      watchersChanged: aor => { this.#watchersChanged(aor) },
+      isList: aor => this.lists.get(aor) !== undefined,
+      holds: (p, watcher) => this.#holds(p, watcher)
+    }, { maxSubscriptions: this.#maxSubs, maxPresentities: this.#maxPresentities })
     this.lists = new ListStore({ store: components.store, logger: this.#log }, init.lists)
     this.#listServer = new ListServer({
       lists: this.lists,
@@ -593,7 +615,7 @@ export class PresenceAgent {
       aor = aorOf(u)
     } catch { return false }
     if (m === 'SUBSCRIBE' && flow.peerDomain !== undefined && names(h.getAll('Require'), WATCHERS_OPTION)) {
-      this.#run(request, tx, async () => { await this.#peerBackendSubscribe(request, tx, flow, aor) })
+      this.#run(request, tx, async () => { await this.#backendServer.peerSubscribe(request, tx, flow, aor) })
       return true
     }
     const list = m === 'SUBSCRIBE' ? this.lists.get(aor) : undefined
@@ -614,7 +636,7 @@ export class PresenceAgent {
       return true
     }
     if (m === 'SUBSCRIBE') {
-      this.#run(request, tx, async () => { await (fromMesh ? this.#backendSubscribe(request, tx, flow, aor) : this.#uaSubscribe(request, tx, flow, aor)) })
+      this.#run(request, tx, async () => { await (fromMesh ? this.#backendServer.subscribe(request, tx, flow, aor) : this.#uaSubscribe(request, tx, flow, aor)) })
       return true
     }
     // PUBLISH: taken when we serve the AoR here, or hold the publication its entity tag names
@@ -806,22 +828,7 @@ export class PresenceAgent {
     const expires = this.#limits.grant(request.headers.get('Expires'), sub.kind === 'backend' ? 1 : this.#limits.min)
     if (sub.kind === 'ua') this.#limits.take(sub.flow)
     const extra: Array<[string, string]> = [['Expires', String(expires)], ['Contact', this.#requests.contactFor(sub.flow)]]
-    if (sub.kind === 'backend') {
-      // a peer network's: its watchers strictly of its own domain (peering.ts), else 400 / 403
-      const parse = (v: string | undefined): string[] => sub.peer !== undefined ? parsePeerWatchers(v, sub.peer) : parseWatchers(v)
-      const goneIds = parse(request.headers.get(WATCHERS_GONE_HEADER))
-      const added = await this.#decideIdentities(sub, parse(request.headers.get(WATCHERS_HEADER)))
-      if (added.size > 0) extra.push([AUTHORIZATION_HEADER, formatDecisions(added)])
-      let gone = 0
-      for (const w of goneIds) {
-        if (sub.identities?.delete(w) !== true) continue
-        gone++
-        sub.undecided?.delete(w)
-        if (sub.peer !== undefined && sub.p.mode === 'remote' && !this.#holds(sub.p, w)) this.#backends.forgetIdentity(sub.p, w)
-      }
-      if ((added.size > 0 || gone > 0) && sub.p.pkg === this.#presence) this.#watchersChanged(sub.p.aor)
-      if (sub.peer !== undefined) extra.push(['Require', WATCHERS_OPTION])
-    }
+    if (sub.kind === 'backend') await this.#backendServer.refreshed(sub, request, extra)
     this.#respond(tx, createResponse(request, 200, undefined, extra))
     if (expires === 0) {
       this.#notifier.end(sub, { state: 'terminated', reason: 'timeout' })
@@ -865,189 +872,6 @@ export class PresenceAgent {
       if (identity === undefined) throw new SipStatusError(403, 'Forbidden (no asserted identity)')
     }
     await this.#listServer.subscribe(request, tx, flow, list, pkg, identity)
-  }
-
-  // ---- back-end SUBSCRIBE from another node (this node owns the presentity) -----------------
-
-  async #backendSubscribe (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: Aor): Promise<void> {
-    const pkg = this.#packageOf(request)
-    if (pkg === undefined) { this.#badEvent(request, tx); return }
-    const node = flow.node ?? flow.remote.host
-    const self = this.#registry.nodeId
-    const path = parsePath(request.headers.get(PATH_HEADER))
-    const loop = checkIncoming(self, path)
-    if (loop.loop) { this.#respond(tx, createResponse(request, 482, `Loop Detected (${loop.reason})`)); return }
-    const expires = this.#limits.grant(request.headers.get('Expires'), 1)
-    if (this.#registrar.lookup(aor).length === 0 && this.#resources.get(pkg.name, aor)?.mode !== 'local') {
-      const route = await this.#registry.resolve(aor)
-      if (route?.node !== self) {
-        this.#respond(tx, createResponse(request, 404, 'Not Owner', [[NOT_OWNER_HEADER, self]]))
-        return
-      }
-    }
-    const h = request.headers
-    const contact = h.get('Contact')
-    const from = h.get('From')
-    const to = h.get('To')
-    const callId = h.get('Call-ID')
-    const cseq = h.get('CSeq')
-    if (contact === undefined || from === undefined || to === undefined || callId === undefined || cseq === undefined) throw new SipStatusError(400, 'Missing Header')
-    const remoteTag = tagOf(from)
-    if (remoteTag === undefined) throw new SipStatusError(400, 'Missing From Tag')
-    if (this.#notifier.size >= this.#maxSubs) throw new SipStatusError(503, 'Too Many Subscriptions')
-    await this.#rules.ready(aor)
-    const p = this.#resources.open(pkg, aor)
-    // we own it (checked above): local watchers stop any back-end subscription of their own
-    if (p.mode !== 'local') this.#resources.reroute(p, { aor, node: self, sip: '', version: 0n, expiresAt: Date.now() + 1000 })
-    const localTag = generateTag()
-    const key = dialogKey(callId, localTag, remoteTag)
-    const pairs = this.#notifier.pairs
-    const admitted = pairs.admit(p.key, node, key)
-    if (admitted === 'full') throw new SipStatusError(503, 'Too Many Subscriptions')
-    if (admitted === 'loop') {
-      // the same node subscribed again with a new dialog: it lost the old one; the new one wins
-      for (const s of [...p.subs]) if (s.kind === 'backend' && s.watcher === node) this.#notifier.drop(s)
-      pairs.admit(p.key, node, key)
-    }
-    const sub: Sub = {
-      key,
-      kind: 'backend',
-      p,
-      watcher: node,
-      callId,
-      localTag,
-      remoteTag,
-      localUri: stripTag(to),
-      remote: from,
-      remoteTarget: parseNameAddr(contact).uri,
-      routeSet: [],
-      flow,
-      cseq: 0,
-      remoteCseq: parseCSeq(cseq).seq,
-      expiresAt: Date.now() + expires * 1000,
-      identities: new Map(),
-      sending: false,
-      dirty: false,
-      done: false
-    }
-    const decisions = this.#admitIdentities(sub, parseWatchers(h.get(WATCHERS_HEADER)))
-    this.#notifier.add(sub)
-    if (p.pkg === this.#presence) this.#watchersChanged(aor)
-    this.#respond(tx, createResponse(request, 200, undefined, [
-      ['Expires', String(expires)], ['Contact', this.#requests.contactFor(flow)], [AUTHORIZATION_HEADER, formatDecisions(decisions)]
-    ], { toTag: localTag }))
-    if (expires === 0) { this.#notifier.end(sub, { state: 'terminated', reason: 'timeout' }); return }
-    this.#notifier.arm(sub)
-    this.#notifier.notify(sub, true)
-  }
-
-  /**
-   * A peer network's back-end SUBSCRIBE (peering.ts), at whichever node its TLS flow reached: this
-   * node is its notifier. Every watcher identity must be of the peer's domain (403) and the list
-   * well formed (400). When this node owns the presentity it decides per watcher itself; when
-   * another node does, it relays: its own back-end subscription to the owner carries the peer's
-   * watchers, and the owner's decisions are passed on (waiting up to `decisionWaitMs` for them).
-   */
-  async #peerBackendSubscribe (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: Aor): Promise<void> {
-    const peer = flow.peerDomain as string
-    const pkg = this.#packageOf(request)
-    if (pkg === undefined || pkg === this.#winfo) { this.#badEvent(request, tx); return }
-    const h = request.headers
-    const watchers = parsePeerWatchers(h.get(WATCHERS_HEADER), peer)
-    parsePeerWatchers(h.get(WATCHERS_GONE_HEADER), peer)
-    const path = parsePath(h.get(PATH_HEADER))
-    const loop = checkIncoming(this.#registry.nodeId, path)
-    if (loop.loop) { this.#respond(tx, createResponse(request, 482, `Loop Detected (${loop.reason})`)); return }
-    const expires = this.#limits.grant(h.get('Expires'), 1)
-    if (this.lists.get(aor) !== undefined) { this.#respond(tx, createResponse(request, 421, undefined, [['Require', EVENTLIST]])); return }
-    const d = subscribeDialogOf(request)
-    if (this.#notifier.size >= this.#maxSubs) throw new SipStatusError(503, 'Too Many Subscriptions')
-    if (this.#resources.size >= this.#maxPresentities && !this.#resources.has(pkg.name, aor)) throw new SipStatusError(503, 'Too Many Presentities')
-    await this.#rules.ready(aor)
-    const p = this.#resources.open(pkg, aor)
-    // the identities keep the resource (and the back-end's interest in them) alive while we wait
-    for (const w of watchers) p.wanted.set(w, (p.wanted.get(w) ?? 0) + 1)
-    try {
-      await p.ready
-      // the pair rule per (presentity, origin node of the peer network)
-      const origin = `${peer}/${path[0] ?? d.callId}`
-      const sub: Sub = {
-        ...notifierDialog(d, [], flow, expires),
-        kind: 'backend',
-        p,
-        watcher: own(origin),
-        peer,
-        identities: new Map(),
-        undecided: new Set(),
-        sending: false,
-        dirty: false,
-        done: false
-      }
-      const decisions = await this.#decideIdentities(sub, watchers)
-      if (!this.#resources.current(p)) throw new SipStatusError(503, 'Presentity Moved')
-      const admitted = this.#notifier.pairs.admit(p.key, sub.watcher, sub.key)
-      if (admitted === 'full') throw new SipStatusError(503, 'Too Many Subscriptions')
-      if (admitted === 'loop') {
-        // the same node of the peer subscribed again with a new dialog: it lost the old one
-        for (const s of [...p.subs]) if (s.kind === 'backend' && s.watcher === sub.watcher) this.#notifier.drop(s)
-        this.#notifier.pairs.admit(p.key, sub.watcher, sub.key)
-      }
-      this.#notifier.add(sub)
-      if (p.pkg === this.#presence) this.#watchersChanged(aor)
-      this.#respond(tx, createResponse(request, 200, undefined, [
-        ['Expires', String(expires)], ['Contact', this.#requests.contactFor(flow)], ['Require', WATCHERS_OPTION],
-        [AUTHORIZATION_HEADER, formatDecisions(decisions)]
-      ], { toTag: sub.localTag }))
-      if (expires === 0) { this.#notifier.end(sub, { state: 'terminated', reason: 'timeout' }); return }
-      this.#notifier.arm(sub)
-      this.#notifier.notify(sub, true)
-    } finally {
-      for (const w of watchers) {
-        const n = (p.wanted.get(w) ?? 1) - 1
-        if (n <= 0) p.wanted.delete(w)
-        else p.wanted.set(w, n)
-      }
-      this.#resources.forget(p)
-    }
-  }
-
-  /**
-   * Decisions for watcher identities a back-end subscription brings: this node's own when it owns
-   * the presentity (or nobody does); the owner's, relayed, when another node owns it (a peer
-   * network's back-end: the identities join our back-end subscription to the owner, and those the
-   * owner has not decided within the wait are told later, `Resources.ownerDecided`).
-   */
-  async #decideIdentities (sub: Sub, watchers: string[]): Promise<Map<string, Decision>> {
-    const p = sub.p
-    if (p.mode !== 'remote' || sub.peer === undefined) return this.#admitIdentities(sub, watchers)
-    const ids = sub.identities ?? new Map<string, Decision>()
-    const fresh = watchers.filter(w => !ids.has(w) && ids.size < 10_000)
-    for (const w of fresh) if (!this.#backends.decided(p, w)) this.#backends.queueIdentity(p, w)
-    await Promise.all(fresh.map(async w => { await this.#backends.waitDecision(p, w) }))
-    const out = new Map<string, Decision>()
-    for (const w of fresh) {
-      const d = p.ownerDecisions.get(w)
-      // undecided: held as polite-block (no real state) until the owner's decision is relayed
-      ids.set(w, d ?? 'polite-block')
-      if (d === undefined) sub.undecided?.add(w)
-      else out.set(w, d)
-    }
-    return out
-  }
-
-  #admitIdentities (sub: Sub, watchers: string[]): Map<string, Decision> {
-    const out = new Map<string, Decision>()
-    const ids = sub.identities
-    if (ids === undefined) return out
-    for (const w of watchers) {
-      if (ids.size >= 10_000 && !ids.has(w)) break
-      const d = sub.p.pkg.decide(sub.p.aor, w)
-      ids.set(w, d)
-      out.set(w, d)
-      // the watcher's node will refuse her (403): listed a while after her identity goes (winfo)
-      if (d === 'block' && sub.p.pkg === this.#presence) this.#refused.note(sub.p.aor, w)
-    }
-    return out
   }
 
   // ---- PUBLISH (RFC 3903), at the owner ----------------------------------------------------

@@ -38,7 +38,8 @@ describe('back-end subscriptions from a (fake) mesh node', () => {
     await mesh.stop()
   })
 
-  async function backend (to: string, node: string, headers: Array<[string, string]>, callId = randomBytes(6).toString('hex')): Promise<SipResponse | undefined> {
+  /** a back-end SUBSCRIBE; `omit` drops base headers by name (hostile cases), `headers` are added */
+  async function backend (to: string, node: string, headers: Array<[string, string]>, callId = randomBytes(6).toString('hex'), omit: string[] = []): Promise<SipResponse | undefined> {
     const branch = 'z9hG4bK' + randomBytes(6).toString('hex')
     const text = [
       `SUBSCRIBE ${to} SIP/2.0`,
@@ -50,10 +51,11 @@ describe('back-end subscriptions from a (fake) mesh node', () => {
       'CSeq: 1 SUBSCRIBE',
       'Contact: <sip:127.0.0.1:1;node=node-z>',
       'Event: presence',
-      'Expires: 600',
-      ...headers.map(([n, v]) => `${n}: ${v}`),
-      'Content-Length: 0', '', ''
-    ].join('\r\n')
+      'Expires: 600'
+    ].filter(line => !omit.some(name => line.startsWith(`${name}:`))).concat(
+      headers.map(([n, v]) => `${n}: ${v}`),
+      ['Content-Length: 0', '', '']
+    ).join('\r\n')
     await peer.send(node, Buffer.from(text))
     return await finalFor(got, branch)
   }
@@ -65,6 +67,17 @@ describe('back-end subscriptions from a (fake) mesh node', () => {
     const many = Array.from({ length: 201 }, (_, i) => encodeURIComponent(`sip:w${i}@example.com`)).join(' ')
     assert.equal((await backend(bob.aor, 'node-a', [['Sipmesh-Path', 'node-z'], ['Sipmesh-Watchers', many]]))?.status, 400)
     assert.equal((await backend(bob.aor, 'node-a', [['Sipmesh-Path', 'node-z'], ['Sipmesh-Watchers', '%%% \u0000 sip:x']]))?.status, 200, 'malformed identities are dropped, not fatal')
+  })
+
+  test('a back-end SUBSCRIBE without Contact or a From tag is 400; an unknown package 489 with Allow-Events', async () => {
+    const path: [string, string] = ['Sipmesh-Path', 'node-z']
+    assert.equal((await backend(bob.aor, 'node-a', [path], undefined, ['Contact']))?.status, 400)
+    assert.equal((await backend(bob.aor, 'node-a', [path, ['From', '<sip:example.com>']], undefined, ['From']))?.status, 400)
+    const r = await backend(bob.aor, 'node-a', [path, ['Event', 'no-such-package']], undefined, ['Event'])
+    assert.equal(r?.status, 489)
+    assert.match(r?.headers.get('Allow-Events') ?? '', /presence/)
+    const ok = await backend(bob.aor, 'node-a', [path])
+    assert.equal(ok?.status, 200, 'the owner still serves a well-formed one')
   })
 
   test('a node that does not own the presentity answers 404 Not Owner', async () => {
