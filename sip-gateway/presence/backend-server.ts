@@ -9,9 +9,7 @@
  */
 import { SipStatusError } from '../errors.ts'
 import { type SipRequest, type SipResponse } from '../codec/message.ts'
-import { createResponse, generateTag } from '../codec/response.ts'
-import { parseNameAddr } from '../codec/name-addr.ts'
-import { parseCSeq } from '../codec/cseq.ts'
+import { createResponse } from '../codec/response.ts'
 import type { Aor, Registry } from '../ports.ts'
 import type { Registrar } from '../registrar/registrar.ts'
 import type { ServerTransaction } from '../transaction/layer.ts'
@@ -27,7 +25,7 @@ import { NOT_OWNER_HEADER, type BackendSubscriptions } from './backend.ts'
 import type { Resources } from './resources.ts'
 import type { RulesExchange } from './rules-exchange.ts'
 import type { AgentLimits } from './limits.ts'
-import { dialogKey, notifierDialog, own, stripTag, subscribeDialogOf, tagOf, type Resource, type Sub } from './resource.ts'
+import { notifierDialog, own, subscribeDialogOf, type Resource, type Sub } from './resource.ts'
 import { WATCHERS_OPTION, parsePeerWatchers } from './peering.ts'
 import { EVENTLIST } from './lists/server.ts'
 
@@ -120,56 +118,29 @@ export class BackendServer {
       }
     }
     const h = request.headers
-    const contact = h.get('Contact')
-    const from = h.get('From')
-    const to = h.get('To')
-    const callId = h.get('Call-ID')
-    const cseq = h.get('CSeq')
-    if (contact === undefined || from === undefined || to === undefined || callId === undefined || cseq === undefined) throw new SipStatusError(400, 'Missing Header')
-    const remoteTag = tagOf(from)
-    if (remoteTag === undefined) throw new SipStatusError(400, 'Missing From Tag')
+    const d = subscribeDialogOf(request)
     if (this.#notifier.size >= this.#maxSubs) throw new SipStatusError(503, 'Too Many Subscriptions')
     await this.#rules.ready(aor)
     const p = this.#resources.open(pkg, aor)
     // we own it (checked above): local watchers stop any back-end subscription of their own
     if (p.mode !== 'local') this.#resources.reroute(p, { aor, node: self, sip: '', version: 0n, expiresAt: Date.now() + 1000 })
-    const localTag = generateTag()
-    const key = dialogKey(callId, localTag, remoteTag)
-    const pairs = this.#notifier.pairs
-    const admitted = pairs.admit(p.key, node, key)
-    if (admitted === 'full') throw new SipStatusError(503, 'Too Many Subscriptions')
-    if (admitted === 'loop') {
-      // the same node subscribed again with a new dialog: it lost the old one; the new one wins
-      for (const s of [...p.subs]) if (s.kind === 'backend' && s.watcher === node) this.#notifier.drop(s)
-      pairs.admit(p.key, node, key)
-    }
     const sub: Sub = {
-      key,
+      ...notifierDialog(d, [], flow, expires),
       kind: 'backend',
       p,
       watcher: node,
-      callId,
-      localTag,
-      remoteTag,
-      localUri: stripTag(to),
-      remote: from,
-      remoteTarget: parseNameAddr(contact).uri,
-      routeSet: [],
-      flow,
-      cseq: 0,
-      remoteCseq: parseCSeq(cseq).seq,
-      expiresAt: Date.now() + expires * 1000,
       identities: new Map(),
       sending: false,
       dirty: false,
       done: false
     }
+    this.#admitPair(sub)
     const decisions = this.admitIdentities(sub, parseWatchers(h.get(WATCHERS_HEADER)))
     this.#notifier.add(sub)
     if (p.pkg === this.#presence) this.#watchersChanged(aor)
     this.#respond(tx, createResponse(request, 200, undefined, [
       ['Expires', String(expires)], ['Contact', this.#requests.contactFor(flow)], [AUTHORIZATION_HEADER, formatDecisions(decisions)]
-    ], { toTag: localTag }))
+    ], { toTag: sub.localTag }))
     if (expires === 0) { this.#notifier.end(sub, { state: 'terminated', reason: 'timeout' }); return }
     this.#notifier.arm(sub)
     this.#notifier.notify(sub, true)
@@ -219,13 +190,7 @@ export class BackendServer {
       }
       const decisions = await this.decideIdentities(sub, watchers)
       if (!this.#resources.current(p)) throw new SipStatusError(503, 'Presentity Moved')
-      const admitted = this.#notifier.pairs.admit(p.key, sub.watcher, sub.key)
-      if (admitted === 'full') throw new SipStatusError(503, 'Too Many Subscriptions')
-      if (admitted === 'loop') {
-        // the same node of the peer subscribed again with a new dialog: it lost the old one
-        for (const s of [...p.subs]) if (s.kind === 'backend' && s.watcher === sub.watcher) this.#notifier.drop(s)
-        this.#notifier.pairs.admit(p.key, sub.watcher, sub.key)
-      }
+      this.#admitPair(sub)
       this.#notifier.add(sub)
       if (p.pkg === this.#presence) this.#watchersChanged(aor)
       this.#respond(tx, createResponse(request, 200, undefined, [
@@ -242,6 +207,21 @@ export class BackendServer {
         else p.wanted.set(w, n)
       }
       this.#resources.forget(p)
+    }
+  }
+
+  /**
+   * The pair rule (draft 7.2.1) per presentity and origin node: a second back-end dialog from the
+   * same origin supersedes the first (it lost the old one; the new one wins); too many: 503.
+   */
+  #admitPair (sub: Sub): void {
+    const { p, watcher, key } = sub
+    const pairs = this.#notifier.pairs
+    const admitted = pairs.admit(p.key, watcher, key)
+    if (admitted === 'full') throw new SipStatusError(503, 'Too Many Subscriptions')
+    if (admitted === 'loop') {
+      for (const s of [...p.subs]) if (s.kind === 'backend' && s.watcher === watcher) this.#notifier.drop(s)
+      pairs.admit(p.key, watcher, key)
     }
   }
 

@@ -69,10 +69,11 @@ describe('back-end subscriptions from a (fake) mesh node', () => {
     assert.equal((await backend(bob.aor, 'node-a', [['Sipmesh-Path', 'node-z'], ['Sipmesh-Watchers', '%%% \u0000 sip:x']]))?.status, 200, 'malformed identities are dropped, not fatal')
   })
 
-  test('a back-end SUBSCRIBE without Contact or a From tag is 400; an unknown package 489 with Allow-Events', async () => {
+  test('a back-end SUBSCRIBE without Contact or a From tag, or with a malformed Contact, is 400; an unknown package 489 with Allow-Events', async () => {
     const path: [string, string] = ['Sipmesh-Path', 'node-z']
     assert.equal((await backend(bob.aor, 'node-a', [path], undefined, ['Contact']))?.status, 400)
     assert.equal((await backend(bob.aor, 'node-a', [path, ['From', '<sip:example.com>']], undefined, ['From']))?.status, 400)
+    assert.equal((await backend(bob.aor, 'node-a', [path, ['Contact', '<:::not a uri']], undefined, ['Contact']))?.status, 400)
     const r = await backend(bob.aor, 'node-a', [path, ['Event', 'no-such-package']], undefined, ['Event'])
     assert.equal(r?.status, 489)
     assert.match(r?.headers.get('Allow-Events') ?? '', /presence/)
