@@ -37,7 +37,8 @@
  *
  * Backpressure: when the stream's write buffer is full (`send` returned false), later messages
  * queue in order and `send()` resolves only once its message is handed to the stream, so callers
- * that await `send` slow down with the network. The queue per peer is bounded.
+ * that await `send` slow down with the network. The queue per peer is bounded, and leaves in
+ * chunks of up to `MAX_BATCH_BYTES` (never slower than the batches it stands in for).
  *
  * Hostile input: a frame longer than `maxFrameSize` aborts the stream that carried it (logged);
  * libp2p's own read-buffer limit bounds what a slow reader can be made to hold.
