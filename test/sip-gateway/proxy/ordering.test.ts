@@ -38,6 +38,18 @@ function coldLookups (registry: MemoryRegistry): void {
   registry.known = async (aor, options) => { await cold(`known ${aor}`); return await known(aor, options) }
 }
 
+/** `n` MESSAGEs m0… to `uri` sent back to back, `pause` after every 20; their branches */
+async function burst (ua: TestUa, uri: string, n: number, callId: string, pause: () => Promise<void>): Promise<string[]> {
+  const branches: string[] = []
+  for (let i = 0; i < n; i++) {
+    const { text, branch } = ua.build({ uri, body: `m${i}`, callId: `${callId}-${i}` })
+    ua.sendRaw(text)
+    branches.push(branch)
+    if (i % 20 === 19) await pause()
+  }
+  return branches
+}
+
 test('back-to-back MESSAGEs to a known offline user are stored and delivered in arrival order (cold route lookups)', async () => {
   const mesh = await TestMesh.spawn(2)
   meshes.push(mesh)
@@ -54,13 +66,7 @@ test('back-to-back MESSAGEs to a known offline user are stored and delivered in 
   const alice = await TestUa.open('alice', a.sip, 'TCP')
   uas.push(alice)
   const n = 200
-  const branches: string[] = []
-  for (let i = 0; i < n; i++) {
-    const { text, branch } = alice.build({ uri: olga.aor, body: `m${i}`, callId: `order-${i}` })
-    alice.sendRaw(text)
-    branches.push(branch)
-    if (i % 20 === 19) await new Promise(resolve => setImmediate(resolve))
-  }
+  const branches = await burst(alice, olga.aor, n, 'order', async () => { await new Promise(resolve => setImmediate(resolve)) })
   for (const [i, br] of branches.entries()) assert.equal((await alice.waitFinal(br, 15_000))?.status, 202, `message ${i}`)
 
   const stored = (await a.gateway.im.offline.export(olga.aor)).map(r => Buffer.from(r.body).toString())
@@ -131,13 +137,7 @@ test('back-to-back MESSAGEs to a user on another node arrive in arrival order wh
   const alice = await TestUa.open('alice', a.sip, 'TCP')
   uas.push(alice)
   const n = 200
-  const branches: string[] = []
-  for (let i = 0; i < n; i++) {
-    const { text, branch } = alice.build({ uri: rita.aor, body: `m${i}`, callId: `remote-order-${i}` })
-    alice.sendRaw(text)
-    branches.push(branch)
-    if (i % 20 === 19) await new Promise(resolve => setTimeout(resolve, 5))
-  }
+  const branches = await burst(alice, rita.aor, n, 'remote-order', async () => { await new Promise(resolve => setTimeout(resolve, 5)) })
   for (const [i, br] of branches.entries()) assert.equal((await alice.waitFinal(br, 15_000))?.status, 200, `message ${i}`)
   const got = await rita.waitFor(() => {
     const bodies = messages(rita)
