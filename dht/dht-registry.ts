@@ -716,6 +716,21 @@ export class DhtRegistry implements ClaimRegistry {
   }
 
   /**
+   * `resolve`'s answer from the cache, when it needs no wait: the same checks (a live claim, its
+   * owner up) and the same background revalidation of an old entry. The cache is keyed by
+   * normalized AoRs, so an AoR it holds needs no normalizing; any other is left to `resolve`.
+   */
+  routeNow (aor: Aor): Route | undefined {
+    const e = this.cache.get(aor)
+    if (e == null) return undefined
+    const now = Date.now()
+    const c = e.claim
+    if (!isLive(c, now) || (!c.owner.equals(this.peerId) && this.liveness.checkNow(c.owner) !== true)) return undefined
+    if (now - e.fetchedAt >= this.cacheTtl && !this.own.has(aor)) this.revalidate(aor)
+    return this.routeOf(c, now)
+  }
+
+  /**
    * Look an AoR up in the DHT and take in what it holds: the newest claim known. One lookup per AoR
    * at a time: a resolve without its own signal joins the one running, unless it wants a `fresh`
    * answer (the running lookup may have asked the replicas before the caller began). A presentity

@@ -112,11 +112,16 @@ export class PeerLiveness {
    * bounded by `probeTimeoutMs`), whose verdict is kept for `recheckMs`.
    */
   async check (peer: PeerId): Promise<boolean> {
+    return this.checkNow(peer) ?? await this.#probe(peer)
+  }
+
+  /** `check`'s answer when it needs no probe (connected, or a verdict younger than `recheckMs`); else undefined */
+  checkNow (peer: PeerId): boolean | undefined {
     if (peer.equals(this.#libp2p.peerId)) return true
     if (this.#libp2p.getConnections(peer).length > 0) return !this.isDown(peer)
     const s = this.#states.get(peer.toString())
     if (s != null && Date.now() - s.probedAt <= this.#recheck && s.probe == null) return !s.down
-    return await this.#probe(peer)
+    return undefined
   }
 
   async #probe (peer: PeerId): Promise<boolean> {

@@ -199,6 +199,12 @@ export class MemoryRegistry implements ClaimRegistry {
     return routeOf(this.see(aor, this.mesh.records.get(aor)), Date.now(), (n) => this.mesh.alive(n))
   }
 
+  routeNow (aorIn: Aor): Route | undefined {
+    let aor: Aor
+    try { aor = normalizeAor(aorIn) } catch { return undefined }
+    return routeOf(this.see(aor, this.mesh.records.get(aor)), Date.now(), (n) => this.mesh.alive(n))
+  }
+
   async known (aorIn: Aor, options?: AbortOptions): Promise<boolean> {
     const aor = normalizeAor(aorIn)
     options?.signal?.throwIfAborted()

@@ -37,7 +37,8 @@
  *
  * Backpressure: when the stream's write buffer is full (`send` returned false), later messages
  * queue in order and `send()` resolves only once its message is handed to the stream, so callers
- * that await `send` slow down with the network. The queue per peer is bounded.
+ * that await `send` slow down with the network. The queue per peer is bounded, and leaves in
+ * chunks of up to `MAX_BATCH_BYTES` (never slower than the batches it stands in for).
  *
  * Hostile input: a frame longer than `maxFrameSize` aborts the stream that carried it (logged);
  * libp2p's own read-buffer limit bounds what a slow reader can be made to hold.
@@ -180,6 +181,19 @@ export class FrameDecoder {
     }
     return out
   }
+}
+
+/** frames as one chunk for one stream write (`size`: their bytes, when known) */
+function joinFrames (frames: Uint8Array[], size = -1): Uint8Array {
+  if (frames.length === 1) return frames[0]
+  if (size < 0) {
+    size = 0
+    for (const f of frames) size += f.byteLength
+  }
+  const chunk = new Uint8Array(size)
+  let off = 0
+  for (const f of frames) { chunk.set(f, off); off += f.byteLength }
+  return chunk
 }
 
 export function encodeFrame (data: Uint8Array): Uint8Array {
@@ -376,19 +390,9 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     link.batch = []
     link.batchBytes = 0
     const stream = link.stream
-    let chunk: Uint8Array
-    if (frames.length === 1) {
-      chunk = frames[0]
-    } else {
-      let size = 0
-      for (const f of frames) size += f.byteLength
-      chunk = new Uint8Array(size)
-      let off = 0
-      for (const f of frames) { chunk.set(f, off); off += f.byteLength }
-    }
     if (stream != null && stream.writeStatus === 'writable') {
       try {
-        stream.send(chunk)
+        stream.send(joinFrames(frames))
         this.stats.framesSent += frames.length
         return
       } catch (err) {
@@ -442,18 +446,26 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
             continue
           }
         }
+        // the waiting frames leave in chunks of up to MAX_BATCH_BYTES, as the batches of `sendNow`
+        // do: one write (one yamux frame, one Noise encryption) per frame made this path slower
+        // than the messages arriving meanwhile, which queue behind it to keep their order, so a
+        // queue begun at a cold start at 3,000/s never emptied (issue 11: the node stayed on
+        // this path, CPU per message ×4, answers seconds late, thousands failed)
         while (link.queue.length > 0 && !stream.writableNeedsDrain) {
-          const p = link.queue[0]
+          let n = 1
+          let size = link.queue[0].frame.byteLength
+          while (n < link.queue.length && size + link.queue[n].frame.byteLength <= MAX_BATCH_BYTES) size += link.queue[n++].frame.byteLength
+          const sent = link.queue.slice(0, n)
           try {
-            stream.send(p.frame)
+            stream.send(joinFrames(sent.map(p => p.frame), size))
           } catch (err) {
             this.dropStream(node, link, stream, err as Error)
             if (++attempts > 1) { for (const q of link.queue.splice(0)) q.reject(err as Error) }
             break
           }
-          link.queue.shift()
-          this.stats.framesSent++
-          p.resolve()
+          link.queue.splice(0, n)
+          this.stats.framesSent += n
+          for (const p of sent) p.resolve()
         }
       }
     } finally {

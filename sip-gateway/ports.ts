@@ -77,6 +77,14 @@ export interface Registry {
   resolve (aor: Aor, options?: AbortOptions & { fresh?: boolean }): Promise<Route | undefined>
 
   /**
+   * The route `resolve(aor)` would answer at once, from what this node holds now, with no lookup
+   * or probe to wait for; undefined when there is none at hand (then `resolve` decides, route or
+   * not). It is how a relayed message reaches a known owner in the turn it arrived, without a
+   * promise (issue 11). Optional: without it, the gateway asks `resolve` every time.
+   */
+  routeNow? (aor: Aor): Route | undefined
+
+  /**
    * Whether the mesh knows this user: a node registered the AoR within the known-user retention
    * (30 days by default), whether or not it is registered now. No extra record per user: the
    * AoR's claim (or the release of it) is kept that long.

@@ -271,7 +271,6 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #inOrder = new KeyedLock()
   /** each binding's Contact address, parsed (see #contactAddress); gone with the binding */
   readonly #contactAddresses = new WeakMap<Binding<Flow>, ContactAddress>()
-  readonly #lastRoutes = new Map<string, Route>()
   readonly #loopHashes = new WeakMap<SipRequest, string>()
   /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
   readonly #rescueAor = new WeakMap<SipRequest, string>()
@@ -604,6 +603,12 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (DIALOG_METHODS.has(request.method) && !hasToTag(request)) this.#rememberCaller(request, flow)
     // live local bindings mean we own the AoR (the registrar drops them when displaced)
     if (this.#registrar.lookup(aor).length > 0) return this.#deliverLocal(request, tx, flow, aor)
+    // another node's route at hand: forwarded in this turn, no promise and no AoR turn taken
+    const route = this.#registry.routeNow?.(aor)
+    if (route !== undefined && route.node !== this.#registry.nodeId) {
+      this.#toNode(request, tx, flow, aor, route.node, false)
+      return
+    }
     return this.#resolveAndRoute(request, tx, flow, aor)
   }
 
@@ -632,14 +637,8 @@ export class ProxyCore implements TransactionCore<Flow> {
       const lookup = this.#registry.resolve(aor)
       p = lookup
       this.#resolving.set(aor, lookup)
-      lookup.then((route) => {
-        if (this.#resolving.get(aor) === lookup) this.#resolving.delete(aor)
-        if (route === undefined) this.#lastRoutes.delete(aor)
-        else {
-          if (this.#lastRoutes.size >= 100_000) this.#lastRoutes.clear()
-          this.#lastRoutes.set(aor, route)
-        }
-      }, () => { if (this.#resolving.get(aor) === lookup) this.#resolving.delete(aor) })
+      const done = (): void => { if (this.#resolving.get(aor) === lookup) this.#resolving.delete(aor) }
+      lookup.then(done, done)
     }
     return await p
   }
@@ -654,8 +653,12 @@ export class ProxyCore implements TransactionCore<Flow> {
       await this.#deliverLocal(request, tx, flow, aor)
       return
     }
+    this.#toNode(request, tx, flow, aor, route.node, retried)
+  }
+
+  #toNode (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, node: string, retried: boolean): void {
     this.stats.forwardedMesh++
-    this.#forward(request, tx, flow, [{ uri: request.uri, flow: this.#mesh(route.node), aor, retried }])
+    this.#forward(request, tx, flow, [{ uri: request.uri, flow: this.#mesh(node), aor, retried }])
   }
 
   /**
@@ -1188,10 +1191,8 @@ export class ProxyCore implements TransactionCore<Flow> {
     ctx.supersede(b)
     const release = ctx.hold()
     const aor = target.aor
-    this.#lastRoutes.delete(aor)
     this.#registry.resolve(aor, { fresh: true })
       .then(async route => {
-        if (route !== undefined) this.#lastRoutes.set(aor, route)
         if (route !== undefined && route.node === target.flow.node) {
           // the DHT still names the node that failed: nobody else to try
           if (!ctx.finalSent) this.#respond(ctx.server, createResponse(ctx.request, 480, undefined, undefined, { toTag: true }))

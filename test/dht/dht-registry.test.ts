@@ -191,7 +191,10 @@ describe('DHT registry on a 5-node loopback mesh', () => {
       const stoppedAt = Date.now()
       await extra.stop() // gone without releasing
       await waitFor(async () => (await n[1].registry.resolve(aor, { fresh: true })) === undefined, 10_000, 'the dead owner to be dropped')
-      for (const node of n) assert.equal(await node.registry.resolve(aor), undefined)
+      for (const node of n) {
+        assert.equal(await node.registry.resolve(aor), undefined)
+        assert.equal(node.registry.routeNow(aor), undefined)
+      }
       await waitFor(() => lastSeen === undefined, 10_000, 'watcher told the owner is gone')
       assert.ok(Date.now() - stoppedAt < 20_000)
       // its claim is still stored (the lease runs on) and says the user is known to the mesh

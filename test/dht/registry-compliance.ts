@@ -97,6 +97,24 @@ export function registryCompliance (name: string, factory: ComplianceFactory): v
       }
     })
 
+    test('routeNow answers what resolve answers once the route is known here, and nothing it would have to look up', async () => {
+      const aor = uniqueAor()
+      const res = await r[0].claim(aor, { expiresAt: hour() })
+      const resolved = await r[1].resolve(aor, { fresh: true })
+      assert.deepEqual(r[1].routeNow?.(aor), resolved)
+      assert.equal(r[1].routeNow?.(aor)?.version, res.route.version)
+      assert.equal(r[0].routeNow?.(aor)?.node, r[0].nodeId)
+      assert.equal(r[1].routeNow?.(uniqueAor()), undefined)
+      for (const bad of ['', 'alice', 'sip:@example.com', 'http://x@y', `sip:${'a'.repeat(600)}@example.com`, '<sip:x@example.com>;;;']) {
+        assert.equal(r[1].routeNow?.(bad), undefined, bad)
+      }
+      await r[0].release(aor)
+      for (const reg of r) {
+        assert.equal(await reg.resolve(aor, { fresh: true }), undefined)
+        assert.equal(reg.routeNow?.(aor), undefined)
+      }
+    })
+
     test('an unclaimed AoR resolves to nothing', async () => {
       assert.equal(await r[1].resolve(uniqueAor()), undefined)
       assert.equal(await r[1].resolve(uniqueAor(), { fresh: true }), undefined)
@@ -118,6 +136,7 @@ export function registryCompliance (name: string, factory: ComplianceFactory): v
         for (const reg of r) assert.equal((await reg.resolve(aor, { fresh: true }))?.node, r[1].nodeId)
         // the displaced node's cache followed the notice without a lookup
         assert.equal((await r[0].resolve(aor))?.node, r[1].nodeId)
+        assert.equal(r[0].routeNow?.(aor)?.node, r[1].nodeId)
       } finally { un() }
     })
 
@@ -210,6 +229,7 @@ export function registryCompliance (name: string, factory: ComplianceFactory): v
       assert.equal((await r[1].resolve(aor, { fresh: true }))?.node, r[0].nodeId)
       await eventually(async () => await r[1].resolve(aor, { fresh: true }), v => v === undefined, 2_000, 'expired claim')
       assert.equal(await r[0].resolve(aor), undefined)
+      for (const reg of r) assert.equal(reg.routeNow?.(aor), undefined)
       assert.equal(await r[2].resolve(aor, { fresh: true }), undefined)
     })
 
@@ -221,6 +241,7 @@ export function registryCompliance (name: string, factory: ComplianceFactory): v
         for (const reg of r) {
           const v = (await reg.resolve(aor, { fresh: i % 2 === 0 }))?.version ?? -1n
           assert.ok(v >= newer.route.version)
+          assert.ok((reg.routeNow?.(aor)?.version ?? -1n) >= newer.route.version)
         }
       }
     })

@@ -207,6 +207,40 @@ describe('Libp2pPeerChannel between two nodes over TCP', () => {
     } finally { off() }
   })
 
+  test('messages that waited for a stream leave in chunks, whole and in order, a frame over the chunk size on its own', async () => {
+    const got: string[] = []
+    const off = cb.onMessage((_node, data) => { got.push(dec.decode(data)) })
+    try {
+      await a.hangUp(b.peerId)
+      await waitFor(() => ca.streams().outbound === 0, 5000, 'stream to drop')
+      // count the writes on the stream the queue opens
+      const link = (ca as unknown as { links: Map<string, { stream?: { send: (c: Uint8Array) => boolean } }> }).links.get(b.peerId.toString())
+      assert.ok(link != null)
+      let writes = 0
+      let current = link.stream
+      Object.defineProperty(link, 'stream', {
+        configurable: true,
+        get: () => current,
+        set: (stream?: { send: (c: Uint8Array) => boolean }) => {
+          if (stream != null) {
+            const send = stream.send.bind(stream)
+            stream.send = (c) => { writes++; return send(c) }
+          }
+          current = stream
+        }
+      })
+      const big = 'B'.repeat(64 * 1024 - 10)
+      const msgs = Array.from({ length: 2000 }, (_, i) => i === 1000 ? big : `queued ${i}`)
+      await Promise.all(msgs.map(async m => { await ca.send(b.peerId.toString(), enc.encode(m)) }))
+      await waitFor(() => got.length >= msgs.length, 10_000, 'every queued message')
+      delete (link as { stream?: unknown }).stream
+      link.stream = current
+      assert.deepEqual(got, msgs)
+      // ~20 KB of small frames before and after the big one: a few chunks, not one write per frame
+      assert.ok(writes <= 8, `${writes} writes`)
+    } finally { off() }
+  })
+
   test('frames coalesced in one tick survive their stream failing before the write', async () => {
     const got: string[] = []
     const off = cb.onMessage((_node, data) => { got.push(dec.decode(data)) })

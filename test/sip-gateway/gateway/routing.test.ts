@@ -92,7 +92,9 @@ describe('routing across gateways', () => {
     const stale = await a.resolve('sip:hank@example.com')
     assert.equal(stale?.node, 'node-b')
     const realResolve = a.resolve.bind(a)
+    const realRouteNow = a.routeNow.bind(a)
     a.resolve = async (aor, options) => aor === 'sip:hank@example.com' && options?.fresh !== true ? stale : await realResolve(aor, options)
+    a.routeNow = (aor) => aor === 'sip:hank@example.com' ? stale : realRouteNow(aor)
     const hank2 = await ua('hank', 2)
     assert.equal((await hank2.register(600, { callId: 'hank-2' }))?.status, 200)
     const sender = await ua('ivan', 0)
@@ -101,6 +103,7 @@ describe('routing across gateways', () => {
     assert.ok(hank2.received.some(m => m.method === 'MESSAGE'))
     assert.equal(mesh.nodes[0].gateway.stats.notOwnerRetries, 1)
     a.resolve = realResolve
+    a.routeNow = realRouteNow
   })
 
   test('an owner node that cannot be reached: re-resolved once, then 480 (not 500)', async () => {

@@ -20,8 +20,8 @@ function messages (ua: TestUa): string[] {
 
 /**
  * A registry whose lookups (routes and known users) behave like DHT walks on a cold cache: until
- * one lookup of a key has completed, each takes 10-60 ms (a walk of its own); afterwards answers
- * are cached and immediate.
+ * one lookup of a key has completed, each takes 10-60 ms (a walk of its own) and `routeNow` has no
+ * answer; afterwards answers are cached and immediate, `routeNow`'s too.
  */
 function coldLookups (registry: MemoryRegistry): void {
   const warm = new Set<string>()
@@ -32,8 +32,22 @@ function coldLookups (registry: MemoryRegistry): void {
   }
   const resolve = registry.resolve.bind(registry)
   const known = registry.known.bind(registry)
+  const routeNow = registry.routeNow.bind(registry)
+  registry.routeNow = (aor) => warm.has(`route ${aor}`) ? routeNow(aor) : undefined
   registry.resolve = async (aor, options) => { await cold(`route ${aor}`); return await resolve(aor, options) }
   registry.known = async (aor, options) => { await cold(`known ${aor}`); return await known(aor, options) }
+}
+
+/** `n` MESSAGEs m0… to `uri` sent back to back, `pause` after every 20; their branches */
+async function burst (ua: TestUa, uri: string, n: number, callId: string, pause: () => Promise<void>): Promise<string[]> {
+  const branches: string[] = []
+  for (let i = 0; i < n; i++) {
+    const { text, branch } = ua.build({ uri, body: `m${i}`, callId: `${callId}-${i}` })
+    ua.sendRaw(text)
+    branches.push(branch)
+    if (i % 20 === 19) await pause()
+  }
+  return branches
 }
 
 test('back-to-back MESSAGEs to a known offline user are stored and delivered in arrival order (cold route lookups)', async () => {
@@ -52,13 +66,7 @@ test('back-to-back MESSAGEs to a known offline user are stored and delivered in 
   const alice = await TestUa.open('alice', a.sip, 'TCP')
   uas.push(alice)
   const n = 200
-  const branches: string[] = []
-  for (let i = 0; i < n; i++) {
-    const { text, branch } = alice.build({ uri: olga.aor, body: `m${i}`, callId: `order-${i}` })
-    alice.sendRaw(text)
-    branches.push(branch)
-    if (i % 20 === 19) await new Promise(resolve => setImmediate(resolve))
-  }
+  const branches = await burst(alice, olga.aor, n, 'order', async () => { await new Promise(resolve => setImmediate(resolve)) })
   for (const [i, br] of branches.entries()) assert.equal((await alice.waitFinal(br, 15_000))?.status, 202, `message ${i}`)
 
   const stored = (await a.gateway.im.offline.export(olga.aor)).map(r => Buffer.from(r.body).toString())
@@ -100,4 +108,41 @@ test('MESSAGEs that arrive while the backlog is being delivered queue behind it 
     return bodies.length >= n + 20 ? bodies : undefined
   }, 15_000)
   assert.deepEqual(got, expected, 'the live messages came after the stored ones')
+})
+
+test('back-to-back MESSAGEs to a user on another node arrive in arrival order while the first wait on the route lookup and later ones find it at hand', async () => {
+  const mesh = await TestMesh.spawn(2)
+  meshes.push(mesh)
+  const [a, b] = mesh.nodes
+  const rita = await TestUa.open('rita', b.sip, 'TCP')
+  uas.push(rita)
+  assert.equal((await rita.register(600))?.status, 200)
+  // the route is at hand (cached) as soon as the first lookup began, while that lookup's callers
+  // wait 60 ms more (as for a liveness probe of the owner): later MESSAGEs could overtake them
+  const resolve = a.registry.resolve.bind(a.registry)
+  const routeNow = a.registry.routeNow.bind(a.registry)
+  let looked = false
+  let atHand = 0
+  a.registry.resolve = async (aor, options) => {
+    looked = true
+    await new Promise(resolve => setTimeout(resolve, 60))
+    return await resolve(aor, options)
+  }
+  a.registry.routeNow = (aor) => {
+    const route = looked ? routeNow(aor) : undefined
+    if (route !== undefined) atHand++
+    return route
+  }
+
+  const alice = await TestUa.open('alice', a.sip, 'TCP')
+  uas.push(alice)
+  const n = 200
+  const branches = await burst(alice, rita.aor, n, 'remote-order', async () => { await new Promise(resolve => setTimeout(resolve, 5)) })
+  for (const [i, br] of branches.entries()) assert.equal((await alice.waitFinal(br, 15_000))?.status, 200, `message ${i}`)
+  const got = await rita.waitFor(() => {
+    const bodies = messages(rita)
+    return bodies.length >= n ? bodies : undefined
+  }, 15_000)
+  assert.deepEqual(got, Array.from({ length: n }, (_, i) => `m${i}`), 'delivered once each, in arrival order')
+  assert.ok(atHand > 0, 'later MESSAGEs took the route at hand')
 })
