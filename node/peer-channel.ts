@@ -196,6 +196,14 @@ function joinFrames (frames: Uint8Array[], size = -1): Uint8Array {
   return chunk
 }
 
+/** why a message to a peer cannot go out in its turn (`sendNow` said no for a message that fits) */
+function queuedReason (link: Link): QueuedReason {
+  const stream = link.stream
+  if (stream == null || stream.writeStatus !== 'writable') return 'no_stream'
+  if (link.queue.length !== 0) return 'behind_queue'
+  return 'drain'
+}
+
 export function encodeFrame (data: Uint8Array): Uint8Array {
   const frame = new Uint8Array(4 + data.byteLength)
   const n = data.byteLength
@@ -267,7 +275,16 @@ export interface PeerChannelStats {
   streamErrors: number
   /** dials of a stream that failed and were tried again within the open timeout */
   openRetries: number
+  /**
+   * messages that could not go out in their turn and waited in their peer's queue, by why: no
+   * stream open yet (`no_stream`), the stream's write buffer full (`drain`), or others waiting
+   * before them (`behind_queue`, kept in order). A node relaying steadily on `behind_queue` has
+   * fallen behind its peer.
+   */
+  queued: Record<QueuedReason, number>
 }
+
+export type QueuedReason = 'no_stream' | 'drain' | 'behind_queue'
 
 export class Libp2pPeerChannel implements PeerChannel, Startable {
   private readonly libp2p: PeerChannelComponents['libp2p']
@@ -284,7 +301,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   /** peer id → when a message last went to it or came from it (ms epoch): node/idle-connections.ts */
   private readonly active = new Map<string, number>()
   private shutdown?: AbortController
-  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, streamsOpened: 0, streamErrors: 0, openRetries: 0 }
+  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, streamsOpened: 0, streamErrors: 0, openRetries: 0, queued: { no_stream: 0, drain: 0, behind_queue: 0 } }
 
   constructor (components: PeerChannelComponents, init: PeerChannelInit = {}) {
     this.libp2p = components.libp2p
@@ -364,6 +381,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     const frame = encodeFrame(data)
     const link = this.link(node)
     this.active.set(node, Date.now())
+    this.stats.queued[queuedReason(link)]++
     // frames batched earlier in this turn go out before this one
     this.writeBatch(node, link)
     if (link.queue.length >= this.maxQueuedPerPeer) {

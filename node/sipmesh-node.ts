@@ -533,6 +533,7 @@ export class SipmeshNode {
     addCollectedCounter(r, 'sipmesh_peer_channel_streams_opened_total', 'SIP streams opened to other nodes', () => channel.stats.streamsOpened)
     addCollectedCounter(r, 'sipmesh_peer_channel_stream_errors_total', 'SIP streams that failed', () => channel.stats.streamErrors)
     addCollectedCounter(r, 'sipmesh_peer_channel_open_retries_total', 'dials of a SIP stream that failed and were tried again (messages waiting meanwhile)', () => channel.stats.openRetries)
+    addCollectedLabeledCounter(r, 'sipmesh_peer_channel_messages_queued_total', 'SIP messages to other nodes that waited in their peer\'s queue instead of leaving in their turn, by reason: no stream open yet, the stream\'s write buffer full (drain), others waiting before them (behind_queue: the node has fallen behind its peer)', 'reason', ['no_stream', 'drain', 'behind_queue'], () => channel.stats.queued)
     const stats = meshNode.registry.stats
     addCollectedCounter(r, 'sipmesh_registry_claims_total', 'claims made by this node', () => stats.claims)
     addCollectedCounter(r, 'sipmesh_registry_lookups_total', 'DHT lookups of claims', () => stats.lookups)

@@ -133,6 +133,7 @@ describe('sipmesh start: a 3-node mesh in separate processes', () => {
       assert.ok(carol.received[0].endsWith('hello across the mesh'))
       const metrics = await httpGet(nodes[0].admin, '/metrics')
       assert.match(metrics.body, /^sipmesh_peer_channel_frames_sent_total [1-9]/m)
+      for (const reason of ['no_stream', 'drain', 'behind_queue']) assert.match(metrics.body, new RegExp(`^sipmesh_peer_channel_messages_queued_total\\{reason="${reason}"\\} \\d+$`, 'm'))
     } finally {
       bob.close()
       carol.close()

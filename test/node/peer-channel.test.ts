@@ -241,6 +241,32 @@ describe('Libp2pPeerChannel between two nodes over TCP', () => {
     } finally { off() }
   })
 
+  test('messages that wait are counted by why: no stream yet, a full write buffer, others before them', async () => {
+    const got: number[] = []
+    const off = cb.onMessage((_node, data) => { got.push(data.byteLength) })
+    const peer = b.peerId.toString()
+    try {
+      await a.hangUp(b.peerId)
+      await waitFor(() => ca.streams().outbound === 0, 5000, 'stream to drop')
+      const before = { ...ca.stats.queued }
+      await Promise.all([1, 2, 3].map(async n => { await ca.send(peer, new Uint8Array(n)) }))
+      assert.equal(ca.stats.queued.no_stream - before.no_stream, 3)
+      await waitFor(() => got.length >= 3, 5000, 'the three')
+      // the stream is open and idle: a message leaves in its turn, not counted
+      const open = { ...ca.stats.queued }
+      await ca.send(peer, new Uint8Array(4))
+      assert.deepEqual(ca.stats.queued, open)
+      // 18 MB in one turn: the write buffer fills (drain), and the rest waits behind the first
+      const big = Array.from({ length: 300 }, (_, i) => new Uint8Array(60 * 1024).fill(i))
+      await Promise.all(big.map(async m => { await ca.send(peer, m) }))
+      assert.ok(ca.stats.queued.drain - open.drain >= 1, `drain ${ca.stats.queued.drain - open.drain}`)
+      assert.ok(ca.stats.queued.behind_queue - open.behind_queue >= 1, `behind_queue ${ca.stats.queued.behind_queue - open.behind_queue}`)
+      assert.equal(ca.stats.queued.no_stream, open.no_stream)
+      await waitFor(() => got.length >= 4 + big.length, 20_000, 'every message')
+      assert.deepEqual(got, [1, 2, 3, 4, ...big.map(m => m.byteLength)])
+    } finally { off() }
+  })
+
   test('frames coalesced in one tick survive their stream failing before the write', async () => {
     const got: string[] = []
     const off = cb.onMessage((_node, data) => { got.push(dec.decode(data)) })
