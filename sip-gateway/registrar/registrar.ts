@@ -22,6 +22,7 @@ import { ExpiryWheel } from './expiry-wheel.ts'
 import { StoredRegistrations, type ReclaimProgress } from './restart.ts'
 import { OverloadGuard, type OverloadInit, type ShedReason } from './overload.ts'
 import { RegistrationLog } from './change-log.ts'
+import { coveredByRecord, horizonOf } from './durable-horizon.ts'
 
 export type { Binding } from './bindings.ts'
 export type { OverloadInit, ShedReason } from './overload.ts'
@@ -65,6 +66,12 @@ export interface RegistrarInit {
   reclaimConcurrency?: number
   /** a progress line of the restart's re-claim at most this often, ms. @default 5000 */
   reclaimLogIntervalMs?: number
+  /**
+   * how much later than granted a binding may expire after a kill -9 and restart, seconds (at
+   * most its granted interval): a refresh within that slack of the stored record needs no disk
+   * write (durable-horizon.ts); 0 writes every refresh. @default 300
+   */
+  refreshWriteSlack?: number
 }
 
 export interface RegistrarComponents {
@@ -132,6 +139,7 @@ export class Registrar<Flow = unknown> {
   readonly #maxContacts: number
   readonly #policy: ConflictPolicy
   readonly #now: () => number
+  readonly #slackMs: number
   readonly #regs = new Map<string, Registration<Flow>>()
   readonly #wheel: ExpiryWheel
   readonly #displaced = new Map<string, Displaced>()
@@ -163,6 +171,8 @@ export class Registrar<Flow = unknown> {
     this.#maxContacts = init.maxContactsPerAor ?? 10
     this.#policy = init.conflictPolicy ?? ConflictPolicy.LatestTakesOver
     this.#now = init.now ?? Date.now
+    this.#slackMs = (init.refreshWriteSlack ?? 300) * 1000
+    if (!(this.#slackMs >= 0)) throw new RangeError('refreshWriteSlack must be 0 or more')
     if (!Object.values(ConflictPolicy).includes(this.#policy)) throw new RangeError(`unknown conflict policy ${String(this.#policy)}`)
     if (this.#min > this.#max) throw new RangeError('minExpires exceeds maxExpires')
     this.#wheel = new ExpiryWheel((aors, slot) => { this.#due(aors, slot) }, { granularityMs: init.expiryGranularityMs, now: this.#now })
@@ -477,15 +487,19 @@ export class Registrar<Flow = unknown> {
       without(change.remove, key)
       // the binding keeps copies of what it needs, never slices of the request (they would keep
       // the whole message alive), and reuses the strings of the binding it refreshes
+      const sameUri = existing !== undefined && existing.uri === na.uri
+      const sameCall = existing !== undefined && existing.callId === callId
       const binding: StoredBinding<Flow> = {
         aor,
         key: existing?.key ?? ownString(key),
-        uri: existing !== undefined && existing.uri === na.uri ? existing.uri : ownString(na.uri),
+        uri: sameUri ? existing.uri : ownString(na.uri),
         params,
         expiresAt: now + expires * 1000,
-        callId: existing !== undefined && existing.callId === callId ? existing.callId : ownString(callId),
+        callId: sameCall ? existing.callId : ownString(callId),
         cseq,
-        flow
+        flow,
+        // the stored record still holds this binding when only its expiry and CSeq move
+        durableUntil: sameUri && sameCall && params === existing.params ? existing.durableUntil : 0
       }
       if (pending === -1) change.upsert.push(binding)
       else change.upsert[pending] = binding
@@ -552,10 +566,12 @@ export class Registrar<Flow = unknown> {
       for (const l of this.#claimListeners) {
         try { l(aor, result) } catch (err) { this.#log.error('registrar claim listener threw', { err: String(err) }) }
       }
+      // answered 200 only once durable (a restart claims it again): a refresh the stored record
+      // covers already is, by the rule of durable-horizon.ts
+      const covered = !restoring && coveredByRecord(bindings, this.#regs.get(aor)?.bindings, now, this.#slackMs)
       this.#install(aor, bindings)
       this.#known.add(aor)
-      // answered 200 only once durable: a restart claims it again
-      if (!await this.#persist(aor, bindings)) {
+      if (!covered && !await this.#persist(aor, bindings)) {
         this.#emit(aor)
         return this.#unavailable('Storage Unavailable')
       }
@@ -635,13 +651,19 @@ export class Registrar<Flow = unknown> {
     }
   }
 
-  /** write the AoR's bindings (none: delete); false when the store failed (logged) */
-  async #persist (aor: string, bindings: Array<Binding<Flow>>): Promise<boolean> {
+  /**
+   * write the AoR's bindings (none: delete), each with its durable horizon (durable-horizon.ts);
+   * false when the store failed (logged): the record then holds none of them as they are
+   */
+  async #persist (aor: string, bindings: Array<StoredBinding<Flow>>): Promise<boolean> {
+    const now = this.#now()
+    for (const b of bindings) b.durableUntil = horizonOf(b.expiresAt, now, this.#slackMs)
     try {
       if (bindings.length === 0) await this.#store.delete(STORE_PREFIX + aor)
       else await this.#store.put(STORE_PREFIX + aor, encodeRegistration(aor, bindings))
       return true
     } catch (err) {
+      for (const b of bindings) b.durableUntil = 0
       this.#log.error('could not persist registration', { aor, err: String(err) })
       return false
     }
