@@ -55,7 +55,7 @@ export interface GatewayConfig {
    * and overload (RFC 3261 21.5.4): REGISTERs in progress (`maxPending`) and event-loop lag in ms
    * (`maxLagMs`) beyond which a REGISTER is answered 503 with Retry-After
    */
-  registrar: { minExpires: number, maxExpires: number, conflictPolicy: ConflictPolicy, overload: { maxPending: number, maxLagMs: number } }
+  registrar: { minExpires: number, maxExpires: number, refreshWriteSlack: number, conflictPolicy: ConflictPolicy, overload: { maxPending: number, maxLagMs: number } }
   /**
    * per source address: most inbound TCP + WebSocket connections, and (absent: off) a limit of SIP
    * messages on every transport and one of SUBSCRIBE and PUBLISH requests
@@ -151,6 +151,7 @@ const SETTINGS = {
   'offline-retention-days': { kind: 'string', value: 'days', help: 'days an offline message is kept for a user who does not come back' },
   'min-expires': { kind: 'string', value: 'seconds', help: 'shortest registration accepted (shorter: 423 Interval Too Brief)' },
   'max-expires': { kind: 'string', value: 'seconds', help: 'longest registration granted (longer requests are shortened)' },
+  'refresh-write-slack': { kind: 'string', value: 'seconds', help: 'how much later than granted a registration may expire after a crash; refreshes within it are not written to disk (0: every refresh is)' },
   'conflict-policy': { kind: 'string', value: 'policy', help: `a user registered on two nodes at once: ${Object.values(ConflictPolicy).join(' or ')}` },
   'rate-limit': { kind: 'string', value: 'n', help: 'SIP messages per second accepted from one source address, bursts of twice that (default: off)' },
   'presence-rate-limit': { kind: 'string', value: 'n', help: 'SUBSCRIBE and PUBLISH requests per second accepted from one source address, bursts of twice that; more: 503 (default: off)' },
@@ -194,6 +195,7 @@ export const DEFAULTS = {
   'offline-retention-days': '7',
   'min-expires': '60',
   'max-expires': '3600',
+  'refresh-write-slack': '300',
   'conflict-policy': ConflictPolicy.LatestTakesOver,
   'max-pending-registers': '2000',
   'overload-lag-ms': '500',
@@ -342,6 +344,7 @@ const layerSchema = z.strictObject({
   'offline-retention-days': str.superRefine(refineWith(positiveInteger(3650))),
   'min-expires': str.superRefine(refineWith(positiveInteger(86_400))),
   'max-expires': str.superRefine(refineWith(positiveInteger(7 * 86_400))),
+  'refresh-write-slack': str.superRefine(refineWith(wholeNumber(86_400))),
   'conflict-policy': z.enum(Object.values(ConflictPolicy) as [ConflictPolicy, ...ConflictPolicy[]]),
   'rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000))),
   'presence-rate-limit': str.superRefine(refineWith(positiveInteger(1_000_000))),
@@ -546,6 +549,7 @@ export function buildConfig (layers: ConfigLayer[], cwd = process.cwd()): Readon
       registrar: {
         minExpires: Number(get('min-expires')),
         maxExpires: Number(get('max-expires')),
+        refreshWriteSlack: Number(get('refresh-write-slack')),
         conflictPolicy: get('conflict-policy'),
         overload: { maxPending: Number(get('max-pending-registers')), maxLagMs: Number(get('overload-lag-ms')) }
       },

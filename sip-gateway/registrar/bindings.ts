@@ -24,6 +24,11 @@ export const STORE_PREFIX = 'sip-gateway/registrar/'
 /** A binding as the registrar keeps it: the Binding fields plus its contact key (for the index). */
 export interface StoredBinding<Flow = unknown> extends Binding<Flow> {
   readonly key: string
+  /**
+   * the expiry its AoR's stored record holds for it (durable-horizon.ts), ms since the epoch; 0
+   * when the record does not hold this binding as it is (never written, or changed since)
+   */
+  durableUntil: number
 }
 
 /**
@@ -57,9 +62,10 @@ export function ownString (s: string): string {
 const enc = new TextEncoder()
 const dec = new TextDecoder()
 
-export function encodeRegistration (aor: string, bindings: Iterable<Binding>): Uint8Array {
+/** the record of an AoR's bindings, each stored with its durable horizon as its expiry */
+export function encodeRegistration (aor: string, bindings: Iterable<StoredBinding>): Uint8Array {
   const rec: StoredRegistration = { aor, bindings: [] }
-  for (const b of bindings) rec.bindings.push({ uri: b.uri, params: b.params, expiresAt: b.expiresAt, callId: b.callId, cseq: b.cseq })
+  for (const b of bindings) rec.bindings.push({ uri: b.uri, params: b.params, expiresAt: b.durableUntil, callId: b.callId, cseq: b.cseq })
   return enc.encode(JSON.stringify(rec))
 }
 

@@ -22,6 +22,7 @@ import { ExpiryWheel } from './expiry-wheel.ts'
 import { StoredRegistrations, type ReclaimProgress } from './restart.ts'
 import { OverloadGuard, type OverloadInit, type ShedReason } from './overload.ts'
 import { RegistrationLog } from './change-log.ts'
+import { coveredByRecord, horizonOf } from './durable-horizon.ts'
 
 export type { Binding } from './bindings.ts'
 export type { OverloadInit, ShedReason } from './overload.ts'
@@ -65,6 +66,12 @@ export interface RegistrarInit {
   reclaimConcurrency?: number
   /** a progress line of the restart's re-claim at most this often, ms. @default 5000 */
   reclaimLogIntervalMs?: number
+  /**
+   * how much later than granted a binding may expire after a kill -9 and restart, seconds (at
+   * most its granted interval): a refresh within that slack of the stored record needs no disk
+   * write (durable-horizon.ts); 0 writes every refresh. @default 300
+   */
+  refreshWriteSlack?: number
 }
 
 export interface RegistrarComponents {
@@ -90,6 +97,16 @@ interface Change<Flow> {
   remove: string[]
   upsert: Array<StoredBinding<Flow>>
 }
+
+/** what a REGISTER asks of its AoR: the bindings it finds (`restoring`: stored before a restart) and the change */
+interface Plan<Flow> {
+  current: Array<StoredBinding<Flow>>
+  change: Change<Flow>
+  restoring: boolean
+}
+
+/** the claim is won and the bindings installed; the answer waits for their write */
+const WRITE = Symbol('write')
 
 /** the key of the binding in `list` whose URI is written exactly `uri` (the key is a function of it) */
 function keyOfUri (list: ReadonlyArray<{ key: string, uri: string }>, uri: string): string | undefined {
@@ -132,6 +149,7 @@ export class Registrar<Flow = unknown> {
   readonly #maxContacts: number
   readonly #policy: ConflictPolicy
   readonly #now: () => number
+  readonly #slackMs: number
   readonly #regs = new Map<string, Registration<Flow>>()
   readonly #wheel: ExpiryWheel
   readonly #displaced = new Map<string, Displaced>()
@@ -163,6 +181,8 @@ export class Registrar<Flow = unknown> {
     this.#maxContacts = init.maxContactsPerAor ?? 10
     this.#policy = init.conflictPolicy ?? ConflictPolicy.LatestTakesOver
     this.#now = init.now ?? Date.now
+    this.#slackMs = (init.refreshWriteSlack ?? 300) * 1000
+    if (!(this.#slackMs >= 0)) throw new RangeError('refreshWriteSlack must be 0 or more')
     if (!Object.values(ConflictPolicy).includes(this.#policy)) throw new RangeError(`unknown conflict policy ${String(this.#policy)}`)
     if (this.#min > this.#max) throw new RangeError('minExpires exceeds maxExpires')
     this.#wheel = new ExpiryWheel((aors, slot) => { this.#due(aors, slot) }, { granularityMs: init.expiryGranularityMs, now: this.#now })
@@ -401,10 +421,30 @@ export class Registrar<Flow = unknown> {
     else this.#busy.delete(aor)
   }
 
-  async #register (request: SipRequest, aor: string, callId: string, cseq: number, flow: Flow | undefined): Promise<Reply> {
+  /**
+   * 10.3 steps 6-8 under the AoR's lock. The work is in synchronous functions and the waits in
+   * small ones: an async function saves its whole register file on the heap per call, which for
+   * the planning (many locals) was the largest allocation of a refresh.
+   */
+  #register (request: SipRequest, aor: string, callId: string, cseq: number, flow: Flow | undefined): Reply | Promise<Reply> {
     // after a restart: this AoR's stored bindings are read before it is registered again
-    if (!this.#stored.isLoaded) await this.#stored.loaded
+    if (!this.#stored.isLoaded) return this.#stored.loaded.then(() => this.#register(request, aor, callId, cseq, flow))
     const now = this.#now()
+    const plan = this.#plan(request, aor, callId, cseq, flow, now)
+    if ('status' in plan) return plan
+    if (this.#policy === ConflictPolicy.FirstKeeps && plan.current.length === 0 && plan.change.upsert.length > 0) return this.#firstKeeps(aor, plan, now)
+    return this.#commit(aor, plan, now)
+  }
+
+  /** with `first-keeps`: a new registration of an AoR another node holds live is redirected there */
+  async #firstKeeps (aor: string, plan: Plan<Flow>, now: number): Promise<Reply> {
+    const route = await this.#registry.resolve(aor)
+    if (route !== undefined && route.node !== this.#registry.nodeId && route.expiresAt > now) return this.#redirect(aor, route)
+    return await this.#commit(aor, plan, now)
+  }
+
+  /** what the REGISTER asks (the bindings now and the change), or the answer when nothing is to commit */
+  #plan (request: SipRequest, aor: string, callId: string, cseq: number, flow: Flow | undefined, now: number): Reply | Plan<Flow> {
     const contacts = request.headers.getAll('Contact')
     const expiresHeader = request.headers.get('Expires')
     const headerExpires = expiresHeader === undefined ? undefined : parseExpires(expiresHeader)
@@ -434,7 +474,7 @@ export class Registrar<Flow = unknown> {
         if (b.callId === callId && cseq <= b.cseq) throw new SipStatusError(500, 'Out of order CSeq')
         change.remove.push(b.key)
       }
-      return await this.#commit(aor, current, change, now, restoring !== undefined)
+      return { current, change, restoring: restoring !== undefined }
     }
 
     // step 7: every contact, all or nothing
@@ -477,15 +517,19 @@ export class Registrar<Flow = unknown> {
       without(change.remove, key)
       // the binding keeps copies of what it needs, never slices of the request (they would keep
       // the whole message alive), and reuses the strings of the binding it refreshes
+      const sameUri = existing !== undefined && existing.uri === na.uri
+      const sameCall = existing !== undefined && existing.callId === callId
       const binding: StoredBinding<Flow> = {
         aor,
         key: existing?.key ?? ownString(key),
-        uri: existing !== undefined && existing.uri === na.uri ? existing.uri : ownString(na.uri),
+        uri: sameUri ? existing.uri : ownString(na.uri),
         params,
         expiresAt: now + expires * 1000,
-        callId: existing !== undefined && existing.callId === callId ? existing.callId : ownString(callId),
+        callId: sameCall ? existing.callId : ownString(callId),
         cseq,
-        flow
+        flow,
+        // the stored record still holds this binding when only its expiry and CSeq move
+        durableUntil: sameUri && sameCall && params === existing.params ? existing.durableUntil : 0
       }
       if (pending === -1) change.upsert.push(binding)
       else change.upsert[pending] = binding
@@ -495,11 +539,7 @@ export class Registrar<Flow = unknown> {
     if (displaced !== undefined && change.upsert.length > 0 && this.#fromDisplacedDevice(displaced, callId, change)) {
       return this.#redirect(aor, displaced.by)
     }
-    if (this.#policy === ConflictPolicy.FirstKeeps && current.length === 0 && change.upsert.length > 0) {
-      const route = await this.#registry.resolve(aor)
-      if (route !== undefined && route.node !== this.#registry.nodeId && route.expiresAt > now) return this.#redirect(aor, route)
-    }
-    return await this.#commit(aor, current, change, now, restoring !== undefined)
+    return { current, change, restoring: restoring !== undefined }
   }
 
   #fromDisplacedDevice (d: Displaced, callId: string, change: Change<Flow>): boolean {
@@ -513,7 +553,8 @@ export class Registrar<Flow = unknown> {
     return { status: 302, reason: 'Moved Temporarily', headers: [['Contact', `<sip:${user}${by.sip}>`]] }
   }
 
-  async #commit (aor: string, current: Array<StoredBinding<Flow>>, change: Change<Flow>, now: number, restoring: boolean): Promise<Reply> {
+  #commit (aor: string, plan: Plan<Flow>, now: number): Promise<Reply> {
+    const { current, change, restoring } = plan
     // the bindings after the change, in the order a Map keyed by contact would keep them
     const bindings = current.slice()
     for (const k of change.remove) {
@@ -528,49 +569,73 @@ export class Registrar<Flow = unknown> {
     if (bindings.length > this.#maxContacts) throw new SipStatusError(403, 'Too Many Contacts')
     // this REGISTER takes the stored bindings over: the restart's re-claim skips the AoR
     if (restoring) this.#stored.take(aor)
+    return bindings.length > 0 ? this.#bind(aor, bindings, plan, now) : this.#unbind(aor, restoring, now)
+  }
 
-    if (bindings.length > 0) {
-      let result
-      try {
-        result = await this.#registry.claim(aor, { expiresAt: maxExpiry(bindings) })
-      } catch (err) {
-        if (restoring && current.length > 0) this.#stored.putBack(aor, current as Array<StoredBinding<never>>)
-        // an AoR the registry cannot hold is the user agent's fault (400 at the error boundary)
-        if ((err as Error)?.name === INVALID_AOR_ERROR) throw err
-        // never 200 without a stored claim
-        this.claimFailures++
-        if (this.claimFailures <= 10 || this.claimFailures % 1000 === 0) this.#log.warn('claim failed: REGISTER answered 503', { aor, err: String(err), failures: this.claimFailures })
-        return this.#unavailable('Registry Unavailable')
-      }
-      if (!result.won) {
-        // a concurrent newer claim of another node won: that registration is the latest, ours is not bound
-        this.#changes.lost(aor, result.route)
-        this.#dropLocal(aor)
-        return this.#redirect(aor, result.route)
-      }
-      this.#displaced.delete(aor)
-      for (const l of this.#claimListeners) {
-        try { l(aor, result) } catch (err) { this.#log.error('registrar claim listener threw', { err: String(err) }) }
-      }
-      this.#install(aor, bindings)
-      this.#known.add(aor)
-      // answered 200 only once durable: a restart claims it again
-      if (!await this.#persist(aor, bindings)) {
-        this.#emit(aor)
-        return this.#unavailable('Storage Unavailable')
-      }
-      if (current.length === 0) this.#changes.added(aor, bindings.length, result, this.#registry.nodeId)
-    } else {
-      const had = this.#regs.has(aor) || restoring
-      this.#install(aor, [])
-      await this.#persist(aor, bindings)
-      if (had) {
-        await this.#release(aor)
-        this.#changes.removed(aor, 'unregistered')
-      }
+  /** claim the AoR for `bindings`, then bind them and answer (200 only once claimed and durable) */
+  async #bind (aor: string, bindings: Array<StoredBinding<Flow>>, plan: Plan<Flow>, now: number): Promise<Reply> {
+    let result
+    try {
+      result = await this.#registry.claim(aor, { expiresAt: maxExpiry(bindings) })
+    } catch (err) {
+      return this.#claimFailed(aor, plan, err)
     }
+    const outcome = this.#claimed(aor, bindings, plan, now, result)
+    if (outcome !== WRITE) return outcome
+    if (!await this.#persist(aor, bindings)) {
+      this.#emit(aor)
+      return this.#unavailable('Storage Unavailable')
+    }
+    return this.#bound(aor, bindings, plan, now, result)
+  }
+
+  #claimFailed (aor: string, plan: Plan<Flow>, err: unknown): Reply {
+    if (plan.restoring && plan.current.length > 0) this.#stored.putBack(aor, plan.current as Array<StoredBinding<never>>)
+    // an AoR the registry cannot hold is the user agent's fault (400 at the error boundary)
+    if ((err as Error)?.name === INVALID_AOR_ERROR) throw err
+    // never 200 without a stored claim
+    this.claimFailures++
+    if (this.claimFailures <= 10 || this.claimFailures % 1000 === 0) this.#log.warn('claim failed: REGISTER answered 503', { aor, err: String(err), failures: this.claimFailures })
+    return this.#unavailable('Registry Unavailable')
+  }
+
+  /** the claim settled: bind, and answer now (lost, or a refresh the record covers) or after the write (WRITE) */
+  #claimed (aor: string, bindings: Array<StoredBinding<Flow>>, plan: Plan<Flow>, now: number, result: ClaimResult): Reply | typeof WRITE {
+    if (!result.won) {
+      // a concurrent newer claim of another node won: that registration is the latest, ours is not bound
+      this.#changes.lost(aor, result.route)
+      this.#dropLocal(aor)
+      return this.#redirect(aor, result.route)
+    }
+    this.#displaced.delete(aor)
+    for (const l of this.#claimListeners) {
+      try { l(aor, result) } catch (err) { this.#log.error('registrar claim listener threw', { err: String(err) }) }
+    }
+    // answered 200 only once durable (a restart claims it again): a refresh the stored record
+    // covers already is, by the rule of durable-horizon.ts
+    const covered = !plan.restoring && coveredByRecord(bindings, this.#regs.get(aor)?.bindings, now, this.#slackMs)
+    this.#install(aor, bindings)
+    this.#known.add(aor)
+    return covered ? this.#bound(aor, bindings, plan, now, result) : WRITE
+  }
+
+  #bound (aor: string, bindings: Array<StoredBinding<Flow>>, plan: Plan<Flow>, now: number, result: ClaimResult): Reply {
+    if (plan.current.length === 0) this.#changes.added(aor, bindings.length, result, this.#registry.nodeId)
     this.#emit(aor)
     return this.#ok(aor, bindings, now)
+  }
+
+  /** the REGISTER leaves no binding: forget the AoR here and release its claim */
+  async #unbind (aor: string, restoring: boolean, now: number): Promise<Reply> {
+    const had = this.#regs.has(aor) || restoring
+    this.#install(aor, [])
+    await this.#persist(aor, [])
+    if (had) {
+      await this.#release(aor)
+      this.#changes.removed(aor, 'unregistered')
+    }
+    this.#emit(aor)
+    return this.#ok(aor, [], now)
   }
 
   #ok (_aor: string, bindings: Binding<Flow>[], now: number): Reply {
@@ -635,13 +700,19 @@ export class Registrar<Flow = unknown> {
     }
   }
 
-  /** write the AoR's bindings (none: delete); false when the store failed (logged) */
-  async #persist (aor: string, bindings: Array<Binding<Flow>>): Promise<boolean> {
+  /**
+   * write the AoR's bindings (none: delete), each with its durable horizon (durable-horizon.ts);
+   * false when the store failed (logged): the record then holds none of them as they are
+   */
+  async #persist (aor: string, bindings: Array<StoredBinding<Flow>>): Promise<boolean> {
+    const now = this.#now()
+    for (const b of bindings) b.durableUntil = horizonOf(b.expiresAt, now, this.#slackMs)
     try {
       if (bindings.length === 0) await this.#store.delete(STORE_PREFIX + aor)
       else await this.#store.put(STORE_PREFIX + aor, encodeRegistration(aor, bindings))
       return true
     } catch (err) {
+      for (const b of bindings) b.durableUntil = 0
       this.#log.error('could not persist registration', { aor, err: String(err) })
       return false
     }

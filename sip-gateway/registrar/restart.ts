@@ -119,7 +119,7 @@ export class StoredRegistrations {
         const bindings: Array<StoredBinding<never>> = []
         for (const b of live) {
           try {
-            bindings.push({ aor, key: contactKey(b.uri), uri: b.uri, params: Object.keys(b.params).length === 0 ? EMPTY_PARAMS : b.params, expiresAt: b.expiresAt, callId: b.callId, cseq: b.cseq })
+            bindings.push({ aor, key: contactKey(b.uri), uri: b.uri, params: Object.keys(b.params).length === 0 ? EMPTY_PARAMS : b.params, expiresAt: b.expiresAt, callId: b.callId, cseq: b.cseq, durableUntil: b.expiresAt })
           } catch { /* a contact that no longer parses is dropped */ }
         }
         if (bindings.length === 0) continue

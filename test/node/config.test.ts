@@ -140,10 +140,10 @@ describe('config', () => {
 
   test('registrar and rate limit: defaults, flags, environment; bad values and min above max are refused', async () => {
     const { config: d } = await loadConfig([], {})
-    assert.deepEqual(d.gateway.registrar, { minExpires: 60, maxExpires: 3600, conflictPolicy: 'latest-takes-over', overload: { maxPending: 2000, maxLagMs: 500 } })
+    assert.deepEqual(d.gateway.registrar, { minExpires: 60, maxExpires: 3600, refreshWriteSlack: 300, conflictPolicy: 'latest-takes-over', overload: { maxPending: 2000, maxLagMs: 500 } })
     assert.deepEqual(d.gateway.limits, { maxConnectionsPerHost: 256 }, 'no rate limit unless asked; 256 connections per source address')
     const { config: c } = await loadConfig(['--min-expires', '30', '--conflict-policy', 'first-keeps', '--rate-limit', '50'], { SIPMESH_MAX_EXPIRES: '7200', SIPMESH_MAX_CONNECTIONS_PER_HOST: '20' })
-    assert.deepEqual(c.gateway.registrar, { minExpires: 30, maxExpires: 7200, conflictPolicy: 'first-keeps', overload: { maxPending: 2000, maxLagMs: 500 } })
+    assert.deepEqual(c.gateway.registrar, { minExpires: 30, maxExpires: 7200, refreshWriteSlack: 300, conflictPolicy: 'first-keeps', overload: { maxPending: 2000, maxLagMs: 500 } })
     assert.deepEqual(c.gateway.limits, { maxConnectionsPerHost: 20, rateLimit: { perSecond: 50, burst: 100 } })
     const { config: p } = await loadConfig(['--presence-rate-limit', '40'], {})
     assert.deepEqual(p.gateway.limits, { maxConnectionsPerHost: 256, presenceRateLimit: { perSecond: 40, burst: 80 } })
@@ -159,6 +159,12 @@ describe('config', () => {
     assert.match(await configError(loadConfig(['--max-pending-registers', '0'], {})), /--max-pending-registers: expected a whole number/)
     assert.match(await configError(loadConfig([], { SIPMESH_OVERLOAD_LAG_MS: 'soon' })), /SIPMESH_OVERLOAD_LAG_MS: expected a whole number/)
     assert.match(await configError(loadConfig(['--conflict-policy', 'whoever'], {})), /--conflict-policy/)
+    // refreshes written to disk within the slack: 0 writes every one
+    assert.equal((await loadConfig(['--refresh-write-slack', '0'], {})).config.gateway.registrar.refreshWriteSlack, 0)
+    assert.equal((await loadConfig([], { SIPMESH_REFRESH_WRITE_SLACK: '60' })).config.gateway.registrar.refreshWriteSlack, 60)
+    for (const bad of ['-1', '1.5', 'soon', '86401', '']) {
+      assert.match(await configError(loadConfig(['--refresh-write-slack', bad], {})), /--refresh-write-slack/, bad)
+    }
     // idle mesh connections: 5 minutes by default, 0 keeps them all
     assert.equal(d.mesh.idleConnectionMs, 300_000)
     assert.equal((await loadConfig(['--mesh-idle', '0'], {})).config.mesh.idleConnectionMs, 0)
@@ -200,7 +206,7 @@ describe('config', () => {
   })
 
   test('hostile values: any string anywhere yields a config or a ConfigError, never anything else', async () => {
-    const keys = ['--domain', '--sip', '--ws', '--p2p', '--bootstrap', '--data-dir', '--admin', '--log-level', '--allow-peer', '--psk', '--min-expires', '--max-expires', '--conflict-policy', '--rate-limit', '--max-connections-per-host', '--max-pending-registers', '--overload-lag-ms', '--mesh-idle', '--max-list-members', '--max-lists', '--max-list-subscriptions']
+    const keys = ['--domain', '--sip', '--ws', '--p2p', '--bootstrap', '--data-dir', '--admin', '--log-level', '--allow-peer', '--psk', '--min-expires', '--max-expires', '--refresh-write-slack', '--conflict-policy', '--rate-limit', '--max-connections-per-host', '--max-pending-registers', '--overload-lag-ms', '--mesh-idle', '--max-list-members', '--max-lists', '--max-list-subscriptions']
     await fc.assert(fc.asyncProperty(fc.constantFrom(...keys), fc.string({ maxLength: 300 }), fc.string({ maxLength: 100 }), async (key, value, envValue) => {
       for (const run of [() => loadConfig([key, value], {}), () => loadConfig([], { [`SIPMESH_${key.slice(2).toUpperCase().replace('-', '_')}`]: envValue })]) {
         try {

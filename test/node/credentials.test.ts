@@ -124,7 +124,7 @@ test('the node\'s gateway: a credentials file with secrets turns digest authenti
         peerChannel: new MemoryChannelHub().channel('node-a'),
         store: new MemoryStore(),
         logger: testLogger(lines),
-        config: { domains: ['example.com'], sip: { host: '127.0.0.1', port: 0 }, credentials: path, offlineLimits: { maxMessagesPerUser: 10, retentionDays: 1 }, registrar: { minExpires: 60, maxExpires: 3600, conflictPolicy: 'latest-takes-over', overload: { maxPending: 2000, maxLagMs: 500 } } },
+        config: { domains: ['example.com'], sip: { host: '127.0.0.1', port: 0 }, credentials: path, offlineLimits: { maxMessagesPerUser: 10, retentionDays: 1 }, registrar: { minExpires: 60, maxExpires: 3600, refreshWriteSlack: 300, conflictPolicy: 'latest-takes-over', overload: { maxPending: 2000, maxLagMs: 500 } } },
         announceSip: (hp) => { registry.sip = hp }
       })
       await g.start()

@@ -137,3 +137,20 @@ describe('DatastoreDurableStore batching', () => {
     })
   })
 })
+
+describe('DatastoreDurableStore keys', () => {
+  test('keys are lowercase UTF-8 hex under the prefix, as stores written before read them; list decodes them back', async () => {
+    const ds = new MemoryDatastore()
+    const store = new DatastoreDurableStore(ds)
+    const keys = ['sip-gateway/registrar/sip:alice@example.com', 'sip-gateway/registrar/sip:zoë@example.com', 'sip-gateway/registrar/sip:\u{1F600}@example.com', 'other/x']
+    for (const k of keys) await store.put(k, new TextEncoder().encode(k))
+    // the layout a data directory already holds: each key's UTF-8 bytes, two lowercase hex digits each
+    const hex = (s: string): string => [...new TextEncoder().encode(s)].map(b => b.toString(16).padStart(2, '0')).join('')
+    for (const k of keys) assert.deepEqual(new TextDecoder().decode(await ds.get(new Key('/sipmesh/store/' + hex(k)))), k)
+    await ds.put(new Key('/sipmesh/store/' + hex('sip-gateway/registrar/sip:old@example.com')), new Uint8Array([1]))
+    const listed: string[] = []
+    for await (const [k] of store.list('sip-gateway/registrar/')) listed.push(k)
+    assert.deepEqual(listed.sort(), [...keys.slice(0, 3), 'sip-gateway/registrar/sip:old@example.com'].sort())
+    assert.deepEqual(await store.get('sip-gateway/registrar/sip:old@example.com'), new Uint8Array([1]))
+  })
+})

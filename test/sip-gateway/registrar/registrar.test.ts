@@ -206,6 +206,27 @@ describe('registrar', () => {
     second.registrar.stop()
   })
 
+  test('the contact index follows refreshes, changed and removed contacts, and a contact another AoR takes', async () => {
+    const { registrar } = setup()
+    await registrar.start()
+    await registrar.handle(register({ contact: ['<sip:a@10.0.0.1>', '<sip:a@10.0.0.2>'], expires: 300 }))
+    await registrar.handle(register({ contact: ['<sip:a@10.0.0.1>', '<sip:a@10.0.0.2>'], expires: 600, cseq: 2 }))
+    assert.equal(registrar.findByContact('sip:a@10.0.0.1')?.aor, AOR)
+    assert.equal(registrar.findByContact('sip:a@10.0.0.2')?.expiresAt, registrar.lookup(AOR).find(b => b.uri === 'sip:a@10.0.0.2')?.expiresAt)
+    await registrar.handle(register({ contact: ['<sip:a@10.0.0.2>;expires=0', '<sip:a@10.0.0.3>'], cseq: 3 }))
+    assert.equal(registrar.findByContact('sip:a@10.0.0.2'), undefined, 'removed')
+    assert.equal(registrar.findByContact('sip:a@10.0.0.3')?.aor, AOR, 'added')
+    const bob = 'sip:bob@example.com'
+    await registrar.handle(register({ to: `<${bob}>`, contact: '<sip:a@10.0.0.1>', callId: 'bob-1' }))
+    assert.equal(registrar.findByContact('sip:a@10.0.0.1')?.aor, bob, 'the AoR that bound it last')
+    await registrar.handle(register({ contact: ['<sip:a@10.0.0.1>', '<sip:a@10.0.0.3>'], expires: 600, cseq: 4 }))
+    assert.equal(registrar.findByContact('sip:a@10.0.0.1')?.aor, AOR, 'taken back by a refresh')
+    await registrar.handle(register({ contact: '*', expires: 0, cseq: 5 }))
+    assert.equal(registrar.findByContact('sip:a@10.0.0.1'), undefined)
+    assert.equal(registrar.findByContact('sip:a@10.0.0.3'), undefined)
+    registrar.stop()
+  })
+
   test('concurrent REGISTERs for one AoR are serialized', async () => {
     const { registrar } = setup()
     await registrar.start()
