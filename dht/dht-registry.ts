@@ -22,7 +22,7 @@ import { planSweep } from './republish/sweep.ts'
 import { PeerLiveness } from './liveness.ts'
 import { NotStartedError, errorMessage } from './errors.ts'
 import { withSignal } from './signal.ts'
-import { Libp2pRecord } from '@libp2p/record'
+import { recordTime, storedRecord } from './record/stored-record.ts'
 import type { PutAnswer } from './replication/put-protocol.ts'
 import type { LookupOptions } from './replication/lookup.ts'
 import type { WriteOutcome } from './replication/writer.ts'
@@ -60,8 +60,9 @@ function sameRoute (a: Route | undefined, b: Route | undefined): boolean {
   return a.node === b.node && a.sip === b.sip
 }
 
-function ownKey (aor: Aor): Key {
-  return new Key(`${OWN_PREFIX}/${claimKeyId(aor)}`, false)
+/** The datastore key of the owner's own copy of its record for an AoR. */
+function ownKey (aor: Aor): string {
+  return `${OWN_PREFIX}/${claimKeyId(aor)}`
 }
 
 export class DhtRegistry implements ClaimRegistry {
@@ -388,7 +389,7 @@ export class DhtRegistry implements ClaimRegistry {
     const answers: PutAnswer[] = new Array(claims.length)
     const writes: ClaimWrite[] = []
     const at: number[] = []
-    const now = new Date()
+    const time = recordTime(Date.now())
     let invalid = 0
     let reason = ''
     claims.forEach((bytes, i) => {
@@ -396,7 +397,7 @@ export class DhtRegistry implements ClaimRegistry {
         const c = verifyClaimSync(bytes, { skipSignature: true })
         if (!c.owner.equals(from)) verifyClaimSync(bytes)
         const key = claimKey(c.aor)
-        writes.push({ key: this.writer.recordKey(key), record: new Libp2pRecord(key, bytes, now).serialize(), claim: c })
+        writes.push({ key: this.writer.recordKey(key), record: storedRecord(key, bytes, time), claim: c })
         at.push(i)
       } catch (err) {
         invalid++
@@ -545,7 +546,7 @@ export class DhtRegistry implements ClaimRegistry {
 
   private async forgetOwn (aor: Aor): Promise<void> {
     try {
-      await this.components.datastore.delete(ownKey(aor))
+      await this.components.datastore.delete(new Key(ownKey(aor), false))
     } catch {
       // not persisted: nothing to forget
     }

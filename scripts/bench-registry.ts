@@ -12,12 +12,18 @@
  * mesh are in this process too, so the CPU figures include the replicas' work.
  *
  * Bounded: a fixed count, each phase at most 120 s.
+ *
+ * BENCH_PROF=<dir>: a V8 CPU profile and a sampling allocation profile (collected objects
+ * included) of the new-claims phase alone, into <dir>/new-claims.{cpuprofile,heapprofile}
+ * (read them with scripts/cpu-profile-top.ts and scripts/heap-profile-top.ts).
  */
 import { parseArgs } from 'node:util'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { cpuUsage, memoryUsage } from 'node:process'
+import { Session } from 'node:inspector/promises'
+import { writeFile } from 'node:fs/promises'
 import { openDatastore } from '../node/persistence.ts'
 import { Mesh } from '../test/fixtures/mesh.ts'
 import type { LevelDatastore } from 'datastore-level'
@@ -50,6 +56,26 @@ function settle (): { heap: number, rss: number, external: number } {
   return { heap: m.heapUsed, rss: m.rss, external: m.external }
 }
 
+/** Profile `fn` into BENCH_PROF (CPU and allocations), or just run it. */
+async function profiled (name: string, fn: () => Promise<void>): Promise<void> {
+  const dir = process.env.BENCH_PROF
+  if (dir === undefined || dir === '') return await fn()
+  const session = new Session()
+  session.connect()
+  await session.post('Profiler.enable')
+  await session.post('Profiler.start')
+  await session.post('HeapProfiler.startSampling', { samplingInterval: 8192, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+  try {
+    await fn()
+  } finally {
+    const { profile: heap } = await session.post('HeapProfiler.stopSampling')
+    const { profile: cpu } = await session.post('Profiler.stop')
+    session.disconnect()
+    await writeFile(join(dir, `${name}.heapprofile`), JSON.stringify(heap))
+    await writeFile(join(dir, `${name}.cpuprofile`), JSON.stringify(cpu))
+  }
+}
+
 async function phase (name: string, op: (i: number) => Promise<unknown>): Promise<void> {
   const before = { ...registry.writeStats() }
   const cpu0 = cpuUsage()
@@ -79,9 +105,11 @@ async function phase (name: string, op: (i: number) => Promise<unknown>): Promis
 try {
   const base = settle()
   console.log(`registry alone: ${NODES} node(s), ${AORS.toLocaleString('en')} AoRs, ${CONCURRENCY} in flight`)
-  await phase('new claims', async (i) => {
-    const r = await registry.claim(aor(i), { expiresAt: hour })
-    if (!r.won) throw new Error('lost')
+  await profiled('new-claims', async () => {
+    await phase('new claims', async (i) => {
+      const r = await registry.claim(aor(i), { expiresAt: hour })
+      if (!r.won) throw new Error('lost')
+    })
   })
   await phase('refreshes (no write)', async (i) => { await registry.claim(aor(i), { expiresAt: hour + 60_000 }) })
   const mem = settle()

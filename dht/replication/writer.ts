@@ -9,9 +9,8 @@
  * replicas reported (the one a claim replaced, or the newer one that refused it), verified here
  * before anyone relies on them.
  */
-import { Key } from 'interface-datastore'
-import { Libp2pRecord } from '@libp2p/record'
 import { base32 } from '../record/digest.ts'
+import { recordTime, storedRecord } from '../record/stored-record.ts'
 import { claimKey, verifyClaimSync } from '../record/claim.ts'
 import { errorMessage } from '../errors.ts'
 import { MAX_PUT_BATCH, PutStatus } from './put-protocol.ts'
@@ -37,7 +36,7 @@ export interface WriteOutcome {
 
 export interface WriteOptions {
   /** also keep (`put`) or drop (`delete`) the owner's own copy under this key, in the same batch */
-  own?: { key: Key, op: 'put' | 'delete' }
+  own?: { key: string, op: 'put' | 'delete' }
   /** store locally only (no peers) */
   localOnly?: boolean
   /**
@@ -85,8 +84,9 @@ export class ClaimWriter {
     this.#maxBatch = init.maxBatch ?? 2048
   }
 
-  recordKey (key: Uint8Array): Key {
-    return new Key(`${this.#prefix}/record/${base32(key)}`, false)
+  /** The datastore key (as a string) of the record kad-dht keeps for a DHT key. */
+  recordKey (key: Uint8Array): string {
+    return `${this.#prefix}/record/${base32(key)}`
   }
 
   /** Write one claim with the others of its batch. Never rejects. */
@@ -121,12 +121,12 @@ export class ClaimWriter {
 
   async #storeLocally (batch: Entry[]): Promise<void> {
     const writes: ClaimWrite[] = []
-    const put: Array<[Key, Uint8Array]> = []
-    const del: Key[] = []
-    const now = new Date()
+    const put: Array<[string, Uint8Array]> = []
+    const del: string[] = []
+    const time = recordTime(Date.now())
     for (const e of batch) {
       const bytes = e.claim.bytes
-      writes.push({ key: this.recordKey(e.key), record: new Libp2pRecord(e.key, bytes, now).serialize(), claim: e.claim })
+      writes.push({ key: this.recordKey(e.key), record: storedRecord(e.key, bytes, time), claim: e.claim })
       if (e.options.own?.op === 'put') put.push([e.options.own.key, bytes])
       if (e.options.own?.op === 'delete') del.push(e.options.own.key)
     }
