@@ -164,7 +164,16 @@ export class ClaimGuardDatastore implements Datastore {
    * e.g. the owner's own copies). Writes of one key are serialized with `put`'s.
    */
   async putClaims (writes: ClaimWrite[], extra: { put?: Array<[string, Uint8Array]>, del?: string[] } = {}, options?: AbortOptions): Promise<ClaimWriteResult[]> {
-    const keys = [...new Set(writes.map(w => w.key))]
+    // each key once, and per key the claim it holds as the batch goes (arrays by key index: this
+    // runs for every claim a node stores, its own and as a replica)
+    const index = new Map<string, number>()
+    const keys: string[] = []
+    for (const w of writes) {
+      if (!index.has(w.key)) {
+        index.set(w.key, keys.length)
+        keys.push(w.key)
+      }
+    }
     let release!: () => void
     const done = new Promise<void>(resolve => { release = resolve })
     const before: Array<Promise<unknown>> = []
@@ -177,34 +186,40 @@ export class ClaimGuardDatastore implements Datastore {
       if (before.length > 0) await Promise.all(before)
       const stored = await this.getRecords(keys, options)
       const now = Date.now()
-      const current = new Map<string, { claim: SignedClaim, receivedAt: number } | undefined>()
-      keys.forEach((k, i) => {
+      const held: Array<SignedClaim | undefined> = new Array(keys.length)
+      const heldAt: number[] = new Array(keys.length)
+      for (let i = 0; i < keys.length; i++) {
         const c = stored[i] == null ? undefined : storedClaimOf(stored[i]!)
-        current.set(k, c != null && c.claim.knownUntil > now ? c : undefined)
-      })
-      const results: ClaimWriteResult[] = []
-      const accepted: Array<{ prev?: SignedClaim, next: SignedClaim }> = []
+        if (c != null && c.claim.knownUntil > now) {
+          held[i] = c.claim
+          heldAt[i] = c.receivedAt
+        }
+      }
+      const results: ClaimWriteResult[] = new Array(writes.length)
       const ops: LevelOp[] = []
-      for (const w of writes) {
-        const cur = current.get(w.key)
-        const prev = cur?.claim
+      for (let j = 0; j < writes.length; j++) {
+        const w = writes[j]
+        const i = index.get(w.key)!
+        const prev = held[i]
         if (prev != null && compareClaims(w.claim, prev) < 0) {
           this.refused++
-          results.push({ stored: false, other: prev, otherAge: Math.max(0, now - cur!.receivedAt) })
+          results[j] = { stored: false, other: prev, otherAge: Math.max(0, now - heldAt[i]) }
           continue
         }
         ops.push({ type: 'put', key: w.key, value: w.record })
-        current.set(w.key, { claim: w.claim, receivedAt: now })
-        accepted.push({ prev, next: w.claim })
-        results.push({ stored: true, other: prev })
+        held[i] = w.claim
+        heldAt[i] = now
+        results[j] = { stored: true, other: prev }
       }
       for (const [k, v] of extra.put ?? []) ops.push({ type: 'put', key: k, value: v })
       for (const k of extra.del ?? []) ops.push({ type: 'del', key: k })
       await this.commit(ops, options)
       if (this.onStore != null) {
-        for (const { prev, next } of accepted) {
+        for (let j = 0; j < writes.length; j++) {
+          const r = results[j]
+          if (!r.stored) continue
           try {
-            this.onStore(prev, next)
+            this.onStore(r.other, writes[j].claim)
           } catch (err) {
             this.log?.('onStore handler failed: %s', errorMessage(err))
           }

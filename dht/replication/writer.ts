@@ -150,15 +150,7 @@ export class ClaimWriter {
 
   async #sendToReplicas (batch: Entry[]): Promise<void> {
     const byPeer = new Map<string, { peer: PeerId, entries: Entry[] }>()
-    await Promise.all(batch.map(async e => {
-      if (e.options.localOnly === true) return
-      let peers: PeerId[]
-      try {
-        peers = await this.#c.replicas.replicasOf(e.key)
-      } catch (err) {
-        this.#c.log('no replicas for %s: %s', e.claim.aor, errorMessage(err))
-        return
-      }
+    const add = (e: Entry, peers: PeerId[]): void => {
       for (const peer of peers) {
         const id = peer.toString()
         let g = byPeer.get(id)
@@ -167,6 +159,21 @@ export class ClaimWriter {
           byPeer.set(id, g)
         }
         g.entries.push(e)
+      }
+    }
+    // most keys' replicas are known at once (a small mesh, or nobody): only the others wait for a walk
+    const walk: Entry[] = []
+    for (const e of batch) {
+      if (e.options.localOnly === true) continue
+      const peers = this.#c.replicas.replicasNow(e.key)
+      if (peers != null) add(e, peers)
+      else walk.push(e)
+    }
+    await Promise.all(walk.map(async e => {
+      try {
+        add(e, await this.#c.replicas.replicasOf(e.key))
+      } catch (err) {
+        this.#c.log('no replicas for %s: %s', e.claim.aor, errorMessage(err))
       }
     }))
     await Promise.all([...byPeer.values()].map(async ({ peer, entries }) => {
