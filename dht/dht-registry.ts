@@ -20,6 +20,7 @@ import { ClaimWriter } from './replication/writer.ts'
 import { ClaimReader } from './replication/lookup.ts'
 import { planSweep } from './republish/sweep.ts'
 import { PeerLiveness } from './liveness.ts'
+import { SlowClaims } from './slow-claims.ts'
 import { NotStartedError, errorMessage } from './errors.ts'
 import { withSignal } from './signal.ts'
 import { recordTime, storedRecord } from './record/stored-record.ts'
@@ -104,6 +105,8 @@ export class DhtRegistry implements ClaimRegistry {
   private readonly writer: ClaimWriter
   private readonly reader: ClaimReader
   private readonly witness: Witness
+  /** new claims slower than a REGISTER should wait (counted, told at warn) */
+  readonly slowClaims: SlowClaims
   private shutdown?: AbortController
   private sweepTimer?: ReturnType<typeof setInterval>
   private sweeping = false
@@ -120,6 +123,7 @@ export class DhtRegistry implements ClaimRegistry {
     this.nodeId = components.peerId.toString()
     this.log = components.logger.forComponent('sipmesh:dht:registry')
     this.signer = new ClaimSigner(components.privateKey)
+    this.slowClaims = new SlowClaims(this.log)
     this.sip = init.sip ?? '127.0.0.1:5060'
     this.grace = init.expiryGraceMs ?? 30_000
     this.lease = init.leaseMs ?? 1_800_000
@@ -618,9 +622,12 @@ export class DhtRegistry implements ClaimRegistry {
       // displaced meanwhile: the latest registration (this one) takes over with a new claim
     }
     await this.joined(options)
+    const t0 = performance.now()
     const before = this.cache.get(aor)?.claim
     let mine = await this.signNew(aor, 'claim', Math.min(now + this.lease, until))
+    const signed = performance.now() - t0
     let out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' }, since: now })
+    this.slowClaims.record(aor, { signed, stored: out.storedMs, answered: out.answeredMs, total: performance.now() - t0, replicas: out.replicas })
     let newest = this.newestOf(mine, out, before)
     if (newest !== mine && (newest === before || out.stood.includes(newest))) {
       // a record that already stood when we began (we knew it, or a replica had stored it before

@@ -32,6 +32,9 @@ export interface WriteOutcome {
    * before the claim; a claim racing this one is not among them
    */
   stood: SignedClaim[]
+  /** ms from the write until this node's store had it, and until every replica had answered */
+  storedMs: number
+  answeredMs: number
 }
 
 export interface WriteOptions {
@@ -53,6 +56,8 @@ interface Entry {
   options: WriteOptions
   resolve: (o: WriteOutcome) => void
   outcome: WriteOutcome
+  /** when it was written (performance.now()) */
+  at: number
 }
 
 export interface ClaimWriterComponents {
@@ -92,7 +97,7 @@ export class ClaimWriter {
   /** Write one claim with the others of its batch. Never rejects. */
   async write (claim: SignedClaim, options: WriteOptions = {}): Promise<WriteOutcome> {
     return await new Promise<WriteOutcome>(resolve => {
-      this.#queue.push({ claim, key: claimKey(claim.aor), options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [] } })
+      this.#queue.push({ claim, key: claimKey(claim.aor), options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [], storedMs: 0, answeredMs: 0 }, at: performance.now() })
       if (!this.#busy) {
         this.#busy = true
         // let the rest of this turn's claims join
@@ -112,7 +117,15 @@ export class ClaimWriter {
         // the local write and the replicas' run side by side; the next local batch waits for this one
         const remote = this.#sendToReplicas(batch)
         await this.#storeLocally(batch)
-        void remote.then(() => { for (const e of batch) e.resolve(e.outcome) })
+        const stored = performance.now()
+        for (const e of batch) e.outcome.storedMs = stored - e.at
+        void remote.then(() => {
+          const answered = performance.now()
+          for (const e of batch) {
+            e.outcome.answeredMs = answered - e.at
+            e.resolve(e.outcome)
+          }
+        })
       }
     } finally {
       this.#busy = false
