@@ -21,6 +21,7 @@ import { ClaimReader } from './replication/lookup.ts'
 import { planSweep } from './republish/sweep.ts'
 import { PeerLiveness } from './liveness.ts'
 import { SlowClaims } from './slow-claims.ts'
+import { signingThread } from './record/sign-batch.ts'
 import { NotStartedError, errorMessage } from './errors.ts'
 import { withSignal } from './signal.ts'
 import { recordTime, storedRecord } from './record/stored-record.ts'
@@ -179,6 +180,7 @@ export class DhtRegistry implements ClaimRegistry {
     const signal = this.shutdown.signal
     this.client.start(signal)
     this.exchange.start(signal)
+    signingThread.prepare()
     this.components.datastore.onStore = (prev, next) => { this.stored(prev, next) }
     await this.witness.start(signal)
     await this.components.libp2p.handle(CLAIM_GET_PROTOCOL, claimGetHandler(this.log, async (key) => await this.reader.storedValue(key)), {

@@ -69,6 +69,20 @@ class SigningThread {
     })
   }
 
+  /**
+   * Start the thread now: loading it takes a few hundred ms (its module is compiled on a loaded
+   * machine too), which the first claims would otherwise wait for (the first REGISTERs a node
+   * answered after start were the slowest of a ladder, issue 9).
+   */
+  prepare (): void {
+    this.#start()
+  }
+
+  /** whether the thread was started (tests) */
+  get started (): boolean {
+    return this.#worker != null
+  }
+
   #start (): Worker | undefined {
     if (this.#worker != null || this.#failed) return this.#worker
     try {
