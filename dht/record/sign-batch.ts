@@ -87,10 +87,12 @@ class SigningThread {
     if (this.#worker != null || this.#failed) return this.#worker
     try {
       const w = new Worker(new URL('./sign-worker.ts', import.meta.url))
-      w.unref()
       w.on('message', (m: { id: number, signatures?: ArrayBuffer, error?: string }) => { this.#answer(m) })
       w.on('error', (err) => { this.#fail(err) })
       w.on('exit', (code) => { this.#fail(new Error(`signing thread exited (${code})`)) })
+      // after the listeners: a 'message' listener refs the worker again, and an idle thread must
+      // not hold the process open (a node or test that never signs would never exit)
+      w.unref()
       this.#worker = w
     } catch {
       this.#failed = true
