@@ -19,9 +19,13 @@ import { Key as KeyClass } from 'interface-datastore'
 import type { AbortOptions, Logger } from '@libp2p/interface'
 import type { Batch, Datastore, Key, KeyQuery, Pair, Query } from 'interface-datastore'
 
-/** One claim record to store (`record`: the serialized Libp2pRecord kad-dht keeps under `key`). */
+/**
+ * One claim record to store (`record`: the serialized Libp2pRecord kad-dht keeps under `key`, the
+ * datastore key as a string: an interface-datastore Key encodes its string to bytes when made and
+ * decodes them again at every `toString()`, three times per claim on this path).
+ */
 export interface ClaimWrite {
-  key: Key
+  key: string
   record: Uint8Array
   claim: SignedClaim
 }
@@ -34,8 +38,18 @@ export interface ClaimWriteResult {
   otherAge?: number
 }
 
-/** The LevelDB handle under datastore-level, when there is one: its `getMany` is one native call. */
-interface LevelLike { db?: { getMany?: (keys: string[]) => Promise<Array<Uint8Array | undefined>> } }
+type LevelOp = { type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }
+
+/**
+ * The LevelDB handle under datastore-level, when there is one: its `getMany` is one native call,
+ * and its `batch` takes string keys as they are.
+ */
+interface LevelLike {
+  db?: {
+    getMany?: (keys: string[]) => Promise<Array<Uint8Array | undefined>>
+    batch?: (ops: LevelOp[]) => Promise<void>
+  }
+}
 
 export interface DatastoreGuardInit {
   /**
@@ -149,8 +163,17 @@ export class ClaimGuardDatastore implements Datastore {
    * refused), in one write of the inner store together with `extra` (other keys to put or delete,
    * e.g. the owner's own copies). Writes of one key are serialized with `put`'s.
    */
-  async putClaims (writes: ClaimWrite[], extra: { put?: Array<[Key, Uint8Array]>, del?: Key[] } = {}, options?: AbortOptions): Promise<ClaimWriteResult[]> {
-    const keys = [...new Set(writes.map(w => w.key.toString()))]
+  async putClaims (writes: ClaimWrite[], extra: { put?: Array<[string, Uint8Array]>, del?: string[] } = {}, options?: AbortOptions): Promise<ClaimWriteResult[]> {
+    // each key once, and per key the claim it holds as the batch goes (arrays by key index: this
+    // runs for every claim a node stores, its own and as a replica)
+    const index = new Map<string, number>()
+    const keys: string[] = []
+    for (const w of writes) {
+      if (!index.has(w.key)) {
+        index.set(w.key, keys.length)
+        keys.push(w.key)
+      }
+    }
     let release!: () => void
     const done = new Promise<void>(resolve => { release = resolve })
     const before: Array<Promise<unknown>> = []
@@ -163,35 +186,40 @@ export class ClaimGuardDatastore implements Datastore {
       if (before.length > 0) await Promise.all(before)
       const stored = await this.getRecords(keys, options)
       const now = Date.now()
-      const current = new Map<string, { claim: SignedClaim, receivedAt: number } | undefined>()
-      keys.forEach((k, i) => {
+      const held: Array<SignedClaim | undefined> = new Array(keys.length)
+      const heldAt: number[] = new Array(keys.length)
+      for (let i = 0; i < keys.length; i++) {
         const c = stored[i] == null ? undefined : storedClaimOf(stored[i]!)
-        current.set(k, c != null && c.claim.knownUntil > now ? c : undefined)
-      })
-      const results: ClaimWriteResult[] = []
-      const accepted: Array<{ prev?: SignedClaim, next: SignedClaim }> = []
-      const b = this.inner.batch()
-      for (const w of writes) {
-        const k = w.key.toString()
-        const cur = current.get(k)
-        const prev = cur?.claim
+        if (c != null && c.claim.knownUntil > now) {
+          held[i] = c.claim
+          heldAt[i] = c.receivedAt
+        }
+      }
+      const results: ClaimWriteResult[] = new Array(writes.length)
+      const ops: LevelOp[] = []
+      for (let j = 0; j < writes.length; j++) {
+        const w = writes[j]
+        const i = index.get(w.key)!
+        const prev = held[i]
         if (prev != null && compareClaims(w.claim, prev) < 0) {
           this.refused++
-          results.push({ stored: false, other: prev, otherAge: Math.max(0, now - cur!.receivedAt) })
+          results[j] = { stored: false, other: prev, otherAge: Math.max(0, now - heldAt[i]) }
           continue
         }
-        b.put(w.key, w.record)
-        current.set(k, { claim: w.claim, receivedAt: now })
-        accepted.push({ prev, next: w.claim })
-        results.push({ stored: true, other: prev })
+        ops.push({ type: 'put', key: w.key, value: w.record })
+        held[i] = w.claim
+        heldAt[i] = now
+        results[j] = { stored: true, other: prev }
       }
-      for (const [k, v] of extra.put ?? []) b.put(k, v)
-      for (const k of extra.del ?? []) b.delete(k)
-      await b.commit(options)
+      for (const [k, v] of extra.put ?? []) ops.push({ type: 'put', key: k, value: v })
+      for (const k of extra.del ?? []) ops.push({ type: 'del', key: k })
+      await this.commit(ops, options)
       if (this.onStore != null) {
-        for (const { prev, next } of accepted) {
+        for (let j = 0; j < writes.length; j++) {
+          const r = results[j]
+          if (!r.stored) continue
           try {
-            this.onStore(prev, next)
+            this.onStore(r.other, writes[j].claim)
           } catch (err) {
             this.log?.('onStore handler failed: %s', errorMessage(err))
           }
@@ -202,6 +230,22 @@ export class ClaimGuardDatastore implements Datastore {
       release()
       for (const k of keys) if (this.locks.get(k) === done) this.locks.delete(k)
     }
+  }
+
+  /** Write some operations in one batch: LevelDB's own when the store is LevelDB (no Key objects). */
+  private async commit (ops: LevelOp[], options?: AbortOptions): Promise<void> {
+    const db = (this.inner as LevelLike).db
+    if (typeof db?.batch === 'function') {
+      options?.signal?.throwIfAborted()
+      await db.batch(ops)
+      return
+    }
+    const b = this.inner.batch()
+    for (const op of ops) {
+      if (op.type === 'put') b.put(new KeyClass(op.key, false), op.value)
+      else b.delete(new KeyClass(op.key, false))
+    }
+    await b.commit(options)
   }
 
   /**

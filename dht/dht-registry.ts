@@ -20,9 +20,11 @@ import { ClaimWriter } from './replication/writer.ts'
 import { ClaimReader } from './replication/lookup.ts'
 import { planSweep } from './republish/sweep.ts'
 import { PeerLiveness } from './liveness.ts'
+import { SlowClaims } from './slow-claims.ts'
+import { signingThread } from './record/sign-batch.ts'
 import { NotStartedError, errorMessage } from './errors.ts'
 import { withSignal } from './signal.ts'
-import { Libp2pRecord } from '@libp2p/record'
+import { recordTime, storedRecord } from './record/stored-record.ts'
 import type { PutAnswer } from './replication/put-protocol.ts'
 import type { LookupOptions } from './replication/lookup.ts'
 import type { WriteOutcome } from './replication/writer.ts'
@@ -60,8 +62,9 @@ function sameRoute (a: Route | undefined, b: Route | undefined): boolean {
   return a.node === b.node && a.sip === b.sip
 }
 
-function ownKey (aor: Aor): Key {
-  return new Key(`${OWN_PREFIX}/${claimKeyId(aor)}`, false)
+/** The datastore key of the owner's own copy of its record for an AoR. */
+function ownKey (aor: Aor): string {
+  return `${OWN_PREFIX}/${claimKeyId(aor)}`
 }
 
 export class DhtRegistry implements ClaimRegistry {
@@ -103,6 +106,8 @@ export class DhtRegistry implements ClaimRegistry {
   private readonly writer: ClaimWriter
   private readonly reader: ClaimReader
   private readonly witness: Witness
+  /** new claims slower than a REGISTER should wait (counted, told at warn) */
+  readonly slowClaims: SlowClaims
   private shutdown?: AbortController
   private sweepTimer?: ReturnType<typeof setInterval>
   private sweeping = false
@@ -119,6 +124,7 @@ export class DhtRegistry implements ClaimRegistry {
     this.nodeId = components.peerId.toString()
     this.log = components.logger.forComponent('sipmesh:dht:registry')
     this.signer = new ClaimSigner(components.privateKey)
+    this.slowClaims = new SlowClaims(this.log)
     this.sip = init.sip ?? '127.0.0.1:5060'
     this.grace = init.expiryGraceMs ?? 30_000
     this.lease = init.leaseMs ?? 1_800_000
@@ -174,6 +180,7 @@ export class DhtRegistry implements ClaimRegistry {
     const signal = this.shutdown.signal
     this.client.start(signal)
     this.exchange.start(signal)
+    signingThread.prepare()
     this.components.datastore.onStore = (prev, next) => { this.stored(prev, next) }
     await this.witness.start(signal)
     await this.components.libp2p.handle(CLAIM_GET_PROTOCOL, claimGetHandler(this.log, async (key) => await this.reader.storedValue(key)), {
@@ -388,7 +395,7 @@ export class DhtRegistry implements ClaimRegistry {
     const answers: PutAnswer[] = new Array(claims.length)
     const writes: ClaimWrite[] = []
     const at: number[] = []
-    const now = new Date()
+    const time = recordTime(Date.now())
     let invalid = 0
     let reason = ''
     claims.forEach((bytes, i) => {
@@ -396,7 +403,7 @@ export class DhtRegistry implements ClaimRegistry {
         const c = verifyClaimSync(bytes, { skipSignature: true })
         if (!c.owner.equals(from)) verifyClaimSync(bytes)
         const key = claimKey(c.aor)
-        writes.push({ key: this.writer.recordKey(key), record: new Libp2pRecord(key, bytes, now).serialize(), claim: c })
+        writes.push({ key: this.writer.recordKey(key), record: storedRecord(key, bytes, time), claim: c })
         at.push(i)
       } catch (err) {
         invalid++
@@ -545,7 +552,7 @@ export class DhtRegistry implements ClaimRegistry {
 
   private async forgetOwn (aor: Aor): Promise<void> {
     try {
-      await this.components.datastore.delete(ownKey(aor))
+      await this.components.datastore.delete(new Key(ownKey(aor), false))
     } catch {
       // not persisted: nothing to forget
     }
@@ -617,9 +624,12 @@ export class DhtRegistry implements ClaimRegistry {
       // displaced meanwhile: the latest registration (this one) takes over with a new claim
     }
     await this.joined(options)
+    const t0 = performance.now()
     const before = this.cache.get(aor)?.claim
     let mine = await this.signNew(aor, 'claim', Math.min(now + this.lease, until))
+    const signed = performance.now() - t0
     let out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' }, since: now })
+    this.slowClaims.record(aor, { signed, stored: out.storedMs, answered: out.answeredMs, total: performance.now() - t0, replicas: out.replicas })
     let newest = this.newestOf(mine, out, before)
     if (newest !== mine && (newest === before || out.stood.includes(newest))) {
       // a record that already stood when we began (we knew it, or a replica had stored it before

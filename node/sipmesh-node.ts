@@ -544,6 +544,7 @@ export class SipmeshNode {
     addCollectedCounter(r, 'sipmesh_registry_renewals_total', 'lease renewals by the sweep (same version, new lease)', () => stats.renewals)
     addCollectedCounter(r, 'sipmesh_registry_republished_total', 'own records re-put as they are (restart, releases)', () => stats.republished)
     addCollectedCounter(r, 'sipmesh_registry_claims_received_total', 'claims other nodes sent this node to store', () => stats.putsReceived)
+    addCollectedCounter(r, 'sipmesh_registry_slow_claims_total', 'new claims that took over 250 ms (signing, this node\'s store and the replicas\' answers; logged at warn)', () => meshNode.registry.slowClaims.count)
     addCollectedCounter(r, 'sipmesh_registry_write_batches_total', 'batched writes of claims to this node\'s store', () => meshNode.registry.writeStats().batches)
     addCollectedCounter(r, 'sipmesh_registry_peer_requests_total', 'batched claim-put requests sent to replicas', () => meshNode.registry.writeStats().peerBatches)
     addCollectedGauge(r, 'sipmesh_registry_own_records', 'own claims and releases this node keeps and renews', () => meshNode.registry.ownRecords)

@@ -109,6 +109,8 @@ interface Target {
   spawnedAt: number
   /** CPU its processes spend with nothing to do, ms/s (measured after the warm-up) */
   idleCpuMsPerS?: number
+  /** what its nodes logged about slow claims since the last call (dht/slow-claims.ts) */
+  slowClaims?: () => string[]
 }
 
 const running = new Set<Target>()
@@ -170,11 +172,33 @@ async function startTarget (name: TargetName, phase: string): Promise<Target> {
       memoryKind: name === 'mesh' ? 'RSS of node 0 (/proc/<pid>/status VmRSS), the node SIPp registers with' : 'RSS of the node (/proc/<pid>/status VmRSS)',
       settle: async (ms) => await settleSipmesh(nodes[0], ms),
       stop: stopAll,
-      spawnedAt
+      spawnedAt,
+      slowClaims: slowClaimLines(nodes)
     }
   }
   running.add(target)
   return target
+}
+
+/** the nodes' slow-claim warnings (their `msg`, prefixed with the node's index) logged since the last call */
+function slowClaimLines (nodes: SipmeshProcess[]): () => string[] {
+  const read = nodes.map(() => 0)
+  return () => {
+    const out: string[] = []
+    nodes.forEach((n, i) => {
+      const lines = n.proc.lines
+      for (; read[i] < lines.length; read[i]++) {
+        const line = lines[read[i]]
+        if (!line.includes('new claims took over')) continue
+        try {
+          out.push(`node ${i}: ${(JSON.parse(line) as { msg: string }).msg}`)
+        } catch {
+          out.push(`node ${i}: ${line}`)
+        }
+      }
+    })
+    return out
+  }
 }
 
 async function stopTarget (t: Target): Promise<void> {
@@ -201,6 +225,7 @@ async function newLadder (t: Target, entries: string[], tag: string): Promise<St
     const s = await registerRun(t, entries, `n${generation}${tag}r${rate}-`, rate, Math.round(rate * STEP_S), 1)
     steps.push(s)
     printStep('new    ', s)
+    for (const line of t.slowClaims?.().slice(0, 3) ?? []) console.log(`      slow claims, ${line}`)
     if (!s.clean) break
     await new Promise(resolve => setTimeout(resolve, 500))
   }

@@ -12,14 +12,23 @@
  * mesh are in this process too, so the CPU figures include the replicas' work.
  *
  * Bounded: a fixed count, each phase at most 120 s.
+ *
+ * BENCH_PROF=<dir>: a V8 CPU profile of the new-claims phase alone, <dir>/new-claims.cpuprofile
+ * (read it with scripts/cpu-profile-top.ts); with BENCH_PROF_ALLOC=1 also a sampling allocation
+ * profile, collected objects included, <dir>/new-claims.heapprofile (scripts/heap-profile-top.ts;
+ * it slows the run, so the CPU figures are not comparable then).
  */
 import { parseArgs } from 'node:util'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { cpuUsage, memoryUsage } from 'node:process'
+import { Session } from 'node:inspector/promises'
+import { writeFile } from 'node:fs/promises'
 import { openDatastore } from '../node/persistence.ts'
 import { Mesh } from '../test/fixtures/mesh.ts'
+import { signingThread } from '../dht/record/sign-batch.ts'
+import { threadTicks } from './lib/proc-stats.ts'
 import type { LevelDatastore } from 'datastore-level'
 
 const { values: args } = parseArgs({
@@ -50,8 +59,29 @@ function settle (): { heap: number, rss: number, external: number } {
   return { heap: m.heapUsed, rss: m.rss, external: m.external }
 }
 
+/** Profile `fn` into BENCH_PROF (CPU and allocations), or just run it. */
+async function profiled (name: string, fn: () => Promise<void>): Promise<void> {
+  const dir = process.env.BENCH_PROF
+  if (dir === undefined || dir === '') return await fn()
+  const session = new Session()
+  session.connect()
+  await session.post('Profiler.enable')
+  await session.post('Profiler.start')
+  const alloc = process.env.BENCH_PROF_ALLOC === '1'
+  if (alloc) await session.post('HeapProfiler.startSampling', { samplingInterval: 8192, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+  try {
+    await fn()
+  } finally {
+    if (alloc) await writeFile(join(dir, `${name}.heapprofile`), JSON.stringify((await session.post('HeapProfiler.stopSampling')).profile))
+    await writeFile(join(dir, `${name}.cpuprofile`), JSON.stringify((await session.post('Profiler.stop')).profile))
+    session.disconnect()
+  }
+}
+
 async function phase (name: string, op: (i: number) => Promise<unknown>): Promise<void> {
   const before = { ...registry.writeStats() }
+  const signed = { ...signingThread.stats }
+  const threads0 = threadTicks()
   const cpu0 = cpuUsage()
   const t0 = performance.now()
   const deadline = Date.now() + PHASE_MS
@@ -72,16 +102,25 @@ async function phase (name: string, op: (i: number) => Promise<unknown>): Promis
   console.log(`${name.padEnd(28)} ${next} in ${(ms / 1000).toFixed(1)} s = ${Math.round(next / ms * 1000).toLocaleString('en')}/s` +
     `  CPU ${Math.round((cpu.user + cpu.system) / next)} µs each` +
     `  local batches ${batches} (largest ${after.largestBatch})` +
+    (signingThread.stats.signatures > signed.signatures ? `  signing batches ${signingThread.stats.batches - signed.batches}` : '') +
     (peerBatches > 0 ? `  peer requests ${peerBatches} (${(peerClaims / peerBatches).toFixed(0)} claims each)` : '') +
     (failed > 0 ? `  FAILED ${failed}` : ''))
+  const threads = threadTicks()
+  if (threads0 !== undefined && threads !== undefined && next > 0) {
+    // 100 ticks a second: µs per claim = ticks * 10,000 / claims
+    const by = [...threads].map(([name, t]) => [name, (t - (threads0.get(name) ?? 0)) * 10_000 / next] as const).filter(([, us]) => us >= 1)
+    console.log(`${''.padEnd(28)} CPU by thread: ${by.map(([name, us]) => `${name} ${Math.round(us)} µs`).join(', ')}`)
+  }
 }
 
 try {
   const base = settle()
   console.log(`registry alone: ${NODES} node(s), ${AORS.toLocaleString('en')} AoRs, ${CONCURRENCY} in flight`)
-  await phase('new claims', async (i) => {
-    const r = await registry.claim(aor(i), { expiresAt: hour })
-    if (!r.won) throw new Error('lost')
+  await profiled('new-claims', async () => {
+    await phase('new claims', async (i) => {
+      const r = await registry.claim(aor(i), { expiresAt: hour })
+      if (!r.won) throw new Error('lost')
+    })
   })
   await phase('refreshes (no write)', async (i) => { await registry.claim(aor(i), { expiresAt: hour + 60_000 }) })
   const mem = settle()

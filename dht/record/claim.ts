@@ -196,9 +196,20 @@ export function normalizeAor (input: string): string {
   return aor
 }
 
+/**
+ * the last AoR hashed: a new claim asks for its key twice in one synchronous run (the owner's own
+ * copy, then the record), and each hash is a native call and a Buffer
+ */
+let lastAor = ''
+let lastKeyId = ''
+
 /** The `<base32 sha256(aor)>` part of an AoR's DHT key. */
 export function claimKeyId (aor: string): string {
-  return base32(sha256(aor))
+  if (aor !== lastAor) {
+    lastKeyId = base32(sha256(aor))
+    lastAor = aor
+  }
+  return lastKeyId
 }
 
 /** The DHT key of an AoR: `/sipmesh/<base32 sha256(aor)>`, as bytes. */

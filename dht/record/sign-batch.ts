@@ -69,14 +69,30 @@ class SigningThread {
     })
   }
 
+  /**
+   * Start the thread now: loading it takes a few hundred ms (its module is compiled on a loaded
+   * machine too), which the first claims would otherwise wait for (the first REGISTERs a node
+   * answered after start were the slowest of a ladder, issue 9).
+   */
+  prepare (): void {
+    this.#start()
+  }
+
+  /** whether the thread was started (tests) */
+  get started (): boolean {
+    return this.#worker != null
+  }
+
   #start (): Worker | undefined {
     if (this.#worker != null || this.#failed) return this.#worker
     try {
       const w = new Worker(new URL('./sign-worker.ts', import.meta.url))
-      w.unref()
       w.on('message', (m: { id: number, signatures?: ArrayBuffer, error?: string }) => { this.#answer(m) })
       w.on('error', (err) => { this.#fail(err) })
       w.on('exit', (code) => { this.#fail(new Error(`signing thread exited (${code})`)) })
+      // after the listeners: a 'message' listener refs the worker again, and an idle thread must
+      // not hold the process open (a node or test that never signs would never exit)
+      w.unref()
       this.#worker = w
     } catch {
       this.#failed = true

@@ -9,6 +9,7 @@
  *   table they are usually replicas), the kad-dht walk only when none of them has a record (a
  *   claim's pre-read never walks: it only looks for a previous owner).
  */
+import { Key } from 'interface-datastore'
 import { Libp2pRecord } from '@libp2p/record'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
@@ -59,7 +60,7 @@ export class ClaimReader {
   async storedValue (key: Uint8Array): Promise<Uint8Array | undefined> {
     if (uint8ArrayToString(key.subarray(0, CLAIM_KEY_PREFIX.length)) !== CLAIM_KEY_PREFIX) throw new Error('not a claim key')
     try {
-      return Libp2pRecord.deserialize(await this.#c.datastore.get(this.#c.writer.recordKey(key))).value
+      return Libp2pRecord.deserialize(await this.#c.datastore.get(new Key(this.#c.writer.recordKey(key), false))).value
     } catch (err) {
       if (errorName(err) === 'NotFoundError') return undefined
       throw err

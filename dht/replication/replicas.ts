@@ -150,23 +150,34 @@ export class ReplicaFinder {
     return kad.routingTable.closestPeers(kadId(key), { count }).filter(p => !this.#isDown(p))
   }
 
-  /** The peers (not this node) that should store a key. */
-  async replicasOf (key: Uint8Array, options?: AbortOptions): Promise<PeerId[]> {
+  /**
+   * The replicas of a key when they are known without waiting (nobody to ask, or a small mesh's
+   * routing table), else undefined: the writer asks for every claim of a batch, and an async call
+   * per claim was a promise and an async frame each on the new-claim path.
+   */
+  replicasNow (key: Uint8Array, signal?: AbortSignal): PeerId[] | undefined {
     const kad = this.kad()
     // alone (nobody in the routing table yet): nobody to walk to
     if (kad != null && kad.routingTable.size === 0) return []
-    let direct = this.direct(options?.signal)
-    if (direct == null && this.#smallMeshCheck != null) {
+    const direct = this.direct(signal)
+    if (direct == null) return undefined
+    const count = Math.min(direct.k, this.#replicas)
+    // a mesh no larger than the replica count: every peer is a replica of every key
+    if (direct.routingTable.size <= count) return this.#everyPeer(direct)
+    return direct.routingTable.closestPeers(kadId(key), { count }).filter(p => !this.#isDown(p))
+  }
+
+  /** The peers (not this node) that should store a key. */
+  async replicasOf (key: Uint8Array, options?: AbortOptions): Promise<PeerId[]> {
+    const now = this.replicasNow(key, options?.signal)
+    if (now != null) return now
+    if (this.#smallMeshCheck != null) {
       // the mesh may be small: one walk to find out, instead of a walk per key meanwhile
       await this.#smallMeshCheck
-      direct = this.direct(options?.signal)
+      const after = this.replicasNow(key, options?.signal)
+      if (after != null) return after
     }
-    if (direct != null) {
-      const count = Math.min(direct.k, this.#replicas)
-      // a mesh no larger than the replica count: every peer is a replica of every key
-      if (direct.routingTable.size <= count) return this.#everyPeer(direct)
-      return direct.routingTable.closestPeers(kadId(key), { count }).filter(p => !this.#isDown(p))
-    }
+    const kad = this.kad()
     const id = kadId(key)
     const walked = await this.#walked(key, options)
     const k = kad?.k ?? 20

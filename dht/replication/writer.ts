@@ -9,9 +9,8 @@
  * replicas reported (the one a claim replaced, or the newer one that refused it), verified here
  * before anyone relies on them.
  */
-import { Key } from 'interface-datastore'
-import { Libp2pRecord } from '@libp2p/record'
 import { base32 } from '../record/digest.ts'
+import { recordTime, storedRecord } from '../record/stored-record.ts'
 import { claimKey, verifyClaimSync } from '../record/claim.ts'
 import { errorMessage } from '../errors.ts'
 import { MAX_PUT_BATCH, PutStatus } from './put-protocol.ts'
@@ -33,11 +32,14 @@ export interface WriteOutcome {
    * before the claim; a claim racing this one is not among them
    */
   stood: SignedClaim[]
+  /** ms from the write until this node's store had it, and until every replica had answered */
+  storedMs: number
+  answeredMs: number
 }
 
 export interface WriteOptions {
   /** also keep (`put`) or drop (`delete`) the owner's own copy under this key, in the same batch */
-  own?: { key: Key, op: 'put' | 'delete' }
+  own?: { key: string, op: 'put' | 'delete' }
   /** store locally only (no peers) */
   localOnly?: boolean
   /**
@@ -54,6 +56,8 @@ interface Entry {
   options: WriteOptions
   resolve: (o: WriteOutcome) => void
   outcome: WriteOutcome
+  /** when it was written (performance.now()) */
+  at: number
 }
 
 export interface ClaimWriterComponents {
@@ -85,14 +89,15 @@ export class ClaimWriter {
     this.#maxBatch = init.maxBatch ?? 2048
   }
 
-  recordKey (key: Uint8Array): Key {
-    return new Key(`${this.#prefix}/record/${base32(key)}`, false)
+  /** The datastore key (as a string) of the record kad-dht keeps for a DHT key. */
+  recordKey (key: Uint8Array): string {
+    return `${this.#prefix}/record/${base32(key)}`
   }
 
   /** Write one claim with the others of its batch. Never rejects. */
   async write (claim: SignedClaim, options: WriteOptions = {}): Promise<WriteOutcome> {
     return await new Promise<WriteOutcome>(resolve => {
-      this.#queue.push({ claim, key: claimKey(claim.aor), options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [] } })
+      this.#queue.push({ claim, key: claimKey(claim.aor), options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [], storedMs: 0, answeredMs: 0 }, at: performance.now() })
       if (!this.#busy) {
         this.#busy = true
         // let the rest of this turn's claims join
@@ -112,7 +117,15 @@ export class ClaimWriter {
         // the local write and the replicas' run side by side; the next local batch waits for this one
         const remote = this.#sendToReplicas(batch)
         await this.#storeLocally(batch)
-        void remote.then(() => { for (const e of batch) e.resolve(e.outcome) })
+        const stored = performance.now()
+        for (const e of batch) e.outcome.storedMs = stored - e.at
+        void remote.then(() => {
+          const answered = performance.now()
+          for (const e of batch) {
+            e.outcome.answeredMs = answered - e.at
+            e.resolve(e.outcome)
+          }
+        })
       }
     } finally {
       this.#busy = false
@@ -121,12 +134,12 @@ export class ClaimWriter {
 
   async #storeLocally (batch: Entry[]): Promise<void> {
     const writes: ClaimWrite[] = []
-    const put: Array<[Key, Uint8Array]> = []
-    const del: Key[] = []
-    const now = new Date()
+    const put: Array<[string, Uint8Array]> = []
+    const del: string[] = []
+    const time = recordTime(Date.now())
     for (const e of batch) {
       const bytes = e.claim.bytes
-      writes.push({ key: this.recordKey(e.key), record: new Libp2pRecord(e.key, bytes, now).serialize(), claim: e.claim })
+      writes.push({ key: this.recordKey(e.key), record: storedRecord(e.key, bytes, time), claim: e.claim })
       if (e.options.own?.op === 'put') put.push([e.options.own.key, bytes])
       if (e.options.own?.op === 'delete') del.push(e.options.own.key)
     }
@@ -150,15 +163,7 @@ export class ClaimWriter {
 
   async #sendToReplicas (batch: Entry[]): Promise<void> {
     const byPeer = new Map<string, { peer: PeerId, entries: Entry[] }>()
-    await Promise.all(batch.map(async e => {
-      if (e.options.localOnly === true) return
-      let peers: PeerId[]
-      try {
-        peers = await this.#c.replicas.replicasOf(e.key)
-      } catch (err) {
-        this.#c.log('no replicas for %s: %s', e.claim.aor, errorMessage(err))
-        return
-      }
+    const add = (e: Entry, peers: PeerId[]): void => {
       for (const peer of peers) {
         const id = peer.toString()
         let g = byPeer.get(id)
@@ -167,6 +172,21 @@ export class ClaimWriter {
           byPeer.set(id, g)
         }
         g.entries.push(e)
+      }
+    }
+    // most keys' replicas are known at once (a small mesh, or nobody): only the others wait for a walk
+    const walk: Entry[] = []
+    for (const e of batch) {
+      if (e.options.localOnly === true) continue
+      const peers = this.#c.replicas.replicasNow(e.key)
+      if (peers != null) add(e, peers)
+      else walk.push(e)
+    }
+    await Promise.all(walk.map(async e => {
+      try {
+        add(e, await this.#c.replicas.replicasOf(e.key))
+      } catch (err) {
+        this.#c.log('no replicas for %s: %s', e.claim.aor, errorMessage(err))
       }
     }))
     await Promise.all([...byPeer.values()].map(async ({ peer, entries }) => {

@@ -64,3 +64,24 @@ export function pssBytes (pid: number): number | undefined {
     return undefined
   }
 }
+
+/**
+ * CPU ticks (user + system) of each thread of a process by thread name (threads of one name
+ * summed: libuv's pool, V8's GC helpers and worker threads), the main thread as `main`, or
+ * undefined without /proc.
+ */
+export function threadTicks (pid: number = process.pid): Map<string, number> | undefined {
+  const out = new Map<string, number>()
+  try {
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      let stat: string
+      try { stat = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8') } catch { continue }
+      const name = t === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      out.set(name, (out.get(name) ?? 0) + Number(f[11]) + Number(f[12]))
+    }
+  } catch {
+    return undefined
+  }
+  return out
+}
