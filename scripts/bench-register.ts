@@ -109,8 +109,8 @@ interface Target {
   spawnedAt: number
   /** CPU its processes spend with nothing to do, ms/s (measured after the warm-up) */
   idleCpuMsPerS?: number
-  /** what its nodes logged about slow claims since the last call (dht/slow-claims.ts) */
-  slowClaims?: () => string[]
+  /** what its nodes logged at warn or error since the last call (slow claims, overload, failed claims) */
+  warnings?: () => string[]
 }
 
 const running = new Set<Target>()
@@ -173,15 +173,19 @@ async function startTarget (name: TargetName, phase: string): Promise<Target> {
       settle: async (ms) => await settleSipmesh(nodes[0], ms),
       stop: stopAll,
       spawnedAt,
-      slowClaims: slowClaimLines(nodes)
+      warnings: warnLines(nodes)
     }
   }
   running.add(target)
   return target
 }
 
-/** the nodes' slow-claim warnings (their `msg`, prefixed with the node's index) logged since the last call */
-function slowClaimLines (nodes: SipmeshProcess[]): () => string[] {
+/**
+ * the nodes' warn and error lines logged since the last call (their `msg` and fields, prefixed
+ * with the node's index): slow claims (dht/slow-claims.ts), REGISTERs shed for overload, claims
+ * that failed: what a step's failures and retransmissions were
+ */
+function warnLines (nodes: SipmeshProcess[]): () => string[] {
   const read = nodes.map(() => 0)
   return () => {
     const out: string[] = []
@@ -189,11 +193,14 @@ function slowClaimLines (nodes: SipmeshProcess[]): () => string[] {
       const lines = n.proc.lines
       for (; read[i] < lines.length; read[i]++) {
         const line = lines[read[i]]
-        if (!line.includes('new claims took over')) continue
+        if (!line.includes('"level":"warn"') && !line.includes('"level":"error"')) continue
         try {
-          out.push(`node ${i}: ${(JSON.parse(line) as { msg: string }).msg}`)
+          const fields = JSON.parse(line) as Record<string, unknown>
+          const head = `node ${i} ${String(fields.level)}: ${String(fields.msg)}`
+          for (const k of ['msg', 'level', 'time', 'pid', 'hostname']) Reflect.deleteProperty(fields, k)
+          out.push(`${head} ${JSON.stringify(fields).slice(0, 300)}`)
         } catch {
-          out.push(`node ${i}: ${line}`)
+          out.push(`node ${i}: ${line.slice(0, 300)}`)
         }
       }
     })
@@ -215,6 +222,13 @@ function printStep (kind: string, s: Step): void {
   console.log(stepLine(kind, s, CPU_PROF !== undefined))
 }
 
+/** the first of what the target's nodes logged at warn or error during the step */
+function printWarnings (t: Target): void {
+  const lines = t.warnings?.() ?? []
+  for (const line of lines.slice(0, 3)) console.log(`      ${line}`)
+  if (lines.length > 3) console.log(`      (${lines.length - 3} more warn/error lines)`)
+}
+
 const timeLeft = (): number => DEADLINE - Date.now()
 
 /** new AoRs: step up the ladder until a step is not clean; returns every step run */
@@ -225,7 +239,7 @@ async function newLadder (t: Target, entries: string[], tag: string): Promise<St
     const s = await registerRun(t, entries, `n${generation}${tag}r${rate}-`, rate, Math.round(rate * STEP_S), 1)
     steps.push(s)
     printStep('new    ', s)
-    for (const line of t.slowClaims?.().slice(0, 3) ?? []) console.log(`      slow claims, ${line}`)
+    printWarnings(t)
     if (!s.clean) break
     await new Promise(resolve => setTimeout(resolve, 500))
   }
@@ -247,6 +261,7 @@ async function refreshLadder (t: Target, prefix: string, population: number, fro
     const s = await registerRun(t, [t.entries[0]], prefix, rate, Math.min(population, Math.round(rate * STEP_S)), cseq++)
     steps.push(s)
     printStep('refresh', s)
+    printWarnings(t)
     if (steps.length === 1 && !s.clean) down = true
     if (down ? s.clean : !s.clean) break
     i += down ? -1 : 1
