@@ -3,6 +3,7 @@
  * through test/e2e/fixtures/processes.ts), on 127.0.0.1 with ports chosen by the OS; optionally
  * with a V8 CPU profile written when the process exits.
  */
+import { appendFileSync } from 'node:fs'
 import { httpGet, run, stop, waitFor, type Proc } from '../../test/e2e/fixtures/processes.ts'
 
 export interface SipmeshProcess {
@@ -42,6 +43,10 @@ export async function startSipmesh (init: SipmeshProcessInit): Promise<SipmeshPr
   const options = [process.env.BENCH_NODE_OPTIONS ?? '', init.cpuProfDir === undefined ? '' : `--cpu-prof --cpu-prof-dir=${init.cpuProfDir}`].join(' ').trim()
   const env: Record<string, string> = options === '' ? {} : { NODE_OPTIONS: options }
   const proc = run(args, env)
+  // BENCH_NODE_OUT=<path>: each node's standard output (its log, and V8's --trace-gc lines when
+  // BENCH_NODE_OPTIONS asks for them) appended to <path>.<pid>
+  const out = process.env.BENCH_NODE_OUT
+  if (out !== undefined && out !== '') proc.child.stdout?.on('data', (chunk: Buffer) => { appendFileSync(`${out}.${proc.child.pid ?? 0}`, chunk) })
   try {
     const line = await proc.waitForLine(l => l.includes('"sipmesh node started"'), init.timeoutMs ?? 30_000)
     const started = JSON.parse(line) as { peerId: string, multiaddrs: string[], sip: string, admin: string }
