@@ -64,7 +64,7 @@ import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
 import type { Logger, Registry, Route } from '../ports.ts'
 import type { Registrar, Binding, Reply } from '../registrar/registrar.ts'
-import type { TransactionCore, TransactionLayer, ServerTransaction } from '../transaction/layer.ts'
+import type { ClientTransactionUser, TransactionCore, TransactionLayer, ServerTransaction } from '../transaction/layer.ts'
 import type { InviteServerTransaction } from '../transaction/invite-server-transaction.ts'
 import { responseForError } from './error-response.ts'
 import { Timer } from '../transaction/timers.ts'
@@ -1105,34 +1105,63 @@ export class ProxyCore implements TransactionCore<Flow> {
       this.#settle(ctx)
       return
     }
-    b.tx = this.#tl.sendRequest(copy, target.flow, {
-      receiveResponse: (response: SipResponse) => { this.#onBranchResponse(ctx, b, response, inbound, target) },
-      onRequestTimeout: () => {
-        if (target.flow.node !== undefined) this.#forwardFailed(request, target, 408, 'no answer from the node (timer F/B)')
-        // synthesized from the request as received: it goes upstream without our Via
-        const timeout = createResponse(request, 408, undefined, undefined, { toTag: true })
-        // issue 5: a MESSAGE that timed out at a device is kept (202) instead of lost, but only
-        // once every branch failed (the response context's rescue): a user's other device may
-        // still take it, and then it must not be stored and delivered a second time
-        if (target.aorOffline !== undefined && this.#onTimeout !== undefined && request.method === 'MESSAGE') {
-          b.rescuable = true
-          this.#rescueAor.set(request, target.aorOffline)
-        }
-        ctx.receive(b, timeout)
-        this.#settle(ctx)
-      },
-      onTransportError: (err: unknown) => {
-        this.#log.debug('branch transport error', { target: target.uri, node: target.flow.node, err: String(err) })
-        // a mesh node we cannot reach may have died: its AoRs may live elsewhere now (P5)
-        if (target.flow.node !== undefined) {
-          const retry = this.#retryElsewhere(ctx, b, inbound, target)
-          this.#forwardFailed(request, target, 503, `cannot reach the node: ${String(err).slice(0, 120)}`, retry)
-          if (retry) return
-        }
-        ctx.receive(b, createResponse(copy, 503, undefined, undefined, { toTag: true }))
-        this.#settle(ctx)
-      }
-    })
+    b.tx = this.#tl.sendRequest(copy, target.flow, new ProxyCore.#BranchUser(this, ctx, b, request, copy, inbound, target))
+  }
+
+  /**
+   * The client transaction user of one branch: what the three callbacks need, as fields of one
+   * object whose methods live on the prototype (three closures and their context per branch before)
+   */
+  static readonly #BranchUser = class BranchUser implements ClientTransactionUser<SipResponse>, BranchState {
+    readonly core: ProxyCore
+    readonly ctx: ResponseContext
+    readonly b: Branch
+    /** the request as received (upstream responses are made from it) */
+    readonly request: SipRequest
+    /** the branch's copy, as sent */
+    readonly copy: SipRequest
+    readonly inbound: Flow
+    readonly target: Target
+    constructor (core: ProxyCore, ctx: ResponseContext, b: Branch, request: SipRequest, copy: SipRequest, inbound: Flow, target: Target) {
+      this.core = core
+      this.ctx = ctx
+      this.b = b
+      this.request = request
+      this.copy = copy
+      this.inbound = inbound
+      this.target = target
+    }
+
+    receiveResponse (response: SipResponse): void { this.core.#onBranchResponse(this.ctx, this.b, response, this.inbound, this.target) }
+    onRequestTimeout (): void { this.core.#onBranchTimeout(this) }
+    onTransportError (err: unknown): void { this.core.#onBranchTransportError(this, err) }
+  }
+
+  #onBranchTimeout ({ ctx, b, request, target }: BranchState): void {
+    if (target.flow.node !== undefined) this.#forwardFailed(request, target, 408, 'no answer from the node (timer F/B)')
+    // synthesized from the request as received: it goes upstream without our Via
+    const timeout = createResponse(request, 408, undefined, undefined, { toTag: true })
+    // issue 5: a MESSAGE that timed out at a device is kept (202) instead of lost, but only
+    // once every branch failed (the response context's rescue): a user's other device may
+    // still take it, and then it must not be stored and delivered a second time
+    if (target.aorOffline !== undefined && this.#onTimeout !== undefined && request.method === 'MESSAGE') {
+      b.rescuable = true
+      this.#rescueAor.set(request, target.aorOffline)
+    }
+    ctx.receive(b, timeout)
+    this.#settle(ctx)
+  }
+
+  #onBranchTransportError ({ ctx, b, request, copy, inbound, target }: BranchState, err: unknown): void {
+    this.#log.debug('branch transport error', { target: target.uri, node: target.flow.node, err: String(err) })
+    // a mesh node we cannot reach may have died: its AoRs may live elsewhere now (P5)
+    if (target.flow.node !== undefined) {
+      const retry = this.#retryElsewhere(ctx, b, inbound, target)
+      this.#forwardFailed(request, target, 503, `cannot reach the node: ${String(err).slice(0, 120)}`, retry)
+      if (retry) return
+    }
+    ctx.receive(b, createResponse(copy, 503, undefined, undefined, { toTag: true }))
+    this.#settle(ctx)
   }
 
   #onBranchResponse (ctx: ResponseContext, b: Branch, response: SipResponse, inbound: Flow, target: Target): void {
@@ -1360,6 +1389,16 @@ interface ContactAddress {
   readonly port: number
   /** RFC 7118 / RFC 5626 made-up hosts: only the REGISTER's own flow reaches them */
   readonly invalidHost: boolean
+}
+
+/** what a branch's transaction user holds (see ProxyCore.#BranchUser) */
+interface BranchState {
+  readonly ctx: ResponseContext
+  readonly b: Branch
+  readonly request: SipRequest
+  readonly copy: SipRequest
+  readonly inbound: Flow
+  readonly target: Target
 }
 
 interface Target {

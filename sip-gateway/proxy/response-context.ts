@@ -53,7 +53,8 @@ export function bestResponse (responses: SipResponse[]): SipResponse | undefined
 export class ResponseContext {
   readonly request: SipRequest
   readonly server: ServerTransaction
-  readonly branches = new Map<string, Branch>()
+  /** in the order they were added (an array: most contexts have one branch, and none is looked up by id) */
+  readonly branches: Branch[] = []
   readonly #hooks: ResponseContextHooks
   #finalSent = false
   #cancelled = false
@@ -78,7 +79,7 @@ export class ResponseContext {
 
   addBranch (id: string, request: SipRequest): Branch {
     const b: Branch = { id, request, provisional: false, cancelPending: this.#cancelled, superseded: false }
-    this.branches.set(id, b)
+    this.branches.push(b)
     return b
   }
 
@@ -120,12 +121,12 @@ export class ResponseContext {
   cancel (): void {
     if (this.#cancelled) return
     this.#cancelled = true
-    for (const b of this.branches.values()) this.#cancelBranch(b)
+    for (const b of this.branches) this.#cancelBranch(b)
     this.#maybeFinish()
   }
 
   #cancelOthers (winner: Branch): void {
-    for (const b of this.branches.values()) if (b !== winner) this.#cancelBranch(b)
+    for (const b of this.branches) if (b !== winner) this.#cancelBranch(b)
   }
 
   #cancelBranch (b: Branch): void {
@@ -138,7 +139,7 @@ export class ResponseContext {
   #maybeFinish (): void {
     if (this.#finalSent || this.#open > 0) return
     const finals: SipResponse[] = []
-    for (const b of this.branches.values()) {
+    for (const b of this.branches) {
       if (b.final === undefined) return
       if (!b.superseded) finals.push(b.final)
     }
@@ -151,7 +152,7 @@ export class ResponseContext {
       best = createResponse(this.request, 500, 'Server Internal Error', undefined, { toTag: true })
     }
     const rescue = this.#hooks.rescue
-    if (rescue !== undefined && !this.#cancelled && [...this.branches.values()].some(b => b.rescuable === true && !b.superseded)) {
+    if (rescue !== undefined && !this.#cancelled && this.branches.some(b => b.rescuable === true && !b.superseded)) {
       const failure = best
       rescue(failure, this.request).then(r => r ?? failure, () => failure).then(r => { this.#hooks.onFinal?.(r); this.server.respond(r) }, () => {})
       return
@@ -163,7 +164,7 @@ export class ResponseContext {
   /** true once the server transaction no longer needs this context */
   get done (): boolean {
     if (!this.#finalSent) return false
-    for (const b of this.branches.values()) if (b.final === undefined && b.tx?.state !== TransactionState.Terminated) return false
+    for (const b of this.branches) if (b.final === undefined && b.tx?.state !== TransactionState.Terminated) return false
     return true
   }
 }
