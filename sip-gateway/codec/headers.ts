@@ -376,7 +376,16 @@ export class Headers {
     for (let j = this._start + 1; j < this._end; j += 3) {
       if (a[j] !== key) continue
       const raw = a[j + 1]
-      const parts = LIST_HEADERS.has(key) ? splitList(raw) : [raw]
+      const list = LIST_HEADERS.has(key)
+      if (!list || raw.indexOf(',') === -1) {
+        // one element on the line (a relayed response's Via, the usual case): no array for it
+        const v = list ? raw.trim() : raw
+        this._removeAt((j - 1 - this._start) / 3)
+        if (!list || v !== '') return v
+        j -= 3
+        continue
+      }
+      const parts = splitList(raw)
       if (parts.length <= 1) {
         this._removeAt((j - 1 - this._start) / 3)
         if (parts.length === 1) return parts[0]

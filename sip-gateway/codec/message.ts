@@ -10,6 +10,12 @@ export class SipRequest {
   headers: Headers
   /** the body bytes; after `parseMessage` a view into the input, not a copy */
   body: Uint8Array
+  /**
+   * A proxy's loop-detection hash of the request as it was received (RFC 3261 16.6 item 8), kept
+   * with it once computed: a field rather than an entry per relayed request in a WeakMap, whose
+   * ephemeron entries every scavenge must trace
+   */
+  loopHash: string | undefined = undefined
 
   constructor (method: string, uri: string, headers: Headers = new Headers(), body: Uint8Array = EMPTY, version = 'SIP/2.0') {
     this.method = method

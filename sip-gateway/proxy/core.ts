@@ -59,7 +59,7 @@ import { randomBytes } from 'node:crypto'
 import { parseVia, formatVia, prependVia, topVia } from '../codec/via.ts'
 import { splitList } from '../codec/headers.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
-import { parseNameAddr } from '../codec/name-addr.ts'
+import { parseNameAddr, type NameAddr } from '../codec/name-addr.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
 import type { Logger, Registry, Route } from '../ports.ts'
@@ -271,7 +271,6 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #inOrder = new KeyedLock()
   /** each binding's Contact address, parsed (see #contactAddress); gone with the binding */
   readonly #contactAddresses = new WeakMap<Binding<Flow>, ContactAddress>()
-  readonly #loopHashes = new WeakMap<SipRequest, string>()
   /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
   readonly #rescueAor = new WeakMap<SipRequest, string>()
   /** the Contacts of the user agents of dialogs we Record-Routed (callers and callees), for requests inside them */
@@ -373,7 +372,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   /** returns a promise only when something is waited for (a lookup, a connection, the registrar) */
   #handle (request: SipRequest, tx: ServerTransaction, flow: Flow): void | Promise<void> {
     // the loop hash covers the request as received (16.6 step 8), before we change anything
-    this.#loopHashes.set(request, loopHashOf(request))
+    request.loopHash = loopHashOf(request)
     const fromMesh = flow.transport === MESH_TRANSPORT
     // a peer network, by its certificate (peering.ts)
     const peer = fromMesh || this.#peers === undefined ? undefined : flow.peerDomain
@@ -886,7 +885,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     const from = request.headers.get('From')
     if (from === undefined) return
     try {
-      const u = parseUri(parseNameAddr(from).uri)
+      const u = parseUri(fromOrTo(from).uri)
       if (this.#domains.has(u.host.toLowerCase()) && u.user !== undefined) request.headers.set('P-Asserted-Identity', `<${aorOf(u)}>`)
     } catch { /* not ours to assert */ }
   }
@@ -1013,7 +1012,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       this.#contexts.set(tx, ctx)
       tx.onTerminated(this.#forgetContext)
     }
-    const loopHash = this.#loopHashes.get(request) ?? loopHashOf(request)
+    const loopHash = request.loopHash ?? loopHashOf(request)
     for (const target of targets) this.#startBranch(ctx, request, inbound, target, loopHash)
   }
 
@@ -1329,7 +1328,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   #count (status: number): void {
-    const k = `${Math.floor(status / 100)}xx`
+    const k = STATUS_CLASSES[Math.floor(status / 100)] ?? `${Math.floor(status / 100)}xx`
     this.stats.responses[k] = (this.stats.responses[k] ?? 0) + 1
   }
 
@@ -1372,7 +1371,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     try { via = top ? topVia(request.headers) ?? parseVia(element) : parseVia(element.trim()) } catch { throw new SipStatusError(400, 'Malformed Via') }
     const ours = typeof via.params.node === 'string' ? via.params.node === this.#registry.nodeId : this.#isOurVia(via)
     if (!ours || via.branch === undefined) return
-    const hash = this.#loopHashes.get(request) ?? loopHashOf(request)
+    const hash = request.loopHash ?? loopHashOf(request)
     if (via.branch.endsWith('.' + hash)) {
       this.stats.loops++
       throw new SipStatusError(482, 'Loop Detected')
@@ -1411,6 +1410,9 @@ interface Target {
   aorOffline?: string
 }
 
+/** the keys of `stats.responses` per status class, as constants (no string per response counted) */
+const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx', '6xx']
+
 /** RFC 3428 section 9: pager-mode requests over 1300 bytes need a congestion-controlled path */
 export const UDP_MESSAGE_LIMIT = 1300
 
@@ -1425,7 +1427,7 @@ function generateBranch (): string {
 /** an in-dialog request (RFC 3261 12.2), or a response that creates a dialog: its To carries a tag */
 function hasToTag (message: SipRequest | SipResponse): boolean {
   try {
-    const tag = parseNameAddr(message.headers.get('To') ?? '').params.tag
+    const tag = fromOrTo(message.headers.get('To') ?? '').params.tag
     return typeof tag === 'string' && tag !== ''
   } catch {
     return false
@@ -1438,6 +1440,23 @@ function safeUri (s: string): SipUri {
   } catch {
     throw new SipStatusError(400, 'Malformed URI')
   }
+}
+
+/**
+ * `parseNameAddr` of a From or To value, the last two kept: the loop hash, the asserted identity
+ * and the dialog checks read the same request's From and To one after the other (one parse each
+ * per request, not two or three). The result is shared: read it, never change it.
+ */
+const parsedAddresses: Array<[text: string, parsed: Readonly<NameAddr>]> = []
+let nextParsed = 0
+function fromOrTo (value: string): Readonly<NameAddr> {
+  for (let i = 0; i < parsedAddresses.length; i++) if (parsedAddresses[i][0] === value) return parsedAddresses[i][1]
+  const parsed = parseNameAddr(value)
+  const slot = parsedAddresses[nextParsed]
+  if (slot === undefined) parsedAddresses.push([value, parsed])
+  else { slot[0] = value; slot[1] = parsed }
+  nextParsed = (nextParsed + 1) % 2
+  return parsed
 }
 
 /** Max-Forwards as a number (undefined when absent); malformed: 400 */
@@ -1454,8 +1473,8 @@ export function loopHashOf (request: SipRequest): string {
   const h = request.headers
   let tagFrom = ''
   let tagTo = ''
-  try { tagFrom = String(parseNameAddr(h.get('From') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
-  try { tagTo = String(parseNameAddr(h.get('To') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
+  try { tagFrom = String(fromOrTo(h.get('From') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
+  try { tagTo = String(fromOrTo(h.get('To') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
   const cseq = h.get('CSeq') ?? ''
   // hashed field by field, as the fields joined by LF (list elements by commas) would be: no
   // joined string and no arrays per request
