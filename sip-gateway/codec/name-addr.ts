@@ -64,6 +64,24 @@ export function parseNameAddr (value: string): NameAddr {
   return out
 }
 
+/**
+ * `parseNameAddr` of a From or To value, with the last two results kept: the layers above read
+ * the same request's From and To one after the other (the proxy's loop hash, its asserted
+ * identity, the registrar's AoR), one parse each per request then, not two or three. The result
+ * is shared: read it, never change it.
+ */
+export function parseNameAddrShared (value: string): Readonly<NameAddr> {
+  for (let i = 0; i < recent.length; i++) if (recent[i][0] === value) return recent[i][1]
+  const parsed = parseNameAddr(value)
+  const slot = recent[nextRecent]
+  if (slot === undefined) recent.push([value, parsed])
+  else { slot[0] = value; slot[1] = parsed }
+  nextRecent = (nextRecent + 1) % 2
+  return parsed
+}
+const recent: Array<[text: string, parsed: Readonly<NameAddr>]> = []
+let nextRecent = 0
+
 export function formatNameAddr (addr: NameAddr): string {
   let out = addr.display === undefined || addr.display === '' ? `<${addr.uri}>` : `${quote(addr.display)} <${addr.uri}>`
   for (const name in addr.params) {

@@ -59,7 +59,7 @@ import { randomBytes } from 'node:crypto'
 import { parseVia, formatVia, prependVia, topVia } from '../codec/via.ts'
 import { splitList } from '../codec/headers.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
-import { parseNameAddr, type NameAddr } from '../codec/name-addr.ts'
+import { parseNameAddr, parseNameAddrShared } from '../codec/name-addr.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
 import type { Logger, Registry, Route } from '../ports.ts'
@@ -885,7 +885,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     const from = request.headers.get('From')
     if (from === undefined) return
     try {
-      const u = parseUri(fromOrTo(from).uri)
+      const u = parseUri(parseNameAddrShared(from).uri)
       if (this.#domains.has(u.host.toLowerCase()) && u.user !== undefined) request.headers.set('P-Asserted-Identity', `<${aorOf(u)}>`)
     } catch { /* not ours to assert */ }
   }
@@ -1427,7 +1427,7 @@ function generateBranch (): string {
 /** an in-dialog request (RFC 3261 12.2), or a response that creates a dialog: its To carries a tag */
 function hasToTag (message: SipRequest | SipResponse): boolean {
   try {
-    const tag = fromOrTo(message.headers.get('To') ?? '').params.tag
+    const tag = parseNameAddrShared(message.headers.get('To') ?? '').params.tag
     return typeof tag === 'string' && tag !== ''
   } catch {
     return false
@@ -1440,23 +1440,6 @@ function safeUri (s: string): SipUri {
   } catch {
     throw new SipStatusError(400, 'Malformed URI')
   }
-}
-
-/**
- * `parseNameAddr` of a From or To value, the last two kept: the loop hash, the asserted identity
- * and the dialog checks read the same request's From and To one after the other (one parse each
- * per request, not two or three). The result is shared: read it, never change it.
- */
-const parsedAddresses: Array<[text: string, parsed: Readonly<NameAddr>]> = []
-let nextParsed = 0
-function fromOrTo (value: string): Readonly<NameAddr> {
-  for (let i = 0; i < parsedAddresses.length; i++) if (parsedAddresses[i][0] === value) return parsedAddresses[i][1]
-  const parsed = parseNameAddr(value)
-  const slot = parsedAddresses[nextParsed]
-  if (slot === undefined) parsedAddresses.push([value, parsed])
-  else { slot[0] = value; slot[1] = parsed }
-  nextParsed = (nextParsed + 1) % 2
-  return parsed
 }
 
 /** Max-Forwards as a number (undefined when absent); malformed: 400 */
@@ -1473,8 +1456,8 @@ export function loopHashOf (request: SipRequest): string {
   const h = request.headers
   let tagFrom = ''
   let tagTo = ''
-  try { tagFrom = String(fromOrTo(h.get('From') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
-  try { tagTo = String(fromOrTo(h.get('To') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
+  try { tagFrom = String(parseNameAddrShared(h.get('From') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
+  try { tagTo = String(parseNameAddrShared(h.get('To') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
   const cseq = h.get('CSeq') ?? ''
   // hashed field by field, as the fields joined by LF (list elements by commas) would be: no
   // joined string and no arrays per request

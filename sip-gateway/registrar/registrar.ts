@@ -11,7 +11,7 @@
  * node holds live is redirected there (302) and never claimed here.
  */
 import type { SipRequest } from '../codec/message.ts'
-import { parseNameAddr } from '../codec/name-addr.ts'
+import { parseNameAddr, parseNameAddrShared } from '../codec/name-addr.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
@@ -346,7 +346,50 @@ export class Registrar<Flow = unknown> {
    * Handle one REGISTER (RFC 3261 10.3). Throws SipStatusError for refusals; resolves with the
    * 200 (or 302, or 503 with Retry-After when the node is overloaded) to send.
    */
-  async handle (request: SipRequest, flow?: Flow, requestUri?: SipUri): Promise<Reply> {
+  handle (request: SipRequest, flow?: Flow, requestUri?: SipUri): Promise<Reply> {
+    let aor: string
+    let callId: string
+    let cseq: number
+    try {
+      const checked = this.#check(request, requestUri)
+      if (checked === undefined) return Promise.resolve(this.#unavailable('Overloaded'))
+      ;[aor, callId, cseq] = checked
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    this.#overload.pending++
+    // under the AoR's lock (as #serialized): the turn taken at once when the AoR is free, and
+    // the answer handed on without an async function's frame saved across the claim per REGISTER
+    const turn = this.#acquire(aor)
+    let reply: Reply | Promise<Reply>
+    if (turn === undefined) {
+      try {
+        reply = this.#register(request, aor, callId, cseq, flow)
+      } catch (err) {
+        this.#finished(aor)
+        return Promise.reject(err)
+      }
+      if (!(reply instanceof Promise)) {
+        this.#finished(aor)
+        return Promise.resolve(reply)
+      }
+    } else {
+      reply = turn.then(() => this.#register(request, aor, callId, cseq, flow))
+    }
+    return reply.then(r => { this.#finished(aor); return r }, (err: unknown) => { this.#finished(aor); throw err })
+  }
+
+  /** the REGISTER's turn is over: the AoR's lock to the next in line, one fewer pending */
+  #finished (aor: string): void {
+    this.#releaseLock(aor)
+    this.#overload.pending--
+  }
+
+  /**
+   * 10.3 steps 1, 2 and 5: the AoR (the registrar's own copy of its string), Call-ID and CSeq of a
+   * REGISTER it serves; throws SipStatusError for refusals; undefined when the node is overloaded
+   */
+  #check (request: SipRequest, requestUri?: SipUri): [aor: string, callId: string, cseq: number] | undefined {
     // 10.3 step 1: the Request-URI names the registrar's domain (`requestUri`: parsed already)
     const target = requestUri ?? parseUri(request.uri)
     if (target.scheme !== 'sip' && target.scheme !== 'sips') throw new SipStatusError(416, 'Unsupported URI Scheme')
@@ -360,29 +403,16 @@ export class Registrar<Flow = unknown> {
     if (to === undefined || callId === undefined || cseqValue === undefined) throw new SipStatusError(400, 'Missing To, Call-ID or CSeq')
     let aor: string
     try {
-      aor = aorOf(parseNameAddr(to).uri)
+      aor = aorOf(parseNameAddrShared(to).uri)
     } catch {
       throw new SipStatusError(400, 'Malformed To')
     }
     if (!aor.includes('@') || !this.#domains.has(aor.slice(aor.indexOf('@') + 1))) throw new SipStatusError(404, 'Not Found')
     const cseq = parseCSeq(cseqValue).seq
     // RFC 3261 21.5.4: beyond capacity, answer now rather than queue
-    if (this.#overload.check() !== undefined) return this.#unavailable('Overloaded')
+    if (this.#overload.check() !== undefined) return undefined
     // the registrar keeps one copy of the AoR (the request's strings hold the whole message)
-    aor = this.#regs.get(aor)?.aor ?? ownString(aor)
-    this.#overload.pending++
-    try {
-      // under the AoR's lock (as #serialized, without a closure and its promise per REGISTER)
-      const turn = this.#acquire(aor)
-      if (turn !== undefined) await turn
-      try {
-        return await this.#register(request, aor, callId, cseq, flow)
-      } finally {
-        this.#releaseLock(aor)
-      }
-    } finally {
-      this.#overload.pending--
-    }
+    return [this.#regs.get(aor)?.aor ?? ownString(aor), callId, cseq]
   }
 
   #unavailable (reason: string): Reply {

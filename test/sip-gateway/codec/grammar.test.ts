@@ -5,6 +5,7 @@ import {
   Headers, parseVia, formatVia, parseNameAddr, formatNameAddr, parseUri, formatUri, parseCSeq, aorOf, createResponse,
   reasonPhrase, parseMessage, serializeMessage, SipRequest, SipParseError, isRequest, generateBranch, generateTag
 } from '../../../sip-gateway/codec/index.ts'
+import { parseNameAddrShared } from '../../../sip-gateway/codec/name-addr.ts'
 
 const isParseError = (err: unknown): boolean => err instanceof SipParseError
 
@@ -59,6 +60,15 @@ describe('Headers', () => {
     assert.equal(h.shift('via'), undefined)
     assert.equal(h.size, 0)
     assert.equal(h.replaceFirst('via', 'x'), false)
+  })
+
+  test('shift skips and removes empty list lines, trims a lone element, gives a non-list value as it is', () => {
+    const h = new Headers([['Via', '  '], ['Via', ' v1 '], ['Subject', ' a, b '], ['Via', ',']])
+    assert.equal(h.shift('via'), 'v1')
+    assert.deepEqual([...h], [['Subject', ' a, b '], ['Via', ',']])
+    assert.equal(h.shift('subject'), ' a, b ')
+    assert.equal(h.shift('via'), undefined)
+    assert.equal(h.size, 0)
   })
 
   test('clone is independent', () => {
@@ -122,6 +132,27 @@ describe('name-addr', () => {
       assert.throws(() => parseNameAddr(bad), isParseError, bad)
     }
     const p = parseNameAddr('<sip:a@b>;__proto__;constructor=1').params
+    assert.equal(Object.getPrototypeOf(p), Object.prototype)
+    assert.equal(Object.hasOwn(p, '__proto__'), true)
+  })
+})
+
+describe('name-addr, shared parse (the last two kept)', () => {
+  test('gives what parseNameAddr gives, for values met again, alternating and new; malformed ones throw every time', () => {
+    const values = ['"Alice" <sip:alice@example.com>;tag=1', 'sip:bob@example.com;tag=2', '<sip:carol@example.com>', '"Alice" <sip:alice@example.com>;tag=1']
+    for (let round = 0; round < 3; round++) {
+      for (const v of values) assert.deepEqual(parseNameAddrShared(v), parseNameAddr(v), v)
+      // From and To of one request, read in turn: each answered from what was kept
+      assert.equal(parseNameAddrShared(values[0]), parseNameAddrShared(values[0]))
+      assert.equal(parseNameAddrShared(values[1]).params.tag, '2')
+      assert.equal(parseNameAddrShared(values[0]).params.tag, '1')
+    }
+    for (const bad of ['', '*', '"Unbalanced <sip:a@b>', '<sip:a@b', 'Name <>', 'no-scheme', '<sip:a@b> garbage', 'A"b <sip:a@b>']) {
+      assert.throws(() => parseNameAddrShared(bad), isParseError, bad)
+      assert.throws(() => parseNameAddrShared(bad), isParseError, `${bad} (again)`)
+    }
+    // a hostile parameter name does not reach the prototype of the shared result either
+    const p = parseNameAddrShared('<sip:a@b>;__proto__;constructor=1').params
     assert.equal(Object.getPrototypeOf(p), Object.prototype)
     assert.equal(Object.hasOwn(p, '__proto__'), true)
   })
