@@ -119,15 +119,19 @@ export function topVia (headers: Headers): Readonly<Via> | undefined {
   return via
 }
 
-/** Replace the top Via element with `via` (written by `formatVia`), keeping it parsed. */
-export function setTopVia (headers: Headers, via: Readonly<Via>): void {
+/**
+ * Replace the top Via element with `via` (written by `formatVia`), keeping it parsed. `owned`:
+ * the caller gives `via` and its `params` away (a copy made for this call), kept as the parse
+ * instead of copies of them.
+ */
+export function setTopVia (headers: Headers, via: Readonly<Via>, owned = false): void {
   const text = formatVia(via)
   if (!headers.replaceFirst('via', text)) return
   // replaceFirst stores the text as given when the line holds one element
   const stored = headers.get('via')
   if (stored === text) {
     headers._topViaText = stored
-    headers._topVia = asParsed(via)
+    headers._topVia = owned ? fillParsed(via as Via, via.params) : asParsed(via)
   }
 }
 

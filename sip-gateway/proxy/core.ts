@@ -64,6 +64,7 @@ import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
 import type { Logger, Registry, Route } from '../ports.ts'
 import type { Registrar, Binding, Reply } from '../registrar/registrar.ts'
+import { ownString } from '../registrar/bindings.ts'
 import type { ClientTransactionUser, TransactionCore, TransactionLayer, ServerTransaction } from '../transaction/layer.ts'
 import type { InviteServerTransaction } from '../transaction/invite-server-transaction.ts'
 import { responseForError } from './error-response.ts'
@@ -271,6 +272,12 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #inOrder = new KeyedLock()
   /** each binding's Contact address, parsed (see #contactAddress); gone with the binding */
   readonly #contactAddresses = new WeakMap<Binding<Flow>, ContactAddress>()
+  /**
+   * #assertIdentity's answers by From URI: the identity a sender's requests get (or NOBODY_ASSERTED),
+   * without a URI parse and a new string per request from a user seen lately; at most
+   * ASSERTED_CACHE_SIZE URIs, forgotten all at once when full
+   */
+  readonly #assertedByUri = new Map<string, string>()
   /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
   readonly #rescueAor = new WeakMap<SipRequest, string>()
   /** the Contacts of the user agents of dialogs we Record-Routed (callers and callees), for requests inside them */
@@ -884,10 +891,20 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
     const from = request.headers.get('From')
     if (from === undefined) return
-    try {
-      const u = parseUri(parseNameAddrShared(from).uri)
-      if (this.#domains.has(u.host.toLowerCase()) && u.user !== undefined) request.headers.set('P-Asserted-Identity', `<${aorOf(u)}>`)
-    } catch { /* not ours to assert */ }
+    let uri
+    try { uri = parseNameAddrShared(from).uri } catch { return /* not ours to assert */ }
+    let asserted = this.#assertedByUri.get(uri)
+    if (asserted === undefined) {
+      asserted = NOBODY_ASSERTED
+      try {
+        const u = parseUri(uri)
+        if (this.#domains.has(u.host.toLowerCase()) && u.user !== undefined) asserted = `<${aorOf(u)}>`
+      } catch { /* not ours to assert */ }
+      if (this.#assertedByUri.size >= ASSERTED_CACHE_SIZE) this.#assertedByUri.clear()
+      // its own copy of the URI as the key: a slice of the message's text would keep the message alive
+      this.#assertedByUri.set(ownString(uri), asserted)
+    }
+    if (asserted !== NOBODY_ASSERTED) request.headers.set('P-Asserted-Identity', asserted)
   }
 
   /**
@@ -1409,6 +1426,10 @@ interface Target {
   /** for local contacts of an AoR: a MESSAGE timing out there is offered to `onTimeout` */
   aorOffline?: string
 }
+
+/** #assertedByUri: a From URI that asserts no identity (not of a served domain, or malformed) */
+const NOBODY_ASSERTED = ''
+const ASSERTED_CACHE_SIZE = 4096
 
 /** the keys of `stats.responses` per status class, as constants (no string per response counted) */
 const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx', '6xx']

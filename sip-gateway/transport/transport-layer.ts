@@ -174,11 +174,12 @@ export function stampVia (request: SipRequest, remote: Address): void {
     return
   }
   if (via === undefined) return
-  // the parsed top Via is shared (kept on the headers): a changed copy replaces it
+  // the parsed top Via is shared (kept on the headers): a changed copy (its parameters copied
+  // too) replaces it, given away to be kept as the parse
   if (via.rport === null) {
-    setTopVia(request.headers, { ...via, rport: remote.port, received: remote.host })
+    setTopVia(request.headers, { ...via, params: { ...via.params }, rport: remote.port, received: remote.host }, true)
   } else if (unbracket(via.host) !== remote.host) {
-    setTopVia(request.headers, { ...via, received: remote.host })
+    setTopVia(request.headers, { ...via, params: { ...via.params }, received: remote.host }, true)
   }
 }
 

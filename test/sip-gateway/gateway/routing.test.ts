@@ -65,6 +65,20 @@ describe('routing across gateways', () => {
     assert.equal(dave.received.filter(m => m.method === 'MESSAGE').length, 1)
   })
 
+  test('the identity asserted follows each request\'s own From, for senders that come back in turn', async () => {
+    const hank = await ua('hank', 1)
+    assert.equal((await hank.register(600))?.status, 200)
+    const sender = await ua('ivy', 1)
+    const froms = ['<sip:ivy@example.com>', '"Other" <sip:JOE@Example.COM>', '<sip:x@foreign.example.org>', '<sip:example.com>', '<sip:ivy@example.com>', '<sip:x@foreign.example.org>', '"Other" <sip:JOE@Example.COM>']
+    const expected = ['<sip:ivy@example.com>', '<sip:JOE@example.com>', undefined, undefined, '<sip:ivy@example.com>', undefined, '<sip:JOE@example.com>']
+    for (let i = 0; i < froms.length; i++) {
+      const r = await sender.request({ uri: 'sip:hank@example.com', from: froms[i], body: `m${i}`, headers: [['P-Asserted-Identity', '<sip:forged@example.com>']] })
+      assert.equal(r?.status, 200, froms[i])
+      const got = await hank.waitFor(() => hank.received.find(m => m.method === 'MESSAGE' && Buffer.from(m.body).toString() === `m${i}`))
+      assert.deepEqual(got?.headers.getAll('P-Asserted-Identity'), expected[i] === undefined ? [] : [expected[i]], froms[i])
+    }
+  })
+
   test('the device\'s final error response comes back through the mesh', async () => {
     const frank = await ua('frank', 0)
     assert.equal((await frank.register(600))?.status, 200)
