@@ -27,7 +27,8 @@ export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res e
   #user: ClientTransactionUser<Res>
   /** timer E and F over an unreliable flow, F alone over a reliable one */
   readonly #timerEF = new Timer()
-  readonly #timerK = new Timer()
+  /** made when needed: only without the layer's linger table */
+  #timerK: Timer | undefined
   #interval: number
   /** the intervals of timer E run so far: the time since start, as timer F counts it */
   #elapsed = 0
@@ -52,7 +53,7 @@ export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res e
 
   /** send the request and arm the timers (17.1.2.2) */
   start (): void {
-    if (this.reliable) this.#timerEF.set(64 * this.timers.t1, this.#onTimerF)
+    if (this.reliable) this.#timerEF.set(64 * this.timers.t1, this.#onTimerF, this)
     else this.#armE()
     if (this.#request !== undefined) this.transmit(this.#request)
   }
@@ -62,21 +63,24 @@ export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res e
     const left = 64 * this.timers.t1 - this.#elapsed
     const next = Math.min(this.#interval, left)
     this.#elapsed += next
-    this.#timerEF.set(next, next === left ? this.#onTimerF : this.#onTimerE)
+    this.#timerEF.set(next, next === left ? this.#onTimerF : this.#onTimerE, this)
   }
 
-  readonly #onTimerE = (): void => {
+  // methods (called with the transaction as `this` by the timer), not a closure per transaction
+  #onTimerE (): void {
     if ((this.state !== S.Trying && this.state !== S.Proceeding) || this.#request === undefined) return
     this.transmit(this.#request)
     this.#interval = this.state === S.Trying ? Math.min(2 * this.#interval, this.timers.t2) : this.timers.t2
     if (this.state === S.Trying || this.state === S.Proceeding) this.#armE()
   }
 
-  readonly #onTimerF = (): void => {
+  #onTimerF (): void {
     if (this.state !== S.Trying && this.state !== S.Proceeding) return
     this.transition(S.Terminated)
     this.#user.onRequestTimeout()
   }
+
+  #terminate (): void { this.transition(S.Terminated) }
 
   receiveResponse (response: Res): void {
     const status = response.status
@@ -96,7 +100,7 @@ export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res e
         else if (this.#linger !== undefined && this.is(S.Completed)) {
           this.#linger(this.key)
           this.transition(S.Terminated)
-        } else this.#timerK.set(this.timers.t4, () => this.transition(S.Terminated))
+        } else (this.#timerK ??= new Timer()).set(this.timers.t4, this.#terminate, this)
         return
       default:
         // Completed: retransmissions of the final response are absorbed (17.1.2.2)
@@ -120,7 +124,7 @@ export class NonInviteClientTransaction<Req extends TxRequest = TxRequest, Res e
   }
 
   protected override clearTimers (): void {
-    this.#timerEF.clear(); this.#timerK.clear()
+    this.#timerEF.clear(); this.#timerK?.clear()
   }
 
   protected override terminatedHook (): void { this.#user.onTerminated?.() }

@@ -23,7 +23,8 @@ const transitions = table({
 export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res extends TxResponse = TxResponse> extends Transaction<Res> {
   #request: Req | undefined
   #user: ServerTransactionUser<Req>
-  readonly #timerJ = new Timer()
+  /** made when needed: only without the layer's linger table, or over a flow that cannot resend bytes */
+  #timerJ: Timer | undefined
   #last: Res | undefined
   /** the final response as sent, over a flow that can resend bytes (UDP): `#last` is then dropped */
   #packed: Uint8Array | undefined
@@ -92,7 +93,7 @@ export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res e
     }
     if (!this.is(S.Completed)) return
     if (this.reliable) this.transition(S.Terminated)
-    else this.#timerJ.set(64 * this.timers.t1, () => this.transition(S.Terminated))
+    else (this.#timerJ ??= new Timer()).set(64 * this.timers.t1, this.#terminate, this)
   }
 
   protected override transportFailed (error: unknown): void {
@@ -101,6 +102,8 @@ export class NonInviteServerTransaction<Req extends TxRequest = TxRequest, Res e
     this.#user.onTransportError?.(error)
   }
 
-  protected override clearTimers (): void { this.#timerJ.clear() }
+  #terminate (): void { this.transition(S.Terminated) }
+
+  protected override clearTimers (): void { this.#timerJ?.clear() }
   protected override terminatedHook (): void { this.#user.onTerminated?.() }
 }

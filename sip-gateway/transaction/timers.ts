@@ -21,20 +21,41 @@ export function timerSettings (init: Partial<TimerSettings> = {}): TimerSettings
   return t
 }
 
-/** A cancellable one-shot timer; `set` replaces a pending one. */
+/**
+ * A cancellable one-shot timer; `set` replaces a pending one. `fn` is called with `self` as
+ * `this` (a method of the owner, which then needs no closure of its own per instance); the timer
+ * itself is what Node's timer passes back, so a timer set costs no closure either.
+ */
 export class Timer {
   #handle: ReturnType<typeof setTimeout> | undefined
+  #fn: (() => void) | undefined
+  #self: unknown
 
-  set (ms: number, fn: () => void): void {
+  set<T> (ms: number, fn: (this: T) => void, self?: T): void {
     this.clear()
-    this.#handle = setTimeout(() => { this.#handle = undefined; fn() }, ms)
+    this.#fn = fn as () => void
+    this.#self = self
+    this.#handle = setTimeout(Timer.#fire, ms, this)
     // a transaction timer must never keep the process alive on its own
     this.#handle.unref?.()
   }
 
+  /** what Node's timer calls: the timer's function, once */
+  static #fire (timer: Timer): void {
+    const fn = timer.#fn
+    const self = timer.#self
+    timer.#handle = undefined
+    timer.#fn = undefined
+    timer.#self = undefined
+    fn?.call(self)
+  }
+
   clear (): void {
-    if (this.#handle !== undefined) clearTimeout(this.#handle)
+    if (this.#handle === undefined) return
+    clearTimeout(this.#handle)
     this.#handle = undefined
+    this.#fn = undefined
+    this.#self = undefined
   }
 
   get pending (): boolean { return this.#handle !== undefined }

@@ -7,7 +7,7 @@ import { InviteClientTransaction } from '../../../sip-gateway/transaction/invite
 import { NonInviteServerTransaction } from '../../../sip-gateway/transaction/non-invite-server-transaction.ts'
 import { InviteServerTransaction } from '../../../sip-gateway/transaction/invite-server-transaction.ts'
 import { TransactionState, TransactionStateError } from '../../../sip-gateway/transaction/transaction.ts'
-import { timerSettings } from '../../../sip-gateway/transaction/timers.ts'
+import { Timer, timerSettings } from '../../../sip-gateway/transaction/timers.ts'
 import type { TxFlow, TxRequest, TxResponse } from '../../../sip-gateway/transaction/message.ts'
 
 const S = TransactionState
@@ -321,4 +321,38 @@ test('timer settings are validated', () => {
   assert.throws(() => timerSettings({ t1: 0 }), RangeError)
   assert.throws(() => timerSettings({ t2: Number.NaN }), RangeError)
   assert.deepEqual(timerSettings({ t1: 50 }), { t1: 50, t2: 4000, t4: 5000 })
+})
+
+test('Timer: calls its function once with the owner as this; set replaces, clear cancels, pending follows', () => {
+  const owner = { fired: [] as string[], note (this: { fired: string[] }) { this.fired.push('a') }, other (this: { fired: string[] }) { this.fired.push('b') } }
+  const t = new Timer()
+  t.set(100, owner.note, owner)
+  assert.equal(t.pending, true)
+  mock.timers.tick(99)
+  assert.deepEqual(owner.fired, [])
+  mock.timers.tick(1)
+  assert.deepEqual(owner.fired, ['a'])
+  assert.equal(t.pending, false)
+  mock.timers.tick(1000)
+  assert.deepEqual(owner.fired, ['a'], 'once')
+  // set while pending replaces: only the second fires, at its own time
+  t.set(100, owner.note, owner)
+  mock.timers.tick(50)
+  t.set(100, owner.other, owner)
+  mock.timers.tick(99)
+  assert.deepEqual(owner.fired, ['a'])
+  mock.timers.tick(1)
+  assert.deepEqual(owner.fired, ['a', 'b'])
+  // clear cancels; a timer may be set again from its own function
+  t.set(10, owner.note, owner)
+  t.clear()
+  assert.equal(t.pending, false)
+  mock.timers.tick(100)
+  assert.deepEqual(owner.fired, ['a', 'b'])
+  let again = 0
+  const self = { again () { again++; if (again < 3) t.set(10, self.again, self) } }
+  t.set(10, self.again, self)
+  mock.timers.tick(10); mock.timers.tick(10); mock.timers.tick(10); mock.timers.tick(10)
+  assert.equal(again, 3)
+  assert.equal(t.pending, false)
 })
