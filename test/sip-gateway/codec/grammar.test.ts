@@ -201,6 +201,19 @@ describe('CSeq', () => {
       assert.throws(() => parseCSeq(bad), isParseError, bad)
     }
   })
+
+  test('known and other methods, leading zeros, tabs, the limits of the number; hostile values refused', () => {
+    assert.deepEqual(parseCSeq('0000000012 MESSAGE'), { seq: 12, method: 'MESSAGE' })
+    assert.deepEqual(parseCSeq('0\tREGISTER'), { seq: 0, method: 'REGISTER' })
+    assert.deepEqual(parseCSeq('7 \t SUBSCRIBE\t'), { seq: 7, method: 'SUBSCRIBE' })
+    assert.deepEqual(parseCSeq('7 message'), { seq: 7, method: 'message' }, 'methods are case-sensitive: kept as written')
+    assert.deepEqual(parseCSeq('7 MESSAGEX'), { seq: 7, method: 'MESSAGEX' })
+    assert.deepEqual(parseCSeq('7 X-CUSTOM.1'), { seq: 7, method: 'X-CUSTOM.1' })
+    assert.deepEqual(parseCSeq('9999999999 ACK'.replace('9999999999', '4294967295')), { seq: 4294967295, method: 'ACK' })
+    for (const bad of ['9999999999 ACK', '12345678901 ACK', '00000000001 ACK', '1 MESSAGE MESSAGE', '1 ', '1\t', '١ INVITE', '1\u00a0INVITE', '1 INVITE\u0000', ' \t ']) {
+      assert.throws(() => parseCSeq(bad), isParseError, JSON.stringify(bad))
+    }
+  })
 })
 
 describe('createResponse', () => {
