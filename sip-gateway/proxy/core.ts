@@ -895,14 +895,16 @@ export class ProxyCore implements TransactionCore<Flow> {
     try { uri = parseNameAddrShared(from).uri } catch { return /* not ours to assert */ }
     let asserted = this.#assertedByUri.get(uri)
     if (asserted === undefined) {
+      // the URI copied off the message first (the key, and what the identity is made of): a slice
+      // of the message's text, or a string made of slices of it, would keep the message alive
+      const own = ownString(uri)
       asserted = NOBODY_ASSERTED
       try {
-        const u = parseUri(uri)
-        if (this.#domains.has(u.host.toLowerCase()) && u.user !== undefined) asserted = `<${aorOf(u)}>`
+        const u = parseUri(own)
+        if (this.#domains.has(u.host.toLowerCase()) && u.user !== undefined) asserted = ownString(`<${aorOf(u)}>`)
       } catch { /* not ours to assert */ }
       if (this.#assertedByUri.size >= ASSERTED_CACHE_SIZE) this.#assertedByUri.clear()
-      // its own copy of the URI as the key: a slice of the message's text would keep the message alive
-      this.#assertedByUri.set(ownString(uri), asserted)
+      this.#assertedByUri.set(own, asserted)
     }
     if (asserted !== NOBODY_ASSERTED) request.headers.set('P-Asserted-Identity', asserted)
   }
