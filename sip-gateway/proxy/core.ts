@@ -482,9 +482,9 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   /** REGISTER to a served domain: the registrar answers */
-  async #register (request: SipRequest, tx: ServerTransaction, flow: Flow, uri: SipUri): Promise<void> {
-    const reply = await this.#registrar.handle(request, flow, uri)
-    this.#reply(tx, request, reply)
+  #register (request: SipRequest, tx: ServerTransaction, flow: Flow, uri: SipUri): Promise<void> {
+    // one reaction on the registrar's answer, not an async function's frame and its await per REGISTER
+    return this.#registrar.handle(request, flow, uri).then(reply => { this.#reply(tx, request, reply) })
   }
 
   /** a request with a Route left once ours was consumed (16.4, 16.12) */

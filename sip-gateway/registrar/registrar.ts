@@ -603,15 +603,22 @@ export class Registrar<Flow = unknown> {
   }
 
   /** claim the AoR for `bindings`, then bind them and answer (200 only once claimed and durable) */
-  async #bind (aor: string, bindings: Array<StoredBinding<Flow>>, plan: Plan<Flow>, now: number): Promise<Reply> {
-    let result
+  #bind (aor: string, bindings: Array<StoredBinding<Flow>>, plan: Plan<Flow>, now: number): Promise<Reply> {
+    // reactions on the claim, not an async function's frame saved across it per REGISTER
+    let claim: Promise<ClaimResult>
     try {
-      result = await this.#registry.claim(aor, { expiresAt: maxExpiry(bindings) })
+      claim = this.#registry.claim(aor, { expiresAt: maxExpiry(bindings) })
     } catch (err) {
-      return this.#claimFailed(aor, plan, err)
+      return Promise.resolve().then(() => this.#claimFailed(aor, plan, err))
     }
-    const outcome = this.#claimed(aor, bindings, plan, now, result)
-    if (outcome !== WRITE) return outcome
+    return claim.then(result => {
+      const outcome = this.#claimed(aor, bindings, plan, now, result)
+      return outcome !== WRITE ? outcome : this.#written(aor, bindings, plan, now, result)
+    }, (err: unknown) => this.#claimFailed(aor, plan, err))
+  }
+
+  /** the claim is won and the record must be written first: 200 once it is durable */
+  async #written (aor: string, bindings: Array<StoredBinding<Flow>>, plan: Plan<Flow>, now: number, result: ClaimResult): Promise<Reply> {
     if (!await this.#persist(aor, bindings)) {
       this.#emit(aor)
       return this.#unavailable('Storage Unavailable')

@@ -132,6 +132,36 @@ describe('registrar', () => {
     registrar.stop()
   })
 
+  test('a claim that fails (rejected, or thrown at once) is 503 with Retry-After, binds nothing, and the AoR\'s turn goes on', async () => {
+    for (const how of ['rejects', 'throws'] as const) {
+      const mesh = new MemoryMesh()
+      let failing = true
+      class Failing extends MemoryRegistry {
+        override claim (...args: Parameters<MemoryRegistry['claim']>): ReturnType<MemoryRegistry['claim']> {
+          if (!failing) return super.claim(...args)
+          if (how === 'throws') throw new Error('no replica at hand')
+          return Promise.reject(new Error('no replica answered'))
+        }
+      }
+      const registry = new Failing(mesh, { nodeId: 'node-a', sip: 'node-a.test:5060' })
+      const registrar = new Registrar({ registry, store: new MemoryStore(), logger: testLogger() }, { domains: ['example.com'], minExpires: 60, maxExpires: 3600 })
+      await registrar.start()
+      // two at once for one AoR: the second waits its turn behind the failed first
+      const [a, b] = await Promise.all([registrar.handle(register({ expires: 600 })), registrar.handle(register({ expires: 600, cseq: 2 }))])
+      for (const r of [a, b]) {
+        assert.equal(r.status, 503, how)
+        assert.match(r.reason ?? '', /Registry Unavailable/)
+        assert.ok((r.headers ?? []).some(([n]) => n === 'Retry-After'), how)
+      }
+      assert.equal(registrar.registrations, 0, how)
+      assert.equal(registrar.pending, 0, how)
+      failing = false
+      assert.equal((await registrar.handle(register({ expires: 600, cseq: 3 }))).status, 200, how)
+      assert.equal(registrar.pending, 0, how)
+      registrar.stop()
+    }
+  })
+
   test('too many contacts: 403', async () => {
     const { registrar } = setup({ maxContactsPerAor: 2 })
     await registrar.start()
