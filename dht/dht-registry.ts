@@ -855,7 +855,7 @@ export class DhtRegistry implements ClaimRegistry {
   }
 
   /** Batching figures of the writer and the put streams (benchmarks). */
-  writeStats (): { batches: number, claims: number, largestBatch: number, peerBatches: number, peerClaims: number, walks: number } {
-    return { ...this.writer.stats, peerBatches: this.client.stats.batches, peerClaims: this.client.stats.claims, walks: this.replicas.walks }
+  writeStats (): { batches: number, claims: number, largestBatch: number, peerBatches: number, peerClaims: number, walks: number, signingBatches: number } {
+    return { ...this.writer.stats, peerBatches: this.client.stats.batches, peerClaims: this.client.stats.claims, walks: this.replicas.walks, signingBatches: signingThread.stats.batches }
   }
 }
