@@ -11,8 +11,11 @@
  * dead stream is retried once on a fresh stream. Delivery is at most once (a message written into
  * a stream that then resets is lost).
  *
- * Cold start: messages to a peer with no stream yet wait, in order, while it opens (bounded by
- * `maxQueuedPerPeer`). A dial that fails (the peer not listening yet, a connection closing as it is
+ * Cold start: the node that dialled a connection opens the SIP stream on it as soon as the
+ * connection is up (`openOnConnect`), before any message needs it: the first messages of a new
+ * route then find it open instead of waiting for a stream to be negotiated (a round trip, and
+ * the first turns of a loaded event loop). Messages to a peer with no stream yet wait, in order,
+ * while it opens (bounded by `maxQueuedPerPeer`); they never fail for it. A dial that fails (the peer not listening yet, a connection closing as it is
  * dialled) is tried again with a growing pause until `openTimeout` has passed since the first
  * attempt; only then do the waiting messages fail.
  *
@@ -66,7 +69,8 @@ export class SendQueueFullError extends Error {
 }
 
 export interface PeerChannelComponents {
-  libp2p: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId'>
+  /** `addEventListener`, `removeEventListener` and `getConnections`: for `openOnConnect` */
+  libp2p: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId'> & Partial<Pick<Libp2p, 'addEventListener' | 'removeEventListener' | 'getConnections'>>
   logger: Logger
 }
 
@@ -86,6 +90,12 @@ export interface PeerChannelInit {
    * (node/yamux-window.ts) @default true
    */
   lazyWindowUpdates?: boolean
+  /**
+   * open the SIP stream on every connection this node dials, as soon as it is open (and on those
+   * open when the channel starts), so that the first message to the peer does not wait for it
+   * @default true
+   */
+  openOnConnect?: boolean
 }
 
 /** Incremental decoder for 4-byte-length frames. */
@@ -272,6 +282,8 @@ export interface PeerChannelStats {
   framesReceived: number
   /** streams this node opened (a stream the peer opened and this node also sends on is not counted) */
   streamsOpened: number
+  /** streams this node began to open ahead of any message, on a connection it dialled (`openOnConnect`) */
+  streamsPrepared: number
   streamErrors: number
   /** dials of a stream that failed and were tried again within the open timeout */
   openRetries: number
@@ -295,13 +307,14 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   private readonly maxQueuedPerPeer: number
   private readonly maxInboundStreams: number
   private readonly lazyWindowUpdates: boolean
+  private readonly openOnConnect: boolean
   private readonly links = new Map<string, Link>()
   private readonly inbound = new Set<Stream>()
   private readonly handlers = new Set<(node: string, data: Uint8Array) => void>()
   /** peer id → when a message last went to it or came from it (ms epoch): node/idle-connections.ts */
   private readonly active = new Map<string, number>()
   private shutdown?: AbortController
-  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, streamsOpened: 0, streamErrors: 0, openRetries: 0, queued: { no_stream: 0, drain: 0, behind_queue: 0 } }
+  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, streamsOpened: 0, streamsPrepared: 0, streamErrors: 0, openRetries: 0, queued: { no_stream: 0, drain: 0, behind_queue: 0 } }
 
   constructor (components: PeerChannelComponents, init: PeerChannelInit = {}) {
     this.libp2p = components.libp2p
@@ -312,6 +325,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     this.maxQueuedPerPeer = init.maxQueuedPerPeer ?? 10_000
     this.maxInboundStreams = init.maxInboundStreams ?? 8
     this.lazyWindowUpdates = init.lazyWindowUpdates ?? true
+    this.openOnConnect = init.openOnConnect ?? true
   }
 
   async start (): Promise<void> {
@@ -319,10 +333,47 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     await this.libp2p.handle(this.protocol, (stream, connection) => { this.accept(stream, connection) }, {
       maxInboundStreams: this.maxInboundStreams
     })
+    if (this.openOnConnect) {
+      this.libp2p.addEventListener?.('connection:open', this.onConnectionOpen)
+      for (const connection of this.libp2p.getConnections?.() ?? []) this.prepare(connection)
+    }
+  }
+
+  private readonly onConnectionOpen = (evt: CustomEvent<Connection>): void => { this.prepare(evt.detail) }
+
+  /**
+   * Open the SIP stream on a connection this node dialled, unless one is open or opening (the
+   * dialler opens it, so two nodes do not open one each). On that connection only, once: no dial
+   * and no retry (a peer that refuses us, or does not speak our protocol yet, is not dialled again
+   * for it), and not counted as work with the peer (node/idle-connections.ts). A failure is only
+   * logged: the next message opens a stream on demand, as it would have without this.
+   */
+  private prepare (connection: Connection): void {
+    if (connection.direction !== 'outbound' || connection.status !== 'open' || connection.limits != null) return
+    if (this.shutdown == null || this.shutdown.signal.aborted) return
+    const node = connection.remotePeer.toString()
+    if (node === this.libp2p.peerId.toString()) return
+    const link = this.link(node)
+    if ((link.stream != null && link.stream.writeStatus === 'writable') || link.opening != null) return
+    this.stats.streamsPrepared++
+    const signal = AbortSignal.any([AbortSignal.timeout(this.openTimeout), this.shutdown.signal])
+    // messages that begin to wait meanwhile wait for this stream (getStream) and leave on it; if
+    // it fails they get what a send would have done: a stream dialled, retried within the timeout
+    const opening = connection.newStream(this.protocol, { signal }).then(
+      stream => this.opened(node, link, stream),
+      async (err: Error) => {
+        if (link.queue.length === 0 || this.shutdown?.signal.aborted !== false) throw err
+        return await this.open(node, link, {})
+      })
+    link.opening = opening.finally(() => { link.opening = undefined })
+    link.opening.catch((err: Error) => {
+      this.log.debug('SIP stream not opened ahead of use', { peer: node, error: err.message })
+    })
   }
 
   async stop (): Promise<void> {
     this.shutdown?.abort()
+    this.libp2p.removeEventListener?.('connection:open', this.onConnectionOpen)
     await this.libp2p.unhandle(this.protocol).catch(() => {})
     const err = new PeerChannelClosedError('peer channel stopped')
     const closing: Array<Promise<void>> = []
@@ -529,6 +580,11 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
         pause = Math.min(pause * 2, 1000)
       }
     }
+    return this.opened(node, link, stream)
+  }
+
+  /** A stream this node opened to `node`: sent on unless the peer's is in use already; read. */
+  private opened (node: string, link: Link, stream: Stream): Stream {
     this.stats.streamsOpened++
     // a stream the peer opened meanwhile may already be in use: keep it, read this one too
     if (link.stream == null || link.stream.writeStatus !== 'writable') this.adopt(node, link, stream)
