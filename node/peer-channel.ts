@@ -46,6 +46,7 @@
  * Hostile input: a frame longer than `maxFrameSize` aborts the stream that carried it (logged);
  * libp2p's own read-buffer limit bounds what a slow reader can be made to hold.
  */
+import { Buffer } from 'node:buffer'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, Libp2p, Startable, Stream } from '@libp2p/interface'
 import type { AbortOptions, Logger, PeerChannel, Unwatch } from '../sip-gateway/ports.ts'
@@ -264,9 +265,16 @@ interface Link {
   opening?: Promise<Stream>
   queue: Pending[]
   flushing: boolean
-  /** frames accepted in this event-loop turn, written together as one chunk by setImmediate */
-  batch: Uint8Array[]
+  /**
+   * frames accepted in this event-loop turn, written together as one chunk by setImmediate: their
+   * bytes, length prefixes included, in `batch[0, batchBytes)` (a buffer of this link's, reused
+   * from one turn to the next; null until the first), `batchFrames` of them
+   */
+  batch: Buffer | null
   batchBytes: number
+  batchFrames: number
+  /** `writeBatch` for this link, made once (the setImmediate of every batch) */
+  writeSoon: () => void
 }
 
 /** Frames of one stream waiting for a turn of their own beyond which they are delivered in one go. */
@@ -274,6 +282,9 @@ const MAX_INBOX = 256
 
 /** A batch is written early once it holds this many bytes. */
 const MAX_BATCH_BYTES = 64 * 1024
+
+/** a link's first batch buffer, bytes; grown (doubled) when a batch needs more */
+const BATCH_BUFFER_BYTES = 16 * 1024
 
 const noop = (): void => {}
 
@@ -409,11 +420,22 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     const stream = link?.stream
     if (link === undefined || stream == null || link.queue.length !== 0 || stream.writableNeedsDrain || stream.writeStatus !== 'writable') return false
     this.active.set(node, Date.now())
-    const frame = encodeFrame(data)
-    link.batch.push(frame)
-    link.batchBytes += frame.byteLength
-    if (link.batch.length === 1) setImmediate(() => { this.writeBatch(node, link) })
-    else if (link.batchBytes >= MAX_BATCH_BYTES) this.writeBatch(node, link)
+    // the frame is written into the link's batch buffer at once (the caller keeps its bytes), and
+    // the batch leaves as one chunk copied out of it: one allocation per batch, not one per frame
+    // and another for the chunk
+    const at = link.batchBytes
+    const end = at + 4 + data.byteLength
+    let batch = link.batch
+    if (batch === null || batch.byteLength < end) {
+      const grown = Buffer.allocUnsafe(Math.max(BATCH_BUFFER_BYTES, end, (batch?.byteLength ?? 0) * 2))
+      if (batch !== null) batch.copy(grown, 0, 0, at)
+      batch = link.batch = grown
+    }
+    batch.writeUInt32BE(data.byteLength, at)
+    batch.set(data, at + 4)
+    link.batchBytes = end
+    if (++link.batchFrames === 1) setImmediate(link.writeSoon)
+    else if (end >= MAX_BATCH_BYTES) this.writeBatch(node, link)
     return true
   }
 
@@ -446,7 +468,8 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   private link (node: string): Link {
     let link = this.links.get(node)
     if (link == null) {
-      link = { queue: [], flushing: false, batch: [], batchBytes: 0 }
+      const made: Link = { queue: [], flushing: false, batch: null, batchBytes: 0, batchFrames: 0, writeSoon: () => { this.writeBatch(node, made) } }
+      link = made
       this.links.set(node, link)
     }
     return link
@@ -454,15 +477,21 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
 
   /** Write the frames coalesced in this turn; when the stream fails, they go back to the queue. */
   private writeBatch (node: string, link: Link): void {
-    const frames = link.batch
-    if (frames.length === 0) return
-    link.batch = []
+    const count = link.batchFrames
+    if (count === 0 || link.batch === null) return
+    // the chunk is a copy: the stream's layers may hold it after send() returns, the batch
+    // buffer is reused (Buffer.allocUnsafe: small chunks are slices of Node's pool)
+    const chunk = Buffer.allocUnsafe(link.batchBytes)
+    link.batch.copy(chunk, 0, 0, link.batchBytes)
+    // a buffer grown for a large frame is not kept
+    if (link.batch.byteLength > 2 * MAX_BATCH_BYTES) link.batch = null
     link.batchBytes = 0
+    link.batchFrames = 0
     const stream = link.stream
     if (stream != null && stream.writeStatus === 'writable') {
       try {
-        stream.send(joinFrames(frames))
-        this.stats.framesSent += frames.length
+        stream.send(chunk)
+        this.stats.framesSent += count
         return
       } catch (err) {
         this.dropStream(node, link, stream, err as Error)
@@ -470,7 +499,13 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     }
     if (this.shutdown == null || this.shutdown.signal.aborted) return
     // the stream went away between send() and now: retry these first, on a fresh stream
-    link.queue.unshift(...frames.map(frame => ({ frame, resolve: noop, reject: noop })))
+    const retry: Pending[] = []
+    for (let at = 0; at < chunk.byteLength;) {
+      const end = at + 4 + chunk.readUInt32BE(at)
+      retry.push({ frame: chunk.subarray(at, end), resolve: noop, reject: noop })
+      at = end
+    }
+    link.queue.unshift(...retry)
     void this.flush(node, link, {})
   }
 
@@ -487,7 +522,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   /** The send side toward one peer (for the admin API's `/peers`): a stream open, messages waiting. */
   linkState (node: string): { open: boolean, queued: number } {
     const link = this.links.get(node)
-    return { open: link?.stream != null, queued: (link?.queue.length ?? 0) + (link?.batch.length ?? 0) }
+    return { open: link?.stream != null, queued: (link?.queue.length ?? 0) + (link?.batchFrames ?? 0) }
   }
 
   private async flush (node: string, link: Link, options: AbortOptions): Promise<void> {
