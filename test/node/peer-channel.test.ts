@@ -267,6 +267,27 @@ describe('Libp2pPeerChannel between two nodes over TCP', () => {
     } finally { off() }
   })
 
+  test('frames of one turn of mixed sizes (the batch buffer grown, written early past 64 KB) arrive whole, in order, the caller\'s bytes copied at once', async () => {
+    const got: Buffer[] = []
+    const off = cb.onMessage((_node, data) => { got.push(Buffer.from(data)) })
+    try {
+      const idb = b.peerId.toString()
+      await ca.send(idb, enc.encode('warm-up'))
+      await waitFor(() => got.length === 1, 5000, 'warm-up')
+      const sizes = [10, 20_000, 5, 60_000, 0, 40_000, 3, 64 * 1024]
+      const sent = sizes.map((n, i) => Buffer.alloc(n, i + 1))
+      for (const m of sent) {
+        assert.equal(ca.sendNow(idb, m), true)
+        // the caller may reuse its bytes at once
+        m.fill(0xee)
+      }
+      await waitFor(() => got.length === 1 + sizes.length, 5000, 'every frame')
+      assert.deepEqual(got.slice(1).map(f => f.byteLength), sizes)
+      got.slice(1).forEach((f, i) => { assert.ok(f.every(x => x === i + 1), `frame ${i} intact`) })
+      assert.equal(ca.linkState(idb).queued, 0)
+    } finally { off() }
+  })
+
   test('frames coalesced in one tick survive their stream failing before the write', async () => {
     const got: string[] = []
     const off = cb.onMessage((_node, data) => { got.push(dec.decode(data)) })
