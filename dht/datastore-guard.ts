@@ -14,6 +14,7 @@ import { Libp2pRecord } from '@libp2p/record'
 import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { CLAIM_KEY_PREFIX, compareClaims, decodeClaim } from './record/claim.ts'
 import { StaleClaimError, errorMessage, errorName } from './errors.ts'
+import { KeyFilter } from './key-filter.ts'
 import type { SignedClaim } from './record/claim.ts'
 import { Key as KeyClass } from 'interface-datastore'
 import type { AbortOptions, Logger } from '@libp2p/interface'
@@ -96,12 +97,45 @@ export class ClaimGuardDatastore implements Datastore {
   onStore?: (previous: SignedClaim | undefined, next: SignedClaim) => void
   /** how many writes were refused (for tests and metrics) */
   refused = 0
+  /** claim writes whose stored record was not read: the key filter knew there was none (tests, benchmarks) */
+  unread = 0
+  /**
+   * the record keys this store may hold (key-filter.ts), filled by one scan of the store on the
+   * first claim write and by every write after; trusted once the scan is done
+   */
+  readonly #filter: KeyFilter
+  #filterReady = false
+  #filterLoad?: Promise<void>
 
   constructor (inner: Datastore, init: DatastoreGuardInit = {}) {
     this.inner = inner
     this.recordPrefix = `${init.datastorePrefix ?? '/dht'}/record/`
     this.log = init.log
     this.onStore = init.onStore
+    this.#filter = new KeyFilter({ skipPrefix: this.recordPrefix.length })
+  }
+
+  /**
+   * Fill the key filter from the record keys the store holds (once; in the background). Until it
+   * is done every claim write reads its stored record; if it fails, they all keep doing so.
+   */
+  #loadFilter (): void {
+    if (this.#filterLoad != null) return
+    this.#filterLoad = (async () => {
+      try {
+        for await (const key of this.inner.queryKeys({ prefix: this.recordPrefix.slice(0, -1) })) this.#filter.add(key.toString())
+        this.#filterReady = true
+      } catch (err) {
+        this.log?.('could not read the stored record keys (every claim write reads its record): %s', errorMessage(err))
+      }
+    })()
+  }
+
+  /** resolves once the key filter is filled (or could not be): tests */
+  async filterLoaded (): Promise<boolean> {
+    this.#loadFilter()
+    await this.#filterLoad
+    return this.#filterReady
   }
 
   /**
@@ -143,9 +177,12 @@ export class ClaimGuardDatastore implements Datastore {
   }
 
   async put (key: Key, val: Uint8Array, options?: AbortOptions): Promise<Key> {
-    if (!key.toString().startsWith(this.recordPrefix)) return this.inner.put(key, val, options)
+    const ks = key.toString()
+    if (!ks.startsWith(this.recordPrefix)) return this.inner.put(key, val, options)
+    this.#loadFilter()
     return this.serialize(key, async () => {
       const claims = await this.check(key, val, options)
+      this.#filter.add(ks)
       const k = await this.inner.put(key, val, options)
       if (claims != null && this.onStore != null) {
         try {
@@ -182,9 +219,10 @@ export class ClaimGuardDatastore implements Datastore {
       if (prev != null) before.push(prev)
       this.locks.set(k, done)
     }
+    this.#loadFilter()
     try {
       if (before.length > 0) await Promise.all(before)
-      const stored = await this.getRecords(keys, options)
+      const stored = await this.storedRecords(keys, options)
       const now = Date.now()
       const held: Array<SignedClaim | undefined> = new Array(keys.length)
       const heldAt: number[] = new Array(keys.length)
@@ -207,6 +245,8 @@ export class ClaimGuardDatastore implements Datastore {
           continue
         }
         ops.push({ type: 'put', key: w.key, value: w.record })
+        // in the filter before the write: a key it holds that the store does not is only a read
+        this.#filter.add(w.key)
         held[i] = w.claim
         heldAt[i] = now
         results[j] = { stored: true, other: prev }
@@ -259,6 +299,28 @@ export class ClaimGuardDatastore implements Datastore {
       const c = storedClaimOf(value)
       if (c !== undefined) yield c
     }
+  }
+
+  /**
+   * The stored records of some keys (undefined: none): those the key filter may hold are read,
+   * in one call when the store is LevelDB; the others are surely absent.
+   */
+  private async storedRecords (keys: string[], options?: AbortOptions): Promise<Array<Uint8Array | undefined>> {
+    if (!this.#filterReady) return await this.getRecords(keys, options)
+    const read: string[] = []
+    const at: number[] = []
+    for (let i = 0; i < keys.length; i++) {
+      if (this.#filter.mightHold(keys[i])) {
+        read.push(keys[i])
+        at.push(i)
+      }
+    }
+    this.unread += keys.length - read.length
+    const out: Array<Uint8Array | undefined> = new Array(keys.length)
+    if (read.length === 0) return out
+    const got = await this.getRecords(read, options)
+    for (let j = 0; j < at.length; j++) out[at[j]] = got[j]
+    return out
   }
 
   /** The stored values of some keys (undefined: none), in one call when the store is LevelDB. */

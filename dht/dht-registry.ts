@@ -62,6 +62,11 @@ function sameRoute (a: Route | undefined, b: Route | undefined): boolean {
   return a.node === b.node && a.sip === b.sip
 }
 
+/** `c` when it is a live claim older than `mine` and newer than `prev`, else `prev` */
+function newerOlderClaim (prev: SignedClaim | undefined, c: SignedClaim, mine: SignedClaim): SignedClaim | undefined {
+  return c.kind === 'claim' && compareClaims(c, mine) < 0 && isLive(c) && (prev == null || compareClaims(c, prev) > 0) ? c : prev
+}
+
 /** The datastore key of the owner's own copy of its record for an AoR. */
 function ownKey (aor: Aor): string {
   return `${OWN_PREFIX}/${claimKeyId(aor)}`
@@ -582,16 +587,20 @@ export class DhtRegistry implements ClaimRegistry {
 
   // ---------------------------------------------------------------- the Registry port
 
-  /** A new claim's signature: version max(now, anything seen + 1), a hybrid logical clock. */
-  private async signNew (aor: Aor, kind: 'claim' | 'release', expiresAt: number, floor?: bigint): Promise<SignedClaim> {
+  /**
+   * A new claim's signature: version max(now, anything seen + 1), a hybrid logical clock. (Not
+   * async, and no array of the versions: it runs for every new registration.)
+   */
+  private signNew (aor: Aor, kind: 'claim' | 'release', expiresAt: number, floor?: bigint): Promise<SignedClaim> {
     const issuedAt = Date.now()
     let version = BigInt(issuedAt)
     const seen = this.cache.get(aor)?.claim
-    for (const v of [seen?.version, this.own.get(aor)?.claim.version, floor]) {
-      if (v != null && v >= version) version = v + 1n
-    }
+    const held = this.own.get(aor)?.claim.version
+    if (seen != null && seen.version >= version) version = seen.version + 1n
+    if (held != null && held >= version) version = held + 1n
+    if (floor != null && floor >= version) version = floor + 1n
     const exp = Math.max(expiresAt, issuedAt + 1)
-    return await this.signer.signAsync({
+    return this.signer.signAsync({
       kind,
       aor,
       sip: kind === 'claim' ? this.sip : '',
@@ -623,13 +632,16 @@ export class DhtRegistry implements ClaimRegistry {
       }
       // displaced meanwhile: the latest registration (this one) takes over with a new claim
     }
-    await this.joined(options)
+    // (no call and await per claim once joined)
+    if (this.joinDeadline != null) await this.joined(options)
     const t0 = performance.now()
     const before = this.cache.get(aor)?.claim
     let mine = await this.signNew(aor, 'claim', Math.min(now + this.lease, until))
     const signed = performance.now() - t0
     let out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' }, since: now })
-    this.slowClaims.record(aor, { signed, stored: out.storedMs, answered: out.answeredMs, total: performance.now() - t0, replicas: out.replicas })
+    const total = performance.now() - t0
+    // (no object per claim for the fast ones)
+    if (total >= this.slowClaims.thresholdMs) this.slowClaims.record(aor, { signed, stored: out.storedMs, answered: out.answeredMs, total, replicas: out.replicas })
     let newest = this.newestOf(mine, out, before)
     if (newest !== mine && (newest === before || out.stood.includes(newest))) {
       // a record that already stood when we began (we knew it, or a replica had stored it before
@@ -645,10 +657,10 @@ export class DhtRegistry implements ClaimRegistry {
     }
     const won = newest === mine
     // the owner we took it from: the newest other owner's live claim older than ours
+    // (no array of them per claim: a new claim usually has none)
     let prev: SignedClaim | undefined
-    for (const c of [...out.others, ...(before != null ? [before] : [])]) {
-      if (c.kind === 'claim' && compareClaims(c, mine) < 0 && isLive(c) && (prev == null || compareClaims(c, prev) > 0)) prev = c
-    }
+    for (const c of out.others) prev = newerOlderClaim(prev, c, mine)
+    if (before != null) prev = newerOlderClaim(prev, before, mine)
     if (won) {
       this.own.set(aor, { claim: mine, until, replicas: out.replicas, putAt: Date.now() })
       if (out.replicas === 0 && this.replicas.kad() != null && this.replicas.routingTableSize === 0) this.replicateLater()
@@ -665,9 +677,9 @@ export class DhtRegistry implements ClaimRegistry {
   /** The newest of our claim, what the replicas reported and what we knew. */
   private newestOf (mine: SignedClaim, out: WriteOutcome, known?: SignedClaim): SignedClaim {
     let best = mine
-    for (const c of [...out.others, ...(known != null ? [known] : [])]) {
-      if (c.knownUntil > Date.now() && compareClaims(c, best) > 0) best = c
-    }
+    const now = Date.now()
+    for (const c of out.others) if (c.knownUntil > now && compareClaims(c, best) > 0) best = c
+    if (known != null && known.knownUntil > now && compareClaims(known, best) > 0) best = known
     return best
   }
 
@@ -855,7 +867,7 @@ export class DhtRegistry implements ClaimRegistry {
   }
 
   /** Batching figures of the writer and the put streams (benchmarks). */
-  writeStats (): { batches: number, claims: number, largestBatch: number, peerBatches: number, peerClaims: number, walks: number } {
-    return { ...this.writer.stats, peerBatches: this.client.stats.batches, peerClaims: this.client.stats.claims, walks: this.replicas.walks }
+  writeStats (): { batches: number, claims: number, largestBatch: number, peerBatches: number, peerClaims: number, walks: number, signingBatches: number } {
+    return { ...this.writer.stats, peerBatches: this.client.stats.batches, peerClaims: this.client.stats.claims, walks: this.replicas.walks, signingBatches: signingThread.stats.batches }
   }
 }

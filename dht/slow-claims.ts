@@ -40,6 +40,11 @@ export class SlowClaims {
   /** claims slower than the threshold since start (a metric) */
   count = 0
 
+  /** ms from which a claim counts as slow (a caller may skip `record` below it) */
+  get thresholdMs (): number {
+    return this.#threshold
+  }
+
   constructor (log: Logger, init: SlowClaimsInit = {}) {
     this.#log = log
     this.#threshold = init.thresholdMs ?? 250

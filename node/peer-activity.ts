@@ -48,12 +48,22 @@ export class PeerActivity {
       if (remote !== undefined) this.#watch(remote, stream)
       return stream
     }
+    // a method is bound once and the same function handed out each time: the relay reads
+    // `getConnections` through this proxy for every message it routes (dht/liveness.ts), and a
+    // fresh bound function per read was garbage per message
+    const bound = new Map<PropertyKey, { fn: (...args: unknown[]) => unknown, bound: (...args: unknown[]) => unknown }>()
     return new Proxy(libp2p, {
       get (target, prop) {
         if (prop === 'handle') return handle
         if (prop === 'dialProtocol') return dialProtocol
         const value = Reflect.get(target, prop, target) as unknown
-        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value
+        if (typeof value !== 'function') return value
+        const known = bound.get(prop)
+        if (known !== undefined && known.fn === value) return known.bound
+        const fn = value as (...args: unknown[]) => unknown
+        const made = { fn, bound: fn.bind(target) }
+        bound.set(prop, made)
+        return made.bound
       }
     })
   }

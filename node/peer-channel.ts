@@ -11,8 +11,11 @@
  * dead stream is retried once on a fresh stream. Delivery is at most once (a message written into
  * a stream that then resets is lost).
  *
- * Cold start: messages to a peer with no stream yet wait, in order, while it opens (bounded by
- * `maxQueuedPerPeer`). A dial that fails (the peer not listening yet, a connection closing as it is
+ * Cold start: the node that dialled a connection opens the SIP stream on it as soon as the
+ * connection is up (`openOnConnect`), before any message needs it: the first messages of a new
+ * route then find it open instead of waiting for a stream to be negotiated (a round trip, and
+ * the first turns of a loaded event loop). Messages to a peer with no stream yet wait, in order,
+ * while it opens (bounded by `maxQueuedPerPeer`); they never fail for it. A dial that fails (the peer not listening yet, a connection closing as it is
  * dialled) is tried again with a growing pause until `openTimeout` has passed since the first
  * attempt; only then do the waiting messages fail.
  *
@@ -43,6 +46,7 @@
  * Hostile input: a frame longer than `maxFrameSize` aborts the stream that carried it (logged);
  * libp2p's own read-buffer limit bounds what a slow reader can be made to hold.
  */
+import { Buffer } from 'node:buffer'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, Libp2p, Startable, Stream } from '@libp2p/interface'
 import type { AbortOptions, Logger, PeerChannel, Unwatch } from '../sip-gateway/ports.ts'
@@ -66,7 +70,8 @@ export class SendQueueFullError extends Error {
 }
 
 export interface PeerChannelComponents {
-  libp2p: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId'>
+  /** `addEventListener`, `removeEventListener` and `getConnections`: for `openOnConnect` */
+  libp2p: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'peerId'> & Partial<Pick<Libp2p, 'addEventListener' | 'removeEventListener' | 'getConnections'>>
   logger: Logger
 }
 
@@ -86,6 +91,12 @@ export interface PeerChannelInit {
    * (node/yamux-window.ts) @default true
    */
   lazyWindowUpdates?: boolean
+  /**
+   * open the SIP stream on every connection this node dials, as soon as it is open (and on those
+   * open when the channel starts), so that the first message to the peer does not wait for it
+   * @default true
+   */
+  openOnConnect?: boolean
 }
 
 /** Incremental decoder for 4-byte-length frames. */
@@ -254,9 +265,16 @@ interface Link {
   opening?: Promise<Stream>
   queue: Pending[]
   flushing: boolean
-  /** frames accepted in this event-loop turn, written together as one chunk by setImmediate */
-  batch: Uint8Array[]
+  /**
+   * frames accepted in this event-loop turn, written together as one chunk by setImmediate: their
+   * bytes, length prefixes included, in `batch[0, batchBytes)` (a buffer of this link's, reused
+   * from one turn to the next; null until the first), `batchFrames` of them
+   */
+  batch: Buffer | null
   batchBytes: number
+  batchFrames: number
+  /** `writeBatch` for this link, made once (the setImmediate of every batch) */
+  writeSoon: () => void
 }
 
 /** Frames of one stream waiting for a turn of their own beyond which they are delivered in one go. */
@@ -265,6 +283,9 @@ const MAX_INBOX = 256
 /** A batch is written early once it holds this many bytes. */
 const MAX_BATCH_BYTES = 64 * 1024
 
+/** a link's first batch buffer, bytes; grown (doubled) when a batch needs more */
+const BATCH_BUFFER_BYTES = 16 * 1024
+
 const noop = (): void => {}
 
 export interface PeerChannelStats {
@@ -272,6 +293,8 @@ export interface PeerChannelStats {
   framesReceived: number
   /** streams this node opened (a stream the peer opened and this node also sends on is not counted) */
   streamsOpened: number
+  /** streams this node began to open ahead of any message, on a connection it dialled (`openOnConnect`) */
+  streamsPrepared: number
   streamErrors: number
   /** dials of a stream that failed and were tried again within the open timeout */
   openRetries: number
@@ -295,13 +318,14 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   private readonly maxQueuedPerPeer: number
   private readonly maxInboundStreams: number
   private readonly lazyWindowUpdates: boolean
+  private readonly openOnConnect: boolean
   private readonly links = new Map<string, Link>()
   private readonly inbound = new Set<Stream>()
   private readonly handlers = new Set<(node: string, data: Uint8Array) => void>()
   /** peer id → when a message last went to it or came from it (ms epoch): node/idle-connections.ts */
   private readonly active = new Map<string, number>()
   private shutdown?: AbortController
-  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, streamsOpened: 0, streamErrors: 0, openRetries: 0, queued: { no_stream: 0, drain: 0, behind_queue: 0 } }
+  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, streamsOpened: 0, streamsPrepared: 0, streamErrors: 0, openRetries: 0, queued: { no_stream: 0, drain: 0, behind_queue: 0 } }
 
   constructor (components: PeerChannelComponents, init: PeerChannelInit = {}) {
     this.libp2p = components.libp2p
@@ -312,6 +336,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     this.maxQueuedPerPeer = init.maxQueuedPerPeer ?? 10_000
     this.maxInboundStreams = init.maxInboundStreams ?? 8
     this.lazyWindowUpdates = init.lazyWindowUpdates ?? true
+    this.openOnConnect = init.openOnConnect ?? true
   }
 
   async start (): Promise<void> {
@@ -319,10 +344,47 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     await this.libp2p.handle(this.protocol, (stream, connection) => { this.accept(stream, connection) }, {
       maxInboundStreams: this.maxInboundStreams
     })
+    if (this.openOnConnect) {
+      this.libp2p.addEventListener?.('connection:open', this.onConnectionOpen)
+      for (const connection of this.libp2p.getConnections?.() ?? []) this.prepare(connection)
+    }
+  }
+
+  private readonly onConnectionOpen = (evt: CustomEvent<Connection>): void => { this.prepare(evt.detail) }
+
+  /**
+   * Open the SIP stream on a connection this node dialled, unless one is open or opening (the
+   * dialler opens it, so two nodes do not open one each). On that connection only, once: no dial
+   * and no retry (a peer that refuses us, or does not speak our protocol yet, is not dialled again
+   * for it), and not counted as work with the peer (node/idle-connections.ts). A failure is only
+   * logged: the next message opens a stream on demand, as it would have without this.
+   */
+  private prepare (connection: Connection): void {
+    if (connection.direction !== 'outbound' || connection.status !== 'open' || connection.limits != null) return
+    if (this.shutdown == null || this.shutdown.signal.aborted) return
+    const node = connection.remotePeer.toString()
+    if (node === this.libp2p.peerId.toString()) return
+    const link = this.link(node)
+    if ((link.stream != null && link.stream.writeStatus === 'writable') || link.opening != null) return
+    this.stats.streamsPrepared++
+    const signal = AbortSignal.any([AbortSignal.timeout(this.openTimeout), this.shutdown.signal])
+    // messages that begin to wait meanwhile wait for this stream (getStream) and leave on it; if
+    // it fails they get what a send would have done: a stream dialled, retried within the timeout
+    const opening = connection.newStream(this.protocol, { signal }).then(
+      stream => this.opened(node, link, stream),
+      async (err: Error) => {
+        if (link.queue.length === 0 || this.shutdown?.signal.aborted !== false) throw err
+        return await this.open(node, link, {})
+      })
+    link.opening = opening.finally(() => { link.opening = undefined })
+    link.opening.catch((err: Error) => {
+      this.log.debug('SIP stream not opened ahead of use', { peer: node, error: err.message })
+    })
   }
 
   async stop (): Promise<void> {
     this.shutdown?.abort()
+    this.libp2p.removeEventListener?.('connection:open', this.onConnectionOpen)
     await this.libp2p.unhandle(this.protocol).catch(() => {})
     const err = new PeerChannelClosedError('peer channel stopped')
     const closing: Array<Promise<void>> = []
@@ -358,11 +420,22 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     const stream = link?.stream
     if (link === undefined || stream == null || link.queue.length !== 0 || stream.writableNeedsDrain || stream.writeStatus !== 'writable') return false
     this.active.set(node, Date.now())
-    const frame = encodeFrame(data)
-    link.batch.push(frame)
-    link.batchBytes += frame.byteLength
-    if (link.batch.length === 1) setImmediate(() => { this.writeBatch(node, link) })
-    else if (link.batchBytes >= MAX_BATCH_BYTES) this.writeBatch(node, link)
+    // the frame is written into the link's batch buffer at once (the caller keeps its bytes), and
+    // the batch leaves as one chunk copied out of it: one allocation per batch, not one per frame
+    // and another for the chunk
+    const at = link.batchBytes
+    const end = at + 4 + data.byteLength
+    let batch = link.batch
+    if (batch === null || batch.byteLength < end) {
+      const grown = Buffer.allocUnsafe(Math.max(BATCH_BUFFER_BYTES, end, (batch?.byteLength ?? 0) * 2))
+      if (batch !== null) batch.copy(grown, 0, 0, at)
+      batch = link.batch = grown
+    }
+    batch.writeUInt32BE(data.byteLength, at)
+    batch.set(data, at + 4)
+    link.batchBytes = end
+    if (++link.batchFrames === 1) setImmediate(link.writeSoon)
+    else if (end >= MAX_BATCH_BYTES) this.writeBatch(node, link)
     return true
   }
 
@@ -395,7 +468,8 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   private link (node: string): Link {
     let link = this.links.get(node)
     if (link == null) {
-      link = { queue: [], flushing: false, batch: [], batchBytes: 0 }
+      const made: Link = { queue: [], flushing: false, batch: null, batchBytes: 0, batchFrames: 0, writeSoon: () => { this.writeBatch(node, made) } }
+      link = made
       this.links.set(node, link)
     }
     return link
@@ -403,15 +477,21 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
 
   /** Write the frames coalesced in this turn; when the stream fails, they go back to the queue. */
   private writeBatch (node: string, link: Link): void {
-    const frames = link.batch
-    if (frames.length === 0) return
-    link.batch = []
+    const count = link.batchFrames
+    if (count === 0 || link.batch === null) return
+    // the chunk is a copy: the stream's layers may hold it after send() returns, the batch
+    // buffer is reused (Buffer.allocUnsafe: small chunks are slices of Node's pool)
+    const chunk = Buffer.allocUnsafe(link.batchBytes)
+    link.batch.copy(chunk, 0, 0, link.batchBytes)
+    // a buffer grown for a large frame is not kept
+    if (link.batch.byteLength > 2 * MAX_BATCH_BYTES) link.batch = null
     link.batchBytes = 0
+    link.batchFrames = 0
     const stream = link.stream
     if (stream != null && stream.writeStatus === 'writable') {
       try {
-        stream.send(joinFrames(frames))
-        this.stats.framesSent += frames.length
+        stream.send(chunk)
+        this.stats.framesSent += count
         return
       } catch (err) {
         this.dropStream(node, link, stream, err as Error)
@@ -419,7 +499,13 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     }
     if (this.shutdown == null || this.shutdown.signal.aborted) return
     // the stream went away between send() and now: retry these first, on a fresh stream
-    link.queue.unshift(...frames.map(frame => ({ frame, resolve: noop, reject: noop })))
+    const retry: Pending[] = []
+    for (let at = 0; at < chunk.byteLength;) {
+      const end = at + 4 + chunk.readUInt32BE(at)
+      retry.push({ frame: chunk.subarray(at, end), resolve: noop, reject: noop })
+      at = end
+    }
+    link.queue.unshift(...retry)
     void this.flush(node, link, {})
   }
 
@@ -436,7 +522,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   /** The send side toward one peer (for the admin API's `/peers`): a stream open, messages waiting. */
   linkState (node: string): { open: boolean, queued: number } {
     const link = this.links.get(node)
-    return { open: link?.stream != null, queued: (link?.queue.length ?? 0) + (link?.batch.length ?? 0) }
+    return { open: link?.stream != null, queued: (link?.queue.length ?? 0) + (link?.batchFrames ?? 0) }
   }
 
   private async flush (node: string, link: Link, options: AbortOptions): Promise<void> {
@@ -529,6 +615,11 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
         pause = Math.min(pause * 2, 1000)
       }
     }
+    return this.opened(node, link, stream)
+  }
+
+  /** A stream this node opened to `node`: sent on unless the peer's is in use already; read. */
+  private opened (node: string, link: Link, stream: Stream): Stream {
     this.stats.streamsOpened++
     // a stream the peer opened meanwhile may already be in use: keep it, read this one too
     if (link.stream == null || link.stream.writeStatus !== 'writable') this.adopt(node, link, stream)

@@ -111,7 +111,9 @@ export interface DatastoreDurableStoreInit {
   maxBatch?: number
 }
 
-interface Op { key: Key, hex: string, value: Uint8Array | undefined, seq: number }
+/** `key`: the datastore key as a string (an interface-datastore Key encodes it to bytes when made and decodes it at every `toString()`) */
+interface Op { key: string, value: Uint8Array | undefined, seq: number }
+type LevelOp = { type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }
 interface PendingBatch {
   /** the last write of each key in this batch (a datastore batch need not keep the order of writes to one key) */
   ops: Map<string, Op>
@@ -145,34 +147,40 @@ export class DatastoreDurableStore implements DurableStore {
   /** LevelDB batches committed and writes in them (for benchmarks and tests) */
   readonly stats = { batches: 0, writes: 0 }
   private readonly rawGet: ((key: string) => Promise<Uint8Array | undefined>) | undefined
+  /** LevelDB's own batch, string keys as they are (no Key objects), when the datastore is LevelDB */
+  private readonly rawBatch: ((ops: LevelOp[]) => Promise<void>) | undefined
 
   constructor (datastore: Datastore, init: DatastoreDurableStoreInit = {}) {
     this.datastore = datastore
     this.maxBatch = init.maxBatch ?? 1024
     if (!(this.maxBatch >= 1)) throw new RangeError('maxBatch must be at least 1')
-    const db = (datastore as { db?: { get?: unknown } }).db
+    const db = (datastore as { db?: { get?: unknown, batch?: unknown } }).db
     if (datastore instanceof LevelDatastore && typeof db?.get === 'function') {
       const level = db as { get: (key: string) => Promise<Uint8Array | undefined> }
       this.rawGet = async (key) => await level.get(key)
+    }
+    if (datastore instanceof LevelDatastore && typeof db?.batch === 'function') {
+      const level = db as { batch: (ops: LevelOp[]) => Promise<void> }
+      this.rawBatch = async (ops) => { await level.batch(ops) }
     }
   }
 
   // Buffer's hex codec, not uint8arrays' base16 (the same lowercase hex): 0.2-0.4 µs a key
   // against 3.1-3.5 µs, on every write
-  private key (key: string): Key {
-    return new Key(STORE_PREFIX + Buffer.from(key, 'utf8').toString('hex'), false)
+  private key (key: string): string {
+    return STORE_PREFIX + Buffer.from(key, 'utf8').toString('hex')
   }
 
   async get (key: string): Promise<Uint8Array | undefined> {
     const k = this.key(key)
-    const pending = this.overlay.get(k.toString())
+    const pending = this.overlay.get(k)
     if (pending !== undefined) return pending.value === undefined ? undefined : pending.value.slice()
     if (this.rawGet !== undefined) {
-      const v = await this.rawGet(k.toString())
+      const v = await this.rawGet(k)
       return v == null ? undefined : plain(v)
     }
     try {
-      return plain(await this.datastore.get(k))
+      return plain(await this.datastore.get(new Key(k, false)))
     } catch (err) {
       if ((err as Error).name === 'NotFoundError') return undefined
       throw err
@@ -193,17 +201,17 @@ export class DatastoreDurableStore implements DurableStore {
     await new Promise<void>(resolve => { this.idleWaiters.push(resolve) })
   }
 
-  private async write (key: Key, value: Uint8Array | undefined): Promise<void> {
-    const op: Op = { key, hex: key.toString(), value, seq: ++this.seq }
+  private async write (key: string, value: Uint8Array | undefined): Promise<void> {
+    const op: Op = { key, value, seq: ++this.seq }
     let batch = this.queue[this.queue.length - 1]
     // the batch being committed is out of the queue; a full one takes no more
-    if (batch === undefined || (batch.ops.size >= this.maxBatch && !batch.ops.has(op.hex))) {
+    if (batch === undefined || (batch.ops.size >= this.maxBatch && !batch.ops.has(key))) {
       batch = { ops: new Map(), waiters: [] }
       this.queue.push(batch)
     }
-    batch.ops.delete(op.hex)
-    batch.ops.set(op.hex, op)
-    this.overlay.set(op.hex, op)
+    batch.ops.delete(key)
+    batch.ops.set(key, op)
+    this.overlay.set(key, op)
     const done = new Promise<void>((resolve, reject) => { batch.waiters.push({ resolve, reject }) })
     if (!this.committing) {
       this.committing = true
@@ -217,18 +225,24 @@ export class DatastoreDurableStore implements DurableStore {
     for (let batch = this.queue.shift(); batch !== undefined; batch = this.queue.shift()) {
       let error: unknown
       try {
-        const b = this.datastore.batch()
-        for (const op of batch.ops.values()) {
-          if (op.value === undefined) b.delete(op.key)
-          else b.put(op.key, op.value)
+        if (this.rawBatch !== undefined) {
+          const ops: LevelOp[] = []
+          for (const op of batch.ops.values()) ops.push(op.value === undefined ? { type: 'del', key: op.key } : { type: 'put', key: op.key, value: op.value })
+          await this.rawBatch(ops)
+        } else {
+          const b = this.datastore.batch()
+          for (const op of batch.ops.values()) {
+            if (op.value === undefined) b.delete(new Key(op.key, false))
+            else b.put(new Key(op.key, false), op.value)
+          }
+          await b.commit()
         }
-        await b.commit()
         this.stats.batches++
         this.stats.writes += batch.ops.size
       } catch (err) {
         error = err ?? new Error('batch commit failed')
       }
-      for (const op of batch.ops.values()) if (this.overlay.get(op.hex) === op) this.overlay.delete(op.hex)
+      for (const op of batch.ops.values()) if (this.overlay.get(op.key) === op) this.overlay.delete(op.key)
       for (const w of batch.waiters) {
         if (error === undefined) w.resolve()
         else w.reject(error)

@@ -351,10 +351,12 @@ export class SipmeshNode {
     this.registerMetrics(meshNode, channel)
 
     if (this.init.gateway != null) {
+      const store = new DatastoreDurableStore(datastore)
+      addCollectedCounter(this.metrics.registry, 'sipmesh_store_batches_total', 'LevelDB batches the gateway\'s durable store committed (registrations, offline messages)', () => store.stats.batches)
       const gateway = await this.init.gateway({
         registry: meshNode.registry,
         peerChannel: channel,
-        store: new DatastoreDurableStore(datastore),
+        store,
         logger: this.log,
         config: config.gateway,
         announceSip: (hostPort) => {
@@ -546,6 +548,7 @@ export class SipmeshNode {
     addCollectedCounter(r, 'sipmesh_registry_claims_received_total', 'claims other nodes sent this node to store', () => stats.putsReceived)
     addCollectedCounter(r, 'sipmesh_registry_slow_claims_total', 'new claims that took over 250 ms (signing, this node\'s store and the replicas\' answers; logged at warn)', () => meshNode.registry.slowClaims.count)
     addCollectedCounter(r, 'sipmesh_registry_write_batches_total', 'batched writes of claims to this node\'s store', () => meshNode.registry.writeStats().batches)
+    addCollectedCounter(r, 'sipmesh_registry_signing_batches_total', 'batches of signatures sent to the signing thread (this process)', () => meshNode.registry.writeStats().signingBatches)
     addCollectedCounter(r, 'sipmesh_registry_peer_requests_total', 'batched claim-put requests sent to replicas', () => meshNode.registry.writeStats().peerBatches)
     addCollectedGauge(r, 'sipmesh_registry_own_records', 'own claims and releases this node keeps and renews', () => meshNode.registry.ownRecords)
     addCollectedCounter(r, 'sipmesh_registry_peers_down_total', 'peers found down by the liveness probe', () => meshNode.registry.liveness.stats.down)

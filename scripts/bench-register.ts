@@ -40,9 +40,9 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { sippAvailable } from '../test/interop/sipp.ts'
 import { kamailioAvailable, kamailioShmUsed, startKamailio } from './lib/kamailio.ts'
-import { pssBytes, rssBytes, withChildren } from './lib/proc-stats.ts'
+import { pssBytes, rssBytes, threadTicks, withChildren } from './lib/proc-stats.ts'
 import { fmt, highestClean, idleCpu, ratio, registerRun as loadRun, stepLine, stepsJson, type Step } from './lib/register-load.ts'
-import { meshConnected, settleSipmesh, startSipmesh, type SipmeshProcess } from './lib/sipmesh-process.ts'
+import { meshConnected, nodeMetrics, settleSipmesh, startSipmesh, type SipmeshProcess } from './lib/sipmesh-process.ts'
 
 const { values } = parseArgs({
   allowNegative: true,
@@ -111,6 +111,43 @@ interface Target {
   idleCpuMsPerS?: number
   /** what its nodes logged at warn or error since the last call (slow claims, overload, failed claims) */
   warnings?: () => string[]
+  /** sipmesh: CPU ticks of its processes' threads by name, and node 0's counters (see `stepFigures`) */
+  figures?: () => Promise<Figures>
+}
+
+interface Figures { threads: Map<string, number>, counters: Map<string, number> }
+
+/** node 0's counters read around each step of the new-AoR ladder, per REGISTER answered */
+const STEP_COUNTERS: Array<[string, string]> = [
+  ['sipmesh_registry_signing_batches_total', 'signing batches'],
+  ['sipmesh_registry_write_batches_total', 'claim batches (LevelDB)'],
+  ['sipmesh_store_batches_total', 'registration batches (LevelDB)'],
+  ['sipmesh_registry_peer_requests_total', 'claim-put requests'],
+  ['sipmesh_registry_claims_received_total', 'claims received']
+]
+
+/** the CPU ticks of every thread of `pids`, summed by thread name (the main thread as `main`) */
+function threadsOf (pids: number[]): Map<string, number> {
+  const out = new Map<string, number>()
+  for (const pid of pids) {
+    for (const [name, ticks] of threadTicks(pid) ?? []) out.set(name, (out.get(name) ?? 0) + ticks)
+  }
+  return out
+}
+
+/**
+ * what a step cost per REGISTER answered: CPU by thread (µs; the main threads are what a node's
+ * rate is bound by) and node 0's batches (how many claims share a LevelDB batch, a signing batch)
+ */
+function stepFigures (before: Figures, after: Figures, ok: number): string {
+  if (ok === 0) return ''
+  const threads = [...after.threads].map(([name, t]) => [name, (t - (before.threads.get(name) ?? 0)) * 10_000 / ok] as const)
+    .filter(([, us]) => us >= 1).sort((a, b) => b[1] - a[1]).map(([name, us]) => `${name} ${us.toFixed(0)}`).join(', ')
+  const counters = STEP_COUNTERS.map(([metric, label]) => {
+    const n = (after.counters.get(metric) ?? 0) - (before.counters.get(metric) ?? 0)
+    return `${label} ${(n / ok).toFixed(3)}`
+  }).join(', ')
+  return `      per REGISTER: CPU µs by thread ${threads}; node 0: ${counters}`
 }
 
 const running = new Set<Target>()
@@ -173,7 +210,8 @@ async function startTarget (name: TargetName, phase: string): Promise<Target> {
       settle: async (ms) => await settleSipmesh(nodes[0], ms),
       stop: stopAll,
       spawnedAt,
-      warnings: warnLines(nodes)
+      warnings: warnLines(nodes),
+      figures: async () => ({ threads: threadsOf(name === 'mesh' ? nodes.map(n => n.pid) : [nodes[0].pid]), counters: await nodeMetrics(nodes[0]) })
     }
   }
   running.add(target)
@@ -236,9 +274,12 @@ async function newLadder (t: Target, entries: string[], tag: string): Promise<St
   const steps: Step[] = []
   for (const rate of LADDER) {
     if (timeLeft() < STEP_S * 1000 + 25_000) { console.log('  (out of time: ladder stopped)'); break }
+    const before = await t.figures?.()
     const s = await registerRun(t, entries, `n${generation}${tag}r${rate}-`, rate, Math.round(rate * STEP_S), 1)
+    const after = await t.figures?.()
     steps.push(s)
     printStep('new    ', s)
+    if (before !== undefined && after !== undefined) console.log(stepFigures(before, after, s.ok))
     printWarnings(t)
     if (!s.clean) break
     await new Promise(resolve => setTimeout(resolve, 500))

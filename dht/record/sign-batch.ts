@@ -54,12 +54,13 @@ class SigningThread {
   /** counters for tests and benchmarks */
   readonly stats = { batches: 0, signatures: 0, fallbacks: 0 }
 
-  async sign (key: KeyObject, message: Uint8Array): Promise<Uint8Array> {
+  /** Never throws: a failure rejects. (Not async: one promise per signature, not two.) */
+  sign (key: KeyObject, message: Uint8Array): Promise<Uint8Array> {
     if (this.#failed) {
       this.stats.fallbacks++
-      return await signOnThreadpool(key, message)
+      return signOnThreadpool(key, message)
     }
-    return await new Promise((resolve, reject) => {
+    return new Promise((resolve, reject) => {
       this.#queue.push({ key, message, resolve, reject })
       if (!this.#scheduled && this.#inFlight.size === 0) {
         this.#scheduled = true

@@ -94,9 +94,9 @@ export class ClaimWriter {
     return `${this.#prefix}/record/${base32(key)}`
   }
 
-  /** Write one claim with the others of its batch. Never rejects. */
-  async write (claim: SignedClaim, options: WriteOptions = {}): Promise<WriteOutcome> {
-    return await new Promise<WriteOutcome>(resolve => {
+  /** Write one claim with the others of its batch. Never rejects. (Not async: one promise per claim, not two.) */
+  write (claim: SignedClaim, options: WriteOptions = {}): Promise<WriteOutcome> {
+    return new Promise<WriteOutcome>(resolve => {
       this.#queue.push({ claim, key: claimKey(claim.aor), options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [], storedMs: 0, answeredMs: 0 }, at: performance.now() })
       if (!this.#busy) {
         this.#busy = true

@@ -378,8 +378,12 @@ export class ProxyCore implements TransactionCore<Flow> {
 
   /** returns a promise only when something is waited for (a lookup, a connection, the registrar) */
   #handle (request: SipRequest, tx: ServerTransaction, flow: Flow): void | Promise<void> {
-    // the loop hash covers the request as received (16.6 step 8), before we change anything
-    request.loopHash = loopHashOf(request)
+    // the loop hash covers the request as received (16.6 step 8), before we change anything. A
+    // REGISTER with no Route and no Proxy-Authorization (what we may consume or strip) is hashed
+    // only when needed (our Via in it, or forwarded to another domain): nothing hashed changes
+    // before then, and the registrar answers nearly all of them without it (issue 9)
+    const h = request.headers
+    if (request.method !== 'REGISTER' || h.has('Route') || h.has('Proxy-Authorization')) request.loopHash = loopHashOf(request)
     const fromMesh = flow.transport === MESH_TRANSPORT
     // a peer network, by its certificate (peering.ts)
     const peer = fromMesh || this.#peers === undefined ? undefined : flow.peerDomain

@@ -10,6 +10,7 @@ import { fromString } from 'uint8arrays/from-string'
 import { ClaimGuardDatastore } from '../../dht/datastore-guard.ts'
 import { claimKey, signClaim } from '../../dht/record/claim.ts'
 import type { SignedClaim } from '../../dht/record/claim.ts'
+import type { ClaimWrite } from '../../dht/datastore-guard.ts'
 import type { PrivateKey } from '@libp2p/interface'
 
 const a = await generateKeyPair('Ed25519')
@@ -81,4 +82,63 @@ describe('ClaimGuardDatastore', () => {
     await ds.put(other, fromString('not a record'))
     assert.equal(toString(await ds.get(other)), 'not a record')
   })
+
+  describe('putClaims and the key filter', () => {
+    const recKey = (c: SignedClaim): string => `/dht/record/${toString(claimKey(c.aor), 'base32')}`
+    const write = (c: SignedClaim): ClaimWrite => ({ key: recKey(c), record: rec(c), claim: c })
+    async function claimOf (k: PrivateKey, who: string, version: bigint): Promise<SignedClaim> {
+      const now = Date.now()
+      return signClaim({ kind: 'claim', aor: who, owner: peerIdFromPrivateKey(k), sip: '127.0.0.1:5060', version, issuedAt: now, expiresAt: now + 60_000 }, k)
+    }
+
+    test('a new key is written without reading the store; a stored one is still read and guarded', async () => {
+      const inner = new MemoryDatastore()
+      let reads = 0
+      const get = inner.get.bind(inner)
+      inner.get = async (k, o) => { reads++; return await get(k, o) }
+      const ds = new ClaimGuardDatastore(inner)
+      assert.equal(await ds.filterLoaded(), true)
+      const fresh = await Promise.all(Array.from({ length: 50 }, async (_, i) => claimOf(a, `sip:new${i}@example.com`, 10n)))
+      const r1 = await ds.putClaims(fresh.map(write))
+      assert.ok(r1.every(r => r.stored))
+      // about 1% of absent keys are a false "maybe" of the filter (then read)
+      assert.ok(ds.unread >= 45, `${ds.unread} of 50 new keys not read`)
+      assert.equal(reads, 50 - ds.unread)
+      // the same keys again: each one read, an older claim refused, a newer one accepted
+      const older = await claimOf(b, 'sip:new0@example.com', 9n)
+      const newer = await claimOf(b, 'sip:new1@example.com', 11n)
+      const r2 = await ds.putClaims([write(older), write(newer)])
+      assert.equal(r2[0].stored, false)
+      assert.equal(r2[0].other?.version, 10n)
+      assert.equal(r2[1].stored, true)
+      assert.equal(r2[1].other?.version, 10n)
+      assert.equal(ds.refused, 1)
+    })
+
+    test('records stored before the guard existed, or written through put, are read and guarded', async () => {
+      const inner = new MemoryDatastore()
+      const before = await claimOf(a, 'sip:before@example.com', 20n)
+      await inner.put(new Key(recKey(before), false), rec(before))
+      const ds = new ClaimGuardDatastore(inner)
+      const viaPut = await claimOf(a, 'sip:viaput@example.com', 30n)
+      await ds.put(new Key(recKey(viaPut), false), rec(viaPut))
+      assert.equal(await ds.filterLoaded(), true)
+      const r = await ds.putClaims([write(await claimOf(b, before.aor, 19n)), write(await claimOf(b, viaPut.aor, 29n))])
+      assert.deepEqual(r.map(x => x.stored), [false, false])
+      assert.deepEqual(r.map(x => x.other?.version), [20n, 30n])
+    })
+
+    test('a store whose keys cannot be listed: every write reads its record, nothing stale passes', async () => {
+      const inner = new MemoryDatastore()
+      inner.queryKeys = () => { throw new Error('no listing here') }
+      const ds = new ClaimGuardDatastore(inner)
+      assert.equal(await ds.filterLoaded(), false)
+      const c = await claimOf(a, 'sip:x@example.com', 5n)
+      await ds.putClaims([write(c)])
+      const r = await ds.putClaims([write(await claimOf(b, c.aor, 4n))])
+      assert.equal(r[0].stored, false)
+      assert.equal(ds.unread, 0)
+    })
+  })
 })
+

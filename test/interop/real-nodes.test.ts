@@ -52,9 +52,9 @@ test('SIPp MESSAGE relay between two real sipmesh nodes over libp2p (UDP)', { sk
   }
 })
 
-// issue 11: the cold start of a new route (the first resolve of the AoR, the first SIP stream
-// between the two nodes, both opened by the first MESSAGE) must make the MESSAGEs behind it wait,
-// not fail. Two fresh nodes that have never relayed to each other; the device registers on D and
+// issue 11: the cold start of a new route (the first resolve of the AoR, made by the first
+// MESSAGE; the SIP stream between the two nodes is opened as D joins C) must make the MESSAGEs
+// behind it wait, not fail. Two fresh nodes that have never relayed to each other; the device registers on D and
 // at once SIPp sends 600 MESSAGEs through C over the first second (the first ones, before any
 // route exists). Every one must be answered 200 within 8 s (SIPp's retransmissions allowed: a
 // message may wait, not fail), and the device must receive each exactly once (SIPp's UAS fails on
@@ -75,8 +75,11 @@ test('the first second of a new cross-node route: no MESSAGE fails or is lost', 
       await new Promise(resolve => setTimeout(resolve, 300))
     }
     assert.equal(reg?.code, 0, `REGISTER failed: ${reg?.stdout.slice(-1500)}`)
-    assert.equal(c.peerChannel.streams().outbound, 0, 'no SIP stream between the nodes yet: the route is cold')
-    // no pause: node C has never resolved carol and has no SIP stream to D yet
+    // the SIP stream between the nodes was opened by D as it joined C, before any message
+    // (openOnConnect; messages that wait for a stream opening are the peer channel's own tests)
+    assert.equal(d.peerChannel.stats.streamsPrepared, 1, 'D opened the SIP stream on the connection it dialled')
+    assert.equal(c.peerChannel.stats.streamsOpened, 0)
+    // no pause: node C has never resolved carol
     const uac = await runSipp('uac-message.xml', c.sip, ['-t', 'u1', '-s', 'carol', '-m', String(calls), '-r', String(calls), '-l', String(calls), '-recv_timeout', '8000'], 30).done
     const ok = sippCounter(uac.stdout, 'Successful call')
     const failed = sippCounter(uac.stdout, 'Failed call')

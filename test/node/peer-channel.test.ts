@@ -267,6 +267,27 @@ describe('Libp2pPeerChannel between two nodes over TCP', () => {
     } finally { off() }
   })
 
+  test('frames of one turn of mixed sizes (the batch buffer grown, written early past 64 KB) arrive whole, in order, the caller\'s bytes copied at once', async () => {
+    const got: Buffer[] = []
+    const off = cb.onMessage((_node, data) => { got.push(Buffer.from(data)) })
+    try {
+      const idb = b.peerId.toString()
+      await ca.send(idb, enc.encode('warm-up'))
+      await waitFor(() => got.length === 1, 5000, 'warm-up')
+      const sizes = [10, 20_000, 5, 60_000, 0, 40_000, 3, 64 * 1024]
+      const sent = sizes.map((n, i) => Buffer.alloc(n, i + 1))
+      for (const m of sent) {
+        assert.equal(ca.sendNow(idb, m), true)
+        // the caller may reuse its bytes at once
+        m.fill(0xee)
+      }
+      await waitFor(() => got.length === 1 + sizes.length, 5000, 'every frame')
+      assert.deepEqual(got.slice(1).map(f => f.byteLength), sizes)
+      got.slice(1).forEach((f, i) => { assert.ok(f.every(x => x === i + 1), `frame ${i} intact`) })
+      assert.equal(ca.linkState(idb).queued, 0)
+    } finally { off() }
+  })
+
   test('frames coalesced in one tick survive their stream failing before the write', async () => {
     const got: string[] = []
     const off = cb.onMessage((_node, data) => { got.push(dec.decode(data)) })
@@ -383,6 +404,99 @@ describe('Libp2pPeerChannel on the mesh assembly: the figures of the design', ()
     await waitFor(() => got.length >= n, 5000, 'every message')
     assert.deepEqual(got, Array.from({ length: n }, (_, i) => `MESSAGE ${i}`))
     assert.ok(ca.stats.openRetries > 0, 'the first dials failed and were tried again')
+  })
+})
+
+describe('Libp2pPeerChannel: the SIP stream opened as the connection comes up (openOnConnect)', () => {
+  const stops: Array<() => Promise<void>> = []
+  after(async () => { for (const stop of stops.reverse()) await stop() })
+
+  /** a and b with channels started, b about to dial a; `init` for both channels */
+  async function pair (init: { openOnConnect?: boolean } = {}): Promise<{ a: Libp2p, b: Libp2p, ca: Libp2pPeerChannel, cb: Libp2pPeerChannel, logs: ReturnType<typeof memoryLogger> }> {
+    const logs = memoryLogger()
+    const a = await bareNode()
+    const b = await bareNode()
+    const ca = new Libp2pPeerChannel({ libp2p: a, logger: logs.child({ node: 'a' }) }, init)
+    const cb = new Libp2pPeerChannel({ libp2p: b, logger: logs.child({ node: 'b' }) }, init)
+    await ca.start()
+    await cb.start()
+    stops.push(async () => { await ca.stop(); await cb.stop(); await a.stop(); await b.stop() })
+    return { a, b, ca, cb, logs }
+  }
+
+  test('the dialler opens the stream before any message; the first message in either direction waits for nothing', async () => {
+    const { a, b, ca, cb } = await pair()
+    await b.dial(a.getMultiaddrs()[0])
+    const ida = a.peerId.toString()
+    const idb = b.peerId.toString()
+    await waitFor(() => cb.linkState(ida).open && ca.linkState(idb).open, 5000, 'the stream open on both sides')
+    assert.equal(cb.stats.streamsPrepared, 1)
+    assert.equal(cb.stats.streamsOpened, 1, 'b, the dialler, opened it')
+    assert.equal(ca.stats.streamsOpened + ca.stats.streamsPrepared, 0, 'a answers on it')
+    const got: string[] = []
+    ca.onMessage((node, data) => { got.push(`${node === idb ? 'b' : '?'}: ${dec.decode(data)}`) })
+    cb.onMessage((node, data) => { got.push(`${node === ida ? 'a' : '?'}: ${dec.decode(data)}`); void cb.send(node, enc.encode(`200 for ${dec.decode(data)}`)) })
+    // the first message of a route from a, the node that was dialled, goes out in its turn
+    assert.equal(ca.sendNow(idb, enc.encode('MESSAGE 1')), true, 'a stream to send on, open and idle')
+    await waitFor(() => got.length === 2, 5000, 'the message and its answer')
+    assert.deepEqual(got, ['a: MESSAGE 1', 'b: 200 for MESSAGE 1'])
+    assert.deepEqual(ca.stats.queued, { no_stream: 0, drain: 0, behind_queue: 0 })
+    assert.deepEqual(cb.stats.queued, { no_stream: 0, drain: 0, behind_queue: 0 })
+    assert.equal(ca.stats.streamsOpened + cb.stats.streamsOpened, 1, 'one stream between the two nodes')
+    assert.equal(ca.stats.streamErrors + cb.stats.streamErrors, 0)
+  })
+
+  test('off: no stream until the first message, which waits for one', async () => {
+    const { a, b, ca, cb } = await pair({ openOnConnect: false })
+    await b.dial(a.getMultiaddrs()[0])
+    await new Promise(resolve => setTimeout(resolve, 300))
+    const idb = b.peerId.toString()
+    assert.equal(ca.linkState(idb).open, false)
+    assert.equal(cb.linkState(a.peerId.toString()).open, false)
+    assert.equal(ca.sendNow(idb, enc.encode('MESSAGE 1')), false)
+    const got: string[] = []
+    cb.onMessage((_node, data) => { got.push(dec.decode(data)) })
+    await ca.send(idb, enc.encode('MESSAGE 1'))
+    await waitFor(() => got.length === 1, 5000, 'the message')
+    assert.equal(ca.stats.queued.no_stream, 1)
+    assert.equal(cb.stats.streamsPrepared + ca.stats.streamsPrepared, 0)
+  })
+
+  test('connections open before the channel starts get their stream at start; a peer without the protocol yet is not dialled again for it', async () => {
+    const logs = memoryLogger()
+    const a = await bareNode()
+    const b = await bareNode()
+    const ca = new Libp2pPeerChannel({ libp2p: a, logger: logs.child({ node: 'a' }) })
+    const cb = new Libp2pPeerChannel({ libp2p: b, logger: logs.child({ node: 'b' }) })
+    stops.push(async () => { await ca.stop(); await cb.stop(); await a.stop(); await b.stop() })
+    let dials = 0
+    b.addEventListener('connection:open', (evt) => { if (evt.detail.direction === 'outbound') dials++ })
+    await b.dial(a.getMultiaddrs()[0])
+    // b's channel starts with the connection open, a does not speak the protocol yet: the early
+    // open fails once, quietly, and nothing is dialled again for it
+    await cb.start()
+    assert.equal(cb.stats.streamsPrepared, 1)
+    await waitFor(() => logs.lines.some(l => l.msg === 'SIP stream not opened ahead of use'), 5000, 'the failed early open logged')
+    await new Promise(resolve => setTimeout(resolve, 300))
+    assert.equal(dials, 1)
+    assert.equal(cb.stats.openRetries, 0)
+    // a starts: the first message opens a stream on demand, as without the early open
+    await ca.start()
+    const got: string[] = []
+    ca.onMessage((_node, data) => { got.push(dec.decode(data)) })
+    await cb.send(a.peerId.toString(), enc.encode('MESSAGE 1'))
+    await waitFor(() => got.length === 1, 5000, 'the message')
+    assert.equal(cb.stats.queued.no_stream, 1)
+    assert.equal(cb.stats.streamsOpened, 1)
+    // and a channel started with a connection it dialled open, its peer ready, prepares at start
+    const c = await bareNode()
+    const cc = new Libp2pPeerChannel({ libp2p: c, logger: logs.child({ node: 'c' }) })
+    stops.push(async () => { await cc.stop(); await c.stop() })
+    await c.dial(a.getMultiaddrs()[0])
+    await cc.start()
+    await waitFor(() => cc.linkState(a.peerId.toString()).open, 5000, 'c\'s stream to a')
+    assert.equal(cc.stats.streamsPrepared, 1)
+    assert.equal(cc.stats.queued.no_stream, 0)
   })
 })
 

@@ -135,6 +135,28 @@ describe('DatastoreDurableStore batching', () => {
         await ds.close()
       }
     })
+
+    test('written with LevelDB\'s own batch: the keys a Key-based batch wrote, readable through the datastore; a failed batch rejects its writes', async () => {
+      const d = await mkdtemp(join(tmpdir(), 'sipmesh-persist-'))
+      const ds = await openDatastore(d)
+      try {
+        const store = new DatastoreDurableStore(ds)
+        const hostile = 'sip-gateway/registrar/sip:zo\u00eb\u0000%2F/..@example.com'
+        await Promise.all([store.put(hostile, Uint8Array.of(7)), store.put('a', Uint8Array.of(1)), store.delete('a'), store.put('b', Uint8Array.of(2))])
+        const hex = Buffer.from(hostile, 'utf8').toString('hex')
+        assert.deepEqual([...await ds.get(new Key('/sipmesh/store/' + hex))], [7])
+        assert.equal(await ds.has(new Key('/sipmesh/store/' + Buffer.from('a').toString('hex'))), false)
+        assert.deepEqual(await store.get('b'), Uint8Array.of(2))
+        await ds.close()
+        const results = await Promise.allSettled([store.put('c', Uint8Array.of(3)), store.delete('b')])
+        assert.deepEqual(results.map(r => r.status), ['rejected', 'rejected'])
+        // nothing pending is left to be read as if written
+        assert.equal(await store.get('c').catch(() => undefined), undefined)
+      } finally {
+        await ds.close().catch(() => {})
+        await rm(d, { recursive: true, force: true })
+      }
+    })
   })
 })
 

@@ -6,7 +6,9 @@ import { randomBytes } from 'node:crypto'
 import { createSocket } from 'node:dgram'
 import { TestMesh } from './fixtures/mesh.ts'
 import { TestUa, type RequestOptions } from './fixtures/ua.ts'
-import type { SipResponse } from '../../../sip-gateway/codec/index.ts'
+import type { SipRequest, SipResponse } from '../../../sip-gateway/codec/index.ts'
+import { parseMessage } from '../../../sip-gateway/codec/parser.ts'
+import { loopHashOf } from '../../../sip-gateway/proxy/core.ts'
 
 describe('hostile input', () => {
   let mesh: TestMesh
@@ -82,6 +84,27 @@ describe('hostile input', () => {
     const loop = await bob.waitFor(() => mesh.nodes[0].gateway.stats.loops > 0 || mesh.nodes[1].gateway.stats.loops > 0 ? true : undefined, 2000)
     assert.equal(loop, true, 'the loop was detected')
     bob.answer = () => 200
+  })
+
+  test('loop: a REGISTER carrying our own Via with its loop hash gets 482 (hashed when needed, not up front)', async () => {
+    const node = mesh.nodes[0].sip
+    const loops = mesh.nodes[0].gateway.stats.loops
+    const branch = 'z9hG4bK' + randomBytes(6).toString('hex')
+    const built = mallory.build({ method: 'REGISTER', uri: 'sip:example.com', to: `<${mallory.aor}>`, branch, headers: [['Contact', mallory.contact], ['Expires', '60']] }).text
+    const hash = loopHashOf(parseMessage(Buffer.from(built)) as SipRequest)
+    // our Via below the client's, as if the request had left this node once already
+    const looped = built.replace(/^(Via: [^\r\n]*\r\n)/m, `$1Via: SIP/2.0/UDP ${node.host}:${node.port};branch=z9hG4bK${randomBytes(4).toString('hex')}.${hash}\r\n`)
+    assert.notEqual(looped, built)
+    mallory.sendRaw(looped)
+    assert.equal((await mallory.waitFinal(branch, 3000))?.status, 482)
+    assert.equal(mesh.nodes[0].gateway.stats.loops, loops + 1)
+    // the same REGISTER with a Via of ours but another hash is no loop
+    const b2 = 'z9hG4bK' + randomBytes(6).toString('hex')
+    const other = mallory.build({ method: 'REGISTER', uri: 'sip:example.com', to: `<${mallory.aor}>`, branch: b2, headers: [['Contact', mallory.contact], ['Expires', '60']] }).text
+      .replace(/^(Via: [^\r\n]*\r\n)/m, `$1Via: SIP/2.0/UDP ${node.host}:${node.port};branch=z9hG4bKab12.${hash}\r\n`)
+    mallory.sendRaw(other)
+    assert.equal((await mallory.waitFinal(b2, 3000))?.status, 200)
+    assert.equal(mesh.nodes[0].gateway.stats.loops, loops + 1)
   })
 
   test('missing headers and garbage: 400 when answerable, dropped otherwise, no crash', async () => {
