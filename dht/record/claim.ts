@@ -193,7 +193,9 @@ export function normalizeAor (input: string): string {
   if (!USER_RE.test(user) || !HOST_RE.test(host)) throw new InvalidAorError(`not a sip:user@domain AoR: ${JSON.stringify(input.slice(0, 80))}`)
   const aor = `sip:${user}@${host}`
   if (aor.length > MAX_AOR_LENGTH) throw new InvalidAorError('AoR too long')
-  return aor
+  // an AoR given normalized comes back as the same string, not an equal copy: the registrar's
+  // and the registry's maps and claims then share one string per user (issue 9, memory)
+  return aor === input ? input : aor
 }
 
 /**
