@@ -12,12 +12,14 @@
  *   OpenSSL, Node's own), stacks, code
  *
  *   node scripts/bench-memory.ts [--users 100000] [--rate 2500] [--snapshot <file>] [--refresh <rate>]
- *        [--max-seconds 400]
+ *        [--malloc-trim] [--max-seconds 400]
  *
  * `--snapshot`: a heap snapshot of the node after the registrations (big: ~100 MB; open it in
  * Chrome's DevTools or summarise it with scripts/heap-snapshot-top.ts). `--refresh`: after the
  * reading, the same users refreshed at that rate, and the node's GC trace (V8's --trace-gc) and
  * event-loop warnings over it: the first refresh burst after a trim (the stall of issue 9).
+ * `--malloc-trim`: after the reading, glibc's malloc_trim(0) called in the node through gdb (when
+ * installed) and the RSS read again: how much of the rest is free memory malloc kept resident.
  * HEAP_REPORT_TRACE_GC="--trace-gc" sets V8 flags in the node at start (NODE_OPTIONS refuses --trace-gc);
  * BENCH_NODE_OPTIONS (V8 flags), BENCH_NODE_ARGS (sipmesh flags) and BENCH_NODE_OUT (the node's log)
  * work as in the other benchmarks. Bounded by --max-seconds; stops the node it started.
@@ -27,6 +29,7 @@ import { fileURLToPath } from 'node:url'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { spawnSync } from 'node:child_process'
 import { sippAvailable } from '../test/interop/sipp.ts'
 import { waitFor } from '../test/e2e/fixtures/processes.ts'
 import { registerRun, stepLine } from './lib/register-load.ts'
@@ -38,6 +41,7 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '2500' },
     snapshot: { type: 'string' },
     refresh: { type: 'string' },
+    'malloc-trim': { type: 'boolean', default: false },
     'max-seconds': { type: 'string', default: '400' }
   }
 })
@@ -161,8 +165,21 @@ try {
   await settle(node)
   const after = await read(node, file, values.snapshot)
   console.log(`\nsettled and trimmed, ${bulk.ok} registrations; load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
+  for (const line of node.proc.lines) if (line.includes('memory given back')) console.log(`  node: ${line.slice(0, 300)}`)
   print(before, after, Math.max(1, bulk.ok))
   if (values.snapshot !== undefined) console.log(`  heap snapshot: ${values.snapshot}`)
+  if (values['malloc-trim']) {
+    // malloc_info first (its XML goes to the node's stdout: free and total per arena), then the trim
+    const from = node.proc.lines.length
+    const gdb = spawnSync('gdb', ['-p', String(node.pid), '-batch', '-ex', 'call (int) malloc_info(0, (void *) stdout)', '-ex', 'call (int) fflush((void *) 0)',
+      '-ex', 'call (int) malloc_trim(0)'], { encoding: 'utf8', timeout: 60_000 })
+    await new Promise(resolve => setTimeout(resolve, 500))
+    for (const line of node.proc.lines.slice(from)) if (/<heap nr|<total type="(fast|rest)"|<system type="current"|<aspace type="total"|<total type="mmap"|<\/heap>/.test(line)) console.log(`  malloc_info: ${line.trim()}`)
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${node.pid}/status`, 'utf8'))
+    const rss = Number(m?.[1] ?? 0) * 1024
+    if (gdb.status !== 0) console.log(`  malloc_trim through gdb failed: ${(gdb.stderr ?? '').slice(0, 200)}`)
+    else console.log(`  after malloc_trim(0) (gdb): RSS ${MB(rss)}, ${Math.round((rss - before.rss) / Math.max(1, bulk.ok))} B/reg (${MB(after.rss - rss)} of free memory glibc kept resident)`)
+  }
   if (values.refresh !== undefined) {
     const from = node.proc.lines.length
     const refresh = await registerRun({ entries: [node.sip], prefix: 'p-', rate: Number(values.refresh), calls: Math.min(bulk.ok, Number(values.refresh) * 3), cseq: 2, pids: [node.pid], dir: work })
