@@ -79,6 +79,17 @@ export class FastMissLevelDatastore extends LevelDatastore {
   }
 }
 
+/** the memory LevelDB holds (memtables, block cache), bytes; 0 when it cannot tell (closed, not LevelDB) */
+export function datastoreMemory (datastore: unknown): number {
+  if (!(datastore instanceof LevelDatastore)) return 0
+  try {
+    const db = datastore.db as { getProperty?: (name: string) => string }
+    return Number(db.getProperty?.('leveldb.approximate-memory-usage') ?? 0) || 0
+  } catch {
+    return 0
+  }
+}
+
 /** Open (creating when missing) the LevelDB datastore of a data dir. */
 export async function openDatastore (dataDir: string): Promise<LevelDatastore> {
   const path = join(dataDir, DATASTORE_DIR)

@@ -15,7 +15,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { createMeshNode } from './libp2p.ts'
-import { loadOrCreateIdentity, openDatastore, DatastoreDurableStore } from './persistence.ts'
+import { loadOrCreateIdentity, openDatastore, datastoreMemory, DatastoreDurableStore } from './persistence.ts'
 import { Libp2pPeerChannel } from './peer-channel.ts'
 import { IdleConnections } from './idle-connections.ts'
 import { ConnectionFailures, wasReported } from './connection-failures.ts'
@@ -530,6 +530,7 @@ export class SipmeshNode {
     addCollectedLabeledCounter(r, 'sipmesh_peer_connection_failures_total', 'peer connections that failed or were refused (connect, pre-shared key, Noise, allow-list, bootstrap timeouts), by direction', 'direction', ['inbound', 'outbound'], () => this.connectionFailures.counts)
     addCollectedGauge(r, 'sipmesh_bootstrap_peers_unreached', 'bootstrap addresses this node has not connected to yet', () => [...this.bootstrapState.values()].filter(b => !b.connected).length)
     addCollectedGauge(r, 'sipmesh_registrations', 'live registrations served by this node', () => this.gatewayInstance?.registrations?.() ?? 0)
+    addCollectedGauge(r, 'sipmesh_datastore_memory_bytes', 'memory LevelDB holds (memtables and block cache: its leveldb.approximate-memory-usage)', () => datastoreMemory(this.datastore))
     addCollectedCounter(r, 'sipmesh_peer_channel_frames_sent_total', 'SIP messages sent to other nodes', () => channel.stats.framesSent)
     addCollectedCounter(r, 'sipmesh_peer_channel_frames_received_total', 'SIP messages received from other nodes', () => channel.stats.framesReceived)
     addCollectedCounter(r, 'sipmesh_peer_channel_streams_opened_total', 'SIP streams opened to other nodes', () => channel.stats.streamsOpened)

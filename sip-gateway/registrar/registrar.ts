@@ -156,6 +156,10 @@ export class Registrar<Flow = unknown> {
   /** AoRs with work in progress → who waits for them (FIFO); absent: free */
   /** AoRs with a REGISTER (or expiry) in progress, and who waits for each (NOBODY: none yet) */
   readonly #busy = new Map<string, Array<() => void>>()
+  /**
+   * AoRs registered here since start that have no binding now: isKnown is this or #regs (one
+   * entry per user, not a set of every registered user beside the map of them)
+   */
   readonly #known = new Set<string>()
   /** contact key → its registration, to find the binding of a contact (mid-dialog requests) */
   readonly #byContact = new Map<string, Registration<Flow>>()
@@ -232,7 +236,6 @@ export class Registrar<Flow = unknown> {
     const result = await this.#registry.claim(aor, { expiresAt: maxExpiry(live) }, { signal })
     if (result.won) {
       this.#install(aor, live as Array<StoredBinding<Flow>>)
-      this.#known.add(aor)
     }
     return result
   }
@@ -292,9 +295,14 @@ export class Registrar<Flow = unknown> {
       for (const b of reg.bindings) if (this.#byContact.get(b.key) === reg) this.#byContact.delete(b.key)
     }
     if (bindings.length === 0) {
-      this.#regs.delete(aor)
+      // what leaves #regs stays known (isKnown)
+      if (reg !== undefined) { this.#regs.delete(aor); this.#known.add(aor) }
       return
     }
+    this.#known.delete(aor)
+    // a copy of exactly its length: an array grown by push holds room for 17 elements (152 bytes
+    // for one binding, 100,000s of registrations), one of slice() for what it holds
+    bindings = bindings.slice()
     if (reg === undefined) {
       reg = { aor, bindings, slot: 0 }
       this.#regs.set(aor, reg)
@@ -317,7 +325,7 @@ export class Registrar<Flow = unknown> {
   }
 
   /** AoRs registered here since start (seam for 480 vs 404 and for issue 5's offline store) */
-  isKnown (aor: string): boolean { return this.#known.has(aor) }
+  isKnown (aor: string): boolean { return this.#regs.has(aor) || this.#known.has(aor) }
 
   /** number of AoRs with at least one binding */
   get registrations (): number { return this.#regs.size }
@@ -652,7 +660,6 @@ export class Registrar<Flow = unknown> {
     // covers already is, by the rule of durable-horizon.ts
     const covered = !plan.restoring && coveredByRecord(bindings, this.#regs.get(aor)?.bindings, now, this.#slackMs)
     this.#install(aor, bindings)
-    this.#known.add(aor)
     return covered ? this.#bound(aor, bindings, plan, now, result) : WRITE
   }
 

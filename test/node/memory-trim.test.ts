@@ -55,3 +55,49 @@ test('no trim before the loop has been quiet long enough', () => {
   assert.equal(r.trimmed, false)
   assert.equal(r.trims, 0)
 })
+
+// What a trim leaves at 100,000 registrations (issue 9): a heap whose long-lived objects were
+// allocated among a burst's garbage is compacted whole (V8's memory-reducing GC alone left 60-75 MB
+// of mostly empty pages resident), and V8's heap limits are sane afterwards: the first busy seconds
+// after a trim do not start with a full GC of the whole heap (a refresh burst right after the trim
+// met one). Long-lived objects interleaved with garbage, a trim, then a burst that keeps a little.
+const fragmented = `
+import { MemoryTrimmer } from ${JSON.stringify(fileURLToPath(new URL('../../node/memory-trim.ts', import.meta.url)))}
+import v8 from 'node:v8'
+import { PerformanceObserver, constants } from 'node:perf_hooks'
+const logger = { info () {}, debug () {}, warn () {}, error () {}, child () { return logger } }
+const keep = new Map()
+let junk = []
+for (let i = 0; i < 150000; i++) {
+  keep.set('sip:u' + i + '@x', { at: Date.now() + i, list: [i], text: String(i).repeat(3) })
+  for (let j = 0; j < 20; j++) junk.push({ j, s: 't' + i + '-' + j, list: new Array(8).fill(i) })
+  if (junk.length > 100000) junk = []
+}
+junk = undefined
+const old = () => v8.getHeapSpaceStatistics().find(s => s.space_name === 'old_space')
+const trimmer = new MemoryTrimmer({ logger })
+trimmer.trim()
+const { space_used_size: used, physical_space_size: resident } = old()
+const majors = []
+const obs = new PerformanceObserver((list) => { for (const e of list.getEntries()) if (e.detail.kind !== constants.NODE_PERFORMANCE_GC_MINOR) majors.push(e.detail.kind) })
+obs.observe({ entryTypes: ['gc'] })
+let sink = 0
+for (let r = 0; r < 20; r++) {
+  for (let i = r * 1000; i < r * 1000 + 1000; i++) {
+    keep.set('sip:u' + i + '@x', { at: Date.now() + i, list: [i], text: String(i).repeat(3) })
+    for (let j = 0; j < 40; j++) sink += { j, s: 't' + i + '-' + j, list: new Array(8).fill(i) }.list.length
+  }
+  await new Promise(resolve => setTimeout(resolve, 5))
+}
+await new Promise(resolve => setTimeout(resolve, 50))
+obs.disconnect()
+console.log(JSON.stringify({ used, resident, majors, size: keep.size, sink }))
+`
+
+test('a trim compacts the whole old space and leaves V8 heap limits that a burst right after does not hit', () => {
+  const out = spawnSync(process.execPath, ['--input-type=module', '-e', fragmented], { encoding: 'utf8', timeout: 120_000 })
+  assert.equal(out.status, 0, out.stderr)
+  const r = JSON.parse(out.stdout.trim().split('\n').pop() ?? '{}') as { used: number, resident: number, majors: number[] }
+  assert.ok(r.resident - r.used < 8 * 2 ** 20, `old space after the trim: ${(r.used / 2 ** 20).toFixed(1)} MB used, ${(r.resident / 2 ** 20).toFixed(1)} MB resident`)
+  assert.deepEqual(r.majors, [], 'no full GC in the burst right after the trim')
+})

@@ -169,6 +169,29 @@ describe('registrar', () => {
     registrar.stop()
   })
 
+  test('an AoR stays known once registered here: while bound, after unregistering, after expiry, and registered again', async () => {
+    let now = Date.now()
+    const { registrar } = setup({ minExpires: 1, now: () => now })
+    await registrar.start()
+    assert.equal(registrar.isKnown(AOR), false, 'never registered')
+    await registrar.handle(register({ expires: 300 }))
+    assert.equal(registrar.isKnown(AOR), true, 'bound')
+    await registrar.handle(register({ expires: 0, cseq: 2 }))
+    assert.equal(registrar.registrations, 0)
+    assert.equal(registrar.isKnown(AOR), true, 'unregistered')
+    await registrar.handle(register({ expires: 300, cseq: 3 }))
+    assert.equal(registrar.isKnown(AOR), true, 'registered again')
+    const bob = 'sip:bob@example.com'
+    await registrar.handle(register({ expires: 1, to: `<${bob}>`, callId: 'call-bob' }))
+    now += 1100
+    for (let i = 0; i < 150 && registrar.lookup(bob).length > 0; i++) await new Promise(resolve => setTimeout(resolve, 10))
+    for (let i = 0; i < 150 && registrar.registrations > 1; i++) await new Promise(resolve => setTimeout(resolve, 10))
+    assert.equal(registrar.registrations, 1, 'bob expired')
+    assert.equal(registrar.isKnown(bob), true, 'expired')
+    assert.equal(registrar.isKnown('sip:carol@example.com'), false)
+    registrar.stop()
+  })
+
   test('bindings expire on their own and the claim is released', async () => {
     let now = Date.now()
     const { registrar, registry } = setup({ minExpires: 1, now: () => now })
