@@ -5,8 +5,12 @@
  *
  * - REGISTERs in progress (waiting for their claim to be stored, then for their write): over
  *   `maxPending` a new one is refused;
- * - the event loop's lag, sampled by one timer: while it is over `maxLagMs` new REGISTERs are
- *   refused (the node is behind on everything; queuing more makes every answer later).
+ * - the event loop's lag, sampled by one timer: while it is over `maxLagMs` in two samples in a
+ *   row, new REGISTERs are refused (the node is behind on everything; queuing more makes every
+ *   answer later). One late sample alone is a single pause the loop has already come out of (a
+ *   full GC, the memory trim of node/memory-trim.ts): refusing the REGISTERs that waited through
+ *   it would turn one pause into 100 ms of 503s (issue 9: 256-408 REGISTERs refused right after an
+ *   839 ms trim, with the loop keeping up again).
  *
  * What is shed is counted, and logged at warn at most once per `logIntervalMs` with the counts
  * since the last line (never a line per request).
@@ -38,6 +42,8 @@ export class OverloadGuard {
   readonly shed: Record<ShedReason, number> = { pending: 0, lag: 0 }
   /** the last sampled event-loop lag, ms */
   lagMs = 0
+  /** the sample before it, ms */
+  #previousLagMs = 0
   #sinceLog: Record<ShedReason, number> = { pending: 0, lag: 0 }
   #lastLog = 0
   #sampler: ReturnType<typeof setInterval> | undefined
@@ -60,6 +66,7 @@ export class OverloadGuard {
     let expected = performance.now() + every
     this.#sampler = setInterval(() => {
       const now = performance.now()
+      this.#previousLagMs = this.lagMs
       this.lagMs = Math.max(0, now - expected)
       expected = now + every
     }, every)
@@ -70,13 +77,19 @@ export class OverloadGuard {
     clearInterval(this.#sampler)
     this.#sampler = undefined
     this.lagMs = 0
+    this.#previousLagMs = 0
+  }
+
+  /** the lag was over `maxLagMs` in the last two samples: the loop is behind, not out of one pause */
+  get lagging (): boolean {
+    return this.maxLagMs > 0 && Math.min(this.lagMs, this.#previousLagMs) > this.maxLagMs
   }
 
   /** undefined when a new REGISTER may go ahead, else why it is refused (counted and logged) */
   check (): ShedReason | undefined {
     const reason: ShedReason | undefined = this.pending >= this.maxPending
       ? 'pending'
-      : this.maxLagMs > 0 && this.lagMs > this.maxLagMs ? 'lag' : undefined
+      : this.lagging ? 'lag' : undefined
     if (reason === undefined) return undefined
     this.shed[reason]++
     this.#sinceLog[reason]++

@@ -4,6 +4,7 @@ import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { Registrar, STORE_PREFIX } from '../../../sip-gateway/registrar/registrar.ts'
 import type { Reply } from '../../../sip-gateway/registrar/registrar.ts'
+import { OverloadGuard } from '../../../sip-gateway/registrar/overload.ts'
 import { MemoryStore } from '../../../sip-gateway/memory-store.ts'
 import { MemoryMesh } from '../../../dht/memory-registry.ts'
 import { testLogger } from '../gateway/fixtures/log.ts'
@@ -50,7 +51,7 @@ describe('registrar overload', () => {
     registrar.stop()
   })
 
-  test('event-loop lag over maxLagMs: 503 with Retry-After', async () => {
+  test('event-loop lag over maxLagMs in two samples in a row: 503 with Retry-After', async () => {
     // the lag is real (the loop is blocked here), so on a loaded machine a REGISTER may be refused
     // before and after too: those are retried until admitted
     const admitted = async (user: string): Promise<void> => {
@@ -64,10 +65,12 @@ describe('registrar overload', () => {
     await registrar.start()
     await admitted('before')
     const shedBefore = registrar.shed.lag
-    const end = performance.now() + 600
-    while (performance.now() < end) { /* block the event loop */ }
-    // let the sampler see it (it was due during the block)
-    await new Promise(resolve => setTimeout(resolve, 1))
+    // two blocks, each seen by the sampler (it was due during each): the loop stays behind
+    for (let i = 0; i < 2; i++) {
+      const end = performance.now() + 600
+      while (performance.now() < end) { /* block the event loop */ }
+      await new Promise(resolve => setTimeout(resolve, 1))
+    }
     const r = await registrar.handle(registerFor('during'))
     assert.equal(r.status, 503)
     assert.ok(retryAfter(r) >= 1)
@@ -76,6 +79,47 @@ describe('registrar overload', () => {
     // the loop recovers: admitted again
     await admitted('after')
     registrar.stop()
+  })
+
+  test('one pause of the event loop alone (a full GC, a memory trim) refuses nothing once the loop is back', async () => {
+    const { registrar } = setup({ maxLagMs: 200 })
+    await registrar.start()
+    // a quiet loop first: two samples on time
+    await new Promise(resolve => setTimeout(resolve, 250))
+    const end = performance.now() + 600
+    while (performance.now() < end) { /* one pause */ }
+    // the sampler sees the pause (one late sample, over maxLagMs), and the REGISTERs that waited
+    // through it are answered, not refused
+    await new Promise(resolve => setTimeout(resolve, 1))
+    const r = await registrar.handle(registerFor('after-pause'))
+    assert.equal(r.status, 200)
+    assert.equal(registrar.shed.lag, 0)
+    registrar.stop()
+  })
+
+  test('the guard: one late sample is a pause, two in a row are lag', async () => {
+    const warns: unknown[] = []
+    const log = { debug () {}, info () {}, warn (m: string) { warns.push(m) }, error () {}, child () { return log } }
+    const guard = new OverloadGuard(log, { maxLagMs: 200 })
+    guard.start()
+    try {
+      await new Promise(resolve => setTimeout(resolve, 250))
+      const block = (): void => { const end = performance.now() + 600; while (performance.now() < end) { /* block */ } }
+      block()
+      await new Promise(resolve => setTimeout(resolve, 1))
+      assert.ok(guard.lagMs > 200, `the pause was sampled: ${guard.lagMs} ms`)
+      assert.equal(guard.lagging, false)
+      assert.equal(guard.check(), undefined)
+      block()
+      await new Promise(resolve => setTimeout(resolve, 1))
+      assert.equal(guard.lagging, true)
+      assert.equal(guard.check(), 'lag')
+      assert.equal(guard.shed.lag, 1)
+      assert.equal(warns.length, 1)
+    } finally {
+      guard.stop()
+    }
+    assert.equal(guard.lagging, false)
   })
 
   test('a claim that fails is answered 503 with Retry-After, and nothing is bound or stored', async () => {
