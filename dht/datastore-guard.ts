@@ -198,7 +198,7 @@ export class ClaimGuardDatastore implements Datastore {
   /**
    * Store a batch of claim records with the same rule as `put` (older than the stored claim:
    * refused), in one write of the inner store together with `extra` (other keys to put or delete,
-   * e.g. the owner's own copies). Writes of one key are serialized with `put`'s.
+   * e.g. the registrar's entries). Writes of one key are serialized with `put`'s.
    */
   async putClaims (writes: ClaimWrite[], extra: { put?: Array<[string, Uint8Array]>, del?: string[] } = {}, options?: AbortOptions): Promise<ClaimWriteResult[]> {
     // each key once, and per key the claim it holds as the batch goes (arrays by key index: this

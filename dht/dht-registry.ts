@@ -10,7 +10,7 @@
  * - `liveness.ts`: whether the owner of a route is up (P5).
  */
 import { Key } from 'interface-datastore'
-import { ClaimSigner, claimKey, claimKeyId, compareClaims, isLive, normalizeAor, verifyClaimSync } from './record/claim.ts'
+import { ClaimSigner, claimKey, compareClaims, isLive, normalizeAor, verifyClaimSync } from './record/claim.ts'
 import { CLAIM_GET_PROTOCOL, CLAIM_INTEREST_PROTOCOL, CLAIM_NOTICE_PROTOCOL, claimGetHandler } from './notices/protocol.ts'
 import { Witness } from './notices/witness.ts'
 import { CLAIM_EXCHANGE_PROTOCOL, ClaimExchangeClient, claimExchangeHandler } from './notices/exchange.ts'
@@ -37,7 +37,11 @@ import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
 
 export type { LookupOptions }
 
-const OWN_PREFIX = '/sipmesh/own'
+/**
+ * Where nodes before this layout kept a second copy of each own record (beside the DHT record in
+ * the same store): read once at start, written as DHT records where newer, then deleted.
+ */
+const LEGACY_OWN_PREFIX = '/sipmesh/own'
 /** most routes kept in the cache (the oldest go first) */
 const MAX_CACHED = 500_000
 const MAX_INTEREST_WAIT_MS = 3_600_000
@@ -65,11 +69,6 @@ function sameRoute (a: Route | undefined, b: Route | undefined): boolean {
 /** `c` when it is a live claim older than `mine` and newer than `prev`, else `prev` */
 function newerOlderClaim (prev: SignedClaim | undefined, c: SignedClaim, mine: SignedClaim): SignedClaim | undefined {
   return c.kind === 'claim' && compareClaims(c, mine) < 0 && isLive(c) && (prev == null || compareClaims(c, prev) > 0) ? c : prev
-}
-
-/** The datastore key of the owner's own copy of its record for an AoR. */
-function ownKey (aor: Aor): string {
-  return `${OWN_PREFIX}/${claimKeyId(aor)}`
 }
 
 export class DhtRegistry implements ClaimRegistry {
@@ -336,7 +335,6 @@ export class DhtRegistry implements ClaimRegistry {
       for (const aor of plan.drop) {
         this.own.delete(aor)
         this.ownEnded(aor)
-        void this.forgetOwn(aor)
       }
       // the cache holds the own claims too: look through it every sixth pass only
       if (++this.passes % 6 === 0) {
@@ -376,7 +374,7 @@ export class DhtRegistry implements ClaimRegistry {
     e.claim = next
     e.putAt = now
     this.apply(aor, next, true)
-    const out = await this.writer.write(next, { own: { key: ownKey(aor), op: 'put' } })
+    const out = await this.writer.write(next)
     e.replicas = out.replicas
     this.learn(aor, out)
     return this.own.get(aor)?.claim === next
@@ -461,7 +459,6 @@ export class DhtRegistry implements ClaimRegistry {
     const mine = this.own.get(aor)?.claim
     if (mine != null && best != null && !best.owner.equals(this.peerId) && compareClaims(best, mine) > 0) {
       this.own.delete(aor)
-      void this.forgetOwn(aor)
       this.ownEnded(aor)
       const by = this.routeOf(best)
       if (mine.kind === 'claim') {
@@ -555,33 +552,92 @@ export class DhtRegistry implements ClaimRegistry {
     this.apply(c.aor, c, true)
   }
 
-  private async forgetOwn (aor: Aor): Promise<void> {
+  /**
+   * Find this node's own records at start: the claim records its store holds whose owner is this
+   * node (the DHT record is the only copy: no second write per claim). A record whose lease ended
+   * or whose retention ran out is not taken (it stays in the store as any replica's record would).
+   * An own claim another node took over meanwhile is re-asserted and refused by the replicas, who
+   * answer with the newer claim: the node learns it was displaced as it does for a move while it
+   * was away. Then the copies an older layout kept under `/sipmesh/own/` are taken in once.
+   */
+  private async loadOwn (options?: AbortOptions): Promise<void> {
+    const now = Date.now()
+    let ended = 0
     try {
-      await this.components.datastore.delete(new Key(ownKey(aor), false))
-    } catch {
-      // not persisted: nothing to forget
+      for await (const { claim } of this.components.datastore.claims(Infinity, options)) {
+        // (the owner first: most records a node holds are other owners' on a mesh)
+        if (!claim.owner.equals(this.peerId)) continue
+        try {
+          this.takeOwn(claim.bytes, now)
+        } catch {
+          // a past registration's record (kept for its retention) or one not well-formed
+          ended++
+        }
+      }
+      if (ended > 0) this.log('%d own records in the store are no longer held (lease or retention ended)', ended)
+    } catch (err) {
+      this.log.error('could not load own claims: %s', errorMessage(err))
+    }
+    await this.migrateLegacyOwn(now, options)
+  }
+
+  /**
+   * Take an own record in (throws when it is not one to keep). Our own data directory: its form
+   * and key are checked, not each signature (100,000 verifications would hold a restart up for
+   * seconds); every reader still verifies it.
+   */
+  private takeOwn (bytes: Uint8Array, now: number): void {
+    const c = verifyClaimSync(bytes, { skipSignature: true })
+    if (!c.owner.equals(this.peerId)) throw new Error('not an own record')
+    if (c.kind === 'claim' && c.expiresAt <= now) throw new Error('lease ended')
+    const held = this.own.get(c.aor)?.claim
+    if (held == null || compareClaims(c, held) > 0) {
+      this.own.set(c.aor, { claim: c, until: c.kind === 'claim' ? c.expiresAt : c.knownUntil, replicas: 0, putAt: 0 })
+      this.apply(c.aor, c, false)
     }
   }
 
-  private async loadOwn (options?: AbortOptions): Promise<void> {
-    const now = Date.now()
+  /**
+   * A data directory of the older layout: the own copies under `/sipmesh/own/` are read once; one
+   * newer than the DHT record this store holds for its AoR is written as that record (the guard
+   * refuses it when a newer claim of another owner is there: then it is not ours), and every copy
+   * is deleted once its record is stored. A copy that could not be stored stays for the next start.
+   */
+  private async migrateLegacyOwn (now: number, options?: AbortOptions): Promise<void> {
+    const done: Key[] = []
+    const newer: Array<{ key: Key, claim: SignedClaim }> = []
     try {
-      for await (const { key, value } of this.components.datastore.query({ prefix: OWN_PREFIX }, options)) {
+      for await (const { key, value } of this.components.datastore.query({ prefix: LEGACY_OWN_PREFIX }, options)) {
+        let c: SignedClaim
         try {
-          // our own data directory: its form and key are checked, not each signature (100,000
-          // verifications would hold a restart up for seconds); every reader still verifies it
-          const c = verifyClaimSync(value, { skipSignature: true })
+          c = verifyClaimSync(value, { skipSignature: true })
           if (!c.owner.equals(this.peerId)) throw new Error('not an own record')
           if (c.kind === 'claim' && c.expiresAt <= now) throw new Error('lease ended')
-          this.own.set(c.aor, { claim: c, until: c.kind === 'claim' ? c.expiresAt : c.knownUntil, replicas: 0, putAt: 0 })
-          this.apply(c.aor, c, false)
         } catch (err) {
           this.log('dropping persisted claim %s: %s', key, errorMessage(err))
-          await this.components.datastore.delete(key)
+          done.push(key)
+          continue
         }
+        const held = this.own.get(c.aor)?.claim
+        if (held != null && compareClaims(c, held) <= 0) done.push(key)
+        else newer.push({ key, claim: c })
+      }
+      const outs = await Promise.all(newer.map(async ({ claim }) => await this.writer.write(claim, { localOnly: true })))
+      newer.forEach(({ key, claim }, i) => {
+        const out = outs[i]
+        // refused: a newer claim of another owner stands (learned below); failed: kept for next time
+        if (out.failures === 0 || out.others.length > 0) done.push(key)
+        if (out.others.length === 0) this.takeOwn(claim.bytes, now)
+        this.learn(claim.aor, out)
+      })
+      if (done.length > 0) {
+        const b = this.components.datastore.batch()
+        for (const key of done) b.delete(key)
+        await b.commit(options)
+        this.log('moved %d own records of the older layout (%d written as DHT records)', done.length, newer.length)
       }
     } catch (err) {
-      this.log.error('could not load own claims: %s', errorMessage(err))
+      this.log.error('could not read own claims of the older layout: %s', errorMessage(err))
     }
   }
 
@@ -638,7 +694,7 @@ export class DhtRegistry implements ClaimRegistry {
     const before = this.cache.get(aor)?.claim
     let mine = await this.signNew(aor, 'claim', Math.min(now + this.lease, until))
     const signed = performance.now() - t0
-    let out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' }, since: now })
+    let out = await this.writer.write(mine, { since: now })
     const total = performance.now() - t0
     // (no object per claim for the fast ones)
     if (total >= this.slowClaims.thresholdMs) this.slowClaims.record(aor, { signed, stored: out.storedMs, answered: out.answeredMs, total, replicas: out.replicas })
@@ -651,7 +707,7 @@ export class DhtRegistry implements ClaimRegistry {
       this.log('claim of %s lost to an earlier record v%s, claiming above it', aor, newest.version)
       const stood = newest
       mine = await this.signNew(aor, 'claim', Math.min(Date.now() + this.lease, until), stood.version)
-      out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' } })
+      out = await this.writer.write(mine)
       out.others.push(stood)
       newest = this.newestOf(mine, out, before)
     }
@@ -666,7 +722,6 @@ export class DhtRegistry implements ClaimRegistry {
       if (out.replicas === 0 && this.replicas.kad() != null && this.replicas.routingTableSize === 0) this.replicateLater()
     } else {
       this.own.delete(aor)
-      void this.forgetOwn(aor)
       this.ownEnded(aor)
     }
     this.apply(aor, newest, true)
@@ -691,7 +746,6 @@ export class DhtRegistry implements ClaimRegistry {
       if (e != null && e.claim.kind === 'claim') {
         this.own.delete(aor)
         this.ownEnded(aor)
-        await this.forgetOwn(aor)
       }
       return
     }
@@ -700,7 +754,7 @@ export class DhtRegistry implements ClaimRegistry {
     this.own.set(aor, { claim: tomb, until: tomb.knownUntil, replicas: 0, putAt: Date.now() })
     this.ownEnded(aor)
     this.apply(aor, tomb, true)
-    const out = await this.writer.write(tomb, { own: { key: ownKey(aor), op: 'put' } })
+    const out = await this.writer.write(tomb)
     const held = this.own.get(aor)
     if (held?.claim === tomb) held.replicas = out.replicas
     this.learn(aor, out)

@@ -161,8 +161,9 @@ export interface DhtRegistryInit {
    */
   queryTimeoutMs?: number
   /**
-   * kad-dht's datastorePrefix (where claims persist as `<prefix>/record/...`); our own claims
-   * are persisted under `/sipmesh/own/...` in the same datastore.
+   * kad-dht's datastorePrefix (where claims persist as `<prefix>/record/...`). Our own claims
+   * are those records whose owner is this node, found by one scan at start (a data directory of
+   * the older layout, with copies under `/sipmesh/own/...`, is moved over once).
    *
    * @default '/dht'
    */

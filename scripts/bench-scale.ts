@@ -142,7 +142,6 @@ for (const n of SIZES) {
       let bytes = 0
       for (const node of mesh.nodes) {
         for await (const { key, value } of node.datastore.inner.query({ prefix: '/dht/record' })) bytes += key.toString().length + value.byteLength
-        for await (const { key, value } of node.datastore.inner.query({ prefix: '/sipmesh/own' })) bytes += key.toString().length + value.byteLength
       }
       return bytes
     }

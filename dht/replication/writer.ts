@@ -1,8 +1,9 @@
 /**
  * Coalesced claim writes. Every claim (new, renewed, released, republished) goes through here:
  * the claims that arrive while the previous batch is being written are written together, to this
- * node's store in one guarded LevelDB batch (with the owner's own copies) and to each replica in
- * one `/sipmesh/claim-put` request per peer over its long-lived stream.
+ * node's store in one guarded LevelDB batch (the record is the owner's only copy: the registry
+ * finds its own records by owner at start) and to each replica in one `/sipmesh/claim-put`
+ * request per peer over its long-lived stream.
  *
  * A write resolves once this node's store and every replica answered (or failed): the outcome
  * counts the replicas that stored it and the refusals, and carries the other owners' claims the
@@ -38,8 +39,6 @@ export interface WriteOutcome {
 }
 
 export interface WriteOptions {
-  /** also keep (`put`) or drop (`delete`) the owner's own copy under this key, in the same batch */
-  own?: { key: string, op: 'put' | 'delete' }
   /** store locally only (no peers) */
   localOnly?: boolean
   /**
@@ -134,18 +133,11 @@ export class ClaimWriter {
 
   async #storeLocally (batch: Entry[]): Promise<void> {
     const writes: ClaimWrite[] = []
-    const put: Array<[string, Uint8Array]> = []
-    const del: string[] = []
     const time = recordTime(Date.now())
-    for (const e of batch) {
-      const bytes = e.claim.bytes
-      writes.push({ key: this.recordKey(e.key), record: storedRecord(e.key, bytes, time), claim: e.claim })
-      if (e.options.own?.op === 'put') put.push([e.options.own.key, bytes])
-      if (e.options.own?.op === 'delete') del.push(e.options.own.key)
-    }
+    for (const e of batch) writes.push({ key: this.recordKey(e.key), record: storedRecord(e.key, e.claim.bytes, time), claim: e.claim })
     try {
       const sentAt = Date.now()
-      const results = await this.#c.datastore.putClaims(writes, { put, del })
+      const results = await this.#c.datastore.putClaims(writes)
       const now = Date.now()
       results.forEach((r, i) => {
         const e = batch[i]

@@ -10,7 +10,10 @@ import { Key } from 'interface-datastore'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { toString } from 'uint8arrays/to-string'
 import { Mesh, waitFor } from '../fixtures/mesh.ts'
-import { claimKey } from '../../dht/record/claim.ts'
+import { Libp2pRecord } from '@libp2p/record'
+import { ClaimSigner, claimKey, claimKeyId } from '../../dht/record/claim.ts'
+import { recordTime, storedRecord } from '../../dht/record/stored-record.ts'
+import type { SignedClaim } from '../../dht/record/claim.ts'
 
 const recordKey = (aor: string): Key => new Key(`/dht/record/${toString(claimKey(aor), 'base32')}`, false)
 
@@ -52,6 +55,100 @@ test('restart with the same key and datastore re-asserts still-valid claims', as
     await waitFor(() => displaced === moved, 3_000, 'told it was displaced while away')
     assert.deepEqual(again.registry.owned(), [kept])
     assert.equal((await mesh.nodes[1].registry.resolve(moved, { fresh: true }))?.node, taker.peerId.toString())
+  } finally {
+    await mesh.stop()
+  }
+})
+
+const legacyKey = (aor: string): Key => new Key(`/sipmesh/own/${claimKeyId(aor)}`, false)
+
+async function keysUnder (store: MemoryDatastore, prefix: string): Promise<string[]> {
+  const out: string[] = []
+  for await (const key of store.queryKeys({ prefix })) out.push(key.toString())
+  return out
+}
+
+test('an own claim is stored once (its DHT record); a restart finds its own records among the others by owner', async () => {
+  const mesh = await Mesh.spawn(2)
+  try {
+    const privateKey = await generateKeyPair('Ed25519')
+    const store = new MemoryDatastore()
+    const first = await mesh.add({ privateKey, datastore: store })
+    await mesh.connect([first])
+    const hour = Date.now() + 3_600_000
+    await first.registry.claim('sip:a@example.com', { expiresAt: hour })
+    await first.registry.claim('sip:b@example.com', { expiresAt: hour })
+    await first.registry.claim('sip:gone@example.com', { expiresAt: hour })
+    await first.registry.release('sip:gone@example.com')
+    // the others' claims it holds as a replica (a 3-node mesh: every node is a replica)
+    await mesh.nodes[0].registry.claim('sip:other@example.com', { expiresAt: hour })
+    await waitFor(async () => {
+      try { await store.get(recordKey('sip:other@example.com')); return true } catch { return false }
+    }, 5_000, 'replica record stored')
+    assert.deepEqual(await keysUnder(store, '/sipmesh/own'), [], 'no second copy of an own record')
+    assert.equal((await keysUnder(store, '/dht/record')).length, 4)
+    await first.stop()
+
+    const again = await mesh.add({ privateKey, datastore: store })
+    assert.deepEqual(again.registry.owned().sort(), ['sip:a@example.com', 'sip:b@example.com'])
+    assert.equal(again.registry.ownRecords, 3, 'the release is kept and re-put too')
+    assert.equal(again.registry.newest('sip:gone@example.com')?.kind, 'release')
+    await mesh.connect([again])
+    assert.equal((await mesh.nodes[1].registry.resolve('sip:a@example.com', { fresh: true }))?.node, again.peerId.toString())
+    assert.equal((await mesh.nodes[1].registry.resolve('sip:other@example.com', { fresh: true }))?.node, mesh.nodes[0].peerId.toString())
+  } finally {
+    await mesh.stop()
+  }
+})
+
+test('a data directory of the older layout (own copies under /sipmesh/own/) starts, re-asserts them and is moved over once', async () => {
+  const mesh = await Mesh.spawn(2)
+  try {
+    const privateKey = await generateKeyPair('Ed25519')
+    const signer = new ClaimSigner(privateKey)
+    const stranger = new ClaimSigner(await generateKeyPair('Ed25519'))
+    const store = new MemoryDatastore()
+    const now = Date.now()
+    const claimOf = (s: ClaimSigner, aor: string, version: number, expiresAt = now + 600_000): SignedClaim =>
+      s.sign({ kind: 'claim', aor, sip: '127.0.0.1:5060', version: BigInt(version), issuedAt: now - 1_000, expiresAt, knownUntil: now + 86_400_000 })
+    const record = (c: SignedClaim): Uint8Array => storedRecord(claimKey(c.aor), c.bytes, recordTime(now - 1_000))
+    // only: the older layout's copy, whose DHT record kad-dht dropped
+    const only = claimOf(signer, 'sip:only@example.com', now - 5_000)
+    await store.put(legacyKey(only.aor), only.bytes)
+    // newer: the copy is newer than the record the store holds
+    const older = claimOf(signer, 'sip:newer@example.com', now - 5_000)
+    const newer = claimOf(signer, 'sip:newer@example.com', now - 4_000)
+    await store.put(recordKey(older.aor), record(older))
+    await store.put(legacyKey(newer.aor), newer.bytes)
+    // taken: another node's newer claim stands in the store
+    const mine = claimOf(signer, 'sip:taken@example.com', now - 5_000)
+    const theirs = claimOf(stranger, 'sip:taken@example.com', now - 3_000)
+    await store.put(recordKey(mine.aor), record(theirs))
+    await store.put(legacyKey(mine.aor), mine.bytes)
+    // ended: its lease ran out while the node was away
+    const ended = claimOf(signer, 'sip:ended@example.com', now - 5_000, now - 500)
+    await store.put(legacyKey(ended.aor), ended.bytes)
+    // garbage under the old prefix
+    await store.put(new Key('/sipmesh/own/junk', false), new Uint8Array([1, 2, 3]))
+
+    const node = await mesh.add({ privateKey, datastore: store })
+    assert.deepEqual(node.registry.owned().sort(), ['sip:newer@example.com', 'sip:only@example.com'])
+    assert.equal(node.registry.newest('sip:newer@example.com')?.version, newer.version)
+    assert.ok(node.registry.newest('sip:taken@example.com')?.owner.equals(stranger.owner), 'the newer claim of another owner stands')
+    assert.deepEqual(await keysUnder(store, '/sipmesh/own'), [], 'the older layout\'s copies are gone')
+    assert.deepEqual(Libp2pRecord.deserialize(await store.get(recordKey(only.aor))).value, only.bytes)
+    assert.deepEqual(Libp2pRecord.deserialize(await store.get(recordKey(newer.aor))).value, newer.bytes)
+    assert.deepEqual(Libp2pRecord.deserialize(await store.get(recordKey(mine.aor))).value, theirs.bytes)
+
+    // re-asserted to the mesh
+    await mesh.connect([node])
+    await waitFor(async () => (await mesh.nodes[0].registry.resolve(only.aor, { fresh: true }))?.node === node.peerId.toString(), 5_000, 'older-layout claim re-asserted')
+    assert.equal((await mesh.nodes[1].registry.resolve(newer.aor, { fresh: true }))?.version, newer.version)
+
+    // and the next start finds them as DHT records
+    await node.stop()
+    const again = await mesh.add({ privateKey, datastore: store })
+    assert.deepEqual(again.registry.owned().sort(), ['sip:newer@example.com', 'sip:only@example.com'])
   } finally {
     await mesh.stop()
   }
