@@ -460,6 +460,7 @@ export class DhtRegistry implements ClaimRegistry {
     if (mine != null && best != null && !best.owner.equals(this.peerId) && compareClaims(best, mine) > 0) {
       this.own.delete(aor)
       this.ownEnded(aor)
+      this.storeLoss(best)
       const by = this.routeOf(best)
       if (mine.kind === 'claim') {
         this.log('displaced from %s by %s', aor, best.owner)
@@ -550,6 +551,16 @@ export class DhtRegistry implements ClaimRegistry {
     }
     this.stats.noticesReceived++
     this.apply(c.aor, c, true)
+  }
+
+  /**
+   * Another owner's newer claim took an AoR from this node: it replaces our record in this node's
+   * store as well (the guard keeps whichever is newer), so that a restart does not take the lost
+   * claim for its own and route the AoR here until the replicas answer its re-assertion.
+   */
+  private storeLoss (newer: SignedClaim): void {
+    if (this.shutdown == null || newer.owner.equals(this.peerId)) return
+    void this.writer.write(newer, { localOnly: true })
   }
 
   /**
@@ -723,6 +734,7 @@ export class DhtRegistry implements ClaimRegistry {
     } else {
       this.own.delete(aor)
       this.ownEnded(aor)
+      this.storeLoss(newest)
     }
     this.apply(aor, newest, true)
     if (won && prev != null && !prev.owner.equals(this.peerId)) void this.witness.notify(prev.owner, mine)
@@ -746,6 +758,7 @@ export class DhtRegistry implements ClaimRegistry {
       if (e != null && e.claim.kind === 'claim') {
         this.own.delete(aor)
         this.ownEnded(aor)
+        if (cur != null && !cur.owner.equals(this.peerId)) this.storeLoss(cur)
       }
       return
     }

@@ -11,7 +11,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { toString } from 'uint8arrays/to-string'
 import { Mesh, waitFor } from '../fixtures/mesh.ts'
 import { Libp2pRecord } from '@libp2p/record'
-import { ClaimSigner, claimKey, claimKeyId } from '../../dht/record/claim.ts'
+import { ClaimSigner, claimKey, claimKeyId, decodeClaim } from '../../dht/record/claim.ts'
 import { recordTime, storedRecord } from '../../dht/record/stored-record.ts'
 import type { SignedClaim } from '../../dht/record/claim.ts'
 
@@ -149,6 +149,47 @@ test('a data directory of the older layout (own copies under /sipmesh/own/) star
     await node.stop()
     const again = await mesh.add({ privateKey, datastore: store })
     assert.deepEqual(again.registry.owned().sort(), ['sip:newer@example.com', 'sip:only@example.com'])
+  } finally {
+    await mesh.stop()
+  }
+})
+
+test('an own claim lost while the node runs is not taken for its own at the next start (its store is no replica of the new claim)', async () => {
+  // one replica per claim: the new owner's put does not reach the old owner's store
+  const registry = { replicas: 1 }
+  const mesh = await Mesh.spawn(3, { registry })
+  try {
+    const privateKey = await generateKeyPair('Ed25519')
+    const store = new MemoryDatastore()
+    const first = await mesh.add({ privateKey, datastore: store, registry })
+    await mesh.connect([first])
+    const taker = mesh.nodes[0]
+    // an AoR whose replica, as the taker sees it, is neither node
+    let aor = ''
+    for (let i = 0; aor === ''; i++) {
+      const candidate = `sip:taken${i}@example.com`
+      const [replica] = taker.registry.replicas.closestKnown(claimKey(candidate), 1)
+      if (replica != null && !replica.equals(first.peerId) && !replica.equals(taker.peerId)) aor = candidate
+    }
+    const hour = Date.now() + 3_600_000
+    await first.registry.claim(aor, { expiresAt: hour })
+    await first.registry.claim('sip:kept@example.com', { expiresAt: hour })
+    let displaced = ''
+    first.registry.onDisplaced((a) => { displaced = a })
+    assert.ok((await taker.registry.claim(aor, { expiresAt: hour })).won)
+    await waitFor(() => displaced === aor, 3_000, 'told it was displaced')
+    // its store holds the taker's claim now (the only copy of an own record is the DHT record)
+    await waitFor(async () => {
+      try { return decodeClaim(Libp2pRecord.deserialize(await store.get(recordKey(aor))).value).owner.equals(taker.peerId) } catch { return false }
+    }, 3_000, 'the newer claim stored here')
+    await first.stop()
+
+    const again = await mesh.add({ privateKey, datastore: store, registry })
+    // before it hears from any other node
+    assert.deepEqual(again.registry.owned(), ['sip:kept@example.com'])
+    assert.equal(again.registry.newest(aor), undefined, 'not known as its own')
+    await mesh.connect([again])
+    assert.equal((await again.registry.resolve(aor, { fresh: true }))?.node, taker.peerId.toString())
   } finally {
     await mesh.stop()
   }
