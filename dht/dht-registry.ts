@@ -10,7 +10,7 @@
  * - `liveness.ts`: whether the owner of a route is up (P5).
  */
 import { Key } from 'interface-datastore'
-import { ClaimSigner, claimKey, compareClaims, isLive, normalizeAor, verifyClaimSync } from './record/claim.ts'
+import { ClaimSigner, checkClaimSync, claimKey, compareClaims, isLive, normalizeAor, verifyClaimSync } from './record/claim.ts'
 import { CLAIM_GET_PROTOCOL, CLAIM_INTEREST_PROTOCOL, CLAIM_NOTICE_PROTOCOL, claimGetHandler } from './notices/protocol.ts'
 import { Witness } from './notices/witness.ts'
 import { CLAIM_EXCHANGE_PROTOCOL, ClaimExchangeClient, claimExchangeHandler } from './notices/exchange.ts'
@@ -575,11 +575,9 @@ export class DhtRegistry implements ClaimRegistry {
     const now = Date.now()
     let ended = 0
     try {
-      for await (const { claim } of this.components.datastore.claims(Infinity, options)) {
-        // (the owner first: most records a node holds are other owners' on a mesh)
-        if (!claim.owner.equals(this.peerId)) continue
+      for await (const claim of this.components.datastore.claimsOf(this.peerId, options)) {
         try {
-          this.takeOwn(claim.bytes, now)
+          this.takeOwn(claim, now)
         } catch {
           // a past registration's record (kept for its retention) or one not well-formed
           ended++
@@ -597,8 +595,8 @@ export class DhtRegistry implements ClaimRegistry {
    * and key are checked, not each signature (100,000 verifications would hold a restart up for
    * seconds); every reader still verifies it.
    */
-  private takeOwn (bytes: Uint8Array, now: number): void {
-    const c = verifyClaimSync(bytes, { skipSignature: true })
+  private takeOwn (decoded: SignedClaim, now: number): void {
+    const c = checkClaimSync(decoded, { skipSignature: true })
     if (!c.owner.equals(this.peerId)) throw new Error('not an own record')
     if (c.kind === 'claim' && c.expiresAt <= now) throw new Error('lease ended')
     const held = this.own.get(c.aor)?.claim
@@ -638,7 +636,7 @@ export class DhtRegistry implements ClaimRegistry {
         const out = outs[i]
         // refused: a newer claim of another owner stands (learned below); failed: kept for next time
         if (out.failures === 0 || out.others.length > 0) done.push(key)
-        if (out.others.length === 0) this.takeOwn(claim.bytes, now)
+        if (out.others.length === 0) this.takeOwn(claim, now)
         this.learn(claim.aor, out)
       })
       if (done.length > 0) {

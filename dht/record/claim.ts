@@ -368,7 +368,11 @@ export async function verifyClaim (bytes: Uint8Array, opts: VerifyOptions = {}):
 
 /** `verifyClaim` without the promise, for batches. */
 export function verifyClaimSync (bytes: Uint8Array, opts: VerifyOptions = {}): SignedClaim {
-  const c = decodeClaim(bytes)
+  return checkClaimSync(decodeClaim(bytes), opts)
+}
+
+/** `verifyClaimSync` of a claim decoded already (`decodeClaim`): the checks, not the decoding again. */
+export function checkClaimSync (c: SignedClaim, opts: VerifyOptions = {}): SignedClaim {
   checkFields(c, opts.now ?? Date.now(), { skipExpiry: opts.allowExpired === true })
   if (opts.key != null && !uint8ArrayEquals(opts.key, claimKey(c.aor))) {
     throw new InvalidClaimError('DHT key does not match the claim\'s AoR')

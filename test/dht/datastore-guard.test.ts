@@ -7,7 +7,11 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { toString } from 'uint8arrays/to-string'
 import { fromString } from 'uint8arrays/from-string'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { ClaimGuardDatastore } from '../../dht/datastore-guard.ts'
+import { openDatastore } from '../../node/persistence.ts'
 import { claimKey, signClaim } from '../../dht/record/claim.ts'
 import type { SignedClaim } from '../../dht/record/claim.ts'
 import type { ClaimWrite } from '../../dht/datastore-guard.ts'
@@ -140,5 +144,45 @@ describe('ClaimGuardDatastore', () => {
       assert.equal(ds.unread, 0)
     })
   })
+
+  for (const kind of ['memory', 'LevelDB'] as const) {
+    test(`claimsOf: an owner's claim records and no other (${kind}: hostile and foreign values under the prefix)`, async () => {
+      const dir = kind === 'LevelDB' ? await mkdtemp(join(tmpdir(), 'sipmesh-guard-')) : undefined
+      const level = dir != null ? await openDatastore(dir) : undefined
+      const inner = level ?? new MemoryDatastore()
+      try {
+        const ds = new ClaimGuardDatastore(inner)
+        const owner = peerIdFromPrivateKey(a)
+        const idBytes = owner.toMultihash().bytes
+        const now = Date.now()
+        const put = async (k: PrivateKey, who: string): Promise<SignedClaim> => {
+          const c = await signClaim({ kind: 'claim', aor: `sip:${who}@example.com`, owner: peerIdFromPrivateKey(k), sip: '127.0.0.1:5060', version: 1n, issuedAt: now, expiresAt: now + 60_000 }, k)
+          await ds.put(new Key(`/dht/record/${toString(claimKey(c.aor), 'base32')}`, false), new Libp2pRecord(claimKey(c.aor), c.bytes, new Date()).serialize())
+          return c
+        }
+        const mine = [await put(a, 'a1'), await put(a, 'a2')]
+        await put(b, 'b1')
+        // the owner's id in values that are no claim record of its own: raw, in a foreign record, a truncated claim
+        await inner.put(new Key('/dht/record/zzraw', false), idBytes)
+        await inner.put(new Key('/dht/record/zzforeign', false), new Libp2pRecord(fromString('/other/x'), idBytes, new Date()).serialize())
+        await inner.put(new Key('/dht/record/zztrunc', false), new Libp2pRecord(claimKey('sip:t@example.com'), mine[0].bytes.subarray(0, 80), new Date()).serialize())
+        await inner.put(new Key('/dht/record/zzempty', false), new Uint8Array(0))
+        // its claim outside the record prefix
+        await inner.put(new Key('/dht/recordz', false), new Libp2pRecord(claimKey(mine[0].aor), mine[0].bytes, new Date()).serialize())
+        await inner.put(new Key('/sipmesh/own/x', false), mine[0].bytes)
+        const got: string[] = []
+        for await (const c of ds.claimsOf(owner)) got.push(c.aor)
+        assert.deepEqual(got.sort(), mine.map(c => c.aor).sort())
+        const others: string[] = []
+        for await (const c of ds.claimsOf(peerIdFromPrivateKey(b))) others.push(c.aor)
+        assert.deepEqual(others, ['sip:b1@example.com'])
+      } finally {
+        if (dir != null) {
+          await level?.close()
+          await rm(dir, { recursive: true, force: true })
+        }
+      }
+    })
+  }
 })
 
