@@ -260,7 +260,9 @@ if (MODE === 'register') {
   if (first !== USERS) throw new Error(`${USERS - first} of ${USERS} first REGISTERs not answered 200`)
 }
 await round(Math.min(5000, MESSAGES)) // warm-up (JIT)
-// BENCH_HEAP_PROF=<file>: a sampling allocation profile of the measured rounds (objects collected included)
+// BENCH_HEAP_PROF=<file>: a sampling allocation profile of the measured rounds (objects collected included);
+// with BENCH_HEAP_PROF_SURVIVORS=1 only of the objects that survived a scavenge (those a scavenge
+// collected are left out): who allocates what the young generation copies and promotes
 const heapProf = process.env.BENCH_HEAP_PROF
 const session = heapProf === undefined ? undefined : new (await import('node:inspector')).Session()
 const post = async (method: string, params?: object): Promise<{ profile: unknown }> => await new Promise((resolve, reject) => { session!.post(method, params, (err, r) => { if (err != null) reject(err); else resolve(r as { profile: unknown }) }) })
@@ -272,7 +274,7 @@ console.log(`the UAC and UAS alone: ${benchKb.toFixed(2)} KB allocated/msg`)
 // the profile covers the measured rounds only (messages × rounds), not the bench's own round
 if (session !== undefined) {
   session.connect()
-  await post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+  await post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: process.env.BENCH_HEAP_PROF_SURVIVORS !== '1' })
 }
 const figures: Array<{ cpuUs: number, scavengesPerK: number, rate: number, gcUs: number, majors: number, kbPerMsg: number }> = []
 for (let r = 0; r < ROUNDS; r++) {

@@ -110,10 +110,12 @@ if (dir !== undefined) {
   // profiler, one sample per 32 KiB), into alloc-<pid>.heapprofile (read it with
   // scripts/heap-profile-top.ts)
   let session: Session | undefined
-  if (process.env.RELAY_TRACE_ALLOC === '1') {
+  // RELAY_TRACE_ALLOC=survivors: only the objects that lived through a scavenge (what the young
+  // generation copies and promotes, and what makes a scavenge long)
+  if (process.env.RELAY_TRACE_ALLOC === '1' || process.env.RELAY_TRACE_ALLOC === 'survivors') {
     session = new Session()
     session.connect()
-    session.post('HeapProfiler.startSampling', { samplingInterval: 32768, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+    session.post('HeapProfiler.startSampling', { samplingInterval: 32768, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: process.env.RELAY_TRACE_ALLOC === '1' })
   }
   const stopping = (): void => {
     if (session === undefined) return

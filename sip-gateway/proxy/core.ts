@@ -69,6 +69,7 @@ import type { ClientTransactionUser, TransactionCore, TransactionLayer, ServerTr
 import type { InviteServerTransaction } from '../transaction/invite-server-transaction.ts'
 import { responseForError } from './error-response.ts'
 import { Timer } from '../transaction/timers.ts'
+import { KeyTable } from '../transaction/key-table.ts'
 import { ResponseContext, bestResponse, type Branch, type ResponseContextHooks } from './response-context.ts'
 import { MESH_TRANSPORT, type Connector, type Flow } from './flow.ts'
 import { DialogContacts } from './dialog-contacts.ts'
@@ -266,7 +267,12 @@ export class ProxyCore implements TransactionCore<Flow> {
   /** the identity `authenticate` established for a request */
   readonly #identities = new WeakMap<SipRequest, string>()
   readonly #timerC: number
-  readonly #contexts = new Map<ServerTransaction, ResponseContext>()
+  /**
+   * the response contexts of the server transactions being answered, by the transaction's key (a
+   * KeyTable, not a Map: one comes and goes per relayed request, see transaction/key-table.ts);
+   * read through #contextOf, which checks that the context is this transaction's
+   */
+  readonly #contexts = new KeyTable<ResponseContext>()
   readonly #resolving = new Map<string, Promise<Route | undefined>>()
   /** MESSAGE routing per recipient AoR, in arrival order */
   readonly #inOrder = new KeyedLock()
@@ -345,7 +351,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
     this.#respond(tx, createResponse(cancel, 200, undefined, undefined, { toTag: true }))
     invite.markCancelled()
-    const ctx = this.#contexts.get(invite)
+    const ctx = this.#contextOf(invite)
     if (ctx !== undefined) ctx.cancel()
     else if (invite.finalResponse === undefined) this.#respond(invite, createResponse(invite.request, 487, undefined, undefined, { toTag: true }))
   }
@@ -1028,11 +1034,11 @@ export class ProxyCore implements TransactionCore<Flow> {
       this.#respond(tx, createResponse(request, 487, undefined, undefined, { toTag: true }))
       return
     }
-    let ctx = this.#contexts.get(tx)
+    let ctx = this.#contextOf(tx)
     if (ctx === undefined) {
       // a non-INVITE request (no timer C, no dialog to observe) shares one set of hooks: no closures per request
       ctx = request.method === 'INVITE' ? this.#inviteContext(request, tx, inbound, targets) : new ResponseContext(request, tx, this.#plainHooks)
-      this.#contexts.set(tx, ctx)
+      this.#contexts.set(tx.key, ctx)
       tx.onTerminated(this.#forgetContext)
     }
     const loopHash = request.loopHash ?? loopHashOf(request)
@@ -1044,7 +1050,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     // 16.6 step 11: timer C bounds a forwarded INVITE; each provisional restarts it; when it
     // fires the pending branches are cancelled (those without a provisional time out by timer B)
     const timerC = new Timer()
-    const c = (): void => { timerC.set(this.#timerC, () => { this.#contexts.get(tx)?.cancel() }) }
+    const c = (): void => { timerC.set(this.#timerC, () => { this.#contextOf(tx)?.cancel() }) }
     const observe = this.#observeInvite(request, inbound, targets)
     const ctx = new ResponseContext(request, tx, {
       cancel: (b) => { this.#sendCancel(b) },
@@ -1069,7 +1075,17 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
   }
 
-  readonly #forgetContext = (tx: unknown): void => { this.#contexts.delete(tx as ServerTransaction) }
+  readonly #forgetContext = (tx: unknown): void => { this.#forget(tx as ServerTransaction) }
+
+  /** the response context of `tx`, if it has one */
+  #contextOf (tx: ServerTransaction): ResponseContext | undefined {
+    const ctx = this.#contexts.get(tx.key)
+    return ctx?.server === tx ? ctx : undefined
+  }
+
+  #forget (tx: ServerTransaction): void {
+    if (this.#contexts.get(tx.key)?.server === tx) this.#contexts.delete(tx.key)
+  }
 
   /**
    * The dialog observer's view of a new INVITE: whose dialog it is on this node (the callee's when
@@ -1213,7 +1229,7 @@ export class ProxyCore implements TransactionCore<Flow> {
    * branches alive with it. INVITE contexts stay (later 2xx of forks, CANCEL).
    */
   #settle (ctx: ResponseContext): void {
-    if (ctx.request.method !== 'INVITE' && ctx.done && this.#contexts.get(ctx.server) === ctx) this.#contexts.delete(ctx.server)
+    if (ctx.request.method !== 'INVITE' && ctx.done && this.#contexts.get(ctx.server.key) === ctx) this.#contexts.delete(ctx.server.key)
   }
 
   /** one info line for a request sent over the mesh that failed there (sampled, see #failures) */
@@ -1346,7 +1362,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   #respond (tx: ServerTransaction, response: SipResponse): void {
-    if (response.status >= 200 && !this.#contexts.has(tx)) this.#count(response.status)
+    if (response.status >= 200 && this.#contextOf(tx) === undefined) this.#count(response.status)
     tx.respond(response)
   }
 

@@ -17,6 +17,7 @@ import { NonInviteServerTransaction } from './non-invite-server-transaction.ts'
 import { InviteServerTransaction } from './invite-server-transaction.ts'
 import type { ClientTransactionUser, Transaction } from './transaction.ts'
 import { LingerTable } from './linger-table.ts'
+import { KeyTable } from './key-table.ts'
 
 export { TransactionState } from './transaction.ts'
 export type { ClientTransactionUser, ServerTransactionUser } from './transaction.ts'
@@ -104,7 +105,8 @@ interface Lingering {
 export class TransactionLayer<F extends MessageFlow = MessageFlow> {
   readonly timers: TimerSettings
   readonly #core: TransactionCore<F>
-  readonly #servers = new Map<string, ServerTransaction>()
+  /** live server transactions by key (a KeyTable, not a Map: see key-table.ts) */
+  readonly #servers = new KeyTable<ServerTransaction>()
   /**
    * Non-INVITE server transactions over UDP that sent their final response: for timer J (64*T1,
    * 32 s) a retransmitted request gets the same bytes again (RFC 3261 17.2.2); only the key, the
@@ -122,7 +124,8 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
    */
   readonly #lingeringClients: LingerTable<true>
   readonly #clientLingerHandoff = (key: string): void => { this.#lingeringClients.set(key, true) }
-  readonly #clients = new Map<string, ClientTransaction>()
+  /** live client transactions by key (a KeyTable, not a Map: see key-table.ts) */
+  readonly #clients = new KeyTable<ClientTransaction>()
   readonly #maxServers: number
   /** counters for metrics */
   readonly stats = { serverCreated: 0, clientCreated: 0, retransmissionsAbsorbed: 0, responsesAbsorbed: 0, strayResponses: 0, overload: 0 }
