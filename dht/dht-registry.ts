@@ -32,7 +32,7 @@ import type { OwnRecord } from './republish/sweep.ts'
 import type { ClaimWrite } from './datastore-guard.ts'
 import type { SignedClaim } from './record/claim.ts'
 import type { ClaimRegistry, DhtRegistryComponents, DhtRegistryInit } from './index.ts'
-import type { Aor, ClaimResult, LocalBinding, Route, Unwatch } from '../sip-gateway/ports.ts'
+import type { Aor, ClaimOptions, ClaimResult, LocalBinding, Route, Unwatch } from '../sip-gateway/ports.ts'
 import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
 
 export type { LookupOptions }
@@ -76,7 +76,7 @@ export class DhtRegistry implements ClaimRegistry {
   readonly nodeId: string
   sip: string
   /** counters, for tests and metrics (a stable object: metrics read its fields at scrape time) */
-  readonly stats = { claims: 0, refreshes: 0, renewals: 0, republished: 0, lookups: 0, noticesSent: 0, noticesReceived: 0, noticesRejected: 0, putsReceived: 0, sweepMs: 0 }
+  readonly stats = { claims: 0, lateLosses: 0, refreshes: 0, renewals: 0, republished: 0, lookups: 0, noticesSent: 0, noticesReceived: 0, noticesRejected: 0, putsReceived: 0, sweepMs: 0 }
 
   private readonly components: DhtRegistryComponents
   private readonly log: Logger
@@ -611,7 +611,7 @@ export class DhtRegistry implements ClaimRegistry {
     })
   }
 
-  async claim (aorIn: Aor, binding: LocalBinding, options?: AbortOptions): Promise<ClaimResult> {
+  async claim (aorIn: Aor, binding: LocalBinding, options?: ClaimOptions): Promise<ClaimResult> {
     const aor = normalizeAor(aorIn)
     if (this.shutdown == null) throw new NotStartedError()
     this.stats.claims++
@@ -634,15 +634,17 @@ export class DhtRegistry implements ClaimRegistry {
     }
     // (no call and await per claim once joined)
     if (this.joinDeadline != null) await this.joined(options)
+    const early = options?.firstReplica === true
     const t0 = performance.now()
     const before = this.cache.get(aor)?.claim
     let mine = await this.signNew(aor, 'claim', Math.min(now + this.lease, until))
     const signed = performance.now() - t0
-    let out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' }, since: now })
+    let w = this.writeClaim(mine, now, early, before)
+    let out = await w.first
+    let newest = this.newestOf(mine, out, before)
     const total = performance.now() - t0
     // (no object per claim for the fast ones)
-    if (total >= this.slowClaims.thresholdMs) this.slowClaims.record(aor, { signed, stored: out.storedMs, answered: out.answeredMs, total, replicas: out.replicas })
-    let newest = this.newestOf(mine, out, before)
+    if (total >= this.slowClaims.thresholdMs) this.slowClaims.record(aor, { signed, stored: out.storedMs, answered: out.answered ? out.answeredMs : total - signed, total, replicas: out.replicas })
     if (newest !== mine && (newest === before || out.stood.includes(newest))) {
       // a record that already stood when we began (we knew it, or a replica had stored it before
       // our write reached it) won only by its version: its owner's clock is ahead of ours. The
@@ -651,7 +653,8 @@ export class DhtRegistry implements ClaimRegistry {
       this.log('claim of %s lost to an earlier record v%s, claiming above it', aor, newest.version)
       const stood = newest
       mine = await this.signNew(aor, 'claim', Math.min(Date.now() + this.lease, until), stood.version)
-      out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' } })
+      w = this.writeClaim(mine, undefined, early, before)
+      out = await w.first
       out.others.push(stood)
       newest = this.newestOf(mine, out, before)
     }
@@ -671,7 +674,97 @@ export class DhtRegistry implements ClaimRegistry {
     }
     this.apply(aor, newest, true)
     if (won && prev != null && !prev.owner.equals(this.peerId)) void this.witness.notify(prev.owner, mine)
+    // answered at the first replica: the others' answers are acted on when they come
+    if (won && !out.answered) {
+      const claimed = mine
+      w.all.then(all => { this.lateAnswers(aor, claimed, before, prev, all) }).catch((err: unknown) => {
+        this.log.error('late replica answers for %s: %s', aor, errorMessage(err))
+      })
+    }
     return { won, route: this.routeOf(newest) ?? this.routeOf(mine)!, previous: this.routeOf(prev), replicas: out.replicas }
+  }
+
+  /**
+   * Write a new claim. `first` resolves with the outcome once every replica answered, or (with
+   * `early`) as soon as the answers so far decide the claim: this node and one replica store it
+   * and nobody named a newer claim, or somebody did (lost, or an earlier record ahead by clock:
+   * either is decided the same on the answers so far as on all of them). `all` is the whole outcome.
+   */
+  private writeClaim (claim: SignedClaim, since: number | undefined, early: boolean, before: SignedClaim | undefined): { first: Promise<WriteOutcome>, all: Promise<WriteOutcome> } {
+    const own = { key: ownKey(claim.aor), op: 'put' as const }
+    if (!early) {
+      const all = this.writer.write(claim, { own, since })
+      return { first: all, all }
+    }
+    let all!: Promise<WriteOutcome>
+    const first = new Promise<WriteOutcome>(resolve => {
+      all = this.writer.write(claim, {
+        own,
+        since,
+        first: (o) => {
+          if (!o.answered && o.replicas === 0 && this.newestOf(claim, o, before) === claim) return false
+          resolve(o)
+          return true
+        }
+      })
+    })
+    return { first, all }
+  }
+
+  /**
+   * Every replica answered a claim that was answered won at the first replica's: act on what the
+   * later answers say, as the claim would have before its answer. A claim of another node that
+   * won the race displaces ours (the displaced path: bindings dropped, handlers told, P3); a
+   * record that stood before our claim (its owner's clock ahead of ours) is claimed above; a
+   * previous owner only the later answers named is told of the move.
+   */
+  private lateAnswers (aor: Aor, mine: SignedClaim, before: SignedClaim | undefined, told: SignedClaim | undefined, out: WriteOutcome): void {
+    const e = this.own.get(aor)
+    const ours = e != null && e.claim.version === mine.version && e.claim.owner.equals(mine.owner)
+    if (ours && e.claim === mine) e.replicas = out.replicas
+    const newest = this.newestOf(mine, out, before)
+    if (newest === mine) {
+      let prev: SignedClaim | undefined
+      for (const c of out.others) prev = newerOlderClaim(prev, c, mine)
+      if (ours && prev != null && !prev.owner.equals(this.peerId) && (told == null || !prev.owner.equals(told.owner))) void this.witness.notify(prev.owner, mine)
+      return
+    }
+    this.stats.lateLosses++
+    if (ours && this.shutdown != null && out.stood.includes(newest)) {
+      this.log('claim of %s: a later replica kept an earlier record v%s, claiming above it', aor, newest.version)
+      void this.claimAbove(aor, mine, newest, before).catch((err: unknown) => {
+        this.log.error('re-claim of %s above v%s failed: %s', aor, newest.version, errorMessage(err))
+      })
+      return
+    }
+    this.log('claim of %s answered at the first replica lost to v%s of %p', aor, newest.version, newest.owner)
+    // our claim is still the own record: apply() sees it superseded and runs the displaced path
+    this.apply(aor, newest, true)
+  }
+
+  /** The late half of the clock-skew rule (see `claim`): claim once more above a record that stood. */
+  private async claimAbove (aor: Aor, mine: SignedClaim, stood: SignedClaim, before: SignedClaim | undefined): Promise<void> {
+    const e = this.own.get(aor)
+    if (e == null || e.claim.version !== mine.version || e.claim.kind !== 'claim') return
+    const next = await this.signNew(aor, 'claim', Math.min(Date.now() + this.lease, e.until), stood.version)
+    const signedFor = this.own.get(aor)
+    if (signedFor == null || signedFor.claim.version !== mine.version || signedFor.claim.kind !== 'claim') return
+    const out = await this.writer.write(next, { own: { key: ownKey(aor), op: 'put' } })
+    out.others.push(stood)
+    const newest = this.newestOf(next, out, before)
+    const cur = this.own.get(aor)
+    if (newest === next && cur != null && cur.claim.version === mine.version) {
+      this.own.set(aor, { claim: next, until: cur.until, replicas: out.replicas, putAt: Date.now() })
+      this.apply(aor, next, true)
+      let prev: SignedClaim | undefined
+      for (const c of out.others) prev = newerOlderClaim(prev, c, next)
+      if (prev != null && !prev.owner.equals(this.peerId)) void this.witness.notify(prev.owner, next)
+      return
+    }
+    // lost after all: the newest record stands, and our claim, still the own record, is displaced
+    this.apply(aor, newest, true)
+    // released meanwhile, while our claim above the stood record went out: release it too
+    if (newest === next && this.own.get(aor)?.claim.kind === 'release') await this.release(aor)
   }
 
   /** The newest of our claim, what the replicas reported and what we knew. */

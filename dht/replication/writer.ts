@@ -7,7 +7,10 @@
  * A write resolves once this node's store and every replica answered (or failed): the outcome
  * counts the replicas that stored it and the refusals, and carries the other owners' claims the
  * replicas reported (the one a claim replaced, or the newer one that refused it), verified here
- * before anyone relies on them.
+ * before anyone relies on them. A caller that cannot wait for the slowest replica (a REGISTER
+ * held up to the put timeout by one replica that is frozen but not yet known dead) passes
+ * `first`, which sees the outcome as the answers come (from this node's store on), and can decide
+ * before every replica answered; the outcome goes on filling in until then (issue 9).
  */
 import { base32 } from '../record/digest.ts'
 import { recordTime, storedRecord } from '../record/stored-record.ts'
@@ -35,6 +38,8 @@ export interface WriteOutcome {
   /** ms from the write until this node's store had it, and until every replica had answered */
   storedMs: number
   answeredMs: number
+  /** every replica answered (or failed): the counts and claims above are final */
+  answered: boolean
 }
 
 export interface WriteOptions {
@@ -47,6 +52,13 @@ export interface WriteOptions {
    * (see `WriteOutcome.stood`). @default when the write is sent
    */
   since?: number
+  /**
+   * the caller's look at the outcome so far, before the write resolves: called once this node's
+   * store answered, again after each replica's answer, and last when every replica has answered
+   * (`answered`), until it returns true. The same outcome object goes on filling in until the
+   * write resolves.
+   */
+  first?: (o: WriteOutcome) => boolean
 }
 
 interface Entry {
@@ -58,6 +70,10 @@ interface Entry {
   outcome: WriteOutcome
   /** when it was written (performance.now()) */
   at: number
+  /** this node's store has answered */
+  local: boolean
+  /** `options.first` until it returned true */
+  first?: (o: WriteOutcome) => boolean
 }
 
 export interface ClaimWriterComponents {
@@ -97,7 +113,7 @@ export class ClaimWriter {
   /** Write one claim with the others of its batch. Never rejects. (Not async: one promise per claim, not two.) */
   write (claim: SignedClaim, options: WriteOptions = {}): Promise<WriteOutcome> {
     return new Promise<WriteOutcome>(resolve => {
-      this.#queue.push({ claim, key: claimKey(claim.aor), options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [], storedMs: 0, answeredMs: 0 }, at: performance.now() })
+      this.#queue.push({ claim, key: claimKey(claim.aor), options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [], storedMs: 0, answeredMs: 0, answered: false }, at: performance.now(), local: false, first: options.first })
       if (!this.#busy) {
         this.#busy = true
         // let the rest of this turn's claims join
@@ -118,11 +134,17 @@ export class ClaimWriter {
         const remote = this.#sendToReplicas(batch)
         await this.#storeLocally(batch)
         const stored = performance.now()
-        for (const e of batch) e.outcome.storedMs = stored - e.at
+        for (const e of batch) {
+          e.outcome.storedMs = stored - e.at
+          e.local = true
+          if (e.first != null) this.#first(e)
+        }
         void remote.then(() => {
           const answered = performance.now()
           for (const e of batch) {
             e.outcome.answeredMs = answered - e.at
+            e.outcome.answered = true
+            if (e.first != null) this.#first(e)
             e.resolve(e.outcome)
           }
         })
@@ -130,6 +152,16 @@ export class ClaimWriter {
     } finally {
       this.#busy = false
     }
+  }
+
+  /** Show the outcome so far to an entry's `first`, until it is done with it. */
+  #first (e: Entry): void {
+    try {
+      if (!e.first!(e.outcome)) return
+    } catch (err) {
+      this.#c.log.error('a claim write\'s early look threw: %s', errorMessage(err))
+    }
+    e.first = undefined
   }
 
   async #storeLocally (batch: Entry[]): Promise<void> {
@@ -216,6 +248,7 @@ export class ClaimWriter {
               this.#c.log('%p reported a bad claim for %s: %s', peer, e.claim.aor, errorMessage(err))
             }
           }
+          if (e.first != null && e.local) this.#first(e)
         })
       }
     }))
