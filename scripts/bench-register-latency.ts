@@ -87,15 +87,18 @@ function pct (xs: number[], p: number): number {
 }
 
 /** REGISTER `COUNT` new users at node `n` at `RATE`/s; the ms to each final answer (or undefined) */
-async function registers (n: Node, phase: string): Promise<{ ms: number[], status: Map<string, number>, aors: string[] }> {
+async function registers (n: Node, phase: string): Promise<{ ms: number[], status: Map<string, number>, aors: string[], windows: number[] }> {
   const sock = createSocket('udp4')
   await new Promise<void>(resolve => { sock.bind(0, '127.0.0.1', resolve) })
   const port = sock.address().port
   const sentAt = new Map<string, number>()
   const ms: number[] = []
+  /** the slowest answer of each 5 s of sending */
+  const windows: number[] = []
   const status = new Map<string, number>()
   const aors: string[] = []
   let answered = 0
+  const t0 = performance.now()
   sock.on('message', (msg) => {
     const text = msg.toString('latin1')
     const m = /^SIP\/2\.0 (\d{3})/.exec(text)
@@ -107,8 +110,9 @@ async function registers (n: Node, phase: string): Promise<{ ms: number[], statu
     answered++
     status.set(m[1], (status.get(m[1]) ?? 0) + 1)
     if (m[1] === '200') ms.push(performance.now() - t)
+    const w = Math.floor((t - t0) / 5_000)
+    windows[w] = Math.max(windows[w] ?? 0, performance.now() - t)
   })
-  const t0 = performance.now()
   for (let i = 0; i < COUNT; i++) {
     const due = t0 + i * 1000 / RATE
     const now = performance.now()
@@ -137,13 +141,13 @@ async function registers (n: Node, phase: string): Promise<{ ms: number[], statu
   const deadline = performance.now() + WAIT_MS
   while (answered < COUNT && performance.now() < deadline) await sleep(50)
   sock.close()
-  return { ms, status, aors }
+  return { ms, status, aors, windows }
 }
 
 async function phase (name: string, n: Node[]): Promise<void> {
   const load = loadavg()[0].toFixed(1)
   const t = performance.now()
-  const { ms, status, aors } = await registers(n[0], name)
+  const { ms, status, aors, windows } = await registers(n[0], name)
   const took = (performance.now() - t) / 1000
   const statuses = [...status].map(([s, c]) => `${s}:${c}`).join(' ')
   const unanswered = COUNT - [...status.values()].reduce((a, b) => a + b, 0)
@@ -158,6 +162,7 @@ async function phase (name: string, n: Node[]): Promise<void> {
     if (res.status === 200 && (JSON.parse(res.body) as { owner: string }).owner === n[0].peerId) resolved++
   }
   console.log(`${args.label} ${name.padEnd(18)} n=${COUNT} at ${RATE}/s  200 p50 ${pct(ms, 50).toFixed(1)} ms  p99 ${pct(ms, 99).toFixed(1)} ms  max ${Math.max(...ms).toFixed(1)} ms  [${statuses}${unanswered > 0 ? ` none:${unanswered}` : ''}]  ${took.toFixed(1)} s  node 2 resolves ${resolved}/${sample.length} (p50 ${pct(resolveMs, 50).toFixed(0)} ms, max ${Math.max(...resolveMs).toFixed(0)} ms)  load ${load}`)
+  if (windows.length > 1) console.log(`${args.label} ${name.padEnd(18)} slowest answer per 5 s of sending: ${windows.map(w => w.toFixed(0)).join(' ')} ms`)
 }
 
 const dir = await mkdtemp(join(tmpdir(), 'sipmesh-reglat-'))
