@@ -49,6 +49,25 @@ interface CacheEntry {
   fetchedAt: number
 }
 
+/** a new claim answered before every replica answered (see `DhtRegistry.earlyClaim`) */
+interface EarlyClaim {
+  aor: Aor
+  claim: SignedClaim
+  /** the newest claim known before it was made */
+  before?: SignedClaim
+  /** the write's `early` look */
+  look: (o: WriteOutcome) => boolean
+  /** the look took an outcome (the claim is answered on it) */
+  taken: boolean
+  /** claim() decided it */
+  decided: boolean
+  won: boolean
+  /** the previous owner claim() told of the move */
+  told?: SignedClaim
+  /** the whole outcome, when it came before claim() decided */
+  all?: WriteOutcome
+}
+
 interface WatchEntry {
   fns: Set<(route: Route | undefined) => void>
   last: Route | undefined
@@ -639,8 +658,8 @@ export class DhtRegistry implements ClaimRegistry {
     const before = this.cache.get(aor)?.claim
     let mine = await this.signNew(aor, 'claim', Math.min(now + this.lease, until))
     const signed = performance.now() - t0
-    let w = this.writeClaim(mine, now, early, before)
-    let out = await w.first
+    let late = early ? this.earlyClaim(aor, mine, before) : undefined
+    let out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' }, since: now, early: late?.look })
     let newest = this.newestOf(mine, out, before)
     const total = performance.now() - t0
     // (no object per claim for the fast ones)
@@ -653,8 +672,8 @@ export class DhtRegistry implements ClaimRegistry {
       this.log('claim of %s lost to an earlier record v%s, claiming above it', aor, newest.version)
       const stood = newest
       mine = await this.signNew(aor, 'claim', Math.min(Date.now() + this.lease, until), stood.version)
-      w = this.writeClaim(mine, undefined, early, before)
-      out = await w.first
+      late = early ? this.earlyClaim(aor, mine, before) : undefined
+      out = await this.writer.write(mine, { own: { key: ownKey(aor), op: 'put' }, early: late?.look })
       out.others.push(stood)
       newest = this.newestOf(mine, out, before)
     }
@@ -674,41 +693,53 @@ export class DhtRegistry implements ClaimRegistry {
     }
     this.apply(aor, newest, true)
     if (won && prev != null && !prev.owner.equals(this.peerId)) void this.witness.notify(prev.owner, mine)
-    // answered at the first replica: the others' answers are acted on when they come
-    if (won && !out.answered) {
-      const claimed = mine
-      w.all.then(all => { this.lateAnswers(aor, claimed, before, prev, all) }).catch((err: unknown) => {
-        this.log.error('late replica answers for %s: %s', aor, errorMessage(err))
-      })
-    }
+    // answered before every replica did: the others' answers are acted on when they come
+    if (late != null) this.earlyDecided(late, won, prev)
     return { won, route: this.routeOf(newest) ?? this.routeOf(mine)!, previous: this.routeOf(prev), replicas: out.replicas }
   }
 
   /**
-   * Write a new claim. `first` resolves with the outcome once every replica answered, or (with
-   * `early`) as soon as the answers so far decide the claim: this node and one replica store it
-   * and nobody named a newer claim, or somebody did (lost, or an earlier record ahead by clock:
-   * either is decided the same on the answers so far as on all of them). `all` is the whole outcome.
+   * A new claim answered before every replica answered (`firstReplica`): its write's `early` look
+   * takes the outcome as soon as the answers so far decide the claim: this node and one replica
+   * store it and nobody named a newer claim, or somebody did (lost to a race, or an earlier record
+   * ahead by clock: either is decided the same on the answers so far as on all of them). Once
+   * every replica answered, a claim answered won that way takes in the rest (`lateAnswers`).
+   * (One object and one function per claim: no promise or closure per stage.)
    */
-  private writeClaim (claim: SignedClaim, since: number | undefined, early: boolean, before: SignedClaim | undefined): { first: Promise<WriteOutcome>, all: Promise<WriteOutcome> } {
-    const own = { key: ownKey(claim.aor), op: 'put' as const }
-    if (!early) {
-      const all = this.writer.write(claim, { own, since })
-      return { first: all, all }
-    }
-    let all!: Promise<WriteOutcome>
-    const first = new Promise<WriteOutcome>(resolve => {
-      all = this.writer.write(claim, {
-        own,
-        since,
-        first: (o) => {
+  private earlyClaim (aor: Aor, claim: SignedClaim, before: SignedClaim | undefined): EarlyClaim {
+    const e: EarlyClaim = {
+      aor,
+      claim,
+      before,
+      taken: false,
+      decided: false,
+      won: false,
+      look: (o) => {
+        if (!e.taken) {
           if (!o.answered && o.replicas === 0 && this.newestOf(claim, o, before) === claim) return false
-          resolve(o)
+          e.taken = true
           return true
         }
-      })
-    })
-    return { first, all }
+        // every replica answered; before claim() decided (it runs first: kept for it), or after
+        if (!e.decided) e.all = o
+        else if (e.won) this.lateAnswers(e, o)
+        return true
+      }
+    }
+    return e
+  }
+
+  /** claim() decided an early claim: the later answers of one answered won are acted on. */
+  private earlyDecided (e: EarlyClaim, won: boolean, told: SignedClaim | undefined): void {
+    e.decided = true
+    e.won = won
+    e.told = told
+    if (!won || e.all == null) return
+    try {
+      this.lateAnswers(e, e.all)
+    } catch (err) {
+      this.log.error('late replica answers for %s: %s', e.aor, errorMessage(err))
+    }
   }
 
   /**
@@ -718,7 +749,8 @@ export class DhtRegistry implements ClaimRegistry {
    * record that stood before our claim (its owner's clock ahead of ours) is claimed above; a
    * previous owner only the later answers named is told of the move.
    */
-  private lateAnswers (aor: Aor, mine: SignedClaim, before: SignedClaim | undefined, told: SignedClaim | undefined, out: WriteOutcome): void {
+  private lateAnswers (late: EarlyClaim, out: WriteOutcome): void {
+    const { aor, claim: mine, before, told } = late
     const e = this.own.get(aor)
     const ours = e != null && e.claim.version === mine.version && e.claim.owner.equals(mine.owner)
     if (ours && e.claim === mine) e.replicas = out.replicas

@@ -9,8 +9,9 @@
  * replicas reported (the one a claim replaced, or the newer one that refused it), verified here
  * before anyone relies on them. A caller that cannot wait for the slowest replica (a REGISTER
  * held up to the put timeout by one replica that is frozen but not yet known dead) passes
- * `first`, which sees the outcome as the answers come (from this node's store on), and can decide
- * before every replica answered; the outcome goes on filling in until then (issue 9).
+ * `early`, which sees the outcome as the answers come (from this node's store on) and can take
+ * it before every replica answered; the outcome goes on filling in, and `early` sees it once
+ * more when it is whole (issue 9).
  */
 import { base32 } from '../record/digest.ts'
 import { recordTime, storedRecord } from '../record/stored-record.ts'
@@ -53,12 +54,12 @@ export interface WriteOptions {
    */
   since?: number
   /**
-   * the caller's look at the outcome so far, before the write resolves: called once this node's
-   * store answered, again after each replica's answer, and last when every replica has answered
-   * (`answered`), until it returns true. The same outcome object goes on filling in until the
-   * write resolves.
+   * resolve before every replica answered: the write shows its outcome so far to `early` once
+   * this node's store answered and again after each replica's answer, and resolves as soon as it
+   * returns true; when every replica has answered, a write resolved that way shows `early` the
+   * whole outcome once more (`answered`). @default resolve once every replica answered
    */
-  first?: (o: WriteOutcome) => boolean
+  early?: (o: WriteOutcome) => boolean
 }
 
 interface Entry {
@@ -72,8 +73,10 @@ interface Entry {
   at: number
   /** this node's store has answered */
   local: boolean
-  /** `options.first` until it returned true */
-  first?: (o: WriteOutcome) => boolean
+  /** `options.early` */
+  early?: (o: WriteOutcome) => boolean
+  /** resolved (by `early`) before every replica answered */
+  resolved: boolean
 }
 
 export interface ClaimWriterComponents {
@@ -113,7 +116,7 @@ export class ClaimWriter {
   /** Write one claim with the others of its batch. Never rejects. (Not async: one promise per claim, not two.) */
   write (claim: SignedClaim, options: WriteOptions = {}): Promise<WriteOutcome> {
     return new Promise<WriteOutcome>(resolve => {
-      this.#queue.push({ claim, key: claimKey(claim.aor), options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [], storedMs: 0, answeredMs: 0, answered: false }, at: performance.now(), local: false, first: options.first })
+      this.#queue.push({ claim, key: claimKey(claim.aor), options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [], storedMs: 0, answeredMs: 0, answered: false }, at: performance.now(), local: false, early: options.early, resolved: false })
       if (!this.#busy) {
         this.#busy = true
         // let the rest of this turn's claims join
@@ -137,15 +140,15 @@ export class ClaimWriter {
         for (const e of batch) {
           e.outcome.storedMs = stored - e.at
           e.local = true
-          if (e.first != null) this.#first(e)
+          if (e.early != null && !e.resolved) this.#look(e)
         }
         void remote.then(() => {
           const answered = performance.now()
           for (const e of batch) {
             e.outcome.answeredMs = answered - e.at
             e.outcome.answered = true
-            if (e.first != null) this.#first(e)
-            e.resolve(e.outcome)
+            if (!e.resolved) e.resolve(e.outcome)
+            else this.#look(e)
           }
         })
       }
@@ -154,14 +157,19 @@ export class ClaimWriter {
     }
   }
 
-  /** Show the outcome so far to an entry's `first`, until it is done with it. */
-  #first (e: Entry): void {
+  /** Show the outcome to an entry's `early`: resolve it when it takes it (see `WriteOptions.early`). */
+  #look (e: Entry): void {
+    let take: boolean
     try {
-      if (!e.first!(e.outcome)) return
+      take = e.early!(e.outcome)
     } catch (err) {
       this.#c.log.error('a claim write\'s early look threw: %s', errorMessage(err))
+      take = false
     }
-    e.first = undefined
+    if (take && !e.resolved) {
+      e.resolved = true
+      e.resolve(e.outcome)
+    }
   }
 
   async #storeLocally (batch: Entry[]): Promise<void> {
@@ -248,7 +256,7 @@ export class ClaimWriter {
               this.#c.log('%p reported a bad claim for %s: %s', peer, e.claim.aor, errorMessage(err))
             }
           }
-          if (e.first != null && e.local) this.#first(e)
+          if (e.early != null && e.local && !e.resolved) this.#look(e)
         })
       }
     }))

@@ -85,7 +85,7 @@ describe('a claim answered at the first replica, one replica frozen (4 nodes)', 
     assert.equal(fast.won, true)
     assert.equal(fast.route.node, n[0].peerId.toString())
     assert.ok(fast.replicas >= 1 && fast.replicas <= 2, `${fast.replicas} replicas had stored it`)
-    assert.ok(fastMs < 2_000, `answered after ${fastMs} ms`)
+    assert.ok(fastMs < 5_000, `answered after ${fastMs} ms`)
     await waitFor(() => frozen.received() >= 1, 5_000, 'the frozen replica to be sent the claims')
     for (const node of [n[1], n[2]]) {
       assert.equal((await node.registry.resolve(aor, { fresh: true }))?.node, n[0].peerId.toString())
@@ -107,7 +107,7 @@ describe('a claim answered at the first replica, one replica frozen (4 nodes)', 
     const t0 = Date.now()
     const results = await Promise.all(aors.map(async (aor, i) => await n[i % 3].registry.claim(aor, { expiresAt: hour() }, FIRST)))
     const ms = Date.now() - t0
-    assert.ok(ms < 3_000, `20 claims answered after ${ms} ms`)
+    assert.ok(ms < 5_000, `20 claims answered after ${ms} ms`)
     assert.ok(results.every(r => r.won))
     for (const [i, aor] of aors.entries()) {
       const other = n[(i + 1) % 3]
