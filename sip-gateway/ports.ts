@@ -37,7 +37,7 @@ export interface ClaimResult {
   route: Route
   /** the claim this one superseded, when there was one (another node's or our own older one) */
   previous?: Route
-  /** how many DHT peers stored the claim */
+  /** how many DHT peers stored the claim (by the time it was answered: see `ClaimOptions`) */
   replicas: number
 }
 
