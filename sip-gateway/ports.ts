@@ -31,7 +31,10 @@ export interface LocalBinding {
 }
 
 export interface ClaimResult {
-  /** true when this node owns the AoR once the DHT has settled */
+  /**
+   * true when this node owns the AoR once the DHT has settled (with `ClaimOptions.firstReplica`:
+   * on the answers so far; a later answer that overturns it displaces the AoR, `onDisplaced`)
+   */
   won: boolean
   /** the route every node resolves now: ours when won, the winner's otherwise */
   route: Route
