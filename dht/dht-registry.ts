@@ -32,7 +32,7 @@ import type { OwnRecord } from './republish/sweep.ts'
 import type { ClaimWrite } from './datastore-guard.ts'
 import type { SignedClaim } from './record/claim.ts'
 import type { ClaimRegistry, DhtRegistryComponents, DhtRegistryInit } from './index.ts'
-import type { Aor, ClaimResult, LocalBinding, Route, Unwatch } from '../sip-gateway/ports.ts'
+import type { Aor, ClaimOptions, ClaimResult, LocalBinding, Route, Unwatch } from '../sip-gateway/ports.ts'
 import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
 
 export type { LookupOptions }
@@ -51,6 +51,25 @@ interface CacheEntry {
   claim: SignedClaim
   /** when the DHT or a notice last confirmed it */
   fetchedAt: number
+}
+
+/** a new claim answered before every replica answered (see `DhtRegistry.earlyClaim`) */
+interface EarlyClaim {
+  aor: Aor
+  claim: SignedClaim
+  /** the newest claim known before it was made */
+  before?: SignedClaim
+  /** the write's `early` look */
+  look: (o: WriteOutcome) => boolean
+  /** the look took an outcome (the claim is answered on it) */
+  taken: boolean
+  /** claim() decided it */
+  decided: boolean
+  won: boolean
+  /** the previous owner claim() told of the move */
+  told?: SignedClaim
+  /** the whole outcome, when it came before claim() decided */
+  all?: WriteOutcome
 }
 
 interface WatchEntry {
@@ -75,7 +94,7 @@ export class DhtRegistry implements ClaimRegistry {
   readonly nodeId: string
   sip: string
   /** counters, for tests and metrics (a stable object: metrics read its fields at scrape time) */
-  readonly stats = { claims: 0, refreshes: 0, renewals: 0, republished: 0, lookups: 0, noticesSent: 0, noticesReceived: 0, noticesRejected: 0, putsReceived: 0, sweepMs: 0 }
+  readonly stats = { claims: 0, lateLosses: 0, refreshes: 0, renewals: 0, republished: 0, lookups: 0, noticesSent: 0, noticesReceived: 0, noticesRejected: 0, putsReceived: 0, sweepMs: 0 }
 
   private readonly components: DhtRegistryComponents
   private readonly log: Logger
@@ -676,7 +695,7 @@ export class DhtRegistry implements ClaimRegistry {
     })
   }
 
-  async claim (aorIn: Aor, binding: LocalBinding, options?: AbortOptions): Promise<ClaimResult> {
+  async claim (aorIn: Aor, binding: LocalBinding, options?: ClaimOptions): Promise<ClaimResult> {
     const aor = normalizeAor(aorIn)
     if (this.shutdown == null) throw new NotStartedError()
     this.stats.claims++
@@ -699,15 +718,17 @@ export class DhtRegistry implements ClaimRegistry {
     }
     // (no call and await per claim once joined)
     if (this.joinDeadline != null) await this.joined(options)
+    const early = options?.firstReplica === true
     const t0 = performance.now()
     const before = this.cache.get(aor)?.claim
     let mine = await this.signNew(aor, 'claim', Math.min(now + this.lease, until))
     const signed = performance.now() - t0
-    let out = await this.writer.write(mine, { since: now })
+    let late = early ? this.earlyClaim(aor, mine, before) : undefined
+    let out = await this.writer.write(mine, { since: now, early: late?.look })
+    let newest = this.newestOf(mine, out, before)
     const total = performance.now() - t0
     // (no object per claim for the fast ones)
-    if (total >= this.slowClaims.thresholdMs) this.slowClaims.record(aor, { signed, stored: out.storedMs, answered: out.answeredMs, total, replicas: out.replicas })
-    let newest = this.newestOf(mine, out, before)
+    if (total >= this.slowClaims.thresholdMs) this.slowClaims.record(aor, { signed, stored: out.storedMs, answered: out.answered ? out.answeredMs : total - signed, total, replicas: out.replicas })
     if (newest !== mine && (newest === before || out.stood.includes(newest))) {
       // a record that already stood when we began (we knew it, or a replica had stored it before
       // our write reached it) won only by its version: its owner's clock is ahead of ours. The
@@ -716,7 +737,8 @@ export class DhtRegistry implements ClaimRegistry {
       this.log('claim of %s lost to an earlier record v%s, claiming above it', aor, newest.version)
       const stood = newest
       mine = await this.signNew(aor, 'claim', Math.min(Date.now() + this.lease, until), stood.version)
-      out = await this.writer.write(mine)
+      late = early ? this.earlyClaim(aor, mine, before) : undefined
+      out = await this.writer.write(mine, { early: late?.look })
       out.others.push(stood)
       newest = this.newestOf(mine, out, before)
     }
@@ -736,7 +758,110 @@ export class DhtRegistry implements ClaimRegistry {
     }
     this.apply(aor, newest, true)
     if (won && prev != null && !prev.owner.equals(this.peerId)) void this.witness.notify(prev.owner, mine)
+    // answered before every replica did: the others' answers are acted on when they come
+    if (late != null) this.earlyDecided(late, won, prev)
     return { won, route: this.routeOf(newest) ?? this.routeOf(mine)!, previous: this.routeOf(prev), replicas: out.replicas }
+  }
+
+  /**
+   * A new claim answered before every replica answered (`firstReplica`): its write's `early` look
+   * takes the outcome as soon as the answers so far decide the claim: this node and one replica
+   * store it and nobody named a newer claim, or somebody did (lost to a race, or an earlier record
+   * ahead by clock: either is decided the same on the answers so far as on all of them). Once
+   * every replica answered, a claim answered won that way takes in the rest (`lateAnswers`).
+   * (One object and one function per claim: no promise or closure per stage.)
+   */
+  private earlyClaim (aor: Aor, claim: SignedClaim, before: SignedClaim | undefined): EarlyClaim {
+    const e: EarlyClaim = {
+      aor,
+      claim,
+      before,
+      taken: false,
+      decided: false,
+      won: false,
+      look: (o) => {
+        if (!e.taken) {
+          if (!o.answered && o.replicas === 0 && this.newestOf(claim, o, before) === claim) return false
+          e.taken = true
+          return true
+        }
+        // every replica answered; before claim() decided (it runs first: kept for it), or after
+        if (!e.decided) e.all = o
+        else if (e.won) this.lateAnswers(e, o)
+        return true
+      }
+    }
+    return e
+  }
+
+  /** claim() decided an early claim: the later answers of one answered won are acted on. */
+  private earlyDecided (e: EarlyClaim, won: boolean, told: SignedClaim | undefined): void {
+    e.decided = true
+    e.won = won
+    e.told = told
+    if (!won || e.all == null) return
+    try {
+      this.lateAnswers(e, e.all)
+    } catch (err) {
+      this.log.error('late replica answers for %s: %s', e.aor, errorMessage(err))
+    }
+  }
+
+  /**
+   * Every replica answered a claim that was answered won at the first replica's: act on what the
+   * later answers say, as the claim would have before its answer. A claim of another node that
+   * won the race displaces ours (the displaced path: bindings dropped, handlers told, P3); a
+   * record that stood before our claim (its owner's clock ahead of ours) is claimed above; a
+   * previous owner only the later answers named is told of the move.
+   */
+  private lateAnswers (late: EarlyClaim, out: WriteOutcome): void {
+    const { aor, claim: mine, before, told } = late
+    const e = this.own.get(aor)
+    const ours = e != null && e.claim.version === mine.version && e.claim.owner.equals(mine.owner)
+    if (ours && e.claim === mine) e.replicas = out.replicas
+    const newest = this.newestOf(mine, out, before)
+    if (newest === mine) {
+      let prev: SignedClaim | undefined
+      for (const c of out.others) prev = newerOlderClaim(prev, c, mine)
+      if (ours && prev != null && !prev.owner.equals(this.peerId) && (told == null || !prev.owner.equals(told.owner))) void this.witness.notify(prev.owner, mine)
+      return
+    }
+    this.stats.lateLosses++
+    if (ours && this.shutdown != null && out.stood.includes(newest)) {
+      this.log('claim of %s: a later replica kept an earlier record v%s, claiming above it', aor, newest.version)
+      void this.claimAbove(aor, mine, newest, before).catch((err: unknown) => {
+        this.log.error('re-claim of %s above v%s failed: %s', aor, newest.version, errorMessage(err))
+      })
+      return
+    }
+    this.log('claim of %s answered at the first replica lost to v%s of %p', aor, newest.version, newest.owner)
+    // our claim is still the own record: apply() sees it superseded and runs the displaced path
+    this.apply(aor, newest, true)
+  }
+
+  /** The late half of the clock-skew rule (see `claim`): claim once more above a record that stood. */
+  private async claimAbove (aor: Aor, mine: SignedClaim, stood: SignedClaim, before: SignedClaim | undefined): Promise<void> {
+    const e = this.own.get(aor)
+    if (e == null || e.claim.version !== mine.version || e.claim.kind !== 'claim') return
+    const next = await this.signNew(aor, 'claim', Math.min(Date.now() + this.lease, e.until), stood.version)
+    const signedFor = this.own.get(aor)
+    if (signedFor == null || signedFor.claim.version !== mine.version || signedFor.claim.kind !== 'claim') return
+    const out = await this.writer.write(next)
+    out.others.push(stood)
+    const newest = this.newestOf(next, out, before)
+    const cur = this.own.get(aor)
+    if (newest === next && cur != null && cur.claim.version === mine.version) {
+      this.own.set(aor, { claim: next, until: cur.until, replicas: out.replicas, putAt: Date.now() })
+      this.apply(aor, next, true)
+      let prev: SignedClaim | undefined
+      for (const c of out.others) prev = newerOlderClaim(prev, c, next)
+      if (prev != null && !prev.owner.equals(this.peerId)) void this.witness.notify(prev.owner, next)
+      return
+    }
+    // lost after all: the newest record stands, and our claim, still the own record, is displaced
+    this.apply(aor, newest, true)
+    // released meanwhile, while our claim above the stood record went out: release it too
+    if (newest === next && this.own.get(aor)?.claim.kind === 'release') await this.release(aor)
   }
 
   /** The newest of our claim, what the replicas reported and what we knew. */

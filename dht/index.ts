@@ -16,6 +16,9 @@
  *   a later registration wins a race without an extra round trip), sign, put, count the replicas
  *   that stored it, read back, report won/lost with the winner. A won claim that displaced another
  *   owner sends that owner a *move notice* and notifies every node that registered interest.
+ *   With `firstReplica` (a REGISTER) the answer comes once this node and one replica store the
+ *   claim, or as soon as an answer names a newer claim; the later answers are acted on when they
+ *   come (a lost race runs the displaced path, an earlier record ahead by clock is claimed above).
  * - `resolve`: cached (never older than any claim this node has seen), invalidated by notices,
  *   `fresh: true` forces a lookup.
  * - `release`: a signed tombstone (kind `release`, higher version) so everyone resolves nothing.
@@ -198,7 +201,8 @@ export interface DhtRegistryInit {
   joinWaitMs?: number
   /**
    * A resolve that goes to the DHT answers once this many replicas responded (direct mode); the
-   * other answers still update the cache when they arrive. Claims always wait for every replica.
+   * other answers still update the cache when they arrive. Claims wait for every replica, unless
+   * made with `firstReplica` (a REGISTER's: see `ClaimOptions`).
    *
    * @default 3
    */

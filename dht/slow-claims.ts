@@ -15,7 +15,7 @@ export interface ClaimTimes {
   signed: number
   /** from the write (once signed) until this node's store had it */
   stored: number
-  /** from the write (once signed) until every replica answered */
+  /** from the write (once signed) until every replica answered (a claim answered early: until the answer it was decided on) */
   answered: number
   /** the whole claim */
   total: number

@@ -547,6 +547,7 @@ export class SipmeshNode {
     addCollectedCounter(r, 'sipmesh_registry_renewals_total', 'lease renewals by the sweep (same version, new lease)', () => stats.renewals)
     addCollectedCounter(r, 'sipmesh_registry_republished_total', 'own records re-put as they are (restart, releases)', () => stats.republished)
     addCollectedCounter(r, 'sipmesh_registry_claims_received_total', 'claims other nodes sent this node to store', () => stats.putsReceived)
+    addCollectedCounter(r, 'sipmesh_registry_late_losses_total', 'REGISTER claims answered at the first replica that a later replica\'s answer overturned (lost race: displaced; an earlier record ahead by clock: claimed above)', () => stats.lateLosses)
     addCollectedCounter(r, 'sipmesh_registry_slow_claims_total', 'new claims that took over 250 ms (signing, this node\'s store and the replicas\' answers; logged at warn)', () => meshNode.registry.slowClaims.count)
     addCollectedCounter(r, 'sipmesh_registry_write_batches_total', 'batched writes of claims to this node\'s store', () => meshNode.registry.writeStats().batches)
     addCollectedCounter(r, 'sipmesh_registry_signing_batches_total', 'batches of signatures sent to the signing thread (this process)', () => meshNode.registry.writeStats().signingBatches)

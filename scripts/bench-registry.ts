@@ -1,7 +1,7 @@
 /**
  * The claim registry alone, at operator scale (issue 9): no SIP, one process.
  *
- *   npm exec -- node --expose-gc scripts/bench-registry.ts [--aors 100000] [--nodes 1] [--concurrency 2000]
+ *   npm exec -- node --expose-gc scripts/bench-registry.ts [--aors 100000] [--nodes 1] [--concurrency 2000] [--first-replica]
  *
  * On one node (LevelDB in a temporary data dir) or an in-process loopback TCP mesh of `--nodes`
  * (each with its own LevelDB), claims `--aors` new AoRs from node 0 with `--concurrency` claims in
@@ -35,12 +35,15 @@ const { values: args } = parseArgs({
   options: {
     aors: { type: 'string', default: '100000' },
     nodes: { type: 'string', default: '1' },
-    concurrency: { type: 'string', default: '2000' }
+    concurrency: { type: 'string', default: '2000' },
+    'first-replica': { type: 'boolean', default: false }
   }
 })
 const AORS = Math.min(Math.max(Number(args.aors), 1), 1_000_000)
 const NODES = Math.min(Math.max(Number(args.nodes), 1), 10)
 const CONCURRENCY = Math.min(Math.max(Number(args.concurrency), 1), 20_000)
+/** new claims as a REGISTER makes them (`--first-replica`: answered once one replica stores it) or as direct callers do */
+const CLAIM_OPTIONS = args['first-replica'] ? { firstReplica: true } : undefined
 const PHASE_MS = 120_000
 
 const gc = (globalThis as { gc?: () => void }).gc
@@ -115,10 +118,10 @@ async function phase (name: string, op: (i: number) => Promise<unknown>): Promis
 
 try {
   const base = settle()
-  console.log(`registry alone: ${NODES} node(s), ${AORS.toLocaleString('en')} AoRs, ${CONCURRENCY} in flight`)
+  console.log(`registry alone: ${NODES} node(s), ${AORS.toLocaleString('en')} AoRs, ${CONCURRENCY} in flight${args['first-replica'] ? ', answered at the first replica (a REGISTER\'s claim)' : ''}`)
   await profiled('new-claims', async () => {
     await phase('new claims', async (i) => {
-      const r = await registry.claim(aor(i), { expiresAt: hour })
+      const r = await registry.claim(aor(i), { expiresAt: hour }, CLAIM_OPTIONS)
       if (!r.won) throw new Error('lost')
     })
   })

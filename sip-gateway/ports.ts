@@ -31,14 +31,33 @@ export interface LocalBinding {
 }
 
 export interface ClaimResult {
-  /** true when this node owns the AoR once the DHT has settled */
+  /**
+   * true when this node owns the AoR once the DHT has settled (with `ClaimOptions.firstReplica`:
+   * on the answers so far; a later answer that overturns it displaces the AoR, `onDisplaced`)
+   */
   won: boolean
   /** the route every node resolves now: ours when won, the winner's otherwise */
   route: Route
   /** the claim this one superseded, when there was one (another node's or our own older one) */
   previous?: Route
-  /** how many DHT peers stored the claim */
+  /** how many DHT peers stored the claim (by the time it was answered: see `ClaimOptions`) */
   replicas: number
+}
+
+export interface ClaimOptions extends AbortOptions {
+  /**
+   * Resolve once the claim is stored here and on the first replica that accepts it (at once where
+   * no peers exist), not when every replica has answered: one replica that is frozen but not yet
+   * known dead would hold the REGISTER for the put timeout. `won` is then the verdict of the
+   * answers so far (any answer naming a newer claim makes the claim wait for all of them, as
+   * without this option); the other replicas' answers are still acted on when they come: a newer
+   * claim of another node that won the race displaces this one (`onDisplaced`, P3), and a record
+   * that stood before the claim (another node's clock ahead of ours) is claimed above, as it would
+   * have been before the answer. `replicas` counts the replicas that had stored it by then.
+   *
+   * @default false
+   */
+  firstReplica?: boolean
 }
 
 export type Unwatch = () => void
@@ -61,9 +80,11 @@ export interface Registry {
 
   /**
    * Claim (or renew) an AoR for this node. Resolves once the claim is stored in the DHT and read
-   * back; `won: false` means a concurrent newer claim of another node won the race.
+   * back; `won: false` means a concurrent newer claim of another node won the race. With
+   * `firstReplica` it may resolve as soon as this node and one replica store it (see
+   * `ClaimOptions`).
    */
-  claim (aor: Aor, binding: LocalBinding, options?: AbortOptions): Promise<ClaimResult>
+  claim (aor: Aor, binding: LocalBinding, options?: ClaimOptions): Promise<ClaimResult>
 
   /** Give up an AoR this node owns (the last binding ended); afterwards it resolves to nothing. */
   release (aor: Aor, options?: AbortOptions): Promise<void>

@@ -8,7 +8,11 @@
  * A write resolves once this node's store and every replica answered (or failed): the outcome
  * counts the replicas that stored it and the refusals, and carries the other owners' claims the
  * replicas reported (the one a claim replaced, or the newer one that refused it), verified here
- * before anyone relies on them.
+ * before anyone relies on them. A caller that cannot wait for the slowest replica (a REGISTER
+ * held up to the put timeout by one replica that is frozen but not yet known dead) passes
+ * `early`, which sees the outcome as the answers come (from this node's store on) and can take
+ * it before every replica answered; the outcome goes on filling in, and `early` sees it once
+ * more when it is whole (issue 9).
  */
 import { base32 } from '../record/digest.ts'
 import { recordTime, storedRecord } from '../record/stored-record.ts'
@@ -36,6 +40,8 @@ export interface WriteOutcome {
   /** ms from the write until this node's store had it, and until every replica had answered */
   storedMs: number
   answeredMs: number
+  /** every replica answered (or failed): the counts and claims above are final */
+  answered: boolean
 }
 
 export interface WriteOptions {
@@ -46,6 +52,13 @@ export interface WriteOptions {
    * (see `WriteOutcome.stood`). @default when the write is sent
    */
   since?: number
+  /**
+   * resolve before every replica answered: the write shows its outcome so far to `early` once
+   * this node's store answered and again after each replica's answer, and resolves as soon as it
+   * returns true; when every replica has answered, a write resolved that way shows `early` the
+   * whole outcome once more (`answered`). @default resolve once every replica answered
+   */
+  early?: (o: WriteOutcome) => boolean
 }
 
 interface Entry {
@@ -57,6 +70,12 @@ interface Entry {
   outcome: WriteOutcome
   /** when it was written (performance.now()) */
   at: number
+  /** this node's store has answered */
+  local: boolean
+  /** `options.early` */
+  early?: (o: WriteOutcome) => boolean
+  /** resolved (by `early`) before every replica answered */
+  resolved: boolean
 }
 
 export interface ClaimWriterComponents {
@@ -96,7 +115,7 @@ export class ClaimWriter {
   /** Write one claim with the others of its batch. Never rejects. (Not async: one promise per claim, not two.) */
   write (claim: SignedClaim, options: WriteOptions = {}): Promise<WriteOutcome> {
     return new Promise<WriteOutcome>(resolve => {
-      this.#queue.push({ claim, key: claimKey(claim.aor), options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [], storedMs: 0, answeredMs: 0 }, at: performance.now() })
+      this.#queue.push({ claim, key: claimKey(claim.aor), options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [], storedMs: 0, answeredMs: 0, answered: false }, at: performance.now(), local: false, early: options.early, resolved: false })
       if (!this.#busy) {
         this.#busy = true
         // let the rest of this turn's claims join
@@ -117,17 +136,38 @@ export class ClaimWriter {
         const remote = this.#sendToReplicas(batch)
         await this.#storeLocally(batch)
         const stored = performance.now()
-        for (const e of batch) e.outcome.storedMs = stored - e.at
+        for (const e of batch) {
+          e.outcome.storedMs = stored - e.at
+          e.local = true
+          if (e.early != null && !e.resolved) this.#look(e)
+        }
         void remote.then(() => {
           const answered = performance.now()
           for (const e of batch) {
             e.outcome.answeredMs = answered - e.at
-            e.resolve(e.outcome)
+            e.outcome.answered = true
+            if (!e.resolved) e.resolve(e.outcome)
+            else this.#look(e)
           }
         })
       }
     } finally {
       this.#busy = false
+    }
+  }
+
+  /** Show the outcome to an entry's `early`: resolve it when it takes it (see `WriteOptions.early`). */
+  #look (e: Entry): void {
+    let take: boolean
+    try {
+      take = e.early!(e.outcome)
+    } catch (err) {
+      this.#c.log.error('a claim write\'s early look threw: %s', errorMessage(err))
+      take = false
+    }
+    if (take && !e.resolved) {
+      e.resolved = true
+      e.resolve(e.outcome)
     }
   }
 
@@ -208,6 +248,7 @@ export class ClaimWriter {
               this.#c.log('%p reported a bad claim for %s: %s', peer, e.claim.aor, errorMessage(err))
             }
           }
+          if (e.early != null && e.local && !e.resolved) this.#look(e)
         })
       }
     }))

@@ -105,6 +105,9 @@ interface Plan<Flow> {
   restoring: boolean
 }
 
+/** a REGISTER's claim answers at the first replica's answer (ports.ts, ClaimOptions) */
+const FIRST_REPLICA = Object.freeze({ firstReplica: true })
+
 /** the claim is won and the bindings installed; the answer waits for their write */
 const WRITE = Symbol('write')
 
@@ -615,7 +618,9 @@ export class Registrar<Flow = unknown> {
     // reactions on the claim, not an async function's frame saved across it per REGISTER
     let claim: Promise<ClaimResult>
     try {
-      claim = this.#registry.claim(aor, { expiresAt: maxExpiry(bindings) })
+      // answered once this node and the first replica store it: one frozen replica does not
+      // hold the REGISTER for the put timeout (a later loss displaces it, P3)
+      claim = this.#registry.claim(aor, { expiresAt: maxExpiry(bindings) }, FIRST_REPLICA)
     } catch (err) {
       return Promise.resolve().then(() => this.#claimFailed(aor, plan, err))
     }

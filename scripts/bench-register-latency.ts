@@ -1,0 +1,194 @@
+/**
+ * REGISTER latency on a 3-node mesh of real `sipmesh start` processes, with every replica up and
+ * with one replica stopped by SIGSTOP (frozen: its connections stay open, nobody knows it is
+ * gone). New users REGISTER at node 1 over UDP at a fixed rate; each one's time from the request
+ * to its final answer is measured (no retransmissions: one datagram each, on loopback).
+ *
+ *   npm exec -- node scripts/bench-register-latency.ts [--count 200] [--rate 50] [--bin path/to/sipmesh.js]
+ *
+ * `--bin` runs another build (for example a worktree at main) with this same driver, so that old
+ * and new can be alternated in the same minutes. After each phase it asks node 2's admin API for a
+ * few of the users (`/aor/<aor>`: does the AoR resolve on another node, and how fast).
+ *
+ * Bounded: a fixed count per phase at a fixed rate, each REGISTER waits at most `--wait` ms, the
+ * processes are stopped (SIGCONT, then SIGKILL) whatever happens.
+ */
+import { parseArgs } from 'node:util'
+import { createSocket } from 'node:dgram'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir, loadavg } from 'node:os'
+import { join } from 'node:path'
+import { spawn } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import { request } from 'node:http'
+import { fileURLToPath } from 'node:url'
+import type { ChildProcess } from 'node:child_process'
+
+const { values: args } = parseArgs({
+  options: {
+    count: { type: 'string', default: '200' },
+    rate: { type: 'string', default: '50' },
+    wait: { type: 'string', default: '45000' },
+    bin: { type: 'string', default: fileURLToPath(new URL('../node/bin/sipmesh.js', import.meta.url)) },
+    label: { type: 'string', default: '' }
+  }
+})
+const COUNT = Math.min(Number(args.count), 5_000)
+const RATE = Math.min(Math.max(Number(args.rate), 1), 2_000)
+const WAIT_MS = Math.min(Number(args.wait), 120_000)
+const BIN = args.bin
+const run = `${Date.now().toString(36)}`
+
+interface Node { child: ChildProcess, sip: number, admin: string, peerId: string, p2p: string }
+
+function cleanEnv (): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SIPMESH_')) env[k] = v
+  return env
+}
+
+async function start (dataDir: string, bootstrap?: string): Promise<Node> {
+  const a = ['start', '--domain', 'example.com', '--sip', '127.0.0.1:0', '--p2p', '/ip4/127.0.0.1/tcp/0', '--admin', '127.0.0.1:0', '--data-dir', dataDir, '--log-level', 'info']
+  if (bootstrap != null) a.push('--bootstrap', bootstrap)
+  const child = spawn(process.execPath, [BIN, ...a], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv() })
+  child.stderr!.resume()
+  return await new Promise<Node>((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error('node did not start within 30 s')) }, 30_000)
+    const rl = createInterface({ input: child.stdout! })
+    rl.on('line', (line) => {
+      if (!line.includes('"sipmesh node started"')) return
+      clearTimeout(timer)
+      const s = JSON.parse(line) as { peerId: string, multiaddrs: string[], sip: string, admin: string }
+      resolve({ child, sip: Number(s.sip.split(':')[1]), admin: s.admin, peerId: s.peerId, p2p: `${s.multiaddrs[0]}` })
+    })
+    child.once('exit', () => { reject(new Error('node exited at start')) })
+  })
+}
+
+function httpGet (hostPort: string, path: string, ms = 15_000): Promise<{ status: number, body: string }> {
+  const i = hostPort.lastIndexOf(':')
+  return new Promise((resolve, reject) => {
+    const req = request({ host: hostPort.slice(0, i), port: Number(hostPort.slice(i + 1)), path, timeout: ms }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => { body += c })
+      res.on('end', () => { resolve({ status: res.statusCode ?? 0, body }) })
+    })
+    req.on('error', reject)
+    req.on('timeout', () => { req.destroy(new Error('timeout')) })
+    req.end()
+  })
+}
+
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+function pct (xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor(p / 100 * s.length))] ?? NaN
+}
+
+/** REGISTER `COUNT` new users at node `n` at `RATE`/s; the ms to each final answer (or undefined) */
+async function registers (n: Node, phase: string): Promise<{ ms: number[], status: Map<string, number>, aors: string[], windows: number[] }> {
+  const sock = createSocket('udp4')
+  await new Promise<void>(resolve => { sock.bind(0, '127.0.0.1', resolve) })
+  const port = sock.address().port
+  const sentAt = new Map<string, number>()
+  const ms: number[] = []
+  /** the slowest answer of each 5 s of sending */
+  const windows: number[] = []
+  const status = new Map<string, number>()
+  const aors: string[] = []
+  let answered = 0
+  const t0 = performance.now()
+  sock.on('message', (msg) => {
+    const text = msg.toString('latin1')
+    const m = /^SIP\/2\.0 (\d{3})/.exec(text)
+    if (m == null || m[1].startsWith('1')) return
+    const callId = /\r\nCall-ID: *([^\r\n]+)/i.exec(text)?.[1]
+    const t = callId != null ? sentAt.get(callId) : undefined
+    if (t == null) return
+    sentAt.delete(callId!)
+    answered++
+    status.set(m[1], (status.get(m[1]) ?? 0) + 1)
+    if (m[1] === '200') ms.push(performance.now() - t)
+    const w = Math.floor((t - t0) / 5_000)
+    windows[w] = Math.max(windows[w] ?? 0, performance.now() - t)
+  })
+  for (let i = 0; i < COUNT; i++) {
+    const due = t0 + i * 1000 / RATE
+    const now = performance.now()
+    if (due > now) await sleep(due - now)
+    const user = `u${run}${phase.replace(/[^a-z0-9]/gi, '')}${i}`
+    const aor = `sip:${user}@example.com`
+    aors.push(aor)
+    const callId = `${user}@bench`
+    const req = [
+      'REGISTER sip:example.com SIP/2.0',
+      `Via: SIP/2.0/UDP 127.0.0.1:${port};branch=z9hG4bK${user};rport`,
+      'Max-Forwards: 70',
+      `From: <${aor}>;tag=${i}`,
+      `To: <${aor}>`,
+      `Call-ID: ${callId}`,
+      'CSeq: 1 REGISTER',
+      `Contact: <sip:${user}@127.0.0.1:${port}>`,
+      'Expires: 600',
+      'Content-Length: 0',
+      '',
+      ''
+    ].join('\r\n')
+    sentAt.set(callId, performance.now())
+    sock.send(req, n.sip, '127.0.0.1')
+  }
+  const deadline = performance.now() + WAIT_MS
+  while (answered < COUNT && performance.now() < deadline) await sleep(50)
+  sock.close()
+  return { ms, status, aors, windows }
+}
+
+async function phase (name: string, n: Node[]): Promise<void> {
+  const load = loadavg()[0].toFixed(1)
+  const t = performance.now()
+  const { ms, status, aors, windows } = await registers(n[0], name)
+  const took = (performance.now() - t) / 1000
+  const statuses = [...status].map(([s, c]) => `${s}:${c}`).join(' ')
+  const unanswered = COUNT - [...status.values()].reduce((a, b) => a + b, 0)
+  // a few of them on node 2: resolved there (its cache or a lookup), and how long that took
+  const sample = aors.filter((_, i) => i % Math.max(1, Math.floor(COUNT / 10)) === 0).slice(0, 10)
+  const resolveMs: number[] = []
+  let resolved = 0
+  for (const aor of sample) {
+    const r0 = performance.now()
+    const res = await httpGet(n[1].admin, `/aor/${encodeURIComponent(aor)}`).catch(() => ({ status: 0, body: '' }))
+    resolveMs.push(performance.now() - r0)
+    if (res.status === 200 && (JSON.parse(res.body) as { owner: string }).owner === n[0].peerId) resolved++
+  }
+  console.log(`${args.label} ${name.padEnd(18)} n=${COUNT} at ${RATE}/s  200 p50 ${pct(ms, 50).toFixed(1)} ms  p99 ${pct(ms, 99).toFixed(1)} ms  max ${Math.max(...ms).toFixed(1)} ms  [${statuses}${unanswered > 0 ? ` none:${unanswered}` : ''}]  ${took.toFixed(1)} s  node 2 resolves ${resolved}/${sample.length} (p50 ${pct(resolveMs, 50).toFixed(0)} ms, max ${Math.max(...resolveMs).toFixed(0)} ms)  load ${load}`)
+  if (windows.length > 1) console.log(`${args.label} ${name.padEnd(18)} slowest answer per 5 s of sending: ${windows.map(w => w.toFixed(0)).join(' ')} ms`)
+}
+
+const dir = await mkdtemp(join(tmpdir(), 'sipmesh-reglat-'))
+const nodes: Node[] = []
+try {
+  nodes.push(await start(join(dir, 'n1')))
+  const boot = nodes[0].p2p.includes('/p2p/') ? nodes[0].p2p : `${nodes[0].p2p}/p2p/${nodes[0].peerId}`
+  nodes.push(...await Promise.all([start(join(dir, 'n2'), boot), start(join(dir, 'n3'), boot)]))
+  // every node lists the two others
+  const until = Date.now() + 30_000
+  while (Date.now() < until) {
+    const peers = await Promise.all(nodes.map(async n => (JSON.parse((await httpGet(n.admin, '/status')).body) as { peers: string[] }).peers.length))
+    if (peers.every(p => p >= 2)) break
+    await sleep(200)
+  }
+  await sleep(2_000)
+  await phase('all up', nodes)
+  nodes[2].child.kill('SIGSTOP')
+  await sleep(500)
+  await phase('node 3 stopped', nodes)
+  nodes[2].child.kill('SIGCONT')
+} finally {
+  for (const n of nodes) {
+    n.child.kill('SIGCONT')
+    n.child.kill('SIGKILL')
+  }
+  await sleep(200)
+  await rm(dir, { recursive: true, force: true })
+}
