@@ -2,7 +2,7 @@ import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import { XMLParser } from 'fast-xml-parser'
-import { buildPidf, parsePidf, PARSER_OPTIONS, PidfError, PIDF_NS, XML_NS } from '../../../sip-gateway/presence/pidf.ts'
+import { buildPidf, DEFAULT_LIMITS, parsePidf, PARSER_OPTIONS, PidfError, PIDF_NS, readCommonXml, readXmlWithLibrary, XML_NS } from '../../../sip-gateway/presence/pidf.ts'
 import type { PidfDocument, XmlElement, XmlNode } from '../../../sip-gateway/presence/pidf.ts'
 
 const RPID = 'urn:ietf:params:xml:ns:pidf:rpid'
@@ -336,5 +336,68 @@ describe('properties', () => {
     fc.assert(fc.property(fc.nat(SAMPLE.length), fc.nat(20), fc.string({ maxLength: 5 }), (at, del, ins) => {
       onlyPidfError(() => parsePidf(SAMPLE.slice(0, at) + ins + SAMPLE.slice(at + del)))
     }), { numRuns: 1000 })
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// the common-case reader against the library's
+
+/** what SIPp and most user agents publish (uac-publish-bench.xml), with CR LF line ends */
+const SIPP_BODY = '<?xml version="1.0" encoding="UTF-8"?>\r\n<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:u1@example.com"><tuple id="t1"><status><basic>open</basic></status></tuple></presence>\r\n'
+/** SAMPLE without its CDATA section (the common reader leaves CDATA to the library) */
+const SAMPLE_PLAIN = SAMPLE.replace(' <![CDATA[<raw> & stuff]]>', ' &lt;raw&gt; &amp; stuff')
+
+/** the common reader's tree, checked equal to the library's (which must accept what it accepts) */
+function sameAsLibrary (text: string): XmlElement | undefined {
+  const common = readCommonXml(text, DEFAULT_LIMITS)
+  if (common === undefined) return undefined
+  let library: XmlElement
+  try {
+    library = readXmlWithLibrary(text, DEFAULT_LIMITS)
+  } catch (err) {
+    throw new Error(`the common reader accepted what the library refuses (${String(err)}): ${JSON.stringify(text)}`, { cause: err })
+  }
+  assert.deepEqual(common, library, JSON.stringify(text))
+  return common
+}
+
+describe('readCommonXml', () => {
+  test('reads the usual documents itself, as the library does', () => {
+    for (const text of [SIPP_BODY, SAMPLE_PLAIN, SAMPLE_PLAIN.replaceAll('\n', '\r\n'), SAMPLE_PLAIN.replaceAll('"', "'"), `<presence xmlns="${PIDF_NS}" entity="pres:a@b"/>`,
+      `<?xml version='1.0'?><p:presence xmlns:p="${PIDF_NS}" xmlns="urn:x" entity="pres:a@b"><p:tuple id="a"><p:status><e xmlns="" a="1" p:b="&#x263A;&amp;">t\tx</e></p:status></p:tuple></p:presence>  \n`]) {
+      assert.notEqual(sameAsLibrary(text), undefined, text)
+    }
+    assert.notEqual(sameAsLibrary(`<?xml version="1.0" ?><a/>`), undefined)
+    assert.equal(parsePidf(SIPP_BODY).tuples[0].status.basic, 'open')
+  })
+
+  test('leaves comments, CDATA, processing instructions, unusual names and spacing, and broken rules to the library', () => {
+    for (const text of [SAMPLE, `<a xmlns="urn:x"><!-- c --></a>`, `<a xmlns="urn:x"><?pi x?></a>`, '<?xml  version="1.0"?><a/>', '<a b = "1"/>', '<a b="1"c="2"/>',
+      '<a></a >', '<a b="1" b="2"/>', '<a x:b="1" y:b="2" xmlns:x="urn:x" xmlns:y="urn:x"/>', '<a xmlns:x=""/>', '<x:a/>', '<a>x > y</a>', '<a b="x>y"/>', '<a b="x<y"/>', '<a>&nbsp;</a>', '<a>&</a>',
+      '<_a/>', '<é/>', '<a:b:c/>', '<a></b>', '<a>', '<a/><b/>', '<a/>x', 'x<a/>', '<a><b></a></b>', '<a xmlns:xml="urn:y"/>', '<a xmlns:xmlns="urn:y"/>', `<a>${'<b>'.repeat(40)}</a>`]) {
+      assert.equal(readCommonXml(text, DEFAULT_LIMITS), undefined, text)
+    }
+    assert.equal(readCommonXml('<a>' + '<b/>'.repeat(10) + '</a>', { ...DEFAULT_LIMITS, maxElements: 10 }), undefined)
+    assert.equal(readCommonXml('<a ' + Array.from({ length: 5 }, (_, i) => `a${i}="1"`).join(' ') + '/>', { ...DEFAULT_LIMITS, maxAttributes: 4 }), undefined)
+    assert.notEqual(readCommonXml('<a ' + Array.from({ length: 4 }, (_, i) => `a${i}="1"`).join(' ') + '/>', { ...DEFAULT_LIMITS, maxAttributes: 4 }), undefined)
+  })
+
+  test('every document buildPidf writes is read by the common reader, as the library reads it', () => {
+    fc.assert(fc.property(pidfModel, model => {
+      assert.notEqual(sameAsLibrary(buildPidf(model)), undefined)
+    }), { numRuns: 300 })
+  })
+
+  test('whatever the common reader accepts, the library accepts as the same tree (garbage, mutations)', () => {
+    const piece = fc.constantFrom('<', '>', '/', '</', '/>', '<!--', '-->', '<![CDATA[', ']]>', '&', ';', '&amp;', '&#', '&#65;', 'x', 'a', ':', 'xmlns', 'xmlns:a', 'a:', '=', '"', "'", ' ', '\r\n', '\r', '\t',
+      '<a', '<a>', '</a>', '<b', '<b>', '</b>', '<a:b', '</a:b>', 'x="1"', "y='2'", `xmlns="${PIDF_NS}"`, 'xmlns:a="urn:a"', 'xmlns=""', '<?xml version="1.0"?>', '?>')
+    fc.assert(fc.property(fc.array(piece, { maxLength: 40 }), parts => { sameAsLibrary(parts.join('')) }), { numRuns: 3000 })
+    let accepted = 0
+    for (const doc of [SIPP_BODY, SAMPLE_PLAIN]) {
+      fc.assert(fc.property(fc.nat(doc.length), fc.nat(6), fc.string({ unit: fc.constantFrom('<', '>', '/', '"', "'", '=', ' ', ':', '&', ';', 'a', '\r', '\n', '-', '!', '?'), maxLength: 4 }), (at, del, ins) => {
+        if (sameAsLibrary(doc.slice(0, at) + ins + doc.slice(at + del)) !== undefined) accepted++
+      }), { numRuns: 2000 })
+    }
+    assert.ok(accepted > 100, `only ${accepted} mutations were read by the common reader`)
   })
 })
