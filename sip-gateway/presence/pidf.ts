@@ -117,7 +117,15 @@ export interface PidfLimits {
   maxAttributes?: number
 }
 
-export const DEFAULT_LIMITS: Required<PidfLimits> = { maxBytes: 65536, maxDepth: 32, maxElements: 2048, maxAttributes: 64 }
+export const DEFAULT_LIMITS: Required<PidfLimits> = Object.freeze({ maxBytes: 65536, maxDepth: 32, maxElements: 2048, maxAttributes: 64 })
+/** no limits given: the defaults, not a copy of them per body */
+const NO_LIMITS: PidfLimits = Object.freeze({})
+
+/** what `String.prototype.trim` removes: ECMAScript's WhiteSpace and LineTerminator characters */
+function isTrimmed (c: number): boolean {
+  return c === 0x20 || (c >= 0x09 && c <= 0x0d) || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff
+}
 
 // ---------------------------------------------------------------------------------------------
 // parsing
@@ -155,7 +163,7 @@ const DATETIME_RE = /^-?\d{4,}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}
 const PRIORITY_RE = /^(0(\.\d{0,3})?|1(\.0{0,3})?|\.\d{1,3})$/u
 
 /** Parse and validate a PIDF body. Throws `PidfError` on anything malformed, oversized or hostile. */
-export function parsePidf (body: string | Uint8Array, limits: PidfLimits = {}): PidfDocument {
+export function parsePidf (body: string | Uint8Array, limits: PidfLimits = NO_LIMITS): PidfDocument {
   return toDocument(parseXmlRoot(body, limits))
 }
 
@@ -164,8 +172,8 @@ export function parsePidf (body: string | Uint8Array, limits: PidfLimits = {}): 
  * (dialog-info, watcherinfo, resource lists): size, encoding, DOCTYPE, depth, element and attribute
  * caps as above; returns the namespace-resolved root element. Throws `PidfError`.
  */
-export function parseXmlRoot (body: string | Uint8Array, limits: PidfLimits = {}): XmlElement {
-  const lim = { ...DEFAULT_LIMITS, ...limits }
+export function parseXmlRoot (body: string | Uint8Array, limits: PidfLimits = NO_LIMITS): XmlElement {
+  const lim = limits === NO_LIMITS ? DEFAULT_LIMITS : { ...DEFAULT_LIMITS, ...limits }
   let text: string
   if (typeof body === 'string') {
     // UTF-8 never takes fewer bytes than UTF-16 code units: a long string fails without counting
@@ -180,10 +188,15 @@ export function parseXmlRoot (body: string | Uint8Array, limits: PidfLimits = {}
     }
   }
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
-  if (text.trim() === '') throw new PidfError('empty body')
+  // the first and last characters that `trim` would keep (no trimmed copies of the text)
+  let first = 0
+  while (first < text.length && isTrimmed(text.charCodeAt(first))) first++
+  if (first === text.length) throw new PidfError('empty body')
+  let last = text.length - 1
+  while (isTrimmed(text.charCodeAt(last))) last--
   if (NON_XML_CHAR.test(text)) throw new PidfError('character not allowed in XML')
   if (text.includes('<!DOCTYPE') || text.includes('<!ENTITY')) throw new PidfError('DOCTYPE and entity declarations are not allowed')
-  if (!text.trimStart().startsWith('<') || !text.trimEnd().endsWith('>')) throw new PidfError('text outside the root element')
+  if (text.charCodeAt(first) !== 0x3c || text.charCodeAt(last) !== 0x3e) throw new PidfError('text outside the root element')
   const declared = /^\s*<\?xml\s[^>]*?encoding\s*=\s*["']([^"']*)["']/u.exec(text)
   if (declared !== null && !/^utf-?8$/iu.test(declared[1])) throw new PidfError(`encoding '${declared[1].slice(0, 20)}' is not UTF-8`)
   scanMarkup(text, lim.maxDepth)
@@ -223,8 +236,8 @@ export function readXmlWithLibrary (text: string, lim: Required<PidfLimits>): Xm
 // ---------------------------------------------------------------------------------------------
 // the common case without the library
 
-/** `version`, `encoding`, `standalone`, as an XML declaration writes them (no other spacing) */
-const DECLARATION_RE = /^<\?xml version=(?:"1\.0"|'1\.0')(?: encoding=(?:"[A-Za-z][\w.-]*"|'[A-Za-z][\w.-]*'))?(?: standalone=(?:"(?:yes|no)"|'(?:yes|no)'))? ?\?>/u
+/** `version`, `encoding`, `standalone`, as an XML declaration writes them (no other spacing); sticky: `lastIndex` is its end */
+const DECLARATION_RE = /<\?xml version=(?:"1\.0"|'1\.0')(?: encoding=(?:"[A-Za-z][\w.-]*"|'[A-Za-z][\w.-]*'))?(?: standalone=(?:"(?:yes|no)"|'(?:yes|no)'))? ?\?>/uy
 
 const isSpace = (c: number): boolean => c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0d
 /** an ASCII name's first character (letter); `_` is left to the library, like any other name */
@@ -249,14 +262,28 @@ function nameEnd (text: string, i: number): number {
   return j
 }
 
-/** text or an attribute value decoded, or undefined where the library would judge it */
-function decodedOrUndefined (raw: string): string | undefined {
+/** `text[from, to)` as the library reads it (CR LF and CR as LF), decoded; undefined where the library would judge it */
+function decodedOrUndefined (text: string, from: number, to: number): string | undefined {
+  let raw = text.slice(from, to)
+  if (raw.includes('\r')) raw = raw.replace(/\r\n?/gu, '\n')
   if (!raw.includes('&')) return raw
   try { return decodeXmlText(raw) } catch { return undefined }
 }
 
-/** an element being read: its tree node, its qualified name, its namespace scope */
-interface OpenElement { el: XmlElement, qname: string, scope: Map<string, string> }
+/** namespace bindings in scope: one link per declaration, the innermost first */
+interface Scope { readonly prefix: string, readonly ns: string, readonly up: Scope | undefined }
+const TOP_SCOPE: Scope = { prefix: 'xml', ns: XML_NS, up: undefined }
+function lookupNs (scope: Scope | undefined, prefix: string): string | undefined {
+  for (let s = scope; s !== undefined; s = s.up) if (s.prefix === prefix) return s.ns
+  return undefined
+}
+
+// the open elements and one start tag's attributes, reused by every call (it never yields)
+const openElements: XmlElement[] = []
+const openNames: string[] = []
+const openScopes: Scope[] = []
+const attrNames: string[] = []
+const attrValues: string[] = []
 
 /**
  * The same tree as `readXmlWithLibrary` for the documents user agents send (an XML declaration,
@@ -264,37 +291,51 @@ interface OpenElement { el: XmlElement, qname: string, scope: Map<string, string
  * references), read in one pass with no intermediate tree; undefined for anything else (comments,
  * CDATA, processing instructions, other names or spacing, a limit or any rule broken), which the
  * full reader then judges and reports. It accepts only well-formed documents, so the library never
- * accepts less; line ends are normalized as the library does (CR LF and CR to LF). The library's
- * validator and parser were two thirds of the bytes a PUBLISH allocated (issue 11).
+ * accepts less; line ends in text and attribute values are normalized as the library does (CR LF
+ * and CR to LF). The library's validator and parser were two thirds of the bytes a PUBLISH
+ * allocated (issue 11).
  */
-export function readCommonXml (input: string, lim: Required<PidfLimits>): XmlElement | undefined {
-  const text = input.includes('\r') ? input.replace(/\r\n?/gu, '\n') : input
+export function readCommonXml (text: string, lim: Required<PidfLimits>): XmlElement | undefined {
+  openElements.length = 0
+  openNames.length = 0
+  openScopes.length = 0
+  try {
+    return readCommon(text, lim)
+  } finally {
+    openElements.length = 0
+    openNames.length = 0
+    openScopes.length = 0
+    attrNames.length = 0
+    attrValues.length = 0
+  }
+}
+
+function readCommon (text: string, lim: Required<PidfLimits>): XmlElement | undefined {
   let i = 0
-  if (text.startsWith('<?')) {
-    const decl = DECLARATION_RE.exec(text)
-    if (decl === null) return undefined
-    i = decl[0].length
+  if (text.charCodeAt(0) === 0x3c && text.charCodeAt(1) === 0x3f) {
+    DECLARATION_RE.lastIndex = 0
+    if (!DECLARATION_RE.test(text)) return undefined
+    i = DECLARATION_RE.lastIndex
   }
   while (isSpace(text.charCodeAt(i))) i++
-  const stack: OpenElement[] = []
   let root: XmlElement | undefined
   let elements = 0
-  const top = new Map([['xml', XML_NS]])
   while (i < text.length) {
-    const open = stack[stack.length - 1]
+    const depth = openElements.length
+    const open = depth === 0 ? undefined : openElements[depth - 1]
     if (text.charCodeAt(i) !== 0x3c) {
       // text: only inside the root element, and without `>` (left to the library)
-      const lt = text.indexOf('<', i)
       if (open === undefined) {
         for (; i < text.length; i++) if (!isSpace(text.charCodeAt(i))) return undefined
         break
       }
+      const lt = text.indexOf('<', i)
       if (lt === -1) return undefined
-      const raw = text.slice(i, lt)
-      if (raw.includes('>')) return undefined
-      const value = decodedOrUndefined(raw)
+      const gt = text.indexOf('>', i)
+      if (gt !== -1 && gt < lt) return undefined
+      const value = decodedOrUndefined(text, i, lt)
       if (value === undefined) return undefined
-      open.el.children.push(value)
+      open.children.push(value)
       i = lt
       continue
     }
@@ -302,26 +343,30 @@ export function readCommonXml (input: string, lim: Required<PidfLimits>): XmlEle
     if (c === 0x2f) {
       // an end tag: the open element's name, then `>` at once
       if (open === undefined) return undefined
-      const end = i + 2 + open.qname.length
-      if (!text.startsWith(open.qname, i + 2) || text.charCodeAt(end) !== 0x3e) return undefined
-      stack.pop()
+      const qname = openNames[depth - 1]
+      const end = i + 2 + qname.length
+      if (!text.startsWith(qname, i + 2) || text.charCodeAt(end) !== 0x3e) return undefined
+      openElements.pop()
+      openNames.pop()
+      openScopes.pop()
       i = end + 1
-      if (stack.length === 0) {
+      if (depth === 1) {
         for (; i < text.length; i++) if (!isSpace(text.charCodeAt(i))) return undefined
       }
       continue
     }
     // a start tag (a second root, a comment, CDATA or a processing instruction: the library's)
     if (root !== undefined && open === undefined) return undefined
+    const tagStart = i
     const nameStop = nameEnd(text, i + 1)
     if (nameStop <= i + 1) return undefined
-    const qname = text.slice(i + 1, nameStop)
-    if (stack.length + 1 > lim.maxDepth || ++elements > lim.maxElements) return undefined
-    const parentScope = open?.scope ?? top
-    let scope = parentScope
+    if (depth + 1 > lim.maxDepth || ++elements > lim.maxElements) return undefined
+    let scope = depth === 0 ? TOP_SCOPE : openScopes[depth - 1]
     let j = nameStop
-    let raw: Array<[string, string]> | undefined
     let empty = false
+    attrNames.length = 0
+    attrValues.length = 0
+    let plain = 0
     while (true) {
       const spaced = isSpace(text.charCodeAt(j))
       while (isSpace(text.charCodeAt(j))) j++
@@ -341,56 +386,63 @@ export function readCommonXml (input: string, lim: Required<PidfLimits>): XmlEle
       if (quote !== 0x22 && quote !== 0x27) return undefined
       const close = text.indexOf(quote === 0x22 ? '"' : "'", aStop + 2)
       if (close === -1) return undefined
-      const rawValue = text.slice(aStop + 2, close)
-      if (rawValue.includes('<') || rawValue.includes('>')) return undefined
-      const value = decodedOrUndefined(rawValue)
+      for (let k = aStop + 2; k < close; k++) {
+        const v = text.charCodeAt(k)
+        if (v === 0x3c || v === 0x3e) return undefined
+      }
+      const value = decodedOrUndefined(text, aStop + 2, close)
       if (value === undefined) return undefined
+      if (attrNames.length >= lim.maxAttributes) return undefined
       const name = text.slice(j, aStop)
-      raw ??= []
-      if (raw.length >= lim.maxAttributes) return undefined
-      for (const [n] of raw) if (n === name) return undefined
+      for (let k = 0; k < attrNames.length; k++) if (attrNames[k] === name) return undefined
       if (name === 'xmlns' || name.startsWith('xmlns:')) {
         const prefix = name === 'xmlns' ? '' : name.slice(6)
         if (prefix === 'xmlns' || prefix === 'xml' || (prefix !== '' && value === '')) return undefined
-        if (scope === parentScope) scope = new Map(parentScope)
-        scope.set(prefix, value)
+        scope = { prefix, ns: value, up: scope }
+      } else {
+        plain++
       }
-      raw.push([name, value])
+      attrNames.push(name)
+      attrValues.push(value)
       j = close + 1
     }
-    const colon = qname.indexOf(':')
-    const prefix = colon === -1 ? undefined : qname.slice(0, colon)
-    const ns = scope.get(prefix ?? '')
-    if (prefix !== undefined && ns === undefined) return undefined
-    const attrs: XmlAttribute[] = []
-    if (raw !== undefined) {
-      for (const [name, value] of raw) {
-        if (name === 'xmlns' || name.startsWith('xmlns:')) continue
-        const k = name.indexOf(':')
-        if (k === -1) {
-          for (const a of attrs) if (a.ns === '' && a.name === name) return undefined
-          attrs.push({ ns: '', name, value })
-          continue
-        }
-        const aPrefix = name.slice(0, k)
-        const local = name.slice(k + 1)
-        const aNs = scope.get(aPrefix)
-        if (aNs === undefined) return undefined
-        for (const a of attrs) if (a.ns === aNs && a.name === local) return undefined
-        attrs.push({ ns: aNs, name: local, prefix: aPrefix, value })
+    const colon = text.indexOf(':', i + 1)
+    const prefixed = colon !== -1 && colon < nameStop
+    const ns = lookupNs(scope, prefixed ? text.slice(i + 1, colon) : '')
+    if (prefixed && ns === undefined) return undefined
+    const attrs: XmlAttribute[] = new Array(plain)
+    let n = 0
+    for (let k = 0; k < attrNames.length; k++) {
+      const name = attrNames[k]
+      if (name === 'xmlns' || name.startsWith('xmlns:')) continue
+      const value = attrValues[k]
+      const at = name.indexOf(':')
+      if (at === -1) {
+        for (let a = 0; a < n; a++) if (attrs[a].ns === '' && attrs[a].name === name) return undefined
+        attrs[n++] = { ns: '', name, value }
+        continue
       }
+      const aPrefix = name.slice(0, at)
+      const local = name.slice(at + 1)
+      const aNs = lookupNs(scope, aPrefix)
+      if (aNs === undefined) return undefined
+      for (let a = 0; a < n; a++) if (attrs[a].ns === aNs && attrs[a].name === local) return undefined
+      attrs[n++] = { ns: aNs, name: local, prefix: aPrefix, value }
     }
-    const el: XmlElement = { ns: ns ?? '', name: colon === -1 ? qname : qname.slice(colon + 1), attrs, children: [] }
-    if (prefix !== undefined) el.prefix = prefix
-    if (open !== undefined) open.el.children.push(el)
+    const el: XmlElement = { ns: ns ?? '', name: text.slice(prefixed ? colon + 1 : i + 1, nameStop), attrs, children: [] }
+    if (prefixed) el.prefix = text.slice(i + 1, colon)
+    if (open !== undefined) open.children.push(el)
     else root = el
     i = j
-    if (!empty) stack.push({ el, qname, scope })
-    else if (open === undefined) {
+    if (!empty) {
+      openElements.push(el)
+      openNames.push(text.slice(tagStart + 1, nameStop))
+      openScopes.push(scope)
+    } else if (open === undefined) {
       for (; i < text.length; i++) if (!isSpace(text.charCodeAt(i))) return undefined
     }
   }
-  return stack.length === 0 ? root : undefined
+  return openElements.length === 0 ? root : undefined
 }
 
 /**

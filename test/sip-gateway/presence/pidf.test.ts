@@ -382,6 +382,20 @@ describe('readCommonXml', () => {
     assert.notEqual(readCommonXml('<a ' + Array.from({ length: 4 }, (_, i) => `a${i}="1"`).join(' ') + '/>', { ...DEFAULT_LIMITS, maxAttributes: 4 }), undefined)
   })
 
+  test('the checks before reading skip what String.prototype.trim removes, no more and no less', () => {
+    const reason = (text: string): string => { try { parsePidf(text); return 'parsed' } catch (err) { return (err as PidfError).reason } }
+    // eslint-disable-next-line no-control-regex -- the characters XML cannot carry, as pidf.ts refuses them
+    const notXml = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff\ud800-\udfff]/u
+    for (let c = 0; c <= 0xffff; c++) {
+      const ch = String.fromCharCode(c)
+      const trimmed = ch.trim() === ''
+      assert.equal(reason(ch) === 'empty body', trimmed, `U+${c.toString(16)} alone`)
+      if (notXml.test(ch)) continue
+      if (ch !== '<') assert.equal(reason(`${ch}<a/>`) === 'text outside the root element', !trimmed, `U+${c.toString(16)} before the root`)
+      if (ch !== '>') assert.equal(reason(`<a/>${ch}`) === 'text outside the root element', !trimmed, `U+${c.toString(16)} after the root`)
+    }
+  })
+
   test('every document buildPidf writes is read by the common reader, as the library reads it', () => {
     fc.assert(fc.property(pidfModel, model => {
       assert.notEqual(sameAsLibrary(buildPidf(model)), undefined)
