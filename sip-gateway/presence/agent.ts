@@ -69,7 +69,7 @@
 import { SipStatusError } from '../errors.ts'
 import { type SipRequest, type SipResponse } from '../codec/message.ts'
 import { createResponse, generateTag } from '../codec/response.ts'
-import { parseUri, aorOf } from '../codec/uri.ts'
+import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
 import { parseNameAddr, parseNameAddrShared } from '../codec/name-addr.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import type { Aor, DurableStore, Logger, Registry } from '../ports.ts'
@@ -570,9 +570,10 @@ export class PresenceAgent {
 
   /**
    * Called by the proxy core for every new request before routing: true when the agent takes it
-   * (and answers it through `tx`), false to leave it to the proxy.
+   * (and answers it through `tx`), false to leave it to the proxy. `uri`: the Request-URI as the
+   * proxy parsed it (else parsed here).
    */
-  intercept (request: SipRequest, tx: ServerTransaction, flow: Flow, fromMesh: boolean): boolean {
+  intercept (request: SipRequest, tx: ServerTransaction, flow: Flow, fromMesh: boolean, uri?: Readonly<SipUri>): boolean {
     const m = request.method
     if (m !== 'SUBSCRIBE' && m !== 'NOTIFY' && m !== 'PUBLISH') return false
     if (!this.#running) return false
@@ -615,7 +616,7 @@ export class PresenceAgent {
     }
     let aor: string
     try {
-      const u = parseUri(request.uri)
+      const u = uri ?? parseUri(request.uri)
       if (u.user === undefined || !this.#domains.has(u.host.toLowerCase())) return false
       aor = aorOf(u)
       this.#lastUri = request.uri

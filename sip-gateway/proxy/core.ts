@@ -145,8 +145,9 @@ export interface Backlog {
 /**
  * Seam for the presence agent (issue 4): offered every new request after validation and Route
  * preprocessing, before routing. Returning true means it took the request (and answers `tx`).
+ * `uri`: the Request-URI as the proxy parsed it (read it, never change it).
  */
-export type RequestInterceptor = (request: SipRequest, tx: ServerTransaction, flow: Flow, fromMesh: boolean) => boolean
+export type RequestInterceptor = (request: SipRequest, tx: ServerTransaction, flow: Flow, fromMesh: boolean, uri?: Readonly<SipUri>) => boolean
 
 /**
  * Seam for the presence agent's PUBLISH server (RFC 3903; issue 10 items 1 and 2): offered every
@@ -431,7 +432,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       if ('response' in verdict) { this.#respond(tx, verdict.response); return }
       if (verdict.identity !== undefined) this.#identities.set(request, verdict.identity)
     }
-    if (this.#intercept?.(request, tx, flow, fromMesh) === true) return
+    if (this.#intercept?.(request, tx, flow, fromMesh, uri) === true) return
     // what the agent did not take goes on as a plain request: no internal header of a peer's passes
     if (peer !== undefined) stripInternalHeaders(request)
     if (request.method === 'BYE' && this.#dialogs !== undefined) this.#dialogs({ kind: 'ended', callId: request.headers.get('Call-ID') ?? '' })
