@@ -188,7 +188,8 @@ export class PublicationStore<D> {
    * short array, no Map per presentity, no key string made per request)
    */
   private readonly state = new Map<string, Map<Aor, Array<Entry<D>>>>()
-  private readonly listeners = new Set<(change: PublicationChange) => void>()
+  /** the listeners, a new array at each change of the set (an emit goes through the array of its time) */
+  private listeners: ReadonlyArray<(change: PublicationChange) => void> = []
   private seq = 0
 
   constructor (init: PublicationStoreInit = {}) {
@@ -206,8 +207,8 @@ export class PublicationStore<D> {
 
   /** Be told of every change of state (not of refreshes): created, modified, removed, expired. */
   onChange (handler: (change: PublicationChange) => void): () => void {
-    this.listeners.add(handler)
-    return () => { this.listeners.delete(handler) }
+    if (!this.listeners.includes(handler)) this.listeners = [...this.listeners, handler]
+    return () => { this.listeners = this.listeners.filter(l => l !== handler) }
   }
 
   /** Apply a PUBLISH request (RFC 3903 section 6, steps 3 to 7). Throws the typed errors above. */
@@ -359,7 +360,7 @@ export class PublicationStore<D> {
   }
 
   private emit (change: PublicationChange): void {
-    for (const listener of [...this.listeners]) {
+    for (const listener of this.listeners) {
       try {
         listener(change)
       } catch (err) {

@@ -178,6 +178,22 @@ describe('PublicationStore (RFC 3903)', () => {
     assert.deepEqual(changes.map(c => c.reason), ['created'])
   })
 
+  test('listeners: one that leaves or adds another while told keeps the others told, the new one from the next change', () => {
+    const seen: string[] = []
+    const later = (c: PublicationChange): void => { seen.push(`later ${c.reason}`) }
+    const leaving = store.onChange((c) => { seen.push(`leaving ${c.reason}`); leaving(); store.onChange(later) })
+    const after = store.onChange((c) => { seen.push(`after ${c.reason}`) })
+    const r = store.publish({ presentity: ALICE, event: 'presence', body: 'a' })
+    store.publish({ presentity: ALICE, event: 'presence', ifMatch: r.etag, expires: 0 })
+    assert.deepEqual(seen, ['leaving created', 'after created', 'after removed', 'later removed'])
+    after()
+    const unsubscribeTwice = store.onChange(later) // already there: told once
+    store.publish({ presentity: BOB, event: 'presence', body: 'b' })
+    assert.deepEqual(seen.slice(4), ['later created'])
+    unsubscribeTwice()
+    unsubscribeTwice()
+  })
+
   test('a throwing listener does not break the store', () => {
     store.onChange(() => { throw new Error('boom') })
     const r = store.publish({ presentity: ALICE, event: 'presence', body: 'a' })
