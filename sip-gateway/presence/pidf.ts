@@ -161,6 +161,9 @@ const NAME_RE = /^[A-Za-z_][\w.-]*$/u
 const URI_RE = /^[A-Za-z][A-Za-z0-9+.-]*:[^\s<>"]+$/u
 const DATETIME_RE = /^-?\d{4,}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$/u
 const PRIORITY_RE = /^(0(\.\d{0,3})?|1(\.0{0,3})?|\.\d{1,3})$/u
+/** the encoding an XML declaration names (a literal in the function was a new RegExp per body) */
+const DECLARED_ENCODING_RE = /^\s*<\?xml\s[^>]*?encoding\s*=\s*["']([^"']*)["']/u
+const UTF8_RE = /^utf-?8$/iu
 
 /** Parse and validate a PIDF body. Throws `PidfError` on anything malformed, oversized or hostile. */
 export function parsePidf (body: string | Uint8Array, limits: PidfLimits = NO_LIMITS): PidfDocument {
@@ -197,8 +200,8 @@ export function parseXmlRoot (body: string | Uint8Array, limits: PidfLimits = NO
   if (NON_XML_CHAR.test(text)) throw new PidfError('character not allowed in XML')
   if (text.includes('<!DOCTYPE') || text.includes('<!ENTITY')) throw new PidfError('DOCTYPE and entity declarations are not allowed')
   if (text.charCodeAt(first) !== 0x3c || text.charCodeAt(last) !== 0x3e) throw new PidfError('text outside the root element')
-  const declared = /^\s*<\?xml\s[^>]*?encoding\s*=\s*["']([^"']*)["']/u.exec(text)
-  if (declared !== null && !/^utf-?8$/iu.test(declared[1])) throw new PidfError(`encoding '${declared[1].slice(0, 20)}' is not UTF-8`)
+  const declared = text.charCodeAt(first + 1) === 0x3f ? DECLARED_ENCODING_RE.exec(text) : null
+  if (declared !== null && !UTF8_RE.test(declared[1])) throw new PidfError(`encoding '${declared[1].slice(0, 20)}' is not UTF-8`)
   scanMarkup(text, lim.maxDepth)
   return readCommonXml(text, lim) ?? readXmlWithLibrary(text, lim)
 }
@@ -278,12 +281,19 @@ function lookupNs (scope: Scope | undefined, prefix: string): string | undefined
   return undefined
 }
 
-// the open elements and one start tag's attributes, reused by every call (it never yields)
-const openElements: XmlElement[] = []
+// Reused by every call (it never yields), written by index and never shrunk (an array emptied by
+// `length = 0` gives its room back, and the next push allocates it again): the open elements,
+// their names and scopes, the children read so far (copied out at each end tag into an array of
+// their exact size: one grown by push from empty holds room for 17), one start tag's attributes.
+const openElements: Array<XmlElement | undefined> = []
 const openNames: string[] = []
 const openScopes: Scope[] = []
+const openChildren: number[] = []
+const pending: Array<XmlNode | undefined> = []
 const attrNames: string[] = []
 const attrValues: string[] = []
+/** the children of an element that has none: one array, frozen (a change would throw, not spread) */
+const NO_CHILDREN = Object.freeze([]) as unknown as XmlNode[]
 
 /**
  * The same tree as `readXmlWithLibrary` for the documents user agents send (an XML declaration,
@@ -296,18 +306,11 @@ const attrValues: string[] = []
  * allocated (issue 11).
  */
 export function readCommonXml (text: string, lim: Required<PidfLimits>): XmlElement | undefined {
-  openElements.length = 0
-  openNames.length = 0
-  openScopes.length = 0
-  try {
-    return readCommon(text, lim)
-  } finally {
-    openElements.length = 0
-    openNames.length = 0
-    openScopes.length = 0
-    attrNames.length = 0
-    attrValues.length = 0
-  }
+  const root = readCommon(text, lim)
+  // no tree kept alive by the reused arrays
+  openElements.fill(undefined)
+  pending.fill(undefined)
+  return root
 }
 
 function readCommon (text: string, lim: Required<PidfLimits>): XmlElement | undefined {
@@ -320,12 +323,12 @@ function readCommon (text: string, lim: Required<PidfLimits>): XmlElement | unde
   while (isSpace(text.charCodeAt(i))) i++
   let root: XmlElement | undefined
   let elements = 0
+  let depth = 0
+  let children = 0
   while (i < text.length) {
-    const depth = openElements.length
-    const open = depth === 0 ? undefined : openElements[depth - 1]
     if (text.charCodeAt(i) !== 0x3c) {
       // text: only inside the root element, and without `>` (left to the library)
-      if (open === undefined) {
+      if (depth === 0) {
         for (; i < text.length; i++) if (!isSpace(text.charCodeAt(i))) return undefined
         break
       }
@@ -335,28 +338,31 @@ function readCommon (text: string, lim: Required<PidfLimits>): XmlElement | unde
       if (gt !== -1 && gt < lt) return undefined
       const value = decodedOrUndefined(text, i, lt)
       if (value === undefined) return undefined
-      open.children.push(value)
+      pending[children++] = value
       i = lt
       continue
     }
     const c = text.charCodeAt(i + 1)
     if (c === 0x2f) {
       // an end tag: the open element's name, then `>` at once
-      if (open === undefined) return undefined
+      if (depth === 0) return undefined
       const qname = openNames[depth - 1]
       const end = i + 2 + qname.length
       if (!text.startsWith(qname, i + 2) || text.charCodeAt(end) !== 0x3e) return undefined
-      openElements.pop()
-      openNames.pop()
-      openScopes.pop()
+      depth--
+      const from = openChildren[depth]
+      if (children > from) {
+        (openElements[depth] as XmlElement).children = pending.slice(from, children) as XmlNode[]
+        children = from
+      }
       i = end + 1
-      if (depth === 1) {
+      if (depth === 0) {
         for (; i < text.length; i++) if (!isSpace(text.charCodeAt(i))) return undefined
       }
       continue
     }
     // a start tag (a second root, a comment, CDATA or a processing instruction: the library's)
-    if (root !== undefined && open === undefined) return undefined
+    if (root !== undefined && depth === 0) return undefined
     const tagStart = i
     const nameStop = nameEnd(text, i + 1)
     if (nameStop <= i + 1) return undefined
@@ -364,8 +370,7 @@ function readCommon (text: string, lim: Required<PidfLimits>): XmlElement | unde
     let scope = depth === 0 ? TOP_SCOPE : openScopes[depth - 1]
     let j = nameStop
     let empty = false
-    attrNames.length = 0
-    attrValues.length = 0
+    let count = 0
     let plain = 0
     while (true) {
       const spaced = isSpace(text.charCodeAt(j))
@@ -392,9 +397,9 @@ function readCommon (text: string, lim: Required<PidfLimits>): XmlElement | unde
       }
       const value = decodedOrUndefined(text, aStop + 2, close)
       if (value === undefined) return undefined
-      if (attrNames.length >= lim.maxAttributes) return undefined
+      if (count >= lim.maxAttributes) return undefined
       const name = text.slice(j, aStop)
-      for (let k = 0; k < attrNames.length; k++) if (attrNames[k] === name) return undefined
+      for (let k = 0; k < count; k++) if (attrNames[k] === name) return undefined
       if (name === 'xmlns' || name.startsWith('xmlns:')) {
         const prefix = name === 'xmlns' ? '' : name.slice(6)
         if (prefix === 'xmlns' || prefix === 'xml' || (prefix !== '' && value === '')) return undefined
@@ -402,17 +407,18 @@ function readCommon (text: string, lim: Required<PidfLimits>): XmlElement | unde
       } else {
         plain++
       }
-      attrNames.push(name)
-      attrValues.push(value)
+      attrNames[count] = name
+      attrValues[count] = value
+      count++
       j = close + 1
     }
     const colon = text.indexOf(':', i + 1)
     const prefixed = colon !== -1 && colon < nameStop
     const ns = lookupNs(scope, prefixed ? text.slice(i + 1, colon) : '')
     if (prefixed && ns === undefined) return undefined
-    const attrs: XmlAttribute[] = new Array(plain)
+    const attrs: XmlAttribute[] = plain === 0 ? [] : new Array(plain)
     let n = 0
-    for (let k = 0; k < attrNames.length; k++) {
+    for (let k = 0; k < count; k++) {
       const name = attrNames[k]
       if (name === 'xmlns' || name.startsWith('xmlns:')) continue
       const value = attrValues[k]
@@ -429,20 +435,23 @@ function readCommon (text: string, lim: Required<PidfLimits>): XmlElement | unde
       for (let a = 0; a < n; a++) if (attrs[a].ns === aNs && attrs[a].name === local) return undefined
       attrs[n++] = { ns: aNs, name: local, prefix: aPrefix, value }
     }
-    const el: XmlElement = { ns: ns ?? '', name: text.slice(prefixed ? colon + 1 : i + 1, nameStop), attrs, children: [] }
+    // no children yet: the shared frozen empty array until an end tag copies some out
+    const el: XmlElement = { ns: ns ?? '', name: text.slice(prefixed ? colon + 1 : i + 1, nameStop), attrs, children: NO_CHILDREN }
     if (prefixed) el.prefix = text.slice(i + 1, colon)
-    if (open !== undefined) open.children.push(el)
+    if (depth > 0) pending[children++] = el
     else root = el
     i = j
     if (!empty) {
-      openElements.push(el)
-      openNames.push(text.slice(tagStart + 1, nameStop))
-      openScopes.push(scope)
-    } else if (open === undefined) {
+      openElements[depth] = el
+      openNames[depth] = text.slice(tagStart + 1, nameStop)
+      openScopes[depth] = scope
+      openChildren[depth] = children
+      depth++
+    } else if (depth === 0) {
       for (; i < text.length; i++) if (!isSpace(text.charCodeAt(i))) return undefined
     }
   }
-  return openElements.length === 0 ? root : undefined
+  return depth === 0 ? root : undefined
 }
 
 /**
@@ -606,7 +615,8 @@ function textOf (el: XmlElement, what: string): string {
 }
 
 function attr (el: XmlElement, name: string, ns = ''): string | undefined {
-  return el.attrs.find(a => a.name === name && a.ns === ns)?.value
+  for (const a of el.attrs) if (a.name === name && a.ns === ns) return a.value
+  return undefined
 }
 
 function isPidf (el: XmlElement, name: string): boolean {
@@ -638,7 +648,8 @@ function toDocument (root: XmlElement): PidfDocument {
   if (!URI_RE.test(entity)) throw new PidfError(`entity '${entity}' is not a URI`)
 
   const doc: PidfDocument = { entity, tuples: [], notes: [], extra: [] }
-  const ids = new Set<string>()
+  // the tuple ids seen, once there are two tuples (most documents have one)
+  let ids: Set<string> | undefined
   for (const child of root.children) {
     if (typeof child === 'string') {
       if (child.trim() !== '') throw new PidfError('text directly inside <presence>')
@@ -646,8 +657,9 @@ function toDocument (root: XmlElement): PidfDocument {
     }
     if (isPidf(child, 'tuple')) {
       const tuple = toTuple(child)
-      if (ids.has(tuple.id)) throw new PidfError(`tuple id '${tuple.id}' is not unique`)
-      ids.add(tuple.id)
+      if (doc.tuples.length === 1) ids = new Set([doc.tuples[0].id])
+      if (ids?.has(tuple.id) === true) throw new PidfError(`tuple id '${tuple.id}' is not unique`)
+      ids?.add(tuple.id)
       doc.tuples.push(tuple)
     } else if (isPidf(child, 'note')) {
       doc.notes.push(toNote(child))

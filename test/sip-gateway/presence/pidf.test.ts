@@ -137,6 +137,8 @@ describe('parsePidf', () => {
     ['tuple without id', doc('<tuple><status/></tuple>'), /no id/],
     ['bad tuple id', doc('<tuple id="1a"><status/></tuple>'), /xs:ID/],
     ['duplicate tuple ids', doc('<tuple id="a"><status/></tuple><tuple id="a"><status/></tuple>'), /not unique/],
+    ['duplicate tuple ids, first and third', doc('<tuple id="a"><status/></tuple><tuple id="b"><status/></tuple><tuple id="a"><status/></tuple>'), /'a' is not unique/],
+    ['duplicate tuple ids, second and third', doc('<tuple id="a"><status/></tuple><tuple id="b"><status/></tuple><tuple id="b"><status/></tuple>'), /'b' is not unique/],
     ['tuple without status', doc('<tuple id="a"><contact>sip:x@y</contact></tuple>'), /no <status>/],
     ['two status', doc('<tuple id="a"><status/><status/></tuple>'), /more than one <status>/],
     ['basic neither open nor closed', doc('<tuple id="a"><status><basic>busy</basic></status></tuple>'), /open or closed/],
@@ -163,6 +165,7 @@ describe('parsePidf', () => {
     ['text after the root', doc('') + 'trailing', /text outside the root/],
     ['text before the root', 'leading' + doc(''), /text outside the root/],
     ['non-UTF-8 encoding declared', `<?xml version="1.0" encoding="ISO-8859-1"?>${doc('')}`, /not UTF-8/],
+    ['non-UTF-8 encoding declared after white space', ` \r\n<?xml version="1.0" encoding="latin1"?>${doc('')}`, /not UTF-8/],
     ['prototype pollution names', doc('<__proto__ constructor="x"/>'), /.+/]
   ]
   for (const [name, body, reason] of bad) {
