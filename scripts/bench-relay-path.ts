@@ -12,6 +12,12 @@
 //   the next CSeq; all registered once before the rounds): the registrar's refresh path. The
 //   registry answers the refresh of an AoR it holds from what it holds, as the DHT registry does
 //   (no write), so the figure is the gateway's: codec, transactions, registrar, its store.
+// --mode publish: --users registered once, then each of --window lanes publishes the presence of
+//   its next user (RFC 3903, as uac-publish-bench.xml does it): an initial PUBLISH (PIDF, basic
+//   open, Expires 3600), a modify (SIP-If-Match: the SIP-ETag of the 200 before, basic closed),
+//   a remove (SIP-If-Match, Expires 0), each waiting for the 200 before: a message is one PUBLISH,
+//   answered by the presence agent (nobody watches): codec, transactions, proxy, agent, PIDF,
+//   publications store.
 //
 // Reported: CPU µs per message of the whole process (user + system), bytes allocated on the V8
 // heap per message (whole process, from v8.GCProfiler's heap sizes before and after each GC),
@@ -22,7 +28,7 @@
 // measures what they allocate, shown apart (`benchKbPerMsg`) and taken off (`gatewayKbPerMsg`).
 // Not a benchmark of the product: see bench-relay.ts and bench-register.ts for that.
 //
-//   node --min-semi-space-size=16 --max-semi-space-size=16 scripts/bench-relay-path.ts [--mode relay|cross|register] [--mesh node|plain]
+//   node --min-semi-space-size=16 --max-semi-space-size=16 scripts/bench-relay-path.ts [--mode relay|cross|register|publish] [--mesh node|plain]
 //        [--messages 40000] [--window 64] [--rounds 3] [--users 10000]
 //   (a fixed young generation: scavenges × 16 MB ≈ the bytes allocated)
 import { Buffer } from 'node:buffer'
@@ -45,7 +51,7 @@ import { noiseLengthsWithoutThrow } from '../node/noise-length.ts'
 import { allocated } from './lib/heap-allocated.ts'
 
 const { values } = parseArgs({ options: { mode: { type: 'string', default: 'relay' }, mesh: { type: 'string', default: 'node' }, messages: { type: 'string', default: '40000' }, window: { type: 'string', default: '64' }, rounds: { type: 'string', default: '3' }, users: { type: 'string', default: '10000' } } })
-const MODE = values.mode === 'register' ? 'register' : values.mode === 'cross' ? 'cross' : 'relay'
+const MODE = values.mode === 'register' ? 'register' : values.mode === 'publish' ? 'publish' : values.mode === 'cross' ? 'cross' : 'relay'
 /** --mode cross: the mesh between the two gateways as a node sets it up, or libp2p as it comes */
 const MESH = values.mesh === 'plain' ? 'plain' : 'node'
 const MESSAGES = Math.min(Math.max(Number(values.messages), 1000), 1_000_000)
@@ -143,6 +149,21 @@ class Template {
     this.#ring = Array.from({ length: 4 * WINDOW + 16 }, () => Buffer.from(bytes))
   }
 
+  /** the datagram with `values[f]` in field f (the fields in the order of the text) */
+  makeWith (values: readonly number[]): Buffer {
+    const b = this.#ring[this.#next]
+    this.#next = (this.#next + 1) % this.#ring.length
+    for (let f = 0; f < this.#fields.length; f++) {
+      const [at, width] = this.#fields[f]
+      let v = values[f]
+      for (let i = at + width - 1; i >= at; i--) { b[i] = 48 + v % 10; v = Math.floor(v / 10) }
+    }
+    return b
+  }
+
+  /** the offset of `text`'s first occurrence in the template (for bytes written after `make`) */
+  offsetOf (text: string, bytes = this.#ring[0]): number { return bytes.indexOf(text, 0, 'latin1') }
+
   /** the datagram for `n` (and `n2` in fields after the first `split` ones) */
   make (n: number, n2 = n, split = this.#fields.length): Buffer {
     const b = this.#ring[this.#next]
@@ -163,6 +184,25 @@ const messageTemplate = new Template([`MESSAGE sip:bob@example.com SIP/2.0`, `Vi
 const registerTemplate = new Template([`REGISTER sip:example.com SIP/2.0`, 'From: <sip:u########@example.com>;tag=r########', 'To: <sip:u########@example.com>', 'Call-ID: reg-########@bench',
   `Contact: <sip:u########@127.0.0.1:${uasPort}>`, `Via: SIP/2.0/UDP 127.0.0.1:${uacPort};branch=z9hG4bK-${N}-reg;rport`, `CSeq: ${N} REGISTER`, 'Max-Forwards: 70', 'Expires: 3600', 'Content-Length: 0', '', ''].join('\r\n'))
 
+// --mode publish: one lane's publication in three requests; fields: the user (R-URI, From, To,
+// entity), the lane and its cycle (Call-ID), the request's number (branch); `@` runs: the entity tag
+const ETAG = '@'.repeat(22)
+const publishHead = (user: string, cseq: number, expires: number): string[] => [`PUBLISH sip:${user}@example.com SIP/2.0`,
+  `Via: SIP/2.0/UDP 127.0.0.1:${uacPort};branch=z9hG4bK-${N}-pub;rport`, `From: <sip:${user}@example.com>;tag=p1`, `To: <sip:${user}@example.com>`,
+  'Call-ID: pub-#####-##########@bench', `CSeq: ${cseq} PUBLISH`, 'Max-Forwards: 70', 'Event: presence', `Expires: ${expires}`]
+const pidf = (user: string, basic: string): string => `<?xml version="1.0" encoding="UTF-8"?>\r\n<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:${user}@example.com"><tuple id="t1"><status><basic>${basic}</basic></status></tuple></presence>\r\n`
+const withBody = (head: string[], body: string): string => [...head, 'Content-Type: application/pidf+xml', `Content-Length: ${body.length}`, '', body].join('\r\n')
+const U = 'u########'
+const publishTemplates = [
+  new Template(withBody(publishHead(U, 1, 3600), pidf(U, 'open'))),
+  new Template(withBody([...publishHead(U, 2, 3600), `SIP-If-Match: ${ETAG}`], pidf(U, 'closed'))),
+  new Template([...publishHead(U, 3, 0), `SIP-If-Match: ${ETAG}`, 'Content-Length: 0', '', ''].join('\r\n'))
+]
+const etagAt = publishTemplates.map(t => t.offsetOf(ETAG))
+/** per lane: its step (0 initial, 1 modify, 2 remove), cycles done, the entity tag of its last 200 */
+const lanes = Array.from({ length: WINDOW }, () => ({ step: 0, cycle: 0, etag: Buffer.alloc(22, 0x41) }))
+const publishValues = [0, 0, 0, 0, 0, 0, 0, 0]
+
 // the UAS: 200 to every request, its Via, From, Call-ID and CSeq lines copied, its To with a tag
 // added (bytes copied into a ring of buffers: the bench's share stays small and constant)
 const answers = Array.from({ length: 4 * WINDOW + 16 }, () => Buffer.alloc(4096))
@@ -173,7 +213,7 @@ const TO_TAG = Buffer.from(';tag=uas')
 /** lower-cased byte at i */
 const lc = (m: Buffer, i: number): number => m[i] | 0x20
 uas.on('message', (m: Buffer, rinfo) => {
-  if (m[0] !== 0x4d && m[0] !== 0x52) return // MESSAGE, REGISTER (the direct round)
+  if (m[0] !== 0x4d && m[0] !== 0x52 && m[0] !== 0x50) return // MESSAGE, REGISTER, PUBLISH (the direct round)
   const out = answers[nextAnswer]
   nextAnswer = (nextAnswer + 1) % answers.length
   let o = STATUS.copy(out, 0)
@@ -228,10 +268,39 @@ const obs = new PerformanceObserver((list) => {
 obs.observe({ entryTypes: ['gc'] })
 
 let seq = 0
+/** --mode publish: the users' REGISTERs first */
+let registering = false
+/** lane `l`'s next PUBLISH: its step's request for its current user (lane + cycle × window) */
+function nextPublish (l: number): Buffer {
+  seq++
+  const lane = lanes[l]
+  const user = (l + lane.cycle * WINDOW) % USERS
+  const v = publishValues
+  v[0] = v[2] = v[3] = user; v[1] = seq; v[4] = l; v[5] = lane.cycle; v[6] = user
+  // the fields in text order: R-URI user, branch, From, To, Call-ID lane and cycle, then the entity
+  const b = publishTemplates[lane.step].makeWith(v)
+  if (lane.step > 0) lane.etag.copy(b, etagAt[lane.step])
+  return b
+}
+const CALL_ID = Buffer.from('Call-ID: pub-')
+const SIP_ETAG = Buffer.from('SIP-ETag: ')
+/** the lane a response to a PUBLISH belongs to (its Call-ID), its entity tag kept, the lane moved on */
+function publishAnswered (m: Buffer): number {
+  const c = m.indexOf(CALL_ID) + CALL_ID.length
+  let l = 0
+  for (let i = c; i < c + 5; i++) l = l * 10 + m[i] - 48
+  const lane = lanes[l]
+  const e = m.indexOf(SIP_ETAG)
+  if (e !== -1) m.copy(lane.etag, 0, e + SIP_ETAG.length, e + SIP_ETAG.length + 22)
+  lane.step++
+  if (lane.step === 3) { lane.step = 0; lane.cycle++ }
+  return l
+}
+
 /** the next request: a MESSAGE, or the next user's refresh (CSeq 1 + its refreshes so far) */
 function next (): Buffer {
   seq++
-  if (MODE !== 'register') return messageTemplate.make(seq)
+  if (MODE !== 'register' && !registering) return messageTemplate.make(seq)
   const user = seq % USERS
   return registerTemplate.make(user, seq, 5) // branch and CSeq: unique, rising per user
 }
@@ -242,21 +311,31 @@ async function round (count: number, port = relay.port): Promise<number> {
   let ok = 0
   return await new Promise<number>((resolve) => {
     const t = setTimeout(() => { uac.off('message', on); resolve(ok) }, 120_000)
-    const send = (): void => { if (sent < count) { sent++; uac.send(next(), port, '127.0.0.1') } }
+    const publish = MODE === 'publish' && !registering
+    const send = (lane: number): void => { if (sent < count) { sent++; uac.send(publish ? nextPublish(lane) : next(), port, '127.0.0.1') } }
     const on = (m: Buffer): void => {
-      if (m[8] === 0x32 && m[9] === 0x30 && m[10] === 0x30) ok++ // 'SIP/2.0 200'
+      const is200 = m[8] === 0x32 && m[9] === 0x30 && m[10] === 0x30 // 'SIP/2.0 200'
+      if (is200) ok++
+      let lane = 0
+      if (publish) {
+        // a lane waits for its 200 (a provisional answer moves nothing; anything else is a bug)
+        if (!is200) { if (m[8] !== 0x31) throw new Error(`PUBLISH answered ${m.toString('latin1', 0, 200)}`); return }
+        lane = publishAnswered(m)
+      }
       if (ok === count) { clearTimeout(t); uac.off('message', on); resolve(ok); return }
-      send()
+      send(lane)
     }
     uac.on('message', on)
-    for (let i = 0; i < WINDOW; i++) send()
+    for (let i = 0; i < WINDOW; i++) send(i)
   })
 }
 
-if (MODE === 'register') {
-  // every user registered once (new AoRs), then the rounds refresh them
+if (MODE === 'register' || MODE === 'publish') {
+  // every user registered once (new AoRs), then the rounds refresh them (or publish their presence)
   seq = 0
+  registering = true
   const first = await round(USERS)
+  registering = false
   if (first !== USERS) throw new Error(`${USERS - first} of ${USERS} first REGISTERs not answered 200`)
 }
 await round(Math.min(5000, MESSAGES)) // warm-up (JIT)
@@ -270,6 +349,8 @@ const post = async (method: string, params?: object): Promise<{ profile: unknown
 await round(Math.min(5000, MESSAGES), uasPort)
 const own = await allocated(async () => await round(MESSAGES, uasPort))
 const benchKb = own.bytes / own.result / 1000
+// the direct round's answers carried no entity tags: each lane starts a new publication
+for (const lane of lanes) { lane.step = 0; lane.cycle++ }
 console.log(`the UAC and UAS alone: ${benchKb.toFixed(2)} KB allocated/msg`)
 // the profile covers the measured rounds only (messages × rounds), not the bench's own round
 if (session !== undefined) {
@@ -300,7 +381,7 @@ if (session !== undefined) {
 }
 const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const kb = med(figures.map(f => f.kbPerMsg))
-console.log(JSON.stringify({ bench: 'relay-path', mode: MODE, ...(MODE === 'cross' ? { mesh: MESH } : {}), messages: MESSAGES, window: WINDOW, ...(MODE === 'register' ? { users: USERS } : {}), cpuUsPerMsg: Number(med(figures.map(f => f.cpuUs)).toFixed(1)), kbAllocatedPerMsg: Number(kb.toFixed(2)), benchKbPerMsg: Number(benchKb.toFixed(2)), gatewayKbPerMsg: Number((kb - benchKb).toFixed(2)), scavengesPerK: Number(med(figures.map(f => f.scavengesPerK)).toFixed(2)), gcUsPerMsg: Number(med(figures.map(f => f.gcUs)).toFixed(1)), markCompacts: figures.reduce((a, f) => a + f.majors, 0), rate: Math.round(med(figures.map(f => f.rate))) }))
+console.log(JSON.stringify({ bench: 'relay-path', mode: MODE, ...(MODE === 'cross' ? { mesh: MESH } : {}), messages: MESSAGES, window: WINDOW, ...(MODE === 'register' || MODE === 'publish' ? { users: USERS } : {}), cpuUsPerMsg: Number(med(figures.map(f => f.cpuUs)).toFixed(1)), kbAllocatedPerMsg: Number(kb.toFixed(2)), benchKbPerMsg: Number(benchKb.toFixed(2)), gatewayKbPerMsg: Number((kb - benchKb).toFixed(2)), scavengesPerK: Number(med(figures.map(f => f.scavengesPerK)).toFixed(2)), gcUsPerMsg: Number(med(figures.map(f => f.gcUs)).toFixed(1)), markCompacts: figures.reduce((a, f) => a + f.majors, 0), rate: Math.round(med(figures.map(f => f.rate))) }))
 obs.disconnect()
 uac.close()
 uas.close()

@@ -317,7 +317,7 @@ export class Gateway {
       onUnavailable: async (request, aor) => await this.#unavailable?.(request, aor) ?? await this.#im.onUnavailable(request, aor),
       onTimeout: async (request, aor) => await this.#im.onTimeout(request, aor),
       backlog: this.#im,
-      intercept: (request, tx, flow, fromMesh) => this.#presence.intercept(request, tx, flow, fromMesh),
+      intercept: (request, tx, flow, fromMesh, uri) => this.#presence.intercept(request, tx, flow, fromMesh, uri),
       atOwner: async (request, tx, flow, aor, owned) => await this.#presence.atOwner(request, tx, flow, aor, owned),
       dialogs: (event) => { this.#presence.observeDialog(event) },
       authenticate: this.#auth?.authenticate.bind(this.#auth),

@@ -69,8 +69,8 @@
 import { SipStatusError } from '../errors.ts'
 import { type SipRequest, type SipResponse } from '../codec/message.ts'
 import { createResponse, generateTag } from '../codec/response.ts'
-import { parseUri, aorOf } from '../codec/uri.ts'
-import { parseNameAddr } from '../codec/name-addr.ts'
+import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
+import { parseNameAddr, parseNameAddrShared } from '../codec/name-addr.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import type { Aor, DurableStore, Logger, Registry } from '../ports.ts'
 import type { Registrar } from '../registrar/registrar.ts'
@@ -205,6 +205,9 @@ export class PresenceAgent {
   readonly #unsub: Array<() => void> = []
   #running = false
   readonly #responses: Record<string, number> = {}
+  /** the last URI text whose AoR was read, and that AoR (`#aorOfText`) */
+  #lastUri = ''
+  #lastAor: Aor = ''
 
   constructor (components: PresenceAgentComponents, init: PresenceAgentInit) {
     this.#registry = components.registry
@@ -567,9 +570,10 @@ export class PresenceAgent {
 
   /**
    * Called by the proxy core for every new request before routing: true when the agent takes it
-   * (and answers it through `tx`), false to leave it to the proxy.
+   * (and answers it through `tx`), false to leave it to the proxy. `uri`: the Request-URI as the
+   * proxy parsed it (else parsed here).
    */
-  intercept (request: SipRequest, tx: ServerTransaction, flow: Flow, fromMesh: boolean): boolean {
+  intercept (request: SipRequest, tx: ServerTransaction, flow: Flow, fromMesh: boolean, uri?: Readonly<SipUri>): boolean {
     const m = request.method
     if (m !== 'SUBSCRIBE' && m !== 'NOTIFY' && m !== 'PUBLISH') return false
     if (!this.#running) return false
@@ -596,23 +600,27 @@ export class PresenceAgent {
       const peerAor = this.#peerPresentity(request)
       if (peerAor !== undefined) { this.#run(request, tx, async () => { await this.#uaSubscribe(request, tx, flow, peerAor) }); return true }
     }
-    if (m === 'PUBLISH' && parseEvent(h.get('Event'))?.pkg === RULES_EVENT) {
+    // a PUBLISH's Event, read once
+    const event = m === 'PUBLISH' ? parseEvent(h.get('Event')) : undefined
+    if (event?.pkg === RULES_EVENT) {
       this.#run(request, tx, async () => { await this.#rules.handle(request, tx, fromMesh) })
       return true
     }
-    if (m === 'PUBLISH' && parseEvent(h.get('Event'))?.pkg === CALLS_EVENT) {
+    if (event?.pkg === CALLS_EVENT) {
       this.#run(request, tx, async () => { this.#calls.handle(request, tx, fromMesh, flow.node) })
       return true
     }
-    if (m === 'PUBLISH' && parseEvent(h.get('Event'))?.pkg === LIST_EVENT) {
+    if (event?.pkg === LIST_EVENT) {
       this.#run(request, tx, async () => { this.#exchange.handle(request, tx, fromMesh, flow.node) })
       return true
     }
     let aor: string
     try {
-      const u = parseUri(request.uri)
+      const u = uri ?? parseUri(request.uri)
       if (u.user === undefined || !this.#domains.has(u.host.toLowerCase())) return false
       aor = aorOf(u)
+      this.#lastUri = request.uri
+      this.#lastAor = aor
     } catch { return false }
     if (m === 'SUBSCRIBE' && flow.peerDomain !== undefined && names(h.getAll('Require'), WATCHERS_OPTION)) {
       this.#run(request, tx, async () => { await this.#backendServer.peerSubscribe(request, tx, flow, aor) })
@@ -642,8 +650,14 @@ export class PresenceAgent {
     // PUBLISH: taken when we serve the AoR here, or hold the publication its entity tag names
     // (RFC 3903 6: refresh, modify and remove work with or without a live binding); otherwise the
     // proxy routes it to the owner, and hands it back to `atOwner` if that is us or nobody
-    if (this.#registrar.lookup(aor).length === 0 && !this.#servesLocally(aor) && !this.#holdsTag(request, aor)) return false
-    this.#run(request, tx, async () => { this.#publish(request, tx, flow, aor, fromMesh) })
+    const pkg = event === undefined ? undefined : this.#packages.get(event.pkg)
+    if (this.#registrar.lookup(aor).length === 0 && !this.#servesLocally(aor) && !this.#holdsTag(request, aor, pkg)) return false
+    // answered at once: no promise or closure per PUBLISH (issue 11)
+    try {
+      this.#publish(request, tx, flow, aor, fromMesh, pkg)
+    } catch (err) {
+      this.#failed(request, tx, err)
+    }
     return true
   }
 
@@ -698,10 +712,9 @@ export class PresenceAgent {
   }
 
   /** this node holds the live publication a PUBLISH's SIP-If-Match names */
-  #holdsTag (request: SipRequest, aor: Aor): boolean {
+  #holdsTag (request: SipRequest, aor: Aor, pkg: EventPackage | undefined): boolean {
     const tag = request.headers.get('SIP-If-Match')?.trim()
     if (tag === undefined || tag === '') return false
-    const pkg = this.#packageOf(request)
     return pkg?.etags?.(aor).includes(tag) === true
   }
 
@@ -711,14 +724,26 @@ export class PresenceAgent {
   }
 
   #run (request: SipRequest, tx: ServerTransaction, fn: () => Promise<void>): void {
-    fn().catch((err: unknown) => {
-      const s = sipStatusFor(err)
-      if (s !== undefined) { this.#respond(tx, createResponse(request, s.status, s.reason, s.headers)); return }
-      if (err instanceof RateLimitedError) { this.#respond(tx, createResponse(request, 503, err.reason, [['Retry-After', '5']])); return }
-      if (err instanceof TooBriefError) { this.#respond(tx, createResponse(request, 423, undefined, [['Min-Expires', String(err.min)]])); return }
-      // everything else as the proxy answers it (the one error-to-status place)
-      this.#respond(tx, responseForError(request, err, this.#log))
-    })
+    fn().catch((err: unknown) => { this.#failed(request, tx, err) })
+  }
+
+  /** the answer to a request whose handling threw `err` */
+  #failed (request: SipRequest, tx: ServerTransaction, err: unknown): void {
+    const s = sipStatusFor(err)
+    if (s !== undefined) { this.#respond(tx, createResponse(request, s.status, s.reason, s.headers)); return }
+    if (err instanceof RateLimitedError) { this.#respond(tx, createResponse(request, 503, err.reason, [['Retry-After', '5']])); return }
+    if (err instanceof TooBriefError) { this.#respond(tx, createResponse(request, 423, undefined, [['Min-Expires', String(err.min)]])); return }
+    // everything else as the proxy answers it (the one error-to-status place)
+    this.#respond(tx, responseForError(request, err, this.#log))
+  }
+
+  /** the AoR of a URI's text, the last one kept (a PUBLISH's From is its Request-URI, read just before) */
+  #aorOfText (uri: string): Aor {
+    if (uri === this.#lastUri) return this.#lastAor
+    const aor = aorOf(parseUri(uri))
+    this.#lastUri = uri
+    this.#lastAor = aor
+    return aor
   }
 
   #respond (tx: ServerTransaction, response: SipResponse): void {
@@ -876,17 +901,18 @@ export class PresenceAgent {
 
   // ---- PUBLISH (RFC 3903), at the owner ----------------------------------------------------
 
-  #publish (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: Aor, fromMesh: boolean): void {
+  /** `pkg`: the package of the request's Event, when read already (else read here) */
+  #publish (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: Aor, fromMesh: boolean, pkg = this.#packageOf(request)): void {
     const h = request.headers
-    const pkg = this.#packageOf(request)
     if (pkg?.publish === undefined) { this.#badEvent(request, tx); return }
     if (!fromMesh) this.#limits.take(flow)
     // only the presentity publishes its own state (asserted identity from the mesh, From otherwise)
     const who = fromMesh ? h.get('P-Asserted-Identity') : h.get('From')
     let publisher: string | undefined
-    try { publisher = who === undefined ? undefined : aorOf(parseUri(parseNameAddr(who).uri)) } catch { publisher = undefined }
+    try { publisher = who === undefined ? undefined : this.#aorOfText(parseNameAddrShared(who).uri) } catch { publisher = undefined }
     if (publisher !== aor) { this.#respond(tx, createResponse(request, 403, 'Forbidden (publisher is not the presentity)')); return }
-    if (request.body.length > 0 && mediaType(h.get('Content-Type')) !== pkg.contentType) {
+    const type = h.get('Content-Type')
+    if (request.body.length > 0 && type !== pkg.contentType && mediaType(type) !== pkg.contentType) {
       this.#respond(tx, createResponse(request, 415, undefined, [['Accept', pkg.contentType]]))
       return
     }

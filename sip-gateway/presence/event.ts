@@ -21,6 +21,11 @@ const TOKEN_RE = /^[A-Za-z0-9\-.!%*_+`'~]{1,64}$/u
 /** Parse an Event header (absent or malformed: undefined). */
 export function parseEvent (value: string | undefined): EventHeader | undefined {
   if (value === undefined || value.length > 256) return undefined
+  if (!value.includes(';')) {
+    // no parameters (`Event: presence`): no split
+    const pkg = value.trim().toLowerCase()
+    return TOKEN_RE.test(pkg) ? { pkg } : undefined
+  }
   const [pkgRaw, ...params] = value.split(';')
   const pkg = pkgRaw.trim().toLowerCase()
   if (!TOKEN_RE.test(pkg)) return undefined

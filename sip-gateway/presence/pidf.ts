@@ -117,7 +117,15 @@ export interface PidfLimits {
   maxAttributes?: number
 }
 
-const DEFAULT_LIMITS: Required<PidfLimits> = { maxBytes: 65536, maxDepth: 32, maxElements: 2048, maxAttributes: 64 }
+export const DEFAULT_LIMITS: Required<PidfLimits> = Object.freeze({ maxBytes: 65536, maxDepth: 32, maxElements: 2048, maxAttributes: 64 })
+/** no limits given: the defaults, not a copy of them per body */
+const NO_LIMITS: PidfLimits = Object.freeze({})
+
+/** what `String.prototype.trim` removes: ECMAScript's WhiteSpace and LineTerminator characters */
+function isTrimmed (c: number): boolean {
+  return c === 0x20 || (c >= 0x09 && c <= 0x0d) || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff
+}
 
 // ---------------------------------------------------------------------------------------------
 // parsing
@@ -144,6 +152,8 @@ export const PARSER_OPTIONS = Object.freeze({
 } as const)
 
 const parser = new XMLParser(PARSER_OPTIONS)
+/** one decoder for every body: a fatal decoder keeps no state between `decode` calls */
+const utf8 = new TextDecoder('utf-8', { fatal: true })
 
 type OrderedNode = Record<string, unknown>
 
@@ -151,9 +161,12 @@ const NAME_RE = /^[A-Za-z_][\w.-]*$/u
 const URI_RE = /^[A-Za-z][A-Za-z0-9+.-]*:[^\s<>"]+$/u
 const DATETIME_RE = /^-?\d{4,}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$/u
 const PRIORITY_RE = /^(0(\.\d{0,3})?|1(\.0{0,3})?|\.\d{1,3})$/u
+/** the encoding an XML declaration names (a literal in the function was a new RegExp per body) */
+const DECLARED_ENCODING_RE = /^\s*<\?xml\s[^>]*?encoding\s*=\s*["']([^"']*)["']/u
+const UTF8_RE = /^utf-?8$/iu
 
 /** Parse and validate a PIDF body. Throws `PidfError` on anything malformed, oversized or hostile. */
-export function parsePidf (body: string | Uint8Array, limits: PidfLimits = {}): PidfDocument {
+export function parsePidf (body: string | Uint8Array, limits: PidfLimits = NO_LIMITS): PidfDocument {
   return toDocument(parseXmlRoot(body, limits))
 }
 
@@ -162,8 +175,8 @@ export function parsePidf (body: string | Uint8Array, limits: PidfLimits = {}): 
  * (dialog-info, watcherinfo, resource lists): size, encoding, DOCTYPE, depth, element and attribute
  * caps as above; returns the namespace-resolved root element. Throws `PidfError`.
  */
-export function parseXmlRoot (body: string | Uint8Array, limits: PidfLimits = {}): XmlElement {
-  const lim = { ...DEFAULT_LIMITS, ...limits }
+export function parseXmlRoot (body: string | Uint8Array, limits: PidfLimits = NO_LIMITS): XmlElement {
+  const lim = limits === NO_LIMITS ? DEFAULT_LIMITS : { ...DEFAULT_LIMITS, ...limits }
   let text: string
   if (typeof body === 'string') {
     // UTF-8 never takes fewer bytes than UTF-16 code units: a long string fails without counting
@@ -172,20 +185,33 @@ export function parseXmlRoot (body: string | Uint8Array, limits: PidfLimits = {}
   } else {
     if (body.byteLength > lim.maxBytes) throw new PidfError(`body larger than ${lim.maxBytes} bytes`)
     try {
-      text = new TextDecoder('utf-8', { fatal: true }).decode(body)
+      text = utf8.decode(body)
     } catch (err) {
       throw new PidfError('body is not valid UTF-8', { cause: err })
     }
   }
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
-  if (text.trim() === '') throw new PidfError('empty body')
-  if (new RegExp(NON_XML_CHARS.source, 'u').test(text)) throw new PidfError('character not allowed in XML')
+  // the first and last characters that `trim` would keep (no trimmed copies of the text)
+  let first = 0
+  while (first < text.length && isTrimmed(text.charCodeAt(first))) first++
+  if (first === text.length) throw new PidfError('empty body')
+  let last = text.length - 1
+  while (isTrimmed(text.charCodeAt(last))) last--
+  if (NON_XML_CHAR.test(text)) throw new PidfError('character not allowed in XML')
   if (text.includes('<!DOCTYPE') || text.includes('<!ENTITY')) throw new PidfError('DOCTYPE and entity declarations are not allowed')
-  if (!text.trimStart().startsWith('<') || !text.trimEnd().endsWith('>')) throw new PidfError('text outside the root element')
-  const declared = /^\s*<\?xml\s[^>]*?encoding\s*=\s*["']([^"']*)["']/u.exec(text)
-  if (declared !== null && !/^utf-?8$/iu.test(declared[1])) throw new PidfError(`encoding '${declared[1].slice(0, 20)}' is not UTF-8`)
+  if (text.charCodeAt(first) !== 0x3c || text.charCodeAt(last) !== 0x3e) throw new PidfError('text outside the root element')
+  const declared = text.charCodeAt(first + 1) === 0x3f ? DECLARED_ENCODING_RE.exec(text) : null
+  if (declared !== null && !UTF8_RE.test(declared[1])) throw new PidfError(`encoding '${declared[1].slice(0, 20)}' is not UTF-8`)
   scanMarkup(text, lim.maxDepth)
+  return readCommonXml(text, lim) ?? readXmlWithLibrary(text, lim)
+}
 
+/**
+ * The full reader: fast-xml-parser's validator and parser, then our namespace resolution. For
+ * text that passed `parseXmlRoot`'s checks; exported for the test that compares it with
+ * `readCommonXml`.
+ */
+export function readXmlWithLibrary (text: string, lim: Required<PidfLimits>): XmlElement {
   let ordered: OrderedNode[]
   try {
     const valid = XMLValidator.validate(text)
@@ -208,6 +234,224 @@ export function parseXmlRoot (body: string | Uint8Array, limits: PidfLimits = {}
   }
   if (roots.length !== 1) throw new PidfError(roots.length === 0 ? 'no root element' : 'more than one root element')
   return roots[0]
+}
+
+// ---------------------------------------------------------------------------------------------
+// the common case without the library
+
+/** `version`, `encoding`, `standalone`, as an XML declaration writes them (no other spacing); sticky: `lastIndex` is its end */
+const DECLARATION_RE = /<\?xml version=(?:"1\.0"|'1\.0')(?: encoding=(?:"[A-Za-z][\w.-]*"|'[A-Za-z][\w.-]*'))?(?: standalone=(?:"(?:yes|no)"|'(?:yes|no)'))? ?\?>/uy
+
+const isSpace = (c: number): boolean => c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0d
+/** an ASCII name's first character (letter); `_` is left to the library, like any other name */
+const isNameStart = (c: number): boolean => (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a)
+/** an ASCII name's other characters: letters, digits, `_`, `.`, `-` */
+const isNameChar = (c: number): boolean => isNameStart(c) || (c >= 0x30 && c <= 0x39) || c === 0x5f || c === 0x2e || c === 0x2d
+
+/** where the ASCII name at `i` ends (`i` when there is none), or -1 past a second colon */
+function nameEnd (text: string, i: number): number {
+  if (!isNameStart(text.charCodeAt(i))) return i
+  let colon = -1
+  let j = i + 1
+  for (; j < text.length; j++) {
+    const c = text.charCodeAt(j)
+    if (c === 0x3a) {
+      if (colon !== -1 || !isNameStart(text.charCodeAt(j + 1))) return -1
+      colon = j
+    } else if (!isNameChar(c)) {
+      break
+    }
+  }
+  return j
+}
+
+/** `text[from, to)` as the library reads it (CR LF and CR as LF), decoded; undefined where the library would judge it */
+function decodedOrUndefined (text: string, from: number, to: number): string | undefined {
+  let raw = text.slice(from, to)
+  if (raw.includes('\r')) raw = raw.replace(/\r\n?/gu, '\n')
+  if (!raw.includes('&')) return raw
+  try { return decodeXmlText(raw) } catch { return undefined }
+}
+
+/** namespace bindings in scope: one link per declaration, the innermost first */
+interface Scope { readonly prefix: string, readonly ns: string, readonly up: Scope | undefined }
+const TOP_SCOPE: Scope = { prefix: 'xml', ns: XML_NS, up: undefined }
+function lookupNs (scope: Scope | undefined, prefix: string): string | undefined {
+  for (let s = scope; s !== undefined; s = s.up) if (s.prefix === prefix) return s.ns
+  return undefined
+}
+
+// Reused by every call (it never yields), written by index and never shrunk (an array emptied by
+// `length = 0` gives its room back, and the next push allocates it again): the open elements,
+// their names and scopes, the children read so far (copied out at each end tag into an array of
+// their exact size: one grown by push from empty holds room for 17), one start tag's attributes.
+const openElements: Array<XmlElement | undefined> = []
+const openNames: string[] = []
+const openScopes: Scope[] = []
+const openChildren: number[] = []
+const pending: Array<XmlNode | undefined> = []
+const attrNames: string[] = []
+const attrValues: string[] = []
+/** the children of an element that has none: one array, frozen (a change would throw, not spread) */
+const NO_CHILDREN = Object.freeze([]) as unknown as XmlNode[]
+
+/**
+ * The same tree as `readXmlWithLibrary` for the documents user agents send (an XML declaration,
+ * elements with ASCII names, quoted attributes, text with the predefined entities and character
+ * references), read in one pass with no intermediate tree; undefined for anything else (comments,
+ * CDATA, processing instructions, other names or spacing, a limit or any rule broken), which the
+ * full reader then judges and reports. It accepts only well-formed documents, so the library never
+ * accepts less; line ends in text and attribute values are normalized as the library does (CR LF
+ * and CR to LF). The library's validator and parser were two thirds of the bytes a PUBLISH
+ * allocated (issue 11).
+ */
+export function readCommonXml (text: string, lim: Required<PidfLimits>): XmlElement | undefined {
+  const root = readCommon(text, lim)
+  // no tree kept alive by the reused arrays
+  openElements.fill(undefined)
+  pending.fill(undefined)
+  return root
+}
+
+function readCommon (text: string, lim: Required<PidfLimits>): XmlElement | undefined {
+  let i = 0
+  if (text.charCodeAt(0) === 0x3c && text.charCodeAt(1) === 0x3f) {
+    DECLARATION_RE.lastIndex = 0
+    if (!DECLARATION_RE.test(text)) return undefined
+    i = DECLARATION_RE.lastIndex
+  }
+  while (isSpace(text.charCodeAt(i))) i++
+  let root: XmlElement | undefined
+  let elements = 0
+  let depth = 0
+  let children = 0
+  while (i < text.length) {
+    if (text.charCodeAt(i) !== 0x3c) {
+      // text: only inside the root element, and without `>` (left to the library)
+      if (depth === 0) {
+        for (; i < text.length; i++) if (!isSpace(text.charCodeAt(i))) return undefined
+        break
+      }
+      const lt = text.indexOf('<', i)
+      if (lt === -1) return undefined
+      const gt = text.indexOf('>', i)
+      if (gt !== -1 && gt < lt) return undefined
+      const value = decodedOrUndefined(text, i, lt)
+      if (value === undefined) return undefined
+      pending[children++] = value
+      i = lt
+      continue
+    }
+    const c = text.charCodeAt(i + 1)
+    if (c === 0x2f) {
+      // an end tag: the open element's name, then `>` at once
+      if (depth === 0) return undefined
+      const qname = openNames[depth - 1]
+      const end = i + 2 + qname.length
+      if (!text.startsWith(qname, i + 2) || text.charCodeAt(end) !== 0x3e) return undefined
+      depth--
+      const from = openChildren[depth]
+      if (children > from) {
+        (openElements[depth] as XmlElement).children = pending.slice(from, children) as XmlNode[]
+        children = from
+      }
+      i = end + 1
+      if (depth === 0) {
+        for (; i < text.length; i++) if (!isSpace(text.charCodeAt(i))) return undefined
+      }
+      continue
+    }
+    // a start tag (a second root, a comment, CDATA or a processing instruction: the library's)
+    if (root !== undefined && depth === 0) return undefined
+    const tagStart = i
+    const nameStop = nameEnd(text, i + 1)
+    if (nameStop <= i + 1) return undefined
+    if (depth + 1 > lim.maxDepth || ++elements > lim.maxElements) return undefined
+    let scope = depth === 0 ? TOP_SCOPE : openScopes[depth - 1]
+    let j = nameStop
+    let empty = false
+    let count = 0
+    let plain = 0
+    while (true) {
+      const spaced = isSpace(text.charCodeAt(j))
+      while (isSpace(text.charCodeAt(j))) j++
+      const d = text.charCodeAt(j)
+      if (d === 0x3e) { j++; break }
+      if (d === 0x2f) {
+        if (text.charCodeAt(j + 1) !== 0x3e) return undefined
+        empty = true
+        j += 2
+        break
+      }
+      // an attribute: after a space, name="value" or name='value'
+      if (!spaced) return undefined
+      const aStop = nameEnd(text, j)
+      if (aStop <= j || text.charCodeAt(aStop) !== 0x3d) return undefined
+      const quote = text.charCodeAt(aStop + 1)
+      if (quote !== 0x22 && quote !== 0x27) return undefined
+      const close = text.indexOf(quote === 0x22 ? '"' : "'", aStop + 2)
+      if (close === -1) return undefined
+      for (let k = aStop + 2; k < close; k++) {
+        const v = text.charCodeAt(k)
+        if (v === 0x3c || v === 0x3e) return undefined
+      }
+      const value = decodedOrUndefined(text, aStop + 2, close)
+      if (value === undefined) return undefined
+      if (count >= lim.maxAttributes) return undefined
+      const name = text.slice(j, aStop)
+      for (let k = 0; k < count; k++) if (attrNames[k] === name) return undefined
+      if (name === 'xmlns' || name.startsWith('xmlns:')) {
+        const prefix = name === 'xmlns' ? '' : name.slice(6)
+        if (prefix === 'xmlns' || prefix === 'xml' || (prefix !== '' && value === '')) return undefined
+        scope = { prefix, ns: value, up: scope }
+      } else {
+        plain++
+      }
+      attrNames[count] = name
+      attrValues[count] = value
+      count++
+      j = close + 1
+    }
+    const colon = text.indexOf(':', i + 1)
+    const prefixed = colon !== -1 && colon < nameStop
+    const ns = lookupNs(scope, prefixed ? text.slice(i + 1, colon) : '')
+    if (prefixed && ns === undefined) return undefined
+    const attrs: XmlAttribute[] = plain === 0 ? [] : new Array(plain)
+    let n = 0
+    for (let k = 0; k < count; k++) {
+      const name = attrNames[k]
+      if (name === 'xmlns' || name.startsWith('xmlns:')) continue
+      const value = attrValues[k]
+      const at = name.indexOf(':')
+      if (at === -1) {
+        for (let a = 0; a < n; a++) if (attrs[a].ns === '' && attrs[a].name === name) return undefined
+        attrs[n++] = { ns: '', name, value }
+        continue
+      }
+      const aPrefix = name.slice(0, at)
+      const local = name.slice(at + 1)
+      const aNs = lookupNs(scope, aPrefix)
+      if (aNs === undefined) return undefined
+      for (let a = 0; a < n; a++) if (attrs[a].ns === aNs && attrs[a].name === local) return undefined
+      attrs[n++] = { ns: aNs, name: local, prefix: aPrefix, value }
+    }
+    // no children yet: the shared frozen empty array until an end tag copies some out
+    const el: XmlElement = { ns: ns ?? '', name: text.slice(prefixed ? colon + 1 : i + 1, nameStop), attrs, children: NO_CHILDREN }
+    if (prefixed) el.prefix = text.slice(i + 1, colon)
+    if (depth > 0) pending[children++] = el
+    else root = el
+    i = j
+    if (!empty) {
+      openElements[depth] = el
+      openNames[depth] = text.slice(tagStart + 1, nameStop)
+      openScopes[depth] = scope
+      openChildren[depth] = children
+      depth++
+    } else if (depth === 0) {
+      for (; i < text.length; i++) if (!isSpace(text.charCodeAt(i))) return undefined
+    }
+  }
+  return depth === 0 ? root : undefined
 }
 
 /**
@@ -371,7 +615,8 @@ function textOf (el: XmlElement, what: string): string {
 }
 
 function attr (el: XmlElement, name: string, ns = ''): string | undefined {
-  return el.attrs.find(a => a.name === name && a.ns === ns)?.value
+  for (const a of el.attrs) if (a.name === name && a.ns === ns) return a.value
+  return undefined
 }
 
 function isPidf (el: XmlElement, name: string): boolean {
@@ -403,7 +648,8 @@ function toDocument (root: XmlElement): PidfDocument {
   if (!URI_RE.test(entity)) throw new PidfError(`entity '${entity}' is not a URI`)
 
   const doc: PidfDocument = { entity, tuples: [], notes: [], extra: [] }
-  const ids = new Set<string>()
+  // the tuple ids seen, once there are two tuples (most documents have one)
+  let ids: Set<string> | undefined
   for (const child of root.children) {
     if (typeof child === 'string') {
       if (child.trim() !== '') throw new PidfError('text directly inside <presence>')
@@ -411,8 +657,9 @@ function toDocument (root: XmlElement): PidfDocument {
     }
     if (isPidf(child, 'tuple')) {
       const tuple = toTuple(child)
-      if (ids.has(tuple.id)) throw new PidfError(`tuple id '${tuple.id}' is not unique`)
-      ids.add(tuple.id)
+      if (doc.tuples.length === 1) ids = new Set([doc.tuples[0].id])
+      if (ids?.has(tuple.id) === true) throw new PidfError(`tuple id '${tuple.id}' is not unique`)
+      ids?.add(tuple.id)
       doc.tuples.push(tuple)
     } else if (isPidf(child, 'note')) {
       doc.notes.push(toNote(child))
@@ -498,6 +745,9 @@ const builder = new XMLBuilder({
 // Characters XML 1.0 cannot carry at all (controls, lone surrogates, U+FFFE/U+FFFF): written as U+FFFD.
 // eslint-disable-next-line no-control-regex -- matching control characters is the point
 const NON_XML_CHARS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff\ud800-\udfff]/gu
+/** the same, for a test (not global: `test` keeps no position between calls) */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const NON_XML_CHAR = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff\ud800-\udfff]/u
 
 /** Escape character data; characters XML cannot carry become U+FFFD. */
 export function escapeText (s: string): string {

@@ -162,6 +162,8 @@ export interface PublicationChange {
 
 interface Entry<D> extends Publication<D> {
   timer: unknown
+  /** when `timer` fires (ms since the epoch): a later expiry leaves it set, and it sets itself again for the rest */
+  timerDue: number
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1
@@ -181,9 +183,13 @@ export class PublicationStore<D> {
   private total = 0
   private readonly clock: Clock
   private readonly logger?: Logger
-  /** `${event} ${presentity}` → etag → entry */
-  private readonly state = new Map<string, Map<string, Entry<D>>>()
-  private readonly listeners = new Set<(change: PublicationChange) => void>()
+  /**
+   * event → presentity → live entries in creation order (at most `maxPerPresentity`: a scan of a
+   * short array, no Map per presentity, no key string made per request)
+   */
+  private readonly state = new Map<string, Map<Aor, Array<Entry<D>>>>()
+  /** the listeners, a new array at each change of the set (an emit goes through the array of its time) */
+  private listeners: ReadonlyArray<(change: PublicationChange) => void> = []
   private seq = 0
 
   constructor (init: PublicationStoreInit = {}) {
@@ -201,14 +207,13 @@ export class PublicationStore<D> {
 
   /** Be told of every change of state (not of refreshes): created, modified, removed, expired. */
   onChange (handler: (change: PublicationChange) => void): () => void {
-    this.listeners.add(handler)
-    return () => { this.listeners.delete(handler) }
+    if (!this.listeners.includes(handler)) this.listeners = [...this.listeners, handler]
+    return () => { this.listeners = this.listeners.filter(l => l !== handler) }
   }
 
   /** Apply a PUBLISH request (RFC 3903 section 6, steps 3 to 7). Throws the typed errors above. */
   publish (req: PublishRequest<D>): PublishResult {
     const expires = this.grantedExpires(req.expires)
-    const key = `${req.event} ${req.presentity}`
 
     if (req.ifMatch === undefined) {
       if (req.body === undefined) throw new BadPublicationError('initial PUBLISH without a body')
@@ -216,12 +221,17 @@ export class PublicationStore<D> {
         // Nothing to keep: accept and forget (the tag refers to nothing).
         return { outcome: 'removed', etag: newEntityTag(), expires: 0 }
       }
-      let entries = this.state.get(key)
-      if (entries !== undefined && entries.size >= this.maxPerPresentity) throw new TooManyPublicationsError(this.maxPerPresentity)
+      let byPresentity = this.state.get(req.event)
+      let entries = byPresentity?.get(req.presentity)
+      if (entries !== undefined && entries.length >= this.maxPerPresentity) throw new TooManyPublicationsError(this.maxPerPresentity)
       if (this.total >= this.maxTotal) throw new TooManyPublicationsError(this.maxTotal, 'store')
+      if (byPresentity === undefined) {
+        byPresentity = new Map()
+        this.state.set(req.event, byPresentity)
+      }
       if (entries === undefined) {
-        entries = new Map()
-        this.state.set(key, entries)
+        entries = []
+        byPresentity.set(req.presentity, entries)
       }
       const seq = ++this.seq
       const entry: Entry<D> = {
@@ -232,9 +242,10 @@ export class PublicationStore<D> {
         expiresAt: 0,
         seq,
         key: seq.toString(36).padStart(12, '0'),
-        timer: undefined
+        timer: undefined,
+        timerDue: 0
       }
-      entries.set(entry.etag, entry)
+      entries.push(entry)
       this.total++
       this.arm(entry, expires)
       this.emit({ presentity: entry.presentity, event: entry.event, reason: 'created', etag: entry.etag })
@@ -242,9 +253,8 @@ export class PublicationStore<D> {
     }
 
     const etag = req.ifMatch.trim()
-    const entries = this.state.get(key)
-    const entry = entries?.get(etag)
-    if (entries === undefined || entry === undefined) throw new ConditionalRequestFailedError(etag)
+    const entry = this.find(req.presentity, req.event, etag)
+    if (entry === undefined) throw new ConditionalRequestFailedError(etag)
     if (entry.expiresAt <= this.clock.now()) {
       // the timer has not run yet, but the publication is over
       this.drop(entry, 'expired')
@@ -256,10 +266,7 @@ export class PublicationStore<D> {
       return { outcome: 'removed', etag, expires: 0 }
     }
 
-    this.clock.clearTimeout(entry.timer)
-    entries.delete(etag)
     entry.etag = newEntityTag()
-    entries.set(entry.etag, entry)
     this.arm(entry, expires)
     if (req.body === undefined) return { outcome: 'refreshed', etag: entry.etag, expires }
     entry.body = req.body
@@ -269,13 +276,13 @@ export class PublicationStore<D> {
 
   /** The live publications of a presentity for an event package, in creation order. */
   get (presentity: Aor, event: string): Array<Publication<D>> {
-    const entries = this.state.get(`${event} ${presentity}`)
+    const entries = this.state.get(event)?.get(presentity)
     if (entries === undefined) return []
     const now = this.clock.now()
-    return [...entries.values()]
+    // kept in creation order
+    return entries
       .filter(e => e.expiresAt > now)
-      .sort((a, b) => a.seq - b.seq)
-      .map(({ timer: _timer, ...pub }) => pub)
+      .map(({ timer: _timer, timerDue: _due, ...pub }) => pub)
   }
 
   /** How many publications are held, over all presentities. */
@@ -285,8 +292,8 @@ export class PublicationStore<D> {
 
   /** Cancel every expiry timer and forget everything (no change events). */
   stop (): void {
-    for (const entries of this.state.values()) {
-      for (const entry of entries.values()) this.clock.clearTimeout(entry.timer)
+    for (const byPresentity of this.state.values()) {
+      for (const entries of byPresentity.values()) for (const entry of entries) this.clock.clearTimeout(entry.timer)
     }
     this.state.clear()
     this.total = 0
@@ -300,37 +307,60 @@ export class PublicationStore<D> {
     return Math.min(expires, this.maxExpires)
   }
 
+  /** the live entry of a presentity and event package with this entity tag */
+  private find (presentity: Aor, event: string, etag: string): Entry<D> | undefined {
+    const entries = this.state.get(event)?.get(presentity)
+    if (entries === undefined) return undefined
+    for (let i = 0; i < entries.length; i++) if (entries[i].etag === etag) return entries[i]
+    return undefined
+  }
+
+  /**
+   * A new expiry. The entry's timer is set again only when the expiry comes before it fires: a
+   * refresh or modification to a later expiry (the usual case) leaves it, and when it fires it
+   * sets itself for the rest (`expire`).
+   */
   private arm (entry: Entry<D>, expires: number): void {
     const ms = expires * 1000
-    entry.expiresAt = this.clock.now() + ms
-    entry.timer = this.clock.setTimeout(() => this.expire(entry), Math.min(ms, MAX_TIMER_MS))
+    const now = this.clock.now()
+    entry.expiresAt = now + ms
+    if (entry.timer !== undefined && entry.timerDue <= entry.expiresAt) return
+    this.clock.clearTimeout(entry.timer)
+    const wait = Math.min(ms, MAX_TIMER_MS)
+    entry.timerDue = now + wait
+    entry.timer = this.clock.setTimeout(() => this.expire(entry), wait)
   }
 
   private expire (entry: Entry<D>): void {
-    const entries = this.state.get(`${entry.event} ${entry.presentity}`)
-    if (entries?.get(entry.etag) !== entry) return
-    const left = entry.expiresAt - this.clock.now()
+    if (this.find(entry.presentity, entry.event, entry.etag) !== entry) return
+    const now = this.clock.now()
+    const left = entry.expiresAt - now
     if (left > 0) {
-      // a clamped timer (very long expiry) or an early wake-up: wait for the rest
-      entry.timer = this.clock.setTimeout(() => this.expire(entry), Math.min(left, MAX_TIMER_MS))
+      // a clamped timer (very long expiry), a later expiry since it was set, or an early wake-up: wait for the rest
+      const wait = Math.min(left, MAX_TIMER_MS)
+      entry.timerDue = now + wait
+      entry.timer = this.clock.setTimeout(() => this.expire(entry), wait)
       return
     }
     this.drop(entry, 'expired')
   }
 
   private drop (entry: Entry<D>, reason: 'removed' | 'expired'): void {
-    const key = `${entry.event} ${entry.presentity}`
-    const entries = this.state.get(key)
-    if (entries === undefined) return
+    const byPresentity = this.state.get(entry.event)
+    const entries = byPresentity?.get(entry.presentity)
+    if (byPresentity === undefined || entries === undefined) return
+    const i = entries.indexOf(entry)
+    if (i === -1) return
     this.clock.clearTimeout(entry.timer)
-    entries.delete(entry.etag)
+    entry.timer = undefined
+    entries.splice(i, 1)
     this.total--
-    if (entries.size === 0) this.state.delete(key)
+    if (entries.length === 0) byPresentity.delete(entry.presentity)
     this.emit({ presentity: entry.presentity, event: entry.event, reason, etag: entry.etag })
   }
 
   private emit (change: PublicationChange): void {
-    for (const listener of [...this.listeners]) {
+    for (const listener of this.listeners) {
       try {
         listener(change)
       } catch (err) {

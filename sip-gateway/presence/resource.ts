@@ -5,7 +5,7 @@
  * resources.ts) work on these; helpers on dialog identifiers live here too.
  */
 import { randomBytes } from 'node:crypto'
-import { parseNameAddr } from '../codec/name-addr.ts'
+import { parseNameAddr, parseNameAddrShared } from '../codec/name-addr.ts'
 import { parseUri, aorOf } from '../codec/uri.ts'
 import type { SipRequest } from '../codec/message.ts'
 import { SipStatusError } from '../errors.ts'
@@ -144,10 +144,11 @@ export function dialogKey (callId: string, localTag: string, remoteTag: string):
   return `${callId}\n${localTag}\n${remoteTag}`
 }
 
+/** the tag of a From or To value (read through the codec's shared parse: the proxy read the same request's From and To) */
 export function tagOf (value: string | undefined): string | undefined {
   if (value === undefined) return undefined
   try {
-    const t = parseNameAddr(value).params.tag
+    const t = parseNameAddrShared(value).params.tag
     return typeof t === 'string' && t !== '' ? t : undefined
   } catch { return undefined }
 }

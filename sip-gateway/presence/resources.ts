@@ -66,7 +66,8 @@ export class Resources {
 
   values (): IterableIterator<Resource> { return this.#table.values() }
 
-  get (pkg: string, aor: Aor): Resource | undefined { return this.#table.get(resourceKey(pkg, aor)) }
+  /** (an AoR nobody watches, as for most PUBLISHes: no key made) */
+  get (pkg: string, aor: Aor): Resource | undefined { return this.#byAor.has(aor) ? this.#table.get(resourceKey(pkg, aor)) : undefined }
 
   has (pkg: string, aor: Aor): boolean { return this.#table.has(resourceKey(pkg, aor)) }
 

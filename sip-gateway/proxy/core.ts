@@ -146,8 +146,9 @@ export interface Backlog {
 /**
  * Seam for the presence agent (issue 4): offered every new request after validation and Route
  * preprocessing, before routing. Returning true means it took the request (and answers `tx`).
+ * `uri`: the Request-URI as the proxy parsed it (read it, never change it).
  */
-export type RequestInterceptor = (request: SipRequest, tx: ServerTransaction, flow: Flow, fromMesh: boolean) => boolean
+export type RequestInterceptor = (request: SipRequest, tx: ServerTransaction, flow: Flow, fromMesh: boolean, uri?: Readonly<SipUri>) => boolean
 
 /**
  * Seam for the presence agent's PUBLISH server (RFC 3903; issue 10 items 1 and 2): offered every
@@ -388,8 +389,12 @@ export class ProxyCore implements TransactionCore<Flow> {
     // REGISTER with no Route and no Proxy-Authorization (what we may consume or strip) is hashed
     // only when needed (our Via in it, or forwarded to another domain): nothing hashed changes
     // before then, and the registrar answers nearly all of them without it (issue 9)
+    // Any other request with neither is hashed after the presence agent's interceptor, which
+    // answers most SUBSCRIBEs and PUBLISHes without it (issue 11): nothing hashed changes before
+    // then either (#checkLoop hashes on its own when it meets our Via)
     const h = request.headers
-    if (request.method !== 'REGISTER' || h.has('Route') || h.has('Proxy-Authorization')) request.loopHash = loopHashOf(request)
+    const early = h.has('Route') || h.has('Proxy-Authorization')
+    if (early) request.loopHash = loopHashOf(request)
     const fromMesh = flow.transport === MESH_TRANSPORT
     // a peer network, by its certificate (peering.ts)
     const peer = fromMesh || this.#peers === undefined ? undefined : flow.peerDomain
@@ -437,7 +442,8 @@ export class ProxyCore implements TransactionCore<Flow> {
       if ('response' in verdict) { this.#respond(tx, verdict.response); return }
       if (verdict.identity !== undefined) this.#identities.set(request, verdict.identity)
     }
-    if (this.#intercept?.(request, tx, flow, fromMesh) === true) return
+    if (this.#intercept?.(request, tx, flow, fromMesh, uri) === true) return
+    if (!early && request.method !== 'REGISTER') request.loopHash ??= loopHashOf(request)
     // what the agent did not take goes on as a plain request: no internal header of a peer's passes
     if (peer !== undefined) stripInternalHeaders(request)
     if (request.method === 'BYE' && this.#dialogs !== undefined) this.#dialogs({ kind: 'ended', callId: request.headers.get('Call-ID') ?? '' })

@@ -107,6 +107,17 @@ describe('hostile input', () => {
     assert.equal(mesh.nodes[0].gateway.stats.loops, loops + 1)
   })
 
+  test('loop: a PUBLISH carrying our own Via with its loop hash gets 482 (hashed after the presence agent, when it is not taken)', async () => {
+    const node = mesh.nodes[0].sip
+    const loops = mesh.nodes[0].gateway.stats.loops
+    const branch = 'z9hG4bK' + randomBytes(6).toString('hex')
+    const built = mallory.build({ method: 'PUBLISH', uri: mallory.aor, to: `<${mallory.aor}>`, branch, headers: [['Event', 'presence'], ['Expires', '60']] }).text
+    const hash = loopHashOf(parseMessage(Buffer.from(built)) as SipRequest)
+    mallory.sendRaw(built.replace(/^(Via: [^\r\n]*\r\n)/m, `$1Via: SIP/2.0/UDP ${node.host}:${node.port};branch=z9hG4bK${randomBytes(4).toString('hex')}.${hash}\r\n`))
+    assert.equal((await mallory.waitFinal(branch, 3000))?.status, 482)
+    assert.equal(mesh.nodes[0].gateway.stats.loops, loops + 1)
+  })
+
   test('missing headers and garbage: 400 when answerable, dropped otherwise, no crash', async () => {
     const branch = 'z9hG4bK' + randomBytes(6).toString('hex')
     // no Call-ID / CSeq: not answerable (a response must copy both, RFC 3261 8.2.6.2, and a

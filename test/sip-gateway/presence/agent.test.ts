@@ -103,6 +103,17 @@ describe('presence agent', () => {
     // dialog is a package of ours now: a PIDF body is the wrong type for it
     assert.equal((await publish(bob, { body: pidf(bob.aor, 'open'), event: 'dialog' }))?.status, 415)
     assert.equal((await publish(bob, { body: pidf(bob.aor, 'open'), from: '<sip:mallory@example.com>' }))?.status, 403)
+    // the publisher is compared by AoR, not by the From URI's text (the agent keeps the last URI's
+    // AoR): another spelling of bob is bob, mallory after bob is still refused
+    const bobAgain = bob.aor.replace('@example.com', '@EXAMPLE.com;transport=udp')
+    const spelled = await publish(bob, { body: pidf(bob.aor, 'open', 'spelled'), from: `"Bob" <${bobAgain}>` })
+    assert.equal(spelled?.status, 200)
+    assert.equal((await publish(bob, { etag: spelled?.headers.get('SIP-ETag'), expires: 0, from: '<sip:mallory@example.com>' }))?.status, 403)
+    assert.equal((await publish(bob, { etag: spelled?.headers.get('SIP-ETag'), expires: 0 }))?.status, 200)
+    // a Content-Type with parameters and another case is still PIDF
+    const typed = await publish(bob, { body: pidf(bob.aor, 'open'), contentType: 'Application/PIDF+XML; charset=UTF-8' })
+    assert.equal(typed?.status, 200)
+    assert.equal((await publish(bob, { etag: typed?.headers.get('SIP-ETag'), expires: 0 }))?.status, 200)
     // a NOTIFY / SUBSCRIBE for a dialog nobody has
     const stray = await alice.request({ method: 'NOTIFY', uri: `sip:127.0.0.1:${mesh.nodes[1].sip.port}`, to: '<sip:alice2@example.com>;tag=nope', headers: [['Event', 'presence'], ['Subscription-State', 'active']] })
     assert.equal(stray?.status, 481)

@@ -11,6 +11,8 @@ import {
 test('Event: package lower-cased, id parameter, junk refused', () => {
   assert.deepEqual(parseEvent('Presence;id=7'), { pkg: 'presence', id: '7' })
   assert.deepEqual(parseEvent(' presence '), { pkg: 'presence' })
+  assert.deepEqual(parseEvent('PRESENCE.winfo'), { pkg: 'presence.winfo' })
+  assert.equal(parseEvent('  '), undefined)
   assert.equal(parseEvent(undefined), undefined)
   assert.equal(parseEvent(''), undefined)
   assert.equal(parseEvent('pres ence'), undefined)

@@ -2,7 +2,7 @@ import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import { XMLParser } from 'fast-xml-parser'
-import { buildPidf, parsePidf, PARSER_OPTIONS, PidfError, PIDF_NS, XML_NS } from '../../../sip-gateway/presence/pidf.ts'
+import { buildPidf, DEFAULT_LIMITS, parsePidf, PARSER_OPTIONS, PidfError, PIDF_NS, readCommonXml, readXmlWithLibrary, XML_NS } from '../../../sip-gateway/presence/pidf.ts'
 import type { PidfDocument, XmlElement, XmlNode } from '../../../sip-gateway/presence/pidf.ts'
 
 const RPID = 'urn:ietf:params:xml:ns:pidf:rpid'
@@ -137,6 +137,8 @@ describe('parsePidf', () => {
     ['tuple without id', doc('<tuple><status/></tuple>'), /no id/],
     ['bad tuple id', doc('<tuple id="1a"><status/></tuple>'), /xs:ID/],
     ['duplicate tuple ids', doc('<tuple id="a"><status/></tuple><tuple id="a"><status/></tuple>'), /not unique/],
+    ['duplicate tuple ids, first and third', doc('<tuple id="a"><status/></tuple><tuple id="b"><status/></tuple><tuple id="a"><status/></tuple>'), /'a' is not unique/],
+    ['duplicate tuple ids, second and third', doc('<tuple id="a"><status/></tuple><tuple id="b"><status/></tuple><tuple id="b"><status/></tuple>'), /'b' is not unique/],
     ['tuple without status', doc('<tuple id="a"><contact>sip:x@y</contact></tuple>'), /no <status>/],
     ['two status', doc('<tuple id="a"><status/><status/></tuple>'), /more than one <status>/],
     ['basic neither open nor closed', doc('<tuple id="a"><status><basic>busy</basic></status></tuple>'), /open or closed/],
@@ -163,6 +165,7 @@ describe('parsePidf', () => {
     ['text after the root', doc('') + 'trailing', /text outside the root/],
     ['text before the root', 'leading' + doc(''), /text outside the root/],
     ['non-UTF-8 encoding declared', `<?xml version="1.0" encoding="ISO-8859-1"?>${doc('')}`, /not UTF-8/],
+    ['non-UTF-8 encoding declared after white space', ` \r\n<?xml version="1.0" encoding="latin1"?>${doc('')}`, /not UTF-8/],
     ['prototype pollution names', doc('<__proto__ constructor="x"/>'), /.+/]
   ]
   for (const [name, body, reason] of bad) {
@@ -336,5 +339,82 @@ describe('properties', () => {
     fc.assert(fc.property(fc.nat(SAMPLE.length), fc.nat(20), fc.string({ maxLength: 5 }), (at, del, ins) => {
       onlyPidfError(() => parsePidf(SAMPLE.slice(0, at) + ins + SAMPLE.slice(at + del)))
     }), { numRuns: 1000 })
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// the common-case reader against the library's
+
+/** what SIPp and most user agents publish (uac-publish-bench.xml), with CR LF line ends */
+const SIPP_BODY = '<?xml version="1.0" encoding="UTF-8"?>\r\n<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:u1@example.com"><tuple id="t1"><status><basic>open</basic></status></tuple></presence>\r\n'
+/** SAMPLE without its CDATA section (the common reader leaves CDATA to the library) */
+const SAMPLE_PLAIN = SAMPLE.replace(' <![CDATA[<raw> & stuff]]>', ' &lt;raw&gt; &amp; stuff')
+
+/** the common reader's tree, checked equal to the library's (which must accept what it accepts) */
+function sameAsLibrary (text: string): XmlElement | undefined {
+  const common = readCommonXml(text, DEFAULT_LIMITS)
+  if (common === undefined) return undefined
+  let library: XmlElement
+  try {
+    library = readXmlWithLibrary(text, DEFAULT_LIMITS)
+  } catch (err) {
+    throw new Error(`the common reader accepted what the library refuses (${String(err)}): ${JSON.stringify(text)}`, { cause: err })
+  }
+  assert.deepEqual(common, library, JSON.stringify(text))
+  return common
+}
+
+describe('readCommonXml', () => {
+  test('reads the usual documents itself, as the library does', () => {
+    for (const text of [SIPP_BODY, SAMPLE_PLAIN, SAMPLE_PLAIN.replaceAll('\n', '\r\n'), SAMPLE_PLAIN.replaceAll('"', "'"), `<presence xmlns="${PIDF_NS}" entity="pres:a@b"/>`,
+      `<?xml version='1.0'?><p:presence xmlns:p="${PIDF_NS}" xmlns="urn:x" entity="pres:a@b"><p:tuple id="a"><p:status><e xmlns="" a="1" p:b="&#x263A;&amp;">t\tx</e></p:status></p:tuple></p:presence>  \n`]) {
+      assert.notEqual(sameAsLibrary(text), undefined, text)
+    }
+    assert.notEqual(sameAsLibrary(`<?xml version="1.0" ?><a/>`), undefined)
+    assert.equal(parsePidf(SIPP_BODY).tuples[0].status.basic, 'open')
+  })
+
+  test('leaves comments, CDATA, processing instructions, unusual names and spacing, and broken rules to the library', () => {
+    for (const text of [SAMPLE, `<a xmlns="urn:x"><!-- c --></a>`, `<a xmlns="urn:x"><?pi x?></a>`, '<?xml  version="1.0"?><a/>', '<a b = "1"/>', '<a b="1"c="2"/>',
+      '<a></a >', '<a b="1" b="2"/>', '<a x:b="1" y:b="2" xmlns:x="urn:x" xmlns:y="urn:x"/>', '<a xmlns:x=""/>', '<x:a/>', '<a>x > y</a>', '<a b="x>y"/>', '<a b="x<y"/>', '<a>&nbsp;</a>', '<a>&</a>',
+      '<_a/>', '<é/>', '<a:b:c/>', '<a></b>', '<a>', '<a/><b/>', '<a/>x', 'x<a/>', '<a><b></a></b>', '<a xmlns:xml="urn:y"/>', '<a xmlns:xmlns="urn:y"/>', `<a>${'<b>'.repeat(40)}</a>`]) {
+      assert.equal(readCommonXml(text, DEFAULT_LIMITS), undefined, text)
+    }
+    assert.equal(readCommonXml('<a>' + '<b/>'.repeat(10) + '</a>', { ...DEFAULT_LIMITS, maxElements: 10 }), undefined)
+    assert.equal(readCommonXml('<a ' + Array.from({ length: 5 }, (_, i) => `a${i}="1"`).join(' ') + '/>', { ...DEFAULT_LIMITS, maxAttributes: 4 }), undefined)
+    assert.notEqual(readCommonXml('<a ' + Array.from({ length: 4 }, (_, i) => `a${i}="1"`).join(' ') + '/>', { ...DEFAULT_LIMITS, maxAttributes: 4 }), undefined)
+  })
+
+  test('the checks before reading skip what String.prototype.trim removes, no more and no less', () => {
+    const reason = (text: string): string => { try { parsePidf(text); return 'parsed' } catch (err) { return (err as PidfError).reason } }
+    // eslint-disable-next-line no-control-regex -- the characters XML cannot carry, as pidf.ts refuses them
+    const notXml = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff\ud800-\udfff]/u
+    for (let c = 0; c <= 0xffff; c++) {
+      const ch = String.fromCharCode(c)
+      const trimmed = ch.trim() === ''
+      assert.equal(reason(ch) === 'empty body', trimmed, `U+${c.toString(16)} alone`)
+      if (notXml.test(ch)) continue
+      if (ch !== '<') assert.equal(reason(`${ch}<a/>`) === 'text outside the root element', !trimmed, `U+${c.toString(16)} before the root`)
+      if (ch !== '>') assert.equal(reason(`<a/>${ch}`) === 'text outside the root element', !trimmed, `U+${c.toString(16)} after the root`)
+    }
+  })
+
+  test('every document buildPidf writes is read by the common reader, as the library reads it', () => {
+    fc.assert(fc.property(pidfModel, model => {
+      assert.notEqual(sameAsLibrary(buildPidf(model)), undefined)
+    }), { numRuns: 300 })
+  })
+
+  test('whatever the common reader accepts, the library accepts as the same tree (garbage, mutations)', () => {
+    const piece = fc.constantFrom('<', '>', '/', '</', '/>', '<!--', '-->', '<![CDATA[', ']]>', '&', ';', '&amp;', '&#', '&#65;', 'x', 'a', ':', 'xmlns', 'xmlns:a', 'a:', '=', '"', "'", ' ', '\r\n', '\r', '\t',
+      '<a', '<a>', '</a>', '<b', '<b>', '</b>', '<a:b', '</a:b>', 'x="1"', "y='2'", `xmlns="${PIDF_NS}"`, 'xmlns:a="urn:a"', 'xmlns=""', '<?xml version="1.0"?>', '?>')
+    fc.assert(fc.property(fc.array(piece, { maxLength: 40 }), parts => { sameAsLibrary(parts.join('')) }), { numRuns: 3000 })
+    let accepted = 0
+    for (const doc of [SIPP_BODY, SAMPLE_PLAIN]) {
+      fc.assert(fc.property(fc.nat(doc.length), fc.nat(6), fc.string({ unit: fc.constantFrom('<', '>', '/', '"', "'", '=', ' ', ':', '&', ';', 'a', '\r', '\n', '-', '!', '?'), maxLength: 4 }), (at, del, ins) => {
+        if (sameAsLibrary(doc.slice(0, at) + ins + doc.slice(at + del)) !== undefined) accepted++
+      }), { numRuns: 2000 })
+    }
+    assert.ok(accepted > 100, `only ${accepted} mutations were read by the common reader`)
   })
 })

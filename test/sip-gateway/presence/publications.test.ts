@@ -116,6 +116,28 @@ describe('PublicationStore (RFC 3903)', () => {
     assert.throws(() => store.publish({ presentity: ALICE, event: 'presence', ifMatch: a.etag }), ConditionalRequestFailedError)
   })
 
+  test('a later expiry leaves the timer to set itself again for the rest; a shorter one sets it earlier', () => {
+    const a = store.publish({ presentity: ALICE, event: 'presence', body: 'a', expires: 120 })
+    mock.timers.tick(60_000)
+    const later = store.publish({ presentity: ALICE, event: 'presence', ifMatch: a.etag, body: 'a2', expires: 120 }) // now due at 180 s
+    mock.timers.tick(60_000) // the first timer's time: it sets itself for the rest
+    assert.equal(store.size, 1)
+    mock.timers.tick(59_999)
+    assert.equal(store.size, 1)
+    mock.timers.tick(1)
+    assert.equal(store.size, 0, 'expired at 180 s exactly')
+    assert.deepEqual(changes.map(c => c.reason), ['created', 'modified', 'expired'])
+    assert.equal(changes.at(-1)?.etag, later.etag)
+
+    const b = store.publish({ presentity: BOB, event: 'presence', body: 'b', expires: 3600 })
+    mock.timers.tick(10_000)
+    store.publish({ presentity: BOB, event: 'presence', ifMatch: b.etag, expires: 60 }) // sooner than the timer set for 3600 s
+    mock.timers.tick(59_999)
+    assert.equal(store.size, 1)
+    mock.timers.tick(1)
+    assert.equal(store.size, 0, 'expired 60 s after the refresh')
+  })
+
   test('a publication past its expiry is dead even before its timer runs', () => {
     const a = store.publish({ presentity: ALICE, event: 'presence', body: 'a', expires: 60 })
     mock.timers.setTime(1_000_000 + 61_000) // moves the clock without running timers
@@ -154,6 +176,22 @@ describe('PublicationStore (RFC 3903)', () => {
     store.stop()
     mock.timers.tick(120_000)
     assert.deepEqual(changes.map(c => c.reason), ['created'])
+  })
+
+  test('listeners: one that leaves or adds another while told keeps the others told, the new one from the next change', () => {
+    const seen: string[] = []
+    const later = (c: PublicationChange): void => { seen.push(`later ${c.reason}`) }
+    const leaving = store.onChange((c) => { seen.push(`leaving ${c.reason}`); leaving(); store.onChange(later) })
+    const after = store.onChange((c) => { seen.push(`after ${c.reason}`) })
+    const r = store.publish({ presentity: ALICE, event: 'presence', body: 'a' })
+    store.publish({ presentity: ALICE, event: 'presence', ifMatch: r.etag, expires: 0 })
+    assert.deepEqual(seen, ['leaving created', 'after created', 'after removed', 'later removed'])
+    after()
+    const unsubscribeTwice = store.onChange(later) // already there: told once
+    store.publish({ presentity: BOB, event: 'presence', body: 'b' })
+    assert.deepEqual(seen.slice(4), ['later created'])
+    unsubscribeTwice()
+    unsubscribeTwice()
   })
 
   test('a throwing listener does not break the store', () => {
