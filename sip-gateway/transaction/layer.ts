@@ -17,6 +17,7 @@ import { NonInviteServerTransaction } from './non-invite-server-transaction.ts'
 import { InviteServerTransaction } from './invite-server-transaction.ts'
 import type { ClientTransactionUser, Transaction } from './transaction.ts'
 import { LingerTable } from './linger-table.ts'
+import { LingeringResponses } from './lingering-responses.ts'
 
 export { TransactionState } from './transaction.ts'
 export type { ClientTransactionUser, ServerTransactionUser } from './transaction.ts'
@@ -90,17 +91,6 @@ export function ackFor (invite: SipRequest, response: SipResponse): SipRequest {
   return new SipRequest('ACK', invite.uri, h)
 }
 
-/** A completed non-INVITE server transaction's final response, kept for timer J (see LingerTable). */
-interface Lingering {
-  /**
-   * The response's bytes as a one-byte (latin1) string: it lives in V8's heap, which gives its
-   * pages back after a burst, instead of a Buffer slice of malloc'd memory, which pins the
-   * allocator's arena long after timer J (glibc does not trim around live chunks).
-   */
-  readonly bytes: string
-  readonly flow: TxFlow<never>
-}
-
 export class TransactionLayer<F extends MessageFlow = MessageFlow> {
   readonly timers: TimerSettings
   readonly #core: TransactionCore<F>
@@ -108,12 +98,12 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
   /**
    * Non-INVITE server transactions over UDP that sent their final response: for timer J (64*T1,
    * 32 s) a retransmitted request gets the same bytes again (RFC 3261 17.2.2); only the key, the
-   * bytes and the flow are kept, not the transaction.
+   * bytes and the flow are kept, not the transaction, and the bytes outside V8's heap (see
+   * LingeringResponses).
    */
-  readonly #lingering: LingerTable<Lingering>
+  readonly #lingering: LingeringResponses<TxFlow<never>>
   readonly #lingerHandoff = (key: string, bytes: Uint8Array, flow: TxFlow<never>): void => {
-    const text = Buffer.isBuffer(bytes) ? bytes.toString('latin1') : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
-    this.#lingering.set(key, { bytes: text, flow })
+    this.#lingering.set(key, bytes, flow)
   }
 
   /**
@@ -131,7 +121,7 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     this.#core = core
     this.timers = timerSettings(init.timers)
     this.#maxServers = init.maxServerTransactions ?? 300_000
-    this.#lingering = new LingerTable(64 * this.timers.t1)
+    this.#lingering = new LingeringResponses(64 * this.timers.t1)
     this.#lingeringClients = new LingerTable(this.timers.t4)
   }
 
@@ -157,7 +147,7 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     const lingering = this.#lingering.get(key)
     if (lingering !== undefined) {
       this.stats.retransmissionsAbsorbed++
-      Promise.resolve(lingering.flow.sendBytes?.(Buffer.from(lingering.bytes, 'latin1'))).catch(() => {})
+      Promise.resolve(lingering.flow.sendBytes?.(lingering.bytes)).catch(() => {})
       return
     }
     if (this.serverCount >= this.#maxServers) {
