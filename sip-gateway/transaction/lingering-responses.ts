@@ -4,7 +4,8 @@
  * 64*T1 (32 s). At 20,000 REGISTER refreshes a second that is 640,000 responses alive at once.
  *
  * Kept out of V8's heap: each entry's key and response bytes are appended to large segments of
- * memory outside the heap (1 MiB each, dropped whole once every entry in them has expired), and
+ * memory outside the heap (1 MiB each, dropped whole once every entry in them has expired and
+ * written again, up to 16 of them; all given back once the table is empty), and
  * what the table knows of an entry (where its bytes are, its expiry, its key's hash, its flow) sits
  * in a ring of typed arrays indexed by the entry's number. The key's 30-bit hash finds the newest
  * entry with that hash in a Map of small integers (no string, no object per entry); entries whose
@@ -24,6 +25,8 @@ const MASK = 0x3fff_ffff
 /** the size of one segment of response bytes */
 const SEGMENT = 1 << 20
 const EMPTY = -1
+/** most emptied segments kept for reuse */
+const SPARES = 16
 
 /** FNV-1a over the key's UTF-16 code units, 30 bits */
 function hashOf (key: string): number {
@@ -56,6 +59,12 @@ export class LingeringResponses<F> {
   /** the segments that hold live entries, oldest first; the last one is written to */
   #segments: Segment[] = []
   #nextSegment = 0
+  /**
+   * segments whose entries all expired, written again: a steady load then allocates no memory
+   * outside the heap, which V8 counts (external memory grown by 64 MB starts a full GC; a dropped
+   * segment is only freed by one)
+   */
+  #spares: Buffer[] = []
   /** a key's UTF-8 bytes, to compare with an entry's */
   #scratch = Buffer.allocUnsafe(1024)
   #timer: ReturnType<typeof setInterval> | undefined
@@ -69,11 +78,12 @@ export class LingeringResponses<F> {
   /** entries lingering */
   get size (): number { return this.#count }
 
-  /** bytes of keys and responses held (outside V8's heap), and the segments' size */
-  get bytes (): { used: number, reserved: number } {
+  /** bytes of keys and responses held (outside V8's heap), the size of their segments, and of the spare ones */
+  get bytes (): { used: number, reserved: number, spare: number } {
     let used = 0
-    for (const s of this.#segments) used += s.used
-    return { used, reserved: this.#segments.reduce((a, s) => a + s.buf.length, 0) }
+    let reserved = 0
+    for (const s of this.#segments) { used += s.used; reserved += s.buf.length }
+    return { used, reserved, spare: this.#spares.length * SEGMENT }
   }
 
   /** keep `bytes` (copied) and `flow` under `key` for the table's time */
@@ -83,7 +93,8 @@ export class LingeringResponses<F> {
     const room = key.length * 3 + bytes.length
     let seg = this.#segments.length === 0 ? undefined : this.#segments[this.#segments.length - 1]
     if (seg === undefined || seg.buf.length - seg.used < room) {
-      seg = { id: this.#nextSegment++, buf: Buffer.allocUnsafeSlow(Math.max(SEGMENT, room)), used: 0 }
+      const spare = room <= SEGMENT ? this.#spares.pop() : undefined
+      seg = { id: this.#nextSegment++, buf: spare ?? Buffer.allocUnsafeSlow(Math.max(SEGMENT, room)), used: 0 }
       this.#segments.push(seg)
     }
     const at = seg.used
@@ -127,6 +138,7 @@ export class LingeringResponses<F> {
   clear (): void {
     this.#index.clear()
     this.#segments = []
+    this.#spares = []
     this.#first = 0
     this.#count = 0
     this.#layout(64)
@@ -211,13 +223,18 @@ export class LingeringResponses<F> {
       const oldest = this.#segOf[this.#first & (this.#cap - 1)]
       let k = 0
       while (k < this.#segments.length && this.#segments[k].id < oldest) k++
-      if (k > 0) this.#segments.splice(0, k)
+      if (k > 0) {
+        for (const dropped of this.#segments.splice(0, k)) {
+          if (this.#spares.length < SPARES && dropped.buf.length === SEGMENT) this.#spares.push(dropped.buf)
+        }
+      }
       return
     }
     // all gone: the memory of the burst given back
     clearInterval(this.#timer)
     this.#timer = undefined
     this.#segments = []
+    this.#spares = []
     if (this.#cap > 1024) this.#layout(64)
   }
 }
