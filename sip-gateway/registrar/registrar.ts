@@ -351,20 +351,28 @@ export class Registrar<Flow = unknown> {
   }
 
   /**
-   * Handle one REGISTER (RFC 3261 10.3). Throws SipStatusError for refusals; resolves with the
-   * 200 (or 302, or 503 with Retry-After when the node is overloaded) to send.
+   * Handle one REGISTER (RFC 3261 10.3). Rejects with SipStatusError for refusals; resolves with
+   * the 200 (or 302, or 503 with Retry-After when the node is overloaded) to send.
    */
   handle (request: SipRequest, flow?: Flow, requestUri?: SipUri): Promise<Reply> {
-    let aor: string
-    let callId: string
-    let cseq: number
     try {
-      const checked = this.#check(request, requestUri)
-      if (checked === undefined) return Promise.resolve(this.#unavailable('Overloaded'))
-      ;[aor, callId, cseq] = checked
+      const reply = this.handleNow(request, flow, requestUri)
+      return reply instanceof Promise ? reply : Promise.resolve(reply)
     } catch (err) {
       return Promise.reject(err)
     }
+  }
+
+  /**
+   * `handle`, with the answer at once where nothing is waited for: the refresh of an AoR whose
+   * claim the registry answers at once (`Registry.claimNow`) and whose stored record covers it
+   * (no promise, closure or microtask per REGISTER then, issue 9); else a promise of it. Throws
+   * SipStatusError for refusals.
+   */
+  handleNow (request: SipRequest, flow?: Flow, requestUri?: SipUri): Reply | Promise<Reply> {
+    const checked = this.#check(request, requestUri)
+    if (checked === undefined) return this.#unavailable('Overloaded')
+    const [aor, callId, cseq] = checked
     this.#overload.pending++
     // under the AoR's lock (as #serialized): the turn taken at once when the AoR is free, and
     // the answer handed on without an async function's frame saved across the claim per REGISTER
@@ -375,11 +383,11 @@ export class Registrar<Flow = unknown> {
         reply = this.#register(request, aor, callId, cseq, flow)
       } catch (err) {
         this.#finished(aor)
-        return Promise.reject(err)
+        throw err
       }
       if (!(reply instanceof Promise)) {
         this.#finished(aor)
-        return Promise.resolve(reply)
+        return reply
       }
     } else {
       reply = turn.then(() => this.#register(request, aor, callId, cseq, flow))
@@ -591,7 +599,7 @@ export class Registrar<Flow = unknown> {
     return { status: 302, reason: 'Moved Temporarily', headers: [['Contact', `<sip:${user}${by.sip}>`]] }
   }
 
-  #commit (aor: string, plan: Plan<Flow>, now: number): Promise<Reply> {
+  #commit (aor: string, plan: Plan<Flow>, now: number): Reply | Promise<Reply> {
     const { current, change, restoring } = plan
     // the bindings after the change, in the order a Map keyed by contact would keep them
     const bindings = current.slice()
@@ -610,16 +618,27 @@ export class Registrar<Flow = unknown> {
     return bindings.length > 0 ? this.#bind(aor, bindings, plan, now) : this.#unbind(aor, restoring, now)
   }
 
-  /** claim the AoR for `bindings`, then bind them and answer (200 only once claimed and durable) */
-  #bind (aor: string, bindings: Array<StoredBinding<Flow>>, plan: Plan<Flow>, now: number): Promise<Reply> {
+  /**
+   * claim the AoR for `bindings`, then bind them and answer (200 only once claimed and durable):
+   * at once when the registry answers the claim at once (a refresh of a claim it holds) and the
+   * stored record covers the change
+   */
+  #bind (aor: string, bindings: Array<StoredBinding<Flow>>, plan: Plan<Flow>, now: number): Reply | Promise<Reply> {
+    const binding = { expiresAt: maxExpiry(bindings) }
     // reactions on the claim, not an async function's frame saved across it per REGISTER
-    let claim: Promise<ClaimResult>
+    let held: ClaimResult | undefined
+    let claim: Promise<ClaimResult> | undefined
     try {
-      claim = this.#registry.claim(aor, { expiresAt: maxExpiry(bindings) })
+      held = this.#registry.claimNow?.(aor, binding)
+      if (held === undefined) claim = this.#registry.claim(aor, binding)
     } catch (err) {
       return Promise.resolve().then(() => this.#claimFailed(aor, plan, err))
     }
-    return claim.then(result => {
+    if (held !== undefined) {
+      const outcome = this.#claimed(aor, bindings, plan, now, held)
+      return outcome !== WRITE ? outcome : this.#written(aor, bindings, plan, now, held)
+    }
+    return (claim as Promise<ClaimResult>).then(result => {
       const outcome = this.#claimed(aor, bindings, plan, now, result)
       return outcome !== WRITE ? outcome : this.#written(aor, bindings, plan, now, result)
     }, (err: unknown) => this.#claimFailed(aor, plan, err))
