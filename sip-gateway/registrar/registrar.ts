@@ -114,6 +114,39 @@ function keyOfUri (list: ReadonlyArray<{ key: string, uri: string }>, uri: strin
   return undefined
 }
 
+/**
+ * The index of the binding in `list` that `raw` (a Contact value) names exactly as it was bound:
+ * `<uri>` with its URI written the same, no display name and no parameter but an `expires` of 1 to
+ * 10 digits, for a binding with no parameters; -1 otherwise (then the Contact is parsed). What
+ * parseNameAddr gives for such a value is that URI and no other parameter, so the refresh is the
+ * same with or without the parse.
+ */
+function sameContact (list: ReadonlyArray<{ uri: string, params: Record<string, string | null> }>, raw: string): number {
+  if (raw.charCodeAt(0) !== 60 /* < */) return -1
+  for (let i = 0; i < list.length; i++) {
+    const uri = list[i].uri
+    if (raw.charCodeAt(uri.length + 1) !== 62 /* > */ || !raw.startsWith(uri, 1)) continue
+    for (const _ in list[i].params) return -1
+    const end = uri.length + 2
+    return end === raw.length || expiresParamOf(raw, end) !== -1 ? i : -1
+  }
+  return -1
+}
+
+/** the value of `;expires=<1 to 10 digits>` when it is all of `raw` from `at` (capped as parseExpires), else -1 */
+function expiresParamOf (raw: string, at: number): number {
+  if (at === raw.length || !raw.startsWith(';expires=', at)) return -1
+  const from = at + 9
+  if (raw.length - from < 1 || raw.length - from > 10) return -1
+  let v = 0
+  for (let j = from; j < raw.length; j++) {
+    const c = raw.charCodeAt(j) - 48
+    if (c < 0 || c > 9) return -1
+    v = v * 10 + c
+  }
+  return Math.min(v, 0xffffffff)
+}
+
 /** index of the binding with `key` in `list`, -1 when none */
 function indexOfKey (list: ReadonlyArray<{ key: string }>, key: string): number {
   for (let i = 0; i < list.length; i++) if (list[i].key === key) return i
@@ -526,17 +559,26 @@ export class Registrar<Flow = unknown> {
     // step 7: every contact, all or nothing
     const change: Change<Flow> = { remove: [], upsert: [] }
     for (const raw of contacts) {
+      // a contact written exactly as the binding it refreshes was (the usual refresh): that binding,
+      // with no parse of the Contact
+      const same = sameContact(current, raw)
       let na
       let key
-      try {
-        na = parseNameAddr(raw)
-        // a contact refreshed as it was written: its key is the one it has (no parse of its URI)
-        key = keyOfUri(current, na.uri) ?? contactKey(na.uri)
-      } catch {
-        throw new SipStatusError(400, 'Malformed Contact')
+      if (same !== -1) {
+        na = { uri: current[same].uri, params: EMPTY_PARAMS }
+        key = current[same].key
+      } else {
+        try {
+          na = parseNameAddr(raw)
+          // a contact refreshed as it was written: its key is the one it has (no parse of its URI)
+          key = keyOfUri(current, na.uri) ?? contactKey(na.uri)
+        } catch {
+          throw new SipStatusError(400, 'Malformed Contact')
+        }
       }
-      const pe = na.params.expires
-      let expires = pe !== undefined && pe !== null ? parseExpires(pe) : headerExpires ?? this.#default
+      const pe = same !== -1 ? undefined : na.params.expires
+      const pn = same !== -1 ? expiresParamOf(raw, current[same].uri.length + 2) : -1
+      let expires = pn !== -1 ? pn : pe !== undefined && pe !== null ? parseExpires(pe) : headerExpires ?? this.#default
       if (expires > 0 && expires < this.#min) {
         return { status: 423, reason: 'Interval Too Brief', headers: [['Min-Expires', String(this.#min)]] }
       }

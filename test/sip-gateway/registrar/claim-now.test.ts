@@ -121,3 +121,56 @@ describe('registrar: refresh answered at once', () => {
     } finally { registrar.stop() }
   })
 })
+
+describe('registrar: a refresh whose Contact is written as it was bound', () => {
+  const AOR = 'sip:alice@example.com'
+  test('the same Contact, with or without an expires parameter, refreshes the one binding (expires parameter before the header); removal with expires=0', async () => {
+    const { registrar, clock } = setup()
+    await registrar.start()
+    try {
+      await registrar.handle(registerFor('alice', { contact: '<sip:alice@10.0.0.1:5060;transport=udp>', expires: 600, cseq: 1 }))
+      let cseq = 2
+      const refresh = async (contact: string, expires?: number): Promise<Reply> => {
+        clock.now += 1000
+        return await registrar.handle(registerFor('alice', { contact, expires, cseq: cseq++ }))
+      }
+      assert.equal((await refresh('<sip:alice@10.0.0.1:5060;transport=udp>', 900)).status, 200)
+      assert.equal(registrar.lookup(AOR).length, 1)
+      assert.equal(registrar.lookup(AOR)[0].expiresAt, clock.now + 900_000)
+      assert.equal((await refresh('<sip:alice@10.0.0.1:5060;transport=udp>;expires=120', 900)).status, 200)
+      assert.equal(registrar.lookup(AOR)[0].expiresAt, clock.now + 120_000, 'the parameter before the header')
+      assert.equal((await refresh('<sip:alice@10.0.0.1:5060;transport=udp>;EXPIRES=300', 900)).status, 200)
+      assert.equal(registrar.lookup(AOR)[0].expiresAt, clock.now + 300_000, 'any spelling of the parameter')
+      assert.equal((await refresh('<sip:alice@10.0.0.1:5060;transport=udp>;expires=99999999999', 900).catch((e: unknown) => e) as SipStatusError).status, 400, 'more than 10 digits refused')
+      assert.equal((await refresh('<sip:alice@10.0.0.1:5060;transport=udp>;expires=12a', 900).catch((e: unknown) => e) as SipStatusError).status, 400)
+      assert.equal((await refresh('<sip:alice@10.0.0.1:5060;transport=udp>;expires=5', 900)).status, 423)
+      assert.equal(registrar.lookup(AOR)[0].expiresAt, clock.now - 3000 + 300_000, 'unchanged by the refused ones')
+      assert.equal((await refresh('<sip:alice@10.0.0.1:5060;transport=udp>;expires=0')).status, 200)
+      assert.equal(registrar.lookup(AOR).length, 0, 'removed')
+    } finally { registrar.stop() }
+  })
+
+  test('a Contact written otherwise (display name, parameters, another URI, a prefix of it) is parsed: a binding of its own or the same one with its parameters', async () => {
+    const { registrar, clock } = setup()
+    await registrar.start()
+    try {
+      await registrar.handle(registerFor('alice', { contact: '<sip:alice@10.0.0.1:5060>', expires: 600, cseq: 1 }))
+      clock.now += 1000
+      await registrar.handle(registerFor('alice', { contact: '"Alice" <sip:alice@10.0.0.1:5060>;expires=700', cseq: 2 }))
+      assert.equal(registrar.lookup(AOR).length, 1, 'a display name: the same binding')
+      assert.equal(registrar.lookup(AOR)[0].expiresAt, clock.now + 700_000)
+      clock.now += 1000
+      await registrar.handle(registerFor('alice', { contact: '<sip:alice@10.0.0.1:5060>;+sip.instance="<urn:uuid:1>"', expires: 600, cseq: 3 }))
+      assert.equal(registrar.lookup(AOR).length, 1)
+      assert.deepEqual(registrar.lookup(AOR)[0].params, { '+sip.instance': '"<urn:uuid:1>"' }, 'its parameters kept')
+      clock.now += 1000
+      // the binding has parameters now: the same Contact without them is parsed, and they go
+      await registrar.handle(registerFor('alice', { contact: '<sip:alice@10.0.0.1:5060>', expires: 600, cseq: 4 }))
+      assert.deepEqual({ ...registrar.lookup(AOR)[0].params }, {})
+      clock.now += 1000
+      await registrar.handle(registerFor('alice', { contact: '<sip:alice@10.0.0.1:506>', expires: 600, cseq: 5 }))
+      assert.equal(registrar.lookup(AOR).length, 2, 'a prefix of the URI is another contact')
+      await assert.rejects(registrar.handle(registerFor('alice', { contact: '<sip:alice@10.0.0.1:5060', expires: 600, cseq: 6 })), (e: unknown) => e instanceof SipStatusError && e.status === 400)
+    } finally { registrar.stop() }
+  })
+})
