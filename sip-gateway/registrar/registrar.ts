@@ -159,6 +159,33 @@ function without<T> (list: T[], x: T): void {
   if (i !== -1) list.splice(i, 1)
 }
 
+/** a Change's lists while nothing is in them (never written to: replaced when something goes in) */
+const NO_KEYS: string[] = Object.freeze([]) as unknown as string[]
+const NO_BINDINGS: Array<StoredBinding<never>> = Object.freeze([]) as unknown as Array<StoredBinding<never>>
+
+/**
+ * the live ones of a registration's bindings (unique by key: as #install keeps them): its own
+ * array when all are live (the usual case; read, never written), else a copy of the live ones
+ */
+function liveOf<Flow> (bindings: Array<StoredBinding<Flow>> | undefined, now: number): Array<StoredBinding<Flow>> {
+  if (bindings === undefined) return []
+  let live = 0
+  for (let i = 0; i < bindings.length; i++) if (bindings[i].expiresAt > now) live++
+  return live === bindings.length ? bindings : bindings.filter(b => b.expiresAt > now)
+}
+
+/** the live ones of stored bindings, keyed as a Map would keep them: a later binding of a key takes the place of the first */
+function keyedLive<Flow> (bindings: Array<StoredBinding<Flow>>, now: number): Array<StoredBinding<Flow>> {
+  const current: Array<StoredBinding<Flow>> = []
+  for (const b of bindings) {
+    if (b.expiresAt <= now) continue
+    const i = indexOfKey(current, b.key)
+    if (i === -1) current.push(b)
+    else current[i] = b
+  }
+  return current
+}
+
 
 /**
  * One AoR registered here: its bindings in a small array (an AoR rarely has more than a few; a
@@ -321,8 +348,11 @@ export class Registrar<Flow = unknown> {
     return b !== undefined && b.expiresAt > this.#now() ? b : undefined
   }
 
-  /** make `bindings` the AoR's (none: it is no longer registered here), keeping the indexes */
-  #install (aor: string, bindings: Array<StoredBinding<Flow>>): void {
+  /**
+   * make `bindings` the AoR's (none: it is no longer registered here), keeping the indexes;
+   * `exact`: the array is the caller's to give, of exactly its length (else a copy is kept)
+   */
+  #install (aor: string, bindings: Array<StoredBinding<Flow>>, exact = false): void {
     let reg = this.#regs.get(aor)
     if (reg !== undefined) {
       for (const b of reg.bindings) if (this.#byContact.get(b.key) === reg) this.#byContact.delete(b.key)
@@ -335,7 +365,7 @@ export class Registrar<Flow = unknown> {
     this.#known.delete(aor)
     // a copy of exactly its length: an array grown by push holds room for 17 elements (152 bytes
     // for one binding, 100,000s of registrations), one of slice() for what it holds
-    bindings = bindings.slice()
+    if (!exact) bindings = bindings.slice()
     if (reg === undefined) {
       reg = { aor, bindings, slot: 0 }
       this.#regs.set(aor, reg)
@@ -530,14 +560,7 @@ export class Registrar<Flow = unknown> {
     // the AoR's bindings (those stored before a restart and not claimed again yet included),
     // what has expired but not been swept yet left out
     const restoring = this.#stored.pending(aor)
-    const current: Array<StoredBinding<Flow>> = []
-    for (const b of restoring ?? this.#regs.get(aor)?.bindings ?? []) {
-      if (b.expiresAt <= now) continue
-      // keyed as a Map would keep them: a later binding of the same key takes the place of the first
-      const i = indexOfKey(current, b.key)
-      if (i === -1) current.push(b as StoredBinding<Flow>)
-      else current[i] = b as StoredBinding<Flow>
-    }
+    const current = restoring === undefined ? liveOf(this.#regs.get(aor)?.bindings, now) : keyedLive(restoring as Array<StoredBinding<Flow>>, now)
 
     // no Contact: a query, answered with the current bindings (10.3 step 6)
     if (contacts.length === 0) return this.#ok(aor, current, now)
@@ -556,8 +579,9 @@ export class Registrar<Flow = unknown> {
       return { current, change, restoring: restoring !== undefined }
     }
 
-    // step 7: every contact, all or nothing
-    const change: Change<Flow> = { remove: [], upsert: [] }
+    // step 7: every contact, all or nothing (the arrays made when something goes in: one of
+    // exactly one binding for the usual refresh, not one grown by push with room for 17)
+    const change: Change<Flow> = { remove: NO_KEYS, upsert: NO_BINDINGS as Array<StoredBinding<Flow>> }
     for (const raw of contacts) {
       // a contact written exactly as the binding it refreshes was (the usual refresh): that binding,
       // with no parse of the Contact
@@ -591,7 +615,10 @@ export class Registrar<Flow = unknown> {
       const pending = indexOfKey(change.upsert, key)
       if (expires === 0) {
         if (pending !== -1) change.upsert.splice(pending, 1)
-        if (existing !== undefined && !change.remove.includes(key)) change.remove.push(key)
+        if (existing !== undefined && !change.remove.includes(key)) {
+          if (change.remove === NO_KEYS) change.remove = [key]
+          else change.remove.push(key)
+        }
         continue
       }
       let params: Record<string, string | null> = EMPTY_PARAMS
@@ -619,7 +646,10 @@ export class Registrar<Flow = unknown> {
         // the stored record still holds this binding when only its expiry and CSeq move
         durableUntil: sameUri && sameCall && params === existing.params ? existing.durableUntil : 0
       }
-      if (pending === -1) change.upsert.push(binding)
+      if (pending === -1) {
+        if (change.upsert === NO_BINDINGS) change.upsert = [binding]
+        else change.upsert.push(binding)
+      }
       else change.upsert[pending] = binding
     }
 
@@ -644,16 +674,18 @@ export class Registrar<Flow = unknown> {
   #commit (aor: string, plan: Plan<Flow>, now: number): Reply | Promise<Reply> {
     const { current, change, restoring } = plan
     // the bindings after the change, in the order a Map keyed by contact would keep them
-    const bindings = current.slice()
+    let bindings = current.slice()
     for (const k of change.remove) {
       const i = indexOfKey(bindings, k)
       if (i !== -1) bindings.splice(i, 1)
     }
+    let grown = false
     for (const b of change.upsert) {
       const i = indexOfKey(bindings, b.key)
-      if (i === -1) bindings.push(b)
-      else bindings[i] = b
+      if (i === -1) { bindings.push(b); grown = true } else bindings[i] = b
     }
+    // the array the registration keeps: one of exactly its length (see #install)
+    if (grown) bindings = bindings.slice()
     if (bindings.length > this.#maxContacts) throw new SipStatusError(403, 'Too Many Contacts')
     // this REGISTER takes the stored bindings over: the restart's re-claim skips the AoR
     if (restoring) this.#stored.take(aor)
@@ -720,7 +752,8 @@ export class Registrar<Flow = unknown> {
     // answered 200 only once durable (a restart claims it again): a refresh the stored record
     // covers already is, by the rule of durable-horizon.ts
     const covered = !plan.restoring && coveredByRecord(bindings, this.#regs.get(aor)?.bindings, now, this.#slackMs)
-    this.#install(aor, bindings)
+    // #commit's array, made for this registration alone
+    this.#install(aor, bindings, true)
     return covered ? this.#bound(aor, bindings, plan, now, result) : WRITE
   }
 

@@ -174,3 +174,24 @@ describe('registrar: a refresh whose Contact is written as it was bound', () => 
     } finally { registrar.stop() }
   })
 })
+
+test('registrar: the bindings a lookup gave out are never changed by a later REGISTER (the refresh reads the registration\'s own array)', async () => {
+  const { registrar, clock } = setup()
+  await registrar.start()
+  try {
+    const AOR = 'sip:alice@example.com'
+    await registrar.handle(registerFor('alice', { contact: '<sip:alice@10.0.0.1:5060>', expires: 600, cseq: 1 }))
+    const seen = registrar.lookup(AOR)
+    const at = seen[0].expiresAt
+    clock.now += 1000
+    await registrar.handle(registerFor('alice', { contact: '<sip:alice@10.0.0.1:5060>', expires: 900, cseq: 2 }))
+    clock.now += 1000
+    await registrar.handle(registerFor('alice', { contact: '<sip:alice@10.0.0.2:5060>', expires: 900, cseq: 3 }))
+    clock.now += 1000
+    await registrar.handle(registerFor('alice', { contact: '<sip:alice@10.0.0.1:5060>', expires: 0, cseq: 4 }))
+    assert.equal(seen.length, 1)
+    assert.equal(seen[0].uri, 'sip:alice@10.0.0.1:5060')
+    assert.equal(seen[0].expiresAt, at)
+    assert.deepEqual(registrar.lookup(AOR).map(b => b.uri), ['sip:alice@10.0.0.2:5060'])
+  } finally { registrar.stop() }
+})
