@@ -437,23 +437,26 @@ export class Registrar<Flow = unknown> {
     if (checked === undefined) return this.#unavailable('Overloaded')
     const [aor, callId, cseq] = checked
     this.#overload.pending++
-    // under the AoR's lock (as #serialized): the turn taken at once when the AoR is free, and
-    // the answer handed on without an async function's frame saved across the claim per REGISTER
-    const turn = this.#acquire(aor)
+    // under the AoR's lock (as #serialized), the answer handed on without an async function's
+    // frame saved across the claim per REGISTER. When the AoR is free the REGISTER runs at once,
+    // and takes the lock only if it has something to wait for: nothing else runs before it
+    // returns, so a REGISTER answered in this turn (a refresh) holds it without an entry in the
+    // map of locks (a set and a delete per REGISTER, each resizing the map's table now and then)
     let reply: Reply | Promise<Reply>
-    if (turn === undefined) {
+    if (!this.#busy.has(aor)) {
       try {
         reply = this.#register(request, aor, callId, cseq, flow)
       } catch (err) {
-        this.#finished(aor)
+        this.#overload.pending--
         throw err
       }
       if (!(reply instanceof Promise)) {
-        this.#finished(aor)
+        this.#overload.pending--
         return reply
       }
+      this.#busy.set(aor, NOBODY)
     } else {
-      reply = turn.then(() => this.#register(request, aor, callId, cseq, flow))
+      reply = (this.#acquire(aor) as Promise<void>).then(() => this.#register(request, aor, callId, cseq, flow))
     }
     return reply.then(r => { this.#finished(aor); return r }, (err: unknown) => { this.#finished(aor); throw err })
   }

@@ -15,7 +15,7 @@ import { NonInviteClientTransaction } from './non-invite-client-transaction.ts'
 import { InviteClientTransaction } from './invite-client-transaction.ts'
 import { NonInviteServerTransaction } from './non-invite-server-transaction.ts'
 import { InviteServerTransaction } from './invite-server-transaction.ts'
-import type { ClientTransactionUser, Transaction } from './transaction.ts'
+import { TransactionState as TxState, type ClientTransactionUser, type Transaction } from './transaction.ts'
 import { LingerTable } from './linger-table.ts'
 import { LingeringResponses } from './lingering-responses.ts'
 
@@ -157,14 +157,25 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     const tx: ServerTransaction = request.method === 'INVITE'
       ? new InviteServerTransaction<SipRequest, SipResponse>(key, request, flow, this.timers)
       : new NonInviteServerTransaction<SipRequest, SipResponse>(key, request, flow, this.timers, {}, this.#lingerHandoff)
-    this.#trackServer(tx)
     this.stats.serverCreated++
     if (request.method === 'CANCEL') {
+      this.#trackServer(tx)
       const invite = this.#servers.get(key.replace(/\|CANCEL$/, '|INVITE'))
       this.#core.onCancel(request, tx, invite instanceof InviteServerTransaction ? invite : undefined, flow)
       return
     }
+    if (request.method === 'INVITE') {
+      this.#trackServer(tx)
+      this.#core.onRequest(request, tx, flow)
+      return
+    }
+    // a non-INVITE transaction answered in this turn (a REGISTER refresh the registrar answers at
+    // once) ends in it, handing its response to the linger table: it enters the table of live
+    // transactions only when it outlives the turn (no set and delete per request there; nothing
+    // else runs before onRequest returns, and what a retransmission matches then is in the linger table)
+    tx.onTerminated(this.#untrackServer)
     this.#core.onRequest(request, tx, flow)
+    if (tx.state !== TxState.Terminated) this.#servers.set(key, tx)
   }
 
   /** An incoming response: match a client transaction (17.1.3) or hand it up as stray. */
