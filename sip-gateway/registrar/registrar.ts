@@ -354,8 +354,10 @@ export class Registrar<Flow = unknown> {
    */
   #install (aor: string, bindings: Array<StoredBinding<Flow>>, exact = false): void {
     let reg = this.#regs.get(aor)
+    // the contact index: a key the AoR keeps is left as it is (a refresh writes nothing there: a
+    // delete and a set per refresh leave holes that make the Map rebuild its table now and then)
     if (reg !== undefined) {
-      for (const b of reg.bindings) if (this.#byContact.get(b.key) === reg) this.#byContact.delete(b.key)
+      for (const b of reg.bindings) if (indexOfKey(bindings, b.key) === -1 && this.#byContact.get(b.key) === reg) this.#byContact.delete(b.key)
     }
     if (bindings.length === 0) {
       // what leaves #regs stays known (isKnown)
@@ -372,7 +374,7 @@ export class Registrar<Flow = unknown> {
     } else {
       reg.bindings = bindings
     }
-    for (const b of bindings) this.#byContact.set(b.key, reg)
+    for (const b of bindings) if (this.#byContact.get(b.key) !== reg) this.#byContact.set(b.key, reg)
     // the wheel: a registration waits in the slot of its earliest expiry; one refreshed to a later
     // expiry stays where it is (that slot finds nothing due and moves it on)
     const slot = this.#wheel.slotOf(minExpiry(bindings))
