@@ -3,10 +3,14 @@
  * transactions over UDP, as sent, so that a retransmitted request gets the same bytes again for
  * 64*T1 (32 s). At 20,000 REGISTER refreshes a second that is 640,000 responses alive at once.
  *
- * Kept out of V8's heap: each entry's key and response bytes are appended to large segments of
- * memory outside the heap (1 MiB each, dropped whole once every entry in them has expired and
- * written again, up to 16 of them; all given back once the table is empty), and
- * what the table knows of an entry (where its bytes are, its expiry, its key's hash, its flow) sits
+ * Kept out of V8's heap: each entry's key and response bytes are written to an arena of memory
+ * outside the heap (32 MiB, the size at which glibc's malloc always maps memory of its own, so
+ * that an arena given back is given back to the system: smaller blocks would sit in malloc's heap
+ * among live chunks, resident after a burst), used as a ring that starts again from its beginning
+ * as soon as the oldest live entry leaves room there (the pages in use stay about twice the live
+ * bytes, at any rate); when the ring is full a new arena takes the writes, and an arena whose
+ * entries all expired is dropped (one kept for reuse; all given back once the table is empty).
+ * What the table knows of an entry (where its bytes are, its expiry, its key's hash, its flow) sits
  * in a ring of typed arrays indexed by the entry's number. The key's 30-bit hash finds the newest
  * entry with that hash in a Map of small integers (no string, no object per entry); entries whose
  * hashes collide are chained newest first and told apart by their key bytes. Before, each entry
@@ -22,11 +26,11 @@ import { Buffer } from 'node:buffer'
 
 /** entry numbers and hashes are 30-bit (small integers in V8: no heap number per Map entry) */
 const MASK = 0x3fff_ffff
-/** the size of one segment of response bytes */
-const SEGMENT = 1 << 20
+/** the size of an arena of response bytes: glibc maps blocks of 32 MiB or more (its largest mmap threshold) */
+const ARENA = 32 << 20
 const EMPTY = -1
-/** most emptied segments kept for reuse */
-const SPARES = 16
+/** most emptied arenas kept for reuse */
+const SPARES = 1
 
 /** FNV-1a over the key's UTF-16 code units, 30 bits */
 function hashOf (key: string): number {
@@ -35,7 +39,8 @@ function hashOf (key: string): number {
   return (h >>> 0) & MASK
 }
 
-interface Segment { readonly id: number, readonly buf: Buffer, used: number }
+/** an arena: `used` is where the next entry goes, `firstN` the number of the first entry written to it */
+interface Segment { readonly id: number, readonly buf: Buffer, used: number, readonly firstN: number }
 
 export class LingeringResponses<F> {
   readonly #ms: number
@@ -60,19 +65,21 @@ export class LingeringResponses<F> {
   #segments: Segment[] = []
   #nextSegment = 0
   /**
-   * segments whose entries all expired, written again: a steady load then allocates no memory
-   * outside the heap, which V8 counts (external memory grown by 64 MB starts a full GC; a dropped
-   * segment is only freed by one)
+   * an arena whose entries all expired, written again: a steady load then allocates no memory
+   * outside the heap, which V8 counts (external memory grown by 64 MB starts a GC; a dropped arena
+   * is only freed by one)
    */
   #spares: Buffer[] = []
+  readonly #arena: number
   /** a key's UTF-8 bytes, to compare with an entry's */
   #scratch = Buffer.allocUnsafe(1024)
   #timer: ReturnType<typeof setInterval> | undefined
 
-  /** `ms`: how long each entry lingers; `now`: the clock (tests give their own) */
-  constructor (ms: number, now: () => number = () => performance.now()) {
+  /** `ms`: how long each entry lingers; `now`: the clock and `arenaBytes` the arenas' size (tests give their own) */
+  constructor (ms: number, now: () => number = () => performance.now(), arenaBytes = ARENA) {
     this.#ms = ms
     this.#now = now
+    this.#arena = arenaBytes
   }
 
   /** entries lingering */
@@ -83,7 +90,7 @@ export class LingeringResponses<F> {
     let used = 0
     let reserved = 0
     for (const s of this.#segments) { used += s.used; reserved += s.buf.length }
-    return { used, reserved, spare: this.#spares.length * SEGMENT }
+    return { used, reserved, spare: this.#spares.reduce((a, b) => a + b.length, 0) }
   }
 
   /** keep `bytes` (copied) and `flow` under `key` for the table's time */
@@ -91,17 +98,18 @@ export class LingeringResponses<F> {
     if (this.#count === this.#cap) this.#grow()
     const h = hashOf(key)
     const room = key.length * 3 + bytes.length
+    const n = (this.#first + this.#count) & MASK
     let seg = this.#segments.length === 0 ? undefined : this.#segments[this.#segments.length - 1]
-    if (seg === undefined || seg.buf.length - seg.used < room) {
-      const spare = room <= SEGMENT ? this.#spares.pop() : undefined
-      seg = { id: this.#nextSegment++, buf: spare ?? Buffer.allocUnsafeSlow(Math.max(SEGMENT, room)), used: 0 }
+    let at = seg === undefined ? -1 : this.#placeIn(seg, room)
+    if (seg === undefined || at === -1) {
+      const spare = room <= this.#arena ? this.#spares.pop() : undefined
+      seg = { id: this.#nextSegment++, buf: spare ?? Buffer.allocUnsafeSlow(Math.max(this.#arena, room)), used: 0, firstN: n }
       this.#segments.push(seg)
+      at = 0
     }
-    const at = seg.used
     const keyLength = seg.buf.write(key, at, 'utf8')
     seg.buf.set(bytes, at + keyLength)
     seg.used = at + keyLength + bytes.length
-    const n = (this.#first + this.#count) & MASK
     const i = n & (this.#cap - 1)
     this.#segOf[i] = seg.id
     this.#offset[i] = at
@@ -144,6 +152,28 @@ export class LingeringResponses<F> {
     this.#layout(64)
     clearInterval(this.#timer)
     this.#timer = undefined
+  }
+
+  /**
+   * where `room` bytes go in the arena written to (the last one), a ring: from its start again as
+   * soon as its oldest live entry leaves room there, else after its last entry; -1 when full
+   */
+  #placeIn (seg: Segment, room: number): number {
+    // the arena's oldest live entry: its first one, or the table's oldest when that one expired
+    const oldest = this.#count === 0 ? EMPTY : this.#live(seg.firstN) ? seg.firstN : this.#first
+    if (oldest === EMPTY) return 0
+    if (this.#segOf[oldest & (this.#cap - 1)] !== seg.id) return -1
+    const r = this.#offset[oldest & (this.#cap - 1)]
+    const w = seg.used
+    if (w > r) {
+      // live from r to w: the start again once the room before r is as large as what is live (so
+      // that the writes from the start have as much room ahead of them as the expiries free
+      // behind them), else on after w
+      if (r >= room && r >= w - r) return 0
+      return seg.buf.length - w >= room ? w : -1
+    }
+    // wrapped: live from r to where the writes wrapped, and from the start to w
+    return r - w >= room ? w : -1
   }
 
   /** the number of the newest live entry under `key`, or EMPTY */
@@ -225,7 +255,7 @@ export class LingeringResponses<F> {
       while (k < this.#segments.length && this.#segments[k].id < oldest) k++
       if (k > 0) {
         for (const dropped of this.#segments.splice(0, k)) {
-          if (this.#spares.length < SPARES && dropped.buf.length === SEGMENT) this.#spares.push(dropped.buf)
+          if (this.#spares.length < SPARES && dropped.buf.length === this.#arena) this.#spares.push(dropped.buf)
         }
       }
       return

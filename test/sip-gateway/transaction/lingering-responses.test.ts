@@ -97,8 +97,8 @@ test('keys with any characters (UTF-8 longer than their length) and a key set ag
   assert.equal(t.get(odd)?.flow, flowB)
 })
 
-test('thousands of entries of a burst (the ring grown while wrapped, many segments): each found whole, then all given back', () => {
-  const t = new LingeringResponses<number>(800, () => now)
+test('thousands of entries of a burst (the ring grown while wrapped, many arenas): each found whole, then all given back', () => {
+  const t = new LingeringResponses<number>(800, () => now, 1 << 20)
   const body = 'v'.repeat(1500)
   // a ring that wraps before it grows: 40 set and expired, then the burst
   for (let i = 0; i < 40; i++) t.set(`warm${i}`, bytes('w'), i)
@@ -119,11 +119,11 @@ test('thousands of entries of a burst (the ring grown while wrapped, many segmen
   assert.equal(t.size, n / 2 - 1)
   assert.equal(t.get('z9hG4bK0|10.0.0.0:5060|REGISTER'), undefined)
   assert.equal(t.get(`z9hG4bK${n - 1}|10.0.0.${(n - 1) % 250}:5060|REGISTER`)?.flow, n - 1)
-  assert.ok(t.bytes.reserved < 4 << 20, `segments of expired entries dropped (${t.bytes.reserved})`)
+  assert.ok(t.bytes.reserved < 4 << 20, `arenas of expired entries dropped (${t.bytes.reserved})`)
   const spare = t.bytes.spare
-  assert.ok(spare >= 1 << 20, 'kept for reuse')
+  assert.equal(spare, 1 << 20, 'one kept for reuse')
   for (let i = 0; i < 1000; i++) t.set(`again${i}`, bytes(`${i} ${body}`), i)
-  assert.ok(t.bytes.spare < spare, 'a spare segment written again')
+  assert.equal(t.bytes.spare, 0, 'the spare arena written again')
   assert.equal(t.get('again999')?.bytes.toString(), `999 ${body}`)
   assert.equal(t.get(`z9hG4bK${n - 1}|10.0.0.${(n - 1) % 250}:5060|REGISTER`)?.bytes.toString(), `${n - 1} ${body}`)
   advance(900)
@@ -133,4 +133,35 @@ test('thousands of entries of a burst (the ring grown while wrapped, many segmen
   t.clear()
   t.set('after', bytes('a'), 1)
   assert.equal(t.get('after')?.flow, 1)
+})
+
+test('a steady load writes one arena as a ring: its start used again once the oldest entries leave room, every live entry found whole', () => {
+  const arena = 256 << 10
+  const t = new LingeringResponses<number>(800, () => now, arena)
+  const body = 'r'.repeat(400)
+  let maxUsed = 0
+  // 2 entries every 10 ms, each living 800 ms: ~160 live (~75 KB), ~550 KB written over the run in an arena of 256 KiB
+  for (let tick = 0; tick < 600; tick++) {
+    for (let j = 0; j < 2; j++) {
+      const i = tick * 2 + j
+      t.set(`z9hG4bK${i}|10.0.0.1:5060|REGISTER`, bytes(`${i} ${body}`), i)
+    }
+    maxUsed = Math.max(maxUsed, t.bytes.used)
+    advance(10)
+    // every live entry is whole (none overwritten by a write that wrapped)
+    if (tick % 20 === 19) {
+      for (let i = Math.max(0, tick * 2 - 150); i <= tick * 2 + 1; i++) {
+        const got = t.get(`z9hG4bK${i}|10.0.0.1:5060|REGISTER`)
+        if (got !== undefined) assert.equal(got.bytes.toString(), `${i} ${body}`)
+      }
+      assert.ok(t.get(`z9hG4bK${tick * 2 + 1}|10.0.0.1:5060|REGISTER`) !== undefined, 'the newest found')
+    }
+  }
+  assert.ok(t.size >= 150 && t.size <= 170, `about 160 live (${t.size})`)
+  assert.equal(t.bytes.reserved, arena, 'one arena all along')
+  assert.ok(maxUsed < 200 << 10, `its start used again (${maxUsed})`)
+  assert.ok(t.bytes.spare === 0)
+  advance(900)
+  assert.equal(t.size, 0)
+  assert.equal(t.bytes.reserved, 0)
 })
