@@ -695,7 +695,31 @@ export class DhtRegistry implements ClaimRegistry {
     })
   }
 
+  /**
+   * The refresh of a live claim this node holds whose lease needs no renewal: answered from local
+   * state at once, the lease taken on to the binding's expiry (the sweep renews it). Undefined
+   * when `claim` must run (not held, displaced, a lease to renew, not started).
+   */
+  claimNow (aorIn: Aor, binding: LocalBinding): ClaimResult | undefined {
+    if (this.shutdown == null) return undefined
+    let aor: Aor
+    try { aor = normalizeAor(aorIn) } catch { return undefined }
+    const held = this.own.get(aor)
+    if (held == null || held.claim.kind !== 'claim') return undefined
+    const now = Date.now()
+    const until = binding.expiresAt + this.grace
+    if (!(held.claim.expiresAt > now) || this.cache.get(aor)?.claim !== held.claim) return undefined
+    if (!(held.claim.expiresAt - now > this.renewAhead || held.claim.expiresAt >= until)) return undefined
+    held.until = until
+    this.stats.claims++
+    this.stats.refreshes++
+    const route = this.routeOf(held.claim, now)!
+    return { won: true, route, previous: route, replicas: held.replicas }
+  }
+
   async claim (aorIn: Aor, binding: LocalBinding, options?: ClaimOptions): Promise<ClaimResult> {
+    const answered = this.claimNow(aorIn, binding)
+    if (answered !== undefined) return answered
     const aor = normalizeAor(aorIn)
     if (this.shutdown == null) throw new NotStartedError()
     this.stats.claims++

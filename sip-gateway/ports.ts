@@ -86,6 +86,15 @@ export interface Registry {
    */
   claim (aor: Aor, binding: LocalBinding, options?: ClaimOptions): Promise<ClaimResult>
 
+  /**
+   * What `claim` would resolve with, at once, when it needs nothing to wait for: the refresh of a
+   * live claim this node holds, whose lease needs no renewal yet (the lease taken on to the
+   * binding's expiry as `claim` does). Undefined when `claim` must be called (a new claim, a lease
+   * to renew, an AoR held by another node). It is how the registrar answers a refresh in the turn
+   * it arrived, without a promise (issue 9). Optional: without it, the registrar calls `claim`.
+   */
+  claimNow? (aor: Aor, binding: LocalBinding): ClaimResult | undefined
+
   /** Give up an AoR this node owns (the last binding ended); afterwards it resolves to nothing. */
   release (aor: Aor, options?: AbortOptions): Promise<void>
 

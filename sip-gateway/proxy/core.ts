@@ -498,9 +498,12 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   /** REGISTER to a served domain: the registrar answers */
-  #register (request: SipRequest, tx: ServerTransaction, flow: Flow, uri: SipUri): Promise<void> {
-    // one reaction on the registrar's answer, not an async function's frame and its await per REGISTER
-    return this.#registrar.handle(request, flow, uri).then(reply => { this.#reply(tx, request, reply) })
+  #register (request: SipRequest, tx: ServerTransaction, flow: Flow, uri: SipUri): void | Promise<void> {
+    // answered in this turn when the registrar answers at once (a refresh of a claim held here),
+    // else one reaction on its answer, not an async function's frame and its await per REGISTER
+    const reply = this.#registrar.handleNow(request, flow, uri)
+    if (reply instanceof Promise) return reply.then(r => { this.#reply(tx, request, r) })
+    this.#reply(tx, request, reply)
   }
 
   /** a request with a Route left once ours was consumed (16.4, 16.12) */

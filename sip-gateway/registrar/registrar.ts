@@ -117,6 +117,39 @@ function keyOfUri (list: ReadonlyArray<{ key: string, uri: string }>, uri: strin
   return undefined
 }
 
+/**
+ * The index of the binding in `list` that `raw` (a Contact value) names exactly as it was bound:
+ * `<uri>` with its URI written the same, no display name and no parameter but an `expires` of 1 to
+ * 10 digits, for a binding with no parameters; -1 otherwise (then the Contact is parsed). What
+ * parseNameAddr gives for such a value is that URI and no other parameter, so the refresh is the
+ * same with or without the parse.
+ */
+function sameContact (list: ReadonlyArray<{ uri: string, params: Record<string, string | null> }>, raw: string): number {
+  if (raw.charCodeAt(0) !== 60 /* < */) return -1
+  for (let i = 0; i < list.length; i++) {
+    const uri = list[i].uri
+    if (raw.charCodeAt(uri.length + 1) !== 62 /* > */ || !raw.startsWith(uri, 1)) continue
+    for (const _ in list[i].params) return -1
+    const end = uri.length + 2
+    return end === raw.length || expiresParamOf(raw, end) !== -1 ? i : -1
+  }
+  return -1
+}
+
+/** the value of `;expires=<1 to 10 digits>` when it is all of `raw` from `at` (capped as parseExpires), else -1 */
+function expiresParamOf (raw: string, at: number): number {
+  if (at === raw.length || !raw.startsWith(';expires=', at)) return -1
+  const from = at + 9
+  if (raw.length - from < 1 || raw.length - from > 10) return -1
+  let v = 0
+  for (let j = from; j < raw.length; j++) {
+    const c = raw.charCodeAt(j) - 48
+    if (c < 0 || c > 9) return -1
+    v = v * 10 + c
+  }
+  return Math.min(v, 0xffffffff)
+}
+
 /** index of the binding with `key` in `list`, -1 when none */
 function indexOfKey (list: ReadonlyArray<{ key: string }>, key: string): number {
   for (let i = 0; i < list.length; i++) if (list[i].key === key) return i
@@ -127,6 +160,33 @@ function indexOfKey (list: ReadonlyArray<{ key: string }>, key: string): number 
 function without<T> (list: T[], x: T): void {
   const i = list.indexOf(x)
   if (i !== -1) list.splice(i, 1)
+}
+
+/** a Change's lists while nothing is in them (never written to: replaced when something goes in) */
+const NO_KEYS: string[] = Object.freeze([]) as unknown as string[]
+const NO_BINDINGS: Array<StoredBinding<never>> = Object.freeze([]) as unknown as Array<StoredBinding<never>>
+
+/**
+ * the live ones of a registration's bindings (unique by key: as #install keeps them): its own
+ * array when all are live (the usual case; read, never written), else a copy of the live ones
+ */
+function liveOf<Flow> (bindings: Array<StoredBinding<Flow>> | undefined, now: number): Array<StoredBinding<Flow>> {
+  if (bindings === undefined) return []
+  let live = 0
+  for (let i = 0; i < bindings.length; i++) if (bindings[i].expiresAt > now) live++
+  return live === bindings.length ? bindings : bindings.filter(b => b.expiresAt > now)
+}
+
+/** the live ones of stored bindings, keyed as a Map would keep them: a later binding of a key takes the place of the first */
+function keyedLive<Flow> (bindings: Array<StoredBinding<Flow>>, now: number): Array<StoredBinding<Flow>> {
+  const current: Array<StoredBinding<Flow>> = []
+  for (const b of bindings) {
+    if (b.expiresAt <= now) continue
+    const i = indexOfKey(current, b.key)
+    if (i === -1) current.push(b)
+    else current[i] = b
+  }
+  return current
 }
 
 
@@ -291,11 +351,16 @@ export class Registrar<Flow = unknown> {
     return b !== undefined && b.expiresAt > this.#now() ? b : undefined
   }
 
-  /** make `bindings` the AoR's (none: it is no longer registered here), keeping the indexes */
-  #install (aor: string, bindings: Array<StoredBinding<Flow>>): void {
+  /**
+   * make `bindings` the AoR's (none: it is no longer registered here), keeping the indexes;
+   * `exact`: the array is the caller's to give, of exactly its length (else a copy is kept)
+   */
+  #install (aor: string, bindings: Array<StoredBinding<Flow>>, exact = false): void {
     let reg = this.#regs.get(aor)
+    // the contact index: a key the AoR keeps is left as it is (a refresh writes nothing there: a
+    // delete and a set per refresh leave holes that make the Map rebuild its table now and then)
     if (reg !== undefined) {
-      for (const b of reg.bindings) if (this.#byContact.get(b.key) === reg) this.#byContact.delete(b.key)
+      for (const b of reg.bindings) if (indexOfKey(bindings, b.key) === -1 && this.#byContact.get(b.key) === reg) this.#byContact.delete(b.key)
     }
     if (bindings.length === 0) {
       // what leaves #regs stays known (isKnown)
@@ -305,14 +370,14 @@ export class Registrar<Flow = unknown> {
     this.#known.delete(aor)
     // a copy of exactly its length: an array grown by push holds room for 17 elements (152 bytes
     // for one binding, 100,000s of registrations), one of slice() for what it holds
-    bindings = bindings.slice()
+    if (!exact) bindings = bindings.slice()
     if (reg === undefined) {
       reg = { aor, bindings, slot: 0 }
       this.#regs.set(aor, reg)
     } else {
       reg.bindings = bindings
     }
-    for (const b of bindings) this.#byContact.set(b.key, reg)
+    for (const b of bindings) if (this.#byContact.get(b.key) !== reg) this.#byContact.set(b.key, reg)
     // the wheel: a registration waits in the slot of its earliest expiry; one refreshed to a later
     // expiry stays where it is (that slot finds nothing due and moves it on)
     const slot = this.#wheel.slotOf(minExpiry(bindings))
@@ -354,38 +419,49 @@ export class Registrar<Flow = unknown> {
   }
 
   /**
-   * Handle one REGISTER (RFC 3261 10.3). Throws SipStatusError for refusals; resolves with the
-   * 200 (or 302, or 503 with Retry-After when the node is overloaded) to send.
+   * Handle one REGISTER (RFC 3261 10.3). Rejects with SipStatusError for refusals; resolves with
+   * the 200 (or 302, or 503 with Retry-After when the node is overloaded) to send.
    */
   handle (request: SipRequest, flow?: Flow, requestUri?: SipUri): Promise<Reply> {
-    let aor: string
-    let callId: string
-    let cseq: number
     try {
-      const checked = this.#check(request, requestUri)
-      if (checked === undefined) return Promise.resolve(this.#unavailable('Overloaded'))
-      ;[aor, callId, cseq] = checked
+      const reply = this.handleNow(request, flow, requestUri)
+      return reply instanceof Promise ? reply : Promise.resolve(reply)
     } catch (err) {
       return Promise.reject(err)
     }
+  }
+
+  /**
+   * `handle`, with the answer at once where nothing is waited for: the refresh of an AoR whose
+   * claim the registry answers at once (`Registry.claimNow`) and whose stored record covers it
+   * (no promise, closure or microtask per REGISTER then, issue 9); else a promise of it. Throws
+   * SipStatusError for refusals.
+   */
+  handleNow (request: SipRequest, flow?: Flow, requestUri?: SipUri): Reply | Promise<Reply> {
+    const checked = this.#check(request, requestUri)
+    if (checked === undefined) return this.#unavailable('Overloaded')
+    const [aor, callId, cseq] = checked
     this.#overload.pending++
-    // under the AoR's lock (as #serialized): the turn taken at once when the AoR is free, and
-    // the answer handed on without an async function's frame saved across the claim per REGISTER
-    const turn = this.#acquire(aor)
+    // under the AoR's lock (as #serialized), the answer handed on without an async function's
+    // frame saved across the claim per REGISTER. When the AoR is free the REGISTER runs at once,
+    // and takes the lock only if it has something to wait for: nothing else runs before it
+    // returns, so a REGISTER answered in this turn (a refresh) holds it without an entry in the
+    // map of locks (a set and a delete per REGISTER, each resizing the map's table now and then)
     let reply: Reply | Promise<Reply>
-    if (turn === undefined) {
+    if (!this.#busy.has(aor)) {
       try {
         reply = this.#register(request, aor, callId, cseq, flow)
       } catch (err) {
-        this.#finished(aor)
-        return Promise.reject(err)
+        this.#overload.pending--
+        throw err
       }
       if (!(reply instanceof Promise)) {
-        this.#finished(aor)
-        return Promise.resolve(reply)
+        this.#overload.pending--
+        return reply
       }
+      this.#busy.set(aor, NOBODY)
     } else {
-      reply = turn.then(() => this.#register(request, aor, callId, cseq, flow))
+      reply = (this.#acquire(aor) as Promise<void>).then(() => this.#register(request, aor, callId, cseq, flow))
     }
     return reply.then(r => { this.#finished(aor); return r }, (err: unknown) => { this.#finished(aor); throw err })
   }
@@ -492,14 +568,7 @@ export class Registrar<Flow = unknown> {
     // the AoR's bindings (those stored before a restart and not claimed again yet included),
     // what has expired but not been swept yet left out
     const restoring = this.#stored.pending(aor)
-    const current: Array<StoredBinding<Flow>> = []
-    for (const b of restoring ?? this.#regs.get(aor)?.bindings ?? []) {
-      if (b.expiresAt <= now) continue
-      // keyed as a Map would keep them: a later binding of the same key takes the place of the first
-      const i = indexOfKey(current, b.key)
-      if (i === -1) current.push(b as StoredBinding<Flow>)
-      else current[i] = b as StoredBinding<Flow>
-    }
+    const current = restoring === undefined ? liveOf(this.#regs.get(aor)?.bindings, now) : keyedLive(restoring as Array<StoredBinding<Flow>>, now)
 
     // no Contact: a query, answered with the current bindings (10.3 step 6)
     if (contacts.length === 0) return this.#ok(aor, current, now)
@@ -518,20 +587,30 @@ export class Registrar<Flow = unknown> {
       return { current, change, restoring: restoring !== undefined }
     }
 
-    // step 7: every contact, all or nothing
-    const change: Change<Flow> = { remove: [], upsert: [] }
+    // step 7: every contact, all or nothing (the arrays made when something goes in: one of
+    // exactly one binding for the usual refresh, not one grown by push with room for 17)
+    const change: Change<Flow> = { remove: NO_KEYS, upsert: NO_BINDINGS as Array<StoredBinding<Flow>> }
     for (const raw of contacts) {
+      // a contact written exactly as the binding it refreshes was (the usual refresh): that binding,
+      // with no parse of the Contact
+      const same = sameContact(current, raw)
       let na
       let key
-      try {
-        na = parseNameAddr(raw)
-        // a contact refreshed as it was written: its key is the one it has (no parse of its URI)
-        key = keyOfUri(current, na.uri) ?? contactKey(na.uri)
-      } catch {
-        throw new SipStatusError(400, 'Malformed Contact')
+      if (same !== -1) {
+        na = { uri: current[same].uri, params: EMPTY_PARAMS }
+        key = current[same].key
+      } else {
+        try {
+          na = parseNameAddr(raw)
+          // a contact refreshed as it was written: its key is the one it has (no parse of its URI)
+          key = keyOfUri(current, na.uri) ?? contactKey(na.uri)
+        } catch {
+          throw new SipStatusError(400, 'Malformed Contact')
+        }
       }
-      const pe = na.params.expires
-      let expires = pe !== undefined && pe !== null ? parseExpires(pe) : headerExpires ?? this.#default
+      const pe = same !== -1 ? undefined : na.params.expires
+      const pn = same !== -1 ? expiresParamOf(raw, current[same].uri.length + 2) : -1
+      let expires = pn !== -1 ? pn : pe !== undefined && pe !== null ? parseExpires(pe) : headerExpires ?? this.#default
       if (expires > 0 && expires < this.#min) {
         return { status: 423, reason: 'Interval Too Brief', headers: [['Min-Expires', String(this.#min)]] }
       }
@@ -544,7 +623,10 @@ export class Registrar<Flow = unknown> {
       const pending = indexOfKey(change.upsert, key)
       if (expires === 0) {
         if (pending !== -1) change.upsert.splice(pending, 1)
-        if (existing !== undefined && !change.remove.includes(key)) change.remove.push(key)
+        if (existing !== undefined && !change.remove.includes(key)) {
+          if (change.remove === NO_KEYS) change.remove = [key]
+          else change.remove.push(key)
+        }
         continue
       }
       let params: Record<string, string | null> = EMPTY_PARAMS
@@ -572,7 +654,10 @@ export class Registrar<Flow = unknown> {
         // the stored record still holds this binding when only its expiry and CSeq move
         durableUntil: sameUri && sameCall && params === existing.params ? existing.durableUntil : 0
       }
-      if (pending === -1) change.upsert.push(binding)
+      if (pending === -1) {
+        if (change.upsert === NO_BINDINGS) change.upsert = [binding]
+        else change.upsert.push(binding)
+      }
       else change.upsert[pending] = binding
     }
 
@@ -594,37 +679,51 @@ export class Registrar<Flow = unknown> {
     return { status: 302, reason: 'Moved Temporarily', headers: [['Contact', `<sip:${user}${by.sip}>`]] }
   }
 
-  #commit (aor: string, plan: Plan<Flow>, now: number): Promise<Reply> {
+  #commit (aor: string, plan: Plan<Flow>, now: number): Reply | Promise<Reply> {
     const { current, change, restoring } = plan
     // the bindings after the change, in the order a Map keyed by contact would keep them
-    const bindings = current.slice()
+    let bindings = current.slice()
     for (const k of change.remove) {
       const i = indexOfKey(bindings, k)
       if (i !== -1) bindings.splice(i, 1)
     }
+    let grown = false
     for (const b of change.upsert) {
       const i = indexOfKey(bindings, b.key)
-      if (i === -1) bindings.push(b)
-      else bindings[i] = b
+      if (i === -1) { bindings.push(b); grown = true } else bindings[i] = b
     }
+    // the array the registration keeps: one of exactly its length (see #install)
+    if (grown) bindings = bindings.slice()
     if (bindings.length > this.#maxContacts) throw new SipStatusError(403, 'Too Many Contacts')
     // this REGISTER takes the stored bindings over: the restart's re-claim skips the AoR
     if (restoring) this.#stored.take(aor)
     return bindings.length > 0 ? this.#bind(aor, bindings, plan, now) : this.#unbind(aor, restoring, now)
   }
 
-  /** claim the AoR for `bindings`, then bind them and answer (200 only once claimed and durable) */
-  #bind (aor: string, bindings: Array<StoredBinding<Flow>>, plan: Plan<Flow>, now: number): Promise<Reply> {
+  /**
+   * claim the AoR for `bindings`, then bind them and answer (200 only once claimed and durable):
+   * at once when the registry answers the claim at once (a refresh of a claim it holds) and the
+   * stored record covers the change
+   */
+  #bind (aor: string, bindings: Array<StoredBinding<Flow>>, plan: Plan<Flow>, now: number): Reply | Promise<Reply> {
+    const binding = { expiresAt: maxExpiry(bindings) }
     // reactions on the claim, not an async function's frame saved across it per REGISTER
-    let claim: Promise<ClaimResult>
+    let held: ClaimResult | undefined
+    let claim: Promise<ClaimResult> | undefined
     try {
-      // answered once this node and the first replica store it: one frozen replica does not
-      // hold the REGISTER for the put timeout (a later loss displaces it, P3)
-      claim = this.#registry.claim(aor, { expiresAt: maxExpiry(bindings) }, FIRST_REPLICA)
+      // a refresh of a claim this node holds is answered at once; a new claim once this node and
+      // the first replica store it: one frozen replica does not hold the REGISTER for the put
+      // timeout (a later loss displaces it, P3)
+      held = this.#registry.claimNow?.(aor, binding)
+      if (held === undefined) claim = this.#registry.claim(aor, binding, FIRST_REPLICA)
     } catch (err) {
       return Promise.resolve().then(() => this.#claimFailed(aor, plan, err))
     }
-    return claim.then(result => {
+    if (held !== undefined) {
+      const outcome = this.#claimed(aor, bindings, plan, now, held)
+      return outcome !== WRITE ? outcome : this.#written(aor, bindings, plan, now, held)
+    }
+    return (claim as Promise<ClaimResult>).then(result => {
       const outcome = this.#claimed(aor, bindings, plan, now, result)
       return outcome !== WRITE ? outcome : this.#written(aor, bindings, plan, now, result)
     }, (err: unknown) => this.#claimFailed(aor, plan, err))
@@ -664,7 +763,8 @@ export class Registrar<Flow = unknown> {
     // answered 200 only once durable (a restart claims it again): a refresh the stored record
     // covers already is, by the rule of durable-horizon.ts
     const covered = !plan.restoring && coveredByRecord(bindings, this.#regs.get(aor)?.bindings, now, this.#slackMs)
-    this.#install(aor, bindings)
+    // #commit's array, made for this registration alone
+    this.#install(aor, bindings, true)
     return covered ? this.#bound(aor, bindings, plan, now, result) : WRITE
   }
 

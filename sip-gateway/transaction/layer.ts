@@ -15,9 +15,10 @@ import { NonInviteClientTransaction } from './non-invite-client-transaction.ts'
 import { InviteClientTransaction } from './invite-client-transaction.ts'
 import { NonInviteServerTransaction } from './non-invite-server-transaction.ts'
 import { InviteServerTransaction } from './invite-server-transaction.ts'
-import type { ClientTransactionUser, Transaction } from './transaction.ts'
+import { TransactionState as TxState, type ClientTransactionUser, type Transaction } from './transaction.ts'
 import { LingerTable } from './linger-table.ts'
 import { KeyTable } from './key-table.ts'
+import { LingeringResponses } from './lingering-responses.ts'
 
 export { TransactionState } from './transaction.ts'
 export type { ClientTransactionUser, ServerTransactionUser } from './transaction.ts'
@@ -91,17 +92,6 @@ export function ackFor (invite: SipRequest, response: SipResponse): SipRequest {
   return new SipRequest('ACK', invite.uri, h)
 }
 
-/** A completed non-INVITE server transaction's final response, kept for timer J (see LingerTable). */
-interface Lingering {
-  /**
-   * The response's bytes as a one-byte (latin1) string: it lives in V8's heap, which gives its
-   * pages back after a burst, instead of a Buffer slice of malloc'd memory, which pins the
-   * allocator's arena long after timer J (glibc does not trim around live chunks).
-   */
-  readonly bytes: string
-  readonly flow: TxFlow<never>
-}
-
 export class TransactionLayer<F extends MessageFlow = MessageFlow> {
   readonly timers: TimerSettings
   readonly #core: TransactionCore<F>
@@ -110,12 +100,12 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
   /**
    * Non-INVITE server transactions over UDP that sent their final response: for timer J (64*T1,
    * 32 s) a retransmitted request gets the same bytes again (RFC 3261 17.2.2); only the key, the
-   * bytes and the flow are kept, not the transaction.
+   * bytes and the flow are kept, not the transaction, and the bytes outside V8's heap (see
+   * LingeringResponses).
    */
-  readonly #lingering: LingerTable<Lingering>
+  readonly #lingering: LingeringResponses<TxFlow<never>>
   readonly #lingerHandoff = (key: string, bytes: Uint8Array, flow: TxFlow<never>): void => {
-    const text = Buffer.isBuffer(bytes) ? bytes.toString('latin1') : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
-    this.#lingering.set(key, { bytes: text, flow })
+    this.#lingering.set(key, bytes, flow)
   }
 
   /**
@@ -134,7 +124,7 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     this.#core = core
     this.timers = timerSettings(init.timers)
     this.#maxServers = init.maxServerTransactions ?? 300_000
-    this.#lingering = new LingerTable(64 * this.timers.t1)
+    this.#lingering = new LingeringResponses(64 * this.timers.t1)
     this.#lingeringClients = new LingerTable(this.timers.t4)
   }
 
@@ -160,7 +150,7 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     const lingering = this.#lingering.get(key)
     if (lingering !== undefined) {
       this.stats.retransmissionsAbsorbed++
-      Promise.resolve(lingering.flow.sendBytes?.(Buffer.from(lingering.bytes, 'latin1'))).catch(() => {})
+      Promise.resolve(lingering.flow.sendBytes?.(lingering.bytes)).catch(() => {})
       return
     }
     if (this.serverCount >= this.#maxServers) {
@@ -170,14 +160,25 @@ export class TransactionLayer<F extends MessageFlow = MessageFlow> {
     const tx: ServerTransaction = request.method === 'INVITE'
       ? new InviteServerTransaction<SipRequest, SipResponse>(key, request, flow, this.timers)
       : new NonInviteServerTransaction<SipRequest, SipResponse>(key, request, flow, this.timers, {}, this.#lingerHandoff)
-    this.#trackServer(tx)
     this.stats.serverCreated++
     if (request.method === 'CANCEL') {
+      this.#trackServer(tx)
       const invite = this.#servers.get(key.replace(/\|CANCEL$/, '|INVITE'))
       this.#core.onCancel(request, tx, invite instanceof InviteServerTransaction ? invite : undefined, flow)
       return
     }
+    if (request.method === 'INVITE') {
+      this.#trackServer(tx)
+      this.#core.onRequest(request, tx, flow)
+      return
+    }
+    // a non-INVITE transaction answered in this turn (a REGISTER refresh the registrar answers at
+    // once) ends in it, handing its response to the linger table: it enters the table of live
+    // transactions only when it outlives the turn (no set and delete per request there; nothing
+    // else runs before onRequest returns, and what a retransmission matches then is in the linger table)
+    tx.onTerminated(this.#untrackServer)
     this.#core.onRequest(request, tx, flow)
+    if (tx.state !== TxState.Terminated) this.#servers.set(key, tx)
   }
 
   /** An incoming response: match a client transaction (17.1.3) or hand it up as stray. */

@@ -19,6 +19,11 @@ export interface UdpEndpoint {
    * for an address of the other family, else as seen on one datagram in `SEND_ERROR_SAMPLE`.
    */
   sendNow (data: Uint8Array, target: Address): void
+  /**
+   * the socket's receive buffer as the kernel granted it, in bytes (Linux reports twice what it
+   * set, and sets at most `net.core.rmem_max`); undefined where not known
+   */
+  readonly receiveBufferSize?: number
   close (): Promise<void>
 }
 
@@ -64,8 +69,11 @@ export async function bindUdp (address: Address, onDatagram: (data: Buffer, rinf
   // one callback for the sendNow datagrams that are watched (SEND_ERROR_SAMPLE)
   const afterSendNow = (err: Error | null): void => { if (err != null) onSendError?.(err) }
   let unwatched = 0
+  let receiveBufferSize: number | undefined
+  try { receiveBufferSize = socket.getRecvBufferSize() } catch { /* not known here */ }
   return {
     address: { host: bound.address, port: bound.port },
+    receiveBufferSize,
     async send (data: Uint8Array, target: Address): Promise<void> {
       if (closed) throw new TransportError('udp socket closed')
       if (data.length > MAX_UDP_PAYLOAD) throw new TransportError('message too large for UDP')

@@ -174,3 +174,39 @@ test('layer: a non-INVITE client transaction answered over UDP lingers as its ke
   assert.equal(layer.clientCount, 0)
   layer.close()
 })
+
+test('layer: a non-INVITE transaction answered after its turn is live meanwhile (a retransmission absorbed, counted), then lingers; one whose core threw is not kept', async () => {
+  const sent: string[] = []
+  const udp: MessageFlow = {
+    reliable: false,
+    send () { throw new Error('bytes only') },
+    serialize: (m) => new TextEncoder().encode(`bytes of ${(m as SipResponse).status}`),
+    sendBytes (data) { sent.push(new TextDecoder().decode(data)) }
+  }
+  const seen: string[] = []
+  const later: Array<() => void> = []
+  const layer = new TransactionLayer({
+    onRequest (r, t) {
+      seen.push(r.method)
+      if (r.method === 'OPTIONS') throw new Error('core failed')
+      later.push(() => { t.respond(createResponse(r, 200, undefined, undefined, { toTag: 't' })) })
+    },
+    onAck () {},
+    onCancel () {},
+    onStrayResponse () {}
+  }, { timers: { t1: 5 } })
+  try {
+    layer.receiveRequest(req('REGISTER', 'z9hG4bKa1'), udp)
+    assert.equal(layer.serverCount, 1, 'live while it waits')
+    layer.receiveRequest(req('REGISTER', 'z9hG4bKa1'), udp)
+    assert.deepEqual(seen, ['REGISTER'], 'the retransmission absorbed in trying')
+    assert.equal(layer.stats.retransmissionsAbsorbed, 1)
+    await Promise.resolve()
+    later.shift()?.()
+    assert.equal(layer.serverCount, 1, 'now lingering, no longer live')
+    layer.receiveRequest(req('REGISTER', 'z9hG4bKa1'), udp)
+    assert.deepEqual(sent, ['bytes of 200', 'bytes of 200'])
+    assert.throws(() => { layer.receiveRequest(req('OPTIONS', 'z9hG4bKa2'), udp) }, /core failed/)
+    assert.equal(layer.serverCount, 1, 'a transaction whose core threw is not kept')
+  } finally { layer.close() }
+})
