@@ -20,9 +20,9 @@ import { tmpdir, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
 import { createInterface } from 'node:readline'
-import { request } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import type { ChildProcess } from 'node:child_process'
+import { httpGet } from '../test/e2e/fixtures/processes.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -62,21 +62,6 @@ async function start (dataDir: string, bootstrap?: string): Promise<Node> {
       resolve({ child, sip: Number(s.sip.split(':')[1]), admin: s.admin, peerId: s.peerId, p2p: `${s.multiaddrs[0]}` })
     })
     child.once('exit', () => { reject(new Error('node exited at start')) })
-  })
-}
-
-function httpGet (hostPort: string, path: string, ms = 15_000): Promise<{ status: number, body: string }> {
-  const i = hostPort.lastIndexOf(':')
-  return new Promise((resolve, reject) => {
-    const req = request({ host: hostPort.slice(0, i), port: Number(hostPort.slice(i + 1)), path, timeout: ms }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { body += c })
-      res.on('end', () => { resolve({ status: res.statusCode ?? 0, body }) })
-    })
-    req.on('error', reject)
-    req.on('timeout', () => { req.destroy(new Error('timeout')) })
-    req.end()
   })
 }
 
@@ -157,7 +142,7 @@ async function phase (name: string, n: Node[]): Promise<void> {
   let resolved = 0
   for (const aor of sample) {
     const r0 = performance.now()
-    const res = await httpGet(n[1].admin, `/aor/${encodeURIComponent(aor)}`).catch(() => ({ status: 0, body: '' }))
+    const res = await httpGet(n[1].admin, `/aor/${encodeURIComponent(aor)}`, 15_000).catch(() => ({ status: 0, body: '' }))
     resolveMs.push(performance.now() - r0)
     if (res.status === 200 && (JSON.parse(res.body) as { owner: string }).owner === n[0].peerId) resolved++
   }
@@ -174,7 +159,7 @@ try {
   // every node lists the two others
   const until = Date.now() + 30_000
   while (Date.now() < until) {
-    const peers = await Promise.all(nodes.map(async n => (JSON.parse((await httpGet(n.admin, '/status')).body) as { peers: string[] }).peers.length))
+    const peers = await Promise.all(nodes.map(async n => (JSON.parse((await httpGet(n.admin, '/status', 15_000)).body) as { peers: string[] }).peers.length))
     if (peers.every(p => p >= 2)) break
     await sleep(200)
   }
