@@ -295,7 +295,7 @@ export class ClaimGuardDatastore implements Datastore {
    */
   async * claims (max: number, options?: AbortOptions): AsyncGenerator<{ claim: SignedClaim, receivedAt: number }> {
     let read = 0
-    for await (const { value } of this.inner.query({ prefix: this.recordPrefix.slice(0, -1) }, options)) {
+    for await (const value of this.recordValues(options)) {
       if (read++ >= max) return
       const c = storedClaimOf(value)
       if (c !== undefined) yield c

@@ -146,7 +146,7 @@ describe('ClaimGuardDatastore', () => {
   })
 
   for (const kind of ['memory', 'LevelDB'] as const) {
-    test(`claimsOf: an owner's claim records and no other (${kind}: hostile and foreign values under the prefix)`, async () => {
+    test(`claimsOf and claims: an owner's claim records and no other, the records under the prefix only (${kind}: hostile and foreign values)`, async () => {
       const dir = kind === 'LevelDB' ? await mkdtemp(join(tmpdir(), 'sipmesh-guard-')) : undefined
       const level = dir != null ? await openDatastore(dir) : undefined
       const inner = level ?? new MemoryDatastore()
@@ -176,6 +176,10 @@ describe('ClaimGuardDatastore', () => {
         const others: string[] = []
         for await (const c of ds.claimsOf(peerIdFromPrivateKey(b))) others.push(c.aor)
         assert.deepEqual(others, ['sip:b1@example.com'])
+        // the admin listing: the records under the prefix only (not '/dht/recordz'), each once
+        const listed: string[] = []
+        for await (const { claim } of ds.claims(100)) listed.push(claim.aor)
+        assert.deepEqual(listed.sort(), [...mine.map(c => c.aor), 'sip:b1@example.com'].sort())
       } finally {
         if (dir != null) {
           await level?.close()
