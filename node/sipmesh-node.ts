@@ -32,6 +32,7 @@ import { normalizeAor } from '../dht/record/claim.ts'
 import type { Config, GatewayConfig } from './config.ts'
 import type { MeshNode, MeshNodeInit } from './libp2p.ts'
 import type { PinoLogger } from './logger.ts'
+import { stopPretenuring } from './pretenuring.ts'
 import type { NodeMetrics } from './metrics.ts'
 import type { AdminStatus } from './admin/server.ts'
 import type { DurableStore, Logger, PeerChannel, Registry } from '../sip-gateway/ports.ts'
@@ -149,6 +150,13 @@ export interface SipmeshNodeInit {
   joinLookupDelays?: number[]
   /** retry dialling bootstrap peers this often until connected, ms @default 1000 */
   bootstrapRetryMs?: number
+  /**
+   * Leave V8's allocation-site pretenuring on (process-wide; node/pretenuring.ts says why it is
+   * turned off at start).
+   *
+   * @default false
+   */
+  pretenuring?: boolean
 }
 
 const STOP_STEP_TIMEOUT = 10_000
@@ -224,6 +232,7 @@ export class SipmeshNode {
 
   async start (): Promise<void> {
     if (this.started) return
+    if (this.init.pretenuring !== true) stopPretenuring()
     this.shutdown = new AbortController()
     this.metrics = createNodeMetrics()
     this.connectionFailures = new ConnectionFailures({ logger: this.log.child({ component: 'mesh' }) })
