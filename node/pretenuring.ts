@@ -11,10 +11,13 @@
  * point at the young rest of their message; when the message is done they are dead, but only a
  * full GC finds that: until then every scavenge takes what they point to as alive and copies it
  * (the parsed request, its clone, the branch, the client transaction, the response), and promotes
- * it. Measured on node A at 3,000/s (`bench-relay.ts --only cross`, `--trace-gc-nvp`): 3.5-4.0 KB
- * per message survived scavenges in 5 of 5 runs, 0.14-0.16 KB with this (3 of 3 runs but one at
- * 1.1 KB on both nodes), p50 scavenge 6-10 ms against 2-3 ms; `--trace-pretenuring` prints
- * nothing in a release build, hence no direct view of the site.
+ * it. Measured on node A at 3,000/s (`bench-relay.ts --only cross --latency-rate 3000`,
+ * `--trace-gc-nvp`, `scripts/gc-trace-summary.ts --last 3.5`), alternating with the build before,
+ * 21:22-21:27 UTC, load 0.3-4: bytes per message that survived scavenges 3.5-4.5 KB in 7 of 7 runs
+ * before, 0.14-0.65 KB in 6 of 6 with this; scavenge p50 7-20 ms before, 2-5 ms with this. Which
+ * site V8 pretenured was not seen (`--trace-pretenuring` prints nothing in a release build): the
+ * mechanism above is inferred from the flag's effect and from what survived (the whole message
+ * graph, while a heap snapshot finds only the dozen messages in flight alive).
  *
  * What it costs: objects that do live long (bindings, records) are copied once more in the young
  * generation before they are promoted.
