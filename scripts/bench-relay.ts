@@ -131,7 +131,9 @@ async function serveNode (i: number, bootstrap?: string): Promise<{ peerId: stri
     lines.on('line', (line) => {
       if (process.env.BENCH_NODE_OUT !== undefined) appendFileSync(`${process.env.BENCH_NODE_OUT}.${i}`, line + '\n')
       if (line.includes('Mark-Compact') && process.env.BENCH_TRACE_GC === '1') console.log(`  [node ${i}] ${line.slice(0, 160)}`)
-      if (line.startsWith('BENCH-READY ')) { clearTimeout(t); resolve(JSON.parse(line.slice(12))) }
+      // not only at the start: with --trace-gc-nvp a worker thread's GC line can begin the same line
+      const ready = line.indexOf('BENCH-READY ')
+      if (ready >= 0) { clearTimeout(t); resolve(JSON.parse(line.slice(ready + 12))) }
     })
     child.once('exit', (code) => reject(new Error(`node exited with ${code}`)))
   })
