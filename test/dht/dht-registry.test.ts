@@ -256,19 +256,19 @@ describe('DHT registry on a 5-node loopback mesh', () => {
   test('release by the owner is a signed tombstone every node resolves as nothing', async () => {
     const aor = uniqueAor()
     await n[1].registry.claim(aor, { expiresAt: hour() })
+    // which of these nodes store the claim: the claimer and those of its replicas among them (the
+    // nodes that joined in the tests above and stopped may still be in routing tables, so the
+    // replica set need not be all of these five)
+    const held: MeshNode[] = []
+    for (const node of n) if ((await storedClaim(node, aor))?.kind === 'claim') held.push(node)
+    assert.ok(held.includes(n[1]) && held.length >= 2, `${held.length} copies of the claim`)
     await n[1].registry.release(aor)
-    let copies = 0
     for (const node of n) {
-      // the claimer and its replicas (5 by default) hold the tombstone in place of the claim
+      // every node that stored the claim holds the tombstone in its place; none keeps a claim
       const stored = await storedClaim(node, aor)
-      if (stored != null) {
-        assert.equal(stored.kind, 'release')
-        copies++
-      }
+      if (held.includes(node)) assert.equal(stored?.kind, 'release', 'the tombstone replaced the claim')
+      else if (stored != null) assert.equal(stored.kind, 'release')
       assert.equal(await node.registry.resolve(aor, { fresh: true }), undefined)
     }
-    // (more nodes joined this mesh in the tests above: the 5 replicas are not all among these)
-    assert.equal((await storedClaim(n[1], aor))?.kind, 'release')
-    assert.ok(copies >= 3, `${copies} copies of the tombstone`)
   })
 })
