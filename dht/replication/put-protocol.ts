@@ -99,7 +99,10 @@ interface Link {
   waiting: Waiter[]
   /** how many claims `waiting` holds */
   queued: number
-  /** a request to this peer went unanswered for the timeout, and none was answered since */
+  /**
+   * a request to this peer went unanswered for the timeout (or its stream could not be opened),
+   * and nothing was answered (or opened) since
+   */
   silent: boolean
 }
 
@@ -111,6 +114,10 @@ export interface PutDrops {
   peer_silent: number
   /** sent, and not answered within the timeout */
   timeout: number
+  /** waiting while the peer's stream could not be opened (the dial failed or timed out) */
+  no_stream: number
+  /** sent on a stream that failed before the answer */
+  stream_failed: number
 }
 
 /**
@@ -144,7 +151,10 @@ export interface PutClientInit {
  * - when a request goes unanswered for the timeout, the claims queued behind it fail at once
  *   (`peer_silent`) instead of taking their own 10 s turns, and the peer counts as silent until it
  *   answers again: while its next request (the probe: the first put after the timeout) is out,
- *   further puts to it fail at once (`peer_silent`).
+ *   further puts to it fail at once (`peer_silent`);
+ * - the same when its stream cannot be opened (a frozen peer does not negotiate the protocol: the
+ *   dial times out): what waited fails (`no_stream`), and while the next dial is under way, puts
+ *   fail at once (`peer_silent`).
  *
  * So a claim waits at most two timeouts for a peer, and a silent peer holds at most one request.
  * A failed put is a replica that did not store the claim, as if it had been down (the writer counts
@@ -162,7 +172,7 @@ export class PutClient {
   #nextId = 1
   #signal: AbortSignal = AbortSignal.abort()
   /** counters for metrics and tests: requests sent, claims they carried, streams opened, claims not stored by reason */
-  readonly stats = { batches: 0, claims: 0, streamsOpened: 0, dropped: { queue_full: 0, peer_silent: 0, timeout: 0 } satisfies PutDrops as PutDrops }
+  readonly stats = { batches: 0, claims: 0, streamsOpened: 0, dropped: { queue_full: 0, peer_silent: 0, timeout: 0, no_stream: 0, stream_failed: 0 } satisfies PutDrops as PutDrops }
 
   constructor (libp2p: Pick<Libp2p, 'dialProtocol'>, log: Logger, protocol = CLAIM_PUT_PROTOCOL, init: PutClientInit = {}) {
     this.#libp2p = libp2p
@@ -193,7 +203,7 @@ export class PutClient {
       link = { peer, pending: new Map(), waiting: [], queued: 0, silent: false }
       this.#links.set(key, link)
     }
-    if (link.silent && link.pending.size >= MAX_PUTS_IN_FLIGHT) {
+    if (link.silent && (link.pending.size >= MAX_PUTS_IN_FLIGHT || link.opening != null)) {
       this.stats.dropped.peer_silent += claims.length
       throw new PutDroppedError(`${peer.toString()} is silent: no answer within ${this.#timeoutMs} ms`)
     }
@@ -214,10 +224,13 @@ export class PutClient {
     if (link.waiting.length === 0 || link.pending.size >= MAX_PUTS_IN_FLIGHT) return
     if (link.stream == null || link.stream.writeStatus !== 'writable') {
       if (link.opening != null) return
+      // (opened is not answered: a silent peer stays silent until it answers a request)
       this.#stream(peer, link).then(() => { this.#pump(peer, link) }, (err: Error) => {
         const waiting = link.waiting
         link.waiting = []
+        this.stats.dropped.no_stream += link.queued
         link.queued = 0
+        link.silent = true
         for (const w of waiting) w.reject(err)
       })
       return
@@ -316,6 +329,7 @@ export class PutClient {
     if (link.stream === stream) link.stream = undefined
     for (const p of link.pending.values()) {
       clearTimeout(p.timer)
+      this.stats.dropped.stream_failed += p.count
       for (const w of p.waiters) w.reject(err)
     }
     link.pending.clear()

@@ -198,6 +198,51 @@ describe('a resolve answered early: the silent replica\'s late answer with a new
   })
 })
 
+describe('the put queue while a silent peer\'s stream cannot be opened', () => {
+  // A frozen process does not negotiate a new stream on its open connection: the dial waits for
+  // its timeout (seen with SIGSTOP in scripts/bench-register-latency.ts). An in-process node always
+  // negotiates, so the dial here is one that never settles until its signal aborts.
+  test('what waited for the dial fails at its timeout (no_stream); puts while the next dial is under way fail at once (peer_silent); the bound holds meanwhile', async () => {
+    let dials = 0
+    const hanging = {
+      dialProtocol: async (_peer: unknown, _protocol: unknown, options: { signal: AbortSignal }) => {
+        dials++
+        return await new Promise<never>((_resolve, reject) => {
+          options.signal.addEventListener('abort', () => { reject(new Error('dial aborted')) }, { once: true })
+        })
+      }
+    }
+    const mesh = await Mesh.spawn(1)
+    const timeoutMs = 300
+    const client = new PutClient(hanging as never, quietLog, CLAIM_PUT_PROTOCOL, { timeoutMs, maxQueuedClaims: 100 })
+    const ctl = new AbortController()
+    client.start(ctl.signal)
+    try {
+      const peer = mesh.nodes[0].peerId
+      const now = Date.now()
+      const c = await signClaim({ kind: 'claim', aor: uniqueAor(), owner: peer, sip: '127.0.0.1:6001', version: BigInt(now), issuedAt: now, expiresAt: now + 60_000 }, mesh.nodes[0].privateKey)
+      const results = await Promise.allSettled(Array.from({ length: 150 }, async () => await client.put(peer, [c.bytes])))
+      assert.ok(results.every(r => r.status === 'rejected'))
+      assert.equal(client.stats.dropped.queue_full, 50)
+      assert.equal(client.stats.dropped.no_stream, 100)
+      assert.equal(dials, 1)
+      // the next put dials again (the probe); a put meanwhile fails at once, without a dial
+      const probe = client.put(peer, [c.bytes])
+      const t0 = Date.now()
+      await assert.rejects(client.put(peer, [c.bytes]), { name: 'PutDroppedError' })
+      assert.ok(Date.now() - t0 < timeoutMs / 2)
+      assert.equal(client.stats.dropped.peer_silent, 1)
+      await assert.rejects(probe)
+      assert.equal(client.stats.dropped.no_stream, 101)
+      assert.equal(dials, 2)
+    } finally {
+      ctl.abort()
+      client.close()
+      await mesh.stop()
+    }
+  })
+})
+
 describe('the put queue to a frozen peer is bounded (4 nodes)', () => {
   let mesh: Mesh
   let n: MeshNode[]
