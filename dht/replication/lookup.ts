@@ -14,16 +14,15 @@
  *   it carries goes to `onLate`, and the replicas that answered older ones are corrected.
  *
  *   What an early answer may miss, and why that is safe: a claim that only the silent replica
- *   holds. Every claim is put to all of its replicas, and one answered to its REGISTER is stored
- *   on at least one replica that answered its put; so the early answer misses only (a) a claim
- *   whose puts are still in flight to the replicas that answered (a read that began a moment
- *   earlier would miss it too: reads were never linearizable), or (b) a claim whose other puts
- *   failed, which its owner's lease renewal puts again (within the lease, 30 min by default) and
- *   any read that reaches the silent replica repairs. A frozen replica's answer never comes, so
- *   waiting for its timeout learned nothing more; a slow one's does, and `onLate` acts on it as
- *   on a notice (the cache takes the newer claim, watchers and a displaced owner are told, P3).
- *   P2 holds regardless: the registry keeps the newest claim it has seen, and an early answer
- *   older than that is never resolved (`apply` takes the newer of the two).
+ *   holds among those asked. Every claim is put to all of its replicas, so that is (a) a claim
+ *   whose puts to the others are still in flight (a read that began a moment earlier would miss
+ *   it too: reads were never linearizable), or (b) a claim whose puts to the others failed, whose
+ *   REGISTER was answered on the silent replica's answer before it froze; its owner's lease
+ *   renewal puts it again (before the lease ends: 30 min at most by default). A frozen replica's
+ *   answer never comes, so waiting for its timeout learned nothing more; a slow one's does, and
+ *   `onLate` acts on it as on a notice (the cache takes the newer claim, watchers and a displaced
+ *   owner are told, P3). P2 holds regardless: the registry keeps the newest claim it has seen,
+ *   and an early answer older than that is never resolved (`apply` takes the newer of the two).
  * - A large mesh: first the few closest peers this node knows of (no walk; in a populated routing
  *   table they are usually replicas), the kad-dht walk only when none of them has a record (a
  *   claim's pre-read never walks: it only looks for a previous owner).
