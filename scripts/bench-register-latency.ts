@@ -238,7 +238,7 @@ async function phase (name: string, n: Node[]): Promise<void> {
   for (const [i, node] of [[0, n[0]], [1, n[1]]] as const) {
     const body = (await httpGet(node.admin, '/metrics', 15_000).catch(() => ({ body: '' }))).body
     for (const line of body.split('\n')) {
-      if (/^sipmesh_registry_(put_claims_dropped_total|early_reads_total|late_read_corrections_total|peers_down_total|peer_requests_total)/.test(line)) counted.push(`node ${i + 1} ${line}`)
+      if (/^sipmesh_registry_(put_claims_dropped_total|early_reads_total|late_read_corrections_total|peers_down_total)/.test(line) && !line.endsWith(' 0')) counted.push(`node ${i + 1} ${line}`)
     }
   }
   if (counted.length > 0) console.log(`${args.label} ${name.padEnd(18)} ${counted.join('; ')}`)
