@@ -16,6 +16,7 @@ import { Witness } from './notices/witness.ts'
 import { CLAIM_EXCHANGE_PROTOCOL, ClaimExchangeClient, claimExchangeHandler } from './notices/exchange.ts'
 import { ReplicaFinder } from './replication/replicas.ts'
 import { CLAIM_PUT_PROTOCOL, PutClient, PutStatus, putHandler } from './replication/put-protocol.ts'
+import type { PutDrops } from './replication/put-protocol.ts'
 import { ClaimWriter } from './replication/writer.ts'
 import { ClaimReader } from './replication/lookup.ts'
 import { planSweep } from './republish/sweep.ts'
@@ -94,7 +95,7 @@ export class DhtRegistry implements ClaimRegistry {
   readonly nodeId: string
   sip: string
   /** counters, for tests and metrics (a stable object: metrics read its fields at scrape time) */
-  readonly stats = { claims: 0, lateLosses: 0, refreshes: 0, renewals: 0, republished: 0, lookups: 0, noticesSent: 0, noticesReceived: 0, noticesRejected: 0, putsReceived: 0, sweepMs: 0 }
+  readonly stats = { claims: 0, lateLosses: 0, refreshes: 0, renewals: 0, republished: 0, lookups: 0, earlyReads: 0, lateCorrections: 0, noticesSent: 0, noticesReceived: 0, noticesRejected: 0, putsReceived: 0, sweepMs: 0 }
 
   private readonly components: DhtRegistryComponents
   private readonly log: Logger
@@ -976,7 +977,7 @@ export class DhtRegistry implements ClaimRegistry {
   private async lookupShared (aor: Aor, options?: AbortOptions & { fresh?: boolean }): Promise<SignedClaim | undefined> {
     const running = this.resolving.get(aor)
     if (running != null && options?.fresh !== true && options?.signal == null) return await running
-    const lookup = this.lookup(aor, { signal: options?.signal, quorum: this.resolveQuorum }).then(found => {
+    const lookup = this.lookup(aor, { signal: options?.signal, quorum: this.resolveQuorum, onLate: this.lateRead(aor) }).then(found => {
       const best = this.apply(aor, found, true)
       // we know a newer claim than the DHT served: put it back (heals a stale put, P2)
       if (best != null && (found == null || compareClaims(best, found) > 0)) void this.writer.write(best)
@@ -986,6 +987,18 @@ export class DhtRegistry implements ClaimRegistry {
     const shared = lookup.finally(() => { if (this.resolving.get(aor) === shared) this.resolving.delete(aor) })
     this.resolving.set(aor, shared)
     return await shared
+  }
+
+  /**
+   * A read answered without its silent replica (lookup.ts): the newer claim that replica's late
+   * answer brought is taken in as a notice's would be (the cache, watchers, a displaced own claim).
+   */
+  private lateRead (aor: Aor): (claims: SignedClaim[]) => void {
+    return (claims) => {
+      if (this.shutdown == null) return
+      this.log('a late replica answer for %s brought v%s of %p', aor, claims[0].version, claims[0].owner)
+      this.apply(aor, claims[0], true)
+    }
   }
 
   /** Look an AoR up again in the background (one at a time per AoR). */
@@ -1003,7 +1016,7 @@ export class DhtRegistry implements ClaimRegistry {
     const now = Date.now()
     const e = this.cache.get(aor)
     if (e != null && e.claim.knownUntil > now) return true
-    const found = this.apply(aor, await this.lookup(aor, { ...options, quorum: this.resolveQuorum }), true)
+    const found = this.apply(aor, await this.lookup(aor, { ...options, quorum: this.resolveQuorum, onLate: this.lateRead(aor) }), true)
     return found != null && found.knownUntil > now
   }
 
@@ -1078,6 +1091,11 @@ export class DhtRegistry implements ClaimRegistry {
   /** How many own records (claims and releases) this node keeps and renews. */
   get ownRecords (): number {
     return this.own.size
+  }
+
+  /** Claims not sent to a replica, by reason (put-protocol.ts: a full queue, a silent peer, a timeout). */
+  putDrops (): Readonly<PutDrops> {
+    return this.client.stats.dropped
   }
 
   /** Batching figures of the writer and the put streams (benchmarks). */

@@ -45,6 +45,17 @@ export class NotStartedError extends Error {
   }
 }
 
+/**
+ * A claim-put not sent because its peer's queue is full or the peer is silent (put-protocol.ts):
+ * routine while a replica is frozen, repaired later by the owner's lease renewal.
+ */
+export class PutDroppedError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'PutDroppedError'
+  }
+}
+
 /** The message of anything thrown. */
 export function errorMessage (err: unknown): string {
   return err instanceof Error ? err.message : String(err)

@@ -8,7 +8,10 @@
  *
  * `--bin` runs another build (for example a worktree at main) with this same driver, so that old
  * and new can be alternated in the same minutes. After each phase it asks node 2's admin API for a
- * few of the users (`/aor/<aor>`: does the AoR resolve on another node, and how fast).
+ * few of the users (`/aor/<aor>`: does the AoR resolve on another node, and how fast), then times
+ * MESSAGE routing across nodes: `--messages` users registered at node 1 by an agent that answers
+ * 200, each sent one MESSAGE through node 2 (its first resolve of that user: a cold read of the
+ * replicas, one of them frozen in the second phase), time to the final answer.
  *
  * Bounded: a fixed count per phase at a fixed rate, each REGISTER waits at most `--wait` ms, the
  * processes are stopped (SIGCONT, then SIGKILL) whatever happens.
@@ -30,13 +33,15 @@ const { values: args } = parseArgs({
     rate: { type: 'string', default: '50' },
     wait: { type: 'string', default: '45000' },
     bin: { type: 'string', default: fileURLToPath(new URL('../node/bin/sipmesh.js', import.meta.url)) },
-    label: { type: 'string', default: '' }
+    label: { type: 'string', default: '' },
+    messages: { type: 'string', default: '50' }
   }
 })
 const COUNT = Math.min(Number(args.count), 5_000)
 const RATE = Math.min(Math.max(Number(args.rate), 1), 2_000)
 const WAIT_MS = Math.min(Number(args.wait), 120_000)
 const BIN = args.bin
+const MESSAGES = Math.min(Math.max(Number(args.messages), 0), 1_000)
 const run = `${Date.now().toString(36)}`
 
 interface Node { child: ChildProcess, sip: number, admin: string, peerId: string, p2p: string }
@@ -129,6 +134,85 @@ async function registers (n: Node, phase: string): Promise<{ ms: number[], statu
   return { ms, status, aors, windows }
 }
 
+/** the final answer's status and ms for each request a socket sends, by Call-ID */
+function answers (sock: ReturnType<typeof createSocket>): { sent: (callId: string) => void, ms: number[], status: Map<string, number>, pending: () => number } {
+  const sentAt = new Map<string, number>()
+  const ms: number[] = []
+  const status = new Map<string, number>()
+  sock.on('message', (msg) => {
+    const text = msg.toString('latin1')
+    const m = /^SIP\/2\.0 (\d{3})/.exec(text)
+    if (m == null || m[1].startsWith('1')) return
+    const callId = /\r\nCall-ID: *([^\r\n]+)/i.exec(text)?.[1]
+    const t = callId != null ? sentAt.get(callId) : undefined
+    if (t == null) return
+    sentAt.delete(callId!)
+    status.set(m[1], (status.get(m[1]) ?? 0) + 1)
+    ms.push(performance.now() - t)
+  })
+  return { sent: (callId) => { sentAt.set(callId, performance.now()) }, ms, status, pending: () => sentAt.size }
+}
+
+/**
+ * `MESSAGES` users registered at node `to` (by an agent that answers every request 200), then one
+ * MESSAGE to each sent through node `via`, at RATE: the ms to each final answer.
+ */
+async function messageRouting (via: Node, to: Node, phase: string): Promise<string> {
+  const ua = createSocket('udp4')
+  const sender = createSocket('udp4')
+  await Promise.all([ua, sender].map(async s => { await new Promise<void>(resolve => { s.bind(0, '127.0.0.1', resolve) }) }))
+  try {
+    const uaPort = ua.address().port
+    const senderPort = sender.address().port
+    let delivered = 0
+    ua.on('message', (msg, rinfo) => {
+      const text = msg.toString('latin1')
+      if (text.startsWith('SIP/2.0')) return
+      delivered++
+      const keep = text.split('\r\n').filter(l => /^(Via|From|To|Call-ID|CSeq):/i.test(l)).map(l => /^To:/i.test(l) && !/;tag=/.test(l) ? `${l};tag=ua` : l)
+      ua.send(['SIP/2.0 200 OK', ...keep, 'Content-Length: 0', '', ''].join('\r\n'), rinfo.port, rinfo.address)
+    })
+    const reg = answers(ua)
+    const users: string[] = []
+    for (let i = 0; i < MESSAGES; i++) {
+      const user = `m${run}${phase.replace(/[^a-z0-9]/gi, '')}${i}`
+      users.push(user)
+      const callId = `${user}@reg`
+      reg.sent(callId)
+      ua.send([
+        'REGISTER sip:example.com SIP/2.0', `Via: SIP/2.0/UDP 127.0.0.1:${uaPort};branch=z9hG4bK${user}r;rport`, 'Max-Forwards: 70',
+        `From: <sip:${user}@example.com>;tag=r${i}`, `To: <sip:${user}@example.com>`, `Call-ID: ${callId}`, 'CSeq: 1 REGISTER',
+        `Contact: <sip:${user}@127.0.0.1:${uaPort}>`, 'Expires: 600', 'Content-Length: 0', '', ''
+      ].join('\r\n'), to.sip, '127.0.0.1')
+      await sleep(1000 / RATE)
+    }
+    const regDeadline = performance.now() + WAIT_MS
+    while (reg.pending() > 0 && performance.now() < regDeadline) await sleep(50)
+    const out = answers(sender)
+    const t0 = performance.now()
+    for (const [i, user] of users.entries()) {
+      const due = t0 + i * 1000 / RATE
+      const now = performance.now()
+      if (due > now) await sleep(due - now)
+      const callId = `${user}@msg`
+      const body = `hello ${i}`
+      out.sent(callId)
+      sender.send([
+        `MESSAGE sip:${user}@example.com SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:${senderPort};branch=z9hG4bK${user}m;rport`, 'Max-Forwards: 70',
+        `From: <sip:sender${run}@example.com>;tag=m${i}`, `To: <sip:${user}@example.com>`, `Call-ID: ${callId}`, 'CSeq: 1 MESSAGE',
+        'Content-Type: text/plain', `Content-Length: ${body.length}`, '', body
+      ].join('\r\n'), via.sip, '127.0.0.1')
+    }
+    const deadline = performance.now() + WAIT_MS
+    while (out.pending() > 0 && performance.now() < deadline) await sleep(50)
+    const statuses = [...out.status].map(([st, c]) => `${st}:${c}`).join(' ')
+    return `MESSAGE via node 2 to users of node 1, first resolve each: n=${users.length} p50 ${pct(out.ms, 50).toFixed(1)} ms  p99 ${pct(out.ms, 99).toFixed(1)} ms  max ${Math.max(...out.ms).toFixed(1)} ms  [${statuses}${out.pending() > 0 ? ` none:${out.pending()}` : ''}]  delivered ${delivered}`
+  } finally {
+    ua.close()
+    sender.close()
+  }
+}
+
 async function phase (name: string, n: Node[]): Promise<void> {
   const load = loadavg()[0].toFixed(1)
   const t = performance.now()
@@ -148,6 +232,16 @@ async function phase (name: string, n: Node[]): Promise<void> {
   }
   console.log(`${args.label} ${name.padEnd(18)} n=${COUNT} at ${RATE}/s  200 p50 ${pct(ms, 50).toFixed(1)} ms  p99 ${pct(ms, 99).toFixed(1)} ms  max ${Math.max(...ms).toFixed(1)} ms  [${statuses}${unanswered > 0 ? ` none:${unanswered}` : ''}]  ${took.toFixed(1)} s  node 2 resolves ${resolved}/${sample.length} (p50 ${pct(resolveMs, 50).toFixed(0)} ms, max ${Math.max(...resolveMs).toFixed(0)} ms)  load ${load}`)
   if (windows.length > 1) console.log(`${args.label} ${name.padEnd(18)} slowest answer per 5 s of sending: ${windows.map(w => w.toFixed(0)).join(' ')} ms`)
+  if (MESSAGES > 0) console.log(`${args.label} ${name.padEnd(18)} ${await messageRouting(n[1], n[0], name)}  load ${loadavg()[0].toFixed(1)}`)
+  // what the registry counted (a build without these metrics prints nothing for them)
+  const counted: string[] = []
+  for (const [i, node] of [[0, n[0]], [1, n[1]]] as const) {
+    const body = (await httpGet(node.admin, '/metrics', 15_000).catch(() => ({ body: '' }))).body
+    for (const line of body.split('\n')) {
+      if (/^sipmesh_registry_(put_claims_dropped_total|early_reads_total|late_read_corrections_total|peers_down_total)/.test(line) && !line.endsWith(' 0')) counted.push(`node ${i + 1} ${line}`)
+    }
+  }
+  if (counted.length > 0) console.log(`${args.label} ${name.padEnd(18)} ${counted.join('; ')}`)
 }
 
 const dir = await mkdtemp(join(tmpdir(), 'sipmesh-reglat-'))

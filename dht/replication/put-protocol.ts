@@ -19,7 +19,7 @@ import { decode, encode } from 'cborg'
 import { LengthPrefixedDecoder } from '@libp2p/utils'
 import * as lp from 'it-length-prefixed'
 import { MAX_CLAIM_BYTES } from '../record/claim.ts'
-import { errorMessage } from '../errors.ts'
+import { errorMessage, PutDroppedError } from '../errors.ts'
 import type { Connection, Libp2p, Logger, PeerId, Stream } from '@libp2p/interface'
 
 export const CLAIM_PUT_PROTOCOL = '/sipmesh/claim-put/1.0.0'
@@ -29,6 +29,8 @@ export const MAX_PUT_BATCH = 512
 export const MAX_PUT_MESSAGE_BYTES = MAX_PUT_BATCH * (MAX_CLAIM_BYTES * 2 + 16) + 64
 /** how long a request may wait for its answer */
 export const PUT_TIMEOUT_MS = 10_000
+/** most claims waiting (not yet sent) for one peer: see `PutClient` */
+export const MAX_QUEUED_PUT_CLAIMS = 4 * MAX_PUT_BATCH
 
 export const PutStatus = { stored: 0, stale: 1, invalid: 2 } as const
 export type PutStatus = typeof PutStatus[keyof typeof PutStatus]
@@ -95,6 +97,27 @@ interface Link {
   pending: Map<number, Pending>
   /** claims not sent yet: they go out together once a request answers (see `put`) */
   waiting: Waiter[]
+  /** how many claims `waiting` holds */
+  queued: number
+  /**
+   * a request to this peer went unanswered for the timeout (or its stream could not be opened),
+   * and nothing was answered (or opened) since
+   */
+  silent: boolean
+}
+
+/** why claims were not sent to a peer (the labels of `PutClient.stats.dropped`) */
+export interface PutDrops {
+  /** the peer's queue held MAX_QUEUED_PUT_CLAIMS */
+  queue_full: number
+  /** queued behind a request that went unanswered, or put while the peer was silent */
+  peer_silent: number
+  /** sent, and not answered within the timeout */
+  timeout: number
+  /** waiting while the peer's stream could not be opened (the dial failed or timed out) */
+  no_stream: number
+  /** sent on a stream that failed before the answer */
+  stream_failed: number
 }
 
 /**
@@ -107,21 +130,56 @@ interface Link {
  */
 export const MAX_PUTS_IN_FLIGHT = 1
 
-/** The sending side: one stream per peer, opened on first use and again after it fails. */
+export interface PutClientInit {
+  /** how long a request may wait for its answer, ms @default PUT_TIMEOUT_MS */
+  timeoutMs?: number
+  /** most claims waiting for one peer @default MAX_QUEUED_PUT_CLAIMS */
+  maxQueuedClaims?: number
+}
+
+/**
+ * The sending side: one stream per peer, opened on first use and again after it fails.
+ *
+ * What waits for a peer is bounded, because a peer that is frozen (SIGSTOP, a hung event loop)
+ * keeps its connection open and answers nothing: with one request in flight, every claim put to
+ * it meanwhile queued behind the 10 s timeout, and the queue grew at the claim rate (a REGISTER
+ * no longer waits for the slowest replica, issue 9), each claim waiting 10 s per 512 ahead of it.
+ * Now:
+ *
+ * - at most `maxQueuedClaims` (MAX_QUEUED_PUT_CLAIMS, 2,048: about 600 KB of claims) wait per
+ *   peer; a put beyond that fails at once (`queue_full`);
+ * - when a request goes unanswered for the timeout, the claims queued behind it fail at once
+ *   (`peer_silent`) instead of taking their own 10 s turns, and the peer counts as silent until it
+ *   answers again: while its next request (the probe: the first put after the timeout) is out,
+ *   further puts to it fail at once (`peer_silent`);
+ * - the same when its stream cannot be opened (a frozen peer does not negotiate the protocol: the
+ *   dial times out): what waited fails (`no_stream`), and while the next dial is under way, puts
+ *   fail at once (`peer_silent`).
+ *
+ * So a claim waits at most two timeouts for a peer, and a silent peer holds at most one request.
+ * A failed put is a replica that did not store the claim, as if it had been down (the writer counts
+ * it as a failure; a REGISTER is answered on another replica's answer). What repairs it: the
+ * owner's lease renewal re-puts each claim to all its replicas (the sweep, within the lease: 30 min
+ * by default), and any read that asks the replica and gets an older answer corrects it.
+ */
 export class PutClient {
   readonly #libp2p: Pick<Libp2p, 'dialProtocol'>
   readonly #protocol: string
   readonly #log: Logger
   readonly #links = new Map<string, Link>()
+  readonly #timeoutMs: number
+  readonly #maxQueued: number
   #nextId = 1
   #signal: AbortSignal = AbortSignal.abort()
-  /** counters for metrics and tests: requests sent, claims they carried, streams opened */
-  readonly stats = { batches: 0, claims: 0, streamsOpened: 0 }
+  /** counters for metrics and tests: requests sent, claims they carried, streams opened, claims not stored by reason */
+  readonly stats = { batches: 0, claims: 0, streamsOpened: 0, dropped: { queue_full: 0, peer_silent: 0, timeout: 0, no_stream: 0, stream_failed: 0 } satisfies PutDrops as PutDrops }
 
-  constructor (libp2p: Pick<Libp2p, 'dialProtocol'>, log: Logger, protocol = CLAIM_PUT_PROTOCOL) {
+  constructor (libp2p: Pick<Libp2p, 'dialProtocol'>, log: Logger, protocol = CLAIM_PUT_PROTOCOL, init: PutClientInit = {}) {
     this.#libp2p = libp2p
     this.#log = log
     this.#protocol = protocol
+    this.#timeoutMs = init.timeoutMs ?? PUT_TIMEOUT_MS
+    this.#maxQueued = init.maxQueuedClaims ?? MAX_QUEUED_PUT_CLAIMS
   }
 
   /** Streams may be opened until `signal` aborts. */
@@ -132,6 +190,8 @@ export class PutClient {
   /**
    * Send claims (at most MAX_PUT_BATCH) to a peer; resolves with one answer per claim. Claims put
    * to a peer while MAX_PUTS_IN_FLIGHT requests await their answers share the next request.
+   * Rejects with PutDroppedError at once when the peer's queue is full or the peer is silent (see
+   * the class).
    */
   async put (peer: PeerId, claims: Uint8Array[]): Promise<PutAnswer[]> {
     if (claims.length === 0) return []
@@ -140,12 +200,21 @@ export class PutClient {
     const key = peer.toString()
     let link = this.#links.get(key)
     if (link == null) {
-      link = { peer, pending: new Map(), waiting: [] }
+      link = { peer, pending: new Map(), waiting: [], queued: 0, silent: false }
       this.#links.set(key, link)
+    }
+    if (link.silent && (link.pending.size >= MAX_PUTS_IN_FLIGHT || link.opening != null)) {
+      this.stats.dropped.peer_silent += claims.length
+      throw new PutDroppedError(`${peer.toString()} is silent: no answer within ${this.#timeoutMs} ms`)
+    }
+    if (link.queued + claims.length > this.#maxQueued) {
+      this.stats.dropped.queue_full += claims.length
+      throw new PutDroppedError(`${link.queued} claims already wait for ${peer.toString()}`)
     }
     const l = link
     return await new Promise<PutAnswer[]>((resolve, reject) => {
       l.waiting.push({ claims, resolve, reject })
+      l.queued += claims.length
       this.#pump(peer, l)
     })
   }
@@ -155,9 +224,13 @@ export class PutClient {
     if (link.waiting.length === 0 || link.pending.size >= MAX_PUTS_IN_FLIGHT) return
     if (link.stream == null || link.stream.writeStatus !== 'writable') {
       if (link.opening != null) return
+      // (opened is not answered: a silent peer stays silent until it answers a request)
       this.#stream(peer, link).then(() => { this.#pump(peer, link) }, (err: Error) => {
         const waiting = link.waiting
         link.waiting = []
+        this.stats.dropped.no_stream += link.queued
+        link.queued = 0
+        link.silent = true
         for (const w of waiting) w.reject(err)
       })
       return
@@ -172,13 +245,24 @@ export class PutClient {
         waiters.push(w)
         count += w.claims.length
       }
+      link.queued -= count
       const id = this.#nextId++
       const timer = setTimeout(() => {
         link.pending.delete(id)
-        const err = new Error(`no answer from ${peer.toString()} within ${PUT_TIMEOUT_MS} ms`)
+        const err = new Error(`no answer from ${peer.toString()} within ${this.#timeoutMs} ms`)
+        this.stats.dropped.timeout += count
         for (const w of waiters) w.reject(err)
-        this.#pump(peer, link)
-      }, PUT_TIMEOUT_MS)
+        // what queued behind it fails now, not in 10 s turns of its own; the next put probes
+        link.silent = true
+        const behind = link.waiting
+        link.waiting = []
+        this.stats.dropped.peer_silent += link.queued
+        link.queued = 0
+        if (behind.length > 0) {
+          const dropped = new PutDroppedError(`${peer.toString()} is silent: no answer within ${this.#timeoutMs} ms`)
+          for (const w of behind) w.reject(dropped)
+        }
+      }, this.#timeoutMs)
       link.pending.set(id, { waiters, count, timer })
       this.stats.batches++
       this.stats.claims += count
@@ -193,6 +277,8 @@ export class PutClient {
 
   /** An answer came: each caller gets its share, and what waited goes out. */
   #answered (peer: PeerId, link: Link, id: number, answers: PutAnswer[]): void {
+    // any answer, even to a request that timed out, says the peer is back
+    link.silent = false
     const p = link.pending.get(id)
     if (p == null) return
     link.pending.delete(id)
@@ -214,7 +300,7 @@ export class PutClient {
     if (link.stream != null && link.stream.writeStatus === 'writable') return link.stream
     link.opening ??= (async () => {
       try {
-        const stream = await this.#libp2p.dialProtocol(peer, this.#protocol, { signal: AbortSignal.any([this.#signal, AbortSignal.timeout(PUT_TIMEOUT_MS)]) })
+        const stream = await this.#libp2p.dialProtocol(peer, this.#protocol, { signal: AbortSignal.any([this.#signal, AbortSignal.timeout(this.#timeoutMs)]) })
         this.stats.streamsOpened++
         link.stream = stream
         const decoder = new LengthPrefixedDecoder({ maxDataLength: MAX_PUT_MESSAGE_BYTES, maxBufferSize: MAX_PUT_MESSAGE_BYTES * 2 })
@@ -243,6 +329,7 @@ export class PutClient {
     if (link.stream === stream) link.stream = undefined
     for (const p of link.pending.values()) {
       clearTimeout(p.timer)
+      this.stats.dropped.stream_failed += p.count
       for (const w of p.waiters) w.reject(err)
     }
     link.pending.clear()
@@ -257,6 +344,7 @@ export class PutClient {
       if (link.stream != null) this.#fail(link, link.stream, err)
       for (const w of link.waiting) w.reject(err)
       link.waiting = []
+      link.queued = 0
     }
     this.#links.clear()
   }

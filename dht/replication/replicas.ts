@@ -47,6 +47,9 @@ export function kadId (key: Uint8Array): Uint8Array {
  * rare. A peer that joins changes the routing table's size, which asks again at once.
  */
 const SMALL_MESH_RECHECK_MS = 300_000
+/** the least and most grace the small-mesh walk gives its last peer to answer, ms (see `#verifySmallMesh`) */
+const SMALL_MESH_GRACE_MIN_MS = 20
+const SMALL_MESH_GRACE_MAX_MS = 500
 /** how long a key's walk is reused */
 const WALK_TTL_MS = 60_000
 const MAX_WALKS_KEPT = 10_000
@@ -123,22 +126,46 @@ export class ReplicaFinder {
     return known && this.#smallMesh!.verified ? kad : undefined
   }
 
-  /** Walk towards our own id and see whether any DHT peer turns up that our routing table lacks. */
+  /**
+   * Walk towards our own id and see whether any DHT peer turns up that our routing table lacks.
+   * Once every peer of the routing table but one has answered, the walk waits a grace as long
+   * again as those answers took (SMALL_MESH_GRACE_MIN_MS..SMALL_MESH_GRACE_MAX_MS) and the verdict
+   * is taken from the answers so far: one peer that is frozen (SIGSTOP) but not known dead held
+   * the walk, and with it the first claims and reads after the routing table changed, for the
+   * kad-dht query's 5 s (issue 9). What the silent peer would have named is what it alone knows
+   * of (a peer that reached no other node of ours); the next check (a routing table of another
+   * size, or SMALL_MESH_RECHECK_MS) asks again.
+   */
   async #verifySmallMesh (kad: KadInternals, parent?: AbortSignal): Promise<void> {
     const size = kad.routingTable.size
     const known = new Set(kad.routingTable.closestPeers(this.#selfId, { count: kad.k }).map(p => p.toString()))
     known.add(this.#peerId.toString())
     let verified = true
+    const answered = new Set<string>()
+    const cut = new AbortController()
+    let grace: ReturnType<typeof setTimeout> | undefined
+    let graceOver = false
+    const t0 = performance.now()
     try {
-      await withSignal(this.#timeout, [parent], async (signal) => {
+      await withSignal(this.#timeout, [parent, cut.signal], async (signal) => {
         for await (const ev of this.#dht.getClosestPeers(this.#peerId.toMultihash().bytes, { signal })) {
           const ids = ev.name === 'PEER_RESPONSE' ? ev.closer.map(p => p.id.toString()) : ev.name === 'FINAL_PEER' ? [ev.peer.id.toString()] : []
           if (ids.some(id => !known.has(id))) verified = false
+          if (ev.name !== 'PEER_RESPONSE') continue
+          answered.add(ev.from.toString())
+          if (grace == null && size > 1 && answered.size >= size - 1) {
+            const wait = Math.min(SMALL_MESH_GRACE_MAX_MS, Math.max(SMALL_MESH_GRACE_MIN_MS, performance.now() - t0))
+            grace = setTimeout(() => { graceOver = true; cut.abort() }, wait)
+          }
         }
       })
     } catch (err) {
-      this.#log('small-mesh check failed: %s', errorMessage(err))
-      verified = false
+      if (!graceOver) {
+        this.#log('small-mesh check failed: %s', errorMessage(err))
+        verified = false
+      }
+    } finally {
+      clearTimeout(grace)
     }
     this.#smallMesh = { size, at: Date.now(), verified }
   }

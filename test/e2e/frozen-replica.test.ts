@@ -1,12 +1,14 @@
 // A replica frozen by SIGSTOP (its connections stay open: nobody knows it is gone) does not hold
 // REGISTERs at the other nodes for the claim-put timeout: the 200 goes out once the registering
 // node and the first replica store the claim (issue 9), and the AoR resolves on the other node.
+// Reads do not wait for it either: a MESSAGE from the other node to a user registered meanwhile is
+// routed once the live replica answered, not after the 5 s exchange timeout.
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { run, stop, httpGet, waitFor, sipUdpRequest, register } from './fixtures/processes.ts'
+import { run, stop, httpGet, waitFor, sipUdpRequest, register, message, UdpUa } from './fixtures/processes.ts'
 import type { Proc } from './fixtures/processes.ts'
 
 interface Node { proc: Proc, sip: number, admin: string, peerId: string, p2p: string }
@@ -59,6 +61,29 @@ describe('a 3-node mesh with one node stopped by SIGSTOP', () => {
         const res = await httpGet(nodes[other].admin, `/aor/${encodeURIComponent(aor)}`, 15_000)
         return res.status === 200 && (JSON.parse(res.body) as { owner: string }).owner === nodes[at].peerId
       }, 20_000, `${user} to resolve on the other node`)
+    }
+  })
+
+  test('node 3 still stopped: a MESSAGE from node 2 to a user just registered at node 1 is delivered well under the 5 s exchange timeout', async () => {
+    const dave = new UdpUa()
+    const erin = new UdpUa()
+    await dave.open()
+    await erin.open()
+    try {
+      for (const [i, user] of ['dave', 'dave2', 'dave3'].entries()) {
+        const aor = `sip:${user}@example.com`
+        assert.match(await dave.request({ host: '127.0.0.1', port: nodes[0].sip }, register(aor, dave.port)), /^SIP\/2\.0 200 /)
+        // node 2 has never resolved this user: its first resolve asks both replicas, one frozen
+        const t0 = Date.now()
+        const answer = await erin.request({ host: '127.0.0.1', port: nodes[1].sip }, message('sip:erin@example.com', aor, erin.port, `hello ${i}`), 15_000)
+        const ms = Date.now() - t0
+        assert.match(answer, /^SIP\/2\.0 200 /)
+        assert.ok(ms < 2_500, `${user}'s MESSAGE answered after ${ms} ms`)
+        assert.ok(dave.received.some(r => r.startsWith('MESSAGE ') && r.endsWith(`hello ${i}`)), `${user} got the MESSAGE`)
+      }
+    } finally {
+      dave.close()
+      erin.close()
     }
   })
 })
