@@ -291,6 +291,13 @@ const noop = (): void => {}
 export interface PeerChannelStats {
   framesSent: number
   framesReceived: number
+  /**
+   * chunks handed to a stream (each one yamux data frame and one Noise message while it fits in
+   * one, 64 KB): `framesSent / writes` is how many SIP messages a write carries
+   */
+  writes: number
+  /** chunks read from the streams (a chunk holds whole frames, or parts): `framesReceived / chunksReceived` */
+  chunksReceived: number
   /** streams this node opened (a stream the peer opened and this node also sends on is not counted) */
   streamsOpened: number
   /** streams this node began to open ahead of any message, on a connection it dialled (`openOnConnect`) */
@@ -325,7 +332,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   /** peer id → when a message last went to it or came from it (ms epoch): node/idle-connections.ts */
   private readonly active = new Map<string, number>()
   private shutdown?: AbortController
-  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, streamsOpened: 0, streamsPrepared: 0, streamErrors: 0, openRetries: 0, queued: { no_stream: 0, drain: 0, behind_queue: 0 } }
+  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, writes: 0, chunksReceived: 0, streamsOpened: 0, streamsPrepared: 0, streamErrors: 0, openRetries: 0, queued: { no_stream: 0, drain: 0, behind_queue: 0 } }
 
   constructor (components: PeerChannelComponents, init: PeerChannelInit = {}) {
     this.libp2p = components.libp2p
@@ -492,6 +499,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
       try {
         stream.send(chunk)
         this.stats.framesSent += count
+        this.stats.writes++
         return
       } catch (err) {
         this.dropStream(node, link, stream, err as Error)
@@ -569,6 +577,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
           }
           link.queue.splice(0, n)
           this.stats.framesSent += n
+          this.stats.writes++
           for (const p of sent) p.resolve()
         }
       }
@@ -688,6 +697,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     }
     stream.addEventListener('message', (evt) => {
       this.active.set(node, Date.now())
+      this.stats.chunksReceived++
       let frames: Uint8Array[]
       try {
         frames = decoder.push(toBytes(evt.data))
