@@ -51,6 +51,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, Libp2p, Startable, Stream } from '@libp2p/interface'
 import type { AbortOptions, Logger, PeerChannel, Unwatch } from '../sip-gateway/ports.ts'
 import { lazyWindowUpdates } from './yamux-window.ts'
+import { directMessages } from './direct-messages.ts'
 
 export const SIP_PROTOCOL = '/sipmesh/sip/1.0.0'
 
@@ -91,6 +92,11 @@ export interface PeerChannelInit {
    * (node/yamux-window.ts) @default true
    */
   lazyWindowUpdates?: boolean
+  /**
+   * the SIP stream's bytes handed over as yamux delivers them, without the stream's read buffer
+   * and message event (node/direct-messages.ts) @default true
+   */
+  directReads?: boolean
   /**
    * open the SIP stream on every connection this node dials, as soon as it is open (and on those
    * open when the channel starts), so that the first message to the peer does not wait for it
@@ -325,6 +331,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   private readonly maxQueuedPerPeer: number
   private readonly maxInboundStreams: number
   private readonly lazyWindowUpdates: boolean
+  private readonly directReads: boolean
   private readonly openOnConnect: boolean
   private readonly links = new Map<string, Link>()
   private readonly inbound = new Set<Stream>()
@@ -343,6 +350,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     this.maxQueuedPerPeer = init.maxQueuedPerPeer ?? 10_000
     this.maxInboundStreams = init.maxInboundStreams ?? 8
     this.lazyWindowUpdates = init.lazyWindowUpdates ?? true
+    this.directReads = init.directReads ?? true
     this.openOnConnect = init.openOnConnect ?? true
   }
 
@@ -695,6 +703,8 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
       if (head === inbox.length) { inbox = []; head = 0 }
       this.deliver(node, frame)
     }
+    // the bytes straight from yamux, without the stream's read buffer and event (node/direct-messages.ts)
+    if (this.directReads) directMessages(stream)
     stream.addEventListener('message', (evt) => {
       this.active.set(node, Date.now())
       this.stats.chunksReceived++
