@@ -11,7 +11,8 @@ import { directMessages, hasDirectMessages } from '../../node/direct-messages.ts
 /** the smallest stream of the library's: what it reads is what `onData` is given */
 class TestStream extends AbstractMessageStream {
   constructor () { super({ log: defaultLogger().forComponent('test:direct-messages') }) }
-  sendData (): SendResult { return { sentBytes: 0, canSendMore: true } }
+  /** every write taken whole */
+  sendData (data: { byteLength: number }): SendResult { return { sentBytes: data.byteLength, canSendMore: true } }
   sendReset (): void {}
   sendPause (): void {}
   sendResume (): void {}
@@ -152,6 +153,22 @@ describe('directMessages', () => {
     await tick()
     assert.deepEqual(got, [5])
     assert.equal((thrown[0] as Error | undefined)?.message, 'listener failed')
+  })
+
+  test('an event with no listener is not made; one with a listener is dispatched as before', () => {
+    const s = new TestStream()
+    directMessages(s)
+    const made: string[] = []
+    const dispatch = s.dispatchEvent.bind(s)
+    s.dispatchEvent = (evt: Event): boolean => { made.push(evt.type); return dispatch(evt) }
+    // a write: the stream's 'idle' once it is passed on
+    s.send(bytes(1, 2, 3))
+    assert.deepEqual(made, [])
+    let idle = 0
+    s.addEventListener('idle', () => { idle++ })
+    s.send(bytes(4))
+    assert.deepEqual(made, ['idle'])
+    assert.equal(idle, 1)
   })
 
   test('anything but a message stream is left alone; a stream is wrapped once', () => {
