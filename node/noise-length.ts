@@ -17,6 +17,7 @@
  * Hand-written because the library takes no length decoder from its caller.
  */
 import type { ConnectionEncrypter } from '@libp2p/interface'
+import { directMessages } from './direct-messages.ts'
 
 type EncrypterFactory = (components: any) => ConnectionEncrypter // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -40,7 +41,11 @@ export function patchLengthDecoder (stream: unknown): boolean {
   return true
 }
 
-/** Wrap a connection encrypter's factory (`noise()`) so that each connection it secures reads its lengths with `readLength`. */
+/**
+ * Wrap a connection encrypter's factory (`noise()`) so that each connection it secures reads its
+ * lengths with `readLength`, and hands what it decrypts to the muxer without a read buffer and
+ * event in between (node/direct-messages.ts).
+ */
 export function noiseLengthsWithoutThrow (factory: EncrypterFactory): EncrypterFactory {
   return (components) => {
     const encrypter = factory(components)
@@ -49,11 +54,13 @@ export function noiseLengthsWithoutThrow (factory: EncrypterFactory): EncrypterF
     encrypter.secureInbound = async (connection, options) => {
       const secured = await secureInbound(connection, options)
       patchLengthDecoder(secured.connection)
+      directMessages(secured.connection)
       return secured
     }
     encrypter.secureOutbound = async (connection, options) => {
       const secured = await secureOutbound(connection, options)
       patchLengthDecoder(secured.connection)
+      directMessages(secured.connection)
       return secured
     }
     return encrypter

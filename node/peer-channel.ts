@@ -51,6 +51,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, Libp2p, Startable, Stream } from '@libp2p/interface'
 import type { AbortOptions, Logger, PeerChannel, Unwatch } from '../sip-gateway/ports.ts'
 import { lazyWindowUpdates } from './yamux-window.ts'
+import { directMessages } from './direct-messages.ts'
 
 export const SIP_PROTOCOL = '/sipmesh/sip/1.0.0'
 
@@ -91,6 +92,11 @@ export interface PeerChannelInit {
    * (node/yamux-window.ts) @default true
    */
   lazyWindowUpdates?: boolean
+  /**
+   * the SIP stream's bytes handed over as yamux delivers them, without the stream's read buffer
+   * and message event (node/direct-messages.ts) @default true
+   */
+  directReads?: boolean
   /**
    * open the SIP stream on every connection this node dials, as soon as it is open (and on those
    * open when the channel starts), so that the first message to the peer does not wait for it
@@ -291,6 +297,13 @@ const noop = (): void => {}
 export interface PeerChannelStats {
   framesSent: number
   framesReceived: number
+  /**
+   * chunks handed to a stream (each one yamux data frame and one Noise message while it fits in
+   * one, 64 KB): `framesSent / writes` is how many SIP messages a write carries
+   */
+  writes: number
+  /** chunks read from the streams (a chunk holds whole frames, or parts): `framesReceived / chunksReceived` */
+  chunksReceived: number
   /** streams this node opened (a stream the peer opened and this node also sends on is not counted) */
   streamsOpened: number
   /** streams this node began to open ahead of any message, on a connection it dialled (`openOnConnect`) */
@@ -318,6 +331,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   private readonly maxQueuedPerPeer: number
   private readonly maxInboundStreams: number
   private readonly lazyWindowUpdates: boolean
+  private readonly directReads: boolean
   private readonly openOnConnect: boolean
   private readonly links = new Map<string, Link>()
   private readonly inbound = new Set<Stream>()
@@ -325,7 +339,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
   /** peer id → when a message last went to it or came from it (ms epoch): node/idle-connections.ts */
   private readonly active = new Map<string, number>()
   private shutdown?: AbortController
-  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, streamsOpened: 0, streamsPrepared: 0, streamErrors: 0, openRetries: 0, queued: { no_stream: 0, drain: 0, behind_queue: 0 } }
+  readonly stats: PeerChannelStats = { framesSent: 0, framesReceived: 0, writes: 0, chunksReceived: 0, streamsOpened: 0, streamsPrepared: 0, streamErrors: 0, openRetries: 0, queued: { no_stream: 0, drain: 0, behind_queue: 0 } }
 
   constructor (components: PeerChannelComponents, init: PeerChannelInit = {}) {
     this.libp2p = components.libp2p
@@ -336,6 +350,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
     this.maxQueuedPerPeer = init.maxQueuedPerPeer ?? 10_000
     this.maxInboundStreams = init.maxInboundStreams ?? 8
     this.lazyWindowUpdates = init.lazyWindowUpdates ?? true
+    this.directReads = init.directReads ?? true
     this.openOnConnect = init.openOnConnect ?? true
   }
 
@@ -492,6 +507,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
       try {
         stream.send(chunk)
         this.stats.framesSent += count
+        this.stats.writes++
         return
       } catch (err) {
         this.dropStream(node, link, stream, err as Error)
@@ -569,6 +585,7 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
           }
           link.queue.splice(0, n)
           this.stats.framesSent += n
+          this.stats.writes++
           for (const p of sent) p.resolve()
         }
       }
@@ -686,8 +703,11 @@ export class Libp2pPeerChannel implements PeerChannel, Startable {
       if (head === inbox.length) { inbox = []; head = 0 }
       this.deliver(node, frame)
     }
+    // the bytes straight from yamux, without the stream's read buffer and event (node/direct-messages.ts)
+    if (this.directReads) directMessages(stream)
     stream.addEventListener('message', (evt) => {
       this.active.set(node, Date.now())
+      this.stats.chunksReceived++
       let frames: Uint8Array[]
       try {
         frames = decoder.push(toBytes(evt.data))

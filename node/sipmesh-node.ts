@@ -542,6 +542,8 @@ export class SipmeshNode {
     addCollectedGauge(r, 'sipmesh_datastore_memory_bytes', 'memory LevelDB holds (memtables and block cache: its leveldb.approximate-memory-usage)', () => datastoreMemory(this.datastore))
     addCollectedCounter(r, 'sipmesh_peer_channel_frames_sent_total', 'SIP messages sent to other nodes', () => channel.stats.framesSent)
     addCollectedCounter(r, 'sipmesh_peer_channel_frames_received_total', 'SIP messages received from other nodes', () => channel.stats.framesReceived)
+    addCollectedCounter(r, 'sipmesh_peer_channel_writes_total', 'writes of SIP messages to other nodes (a write carries the messages of one event-loop turn to one peer in one yamux frame and Noise message)', () => channel.stats.writes)
+    addCollectedCounter(r, 'sipmesh_peer_channel_chunks_received_total', 'chunks of SIP messages read from other nodes', () => channel.stats.chunksReceived)
     addCollectedCounter(r, 'sipmesh_peer_channel_streams_opened_total', 'SIP streams opened to other nodes', () => channel.stats.streamsOpened)
     addCollectedCounter(r, 'sipmesh_peer_channel_stream_errors_total', 'SIP streams that failed', () => channel.stats.streamErrors)
     addCollectedCounter(r, 'sipmesh_peer_channel_open_retries_total', 'dials of a SIP stream that failed and were tried again (messages waiting meanwhile)', () => channel.stats.openRetries)

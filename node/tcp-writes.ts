@@ -21,6 +21,7 @@
  */
 import { Socket } from 'node:net'
 import type { Transport, Upgrader, MultiaddrConnection } from '@libp2p/interface'
+import { directMessages } from './direct-messages.ts'
 
 type TransportFactory = (components: any) => Transport // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -56,19 +57,25 @@ export function coalesceWrites (maConn: MultiaddrConnection): boolean {
   return true
 }
 
-/** The upgrader with `upgradeOutbound` and `upgradeInbound` patching the raw connection first. */
+/**
+ * The upgrader with `upgradeOutbound` and `upgradeInbound` patching the raw connection first: its
+ * writes coalesced, and its reads handed to Noise without a read buffer and event in between
+ * (node/direct-messages.ts).
+ */
 function coalescingUpgrader (upgrader: Upgrader): Upgrader {
   return new Proxy(upgrader, {
     get (target, prop, receiver) {
       if (prop === 'upgradeOutbound') {
         return async (maConn: MultiaddrConnection, opts: Parameters<Upgrader['upgradeOutbound']>[1]) => {
           coalesceWrites(maConn)
+          directMessages(maConn)
           return await target.upgradeOutbound(maConn, opts)
         }
       }
       if (prop === 'upgradeInbound') {
         return async (maConn: MultiaddrConnection, opts: Parameters<Upgrader['upgradeInbound']>[1]) => {
           coalesceWrites(maConn)
+          directMessages(maConn)
           await target.upgradeInbound(maConn, opts)
         }
       }

@@ -3,7 +3,9 @@
 // Libp2pPeerChannel; node A sends SIP-sized frames to B at a paced rate (a few per timer tick, as
 // datagrams arrive at a relay), B answers each with a frame of its own (the 200), as a relayed
 // MESSAGE crosses the mesh twice. Rounds alternate between three set-ups: `plain` (libp2p as it
-// comes), `coalesced` (TCP writes coalesced per callback, node/tcp-writes.ts) and `lazy` (that, and
+// comes), `coalesced` (TCP writes coalesced per callback, node/tcp-writes.ts, and the TCP
+// connection's reads handed to Noise without its read buffer and event, node/direct-messages.ts)
+// and `lazy` (that, the SIP stream's reads the same way, and
 // yamux window updates once half the window is used, node/yamux-window.ts: the node's set-up but for
 // Noise's length reader, node/noise-length.ts, which bench-relay-path --mode cross includes).
 //
@@ -65,7 +67,7 @@ const post = async (method: string, params?: object): Promise<{ profile: unknown
 interface Round { variant: string, trips: number, cpuUs: number, sysUs: number, syscw: number, syscr: number, kb: number, p50: number, p99: number }
 
 type Variant = 'plain' | 'coalesced' | 'lazy'
-/** plain: libp2p as it comes; coalesced: TCP writes per callback; lazy: that and yamux window updates at half the window */
+/** plain: libp2p as it comes; coalesced: TCP writes per callback (and TCP reads direct); lazy: that, yamux window updates at half the window and the SIP stream's reads direct */
 const VARIANTS: Variant[] = ['plain', 'coalesced', 'lazy']
 
 async function round (variant: Variant): Promise<Round> {
@@ -73,8 +75,8 @@ async function round (variant: Variant): Promise<Round> {
   const lazy = variant === 'lazy'
   const a = await node(coalesce)
   const b = await node(coalesce)
-  const ca = new Libp2pPeerChannel({ libp2p: a, logger: quiet }, { lazyWindowUpdates: lazy })
-  const cb = new Libp2pPeerChannel({ libp2p: b, logger: quiet }, { lazyWindowUpdates: lazy })
+  const ca = new Libp2pPeerChannel({ libp2p: a, logger: quiet }, { lazyWindowUpdates: lazy, directReads: lazy })
+  const cb = new Libp2pPeerChannel({ libp2p: b, logger: quiet }, { lazyWindowUpdates: lazy, directReads: lazy })
   await ca.start()
   await cb.start()
   await a.peerStore.merge(b.peerId, { multiaddrs: b.getMultiaddrs() })

@@ -84,7 +84,7 @@ const limits = { maxServerTransactions: 2_000_000 }
  * --mode cross: the UAS registered on a second gateway, the two joined by the node's peer channel
  * over two libp2p nodes in this process (TCP on loopback, Noise, yamux): --mesh node, as
  * node/libp2p.ts sets them up (TCP writes coalesced, lazy yamux window updates, Noise lengths read
- * without a throw); --mesh plain,
+ * without a throw, each layer's reads handed up without its read buffer and event); --mesh plain,
  * libp2p as it comes. The registry is the in-memory one, shared, keyed by the libp2p peer ids.
  */
 async function meshNodes (): Promise<{ ids: [string, string], channels: [PeerChannel, PeerChannel], stop: () => Promise<void> }> {
@@ -99,7 +99,7 @@ async function meshNodes (): Promise<{ ids: [string, string], channels: [PeerCha
   }
   await nodes[0].peerStore.merge(nodes[1].peerId, { multiaddrs: nodes[1].getMultiaddrs() })
   await nodes[1].peerStore.merge(nodes[0].peerId, { multiaddrs: nodes[0].getMultiaddrs() })
-  const channels = nodes.map(n => new Libp2pPeerChannel({ libp2p: n, logger: quiet }, { lazyWindowUpdates: MESH === 'node' }))
+  const channels = nodes.map(n => new Libp2pPeerChannel({ libp2p: n, logger: quiet }, { lazyWindowUpdates: MESH === 'node', directReads: MESH === 'node' }))
   for (const c of channels) await c.start()
   return {
     ids: [nodes[0].peerId.toString(), nodes[1].peerId.toString()],

@@ -71,7 +71,10 @@ if (values.serve) {
   const node = new SipmeshNode({ config, gateway: sipGateway, libp2pMetrics: false })
   await node.start()
   console.log('BENCH-READY ' + JSON.stringify({ peerId: node.peerId, multiaddrs: node.mesh.libp2p.getMultiaddrs().map(String), sip: node.sip }))
-  process.stdin.resume()
+  // a line 'stats' on stdin: the peer channel's counters, for frames per write
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    if (line === 'stats') console.log('BENCH-STATS ' + JSON.stringify(node.peerChannel.stats))
+  })
   process.stdin.on('end', () => { void node.stop().then(() => process.exit(0)) })
   await new Promise(() => {})
 }
@@ -107,6 +110,9 @@ let sipAddrs: string[] = []
 let stops: Array<() => Promise<void>> = []
 /** pids of the relay processes (sipmesh nodes, Kamailio's main process: its workers are its children) */
 let relayPids: number[] = []
+/** the peer channel's counters of each real node (asked for on its stdin) */
+interface MeshStats { framesSent: number, writes: number, framesReceived: number, chunksReceived: number }
+let meshStats: Array<() => Promise<MeshStats | undefined>> = []
 let generation = 0
 
 async function serveNode (i: number, bootstrap?: string): Promise<{ peerId: string, multiaddrs: string[], sip: string }> {
@@ -126,6 +132,22 @@ async function serveNode (i: number, bootstrap?: string): Promise<{ peerId: stri
     clearTimeout(t)
   })
   const lines = createInterface({ input: child.stdout! })
+  let statsWaiting: Array<(s: MeshStats | undefined) => void> = []
+  lines.on('line', (line) => {
+    const at = line.indexOf('BENCH-STATS ')
+    if (at < 0) return
+    const answer = JSON.parse(line.slice(at + 12)) as MeshStats
+    for (const w of statsWaiting.splice(0)) w(answer)
+  })
+  meshStats.push(async () => {
+    if (child.exitCode !== null || child.stdin == null) return undefined
+    return await new Promise<MeshStats | undefined>((resolve) => {
+      const t = setTimeout(() => { statsWaiting = statsWaiting.filter(w => w !== done); resolve(undefined) }, 5000)
+      const done = (x: MeshStats | undefined): void => { clearTimeout(t); resolve(x) }
+      statsWaiting.push(done)
+      child.stdin!.write('stats\n')
+    })
+  })
   return await new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('node did not start in 60 s')), 60_000)
     lines.on('line', (line) => {
@@ -144,6 +166,7 @@ async function startNodes (): Promise<void> {
   generation++
   sipAddrs = []
   stops = []
+  meshStats = []
   if (REAL) {
     const a = await serveNode(0)
     const b = await serveNode(1, a.multiaddrs.find(m => m.includes('127.0.0.1')) ?? a.multiaddrs[0])
@@ -182,9 +205,29 @@ async function stopAll (): Promise<void> {
   for (const stop of stops.reverse()) await stop()
   stops = []
   relayPids = []
+  meshStats = []
 }
 
-interface Step { rate: number, sent: number, ok: number, failed: number, retrans: number, seconds: number, achieved: number, clean: boolean, cpuUsPerMsg?: number }
+interface Step { rate: number, sent: number, ok: number, failed: number, retrans: number, seconds: number, achieved: number, clean: boolean, cpuUsPerMsg?: number, mesh?: string }
+
+/** the real nodes' peer channel counters now */
+async function meshNow (): Promise<Array<MeshStats | undefined>> {
+  return await Promise.all(meshStats.map(async f => await f()))
+}
+
+/** per node, SIP messages per write and per chunk read over a step (cross-node relay) */
+function meshPerWrite (before: Array<MeshStats | undefined>, after: Array<MeshStats | undefined>): string | undefined {
+  const parts: string[] = []
+  for (let i = 0; i < after.length; i++) {
+    const a = before[i]
+    const b = after[i]
+    if (a === undefined || b === undefined || b.writes === a.writes) continue
+    const sent = (b.framesSent - a.framesSent) / (b.writes - a.writes)
+    const received = (b.framesReceived - a.framesReceived) / Math.max(1, b.chunksReceived - a.chunksReceived)
+    parts.push(`${'AB'[i] ?? i} ${sent.toFixed(2)}/${received.toFixed(2)}`)
+  }
+  return parts.length === 0 ? undefined : `messages per write/read: ${parts.join(', ')}`
+}
 
 /** one step of load: `rate`/s MESSAGEs for `seconds`, from a fresh SIPp UAC to `entry` */
 async function runUac (user: string, entry: string, rate: number, seconds: number, rtt: boolean, idleMsPerS = 0): Promise<Step & { latencies: number[] }> {
@@ -192,11 +235,13 @@ async function runUac (user: string, entry: string, rate: number, seconds: numbe
   const args = ['-t', 'u1', '-s', user, '-r', String(rate), '-m', String(calls), '-l', '30000', '-recv_timeout', '4000', '-max_recv_loops', '5000', '-max_sched_loops', '5000']
   if (rtt) args.push('-trace_rtt', '-rtt_freq', '200')
   const dir = mkdtempSync(join(work, 'uac-'))
+  const mesh0 = await meshNow()
   const cpu0 = REAL ? cpuMs(relayPids) : undefined
   const started = performance.now()
   const r = await runSipp('uac-message.xml', entry, args, seconds + 15, dir).done
   const elapsed = (performance.now() - started) / 1000
   const cpu1 = REAL ? cpuMs(relayPids) : undefined
+  const mesh = meshPerWrite(mesh0, await meshNow())
   const ok = sippCounter(r.stdout, 'Successful call')
   const failed = sippCounter(r.stdout, 'Failed call') + Math.max(0, calls - ok - sippCounter(r.stdout, 'Failed call'))
   // SIPp itself failing (not the relay) is shown, not only counted
@@ -214,7 +259,7 @@ async function runUac (user: string, entry: string, rate: number, seconds: numbe
   rmSync(dir, { recursive: true, force: true })
   const cpuUsPerMsg = cpu0 === undefined || cpu1 === undefined || ok === 0 ? undefined : Math.max(0, cpu1 - cpu0 - idleMsPerS * elapsed) * 1000 / ok
   const achieved = ok / Math.max(elapsed - 0.2, 0.1)
-  return { rate, sent: calls, ok, failed, retrans: sippRetransmissions(r.stdout), seconds: Number(elapsed.toFixed(2)), achieved: Math.round(achieved), clean: failed / Math.max(calls, 1) < 0.001 && achieved >= rate * 0.9, cpuUsPerMsg: cpuUsPerMsg === undefined ? undefined : Math.round(cpuUsPerMsg), latencies }
+  return { rate, sent: calls, ok, failed, retrans: sippRetransmissions(r.stdout), seconds: Number(elapsed.toFixed(2)), achieved: Math.round(achieved), clean: failed / Math.max(calls, 1) < 0.001 && achieved >= rate * 0.9, cpuUsPerMsg: cpuUsPerMsg === undefined ? undefined : Math.round(cpuUsPerMsg), mesh, latencies }
 }
 
 const pct = (xs: number[], p: number): number => {
@@ -293,7 +338,7 @@ async function measure (relay: RelayName, run: number): Promise<RunResult> {
         if (Date.now() > DEADLINE) { console.log('  (out of time)'); break }
         const { latencies: _none, ...step } = await runUac(user, s.entry, rate, STEP_S, false, s.idleMsPerS)
         steps.push(step)
-        console.log(`  rate ${String(rate).padStart(6)}/s: ok ${step.ok}/${step.sent}, failed ${step.failed}, retransmissions ${step.retrans}, achieved ${step.achieved.toFixed(0)}/s${step.cpuUsPerMsg === undefined ? '' : `, CPU ${step.cpuUsPerMsg.toFixed(0)} µs/msg`}, load ${loadavg()[0].toFixed(2)} ${step.clean ? 'CLEAN' : 'NOT CLEAN'}`)
+        console.log(`  rate ${String(rate).padStart(6)}/s: ok ${step.ok}/${step.sent}, failed ${step.failed}, retransmissions ${step.retrans}, achieved ${step.achieved.toFixed(0)}/s${step.cpuUsPerMsg === undefined ? '' : `, CPU ${step.cpuUsPerMsg.toFixed(0)} µs/msg`}${step.mesh === undefined ? '' : `, ${step.mesh}`}, load ${loadavg()[0].toFixed(2)} ${step.clean ? 'CLEAN' : 'NOT CLEAN'}`)
         if (!step.clean) { failedAt = { rate, failed: step.failed, achieved: Math.round(step.achieved) }; break }
         best = step
       }
@@ -315,7 +360,7 @@ async function measure (relay: RelayName, run: number): Promise<RunResult> {
       load: [Number(load0.toFixed(2)), Number(loadavg()[0].toFixed(2))], steps
     }
     if (FIXED === undefined) console.log(`  highest clean rate: ${r.maxRate ?? 'none'}/s${failedAt === undefined ? ' (the ladder\'s top: ceiling not found)' : ''}`)
-    console.log(`  at ${half}/s: p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms over ${lat.latencies.length} samples, failed ${lat.failed}, retransmissions ${lat.retrans}${lat.cpuUsPerMsg === undefined ? '' : `, CPU ${lat.cpuUsPerMsg.toFixed(0)} µs/msg`}, load ${loadavg()[0].toFixed(2)}`)
+    console.log(`  at ${half}/s: p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms over ${lat.latencies.length} samples, failed ${lat.failed}, retransmissions ${lat.retrans}${lat.cpuUsPerMsg === undefined ? '' : `, CPU ${lat.cpuUsPerMsg.toFixed(0)} µs/msg`}${lat.mesh === undefined ? '' : `, ${lat.mesh}`}, load ${loadavg()[0].toFixed(2)}`)
     return r
   } finally {
     await s.stop()

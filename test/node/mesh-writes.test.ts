@@ -13,6 +13,7 @@ import { coalesceTcpWrites, coalesceWrites } from '../../node/tcp-writes.ts'
 import { lazyWindowUpdates } from '../../node/yamux-window.ts'
 import { noiseLengthsWithoutThrow, readLength } from '../../node/noise-length.ts'
 import { Libp2pPeerChannel } from '../../node/peer-channel.ts'
+import { hasDirectMessages } from '../../node/direct-messages.ts'
 import { memoryLogger } from './fixtures/logger.ts'
 import { waitFor } from '../fixtures/mesh.ts'
 
@@ -110,6 +111,15 @@ describe('mesh reads and writes over real libp2p TCP connections', () => {
     for (const [x, y] of [[a, b], [b, a]]) {
       const conn = x.getConnections(y.peerId)[0] as unknown as { muxer: { maConn: { decoder: { lengthDecoder: unknown } } } }
       assert.equal(conn.muxer.maConn.decoder.lengthDecoder, readLength)
+    }
+  })
+
+  test('both ends hand reads up directly at the TCP connection and at Noise\'s stream', () => {
+    for (const [x, y] of [[a, b], [b, a]]) {
+      const conn = x.getConnections(y.peerId)[0] as unknown as { maConn: unknown, muxer: { maConn: unknown } }
+      assert.equal(hasDirectMessages(conn.maConn), true, 'the TCP connection')
+      assert.equal(hasDirectMessages(conn.muxer.maConn), true, 'Noise\'s stream')
+      assert.notEqual(conn.maConn, conn.muxer.maConn)
     }
   })
 

@@ -288,6 +288,33 @@ describe('Libp2pPeerChannel between two nodes over TCP', () => {
     } finally { off() }
   })
 
+  test('writes and chunks read are counted: the messages of one turn in one write, the messages of turns apart in one each', async () => {
+    const got: string[] = []
+    const off = cb.onMessage((_node, data) => { got.push(dec.decode(data)) })
+    try {
+      const idb = b.peerId.toString()
+      await ca.send(idb, enc.encode('warm-up'))
+      await waitFor(() => got.length === 1, 5000, 'warm-up')
+      const sent0 = { frames: ca.stats.framesSent, writes: ca.stats.writes }
+      const read0 = { frames: cb.stats.framesReceived, chunks: cb.stats.chunksReceived }
+      // one turn: 10 messages, one write
+      for (let i = 0; i < 10; i++) assert.equal(ca.sendNow(idb, enc.encode(`turn ${i}`)), true)
+      await waitFor(() => got.length === 11, 5000, 'the batch')
+      assert.equal(ca.stats.framesSent - sent0.frames, 10)
+      assert.equal(ca.stats.writes - sent0.writes, 1)
+      assert.equal(cb.stats.framesReceived - read0.frames, 10)
+      assert.ok(cb.stats.chunksReceived - read0.chunks >= 1)
+      // three turns apart: three writes
+      for (let i = 0; i < 3; i++) {
+        assert.equal(ca.sendNow(idb, enc.encode(`apart ${i}`)), true)
+        await waitFor(() => got.length === 12 + i, 5000, 'one message')
+      }
+      assert.equal(ca.stats.framesSent - sent0.frames, 13)
+      assert.equal(ca.stats.writes - sent0.writes, 4)
+      assert.equal(cb.stats.chunksReceived - read0.chunks >= 4, true)
+    } finally { off() }
+  })
+
   test('frames coalesced in one tick survive their stream failing before the write', async () => {
     const got: string[] = []
     const off = cb.onMessage((_node, data) => { got.push(dec.decode(data)) })
