@@ -19,12 +19,18 @@
  * 1.5 -> 0.9 ms at load 1.5-8 and 2.2 -> 2.1 ms at load 7-8 (the copying moves to the main
  * thread), the main thread's GC time 8-12 -> 4-10 ms a second, CPU per message unchanged
  * (157-163 µs both). SIPp's p99 did not tell them apart at that load: each node's main thread
- * waited 130-420 ms a second for a CPU, which dwarfs 4 scavenges of 1-2 ms.
+ * waited 130-420 ms a second for a CPU, which dwarfs 4 scavenges of 1-2 ms. Nor in quieter
+ * minutes with this build (22:47-22:51 UTC, load 1.4-4.1, 7 runs each, alternated): p99 12, 20,
+ * 8, 60, 16, 156, 20 ms with `--parallel-scavenge`, 16, 8, 32, 508, 32, 24, 8 ms serial (≤ 8 ms
+ * in 1 and 2 runs of 7); the wait p50/p90/max 0.8/3.3/29 -> 0.3/0.4/3.2 ms, pauses p50 1.6 -> 1.1
+ * ms, main-thread GC 11 -> 8 ms a second.
  *
  * What it costs: a scavenge with much to copy takes longer on one thread. With 4.3 MB surviving
  * each scavenge (a synthetic churn, load ~10) pauses p50 9-28 ms parallel against 14-33 ms
- * serial; a node's relay keeps 0.1-0.4 MB per scavenge, but a burst of new registrations promotes
- * more. `--single-threaded-gc` (no GC worker at all) removed the wait too but moved array-buffer
+ * serial. In the nodes of the quieter runs above the scavenges that copied over 2 MB (start-up and
+ * the first second of load) did not get longer: p50 8.1 ms parallel, 7.5 serial (max 126 and 61
+ * ms, about 190 of each); a relay keeps 0.1-0.4 MB per scavenge, a burst of new registrations
+ * promotes more (not measured with this). `--single-threaded-gc` (no GC worker at all) removed the wait too but moved array-buffer
  * sweeping and marking onto the main thread: pauses p50 1.5-1.9 ms, mark-compacts up to 16 ms;
  * `--v8-pool-size=1` halved the wait (p90 1.3, max 5 ms); larger young generations
  * (`--min/max-semi-space-size` 16, 32, 64) made fewer but longer scavenges (p50 2.2, 2.9, 9.7 ms)
