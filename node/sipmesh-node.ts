@@ -33,6 +33,7 @@ import type { Config, GatewayConfig } from './config.ts'
 import type { MeshNode, MeshNodeInit } from './libp2p.ts'
 import type { PinoLogger } from './logger.ts'
 import { stopPretenuring } from './pretenuring.ts'
+import { serialScavenge } from './serial-scavenge.ts'
 import type { NodeMetrics } from './metrics.ts'
 import type { AdminStatus } from './admin/server.ts'
 import type { DurableStore, Logger, PeerChannel, Registry } from '../sip-gateway/ports.ts'
@@ -157,6 +158,14 @@ export interface SipmeshNodeInit {
    * @default false
    */
   pretenuring?: boolean
+  /**
+   * Leave V8's scavenges parallel (process-wide; node/serial-scavenge.ts says why a node makes them
+   * serial at start). A `--parallel-scavenge` or `--single-threaded-gc` on the process's command
+   * line is kept either way.
+   *
+   * @default false
+   */
+  parallelScavenge?: boolean
 }
 
 const STOP_STEP_TIMEOUT = 10_000
@@ -233,6 +242,7 @@ export class SipmeshNode {
   async start (): Promise<void> {
     if (this.started) return
     if (this.init.pretenuring !== true) stopPretenuring()
+    if (this.init.parallelScavenge !== true) serialScavenge()
     this.shutdown = new AbortController()
     this.metrics = createNodeMetrics()
     this.connectionFailures = new ConnectionFailures({ logger: this.log.child({ component: 'mesh' }) })

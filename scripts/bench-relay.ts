@@ -25,7 +25,8 @@
 //   BENCH_NODE_ARGS="--flag …"   more `sipmesh start` flags for the real nodes
 //   BENCH_NODE_OUT=<path>        each real node's standard output appended to <path>.<node index>
 //   BENCH_NODE_FLAGS="--flag …"  more node/V8 flags for the real node processes (for example
-//                                --max-semi-space-size=32, --trace-gc-nvp)
+//                                --max-semi-space-size=32, --trace-gc-nvp; --parallel-scavenge
+//                                for V8's own scavenge, which a node otherwise makes serial)
 //
 // `--nodes real` (default): two real sipmesh nodes (node/'s SipmeshNode with the libp2p
 // PeerChannel and the DHT registry), each in its own process. `--nodes memory`: both gateways in
