@@ -183,6 +183,8 @@ const SIP_ADDR_RE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/
  */
 export function normalizeAor (input: string): string {
   if (typeof input !== 'string') throw new InvalidAorError('AoR must be a string')
+  // (the caller's own string when it is normal: never an equal string of an earlier caller's)
+  if (input === lastNormalIn) return lastNormalOut ?? input
   let s = input.trim()
   if (s.length > MAX_AOR_LENGTH * 2) throw new InvalidAorError('AoR too long')
   if (s.startsWith('<') && s.endsWith('>')) s = s.slice(1, -1)
@@ -198,8 +200,19 @@ export function normalizeAor (input: string): string {
   if (aor.length > MAX_AOR_LENGTH) throw new InvalidAorError('AoR too long')
   // an AoR given normalized comes back as the same string, not an equal copy: the registrar's
   // and the registry's maps and claims then share one string per user (issue 9, memory)
+  lastNormalIn = input
+  lastNormalOut = aor === input ? undefined : aor
   return aor === input ? input : aor
 }
+
+/**
+ * the last AoR normalized and its normal form: a new registration's AoR is normalized four times
+ * in one synchronous run (the registrar's claimNow, the claim's claimNow and its own, the signed
+ * fields' check), each a few regular expressions, a match array and substrings (issue 9)
+ */
+let lastNormalIn: string | undefined
+/** undefined: the input was normal */
+let lastNormalOut: string | undefined
 
 /**
  * the last AoR hashed: a new claim asks for its key twice in one synchronous run (the owner's own
@@ -255,10 +268,19 @@ export class ClaimSigner {
     return this.#seal(fields, payload, this.#key.sign(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload])))
   }
 
-  /** `sign`, with the signature made on libuv's threadpool (keys.ts `signAsync`) */
-  async signAsync (input: Omit<ClaimInput, 'owner'>): Promise<SignedClaim> {
-    const { fields, payload } = this.#prepare(input)
-    return this.#seal(fields, payload, await this.#key.signAsync(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload])))
+  /**
+   * `sign`, with the signature made off the event loop (keys.ts `signAsync`). Not async: one
+   * reaction on the signature, no async function's frame saved per new claim (issue 9).
+   */
+  signAsync (input: Omit<ClaimInput, 'owner'>): Promise<SignedClaim> {
+    let prepared: { fields: ClaimFields, payload: Uint8Array }
+    try {
+      prepared = this.#prepare(input)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const { fields, payload } = prepared
+    return this.#key.signAsync(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload])).then(signature => this.#seal(fields, payload, signature))
   }
 
   #prepare (input: Omit<ClaimInput, 'owner'>): { fields: ClaimFields, payload: Uint8Array } {
