@@ -18,7 +18,7 @@
  * claim signature can never be replayed as some other libp2p signature. The owner's public key is
  * inside its (identity-hashed) peer id, so verification needs nothing but the record.
  */
-import { decodeEnvelope, decodePayload, encodeEnvelope, encodePayload } from './claim-cbor.ts'
+import { decodeEnvelope, decodePayload, encodePayload, envelopeLength, writeEnvelope } from './claim-cbor.ts'
 import type { EnvelopeParts, RawPayload } from './claim-cbor.ts'
 import { peerIdFromMultihash, peerIdFromPrivateKey } from '@libp2p/peer-id'
 import * as Digest from 'multiformats/hashes/digest'
@@ -135,14 +135,20 @@ let slabUsed = 0
 function slabClaim (fields: ClaimFields, bytes: Uint8Array, payloadLength: number, signatureLength: number): Claim {
   const n = bytes.byteLength
   if (n > 4096) return new Claim(fields, bytes.slice(), 0, n, payloadLength, signatureLength)
+  const at = slabRoom(n)
+  slab.set(bytes, at)
+  return new Claim(fields, slab, at, n, payloadLength, signatureLength)
+}
+
+/** Room for `n` bytes (at most 4096) in the current slab: where they go in `slab`. */
+function slabRoom (n: number): number {
   if (slabUsed + n > SLAB_BYTES) {
     slab = new Uint8Array(SLAB_BYTES)
     slabUsed = 0
   }
   const at = slabUsed
-  slab.set(bytes, at)
   slabUsed += (n + 7) & ~7
-  return new Claim(fields, slab, at, n, payloadLength, signatureLength)
+  return at
 }
 
 /**
@@ -240,9 +246,10 @@ export function interestCid (aor: string): CID {
   return CID.createV1(raw.code, Digest.create(sha256Code, sha256('sipmesh-interest-v1\n' + aor)))
 }
 
-function payloadOf (f: ClaimFields, ownerBytes: Uint8Array = f.owner.toMultihash().bytes): Uint8Array {
+/** the payload of `f` (after `prefix` in the same bytes when given: see `encodePayload`) */
+function payloadOf (f: ClaimFields, ownerBytes: Uint8Array = f.owner.toMultihash().bytes, prefix?: Uint8Array): Uint8Array {
   try {
-    return encodePayload({ format: CLAIM_FORMAT, kind: f.kind, aor: f.aor, owner: ownerBytes, sip: f.sip, version: f.version, issuedAt: f.issuedAt, expiresAt: f.expiresAt, knownUntil: f.knownUntil })
+    return encodePayload({ format: CLAIM_FORMAT, kind: f.kind, aor: f.aor, owner: ownerBytes, sip: f.sip, version: f.version, issuedAt: f.issuedAt, expiresAt: f.expiresAt, knownUntil: f.knownUntil }, prefix)
   } catch (err) {
     throw new InvalidClaimError(`claim ${errorMessage(err)}`)
   }
@@ -264,8 +271,8 @@ export class ClaimSigner {
   }
 
   sign (input: Omit<ClaimInput, 'owner'>): SignedClaim {
-    const { fields, payload } = this.#prepare(input)
-    return this.#seal(fields, payload, this.#key.sign(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload])))
+    const { fields, message } = this.#prepare(input)
+    return this.#seal(fields, message, this.#key.sign(message))
   }
 
   /**
@@ -273,26 +280,31 @@ export class ClaimSigner {
    * reaction on the signature, no async function's frame saved per new claim (issue 9).
    */
   signAsync (input: Omit<ClaimInput, 'owner'>): Promise<SignedClaim> {
-    let prepared: { fields: ClaimFields, payload: Uint8Array }
+    let prepared: { fields: ClaimFields, message: Uint8Array }
     try {
       prepared = this.#prepare(input)
     } catch (err) {
       return Promise.reject(err)
     }
-    const { fields, payload } = prepared
-    return this.#key.signAsync(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload])).then(signature => this.#seal(fields, payload, signature))
+    const { fields, message } = prepared
+    return this.#key.signAsync(message).then(signature => this.#seal(fields, message, signature))
   }
 
-  #prepare (input: Omit<ClaimInput, 'owner'>): { fields: ClaimFields, payload: Uint8Array } {
+  /** the fields and the signed message: the signing domain and the payload, made as one */
+  #prepare (input: Omit<ClaimInput, 'owner'>): { fields: ClaimFields, message: Uint8Array } {
     const fields: ClaimFields = { ...input, owner: this.owner, knownUntil: Math.max(input.knownUntil ?? input.expiresAt, input.expiresAt) }
     checkFields(fields, Date.now(), { skipExpiry: true })
-    return { fields, payload: payloadOf(fields, this.#ownerBytes) }
+    return { fields, message: payloadOf(fields, this.#ownerBytes, CLAIM_SIGNING_DOMAIN) }
   }
 
-  #seal (fields: ClaimFields, payload: Uint8Array, signature: Uint8Array): SignedClaim {
-    const bytes = encodeEnvelope(payload, signature)
-    if (bytes.byteLength > MAX_CLAIM_BYTES) throw new InvalidClaimError(`claim too large (${bytes.byteLength} > ${MAX_CLAIM_BYTES} bytes)`)
-    return slabClaim(fields, bytes, payload.byteLength, signature.byteLength)
+  /** the signed claim, its envelope written straight into the slab (no envelope of its own to copy) */
+  #seal (fields: ClaimFields, message: Uint8Array, signature: Uint8Array): SignedClaim {
+    const payload = message.subarray(CLAIM_SIGNING_DOMAIN.length)
+    const n = envelopeLength(payload.byteLength, signature.byteLength)
+    if (n > MAX_CLAIM_BYTES) throw new InvalidClaimError(`claim too large (${n} > ${MAX_CLAIM_BYTES} bytes)`)
+    const at = slabRoom(n)
+    writeEnvelope(slab, at, payload, signature)
+    return new Claim(fields, slab, at, n, payload.byteLength, signature.byteLength)
   }
 }
 
