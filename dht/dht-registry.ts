@@ -718,11 +718,32 @@ export class DhtRegistry implements ClaimRegistry {
     return { won: true, route, previous: route, replicas: held.replicas }
   }
 
-  async claim (aorIn: Aor, binding: LocalBinding, options?: ClaimOptions): Promise<ClaimResult> {
-    const answered = this.claimNow(aorIn, binding)
-    if (answered !== undefined) return answered
-    const aor = normalizeAor(aorIn)
-    if (this.shutdown == null) throw new NotStartedError()
+  /**
+   * Claim an AoR for a binding. A new claim (the AoR not held here, the node joined) runs without
+   * an async function's frame: its steps are reactions on the signature and on the write (a frame
+   * saved across each await was the largest allocation of a new claim, issue 9); a held claim's
+   * renewal, the wait to join and a claim above a record that stood go through `claimHeld`.
+   */
+  claim (aorIn: Aor, binding: LocalBinding, options?: ClaimOptions): Promise<ClaimResult> {
+    try {
+      const answered = this.claimNow(aorIn, binding)
+      if (answered !== undefined) return Promise.resolve(answered)
+      const aor = normalizeAor(aorIn)
+      if (this.shutdown == null) throw new NotStartedError()
+      const now = Date.now()
+      const held = this.own.get(aor)
+      if (this.joinDeadline != null || (held != null && held.claim.kind === 'claim' && held.claim.expiresAt > now && this.cache.get(aor)?.claim === held.claim)) {
+        return this.claimHeld(aor, binding, options)
+      }
+      this.stats.claims++
+      return this.claimNew(aor, binding.expiresAt + this.grace, now, options?.firstReplica === true)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /** `claim` of an AoR held here (a refresh, or the renewal of its lease), or before the node joined */
+  private async claimHeld (aor: Aor, binding: LocalBinding, options?: ClaimOptions): Promise<ClaimResult> {
     this.stats.claims++
     const now = Date.now()
     const until = binding.expiresAt + this.grace
@@ -741,32 +762,48 @@ export class DhtRegistry implements ClaimRegistry {
       }
       // displaced meanwhile: the latest registration (this one) takes over with a new claim
     }
-    // (no call and await per claim once joined)
     if (this.joinDeadline != null) await this.joined(options)
-    const early = options?.firstReplica === true
+    return await this.claimNew(aor, until, now, options?.firstReplica === true)
+  }
+
+  /** A new claim of `aor` until `until`: signed, written, and decided on the answers (`claimWritten`). */
+  private claimNew (aor: Aor, until: number, now: number, early: boolean): Promise<ClaimResult> {
     const t0 = performance.now()
     const before = this.cache.get(aor)?.claim
-    let mine = await this.signNew(aor, 'claim', Math.min(now + this.lease, until))
-    const signed = performance.now() - t0
-    let late = early ? this.earlyClaim(aor, mine, before) : undefined
-    let out = await this.writer.write(mine, { since: now, early: late?.look })
-    let newest = this.newestOf(mine, out, before)
+    return this.signNew(aor, 'claim', Math.min(now + this.lease, until)).then(mine => {
+      const signed = performance.now() - t0
+      const late = early ? this.earlyClaim(aor, mine, before) : undefined
+      return this.writer.write(mine, { since: now, early: late?.look }).then(out => this.claimWritten(aor, until, t0, signed, before, mine, late, out, early))
+    })
+  }
+
+  /** A new claim's write answered (by this node's store and the first replica, or by all). */
+  private claimWritten (aor: Aor, until: number, t0: number, signed: number, before: SignedClaim | undefined, mine: SignedClaim, late: EarlyClaim | undefined, out: WriteOutcome, early: boolean): ClaimResult | Promise<ClaimResult> {
+    const newest = this.newestOf(mine, out, before)
     const total = performance.now() - t0
     // (no object per claim for the fast ones)
     if (total >= this.slowClaims.thresholdMs) this.slowClaims.record(aor, { signed, stored: out.storedMs, answered: out.answered ? out.answeredMs : total - signed, total, replicas: out.replicas })
-    if (newest !== mine && (newest === before || out.stood.includes(newest))) {
-      // a record that already stood when we began (we knew it, or a replica had stored it before
-      // our write reached it) won only by its version: its owner's clock is ahead of ours. The
-      // latest registration takes over, so claim once more above it. A claim that raced ours
-      // and won stays the winner.
-      this.log('claim of %s lost to an earlier record v%s, claiming above it', aor, newest.version)
-      const stood = newest
-      mine = await this.signNew(aor, 'claim', Math.min(Date.now() + this.lease, until), stood.version)
-      late = early ? this.earlyClaim(aor, mine, before) : undefined
-      out = await this.writer.write(mine, { early: late?.look })
-      out.others.push(stood)
-      newest = this.newestOf(mine, out, before)
-    }
+    if (newest !== mine && (newest === before || out.stood.includes(newest))) return this.claimOverStood(aor, until, before, newest, early)
+    return this.claimDecided(aor, until, before, mine, late, out, newest)
+  }
+
+  /**
+   * A record that already stood when we began (we knew it, or a replica had stored it before our
+   * write reached it) won only by its version: its owner's clock is ahead of ours. The latest
+   * registration takes over, so claim once more above it. (A claim that raced ours and won stays
+   * the winner: see `claimWritten`.)
+   */
+  private async claimOverStood (aor: Aor, until: number, before: SignedClaim | undefined, stood: SignedClaim, early: boolean): Promise<ClaimResult> {
+    this.log('claim of %s lost to an earlier record v%s, claiming above it', aor, stood.version)
+    const mine = await this.signNew(aor, 'claim', Math.min(Date.now() + this.lease, until), stood.version)
+    const late = early ? this.earlyClaim(aor, mine, before) : undefined
+    const out = await this.writer.write(mine, { early: late?.look })
+    out.others.push(stood)
+    return this.claimDecided(aor, until, before, mine, late, out, this.newestOf(mine, out, before))
+  }
+
+  /** A new claim decided: `mine` won when it is the newest; this node's records and the result. */
+  private claimDecided (aor: Aor, until: number, before: SignedClaim | undefined, mine: SignedClaim, late: EarlyClaim | undefined, out: WriteOutcome, newest: SignedClaim): ClaimResult {
     const won = newest === mine
     // the owner we took it from: the newest other owner's live claim older than ours
     // (no array of them per claim: a new claim usually has none)

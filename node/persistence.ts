@@ -198,12 +198,14 @@ export class DatastoreDurableStore implements DurableStore {
     }
   }
 
-  async put (key: string, value: Uint8Array): Promise<void> {
-    await this.write(this.key(key), value)
+  // (not async, nor is write: one promise per write, not three, and no async function's frame
+  // saved per write; every new registration writes, issue 9)
+  put (key: string, value: Uint8Array): Promise<void> {
+    return this.write(this.key(key), value)
   }
 
-  async delete (key: string): Promise<void> {
-    await this.write(this.key(key), undefined)
+  delete (key: string): Promise<void> {
+    return this.write(this.key(key), undefined)
   }
 
   /** resolves once every write issued so far is committed (or failed) */
@@ -212,7 +214,7 @@ export class DatastoreDurableStore implements DurableStore {
     await new Promise<void>(resolve => { this.idleWaiters.push(resolve) })
   }
 
-  private async write (key: string, value: Uint8Array | undefined): Promise<void> {
+  private write (key: string, value: Uint8Array | undefined): Promise<void> {
     const op: Op = { key, value, seq: ++this.seq }
     let batch = this.queue[this.queue.length - 1]
     // the batch being committed is out of the queue; a full one takes no more
@@ -229,7 +231,7 @@ export class DatastoreDurableStore implements DurableStore {
       // gather the writes issued in this same tick before the first commit
       queueMicrotask(() => { void this.commitLoop() })
     }
-    await done
+    return done
   }
 
   private async commitLoop (): Promise<void> {

@@ -129,8 +129,12 @@ function checkUint (v: number | bigint, what: string): void {
   }
 }
 
-/** The canonical payload bytes of a claim's fields. */
-export function encodePayload (p: RawPayload): Uint8Array {
+/**
+ * The canonical payload bytes of a claim's fields; after `prefix` in the same bytes when given (the
+ * signed message is the signing domain then the payload: one allocation for both, the payload a
+ * view of its end).
+ */
+export function encodePayload (p: RawPayload, prefix?: Uint8Array): Uint8Array {
   checkUint(p.version, 'version')
   checkUint(p.issuedAt, 'issuedAt')
   checkUint(p.expiresAt, 'expiresAt')
@@ -145,8 +149,10 @@ export function encodePayload (p: RawPayload): Uint8Array {
     headLength(p.owner.length) + p.owner.length +
     headLength(textLength(sip)) + textLength(sip) +
     headLength(p.version) + headLength(p.issuedAt) + headLength(p.expiresAt) + headLength(p.knownUntil)
-  const out = new Uint8Array(size)
-  let at = writeHead(out, 0, MAJOR_ARRAY, 9)
+  const skip = prefix?.length ?? 0
+  const out = new Uint8Array(skip + size)
+  if (prefix != null) out.set(prefix, 0)
+  let at = writeHead(out, skip, MAJOR_ARRAY, 9)
   at = writeHead(out, at, MAJOR_UINT, p.format)
   at = writeText(out, at, kind)
   at = writeText(out, at, aor)
@@ -163,14 +169,24 @@ export function encodePayload (p: RawPayload): Uint8Array {
 
 /** The canonical envelope `[payload, signature]`. */
 export function encodeEnvelope (payload: Uint8Array, signature: Uint8Array): Uint8Array {
-  const out = new Uint8Array(1 + headLength(payload.length) + payload.length + headLength(signature.length) + signature.length)
-  let at = writeHead(out, 0, MAJOR_ARRAY, 2)
+  const out = new Uint8Array(envelopeLength(payload.length, signature.length))
+  writeEnvelope(out, 0, payload, signature)
+  return out
+}
+
+/** The length of the envelope of a payload and a signature of these lengths. */
+export function envelopeLength (payloadLength: number, signatureLength: number): number {
+  return 1 + headLength(payloadLength) + payloadLength + headLength(signatureLength) + signatureLength
+}
+
+/** Write the envelope `[payload, signature]` into `out` at `at` (room for `envelopeLength`). */
+export function writeEnvelope (out: Uint8Array, at: number, payload: Uint8Array, signature: Uint8Array): void {
+  at = writeHead(out, at, MAJOR_ARRAY, 2)
   at = writeHead(out, at, MAJOR_BYTES, payload.length)
   out.set(payload, at)
   at += payload.length
   at = writeHead(out, at, MAJOR_BYTES, signature.length)
   out.set(signature, at)
-  return out
 }
 
 // ------------------------------------------------------------------ decoding

@@ -18,7 +18,7 @@
  * claim signature can never be replayed as some other libp2p signature. The owner's public key is
  * inside its (identity-hashed) peer id, so verification needs nothing but the record.
  */
-import { decodeEnvelope, decodePayload, encodeEnvelope, encodePayload } from './claim-cbor.ts'
+import { decodeEnvelope, decodePayload, encodePayload, envelopeLength, writeEnvelope } from './claim-cbor.ts'
 import type { EnvelopeParts, RawPayload } from './claim-cbor.ts'
 import { peerIdFromMultihash, peerIdFromPrivateKey } from '@libp2p/peer-id'
 import * as Digest from 'multiformats/hashes/digest'
@@ -135,14 +135,20 @@ let slabUsed = 0
 function slabClaim (fields: ClaimFields, bytes: Uint8Array, payloadLength: number, signatureLength: number): Claim {
   const n = bytes.byteLength
   if (n > 4096) return new Claim(fields, bytes.slice(), 0, n, payloadLength, signatureLength)
+  const at = slabRoom(n)
+  slab.set(bytes, at)
+  return new Claim(fields, slab, at, n, payloadLength, signatureLength)
+}
+
+/** Room for `n` bytes (at most 4096) in the current slab: where they go in `slab`. */
+function slabRoom (n: number): number {
   if (slabUsed + n > SLAB_BYTES) {
     slab = new Uint8Array(SLAB_BYTES)
     slabUsed = 0
   }
   const at = slabUsed
-  slab.set(bytes, at)
   slabUsed += (n + 7) & ~7
-  return new Claim(fields, slab, at, n, payloadLength, signatureLength)
+  return at
 }
 
 /**
@@ -183,6 +189,8 @@ const SIP_ADDR_RE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/
  */
 export function normalizeAor (input: string): string {
   if (typeof input !== 'string') throw new InvalidAorError('AoR must be a string')
+  // (the caller's own string when it is normal: never an equal string of an earlier caller's)
+  if (input === lastNormalIn) return lastNormalOut ?? input
   let s = input.trim()
   if (s.length > MAX_AOR_LENGTH * 2) throw new InvalidAorError('AoR too long')
   if (s.startsWith('<') && s.endsWith('>')) s = s.slice(1, -1)
@@ -198,8 +206,19 @@ export function normalizeAor (input: string): string {
   if (aor.length > MAX_AOR_LENGTH) throw new InvalidAorError('AoR too long')
   // an AoR given normalized comes back as the same string, not an equal copy: the registrar's
   // and the registry's maps and claims then share one string per user (issue 9, memory)
+  lastNormalIn = input
+  lastNormalOut = aor === input ? undefined : aor
   return aor === input ? input : aor
 }
+
+/**
+ * the last AoR normalized and its normal form: a new registration's AoR is normalized four times
+ * in one synchronous run (the registrar's claimNow, the claim's claimNow and its own, the signed
+ * fields' check), each a few regular expressions, a match array and substrings (issue 9)
+ */
+let lastNormalIn: string | undefined
+/** undefined: the input was normal */
+let lastNormalOut: string | undefined
 
 /**
  * the last AoR hashed: a new claim asks for its key twice in one synchronous run (the owner's own
@@ -227,9 +246,10 @@ export function interestCid (aor: string): CID {
   return CID.createV1(raw.code, Digest.create(sha256Code, sha256('sipmesh-interest-v1\n' + aor)))
 }
 
-function payloadOf (f: ClaimFields, ownerBytes: Uint8Array = f.owner.toMultihash().bytes): Uint8Array {
+/** the payload of `f` (after `prefix` in the same bytes when given: see `encodePayload`) */
+function payloadOf (f: ClaimFields, ownerBytes: Uint8Array = f.owner.toMultihash().bytes, prefix?: Uint8Array): Uint8Array {
   try {
-    return encodePayload({ format: CLAIM_FORMAT, kind: f.kind, aor: f.aor, owner: ownerBytes, sip: f.sip, version: f.version, issuedAt: f.issuedAt, expiresAt: f.expiresAt, knownUntil: f.knownUntil })
+    return encodePayload({ format: CLAIM_FORMAT, kind: f.kind, aor: f.aor, owner: ownerBytes, sip: f.sip, version: f.version, issuedAt: f.issuedAt, expiresAt: f.expiresAt, knownUntil: f.knownUntil }, prefix)
   } catch (err) {
     throw new InvalidClaimError(`claim ${errorMessage(err)}`)
   }
@@ -251,26 +271,40 @@ export class ClaimSigner {
   }
 
   sign (input: Omit<ClaimInput, 'owner'>): SignedClaim {
-    const { fields, payload } = this.#prepare(input)
-    return this.#seal(fields, payload, this.#key.sign(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload])))
+    const { fields, message } = this.#prepare(input)
+    return this.#seal(fields, message, this.#key.sign(message))
   }
 
-  /** `sign`, with the signature made on libuv's threadpool (keys.ts `signAsync`) */
-  async signAsync (input: Omit<ClaimInput, 'owner'>): Promise<SignedClaim> {
-    const { fields, payload } = this.#prepare(input)
-    return this.#seal(fields, payload, await this.#key.signAsync(uint8ArrayConcat([CLAIM_SIGNING_DOMAIN, payload])))
+  /**
+   * `sign`, with the signature made off the event loop (keys.ts `signAsync`). Not async: one
+   * reaction on the signature, no async function's frame saved per new claim (issue 9).
+   */
+  signAsync (input: Omit<ClaimInput, 'owner'>): Promise<SignedClaim> {
+    let prepared: { fields: ClaimFields, message: Uint8Array }
+    try {
+      prepared = this.#prepare(input)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const { fields, message } = prepared
+    return this.#key.signAsync(message).then(signature => this.#seal(fields, message, signature))
   }
 
-  #prepare (input: Omit<ClaimInput, 'owner'>): { fields: ClaimFields, payload: Uint8Array } {
+  /** the fields and the signed message: the signing domain and the payload, made as one */
+  #prepare (input: Omit<ClaimInput, 'owner'>): { fields: ClaimFields, message: Uint8Array } {
     const fields: ClaimFields = { ...input, owner: this.owner, knownUntil: Math.max(input.knownUntil ?? input.expiresAt, input.expiresAt) }
     checkFields(fields, Date.now(), { skipExpiry: true })
-    return { fields, payload: payloadOf(fields, this.#ownerBytes) }
+    return { fields, message: payloadOf(fields, this.#ownerBytes, CLAIM_SIGNING_DOMAIN) }
   }
 
-  #seal (fields: ClaimFields, payload: Uint8Array, signature: Uint8Array): SignedClaim {
-    const bytes = encodeEnvelope(payload, signature)
-    if (bytes.byteLength > MAX_CLAIM_BYTES) throw new InvalidClaimError(`claim too large (${bytes.byteLength} > ${MAX_CLAIM_BYTES} bytes)`)
-    return slabClaim(fields, bytes, payload.byteLength, signature.byteLength)
+  /** the signed claim, its envelope written straight into the slab (no envelope of its own to copy) */
+  #seal (fields: ClaimFields, message: Uint8Array, signature: Uint8Array): SignedClaim {
+    const payload = message.subarray(CLAIM_SIGNING_DOMAIN.length)
+    const n = envelopeLength(payload.byteLength, signature.byteLength)
+    if (n > MAX_CLAIM_BYTES) throw new InvalidClaimError(`claim too large (${n} > ${MAX_CLAIM_BYTES} bytes)`)
+    const at = slabRoom(n)
+    writeEnvelope(slab, at, payload, signature)
+    return new Claim(fields, slab, at, n, payload.byteLength, signature.byteLength)
   }
 }
 

@@ -729,13 +729,16 @@ export class Registrar<Flow = unknown> {
     }, (err: unknown) => this.#claimFailed(aor, plan, err))
   }
 
-  /** the claim is won and the record must be written first: 200 once it is durable */
-  async #written (aor: string, bindings: Array<StoredBinding<Flow>>, plan: Plan<Flow>, now: number, result: ClaimResult): Promise<Reply> {
-    if (!await this.#persist(aor, bindings)) {
+  /**
+   * the claim is won and the record must be written first: 200 once it is durable (a reaction on
+   * the write, not an async function's frame saved across it per new registration)
+   */
+  #written (aor: string, bindings: Array<StoredBinding<Flow>>, plan: Plan<Flow>, now: number, result: ClaimResult): Promise<Reply> {
+    return this.#persist(aor, bindings).then(stored => {
+      if (stored) return this.#bound(aor, bindings, plan, now, result)
       this.#emit(aor)
       return this.#unavailable('Storage Unavailable')
-    }
-    return this.#bound(aor, bindings, plan, now, result)
+    })
   }
 
   #claimFailed (aor: string, plan: Plan<Flow>, err: unknown): Reply {
@@ -853,18 +856,24 @@ export class Registrar<Flow = unknown> {
    * write the AoR's bindings (none: delete), each with its durable horizon (durable-horizon.ts);
    * false when the store failed (logged): the record then holds none of them as they are
    */
-  async #persist (aor: string, bindings: Array<StoredBinding<Flow>>): Promise<boolean> {
+  #persist (aor: string, bindings: Array<StoredBinding<Flow>>): Promise<boolean> {
     const now = this.#now()
     for (const b of bindings) b.durableUntil = horizonOf(b.expiresAt, now, this.#slackMs)
+    // (not async: no frame saved across the write per registration)
+    let write: Promise<void>
     try {
-      if (bindings.length === 0) await this.#store.delete(STORE_PREFIX + aor)
-      else await this.#store.put(STORE_PREFIX + aor, encodeRegistration(aor, bindings))
-      return true
+      write = bindings.length === 0 ? this.#store.delete(STORE_PREFIX + aor) : this.#store.put(STORE_PREFIX + aor, encodeRegistration(aor, bindings))
     } catch (err) {
-      for (const b of bindings) b.durableUntil = 0
-      this.#log.error('could not persist registration', { aor, err: String(err) })
-      return false
+      return Promise.resolve(this.#notPersisted(aor, bindings, err))
     }
+    return write.then(PERSISTED, (err: unknown) => this.#notPersisted(aor, bindings, err))
+  }
+
+  /** the store failed: the record holds none of the bindings as they are (logged); false */
+  #notPersisted (aor: string, bindings: Array<StoredBinding<Flow>>, err: unknown): boolean {
+    for (const b of bindings) b.durableUntil = 0
+    this.#log.error('could not persist registration', { aor, err: String(err) })
+    return false
   }
 
   #dropLocal (aor: string): Array<StoredBinding<Flow>> | undefined {
@@ -913,6 +922,8 @@ function httpDate (now: number): string {
 }
 
 const NONE: ReadonlyArray<Binding<never>> = Object.freeze([])
+/** the reaction of a write that succeeded (one function for all) */
+const PERSISTED = (): boolean => true
 /** the wait list of an AoR's lock while nobody waits (never pushed to) */
 const NOBODY: Array<() => void> = Object.freeze([]) as unknown as Array<() => void>
 

@@ -5,7 +5,7 @@ import { decode, encode as cborgEncode } from 'cborg'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromMultihash, peerIdFromPrivateKey } from '@libp2p/peer-id'
 import * as Digest from 'multiformats/hashes/digest'
-import { decodeEnvelope, decodePayload, encodeEnvelope, encodePayload } from '../../../dht/record/claim-cbor.ts'
+import { decodeEnvelope, decodePayload, encodeEnvelope, encodePayload, envelopeLength, writeEnvelope } from '../../../dht/record/claim-cbor.ts'
 import { ClaimSigner, decodeClaim } from '../../../dht/record/claim.ts'
 import type { RawPayload } from '../../../dht/record/claim-cbor.ts'
 
@@ -90,6 +90,21 @@ describe('claim CBOR: the hand-written codec against cborg', () => {
       assert.deepEqual(bytes, cborgPayload(p))
       assert.deepEqual(encodeEnvelope(bytes, sig), encode([bytes, sig]))
     }), { numRuns: 3000 })
+  })
+
+  test('a payload after a prefix, and an envelope written at an offset, are the same bytes', () => {
+    fc.assert(fc.property(payloadArb, fc.uint8Array({ maxLength: 40 }), fc.uint8Array({ maxLength: 300 }), fc.nat(64), (p, prefix, sig, offset) => {
+      const bytes = encodePayload(p)
+      const prefixed = encodePayload(p, prefix)
+      assert.deepEqual(prefixed.subarray(0, prefix.length), prefix)
+      assert.deepEqual(prefixed.subarray(prefix.length), bytes)
+      const n = envelopeLength(bytes.length, sig.length)
+      const out = new Uint8Array(offset + n + 3).fill(0xee)
+      writeEnvelope(out, offset, prefixed.subarray(prefix.length), sig)
+      assert.deepEqual(out.subarray(offset, offset + n), encodeEnvelope(bytes, sig))
+      // nothing written outside its room
+      assert.ok(out.subarray(0, offset).every(b => b === 0xee) && out.subarray(offset + n).every(b => b === 0xee))
+    }), { numRuns: 1000 })
   })
 
   test('decodes what it encodes, with the same values', () => {

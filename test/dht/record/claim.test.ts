@@ -38,6 +38,24 @@ describe('AoR normalization', () => {
       assert.throws(() => normalizeAor(bad), { name: 'InvalidAorError' }, JSON.stringify(bad))
     }
   })
+  test('the same AoR asked again (the last one is remembered) gives the same answers', () => {
+    // a normal AoR comes back as it is, each time (equal strings built apart)
+    const a = ['sip:', 'memo@example.com'].join('')
+    const b = ['sip:memo', '@example.com'].join('')
+    assert.equal(normalizeAor(a), a)
+    assert.equal(normalizeAor(a), a)
+    assert.equal(normalizeAor(b), b)
+    // one to normalize, asked twice in a row
+    assert.equal(normalizeAor('SIP:Memo@Example.COM:5060'), 'sip:Memo@example.com')
+    assert.equal(normalizeAor('SIP:Memo@Example.COM:5060'), 'sip:Memo@example.com')
+    // a refused one is refused again, and a valid one between them is not refused
+    assert.throws(() => normalizeAor('sip:memo'), { name: 'InvalidAorError' })
+    assert.throws(() => normalizeAor('sip:memo'), { name: 'InvalidAorError' })
+    assert.equal(normalizeAor(a), a)
+    assert.throws(() => normalizeAor(''), { name: 'InvalidAorError' })
+    assert.throws(() => normalizeAor(''), { name: 'InvalidAorError' })
+    assert.throws(() => normalizeAor(undefined as unknown as string), { name: 'InvalidAorError' })
+  })
 })
 
 describe('claim record', () => {
