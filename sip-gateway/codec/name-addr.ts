@@ -14,6 +14,9 @@ export interface NameAddr {
   params: Params
 }
 
+/** what an unquoted display name must not hold (a module constant: a literal in a function is a new RegExp per call) */
+const DISPLAY_BAD = /["<>]/
+
 export function parseNameAddr (value: string): NameAddr {
   const s = value
   const n = s.length
@@ -32,7 +35,7 @@ export function parseNameAddr (value: string): NameAddr {
     if (lt !== -1) {
       const d = s.slice(i, lt).trim()
       if (d !== '') {
-        if (/["<>]/.test(d)) throw new SipParseError('Malformed display name')
+        if (DISPLAY_BAD.test(d)) throw new SipParseError('Malformed display name')
         display = d
       }
     }

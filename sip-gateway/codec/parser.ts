@@ -33,6 +33,8 @@ export const DEFAULT_MAX_MESSAGE_SIZE = 65_536
 const EMPTY = new Uint8Array(0)
 const VERSION = /^SIP\/[0-9]+\.[0-9]+$/i
 const SCHEME = /^[A-Za-z][A-Za-z0-9+\-.]*$/
+/** what a Request-URI must not hold (a module constant: a literal in a function is a new RegExp per call) */
+const REQUEST_URI_BAD = /[<>"\t]/
 const DIGITS = /^[0-9]+$/
 
 interface NameInfo { name: string, key: string, display: string }
@@ -139,8 +141,8 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
     }
     const colon = uri.indexOf(':')
     if (colon === 3 && uri.startsWith('sip')) {
-      if (/[<>"\t]/.test(uri)) error ??= parseError('Malformed Request-URI')
-    } else if (colon <= 0 || !SCHEME.test(uri.slice(0, colon)) || /[<>"\t]/.test(uri)) error ??= parseError('Malformed Request-URI')
+      if (REQUEST_URI_BAD.test(uri)) error ??= parseError('Malformed Request-URI')
+    } else if (colon <= 0 || !SCHEME.test(uri.slice(0, colon)) || REQUEST_URI_BAD.test(uri)) error ??= parseError('Malformed Request-URI')
     else if (!SUPPORTED_SCHEMES.has(uri.slice(0, colon).toLowerCase())) error ??= parseError('Unsupported URI Scheme', 416)
   }
 
