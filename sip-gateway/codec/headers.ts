@@ -69,6 +69,8 @@ const keyCache = new Map<string, string>()
 
 const LINE_BREAKS = /[\r\n\0]+/g
 const HAS_LINE_BREAK = /[\r\n\0]/
+/** a header name (a token); module constants: a regular expression literal in a function body is a new RegExp object (56 bytes) per call */
+const HEADER_NAME = /^[A-Za-z0-9\-.!%*_+`'~]+$/
 
 /** A value safe to write on one header line: CR, LF and NUL runs become one space. */
 function clean (value: string): string {
@@ -78,7 +80,7 @@ function clean (value: string): string {
 
 /** A name safe to write: a header name must be a token. */
 function cleanName (name: string): string {
-  if (!/^[A-Za-z0-9\-.!%*_+`'~]+$/.test(name)) throw new TypeError(`Invalid header name: ${JSON.stringify(name)}`)
+  if (!HEADER_NAME.test(name)) throw new TypeError(`Invalid header name: ${JSON.stringify(name)}`)
   return name
 }
 

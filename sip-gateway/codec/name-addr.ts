@@ -14,6 +14,11 @@ export interface NameAddr {
   params: Params
 }
 
+/** what an unquoted display name must not hold (a module constant: a literal in a function is a new RegExp per call) */
+const DISPLAY_BAD = /["<>]/
+/** what an address URI must not hold (a module constant: a regular expression literal in a function is a new RegExp per call) */
+const ADDRESS_URI_BAD = /[\s<>"]/
+
 export function parseNameAddr (value: string): NameAddr {
   const s = value
   const n = s.length
@@ -32,7 +37,7 @@ export function parseNameAddr (value: string): NameAddr {
     if (lt !== -1) {
       const d = s.slice(i, lt).trim()
       if (d !== '') {
-        if (/["<>]/.test(d)) throw new SipParseError('Malformed display name')
+        if (DISPLAY_BAD.test(d)) throw new SipParseError('Malformed display name')
         display = d
       }
     }
@@ -56,7 +61,7 @@ export function parseNameAddr (value: string): NameAddr {
     rest = end
   }
   const colon = uri.indexOf(':')
-  if (colon <= 0 || /[\s<>"]/.test(uri)) throw new SipParseError('Malformed address URI')
+  if (colon <= 0 || ADDRESS_URI_BAD.test(uri)) throw new SipParseError('Malformed address URI')
   const params: Params = {}
   parseParams(s, rest, params, 'address')
   const out: NameAddr = { uri, params }

@@ -33,6 +33,10 @@ export const DEFAULT_MAX_MESSAGE_SIZE = 65_536
 const EMPTY = new Uint8Array(0)
 const VERSION = /^SIP\/[0-9]+\.[0-9]+$/i
 const SCHEME = /^[A-Za-z][A-Za-z0-9+\-.]*$/
+/** what a Request-URI must not hold (a module constant: a literal in a function is a new RegExp per call) */
+const REQUEST_URI_BAD = /[<>"\t]/
+/** white space, which a Call-ID must not hold */
+const WHITESPACE = /\s/
 const DIGITS = /^[0-9]+$/
 
 interface NameInfo { name: string, key: string, display: string }
@@ -139,8 +143,8 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
     }
     const colon = uri.indexOf(':')
     if (colon === 3 && uri.startsWith('sip')) {
-      if (/[<>"\t]/.test(uri)) error ??= parseError('Malformed Request-URI')
-    } else if (colon <= 0 || !SCHEME.test(uri.slice(0, colon)) || /[<>"\t]/.test(uri)) error ??= parseError('Malformed Request-URI')
+      if (REQUEST_URI_BAD.test(uri)) error ??= parseError('Malformed Request-URI')
+    } else if (colon <= 0 || !SCHEME.test(uri.slice(0, colon)) || REQUEST_URI_BAD.test(uri)) error ??= parseError('Malformed Request-URI')
     else if (!SUPPORTED_SCHEMES.has(uri.slice(0, colon).toLowerCase())) error ??= parseError('Unsupported URI Scheme', 416)
   }
 
@@ -221,7 +225,7 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
   if (to === -1) error ??= parseError('Missing To header')
   else if (headers._valueAt(to) === '') error ??= parseError('Malformed To header')
   if (callId === -1) error ??= parseError('Missing Call-ID header')
-  else if (headers._valueAt(callId) === '' || /\s/.test(headers._valueAt(callId))) error ??= parseError('Malformed Call-ID header')
+  else if (headers._valueAt(callId) === '' || WHITESPACE.test(headers._valueAt(callId))) error ??= parseError('Malformed Call-ID header')
   let cseqOk = false
   if (cseq === -1) {
     error ??= parseError('Missing CSeq header')

@@ -26,6 +26,9 @@ const HOST_CHAR = /^[A-Za-z0-9\-._]+$/
 const IPV6_REF = /^\[[0-9A-Fa-f:.]+\]$/
 const SCHEME = /^[A-Za-z][A-Za-z0-9+\-.]*$/
 const USER_BAD = /[\s<>"]/
+/** module constants: a regular expression literal in a function body is a new RegExp object per call */
+const URI_BAD = /[\s<>]/
+const DIGITS = /^[0-9]+$/
 
 export function parseUri (s: string): SipUri {
   const colon = s.indexOf(':')
@@ -40,7 +43,7 @@ export function parseUri (s: string): SipUri {
     scheme = rawScheme.toLowerCase()
     if (!SUPPORTED_SCHEMES.has(scheme)) throw new SipParseError('Unsupported URI Scheme', { status: 416 })
   }
-  if (/[\s<>]/.test(s)) throw new SipParseError('Malformed URI')
+  if (URI_BAD.test(s)) throw new SipParseError('Malformed URI')
 
   // what follows the scheme, up to the headers (`?`)
   let end = s.length
@@ -124,7 +127,7 @@ function indexBefore (s: string, c: string, from: number, to: number): number {
 
 /** A port number 0..65535 written in decimal. */
 export function parsePort (s: string, what: string): number {
-  if (s.length === 0 || s.length > 5 || !/^[0-9]+$/.test(s)) throw new SipParseError(`Malformed port in ${what}`)
+  if (s.length === 0 || s.length > 5 || !DIGITS.test(s)) throw new SipParseError(`Malformed port in ${what}`)
   const port = Number(s)
   if (port > 65535) throw new SipParseError(`Malformed port in ${what}`)
   return port

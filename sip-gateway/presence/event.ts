@@ -17,6 +17,8 @@ export interface EventHeader {
 }
 
 const TOKEN_RE = /^[A-Za-z0-9\-.!%*_+`'~]{1,64}$/u
+/** delta-seconds (a module constant: a regular expression literal in a function is a new RegExp per call) */
+const SECONDS_RE = /^\d{1,10}$/u
 
 /** Parse an Event header (absent or malformed: undefined). */
 export function parseEvent (value: string | undefined): EventHeader | undefined {
@@ -41,7 +43,7 @@ export function parseEvent (value: string | undefined): EventHeader | undefined 
 export function parseExpiresHeader (value: string | undefined): number | undefined {
   if (value === undefined) return undefined
   const t = value.trim()
-  if (!/^\d{1,10}$/u.test(t)) throw new SipStatusError(400, 'Malformed Expires')
+  if (!SECONDS_RE.test(t)) throw new SipStatusError(400, 'Malformed Expires')
   return Number(t)
 }
 
@@ -74,8 +76,8 @@ export function parseSubscriptionState (value: string | undefined): Subscription
     const key = k.toLowerCase()
     if (v === undefined) continue
     if (key === 'reason' && TOKEN_RE.test(v)) out.reason = v.toLowerCase()
-    else if (key === 'expires' && /^\d{1,10}$/u.test(v)) out.expires = Number(v)
-    else if (key === 'retry-after' && /^\d{1,10}$/u.test(v)) out.retryAfter = Number(v)
+    else if (key === 'expires' && SECONDS_RE.test(v)) out.expires = Number(v)
+    else if (key === 'retry-after' && SECONDS_RE.test(v)) out.retryAfter = Number(v)
   }
   return out
 }

@@ -1392,25 +1392,49 @@ export class ProxyCore implements TransactionCore<Flow> {
     return this.#self.has(`${u.host.toLowerCase()}:${u.port ?? (tls ? 5061 : 5060)}`)
   }
 
-  /** 16.3 item 4: a Via of ours carrying the hash this request would get again is a loop */
+  /**
+   * 16.3 item 4: a Via of ours carrying the hash this request would get again is a loop. The top
+   * Via is parsed already (the parser checks it). A Via below it can only be a loop when its text
+   * holds the hash (its branch ends with `.<hash>`), so only such a one is parsed: the others are
+   * components no validation step involves, which 16.3 item 1 says to ignore and forward unchanged
+   * (every request from the mesh carries the sender's Via second: a full parse of it was ~280
+   * bytes per relayed request on the receiving node).
+   */
   #checkLoop (request: SipRequest): void {
     // every Via element, line by line (a line holding one element, the usual case, is not split)
     const h = request.headers
     let first = true
+    let hash: string | undefined
     for (let i = 0; i < h.size; i++) {
       if (h._keyAt(i) !== 'via') continue
       const line = h._valueAt(i)
       if (line.indexOf(',') === -1) {
         if (line.trim() === '') continue
+        if (!first) {
+          hash ??= this.#loopHashForCheck(request)
+          if (line.indexOf(hash) === -1) continue
+        }
         this.#checkLoopVia(request, line, first)
         first = false
         continue
       }
       for (const element of splitList(line)) {
+        if (!first) {
+          hash ??= this.#loopHashForCheck(request)
+          if (element.indexOf(hash) === -1) continue
+        }
         this.#checkLoopVia(request, element, first)
         first = false
       }
     }
+  }
+
+  /** the loop hash of a request being checked, kept on it when it will be forwarded (#handle) */
+  #loopHashForCheck (request: SipRequest): string {
+    if (request.loopHash !== undefined) return request.loopHash
+    const hash = loopHashOf(request)
+    if (request.method !== 'REGISTER') request.loopHash = hash
+    return hash
   }
 
   #checkLoopVia (request: SipRequest, element: string, top: boolean): void {
@@ -1494,12 +1518,15 @@ function safeUri (s: string): SipUri {
   }
 }
 
+/** 1 to 3 digits (a module constant: a regular expression literal in a function is a new RegExp object per call) */
+const MAX_FORWARDS = /^\d{1,3}$/
+
 /** Max-Forwards as a number (undefined when absent); malformed: 400 */
 export function readMaxForwards (request: SipRequest): number | undefined {
   const v = request.headers.get('Max-Forwards')
   if (v === undefined) return undefined
   const t = v.trim()
-  if (!/^\d{1,3}$/.test(t) || Number(t) > 255) throw new SipStatusError(400, 'Malformed Max-Forwards')
+  if (!MAX_FORWARDS.test(t) || Number(t) > 255) throw new SipStatusError(400, 'Malformed Max-Forwards')
   return Number(t)
 }
 
@@ -1541,9 +1568,19 @@ function fnvList (x: number, h: SipRequest['headers'], name: string): number {
 
 /** `cseq.trim().split(/\s+/)[0]`: the text before the first white space */
 function cseqNumber (cseq: string): string {
+  // read by char codes: a regular expression here cost a RegExp object and a match array per request
   const t = cseq.trim()
-  const m = /\s/.exec(t)
-  return m === null ? t : t.slice(0, m.index)
+  for (let i = 0; i < t.length; i++) {
+    if (isWhitespaceCode(t.charCodeAt(i))) return t.slice(0, i)
+  }
+  return t
+}
+
+/** what `\s` matches, by char code (the code units String.prototype.trim also removes) */
+function isWhitespaceCode (c: number): boolean {
+  if (c <= 32) return c === 32 || (c >= 9 && c <= 13)
+  if (c < 160) return false
+  return c === 160 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff
 }
 
 function cloneMessage (m: SipRequest | SipResponse): SipRequest | SipResponse {

@@ -25,6 +25,8 @@ export type FrameEvent =
 const CONTENT_LENGTH = /^(?:content-length|l)[ \t]*:([^\r\n]*)/im
 /** a line that continues the previous header line (RFC 3261 7.3.1 folding) */
 const FOLDED = /\r?\n[ \t]/
+/** a Content-Length value (a module constant: a regular expression literal in a function is a new RegExp per call) */
+const DIGITS_10 = /^[0-9]{1,10}$/
 const FOLDS = /\r?\n[ \t]+/g
 
 /**
@@ -127,7 +129,7 @@ export class StreamFramer {
           this.fail(events, 400, 'Missing Content-Length on a stream', head)
           return false
         }
-        if (!/^[0-9]{1,10}$/.test(value)) {
+        if (!DIGITS_10.test(value)) {
           this.fail(events, 400, 'Malformed Content-Length header', head)
           return false
         }

@@ -104,6 +104,15 @@ describe('Via', () => {
     assert.deepEqual(parseVia(text).rport, 40000)
   })
 
+  test('formatVia: a Via of many parameters, then short ones, each written whole (its pieces array grows and shrinks back)', () => {
+    const many = 'SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKm;' + Array.from({ length: 12 }, (_, i) => `p${i}=v${i}`).join(';') + ';lr'
+    assert.equal(formatVia(parseVia(many)), many)
+    assert.equal(formatVia({ protocol: 'SIP/2.0', transport: 'UDP', host: 'h', params: {} }), 'SIP/2.0/UDP h')
+    assert.equal(formatVia(parseVia('SIP/2.0/TCP a.example:5070;branch=z9hG4bKx')), 'SIP/2.0/TCP a.example:5070;branch=z9hG4bKx')
+    assert.equal(formatVia(parseVia(many)), many)
+    assert.equal(formatVia({ protocol: 'SIP/2.0', transport: 'UDP', host: 'h', params: {} }), 'SIP/2.0/UDP h')
+  })
+
   test('rejects malformed values with SipParseError', () => {
     for (const bad of ['', 'SIP/2.0/UDP', 'SIP/2.0 host', 'SIP/2.0/UDP host:99999', 'SIP/2.0/UDP host:abc', 'SIP/2.0/UDP host;rport=x',
       'SIP/2.0/UDP ho st', 'SIP/2.0/UDP host;branch', 'SIP/2.0/UDP host;;', 'SIP/2.0/UDP [::1', 'SIP/2.0/UDP a,b', 'SIP/2.0/UDP host;x="unterminated']) {

@@ -118,6 +118,40 @@ describe('hostile input', () => {
     assert.equal(mesh.nodes[0].gateway.stats.loops, loops + 1)
   })
 
+  test('loop check below the top Via: ours with the hash in a list gets 482; a malformed Via of someone else is forwarded unchanged (16.3 item 1)', async () => {
+    const node = mesh.nodes[0].sip
+    const loops = mesh.nodes[0].gateway.stats.loops
+    // our Via with the hash as the third element, in a comma-separated line under the client's
+    const branch = 'z9hG4bK' + randomBytes(6).toString('hex')
+    const built = mallory.build({ uri: 'sip:bob@example.com', branch, body: 'loop in a list' }).text
+    const hash = loopHashOf(parseMessage(Buffer.from(built)) as SipRequest)
+    const looped = built.replace(/^(Via: [^\r\n]*\r\n)/m, `$1Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKother1 , SIP/2.0/UDP ${node.host}:${node.port};branch=z9hG4bK${randomBytes(4).toString('hex')}.${hash}\r\n`)
+    assert.notEqual(looped, built)
+    mallory.sendRaw(looped)
+    assert.equal((await mallory.waitFinal(branch, 3000))?.status, 482)
+    assert.equal(mesh.nodes[0].gateway.stats.loops, loops + 1)
+
+    // a malformed Via below the top one, not ours and without the hash: no validation step
+    // involves it, so the request is relayed and the Via reaches bob as it was written
+    const b2 = 'z9hG4bK' + randomBytes(6).toString('hex')
+    const odd = 'SIP/2.0/UDP bad host name;;branch'
+    const withOdd = mallory.build({ uri: 'sip:bob@example.com', branch: b2, body: 'odd via below' }).text
+      .replace(/^(Via: [^\r\n]*\r\n)/m, `$1Via: ${odd}\r\n`)
+    const before = bob.received.length
+    mallory.sendRaw(withOdd)
+    assert.equal((await mallory.waitFinal(b2, 3000))?.status, 200)
+    const got = bob.received.slice(before).find(m => m.method === 'MESSAGE' && m.headers.getAll('Via').includes(odd))
+    assert.ok(got !== undefined, 'the odd Via reached bob unchanged')
+    assert.equal(mesh.nodes[0].gateway.stats.loops, loops + 1)
+    // the same odd Via carrying the hash text could be a loop: it is parsed, and malformed is 400
+    const b3 = 'z9hG4bK' + randomBytes(6).toString('hex')
+    const built3 = mallory.build({ uri: 'sip:bob@example.com', branch: b3, body: 'odd via with the hash' }).text
+    const hash3 = loopHashOf(parseMessage(Buffer.from(built3)) as SipRequest)
+    mallory.sendRaw(built3.replace(/^(Via: [^\r\n]*\r\n)/m, `$1Via: SIP/2.0/UDP bad host;branch=z9hG4bKx.${hash3}\r\n`))
+    assert.equal((await mallory.waitFinal(b3, 3000))?.status, 400)
+    await works()
+  })
+
   test('missing headers and garbage: 400 when answerable, dropped otherwise, no crash', async () => {
     const branch = 'z9hG4bK' + randomBytes(6).toString('hex')
     // no Call-ID / CSeq: not answerable (a response must copy both, RFC 3261 8.2.6.2, and a
