@@ -260,7 +260,10 @@ export class ClaimReader {
       }
       this.stats.lateCorrections++
       onLate(late)
-      if (repair) this.#settle(aor, key, answers)
+      // a newer claim learned late goes to every replica that answered an older one, whichever
+      // path the read took: an owner it supersedes is among them, and only this tells it before
+      // the newer claim's next renewal (P3)
+      this.#settle(aor, key, answers)
     })().catch((err: unknown) => { this.#c.log.error('late answers for %s: %s', aor, errorMessage(err)) })
     return claims
   }

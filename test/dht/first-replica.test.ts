@@ -11,57 +11,21 @@
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { Mesh, waitFor } from '../fixtures/mesh.ts'
-import { claimKey, signClaim, verifyClaimSync } from '../../dht/record/claim.ts'
-import { recordTime, storedRecord } from '../../dht/record/stored-record.ts'
-import { base32 } from '../../dht/record/digest.ts'
-import { CLAIM_PUT_PROTOCOL, PutClient, PutStatus, putHandler } from '../../dht/replication/put-protocol.ts'
+import { gate, quietLog, writeOf, type Gate } from './fixtures/replica-gate.ts'
+import { signClaim } from '../../dht/record/claim.ts'
+import { PutClient, PutStatus } from '../../dht/replication/put-protocol.ts'
 import { PUT_TIMEOUT_MS } from '../../dht/replication/put-protocol.ts'
-import type { PutAnswer } from '../../dht/replication/put-protocol.ts'
-import type { ClaimWrite } from '../../dht/datastore-guard.ts'
-import type { SignedClaim } from '../../dht/record/claim.ts'
 import type { MeshNode } from '../../node/libp2p.ts'
 
 let counter = 0
 const uniqueAor = (): string => `sip:f${process.pid}x${counter++}@example.com`
 const hour = (): number => Date.now() + 3_600_000
-const quietLog = Object.assign(() => {}, { enabled: false, trace: () => {}, error: () => {}, newScope: () => quietLog }) as never
 const FIRST = { firstReplica: true }
-
-function writeOf (claim: SignedClaim, at = Date.now()): ClaimWrite {
-  const key = claimKey(claim.aor)
-  return { key: `/dht/record/${base32(key)}`, record: storedRecord(key, claim.bytes, recordTime(at)), claim }
-}
-
-/** store claims in a node's guarded datastore as its put handler would, and answer the same way */
-async function storeAsReplica (node: MeshNode, claims: Uint8Array[]): Promise<PutAnswer[]> {
-  const signed = claims.map(bytes => verifyClaimSync(bytes))
-  const results = await node.datastore.putClaims(signed.map(c => writeOf(c)))
-  return results.map((r, i) => r.stored
-    ? { status: PutStatus.stored, other: r.other != null && !r.other.owner.equals(signed[i].owner) ? r.other.bytes : undefined }
-    : { status: PutStatus.stale, other: r.other?.bytes, age: r.otherAge })
-}
-
-/**
- * Replace a node's claim-put handler (new streams only: call it before anyone put to the node)
- * with one that stores for real but answers once `open()` is called.
- */
-async function gate (node: MeshNode): Promise<{ open: () => void, received: () => number }> {
-  let open!: () => void
-  const opened = new Promise<void>(resolve => { open = resolve })
-  let received = 0
-  await node.libp2p.unhandle(CLAIM_PUT_PROTOCOL)
-  await node.libp2p.handle(CLAIM_PUT_PROTOCOL, putHandler(quietLog, async (_from, claims) => {
-    received += claims.length
-    await opened
-    return await storeAsReplica(node, claims)
-  }), { maxInboundStreams: 64, maxOutboundStreams: 64 })
-  return { open, received: () => received }
-}
 
 describe('a claim answered at the first replica, one replica frozen (4 nodes)', () => {
   let mesh: Mesh
   let n: MeshNode[]
-  let frozen: { open: () => void, received: () => number }
+  let frozen: Gate
   before(async () => {
     mesh = await Mesh.spawn(4)
     n = [...mesh.nodes]
@@ -86,7 +50,7 @@ describe('a claim answered at the first replica, one replica frozen (4 nodes)', 
     assert.equal(fast.route.node, n[0].peerId.toString())
     assert.ok(fast.replicas >= 1 && fast.replicas <= 2, `${fast.replicas} replicas had stored it`)
     assert.ok(fastMs < 5_000, `answered after ${fastMs} ms`)
-    await waitFor(() => frozen.received() >= 1, 5_000, 'the frozen replica to be sent the claims')
+    await waitFor(() => frozen.puts() >= 1, 5_000, 'the frozen replica to be sent the claims')
     for (const node of [n[1], n[2]]) {
       assert.equal((await node.registry.resolve(aor, { fresh: true }))?.node, n[0].peerId.toString())
     }
@@ -133,7 +97,7 @@ describe('a claim answered at the first replica: what a later replica says is ac
     try {
       const early = await n[0].registry.claim(aor, { expiresAt: hour() }, FIRST)
       assert.equal(early.won, true, 'answered won at the first replica')
-      await waitFor(() => slowReplica.received() >= 1, 5_000, 'the slow replica to be sent the claim')
+      await waitFor(() => slowReplica.puts() >= 1, 5_000, 'the slow replica to be sent the claim')
       // meanwhile, a claim of node 1 one version above reached the slow replica first (it was
       // made after node 0 began: a race, not an earlier record)
       const now = Date.now()
@@ -247,7 +211,7 @@ describe('two nodes racing with answers at the first replica (4 nodes)', () => {
       const c = await signClaim({ kind: 'claim', aor: uniqueAor(), owner: n[1].peerId, sip: '127.0.0.1:6001', version: BigInt(now), issuedAt: now, expiresAt: now + 60_000 }, n[1].privateKey)
       let answered = false
       const put = client.put(n[3].peerId, [c.bytes]).then(a => { answered = true; return a })
-      await waitFor(() => g.received() === 1, 5_000, 'the gated replica to receive the claim')
+      await waitFor(() => g.puts() === 1, 5_000, 'the gated replica to receive the claim')
       await new Promise(resolve => setTimeout(resolve, 200))
       assert.equal(answered, false)
       g.open()

@@ -15,72 +15,23 @@
  */
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { Key } from 'interface-datastore'
-import { Libp2pRecord } from '@libp2p/record'
 import { Mesh, waitFor } from '../fixtures/mesh.ts'
+import { gate, quietLog, storedValue, writeOf, type Gate } from './fixtures/replica-gate.ts'
 import { claimKey, signClaim, verifyClaimSync } from '../../dht/record/claim.ts'
-import { recordTime, storedRecord } from '../../dht/record/stored-record.ts'
-import { base32 } from '../../dht/record/digest.ts'
-import { CLAIM_EXCHANGE_PROTOCOL, claimExchangeHandler } from '../../dht/notices/exchange.ts'
 import { NOTICE_TIMEOUT_MS } from '../../dht/notices/protocol.ts'
-import { CLAIM_PUT_PROTOCOL, MAX_PUT_BATCH, MAX_QUEUED_PUT_CLAIMS, PUT_TIMEOUT_MS, PutClient, PutStatus, putHandler } from '../../dht/replication/put-protocol.ts'
+import { CLAIM_PUT_PROTOCOL, MAX_PUT_BATCH, MAX_QUEUED_PUT_CLAIMS, PUT_TIMEOUT_MS, PutClient, PutStatus } from '../../dht/replication/put-protocol.ts'
 import { READ_GRACE_MAX_MS } from '../../dht/replication/lookup.ts'
-import type { PutAnswer } from '../../dht/replication/put-protocol.ts'
-import type { ClaimWrite } from '../../dht/datastore-guard.ts'
-import type { SignedClaim } from '../../dht/record/claim.ts'
 import type { MeshNode } from '../../node/libp2p.ts'
 
 let counter = 0
 const uniqueAor = (): string => `sip:z${process.pid}x${counter++}@example.com`
 const hour = (): number => Date.now() + 3_600_000
-const quietLog = Object.assign(() => {}, { enabled: false, trace: () => {}, error: () => {}, newScope: () => quietLog }) as never
 const FIRST = { firstReplica: true }
 /** "well under the exchange timeout": the grace is at most READ_GRACE_MAX_MS */
 const FAST_MS = 2_000
 
-function writeOf (claim: SignedClaim, at = Date.now()): ClaimWrite {
-  const key = claimKey(claim.aor)
-  return { key: `/dht/record/${base32(key)}`, record: storedRecord(key, claim.bytes, recordTime(at)), claim }
-}
-
-async function storedValue (node: MeshNode, key: Uint8Array): Promise<Uint8Array | undefined> {
-  try {
-    return Libp2pRecord.deserialize(await node.datastore.get(new Key(`/dht/record/${base32(key)}`, false))).value
-  } catch {
-    return undefined
-  }
-}
-
-interface Gate { open: () => void, reads: () => number, puts: () => number }
-
-/**
- * Replace a node's claim-exchange and claim-put handlers (new streams only: call it before anyone
- * read from or put to the node) with ones that serve for real once `open()` is called.
- */
-async function freeze (node: MeshNode): Promise<Gate> {
-  let open!: () => void
-  const opened = new Promise<void>(resolve => { open = resolve })
-  let reads = 0
-  let puts = 0
-  await node.libp2p.unhandle(CLAIM_EXCHANGE_PROTOCOL)
-  await node.libp2p.handle(CLAIM_EXCHANGE_PROTOCOL, claimExchangeHandler(quietLog, {
-    get: async (key) => {
-      reads++
-      await opened
-      return await storedValue(node, key)
-    },
-    interest: () => {}
-  }), { maxInboundStreams: 32, maxOutboundStreams: 32 })
-  await node.libp2p.unhandle(CLAIM_PUT_PROTOCOL)
-  await node.libp2p.handle(CLAIM_PUT_PROTOCOL, putHandler(quietLog, async (_from, claims) => {
-    puts += claims.length
-    await opened
-    const signed = claims.map(bytes => verifyClaimSync(bytes))
-    const results = await node.datastore.putClaims(signed.map(c => writeOf(c)))
-    return results.map((r): PutAnswer => r.stored ? { status: PutStatus.stored } : { status: PutStatus.stale, other: r.other?.bytes, age: r.otherAge })
-  }), { maxInboundStreams: 64, maxOutboundStreams: 64 })
-  return { open, reads: () => reads, puts: () => puts }
-}
+/** node 3 frozen: neither its reads nor its puts are answered until `open()` */
+const freeze = async (node: MeshNode): Promise<Gate> => await gate(node, { reads: true })
 
 describe('a resolve with one replica frozen (4 nodes)', () => {
   let mesh: Mesh
