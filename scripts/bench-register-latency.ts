@@ -81,27 +81,15 @@ async function registers (n: Node, phase: string): Promise<{ ms: number[], statu
   const sock = createSocket('udp4')
   await new Promise<void>(resolve => { sock.bind(0, '127.0.0.1', resolve) })
   const port = sock.address().port
-  const sentAt = new Map<string, number>()
   const ms: number[] = []
   /** the slowest answer of each 5 s of sending */
   const windows: number[] = []
-  const status = new Map<string, number>()
   const aors: string[] = []
-  let answered = 0
   const t0 = performance.now()
-  sock.on('message', (msg) => {
-    const text = msg.toString('latin1')
-    const m = /^SIP\/2\.0 (\d{3})/.exec(text)
-    if (m == null || m[1].startsWith('1')) return
-    const callId = /\r\nCall-ID: *([^\r\n]+)/i.exec(text)?.[1]
-    const t = callId != null ? sentAt.get(callId) : undefined
-    if (t == null) return
-    sentAt.delete(callId!)
-    answered++
-    status.set(m[1], (status.get(m[1]) ?? 0) + 1)
-    if (m[1] === '200') ms.push(performance.now() - t)
-    const w = Math.floor((t - t0) / 5_000)
-    windows[w] = Math.max(windows[w] ?? 0, performance.now() - t)
+  const answered = answers(sock, (code, took, sentAt) => {
+    if (code === '200') ms.push(took)
+    const w = Math.floor((sentAt - t0) / 5_000)
+    windows[w] = Math.max(windows[w] ?? 0, took)
   })
   for (let i = 0; i < COUNT; i++) {
     const due = t0 + i * 1000 / RATE
@@ -125,17 +113,20 @@ async function registers (n: Node, phase: string): Promise<{ ms: number[], statu
       '',
       ''
     ].join('\r\n')
-    sentAt.set(callId, performance.now())
+    answered.sent(callId)
     sock.send(req, n.sip, '127.0.0.1')
   }
   const deadline = performance.now() + WAIT_MS
-  while (answered < COUNT && performance.now() < deadline) await sleep(50)
+  while (answered.pending() > 0 && performance.now() < deadline) await sleep(50)
   sock.close()
-  return { ms, status, aors, windows }
+  return { ms, status: answered.status, aors, windows }
 }
 
-/** the final answer's status and ms for each request a socket sends, by Call-ID */
-function answers (sock: ReturnType<typeof createSocket>): { sent: (callId: string) => void, ms: number[], status: Map<string, number>, pending: () => number } {
+/**
+ * the final answer's status and ms for each request a socket sends, by Call-ID; `onAnswer` is
+ * also told each one, with the time its request was sent
+ */
+function answers (sock: ReturnType<typeof createSocket>, onAnswer?: (status: string, ms: number, sentAt: number) => void): { sent: (callId: string) => void, ms: number[], status: Map<string, number>, pending: () => number } {
   const sentAt = new Map<string, number>()
   const ms: number[] = []
   const status = new Map<string, number>()
@@ -148,7 +139,9 @@ function answers (sock: ReturnType<typeof createSocket>): { sent: (callId: strin
     if (t == null) return
     sentAt.delete(callId!)
     status.set(m[1], (status.get(m[1]) ?? 0) + 1)
-    ms.push(performance.now() - t)
+    const took = performance.now() - t
+    ms.push(took)
+    onAnswer?.(m[1], took, t)
   })
   return { sent: (callId) => { sentAt.set(callId, performance.now()) }, ms, status, pending: () => sentAt.size }
 }
