@@ -7,11 +7,15 @@
  *
  * - claims dropped for it are remembered (AoRs) and put to it again once it answers;
  * - more drops than remembered: its whole region (every own claim it is a replica of) is put again;
+ * - a replica found down by peer liveness (claims are then not even put to it) gets its region when
+ *   it is back (restarted with the same key and data);
  * - a peer that never returns is probed at most once per put timeout, holds at most the bound in
  *   memory, and is forgotten after `forgetAfterMs`; nothing is sent to it after that.
  */
 import { describe, test, after } from 'node:test'
 import assert from 'node:assert/strict'
+import { MemoryDatastore } from 'datastore-core'
+import { generateKeyPair } from '@libp2p/crypto/keys'
 import { Mesh, waitFor } from '../fixtures/mesh.ts'
 import { gate, storedValue, type Gate } from './fixtures/replica-gate.ts'
 import { claimKey } from '../../dht/record/claim.ts'
@@ -133,5 +137,41 @@ describe('a replica frozen while claims are made', () => {
     assert.equal(requests(), r)
     assert.equal(frozen.puts(), p)
     assert.equal(n[0].registry.repair.stats.claims, 0, 'nothing stored by the repair')
+  })
+})
+
+describe('a replica found down (liveness) while claims are made', () => {
+  test('gets its region again when it is back, with no lease renewal', async () => {
+    const mesh = await Mesh.spawn(3, { registry: LONG_LEASE })
+    meshes.push(mesh)
+    const n = [...mesh.nodes]
+    const privateKey = await generateKeyPair('Ed25519')
+    const store = new MemoryDatastore()
+    const x = await mesh.add({ privateKey, datastore: store, registry: LONG_LEASE })
+    await mesh.connect([x])
+    // node 0 watches a route to x: liveness probes x when it leaves
+    const watched = uniqueAor()
+    await x.registry.claim(watched, { expiresAt: hour() })
+    const unwatch = n[0].registry.watch(watched, () => {})
+    try {
+      await waitFor(async () => (await n[0].registry.resolve(watched))?.node === x.peerId.toString(), 5_000, 'node 0 to resolve x\'s AoR')
+      await x.stop()
+      await waitFor(() => n[0].registry.liveness.isDown(x.peerId), 10_000, 'x to be found down')
+      assert.deepEqual(n[0].registry.repair.owed().map(o => ({ peer: o.peer, region: o.region })), [{ peer: x.peerId.toString(), region: true }])
+      const aors = Array.from({ length: 600 }, uniqueAor)
+      await claimAll(n[0], aors)
+      // x is back: same key, same data, new address
+      const back = await mesh.add({ privateKey, datastore: store, registry: LONG_LEASE })
+      const t0 = Date.now()
+      await mesh.connect([back])
+      await waitFor(async () => await held(back, aors) === aors.length, 10_000, 'x to hold every claim made while it was down', 200)
+      const ms = Date.now() - t0
+      await waitFor(() => n[0].registry.repair.owed().length === 0, 5_000, 'nothing owed')
+      const s = n[0].registry.repair.stats
+      assert.ok(s.regionRounds >= 1)
+      assert.ok(s.claims >= aors.length, JSON.stringify(s))
+      assert.equal(n[0].registry.stats.renewals, 0, 'no lease renewal')
+      assert.ok(ms < 8_000, `x held every claim ${ms} ms after it connected again`)
+    } finally { unwatch() }
   })
 })
