@@ -15,13 +15,15 @@
  *
  * When the peer answers again (or, for drops while it still answered, `settleMs` after them) the
  * owed claims are put to it: the current own record of each AoR (a claim renewed or released
- * since goes as it is now; an AoR no longer ours is skipped), in requests of `batch` (512)
- * claims, one at a time, each sent once the previous one was answered and `pauseMs` after it: a
- * returning replica takes one request at a time from each owner, and this node's event loop never
- * holds more than one slice of work for it. A silent peer with claims owed is probed (the next
- * request is the probe) every `probeMinMs`, doubling to `probeMaxMs`; a peer that never answers
- * is forgotten after `forgetAfterMs` (the lease: by then the lease renewal has put every claim
- * again), so it costs one probe per `probeMaxMs` and its bounded memory until then.
+ * since goes as it is now; an AoR no longer ours is skipped), in requests of `batch` (128) claims,
+ * one at a time, each sent once the previous one was answered and a pause after it as long as that
+ * answer took (at least `pauseMs`): one owner keeps a returning replica busy about half the time
+ * at most, and this node's event loop holds at most one slice of work for it. A silent peer with
+ * claims owed is probed with one claim every `probeMinMs`, doubling to `probeMaxMs` (no region walk
+ * and no batch while it is away; a probe waits for the put timeout, and puts meanwhile are dropped
+ * at once, so a silent peer holds one request); a peer that never answers is forgotten after
+ * `forgetAfterMs` (the lease: by then the lease renewal has put every claim again), so it costs
+ * one probe per `probeMaxMs` and its bounded memory until then.
  *
  * A replica that answers `stale` with another owner's newer claim is told to the registry
  * (`learn`), as a write's answer would be.
@@ -45,7 +47,7 @@ export interface ReplicaRepairInit {
   maxRememberedPerPeer?: number
   /** most peers owed claims at once (the oldest is forgotten) @default 64 */
   maxPeers?: number
-  /** claims per repair request @default MAX_PUT_BATCH (512) */
+  /** claims per repair request (at most MAX_PUT_BATCH) @default 128 */
   batch?: number
   /** pause between two repair requests to one peer, ms @default 20 */
   pauseMs?: number
@@ -142,7 +144,7 @@ export class ReplicaRepair {
     this.#info = log.info != null ? log.info.bind(log) : log
     this.#maxRemembered = init.maxRememberedPerPeer ?? 4_096
     this.#maxPeers = init.maxPeers ?? 64
-    this.#batch = Math.min(MAX_PUT_BATCH, Math.max(1, init.batch ?? MAX_PUT_BATCH))
+    this.#batch = Math.min(MAX_PUT_BATCH, Math.max(1, init.batch ?? 128))
     this.#pauseMs = init.pauseMs ?? 20
     this.#settleMs = init.settleMs ?? 250
     this.#probeMin = init.probeMinMs ?? 1_000
@@ -238,9 +240,10 @@ export class ReplicaRepair {
     if (!o.region) {
       const aors: string[] = []
       for (const bytes of claims) {
+        // (a new claim dropped at once, its queue full, is not among the own records yet: only
+        // own records are put again, looked up when the repair runs)
         const aor = aorOf(bytes)
-        // only own records are repaired here (a read repair of another owner's claim is the reader's)
-        if (aor != null && this.#c.own.has(aor)) aors.push(aor)
+        if (aor != null) aors.push(aor)
       }
       this.#remember(o, aors)
     }
@@ -318,6 +321,28 @@ export class ReplicaRepair {
     if (signal == null || o.running) return
     o.running = true
     const id = o.peer.toString()
+    // a silent peer is probed with one claim first: no region walk, no batch, while it is still away
+    if (this.#c.client.isSilent(o.peer)) {
+      const probe = this.#probeClaim(o)
+      if (probe == null) {
+        o.running = false
+        this.#toRegion(o)
+        this.#owed.delete(id)
+        return
+      }
+      let answered = false
+      try {
+        await this.#c.client.put(o.peer, [probe.bytes])
+        answered = true
+      } catch { // still silent: probed again later
+      }
+      o.running = false
+      if (!answered || this.#shutdown == null) {
+        if (this.#shutdown != null) this.#schedule(o, true)
+        return
+      }
+      o.running = true
+    }
     const t0 = performance.now()
     const region = o.region
     const why = [...o.why].join(', ')
@@ -340,6 +365,7 @@ export class ReplicaRepair {
     if (region) this.stats.regionRounds++
     this.#info('repair of %p starts: %d claims owed (%s; %s)', o.peer, aors.length, region ? 'its region' : 'remembered drops', why)
     let at = 0
+    let rtt = 0
     try {
       while (at < aors.length && !signal.aborted) {
         const start = at
@@ -356,8 +382,10 @@ export class ReplicaRepair {
         }
         if (claims.length === 0) break
         let answers: PutAnswer[]
+        const sentAt = performance.now()
         try {
           answers = await this.#c.client.put(o.peer, claims.map(c => c.bytes))
+          rtt = performance.now() - sentAt
         } catch (err) {
           // silent again (or gone): what is left waits for its return; the chunk itself was told
           // to #dropped by the client when the drop was counted
@@ -374,7 +402,9 @@ export class ReplicaRepair {
           else if (a.status === PutStatus.stale) stale++
           if (a.other != null) this.#learn(chunk[j], claims[j], a.other)
         })
-        if (at < aors.length) await new Promise(resolve => setTimeout(resolve, this.#pauseMs))
+        // at least as long as the answer took: one owner keeps the returning replica busy about
+        // half the time at most, however slow it is to store them
+        if (at < aors.length) await new Promise(resolve => setTimeout(resolve, Math.max(this.#pauseMs, rtt)))
       }
     } finally {
       this.stats.stored += stored
@@ -384,7 +414,7 @@ export class ReplicaRepair {
     const ms = Math.round(performance.now() - t0)
     if (this.#shutdown == null) return
     if (failed != null) {
-      if (region) o.region = true
+      if (region) this.#toRegion(o)
       else this.#remember(o, aors.slice(at))
       this.#info('repair of %p stopped after %d of %d claims in %d ms (%s); it is probed again', o.peer, sent, aors.length, ms, failed)
       this.#schedule(o, true)
@@ -398,6 +428,18 @@ export class ReplicaRepair {
       return
     }
     if (this.#owed.get(id) === o) this.#owed.delete(id)
+  }
+
+  /** one live own record to probe a silent peer with: an owed one, else any (a replica stores any) */
+  #probeClaim (o: Owed): SignedClaim | undefined {
+    const now = Date.now()
+    const live = (c: SignedClaim): boolean => (c.kind === 'claim' ? c.expiresAt : c.knownUntil) > now
+    for (const aor of o.aors) {
+      const c = this.#c.own.get(aor)?.claim
+      if (c != null && live(c)) return c
+    }
+    for (const e of this.#c.own.values()) if (live(e.claim)) return e.claim
+    return undefined
   }
 
   #learn (aor: string, mine: SignedClaim, other: Uint8Array): void {
