@@ -577,7 +577,7 @@ export class SipmeshNode {
     addCollectedCounter(r, 'sipmesh_registry_repair_region_rounds_total', 'of those, repairs over its whole region (every own claim it is a replica of: more dropped than remembered, or it was down)', () => repair.regionRounds)
     addCollectedCounter(r, 'sipmesh_registry_repair_claims_total', 'own claims put again to a returning replica (answered)', () => repair.claims)
     addCollectedCounter(r, 'sipmesh_registry_repair_peers_forgotten_total', 'replicas owed claims that never answered again within the lease (left to the lease renewal)', () => repair.forgotten)
-    addCollectedGauge(r, 'sipmesh_registry_repair_remembered', 'AoRs remembered as owed to replicas that missed them (bounded: 4,096 per peer, 64 peers)', () => repair.remembered)
+    addCollectedGauge(r, 'sipmesh_registry_repair_remembered', 'AoRs remembered as owed to replicas that missed them (bounded: 4,096 per peer, 32,768 in all)', () => repair.remembered)
     addCollectedCounter(r, 'sipmesh_registry_slow_claims_total', 'new claims that took over 250 ms (signing, this node\'s store and the replicas\' answers; logged at warn)', () => meshNode.registry.slowClaims.count)
     addCollectedCounter(r, 'sipmesh_registry_write_batches_total', 'batched writes of claims to this node\'s store', () => meshNode.registry.writeStats().batches)
     addCollectedCounter(r, 'sipmesh_registry_signing_batches_total', 'batches of signatures sent to the signing thread (this process)', () => meshNode.registry.writeStats().signingBatches)

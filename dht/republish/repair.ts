@@ -7,8 +7,8 @@
  * down coming back. For each such peer this keeps what it owes:
  *
  * - the AoRs of the claims dropped for it, at most `maxRememberedPerPeer` (4,096) per peer and
- *   `maxPeers` (64) peers: about 200 B per AoR, so at most ~50 MB in the worst case and a few
- *   hundred KB for one frozen replica;
+ *   `maxRemembered` (32,768) over all peers, of at most `maxPeers` (64) peers: at roughly 150 B an
+ *   AoR (its string and a Set slot), well under 1 MB for one frozen replica and about 5 MB at most;
  * - or, once more were dropped than it remembers, or for a peer liveness found down (claims were
  *   then not even put to it), "the region": every own record whose replica set includes the peer,
  *   found by a walk over the own records in slices (`sweep.ts` `planRegion`).
@@ -45,6 +45,8 @@ import type { Logger, PeerId } from '@libp2p/interface'
 export interface ReplicaRepairInit {
   /** most AoRs remembered per peer; beyond, the peer gets its whole region @default 4_096 */
   maxRememberedPerPeer?: number
+  /** most AoRs remembered over all peers; beyond, a peer gets its whole region @default 32_768 */
+  maxRemembered?: number
   /** most peers owed claims at once (the oldest is forgotten) @default 64 */
   maxPeers?: number
   /** claims per repair request (at most MAX_PUT_BATCH) @default 128 */
@@ -126,6 +128,7 @@ export class ReplicaRepair {
   readonly #info: (formatter: string, ...args: unknown[]) => void
   readonly #maxRemembered: number
   readonly #maxPeers: number
+  readonly #maxTotal: number
   readonly #batch: number
   readonly #pauseMs: number
   readonly #settleMs: number
@@ -144,6 +147,7 @@ export class ReplicaRepair {
     this.#info = log.info != null ? log.info.bind(log) : log
     this.#maxRemembered = init.maxRememberedPerPeer ?? 4_096
     this.#maxPeers = init.maxPeers ?? 64
+    this.#maxTotal = init.maxRemembered ?? 32_768
     this.#batch = Math.min(MAX_PUT_BATCH, Math.max(1, init.batch ?? 128))
     this.#pauseMs = init.pauseMs ?? 20
     this.#settleMs = init.settleMs ?? 250
@@ -218,7 +222,7 @@ export class ReplicaRepair {
     if (o.region) return
     for (const aor of aors) {
       if (o.aors.has(aor)) continue
-      if (o.aors.size >= this.#maxRemembered) {
+      if (o.aors.size >= this.#maxRemembered || this.stats.remembered >= this.#maxTotal) {
         this.#toRegion(o)
         return
       }
