@@ -77,17 +77,19 @@ describe('a replica frozen while claims are made', () => {
     const rounds = n[0].registry.repair.stats.rounds
     const t0 = Date.now()
     frozen.open()
-    await waitFor(async () => await held(n[3], aors) === aors.length, 10_000, 'node 3 to hold every claim', 200)
+    await waitFor(async () => await held(n[3], aors) === aors.length, 15_000, 'node 3 to hold every claim', 200)
     const ms = Date.now() - t0
+    // (the last answer may still be on its way back to node 0)
+    await waitFor(() => n[0].registry.repair.owed().length === 0, 5_000, 'nothing owed')
     const s = n[0].registry.repair.stats
     assert.ok(s.rounds > rounds)
     assert.ok(s.claims >= aors.length, `${s.claims} claims re-put`)
     assert.equal(s.regionRounds, 0)
     assert.equal(n[0].registry.stats.renewals, 0, 'no lease renewal')
-    await waitFor(() => n[0].registry.repair.owed().length === 0, 5_000, 'nothing owed')
     assert.equal(s.remembered, 0)
-    // the stated bound (README): settle 250 ms + one request per 512 claims
-    assert.ok(ms < 5_000, `node 3 held all ${aors.length} claims ${ms} ms after it answered again`)
+    // the stated bound (README): 250 ms plus about 0.5 ms per claim on a quiet machine (under 1 s
+    // here); 10 s leaves room for a loaded one (load 20 in a full run), and is far from a lease
+    assert.ok(ms < 10_000, `node 3 held all ${aors.length} claims ${ms} ms after it answered again`)
   })
 
   test('more drops than remembered: the region (every own claim it is a replica of) is put again', async () => {
