@@ -20,6 +20,7 @@ import type { PutDrops } from './replication/put-protocol.ts'
 import { ClaimWriter } from './replication/writer.ts'
 import { ClaimReader } from './replication/lookup.ts'
 import { planSweep } from './republish/sweep.ts'
+import { ReplicaRepair } from './republish/repair.ts'
 import { PeerLiveness } from './liveness.ts'
 import { SlowClaims } from './slow-claims.ts'
 import { signingThread } from './record/sign-batch.ts'
@@ -125,6 +126,7 @@ export class DhtRegistry implements ClaimRegistry {
 
   readonly replicas: ReplicaFinder
   readonly liveness: PeerLiveness
+  readonly repair: ReplicaRepair
   private readonly client: PutClient
   readonly exchange: ClaimExchangeClient
   private readonly writer: ClaimWriter
@@ -178,6 +180,7 @@ export class DhtRegistry implements ClaimRegistry {
     this.writer = new ClaimWriter({ datastore: components.datastore, replicas: this.replicas, client: this.client, log: this.log }, {
       datastorePrefix: init.datastorePrefix ?? '/dht'
     })
+    this.repair = new ReplicaRepair({ client: this.client, replicas: this.replicas, own: this.own, log: components.logger.forComponent('sipmesh:dht:repair'), learn: (aor, c) => { this.apply(aor, c, true) } }, init.repair)
     this.reader = new ClaimReader({
       datastore: components.datastore,
       dht: components.dht,
@@ -220,6 +223,7 @@ export class DhtRegistry implements ClaimRegistry {
       maxOutboundStreams: 64
     })
     this.liveness.start()
+    this.repair.start(this.liveness)
     this.unLiveness = this.liveness.onChange((peer) => { this.peerChanged(peer) })
     this.joinDeadline = this.joinWait > 0 ? Date.now() + this.joinWait : undefined
     await this.loadOwn(options)
@@ -243,6 +247,7 @@ export class DhtRegistry implements ClaimRegistry {
     this.watchers.clear()
     this.unLiveness?.()
     this.liveness.stop()
+    this.repair.stop()
     this.client.close()
     this.exchange.close()
     this.components.datastore.onStore = undefined

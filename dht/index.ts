@@ -44,6 +44,7 @@
 import { DhtRegistry } from './dht-registry.ts'
 import type { ClaimGuardDatastore } from './datastore-guard.ts'
 import type { PeerLivenessInit } from './liveness.ts'
+import type { ReplicaRepairInit } from './republish/repair.ts'
 import type { Registry } from '../sip-gateway/ports.ts'
 import type { AbortOptions, ComponentLogger, Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import type { KadDHT } from '@libp2p/kad-dht'
@@ -125,6 +126,11 @@ export interface DhtRegistryInit {
    * Peer liveness timings (P5), see `liveness.ts`.
    */
   liveness?: PeerLivenessInit
+  /**
+   * Replica repair timings and bounds (claims dropped for a peer are put to it again when it
+   * answers), see `republish/repair.ts`.
+   */
+  repair?: ReplicaRepairInit
   /**
    * Protocol name of batched claim writes.
    *

@@ -89,18 +89,21 @@ function disabledLogger (): Libp2pLogger {
  * errors at `warn` (libp2p logs many expected failures as errors: dials, resets), traces at
  * `trace`. Silent (no formatting cost) unless pino's level is `debug` or lower, except the errors
  * of our own components (`sipmesh:*`: refused forged records, failed persistence), which are
- * written at `warn` whenever that level is on.
+ * written at `warn` whenever that level is on, and their `info` lines (an extra method of our
+ * components' loggers, e.g. the replica repair's), written at `info`.
  */
 export function libp2pComponentLogger (log: PinoLogger): ComponentLogger {
   const debugOn = log.isLevelEnabled('debug')
   const traceOn = log.isLevelEnabled('trace')
   const warnOn = log.isLevelEnabled('warn')
+  const infoOn = log.isLevelEnabled('info')
   const make = (component: string): Libp2pLogger => {
     if (!debugOn && warnOn && component.startsWith('sipmesh:')) {
       const child = log.child({ component })
       return Object.assign((() => {}) as unknown as Libp2pLogger, {
         enabled: false,
         error: (formatter: unknown, ...args: unknown[]) => { child.warn(libp2pFormat(formatter, args)) },
+        info: (formatter: unknown, ...args: unknown[]) => { if (infoOn) child.info(libp2pFormat(formatter, args)) },
         trace: () => {},
         newScope: (name: string) => make(`${component}:${name}`)
       })
@@ -111,6 +114,8 @@ export function libp2pComponentLogger (log: PinoLogger): ComponentLogger {
     return Object.assign(fn, {
       enabled: true,
       error: (formatter: unknown, ...args: unknown[]) => { child.warn(libp2pFormat(formatter, args)) },
+      // our components' `info` (an optional extra the libp2p Logger lacks, see `InfoLogger`): at info
+      info: (formatter: unknown, ...args: unknown[]) => { child.info(libp2pFormat(formatter, args)) },
       trace: traceOn ? (formatter: unknown, ...args: unknown[]) => { child.trace(libp2pFormat(formatter, args)) } : () => {},
       newScope: (name: string) => make(`${component}:${name}`)
     })

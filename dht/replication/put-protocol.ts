@@ -130,6 +130,17 @@ export interface PutDrops {
  */
 export const MAX_PUTS_IN_FLIGHT = 1
 
+/**
+ * Told of what a peer did not store and of a silent peer's return (the repair, see
+ * `republish/repair.ts`). Called synchronously; must not throw.
+ */
+export interface PutObserver {
+  /** claims (envelopes as put) that `peer` did not store, and why */
+  dropped: (peer: PeerId, claims: Uint8Array[], reason: keyof PutDrops) => void
+  /** a peer that was silent answered a request again */
+  back: (peer: PeerId) => void
+}
+
 export interface PutClientInit {
   /** how long a request may wait for its answer, ms @default PUT_TIMEOUT_MS */
   timeoutMs?: number
@@ -159,8 +170,10 @@ export interface PutClientInit {
  * So a claim waits at most two timeouts for a peer, and a silent peer holds at most one request.
  * A failed put is a replica that did not store the claim, as if it had been down (the writer counts
  * it as a failure; a REGISTER is answered on another replica's answer). What repairs it: the
- * owner's lease renewal re-puts each claim to all its replicas (the sweep, within the lease: 30 min
- * by default), and any read that asks the replica and gets an older answer corrects it.
+ * observer (`republish/repair.ts`) re-puts the dropped claims to the peer once it answers again
+ * (or, when too many were dropped to remember, every own claim it is a replica of); behind it, the
+ * owner's lease renewal re-puts each claim to all its replicas (within the lease: 30 min by
+ * default), and any read that asks the replica and gets an older answer corrects it.
  */
 export class PutClient {
   readonly #libp2p: Pick<Libp2p, 'dialProtocol'>
@@ -170,6 +183,7 @@ export class PutClient {
   readonly #timeoutMs: number
   readonly #maxQueued: number
   #nextId = 1
+  #observer?: PutObserver
   #signal: AbortSignal = AbortSignal.abort()
   /** counters for metrics and tests: requests sent, claims they carried, streams opened, claims not stored by reason */
   readonly stats = { batches: 0, claims: 0, streamsOpened: 0, dropped: { queue_full: 0, peer_silent: 0, timeout: 0, no_stream: 0, stream_failed: 0 } satisfies PutDrops as PutDrops }
@@ -180,6 +194,29 @@ export class PutClient {
     this.#protocol = protocol
     this.#timeoutMs = init.timeoutMs ?? PUT_TIMEOUT_MS
     this.#maxQueued = init.maxQueuedClaims ?? MAX_QUEUED_PUT_CLAIMS
+  }
+
+  /** Be told of drops and returns (one observer). */
+  observe (observer: PutObserver | undefined): void {
+    this.#observer = observer
+  }
+
+  /** Whether a peer counts as silent now: its last request went unanswered (see the class). */
+  isSilent (peer: PeerId): boolean {
+    return this.#links.get(peer.toString())?.silent === true
+  }
+
+  /** Count claims not stored on `peer`, and tell the observer. */
+  #drop (peer: PeerId, reason: keyof PutDrops, count: number, claims: () => Uint8Array[]): void {
+    if (count === 0) return
+    this.stats.dropped[reason] += count
+    const o = this.#observer
+    if (o == null) return
+    try {
+      o.dropped(peer, claims(), reason)
+    } catch (err) {
+      this.#log.error('put observer threw: %s', errorMessage(err))
+    }
   }
 
   /** Streams may be opened until `signal` aborts. */
@@ -204,11 +241,11 @@ export class PutClient {
       this.#links.set(key, link)
     }
     if (link.silent && (link.pending.size >= MAX_PUTS_IN_FLIGHT || link.opening != null)) {
-      this.stats.dropped.peer_silent += claims.length
+      this.#drop(peer, 'peer_silent', claims.length, () => claims)
       throw new PutDroppedError(`${peer.toString()} is silent: no answer within ${this.#timeoutMs} ms`)
     }
     if (link.queued + claims.length > this.#maxQueued) {
-      this.stats.dropped.queue_full += claims.length
+      this.#drop(peer, 'queue_full', claims.length, () => claims)
       throw new PutDroppedError(`${link.queued} claims already wait for ${peer.toString()}`)
     }
     const l = link
@@ -228,7 +265,7 @@ export class PutClient {
       this.#stream(peer, link).then(() => { this.#pump(peer, link) }, (err: Error) => {
         const waiting = link.waiting
         link.waiting = []
-        this.stats.dropped.no_stream += link.queued
+        this.#drop(peer, 'no_stream', link.queued, () => waiting.flatMap(w => w.claims))
         link.queued = 0
         link.silent = true
         for (const w of waiting) w.reject(err)
@@ -250,13 +287,13 @@ export class PutClient {
       const timer = setTimeout(() => {
         link.pending.delete(id)
         const err = new Error(`no answer from ${peer.toString()} within ${this.#timeoutMs} ms`)
-        this.stats.dropped.timeout += count
+        this.#drop(peer, 'timeout', count, () => waiters.flatMap(w => w.claims))
         for (const w of waiters) w.reject(err)
         // what queued behind it fails now, not in 10 s turns of its own; the next put probes
         link.silent = true
         const behind = link.waiting
         link.waiting = []
-        this.stats.dropped.peer_silent += link.queued
+        this.#drop(peer, 'peer_silent', link.queued, () => behind.flatMap(w => w.claims))
         link.queued = 0
         if (behind.length > 0) {
           const dropped = new PutDroppedError(`${peer.toString()} is silent: no answer within ${this.#timeoutMs} ms`)
@@ -278,7 +315,14 @@ export class PutClient {
   /** An answer came: each caller gets its share, and what waited goes out. */
   #answered (peer: PeerId, link: Link, id: number, answers: PutAnswer[]): void {
     // any answer, even to a request that timed out, says the peer is back
-    link.silent = false
+    if (link.silent) {
+      link.silent = false
+      try {
+        this.#observer?.back(peer)
+      } catch (err) {
+        this.#log.error('put observer threw: %s', errorMessage(err))
+      }
+    }
     const p = link.pending.get(id)
     if (p == null) return
     link.pending.delete(id)
@@ -329,7 +373,7 @@ export class PutClient {
     if (link.stream === stream) link.stream = undefined
     for (const p of link.pending.values()) {
       clearTimeout(p.timer)
-      this.stats.dropped.stream_failed += p.count
+      this.#drop(link.peer, 'stream_failed', p.count, () => p.waiters.flatMap(w => w.claims))
       for (const w of p.waiters) w.reject(err)
     }
     link.pending.clear()

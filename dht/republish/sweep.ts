@@ -63,3 +63,23 @@ export function planSweep (own: Iterable<[string, OwnRecord]>, now: number, init
   }
   return plan
 }
+
+/**
+ * The own records of a region: those whose replica set includes a given peer (`holds`), taken
+ * from `own` in slices of at most `max` looked at, so that a caller walking 100,000 records can
+ * yield between slices (pure: the repair carries it out). Returns the AoRs found and whether the
+ * walk reached the end of `own`.
+ */
+export function planRegion (own: Iterator<[string, OwnRecord]>, holds: (aor: string) => boolean, max: number, now: number): { aors: string[], done: boolean } {
+  const aors: string[] = []
+  for (let i = 0; i < max; i++) {
+    const next = own.next()
+    if (next.done === true) return { aors, done: true }
+    const [aor, e] = next.value
+    // a claim whose lease or a release whose retention ended is not put again (the sweep drops it)
+    const c = e.claim
+    if ((c.kind === 'claim' ? c.expiresAt : c.knownUntil) <= now) continue
+    if (holds(aor)) aors.push(aor)
+  }
+  return { aors, done: false }
+}

@@ -78,4 +78,15 @@ describe('logging', () => {
     libp2pComponentLogger(silent.log).forComponent('sipmesh:dht:validator').error('not at error level')
     assert.equal(silent.raw.length, 0)
   })
+
+  test('our own components\' info lines (the replica repair\'s) are written at info; not above it', () => {
+    type Info = { info: (formatter: string, ...args: unknown[]) => void }
+    const at = capture('info')
+    const ours = libp2pComponentLogger(at.log).forComponent('sipmesh:dht:repair') as unknown as Info
+    ours.info('repair of %p done: %d claims', 'QmPeer', 10)
+    assert.deepEqual(at.lines().map(l => [l.level, l.component, l.msg]), [['info', 'sipmesh:dht:repair', 'repair of QmPeer done: 10 claims']])
+    const above = capture('warn')
+    ;(libp2pComponentLogger(above.log).forComponent('sipmesh:dht:repair') as unknown as Info).info('not at warn')
+    assert.equal(above.raw.length, 0)
+  })
 })
