@@ -51,6 +51,9 @@ export interface ClaimStats { claims: number, lateLosses: number, refreshes: num
 
 export class ClaimPath implements LateAnswers {
   private readonly c: ClaimPathComponents
+  private readonly routes: RouteCache
+  private readonly own: OwnRecords
+  private readonly run: RunState
   private readonly stats: ClaimStats
   private readonly grace: number
   private readonly lease: number
@@ -59,6 +62,9 @@ export class ClaimPath implements LateAnswers {
 
   constructor (components: ClaimPathComponents, init: ClaimPathInit, stats: ClaimStats) {
     this.c = components
+    this.routes = components.routes
+    this.own = components.own
+    this.run = components.run
     this.stats = stats
     this.grace = init.expiryGraceMs
     this.lease = init.leaseMs
@@ -73,8 +79,8 @@ export class ClaimPath implements LateAnswers {
   private signNew (aor: Aor, kind: 'claim' | 'release', expiresAt: number, floor?: bigint): Promise<SignedClaim> {
     const issuedAt = Date.now()
     let version = BigInt(issuedAt)
-    const seen = this.c.routes.claimOf(aor)
-    const held = this.c.own.get(aor)?.claim.version
+    const seen = this.routes.claimOf(aor)
+    const held = this.own.get(aor)?.claim.version
     if (seen != null && seen.version >= version) version = seen.version + 1n
     if (held != null && held >= version) version = held + 1n
     if (floor != null && floor >= version) version = floor + 1n
@@ -96,19 +102,19 @@ export class ClaimPath implements LateAnswers {
    * when `claim` must run (not held, displaced, a lease to renew, not started).
    */
   claimNow (aorIn: Aor, binding: LocalBinding): ClaimResult | undefined {
-    if (!this.c.run.running) return undefined
+    if (!this.run.running) return undefined
     let aor: Aor
     try { aor = normalizeAor(aorIn) } catch { return undefined }
-    const held = this.c.own.get(aor)
+    const held = this.own.get(aor)
     if (held == null || held.claim.kind !== 'claim') return undefined
     const now = Date.now()
     const until = binding.expiresAt + this.grace
-    if (!(held.claim.expiresAt > now) || this.c.routes.claimOf(aor) !== held.claim) return undefined
+    if (!(held.claim.expiresAt > now) || this.routes.claimOf(aor) !== held.claim) return undefined
     if (!(held.claim.expiresAt - now > this.renewAhead || held.claim.expiresAt >= until)) return undefined
     held.until = until
     this.stats.claims++
     this.stats.refreshes++
-    const route = this.c.routes.routeOf(held.claim, now)!
+    const route = this.routes.routeOf(held.claim, now)!
     return { won: true, route, previous: route, replicas: held.replicas }
   }
 
@@ -123,10 +129,10 @@ export class ClaimPath implements LateAnswers {
       const answered = this.claimNow(aorIn, binding)
       if (answered !== undefined) return Promise.resolve(answered)
       const aor = normalizeAor(aorIn)
-      if (!this.c.run.running) throw new NotStartedError()
+      if (!this.run.running) throw new NotStartedError()
       const now = Date.now()
-      const held = this.c.own.get(aor)
-      if (this.c.joins.waiting || (held != null && held.claim.kind === 'claim' && held.claim.expiresAt > now && this.c.routes.claimOf(aor) === held.claim)) {
+      const held = this.own.get(aor)
+      if (this.c.joins.waiting || (held != null && held.claim.kind === 'claim' && held.claim.expiresAt > now && this.routes.claimOf(aor) === held.claim)) {
         return this.claimHeld(aor, binding, options)
       }
       this.stats.claims++
@@ -141,18 +147,18 @@ export class ClaimPath implements LateAnswers {
     this.stats.claims++
     const now = Date.now()
     const until = binding.expiresAt + this.grace
-    const held = this.c.own.get(aor)
-    if (held != null && held.claim.kind === 'claim' && held.claim.expiresAt > now && this.c.routes.claimOf(aor) === held.claim) {
+    const held = this.own.get(aor)
+    if (held != null && held.claim.kind === 'claim' && held.claim.expiresAt > now && this.routes.claimOf(aor) === held.claim) {
       held.until = until
-      const route = this.c.routes.routeOf(held.claim, now)!
+      const route = this.routes.routeOf(held.claim, now)!
       // a refresh of an AoR this node holds: answered from local state, the sweep renews the lease
       if (held.claim.expiresAt - now > this.renewAhead || held.claim.expiresAt >= until) {
         this.stats.refreshes++
         return { won: true, route, previous: route, replicas: held.replicas }
       }
-      if (await this.c.own.renew(aor)) {
-        const e = this.c.own.get(aor)!
-        return { won: true, route: this.c.routes.routeOf(e.claim)!, previous: route, replicas: e.replicas }
+      if (await this.own.renew(aor)) {
+        const e = this.own.get(aor)!
+        return { won: true, route: this.routes.routeOf(e.claim)!, previous: route, replicas: e.replicas }
       }
       // displaced meanwhile: the latest registration (this one) takes over with a new claim
     }
@@ -163,7 +169,7 @@ export class ClaimPath implements LateAnswers {
   /** A new claim of `aor` until `until`: signed, written, and decided on the answers (`claimWritten`). */
   private claimNew (aor: Aor, until: number, now: number, early: boolean): Promise<ClaimResult> {
     const t0 = performance.now()
-    const before = this.c.routes.claimOf(aor)
+    const before = this.routes.claimOf(aor)
     return this.signNew(aor, 'claim', Math.min(now + this.lease, until)).then(mine => {
       const signed = performance.now() - t0
       const late = early ? earlyClaim(this, aor, mine, before) : undefined
@@ -205,17 +211,17 @@ export class ClaimPath implements LateAnswers {
     for (const c of out.others) prev = newerOlderClaim(prev, c, mine)
     if (before != null) prev = newerOlderClaim(prev, before, mine)
     if (won) {
-      this.c.own.set(aor, { claim: mine, until, replicas: out.replicas, putAt: Date.now() })
+      this.own.set(aor, { claim: mine, until, replicas: out.replicas, putAt: Date.now() })
       if (out.replicas === 0 && this.c.replicas.kad() != null && this.c.replicas.routingTableSize === 0) this.c.joins.replicateLater()
     } else {
-      this.c.own.end(aor)
-      this.c.own.lost(newest)
+      this.own.end(aor)
+      this.own.lost(newest)
     }
     this.c.apply(aor, newest, true)
     if (won && prev != null && !prev.owner.equals(this.c.peerId)) void this.c.witness.notify(prev.owner, mine)
     // answered before every replica did: the others' answers are acted on when they come
     if (late != null) earlyDecided(this, this.c.log, late, won, prev)
-    return { won, route: this.c.routes.routeOf(newest) ?? this.c.routes.routeOf(mine)!, previous: this.c.routes.routeOf(prev), replicas: out.replicas }
+    return { won, route: this.routes.routeOf(newest) ?? this.routes.routeOf(mine)!, previous: this.routes.routeOf(prev), replicas: out.replicas }
   }
 
   /**
@@ -227,7 +233,7 @@ export class ClaimPath implements LateAnswers {
    */
   lateAnswers (late: EarlyClaim, out: WriteOutcome): void {
     const { aor, claim: mine, before, told } = late
-    const e = this.c.own.get(aor)
+    const e = this.own.get(aor)
     const ours = e != null && e.claim.version === mine.version && e.claim.owner.equals(mine.owner)
     if (ours && e.claim === mine) e.replicas = out.replicas
     const newest = newestOf(mine, out, before)
@@ -238,7 +244,7 @@ export class ClaimPath implements LateAnswers {
       return
     }
     this.stats.lateLosses++
-    if (ours && this.c.run.running && out.stood.includes(newest)) {
+    if (ours && this.run.running && out.stood.includes(newest)) {
       this.c.log('claim of %s: a later replica kept an earlier record v%s, claiming above it', aor, newest.version)
       void this.claimAbove(aor, mine, newest, before).catch((err: unknown) => {
         this.c.log.error('re-claim of %s above v%s failed: %s', aor, newest.version, errorMessage(err))
@@ -252,17 +258,17 @@ export class ClaimPath implements LateAnswers {
 
   /** The late half of the clock-skew rule (see `claim`): claim once more above a record that stood. */
   private async claimAbove (aor: Aor, mine: SignedClaim, stood: SignedClaim, before: SignedClaim | undefined): Promise<void> {
-    const e = this.c.own.get(aor)
+    const e = this.own.get(aor)
     if (e == null || e.claim.version !== mine.version || e.claim.kind !== 'claim') return
     const next = await this.signNew(aor, 'claim', Math.min(Date.now() + this.lease, e.until), stood.version)
-    const signedFor = this.c.own.get(aor)
+    const signedFor = this.own.get(aor)
     if (signedFor == null || signedFor.claim.version !== mine.version || signedFor.claim.kind !== 'claim') return
     const out = await this.c.writer.write(next)
     out.others.push(stood)
     const newest = newestOf(next, out, before)
-    const cur = this.c.own.get(aor)
+    const cur = this.own.get(aor)
     if (newest === next && cur != null && cur.claim.version === mine.version) {
-      this.c.own.set(aor, { claim: next, until: cur.until, replicas: out.replicas, putAt: Date.now() })
+      this.own.set(aor, { claim: next, until: cur.until, replicas: out.replicas, putAt: Date.now() })
       this.c.apply(aor, next, true)
       let prev: SignedClaim | undefined
       for (const c of out.others) prev = newerOlderClaim(prev, c, next)
@@ -272,28 +278,28 @@ export class ClaimPath implements LateAnswers {
     // lost after all: the newest record stands, and our claim, still the own record, is displaced
     this.c.apply(aor, newest, true)
     // released meanwhile, while our claim above the stood record went out: release it too
-    if (newest === next && this.c.own.get(aor)?.claim.kind === 'release') await this.release(aor)
+    if (newest === next && this.own.get(aor)?.claim.kind === 'release') await this.release(aor)
   }
 
   async release (aorIn: Aor, _options?: AbortOptions): Promise<void> {
     const aor = normalizeAor(aorIn)
-    const e = this.c.own.get(aor)
-    const cur = this.c.routes.claimOf(aor) ?? e?.claim
+    const e = this.own.get(aor)
+    const cur = this.routes.claimOf(aor) ?? e?.claim
     if (cur == null || !cur.owner.equals(this.c.peerId) || cur.kind !== 'claim') {
       if (e != null && e.claim.kind === 'claim') {
-        this.c.own.end(aor)
-        if (cur != null && !cur.owner.equals(this.c.peerId)) this.c.own.lost(cur)
+        this.own.end(aor)
+        if (cur != null && !cur.owner.equals(this.c.peerId)) this.own.lost(cur)
       }
       return
     }
     // a tombstone must outlive the claim it covers, or the older claim would resurface
     const tomb = await this.signNew(aor, 'release', Math.max(cur.expiresAt, Date.now() + 1_000), cur.version)
-    this.c.own.set(aor, { claim: tomb, until: tomb.knownUntil, replicas: 0, putAt: Date.now() })
-    this.c.own.ended(aor)
+    this.own.set(aor, { claim: tomb, until: tomb.knownUntil, replicas: 0, putAt: Date.now() })
+    this.own.ended(aor)
     this.c.apply(aor, tomb, true)
     const out = await this.c.writer.write(tomb)
-    const held = this.c.own.get(aor)
+    const held = this.own.get(aor)
     if (held?.claim === tomb) held.replicas = out.replicas
-    this.c.own.learn(aor, out)
+    this.own.learn(aor, out)
   }
 }
