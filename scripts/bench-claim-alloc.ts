@@ -49,6 +49,9 @@ async function allocated (fn: () => Promise<void>): Promise<{ bytes: number, gcs
 const mesh = await Mesh.spawn(NODES)
 const registry = mesh.nodes[0].registry
 const hour = Date.now() + 3_600_000
+// claimNow's binding made once, as the registrar passes its own: a literal per call is scalar-
+// replaced or not as V8 happens to inline claimNow into this loop (±47 B per call)
+const binding = { expiresAt: hour }
 let counter = 0
 const figures: Record<string, number[]> = { newClaim: [], refreshClaim: [], claimNow: [] }
 try {
@@ -69,7 +72,7 @@ try {
     })
     let misses = 0
     const now = await allocated(async () => {
-      for (const aor of aors) if (registry.claimNow(aor, { expiresAt: hour }) === undefined) misses++
+      for (const aor of aors) if (registry.claimNow(aor, binding) === undefined) misses++
     })
     if (misses > 0) throw new Error(`${misses} refreshes not answered from memory`)
     // round 0 warms up
