@@ -37,3 +37,35 @@ export async function withSignal<T> (timeoutMs: number, parents: Array<AbortSign
     for (const parent of live) parent.removeEventListener('abort', onAbort)
   }
 }
+
+/**
+ * Whether a registry runs, shared by its parts: its shutdown signal while started (aborted and
+ * dropped by stop()).
+ */
+export class RunState {
+  private controller?: AbortController
+
+  /** the shutdown signal, undefined when not started */
+  get signal (): AbortSignal | undefined {
+    return this.controller?.signal
+  }
+
+  get running (): boolean {
+    return this.controller != null
+  }
+
+  /** Start; false when already started. */
+  start (): boolean {
+    if (this.controller != null) return false
+    this.controller = new AbortController()
+    return true
+  }
+
+  /** Stop (aborts the shutdown signal); false when not started. */
+  stop (): boolean {
+    if (this.controller == null) return false
+    this.controller.abort()
+    this.controller = undefined
+    return true
+  }
+}
