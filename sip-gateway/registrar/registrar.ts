@@ -11,6 +11,7 @@
  * node holds live is redirected there (302) and never claimed here.
  */
 import type { SipRequest } from '../codec/message.ts'
+import { headerKey, type Headers } from '../codec/headers.ts'
 import { parseNameAddr, parseNameAddrShared } from '../codec/name-addr.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
 import { parseCSeq } from '../codec/cseq.ts'
@@ -148,6 +149,81 @@ function expiresParamOf (raw: string, at: number): number {
     v = v * 10 + c
   }
   return Math.min(v, 0xffffffff)
+}
+
+/**
+ * `<sip:user@host>` (a To value) as `sip:user@host` when that is exactly what aorOf(parseNameAddr(to).uri)
+ * gives for it: no display name, parameter, port or escape, a user of unreserved characters
+ * other than `%` (RFC 3261 25.1: nothing parseUri reads as a password, a parameter or an escape)
+ * and a lower-case host; '' otherwise (then To is parsed). The caller takes it only for an AoR it
+ * holds (one that parsed as a URI before, so its host is one parseUri accepts).
+ */
+function plainAor (to: string): string {
+  const end = to.length - 1
+  if (to.charCodeAt(0) !== 60 /* < */ || to.charCodeAt(end) !== 62 /* > */ || !to.startsWith('sip:', 1)) return ''
+  let at = -1
+  for (let i = 5; i < end; i++) {
+    const c = to.charCodeAt(i)
+    if (c === 64 /* @ */) {
+      if (at !== -1 || i === 5) return ''
+      at = i
+    } else if ((at === -1 ? USER_CHAR[c] : HOST_CHAR[c]) !== 1) return ''
+  }
+  return at === -1 || at === end - 1 ? '' : to.slice(1, end)
+}
+
+/** the characters plainAor takes in a user part (RFC 3261 25.1 unreserved) and in a host */
+const USER_CHAR = charSet('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*\'()')
+const HOST_CHAR = charSet('abcdefghijklmnopqrstuvwxyz0123456789-.')
+function charSet (chars: string): Uint8Array {
+  const set = new Uint8Array(128)
+  for (let i = 0; i < chars.length; i++) set[chars.charCodeAt(i)] = 1
+  return set
+}
+
+/**
+ * the sequence number of a REGISTER's CSeq: read in place for `<1 to 10 digits> REGISTER`,
+ * else by parseCSeq (which refuses what is malformed)
+ */
+function registerSeq (value: string): number {
+  const n = value.length - 9
+  if (n >= 1 && n <= 10 && value.endsWith(' REGISTER')) {
+    let seq = 0
+    for (let i = 0; i < n; i++) {
+      const c = value.charCodeAt(i) - 48
+      if (c < 0 || c > 9) return parseCSeq(value).seq
+      seq = seq * 10 + c
+    }
+    if (seq <= 0xffffffff) return seq
+  }
+  return parseCSeq(value).seq
+}
+
+/** the Contact header's key, as the parser keys its lines */
+const CONTACT = headerKey('Contact')
+
+/**
+ * the REGISTER's Contact values, as `getAll('Contact')` gives them: for one Contact line of one
+ * value (the usual REGISTER) an array of that value alone, without the two arrays getAll grows
+ */
+function contactsOf (headers: Headers): string[] {
+  let line = -1
+  for (let i = 0; i < headers.size; i++) {
+    if (headers._keyAt(i) !== CONTACT) continue
+    if (line !== -1) return headers.getAll(CONTACT)
+    line = i
+  }
+  if (line === -1) return []
+  const value = headers._valueAt(line)
+  if (value.indexOf(',') !== -1) return headers.getAll(CONTACT)
+  const v = value.trim()
+  return v === '' ? [] : [v]
+}
+
+/** a Contact value is `*` (10.3 step 6) */
+function hasStar (contacts: string[]): boolean {
+  for (let i = 0; i < contacts.length; i++) if (contacts[i].trim() === '*') return true
+  return false
 }
 
 /** index of the binding with `key` in `list`, -1 when none */
@@ -488,18 +564,23 @@ export class Registrar<Flow = unknown> {
     const callId = request.headers.get('Call-ID')
     const cseqValue = request.headers.get('CSeq')
     if (to === undefined || callId === undefined || cseqValue === undefined) throw new SipStatusError(400, 'Missing To, Call-ID or CSeq')
-    let aor: string
-    try {
-      aor = aorOf(parseNameAddrShared(to).uri)
-    } catch {
-      throw new SipStatusError(400, 'Malformed To')
+    // the AoR of a user registered here, written as its AoR (the usual refresh): the registration's
+    // own string, with no parse of To and its URI (plainAor: what the parse would give is that AoR)
+    let aor = this.#regs.get(plainAor(to))?.aor
+    if (aor === undefined) {
+      try {
+        aor = aorOf(parseNameAddrShared(to).uri)
+      } catch {
+        throw new SipStatusError(400, 'Malformed To')
+      }
+      if (!aor.includes('@') || !this.#domains.has(aor.slice(aor.indexOf('@') + 1))) throw new SipStatusError(404, 'Not Found')
+      // the registrar keeps one copy of the AoR (the request's strings hold the whole message)
+      aor = this.#regs.get(aor)?.aor ?? ownString(aor)
     }
-    if (!aor.includes('@') || !this.#domains.has(aor.slice(aor.indexOf('@') + 1))) throw new SipStatusError(404, 'Not Found')
-    const cseq = parseCSeq(cseqValue).seq
+    const cseq = registerSeq(cseqValue)
     // RFC 3261 21.5.4: beyond capacity, answer now rather than queue
     if (this.#overload.check() !== undefined) return undefined
-    // the registrar keeps one copy of the AoR (the request's strings hold the whole message)
-    return [this.#regs.get(aor)?.aor ?? ownString(aor), callId, cseq]
+    return [aor, callId, cseq]
   }
 
   #unavailable (reason: string): Reply {
@@ -562,7 +643,7 @@ export class Registrar<Flow = unknown> {
 
   /** what the REGISTER asks (the bindings now and the change), or the answer when nothing is to commit */
   #plan (request: SipRequest, aor: string, callId: string, cseq: number, flow: Flow | undefined, now: number): Reply | Plan<Flow> {
-    const contacts = request.headers.getAll('Contact')
+    const contacts = contactsOf(request.headers)
     const expiresHeader = request.headers.get('Expires')
     const headerExpires = expiresHeader === undefined ? undefined : parseExpires(expiresHeader)
     // the AoR's bindings (those stored before a restart and not claimed again yet included),
@@ -577,7 +658,7 @@ export class Registrar<Flow = unknown> {
     if (displaced !== undefined && displaced.until <= now) this.#displaced.delete(aor)
 
     // Contact: * (10.3 step 6): only with Expires: 0 and alone
-    if (contacts.some(c => c.trim() === '*')) {
+    if (hasStar(contacts)) {
       if (contacts.length !== 1 || headerExpires !== 0) throw new SipStatusError(400, 'Contact * needs Expires: 0 and no other Contact')
       const change: Change<Flow> = { remove: [], upsert: [] }
       for (const b of current) {
@@ -791,17 +872,19 @@ export class Registrar<Flow = unknown> {
   }
 
   #ok (_aor: string, bindings: Binding<Flow>[], now: number): Reply {
-    const headers: Array<[string, string]> = []
-    for (const b of bindings) {
+    // an array of exactly its length (one grown by push holds room for 17)
+    const headers = new Array<[string, string]>(bindings.length + 1)
+    for (let i = 0; i < bindings.length; i++) {
+      const b = bindings[i]
       const secs = Math.max(0, Math.round((b.expiresAt - now) / 1000))
       let params = ''
       for (const n in b.params) {
         const v = b.params[n]
         params += v === null ? `;${n}` : `;${n}=${v}`
       }
-      headers.push(['Contact', `<${b.uri}>${params};expires=${secs}`])
+      headers[i] = ['Contact', `<${b.uri}>${params};expires=${secs}`]
     }
-    headers.push(['Date', httpDate(now)])
+    headers[bindings.length] = ['Date', httpDate(now)]
     return { status: 200, reason: 'OK', headers }
   }
 
