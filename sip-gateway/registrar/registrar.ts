@@ -156,7 +156,7 @@ function expiresParamOf (raw: string, at: number): number {
  * gives for it: no display name, parameter, port or escape, a user of unreserved characters
  * other than `%` (RFC 3261 25.1: nothing parseUri reads as a password, a parameter or an escape)
  * and a lower-case host; '' otherwise (then To is parsed). The caller takes it only for an AoR it
- * holds (one that parsed as a URI before, so its host is one parseUri accepts).
+ * holds or one of a domain it serves (so its host is one parseUri accepts).
  */
 function plainAor (to: string): string {
   const end = to.length - 1
@@ -579,7 +579,10 @@ export class Registrar<Flow = unknown> {
     if (to === undefined || callId === undefined || cseqValue === undefined) throw new SipStatusError(400, 'Missing To, Call-ID or CSeq')
     // the AoR of a user registered here, written as its AoR (the usual refresh): the registration's
     // own string, with no parse of To and its URI (plainAor: what the parse would give is that AoR)
-    let aor = this.#regs.get(plainAor(to))?.aor
+    const plain = plainAor(to)
+    let aor = plain === '' ? undefined : this.#regs.get(plain)?.aor
+    // a new AoR written plain, of a domain served here: that string, owned (the parse gives it)
+    if (aor === undefined && plain !== '' && this.#domains.has(plain.slice(plain.indexOf('@') + 1))) aor = ownString(plain)
     if (aor === undefined) {
       try {
         aor = aorOf(parseNameAddrShared(to).uri)

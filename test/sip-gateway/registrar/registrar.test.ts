@@ -307,7 +307,10 @@ describe('registrar: a refresh read without parses gives what the parses give', 
       '<sips:alice@example.com>', `${AOR}`, '<sip:alice@example.com;transport=udp>', '<sip:alice:pw@example.com>',
       '<sip:Alice@example.com>', '<sip:alice@example.co>', '<sip:alice@@example.com>', '<sip:@example.com>', '<sip:alice@>',
       '<sip:alice@example.com', `<${AOR}>>`, '<sip:al ice@example.com>', '<sip:alice@exa_mple.com>', '<sip:a;b@example.com>',
-      '<sip:alice@example.com?x=1>', '<sip:alicé@example.com>', '<tel:+123>', '<sip:example.com>', '<sip:alice@other.org>'
+      '<sip:alice@example.com?x=1>', '<sip:alicé@example.com>', '<tel:+123>', '<sip:example.com>', '<sip:alice@other.org>',
+      // users of every unreserved character, alone or together: new AoRs of the served domain
+      '<sip:.@example.com>', '<sip:-@example.com>', "<sip:a'b@example.com>", '<sip:(x)@example.com>', '<sip:a!b~c*_d.e-f@example.com>',
+      '<sip:bob@example.com>', '<sip:alice@sub.example.com>', '<sip:alice@example.com.>', '<sip:alice@.example.com>'
     ]
     for (const to of tos) {
       const { registrar } = setup()
