@@ -4,10 +4,11 @@ import assert from 'node:assert/strict'
 import { Registrar, STORE_PREFIX } from '../../../sip-gateway/registrar/registrar.ts'
 import type { Reply } from '../../../sip-gateway/registrar/registrar.ts'
 import { MemoryStore } from '../../../sip-gateway/memory-store.ts'
-import { SipRequest, Headers } from '../../../sip-gateway/codec/index.ts'
+import { SipRequest, Headers, aorOf, parseNameAddr } from '../../../sip-gateway/codec/index.ts'
 import { SipStatusError } from '../../../sip-gateway/errors.ts'
 import { MemoryMesh, MemoryRegistry } from '../../../dht/memory-registry.ts'
 import { testLogger } from '../gateway/fixtures/log.ts'
+import { INVALID_AOR_ERROR } from '../../../sip-gateway/ports.ts'
 
 const AOR = 'sip:alice@example.com'
 
@@ -288,6 +289,95 @@ describe('registrar', () => {
     assert.deepEqual(rs.map(r => r.status === 'fulfilled' ? r.value.status : (r.reason as SipStatusError).status),
       [...Array(10).fill(200), ...Array(10).fill(403)])
     assert.equal(registrar.lookup(AOR).length, 10)
+    registrar.stop()
+  })
+})
+
+describe('registrar: a refresh read without parses gives what the parses give', () => {
+  /** the AoR the full parse of a To value gives, or the status its refusal is */
+  function parsedAor (to: string): string | number {
+    let aor
+    try { aor = aorOf(parseNameAddr(to).uri) } catch { return 400 }
+    return aor.endsWith('@example.com') ? aor : 404
+  }
+
+  test('To values next to a registered AoR: the same AoR (refreshed), another one, or refused as the parse says', async () => {
+    const tos = [
+      `<${AOR}>`, `"Alice" <${AOR}>`, `<${AOR}>;tag=x`, '<sip:alice@EXAMPLE.com>', '<sip:%61lice@example.com>', '<sip:alice@example.com:5060>',
+      '<sips:alice@example.com>', `${AOR}`, '<sip:alice@example.com;transport=udp>', '<sip:alice:pw@example.com>',
+      '<sip:Alice@example.com>', '<sip:alice@example.co>', '<sip:alice@@example.com>', '<sip:@example.com>', '<sip:alice@>',
+      '<sip:alice@example.com', `<${AOR}>>`, '<sip:al ice@example.com>', '<sip:alice@exa_mple.com>', '<sip:a;b@example.com>',
+      '<sip:alice@example.com?x=1>', '<sip:alicé@example.com>', '<tel:+123>', '<sip:example.com>', '<sip:alice@other.org>',
+      // users of every unreserved character, alone or together: new AoRs of the served domain
+      '<sip:.@example.com>', '<sip:-@example.com>', "<sip:a'b@example.com>", '<sip:(x)@example.com>', '<sip:a!b~c*_d.e-f@example.com>',
+      '<sip:bob@example.com>', '<sip:alice@sub.example.com>', '<sip:alice@example.com.>', '<sip:alice@.example.com>'
+    ]
+    for (const to of tos) {
+      const { registrar } = setup()
+      await registrar.start()
+      await registrar.handle(register({ expires: 600 }))
+      const before = registrar.lookup(AOR)[0].expiresAt
+      const expected = parsedAor(to)
+      // 'invalid': an AoR the registry cannot hold (400 at the gateway's error boundary)
+      const outcome = await registrar.handle(register({ to, cseq: 2, expires: 1200 })).then(r => r.status, (err: Error) => err.name === INVALID_AOR_ERROR ? 'invalid' : (err as SipStatusError).status)
+      if (typeof expected === 'number') {
+        assert.equal(outcome, expected, to)
+        assert.equal(registrar.registrations, 1, to)
+      } else if (expected === AOR) {
+        assert.equal(outcome, 200, to)
+        assert.equal(registrar.registrations, 1, `${to}: alice's binding refreshed`)
+        assert.ok(registrar.lookup(AOR)[0].expiresAt > before, to)
+      } else if (outcome === 'invalid') {
+        assert.notEqual(expected, AOR, to)
+        assert.equal(registrar.registrations, 1, to)
+      } else {
+        assert.equal(outcome, 200, to)
+        assert.equal(registrar.registrations, 2, `${to}: another AoR`)
+        assert.equal(registrar.lookup(expected).length, 1, to)
+      }
+      registrar.stop()
+    }
+  })
+
+  test('CSeq values: the number parseCSeq reads, or its refusal', async () => {
+    const cases: Array<[cseq: string, ok: boolean]> = [
+      ['2 REGISTER', true], ['0002 REGISTER', true], ['4294967295 REGISTER', true], ['2  REGISTER', true], ['2\tREGISTER', true],
+      ['2 INVITE', true], ['4294967296 REGISTER', false], ['12345678901 REGISTER', false], ['2a REGISTER', false], [' REGISTER', false],
+      ['REGISTER', false], ['2 REG ISTER', false], ['-2 REGISTER', false], ['2 REGISTER ', true]
+    ]
+    for (const [cseq, ok] of cases) {
+      const { registrar } = setup()
+      await registrar.start()
+      await registrar.handle(register({ expires: 600 }))
+      const req = register({ expires: 1200 })
+      req.headers.set('CSeq', cseq)
+      const outcome = await registrar.handle(req).then(r => r.status, (err: SipStatusError) => err.status)
+      assert.equal(outcome, ok ? 200 : 400, cseq)
+      // the same Call-ID with a CSeq at or below the one read: 500 (the number was read, not a default)
+      if (ok) {
+        const again = register({ expires: 1200 })
+        again.headers.set('CSeq', cseq)
+        await rejects(registrar.handle(again), 500)
+      }
+      registrar.stop()
+    }
+  })
+
+  test('Contact lines: one, several, a list in one line, an empty one, * among others', async () => {
+    const { registrar } = setup()
+    await registrar.start()
+    let r = await registrar.handle(register({ contact: '<sip:a@10.0.0.1>, <sip:a@10.0.0.2>', expires: 600 }))
+    assert.deepEqual(contactsOf(r).sort(), ['<sip:a@10.0.0.1>;expires=600', '<sip:a@10.0.0.2>;expires=600'])
+    r = await registrar.handle(register({ contact: ['<sip:a@10.0.0.3>', '<sip:a@10.0.0.1>;expires=0'], expires: 600, cseq: 2 }))
+    assert.deepEqual(contactsOf(r).sort(), ['<sip:a@10.0.0.2>;expires=600', '<sip:a@10.0.0.3>;expires=600'])
+    // an empty Contact line is no Contact: a query
+    r = await registrar.handle(register({ contact: '', cseq: 3 }))
+    assert.equal(r.status, 200)
+    assert.equal(contactsOf(r).length, 2)
+    await rejects(registrar.handle(register({ contact: '<sip:a@10.0.0.4>, *', expires: 0, cseq: 4 })), 400)
+    await rejects(registrar.handle(register({ contact: ['*', '<sip:a@10.0.0.4>'], expires: 0, cseq: 4 })), 400)
+    r = await registrar.handle(register({ contact: ' * ', expires: 0, cseq: 5 }))
+    assert.deepEqual(contactsOf(r), [])
     registrar.stop()
   })
 })
