@@ -173,6 +173,11 @@ export class Headers {
    */
   _topViaText: string | undefined = undefined
   _topVia: Readonly<Via> | undefined = undefined
+  /**
+   * How many times the lines were changed (every write below counts one): bytes kept for a
+   * message (`sendAs` in wire.ts) stand for it only while this is what it was when they were kept
+   */
+  _edits = 0
 
   constructor (init?: Iterable<readonly [string, string]> | Record<string, string>) {
     this._a = []
@@ -197,6 +202,7 @@ export class Headers {
    */
   _reserve (lines: number): void {
     if (this._end === this._start && lines > 0) {
+      this._edits++
       this._a = new Array<string>(3 * lines)
       this._start = 0
       this._end = 0
@@ -208,6 +214,7 @@ export class Headers {
    * parser on the hot path.
    */
   _push (name: string, key: string, value: string): void {
+    this._edits++
     const a = this._a
     const e = this._end
     if (e + 3 <= a.length) {
@@ -223,6 +230,7 @@ export class Headers {
 
   /** Replace the raw value of the i-th header line. */
   _setValueAt (i: number, value: string): void {
+    this._edits++
     this._a[this._start + 3 * i + 2] = value
   }
 
@@ -349,6 +357,7 @@ export class Headers {
    * keeping the other elements of that line. Returns false when the header is absent.
    */
   replaceFirst (name: string, value: string): boolean {
+    this._edits++
     const key = headerKey(name)
     value = clean(value)
     const a = this._a
@@ -373,6 +382,7 @@ export class Headers {
    * response a proxy forwards). Undefined when absent.
    */
   shift (name: string): string | undefined {
+    this._edits++
     const key = headerKey(name)
     const a = this._a
     for (let j = this._start + 1; j < this._end; j += 3) {
@@ -426,6 +436,7 @@ export class Headers {
 
   /** insert a line before line `i`, into room at the front or back when there is some */
   private _insertAt (i: number, name: string, key: string, value: string): void {
+    this._edits++
     const a = this._a
     const at = this._start + 3 * i
     if (this._start >= 3) {
@@ -445,6 +456,7 @@ export class Headers {
 
   /** remove line `i`, moving the shorter side */
   private _removeAt (i: number): void {
+    this._edits++
     const a = this._a
     const at = this._start + 3 * i
     if (at - this._start <= this._end - at - 3) {
@@ -460,6 +472,7 @@ export class Headers {
 
   /** remove every line with `key` from line `from` on */
   private _removeFrom (key: string, from: number): void {
+    this._edits++
     const a = this._a
     let w = this._start + 3 * from
     for (let r = w; r < this._end; r += 3) {

@@ -1,4 +1,5 @@
 /** SIP messages (RFC 3261 section 7): requests and responses with raw headers and a byte body. */
+import type { Buffer } from 'node:buffer'
 import { Headers } from './headers.ts'
 
 const EMPTY = new Uint8Array(0)
@@ -33,6 +34,13 @@ export class SipResponse {
   headers: Headers
   /** the body bytes; after `parseMessage` a view into the input, not a copy */
   body: Uint8Array
+  /**
+   * After `parseMessage`, when the response can be forwarded as its own bytes with its top Via
+   * line cut out (see `withoutTopVia` in wire.ts): the bytes as received, and where the top Via
+   * line starts times 65,536 plus where the line after it starts
+   */
+  _received: Buffer | undefined = undefined
+  _viaCut = 0
 
   constructor (status: number, reason: string, headers: Headers = new Headers(), body: Uint8Array = EMPTY, version = 'SIP/2.0') {
     this.status = status

@@ -118,7 +118,10 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
   // start line
   let nl = head.indexOf('\n')
   let line = nl === -1 ? head : head.slice(0, nl)
+  // every line ended by CRLF, none folded (a response so written can be forwarded as its bytes)
+  let plain = nl !== -1
   if (line.charCodeAt(line.length - 1) === 13) line = line.slice(0, -1)
+  else plain = false
   let request: SipRequest | undefined
   let response: SipResponse | undefined
   const headers = new Headers()
@@ -157,6 +160,9 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
   let contentLength = -1
   let maxForwards = -1
   let last = -1
+  // the top Via line in `head`, from its first character to the start of the next line
+  let viaFrom = 0
+  let viaTo = 0
   const pos = nl === -1 ? head.length : nl + 1
   let p = pos
   const n = head.length
@@ -172,10 +178,12 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
     const lineStart = p
     const lineEnd = head.charCodeAt(end - 1) === 13 && end - 1 >= lineStart ? end - 1 : end
     p = end + 1
-    if (lineEnd === lineStart) continue
+    if (lineEnd === end) plain = false
+    if (lineEnd === lineStart) { plain = false; continue }
     const c0 = head.charCodeAt(lineStart)
     if (c0 === 32 || c0 === 9) {
       // folding (RFC 3261 7.3.1): a continuation line joins the previous value with one space
+      plain = false
       if (last === -1) { error ??= parseError('Malformed header folding'); continue }
       const more = head.slice(lineStart, lineEnd).trim()
       if (more !== '') {
@@ -195,7 +203,7 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
     last = headers.size
     headers._push(info.display, key, value)
     switch (key) {
-      case 'via': if (via === -1) via = last; break
+      case 'via': if (via === -1) { via = last; viaFrom = lineStart; viaTo = p } break
       case 'from': if (from === -1) from = last; else error ??= parseError('Duplicate From header'); break
       case 'to': if (to === -1) to = last; else error ??= parseError('Duplicate To header'); break
       case 'call-id': if (callId === -1) callId = last; else error ??= parseError('Duplicate Call-ID header'); break
@@ -265,6 +273,18 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
     const answerable = request !== undefined && viaOk && cseqOk && from !== -1 && to !== -1 &&
       callId !== -1 && request.method !== 'ACK'
     throw error.withRequest(answerable ? request : undefined)
+  }
+  // a response whose bytes say just what its headers say: from its first byte, its version
+  // written as a sender must (RFC 3261 7.1: upper case), in CRLF lines none of them folded, its characters one byte each (so places in `head` are places in the bytes),
+  // its Content-Length the body to the last byte, its top Via line one element. A proxy may
+  // forward it as these bytes less that line (16.7 step 3) instead of writing it anew (wire.ts)
+  if (response !== undefined && plain && start === 0 && head.startsWith('SIP/2.0 ') && found !== undefined && found.bodyStart === found.headEnd + 3 &&
+    head.length === headEnd - start && contentLength !== -1 && bodyStart + bodyLength === len &&
+    viaTo < 32_768 && headers._valueAt(via).indexOf(',') === -1) {
+    response._received = buf
+    response._viaCut = viaFrom * 65_536 + viaTo
+    // counted from here: 0 while the headers are as parsed
+    headers._edits = 0
   }
   return message
 }

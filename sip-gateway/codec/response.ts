@@ -35,28 +35,32 @@ const POOL_BYTES = 4096
 let pool = randomBytes(POOL_BYTES)
 let poolAt = 0
 
-function random (n: number): Buffer {
+/**
+ * `n` random bytes from the pool, written in `encoding`: read in place (`toString` with a range),
+ * no view of the pool made per call
+ */
+function random (n: number, encoding: 'hex' | 'base64url'): string {
   if (poolAt + n > POOL_BYTES) {
     pool = randomBytes(POOL_BYTES)
     poolAt = 0
   }
   poolAt += n
-  return pool.subarray(poolAt - n, poolAt)
+  return pool.toString(encoding, poolAt - n, poolAt)
 }
 
 /** A random tag for From/To (RFC 3261 19.3: at least 32 random bits; 48 here). */
 export function generateTag (): string {
-  return random(6).toString('hex')
+  return random(6, 'hex')
 }
 
 /** `bytes` random bytes from the pool as base64url (a SIP token): entity tags, Call-IDs. */
 export function randomToken (bytes: number): string {
-  return random(bytes).toString('base64url')
+  return random(bytes, 'base64url')
 }
 
 /** A random Via branch with the RFC 3261 magic cookie (8.1.1.7). */
 export function generateBranch (): string {
-  return 'z9hG4bK' + random(9).toString('base64url')
+  return 'z9hG4bK' + random(9, 'base64url')
 }
 
 export interface CreateResponseOptions {

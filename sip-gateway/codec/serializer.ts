@@ -1,6 +1,7 @@
 /** SIP message → bytes (RFC 3261 section 7), Content-Length set from the body. */
 import { Buffer } from 'node:buffer'
 import { SipRequest, type SipMessage } from './message.ts'
+import { receivedBytes } from './wire.ts'
 
 /**
  * Where the header section is written, piece by piece, before one copy into the message's own
@@ -10,6 +11,11 @@ import { SipRequest, type SipMessage } from './message.ts'
 let scratch = Buffer.allocUnsafe(16_384)
 
 export function serializeMessage (m: SipMessage): Uint8Array {
+  // a response forwarded as the bytes it came in less its top Via (wire.ts)
+  if (!(m instanceof SipRequest) && m._received !== undefined) {
+    const bytes = receivedBytes(m)
+    if (bytes !== undefined) return bytes
+  }
   const h = m.headers
   const body = m.body
   const n = h.size

@@ -55,6 +55,7 @@
 import { SipRequest, SipResponse } from '../codec/message.ts'
 import { createResponse } from '../codec/response.ts'
 import { serializeMessage } from '../codec/serializer.ts'
+import { cutTopVia } from '../codec/wire.ts'
 import { randomBytes } from 'node:crypto'
 import { parseVia, formatVia, prependVia, topVia } from '../codec/via.ts'
 import { splitList } from '../codec/headers.ts'
@@ -1213,9 +1214,11 @@ export class ProxyCore implements TransactionCore<Flow> {
 
   #onBranchResponse (ctx: ResponseContext, b: Branch, response: SipResponse, inbound: Flow, target: Target): void {
     if (target.flow.transport !== MESH_TRANSPORT && DIALOG_METHODS.has(ctx.request.method)) this.#rememberCallee(response, target.flow)
-    // 16.7 step 3: remove our Via
-    const copy = cloneMessage(response) as SipResponse
-    copy.headers.shift('Via')
+    // 16.7 step 3: remove our Via. In place: the client transaction hands the response to its
+    // user alone and keeps nothing of it, so no copy of its headers is made; a response as
+    // received goes on as its bytes less our Via line while nothing else changes it (wire.ts)
+    const copy = response
+    cutTopVia(copy)
     if (copy.headers.get('Via') === undefined) return
     if (target.flow.node !== undefined && (response.status >= 500 || response.status === 408)) {
       this.#forwardFailed(ctx.request, target, response.status, `the node answered ${response.status} ${response.reason.slice(0, 60)}`)
