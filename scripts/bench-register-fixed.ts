@@ -65,8 +65,11 @@ try {
     const threads = [...by].filter(([, t]) => t > 0).map(([name, t]) => `${name} ${per(t)}`).join(', ')
     const total = [...by.values()].reduce((a, b) => a + b, 0)
     const scavenges = (m1.get(SCAVENGES) ?? 0) - (m0.get(SCAVENGES) ?? 0)
+    const delta = (name: string): number => (m1.get(name) ?? 0) - (m0.get(name) ?? 0)
+    const perBatch = (items: string, batches: string): string => (delta(items) / Math.max(delta(batches), 1)).toFixed(1)
     console.log(`round ${r}: ok ${s.ok}/${s.sent}, failed ${s.failed}, retransmissions ${s.retrans} (${(100 * s.retrans / s.sent).toFixed(2)}%), achieved ${s.achieved.toFixed(0)}/s; ` +
-      `CPU µs per REGISTER ${per(total)} (${threads}); scavenges ${scavenges} (≈ ${(scavenges * SEMI_MB * 1_048_576 / Math.max(s.ok, 1) / 1000).toFixed(1)} KB per REGISTER); load ${loadavg()[0].toFixed(2)}`)
+      `CPU µs per REGISTER ${per(total)} (${threads}); scavenges ${scavenges} (≈ ${(scavenges * SEMI_MB * 1_048_576 / Math.max(s.ok, 1) / 1000).toFixed(1)} KB per REGISTER); ` +
+      `signatures per signing batch ${perBatch('sipmesh_signatures_total', 'sipmesh_signing_batches_total')}, writes per store batch ${perBatch('sipmesh_store_writes_total', 'sipmesh_store_batches_total')}; load ${loadavg()[0].toFixed(2)}`)
   }
 } finally {
   await node.stop()
