@@ -34,7 +34,6 @@ import type { MeshNode, MeshNodeInit } from './libp2p.ts'
 import type { PinoLogger } from './logger.ts'
 import { stopPretenuring } from './pretenuring.ts'
 import { serialScavenge } from './serial-scavenge.ts'
-import { signingThread } from '../dht/record/sign-batch.ts'
 import type { NodeMetrics } from './metrics.ts'
 import type { AdminStatus } from './admin/server.ts'
 import type { DurableStore, Logger, PeerChannel, Registry } from '../sip-gateway/ports.ts'
@@ -551,8 +550,6 @@ export class SipmeshNode {
     addCollectedLabeledCounter(r, 'sipmesh_peer_connection_failures_total', 'peer connections that failed or were refused (connect, pre-shared key, Noise, allow-list, bootstrap timeouts), by direction', 'direction', ['inbound', 'outbound'], () => this.connectionFailures.counts)
     addCollectedGauge(r, 'sipmesh_bootstrap_peers_unreached', 'bootstrap addresses this node has not connected to yet', () => [...this.bootstrapState.values()].filter(b => !b.connected).length)
     addCollectedGauge(r, 'sipmesh_registrations', 'live registrations served by this node', () => this.gatewayInstance?.registrations?.() ?? 0)
-    addCollectedCounter(r, 'sipmesh_signing_batches_total', 'batches of claim signatures handed to the signing thread (one message there and one back each)', () => signingThread.stats.batches)
-    addCollectedCounter(r, 'sipmesh_signatures_total', 'claim signatures made on the signing thread', () => signingThread.stats.signatures)
     addCollectedGauge(r, 'sipmesh_datastore_memory_bytes', 'memory LevelDB holds (memtables and block cache: its leveldb.approximate-memory-usage)', () => datastoreMemory(this.datastore))
     addCollectedCounter(r, 'sipmesh_peer_channel_frames_sent_total', 'SIP messages sent to other nodes', () => channel.stats.framesSent)
     addCollectedCounter(r, 'sipmesh_peer_channel_frames_received_total', 'SIP messages received from other nodes', () => channel.stats.framesReceived)
