@@ -12,7 +12,6 @@ import { join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { LevelDatastore } from 'datastore-level'
 import { Key } from 'interface-datastore'
-import { BatchPacer } from '../dht/batch-pace.ts'
 import type { AbortOptions, PrivateKey } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
 import type { DurableStore } from '../sip-gateway/ports.ts'
@@ -121,14 +120,6 @@ export interface DatastoreDurableStoreInit {
    * @default 1024
    */
   maxBatch?: number
-  /**
-   * least time between two batches' commits (ms, dht/batch-pace.ts): a LevelDB batch costs the
-   * event loop ~14 µs besides its writes, and at 5,000 new registrations a second they were one
-   * or two writes a batch (a node's store is made with 1)
-   *
-   * @default 0 (each batch leaves as soon as the previous one is committed)
-   */
-  spacingMs?: number
 }
 
 /** `key`: the datastore key as a string (an interface-datastore Key encodes it to bytes when made and decodes it at every `toString()`) */
@@ -162,7 +153,6 @@ export class DatastoreDurableStore implements DurableStore {
   /** writes not committed yet, by hex key: the newest one (reads see it) */
   private readonly overlay = new Map<string, Op>()
   private committing = false
-  private readonly pacer: BatchPacer
   private seq = 0
   private readonly idleWaiters: Array<() => void> = []
   /** LevelDB batches committed and writes in them (for benchmarks and tests) */
@@ -175,7 +165,6 @@ export class DatastoreDurableStore implements DurableStore {
     this.datastore = datastore
     this.maxBatch = init.maxBatch ?? 1024
     if (!(this.maxBatch >= 1)) throw new RangeError('maxBatch must be at least 1')
-    this.pacer = new BatchPacer(init.spacingMs ?? 0)
     const db = (datastore as { db?: { get?: unknown, batch?: unknown } }).db
     if (datastore instanceof LevelDatastore && typeof db?.get === 'function') {
       const level = db as { get: (key: string) => Promise<Uint8Array | undefined> }
@@ -239,17 +228,14 @@ export class DatastoreDurableStore implements DurableStore {
     const done = new Promise<void>((resolve, reject) => { batch.waiters.push({ resolve, reject }) })
     if (!this.committing) {
       this.committing = true
-      // gather the writes issued in this same tick (and, under load, in the pacer's spacing)
-      const wait = this.pacer.wait()
-      if (wait > 0) setTimeout(() => { void this.commitLoop() }, wait)
-      else queueMicrotask(() => { void this.commitLoop() })
+      // gather the writes issued in this same tick before the first commit
+      queueMicrotask(() => { void this.commitLoop() })
     }
     return done
   }
 
   private async commitLoop (): Promise<void> {
     for (let batch = this.queue.shift(); batch !== undefined; batch = this.queue.shift()) {
-      this.pacer.sent()
       let error: unknown
       try {
         if (this.rawBatch !== undefined) {
@@ -274,9 +260,6 @@ export class DatastoreDurableStore implements DurableStore {
         if (error === undefined) w.resolve()
         else w.reject(error)
       }
-      // the writes issued meanwhile (and, under load, in the pacer's spacing) make the next batch
-      const wait = this.queue.length > 0 ? this.pacer.wait() : 0
-      if (wait > 0) await new Promise<void>(resolve => { setTimeout(resolve, wait) })
     }
     this.committing = false
     for (const w of this.idleWaiters.splice(0)) w()

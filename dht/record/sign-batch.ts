@@ -19,16 +19,10 @@
  */
 import { sign } from 'node:crypto'
 import { Worker } from 'node:worker_threads'
-import { BatchPacer } from '../batch-pace.ts'
 import type { KeyObject } from 'node:crypto'
 
-/** most messages in one batch (~5-9 ms of signing): a large burst is cut in several */
+/** most messages in one batch (~7 ms of signing): a large burst is cut in several */
 const MAX_BATCH = 256
-/**
- * least time between two batches (ms; see batch-pace.ts): a batch is ~12 µs of the event loop
- * besides its signatures, and at 5,000 claims a second they were one or two a batch
- */
-const BATCH_SPACING_MS = 1
 
 /** the library that signs with a key on the thread (sign-worker.ts) */
 export type Signer = 'libsodium' | 'node:crypto'
@@ -65,8 +59,6 @@ class SigningThread {
   readonly #signers = new Map<number, Signer>()
   #queue: Request[] = []
   #scheduled = false
-  readonly #pacer = new BatchPacer(BATCH_SPACING_MS)
-  readonly #flushNow = (): void => { this.#flush() }
   readonly #inFlight = new Map<number, Request[]>()
   #nextId = 1
   /** counters for tests and benchmarks */
@@ -80,15 +72,12 @@ class SigningThread {
     }
     return new Promise((resolve, reject) => {
       this.#queue.push({ key, message, resolve, reject })
-      if (this.#inFlight.size === 0) this.#schedule()
+      if (!this.#scheduled && this.#inFlight.size === 0) {
+        this.#scheduled = true
+        // the rest of this turn's signatures join the batch
+        setImmediate(() => { this.#flush() })
+      }
     })
-  }
-
-  /** Flush the queue when the pacer lets the next batch go (at the soonest the next turn: the rest of this turn's signatures join it). */
-  #schedule (): void {
-    if (this.#scheduled) return
-    this.#scheduled = true
-    this.#pacer.schedule(this.#flushNow)
   }
 
   /**
@@ -181,7 +170,6 @@ class SigningThread {
       ends[i] = at
     })
     const id = this.#nextId++
-    this.#pacer.sent()
     // held open while a batch is out (a script awaiting a signature must not exit meanwhile)
     if (this.#inFlight.size === 0) w.ref()
     this.#inFlight.set(id, batch)
@@ -204,13 +192,13 @@ class SigningThread {
     if (m.signatures == null || m.signatures.byteLength !== batch.length * 64) {
       // a batch the thread could not sign: each claim on the threadpool, which reports its own error
       for (const r of batch) settleOnThreadpool(r)
-      if (this.#queue.length > 0) this.#schedule()
+      if (this.#queue.length > 0 && !this.#scheduled) this.#flush()
       return
     }
     const sigs = new Uint8Array(m.signatures)
     batch.forEach((r, i) => { r.resolve(sigs.subarray(i * 64, i * 64 + 64)) })
-    // what was asked for meanwhile goes out as one batch, when the pacer lets it
-    if (this.#queue.length > 0) this.#schedule()
+    // what was asked for meanwhile goes out now, as one batch
+    if (this.#queue.length > 0 && !this.#scheduled) this.#flush()
   }
 
   /** The thread failed or exited: what it held is signed on the threadpool, and so is what follows. */

@@ -18,7 +18,6 @@ import { base32 } from '../record/digest.ts'
 import { recordTime, storedRecord } from '../record/stored-record.ts'
 import { claimKey, verifyClaimSync } from '../record/claim.ts'
 import { errorMessage } from '../errors.ts'
-import { BatchPacer } from '../batch-pace.ts'
 import { MAX_PUT_BATCH, PutStatus } from './put-protocol.ts'
 import type { PutAnswer, PutClient } from './put-protocol.ts'
 import type { ReplicaFinder } from './replicas.ts'
@@ -91,13 +90,6 @@ export interface ClaimWriterInit {
   datastorePrefix: string
   /** most claims in one local batch */
   maxBatch?: number
-  /**
-   * least time between two batches (ms, batch-pace.ts): a LevelDB batch costs the event loop
-   * ~14 µs besides its writes, and at 5,000 new claims a second they were one or two a batch
-   *
-   * @default 1
-   */
-  spacingMs?: number
 }
 
 export class ClaimWriter {
@@ -106,8 +98,6 @@ export class ClaimWriter {
   readonly #maxBatch: number
   #queue: Entry[] = []
   #busy = false
-  readonly #pacer: BatchPacer
-  readonly #drainNow = (): void => { void this.#drain() }
   /** counters for metrics and benchmarks */
   readonly stats = { batches: 0, claims: 0, largestBatch: 0 }
 
@@ -115,7 +105,6 @@ export class ClaimWriter {
     this.#c = components
     this.#prefix = init.datastorePrefix
     this.#maxBatch = init.maxBatch ?? 2048
-    this.#pacer = new BatchPacer(init.spacingMs ?? 1)
   }
 
   /** The datastore key (as a string) of the record kad-dht keeps for a DHT key. */
@@ -129,44 +118,41 @@ export class ClaimWriter {
       this.#queue.push({ claim, key: claimKey(claim.aor), options, resolve, outcome: { replicas: 0, failures: 0, others: [], stood: [], storedMs: 0, answeredMs: 0, answered: false }, at: performance.now(), local: false, early: options.early, resolved: false })
       if (!this.#busy) {
         this.#busy = true
-        // the rest of this turn's claims join (and, under load, those of the pacer's spacing)
-        this.#pacer.schedule(this.#drainNow)
+        // let the rest of this turn's claims join
+        setImmediate(() => { void this.#drain() })
       }
     })
   }
 
-  /**
-   * Write one batch (what gathered while the previous one was written); then, when the pacer lets
-   * it (batch-pace.ts), the next, until the queue is empty.
-   */
+  /** Write batches until the queue is empty: claims that came in meanwhile make the next batch. */
   async #drain (): Promise<void> {
     try {
-      const batch = this.#queue.splice(0, this.#maxBatch)
-      this.#pacer.sent()
-      this.stats.batches++
-      this.stats.claims += batch.length
-      if (batch.length > this.stats.largestBatch) this.stats.largestBatch = batch.length
-      // the local write and the replicas' run side by side; the next local batch waits for this one
-      const remote = this.#sendToReplicas(batch)
-      await this.#storeLocally(batch)
-      const stored = performance.now()
-      for (const e of batch) {
-        e.outcome.storedMs = stored - e.at
-        e.local = true
-        if (e.early != null && !e.resolved) this.#look(e)
-      }
-      void remote.then(() => {
-        const answered = performance.now()
+      while (this.#queue.length > 0) {
+        const batch = this.#queue.splice(0, this.#maxBatch)
+        this.stats.batches++
+        this.stats.claims += batch.length
+        if (batch.length > this.stats.largestBatch) this.stats.largestBatch = batch.length
+        // the local write and the replicas' run side by side; the next local batch waits for this one
+        const remote = this.#sendToReplicas(batch)
+        await this.#storeLocally(batch)
+        const stored = performance.now()
         for (const e of batch) {
-          e.outcome.answeredMs = answered - e.at
-          e.outcome.answered = true
-          if (!e.resolved) e.resolve(e.outcome)
-          else this.#look(e)
+          e.outcome.storedMs = stored - e.at
+          e.local = true
+          if (e.early != null && !e.resolved) this.#look(e)
         }
-      })
+        void remote.then(() => {
+          const answered = performance.now()
+          for (const e of batch) {
+            e.outcome.answeredMs = answered - e.at
+            e.outcome.answered = true
+            if (!e.resolved) e.resolve(e.outcome)
+            else this.#look(e)
+          }
+        })
+      }
     } finally {
-      if (this.#queue.length > 0) this.#pacer.schedule(this.#drainNow)
-      else this.#busy = false
+      this.#busy = false
     }
   }
 

@@ -92,33 +92,6 @@ describe('DatastoreDurableStore batching', () => {
     assert.throws(() => new DatastoreDurableStore(ds, { maxBatch: 0 }), RangeError)
   })
 
-  test('with a spacing, a batch that follows another soon waits out the spacing and takes the writes issued meanwhile', async () => {
-    const ds = new GatedDatastore()
-    const store = new DatastoreDurableStore(ds, { spacingMs: 200 })
-    const t0 = performance.now()
-    // a store idle for longer than the spacing commits at once (the next turn)
-    const first = store.put('a', Uint8Array.of(1))
-    await tick()
-    assert.deepEqual(ds.commits, [1])
-    const second = store.put('b', Uint8Array.of(2))
-    ds.release()
-    await first
-    await tick()
-    // the previous batch left less than 200 ms ago: no commit yet, and later writes join
-    assert.deepEqual(ds.commits, [1])
-    const third = store.put('c', Uint8Array.of(3))
-    const fourth = store.delete('a')
-    while (ds.commits.length < 2) await new Promise(resolve => setTimeout(resolve, 2))
-    // (libuv's timers count from the loop's cached time, in whole ms: up to a few ms early)
-    assert.ok(performance.now() - t0 >= 190, `the second batch left ${(performance.now() - t0).toFixed(1)} ms after the first`)
-    assert.deepEqual(ds.commits, [1, 3])
-    ds.release()
-    await Promise.all([second, third, fourth])
-    assert.deepEqual(store.stats, { batches: 2, writes: 4 })
-    assert.equal(await store.get('a'), undefined)
-    assert.throws(() => new DatastoreDurableStore(ds, { spacingMs: -1 }), RangeError)
-  })
-
   test('list waits for pending writes', async () => {
     const ds = new GatedDatastore()
     const store = new DatastoreDurableStore(ds)
