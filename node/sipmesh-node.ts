@@ -372,6 +372,7 @@ export class SipmeshNode {
     if (this.init.gateway != null) {
       const store = new DatastoreDurableStore(datastore)
       addCollectedCounter(this.metrics.registry, 'sipmesh_store_batches_total', 'LevelDB batches the gateway\'s durable store committed (registrations, offline messages)', () => store.stats.batches)
+      addCollectedCounter(this.metrics.registry, 'sipmesh_store_writes_total', 'writes (puts and deletes) in the LevelDB batches of the gateway\'s durable store', () => store.stats.writes)
       const gateway = await this.init.gateway({
         registry: meshNode.registry,
         peerChannel: channel,

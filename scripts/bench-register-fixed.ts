@@ -9,6 +9,8 @@
 //   generation (`--semi 16` runs the node with --max-semi-space-size=16; Node does not take
 //   --min-semi-space-size from NODE_OPTIONS, so the first rounds after start may count fewer),
 //   scavenges × the semi-space ≈ the bytes allocated (shown per REGISTER, approximate);
+//   the batches: claims per signing batch and per claim batch (LevelDB), writes per durable-store
+//   batch, from the node's counters (each batch has a fixed cost besides its items);
 //   the REGISTERs answered, retransmissions and the rate achieved (a round with retransmissions
 //   counts its retransmitted requests' parsing too: compare clean rounds).
 //
@@ -65,8 +67,11 @@ try {
     const threads = [...by].filter(([, t]) => t > 0).map(([name, t]) => `${name} ${per(t)}`).join(', ')
     const total = [...by.values()].reduce((a, b) => a + b, 0)
     const scavenges = (m1.get(SCAVENGES) ?? 0) - (m0.get(SCAVENGES) ?? 0)
+    const delta = (name: string): number => (m1.get(name) ?? 0) - (m0.get(name) ?? 0)
+    const perBatch = (items: string, batches: string): string => (delta(items) / Math.max(delta(batches), 1)).toFixed(1)
     console.log(`round ${r}: ok ${s.ok}/${s.sent}, failed ${s.failed}, retransmissions ${s.retrans} (${(100 * s.retrans / s.sent).toFixed(2)}%), achieved ${s.achieved.toFixed(0)}/s; ` +
-      `CPU µs per REGISTER ${per(total)} (${threads}); scavenges ${scavenges} (≈ ${(scavenges * SEMI_MB * 1_048_576 / Math.max(s.ok, 1) / 1000).toFixed(1)} KB per REGISTER); load ${loadavg()[0].toFixed(2)}`)
+      `CPU µs per REGISTER ${per(total)} (${threads}); scavenges ${scavenges} (≈ ${(scavenges * SEMI_MB * 1_048_576 / Math.max(s.ok, 1) / 1000).toFixed(1)} KB per REGISTER); ` +
+      `claims per signing batch ${perBatch('sipmesh_registry_claims_total', 'sipmesh_registry_signing_batches_total')}, per claim batch ${perBatch('sipmesh_registry_claims_total', 'sipmesh_registry_write_batches_total')}, writes per store batch ${perBatch('sipmesh_store_writes_total', 'sipmesh_store_batches_total')}; load ${loadavg()[0].toFixed(2)}`)
   }
 } finally {
   await node.stop()

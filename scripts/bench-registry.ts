@@ -2,6 +2,9 @@
  * The claim registry alone, at operator scale (issue 9): no SIP, one process.
  *
  *   npm exec -- node --expose-gc scripts/bench-registry.ts [--aors 100000] [--nodes 1] [--concurrency 2000] [--first-replica]
+ *     [--rate N]   claims issued at N a second (each phase), however many are in flight, instead
+ *                  of `--concurrency` at a time: the small batches of a node that keeps up (at
+ *                  saturation every batch is full), for the CPU per claim at a given rate
  *
  * On one node (LevelDB in a temporary data dir) or an in-process loopback TCP mesh of `--nodes`
  * (each with its own LevelDB), claims `--aors` new AoRs from node 0 with `--concurrency` claims in
@@ -36,7 +39,8 @@ const { values: args } = parseArgs({
     aors: { type: 'string', default: '100000' },
     nodes: { type: 'string', default: '1' },
     concurrency: { type: 'string', default: '2000' },
-    'first-replica': { type: 'boolean', default: false }
+    'first-replica': { type: 'boolean', default: false },
+    rate: { type: 'string', default: '0' }
   }
 })
 const AORS = Math.min(Math.max(Number(args.aors), 1), 1_000_000)
@@ -45,6 +49,7 @@ const CONCURRENCY = Math.min(Math.max(Number(args.concurrency), 1), 20_000)
 /** new claims as a REGISTER makes them (`--first-replica`: answered once one replica stores it) or as direct callers do */
 const CLAIM_OPTIONS = args['first-replica'] ? { firstReplica: true } : undefined
 const PHASE_MS = 120_000
+const RATE = Math.min(Math.max(Number(args.rate) || 0, 0), 100_000)
 
 const gc = (globalThis as { gc?: () => void }).gc
 const dir = await mkdtemp(join(tmpdir(), 'sipmesh-bench-registry-'))
@@ -90,12 +95,23 @@ async function phase (name: string, op: (i: number) => Promise<unknown>): Promis
   const deadline = Date.now() + PHASE_MS
   let next = 0
   let failed = 0
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+  if (RATE > 0) {
+    // every ms, the claims due by then
+    const pending: Array<Promise<void>> = []
     while (next < AORS && Date.now() < deadline) {
-      const i = next++
-      try { await op(i) } catch { failed++ }
+      const due = Math.min(AORS, Math.floor((performance.now() - t0) * RATE / 1000))
+      while (next < due) pending.push(op(next++).then(() => {}, () => { failed++ }))
+      await new Promise(resolve => setTimeout(resolve, 1))
     }
-  }))
+    await Promise.all(pending)
+  } else {
+    await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+      while (next < AORS && Date.now() < deadline) {
+        const i = next++
+        try { await op(i) } catch { failed++ }
+      }
+    }))
+  }
   const ms = performance.now() - t0
   const cpu = cpuUsage(cpu0)
   const after = registry.writeStats()
@@ -118,7 +134,7 @@ async function phase (name: string, op: (i: number) => Promise<unknown>): Promis
 
 try {
   const base = settle()
-  console.log(`registry alone: ${NODES} node(s), ${AORS.toLocaleString('en')} AoRs, ${CONCURRENCY} in flight${args['first-replica'] ? ', answered at the first replica (a REGISTER\'s claim)' : ''}`)
+  console.log(`registry alone: ${NODES} node(s), ${AORS.toLocaleString('en')} AoRs, ${RATE > 0 ? `${RATE}/s` : `${CONCURRENCY} in flight`}${args['first-replica'] ? ', answered at the first replica (a REGISTER\'s claim)' : ''}`)
   await profiled('new-claims', async () => {
     await phase('new claims', async (i) => {
       const r = await registry.claim(aor(i), { expiresAt: hour }, CLAIM_OPTIONS)

@@ -13,7 +13,9 @@
  * one-by-one signature).
  *
  * One thread per process, started on first use and not holding the process open while idle. When
- * it cannot start or fails, the signatures are made on the threadpool as before.
+ * it cannot start or fails, the signatures are made on the threadpool as before. The thread signs
+ * with libsodium when the optional `sodium-native` package is installed (half the CPU per
+ * signature, sign-worker.ts), with Node's crypto otherwise.
  */
 import { sign } from 'node:crypto'
 import { Worker } from 'node:worker_threads'
@@ -21,6 +23,12 @@ import type { KeyObject } from 'node:crypto'
 
 /** most messages in one batch (~7 ms of signing): a large burst is cut in several */
 const MAX_BATCH = 256
+
+/** the library that signs with a key on the thread (sign-worker.ts) */
+export type Signer = 'libsodium' | 'node:crypto'
+
+/** the thread's messages (sign-worker.ts) */
+type ThreadMessage = { key: number, signer: Signer } | { id: number, signatures?: ArrayBuffer, error?: string }
 
 interface Request {
   key: KeyObject
@@ -47,6 +55,8 @@ class SigningThread {
   #worker?: Worker
   #failed = false
   readonly #keys = new Map<KeyObject, number>()
+  /** what the thread signs with, by key id (it tells once it has the key) */
+  readonly #signers = new Map<number, Signer>()
   #queue: Request[] = []
   #scheduled = false
   readonly #inFlight = new Map<number, Request[]>()
@@ -79,6 +89,15 @@ class SigningThread {
     this.#start()
   }
 
+  /**
+   * The library the thread signs with `key` (tests, benchmarks): undefined until the thread has
+   * had a batch for that key and told.
+   */
+  signerOf (key: KeyObject): Signer | undefined {
+    const id = this.#keys.get(key)
+    return id == null ? undefined : this.#signers.get(id)
+  }
+
   /** whether the thread was started (tests) */
   get started (): boolean {
     return this.#worker != null
@@ -88,7 +107,10 @@ class SigningThread {
     if (this.#worker != null || this.#failed) return this.#worker
     try {
       const w = new Worker(new URL('./sign-worker.ts', import.meta.url))
-      w.on('message', (m: { id: number, signatures?: ArrayBuffer, error?: string }) => { this.#answer(m) })
+      w.on('message', (m: ThreadMessage) => {
+        if ('signer' in m) this.#signers.set(m.key, m.signer)
+        else this.#answer(m)
+      })
       w.on('error', (err) => { this.#fail(err) })
       w.on('exit', (code) => { this.#fail(new Error(`signing thread exited (${code})`)) })
       // after the listeners: a 'message' listener refs the worker again, and an idle thread must
