@@ -26,7 +26,7 @@
  *
  * Routes (16.4, 16.12): a top Route naming this node is consumed. What is left is followed only
  * for a mesh peer, or for an in-dialog request from a user agent whose route set we are in and
- * whose other entries are all mesh Record-Route entries (`#mayFollowRoute`); anything else is
+ * whose other entries are all mesh Record-Route entries (`mayFollowRoute`, record-route.ts); anything else is
  * refused 403 (an ACK: dropped), so a user agent can never make the node send to a socket of
  * its choosing.
  *
@@ -58,7 +58,6 @@ import { serializeMessage } from '../codec/serializer.ts'
 import { cutTopVia } from '../codec/wire.ts'
 import { randomBytes } from 'node:crypto'
 import { parseVia, formatVia, prependVia, topVia } from '../codec/via.ts'
-import { splitList } from '../codec/headers.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
 import { parseNameAddr, parseNameAddrShared } from '../codec/name-addr.ts'
 import { parseCSeq } from '../codec/cseq.ts'
@@ -77,6 +76,12 @@ import { DialogContacts } from './dialog-contacts.ts'
 import { KeyedLock } from '../offline/keyed-lock.ts'
 import { LogSampler } from '../transport/limits.ts'
 import { headerDomain, type PeerNetworks } from './peering.ts'
+import { NodeAddress } from './address.ts'
+import { findLoop, loopHashOf } from './loop.ts'
+import { consumeOurRoute, mayFollowRoute, recordRoute } from './record-route.ts'
+import { hasToTag, safeUri } from './message-reading.ts'
+
+export { loopHashOf }
 
 /** Methods this node knows (anything else: 501). */
 export const KNOWN_METHODS: ReadonlySet<string> = new Set([
@@ -251,14 +256,9 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #mesh: (node: string) => Flow
   readonly #connector: Connector
   readonly #domains: Set<string>
-  readonly #host: string
-  readonly #port: number
-  readonly #wsPort: number | undefined
-  readonly #tlsPort: number | undefined
-  readonly #wssPort: number | undefined
   readonly #peers: PeerNetworks | undefined
-  readonly #self: Set<string>
-  readonly #sentBy: string
+  /** who we are on the wire (address.ts) */
+  readonly #us: NodeAddress
   readonly #onUnavailable: UnavailableHandler | undefined
   readonly #onTimeout: UnavailableHandler | undefined
   readonly #intercept: RequestInterceptor | undefined
@@ -300,14 +300,8 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#mesh = components.mesh
     this.#connector = components.connector
     this.#domains = new Set([...init.domains].map(d => d.toLowerCase()))
-    this.#host = init.host
-    this.#port = init.port
-    this.#wsPort = init.wsPort
-    this.#tlsPort = init.tlsPort
-    this.#wssPort = init.wssPort
+    this.#us = new NodeAddress(components.registry, init)
     this.#peers = init.peers
-    this.#sentBy = `${init.host.toLowerCase()}:${init.port}`
-    this.#self = new Set([this.#sentBy, ...[...init.aliases ?? []].map(a => a.toLowerCase())])
     this.#onUnavailable = init.onUnavailable
     this.#onTimeout = init.onTimeout
     this.#intercept = init.intercept
@@ -362,7 +356,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     // 16.7 / 16.11: a response with no transaction (a retransmitted 2xx) goes on statelessly
     try {
       const via = topVia(response.headers)
-      if (via === undefined || !this.#isOurVia(via)) return
+      if (via === undefined || !this.#us.isOurVia(via)) return
       const copy = cloneMessage(response) as SipResponse
       copy.headers.shift('Via')
       const next = copy.headers.get('Via')
@@ -419,7 +413,10 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (request.method === 'MESSAGE' && request.body.byteLength > 0 && !request.headers.has('Content-Type')) {
       throw new SipStatusError(400, 'Missing Content-Type')
     }
-    this.#checkLoop(request)
+    if (findLoop(request, this.#us)) {
+      this.stats.loops++
+      throw new SipStatusError(482, 'Loop Detected')
+    }
     const proxyRequire = request.headers.getAll('Proxy-Require')
     if (proxyRequire.length > 0) {
       this.#respond(tx, createResponse(request, 420, 'Bad Extension', [['Unsupported', proxyRequire.join(', ')]], { toTag: true }))
@@ -427,7 +424,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
 
     // 16.4 route information preprocessing: our own Route entry is removed
-    const consumedRoute = this.#consumeOurRoute(request)
+    const consumedRoute = consumeOurRoute(request, this.#us)
 
     let uri: SipUri
     try {
@@ -437,7 +434,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
     if (uri.scheme !== 'sip' && uri.scheme !== 'sips') throw new SipStatusError(416, 'Unsupported URI Scheme')
     const host = uri.host.toLowerCase()
-    const toNode = this.#isOurUri(uri) || (this.#domains.has(host) && uri.user === undefined)
+    const toNode = this.#us.isOurUri(uri) || (this.#domains.has(host) && uri.user === undefined)
     if (!fromMesh && peer === undefined && this.#authenticate !== undefined) {
       const verdict = this.#authenticate(request, toNode, consumedRoute)
       if ('response' in verdict) { this.#respond(tx, verdict.response); return }
@@ -510,7 +507,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   /** a request with a Route left once ours was consumed (16.4, 16.12) */
   async #followRoute (request: SipRequest, tx: ServerTransaction, flow: Flow, nextRoute: string, fromMesh: boolean, peer: string | undefined, consumedRoute: boolean): Promise<void> {
     const next = safeUri(parseNameAddr(nextRoute).uri)
-    const target = this.#mayFollowRoute(request, fromMesh, consumedRoute)
+    const target = mayFollowRoute(request, fromMesh, consumedRoute)
       ? await this.#routeFlow(next)
       : await this.#peerRouteFlow(request, next, peer === undefined && !fromMesh && consumedRoute)
     if (!fromMesh) this.#assertIdentity(request)
@@ -830,76 +827,6 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   /**
-   * RFC 3261 16.6 step 4 and RFC 5658: our Record-Route entries for a branch from `inbound` to
-   * `outbound`, top first. Each user agent side gets an entry naming its transport; two sides on
-   * different transports get one each (the outgoing side's on top); a mesh side needs none.
-   */
-  #recordRoute (inbound: Flow, outbound: Flow): string[] {
-    // a side is its transport, and whether it faces a peer network (no `node` parameter then)
-    const sides = [outbound, inbound].filter(f => f.transport !== MESH_TRANSPORT).map(f => ({ transport: f.transport, peer: f.peerDomain !== undefined }))
-    if (sides.length === 2 && sides[0].transport === sides[1].transport && sides[0].peer === sides[1].peer) sides.pop()
-    if (sides.length === 0) sides.push({ transport: 'UDP', peer: false })
-    return sides.map(s => this.#recordRouteEntry(s.transport, s.peer))
-  }
-
-  #recordRouteEntry (transport: string, peer: boolean): string {
-    const node = peer ? '' : `;node=${this.#registry.nodeId}`
-    switch (transport) {
-      case 'UDP': return `<sip:${this.#host}:${this.#port};lr${node}>`
-      default: return `<sip:${this.#host}:${this.#portFor(transport)};transport=${transport.toLowerCase()};lr${node}>`
-    }
-  }
-
-  /** our port for a transport, as Via and Record-Route name it */
-  #portFor (transport: string): number {
-    switch (transport) {
-      case 'TLS': return this.#tlsPort ?? this.#port
-      case 'WS': return this.#wsPort ?? this.#port
-      case 'WSS': return this.#wssPort ?? this.#wsPort ?? this.#port
-      default: return this.#port
-    }
-  }
-
-  /**
-   * 16.4: the top Route entries naming this node are removed (two when we Record-Routed both sides
-   * of a dialog, RFC 5658); true when one was
-   */
-  #consumeOurRoute (request: SipRequest): boolean {
-    let consumed = false
-    for (;;) {
-      const top = request.headers.get('Route')
-      if (top === undefined || !this.#isOurUri(safeUri(parseNameAddr(top).uri))) return consumed
-      request.headers.shift('Route')
-      consumed = true
-    }
-  }
-
-  /**
-   * RFC 3261 16.4 / 16.12, and the SPEC's "a request for a domain the node does not serve is
-   * never forwarded": may this request follow the Route entries left once ours was consumed?
-   *
-   * - From a mesh peer: yes. The node that took the request from its user agent checked it.
-   * - From a user agent: only an in-dialog request (To tag) that named this node in its top
-   *   Route (so we Record-Routed its dialog), and whose remaining entries are all mesh
-   *   Record-Route entries (`node=`), the only ones this mesh inserts. Those are followed over
-   *   the PeerChannel, never to an address, and the last node delivers by the Request-URI only
-   *   to a contact registered there. Anything else (an out-of-dialog request with a Route left,
-   *   a foreign proxy in the route set) would make the node a relay to any socket: refused.
-   *   Gap: a foreign Record-Routing proxy between a user agent and the mesh is not supported.
-   */
-  #mayFollowRoute (request: SipRequest, fromMesh: boolean, consumedOurs: boolean): boolean {
-    if (fromMesh) return true
-    if (!consumedOurs || !hasToTag(request)) return false
-    // every entry, whether on its own line or comma-separated (getAll splits list headers)
-    for (const entry of request.headers.getAll('Route')) {
-      let u: SipUri
-      try { u = parseUri(parseNameAddr(entry).uri) } catch { return false }
-      if (typeof u.params.node !== 'string' || u.params.node === '') return false
-    }
-    return true
-  }
-
-  /**
    * RFC 3325: assert the sender on what we forward: the authenticated identity when digest
    * authentication is on, else the From AoR when it is one of ours
    */
@@ -958,7 +885,7 @@ export class ProxyCore implements TransactionCore<Flow> {
         if (!copy.headers.has('Max-Forwards')) copy.headers.set('Max-Forwards', '70')
         if (this.#tooLargeForUdp(copy, target.flow)) { done(createResponse(copy, 513, 'Message Too Large')); continue }
         const params: Record<string, string | null> = target.flow.transport === 'UDP' ? { rport: null } : {}
-        copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#port, params, branch: generateBranch() }))
+        copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#us.host, port: this.#us.port, params, branch: generateBranch() }))
         try {
           this.#tl.sendRequest(copy, target.flow, {
             receiveResponse: (r) => { if (r.status >= 200) done(r) },
@@ -980,7 +907,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   async deliverToNode (node: string, request: SipRequest): Promise<SipResponse> {
     const copy = cloneMessage(request) as SipRequest
     if (!copy.headers.has('Max-Forwards')) copy.headers.set('Max-Forwards', '70')
-    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: MESH_TRANSPORT, host: this.#host, port: this.#port, params: { node: this.#registry.nodeId }, branch: generateBranch() }))
+    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: MESH_TRANSPORT, host: this.#us.host, port: this.#us.port, params: { node: this.#registry.nodeId }, branch: generateBranch() }))
     return await new Promise<SipResponse>(resolve => {
       try {
         this.#tl.sendRequest(copy, this.#mesh(node), {
@@ -1137,14 +1064,14 @@ export class ProxyCore implements TransactionCore<Flow> {
     copy.headers.set('Max-Forwards', String(mf === undefined ? 70 : mf - 1))
     // 16.6 step 4: Record-Route for requests that may set up a dialog
     if (DIALOG_METHODS.has(request.method)) {
-      for (const entry of this.#recordRoute(inbound, target.flow).reverse()) copy.headers.prepend('Record-Route', entry)
+      for (const entry of recordRoute(this.#us, inbound, target.flow).reverse()) copy.headers.prepend('Record-Route', entry)
     }
     // 16.6 step 8: our Via, with a branch that carries the loop hash
     const branch = `${generateBranch()}.${loopHash}`
     const params: Record<string, string | null> = {}
     if (target.flow.transport === MESH_TRANSPORT) params.node = this.#registry.nodeId
     else if (target.flow.transport === 'UDP') params.rport = null
-    prependVia(copy.headers, { protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#portFor(target.flow.transport), params, branch }, true)
+    prependVia(copy.headers, { protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#us.host, port: this.#us.portFor(target.flow.transport), params, branch }, true)
     // RFC 3325: identity crosses to a peer network only within one trust domain
     if (target.flow.peerDomain !== undefined) this.#peers?.outbound(copy, target.flow.peerDomain)
     const b = ctx.addBranch(branch, copy)
@@ -1320,13 +1247,13 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (peer !== undefined) {
       try { this.#peers?.admit(request, peer) } catch { return }
     }
-    const consumed = this.#consumeOurRoute(request)
+    const consumed = consumeOurRoute(request, this.#us)
     const next = request.headers.get('Route')
     let target: Flow | undefined
     if (next !== undefined) {
       // an ACK cannot be refused: one that may not follow its Route is dropped
       const nextUri = safeUri(parseNameAddr(next).uri)
-      if (this.#mayFollowRoute(request, fromMesh, consumed)) target = await this.#routeFlow(nextUri)
+      if (mayFollowRoute(request, fromMesh, consumed)) target = await this.#routeFlow(nextUri)
       else {
         try {
           target = await this.#peerRouteFlow(request, nextUri, peer === undefined && !fromMesh && consumed)
@@ -1363,7 +1290,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     copy.headers.set('Max-Forwards', String(mf === undefined ? 70 : mf - 1))
     if (target.peerDomain !== undefined) this.#peers?.outbound(copy, target.peerDomain)
     const params: Record<string, string | null> = target.transport === MESH_TRANSPORT ? { node: this.#registry.nodeId } : {}
-    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.transport, host: this.#host, port: this.#portFor(target.transport), params, branch: `${generateBranch()}.${loopHashOf(request)}` }))
+    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.transport, host: this.#us.host, port: this.#us.portFor(target.transport), params, branch: `${generateBranch()}.${loopHashOf(request)}` }))
     await target.send(copy)
   }
 
@@ -1381,76 +1308,6 @@ export class ProxyCore implements TransactionCore<Flow> {
   #count (status: number): void {
     const k = STATUS_CLASSES[Math.floor(status / 100)] ?? `${Math.floor(status / 100)}xx`
     this.stats.responses[k] = (this.stats.responses[k] ?? 0) + 1
-  }
-
-  #isOurVia (via: { host: string, port?: number, transport?: string }): boolean {
-    return this.#self.has(`${via.host.toLowerCase()}:${via.port ?? (via.transport === 'TLS' ? 5061 : 5060)}`)
-  }
-
-  #isOurUri (u: SipUri | undefined): boolean {
-    if (u === undefined) return false
-    if (typeof u.params.node === 'string') return u.params.node === this.#registry.nodeId
-    if (u.user !== undefined) return false
-    const tls = u.scheme === 'sips' || (typeof u.params.transport === 'string' && u.params.transport.toLowerCase() === 'tls')
-    return this.#self.has(`${u.host.toLowerCase()}:${u.port ?? (tls ? 5061 : 5060)}`)
-  }
-
-  /**
-   * 16.3 item 4: a Via of ours carrying the hash this request would get again is a loop. The top
-   * Via is parsed already (the parser checks it). A Via below it can only be a loop when its text
-   * holds the hash (its branch ends with `.<hash>`), so only such a one is parsed: the others are
-   * components no validation step involves, which 16.3 item 1 says to ignore and forward unchanged
-   * (every request from the mesh carries the sender's Via second: a full parse of it was ~280
-   * bytes per relayed request on the receiving node).
-   */
-  #checkLoop (request: SipRequest): void {
-    // every Via element, line by line (a line holding one element, the usual case, is not split)
-    const h = request.headers
-    let first = true
-    let hash: string | undefined
-    for (let i = 0; i < h.size; i++) {
-      if (h._keyAt(i) !== 'via') continue
-      const line = h._valueAt(i)
-      if (line.indexOf(',') === -1) {
-        if (line.trim() === '') continue
-        if (!first) {
-          hash ??= this.#loopHashForCheck(request)
-          if (line.indexOf(hash) === -1) continue
-        }
-        this.#checkLoopVia(request, line, first)
-        first = false
-        continue
-      }
-      for (const element of splitList(line)) {
-        if (!first) {
-          hash ??= this.#loopHashForCheck(request)
-          if (element.indexOf(hash) === -1) continue
-        }
-        this.#checkLoopVia(request, element, first)
-        first = false
-      }
-    }
-  }
-
-  /** the loop hash of a request being checked, kept on it when it will be forwarded (#handle) */
-  #loopHashForCheck (request: SipRequest): string {
-    if (request.loopHash !== undefined) return request.loopHash
-    const hash = loopHashOf(request)
-    if (request.method !== 'REGISTER') request.loopHash = hash
-    return hash
-  }
-
-  #checkLoopVia (request: SipRequest, element: string, top: boolean): void {
-    let via
-    // the top one is parsed already (kept on the headers)
-    try { via = top ? topVia(request.headers) ?? parseVia(element) : parseVia(element.trim()) } catch { throw new SipStatusError(400, 'Malformed Via') }
-    const ours = typeof via.params.node === 'string' ? via.params.node === this.#registry.nodeId : this.#isOurVia(via)
-    if (!ours || via.branch === undefined) return
-    const hash = request.loopHash ?? loopHashOf(request)
-    if (via.branch.endsWith('.' + hash)) {
-      this.stats.loops++
-      throw new SipStatusError(482, 'Loop Detected')
-    }
   }
 }
 
@@ -1503,24 +1360,6 @@ function generateBranch (): string {
   return BRANCH_PREFIX + branchCounter.toString(36)
 }
 
-/** an in-dialog request (RFC 3261 12.2), or a response that creates a dialog: its To carries a tag */
-function hasToTag (message: SipRequest | SipResponse): boolean {
-  try {
-    const tag = parseNameAddrShared(message.headers.get('To') ?? '').params.tag
-    return typeof tag === 'string' && tag !== ''
-  } catch {
-    return false
-  }
-}
-
-function safeUri (s: string): SipUri {
-  try {
-    return parseUri(s)
-  } catch {
-    throw new SipStatusError(400, 'Malformed URI')
-  }
-}
-
 /** 1 to 3 digits (a module constant: a regular expression literal in a function is a new RegExp object per call) */
 const MAX_FORWARDS = /^\d{1,3}$/
 
@@ -1531,59 +1370,6 @@ export function readMaxForwards (request: SipRequest): number | undefined {
   const t = v.trim()
   if (!MAX_FORWARDS.test(t) || Number(t) > 255) throw new SipStatusError(400, 'Malformed Max-Forwards')
   return Number(t)
-}
-
-/** the loop-detection hash of a request as received (RFC 3261 16.6 item 8): FNV-1a, base36 */
-export function loopHashOf (request: SipRequest): string {
-  const h = request.headers
-  let tagFrom = ''
-  let tagTo = ''
-  try { tagFrom = String(parseNameAddrShared(h.get('From') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
-  try { tagTo = String(parseNameAddrShared(h.get('To') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
-  const cseq = h.get('CSeq') ?? ''
-  // hashed field by field, as the fields joined by LF (list elements by commas) would be: no
-  // joined string and no arrays per request
-  let x = fnv(0x811c9dc5, request.uri)
-  x = fnv(fnv(x, '\n'), tagFrom)
-  x = fnv(fnv(x, '\n'), tagTo)
-  x = fnv(fnv(x, '\n'), h.get('Call-ID') ?? '')
-  x = fnv(fnv(x, '\n'), cseqNumber(cseq))
-  x = fnvList(fnv(x, '\n'), h, 'Route')
-  x = fnvList(fnv(x, '\n'), h, 'Proxy-Require')
-  x = fnv(fnv(x, '\n'), h.get('Proxy-Authorization') ?? '')
-  return x.toString(36)
-}
-
-/** FNV-1a over the UTF-16 code units of `s`, from `x` */
-function fnv (x: number, s: string): number {
-  for (let i = 0; i < s.length; i++) {
-    x ^= s.charCodeAt(i)
-    x = Math.imul(x, 0x01000193) >>> 0
-  }
-  return x
-}
-
-/** `fnv` of `h.getAll(name).join(',')`, without the array when the header is absent */
-function fnvList (x: number, h: SipRequest['headers'], name: string): number {
-  if (!h.has(name)) return x
-  return fnv(x, h.getAll(name).join(','))
-}
-
-/** `cseq.trim().split(/\s+/)[0]`: the text before the first white space */
-function cseqNumber (cseq: string): string {
-  // read by char codes: a regular expression here cost a RegExp object and a match array per request
-  const t = cseq.trim()
-  for (let i = 0; i < t.length; i++) {
-    if (isWhitespaceCode(t.charCodeAt(i))) return t.slice(0, i)
-  }
-  return t
-}
-
-/** what `\s` matches, by char code (the code units String.prototype.trim also removes) */
-function isWhitespaceCode (c: number): boolean {
-  if (c <= 32) return c === 32 || (c >= 9 && c <= 13)
-  if (c < 160) return false
-  return c === 160 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff
 }
 
 function cloneMessage (m: SipRequest | SipResponse): SipRequest | SipResponse {
