@@ -59,12 +59,11 @@ import { cutTopVia } from '../codec/wire.ts'
 import { randomBytes } from 'node:crypto'
 import { parseVia, formatVia, prependVia, topVia } from '../codec/via.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
-import { parseNameAddr, parseNameAddrShared } from '../codec/name-addr.ts'
+import { parseNameAddr } from '../codec/name-addr.ts'
 import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
 import type { Logger, Registry, Route } from '../ports.ts'
 import type { Registrar, Binding, Reply } from '../registrar/registrar.ts'
-import { ownString } from '../registrar/bindings.ts'
 import type { ClientTransactionUser, TransactionCore, TransactionLayer, ServerTransaction } from '../transaction/layer.ts'
 import type { InviteServerTransaction } from '../transaction/invite-server-transaction.ts'
 import { responseForError } from './error-response.ts'
@@ -77,6 +76,7 @@ import { KeyedLock } from '../offline/keyed-lock.ts'
 import { LogSampler } from '../transport/limits.ts'
 import { headerDomain, type PeerNetworks } from './peering.ts'
 import { NodeAddress } from './address.ts'
+import { IdentityAsserter } from './identity.ts'
 import { findLoop, loopHashOf } from './loop.ts'
 import { consumeOurRoute, mayFollowRoute, recordRoute } from './record-route.ts'
 import { hasToTag, safeUri } from './message-reading.ts'
@@ -266,8 +266,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #atOwner: OwnerHandler | undefined
   readonly #authenticate: RequestAuthenticator | undefined
   readonly #dialogs: DialogObserver | undefined
-  /** the identity `authenticate` established for a request */
-  readonly #identities = new WeakMap<SipRequest, string>()
+  /** RFC 3325 P-Asserted-Identity on what we forward (identity.ts) */
+  readonly #identity: IdentityAsserter
   readonly #timerC: number
   /**
    * the response contexts of the server transactions being answered, by the transaction's key (a
@@ -280,12 +280,6 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #inOrder = new KeyedLock()
   /** each binding's Contact address, parsed (see #contactAddress); gone with the binding */
   readonly #contactAddresses = new WeakMap<Binding<Flow>, ContactAddress>()
-  /**
-   * #assertIdentity's answers by From URI: the identity a sender's requests get (or NOBODY_ASSERTED),
-   * without a URI parse and a new string per request from a user seen lately; at most
-   * ASSERTED_CACHE_SIZE URIs, forgotten all at once when full
-   */
-  readonly #assertedByUri = new Map<string, string>()
   /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
   readonly #rescueAor = new WeakMap<SipRequest, string>()
   /** the Contacts of the user agents of dialogs we Record-Routed (callers and callees), for requests inside them */
@@ -308,6 +302,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#backlog = init.backlog
     this.#atOwner = init.atOwner
     this.#authenticate = init.authenticate
+    this.#identity = new IdentityAsserter(this.#domains, init.authenticate !== undefined)
     this.#dialogs = init.dialogs
     this.#timerC = init.timerCMs ?? 180_000
   }
@@ -438,7 +433,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (!fromMesh && peer === undefined && this.#authenticate !== undefined) {
       const verdict = this.#authenticate(request, toNode, consumedRoute)
       if ('response' in verdict) { this.#respond(tx, verdict.response); return }
-      if (verdict.identity !== undefined) this.#identities.set(request, verdict.identity)
+      if (verdict.identity !== undefined) this.#identity.remember(request, verdict.identity)
     }
     if (this.#intercept?.(request, tx, flow, fromMesh, uri) === true) return
     if (!early && request.method !== 'REGISTER') request.loopHash ??= loopHashOf(request)
@@ -510,14 +505,14 @@ export class ProxyCore implements TransactionCore<Flow> {
     const target = mayFollowRoute(request, fromMesh, consumedRoute)
       ? await this.#routeFlow(next)
       : await this.#peerRouteFlow(request, next, peer === undefined && !fromMesh && consumedRoute)
-    if (!fromMesh) this.#assertIdentity(request)
+    if (!fromMesh) this.#identity.assert(request)
     this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
   }
 
   /** a MESSAGE, in its AoR's turn: behind the user's stored messages while there are any, else routed */
   #routeMessage (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, fromMesh: boolean): void | Promise<void> {
     if (this.#backlog?.holds(aor) === true) {
-      if (!fromMesh) this.#assertIdentity(request)
+      if (!fromMesh) this.#identity.assert(request)
       return this.#toBacklog(request, tx, aor, this.#backlog)
     }
     return this.#routeAor(request, tx, flow, aor, fromMesh)
@@ -534,7 +529,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (fromMesh || (consumedRoute && hasToTag(request))) {
       const binding = this.#registrar.findByContact(request.uri)
       if (binding !== undefined) {
-        if (!fromMesh) this.#assertIdentity(request)
+        if (!fromMesh) this.#identity.assert(request)
         this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#bindingFlow(binding) }])
         return
       }
@@ -552,7 +547,7 @@ export class ProxyCore implements TransactionCore<Flow> {
           if (target.peerDomain === undefined || this.#peers === undefined) throw new SipStatusError(480, 'Temporarily Unavailable')
           target = await this.#peers.connect(target.peerDomain, this.#connector)
         }
-        if (!fromMesh) this.#assertIdentity(request)
+        if (!fromMesh) this.#identity.assert(request)
         this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
         return
       }
@@ -572,7 +567,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (!fromMesh) {
       const from = headerDomain(request.headers.get('From'))
       if (from === undefined || !this.#domains.has(from)) throw new SipStatusError(403, 'Forbidden (From is not a user of this mesh)')
-      this.#assertIdentity(request)
+      this.#identity.assert(request)
       if (DIALOG_METHODS.has(request.method) && !hasToTag(request)) this.#rememberCaller(request, inbound)
     }
     const target = await (this.#peers as PeerNetworks).connect(domain, this.#connector)
@@ -622,7 +617,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       if (this.#registrar.lookup(aor).length === 0) return this.#deliverIfOwner(request, tx, flow, aor)
       return this.#deliverLocal(request, tx, flow, aor)
     }
-    this.#assertIdentity(request)
+    this.#identity.assert(request)
     if (DIALOG_METHODS.has(request.method) && !hasToTag(request)) this.#rememberCaller(request, flow)
     // live local bindings mean we own the AoR (the registrar drops them when displaced)
     if (this.#registrar.lookup(aor).length > 0) return this.#deliverLocal(request, tx, flow, aor)
@@ -824,36 +819,6 @@ export class ProxyCore implements TransactionCore<Flow> {
     } catch {
       // a malformed Contact: nothing to come back to
     }
-  }
-
-  /**
-   * RFC 3325: assert the sender on what we forward: the authenticated identity when digest
-   * authentication is on, else the From AoR when it is one of ours
-   */
-  #assertIdentity (request: SipRequest): void {
-    if (this.#authenticate !== undefined) {
-      const identity = this.#identities.get(request)
-      if (identity !== undefined) request.headers.set('P-Asserted-Identity', `<${identity}>`)
-      return
-    }
-    const from = request.headers.get('From')
-    if (from === undefined) return
-    let uri
-    try { uri = parseNameAddrShared(from).uri } catch { return /* not ours to assert */ }
-    let asserted = this.#assertedByUri.get(uri)
-    if (asserted === undefined) {
-      // the URI copied off the message first (the key, and what the identity is made of): a slice
-      // of the message's text, or a string made of slices of it, would keep the message alive
-      const own = ownString(uri)
-      asserted = NOBODY_ASSERTED
-      try {
-        const u = parseUri(own)
-        if (this.#domains.has(u.host.toLowerCase()) && u.user !== undefined) asserted = ownString(`<${aorOf(u)}>`)
-      } catch { /* not ours to assert */ }
-      if (this.#assertedByUri.size >= ASSERTED_CACHE_SIZE) this.#assertedByUri.clear()
-      this.#assertedByUri.set(own, asserted)
-    }
-    if (asserted !== NOBODY_ASSERTED) request.headers.set('P-Asserted-Identity', asserted)
   }
 
   /**
@@ -1285,7 +1250,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
     if (target === undefined) return
     const copy = cloneMessage(request) as SipRequest
-    if (!fromMesh) this.#assertIdentity(copy)
+    if (!fromMesh) this.#identity.assert(copy)
     const mf = readMaxForwards(request)
     copy.headers.set('Max-Forwards', String(mf === undefined ? 70 : mf - 1))
     if (target.peerDomain !== undefined) this.#peers?.outbound(copy, target.peerDomain)
@@ -1341,10 +1306,6 @@ interface Target {
   /** for local contacts of an AoR: a MESSAGE timing out there is offered to `onTimeout` */
   aorOffline?: string
 }
-
-/** #assertedByUri: a From URI that asserts no identity (not of a served domain, or malformed) */
-const NOBODY_ASSERTED = ''
-const ASSERTED_CACHE_SIZE = 4096
 
 /** the keys of `stats.responses` per status class, as constants (no string per response counted) */
 const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx', '6xx']
