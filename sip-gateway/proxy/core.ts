@@ -54,7 +54,6 @@
  */
 import { SipRequest, SipResponse } from '../codec/message.ts'
 import { createResponse } from '../codec/response.ts'
-import { serializeMessage } from '../codec/serializer.ts'
 import { cutTopVia } from '../codec/wire.ts'
 import { randomBytes } from 'node:crypto'
 import { parseVia, formatVia, prependVia, topVia } from '../codec/via.ts'
@@ -76,6 +75,9 @@ import { KeyedLock } from '../offline/keyed-lock.ts'
 import { LogSampler } from '../transport/limits.ts'
 import { headerDomain, type PeerNetworks } from './peering.ts'
 import { NodeAddress } from './address.ts'
+import { ContactFlows, tooLargeForUdp, isThenable, UDP_MESSAGE_LIMIT } from './contact-flows.ts'
+
+export { UDP_MESSAGE_LIMIT }
 import { IdentityAsserter } from './identity.ts'
 import { findLoop, loopHashOf } from './loop.ts'
 import { consumeOurRoute, mayFollowRoute, recordRoute } from './record-route.ts'
@@ -255,6 +257,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #failures = new LogSampler(20)
   readonly #mesh: (node: string) => Flow
   readonly #connector: Connector
+  /** flows to contacts and Route targets (contact-flows.ts) */
+  readonly #flows: ContactFlows
   readonly #domains: Set<string>
   readonly #peers: PeerNetworks | undefined
   /** who we are on the wire (address.ts) */
@@ -278,8 +282,6 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #resolving = new Map<string, Promise<Route | undefined>>()
   /** MESSAGE routing per recipient AoR, in arrival order */
   readonly #inOrder = new KeyedLock()
-  /** each binding's Contact address, parsed (see #contactAddress); gone with the binding */
-  readonly #contactAddresses = new WeakMap<Binding<Flow>, ContactAddress>()
   /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
   readonly #rescueAor = new WeakMap<SipRequest, string>()
   /** the Contacts of the user agents of dialogs we Record-Routed (callers and callees), for requests inside them */
@@ -293,6 +295,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#log = components.logger
     this.#mesh = components.mesh
     this.#connector = components.connector
+    this.#flows = new ContactFlows(components.connector, components.mesh, components.logger)
     this.#domains = new Set([...init.domains].map(d => d.toLowerCase()))
     this.#us = new NodeAddress(components.registry, init)
     this.#peers = init.peers
@@ -503,7 +506,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   async #followRoute (request: SipRequest, tx: ServerTransaction, flow: Flow, nextRoute: string, fromMesh: boolean, peer: string | undefined, consumedRoute: boolean): Promise<void> {
     const next = safeUri(parseNameAddr(nextRoute).uri)
     const target = mayFollowRoute(request, fromMesh, consumedRoute)
-      ? await this.#routeFlow(next)
+      ? await this.#flows.routeFlow(next)
       : await this.#peerRouteFlow(request, next, peer === undefined && !fromMesh && consumedRoute)
     if (!fromMesh) this.#identity.assert(request)
     this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
@@ -530,7 +533,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       const binding = this.#registrar.findByContact(request.uri)
       if (binding !== undefined) {
         if (!fromMesh) this.#identity.assert(request)
-        this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#bindingFlow(binding) }])
+        this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#flows.bindingFlow(binding) }])
         return
       }
       // or the remote target of a dialog we Record-Routed, whatever the registrar holds: a
@@ -696,7 +699,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       const b = bindings[i]
       let to: Flow | Promise<Flow>
       try {
-        to = this.#contactFlow(request, b)
+        to = this.#flows.contactFlow(request, b)
       } catch (err) {
         this.#log.debug('contact unreachable', { contact: b.uri, err: String(err) })
         continue
@@ -713,7 +716,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     for (let i = from; i < bindings.length; i++) {
       const b = bindings[i]
       try {
-        const to = i === from ? await first : await this.#contactFlow(request, b)
+        const to = i === from ? await first : await this.#flows.contactFlow(request, b)
         if (secureOnly && !SECURE_TRANSPORTS.has(to.transport)) continue
         targets.push({ uri: b.uri, flow: to, aorOffline: aor })
       } catch (err) {
@@ -738,57 +741,6 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (reply !== undefined) { this.#reply(tx, request, reply); return }
     if (this.#registrar.isKnown(aor)) throw new SipStatusError(480, 'Temporarily Unavailable')
     throw new SipStatusError(404, 'Not Found')
-  }
-
-  /**
-   * How to reach a contact: over the connection its REGISTER came on while that is open (TCP,
-   * WebSocket: the only way to reach a UA behind NAT or on a WebSocket), else at the Contact
-   * address. A UDP REGISTER's source is used only when the Contact cannot be reached by address.
-   */
-  #bindingFlow (b: Binding<Flow>): Flow | Promise<Flow> {
-    if (b.flow !== undefined && b.flow.open && b.flow.reliable) return b.flow
-    const c = this.#contactAddress(b)
-    if (b.flow !== undefined && b.flow.open && c.invalidHost) return b.flow
-    if (c.transport !== 'UDP' && c.transport !== 'TCP') throw new SipStatusError(480, 'Temporarily Unavailable')
-    // a UDP flow comes at once (no promise per relayed message); a connection may take a while
-    return this.#connector.connect(c)
-  }
-
-  /**
-   * Where a binding's Contact points, parsed once per binding (and again if its URI changes), not
-   * once per message relayed to it. Throws SipParseError on a malformed Contact, every time.
-   */
-  #contactAddress (b: Binding<Flow>): ContactAddress {
-    const known = this.#contactAddresses.get(b)
-    if (known !== undefined && known.uri === b.uri) return known
-    const u = parseUri(b.uri)
-    const c: ContactAddress = {
-      uri: b.uri,
-      transport: typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP',
-      host: u.host,
-      port: u.port ?? 5060,
-      invalidHost: u.host.toLowerCase().endsWith('.invalid')
-    }
-    this.#contactAddresses.set(b, c)
-    return c
-  }
-
-  /**
-   * The flow to a binding's contact for `request` (#bindingFlow, then #sizedFlow): a value when
-   * both are at hand, as they are on the common path (UDP, or an open connection), else a promise.
-   * Throws or rejects when the contact cannot be reached.
-   */
-  #contactFlow (request: SipRequest, b: Binding<Flow>): Flow | Promise<Flow> {
-    const flow = this.#bindingFlow(b)
-    if (isThenable(flow)) return flow.then(async f => await this.#sizedFlow(request, b.uri, f))
-    return this.#sizedFlow(request, b.uri, flow)
-  }
-
-  async #routeFlow (u: SipUri): Promise<Flow> {
-    if (typeof u.params.node === 'string') return this.#mesh(u.params.node)
-    const t = typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP'
-    if (t !== 'UDP' && t !== 'TCP' && t !== 'TLS') throw new SipStatusError(480, 'Temporarily Unavailable')
-    return await this.#connector.connect({ transport: t, host: u.host, port: u.port ?? (t === 'TLS' ? 5061 : 5060) })
   }
 
   /** a user agent's dialog-creating request: requests inside the dialog may come back to its Contact */
@@ -832,7 +784,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     const bindings = this.#registrar.lookup(aor)
     const targets: Target[] = []
     for (const b of bindings) {
-      try { targets.push({ uri: b.uri, flow: await this.#contactFlow(request, b) }) } catch { /* unreachable contact */ }
+      try { targets.push({ uri: b.uri, flow: await this.#flows.contactFlow(request, b) }) } catch { /* unreachable contact */ }
     }
     if (targets.length === 0) return undefined
     return await new Promise<SipResponse>(resolve => {
@@ -848,7 +800,7 @@ export class ProxyCore implements TransactionCore<Flow> {
         const copy = cloneMessage(request) as SipRequest
         copy.uri = target.uri
         if (!copy.headers.has('Max-Forwards')) copy.headers.set('Max-Forwards', '70')
-        if (this.#tooLargeForUdp(copy, target.flow)) { done(createResponse(copy, 513, 'Message Too Large')); continue }
+        if (tooLargeForUdp(copy, target.flow)) { done(createResponse(copy, 513, 'Message Too Large')); continue }
         const params: Record<string, string | null> = target.flow.transport === 'UDP' ? { rport: null } : {}
         copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#us.host, port: this.#us.port, params, branch: generateBranch() }))
         try {
@@ -884,48 +836,6 @@ export class ProxyCore implements TransactionCore<Flow> {
         resolve(responseForError(copy, err, this.#log))
       }
     })
-  }
-
-  /**
-   * RFC 3261 18.1.1: a request too large for UDP goes over a congestion-controlled transport.
-   * For a MESSAGE over 1300 bytes (RFC 3428 section 9) to a UDP contact, TCP to the same address
-   * is tried (every RFC 3261 element implements TCP; Kamailio's `udp_mtu_try_proto` does the
-   * same); when that connection cannot be made the UDP flow is kept and the size rule answers
-   * 513. `uri` is the contact the copy will carry as its Request-URI.
-   */
-  #sizedFlow (request: SipRequest, uri: string, flow: Flow): Flow | Promise<Flow> {
-    if (request.method !== 'MESSAGE' || flow.transport !== 'UDP') return flow
-    // measured as it will leave (Request-URI set to the contact); swapped back synchronously
-    const received = request.uri
-    request.uri = uri
-    let tooLarge: boolean
-    try { tooLarge = this.#tooLargeForUdp(request, flow) } finally { request.uri = received }
-    if (!tooLarge) return flow
-    return this.#tcpInstead(uri, flow)
-  }
-
-  async #tcpInstead (uri: string, flow: Flow): Promise<Flow> {
-    try {
-      return await this.#connector.connect({ transport: 'TCP', host: flow.remote.host, port: flow.remote.port })
-    } catch (err) {
-      this.#log.debug('no TCP path for a MESSAGE too large for UDP', { contact: uri, err: String(err) })
-      return flow
-    }
-  }
-
-  /**
-   * RFC 3428 section 9 / RFC 3261 18.1.1: a MESSAGE that would exceed 1300 bytes must not go to
-   * a UDP next hop (no congestion control): 513. TCP, WebSocket and the mesh are congestion-controlled.
-   */
-  #tooLargeForUdp (request: SipRequest, flow: Flow): boolean {
-    if (request.method !== 'MESSAGE' || flow.transport !== 'UDP') return false
-    // a cheap estimate first (characters, not bytes): only a request near the limit is serialized
-    const h = request.headers
-    let estimate = request.uri.length + 32 + request.body.byteLength
-    for (let i = 0, n = h.size; i < n; i++) estimate += h._nameAt(i).length + h._valueAt(i).length + 4
-    if (estimate < UDP_MESSAGE_LIMIT - 400) return false
-    // the request as it will leave: our Via (~80 bytes) on top of what it carries now
-    return serializeMessage(request).byteLength + 80 > UDP_MESSAGE_LIMIT
   }
 
   // ---- forwarding (16.6) and responses (16.7) ---------------------------------------------
@@ -1040,7 +950,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     // RFC 3325: identity crosses to a peer network only within one trust domain
     if (target.flow.peerDomain !== undefined) this.#peers?.outbound(copy, target.flow.peerDomain)
     const b = ctx.addBranch(branch, copy)
-    if (this.#tooLargeForUdp(copy, target.flow)) {
+    if (tooLargeForUdp(copy, target.flow)) {
       ctx.receive(b, createResponse(request, 513, 'Message Too Large', undefined, { toTag: true }))
       this.#settle(ctx)
       return
@@ -1218,7 +1128,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (next !== undefined) {
       // an ACK cannot be refused: one that may not follow its Route is dropped
       const nextUri = safeUri(parseNameAddr(next).uri)
-      if (mayFollowRoute(request, fromMesh, consumed)) target = await this.#routeFlow(nextUri)
+      if (mayFollowRoute(request, fromMesh, consumed)) target = await this.#flows.routeFlow(nextUri)
       else {
         try {
           target = await this.#peerRouteFlow(request, nextUri, peer === undefined && !fromMesh && consumed)
@@ -1235,11 +1145,11 @@ export class ProxyCore implements TransactionCore<Flow> {
         if (route.node !== this.#registry.nodeId) target = this.#mesh(route.node)
         else {
           const b = this.#registrar.lookup(aorOf(uri))[0]
-          if (b !== undefined) target = await this.#bindingFlow(b)
+          if (b !== undefined) target = await this.#flows.bindingFlow(b)
         }
       } else {
         const b = this.#registrar.findByContact(request.uri)
-        if (b !== undefined) target = await this.#bindingFlow(b)
+        if (b !== undefined) target = await this.#flows.bindingFlow(b)
         else if (fromMesh || (consumed && hasToTag(request))) {
           // the remote target of a dialog we Record-Routed (as in #handle), over its own flow
           const party = this.#dialogContacts.find(request.uri)
@@ -1276,17 +1186,6 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 }
 
-/** a binding's Contact as a place to send to (#contactAddress) */
-interface ContactAddress {
-  readonly uri: string
-  /** upper-cased, UDP when the URI names none */
-  readonly transport: string
-  readonly host: string
-  readonly port: number
-  /** RFC 7118 / RFC 5626 made-up hosts: only the REGISTER's own flow reaches them */
-  readonly invalidHost: boolean
-}
-
 /** what a branch's transaction user holds (see ProxyCore.#BranchUser) */
 interface BranchState {
   readonly ctx: ResponseContext
@@ -1309,9 +1208,6 @@ interface Target {
 
 /** the keys of `stats.responses` per status class, as constants (no string per response counted) */
 const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx', '6xx']
-
-/** RFC 3428 section 9: pager-mode requests over 1300 bytes need a congestion-controlled path */
-export const UDP_MESSAGE_LIMIT = 1300
 
 /** RFC 3261 branches, unique per process run: a random prefix and a counter (no entropy per message) */
 const BRANCH_PREFIX = 'z9hG4bK' + randomBytes(6).toString('base64url')
@@ -1339,10 +1235,6 @@ function cloneMessage (m: SipRequest | SipResponse): SipRequest | SipResponse {
   return m instanceof SipRequest
     ? new SipRequest(m.method, m.uri, m.headers.clone(), m.body, m.version)
     : new SipResponse(m.status, m.reason, m.headers.clone(), m.body, m.version)
-}
-
-function isThenable<T> (x: T | Promise<T>): x is Promise<T> {
-  return typeof (x as { then?: unknown }).then === 'function'
 }
 
 /** the URI of a name-addr header value (From, To), or undefined when malformed */
