@@ -55,7 +55,6 @@
 import { SipRequest, SipResponse } from '../codec/message.ts'
 import { createResponse } from '../codec/response.ts'
 import { cutTopVia } from '../codec/wire.ts'
-import { randomBytes } from 'node:crypto'
 import { parseVia, formatVia, prependVia, topVia } from '../codec/via.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
 import { parseNameAddr } from '../codec/name-addr.ts'
@@ -75,6 +74,8 @@ import { KeyedLock } from '../offline/keyed-lock.ts'
 import { LogSampler } from '../transport/limits.ts'
 import { headerDomain, type PeerNetworks } from './peering.ts'
 import { NodeAddress } from './address.ts'
+import { Delivery } from './delivery.ts'
+import { cloneMessage, generateBranch } from './outgoing.ts'
 import { ContactFlows, tooLargeForUdp, isThenable, UDP_MESSAGE_LIMIT } from './contact-flows.ts'
 
 export { UDP_MESSAGE_LIMIT }
@@ -259,6 +260,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #connector: Connector
   /** flows to contacts and Route targets (contact-flows.ts) */
   readonly #flows: ContactFlows
+  /** requests this node originates (delivery.ts) */
+  readonly #delivery: Delivery
   readonly #domains: Set<string>
   readonly #peers: PeerNetworks | undefined
   /** who we are on the wire (address.ts) */
@@ -298,6 +301,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#flows = new ContactFlows(components.connector, components.mesh, components.logger)
     this.#domains = new Set([...init.domains].map(d => d.toLowerCase()))
     this.#us = new NodeAddress(components.registry, init)
+    this.#delivery = new Delivery({ registrar: components.registrar, flows: this.#flows, us: this.#us, mesh: components.mesh, log: components.logger, layer: () => this.#tl })
     this.#peers = init.peers
     this.#onUnavailable = init.onUnavailable
     this.#onTimeout = init.onTimeout
@@ -775,67 +779,22 @@ export class ProxyCore implements TransactionCore<Flow> {
 
   /**
    * Send a request this node originates (for example a stored MESSAGE, issue 5) to every live
-   * contact of an AoR registered here, as a stateful UAC/proxy hybrid: our Via on top, the
-   * Request-URI set to each contact. Resolves with the first 2xx, or the final response `pick`
-   * chooses when none succeeds (the best one of 16.7 by default), or undefined when the AoR has
-   * no reachable contact here.
+   * contact of an AoR registered here (delivery.ts). Resolves with the first 2xx, or the final
+   * response `pick` chooses when none succeeds (the best one of 16.7 by default), or undefined
+   * when the AoR has no reachable contact here.
    */
-  async deliver (aor: string, request: SipRequest, pick: (finals: SipResponse[]) => SipResponse | undefined = bestResponse): Promise<SipResponse | undefined> {
-    const bindings = this.#registrar.lookup(aor)
-    const targets: Target[] = []
-    for (const b of bindings) {
-      try { targets.push({ uri: b.uri, flow: await this.#flows.contactFlow(request, b) }) } catch { /* unreachable contact */ }
-    }
-    if (targets.length === 0) return undefined
-    return await new Promise<SipResponse>(resolve => {
-      const finals: SipResponse[] = []
-      let settled = false
-      const done = (r: SipResponse): void => {
-        if (settled) return
-        if (r.status >= 200 && r.status < 300) { settled = true; resolve(r); return }
-        finals.push(r)
-        if (finals.length === targets.length) { settled = true; resolve(pick(finals) ?? r) }
-      }
-      for (const target of targets) {
-        const copy = cloneMessage(request) as SipRequest
-        copy.uri = target.uri
-        if (!copy.headers.has('Max-Forwards')) copy.headers.set('Max-Forwards', '70')
-        if (tooLargeForUdp(copy, target.flow)) { done(createResponse(copy, 513, 'Message Too Large')); continue }
-        const params: Record<string, string | null> = target.flow.transport === 'UDP' ? { rport: null } : {}
-        copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#us.host, port: this.#us.port, params, branch: generateBranch() }))
-        try {
-          this.#tl.sendRequest(copy, target.flow, {
-            receiveResponse: (r) => { if (r.status >= 200) done(r) },
-            onRequestTimeout: () => { done(createResponse(copy, 408)) },
-            onTransportError: () => { done(createResponse(copy, 503)) }
-          })
-        } catch (err) {
-          done(responseForError(copy, err, this.#log))
-        }
-      }
-    })
+  deliver (aor: string, request: SipRequest, pick: (finals: SipResponse[]) => SipResponse | undefined = bestResponse): Promise<SipResponse | undefined> {
+    // not async: the room's promise is the caller's (no second promise per delivery)
+    return this.#delivery.toContacts(aor, request, pick)
   }
 
   /**
    * Send a request this node originates (a stored MESSAGE, issue 5) to another node over the
-   * mesh, which relays it to the AoR's contacts there. Resolves with the final response (408 on
-   * timeout, 503 when the node cannot be reached).
+   * mesh (delivery.ts). Resolves with the final response (408 on timeout, 503 when the node
+   * cannot be reached).
    */
-  async deliverToNode (node: string, request: SipRequest): Promise<SipResponse> {
-    const copy = cloneMessage(request) as SipRequest
-    if (!copy.headers.has('Max-Forwards')) copy.headers.set('Max-Forwards', '70')
-    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: MESH_TRANSPORT, host: this.#us.host, port: this.#us.port, params: { node: this.#registry.nodeId }, branch: generateBranch() }))
-    return await new Promise<SipResponse>(resolve => {
-      try {
-        this.#tl.sendRequest(copy, this.#mesh(node), {
-          receiveResponse: (r) => { if (r.status >= 200) resolve(r) },
-          onRequestTimeout: () => { resolve(createResponse(copy, 408)) },
-          onTransportError: () => { resolve(createResponse(copy, 503)) }
-        })
-      } catch (err) {
-        resolve(responseForError(copy, err, this.#log))
-      }
-    })
+  deliverToNode (node: string, request: SipRequest): Promise<SipResponse> {
+    return this.#delivery.toNode(node, request)
   }
 
   // ---- forwarding (16.6) and responses (16.7) ---------------------------------------------
@@ -1209,14 +1168,6 @@ interface Target {
 /** the keys of `stats.responses` per status class, as constants (no string per response counted) */
 const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx', '6xx']
 
-/** RFC 3261 branches, unique per process run: a random prefix and a counter (no entropy per message) */
-const BRANCH_PREFIX = 'z9hG4bK' + randomBytes(6).toString('base64url')
-let branchCounter = 0
-function generateBranch (): string {
-  branchCounter = (branchCounter + 1) % Number.MAX_SAFE_INTEGER
-  return BRANCH_PREFIX + branchCounter.toString(36)
-}
-
 /** 1 to 3 digits (a module constant: a regular expression literal in a function is a new RegExp object per call) */
 const MAX_FORWARDS = /^\d{1,3}$/
 
@@ -1227,14 +1178,6 @@ export function readMaxForwards (request: SipRequest): number | undefined {
   const t = v.trim()
   if (!MAX_FORWARDS.test(t) || Number(t) > 255) throw new SipStatusError(400, 'Malformed Max-Forwards')
   return Number(t)
-}
-
-function cloneMessage (m: SipRequest | SipResponse): SipRequest | SipResponse {
-  // by the constructors: objects of the classes' own shape (Object.create + assign made each
-  // copy a slower object of a shape of its own)
-  return m instanceof SipRequest
-    ? new SipRequest(m.method, m.uri, m.headers.clone(), m.body, m.version)
-    : new SipResponse(m.status, m.reason, m.headers.clone(), m.body, m.version)
 }
 
 /** the URI of a name-addr header value (From, To), or undefined when malformed */
