@@ -575,7 +575,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       const from = headerDomain(request.headers.get('From'))
       if (from === undefined || !this.#domains.has(from)) throw new SipStatusError(403, 'Forbidden (From is not a user of this mesh)')
       this.#identity.assert(request)
-      if (DIALOG_METHODS.has(request.method) && !hasToTag(request)) this.#rememberCaller(request, inbound)
+      if (DIALOG_METHODS.has(request.method) && !hasToTag(request)) this.#dialogContacts.rememberCaller(request, inbound)
     }
     const target = await (this.#peers as PeerNetworks).connect(domain, this.#connector)
     this.stats.forwardedPeer++
@@ -625,7 +625,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       return this.#deliverLocal(request, tx, flow, aor)
     }
     this.#identity.assert(request)
-    if (DIALOG_METHODS.has(request.method) && !hasToTag(request)) this.#rememberCaller(request, flow)
+    if (DIALOG_METHODS.has(request.method) && !hasToTag(request)) this.#dialogContacts.rememberCaller(request, flow)
     // live local bindings mean we own the AoR (the registrar drops them when displaced)
     if (this.#registrar.lookup(aor).length > 0) return this.#deliverLocal(request, tx, flow, aor)
     // another node's route at hand: forwarded in this turn, no promise and no AoR turn taken
@@ -745,36 +745,6 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (reply !== undefined) { this.#reply(tx, request, reply); return }
     if (this.#registrar.isKnown(aor)) throw new SipStatusError(480, 'Temporarily Unavailable')
     throw new SipStatusError(404, 'Not Found')
-  }
-
-  /** a user agent's dialog-creating request: requests inside the dialog may come back to its Contact */
-  #rememberCaller (request: SipRequest, flow: Flow): void {
-    const contact = request.headers.get('Contact')
-    if (contact === undefined) return
-    try {
-      this.#dialogContacts.remember(parseNameAddr(contact).uri, flow)
-    } catch {
-      // a malformed Contact: nothing to come back to
-    }
-  }
-
-  /**
-   * A user agent of this node answered a dialog-creating request we Record-Routed (a 2xx, or a 1xx
-   * with a To tag: an early dialog): its Contact is the dialog's remote target (RFC 3261 12.1.2),
-   * which need not be the Contact it registered. Requests inside the dialog come back to it: they
-   * go over the flow this branch used, the one the callee answered on.
-   */
-  #rememberCallee (response: SipResponse, flow: Flow): void {
-    if (response.status < 101 || response.status >= 300) return
-    if (response.status < 200 && !hasToTag(response)) return
-    const contact = response.headers.get('Contact')
-    if (contact === undefined) return
-    try {
-      // a Contact another user agent's dialog already uses stays that user agent's
-      this.#dialogContacts.remember(parseNameAddr(contact).uri, flow, { takeOver: false })
-    } catch {
-      // a malformed Contact: nothing to come back to
-    }
   }
 
   /**
@@ -974,7 +944,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   #onBranchResponse (ctx: ResponseContext, b: Branch, response: SipResponse, inbound: Flow, target: Target): void {
-    if (target.flow.transport !== MESH_TRANSPORT && DIALOG_METHODS.has(ctx.request.method)) this.#rememberCallee(response, target.flow)
+    if (target.flow.transport !== MESH_TRANSPORT && DIALOG_METHODS.has(ctx.request.method)) this.#dialogContacts.rememberCallee(response, target.flow)
     // 16.7 step 3: remove our Via. In place: the client transaction hands the response to its
     // user alone and keeps nothing of it, so no copy of its headers is made; a response as
     // received goes on as its bytes less our Via line while nothing else changes it (wire.ts)
