@@ -58,7 +58,6 @@ import { cutTopVia } from '../codec/wire.ts'
 import { parseVia, formatVia, prependVia, topVia } from '../codec/via.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
 import { parseNameAddr } from '../codec/name-addr.ts'
-import { parseCSeq } from '../codec/cseq.ts'
 import { SipStatusError } from '../errors.ts'
 import type { Logger, Registry, Route } from '../ports.ts'
 import type { Registrar, Binding, Reply } from '../registrar/registrar.ts'
@@ -74,6 +73,7 @@ import { KeyedLock } from '../offline/keyed-lock.ts'
 import { LogSampler } from '../transport/limits.ts'
 import { headerDomain, type PeerNetworks } from './peering.ts'
 import { NodeAddress } from './address.ts'
+import { cancelFor } from './cancel.ts'
 import { Delivery } from './delivery.ts'
 import { cloneMessage, generateBranch } from './outgoing.ts'
 import { ContactFlows, tooLargeForUdp, isThenable, UDP_MESSAGE_LIMIT } from './contact-flows.ts'
@@ -1018,18 +1018,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   #sendCancel (b: Branch): void {
-    // 9.1: same Request-URI, Call-ID, From, To, CSeq number and the branch's Via
-    const r = b.request
-    const h = r.headers.clone()
-    const keep = new Set(['via', 'route', 'max-forwards', 'from', 'to', 'call-id'])
-    for (const [name] of [...h.entries()]) if (!keep.has(name.toLowerCase())) h.delete(name)
-    const via = r.headers.get('Via')
-    h.delete('Via')
-    if (via !== undefined) h.prepend('Via', via)
-    const cseq = r.headers.get('CSeq')
-    h.set('CSeq', `${cseq === undefined ? 1 : parseCSeq(cseq).seq} CANCEL`)
-    h.set('Content-Length', '0')
-    const cancel = new SipRequest('CANCEL', r.uri, h)
+    // 9.1: same Request-URI, Call-ID, From, To, CSeq number and the branch's Via (cancel.ts)
+    const cancel = cancelFor(b.request)
     const flow = b.tx === undefined ? undefined : (b.tx as unknown as { flow: Flow }).flow
     if (flow === undefined) return
     try {
