@@ -73,6 +73,9 @@ import { KeyedLock } from '../offline/keyed-lock.ts'
 import { LogSampler } from '../transport/limits.ts'
 import { headerDomain, type PeerNetworks } from './peering.ts'
 import { NodeAddress } from './address.ts'
+import { observeInvite, type DialogObserver } from './dialog-observer.ts'
+
+export type { ProxiedDialogEvent, DialogObserver } from './dialog-observer.ts'
 import { cancelFor } from './cancel.ts'
 import { Delivery } from './delivery.ts'
 import { cloneMessage, generateBranch } from './outgoing.ts'
@@ -166,19 +169,6 @@ export type RequestInterceptor = (request: SipRequest, tx: ServerTransaction, fl
  * contacts or answered as unavailable. Resolves true when it took the request (and answers `tx`).
  */
 export type OwnerHandler = (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, owned: boolean) => Promise<boolean>
-
-/**
- * Seam for the dialog event package (RFC 4235; issue 12): told of the INVITE dialogs this node
- * proxies for users of its own, as Kamailio's dialoginfo modules observe them. `invite`: the
- * callee's AoR when this node delivers the INVITE to its devices (`recipient`), the caller's when
- * the INVITE came from one of its devices registered here (`initiator`); `early` on a provisional
- * above 100, `confirmed` on a 2xx, `terminated` on the final failure (a CANCEL ends as 487).
- * `ended`: a BYE of that Call-ID passed this node. The proxy knows nothing of what listens.
- */
-export type ProxiedDialogEvent =
-  | { kind: 'invite', aor: string, direction: 'initiator' | 'recipient', callId: string, remote: string, state: 'trying' | 'early' | 'confirmed' | 'terminated', code?: number }
-  | { kind: 'ended', callId: string }
-export type DialogObserver = (event: ProxiedDialogEvent) => void
 
 /**
  * Methods served by the node that owns the AoR, never by the AoR's user agents: a PUBLISH goes to
@@ -792,7 +782,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     // fires the pending branches are cancelled (those without a provisional time out by timer B)
     const timerC = new Timer()
     const c = (): void => { timerC.set(this.#timerC, () => { this.#contextOf(tx)?.cancel() }) }
-    const observe = this.#observeInvite(request, inbound, targets)
+    const observe = observeInvite(this.#dialogs, this.#registrar, this.#log, request, inbound, targets)
     const ctx = new ResponseContext(request, tx, {
       cancel: (b) => { this.#sendCancel(b) },
       onFinal: (r) => { this.#count(r.status); timerC.clear(); observe?.(r.status < 300 ? 'confirmed' : 'terminated', r.status) },
@@ -826,38 +816,6 @@ export class ProxyCore implements TransactionCore<Flow> {
 
   #forget (tx: ServerTransaction): void {
     if (this.#contexts.get(tx.key)?.server === tx) this.#contexts.delete(tx.key)
-  }
-
-  /**
-   * The dialog observer's view of a new INVITE: whose dialog it is on this node (the callee's when
-   * delivered to its devices here, the caller's when it came from a device registered here), told
-   * `trying` now; returns how to tell its next states (undefined: nobody of ours, or no observer).
-   */
-  #observeInvite (request: SipRequest, inbound: Flow, targets: Target[]): ((state: 'early' | 'confirmed' | 'terminated', code: number) => void) | undefined {
-    const observer = this.#dialogs
-    if (observer === undefined || request.method !== 'INVITE' || hasToTag(request)) return undefined
-    const callId = request.headers.get('Call-ID') ?? ''
-    const parties: Array<{ aor: string, direction: 'initiator' | 'recipient', remote: string }> = []
-    const from = uriOf(request.headers.get('From'))
-    const to = uriOf(request.headers.get('To'))
-    const callee = targets.find(t => t.aorOffline !== undefined)?.aorOffline
-    if (callee !== undefined) parties.push({ aor: callee, direction: 'recipient', remote: from ?? '' })
-    if (inbound.transport !== MESH_TRANSPORT && from !== undefined) {
-      try {
-        const caller = aorOf(parseUri(from))
-        if (this.#registrar.lookup(caller).length > 0) parties.push({ aor: caller, direction: 'initiator', remote: to ?? '' })
-      } catch { /* not ours */ }
-    }
-    if (parties.length === 0) return undefined
-    const tell = (state: 'trying' | 'early' | 'confirmed' | 'terminated', code?: number): void => {
-      for (const p of parties) {
-        // RFC 4235 3.7.1: the initiator is trying once its INVITE is sent; a recipient's dialog starts early
-        if (state === 'trying' && p.direction !== 'initiator') continue
-        try { observer({ kind: 'invite', ...p, callId, state, code }) } catch (err) { this.#log.debug('dialog observer failed', { err: String(err) }) }
-      }
-    }
-    tell('trying')
-    return tell
   }
 
   #startBranch (ctx: ResponseContext, request: SipRequest, inbound: Flow, target: Target, loopHash: string): void {
@@ -1138,10 +1096,4 @@ export function readMaxForwards (request: SipRequest): number | undefined {
   const t = v.trim()
   if (!MAX_FORWARDS.test(t) || Number(t) > 255) throw new SipStatusError(400, 'Malformed Max-Forwards')
   return Number(t)
-}
-
-/** the URI of a name-addr header value (From, To), or undefined when malformed */
-function uriOf (value: string | undefined): string | undefined {
-  if (value === undefined) return undefined
-  try { return parseNameAddr(value).uri } catch { return undefined }
 }
