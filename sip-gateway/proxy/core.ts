@@ -71,7 +71,9 @@ import { MESH_TRANSPORT, type Connector, type Flow } from './flow.ts'
 import { DialogContacts } from './dialog-contacts.ts'
 import { KeyedLock } from '../offline/keyed-lock.ts'
 import { LogSampler } from '../transport/limits.ts'
-import { headerDomain, type PeerNetworks } from './peering.ts'
+import { headerDomain, stripInternalHeaders, PEER_BACKEND_HEADERS, type PeerNetworks } from './peering.ts'
+
+export { stripInternalHeaders }
 import { NodeAddress } from './address.ts'
 import { observeInvite, type DialogObserver } from './dialog-observer.ts'
 
@@ -106,27 +108,6 @@ const AOR_METHODS: ReadonlySet<string> = new Set(['INVITE', 'BYE', 'OPTIONS', 'M
 const DIALOG_METHODS: ReadonlySet<string> = new Set(['INVITE', 'SUBSCRIBE', 'REFER'])
 
 export const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
-
-/**
- * The internal headers a peer network may send, and only on a SUBSCRIBE or NOTIFY the presence
- * agent serves itself (its back-end subscriptions between networks, presence/peering.ts).
- */
-const PEER_BACKEND_HEADERS: ReadonlySet<string> = new Set(['sipmesh-watchers', 'sipmesh-watchers-gone', 'sipmesh-path', 'sipmesh-authorization', 'sipmesh-view'])
-
-/**
- * Remove the internal `Sipmesh-*` headers (only nodes of the mesh may send them) from a request;
- * `keep`: those left to the presence agent to check. Returns how many were removed.
- */
-export function stripInternalHeaders (request: SipRequest, keep: ReadonlySet<string> = new Set()): number {
-  const h = request.headers
-  const names = new Set<string>()
-  for (let i = 0; i < h.size; i++) {
-    const key = h._keyAt(i)
-    if (key.startsWith('sipmesh-') && !keep.has(key)) names.add(key)
-  }
-  for (const n of names) h.delete(n)
-  return names.size
-}
 
 /** Flows a `sips:` request may take (RFC 5630): TLS, secure WebSocket, and the Noise-encrypted mesh. */
 const SECURE_TRANSPORTS: ReadonlySet<string> = new Set(['TLS', 'WSS', MESH_TRANSPORT])
