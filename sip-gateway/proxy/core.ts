@@ -26,7 +26,7 @@
  *
  * Routes (16.4, 16.12): a top Route naming this node is consumed. What is left is followed only
  * for a mesh peer, or for an in-dialog request from a user agent whose route set we are in and
- * whose other entries are all mesh Record-Route entries (`#mayFollowRoute`); anything else is
+ * whose other entries are all mesh Record-Route entries (`mayFollowRoute`, record-route.ts); anything else is
  * refused 403 (an ACK: dropped), so a user agent can never make the node send to a socket of
  * its choosing.
  *
@@ -54,18 +54,13 @@
  */
 import { SipRequest, SipResponse } from '../codec/message.ts'
 import { createResponse } from '../codec/response.ts'
-import { serializeMessage } from '../codec/serializer.ts'
 import { cutTopVia } from '../codec/wire.ts'
-import { randomBytes } from 'node:crypto'
 import { parseVia, formatVia, prependVia, topVia } from '../codec/via.ts'
-import { splitList } from '../codec/headers.ts'
 import { parseUri, aorOf, type SipUri } from '../codec/uri.ts'
-import { parseNameAddr, parseNameAddrShared } from '../codec/name-addr.ts'
-import { parseCSeq } from '../codec/cseq.ts'
+import { parseNameAddr } from '../codec/name-addr.ts'
 import { SipStatusError } from '../errors.ts'
 import type { Logger, Registry, Route } from '../ports.ts'
 import type { Registrar, Binding, Reply } from '../registrar/registrar.ts'
-import { ownString } from '../registrar/bindings.ts'
 import type { ClientTransactionUser, TransactionCore, TransactionLayer, ServerTransaction } from '../transaction/layer.ts'
 import type { InviteServerTransaction } from '../transaction/invite-server-transaction.ts'
 import { responseForError } from './error-response.ts'
@@ -76,7 +71,25 @@ import { MESH_TRANSPORT, type Connector, type Flow } from './flow.ts'
 import { DialogContacts } from './dialog-contacts.ts'
 import { KeyedLock } from '../offline/keyed-lock.ts'
 import { LogSampler } from '../transport/limits.ts'
-import { headerDomain, type PeerNetworks } from './peering.ts'
+import { headerDomain, stripInternalHeaders, PEER_BACKEND_HEADERS, type PeerNetworks } from './peering.ts'
+
+export { stripInternalHeaders }
+import { NodeAddress } from './address.ts'
+import { observeInvite, type DialogObserver } from './dialog-observer.ts'
+
+export type { ProxiedDialogEvent, DialogObserver } from './dialog-observer.ts'
+import { cancelFor } from './cancel.ts'
+import { Delivery } from './delivery.ts'
+import { cloneMessage, generateBranch } from './outgoing.ts'
+import { ContactFlows, tooLargeForUdp, isThenable, UDP_MESSAGE_LIMIT } from './contact-flows.ts'
+
+export { UDP_MESSAGE_LIMIT }
+import { IdentityAsserter } from './identity.ts'
+import { findLoop, loopHashOf } from './loop.ts'
+import { consumeOurRoute, mayFollowRoute, recordRoute } from './record-route.ts'
+import { hasToTag, safeUri } from './message-reading.ts'
+
+export { loopHashOf }
 
 /** Methods this node knows (anything else: 501). */
 export const KNOWN_METHODS: ReadonlySet<string> = new Set([
@@ -95,27 +108,6 @@ const AOR_METHODS: ReadonlySet<string> = new Set(['INVITE', 'BYE', 'OPTIONS', 'M
 const DIALOG_METHODS: ReadonlySet<string> = new Set(['INVITE', 'SUBSCRIBE', 'REFER'])
 
 export const NOT_OWNER_HEADER = 'Sipmesh-Not-Owner'
-
-/**
- * The internal headers a peer network may send, and only on a SUBSCRIBE or NOTIFY the presence
- * agent serves itself (its back-end subscriptions between networks, presence/peering.ts).
- */
-const PEER_BACKEND_HEADERS: ReadonlySet<string> = new Set(['sipmesh-watchers', 'sipmesh-watchers-gone', 'sipmesh-path', 'sipmesh-authorization', 'sipmesh-view'])
-
-/**
- * Remove the internal `Sipmesh-*` headers (only nodes of the mesh may send them) from a request;
- * `keep`: those left to the presence agent to check. Returns how many were removed.
- */
-export function stripInternalHeaders (request: SipRequest, keep: ReadonlySet<string> = new Set()): number {
-  const h = request.headers
-  const names = new Set<string>()
-  for (let i = 0; i < h.size; i++) {
-    const key = h._keyAt(i)
-    if (key.startsWith('sipmesh-') && !keep.has(key)) names.add(key)
-  }
-  for (const n of names) h.delete(n)
-  return names.size
-}
 
 /** Flows a `sips:` request may take (RFC 5630): TLS, secure WebSocket, and the Noise-encrypted mesh. */
 const SECURE_TRANSPORTS: ReadonlySet<string> = new Set(['TLS', 'WSS', MESH_TRANSPORT])
@@ -158,19 +150,6 @@ export type RequestInterceptor = (request: SipRequest, tx: ServerTransaction, fl
  * contacts or answered as unavailable. Resolves true when it took the request (and answers `tx`).
  */
 export type OwnerHandler = (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, owned: boolean) => Promise<boolean>
-
-/**
- * Seam for the dialog event package (RFC 4235; issue 12): told of the INVITE dialogs this node
- * proxies for users of its own, as Kamailio's dialoginfo modules observe them. `invite`: the
- * callee's AoR when this node delivers the INVITE to its devices (`recipient`), the caller's when
- * the INVITE came from one of its devices registered here (`initiator`); `early` on a provisional
- * above 100, `confirmed` on a 2xx, `terminated` on the final failure (a CANCEL ends as 487).
- * `ended`: a BYE of that Call-ID passed this node. The proxy knows nothing of what listens.
- */
-export type ProxiedDialogEvent =
-  | { kind: 'invite', aor: string, direction: 'initiator' | 'recipient', callId: string, remote: string, state: 'trying' | 'early' | 'confirmed' | 'terminated', code?: number }
-  | { kind: 'ended', callId: string }
-export type DialogObserver = (event: ProxiedDialogEvent) => void
 
 /**
  * Methods served by the node that owns the AoR, never by the AoR's user agents: a PUBLISH goes to
@@ -250,15 +229,14 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #failures = new LogSampler(20)
   readonly #mesh: (node: string) => Flow
   readonly #connector: Connector
+  /** flows to contacts and Route targets (contact-flows.ts) */
+  readonly #flows: ContactFlows
+  /** requests this node originates (delivery.ts) */
+  readonly #delivery: Delivery
   readonly #domains: Set<string>
-  readonly #host: string
-  readonly #port: number
-  readonly #wsPort: number | undefined
-  readonly #tlsPort: number | undefined
-  readonly #wssPort: number | undefined
   readonly #peers: PeerNetworks | undefined
-  readonly #self: Set<string>
-  readonly #sentBy: string
+  /** who we are on the wire (address.ts) */
+  readonly #us: NodeAddress
   readonly #onUnavailable: UnavailableHandler | undefined
   readonly #onTimeout: UnavailableHandler | undefined
   readonly #intercept: RequestInterceptor | undefined
@@ -266,8 +244,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #atOwner: OwnerHandler | undefined
   readonly #authenticate: RequestAuthenticator | undefined
   readonly #dialogs: DialogObserver | undefined
-  /** the identity `authenticate` established for a request */
-  readonly #identities = new WeakMap<SipRequest, string>()
+  /** RFC 3325 P-Asserted-Identity on what we forward (identity.ts) */
+  readonly #identity: IdentityAsserter
   readonly #timerC: number
   /**
    * the response contexts of the server transactions being answered, by the transaction's key (a
@@ -278,14 +256,6 @@ export class ProxyCore implements TransactionCore<Flow> {
   readonly #resolving = new Map<string, Promise<Route | undefined>>()
   /** MESSAGE routing per recipient AoR, in arrival order */
   readonly #inOrder = new KeyedLock()
-  /** each binding's Contact address, parsed (see #contactAddress); gone with the binding */
-  readonly #contactAddresses = new WeakMap<Binding<Flow>, ContactAddress>()
-  /**
-   * #assertIdentity's answers by From URI: the identity a sender's requests get (or NOBODY_ASSERTED),
-   * without a URI parse and a new string per request from a user seen lately; at most
-   * ASSERTED_CACHE_SIZE URIs, forgotten all at once when full
-   */
-  readonly #assertedByUri = new Map<string, string>()
   /** the AoR whose offline store may keep a MESSAGE when every branch failed (a device timed out) */
   readonly #rescueAor = new WeakMap<SipRequest, string>()
   /** the Contacts of the user agents of dialogs we Record-Routed (callers and callees), for requests inside them */
@@ -299,21 +269,18 @@ export class ProxyCore implements TransactionCore<Flow> {
     this.#log = components.logger
     this.#mesh = components.mesh
     this.#connector = components.connector
+    this.#flows = new ContactFlows(components.connector, components.mesh, components.logger)
     this.#domains = new Set([...init.domains].map(d => d.toLowerCase()))
-    this.#host = init.host
-    this.#port = init.port
-    this.#wsPort = init.wsPort
-    this.#tlsPort = init.tlsPort
-    this.#wssPort = init.wssPort
+    this.#us = new NodeAddress(components.registry, init)
+    this.#delivery = new Delivery({ registrar: components.registrar, flows: this.#flows, us: this.#us, mesh: components.mesh, log: components.logger, layer: () => this.#tl })
     this.#peers = init.peers
-    this.#sentBy = `${init.host.toLowerCase()}:${init.port}`
-    this.#self = new Set([this.#sentBy, ...[...init.aliases ?? []].map(a => a.toLowerCase())])
     this.#onUnavailable = init.onUnavailable
     this.#onTimeout = init.onTimeout
     this.#intercept = init.intercept
     this.#backlog = init.backlog
     this.#atOwner = init.atOwner
     this.#authenticate = init.authenticate
+    this.#identity = new IdentityAsserter(this.#domains, init.authenticate !== undefined)
     this.#dialogs = init.dialogs
     this.#timerC = init.timerCMs ?? 180_000
   }
@@ -362,7 +329,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     // 16.7 / 16.11: a response with no transaction (a retransmitted 2xx) goes on statelessly
     try {
       const via = topVia(response.headers)
-      if (via === undefined || !this.#isOurVia(via)) return
+      if (via === undefined || !this.#us.isOurVia(via)) return
       const copy = cloneMessage(response) as SipResponse
       copy.headers.shift('Via')
       const next = copy.headers.get('Via')
@@ -419,7 +386,10 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (request.method === 'MESSAGE' && request.body.byteLength > 0 && !request.headers.has('Content-Type')) {
       throw new SipStatusError(400, 'Missing Content-Type')
     }
-    this.#checkLoop(request)
+    if (findLoop(request, this.#us)) {
+      this.stats.loops++
+      throw new SipStatusError(482, 'Loop Detected')
+    }
     const proxyRequire = request.headers.getAll('Proxy-Require')
     if (proxyRequire.length > 0) {
       this.#respond(tx, createResponse(request, 420, 'Bad Extension', [['Unsupported', proxyRequire.join(', ')]], { toTag: true }))
@@ -427,7 +397,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
 
     // 16.4 route information preprocessing: our own Route entry is removed
-    const consumedRoute = this.#consumeOurRoute(request)
+    const consumedRoute = consumeOurRoute(request, this.#us)
 
     let uri: SipUri
     try {
@@ -437,11 +407,11 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
     if (uri.scheme !== 'sip' && uri.scheme !== 'sips') throw new SipStatusError(416, 'Unsupported URI Scheme')
     const host = uri.host.toLowerCase()
-    const toNode = this.#isOurUri(uri) || (this.#domains.has(host) && uri.user === undefined)
+    const toNode = this.#us.isOurUri(uri) || (this.#domains.has(host) && uri.user === undefined)
     if (!fromMesh && peer === undefined && this.#authenticate !== undefined) {
       const verdict = this.#authenticate(request, toNode, consumedRoute)
       if ('response' in verdict) { this.#respond(tx, verdict.response); return }
-      if (verdict.identity !== undefined) this.#identities.set(request, verdict.identity)
+      if (verdict.identity !== undefined) this.#identity.remember(request, verdict.identity)
     }
     if (this.#intercept?.(request, tx, flow, fromMesh, uri) === true) return
     if (!early && request.method !== 'REGISTER') request.loopHash ??= loopHashOf(request)
@@ -510,17 +480,17 @@ export class ProxyCore implements TransactionCore<Flow> {
   /** a request with a Route left once ours was consumed (16.4, 16.12) */
   async #followRoute (request: SipRequest, tx: ServerTransaction, flow: Flow, nextRoute: string, fromMesh: boolean, peer: string | undefined, consumedRoute: boolean): Promise<void> {
     const next = safeUri(parseNameAddr(nextRoute).uri)
-    const target = this.#mayFollowRoute(request, fromMesh, consumedRoute)
-      ? await this.#routeFlow(next)
+    const target = mayFollowRoute(request, fromMesh, consumedRoute)
+      ? await this.#flows.routeFlow(next)
       : await this.#peerRouteFlow(request, next, peer === undefined && !fromMesh && consumedRoute)
-    if (!fromMesh) this.#assertIdentity(request)
+    if (!fromMesh) this.#identity.assert(request)
     this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
   }
 
   /** a MESSAGE, in its AoR's turn: behind the user's stored messages while there are any, else routed */
   #routeMessage (request: SipRequest, tx: ServerTransaction, flow: Flow, aor: string, fromMesh: boolean): void | Promise<void> {
     if (this.#backlog?.holds(aor) === true) {
-      if (!fromMesh) this.#assertIdentity(request)
+      if (!fromMesh) this.#identity.assert(request)
       return this.#toBacklog(request, tx, aor, this.#backlog)
     }
     return this.#routeAor(request, tx, flow, aor, fromMesh)
@@ -537,8 +507,8 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (fromMesh || (consumedRoute && hasToTag(request))) {
       const binding = this.#registrar.findByContact(request.uri)
       if (binding !== undefined) {
-        if (!fromMesh) this.#assertIdentity(request)
-        this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#bindingFlow(binding) }])
+        if (!fromMesh) this.#identity.assert(request)
+        this.#forward(request, tx, flow, [{ uri: request.uri, flow: await this.#flows.bindingFlow(binding) }])
         return
       }
       // or the remote target of a dialog we Record-Routed, whatever the registrar holds: a
@@ -555,7 +525,7 @@ export class ProxyCore implements TransactionCore<Flow> {
           if (target.peerDomain === undefined || this.#peers === undefined) throw new SipStatusError(480, 'Temporarily Unavailable')
           target = await this.#peers.connect(target.peerDomain, this.#connector)
         }
-        if (!fromMesh) this.#assertIdentity(request)
+        if (!fromMesh) this.#identity.assert(request)
         this.#forward(request, tx, flow, [{ uri: request.uri, flow: target }])
         return
       }
@@ -575,8 +545,8 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (!fromMesh) {
       const from = headerDomain(request.headers.get('From'))
       if (from === undefined || !this.#domains.has(from)) throw new SipStatusError(403, 'Forbidden (From is not a user of this mesh)')
-      this.#assertIdentity(request)
-      if (DIALOG_METHODS.has(request.method) && !hasToTag(request)) this.#rememberCaller(request, inbound)
+      this.#identity.assert(request)
+      if (DIALOG_METHODS.has(request.method) && !hasToTag(request)) this.#dialogContacts.rememberCaller(request, inbound)
     }
     const target = await (this.#peers as PeerNetworks).connect(domain, this.#connector)
     this.stats.forwardedPeer++
@@ -625,8 +595,8 @@ export class ProxyCore implements TransactionCore<Flow> {
       if (this.#registrar.lookup(aor).length === 0) return this.#deliverIfOwner(request, tx, flow, aor)
       return this.#deliverLocal(request, tx, flow, aor)
     }
-    this.#assertIdentity(request)
-    if (DIALOG_METHODS.has(request.method) && !hasToTag(request)) this.#rememberCaller(request, flow)
+    this.#identity.assert(request)
+    if (DIALOG_METHODS.has(request.method) && !hasToTag(request)) this.#dialogContacts.rememberCaller(request, flow)
     // live local bindings mean we own the AoR (the registrar drops them when displaced)
     if (this.#registrar.lookup(aor).length > 0) return this.#deliverLocal(request, tx, flow, aor)
     // another node's route at hand: forwarded in this turn, no promise and no AoR turn taken
@@ -704,7 +674,7 @@ export class ProxyCore implements TransactionCore<Flow> {
       const b = bindings[i]
       let to: Flow | Promise<Flow>
       try {
-        to = this.#contactFlow(request, b)
+        to = this.#flows.contactFlow(request, b)
       } catch (err) {
         this.#log.debug('contact unreachable', { contact: b.uri, err: String(err) })
         continue
@@ -721,7 +691,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     for (let i = from; i < bindings.length; i++) {
       const b = bindings[i]
       try {
-        const to = i === from ? await first : await this.#contactFlow(request, b)
+        const to = i === from ? await first : await this.#flows.contactFlow(request, b)
         if (secureOnly && !SECURE_TRANSPORTS.has(to.transport)) continue
         targets.push({ uri: b.uri, flow: to, aorOffline: aor })
       } catch (err) {
@@ -749,291 +719,23 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   /**
-   * How to reach a contact: over the connection its REGISTER came on while that is open (TCP,
-   * WebSocket: the only way to reach a UA behind NAT or on a WebSocket), else at the Contact
-   * address. A UDP REGISTER's source is used only when the Contact cannot be reached by address.
-   */
-  #bindingFlow (b: Binding<Flow>): Flow | Promise<Flow> {
-    if (b.flow !== undefined && b.flow.open && b.flow.reliable) return b.flow
-    const c = this.#contactAddress(b)
-    if (b.flow !== undefined && b.flow.open && c.invalidHost) return b.flow
-    if (c.transport !== 'UDP' && c.transport !== 'TCP') throw new SipStatusError(480, 'Temporarily Unavailable')
-    // a UDP flow comes at once (no promise per relayed message); a connection may take a while
-    return this.#connector.connect(c)
-  }
-
-  /**
-   * Where a binding's Contact points, parsed once per binding (and again if its URI changes), not
-   * once per message relayed to it. Throws SipParseError on a malformed Contact, every time.
-   */
-  #contactAddress (b: Binding<Flow>): ContactAddress {
-    const known = this.#contactAddresses.get(b)
-    if (known !== undefined && known.uri === b.uri) return known
-    const u = parseUri(b.uri)
-    const c: ContactAddress = {
-      uri: b.uri,
-      transport: typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP',
-      host: u.host,
-      port: u.port ?? 5060,
-      invalidHost: u.host.toLowerCase().endsWith('.invalid')
-    }
-    this.#contactAddresses.set(b, c)
-    return c
-  }
-
-  /**
-   * The flow to a binding's contact for `request` (#bindingFlow, then #sizedFlow): a value when
-   * both are at hand, as they are on the common path (UDP, or an open connection), else a promise.
-   * Throws or rejects when the contact cannot be reached.
-   */
-  #contactFlow (request: SipRequest, b: Binding<Flow>): Flow | Promise<Flow> {
-    const flow = this.#bindingFlow(b)
-    if (isThenable(flow)) return flow.then(async f => await this.#sizedFlow(request, b.uri, f))
-    return this.#sizedFlow(request, b.uri, flow)
-  }
-
-  async #routeFlow (u: SipUri): Promise<Flow> {
-    if (typeof u.params.node === 'string') return this.#mesh(u.params.node)
-    const t = typeof u.params.transport === 'string' ? u.params.transport.toUpperCase() : 'UDP'
-    if (t !== 'UDP' && t !== 'TCP' && t !== 'TLS') throw new SipStatusError(480, 'Temporarily Unavailable')
-    return await this.#connector.connect({ transport: t, host: u.host, port: u.port ?? (t === 'TLS' ? 5061 : 5060) })
-  }
-
-  /** a user agent's dialog-creating request: requests inside the dialog may come back to its Contact */
-  #rememberCaller (request: SipRequest, flow: Flow): void {
-    const contact = request.headers.get('Contact')
-    if (contact === undefined) return
-    try {
-      this.#dialogContacts.remember(parseNameAddr(contact).uri, flow)
-    } catch {
-      // a malformed Contact: nothing to come back to
-    }
-  }
-
-  /**
-   * A user agent of this node answered a dialog-creating request we Record-Routed (a 2xx, or a 1xx
-   * with a To tag: an early dialog): its Contact is the dialog's remote target (RFC 3261 12.1.2),
-   * which need not be the Contact it registered. Requests inside the dialog come back to it: they
-   * go over the flow this branch used, the one the callee answered on.
-   */
-  #rememberCallee (response: SipResponse, flow: Flow): void {
-    if (response.status < 101 || response.status >= 300) return
-    if (response.status < 200 && !hasToTag(response)) return
-    const contact = response.headers.get('Contact')
-    if (contact === undefined) return
-    try {
-      // a Contact another user agent's dialog already uses stays that user agent's
-      this.#dialogContacts.remember(parseNameAddr(contact).uri, flow, { takeOver: false })
-    } catch {
-      // a malformed Contact: nothing to come back to
-    }
-  }
-
-  /**
-   * RFC 3261 16.6 step 4 and RFC 5658: our Record-Route entries for a branch from `inbound` to
-   * `outbound`, top first. Each user agent side gets an entry naming its transport; two sides on
-   * different transports get one each (the outgoing side's on top); a mesh side needs none.
-   */
-  #recordRoute (inbound: Flow, outbound: Flow): string[] {
-    // a side is its transport, and whether it faces a peer network (no `node` parameter then)
-    const sides = [outbound, inbound].filter(f => f.transport !== MESH_TRANSPORT).map(f => ({ transport: f.transport, peer: f.peerDomain !== undefined }))
-    if (sides.length === 2 && sides[0].transport === sides[1].transport && sides[0].peer === sides[1].peer) sides.pop()
-    if (sides.length === 0) sides.push({ transport: 'UDP', peer: false })
-    return sides.map(s => this.#recordRouteEntry(s.transport, s.peer))
-  }
-
-  #recordRouteEntry (transport: string, peer: boolean): string {
-    const node = peer ? '' : `;node=${this.#registry.nodeId}`
-    switch (transport) {
-      case 'UDP': return `<sip:${this.#host}:${this.#port};lr${node}>`
-      default: return `<sip:${this.#host}:${this.#portFor(transport)};transport=${transport.toLowerCase()};lr${node}>`
-    }
-  }
-
-  /** our port for a transport, as Via and Record-Route name it */
-  #portFor (transport: string): number {
-    switch (transport) {
-      case 'TLS': return this.#tlsPort ?? this.#port
-      case 'WS': return this.#wsPort ?? this.#port
-      case 'WSS': return this.#wssPort ?? this.#wsPort ?? this.#port
-      default: return this.#port
-    }
-  }
-
-  /**
-   * 16.4: the top Route entries naming this node are removed (two when we Record-Routed both sides
-   * of a dialog, RFC 5658); true when one was
-   */
-  #consumeOurRoute (request: SipRequest): boolean {
-    let consumed = false
-    for (;;) {
-      const top = request.headers.get('Route')
-      if (top === undefined || !this.#isOurUri(safeUri(parseNameAddr(top).uri))) return consumed
-      request.headers.shift('Route')
-      consumed = true
-    }
-  }
-
-  /**
-   * RFC 3261 16.4 / 16.12, and the SPEC's "a request for a domain the node does not serve is
-   * never forwarded": may this request follow the Route entries left once ours was consumed?
-   *
-   * - From a mesh peer: yes. The node that took the request from its user agent checked it.
-   * - From a user agent: only an in-dialog request (To tag) that named this node in its top
-   *   Route (so we Record-Routed its dialog), and whose remaining entries are all mesh
-   *   Record-Route entries (`node=`), the only ones this mesh inserts. Those are followed over
-   *   the PeerChannel, never to an address, and the last node delivers by the Request-URI only
-   *   to a contact registered there. Anything else (an out-of-dialog request with a Route left,
-   *   a foreign proxy in the route set) would make the node a relay to any socket: refused.
-   *   Gap: a foreign Record-Routing proxy between a user agent and the mesh is not supported.
-   */
-  #mayFollowRoute (request: SipRequest, fromMesh: boolean, consumedOurs: boolean): boolean {
-    if (fromMesh) return true
-    if (!consumedOurs || !hasToTag(request)) return false
-    // every entry, whether on its own line or comma-separated (getAll splits list headers)
-    for (const entry of request.headers.getAll('Route')) {
-      let u: SipUri
-      try { u = parseUri(parseNameAddr(entry).uri) } catch { return false }
-      if (typeof u.params.node !== 'string' || u.params.node === '') return false
-    }
-    return true
-  }
-
-  /**
-   * RFC 3325: assert the sender on what we forward: the authenticated identity when digest
-   * authentication is on, else the From AoR when it is one of ours
-   */
-  #assertIdentity (request: SipRequest): void {
-    if (this.#authenticate !== undefined) {
-      const identity = this.#identities.get(request)
-      if (identity !== undefined) request.headers.set('P-Asserted-Identity', `<${identity}>`)
-      return
-    }
-    const from = request.headers.get('From')
-    if (from === undefined) return
-    let uri
-    try { uri = parseNameAddrShared(from).uri } catch { return /* not ours to assert */ }
-    let asserted = this.#assertedByUri.get(uri)
-    if (asserted === undefined) {
-      // the URI copied off the message first (the key, and what the identity is made of): a slice
-      // of the message's text, or a string made of slices of it, would keep the message alive
-      const own = ownString(uri)
-      asserted = NOBODY_ASSERTED
-      try {
-        const u = parseUri(own)
-        if (this.#domains.has(u.host.toLowerCase()) && u.user !== undefined) asserted = ownString(`<${aorOf(u)}>`)
-      } catch { /* not ours to assert */ }
-      if (this.#assertedByUri.size >= ASSERTED_CACHE_SIZE) this.#assertedByUri.clear()
-      this.#assertedByUri.set(own, asserted)
-    }
-    if (asserted !== NOBODY_ASSERTED) request.headers.set('P-Asserted-Identity', asserted)
-  }
-
-  /**
    * Send a request this node originates (for example a stored MESSAGE, issue 5) to every live
-   * contact of an AoR registered here, as a stateful UAC/proxy hybrid: our Via on top, the
-   * Request-URI set to each contact. Resolves with the first 2xx, or the final response `pick`
-   * chooses when none succeeds (the best one of 16.7 by default), or undefined when the AoR has
-   * no reachable contact here.
+   * contact of an AoR registered here (delivery.ts). Resolves with the first 2xx, or the final
+   * response `pick` chooses when none succeeds (the best one of 16.7 by default), or undefined
+   * when the AoR has no reachable contact here.
    */
-  async deliver (aor: string, request: SipRequest, pick: (finals: SipResponse[]) => SipResponse | undefined = bestResponse): Promise<SipResponse | undefined> {
-    const bindings = this.#registrar.lookup(aor)
-    const targets: Target[] = []
-    for (const b of bindings) {
-      try { targets.push({ uri: b.uri, flow: await this.#contactFlow(request, b) }) } catch { /* unreachable contact */ }
-    }
-    if (targets.length === 0) return undefined
-    return await new Promise<SipResponse>(resolve => {
-      const finals: SipResponse[] = []
-      let settled = false
-      const done = (r: SipResponse): void => {
-        if (settled) return
-        if (r.status >= 200 && r.status < 300) { settled = true; resolve(r); return }
-        finals.push(r)
-        if (finals.length === targets.length) { settled = true; resolve(pick(finals) ?? r) }
-      }
-      for (const target of targets) {
-        const copy = cloneMessage(request) as SipRequest
-        copy.uri = target.uri
-        if (!copy.headers.has('Max-Forwards')) copy.headers.set('Max-Forwards', '70')
-        if (this.#tooLargeForUdp(copy, target.flow)) { done(createResponse(copy, 513, 'Message Too Large')); continue }
-        const params: Record<string, string | null> = target.flow.transport === 'UDP' ? { rport: null } : {}
-        copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#port, params, branch: generateBranch() }))
-        try {
-          this.#tl.sendRequest(copy, target.flow, {
-            receiveResponse: (r) => { if (r.status >= 200) done(r) },
-            onRequestTimeout: () => { done(createResponse(copy, 408)) },
-            onTransportError: () => { done(createResponse(copy, 503)) }
-          })
-        } catch (err) {
-          done(responseForError(copy, err, this.#log))
-        }
-      }
-    })
+  deliver (aor: string, request: SipRequest, pick: (finals: SipResponse[]) => SipResponse | undefined = bestResponse): Promise<SipResponse | undefined> {
+    // not async: the room's promise is the caller's (no second promise per delivery)
+    return this.#delivery.toContacts(aor, request, pick)
   }
 
   /**
    * Send a request this node originates (a stored MESSAGE, issue 5) to another node over the
-   * mesh, which relays it to the AoR's contacts there. Resolves with the final response (408 on
-   * timeout, 503 when the node cannot be reached).
+   * mesh (delivery.ts). Resolves with the final response (408 on timeout, 503 when the node
+   * cannot be reached).
    */
-  async deliverToNode (node: string, request: SipRequest): Promise<SipResponse> {
-    const copy = cloneMessage(request) as SipRequest
-    if (!copy.headers.has('Max-Forwards')) copy.headers.set('Max-Forwards', '70')
-    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: MESH_TRANSPORT, host: this.#host, port: this.#port, params: { node: this.#registry.nodeId }, branch: generateBranch() }))
-    return await new Promise<SipResponse>(resolve => {
-      try {
-        this.#tl.sendRequest(copy, this.#mesh(node), {
-          receiveResponse: (r) => { if (r.status >= 200) resolve(r) },
-          onRequestTimeout: () => { resolve(createResponse(copy, 408)) },
-          onTransportError: () => { resolve(createResponse(copy, 503)) }
-        })
-      } catch (err) {
-        resolve(responseForError(copy, err, this.#log))
-      }
-    })
-  }
-
-  /**
-   * RFC 3261 18.1.1: a request too large for UDP goes over a congestion-controlled transport.
-   * For a MESSAGE over 1300 bytes (RFC 3428 section 9) to a UDP contact, TCP to the same address
-   * is tried (every RFC 3261 element implements TCP; Kamailio's `udp_mtu_try_proto` does the
-   * same); when that connection cannot be made the UDP flow is kept and the size rule answers
-   * 513. `uri` is the contact the copy will carry as its Request-URI.
-   */
-  #sizedFlow (request: SipRequest, uri: string, flow: Flow): Flow | Promise<Flow> {
-    if (request.method !== 'MESSAGE' || flow.transport !== 'UDP') return flow
-    // measured as it will leave (Request-URI set to the contact); swapped back synchronously
-    const received = request.uri
-    request.uri = uri
-    let tooLarge: boolean
-    try { tooLarge = this.#tooLargeForUdp(request, flow) } finally { request.uri = received }
-    if (!tooLarge) return flow
-    return this.#tcpInstead(uri, flow)
-  }
-
-  async #tcpInstead (uri: string, flow: Flow): Promise<Flow> {
-    try {
-      return await this.#connector.connect({ transport: 'TCP', host: flow.remote.host, port: flow.remote.port })
-    } catch (err) {
-      this.#log.debug('no TCP path for a MESSAGE too large for UDP', { contact: uri, err: String(err) })
-      return flow
-    }
-  }
-
-  /**
-   * RFC 3428 section 9 / RFC 3261 18.1.1: a MESSAGE that would exceed 1300 bytes must not go to
-   * a UDP next hop (no congestion control): 513. TCP, WebSocket and the mesh are congestion-controlled.
-   */
-  #tooLargeForUdp (request: SipRequest, flow: Flow): boolean {
-    if (request.method !== 'MESSAGE' || flow.transport !== 'UDP') return false
-    // a cheap estimate first (characters, not bytes): only a request near the limit is serialized
-    const h = request.headers
-    let estimate = request.uri.length + 32 + request.body.byteLength
-    for (let i = 0, n = h.size; i < n; i++) estimate += h._nameAt(i).length + h._valueAt(i).length + 4
-    if (estimate < UDP_MESSAGE_LIMIT - 400) return false
-    // the request as it will leave: our Via (~80 bytes) on top of what it carries now
-    return serializeMessage(request).byteLength + 80 > UDP_MESSAGE_LIMIT
+  deliverToNode (node: string, request: SipRequest): Promise<SipResponse> {
+    return this.#delivery.toNode(node, request)
   }
 
   // ---- forwarding (16.6) and responses (16.7) ---------------------------------------------
@@ -1061,7 +763,7 @@ export class ProxyCore implements TransactionCore<Flow> {
     // fires the pending branches are cancelled (those without a provisional time out by timer B)
     const timerC = new Timer()
     const c = (): void => { timerC.set(this.#timerC, () => { this.#contextOf(tx)?.cancel() }) }
-    const observe = this.#observeInvite(request, inbound, targets)
+    const observe = observeInvite(this.#dialogs, this.#registrar, this.#log, request, inbound, targets)
     const ctx = new ResponseContext(request, tx, {
       cancel: (b) => { this.#sendCancel(b) },
       onFinal: (r) => { this.#count(r.status); timerC.clear(); observe?.(r.status < 300 ? 'confirmed' : 'terminated', r.status) },
@@ -1097,38 +799,6 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (this.#contexts.get(tx.key)?.server === tx) this.#contexts.delete(tx.key)
   }
 
-  /**
-   * The dialog observer's view of a new INVITE: whose dialog it is on this node (the callee's when
-   * delivered to its devices here, the caller's when it came from a device registered here), told
-   * `trying` now; returns how to tell its next states (undefined: nobody of ours, or no observer).
-   */
-  #observeInvite (request: SipRequest, inbound: Flow, targets: Target[]): ((state: 'early' | 'confirmed' | 'terminated', code: number) => void) | undefined {
-    const observer = this.#dialogs
-    if (observer === undefined || request.method !== 'INVITE' || hasToTag(request)) return undefined
-    const callId = request.headers.get('Call-ID') ?? ''
-    const parties: Array<{ aor: string, direction: 'initiator' | 'recipient', remote: string }> = []
-    const from = uriOf(request.headers.get('From'))
-    const to = uriOf(request.headers.get('To'))
-    const callee = targets.find(t => t.aorOffline !== undefined)?.aorOffline
-    if (callee !== undefined) parties.push({ aor: callee, direction: 'recipient', remote: from ?? '' })
-    if (inbound.transport !== MESH_TRANSPORT && from !== undefined) {
-      try {
-        const caller = aorOf(parseUri(from))
-        if (this.#registrar.lookup(caller).length > 0) parties.push({ aor: caller, direction: 'initiator', remote: to ?? '' })
-      } catch { /* not ours */ }
-    }
-    if (parties.length === 0) return undefined
-    const tell = (state: 'trying' | 'early' | 'confirmed' | 'terminated', code?: number): void => {
-      for (const p of parties) {
-        // RFC 4235 3.7.1: the initiator is trying once its INVITE is sent; a recipient's dialog starts early
-        if (state === 'trying' && p.direction !== 'initiator') continue
-        try { observer({ kind: 'invite', ...p, callId, state, code }) } catch (err) { this.#log.debug('dialog observer failed', { err: String(err) }) }
-      }
-    }
-    tell('trying')
-    return tell
-  }
-
   #startBranch (ctx: ResponseContext, request: SipRequest, inbound: Flow, target: Target, loopHash: string): void {
     const copy = cloneMessage(request) as SipRequest
     copy.uri = target.uri
@@ -1137,18 +807,18 @@ export class ProxyCore implements TransactionCore<Flow> {
     copy.headers.set('Max-Forwards', String(mf === undefined ? 70 : mf - 1))
     // 16.6 step 4: Record-Route for requests that may set up a dialog
     if (DIALOG_METHODS.has(request.method)) {
-      for (const entry of this.#recordRoute(inbound, target.flow).reverse()) copy.headers.prepend('Record-Route', entry)
+      for (const entry of recordRoute(this.#us, inbound, target.flow).reverse()) copy.headers.prepend('Record-Route', entry)
     }
     // 16.6 step 8: our Via, with a branch that carries the loop hash
     const branch = `${generateBranch()}.${loopHash}`
     const params: Record<string, string | null> = {}
     if (target.flow.transport === MESH_TRANSPORT) params.node = this.#registry.nodeId
     else if (target.flow.transport === 'UDP') params.rport = null
-    prependVia(copy.headers, { protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#host, port: this.#portFor(target.flow.transport), params, branch }, true)
+    prependVia(copy.headers, { protocol: 'SIP/2.0', transport: target.flow.transport, host: this.#us.host, port: this.#us.portFor(target.flow.transport), params, branch }, true)
     // RFC 3325: identity crosses to a peer network only within one trust domain
     if (target.flow.peerDomain !== undefined) this.#peers?.outbound(copy, target.flow.peerDomain)
     const b = ctx.addBranch(branch, copy)
-    if (this.#tooLargeForUdp(copy, target.flow)) {
+    if (tooLargeForUdp(copy, target.flow)) {
       ctx.receive(b, createResponse(request, 513, 'Message Too Large', undefined, { toTag: true }))
       this.#settle(ctx)
       return
@@ -1213,7 +883,7 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   #onBranchResponse (ctx: ResponseContext, b: Branch, response: SipResponse, inbound: Flow, target: Target): void {
-    if (target.flow.transport !== MESH_TRANSPORT && DIALOG_METHODS.has(ctx.request.method)) this.#rememberCallee(response, target.flow)
+    if (target.flow.transport !== MESH_TRANSPORT && DIALOG_METHODS.has(ctx.request.method)) this.#dialogContacts.rememberCallee(response, target.flow)
     // 16.7 step 3: remove our Via. In place: the client transaction hands the response to its
     // user alone and keeps nothing of it, so no copy of its headers is made; a response as
     // received goes on as its bytes less our Via line while nothing else changes it (wire.ts)
@@ -1287,18 +957,8 @@ export class ProxyCore implements TransactionCore<Flow> {
   }
 
   #sendCancel (b: Branch): void {
-    // 9.1: same Request-URI, Call-ID, From, To, CSeq number and the branch's Via
-    const r = b.request
-    const h = r.headers.clone()
-    const keep = new Set(['via', 'route', 'max-forwards', 'from', 'to', 'call-id'])
-    for (const [name] of [...h.entries()]) if (!keep.has(name.toLowerCase())) h.delete(name)
-    const via = r.headers.get('Via')
-    h.delete('Via')
-    if (via !== undefined) h.prepend('Via', via)
-    const cseq = r.headers.get('CSeq')
-    h.set('CSeq', `${cseq === undefined ? 1 : parseCSeq(cseq).seq} CANCEL`)
-    h.set('Content-Length', '0')
-    const cancel = new SipRequest('CANCEL', r.uri, h)
+    // 9.1: same Request-URI, Call-ID, From, To, CSeq number and the branch's Via (cancel.ts)
+    const cancel = cancelFor(b.request)
     const flow = b.tx === undefined ? undefined : (b.tx as unknown as { flow: Flow }).flow
     if (flow === undefined) return
     try {
@@ -1320,13 +980,13 @@ export class ProxyCore implements TransactionCore<Flow> {
     if (peer !== undefined) {
       try { this.#peers?.admit(request, peer) } catch { return }
     }
-    const consumed = this.#consumeOurRoute(request)
+    const consumed = consumeOurRoute(request, this.#us)
     const next = request.headers.get('Route')
     let target: Flow | undefined
     if (next !== undefined) {
       // an ACK cannot be refused: one that may not follow its Route is dropped
       const nextUri = safeUri(parseNameAddr(next).uri)
-      if (this.#mayFollowRoute(request, fromMesh, consumed)) target = await this.#routeFlow(nextUri)
+      if (mayFollowRoute(request, fromMesh, consumed)) target = await this.#flows.routeFlow(nextUri)
       else {
         try {
           target = await this.#peerRouteFlow(request, nextUri, peer === undefined && !fromMesh && consumed)
@@ -1343,11 +1003,11 @@ export class ProxyCore implements TransactionCore<Flow> {
         if (route.node !== this.#registry.nodeId) target = this.#mesh(route.node)
         else {
           const b = this.#registrar.lookup(aorOf(uri))[0]
-          if (b !== undefined) target = await this.#bindingFlow(b)
+          if (b !== undefined) target = await this.#flows.bindingFlow(b)
         }
       } else {
         const b = this.#registrar.findByContact(request.uri)
-        if (b !== undefined) target = await this.#bindingFlow(b)
+        if (b !== undefined) target = await this.#flows.bindingFlow(b)
         else if (fromMesh || (consumed && hasToTag(request))) {
           // the remote target of a dialog we Record-Routed (as in #handle), over its own flow
           const party = this.#dialogContacts.find(request.uri)
@@ -1358,12 +1018,12 @@ export class ProxyCore implements TransactionCore<Flow> {
     }
     if (target === undefined) return
     const copy = cloneMessage(request) as SipRequest
-    if (!fromMesh) this.#assertIdentity(copy)
+    if (!fromMesh) this.#identity.assert(copy)
     const mf = readMaxForwards(request)
     copy.headers.set('Max-Forwards', String(mf === undefined ? 70 : mf - 1))
     if (target.peerDomain !== undefined) this.#peers?.outbound(copy, target.peerDomain)
     const params: Record<string, string | null> = target.transport === MESH_TRANSPORT ? { node: this.#registry.nodeId } : {}
-    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.transport, host: this.#host, port: this.#portFor(target.transport), params, branch: `${generateBranch()}.${loopHashOf(request)}` }))
+    copy.headers.prepend('Via', formatVia({ protocol: 'SIP/2.0', transport: target.transport, host: this.#us.host, port: this.#us.portFor(target.transport), params, branch: `${generateBranch()}.${loopHashOf(request)}` }))
     await target.send(copy)
   }
 
@@ -1382,87 +1042,6 @@ export class ProxyCore implements TransactionCore<Flow> {
     const k = STATUS_CLASSES[Math.floor(status / 100)] ?? `${Math.floor(status / 100)}xx`
     this.stats.responses[k] = (this.stats.responses[k] ?? 0) + 1
   }
-
-  #isOurVia (via: { host: string, port?: number, transport?: string }): boolean {
-    return this.#self.has(`${via.host.toLowerCase()}:${via.port ?? (via.transport === 'TLS' ? 5061 : 5060)}`)
-  }
-
-  #isOurUri (u: SipUri | undefined): boolean {
-    if (u === undefined) return false
-    if (typeof u.params.node === 'string') return u.params.node === this.#registry.nodeId
-    if (u.user !== undefined) return false
-    const tls = u.scheme === 'sips' || (typeof u.params.transport === 'string' && u.params.transport.toLowerCase() === 'tls')
-    return this.#self.has(`${u.host.toLowerCase()}:${u.port ?? (tls ? 5061 : 5060)}`)
-  }
-
-  /**
-   * 16.3 item 4: a Via of ours carrying the hash this request would get again is a loop. The top
-   * Via is parsed already (the parser checks it). A Via below it can only be a loop when its text
-   * holds the hash (its branch ends with `.<hash>`), so only such a one is parsed: the others are
-   * components no validation step involves, which 16.3 item 1 says to ignore and forward unchanged
-   * (every request from the mesh carries the sender's Via second: a full parse of it was ~280
-   * bytes per relayed request on the receiving node).
-   */
-  #checkLoop (request: SipRequest): void {
-    // every Via element, line by line (a line holding one element, the usual case, is not split)
-    const h = request.headers
-    let first = true
-    let hash: string | undefined
-    for (let i = 0; i < h.size; i++) {
-      if (h._keyAt(i) !== 'via') continue
-      const line = h._valueAt(i)
-      if (line.indexOf(',') === -1) {
-        if (line.trim() === '') continue
-        if (!first) {
-          hash ??= this.#loopHashForCheck(request)
-          if (line.indexOf(hash) === -1) continue
-        }
-        this.#checkLoopVia(request, line, first)
-        first = false
-        continue
-      }
-      for (const element of splitList(line)) {
-        if (!first) {
-          hash ??= this.#loopHashForCheck(request)
-          if (element.indexOf(hash) === -1) continue
-        }
-        this.#checkLoopVia(request, element, first)
-        first = false
-      }
-    }
-  }
-
-  /** the loop hash of a request being checked, kept on it when it will be forwarded (#handle) */
-  #loopHashForCheck (request: SipRequest): string {
-    if (request.loopHash !== undefined) return request.loopHash
-    const hash = loopHashOf(request)
-    if (request.method !== 'REGISTER') request.loopHash = hash
-    return hash
-  }
-
-  #checkLoopVia (request: SipRequest, element: string, top: boolean): void {
-    let via
-    // the top one is parsed already (kept on the headers)
-    try { via = top ? topVia(request.headers) ?? parseVia(element) : parseVia(element.trim()) } catch { throw new SipStatusError(400, 'Malformed Via') }
-    const ours = typeof via.params.node === 'string' ? via.params.node === this.#registry.nodeId : this.#isOurVia(via)
-    if (!ours || via.branch === undefined) return
-    const hash = request.loopHash ?? loopHashOf(request)
-    if (via.branch.endsWith('.' + hash)) {
-      this.stats.loops++
-      throw new SipStatusError(482, 'Loop Detected')
-    }
-  }
-}
-
-/** a binding's Contact as a place to send to (#contactAddress) */
-interface ContactAddress {
-  readonly uri: string
-  /** upper-cased, UDP when the URI names none */
-  readonly transport: string
-  readonly host: string
-  readonly port: number
-  /** RFC 7118 / RFC 5626 made-up hosts: only the REGISTER's own flow reaches them */
-  readonly invalidHost: boolean
 }
 
 /** what a branch's transaction user holds (see ProxyCore.#BranchUser) */
@@ -1485,41 +1064,8 @@ interface Target {
   aorOffline?: string
 }
 
-/** #assertedByUri: a From URI that asserts no identity (not of a served domain, or malformed) */
-const NOBODY_ASSERTED = ''
-const ASSERTED_CACHE_SIZE = 4096
-
 /** the keys of `stats.responses` per status class, as constants (no string per response counted) */
 const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx', '6xx']
-
-/** RFC 3428 section 9: pager-mode requests over 1300 bytes need a congestion-controlled path */
-export const UDP_MESSAGE_LIMIT = 1300
-
-/** RFC 3261 branches, unique per process run: a random prefix and a counter (no entropy per message) */
-const BRANCH_PREFIX = 'z9hG4bK' + randomBytes(6).toString('base64url')
-let branchCounter = 0
-function generateBranch (): string {
-  branchCounter = (branchCounter + 1) % Number.MAX_SAFE_INTEGER
-  return BRANCH_PREFIX + branchCounter.toString(36)
-}
-
-/** an in-dialog request (RFC 3261 12.2), or a response that creates a dialog: its To carries a tag */
-function hasToTag (message: SipRequest | SipResponse): boolean {
-  try {
-    const tag = parseNameAddrShared(message.headers.get('To') ?? '').params.tag
-    return typeof tag === 'string' && tag !== ''
-  } catch {
-    return false
-  }
-}
-
-function safeUri (s: string): SipUri {
-  try {
-    return parseUri(s)
-  } catch {
-    throw new SipStatusError(400, 'Malformed URI')
-  }
-}
 
 /** 1 to 3 digits (a module constant: a regular expression literal in a function is a new RegExp object per call) */
 const MAX_FORWARDS = /^\d{1,3}$/
@@ -1531,75 +1077,4 @@ export function readMaxForwards (request: SipRequest): number | undefined {
   const t = v.trim()
   if (!MAX_FORWARDS.test(t) || Number(t) > 255) throw new SipStatusError(400, 'Malformed Max-Forwards')
   return Number(t)
-}
-
-/** the loop-detection hash of a request as received (RFC 3261 16.6 item 8): FNV-1a, base36 */
-export function loopHashOf (request: SipRequest): string {
-  const h = request.headers
-  let tagFrom = ''
-  let tagTo = ''
-  try { tagFrom = String(parseNameAddrShared(h.get('From') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
-  try { tagTo = String(parseNameAddrShared(h.get('To') ?? '').params.tag ?? '') } catch { /* hashed without it */ }
-  const cseq = h.get('CSeq') ?? ''
-  // hashed field by field, as the fields joined by LF (list elements by commas) would be: no
-  // joined string and no arrays per request
-  let x = fnv(0x811c9dc5, request.uri)
-  x = fnv(fnv(x, '\n'), tagFrom)
-  x = fnv(fnv(x, '\n'), tagTo)
-  x = fnv(fnv(x, '\n'), h.get('Call-ID') ?? '')
-  x = fnv(fnv(x, '\n'), cseqNumber(cseq))
-  x = fnvList(fnv(x, '\n'), h, 'Route')
-  x = fnvList(fnv(x, '\n'), h, 'Proxy-Require')
-  x = fnv(fnv(x, '\n'), h.get('Proxy-Authorization') ?? '')
-  return x.toString(36)
-}
-
-/** FNV-1a over the UTF-16 code units of `s`, from `x` */
-function fnv (x: number, s: string): number {
-  for (let i = 0; i < s.length; i++) {
-    x ^= s.charCodeAt(i)
-    x = Math.imul(x, 0x01000193) >>> 0
-  }
-  return x
-}
-
-/** `fnv` of `h.getAll(name).join(',')`, without the array when the header is absent */
-function fnvList (x: number, h: SipRequest['headers'], name: string): number {
-  if (!h.has(name)) return x
-  return fnv(x, h.getAll(name).join(','))
-}
-
-/** `cseq.trim().split(/\s+/)[0]`: the text before the first white space */
-function cseqNumber (cseq: string): string {
-  // read by char codes: a regular expression here cost a RegExp object and a match array per request
-  const t = cseq.trim()
-  for (let i = 0; i < t.length; i++) {
-    if (isWhitespaceCode(t.charCodeAt(i))) return t.slice(0, i)
-  }
-  return t
-}
-
-/** what `\s` matches, by char code (the code units String.prototype.trim also removes) */
-function isWhitespaceCode (c: number): boolean {
-  if (c <= 32) return c === 32 || (c >= 9 && c <= 13)
-  if (c < 160) return false
-  return c === 160 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff
-}
-
-function cloneMessage (m: SipRequest | SipResponse): SipRequest | SipResponse {
-  // by the constructors: objects of the classes' own shape (Object.create + assign made each
-  // copy a slower object of a shape of its own)
-  return m instanceof SipRequest
-    ? new SipRequest(m.method, m.uri, m.headers.clone(), m.body, m.version)
-    : new SipResponse(m.status, m.reason, m.headers.clone(), m.body, m.version)
-}
-
-function isThenable<T> (x: T | Promise<T>): x is Promise<T> {
-  return typeof (x as { then?: unknown }).then === 'function'
-}
-
-/** the URI of a name-addr header value (From, To), or undefined when malformed */
-function uriOf (value: string | undefined): string | undefined {
-  if (value === undefined) return undefined
-  try { return parseNameAddr(value).uri } catch { return undefined }
 }

@@ -15,7 +15,10 @@
  * Bounded: at most `max` contacts, each forgotten `ttlMs` after its dialog was last used.
  */
 import { contactKey } from '../registrar/bindings.ts'
+import type { SipRequest, SipResponse } from '../codec/message.ts'
+import { parseNameAddr } from '../codec/name-addr.ts'
 import type { Flow } from './flow.ts'
+import { hasToTag } from './message-reading.ts'
 
 export interface DialogContact {
   uri: string
@@ -70,6 +73,36 @@ export class DialogContacts {
     e.until = now + this.#ttlMs
     this.#entries.set(key, e)
     return e
+  }
+
+  /** a user agent's dialog-creating request: requests inside the dialog may come back to its Contact */
+  rememberCaller (request: SipRequest, flow: Flow): void {
+    const contact = request.headers.get('Contact')
+    if (contact === undefined) return
+    try {
+      this.remember(parseNameAddr(contact).uri, flow)
+    } catch {
+      // a malformed Contact: nothing to come back to
+    }
+  }
+
+  /**
+   * A user agent of this node answered a dialog-creating request we Record-Routed (a 2xx, or a 1xx
+   * with a To tag: an early dialog): its Contact is the dialog's remote target (RFC 3261 12.1.2),
+   * which need not be the Contact it registered. Requests inside the dialog come back to it: they
+   * go over the flow this branch used, the one the callee answered on.
+   */
+  rememberCallee (response: SipResponse, flow: Flow): void {
+    if (response.status < 101 || response.status >= 300) return
+    if (response.status < 200 && !hasToTag(response)) return
+    const contact = response.headers.get('Contact')
+    if (contact === undefined) return
+    try {
+      // a Contact another user agent's dialog already uses stays that user agent's
+      this.remember(parseNameAddr(contact).uri, flow, { takeOver: false })
+    } catch {
+      // a malformed Contact: nothing to come back to
+    }
   }
 }
 

@@ -98,3 +98,24 @@ export class PeerNetworks {
     throw new SipStatusError(503, 'Peer Network Unreachable')
   }
 }
+
+/**
+ * The internal headers a peer network may send, and only on a SUBSCRIBE or NOTIFY the presence
+ * agent serves itself (its back-end subscriptions between networks, presence/peering.ts).
+ */
+export const PEER_BACKEND_HEADERS: ReadonlySet<string> = new Set(['sipmesh-watchers', 'sipmesh-watchers-gone', 'sipmesh-path', 'sipmesh-authorization', 'sipmesh-view'])
+
+/**
+ * Remove the internal `Sipmesh-*` headers (only nodes of the mesh may send them) from a request;
+ * `keep`: those left to the presence agent to check. Returns how many were removed.
+ */
+export function stripInternalHeaders (request: SipRequest, keep: ReadonlySet<string> = new Set()): number {
+  const h = request.headers
+  const names = new Set<string>()
+  for (let i = 0; i < h.size; i++) {
+    const key = h._keyAt(i)
+    if (key.startsWith('sipmesh-') && !keep.has(key)) names.add(key)
+  }
+  for (const n of names) h.delete(n)
+  return names.size
+}

@@ -2,6 +2,8 @@
 // registrar matches contacts, bounded in number and in time, malformed URIs ignored.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { Buffer } from 'node:buffer'
+import { parseMessage, type SipMessage, type SipRequest, type SipResponse } from '../../../sip-gateway/codec/index.ts'
 import { DialogContacts } from '../../../sip-gateway/proxy/dialog-contacts.ts'
 import type { Flow } from '../../../sip-gateway/proxy/flow.ts'
 
@@ -58,4 +60,30 @@ test('takeOver: false keeps a live contact of another flow (a callee cannot clai
   now = 5_000
   d.remember('sip:carl@127.0.0.1:5999', callee, { takeOver: false })
   assert.equal(d.find('sip:carl@127.0.0.1:5999')?.flow, callee, 'an expired entry is no one\'s')
+})
+
+const message = (startLine: string, extra: string[]): SipMessage => parseMessage(Buffer.from([startLine,
+  'Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKx', 'From: <sip:carl@example.com>;tag=f', 'To: <sip:dana@example.com>' + (startLine.startsWith('SIP/2.0 180') ? '' : ';tag=t'),
+  'Call-ID: c@h', 'CSeq: 1 INVITE', ...extra, 'Content-Length: 0', '', ''].join('\r\n')))
+
+test('a caller\'s and a callee\'s Contacts are remembered from their messages; hostile or missing Contacts are not', () => {
+  const d = new DialogContacts()
+  d.rememberCaller(message('INVITE sip:dana@example.com SIP/2.0', ['Contact: "Carl" <sip:carl@127.0.0.1:5999;ob>']) as SipRequest, flow(5999))
+  assert.equal(d.find('sip:carl@127.0.0.1:5999')?.flow.remote.port, 5999)
+  d.rememberCallee(message('SIP/2.0 200 OK', ['Contact: <sip:dana@127.0.0.1:6001>']) as SipResponse, flow(6001))
+  assert.equal(d.find('sip:dana@127.0.0.1:6001')?.flow.remote.port, 6001)
+  // a 180 without a To tag makes no early dialog; a 100 and a failure make none either
+  d.rememberCallee(message('SIP/2.0 180 Ringing', ['Contact: <sip:erin@127.0.0.1:6002>']) as SipResponse, flow(6002))
+  d.rememberCallee(message('SIP/2.0 486 Busy Here', ['Contact: <sip:fred@127.0.0.1:6003>']) as SipResponse, flow(6003))
+  assert.equal(d.find('sip:erin@127.0.0.1:6002'), undefined)
+  assert.equal(d.find('sip:fred@127.0.0.1:6003'), undefined)
+  // a callee's Contact that a live caller's dialog already uses stays the caller's
+  d.rememberCallee(message('SIP/2.0 200 OK', ['Contact: <sip:carl@127.0.0.1:5999>']) as SipResponse, flow(7000))
+  assert.equal(d.find('sip:carl@127.0.0.1:5999')?.flow.remote.port, 5999)
+  const size = d.size
+  for (const contact of ['Contact: <<<', 'Contact: <sip:>', 'Contact: ' + '<'.repeat(5000), 'Contact: *']) {
+    d.rememberCaller(message('INVITE sip:dana@example.com SIP/2.0', [contact]) as SipRequest, flow(8000))
+  }
+  d.rememberCaller(message('INVITE sip:dana@example.com SIP/2.0', []) as SipRequest, flow(8000))
+  assert.equal(d.size, size)
 })
