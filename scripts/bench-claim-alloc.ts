@@ -9,10 +9,10 @@
 // Bounded: `--rounds` rounds of `--claims` claims each (at most 10 × 100,000).
 //
 //   node scripts/bench-claim-alloc.ts [--nodes 1] [--claims 20000] [--rounds 3] [--window 20]
-import { GCProfiler } from 'node:v8'
 import { loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import { Mesh } from '../test/fixtures/mesh.ts'
+import { allocated } from './lib/heap-allocated.ts'
 
 const { values } = parseArgs({
   options: {
@@ -26,25 +26,6 @@ const NODES = values.nodes === '2' ? 2 : 1
 const CLAIMS = Math.min(Math.max(Math.round(Number(values.claims)), 100), 100_000)
 const ROUNDS = Math.min(Math.max(Math.round(Number(values.rounds)), 1), 10)
 const WINDOW = Math.min(Math.max(Math.round(Number(values.window)), 1), 1_000)
-
-/** Bytes allocated while `fn` runs: the heap's growth between GCs, summed. */
-async function allocated (fn: () => Promise<void>): Promise<{ bytes: number, gcs: number }> {
-  const profiler = new GCProfiler()
-  const { getHeapStatistics } = await import('node:v8')
-  const start = getHeapStatistics().used_heap_size
-  profiler.start()
-  await fn()
-  const end = getHeapStatistics().used_heap_size
-  const { statistics } = profiler.stop()
-  let bytes = 0
-  let last = start
-  for (const s of statistics) {
-    bytes += s.beforeGC.heapStatistics.usedHeapSize - last
-    last = s.afterGC.heapStatistics.usedHeapSize
-  }
-  bytes += end - last
-  return { bytes, gcs: statistics.length }
-}
 
 const mesh = await Mesh.spawn(NODES)
 const registry = mesh.nodes[0].registry

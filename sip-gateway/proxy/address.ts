@@ -12,7 +12,9 @@ export interface NodeAddressInit {
   port: number
   /** other names the node answers to as itself (its listening addresses) */
   aliases?: Iterable<string>
+  /** the port of SIP over WebSocket, for Record-Route entries facing WebSocket user agents */
   wsPort?: number
+  /** the ports of SIP over TLS and secure WebSocket, for Via and Record-Route entries on those sides */
   tlsPort?: number
   wssPort?: number
 }

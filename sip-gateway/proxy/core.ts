@@ -75,6 +75,7 @@ import { headerDomain, stripInternalHeaders, PEER_BACKEND_HEADERS, type PeerNetw
 
 export { stripInternalHeaders }
 import { NodeAddress } from './address.ts'
+import type { NodeAddressInit } from './address.ts'
 import { observeInvite, type DialogObserver } from './dialog-observer.ts'
 
 export type { ProxiedDialogEvent, DialogObserver } from './dialog-observer.ts'
@@ -175,18 +176,9 @@ export interface ProxyCoreComponents {
   connector: Connector
 }
 
-export interface ProxyCoreInit {
+/** our address on the wire (`NodeAddressInit`: host, port, aliases, the WS/TLS/WSS ports) and the rest */
+export interface ProxyCoreInit extends NodeAddressInit {
   domains: Iterable<string>
-  /** our SIP address as it appears in Via and Record-Route */
-  host: string
-  port: number
-  /** other names the node answers to as itself (its listening addresses) */
-  aliases?: Iterable<string>
-  /** the port of SIP over WebSocket, for Record-Route entries facing WebSocket user agents */
-  wsPort?: number
-  /** the ports of SIP over TLS and secure WebSocket, for Via and Record-Route entries on those sides */
-  tlsPort?: number
-  wssPort?: number
   /** peer networks (peering.ts); none: requests for other domains are refused */
   peers?: PeerNetworks
   onUnavailable?: UnavailableHandler
