@@ -175,7 +175,7 @@ export class Headers {
   _topVia: Readonly<Via> | undefined = undefined
   /**
    * How many times the lines were changed (every write below counts one): bytes kept for a
-   * message (`sendAs` in wire.ts) stand for it only while this is what it was when they were kept
+   * message (`receivedBytes` in wire.ts) stand for it only while this is what it was when they were kept
    */
   _edits = 0
 

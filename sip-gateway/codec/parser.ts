@@ -275,9 +275,10 @@ export function parseMessage (data: Uint8Array, options?: ParseOptions): SipMess
     throw error.withRequest(answerable ? request : undefined)
   }
   // a response whose bytes say just what its headers say: from its first byte, its version
-  // written as a sender must (RFC 3261 7.1: upper case), in CRLF lines none of them folded, its characters one byte each (so places in `head` are places in the bytes),
-  // its Content-Length the body to the last byte, its top Via line one element. A proxy may
-  // forward it as these bytes less that line (16.7 step 3) instead of writing it anew (wire.ts)
+  // written as a sender must (RFC 3261 7.1: upper case), in CRLF lines none of them folded, its
+  // characters one byte each (so places in `head` are places in the bytes), its Content-Length
+  // the body to the last byte, its top Via line one element. A proxy may forward it as these
+  // bytes less that line (16.7 step 3) instead of writing it anew (wire.ts)
   if (response !== undefined && plain && start === 0 && head.startsWith('SIP/2.0 ') && found !== undefined && found.bodyStart === found.headEnd + 3 &&
     head.length === headEnd - start && contentLength !== -1 && bodyStart + bodyLength === len &&
     viaTo < 32_768 && headers._valueAt(via).indexOf(',') === -1) {
